@@ -1,0 +1,115 @@
+/**
+ * `peerup auth add|remove|list|validate`: who may connect to this node.
+ *
+ * @packageDocumentation
+ */
+
+import type { Command } from 'commander'
+import {
+  addAuthorizedPeer,
+  listAuthorizedPeers,
+  removeAuthorizedPeer,
+  validateAuthorizedKeysFile,
+} from '../../auth/ops.ts'
+import { resolveIn } from '../../config/load.ts'
+import type { NodeConfig } from '../../config/schema.ts'
+import { PeerupError } from '../../errors.ts'
+import type { CliContext } from '../context.ts'
+import { loadNode } from '../load.ts'
+import { emit, table } from '../output.ts'
+import { globalOpts, withCommonOptions } from '../program.ts'
+
+function authorizedKeysFile(dir: string, config: NodeConfig): string {
+  return resolveIn(dir, config.security.authorized_keys_file)
+}
+
+/** A name from names: stands for its peer id. */
+function peerArg(config: NodeConfig, peer: string): string {
+  return config.names[peer] ?? peer
+}
+
+/** Registers `auth`. */
+export function registerAuth(program: Command, ctx: CliContext): void {
+  const auth = program
+    .command('auth')
+    .description('manage authorized_keys: the peers allowed to connect to this node')
+
+  withCommonOptions(
+    auth
+      .command('add')
+      .description('allow a peer to connect')
+      .argument('<peer>', 'peer id (12D3KooW…) or a name from names:')
+      .option('--comment <text>', 'a note kept on the line, like the machine name')
+      .option('--expires <date>', 'stop authorizing it then (YYYY-MM-DD or an RFC 3339 time)')
+      .option('--group <name>', 'a group label'),
+  ).action(async (peer: string, _flags: object, cmd: Command) => {
+    const opts = globalOpts<{ comment?: string; expires?: string; group?: string }>(cmd)
+    const { dir, config } = await loadNode(ctx, opts)
+    const attributes: Record<string, string> = {}
+    if (opts.expires !== undefined) attributes.expires = opts.expires
+    if (opts.group !== undefined) attributes.group = opts.group
+    const added = await addAuthorizedPeer(authorizedKeysFile(dir, config), peerArg(config, peer), {
+      ...(opts.comment === undefined ? {} : { comment: opts.comment }),
+      attributes,
+    })
+    emit(ctx, opts, added, (p) => `authorized ${p.peerId}${p.comment === undefined ? '' : ` (${p.comment})`}`)
+  })
+
+  withCommonOptions(
+    auth.command('remove').description('revoke a peer').argument('<peer>', 'peer id or a name from names:'),
+  ).action(async (peer: string, _flags: object, cmd: Command) => {
+    const opts = globalOpts(cmd)
+    const { dir, config } = await loadNode(ctx, opts)
+    const removed = await removeAuthorizedPeer(authorizedKeysFile(dir, config), peerArg(config, peer))
+    emit(ctx, opts, removed, (p) => `revoked ${p.peerId}`)
+  })
+
+  withCommonOptions(auth.command('list').description('list authorized peers and their attributes')).action(
+    async (_flags: object, cmd: Command) => {
+      const opts = globalOpts(cmd)
+      const { dir, config } = await loadNode(ctx, opts)
+      const peers = await listAuthorizedPeers(authorizedKeysFile(dir, config), config.names)
+      emit(ctx, opts, peers, (list) =>
+        list.length === 0
+          ? 'no authorized peers (pair with `peerup invite`/`peerup join`, or `peerup auth add <peer-id>`)'
+          : table([
+              ['PEER ID', 'NAME', 'VERIFIED', 'EXPIRES', 'COMMENT'],
+              ...list.map((p) => [
+                p.peerId,
+                p.name ?? '-',
+                p.verified === undefined ? 'no' : 'yes',
+                p.expires === undefined ? '-' : `${p.expires.slice(0, 10)}${p.expired ? ' (expired)' : ''}`,
+                p.comment ?? '',
+              ]),
+            ]),
+      )
+    },
+  )
+
+  withCommonOptions(
+    auth
+      .command('validate')
+      .description('check authorized_keys and report every bad line')
+      .argument('[file]', 'file to check'),
+  ).action(async (file: string | undefined, _flags: object, cmd: Command) => {
+    const opts = globalOpts(cmd)
+    let target: string
+    if (file === undefined) {
+      const { dir, config } = await loadNode(ctx, opts)
+      target = authorizedKeysFile(dir, config)
+    } else {
+      target = resolveIn(ctx.cwd, file)
+    }
+    const problems = await validateAuthorizedKeysFile(target)
+    if (problems.length > 0) {
+      // Every bad line on stderr, the way a compiler lists errors; the summary is the command's error.
+      for (const p of problems) {
+        ctx.stderr.write(`${p.message}${p.hint === undefined ? '' : ` (${p.hint})`}\n`)
+      }
+      throw new PeerupError(`${target}: ${problems.length} bad line${problems.length === 1 ? '' : 's'}`, {
+        hint: 'fix them and run `peerup auth validate` again',
+      })
+    }
+    emit(ctx, opts, { file: target, valid: true }, (r) => `${r.file}: OK`)
+  })
+}

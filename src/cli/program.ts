@@ -1,0 +1,93 @@
+/**
+ * The command tree. Each noun lives in `commands/<noun>.ts` and registers itself here; commands
+ * parse, call one domain function and render, nothing more.
+ *
+ * @packageDocumentation
+ */
+
+import { Command, Option } from 'commander'
+import { buildInfo } from '../version.ts'
+import { registerAuth } from './commands/auth.ts'
+import { registerConfig } from './commands/config.ts'
+import { registerDebug } from './commands/debug.ts'
+import { registerInit } from './commands/init.ts'
+import { registerRelay } from './commands/relay.ts'
+import { registerResolve } from './commands/resolve.ts'
+import { registerService } from './commands/service.ts'
+import { registerStatus } from './commands/status.ts'
+import { registerVersion } from './commands/version.ts'
+import { registerWhoami } from './commands/whoami.ts'
+import type { CliContext, GlobalOptions } from './context.ts'
+
+/** The text `--version` prints. */
+export function versionLine(programName: string): string {
+  const info = buildInfo()
+  return `${programName} ${info.version} (commit ${info.commit}, built ${info.buildDate}, node ${info.node})`
+}
+
+/**
+ * Adds the options every command takes, so they work after the subcommand too
+ * (`peerup status --json`), which positional option parsing needs for `peerup ssh` pass-through.
+ */
+export function withCommonOptions(cmd: Command, options: { json?: boolean } = { json: true }): Command {
+  cmd.addOption(new Option('--config <file>', 'config file to use').hideHelp())
+  if (options.json !== false) {
+    cmd.option('--json', 'print the result as JSON')
+  }
+  return cmd
+}
+
+/** The options of a command merged with its parents' (`--config` may come before the noun). */
+export function globalOpts<T extends object = object>(cmd: Command): GlobalOptions & T {
+  return cmd.optsWithGlobals() as GlobalOptions & T
+}
+
+/** Builds the `peerup` program for one invocation. */
+export function buildProgram(ctx: CliContext): Command {
+  const program = new Command(ctx.programName)
+  program
+    .description(
+      'Reach TCP services (SSH first) on machines behind NAT through your own private libp2p mesh.',
+    )
+    .option(
+      '--config <file>',
+      'config file (default: $PEERUP_HOME/config.yaml, ./peerup.yaml, ~/.config/peerup/config.yaml, /etc/peerup/config.yaml)',
+    )
+    .option('--json', 'print results as JSON')
+    .version(versionLine(ctx.programName), '--version', 'print the version and exit')
+    .helpOption('-h, --help', 'show help')
+    .enablePositionalOptions()
+    .showSuggestionAfterError(true)
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => ctx.stdout.write(s),
+      writeErr: (s) => ctx.stderr.write(s),
+      outputError: (s, write) =>
+        write(
+          `${ctx.programName}: ${s.replace(/^error: /, '').trimEnd()} (see \`${ctx.programName} --help\`)\n`,
+        ),
+    })
+  program.configureHelp({ sortSubcommands: false, showGlobalOptions: true })
+
+  registerInit(program, ctx)
+  registerWhoami(program, ctx)
+  registerVersion(program, ctx)
+  registerStatus(program, ctx)
+  registerConfig(program, ctx)
+  registerAuth(program, ctx)
+  registerService(program, ctx)
+  registerRelay(program, ctx)
+  registerResolve(program, ctx)
+  registerDebug(program, ctx)
+
+  // Subcommands inherit the exit override and the output routing.
+  const inherit = (cmd: Command): void => {
+    for (const sub of cmd.commands) {
+      sub.exitOverride().configureOutput(program.configureOutput())
+      sub.showSuggestionAfterError(true)
+      inherit(sub)
+    }
+  }
+  inherit(program)
+  return program
+}

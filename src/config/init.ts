@@ -1,0 +1,122 @@
+/**
+ * `peerup init` and `peerup relay setup`: create a node's (or relay's) directory with identity,
+ * config and an empty authorized_keys. Nothing that exists is overwritten; an existing identity
+ * is kept, so re-running after a failure picks up where it stopped.
+ *
+ * @packageDocumentation
+ */
+
+import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
+import { createIdentity, loadIdentity, peerIdOf } from '../auth/identity.ts'
+import { ConflictError, UsageError } from '../errors.ts'
+import { atomicWriteFile, exists } from '../util/fs.ts'
+import { parseConfigText } from './load.ts'
+import { checkRelayAddress } from './ops.ts'
+import { CONFIG_FILE_NAME, RELAY_CONFIG_FILE_NAME } from './paths.ts'
+import { nodeConfigSchema, relayConfigSchema } from './schema.ts'
+import { renderNodeConfig, renderRelayConfig } from './template.ts'
+
+/** What `init` was asked to create. */
+export interface InitOptions {
+  dir: string
+  relays: string[]
+  network: string
+}
+
+/** What `init` created. */
+export interface InitResult {
+  dir: string
+  configFile: string
+  identityFile: string
+  authorizedKeysFile: string
+  peerId: string
+  /** False when an identity was already there and was kept. */
+  createdIdentity: boolean
+}
+
+const AUTHORIZED_KEYS_HEADER = `# Peers allowed to connect to this node, one per line:
+#   <peer-id> [expires=YYYY-MM-DD] [verified=…] [group=…] [# comment]
+# Edit with \`peerup auth add|remove\`, or pair with \`peerup invite\` / \`peerup join\`.
+`
+
+const RELAY_AUTHORIZED_KEYS_HEADER = `# Peers allowed to hold a reservation on this relay, one per line:
+#   <peer-id> [sponsor=yes|<peer-id>] [expires=YYYY-MM-DD] [# comment]
+# Edit with \`peerup relay authorize|deauthorize\`; peers that pair through this relay are added
+# automatically when sponsoring is on (security.sponsoring in relay-server.yaml).
+`
+
+const NETWORK_PATTERN = /^$|^[a-z0-9][a-z0-9_-]{0,62}$/
+
+async function prepareDir(dir: string, configFile: string, command: string): Promise<void> {
+  await fs.mkdir(dir, { recursive: true, mode: 0o700 })
+  if (await exists(configFile)) {
+    throw new ConflictError(`${configFile} already exists`, {
+      hint: `${command} never overwrites a config; use --dir for another one, or edit this one`,
+    })
+  }
+}
+
+async function identityIn(file: string): Promise<{ peerId: string; created: boolean }> {
+  if (await exists(file)) {
+    return { peerId: peerIdOf(await loadIdentity(file)), created: false }
+  }
+  return { peerId: peerIdOf(await createIdentity(file)), created: true }
+}
+
+async function writeIfMissing(file: string, text: string): Promise<void> {
+  if (!(await exists(file))) {
+    await atomicWriteFile(file, text, { mode: 0o600, exclusive: true })
+  }
+}
+
+/** Creates a node in `options.dir`. */
+export async function initNode(options: InitOptions): Promise<InitResult> {
+  const relays = [...new Set(options.relays.map(checkRelayAddress))]
+  if (!NETWORK_PATTERN.test(options.network)) {
+    throw new UsageError(`invalid network name ${JSON.stringify(options.network)}`, {
+      hint: 'use lowercase letters, digits, - and _, or leave it empty for the default network',
+    })
+  }
+  const dir = path.resolve(options.dir)
+  const configFile = path.join(dir, CONFIG_FILE_NAME)
+  const text = renderNodeConfig({ relays, network: options.network })
+  const config = parseConfigText(text, configFile, nodeConfigSchema)
+  await prepareDir(dir, configFile, 'peerup init')
+  const identityFile = path.join(dir, config.identity.key_file)
+  const authorizedKeysFile = path.join(dir, config.security.authorized_keys_file)
+  const identity = await identityIn(identityFile)
+  await writeIfMissing(authorizedKeysFile, AUTHORIZED_KEYS_HEADER)
+  // The config goes last: its presence is what marks the directory as initialised.
+  await atomicWriteFile(configFile, text, { mode: 0o600, exclusive: true })
+  return {
+    dir,
+    configFile,
+    identityFile,
+    authorizedKeysFile,
+    peerId: identity.peerId,
+    createdIdentity: identity.created,
+  }
+}
+
+/** Creates a relay's files in `dir`. */
+export async function initRelay(dir: string): Promise<InitResult> {
+  const abs = path.resolve(dir)
+  const configFile = path.join(abs, RELAY_CONFIG_FILE_NAME)
+  const text = renderRelayConfig()
+  const config = parseConfigText(text, configFile, relayConfigSchema)
+  await prepareDir(abs, configFile, 'peerup relay setup')
+  const identityFile = path.join(abs, config.identity.key_file)
+  const authorizedKeysFile = path.join(abs, config.security.authorized_keys_file)
+  const identity = await identityIn(identityFile)
+  await writeIfMissing(authorizedKeysFile, RELAY_AUTHORIZED_KEYS_HEADER)
+  await atomicWriteFile(configFile, text, { mode: 0o600, exclusive: true })
+  return {
+    dir: abs,
+    configFile,
+    identityFile,
+    authorizedKeysFile,
+    peerId: identity.peerId,
+    createdIdentity: identity.created,
+  }
+}

@@ -1,0 +1,249 @@
+/**
+ * The edits `peerup service|relay` make to config.yaml, and the look-ups `resolve` does. Flag
+ * values are checked before the file is touched, so a typo is a usage error, not a broken config.
+ *
+ * @packageDocumentation
+ */
+
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import { ConflictError, NotFoundError, UsageError } from '../errors.ts'
+import { editConfigFile, ensureMap, ensureSeq } from './edit.ts'
+import {
+  hostPort,
+  NAME_PATTERN,
+  type NodeConfig,
+  nodeConfigSchema,
+  peerIdString,
+  peerMultiaddrString,
+  SERVICE_NAME_PATTERN,
+} from './schema.ts'
+
+/** A service as `service list` shows it. */
+export interface ServiceInfo {
+  name: string
+  enabled: boolean
+  localAddress: string
+  allowedPeers: string[]
+  protocol: string
+}
+
+/** The libp2p protocol a service is offered on. */
+export function serviceProtocol(name: string): string {
+  return `/peerup/${name}/1.0.0`
+}
+
+/** Lists the configured services. */
+export function listServices(config: NodeConfig): ServiceInfo[] {
+  return Object.entries(config.services).map(([name, s]) => ({
+    name,
+    enabled: s.enabled,
+    localAddress: s.local_address,
+    allowedPeers: s.allowed_peers,
+    protocol: serviceProtocol(name),
+  }))
+}
+
+/** Checks a service name given on the command line. */
+export function checkServiceName(name: string): void {
+  if (!SERVICE_NAME_PATTERN.test(name)) {
+    throw new UsageError(`invalid service name ${JSON.stringify(name)}`, {
+      hint: 'use lowercase letters, digits, - and _ (at most 32), like ssh or web-admin',
+    })
+  }
+}
+
+/** Normalises a local address from the command line: `22` means `localhost:22`. */
+export function normaliseLocalAddress(address: string): string {
+  const value = /^\d+$/.test(address) ? `localhost:${address}` : address
+  if (!hostPort.safeParse(value).success) {
+    throw new UsageError(`invalid address ${JSON.stringify(address)}`, {
+      hint: 'give host:port (localhost:22, [::1]:8080) or just a port',
+    })
+  }
+  return value
+}
+
+/** Options of {@link addService}. */
+export interface AddServiceOptions {
+  allowedPeers?: string[]
+  enabled?: boolean
+}
+
+/** Adds a service to the config file. */
+export async function addService(
+  file: string,
+  name: string,
+  address: string,
+  options: AddServiceOptions = {},
+): Promise<ServiceInfo> {
+  checkServiceName(name)
+  const localAddress = normaliseLocalAddress(address)
+  const allowed = options.allowedPeers ?? []
+  const { config } = await editConfigFile(file, nodeConfigSchema, (doc, current) => {
+    if (current.services[name] !== undefined) {
+      throw new ConflictError(`service ${name} already exists`, {
+        hint: `remove it first with \`peerup service remove ${name}\``,
+      })
+    }
+    for (const p of allowed) {
+      if (current.names[p] === undefined && !peerIdString.safeParse(p).success) {
+        throw new UsageError(`${JSON.stringify(p)} is neither a peer id nor a known name`, {
+          hint: 'list names with `peerup status`',
+        })
+      }
+    }
+    const entry: Record<string, unknown> = { enabled: options.enabled ?? true, local_address: localAddress }
+    if (allowed.length > 0) {
+      entry.allowed_peers = allowed
+    }
+    ensureMap(doc, ['services']).set(name, doc.createNode(entry))
+  })
+  return listServices(config).find((s) => s.name === name) as ServiceInfo
+}
+
+/** Removes a service from the config file. */
+export async function removeService(file: string, name: string): Promise<void> {
+  await editConfigFile(file, nodeConfigSchema, (doc, current) => {
+    requireService(current, name)
+    doc.deleteIn(['services', name])
+  })
+}
+
+/** Turns a service on or off without forgetting it. */
+export async function setServiceEnabled(file: string, name: string, enabled: boolean): Promise<ServiceInfo> {
+  const { config } = await editConfigFile(file, nodeConfigSchema, (doc, current) => {
+    requireService(current, name)
+    doc.setIn(['services', name, 'enabled'], enabled)
+  })
+  return listServices(config).find((s) => s.name === name) as ServiceInfo
+}
+
+function requireService(config: NodeConfig, name: string): void {
+  if (config.services[name] === undefined) {
+    const known = Object.keys(config.services)
+    throw new NotFoundError(`no service named ${name}`, {
+      hint:
+        known.length === 0
+          ? 'add one with `peerup service add <name> <host:port>`'
+          : `services: ${known.join(', ')}`,
+    })
+  }
+}
+
+/** A relay as `relay list` shows it. */
+export interface RelayInfo {
+  address: string
+  peerId: string
+}
+
+/** The peer id in a relay's multiaddr. */
+export function relayPeerId(address: string): string {
+  const p2p = multiaddr(address)
+    .getComponents()
+    .find((c) => c.name === 'p2p')
+  return p2p?.value ?? ''
+}
+
+/** Lists the configured relays. */
+export function listRelays(config: NodeConfig): RelayInfo[] {
+  return config.relay.addresses.map((address) => ({ address, peerId: relayPeerId(address) }))
+}
+
+/** Checks a relay address given on the command line and returns it canonicalised. */
+export function checkRelayAddress(address: string): string {
+  const parsed = peerMultiaddrString.safeParse(address)
+  if (!parsed.success) {
+    throw new UsageError(`invalid relay address: ${parsed.error.issues[0]?.message ?? address}`, {
+      hint: 'copy the address `peerup relay info` prints on the relay, like /ip4/203.0.113.7/tcp/7777/p2p/12D3KooW…',
+    })
+  }
+  return parsed.data
+}
+
+/** Adds a relay address. Several addresses of one relay (IPv4 and IPv6) are fine; the same one twice is not. */
+export async function addRelay(file: string, address: string): Promise<RelayInfo> {
+  const canonical = checkRelayAddress(address)
+  await editConfigFile(file, nodeConfigSchema, (doc, current) => {
+    if (current.relay.addresses.includes(canonical)) {
+      throw new ConflictError(`relay ${canonical} is already configured`)
+    }
+    ensureSeq(doc, ['relay', 'addresses']).add(doc.createNode(canonical))
+  })
+  return { address: canonical, peerId: relayPeerId(canonical) }
+}
+
+/**
+ * Removes a relay, by its full address or by its peer id (which removes all its addresses).
+ * Removing the last relay makes the node unreachable from behind other NATs, so it needs `force`.
+ */
+export async function removeRelay(file: string, target: string, force = false): Promise<RelayInfo[]> {
+  const { result } = await editConfigFile(file, nodeConfigSchema, (doc, current) => {
+    const byAddress = peerMultiaddrString.safeParse(target)
+    const matches = (address: string): boolean =>
+      byAddress.success ? address === byAddress.data : relayPeerId(address) === target
+    const removed = listRelays(current).filter((r) => matches(r.address))
+    if (removed.length === 0) {
+      throw new NotFoundError(`no relay ${target} in the config`, {
+        hint: 'list them with `peerup relay list`',
+      })
+    }
+    if (removed.length === current.relay.addresses.length && !force) {
+      throw new ConflictError(
+        'that would remove the last relay, and peers behind NAT could no longer reach this node',
+        {
+          hint: 'add another relay first, or pass --force',
+        },
+      )
+    }
+    const seq = ensureSeq(doc, ['relay', 'addresses'])
+    // Delete from the end so earlier indexes stay valid.
+    for (let i = current.relay.addresses.length - 1; i >= 0; i--) {
+      if (matches(current.relay.addresses[i] as string)) {
+        seq.delete(i)
+      }
+    }
+    return removed
+  })
+  return result
+}
+
+/** What `resolve` found. */
+export interface Resolved {
+  name: string | undefined
+  peerId: string
+}
+
+/**
+ * Resolves a name from `names:` to its peer id; a peer id resolves to itself (and to its name,
+ * when it has one).
+ */
+export function resolvePeer(config: NodeConfig, nameOrId: string): Resolved {
+  const byName = config.names[nameOrId]
+  if (byName !== undefined) {
+    return { name: nameOrId, peerId: byName }
+  }
+  try {
+    const peerId = peerIdFromString(nameOrId).toString()
+    const name = Object.entries(config.names).find(([, id]) => id === peerId)?.[0]
+    return { name, peerId }
+  } catch {
+    // Not a peer id either: fall through to the error below.
+  }
+  const known = Object.keys(config.names)
+  throw new NotFoundError(`unknown peer ${JSON.stringify(nameOrId)}: not a name in names: nor a peer id`, {
+    hint:
+      known.length === 0
+        ? 'pair with it using `peerup invite`/`peerup join`, or use its peer id'
+        : `known names: ${known.join(', ')}`,
+  })
+}
+
+/** Checks a peer name given on the command line. */
+export function checkPeerName(name: string): void {
+  if (!NAME_PATTERN.test(name)) {
+    throw new UsageError(`invalid name ${JSON.stringify(name)}`, {
+      hint: 'use letters, digits, . _ - (at most 63), like home or laptop-2',
+    })
+  }
+}

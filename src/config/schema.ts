@@ -1,0 +1,303 @@
+/**
+ * The one schema of peerup's config files: types, defaults and validation in one place. The
+ * node's `config.yaml` and the relay's `relay-server.yaml` are both described here;
+ * `configs/*.example.yaml` documents every key and a unit test keeps them in step.
+ *
+ * Durations are written as strings (`2m`) and parsed to milliseconds; sizes (`128KiB`) to bytes.
+ *
+ * @packageDocumentation
+ */
+
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import { z } from 'zod'
+import { parseByteSize, parseDurationMs } from './units.ts'
+
+/** The config format version this build reads and writes. */
+export const CONFIG_VERSION = 1
+
+/** Default TCP port of a relay. */
+export const DEFAULT_RELAY_PORT = 7777
+
+/** Default UDP port of the relay's STUN responder. */
+export const DEFAULT_STUN_PORT = 3478
+
+/** Names of peers, services and networks: short, shell- and URL-safe. */
+export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/
+
+/** Service names become part of a protocol id (`/peerup/<name>/1.0.0`), so they are stricter. */
+export const SERVICE_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,31}$/
+
+const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') {
+    return JSON.stringify(value)
+  }
+  return String(value)
+}
+
+/** Turns `null` (an empty YAML value such as `relay:` with nothing after it) into "not given". */
+function nullAsMissing<T extends z.ZodType>(schema: T) {
+  return z.preprocess((v) => (v === null ? undefined : v), schema)
+}
+
+function section<S extends z.ZodRawShape>(shape: S) {
+  // Every key of a section has a default, so an absent section is the same as an empty one.
+  return nullAsMissing(z.strictObject(shape).prefault({} as never))
+}
+
+const durationMs = (min = 0) =>
+  z.union([z.string(), z.number()]).transform((raw, ctx) => {
+    const ms = typeof raw === 'number' ? (raw === 0 ? 0 : undefined) : parseDurationMs(raw)
+    if (ms === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `${describe(raw)} is not a duration (write it like 30s, 2m, 1h30m)`,
+      })
+      return z.NEVER
+    }
+    if (ms < min) {
+      ctx.addIssue({ code: 'custom', message: `${describe(raw)} is too short (at least ${min / 1000}s)` })
+      return z.NEVER
+    }
+    return ms
+  })
+
+const byteSize = z.union([z.string(), z.number()]).transform((raw, ctx) => {
+  const bytes = parseByteSize(raw)
+  if (bytes === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `${describe(raw)} is not a size (write it like 0, 128KiB, 1GiB)`,
+    })
+    return z.NEVER
+  }
+  return bytes
+})
+
+/** A peer id, canonicalised. */
+export const peerIdString = z.string().transform((raw, ctx) => {
+  try {
+    return peerIdFromString(raw.trim()).toString()
+  } catch {
+    ctx.addIssue({
+      code: 'custom',
+      message: `${describe(raw)} is not a valid peer id (it looks like 12D3KooW…)`,
+    })
+    return z.NEVER
+  }
+})
+
+function parseMultiaddr(raw: string): ReturnType<typeof multiaddr> | undefined {
+  try {
+    return multiaddr(raw.trim())
+  } catch {
+    return undefined
+  }
+}
+
+/** Any multiaddr. */
+export const multiaddrString = z.string().transform((raw, ctx) => {
+  const ma = parseMultiaddr(raw)
+  if (ma === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `${describe(raw)} is not a valid multiaddr (write it like /ip4/203.0.113.7/tcp/7777)`,
+    })
+    return z.NEVER
+  }
+  return ma.toString()
+})
+
+/** A multiaddr naming the peer it reaches: `…/p2p/<peer id>`, as relays and bootstrap peers must. */
+export const peerMultiaddrString = z.string().transform((raw, ctx) => {
+  const ma = parseMultiaddr(raw)
+  if (ma === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `${describe(raw)} is not a valid multiaddr (write it like /ip4/203.0.113.7/tcp/7777/p2p/12D3KooW…)`,
+    })
+    return z.NEVER
+  }
+  const components = ma.getComponents()
+  const p2p = components.find((c) => c.name === 'p2p')
+  if (p2p?.value === undefined) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `${describe(raw)} does not end in /p2p/<peer id> (\`peerup relay info\` on the relay prints the full address)`,
+    })
+    return z.NEVER
+  }
+  try {
+    peerIdFromString(p2p.value)
+  } catch {
+    ctx.addIssue({
+      code: 'custom',
+      message: `${describe(raw)} ends in an invalid peer id (was it copied whole?)`,
+    })
+    return z.NEVER
+  }
+  if (components.some((c) => c.name === 'p2p-circuit')) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `${describe(raw)} is a circuit address, not a relay's own address`,
+    })
+    return z.NEVER
+  }
+  return ma.toString()
+})
+
+/** `host:port` or `[v6]:port` for a local TCP or UDP endpoint. */
+export const hostPort = z.string().refine(
+  (raw) => {
+    const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(raw.trim())
+    if (m === null) {
+      return false
+    }
+    const port = Number(m[3])
+    return port >= 1 && port <= 65535
+  },
+  { message: 'must be host:port, like localhost:22 or [::1]:22, with a port from 1 to 65535' },
+)
+
+const relativePath = z.string().min(1, { message: 'must not be empty' })
+
+const namespace = z.string().regex(/^$|^[a-z0-9][a-z0-9_-]{0,62}$/, {
+  message: 'must be empty or lowercase letters, digits, - and _ (it becomes /peerup/<network>/kad/1.0.0)',
+})
+
+const peerName = z.string().regex(NAME_PATTERN, {
+  message: 'a name is letters, digits, . _ - (at most 63, starting with a letter or digit)',
+})
+
+const serviceName = z.string().regex(SERVICE_NAME_PATTERN, {
+  message:
+    'a service name is lowercase letters, digits, - and _ (at most 32, it becomes /peerup/<name>/1.0.0)',
+})
+
+const version = z.number({ error: 'must be the number 1' }).int().pipe(z.literal(CONFIG_VERSION))
+
+const telemetry = (metricsPort: number) =>
+  section({
+    metrics: section({
+      enabled: z.boolean().default(false),
+      listen_address: hostPort.default(`127.0.0.1:${metricsPort}`),
+    }),
+    audit: section({
+      enabled: z.boolean().default(false),
+    }),
+  })
+
+const log = section({
+  level: z.enum(LOG_LEVELS).default('info'),
+})
+
+const service = z.strictObject({
+  enabled: z.boolean().default(true),
+  local_address: hostPort,
+  /** Peer ids or names from `names:`; empty means every authorized peer. */
+  allowed_peers: nullAsMissing(z.array(z.string()).default([])),
+})
+
+/** The node's `config.yaml`. */
+export const nodeConfigSchema = z
+  .strictObject({
+    version,
+    identity: section({
+      key_file: relativePath.default('identity.key'),
+    }),
+    network: section({
+      listen_addresses: nullAsMissing(
+        z.array(multiaddrString).default(['/ip4/0.0.0.0/tcp/0', '/ip6/::/tcp/0', '/webrtc']),
+      ),
+      force_private_reachability: z.boolean().default(false),
+    }),
+    relay: section({
+      addresses: nullAsMissing(z.array(peerMultiaddrString).default([])),
+      reservation_interval: durationMs(10_000).default(120_000),
+    }),
+    discovery: section({
+      network: namespace.default(''),
+      bootstrap_peers: nullAsMissing(z.array(peerMultiaddrString).default([])),
+    }),
+    security: section({
+      authorized_keys_file: relativePath.default('authorized_keys'),
+      enable_connection_gating: z.boolean().default(true),
+    }),
+    services: nullAsMissing(z.record(serviceName, service).default({})),
+    names: nullAsMissing(z.record(peerName, peerIdString).default({})),
+    telemetry: telemetry(9091),
+    log,
+  })
+  .superRefine((config, ctx) => {
+    // allowed_peers may name peers through `names:`; anything else must be a peer id.
+    for (const [name, svc] of Object.entries(config.services)) {
+      svc.allowed_peers.forEach((entry, i) => {
+        if (config.names[entry] !== undefined) {
+          return
+        }
+        if (peerIdString.safeParse(entry).success) {
+          return
+        }
+        ctx.addIssue({
+          code: 'custom',
+          path: ['services', name, 'allowed_peers', i],
+          message: `${describe(entry)} is neither a peer id nor a name defined under names:`,
+        })
+      })
+    }
+  })
+
+/** The node's config after validation and defaults. Durations are milliseconds. */
+export type NodeConfig = z.output<typeof nodeConfigSchema>
+
+/** Who may sponsor new peers at a relay (SPEC §6): anyone authorized, only `sponsor=yes` peers, or nobody. */
+export const SPONSORING_MODES = ['any', 'marked', 'off'] as const
+
+/** The relay's `relay-server.yaml`. */
+export const relayConfigSchema = z.strictObject({
+  version,
+  identity: section({
+    key_file: relativePath.default('relay_node.key'),
+  }),
+  network: section({
+    listen_addresses: nullAsMissing(
+      z
+        .array(multiaddrString)
+        .default([`/ip4/0.0.0.0/tcp/${DEFAULT_RELAY_PORT}`, `/ip6/::/tcp/${DEFAULT_RELAY_PORT}`]),
+    ),
+    announce_addresses: nullAsMissing(z.array(multiaddrString).default([])),
+  }),
+  discovery: section({
+    network: namespace.default(''),
+  }),
+  security: section({
+    authorized_keys_file: relativePath.default('relay_authorized_keys'),
+    enable_connection_gating: z.boolean().default(true),
+    sponsoring: z.enum(SPONSORING_MODES).default('any'),
+  }),
+  resources: section({
+    max_reservations: z.number().int().min(1).default(2048),
+    max_reservations_per_ip: z.number().int().min(1).default(128),
+    max_circuits: z.number().int().min(1).default(1024),
+    reservation_ttl: durationMs(60_000).default(3_600_000),
+    session_duration: durationMs().default(0),
+    session_data_limit: byteSize.default(0),
+    unknown_peer_session_duration: durationMs(1000).default(120_000),
+    unknown_peer_data_limit: byteSize.default(128 * 1024),
+  }),
+  stun: section({
+    enabled: z.boolean().default(true),
+    listen_address: hostPort.default(`0.0.0.0:${DEFAULT_STUN_PORT}`),
+  }),
+  health: section({
+    enabled: z.boolean().default(true),
+    listen_address: hostPort.default('127.0.0.1:9090'),
+  }),
+  telemetry: telemetry(9092),
+  log,
+})
+
+/** The relay's config after validation and defaults. Durations are milliseconds, sizes bytes. */
+export type RelayConfig = z.output<typeof relayConfigSchema>

@@ -1,0 +1,47 @@
+/**
+ * `peerup status` without a daemon: what this node is configured to be, read from its files.
+ *
+ * @packageDocumentation
+ */
+
+import * as path from 'node:path'
+import { loadIdentity, peerIdOf } from '../auth/identity.ts'
+import { type AuthorizedPeer, listAuthorizedPeers } from '../auth/ops.ts'
+import { socketAnswers } from '../client/probe.ts'
+import { loadNodeConfig, resolveIn } from './load.ts'
+import { listRelays, listServices, type RelayInfo, type ServiceInfo } from './ops.ts'
+import { NODE_FILES } from './paths.ts'
+
+/** The offline summary of a node. */
+export interface NodeSummary {
+  peerId: string
+  network: string
+  files: { config: string; identity: string; authorizedKeys: string; socket: string }
+  daemon: { running: boolean }
+  relays: RelayInfo[]
+  services: ServiceInfo[]
+  names: Record<string, string>
+  authorizedPeers: AuthorizedPeer[]
+  /** Authorized peers whose identity nobody has compared out of band yet (`peerup verify`). */
+  unverifiedPeers: number
+}
+
+/** Reads the node's files and summarises them. */
+export async function summarizeNode(configFile: string): Promise<NodeSummary> {
+  const { dir, config } = await loadNodeConfig(configFile)
+  const identity = resolveIn(dir, config.identity.key_file)
+  const authorizedKeys = resolveIn(dir, config.security.authorized_keys_file)
+  const socket = path.join(dir, NODE_FILES.socket)
+  const peers = await listAuthorizedPeers(authorizedKeys, config.names)
+  return {
+    peerId: peerIdOf(await loadIdentity(identity)),
+    network: config.discovery.network,
+    files: { config: path.join(dir, path.basename(configFile)), identity, authorizedKeys, socket },
+    daemon: { running: await socketAnswers(socket) },
+    relays: listRelays(config),
+    services: listServices(config),
+    names: config.names,
+    authorizedPeers: peers,
+    unverifiedPeers: peers.filter((p) => p.verified === undefined && !p.expired).length,
+  }
+}

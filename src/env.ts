@@ -1,0 +1,52 @@
+/**
+ * The one module that reads environment variables. Everything else receives an {@link Env}, so
+ * tests can run commands with an environment of their own.
+ *
+ * @packageDocumentation
+ */
+
+import * as os from 'node:os'
+import * as path from 'node:path'
+
+/** The environment peerup's behaviour depends on. */
+export interface Env {
+  /** `PEERUP_HOME`: the directory holding config.yaml, checked first. */
+  peerupHome: string | undefined
+  /** `PEERUP_DEBUG=1`: print stack traces with errors. */
+  debug: boolean
+  /** `PEERUP_INVITE_CODE`: the code `join` uses when none is given. */
+  inviteCode: string | undefined
+  /** The user's home directory. */
+  home: string
+  /** `XDG_CONFIG_HOME` or `~/.config`. */
+  configHome: string
+  /** `PEERUP_CACHE_DIR`, else `XDG_CACHE_HOME/peerup` or `~/.cache/peerup`: where native addons are unpacked. */
+  cacheDir: string
+  /** `NO_COLOR` set: never colour output. */
+  noColor: boolean
+  /** `NOTIFY_SOCKET`: systemd's notification socket, when run as a `Type=notify` service. */
+  notifySocket: string | undefined
+}
+
+/** Reads {@link Env} from a process environment (by default the real one). */
+export function readEnv(vars: NodeJS.ProcessEnv = process.env): Env {
+  const home = nonEmpty(vars.HOME) ?? os.homedir()
+  const configHome = nonEmpty(vars.XDG_CONFIG_HOME) ?? path.join(home, '.config')
+  const cacheDir =
+    nonEmpty(vars.PEERUP_CACHE_DIR) ??
+    path.join(nonEmpty(vars.XDG_CACHE_HOME) ?? path.join(home, '.cache'), 'peerup')
+  return {
+    peerupHome: nonEmpty(vars.PEERUP_HOME),
+    debug: vars.PEERUP_DEBUG === '1' || vars.PEERUP_DEBUG === 'true',
+    inviteCode: nonEmpty(vars.PEERUP_INVITE_CODE),
+    home,
+    configHome,
+    cacheDir,
+    noColor: vars.NO_COLOR !== undefined && vars.NO_COLOR !== '',
+    notifySocket: nonEmpty(vars.NOTIFY_SOCKET),
+  }
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value === '' ? undefined : value
+}

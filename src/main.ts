@@ -1,0 +1,93 @@
+/**
+ * The entry point: argv → CLI, and the ONLY place that turns errors into exit codes
+ * (0 ok, 1 error, 2 usage error) and one-line messages.
+ *
+ * @packageDocumentation
+ */
+
+import * as path from 'node:path'
+import { CommanderError } from 'commander'
+import type { CliContext } from './cli/context.ts'
+import { buildProgram } from './cli/program.ts'
+import { readEnv } from './env.ts'
+import { formatError, PeerupError, UsageError } from './errors.ts'
+
+/** Exit codes peerup promises (SPEC §3). */
+export const EXIT = { ok: 0, error: 1, usage: 2 } as const
+
+/** The name the executable answers to when it plays the relay. */
+export const RELAY_PROGRAM_NAME = 'relay-server'
+
+/**
+ * Maps an invocation as `relay-server <args>` onto `peerup relay <args>`; `version` and
+ * `--version` stay top-level so `relay-server version` reports the build.
+ */
+export function relayArgs(args: string[]): string[] {
+  const first = args[0]
+  if (first === undefined || first === 'version' || first === '--version') {
+    return first === undefined ? ['relay', '--help'] : args
+  }
+  return ['relay', ...args]
+}
+
+/** Runs one command line in `ctx` and resolves to its exit code; never throws, never exits. */
+export async function run(args: string[], ctx: CliContext): Promise<number> {
+  const argv = ctx.programName === RELAY_PROGRAM_NAME ? relayArgs(args) : args
+  const program = buildProgram(ctx)
+  try {
+    await program.parseAsync(argv, { from: 'user' })
+    return EXIT.ok
+  } catch (err) {
+    return report(err, ctx)
+  }
+}
+
+function report(err: unknown, ctx: CliContext): number {
+  if (err instanceof CommanderError) {
+    // Commander printed its own message already (help, version, or a usage error).
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) {
+      return EXIT.ok
+    }
+    if (err.code === 'commander.help') {
+      return EXIT.usage
+    }
+    return EXIT.usage
+  }
+  const name = ctx.programName
+  if (err instanceof PeerupError) {
+    ctx.stderr.write(`${name}: ${formatError(err)}\n`)
+  } else {
+    // Not one of ours: a bug or an unexpected system error. Still one line, and how to learn more.
+    const message = err instanceof Error ? err.message : String(err)
+    ctx.stderr.write(`${name}: ${message}${ctx.env.debug ? '' : ' (set PEERUP_DEBUG=1 for details)'}\n`)
+  }
+  if (ctx.env.debug && err instanceof Error) {
+    ctx.stderr.write(`${err.stack ?? ''}\n`)
+    let cause = err.cause
+    while (cause instanceof Error) {
+      ctx.stderr.write(`caused by: ${cause.stack ?? cause.message}\n`)
+      cause = cause.cause
+    }
+  }
+  return err instanceof UsageError ? EXIT.usage : EXIT.error
+}
+
+/** Runs the process's own command line and sets its exit code. */
+export async function main(): Promise<void> {
+  // A closed pipe (`peerup auth list | head -1`) is not an error worth a stack trace.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') {
+      process.exit(EXIT.ok)
+    }
+  })
+  const ctx: CliContext = {
+    programName: path.basename(process.argv0) === RELAY_PROGRAM_NAME ? RELAY_PROGRAM_NAME : 'peerup',
+    stdout: process.stdout,
+    stderr: process.stderr,
+    stdin: process.stdin,
+    env: readEnv(),
+    cwd: process.cwd(),
+  }
+  const code = await run(process.argv.slice(2), ctx)
+  process.exitCode = code
+}
