@@ -29,7 +29,9 @@ const exeFile = path.join(distDir, 'peerup')
 const DATACHANNEL_ASSET = 'node_datachannel.node'
 const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2'
 // Measured: the V8 code cache cut `--version` from 0.10 s to 0.07 s and `debug selftest` from 0.125 s to
-// 0.10 s; with the whole libp2p stack imported eagerly, a cold start went from 0.17 s to 0.10 s.
+// 0.10 s; with the whole libp2p stack imported eagerly, a cold start went from 0.17 s to 0.10 s. The
+// price: V8's cache is not byte-for-byte reproducible, so two builds of one commit differ (without it,
+// and with SOURCE_DATE_EPOCH set, the blob is reproducible).
 const USE_CODE_CACHE = true
 
 const started = performance.now()
@@ -117,16 +119,17 @@ const result = await esbuild
   .catch(() => fail('esbuild failed (errors above)'))
 checkBundle(result.metafile)
 
-// 2. SEA blob, written by this Node binary.
+// 2. SEA blob, written by this Node binary. Paths relative to the repo (the step runs there): `main`
+// is the file name stack traces show, which should not carry the build machine's checkout path.
 fs.writeFileSync(
   seaConfigFile,
   `${JSON.stringify(
     {
-      main: bundleFile,
-      output: blobFile,
+      main: path.relative(root, bundleFile),
+      output: path.relative(root, blobFile),
       disableExperimentalSEAWarning: true,
       useCodeCache: USE_CODE_CACHE,
-      assets: { [DATACHANNEL_ASSET]: addon },
+      assets: { [DATACHANNEL_ASSET]: path.relative(root, addon) },
     },
     null,
     2,
@@ -226,7 +229,7 @@ function buildDate() {
 
 // Runs a build step quietly, showing its output only when it fails.
 function run(command, args) {
-  const child = spawnSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawnSync(command, args, { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
   if (child.status !== 0) {
     process.stderr.write(child.stdout ?? '')
     process.stderr.write(child.stderr ?? '')
