@@ -30,7 +30,7 @@ export interface Env {
 
 /** Reads {@link Env} from a process environment (by default the real one). */
 export function readEnv(vars: NodeJS.ProcessEnv = process.env): Env {
-  const home = nonEmpty(vars.HOME) ?? os.homedir()
+  const home = nonEmpty(vars.HOME) ?? safeHomedir()
   const configHome = nonEmpty(vars.XDG_CONFIG_HOME) ?? path.join(home, '.config')
   const cacheDir =
     nonEmpty(vars.PEERUP_CACHE_DIR) ??
@@ -44,6 +44,16 @@ export function readEnv(vars: NodeJS.ProcessEnv = process.env): Env {
     cacheDir,
     noColor: vars.NO_COLOR !== undefined && vars.NO_COLOR !== '',
     notifySocket: nonEmpty(vars.NOTIFY_SOCKET),
+  }
+}
+
+// os.homedir() throws when HOME is unset and the uid has no passwd entry (`docker run --user 65533`);
+// a command must still be able to say what is wrong instead of crashing before it starts.
+function safeHomedir(): string {
+  try {
+    return os.homedir()
+  } catch {
+    return os.tmpdir()
   }
 }
 
