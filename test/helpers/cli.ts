@@ -32,6 +32,8 @@ export interface RunOptions {
   cwd?: string
   programName?: string
   stdin?: string
+  /** Pretend stdin is a terminal, so interactive prompts are shown. */
+  tty?: boolean
 }
 
 /** A scratch directory removed after the test. */
@@ -50,6 +52,9 @@ export async function runCli(args: string[], home: string, options: RunOptions =
   const stderr = new Capture()
   const stdin = new PassThrough()
   stdin.end(options.stdin ?? '')
+  if (options.tty === true) {
+    Object.assign(stdin, { isTTY: true })
+  }
   const ctx: CliContext = {
     programName: options.programName ?? 'peerup',
     stdout,

@@ -12,7 +12,7 @@ import { PeerupError } from '../../errors.ts'
 import type { CliContext } from '../context.ts'
 import { emit, note } from '../output.ts'
 import { globalOpts, withCommonOptions } from '../program.ts'
-import { ask, canPrompt } from '../prompt.ts'
+import { canPrompt, Prompter } from '../prompt.ts'
 
 interface InitFlags {
   dir?: string
@@ -43,11 +43,16 @@ export function registerInit(program: Command, ctx: CliContext): void {
     let relays = opts.relay
     let network = opts.network ?? ''
     if (canPrompt(ctx, opts.nonInteractive)) {
-      if (relays.length === 0) {
-        relays = await askRelays(ctx)
-      }
-      if (opts.network === undefined) {
-        network = await ask(ctx, 'Private network name (empty for the default)', '')
+      const prompter = new Prompter(ctx)
+      try {
+        if (relays.length === 0) {
+          relays = await askRelays(ctx, prompter)
+        }
+        if (opts.network === undefined) {
+          network = await prompter.ask('Private network name (empty for the default)', '')
+        }
+      } finally {
+        prompter.close()
       }
     }
     const result = await initNode({ dir: opts.dir ?? defaultNodeDir(ctx.env, ctx.cwd), relays, network })
@@ -71,11 +76,10 @@ export function registerInit(program: Command, ctx: CliContext): void {
   })
 }
 
-async function askRelays(ctx: CliContext): Promise<string[]> {
+async function askRelays(ctx: CliContext, prompter: Prompter): Promise<string[]> {
   const relays: string[] = []
   for (;;) {
-    const answer = await ask(
-      ctx,
+    const answer = await prompter.ask(
       relays.length === 0
         ? 'Relay address (from `peerup relay info`; empty to skip)'
         : 'Another relay (empty when done)',

@@ -87,6 +87,24 @@ describe('peerup init', () => {
     await assert.rejects(fs.stat(path.join(root, 'n', 'config.yaml')))
   })
 
+  it('asks for relays and the network on a terminal, re-asking after a bad address', async (t) => {
+    const root = await tempDir(t)
+    const dir = path.join(root, 'n')
+    const answers = ['/ip4/198.18.0.1/tcp/7777', RELAY_ADDR, '', 'lab', ''].join('\n')
+    const r = await runCli(['init', '--dir', dir, '--json'], root, { stdin: answers, tty: true })
+    assert.equal(r.code, 0, r.stderr)
+    assert.match(r.stderr, /Relay address/)
+    assert.match(r.stderr, /does not end in \/p2p\/<peer id>/)
+    const status = JSON.parse(
+      (await runCli(['status', '--json', '--config', path.join(dir, 'config.yaml')], root)).stdout,
+    )
+    assert.deepEqual(
+      status.relays.map((x: { address: string }) => x.address),
+      [RELAY_ADDR],
+    )
+    assert.equal(status.network, 'lab')
+  })
+
   it('uses $PEERUP_HOME when no --dir is given', async (t) => {
     const root = await tempDir(t)
     const home = path.join(root, 'ph')
