@@ -148,18 +148,27 @@ export const peerMultiaddrString = z.string().transform((raw, ctx) => {
   return ma.toString()
 })
 
-/** `host:port` or `[v6]:port` for a local TCP or UDP endpoint. */
-export const hostPort = z.string().refine(
-  (raw) => {
-    const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(raw.trim())
-    if (m === null) {
-      return false
-    }
-    const port = Number(m[3])
-    return port >= 1 && port <= 65535
-  },
-  { message: 'must be host:port, like localhost:22 or [::1]:22, with a port from 1 to 65535' },
-)
+function hostPortWithin(minPort: number) {
+  return z.string().refine(
+    (raw) => {
+      const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(raw.trim())
+      if (m === null) {
+        return false
+      }
+      const port = Number(m[3])
+      return port >= minPort && port <= 65535
+    },
+    {
+      message: `must be host:port, like localhost:22 or [::1]:22, with a port from ${minPort} to 65535`,
+    },
+  )
+}
+
+/** `host:port` or `[v6]:port` of a local TCP service peerup connects to. */
+export const hostPort = hostPortWithin(1)
+
+/** `host:port` to listen on; port 0 picks a free one. */
+export const listenHostPort = hostPortWithin(0)
 
 const relativePath = z.string().min(1, { message: 'must not be empty' })
 
@@ -182,7 +191,7 @@ const telemetry = (metricsPort: number) =>
   section({
     metrics: section({
       enabled: z.boolean().default(false),
-      listen_address: hostPort.default(`127.0.0.1:${metricsPort}`),
+      listen_address: listenHostPort.default(`127.0.0.1:${metricsPort}`),
     }),
     audit: section({
       enabled: z.boolean().default(false),
@@ -289,11 +298,11 @@ export const relayConfigSchema = z.strictObject({
   }),
   stun: section({
     enabled: z.boolean().default(true),
-    listen_address: hostPort.default(`0.0.0.0:${DEFAULT_STUN_PORT}`),
+    listen_address: listenHostPort.default(`0.0.0.0:${DEFAULT_STUN_PORT}`),
   }),
   health: section({
     enabled: z.boolean().default(true),
-    listen_address: hostPort.default('127.0.0.1:9090'),
+    listen_address: listenHostPort.default('127.0.0.1:9090'),
   }),
   telemetry: telemetry(9092),
   log,

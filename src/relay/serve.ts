@@ -1,0 +1,127 @@
+/**
+ * `peerup relay serve` / `relay-server serve`: runs the relay until its signal fires, reloading
+ * relay_authorized_keys whenever the file changes (or on SIGHUP).
+ *
+ * @packageDocumentation
+ */
+
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import { multiaddr } from '@multiformats/multiaddr'
+import { loadIdentity, peerIdOf } from '../auth/identity.ts'
+import { loadRelayConfig, resolveIn } from '../config/load.ts'
+import type { RelayConfig } from '../config/schema.ts'
+import type { Logger } from '../log/index.ts'
+import { type RelayHandle, startRelay } from './server.ts'
+
+/** Options of {@link runRelay}. */
+export interface RunRelayOptions {
+  configFile: string
+  log: Logger
+  signal: AbortSignal
+  onReady?: (relay: RelayHandle) => void
+}
+
+/** Runs the relay until `signal` fires. */
+export async function runRelay(options: RunRelayOptions): Promise<void> {
+  const { log } = options
+  const { config, dir } = await loadRelayConfig(options.configFile)
+  const relay = await startRelay({ config, dir, log })
+  const keysFile = resolveIn(dir, config.security.authorized_keys_file)
+  let pending: NodeJS.Timeout | undefined
+  const reload = (why: string): void => {
+    clearTimeout(pending)
+    // Editors and `peerup relay authorize` replace the file (rename): wait for the dust to settle.
+    pending = setTimeout(() => {
+      relay
+        .reloadAuthorized()
+        .then(({ added, removed }) => {
+          if (added.length > 0 || removed.length > 0) {
+            log.info('relay_authorized_keys reloaded', { why, added: added.length, removed: removed.length })
+          }
+        })
+        .catch((err: unknown) =>
+          log.error('relay_authorized_keys reload failed; keeping the previous set', { error: err as Error }),
+        )
+    }, 100)
+  }
+  // Watch the directory, not the file: an atomic rewrite replaces the file's inode.
+  const watcher = fs.watch(path.dirname(keysFile), (_event, name) => {
+    if (name === path.basename(keysFile)) {
+      reload('file changed')
+    }
+  })
+  const onHup = (): void => reload('SIGHUP')
+  process.on('SIGHUP', onHup)
+  try {
+    log.info('relay started', {
+      peer: relay.peerId,
+      addresses: relay.addresses().join(' '),
+      authorized: relay.authorized.size,
+    })
+    options.onReady?.(relay)
+    if (!options.signal.aborted) {
+      await new Promise<void>((resolve) =>
+        options.signal.addEventListener('abort', () => resolve(), { once: true }),
+      )
+    }
+    log.info('relay stopping')
+  } finally {
+    clearTimeout(pending)
+    watcher.close()
+    process.off('SIGHUP', onHup)
+    await relay.stop()
+  }
+}
+
+/** What `relay info` prints. */
+export interface RelayInfo {
+  peerId: string
+  /** Full addresses to give to `peerup init --relay`. */
+  addresses: string[]
+}
+
+/**
+ * The relay's peer id and the addresses nodes should use, read from its files (the relay need
+ * not be running): announce_addresses when set, else the listen addresses with wildcards replaced
+ * by this machine's non-loopback interface addresses.
+ */
+export async function relayInfo(configFile: string): Promise<RelayInfo> {
+  const { config, dir } = await loadRelayConfig(configFile)
+  const peerId = peerIdOf(await loadIdentity(resolveIn(dir, config.identity.key_file)))
+  return { peerId, addresses: advertisedAddresses(config, peerId) }
+}
+
+function advertisedAddresses(config: RelayConfig, peerId: string): string[] {
+  const base =
+    config.network.announce_addresses.length > 0
+      ? config.network.announce_addresses
+      : expandWildcards(config.network.listen_addresses)
+  return [...new Set(base.map((a) => (a.includes('/p2p/') ? a : `${a}/p2p/${peerId}`)))]
+}
+
+function expandWildcards(listen: string[]): string[] {
+  const ifaces = Object.values(os.networkInterfaces()).flatMap((list) => list ?? [])
+  const out: string[] = []
+  for (const a of listen) {
+    const components = multiaddr(a).getComponents()
+    const ip = components[0]
+    const rest = a.slice(a.indexOf('/', 1 + (ip?.name.length ?? 0) + 1))
+    if (ip?.name === 'ip4' && ip.value === '0.0.0.0') {
+      for (const i of ifaces.filter((x) => x.family === 'IPv4' && !x.internal)) {
+        out.push(`/ip4/${i.address}${rest}`)
+      }
+    } else if (ip?.name === 'ip6' && ip.value === '::') {
+      // Link-local addresses are useless to a peer elsewhere.
+      for (const i of ifaces.filter(
+        (x) => x.family === 'IPv6' && !x.internal && !x.address.startsWith('fe80'),
+      )) {
+        out.push(`/ip6/${i.address}${rest}`)
+      }
+    } else {
+      out.push(a)
+    }
+  }
+  return out
+}
