@@ -42,3 +42,17 @@ export function formatError(err: unknown): string {
   }
   return String(err)
 }
+
+/**
+ * Not a failure to report but an exit status to pass on, as `peerup ssh` does with ssh's: main
+ * exits with `code` and prints nothing.
+ */
+export class ExitStatus extends Error {
+  override name = 'ExitStatus'
+  readonly code: number
+
+  constructor(code: number) {
+    super(`exit status ${code}`)
+    this.code = code
+  }
+}

@@ -32,6 +32,8 @@ export interface RunOptions {
   cwd?: string
   programName?: string
   stdin?: string
+  /** Stops long-running commands (daemon, proxy) when aborted, like Ctrl+C. */
+  signal?: AbortSignal
   /** Pretend stdin is a terminal, so interactive prompts are shown. */
   tty?: boolean
 }
@@ -62,6 +64,7 @@ export async function runCli(args: string[], home: string, options: RunOptions =
     stdin,
     env: readEnv({ HOME: home, ...options.env }),
     cwd: options.cwd ?? home,
+    signal: options.signal ?? new AbortController().signal,
   }
   const code = await run(args, ctx)
   return { code, stdout: stdout.text, stderr: stderr.text }

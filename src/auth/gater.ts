@@ -1,0 +1,131 @@
+/**
+ * Connection gating from authorized_keys. Inbound connections (direct and relayed) are refused
+ * unless the remote peer, authenticated by the noise handshake, is authorized; outbound ones are
+ * never refused. The authorized set is swapped by reference, so a reload is atomic, and
+ * connections of revoked peers are closed by whoever triggers the reload (gating does not touch
+ * existing connections).
+ *
+ * @packageDocumentation
+ */
+
+import type { ConnectionGater, PeerId } from '@libp2p/interface'
+import { loadAuthorizedKeys } from './authorized-keys.ts'
+
+/** Why the gater decided: recorded in metrics and the audit log. */
+export type AuthDecision = 'allow' | 'deny'
+
+/** Called for every decision the gater makes. */
+export type AuthDecisionCallback = (peerId: string, decision: AuthDecision, where: string) => void
+
+/**
+ * The set of authorized peer ids, replaced whole on reload. Expiry is applied when the set is
+ * built; {@link AuthorizedPeers.reloadFromFile} also re-arms a timer for the next expiry.
+ */
+export class AuthorizedPeers {
+  #ids: ReadonlySet<string>
+  #file: string | undefined
+  #expiryTimer: NodeJS.Timeout | undefined
+  #listeners = new Set<(added: string[], removed: string[]) => void>()
+
+  constructor(ids: Iterable<string> = [], file?: string) {
+    this.#ids = new Set(ids)
+    this.#file = file
+  }
+
+  /** Loads the set from an authorized_keys file (a missing file is an empty set). */
+  static async fromFile(file: string): Promise<AuthorizedPeers> {
+    const peers = new AuthorizedPeers([], file)
+    await peers.reloadFromFile()
+    return peers
+  }
+
+  /** Whether `peerId` is authorized now. */
+  has(peerId: string): boolean {
+    return this.#ids.has(peerId)
+  }
+
+  /** The authorized ids. */
+  ids(): string[] {
+    return [...this.#ids]
+  }
+
+  get size(): number {
+    return this.#ids.size
+  }
+
+  /** Replaces the set; listeners learn who was added and who was removed. */
+  replace(ids: Iterable<string>): { added: string[]; removed: string[] } {
+    const next = new Set(ids)
+    const added = [...next].filter((id) => !this.#ids.has(id))
+    const removed = [...this.#ids].filter((id) => !next.has(id))
+    this.#ids = next
+    if (added.length > 0 || removed.length > 0) {
+      for (const listener of this.#listeners) {
+        listener(added, removed)
+      }
+    }
+    return { added, removed }
+  }
+
+  /** Re-reads the file this set came from and replaces the set. */
+  async reloadFromFile(): Promise<{ added: string[]; removed: string[] }> {
+    if (this.#file === undefined) {
+      return { added: [], removed: [] }
+    }
+    const doc = await loadAuthorizedKeys(this.#file, { createIfMissing: true })
+    const now = new Date()
+    const result = this.replace(doc.authorizedSet(now))
+    this.#armExpiry(doc.nextExpiry(now))
+    return result
+  }
+
+  /** Subscribes to changes; returns the unsubscribe function. */
+  onChange(listener: (added: string[], removed: string[]) => void): () => void {
+    this.#listeners.add(listener)
+    return () => this.#listeners.delete(listener)
+  }
+
+  /** Stops the expiry timer. */
+  stop(): void {
+    clearTimeout(this.#expiryTimer)
+    this.#expiryTimer = undefined
+  }
+
+  #armExpiry(next: Date | undefined): void {
+    clearTimeout(this.#expiryTimer)
+    this.#expiryTimer = undefined
+    if (next === undefined) {
+      return
+    }
+    // setTimeout takes at most 2^31-1 ms; a far expiry is re-checked then.
+    const delay = Math.min(Math.max(next.getTime() - Date.now(), 0) + 10, 2 ** 31 - 1)
+    this.#expiryTimer = setTimeout(() => {
+      this.reloadFromFile().catch(() => {})
+    }, delay)
+    this.#expiryTimer.unref()
+  }
+}
+
+/** Options of {@link nodeGater}. */
+export interface NodeGaterOptions {
+  /** `security.enable_connection_gating`: false lets every peer connect. */
+  enabled: boolean
+  onDecision?: AuthDecisionCallback
+}
+
+/** The gater of a node: inbound only from authorized peers. */
+export function nodeGater(peers: AuthorizedPeers, options: NodeGaterOptions): ConnectionGater {
+  const decide = (peer: PeerId, where: string): boolean => {
+    const id = peer.toString()
+    const allowed = !options.enabled || peers.has(id)
+    options.onDecision?.(id, allowed ? 'allow' : 'deny', where)
+    return !allowed
+  }
+  return {
+    // The first point where the remote is authenticated, for direct and relayed connections alike.
+    // Relayed ones are not refused earlier (denyInboundRelayedConnection) on purpose: the relay
+    // would report that to the dialer as a vague CONNECTION_FAILED, while a refusal after the
+    // handshake is recognisable, so the dialer can say "not authorized by the peer".
+    denyInboundEncryptedConnection: (peer) => decide(peer, 'inbound'),
+  }
+}

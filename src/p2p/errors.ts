@@ -1,0 +1,27 @@
+/**
+ * Named errors of the network layer, each worded for the person at the keyboard.
+ *
+ * @packageDocumentation
+ */
+
+import { PeerupError } from '../errors.ts'
+
+/** The peer could not be reached by any path. */
+export class PeerUnreachableError extends PeerupError {
+  override name = 'PeerUnreachableError'
+}
+
+/** The peer closed the connection during the handshake: its gater refused us. */
+export class PeerRefusedError extends PeerupError {
+  override name = 'PeerRefusedError'
+}
+
+/** The relay refused to connect us (we are not authorized there, or the peer has no reservation). */
+export class RelayRefusedError extends PeerupError {
+  override name = 'RelayRefusedError'
+}
+
+/** The peer does not offer the service asked for, or refused it to us. */
+export class ServiceRefusedError extends PeerupError {
+  override name = 'ServiceRefusedError'
+}

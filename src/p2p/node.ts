@@ -1,0 +1,114 @@
+/**
+ * `createPeerupNode()`: the libp2p node of a peerup machine, assembled with the settings that
+ * PITFALLS.md showed a TCP proxy needs: a yamux window no larger than a stream's read buffer, a
+ * connection monitor that does not abort busy connections, a private DHT that keeps private
+ * addresses, and relay reservations that are listened for rather than configured statically.
+ *
+ * @packageDocumentation
+ */
+
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { identify } from '@libp2p/identify'
+import type { ConnectionGater, Libp2p, PrivateKey, ServiceMap } from '@libp2p/interface'
+import { FaultTolerance } from '@libp2p/interface'
+import { type KadDHT, kadDHT, passthroughMapper } from '@libp2p/kad-dht'
+import { type Ping, ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import { createLibp2p, type Libp2pOptions } from 'libp2p'
+import { YAMUX_OPTIONS } from '../proxy/constants.ts'
+import { VERSION } from '../version.ts'
+import { dhtProtocol, NODE_AGENT } from './constants.ts'
+
+/** The services every peerup node (and relay) runs. */
+export interface BaseServices extends ServiceMap {
+  identify: ReturnType<ReturnType<typeof identify>>
+  ping: Ping
+  dht: KadDHT
+}
+
+/** A running peerup libp2p node. */
+export type PeerupLibp2p<S extends ServiceMap = BaseServices> = Libp2p<S>
+
+/** What a node is made of. */
+export interface PeerupNodeOptions {
+  privateKey: PrivateKey
+  /** Multiaddrs to listen on (config `network.listen_addresses`). */
+  listen: string[]
+  /** How many relays reservations should be held on: one `/p2p-circuit` listener each. */
+  relayCount: number
+  /** Private network name: the DHT protocol is `/peerup[/<network>]/kad/1.0.0`. */
+  network: string
+  gater: ConnectionGater
+  /** Identify user agent; `peerup/<version>` by default. */
+  agent?: string
+  /** Run the DHT in server mode (relays do; nodes behind NAT are clients). */
+  dhtServer?: boolean
+}
+
+/**
+ * The libp2p settings shared by nodes and relays: transports, encryption, muxing, connection
+ * manager and monitor, identify, ping and the private DHT.
+ */
+export function baseLibp2pOptions(options: {
+  privateKey: PrivateKey
+  listen: string[]
+  network: string
+  gater: ConnectionGater
+  agent: string
+  dhtServer: boolean
+  transports?: Libp2pOptions['transports']
+}): Libp2pOptions<BaseServices> {
+  return {
+    privateKey: options.privateKey,
+    nodeInfo: { name: options.agent.split('/')[0] ?? NODE_AGENT, version: VERSION, userAgent: options.agent },
+    addresses: { listen: options.listen },
+    transports: [tcp(), ...(options.transports ?? [])],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux(YAMUX_OPTIONS)],
+    connectionGater: options.gater,
+    connectionManager: {
+      // Many peers behind one NAT, or every node of a test on 127.0.0.1, share an address: the
+      // default of 5 inbound connections per second per host refuses them.
+      inboundConnectionThreshold: 100,
+    },
+    // One lost ping under load must not abort a connection carrying SSH sessions; yamux keep-alive
+    // and TCP notice a dead link (PITFALLS: connection monitor).
+    connectionMonitor: { abortConnectionOnPingFailure: false },
+    // A listen address that cannot be bound (an IPv6 wildcard on a host without IPv6) must not stop
+    // the node: it runs on the addresses that work.
+    transportManager: { faultTolerance: FaultTolerance.NO_FATAL },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      dht: kadDHT({
+        protocol: dhtProtocol(options.network),
+        clientMode: !options.dhtServer,
+        // Private and CGNAT addresses are how LAN peers find each other; the default mapper drops them.
+        peerInfoMapper: passthroughMapper,
+      }),
+    },
+  }
+}
+
+/** Creates (and starts) a node. */
+export async function createPeerupNode(options: PeerupNodeOptions): Promise<PeerupLibp2p> {
+  // Reservations are listened for on plain /p2p-circuit (one listener per relay wanted) while the
+  // reservation supervisor keeps the relays connected: static `<relay>/p2p-circuit` listen
+  // addresses are never re-made after a relay restarts (libp2p issue 3601) and make start-up
+  // fail while a relay is down.
+  const circuits = Array.from({ length: Math.max(options.relayCount, 0) }, () => '/p2p-circuit')
+  // WebRTC is the direct-path issue's; until its transport is wired, /webrtc is not listened on.
+  const listen = [...options.listen.filter((a) => !a.startsWith('/webrtc')), ...circuits]
+  const init = baseLibp2pOptions({
+    privateKey: options.privateKey,
+    listen,
+    network: options.network,
+    gater: options.gater,
+    agent: options.agent ?? `${NODE_AGENT}/${VERSION}`,
+    dhtServer: options.dhtServer ?? false,
+    transports: [circuitRelayTransport()],
+  })
+  return createLibp2p(init)
+}

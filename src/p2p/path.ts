@@ -1,0 +1,80 @@
+/**
+ * Classifying how a connection reaches its peer: `DIRECT` (TCP, or WebRTC across NATs) or
+ * `RELAYED` through a named relay.
+ *
+ * @packageDocumentation
+ */
+
+import type { Connection } from '@libp2p/interface'
+
+/** How a connection reaches the peer. */
+export type PathType = 'DIRECT' | 'RELAYED'
+
+/** A connection's path, as `ping`, `traceroute` and the daemon report it. */
+export interface PathInfo {
+  type: PathType
+  /** The relay's peer id when relayed. */
+  relay: string | undefined
+  /** `tcp`, `webrtc`, … : the transport of the direct link (for a relayed path, of the hop to the relay). */
+  transport: string
+  /** The remote multiaddr of the connection. */
+  remoteAddr: string
+  /** True when a relay limits the connection (a peer the relay does not know). */
+  limited: boolean
+}
+
+/** Classifies a connection. */
+export function classifyConnection(conn: Connection): PathInfo {
+  const components = conn.remoteAddr.getComponents()
+  const circuit = components.findIndex((c) => c.name === 'p2p-circuit')
+  const relayed = circuit >= 0
+  let relay: string | undefined
+  if (relayed) {
+    for (let i = circuit - 1; i >= 0; i--) {
+      const c = components[i]
+      if (c?.name === 'p2p') {
+        relay = c.value
+        break
+      }
+    }
+  }
+  const transport = components.some((c) => c.name === 'webrtc')
+    ? 'webrtc'
+    : components.some((c) => c.name === 'ws' || c.name === 'wss')
+      ? 'ws'
+      : components.some((c) => c.name === 'tcp')
+        ? 'tcp'
+        : (components.find((c) => c.name !== 'p2p')?.name ?? 'unknown')
+  return {
+    type: relayed ? 'RELAYED' : 'DIRECT',
+    relay,
+    transport,
+    remoteAddr: conn.remoteAddr.toString(),
+    limited: conn.limits !== undefined,
+  }
+}
+
+/** Renders a path for people: `DIRECT (tcp)` or `RELAYED via 12D3…`. */
+export function describePath(path: PathInfo, names: Record<string, string> = {}): string {
+  if (path.type === 'DIRECT') {
+    return `DIRECT (${path.transport})`
+  }
+  const relay = path.relay ?? 'unknown relay'
+  const name = Object.entries(names).find(([, id]) => id === relay)?.[0]
+  return `RELAYED via ${name ?? shortId(relay)}`
+}
+
+/** The first and last characters of a peer id, enough to tell peers apart in a table. */
+export function shortId(id: string): string {
+  return id.length <= 16 ? id : `${id.slice(0, 8)}…${id.slice(-6)}`
+}
+
+/** Picks the best open connection: direct before relayed, unlimited before limited. */
+export function bestConnection(conns: Connection[]): Connection | undefined {
+  const open = conns.filter((c) => c.status === 'open')
+  const score = (c: Connection): number => {
+    const p = classifyConnection(c)
+    return (p.type === 'DIRECT' ? 2 : 0) + (p.limited ? 0 : 1)
+  }
+  return open.sort((a, b) => score(b) - score(a))[0]
+}

@@ -1,0 +1,233 @@
+/**
+ * Reaching a peer: reuse a live connection, else race a DHT lookup against the circuit
+ * addresses through every configured relay (ADR-A03), and report which path won. Failures are
+ * turned into errors that say what to do.
+ *
+ * @packageDocumentation
+ */
+
+import type { Connection, PeerId } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import { formatError } from '../errors.ts'
+import { REACH_TIMEOUT_MS } from './constants.ts'
+import { PeerRefusedError, PeerUnreachableError, RelayRefusedError } from './errors.ts'
+import type { PeerupLibp2p } from './node.ts'
+import { bestConnection, classifyConnection, type PathInfo } from './path.ts'
+
+/** How a peer was reached. */
+export interface Reached {
+  connection: Connection
+  path: PathInfo
+  /** `existing` (a live connection), `relay` (a circuit through a configured relay) or `dht`. */
+  via: 'existing' | 'relay' | 'dht'
+  elapsedMs: number
+}
+
+/** Options of {@link reachPeer}. */
+export interface ReachOptions {
+  /** The configured relay multiaddrs (each ending in /p2p/<relay>). */
+  relays: string[]
+  signal?: AbortSignal
+  /** Skip the DHT (it cannot help a node whose only peers are relays it already tries). */
+  useDht?: boolean
+}
+
+/** The circuit address of `peer` through a relay. */
+export function circuitAddress(relay: string, peer: string): Multiaddr {
+  return multiaddr(`${relay}/p2p-circuit/p2p/${peer}`)
+}
+
+/** Reaches `peerId`, returning the connection and how it was reached. */
+export async function reachPeer(node: PeerupLibp2p, peerId: string, options: ReachOptions): Promise<Reached> {
+  const started = performance.now()
+  const peer = peerIdFromString(peerId)
+  const existing = bestConnection(node.getConnections(peer))
+  if (existing !== undefined) {
+    return { connection: existing, path: classifyConnection(existing), via: 'existing', elapsedMs: 0 }
+  }
+  const controller = new AbortController()
+  const signal = AbortSignal.any([
+    controller.signal,
+    AbortSignal.timeout(REACH_TIMEOUT_MS),
+    ...(options.signal === undefined ? [] : [options.signal]),
+  ])
+  const attempts: Array<Promise<{ connection: Connection; via: Reached['via'] }>> = []
+  const relays = [...new Set(options.relays)].filter((r) => !r.endsWith(`/p2p/${peerId}`))
+  for (const relay of relays) {
+    attempts.push(
+      node
+        .dial(circuitAddress(relay, peerId), { signal })
+        .then((connection) => confirmAccepted(node, peer, connection, signal))
+        .then((connection) => ({ connection, via: 'relay' as const })),
+    )
+  }
+  if (options.useDht !== false) {
+    attempts.push(
+      dialViaDht(node, peer, AbortSignal.any([signal, AbortSignal.timeout(DHT_TIMEOUT_MS)]))
+        .then((connection) => confirmAccepted(node, peer, connection, signal))
+        .then((connection) => ({ connection, via: 'dht' as const })),
+    )
+  }
+  if (attempts.length === 0) {
+    throw new PeerUnreachableError(`cannot reach ${peerId}: no relay is configured and the DHT is off`, {
+      hint: 'add a relay with `peerup relay add <multiaddr>`',
+    })
+  }
+  try {
+    const won = await Promise.any(attempts)
+    return {
+      connection: won.connection,
+      path: classifyConnection(won.connection),
+      via: won.via,
+      elapsedMs: performance.now() - started,
+    }
+  } catch (err) {
+    options.signal?.throwIfAborted()
+    throw explainDialFailure(peerId, err)
+  } finally {
+    // The losers of the race stop dialling; a connection one of them already made is kept by
+    // libp2p and reused (it is the same peer).
+    controller.abort()
+  }
+}
+
+// The DHT rarely helps a node whose peers are all behind NAT, and a lookup with nobody to ask
+// waits for its signal: give it less time than the whole attempt.
+const DHT_TIMEOUT_MS = 8_000
+
+/** A connection older than this was accepted long ago: identify will not run on it again. */
+const SETTLED_CONNECTION_MS = 5_000
+
+/**
+ * Makes sure the peer kept the connection. Its gater refuses us only after the handshake, which
+ * completes first on our side: the dial "succeeds" and the connection dies a moment later
+ * (PITFALLS: connection gating). The peer answering identify on this very connection proves it
+ * was accepted; the connection closing first proves it was not.
+ */
+function confirmAccepted(
+  node: PeerupLibp2p,
+  peer: PeerId,
+  connection: Connection,
+  signal: AbortSignal,
+): Promise<Connection> {
+  const refused = (cause?: unknown): PeerRefusedError =>
+    new PeerRefusedError(`peer ${peer.toString()} refused the connection (not authorized by the peer)`, {
+      hint: 'ask its owner to run `peerup auth add <your peer id>` (see `peerup whoami`), or pair with `peerup invite`/`peerup join`',
+      cause,
+    })
+  if (connection.status !== 'open') {
+    return Promise.reject(refused())
+  }
+  if (Date.now() - connection.timeline.open > SETTLED_CONNECTION_MS) {
+    return Promise.resolve(connection)
+  }
+  return new Promise((resolve, reject) => {
+    const timeout = AbortSignal.timeout(10_000)
+    const done = (): void => {
+      node.removeEventListener('peer:identify', onIdentify)
+      node.removeEventListener('connection:close', onClose)
+      signal.removeEventListener('abort', onAbort)
+      timeout.removeEventListener('abort', onTimeout)
+    }
+    const onIdentify = (evt: CustomEvent<{ connection: Connection }>): void => {
+      if (evt.detail.connection.id === connection.id) {
+        done()
+        resolve(connection)
+      }
+    }
+    const onClose = (evt: CustomEvent<Connection>): void => {
+      if (evt.detail.id === connection.id) {
+        done()
+        reject(refused())
+      }
+    }
+    const onAbort = (): void => {
+      done()
+      reject(signal.reason)
+    }
+    const onTimeout = (): void => {
+      done()
+      // A peer that keeps the connection but never answers identify is not refusing us.
+      resolve(connection)
+    }
+    node.addEventListener('peer:identify', onIdentify as never)
+    node.addEventListener('connection:close', onClose)
+    signal.addEventListener('abort', onAbort)
+    timeout.addEventListener('abort', onTimeout)
+  })
+}
+
+async function dialViaDht(node: PeerupLibp2p, peer: PeerId, signal: AbortSignal): Promise<Connection> {
+  const info = await node.peerRouting.findPeer(peer, { signal, useCache: false })
+  // Circuit addresses are the relay attempts' job; a DHT answer matters for the direct ones.
+  const addrs = info.multiaddrs.filter((a) => !a.getComponents().some((c) => c.name === 'p2p-circuit'))
+  if (addrs.length === 0) {
+    throw new PeerUnreachableError(`the DHT knows no direct address of ${peer.toString()}`)
+  }
+  return node.dial(
+    addrs.map((a) =>
+      a.getComponents().some((c) => c.name === 'p2p') ? a : a.encapsulate(`/p2p/${peer.toString()}`),
+    ),
+    { signal },
+  )
+}
+
+function errorsOf(err: unknown): unknown[] {
+  if (err instanceof AggregateError) {
+    return err.errors.flatMap(errorsOf)
+  }
+  return [err]
+}
+
+/** Turns libp2p's dial errors into one error that tells the user what happened and what to do. */
+export function explainDialFailure(peerId: string, err: unknown): Error {
+  const all = errorsOf(err)
+  const refused = all.find((e) => e instanceof PeerRefusedError)
+  if (refused !== undefined) {
+    return refused as PeerRefusedError
+  }
+  const text = all.map((e) => `${(e as Error)?.name ?? ''} ${(e as Error)?.message ?? String(e)}`).join(' | ')
+  // The remote gater closes the connection right after the handshake: the dialer sees only an
+  // unexpected end of stream (PITFALLS: connection gating).
+  if (
+    /UnexpectedEOF|unexpected end|stream ended before|Unexpected end of input|ECONNRESET.*noise/i.test(text)
+  ) {
+    return new PeerRefusedError(`peer ${peerId} refused the connection (not authorized by the peer)`, {
+      hint: 'ask its owner to run `peerup auth add <your peer id>` (see `peerup whoami`), or pair with `peerup invite`/`peerup join`',
+      cause: err,
+    })
+  }
+  if (/CONNECTION_FAILED/.test(text)) {
+    return new PeerUnreachableError(`the relay could not connect you to ${peerId}`, {
+      hint: 'the peer may have just gone away; try again, and check `peerup status` on that machine',
+      cause: err,
+    })
+  }
+  if (/NO_RESERVATION/.test(text)) {
+    return new PeerUnreachableError(`peer ${peerId} is not connected to any of your relays`, {
+      hint: 'check that its daemon is running and uses the same relay (`peerup status` on that machine)',
+      cause: err,
+    })
+  }
+  if (/PERMISSION_DENIED/.test(text)) {
+    return new RelayRefusedError(`the relay refused to connect you to ${peerId}`, {
+      hint: 'the peer may not be authorized on the relay, or the relay may not know you (`peerup relay authorize` on the relay)',
+      cause: err,
+    })
+  }
+  if (/ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT|Timeout|aborted/i.test(text)) {
+    return new PeerUnreachableError(
+      `cannot reach ${peerId}: no relay answered in time (${firstReason(all)})`,
+      {
+        hint: 'check the relay addresses (`peerup relay list`) and that the relay is running',
+        cause: err,
+      },
+    )
+  }
+  return new PeerUnreachableError(`cannot reach ${peerId}: ${firstReason(all)}`, { cause: err })
+}
+
+function firstReason(errors: unknown[]): string {
+  return formatError(errors[0] ?? 'unknown error')
+}

@@ -1,0 +1,230 @@
+/**
+ * The reservation supervisor: keeps this node connected to every configured relay and checks
+ * that a reservation is held on each, re-dialling a relay that went away (restart, network
+ * change) within seconds. libp2p's own reconnection gives up after ~31 s and static circuit
+ * listen addresses are never re-made (libp2p issue 3601), so this loop is ours.
+ *
+ * @packageDocumentation
+ */
+
+import type { PeerId } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import type { Logger } from '../log/index.ts'
+import { RELAY_DIAL_TIMEOUT_MS, RELAY_KEEP_ALIVE_TAG, SUPERVISOR_TICK_MS } from './constants.ts'
+import type { PeerupLibp2p } from './node.ts'
+
+/** One relay as the supervisor sees it. */
+export interface RelayState {
+  peerId: string
+  addrs: string[]
+  connected: boolean
+  reserved: boolean
+  /** When `reserved` last changed (ms since epoch). */
+  since: number
+  lastError: string | undefined
+}
+
+/** Events: `reservation` with `{ relay, reserved }` whenever a reservation is gained or lost. */
+export interface ReservationEvent {
+  relay: string
+  reserved: boolean
+}
+
+/** Groups relay multiaddrs by peer id, so the IPv4 and IPv6 address of one relay count once (ADR-B01). */
+export function groupRelays(addresses: string[]): Map<string, Multiaddr[]> {
+  const byPeer = new Map<string, Multiaddr[]>()
+  for (const a of addresses) {
+    const ma = multiaddr(a)
+    const id = ma.getComponents().find((c) => c.name === 'p2p')?.value
+    if (id === undefined) {
+      continue
+    }
+    byPeer.set(id, [...(byPeer.get(id) ?? []), ma])
+  }
+  return byPeer
+}
+
+/** Options of {@link ReservationSupervisor}. */
+export interface SupervisorOptions {
+  relays: string[]
+  log: Logger
+  tickMs?: number
+  onChange?: (event: ReservationEvent) => void
+}
+
+/** Keeps reservations on every configured relay. */
+export class ReservationSupervisor {
+  readonly #node: PeerupLibp2p
+  readonly #relays: Map<string, { id: PeerId; addrs: Multiaddr[]; state: RelayState }>
+  readonly #log: Logger
+  readonly #tickMs: number
+  readonly #onChange: ((event: ReservationEvent) => void) | undefined
+  #timer: NodeJS.Timeout | undefined
+  #running = false
+  #checking: Promise<void> | undefined
+  #again = false
+  #controller = new AbortController()
+  #listeners: Array<() => void> = []
+
+  constructor(node: PeerupLibp2p, options: SupervisorOptions) {
+    this.#node = node
+    this.#log = options.log
+    this.#tickMs = options.tickMs ?? SUPERVISOR_TICK_MS
+    this.#onChange = options.onChange
+    this.#relays = new Map(
+      [...groupRelays(options.relays)].map(([id, addrs]) => [
+        id,
+        {
+          id: peerIdFromString(id),
+          addrs,
+          state: {
+            peerId: id,
+            addrs: addrs.map(String),
+            connected: false,
+            reserved: false,
+            since: Date.now(),
+            lastError: undefined,
+          },
+        },
+      ]),
+    )
+  }
+
+  /** Starts supervising; the first check runs at once. */
+  start(): void {
+    if (this.#running) {
+      return
+    }
+    this.#running = true
+    const onPeerEvent = (evt: CustomEvent<PeerId>): void => {
+      if (this.#relays.has(evt.detail.toString())) {
+        this.poke()
+      }
+    }
+    // Our own addresses change when a reservation is made or lost.
+    const onSelfUpdate = (): void => this.#refreshReserved()
+    this.#node.addEventListener('peer:disconnect', onPeerEvent)
+    this.#node.addEventListener('peer:identify', onPeerEvent as never)
+    this.#node.addEventListener('self:peer:update', onSelfUpdate)
+    this.#listeners.push(() => {
+      this.#node.removeEventListener('peer:disconnect', onPeerEvent)
+      this.#node.removeEventListener('peer:identify', onPeerEvent as never)
+      this.#node.removeEventListener('self:peer:update', onSelfUpdate)
+    })
+    this.poke()
+  }
+
+  /** Stops supervising (the relay connections stay until the node stops). */
+  stop(): void {
+    this.#running = false
+    clearTimeout(this.#timer)
+    this.#controller.abort()
+    for (const remove of this.#listeners.splice(0)) {
+      remove()
+    }
+  }
+
+  /** The state of every relay. */
+  status(): RelayState[] {
+    return [...this.#relays.values()].map((r) => ({ ...r.state }))
+  }
+
+  /** Resolves once a reservation is held on at least one relay (or `signal` fires). */
+  async waitForReservation(signal?: AbortSignal): Promise<void> {
+    while (!this.status().some((r) => r.reserved)) {
+      signal?.throwIfAborted()
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          this.#node.removeEventListener('self:peer:update', done)
+          signal?.removeEventListener('abort', done)
+          resolve()
+        }
+        this.#node.addEventListener('self:peer:update', done)
+        signal?.addEventListener('abort', done)
+      })
+    }
+  }
+
+  /** Checks every relay now (coalesced with a check already running). */
+  poke(): void {
+    if (!this.#running) {
+      return
+    }
+    if (this.#checking !== undefined) {
+      this.#again = true
+      return
+    }
+    clearTimeout(this.#timer)
+    this.#checking = this.#checkAll()
+      .catch((err: unknown) => this.#log.warn('relay check failed', { error: err as Error }))
+      .finally(() => {
+        this.#checking = undefined
+        if (!this.#running) {
+          return
+        }
+        if (this.#again) {
+          this.#again = false
+          // A disconnect seen during a check: look again shortly, not at once, so a relay that is
+          // restarting gets a moment to listen again.
+          this.#timer = setTimeout(() => this.poke(), 500)
+        } else {
+          this.#timer = setTimeout(() => this.poke(), this.#nextDelay())
+        }
+        this.#timer.unref()
+      })
+  }
+
+  #nextDelay(): number {
+    // While some relay is missing, check every second; once all are fine, every tick.
+    return [...this.#relays.values()].every((r) => r.state.reserved) ? this.#tickMs : 1000
+  }
+
+  async #checkAll(): Promise<void> {
+    await Promise.all([...this.#relays.values()].map((r) => this.#check(r)))
+    this.#refreshReserved()
+  }
+
+  async #check(relay: { id: PeerId; addrs: Multiaddr[]; state: RelayState }): Promise<void> {
+    const connected = this.#node
+      .getConnections(relay.id)
+      .some((c) => c.status === 'open' && c.limits === undefined)
+    if (!connected) {
+      try {
+        const signal = AbortSignal.any([this.#controller.signal, AbortSignal.timeout(RELAY_DIAL_TIMEOUT_MS)])
+        await this.#node.dial(relay.addrs, { signal })
+        relay.state.lastError = undefined
+        this.#log.info('connected to relay', { relay: relay.state.peerId })
+      } catch (err) {
+        const message = (err as Error).message
+        if (relay.state.lastError !== message) {
+          this.#log.warn('cannot reach relay', { relay: relay.state.peerId, error: message })
+        }
+        relay.state.lastError = message
+      }
+    }
+    relay.state.connected = this.#node.getConnections(relay.id).some((c) => c.status === 'open')
+    if (relay.state.connected) {
+      // Keep the connection however busy the connection manager gets.
+      await this.#node.peerStore
+        .merge(relay.id, { tags: { [RELAY_KEEP_ALIVE_TAG]: { value: 100 } } })
+        .catch(() => {})
+    }
+  }
+
+  #refreshReserved(): void {
+    const addrs = this.#node.getMultiaddrs().map((a) => a.toString())
+    for (const relay of this.#relays.values()) {
+      const reserved = addrs.some((a) => a.includes(`/p2p/${relay.state.peerId}/p2p-circuit`))
+      if (reserved !== relay.state.reserved) {
+        relay.state.reserved = reserved
+        relay.state.since = Date.now()
+        this.#log.info(reserved ? 'reservation held' : 'reservation lost', { relay: relay.state.peerId })
+        this.#onChange?.({ relay: relay.state.peerId, reserved })
+        if (!reserved) {
+          this.poke()
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,197 @@
+/**
+ * A node assembled from a config directory: identity, authorized peers and gater, the libp2p
+ * node, the reservation supervisor and (for the daemon) the exposed services. The daemon runs
+ * one for its lifetime; `ping`, `proxy`, `ssh` without a daemon run a short-lived one.
+ *
+ * @packageDocumentation
+ */
+
+import type { Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { AuthorizedPeers, nodeGater } from '../auth/gater.ts'
+import { loadIdentity, peerIdOf } from '../auth/identity.ts'
+import { loadNodeConfig, resolveIn } from '../config/load.ts'
+import type { NodeConfig } from '../config/schema.ts'
+import type { Logger } from '../log/index.ts'
+import { withRetry } from '../proxy/backoff.ts'
+import { SERVICE_DIAL_OPTIONS, SERVICE_HANDLE_OPTIONS } from '../proxy/constants.ts'
+import { createServiceHandler } from '../proxy/service.ts'
+import { serviceProtocolId } from './constants.ts'
+import { PeerRefusedError, ServiceRefusedError } from './errors.ts'
+import { createPeerupNode, type PeerupLibp2p } from './node.ts'
+import { classifyConnection, type PathInfo } from './path.ts'
+import { type Reached, reachPeer } from './reach.ts'
+import { ReservationSupervisor } from './reservations.ts'
+
+/** Options of {@link startNodeRuntime}. */
+export interface RuntimeOptions {
+  configFile: string
+  log: Logger
+  /** Offer the config's enabled services (the daemon does; one-shot commands do not). */
+  exposeServices: boolean
+  /** Override the listen addresses (one-shot commands listen on nothing). */
+  listen?: string[]
+  /** Hold reservations on the relays so peers can reach this node; default: when exposing services. */
+  reserve?: boolean
+}
+
+/** A running node with everything around it. */
+export interface NodeRuntime {
+  node: PeerupLibp2p
+  config: NodeConfig
+  dir: string
+  configFile: string
+  peerId: string
+  authorized: AuthorizedPeers
+  supervisor: ReservationSupervisor
+  /** Reaches a peer (name or id) and reports the path. */
+  reach(peer: string, signal?: AbortSignal): Promise<Reached>
+  /** Opens a stream to a peer's service, reaching it first; retried with backoff on transient failures. */
+  openService(
+    peer: string,
+    service: string,
+    options?: { signal?: AbortSignal; attempts?: number },
+  ): Promise<{ stream: Stream; path: PathInfo }>
+  /** Resolves a name from `names:` (or a peer id) to a peer id. */
+  resolve(peer: string): string
+  /** Re-reads authorized_keys and closes connections of peers that lost authorization. */
+  reloadAuthorized(): Promise<{ added: string[]; removed: string[] }>
+  stop(): Promise<void>
+}
+
+/** Starts a node from its config file. */
+export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRuntime> {
+  const { config, dir, file } = await loadNodeConfig(options.configFile)
+  const log = options.log
+  const privateKey = await loadIdentity(resolveIn(dir, config.identity.key_file))
+  const peerId = peerIdOf(privateKey)
+  const authorized = await AuthorizedPeers.fromFile(resolveIn(dir, config.security.authorized_keys_file))
+  const gater = nodeGater(authorized, {
+    enabled: config.security.enable_connection_gating,
+    onDecision: (peer, decision, where) => {
+      log.debug('gater decision', { peer, decision, where })
+      if (decision === 'deny') {
+        log.warn('connection refused: peer not in authorized_keys', { peer, where })
+      }
+    },
+  })
+  const relays = config.relay.addresses
+  const reserve = options.reserve ?? options.exposeServices
+  const node = await createPeerupNode({
+    privateKey,
+    listen: options.listen ?? config.network.listen_addresses,
+    relayCount: reserve ? new Set(relays.map((r) => r.split('/p2p/').pop())).size : 0,
+    network: config.discovery.network,
+    gater,
+  })
+
+  authorized.onChange((_added, removed) => {
+    for (const id of removed) {
+      // Gating does not touch open connections: a revoked peer is disconnected here.
+      node.hangUp(peerIdFromString(id)).catch(() => {})
+      log.info('authorization revoked, connection closed', { peer: id })
+    }
+  })
+
+  if (options.exposeServices) {
+    for (const [name, svc] of Object.entries(config.services)) {
+      if (!svc.enabled) {
+        continue
+      }
+      const allowed = new Set(svc.allowed_peers.map((p) => config.names[p] ?? p))
+      await node.handle(
+        serviceProtocolId(name),
+        createServiceHandler({
+          name,
+          localAddress: svc.local_address,
+          // allowed_peers narrows who may use this service; gating already required authorization.
+          isAllowed: (peer) => allowed.size === 0 || allowed.has(peer),
+          log: log.child(`service.${name}`),
+        }),
+        SERVICE_HANDLE_OPTIONS,
+      )
+      log.info('service exposed', { service: name, local: svc.local_address })
+    }
+  }
+
+  for (const b of config.discovery.bootstrap_peers) {
+    node.dial(peerIdFromString(b.split('/p2p/').pop() as string)).catch(() => {})
+  }
+  // A one-shot client needs no reservation: its dials to circuit addresses reach the relay themselves.
+  const supervisor = new ReservationSupervisor(node, {
+    relays: reserve ? relays : [],
+    log: log.child('relays'),
+  })
+  supervisor.start()
+
+  const resolve = (peer: string): string => {
+    const id = config.names[peer] ?? peer
+    peerIdFromString(id)
+    return id
+  }
+
+  const reach = (peer: string, signal?: AbortSignal): Promise<Reached> =>
+    reachPeer(node, resolve(peer), { relays, ...(signal === undefined ? {} : { signal }) })
+
+  const openService = async (
+    peer: string,
+    service: string,
+    opts: { signal?: AbortSignal; attempts?: number } = {},
+  ): Promise<{ stream: Stream; path: PathInfo }> => {
+    const protocol = serviceProtocolId(service)
+    return withRetry(
+      async () => {
+        const reached = await reach(peer, opts.signal)
+        try {
+          const stream = await reached.connection.newStream(protocol, {
+            ...SERVICE_DIAL_OPTIONS,
+            ...(opts.signal === undefined ? {} : { signal: opts.signal }),
+          })
+          return { stream, path: classifyConnection(reached.connection) }
+        } catch (err) {
+          if ((err as Error).name === 'UnsupportedProtocolError') {
+            throw new ServiceRefusedError(`${peer} does not offer a service named ${service}`, {
+              hint: `on ${peer}: \`peerup service add ${service} <host:port>\`, then restart its daemon`,
+              cause: err,
+            })
+          }
+          throw err
+        }
+      },
+      {
+        attempts: opts.attempts ?? 3,
+        ...(opts.signal === undefined ? {} : { signal: opts.signal }),
+        // A refusal will not change by retrying; a flaky relay path might.
+        shouldRetry: (err: unknown) =>
+          !(err instanceof ServiceRefusedError || err instanceof PeerRefusedError),
+        onRetry: ({ attempt, delayMs, error }) =>
+          log.warn('opening the stream failed, retrying', {
+            peer,
+            service,
+            attempt,
+            delayMs,
+            error: error as Error,
+          }),
+      },
+    )
+  }
+
+  return {
+    node,
+    config,
+    dir,
+    configFile: file,
+    peerId,
+    authorized,
+    supervisor,
+    reach,
+    openService,
+    resolve,
+    reloadAuthorized: () => authorized.reloadFromFile(),
+    stop: async () => {
+      supervisor.stop()
+      authorized.stop()
+      await node.stop()
+    },
+  }
+}

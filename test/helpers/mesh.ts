@@ -1,0 +1,137 @@
+/**
+ * An in-process mesh for integration tests: a real relay (our relay wiring, gated by
+ * relay_authorized_keys) and real nodes built from real config directories, all on 127.0.0.1.
+ */
+
+import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
+import { addAuthorizedPeer } from '../../src/auth/ops.ts'
+import { editConfigFile } from '../../src/config/edit.ts'
+import { initNode, initRelay } from '../../src/config/init.ts'
+import { loadRelayConfig } from '../../src/config/load.ts'
+import { addService } from '../../src/config/ops.ts'
+import { nodeConfigSchema, relayConfigSchema } from '../../src/config/schema.ts'
+import { configureLogging, createLogger } from '../../src/log/index.ts'
+import { type NodeRuntime, startNodeRuntime } from '../../src/p2p/runtime.ts'
+import { type RelayHandle, startRelay } from '../../src/relay/server.ts'
+
+// Quiet unless a test asks: failures are asserted, not read from logs.
+configureLogging({ level: (process.env.PEERUP_TEST_LOG as 'debug' | undefined) ?? 'error' })
+
+/** A relay running in this process, restartable on the same port. */
+export interface TestRelay {
+  dir: string
+  peerId: string
+  address: string
+  handle: RelayHandle
+  authorize(peerId: string): Promise<void>
+  restart(): Promise<void>
+  stop(): Promise<void>
+}
+
+/** Creates and starts a relay in `<root>/relay`. */
+export async function startTestRelay(root: string): Promise<TestRelay> {
+  const dir = path.join(root, 'relay')
+  const init = await initRelay(dir)
+  await editConfigFile(init.configFile, relayConfigSchema, (doc) => {
+    doc.setIn(['network', 'listen_addresses'], doc.createNode(['/ip4/127.0.0.1/tcp/0']))
+    doc.setIn(['stun', 'enabled'], false)
+    doc.setIn(['health', 'listen_address'], '127.0.0.1:0')
+  })
+  const log = createLogger('relay')
+  let { config } = await loadRelayConfig(init.configFile)
+  let handle = await startRelay({ config, dir, log })
+  const address = handle.addresses().find((a) => a.startsWith('/ip4/127.0.0.1/tcp/')) as string
+  // Restarts reuse the port, as a relay behind a fixed address would.
+  await editConfigFile(init.configFile, relayConfigSchema, (doc) => {
+    doc.setIn(['network', 'listen_addresses'], doc.createNode([address.replace(/\/p2p\/.*$/, '')]))
+  })
+  config = (await loadRelayConfig(init.configFile)).config
+  const relay: TestRelay = {
+    dir,
+    peerId: init.peerId,
+    address,
+    get handle() {
+      return handle
+    },
+    authorize: async (peerId) => {
+      await addAuthorizedPeer(init.authorizedKeysFile, peerId)
+      await handle.reloadAuthorized()
+    },
+    restart: async () => {
+      await handle.stop()
+      handle = await startRelay({ config, dir, log })
+    },
+    stop: () => handle.stop(),
+  }
+  return relay
+}
+
+/** A node directory (config, key, authorized_keys) and, once started, its runtime. */
+export interface TestNode {
+  name: string
+  dir: string
+  configFile: string
+  peerId: string
+  runtime: NodeRuntime | undefined
+  authorize(peerId: string): Promise<void>
+  addService(name: string, address: string, allowed?: string[]): Promise<void>
+  /** Starts the node; `daemon` exposes services and listens, a client only dials. */
+  start(mode: 'daemon' | 'client'): Promise<NodeRuntime>
+  stop(): Promise<void>
+}
+
+/**
+ * Creates a node directory in `<root>/<name>` using `relay`. Unless `direct`, the node listens on
+ * nothing but its relay reservation, as a machine behind NAT is reachable only through the relay
+ * (everything here shares 127.0.0.1, where any listening port would be reachable).
+ */
+export async function createTestNode(
+  root: string,
+  name: string,
+  relay: TestRelay,
+  options: { direct?: boolean } = {},
+): Promise<TestNode> {
+  const dir = path.join(root, name)
+  const init = await initNode({ dir, relays: [relay.address], network: '' })
+  await editConfigFile(init.configFile, nodeConfigSchema, (doc) => {
+    doc.setIn(
+      ['network', 'listen_addresses'],
+      doc.createNode(options.direct === true ? ['/ip4/127.0.0.1/tcp/0'] : []),
+    )
+  })
+  const node: TestNode = {
+    name,
+    dir,
+    configFile: init.configFile,
+    peerId: init.peerId,
+    runtime: undefined,
+    authorize: async (peerId) => {
+      await addAuthorizedPeer(init.authorizedKeysFile, peerId)
+      await node.runtime?.reloadAuthorized()
+    },
+    addService: async (svc, address, allowed) => {
+      await addService(init.configFile, svc, address, allowed === undefined ? {} : { allowedPeers: allowed })
+    },
+    start: async (mode) => {
+      node.runtime = await startNodeRuntime({
+        configFile: init.configFile,
+        log: createLogger(name),
+        exposeServices: mode === 'daemon',
+        ...(mode === 'client' ? { listen: [] } : {}),
+      })
+      return node.runtime
+    },
+    stop: async () => {
+      await node.runtime?.stop()
+      node.runtime = undefined
+    },
+  }
+  return node
+}
+
+/** Writes `text` into the file, creating directories. */
+export async function writeFile(file: string, text: string): Promise<void> {
+  await fs.mkdir(path.dirname(file), { recursive: true })
+  await fs.writeFile(file, text)
+}

@@ -1,0 +1,111 @@
+/**
+ * Local TCP endpoints for proxy tests: a service that takes an upload and sends a download, with
+ * both directions hashed, and a client that does the same through a proxy.
+ */
+
+import { createHash, randomBytes } from 'node:crypto'
+import * as net from 'node:net'
+
+/** What one side sent and received. */
+export interface Transfer {
+  sent: number
+  sentHash: string
+  received: number
+  receivedHash: string
+  /** The socket ended with an error (reset) instead of a clean end. */
+  error: string | undefined
+}
+
+/** Writes `total` random bytes to `socket` with backpressure, then half-closes; hashes what it wrote. */
+export async function sendRandom(socket: net.Socket, total: number): Promise<{ sent: number; hash: string }> {
+  const hash = createHash('sha256')
+  let sent = 0
+  while (sent < total) {
+    const chunk = randomBytes(Math.min(64 * 1024, total - sent))
+    hash.update(chunk)
+    sent += chunk.length
+    if (!socket.write(chunk)) {
+      await new Promise<void>((resolve, reject) => {
+        const onErr = (err: Error): void => reject(err)
+        socket.once('error', onErr)
+        socket.once('drain', () => {
+          socket.off('error', onErr)
+          resolve()
+        })
+      })
+    }
+  }
+  socket.end()
+  return { sent, hash: hash.digest('hex') }
+}
+
+/** Reads `socket` to its end, hashing it. */
+export function receiveAll(
+  socket: net.Socket,
+): Promise<{ received: number; hash: string; error: string | undefined }> {
+  const hash = createHash('sha256')
+  let received = 0
+  return new Promise((resolve) => {
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.length
+      hash.update(chunk)
+    })
+    let error: string | undefined
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      error = err.code ?? err.message
+    })
+    socket.once('close', () => resolve({ received, hash: hash.digest('hex'), error }))
+  })
+}
+
+/** Both directions of one connection at once. */
+export async function exchange(socket: net.Socket, upload: number): Promise<Transfer> {
+  const [recv, sent] = await Promise.all([
+    receiveAll(socket),
+    sendRandom(socket, upload).catch(() => ({ sent: -1, hash: '' })),
+  ])
+  return {
+    sent: sent.sent,
+    sentHash: sent.hash,
+    received: recv.received,
+    receivedHash: recv.hash,
+    error: recv.error,
+  }
+}
+
+/** A service that, per connection, receives an upload and sends `download` bytes; reports each transfer. */
+export async function startTransferServer(
+  download: number,
+): Promise<{ port: number; transfers: Transfer[]; connections: number; close(): Promise<void> }> {
+  const transfers: Transfer[] = []
+  const sockets = new Set<net.Socket>()
+  const state = { connections: 0 }
+  const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    state.connections++
+    sockets.add(socket)
+    socket.once('close', () => sockets.delete(socket))
+    exchange(socket, download).then((t) => transfers.push(t))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    transfers,
+    get connections() {
+      return state.connections
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy()
+        server.close(() => resolve())
+      }),
+  }
+}
+
+/** Connects to 127.0.0.1:`port` with half-open allowed. */
+export function connect(port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true })
+    socket.once('connect', () => resolve(socket))
+    socket.once('error', reject)
+  })
+}
