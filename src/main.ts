@@ -5,12 +5,13 @@
  * @packageDocumentation
  */
 
+import { getEventListeners } from 'node:events'
 import * as path from 'node:path'
 import { CommanderError } from 'commander'
 import type { CliContext } from './cli/context.ts'
 import { buildProgram } from './cli/program.ts'
 import { readEnv } from './env.ts'
-import { formatError, PeerupError, UsageError } from './errors.ts'
+import { ExitStatus, formatError, PeerupError, UsageError } from './errors.ts'
 
 /** Exit codes peerup promises (SPEC §3). */
 export const EXIT = { ok: 0, error: 1, usage: 2 } as const
@@ -43,6 +44,9 @@ export async function run(args: string[], ctx: CliContext): Promise<number> {
 }
 
 function report(err: unknown, ctx: CliContext): number {
+  if (err instanceof ExitStatus) {
+    return err.code
+  }
   if (err instanceof CommanderError) {
     // Commander printed its own message already (help, version, or a usage error).
     if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) {
@@ -80,6 +84,23 @@ export async function main(): Promise<void> {
       process.exit(EXIT.ok)
     }
   })
+  // First SIGINT/SIGTERM: abort the command's signal so it stops in order (listeners, proxies,
+  // libp2p). Second: exit at once, for a shutdown that hangs.
+  const shutdown = new AbortController()
+  let signals = 0
+  const onSignal = (sig: NodeJS.Signals): void => {
+    signals++
+    // A command that is not listening for the shutdown (a prompt, a file edit) just ends, as
+    // Ctrl+C normally does.
+    if (signals === 1 && getEventListeners(shutdown.signal, 'abort').length > 0) {
+      shutdown.abort(new Error(`received ${sig}`))
+    } else {
+      process.stderr.write(`peerup: second ${sig}, exiting now\n`)
+      process.exit(sig === 'SIGINT' ? 130 : 143)
+    }
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
   const ctx: CliContext = {
     programName: path.basename(process.argv0) === RELAY_PROGRAM_NAME ? RELAY_PROGRAM_NAME : 'peerup',
     stdout: process.stdout,
@@ -87,7 +108,12 @@ export async function main(): Promise<void> {
     stdin: process.stdin,
     env: readEnv(),
     cwd: process.cwd(),
+    signal: shutdown.signal,
   }
   const code = await run(process.argv.slice(2), ctx)
-  process.exitCode = code
+  // A command that ran a libp2p node leaves timers behind for about a second after stopping it
+  // (PITFALLS: connection monitor): exit once the output is flushed rather than wait for them.
+  await new Promise<void>((resolve) => process.stdout.write('', () => resolve()))
+  await new Promise<void>((resolve) => process.stderr.write('', () => resolve()))
+  process.exit(code)
 }

@@ -17,6 +17,8 @@ export interface CliContext {
   stdin: Readable & { isTTY?: boolean }
   env: Env
   cwd: string
+  /** Aborted on the first SIGINT/SIGTERM: long-running commands stop in order when it fires. */
+  signal: AbortSignal
 }
 
 /** Options every command accepts. */

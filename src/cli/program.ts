@@ -9,8 +9,11 @@ import { Command, Option } from 'commander'
 import { buildInfo } from '../version.ts'
 import { registerAuth } from './commands/auth.ts'
 import { registerConfig } from './commands/config.ts'
+import { registerDaemon } from './commands/daemon.ts'
 import { registerDebug } from './commands/debug.ts'
+import { registerDemo } from './commands/demo.ts'
 import { registerInit } from './commands/init.ts'
+import { registerNet } from './commands/net.ts'
 import { registerRelay } from './commands/relay.ts'
 import { registerResolve } from './commands/resolve.ts'
 import { registerService } from './commands/service.ts'
@@ -77,8 +80,11 @@ export function buildProgram(ctx: CliContext): Command {
   registerAuth(program, ctx)
   registerService(program, ctx)
   registerRelay(program, ctx)
+  registerNet(program, ctx)
+  registerDaemon(program, ctx)
   registerResolve(program, ctx)
   registerDebug(program, ctx)
+  registerDemo(program, ctx)
 
   // Subcommands inherit the exit override and the output routing.
   const inherit = (cmd: Command): void => {

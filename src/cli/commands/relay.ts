@@ -6,10 +6,14 @@
  */
 
 import type { Command } from 'commander'
+import { addAuthorizedPeer, listAuthorizedPeers, removeAuthorizedPeer } from '../../auth/ops.ts'
 import { initRelay } from '../../config/init.ts'
+import { resolveIn } from '../../config/load.ts'
 import { addRelay, listRelays, removeRelay } from '../../config/ops.ts'
+import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
 import type { CliContext } from '../context.ts'
-import { loadNode, loadRelay, nodeConfigFile } from '../load.ts'
+import { loadRelay as loadRelayModule } from '../lazy.ts'
+import { loadNode, loadRelay, nodeConfigFile, relayConfigFile } from '../load.ts'
 import { emit, table } from '../output.ts'
 import { globalOpts, withCommonOptions } from '../program.ts'
 
@@ -72,6 +76,95 @@ export function registerRelay(program: Command, ctx: CliContext): void {
       ].join('\n'),
     )
   })
+
+  withCommonOptions(
+    relay
+      .command('serve')
+      .description('run the relay in the foreground (circuit relay v2, DHT server, /healthz)')
+      .option('--log-level <level>', 'debug, info, warn, error (default: log.level in the config)'),
+    { json: false },
+  ).action(async (_flags: object, cmd: Command) => {
+    const opts = globalOpts<{ logLevel?: string }>(cmd)
+    const { file, config } = await loadRelay(ctx, opts)
+    configureLogging({
+      level: (opts.logLevel as LogLevel | undefined) ?? config.log.level,
+      format: ctx.stderr.isTTY === true ? 'text' : 'json',
+    })
+    const { runRelay } = await loadRelayModule()
+    await runRelay({ configFile: file, log: createLogger('relay'), signal: ctx.signal })
+  })
+
+  withCommonOptions(
+    relay
+      .command('info')
+      .description("the relay's peer id and the addresses to give to `peerup init --relay`"),
+  ).action(async (_flags: object, cmd: Command) => {
+    const opts = globalOpts(cmd)
+    const { relayInfo } = await loadRelayModule()
+    const info = await relayInfo(await relayConfigFile(ctx, opts))
+    emit(ctx, opts, info, (i) =>
+      [
+        `peer id  ${i.peerId}`,
+        'addresses (give one to `peerup init --relay` or `peerup relay add`):',
+        ...i.addresses.map((a) => `  ${a}`),
+      ].join('\n'),
+    )
+  })
+
+  withCommonOptions(
+    relay
+      .command('authorize')
+      .description('allow a peer to hold a reservation on this relay')
+      .argument('<peer>', 'peer id')
+      .option('--comment <text>', 'a note kept on the line')
+      .option('--sponsor', 'mark it sponsor=yes: it may authorize the peers it pairs with'),
+  ).action(async (peer: string, _flags: object, cmd: Command) => {
+    const opts = globalOpts<{ comment?: string; sponsor?: boolean }>(cmd)
+    const { dir, config } = await loadRelay(ctx, opts)
+    const added = await addAuthorizedPeer(resolveIn(dir, config.security.authorized_keys_file), peer, {
+      ...(opts.comment === undefined ? {} : { comment: opts.comment }),
+      attributes: opts.sponsor === true ? { sponsor: 'yes' } : {},
+    })
+    emit(
+      ctx,
+      opts,
+      added,
+      (p) => `authorized ${p.peerId} on this relay (a running relay picks it up at once)`,
+    )
+  })
+
+  withCommonOptions(
+    relay
+      .command('deauthorize')
+      .description("remove a peer's right to a reservation; it is disconnected")
+      .argument('<peer>', 'peer id'),
+  ).action(async (peer: string, _flags: object, cmd: Command) => {
+    const opts = globalOpts(cmd)
+    const { dir, config } = await loadRelay(ctx, opts)
+    const removed = await removeAuthorizedPeer(resolveIn(dir, config.security.authorized_keys_file), peer)
+    emit(ctx, opts, removed, (p) => `deauthorized ${p.peerId}`)
+  })
+
+  withCommonOptions(relay.command('list-peers').description('the peers authorized on this relay')).action(
+    async (_flags: object, cmd: Command) => {
+      const opts = globalOpts(cmd)
+      const { dir, config } = await loadRelay(ctx, opts)
+      const peers = await listAuthorizedPeers(resolveIn(dir, config.security.authorized_keys_file))
+      emit(ctx, opts, peers, (list) =>
+        list.length === 0
+          ? 'no authorized peers (`peerup relay authorize <peer-id>`)'
+          : table([
+              ['PEER ID', 'SPONSOR', 'EXPIRES', 'COMMENT'],
+              ...list.map((p) => [
+                p.peerId,
+                p.sponsor ?? '-',
+                p.expires?.slice(0, 10) ?? '-',
+                p.comment ?? '',
+              ]),
+            ]),
+      )
+    },
+  )
 
   const config = relay.command('config').description("check the relay's config")
   withCommonOptions(

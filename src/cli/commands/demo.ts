@@ -1,0 +1,22 @@
+/**
+ * `peerup demo`: a relay and two nodes on loopback, one reaching the other's service.
+ *
+ * @packageDocumentation
+ */
+
+import type { Command } from 'commander'
+import type { CliContext } from '../context.ts'
+import { loadDemo } from '../lazy.ts'
+
+/** Registers `demo`. */
+export function registerDemo(program: Command, ctx: CliContext): void {
+  program
+    .command('demo')
+    .description(
+      'run a relay and two nodes on this machine and show one reaching the other (nothing left behind)',
+    )
+    .action(async () => {
+      const { runDemo } = await loadDemo()
+      await runDemo((line) => ctx.stdout.write(`${line}\n`), ctx.signal)
+    })
+}

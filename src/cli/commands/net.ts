@@ -1,0 +1,252 @@
+/**
+ * `peerup ping|traceroute|proxy|ssh`: reaching peers. Each runs a short-lived node of its own
+ * (the daemon issue adds the fast path through a running daemon). The network code is loaded
+ * with a dynamic import so offline commands never load libp2p.
+ *
+ * @packageDocumentation
+ */
+
+import { spawn } from 'node:child_process'
+import type { Command } from 'commander'
+import { parseDurationMs } from '../../config/units.ts'
+import { ExitStatus, UsageError } from '../../errors.ts'
+import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
+import type { CliContext, GlobalOptions } from '../context.ts'
+import {
+  loadDiagnostics,
+  loadP2pErrors,
+  loadPath,
+  loadProxyListener,
+  loadRuntime,
+  loadStdioProxy,
+  type NodeRuntime,
+} from '../lazy.ts'
+import { nodeConfigFile } from '../load.ts'
+import { emit, note, table } from '../output.ts'
+import { globalOpts, withCommonOptions } from '../program.ts'
+
+/** Starts a short-lived node for one command and stops it afterwards, whatever happens. */
+async function withNode<T>(
+  ctx: CliContext,
+  opts: GlobalOptions & { logLevel?: string },
+  fn: (rt: NodeRuntime) => Promise<T>,
+): Promise<T> {
+  configureLogging({
+    level: (opts.logLevel as LogLevel | undefined) ?? 'warn',
+    format: ctx.stderr.isTTY === true ? 'text' : 'json',
+  })
+  const configFile = await nodeConfigFile(ctx, opts)
+  const { startNodeRuntime } = await loadRuntime()
+  // A one-shot client dials out only: no listening, no reservation.
+  const rt = await startNodeRuntime({
+    configFile,
+    log: createLogger('peerup'),
+    exposeServices: false,
+    listen: [],
+  })
+  try {
+    return await fn(rt)
+  } finally {
+    await rt.stop()
+  }
+}
+
+function parsePort(text: string): { host: string; port: number } {
+  const m = /^(?:(\[[^\]]+\]|[^:]+):)?(\d{1,5})$/.exec(text)
+  const port = Number(m?.[2])
+  if (m === null || port > 65535) {
+    throw new UsageError(`invalid listen address ${JSON.stringify(text)}`, {
+      hint: 'give [host:]port, like 2222 or 127.0.0.1:2222',
+    })
+  }
+  return { host: (m[1] ?? '127.0.0.1').replace(/^\[|\]$/g, ''), port }
+}
+
+const LOG_LEVEL_HELP = 'log level on stderr: debug, info, warn, error'
+
+/** Registers the network commands. */
+export function registerNet(program: Command, ctx: CliContext): void {
+  withCommonOptions(
+    program
+      .command('ping')
+      .description('round-trip time to a peer, and the path (DIRECT or RELAYED via which relay)')
+      .argument('<peer>', 'a name from names: or a peer id')
+      .option('-c, --count <n>', 'number of pings (0 = until Ctrl+C)', '4')
+      .option('--interval <duration>', 'time between pings', '1s')
+      .option('--log-level <level>', LOG_LEVEL_HELP),
+  ).action(async (peer: string, _flags: object, cmd: Command) => {
+    const opts = globalOpts<{ count: string; interval: string; logLevel?: string }>(cmd)
+    const count = Number(opts.count)
+    const intervalMs = parseDurationMs(opts.interval)
+    if (!Number.isInteger(count) || count < 0) {
+      throw new UsageError(`invalid --count ${JSON.stringify(opts.count)}`, {
+        hint: 'give a whole number, 0 for no end',
+      })
+    }
+    if (intervalMs === undefined) {
+      throw new UsageError(`invalid --interval ${JSON.stringify(opts.interval)}`, {
+        hint: 'write it like 500ms or 2s',
+      })
+    }
+    const report = await withNode(ctx, opts, async (rt) => {
+      const { pingPeer } = await loadDiagnostics()
+      const { describePath } = await loadPath()
+      return pingPeer(rt, peer, {
+        count,
+        intervalMs,
+        signal: ctx.signal,
+        onConnected: (path, via, ms) => {
+          if (opts.json !== true) {
+            ctx.stdout.write(
+              `PING ${peer}: ${describePath(path, rt.config.names)}, connected in ${ms.toFixed(0)} ms (${via})\n`,
+            )
+          }
+        },
+        onReply: (r) => {
+          if (opts.json !== true) {
+            ctx.stdout.write(
+              r.rttMs === undefined
+                ? `seq=${r.seq} error: ${r.error}\n`
+                : `seq=${r.seq} rtt=${r.rttMs.toFixed(1)} ms path=${describePath(r.path, rt.config.names)}\n`,
+            )
+          }
+        },
+      })
+    })
+    emit(ctx, opts, report, (r) => {
+      const loss = r.sent === 0 ? 0 : Math.round(((r.sent - r.received) / r.sent) * 100)
+      const stats =
+        r.received === 0
+          ? ''
+          : `, rtt min/avg/max ${r.minMs?.toFixed(1)}/${r.avgMs?.toFixed(1)}/${r.maxMs?.toFixed(1)} ms`
+      return `--- ${r.peer}: ${r.sent} sent, ${r.received} received, ${loss}% loss${stats}`
+    })
+    if (report.received === 0 && report.sent > 0) {
+      throw new (await loadP2pErrors()).PeerUnreachableError(`no answer from ${peer}`)
+    }
+  })
+
+  withCommonOptions(
+    program
+      .command('traceroute')
+      .description('the path to a peer hop by hop (relay, peer) with round-trip times')
+      .argument('<peer>', 'a name from names: or a peer id')
+      .option('--log-level <level>', LOG_LEVEL_HELP),
+  ).action(async (peer: string, _flags: object, cmd: Command) => {
+    const opts = globalOpts<{ logLevel?: string }>(cmd)
+    const report = await withNode(ctx, opts, async (rt) =>
+      (await loadDiagnostics()).traceroutePeer(rt, peer, ctx.signal),
+    )
+    emit(ctx, opts, report, (r) =>
+      [
+        `traceroute to ${r.peer} (${r.peerId}): ${r.summary}`,
+        table(
+          r.hops.map((h) => [
+            String(h.hop),
+            h.role,
+            h.peerId,
+            h.rttMs === undefined ? `error: ${h.error}` : `${h.rttMs.toFixed(1)} ms`,
+            h.address,
+          ]),
+        ),
+      ].join('\n'),
+    )
+  })
+
+  withCommonOptions(
+    program
+      .command('proxy')
+      .description(
+        "forward local TCP connections to a peer's service (or one connection on stdin/stdout with --stdio)",
+      )
+      .argument('<peer>', 'a name from names: or a peer id')
+      .argument('<service>', 'the service name on that peer, like ssh')
+      .argument('[listen]', '[host:]port to listen on (default host 127.0.0.1); not with --stdio')
+      .option('--stdio', 'proxy one connection over stdin/stdout (an ssh ProxyCommand)')
+      .option('--log-level <level>', LOG_LEVEL_HELP),
+  ).action(
+    async (peer: string, service: string, listen: string | undefined, _flags: object, cmd: Command) => {
+      const opts = globalOpts<{ stdio?: boolean; logLevel?: string }>(cmd)
+      if (opts.stdio === true) {
+        if (listen !== undefined) {
+          throw new UsageError('--stdio takes no listen address', {
+            hint: `peerup proxy --stdio ${peer} ${service}`,
+          })
+        }
+        await withNode(ctx, opts, async (rt) => {
+          const { proxyStdio } = await loadStdioProxy()
+          const { stream } = await rt.openService(peer, service, { signal: ctx.signal })
+          const result = await proxyStdio(stream, {
+            stdin: ctx.stdin,
+            stdout: ctx.stdout,
+            log: createLogger('proxy'),
+          })
+          if (result.reset && result.error !== undefined) {
+            throw result.error
+          }
+        })
+        return
+      }
+      if (listen === undefined) {
+        throw new UsageError('missing listen address', {
+          hint: `peerup proxy ${peer} ${service} 2222 (or --stdio)`,
+        })
+      }
+      const { host, port } = parsePort(listen)
+      await withNode(ctx, opts, async (rt) => {
+        const { startProxyListener } = await loadProxyListener()
+        const { describePath } = await loadPath()
+        // Reach the peer once up front: a wrong name or a refusal is reported now, not at the first connection.
+        const reached = await rt.reach(peer, ctx.signal)
+        const listener = await startProxyListener({
+          host,
+          port,
+          log: createLogger('proxy'),
+          openStream: async (signal) => (await rt.openService(peer, service, { signal })).stream,
+        })
+        const where = `${listener.address.host}:${listener.address.port}`
+        note(
+          ctx,
+          `forwarding ${where} → ${peer}/${service} (${describePath(reached.path, rt.config.names)}); Ctrl+C to stop`,
+        )
+        emit(ctx, opts, { listen: where, peer, service, path: reached.path }, (r) => r.listen)
+        await new Promise<void>((resolve) => {
+          if (ctx.signal.aborted) resolve()
+          ctx.signal.addEventListener('abort', () => resolve(), { once: true })
+        })
+        await listener.close()
+      })
+    },
+  )
+
+  program
+    .command('ssh')
+    .description('run ssh to a peer through peerup (ProxyCommand), passing the rest of the arguments to ssh')
+    .argument('<peer>', '[user@]peer: a name from names: or a peer id')
+    .argument('[args...]', 'ssh options and the remote command')
+    .option('--config <file>', 'peerup config file')
+    .passThroughOptions()
+    .allowUnknownOption()
+    .action(async (target: string, args: string[], _flags: object, cmd: Command) => {
+      const opts = globalOpts(cmd)
+      const configFile = await nodeConfigFile(ctx, opts)
+      const { sshArgv } = await import('../ssh.ts')
+      const argv = sshArgv({ target, args, configFile, self: selfCommand() })
+      const code = await new Promise<number>((resolve, reject) => {
+        const child = spawn('ssh', argv, { stdio: 'inherit' })
+        child.once('error', (err) =>
+          reject(new UsageError(`cannot run ssh: ${err.message}`, { hint: 'install the OpenSSH client' })),
+        )
+        child.once('exit', (c, sig) => resolve(c ?? (sig === null ? 1 : 128)))
+      })
+      if (code !== 0) {
+        throw new ExitStatus(code)
+      }
+    })
+}
+
+/** How to run this same peerup: the executable itself, or node + the dev entry. */
+function selfCommand(): string[] {
+  const sea = process.execPath === process.argv[1] || process.argv[1] === undefined
+  return sea ? [process.execPath] : [process.execPath, process.argv[1] as string]
+}

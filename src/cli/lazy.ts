@@ -1,0 +1,28 @@
+/**
+ * The one door from the CLI to the network code. Every module here is loaded with a dynamic
+ * `import()` when a command needs it, so `peerup status` or `peerup auth list` never load libp2p
+ * (STYLE.md import direction; the linter allows these imports in this file only).
+ *
+ * @packageDocumentation
+ */
+
+export type { NodeRuntime } from '../p2p/runtime.ts'
+
+/** The node runtime (libp2p, gater, reservations). */
+export const loadRuntime = () => import('../p2p/runtime.ts')
+/** ping and traceroute. */
+export const loadDiagnostics = () => import('../p2p/diagnostics.ts')
+/** Path classification and rendering. */
+export const loadPath = () => import('../p2p/path.ts')
+/** Network errors. */
+export const loadP2pErrors = () => import('../p2p/errors.ts')
+/** stdin/stdout ⇄ stream, for `proxy --stdio`. */
+export const loadStdioProxy = () => import('../proxy/stdio.ts')
+/** Local TCP listener for `proxy`. */
+export const loadProxyListener = () => import('../proxy/listener.ts')
+/** The daemon. */
+export const loadDaemon = () => import('../daemon/run.ts')
+/** The relay role. */
+export const loadRelay = () => import('../relay/serve.ts')
+/** `peerup demo`. */
+export const loadDemo = () => import('../demo/run.ts')

@@ -1,0 +1,66 @@
+/**
+ * The ssh command line `peerup ssh` runs: the system ssh with peerup as its ProxyCommand.
+ *
+ * @packageDocumentation
+ */
+
+// OpenSSH options that take a value (from ssh(1)'s synopsis): `-l user` consumes the next word.
+const SSH_OPTIONS_WITH_VALUE = new Set('BbcDEeFIiJLlmOoPpQRSWw'.split(''))
+
+/** Quotes a word for the shell ssh runs its ProxyCommand with. */
+export function shellQuote(word: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`
+}
+
+/** Options of {@link sshArgv}. */
+export interface SshArgvOptions {
+  /** `[user@]peer` */
+  target: string
+  /** Everything after the target: ssh options first, then the remote command. */
+  args: string[]
+  configFile: string
+  /** How to run peerup itself. */
+  self: string[]
+}
+
+/**
+ * Builds ssh's argv: leading options in `args` go before the destination, the rest is the
+ * remote command. The peer's name doubles as the HostKeyAlias, so known_hosts keys the host
+ * by its peerup name whatever path reaches it.
+ */
+export function sshArgv(options: SshArgvOptions): string[] {
+  const at = options.target.lastIndexOf('@')
+  const user = at >= 0 ? options.target.slice(0, at) : undefined
+  const peer = at >= 0 ? options.target.slice(at + 1) : options.target
+  const before: string[] = []
+  let i = 0
+  while (i < options.args.length) {
+    const arg = options.args[i] as string
+    if (arg === '--') {
+      i++
+      break
+    }
+    if (!arg.startsWith('-') || arg === '-') {
+      break
+    }
+    before.push(arg)
+    // `-l user` (value in the next word) but not `-luser` or `-v`.
+    if (arg.length === 2 && SSH_OPTIONS_WITH_VALUE.has(arg[1] as string) && i + 1 < options.args.length) {
+      before.push(options.args[i + 1] as string)
+      i++
+    }
+    i++
+  }
+  const proxy = [...options.self, '--config', options.configFile, 'proxy', '--stdio', peer, 'ssh']
+    .map(shellQuote)
+    .join(' ')
+  return [
+    '-o',
+    `ProxyCommand=${proxy}`,
+    '-o',
+    `HostKeyAlias=${peer}`,
+    ...before,
+    user === undefined ? peer : `${user}@${peer}`,
+    ...options.args.slice(i),
+  ]
+}
