@@ -1,0 +1,232 @@
+/**
+ * The built executable in the NAT lab (SPEC §9): a relay on the "internet", hosts a and b each
+ * behind its own MASQUERADE router, unable to reach each other except through peerup. Real sshd
+ * on b, real ssh on a: through `peerup proxy`, through ProxyCommand, and through `peerup ssh`;
+ * a command, a 100 MiB copy byte-exact, and the relay's memory after relaying 1 GiB.
+ */
+
+import * as assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { createLab, type Lab, type LabHost, type LabProcess, labSupport, withLabLogs } from './lab.ts'
+import { type Sshd, startSshd } from './sshd.ts'
+
+const ROOT = path.resolve(import.meta.dirname, '../..')
+const EXE = path.join(ROOT, 'dist', 'peerup')
+const support = await labSupport()
+const skip = support.ok ? false : `network lab unavailable: ${support.reason}`
+
+/** Builds dist/peerup when it is missing, so `npm run test:e2e` works on its own. */
+function ensureBuilt(): void {
+  if (!fs.existsSync(EXE)) {
+    execFileSync(process.execPath, [path.join(ROOT, 'build.mjs')], { cwd: ROOT, stdio: 'inherit' })
+  }
+}
+
+/** One machine running peerup: its directory and a way to run the executable there. */
+class PeerupHost {
+  readonly host: LabHost
+  readonly dir: string
+  readonly exe: string
+  readonly env: Record<string, string>
+
+  constructor(host: LabHost, lab: Lab) {
+    this.host = host
+    this.dir = path.join(lab.tmpDir, `peerup-${host.name}`)
+    this.exe = path.join(this.dir, 'peerup')
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 })
+    fs.copyFileSync(EXE, this.exe)
+    fs.chmodSync(this.exe, 0o755)
+    this.env = {
+      HOME: this.dir,
+      PEERUP_CACHE_DIR: path.join(lab.tmpDir, 'cache'),
+      PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
+    }
+  }
+
+  get config(): string {
+    return path.join(this.dir, 'node', 'config.yaml')
+  }
+
+  async peerup(args: string[], timeoutMs = 60_000): Promise<string> {
+    const r = await this.host.run(this.exe, args, { env: this.env, timeoutMs })
+    if (r.code !== 0) {
+      throw new Error(`${this.host.name}: peerup ${args.join(' ')} exited ${r.code}: ${r.stderr}`)
+    }
+    return r.stdout
+  }
+
+  spawn(args: string[], label: string): LabProcess {
+    return this.host.spawn(this.exe, args, { env: this.env, label })
+  }
+}
+
+function vmRssKiB(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8')
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1])
+}
+
+describe('peerup across two NATs', { skip, timeout: 600_000 }, () => {
+  let lab: Lab
+  let relay: PeerupHost
+  let a: PeerupHost
+  let b: PeerupHost
+  let relayProc: LabProcess
+  let sshd: Sshd
+  let relayAddr: string
+  let bId: string
+
+  before(async () => {
+    ensureBuilt()
+    lab = await createLab({ nat: 'symmetric' })
+    relay = new PeerupHost(lab.host('relay'), lab)
+    a = new PeerupHost(lab.host('a'), lab)
+    b = new PeerupHost(lab.host('b'), lab)
+
+    // The relay: setup, then serve with STUN off (the direct path is another issue's).
+    await relay.peerup(['relay', 'setup', '--dir', path.join(relay.dir, 'relay')])
+    const relayConfig = path.join(relay.dir, 'relay', 'relay-server.yaml')
+    fs.writeFileSync(
+      relayConfig,
+      fs.readFileSync(relayConfig, 'utf8').replace('stun:\n  enabled: true', 'stun:\n  enabled: false'),
+    )
+    const info = JSON.parse(await relay.peerup(['relay', 'info', '--json', '--config', relayConfig]))
+    relayAddr = `/ip4/198.18.0.1/tcp/7777/p2p/${info.peerId}`
+    relayProc = relay.spawn(['relay', 'serve', '--config', relayConfig], 'relay')
+    await relay.host.waitForPort(7777, { ip: '198.18.0.1', timeoutMs: 20_000 })
+
+    // Two nodes, each behind its own NAT, authorized on the relay and b trusting a.
+    for (const n of [a, b]) {
+      await n.peerup(['init', '--non-interactive', '--relay', relayAddr, '--dir', path.join(n.dir, 'node')])
+    }
+    const aId = (await a.peerup(['whoami', '--config', a.config])).trim()
+    bId = (await b.peerup(['whoami', '--config', b.config])).trim()
+    await relay.peerup(['relay', 'authorize', aId, '--config', relayConfig])
+    await relay.peerup(['relay', 'authorize', bId, '--config', relayConfig])
+    await b.peerup(['auth', 'add', aId, '--comment', 'a', '--config', b.config])
+    // a names b, so `peerup ssh b` works.
+    const aCfg = fs.readFileSync(a.config, 'utf8').replace('names: {}', `names:\n  b: ${bId}`)
+    fs.writeFileSync(a.config, aCfg)
+
+    sshd = await startSshd(b.host, { port: 22 })
+    await b.peerup(['service', 'add', 'ssh', '127.0.0.1:22', '--config', b.config])
+    b.spawn(['daemon', '--config', b.config, '--log-level', 'info'], 'daemon-b')
+  })
+
+  after(async () => {
+    await lab?.close()
+  })
+
+  it('the NATs keep a and b apart', async () => {
+    assert.equal(await a.host.canConnect(b.host.ip, 22), false)
+    assert.equal(await a.host.canConnect(b.host.publicIp, 22), false)
+  })
+
+  it('a pings b through the relay (RELAYED)', async (t) => {
+    await withLabLogs(t, lab, async () => {
+      // b's daemon needs a moment for its reservation: ping until it answers, bounded by the test timeout.
+      let out = ''
+      for (let i = 0; i < 60; i++) {
+        const r = await a.host.run(
+          a.exe,
+          ['ping', 'b', '-c', '2', '--interval', '200ms', '--json', '--config', a.config],
+          {
+            env: a.env,
+            timeoutMs: 30_000,
+          },
+        )
+        if (r.code === 0) {
+          out = r.stdout
+          break
+        }
+        await new Promise((resolve) => setTimeout(resolve, 500))
+      }
+      const report = JSON.parse(out)
+      assert.equal(report.received, 2)
+      assert.equal(report.path.type, 'RELAYED')
+      assert.equal(report.path.relay, relayAddr.split('/p2p/')[1])
+    })
+  })
+
+  it('ssh through `peerup proxy` runs a command', async (t) => {
+    await withLabLogs(t, lab, async () => {
+      const proxy = a.spawn(['proxy', 'b', 'ssh', '2222', '--config', a.config], 'proxy-a')
+      try {
+        await proxy.waitForOutput(/127\.0\.0\.1:2222/, 30_000)
+        const r = await a.host.run(
+          'ssh',
+          [...sshd.sshArgs('b'), '-p', '2222', '127.0.0.1', 'hostname; echo ok'],
+          { timeoutMs: 60_000 },
+        )
+        assert.equal(r.code, 0, r.stderr)
+        assert.match(r.stdout, /ok\n$/)
+      } finally {
+        await proxy.stop()
+      }
+    })
+  })
+
+  it('ssh with ProxyCommand copies 100 MiB byte-exact', async (t) => {
+    await withLabLogs(t, lab, async () => {
+      const file = path.join(a.dir, 'payload')
+      const proxyCommand = `${a.exe} --config ${a.config} proxy --stdio b ssh`
+      await a.host.mustRun('sh', ['-c', `head -c ${100 * 1024 * 1024} /dev/urandom > ${file}`])
+      const want = (await a.host.mustRun('sha256sum', [file])).stdout.split(' ')[0]
+      const r = await a.host.run(
+        'sh',
+        [
+          '-c',
+          `ssh ${sshd.sshArgs('b').join(' ')} -o 'ProxyCommand=${proxyCommand}' b 'cat > /tmp/peerup-e2e-payload && sha256sum /tmp/peerup-e2e-payload && rm /tmp/peerup-e2e-payload' < ${file}`,
+        ],
+        { timeoutMs: 180_000, env: a.env },
+      )
+      assert.equal(r.code, 0, r.stderr)
+      assert.equal(r.stdout.split(' ')[0], want)
+    })
+  })
+
+  it('`peerup ssh b` runs ssh through peerup', async (t) => {
+    await withLabLogs(t, lab, async () => {
+      const r = await a.host.run(
+        a.exe,
+        ['ssh', 'b', '--config', a.config, ...sshd.sshArgs('b'), 'echo via-peerup-ssh'],
+        {
+          env: a.env,
+          timeoutMs: 60_000,
+        },
+      )
+      assert.equal(r.code, 0, r.stderr)
+      assert.equal(r.stdout.trim(), 'via-peerup-ssh')
+    })
+  })
+
+  it('the relay stays under 150 MB while relaying 1 GiB', async (t) => {
+    await withLabLogs(t, lab, async () => {
+      const proxyCommand = `${a.exe} --config ${a.config} proxy --stdio b ssh`
+      const pid = relayProc.pid as number
+      let peak = vmRssKiB(pid)
+      const sampler = setInterval(() => {
+        peak = Math.max(peak, vmRssKiB(pid))
+      }, 200)
+      try {
+        const r = await a.host.run(
+          'sh',
+          [
+            '-c',
+            `head -c ${1024 * 1024 * 1024} /dev/zero | ssh ${sshd.sshArgs('b').join(' ')} -o 'ProxyCommand=${proxyCommand}' b 'wc -c'`,
+          ],
+          { timeoutMs: 300_000, env: a.env },
+        )
+        assert.equal(r.code, 0, r.stderr)
+        assert.equal(r.stdout.trim(), String(1024 * 1024 * 1024))
+      } finally {
+        clearInterval(sampler)
+      }
+      t.diagnostic(`relay peak RSS ${(peak / 1024).toFixed(1)} MiB while relaying 1 GiB`)
+      assert.ok(peak < 150 * 1024, `relay RSS peaked at ${(peak / 1024).toFixed(1)} MiB`)
+      assert.ok(vmRssKiB(pid) < 150 * 1024)
+    })
+  })
+})
