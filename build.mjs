@@ -130,6 +130,12 @@ fs.writeFileSync(
       disableExperimentalSEAWarning: true,
       useCodeCache: USE_CODE_CACHE,
       assets: { [DATACHANNEL_ASSET]: path.relative(root, addon) },
+      // V8's default young generation (semi-spaces up to 16 MB each) lets a relay or daemon moving
+      // 40-60 MB/s leave 60-100 MB of dead buffers between scavenges, and glibc keeps those pages
+      // after GC: a relay peaked at 229 MB RSS relaying 1 GiB through SSH. 2 MB semi-spaces keep
+      // RSS flat (test/integration/relay/relay-memory.test.ts, test/e2e/mesh.test.ts; see
+      // docs/benchmarks.md for the throughput it costs).
+      execArgv: ['--max-semi-space-size=2'],
     },
     null,
     2,

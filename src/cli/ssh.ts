@@ -12,6 +12,41 @@ export function shellQuote(word: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`
 }
 
+/**
+ * Takes peerup's own `--config FILE` (or `--config=FILE`) out of the ssh options that follow the
+ * target, so `peerup ssh home --config x.yaml -p 22 ls` works as people type it. ssh has no long
+ * options, so a `--config` among the leading options can only be meant for peerup; once the remote
+ * command starts, every word is the command's.
+ */
+export function takePeerupOptions(args: string[]): { config: string | undefined; args: string[] } {
+  const out: string[] = []
+  let config: string | undefined
+  let i = 0
+  while (i < args.length) {
+    const arg = args[i] as string
+    if (arg === '--' || !arg.startsWith('-') || arg === '-') {
+      break
+    }
+    if (arg === '--config' && i + 1 < args.length) {
+      config = args[i + 1]
+      i += 2
+      continue
+    }
+    if (arg.startsWith('--config=')) {
+      config = arg.slice('--config='.length)
+      i++
+      continue
+    }
+    out.push(arg)
+    if (arg.length === 2 && SSH_OPTIONS_WITH_VALUE.has(arg[1] as string) && i + 1 < args.length) {
+      out.push(args[i + 1] as string)
+      i++
+    }
+    i++
+  }
+  return { config, args: [...out, ...args.slice(i)] }
+}
+
 /** Options of {@link sshArgv}. */
 export interface SshArgvOptions {
   /** `[user@]peer` */

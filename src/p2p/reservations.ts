@@ -59,7 +59,7 @@ export class ReservationSupervisor {
   readonly #relays: Map<string, { id: PeerId; addrs: Multiaddr[]; state: RelayState }>
   readonly #log: Logger
   readonly #tickMs: number
-  readonly #onChange: ((event: ReservationEvent) => void) | undefined
+  readonly #changeListeners = new Set<(event: ReservationEvent) => void>()
   #timer: NodeJS.Timeout | undefined
   #running = false
   #checking: Promise<void> | undefined
@@ -71,7 +71,9 @@ export class ReservationSupervisor {
     this.#node = node
     this.#log = options.log
     this.#tickMs = options.tickMs ?? SUPERVISOR_TICK_MS
-    this.#onChange = options.onChange
+    if (options.onChange !== undefined) {
+      this.#changeListeners.add(options.onChange)
+    }
     this.#relays = new Map(
       [...groupRelays(options.relays)].map(([id, addrs]) => [
         id,
@@ -130,19 +132,34 @@ export class ReservationSupervisor {
     return [...this.#relays.values()].map((r) => ({ ...r.state }))
   }
 
-  /** Resolves once a reservation is held on at least one relay (or `signal` fires). */
+  /** Subscribes to reservations gained and lost; returns the unsubscribe function. */
+  onChange(listener: (event: ReservationEvent) => void): () => void {
+    this.#changeListeners.add(listener)
+    return () => this.#changeListeners.delete(listener)
+  }
+
+  /** Resolves once a reservation is held on at least one relay; rejects when `signal` fires first. */
   async waitForReservation(signal?: AbortSignal): Promise<void> {
-    while (!this.status().some((r) => r.reserved)) {
-      signal?.throwIfAborted()
-      await new Promise<void>((resolve) => {
-        const done = (): void => {
-          this.#node.removeEventListener('self:peer:update', done)
-          signal?.removeEventListener('abort', done)
-          resolve()
-        }
-        this.#node.addEventListener('self:peer:update', done)
-        signal?.addEventListener('abort', done)
-      })
+    signal?.throwIfAborted()
+    if (this.status().some((r) => r.reserved)) {
+      return
+    }
+    // The supervisor's own change events, not self:peer:update: that event can fire before the
+    // circuit address shows in getMultiaddrs(), and the supervisor's next check (within a second
+    // while a relay is missing) is what notices the reservation then.
+    const { promise, resolve, reject } = Promise.withResolvers<void>()
+    const onAbort = (): void => reject(signal?.reason)
+    const off = this.onChange((e) => {
+      if (e.reserved) {
+        resolve()
+      }
+    })
+    signal?.addEventListener('abort', onAbort, { once: true })
+    try {
+      await promise
+    } finally {
+      off()
+      signal?.removeEventListener('abort', onAbort)
     }
   }
 
@@ -220,7 +237,9 @@ export class ReservationSupervisor {
         relay.state.reserved = reserved
         relay.state.since = Date.now()
         this.#log.info(reserved ? 'reservation held' : 'reservation lost', { relay: relay.state.peerId })
-        this.#onChange?.({ relay: relay.state.peerId, reserved })
+        for (const listener of this.#changeListeners) {
+          listener({ relay: relay.state.peerId, reserved })
+        }
         if (!reserved) {
           this.poke()
         }

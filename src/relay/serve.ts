@@ -5,14 +5,13 @@
  * @packageDocumentation
  */
 
-import * as fs from 'node:fs'
 import * as os from 'node:os'
-import * as path from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
 import { loadIdentity, peerIdOf } from '../auth/identity.ts'
 import { loadRelayConfig, resolveIn } from '../config/load.ts'
 import type { RelayConfig } from '../config/schema.ts'
 import type { Logger } from '../log/index.ts'
+import { watchFile } from '../util/watch.ts'
 import { type RelayHandle, startRelay } from './server.ts'
 
 /** Options of {@link runRelay}. */
@@ -29,29 +28,19 @@ export async function runRelay(options: RunRelayOptions): Promise<void> {
   const { config, dir } = await loadRelayConfig(options.configFile)
   const relay = await startRelay({ config, dir, log })
   const keysFile = resolveIn(dir, config.security.authorized_keys_file)
-  let pending: NodeJS.Timeout | undefined
   const reload = (why: string): void => {
-    clearTimeout(pending)
-    // Editors and `peerup relay authorize` replace the file (rename): wait for the dust to settle.
-    pending = setTimeout(() => {
-      relay
-        .reloadAuthorized()
-        .then(({ added, removed }) => {
-          if (added.length > 0 || removed.length > 0) {
-            log.info('relay_authorized_keys reloaded', { why, added: added.length, removed: removed.length })
-          }
-        })
-        .catch((err: unknown) =>
-          log.error('relay_authorized_keys reload failed; keeping the previous set', { error: err as Error }),
-        )
-    }, 100)
+    relay
+      .reloadAuthorized()
+      .then(({ added, removed }) => {
+        if (added.length > 0 || removed.length > 0) {
+          log.info('relay_authorized_keys reloaded', { why, added: added.length, removed: removed.length })
+        }
+      })
+      .catch((err: unknown) =>
+        log.error('relay_authorized_keys reload failed; keeping the previous set', { error: err as Error }),
+      )
   }
-  // Watch the directory, not the file: an atomic rewrite replaces the file's inode.
-  const watcher = fs.watch(path.dirname(keysFile), (_event, name) => {
-    if (name === path.basename(keysFile)) {
-      reload('file changed')
-    }
-  })
+  const watcher = watchFile(keysFile, () => reload('file changed'))
   const onHup = (): void => reload('SIGHUP')
   process.on('SIGHUP', onHup)
   try {
@@ -68,7 +57,6 @@ export async function runRelay(options: RunRelayOptions): Promise<void> {
     }
     log.info('relay stopping')
   } finally {
-    clearTimeout(pending)
     watcher.close()
     process.off('SIGHUP', onHup)
     await relay.stop()

@@ -10,6 +10,7 @@ import * as path from 'node:path'
 import { circuitRelayServer } from '@libp2p/circuit-relay-v2'
 import type { Connection, PeerId } from '@libp2p/interface'
 import { createLibp2p, type Libp2pOptions } from 'libp2p'
+import { TypedEventEmitter, type TypedEventTarget } from 'main-event'
 import { AuthorizedPeers } from '../auth/gater.ts'
 import { loadIdentity, peerIdOf } from '../auth/identity.ts'
 import { resolveIn } from '../config/load.ts'
@@ -33,9 +34,24 @@ export interface RelayServices extends BaseServices {
   relay: ReturnType<ReturnType<typeof circuitRelayServer>>
 }
 
+/** A refusal by the relay: a reservation or a relayed connection it would not make. */
+export interface RelayRefusal {
+  what: 'reservation' | 'circuit'
+  /** The peer that asked. */
+  peer: string
+  reason: string
+}
+
+/** Events of a running relay: `refusal` ({@link RelayRefusal}) for metrics, logs and tests. */
+export interface RelayEvents {
+  refusal: CustomEvent<RelayRefusal>
+}
+
 /** A running relay. */
 export interface RelayHandle {
   node: PeerupLibp2p<RelayServices>
+  /** See {@link RelayEvents}. */
+  events: TypedEventTarget<RelayEvents>
   peerId: string
   authorized: AuthorizedPeers
   health: HealthServer | undefined
@@ -84,6 +100,7 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
   const privateKey = await loadIdentity(resolveIn(dir, config.identity.key_file))
   const authorized = await AuthorizedPeers.fromFile(resolveIn(dir, config.security.authorized_keys_file))
   let node: PeerupLibp2p<RelayServices> | undefined
+  const events = new TypedEventEmitter<RelayEvents>()
   const connectionsOf = (peer: PeerId): Connection[] => node?.getConnections(peer) ?? []
   const gater = relayGater(
     authorized,
@@ -110,7 +127,10 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
       enabled: config.security.enable_connection_gating,
       maxReservationsPerIp: config.resources.max_reservations_per_ip,
       maxCircuits: config.resources.max_circuits,
-      onRefusal: (what, peer, reason) => log.warn(`${what} refused`, { peer, reason }),
+      onRefusal: (what, peer, reason) => {
+        log.warn(`${what} refused`, { peer, reason })
+        events.safeDispatchEvent('refusal', { detail: { what, peer, reason } })
+      },
     },
   )
   const base = baseLibp2pOptions({
@@ -179,6 +199,7 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
 
   return {
     node: relayNode,
+    events,
     peerId,
     authorized,
     health,

@@ -157,7 +157,7 @@ describe('peerup across two NATs', { skip, timeout: 600_000 }, () => {
         await proxy.waitForOutput(/127\.0\.0\.1:2222/, 30_000)
         const r = await a.host.run(
           'ssh',
-          [...sshd.sshArgs('b'), '-p', '2222', '127.0.0.1', 'hostname; echo ok'],
+          [...sshd.sshArgs('b', { port: 2222 }), '127.0.0.1', 'hostname; echo ok'],
           { timeoutMs: 60_000 },
         )
         assert.equal(r.code, 0, r.stderr)

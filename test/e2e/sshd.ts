@@ -41,7 +41,7 @@ export interface Sshd {
    * ssh options that log in as root with {@link Sshd.clientKey}, check the host key strictly and never
    * prompt; add the destination and command: `ssh ...sshArgs('relay') 198.18.0.1 echo ok`.
    */
-  sshArgs(hostAlias: string): string[]
+  sshArgs(hostAlias: string, options?: { port?: number }): string[]
   /** Stops sshd (SIGTERM, then SIGKILL) and removes its directory if startSshd made it. */
   stop(): Promise<void>
 }
@@ -116,11 +116,12 @@ export async function startSshd(host: LabHost, options: SshdOptions = {}): Promi
     clientKey,
     knownHosts,
     process: proc,
-    sshArgs: (hostAlias) => [
+    sshArgs: (hostAlias, opts) => [
       '-F',
       '/dev/null',
+      // ssh takes the first -p it is given: a caller going through a local forward passes its port here.
       '-p',
-      String(port),
+      String(opts?.port ?? port),
       '-l',
       'root',
       '-i',

@@ -228,10 +228,14 @@ export function registerNet(program: Command, ctx: CliContext): void {
     .passThroughOptions()
     .allowUnknownOption()
     .action(async (target: string, args: string[], _flags: object, cmd: Command) => {
+      const { sshArgv, takePeerupOptions } = await import('../ssh.ts')
+      const own = takePeerupOptions(args)
       const opts = globalOpts(cmd)
-      const configFile = await nodeConfigFile(ctx, opts)
-      const { sshArgv } = await import('../ssh.ts')
-      const argv = sshArgv({ target, args, configFile, self: selfCommand() })
+      const configFile = await nodeConfigFile(
+        ctx,
+        own.config === undefined ? opts : { ...opts, config: own.config },
+      )
+      const argv = sshArgv({ target, args: own.args, configFile, self: selfCommand() })
       const code = await new Promise<number>((resolve, reject) => {
         const child = spawn('ssh', argv, { stdio: 'inherit' })
         child.once('error', (err) =>
