@@ -247,3 +247,28 @@ export function checkPeerName(name: string): void {
     })
   }
 }
+
+/**
+ * Records `name` for `peerId` under `names:`, so commands take the name wherever they take a
+ * peer id. A name already used for another peer is refused; a peer keeps one name (an older name
+ * of the same peer is replaced).
+ */
+export async function setPeerName(file: string, name: string, peerId: string): Promise<Resolved> {
+  checkPeerName(name)
+  const id = peerIdString.parse(peerId)
+  await editConfigFile(file, nodeConfigSchema, (doc, current) => {
+    const taken = current.names[name]
+    if (taken !== undefined && taken !== id) {
+      throw new ConflictError(`the name ${name} is already used for ${taken}`, {
+        hint: 'pick another name, or remove that line under names: first',
+      })
+    }
+    for (const [old, oldId] of Object.entries(current.names)) {
+      if (oldId === id && old !== name) {
+        doc.deleteIn(['names', old])
+      }
+    }
+    ensureMap(doc, ['names']).set(name, id)
+  })
+  return { name, peerId: id }
+}

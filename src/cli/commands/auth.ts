@@ -12,8 +12,9 @@ import {
   validateAuthorizedKeysFile,
 } from '../../auth/ops.ts'
 import { resolveIn } from '../../config/load.ts'
+import { checkPeerName, setPeerName } from '../../config/ops.ts'
 import type { NodeConfig } from '../../config/schema.ts'
-import { PeerupError } from '../../errors.ts'
+import { ConflictError, PeerupError } from '../../errors.ts'
 import type { CliContext } from '../context.ts'
 import { loadNode } from '../load.ts'
 import { emit, table } from '../output.ts'
@@ -40,11 +41,22 @@ export function registerAuth(program: Command, ctx: CliContext): void {
       .description('allow a peer to connect')
       .argument('<peer>', 'peer id (12D3KooW…) or a name from names:')
       .option('--comment <text>', 'a note kept on the line, like the machine name')
+      .option('--name <name>', 'also record the peer under names:, so commands take the name')
       .option('--expires <date>', 'stop authorizing it then (YYYY-MM-DD or an RFC 3339 time)')
       .option('--group <name>', 'a group label'),
   ).action(async (peer: string, _flags: object, cmd: Command) => {
-    const opts = globalOpts<{ comment?: string; expires?: string; group?: string }>(cmd)
-    const { dir, config } = await loadNode(ctx, opts)
+    const opts = globalOpts<{ comment?: string; name?: string; expires?: string; group?: string }>(cmd)
+    const { dir, config, file } = await loadNode(ctx, opts)
+    if (opts.name !== undefined) {
+      // Checked before anything is written, so a bad or taken name leaves both files as they were.
+      checkPeerName(opts.name)
+      const taken = config.names[opts.name]
+      if (taken !== undefined && taken !== peerArg(config, peer)) {
+        throw new ConflictError(`the name ${opts.name} is already used for ${taken}`, {
+          hint: 'pick another name, or remove that line under names: first',
+        })
+      }
+    }
     const attributes: Record<string, string> = {}
     if (opts.expires !== undefined) attributes.expires = opts.expires
     if (opts.group !== undefined) attributes.group = opts.group
@@ -52,7 +64,15 @@ export function registerAuth(program: Command, ctx: CliContext): void {
       ...(opts.comment === undefined ? {} : { comment: opts.comment }),
       attributes,
     })
-    emit(ctx, opts, added, (p) => `authorized ${p.peerId}${p.comment === undefined ? '' : ` (${p.comment})`}`)
+    const named = opts.name === undefined ? undefined : await setPeerName(file, opts.name, added.peerId)
+    emit(
+      ctx,
+      opts,
+      { ...added, ...(named === undefined ? {} : { name: named.name }) },
+      (p) =>
+        `authorized ${p.peerId}${p.comment === undefined ? '' : ` (${p.comment})`}` +
+        (named === undefined ? '' : `, named ${named.name}`),
+    )
   })
 
   withCommonOptions(

@@ -116,6 +116,42 @@ describe('peerup init', () => {
   })
 })
 
+describe('peerup auth add --name', () => {
+  it('authorizes the peer and records its name, which commands then take', async (t) => {
+    const root = await tempDir(t)
+    const config = await initNodeDir(root)
+    const r = await runCli(['auth', 'add', PEER, '--name', 'home', '--config', config, '--json'], root)
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(JSON.parse(r.stdout).name, 'home')
+    const resolved = await runCli(['resolve', 'home', '--config', config], root)
+    assert.equal(resolved.stdout.trim().split(/\s+/).includes(PEER), true, resolved.stdout)
+    const listed = await runCli(['auth', 'list', '--config', config, '--json'], root)
+    assert.equal(JSON.parse(listed.stdout)[0].peerId, PEER)
+  })
+
+  it('refuses a name taken by another peer, writing nothing', async (t) => {
+    const root = await tempDir(t)
+    const config = await initNodeDir(root)
+    assert.equal((await runCli(['auth', 'add', PEER, '--name', 'home', '--config', config], root)).code, 0)
+    const keys = path.join(path.dirname(config), 'authorized_keys')
+    const before = await Promise.all([fs.readFile(config, 'utf8'), fs.readFile(keys, 'utf8')])
+    const other = '12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK'
+    const r = await runCli(['auth', 'add', other, '--name', 'home', '--config', config], root)
+    assert.equal(r.code, 1)
+    assert.match(r.stderr, /already used for/)
+    assert.equal(r.stderr.trim().split('\n').length, 1)
+    assert.deepEqual(await Promise.all([fs.readFile(config, 'utf8'), fs.readFile(keys, 'utf8')]), before)
+  })
+
+  it('refuses a malformed name as a usage error', async (t) => {
+    const root = await tempDir(t)
+    const config = await initNodeDir(root)
+    const r = await runCli(['auth', 'add', PEER, '--name', 'no spaces', '--config', config], root)
+    assert.equal(r.code, 2)
+    assert.match(r.stderr, /invalid name/)
+  })
+})
+
 describe('config search order', () => {
   it('PEERUP_HOME, then ./peerup.yaml, then ~/.config/peerup', async (t) => {
     const root = await tempDir(t)
