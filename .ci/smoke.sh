@@ -33,6 +33,10 @@ run ./relay-server version
 ./relay-server version | grep -q '^relay-server '
 run ./relay-server setup --dir ./relay
 run ./relay-server config validate --config ./relay/relay-server.yaml
+# The README's run command, from the executable alone: a relay and two nodes, one reaching the other.
+run ./peerup demo > demo.txt
+grep -q "home's service answered" demo.txt
+grep -q '3 sent, 3 received' demo.txt
 # Usage errors exit 2, failures 1.
 set +e
 ./peerup frobnicate 2>/dev/null; [ $? -eq 2 ] || { echo "smoke: usage error did not exit 2" >&2; exit 1; }

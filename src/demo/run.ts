@@ -1,116 +1,220 @@
 /**
- * `peerup demo`: the whole mesh on loopback in a temporary directory — a relay, a "home" node
- * offering a small TCP service and a "laptop" node reaching it through `peerup proxy` — printing
- * each step and the path used, then cleaning up. The same code paths as the real commands.
+ * `peerup demo`: the whole mesh on loopback in a temporary directory, run with the real commands
+ * as separate processes — `peerup relay serve`, `peerup daemon` on a "home" machine offering a
+ * small TCP service, `peerup proxy` and `peerup ping` on a "laptop" — printing each step and the
+ * path used, then stopping everything and removing the directory.
  *
  * @packageDocumentation
  */
 
+import { type ChildProcess, spawn } from 'node:child_process'
 import * as fs from 'node:fs/promises'
 import * as net from 'node:net'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import { addAuthorizedPeer } from '../auth/ops.ts'
+import { createInterface } from 'node:readline'
 import { editConfigFile } from '../config/edit.ts'
-import { initNode, initRelay } from '../config/init.ts'
-import { loadRelayConfig } from '../config/load.ts'
-import { addService } from '../config/ops.ts'
 import { nodeConfigSchema, relayConfigSchema } from '../config/schema.ts'
-import { configureLogging, createLogger } from '../log/index.ts'
-import { pingPeer } from '../p2p/diagnostics.ts'
-import { describePath } from '../p2p/path.ts'
-import { startNodeRuntime } from '../p2p/runtime.ts'
-import { startProxyListener } from '../proxy/listener.ts'
-import { startRelay } from '../relay/server.ts'
+import { PeerupError } from '../errors.ts'
+import { selfCommand } from '../util/self.ts'
+
+/** How long one step of the demo may take before it is reported as failed. */
+const STEP_TIMEOUT_MS = 30_000
+
+/** The demo failed: a command exited with an error or did not get ready in time. */
+export class DemoError extends PeerupError {
+  override name = 'DemoError'
+}
+
+/** A peerup child process and the log lines it wrote. */
+interface Child {
+  proc: ChildProcess
+  label: string
+  /** The last lines of its stderr, for an error message. */
+  tail: string[]
+  exited: Promise<number | null>
+}
+
+/** Options of {@link runDemo}. */
+export interface DemoOptions {
+  signal?: AbortSignal
+  /** How to run peerup (argv prefix); default: this same executable or dev entry. */
+  peerup?: string[]
+}
 
 /** Runs the demo, writing its narration with `say`. */
-export async function runDemo(say: (line: string) => void, signal?: AbortSignal): Promise<void> {
-  configureLogging({ level: 'error' })
+export async function runDemo(say: (line: string) => void, options: DemoOptions = {}): Promise<void> {
+  const { signal } = options
   const root = await fs.mkdtemp(path.join(os.tmpdir(), 'peerup-demo-'))
+  const self = options.peerup ?? selfCommand()
+  const children: Child[] = []
   const stops: Array<() => Promise<unknown>> = []
-  try {
-    say(`peerup demo — everything lives in ${root} and on 127.0.0.1, and is removed at the end.\n`)
+  const env: NodeJS.ProcessEnv = { ...process.env, PEERUP_HOME: root }
+  delete env.PEERUP_DEBUG
 
-    say('1. A relay (on a real network: a small VPS you run). `peerup relay setup && peerup relay serve`')
-    const relayInit = await initRelay(path.join(root, 'relay'))
-    await editConfigFile(relayInit.configFile, relayConfigSchema, (doc) => {
+  /** Runs `peerup args…` to completion; its stdout, or a DemoError with its stderr. */
+  const peerup = (args: string[]): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const proc = spawn(self[0] as string, [...self.slice(1), ...args], {
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        signal,
+      })
+      let out = ''
+      let err = ''
+      proc.stdout.setEncoding('utf8').on('data', (d: string) => {
+        out += d
+      })
+      proc.stderr.setEncoding('utf8').on('data', (d: string) => {
+        err += d
+      })
+      proc.once('error', reject)
+      proc.once('close', (code) =>
+        code === 0
+          ? resolve(out)
+          : reject(new DemoError(`\`peerup ${args.join(' ')}\` failed: ${lastLine(err) ?? `exit ${code}`}`)),
+      )
+    })
+
+  /** Starts a long-running `peerup args…`; it is stopped (SIGTERM) when the demo ends. */
+  const start = (label: string, args: string[]): Child => {
+    const proc = spawn(self[0] as string, [...self.slice(1), ...args], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    const child: Child = {
+      proc,
+      label,
+      tail: [],
+      exited: new Promise((resolve) => proc.once('exit', (code) => resolve(code))),
+    }
+    proc.once('error', () => {})
+    createInterface({ input: proc.stderr as NodeJS.ReadableStream }).on('line', (line) => {
+      child.tail.push(line)
+      child.tail.splice(0, child.tail.length - 20)
+    })
+    children.unshift(child)
+    return child
+  }
+
+  try {
+    say(`peerup demo — everything lives in ${root} and on 127.0.0.1, and is removed at the end.`)
+    say(
+      `Each step runs the real command (${self.map((a) => path.basename(a)).join(' ')}) as its own process.\n`,
+    )
+
+    say('1. A relay (on a real network: a small VPS you run).')
+    say('   $ peerup relay setup && peerup relay serve')
+    const relaySetup = JSON.parse(
+      await peerup(['relay', 'setup', '--dir', path.join(root, 'relay'), '--non-interactive', '--json']),
+    ) as { peerId: string; configFile: string }
+    await editConfigFile(relaySetup.configFile, relayConfigSchema, (doc) => {
+      // Loopback only, any free port; STUN and /healthz are not needed here.
       doc.setIn(['network', 'listen_addresses'], doc.createNode(['/ip4/127.0.0.1/tcp/0']))
       doc.setIn(['stun', 'enabled'], false)
       doc.setIn(['health', 'enabled'], false)
     })
-    const { config: relayConfig } = await loadRelayConfig(relayInit.configFile)
-    const relay = await startRelay({ config: relayConfig, dir: relayInit.dir, log: createLogger('relay') })
-    stops.unshift(() => relay.stop())
-    const relayAddr = relay.addresses().find((a) => a.includes('/ip4/127.0.0.1/')) as string
-    say(`   relay ${short(relay.peerId)} listening at ${relayAddr}\n`)
-
-    say('2. Two machines: "home" (behind NAT, offers a service) and "laptop". `peerup init --relay <relay>`')
-    const home = await initNode({ dir: path.join(root, 'home'), relays: [relayAddr], network: '' })
-    const laptop = await initNode({ dir: path.join(root, 'laptop'), relays: [relayAddr], network: '' })
-    for (const n of [home, laptop]) {
-      await editConfigFile(n.configFile, nodeConfigSchema, (doc) => {
-        doc.setIn(['network', 'listen_addresses'], doc.createNode(['/ip4/127.0.0.1/tcp/0']))
-      })
+    const relay = start('relay', ['relay', 'serve', '--config', relaySetup.configFile, '--log-level', 'info'])
+    const started = await logLine(relay, (l) => l.msg === 'relay started', signal)
+    const relayAddr = String(started.addresses ?? '')
+      .split(' ')
+      .find((a) => a.startsWith('/ip4/127.0.0.1/'))
+    if (relayAddr === undefined) {
+      throw new DemoError(`the relay announced no loopback address: ${String(started.addresses)}`)
     }
+    say(`   relay ${short(relaySetup.peerId)} listening at ${relayAddr}\n`)
+
+    say('2. Two machines: "home" (behind NAT, offers a service) and "laptop".')
+    say('   $ peerup init --relay <relay address>')
+    const init = async (name: string): Promise<{ peerId: string; configFile: string }> => {
+      const r = JSON.parse(
+        await peerup([
+          'init',
+          '--non-interactive',
+          '--relay',
+          relayAddr,
+          '--dir',
+          path.join(root, name),
+          '--json',
+        ]),
+      ) as { peerId: string; configFile: string }
+      // Like a machine behind NAT: no listening port anyone could dial, only the relay reservation.
+      await editConfigFile(r.configFile, nodeConfigSchema, (doc) => {
+        doc.setIn(['network', 'listen_addresses'], doc.createNode([]))
+      })
+      return r
+    }
+    const home = await init('home')
+    const laptop = await init('laptop')
     say(`   home   ${home.peerId}`)
     say(`   laptop ${laptop.peerId}\n`)
 
-    say('3. Trust: the relay serves both, home lets laptop in. `peerup relay authorize`, `peerup auth add`')
-    await addAuthorizedPeer(relayInit.authorizedKeysFile, home.peerId, { comment: 'home' })
-    await addAuthorizedPeer(relayInit.authorizedKeysFile, laptop.peerId, { comment: 'laptop' })
-    await relay.reloadAuthorized()
-    await addAuthorizedPeer(home.authorizedKeysFile, laptop.peerId, { comment: 'laptop' })
-    say('   done: anyone else is refused by home and cannot hold a reservation on the relay\n')
+    say('3. Trust: the relay serves both, home and laptop know each other by name.')
+    say('   $ peerup relay authorize <id>            (on the relay, for each)')
+    say('   $ peerup auth add <id> --name <name>     (on home, and on laptop)')
+    for (const [node, name] of [
+      [home, 'home'],
+      [laptop, 'laptop'],
+    ] as const) {
+      await peerup(['relay', 'authorize', node.peerId, '--comment', name, '--config', relaySetup.configFile])
+    }
+    await peerup(['auth', 'add', laptop.peerId, '--name', 'laptop', '--config', home.configFile])
+    await peerup(['auth', 'add', home.peerId, '--name', 'home', '--config', laptop.configFile])
+    say('   anyone else is refused by home and cannot hold a reservation on the relay\n')
 
-    say('4. home offers a local TCP service. `peerup service add greet 127.0.0.1:<port> && peerup daemon`')
+    say('4. home offers a local TCP service and runs its daemon.')
     const service = await startGreeter()
     stops.unshift(() => service.close())
-    await addService(home.configFile, 'greet', `127.0.0.1:${service.port}`)
-    const homeRt = await startNodeRuntime({
-      configFile: home.configFile,
-      log: createLogger('home'),
-      exposeServices: true,
-    })
-    stops.unshift(() => homeRt.stop())
-    await homeRt.supervisor.waitForReservation(
-      AbortSignal.any([AbortSignal.timeout(20_000), ...(signal ? [signal] : [])]),
-    )
+    say(`   $ peerup service add greet 127.0.0.1:${service.port} && peerup daemon`)
+    await peerup(['service', 'add', 'greet', `127.0.0.1:${service.port}`, '--config', home.configFile])
+    const daemon = start('home daemon', ['daemon', '--config', home.configFile, '--log-level', 'info'])
+    await logLine(daemon, (l) => l.msg === 'reservation held', signal)
     say(
-      `   home's daemon holds a reservation on the relay: reachable at ${relayAddr}/p2p-circuit/p2p/${short(home.peerId)}\n`,
+      `   home holds a reservation on the relay: reachable at <relay>/p2p-circuit/p2p/${short(home.peerId)}\n`,
     )
 
-    say("5. laptop forwards a local port to home's service. `peerup proxy home greet 127.0.0.1:<port>`")
-    const laptopRt = await startNodeRuntime({
-      configFile: laptop.configFile,
-      log: createLogger('laptop'),
-      exposeServices: false,
-      listen: [],
-    })
-    stops.unshift(() => laptopRt.stop())
-    const listener = await startProxyListener({
-      host: '127.0.0.1',
-      port: 0,
-      log: createLogger('proxy'),
-      openStream: async (s) => (await laptopRt.openService(home.peerId, 'greet', { signal: s })).stream,
-    })
-    stops.unshift(() => listener.close())
-    say(`   listening on 127.0.0.1:${listener.address.port}`)
-    const reply = await talk(listener.address.port, 'hello from laptop')
-    say(`   sent "hello from laptop", home's service answered: "${reply}"`)
-    const reached = await laptopRt.reach(home.peerId)
-    say(`   path: ${describePath(reached.path)}\n`)
+    say("5. laptop forwards a local port to home's service.")
+    say('   $ peerup proxy home greet 127.0.0.1:0')
+    const proxy = start('laptop proxy', [
+      'proxy',
+      'home',
+      'greet',
+      '127.0.0.1:0',
+      '--json',
+      '--config',
+      laptop.configFile,
+    ])
+    const forwarding = await firstStdoutJson(proxy, signal)
+    const listen = String(forwarding.listen)
+    const pathInfo = forwarding.path as { type: string; relay?: string }
+    say(
+      `   listening on ${listen}, path ${pathInfo.type}${pathInfo.relay ? ` via ${short(pathInfo.relay)}` : ''}`,
+    )
+    const port = Number(listen.split(':').pop())
+    const reply = await talk(port, 'hello from laptop')
+    say(`   sent "hello from laptop"; home's service answered: "${reply}"\n`)
 
-    say('6. laptop pings home. `peerup ping home`')
-    const report = await pingPeer(laptopRt, home.peerId, {
-      count: 3,
-      intervalMs: 200,
-      ...(signal === undefined ? {} : { signal }),
-      onReply: (r) => say(`   seq=${r.seq} rtt=${r.rttMs?.toFixed(1) ?? '?'} ms ${describePath(r.path)}`),
-    })
-    say(`   ${report.received}/${report.sent} answered\n`)
-
-    say('Done. On real machines: docs/relay-vps.md; `peerup ssh home` once home runs sshd and offers `ssh`.')
+    say('6. laptop pings home.')
+    say('   $ peerup ping home -c 3 --interval 200ms')
+    const pinged = await peerup([
+      'ping',
+      'home',
+      '-c',
+      '3',
+      '--interval',
+      '200ms',
+      '--config',
+      laptop.configFile,
+    ])
+    for (const line of pinged.trimEnd().split('\n')) {
+      say(`   ${line}`)
+    }
+    say('')
+    say('Done. On real machines: docs/relay-vps.md — `peerup ssh home` once home runs sshd and offers ssh.')
   } finally {
+    for (const child of children) {
+      await stopChild(child)
+    }
     for (const stop of stops) {
       await stop().catch(() => {})
     }
@@ -118,17 +222,121 @@ export async function runDemo(say: (line: string) => void, signal?: AbortSignal)
   }
 }
 
+/** Stops a child with SIGTERM (its orderly shutdown), then SIGKILL if it hangs. */
+async function stopChild(child: Child): Promise<void> {
+  if (child.proc.exitCode !== null || child.proc.signalCode !== null) {
+    return
+  }
+  child.proc.kill('SIGTERM')
+  const timer = setTimeout(() => child.proc.kill('SIGKILL'), 5_000)
+  await child.exited
+  clearTimeout(timer)
+}
+
+/** Resolves with the first JSON log line of `child` for which `match` holds. */
+function logLine(
+  child: Child,
+  match: (line: Record<string, unknown>) => boolean,
+  signal: AbortSignal | undefined,
+): Promise<Record<string, unknown>> {
+  return awaitLine(child, child.proc.stderr as NodeJS.ReadableStream, signal, (text) => {
+    try {
+      const parsed = JSON.parse(text) as Record<string, unknown>
+      return match(parsed) ? parsed : undefined
+    } catch {
+      return undefined
+    }
+  })
+}
+
+/** Resolves with the first JSON document `child` writes to stdout (`--json` output is indented). */
+function firstStdoutJson(child: Child, signal: AbortSignal | undefined): Promise<Record<string, unknown>> {
+  let text = ''
+  return awaitLine(child, child.proc.stdout as NodeJS.ReadableStream, signal, (line) => {
+    text += `${line}\n`
+    try {
+      return JSON.parse(text) as Record<string, unknown>
+    } catch {
+      return undefined
+    }
+  })
+}
+
+function awaitLine<T>(
+  child: Child,
+  input: NodeJS.ReadableStream,
+  signal: AbortSignal | undefined,
+  pick: (line: string) => T | undefined,
+): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const rl = createInterface({ input })
+    const timeout = AbortSignal.timeout(STEP_TIMEOUT_MS)
+    const done = (): void => {
+      rl.close()
+      timeout.removeEventListener('abort', onTimeout)
+      signal?.removeEventListener('abort', onAbort)
+      child.proc.off('exit', onExit)
+    }
+    const onTimeout = (): void => {
+      done()
+      reject(new DemoError(`${child.label} was not ready after ${STEP_TIMEOUT_MS / 1000} s${why(child)}`))
+    }
+    const onAbort = (): void => {
+      done()
+      reject(signal?.reason)
+    }
+    const onExit = (code: number | null): void => {
+      done()
+      reject(new DemoError(`${child.label} exited (${code ?? 'signal'})${why(child)}`))
+    }
+    rl.on('line', (line) => {
+      const value = pick(line)
+      if (value !== undefined) {
+        done()
+        resolve(value)
+      }
+    })
+    timeout.addEventListener('abort', onTimeout)
+    signal?.addEventListener('abort', onAbort)
+    child.proc.once('exit', onExit)
+  })
+}
+
+/** The last error a child logged, for a one-line message. */
+function why(child: Child): string {
+  for (const line of [...child.tail].reverse()) {
+    try {
+      const parsed = JSON.parse(line) as { level?: string; msg?: string; error?: string }
+      if (parsed.level === 'error' || parsed.level === 'warn') {
+        return `: ${parsed.msg}${parsed.error === undefined ? '' : ` (${parsed.error})`}`
+      }
+    } catch {
+      if (line.trim() !== '') {
+        return `: ${line.trim()}`
+      }
+    }
+  }
+  return ''
+}
+
+function lastLine(text: string): string | undefined {
+  return text
+    .trim()
+    .split('\n')
+    .at(-1)
+    ?.replace(/^peerup: /, '')
+}
+
 function short(id: string): string {
   return `${id.slice(0, 12)}…`
 }
 
-/** A service that answers each line with a greeting that proves who answered. */
+/** A service that answers the first line of each connection with a greeting that proves who answered. */
 async function startGreeter(): Promise<{ port: number; close(): Promise<void> }> {
   const server = net.createServer((socket) => {
     socket.setEncoding('utf8')
-    socket.once('data', (line: string) =>
-      socket.end(`home got "${line.trim()}" at ${new Date().toISOString()}\n`),
-    )
+    socket.on('error', () => {})
+    socket.once('data', (line: string) => socket.end(`home got "${line.trim()}"\n`))
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   return {
@@ -142,6 +350,7 @@ function talk(port: number, message: string): Promise<string> {
     const socket = net.connect({ port, host: '127.0.0.1' })
     let reply = ''
     socket.setEncoding('utf8')
+    socket.setTimeout(STEP_TIMEOUT_MS, () => socket.destroy(new DemoError('no answer through the proxy')))
     socket.on('data', (d: string) => {
       reply += d
     })

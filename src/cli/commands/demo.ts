@@ -17,6 +17,6 @@ export function registerDemo(program: Command, ctx: CliContext): void {
     )
     .action(async () => {
       const { runDemo } = await loadDemo()
-      await runDemo((line) => ctx.stdout.write(`${line}\n`), ctx.signal)
+      await runDemo((line) => ctx.stdout.write(`${line}\n`), { signal: ctx.signal })
     })
 }

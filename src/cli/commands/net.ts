@@ -11,6 +11,7 @@ import type { Command } from 'commander'
 import { parseDurationMs } from '../../config/units.ts'
 import { ExitStatus, UsageError } from '../../errors.ts'
 import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
+import { selfCommand } from '../../util/self.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
 import {
   loadDiagnostics,
@@ -247,10 +248,4 @@ export function registerNet(program: Command, ctx: CliContext): void {
         throw new ExitStatus(code)
       }
     })
-}
-
-/** How to run this same peerup: the executable itself, or node + the dev entry. */
-function selfCommand(): string[] {
-  const sea = process.execPath === process.argv[1] || process.argv[1] === undefined
-  return sea ? [process.execPath] : [process.execPath, process.argv[1] as string]
 }
