@@ -74,6 +74,9 @@ describe('peerup across two NATs', { skip, timeout: 600_000 }, () => {
   let a: PeerupHost
   let b: PeerupHost
   let relayProc: LabProcess
+  let relayConfig: string
+  let daemonB: LabProcess
+  let aId: string
   let sshd: Sshd
   let relayAddr: string
   let bId: string
@@ -87,7 +90,7 @@ describe('peerup across two NATs', { skip, timeout: 600_000 }, () => {
 
     // The relay: setup, then serve with STUN off (the direct path is another issue's).
     await relay.peerup(['relay', 'setup', '--dir', path.join(relay.dir, 'relay')])
-    const relayConfig = path.join(relay.dir, 'relay', 'relay-server.yaml')
+    relayConfig = path.join(relay.dir, 'relay', 'relay-server.yaml')
     fs.writeFileSync(
       relayConfig,
       fs.readFileSync(relayConfig, 'utf8').replace('stun:\n  enabled: true', 'stun:\n  enabled: false'),
@@ -101,7 +104,7 @@ describe('peerup across two NATs', { skip, timeout: 600_000 }, () => {
     for (const n of [a, b]) {
       await n.peerup(['init', '--non-interactive', '--relay', relayAddr, '--dir', path.join(n.dir, 'node')])
     }
-    const aId = (await a.peerup(['whoami', '--config', a.config])).trim()
+    aId = (await a.peerup(['whoami', '--config', a.config])).trim()
     bId = (await b.peerup(['whoami', '--config', b.config])).trim()
     await relay.peerup(['relay', 'authorize', aId, '--config', relayConfig])
     await relay.peerup(['relay', 'authorize', bId, '--config', relayConfig])
@@ -112,7 +115,8 @@ describe('peerup across two NATs', { skip, timeout: 600_000 }, () => {
 
     sshd = await startSshd(b.host, { port: 22 })
     await b.peerup(['service', 'add', 'ssh', '127.0.0.1:22', '--config', b.config])
-    b.spawn(['daemon', '--config', b.config, '--log-level', 'info'], 'daemon-b')
+    daemonB = b.spawn(['daemon', '--config', b.config, '--log-level', 'info'], 'daemon-b')
+    await daemonB.waitForOutput(/"msg":"reservation held"/, 30_000)
   })
 
   after(async () => {
@@ -126,24 +130,9 @@ describe('peerup across two NATs', { skip, timeout: 600_000 }, () => {
 
   it('a pings b through the relay (RELAYED)', async (t) => {
     await withLabLogs(t, lab, async () => {
-      // b's daemon needs a moment for its reservation: ping until it answers, bounded by the test timeout.
-      let out = ''
-      for (let i = 0; i < 60; i++) {
-        const r = await a.host.run(
-          a.exe,
-          ['ping', 'b', '-c', '2', '--interval', '200ms', '--json', '--config', a.config],
-          {
-            env: a.env,
-            timeoutMs: 30_000,
-          },
-        )
-        if (r.code === 0) {
-          out = r.stdout
-          break
-        }
-        await new Promise((resolve) => setTimeout(resolve, 500))
-      }
-      const report = JSON.parse(out)
+      const report = JSON.parse(
+        await a.peerup(['ping', 'b', '-c', '2', '--interval', '200ms', '--json', '--config', a.config]),
+      )
       assert.equal(report.received, 2)
       assert.equal(report.path.type, 'RELAYED')
       assert.equal(report.path.relay, relayAddr.split('/p2p/')[1])
@@ -199,6 +188,52 @@ describe('peerup across two NATs', { skip, timeout: 600_000 }, () => {
       )
       assert.equal(r.code, 0, r.stderr)
       assert.equal(r.stdout.trim(), 'via-peerup-ssh')
+    })
+  })
+
+  it('revoking a on b cuts its live ssh session at once; re-authorizing lets it back', async (t) => {
+    await withLabLogs(t, lab, async () => {
+      const proxyCommand = `${a.exe} --config ${a.config} proxy --stdio b ssh`
+      const session = a.host.spawn(
+        'ssh',
+        [...sshd.sshArgs('b'), '-o', `ProxyCommand=${proxyCommand}`, 'b', 'echo session-up; exec sleep 300'],
+        { env: a.env, label: 'ssh-session' },
+      )
+      try {
+        await session.waitForOutput(/session-up/, 60_000)
+        // The daemon follows authorized_keys as the file changes: no restart, no signal.
+        await b.peerup(['auth', 'remove', aId, '--config', b.config])
+        const ended = await session.exited
+        assert.notEqual(ended.code, 0, 'the session of a revoked peer must not go on')
+        const refused = await a.host.run(a.exe, ['ping', 'b', '-c', '1', '--config', a.config], {
+          env: a.env,
+          timeoutMs: 60_000,
+        })
+        assert.equal(refused.code, 1)
+        assert.match(refused.stderr, /not authorized by the peer/)
+      } finally {
+        await session.stop()
+        await b.peerup(['auth', 'add', aId, '--comment', 'a', '--config', b.config])
+      }
+      const back = JSON.parse(await a.peerup(['ping', 'b', '-c', '1', '--json', '--config', a.config]))
+      assert.equal(back.received, 1)
+    })
+  })
+
+  it('the relay restarts: b regains its reservation and new ssh sessions work', async (t) => {
+    await withLabLogs(t, lab, async () => {
+      await relayProc.stop()
+      await daemonB.waitForOutput(/"msg":"reservation lost"/, 30_000)
+      relayProc = relay.spawn(['relay', 'serve', '--config', relayConfig], 'relay-restarted')
+      await daemonB.waitForOutput(/"msg":"reservation held"[\s\S]*"msg":"reservation held"/, 30_000)
+      const proxyCommand = `${a.exe} --config ${a.config} proxy --stdio b ssh`
+      const r = await a.host.run(
+        'ssh',
+        [...sshd.sshArgs('b'), '-o', `ProxyCommand=${proxyCommand}`, 'b', 'echo after-restart'],
+        { env: a.env, timeoutMs: 60_000 },
+      )
+      assert.equal(r.code, 0, r.stderr)
+      assert.equal(r.stdout.trim(), 'after-restart')
     })
   })
 
