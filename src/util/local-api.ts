@@ -1,0 +1,373 @@
+/**
+ * A small HTTP/1.1 server for a local API on a Unix socket (the daemon's, the relay's admin
+ * socket), in the manner of Tailscale's LocalAPI: a flat route table, a bearer cookie checked in
+ * constant time, browsers kept out (`Origin`/`Referer` refused: a web page can make a browser talk
+ * to a local socket through a proxy, never with those headers absent), request bodies capped,
+ * slow clients timed out, and one response shape — `{"data": …}` or `{"error": "…", "hint": "…"}` —
+ * or plain text for `Accept: text/plain`.
+ *
+ * @packageDocumentation
+ */
+
+import * as http from 'node:http'
+import type { Duplex } from 'node:stream'
+import { bearerMatches } from '../auth/cookie.ts'
+import { ConflictError, NotFoundError, PeerupError, UsageError } from '../errors.ts'
+
+/** Largest request body accepted (SPEC §5). */
+export const MAX_BODY_BYTES = 1024 * 1024
+
+/** A client must send its headers within this. */
+export const HEADERS_TIMEOUT_MS = 5_000
+
+/** A client must send its whole request within this (responses such as `events` may last longer). */
+export const REQUEST_TIMEOUT_MS = 15_000
+
+/** An error with the HTTP status it is answered with. */
+export class ApiError extends PeerupError {
+  override name = 'ApiError'
+  readonly status: number
+
+  constructor(status: number, message: string, options: { hint?: string; cause?: unknown } = {}) {
+    super(message, options)
+    this.status = status
+  }
+}
+
+/** What a handler gets. */
+export interface ApiRequest {
+  method: string
+  /** The matched route pattern, like `/v1/auth/:peer` (for metrics: bounded cardinality). */
+  route: string
+  params: Record<string, string>
+  query: URLSearchParams
+  /** The parsed JSON body (`undefined` without one). */
+  body: unknown
+  req: http.IncomingMessage
+  /** Aborted when the client goes away. */
+  signal: AbortSignal
+}
+
+/** What a handler returns: data for the envelope, or a response it writes itself (streams). */
+export type ApiResult = { data: unknown; status?: number } | { stream: (res: http.ServerResponse) => void }
+
+/** One route. */
+export interface Route {
+  method: 'GET' | 'POST' | 'DELETE'
+  /** `/v1/auth/:peer`: segments starting with `:` are parameters. */
+  path: string
+  handler: (r: ApiRequest) => Promise<ApiResult>
+  /** Plain-text rendering for `Accept: text/plain`; without it the JSON is sent. */
+  text?: (data: never) => string
+}
+
+/** An `Upgrade` route: the socket is handed over raw once the request is authorized. */
+export interface UpgradeRoute {
+  path: string
+  /** The value of the `Upgrade` header the route speaks. */
+  protocol: string
+  handler: (r: Omit<ApiRequest, 'body'>, socket: Duplex, head: Buffer) => Promise<void>
+}
+
+/** One answered request, for metrics and the audit log. */
+export interface AccessRecord {
+  method: string
+  route: string
+  status: number
+  durationMs: number
+}
+
+/** Options of {@link createLocalApiServer}. */
+export interface LocalApiOptions {
+  routes: Route[]
+  upgrades?: UpgradeRoute[]
+  /** The current cookie; `undefined` while starting (every request is then refused). */
+  cookie: () => string | undefined
+  /** Sent as `X-Peerup-Version`, so a client can warn about a version mismatch. */
+  version: string
+  /** Maps a thrown error to a status (defaults: ApiError's own, usage 400, not found 404, conflict 409, else 500). */
+  statusOf?: (err: unknown) => number | undefined
+  onAccess?: (record: AccessRecord) => void
+}
+
+/** Creates the server (not listening yet: see `listenOnSocket`). */
+export function createLocalApiServer(options: LocalApiOptions): http.Server {
+  const server = http.createServer({ requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS })
+  server.keepAliveTimeout = 5_000
+
+  const statusOf = (err: unknown): number =>
+    options.statusOf?.(err) ??
+    (err instanceof ApiError
+      ? err.status
+      : err instanceof UsageError
+        ? 400
+        : err instanceof NotFoundError
+          ? 404
+          : err instanceof ConflictError
+            ? 409
+            : 500)
+
+  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const started = performance.now()
+    let route = 'unmatched'
+    res.setHeader('X-Peerup-Version', options.version)
+    const finish = (): void => {
+      options.onAccess?.({
+        method: req.method ?? '',
+        route,
+        status: res.statusCode,
+        durationMs: performance.now() - started,
+      })
+    }
+    res.once('finish', finish)
+    res.once('close', () => {
+      if (!res.writableFinished) {
+        finish()
+      }
+    })
+    const wantsText = /\btext\/plain\b/.test(req.headers.accept ?? '')
+    const fail = (err: unknown): void => {
+      const status = statusOf(err)
+      if (status === 413) {
+        // The rest of an oversized body is not read: the connection cannot be reused.
+        res.setHeader('Connection', 'close')
+      }
+      const message =
+        status >= 500 && !(err instanceof PeerupError)
+          ? `internal error: ${(err as Error)?.message}`
+          : undefined
+      sendError(res, status, message ?? (err as Error).message, (err as PeerupError).hint, wantsText)
+    }
+    const refusal = refuse(req, options.cookie())
+    if (refusal !== undefined) {
+      // Drain nothing: the connection is closed after the answer.
+      res.setHeader('Connection', 'close')
+      fail(refusal)
+      return
+    }
+    const url = new URL(req.url ?? '/', 'http://local')
+    const match = matchRoute(options.routes, req.method ?? '', url.pathname)
+    if (match === undefined) {
+      fail(new ApiError(404, `no route ${req.method} ${url.pathname}`))
+      return
+    }
+    if (match === 'method') {
+      fail(new ApiError(405, `${req.method} is not allowed on ${url.pathname}`))
+      return
+    }
+    route = match.route.path
+    const controller = new AbortController()
+    res.once('close', () => controller.abort(new Error('client went away')))
+    readBody(req)
+      .then((body) =>
+        match.route.handler({
+          method: req.method ?? '',
+          route,
+          params: match.params,
+          query: url.searchParams,
+          body,
+          req,
+          signal: controller.signal,
+        }),
+      )
+      .then((result) => {
+        if ('stream' in result) {
+          result.stream(res)
+          return
+        }
+        const status = result.status ?? 200
+        if (wantsText && match.route.text !== undefined) {
+          const text = match.route.text(result.data as never)
+          res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8' })
+          res.end(text.endsWith('\n') ? text : `${text}\n`)
+          return
+        }
+        sendJson(res, status, { data: result.data ?? null })
+      })
+      .catch(fail)
+  })
+
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    const started = performance.now()
+    const url = new URL(req.url ?? '/', 'http://local')
+    const route = (options.upgrades ?? []).find((u) => u.path === url.pathname)
+    const answer = (status: number, message: string, hint?: string): void => {
+      const body = JSON.stringify(hint === undefined ? { error: message } : { error: message, hint })
+      socket.end(
+        `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json\r\n` +
+          `Content-Length: ${Buffer.byteLength(body)}\r\nX-Peerup-Version: ${options.version}\r\nConnection: close\r\n\r\n${body}`,
+      )
+      options.onAccess?.({
+        method: req.method ?? '',
+        route: route?.path ?? 'unmatched',
+        status,
+        durationMs: performance.now() - started,
+      })
+    }
+    socket.on('error', () => {})
+    const refusal = refuse(req, options.cookie())
+    if (refusal !== undefined) {
+      answer(refusal.status, refusal.message, refusal.hint)
+      return
+    }
+    if (route === undefined || req.headers.upgrade?.toLowerCase() !== route.protocol) {
+      answer(404, `no upgrade route ${url.pathname} for ${req.headers.upgrade ?? 'no protocol'}`)
+      return
+    }
+    const controller = new AbortController()
+    socket.once('close', () => controller.abort(new Error('client went away')))
+    route
+      .handler(
+        {
+          method: req.method ?? '',
+          route: route.path,
+          params: {},
+          query: url.searchParams,
+          req,
+          signal: controller.signal,
+        },
+        socket,
+        head,
+      )
+      .then(() =>
+        options.onAccess?.({
+          method: req.method ?? '',
+          route: route.path,
+          status: 101,
+          durationMs: performance.now() - started,
+        }),
+      )
+      .catch((err: unknown) => {
+        if (socket.writable) {
+          answer(statusOf(err), (err as Error).message, (err as PeerupError).hint)
+        } else {
+          socket.destroy()
+        }
+      })
+  })
+  return server
+}
+
+/** Why a request is refused before any route runs, or undefined. */
+function refuse(req: http.IncomingMessage, cookie: string | undefined): ApiError | undefined {
+  if (req.headers.origin !== undefined || req.headers.referer !== undefined) {
+    return new ApiError(403, 'requests from web pages are refused (Origin/Referer header present)')
+  }
+  if (cookie === undefined) {
+    return new ApiError(503, 'the daemon is still starting', { hint: 'try again in a moment' })
+  }
+  if (!bearerMatches(req.headers.authorization, cookie)) {
+    return new ApiError(401, 'missing or wrong cookie', {
+      hint: 'send the cookie from the .daemon-cookie file beside the socket as `Authorization: Bearer <cookie>`',
+    })
+  }
+  return undefined
+}
+
+function matchRoute(
+  routes: Route[],
+  method: string,
+  pathname: string,
+): { route: Route; params: Record<string, string> } | 'method' | undefined {
+  const parts = pathname.split('/').filter((p) => p !== '')
+  let methodMismatch = false
+  for (const route of routes) {
+    const pattern = route.path.split('/').filter((p) => p !== '')
+    if (pattern.length !== parts.length) {
+      continue
+    }
+    const params: Record<string, string> = {}
+    let ok = true
+    for (let i = 0; i < pattern.length; i++) {
+      const want = pattern[i] as string
+      const got = parts[i] as string
+      if (want.startsWith(':')) {
+        try {
+          params[want.slice(1)] = decodeURIComponent(got)
+        } catch {
+          ok = false
+        }
+      } else if (want !== got) {
+        ok = false
+      }
+      if (!ok) {
+        break
+      }
+    }
+    if (!ok) {
+      continue
+    }
+    if (route.method !== method) {
+      methodMismatch = true
+      continue
+    }
+    return { route, params }
+  }
+  return methodMismatch ? 'method' : undefined
+}
+
+/** Reads a JSON body of at most {@link MAX_BODY_BYTES}. */
+function readBody(req: http.IncomingMessage): Promise<unknown> {
+  const declared = Number(req.headers['content-length'] ?? 0)
+  if (declared > MAX_BODY_BYTES) {
+    req.resume()
+    return Promise.reject(new ApiError(413, `request body over ${MAX_BODY_BYTES} bytes`))
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    let failed = false
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length
+      if (size > MAX_BODY_BYTES && !failed) {
+        failed = true
+        req.pause()
+        reject(new ApiError(413, `request body over ${MAX_BODY_BYTES} bytes`))
+        return
+      }
+      if (!failed) {
+        chunks.push(chunk)
+      }
+    })
+    req.once('error', reject)
+    req.once('end', () => {
+      if (failed) {
+        return
+      }
+      if (size === 0) {
+        resolve(undefined)
+        return
+      }
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')))
+      } catch {
+        reject(new ApiError(400, 'the request body is not valid JSON'))
+      }
+    })
+  })
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = `${JSON.stringify(body)}\n`
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) })
+  res.end(text)
+}
+
+function sendError(
+  res: http.ServerResponse,
+  status: number,
+  message: string,
+  hint: string | undefined,
+  wantsText: boolean,
+): void {
+  if (res.headersSent) {
+    res.destroy()
+    return
+  }
+  if (wantsText) {
+    res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8' })
+    res.end(`${message}${hint === undefined ? '' : ` — ${hint}`}\n`)
+    return
+  }
+  sendJson(res, status, hint === undefined ? { error: message } : { error: message, hint })
+}

@@ -1,0 +1,131 @@
+/**
+ * Listening on a Unix socket the way a local API must (ADR-F01): in a directory only its owner
+ * can enter, created 0600 with no window where it is wider, and never stealing the socket of a
+ * live process — a stale one (its process died) is replaced, a live one is an error.
+ *
+ * @packageDocumentation
+ */
+
+import * as fs from 'node:fs/promises'
+import type * as net from 'node:net'
+import * as path from 'node:path'
+import { socketAnswers } from '../client/probe.ts'
+import { PeerupError } from '../errors.ts'
+
+/** Longest socket path the kernel takes (`sun_path` is 108 bytes on Linux, 104 on macOS). */
+export const MAX_SOCKET_PATH_BYTES = 103
+
+/** Another process answers on the socket already. */
+export class SocketInUseError extends PeerupError {
+  override name = 'SocketInUseError'
+}
+
+/** The socket cannot be made safely (path too long, directory others can enter). */
+export class SocketSetupError extends PeerupError {
+  override name = 'SocketSetupError'
+}
+
+/** Options of {@link listenOnSocket}. */
+export interface ListenOptions {
+  /** What runs here, for messages: `a daemon`, `a relay`. */
+  what: string
+}
+
+/**
+ * Makes `server` listen on `socketPath` (0600, in a 0700 directory). Resolves with a function that
+ * closes the server and removes the socket.
+ */
+export async function listenOnSocket(
+  server: net.Server,
+  socketPath: string,
+  options: ListenOptions,
+): Promise<() => Promise<void>> {
+  if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH_BYTES) {
+    throw new SocketSetupError(`socket path ${socketPath} is too long for a Unix socket`, {
+      hint: 'move the config directory to a shorter path (or use --config with a shorter one)',
+    })
+  }
+  await secureDirectory(path.dirname(socketPath))
+  await removeIfStale(socketPath, options.what)
+  // The socket takes its mode from the umask at bind() time: set it so the socket is 0600 from
+  // the start, instead of a chmod after a window where anyone could connect.
+  const previous = process.umask(0o177)
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => {
+        server.off('listening', onListening)
+        if (err.code === 'EADDRINUSE') {
+          // Another process bound it between our check and our bind.
+          reject(
+            new SocketInUseError(`${options.what} is already running here (${socketPath})`, {
+              hint: 'stop it first, or use another --config directory',
+            }),
+          )
+        } else {
+          reject(err)
+        }
+      }
+      const onListening = (): void => {
+        server.off('error', onError)
+        resolve()
+      }
+      server.once('error', onError)
+      server.once('listening', onListening)
+      server.listen(socketPath)
+    })
+  } finally {
+    process.umask(previous)
+  }
+  // Belt and braces: a filesystem that ignores the umask for sockets still ends up 0600.
+  await fs.chmod(socketPath, 0o600)
+  let closed = false
+  return async () => {
+    if (closed) {
+      return
+    }
+    closed = true
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+    await fs.rm(socketPath, { force: true })
+  }
+}
+
+/** Creates `dir` 0700, or checks that an existing one is not open to group or others. */
+async function secureDirectory(dir: string): Promise<void> {
+  await fs.mkdir(dir, { recursive: true, mode: 0o700 })
+  const st = await fs.stat(dir)
+  if (process.getuid !== undefined && st.uid !== process.getuid()) {
+    throw new SocketSetupError(`${dir} belongs to another user`, {
+      hint: 'run peerup as the owner of its config directory',
+    })
+  }
+  if ((st.mode & 0o077) !== 0) {
+    throw new SocketSetupError(
+      `${dir} has mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}: other users could reach the local API socket`,
+      { hint: `run: chmod 700 ${dir}` },
+    )
+  }
+}
+
+async function removeIfStale(socketPath: string, what: string): Promise<void> {
+  let st: Awaited<ReturnType<typeof fs.lstat>>
+  try {
+    st = await fs.lstat(socketPath)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      return
+    }
+    throw err
+  }
+  if (!st.isSocket()) {
+    throw new SocketSetupError(`${socketPath} exists and is not a socket`, {
+      hint: 'move that file away; peerup keeps its socket there',
+    })
+  }
+  if (await socketAnswers(socketPath)) {
+    throw new SocketInUseError(`${what} is already running here (${socketPath})`, {
+      hint: 'stop it first (`peerup daemon stop`), or use another --config directory',
+    })
+  }
+  // Nobody answers: left behind by a process that died (kill -9, power loss).
+  await fs.rm(socketPath, { force: true })
+}
