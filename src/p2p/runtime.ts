@@ -14,8 +14,8 @@ import { loadNodeConfig, resolveIn } from '../config/load.ts'
 import type { NodeConfig } from '../config/schema.ts'
 import type { Logger } from '../log/index.ts'
 import { withRetry } from '../proxy/backoff.ts'
-import { SERVICE_DIAL_OPTIONS, SERVICE_HANDLE_OPTIONS } from '../proxy/constants.ts'
-import { createServiceHandler } from '../proxy/service.ts'
+import { SERVICE_DIAL_OPTIONS } from '../proxy/constants.ts'
+import { ServiceRegistry } from '../proxy/registry.ts'
 import { serviceProtocolId } from './constants.ts'
 import { PeerRefusedError, ServiceRefusedError } from './errors.ts'
 import { createPeerupNode, type PeerupLibp2p } from './node.ts'
@@ -44,6 +44,8 @@ export interface NodeRuntime {
   peerId: string
   authorized: AuthorizedPeers
   supervisor: ReservationSupervisor
+  /** The services this node offers (config ones when started with `exposeServices`, plus run-time ones). */
+  services: ServiceRegistry
   /** Reaches a peer (name or id) and reports the path. */
   reach(peer: string, signal?: AbortSignal): Promise<Reached>
   /** Opens a stream to a peer's service, reaching it first; retried with backoff on transient failures. */
@@ -93,24 +95,17 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
     }
   })
 
+  const services = new ServiceRegistry(node, { log })
   if (options.exposeServices) {
     for (const [name, svc] of Object.entries(config.services)) {
-      if (!svc.enabled) {
-        continue
-      }
-      const allowed = new Set(svc.allowed_peers.map((p) => config.names[p] ?? p))
-      await node.handle(
-        serviceProtocolId(name),
-        createServiceHandler({
+      if (svc.enabled) {
+        await services.expose({
           name,
           localAddress: svc.local_address,
-          // allowed_peers narrows who may use this service; gating already required authorization.
-          isAllowed: (peer) => allowed.size === 0 || allowed.has(peer),
-          log: log.child(`service.${name}`),
-        }),
-        SERVICE_HANDLE_OPTIONS,
-      )
-      log.info('service exposed', { service: name, local: svc.local_address })
+          allowedPeers: svc.allowed_peers.map((p) => config.names[p] ?? p),
+          source: 'config',
+        })
+      }
     }
   }
 
@@ -184,6 +179,7 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
     peerId,
     authorized,
     supervisor,
+    services,
     reach,
     openService,
     resolve,
@@ -191,6 +187,8 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
     stop: async () => {
       supervisor.stop()
       authorized.stop()
+      // Sessions are reset first, so their clients see a reset rather than the connection teardown.
+      await services.closeAll()
       await node.stop()
     },
   }

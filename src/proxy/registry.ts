@@ -1,0 +1,115 @@
+/**
+ * The services a node offers, each a `/peerup/<name>/1.0.0` protocol handler bridging streams to a
+ * local TCP service: the ones from config.yaml and the ones added at run time through the daemon's
+ * `expose`. Removing a service resets its sessions before the protocol is unhandled.
+ *
+ * @packageDocumentation
+ */
+
+import type { Libp2p } from '@libp2p/interface'
+import { ConflictError, NotFoundError } from '../errors.ts'
+import type { Logger } from '../log/index.ts'
+import type { Direction } from './bridge.ts'
+import { SERVICE_HANDLE_OPTIONS } from './constants.ts'
+import { createServiceHandler, type ServiceEvent, type ServiceHandler } from './service.ts'
+
+/** The protocol a service is offered on. */
+export function serviceProtocolFor(name: string): string {
+  return `/peerup/${name}/1.0.0`
+}
+
+/** What to offer. */
+export interface ServiceSpec {
+  name: string
+  localAddress: string
+  /** Peer ids (already resolved from names); empty: every authorized peer. */
+  allowedPeers: string[]
+  source: 'config' | 'runtime'
+}
+
+/** An offered service and its live state. */
+export interface OfferedService extends ServiceSpec {
+  protocol: string
+  activeConnections: number
+}
+
+/** Options of {@link ServiceRegistry}. */
+export interface ServiceRegistryInit {
+  log: Logger
+  onConnection?: (event: ServiceEvent) => void
+  onBytes?: (service: string, direction: Direction, n: number) => void
+}
+
+/** The services of one node. */
+export class ServiceRegistry {
+  readonly #node: Libp2p
+  readonly #init: ServiceRegistryInit
+  readonly #services = new Map<string, { spec: ServiceSpec; handler: ServiceHandler }>()
+
+  constructor(node: Libp2p, init: ServiceRegistryInit) {
+    this.#node = node
+    this.#init = init
+  }
+
+  /** Starts offering a service; a name already offered is a conflict. */
+  async expose(spec: ServiceSpec): Promise<OfferedService> {
+    if (this.#services.has(spec.name)) {
+      throw new ConflictError(`service ${spec.name} is already offered`, {
+        hint: `remove it first (\`peerup service remove ${spec.name}\`, or DELETE /v1/expose/${spec.name})`,
+      })
+    }
+    const allowed = new Set(spec.allowedPeers)
+    const handler = createServiceHandler({
+      name: spec.name,
+      localAddress: spec.localAddress,
+      // allowed_peers narrows who may use this service; gating already required authorization.
+      isAllowed: (peer) => allowed.size === 0 || allowed.has(peer),
+      log: this.#init.log.child(`service.${spec.name}`),
+      ...(this.#init.onConnection === undefined ? {} : { onConnection: this.#init.onConnection }),
+      ...(this.#init.onBytes === undefined
+        ? {}
+        : { onBytes: (d: Direction, n: number) => this.#init.onBytes?.(spec.name, d, n) }),
+    })
+    this.#services.set(spec.name, { spec, handler })
+    try {
+      await this.#node.handle(serviceProtocolFor(spec.name), handler, SERVICE_HANDLE_OPTIONS)
+    } catch (err) {
+      this.#services.delete(spec.name)
+      throw err
+    }
+    this.#init.log.info('service exposed', {
+      service: spec.name,
+      local: spec.localAddress,
+      source: spec.source,
+    })
+    return this.#describe(spec, handler)
+  }
+
+  /** Stops offering a service: its sessions are reset, new streams refused. */
+  async unexpose(name: string): Promise<void> {
+    const entry = this.#services.get(name)
+    if (entry === undefined) {
+      throw new NotFoundError(`no service named ${name} is offered`, {
+        hint: 'list them with `peerup daemon services`',
+      })
+    }
+    this.#services.delete(name)
+    await entry.handler.close()
+    await this.#node.unhandle(serviceProtocolFor(name))
+    this.#init.log.info('service removed', { service: name })
+  }
+
+  /** Every offered service. */
+  list(): OfferedService[] {
+    return [...this.#services.values()].map(({ spec, handler }) => this.#describe(spec, handler))
+  }
+
+  /** Resets every session of every service (before the node stops). */
+  async closeAll(): Promise<void> {
+    await Promise.all([...this.#services.values()].map(({ handler }) => handler.close()))
+  }
+
+  #describe(spec: ServiceSpec, handler: ServiceHandler): OfferedService {
+    return { ...spec, protocol: serviceProtocolFor(spec.name), activeConnections: handler.connections }
+  }
+}
