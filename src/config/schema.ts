@@ -225,6 +225,13 @@ export const nodeConfigSchema = z
     relay: section({
       addresses: nullAsMissing(z.array(peerMultiaddrString).default([])),
       reservation_interval: durationMs(10_000).default(120_000),
+      // UDP port of the relays' STUN responders (their `stun.listen_address`); 0 = ask none.
+      stun_port: z
+        .number({ error: 'must be a UDP port number (0 to 65535)' })
+        .int()
+        .min(0)
+        .max(65535)
+        .default(DEFAULT_STUN_PORT),
     }),
     discovery: section({
       network: namespace.default(''),

@@ -16,8 +16,10 @@ import { FaultTolerance } from '@libp2p/interface'
 import { type KadDHT, kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { type Ping, ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
+import { webRTC } from '@libp2p/webrtc'
+import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p, type Libp2pOptions } from 'libp2p'
-import { YAMUX_OPTIONS } from '../proxy/constants.ts'
+import { MAX_EARLY_STREAMS, MAX_READ_BUFFER_BYTES, YAMUX_OPTIONS } from '../proxy/constants.ts'
 import { VERSION } from '../version.ts'
 import { dhtProtocol, NODE_AGENT } from './constants.ts'
 
@@ -45,6 +47,12 @@ export interface PeerupNodeOptions {
   agent?: string
   /** Run the DHT in server mode (relays do; nodes behind NAT are clients). */
   dhtServer?: boolean
+  /**
+   * The direct path across NAT (WebRTC, signalled through a relay), with the STUN servers ICE may
+   * ask: only ever the configured relays' own ({@link iceServersFor}). Undefined: no WebRTC at all,
+   * neither dialling nor accepting, and `/webrtc` listen addresses are ignored.
+   */
+  webrtc?: { iceServers: string[] }
 }
 
 /**
@@ -99,8 +107,11 @@ export async function createPeerupNode(options: PeerupNodeOptions): Promise<Peer
   // addresses are never re-made after a relay restarts (libp2p issue 3601) and make start-up
   // fail while a relay is down.
   const circuits = Array.from({ length: Math.max(options.relayCount, 0) }, () => '/p2p-circuit')
-  // WebRTC is the direct-path issue's; until its transport is wired, /webrtc is not listened on.
-  const listen = [...options.listen.filter((a) => !a.startsWith('/webrtc')), ...circuits]
+  const webrtc = options.webrtc
+  const listen = [
+    ...options.listen.filter((a) => webrtc !== undefined || !a.startsWith('/webrtc')),
+    ...circuits,
+  ]
   const init = baseLibp2pOptions({
     privateKey: options.privateKey,
     listen,
@@ -108,7 +119,52 @@ export async function createPeerupNode(options: PeerupNodeOptions): Promise<Peer
     gater: options.gater,
     agent: options.agent ?? `${NODE_AGENT}/${VERSION}`,
     dhtServer: options.dhtServer ?? false,
-    transports: [circuitRelayTransport()],
+    transports: [
+      circuitRelayTransport(),
+      ...(webrtc === undefined ? [] : [webrtcTransport(webrtc.iceServers)]),
+    ],
   })
   return createLibp2p(init)
+}
+
+/**
+ * The WebRTC transport with ICE pointed at `iceServers` only. @libp2p/webrtc falls back to four
+ * public STUN servers (Google, Twilio, Cloudflare, Mozilla) when `iceServers` is missing, so it is
+ * always given, even empty; a fresh object per connection because the library writes into it.
+ */
+export function webrtcTransport(iceServers: string[]): ReturnType<typeof webRTC> {
+  return webRTC({
+    rtcConfiguration: () => ({ iceServers: iceServers.map((url) => ({ urls: [url] })) }),
+    // As for yamux (src/proxy/constants.ts): several SSH sessions opened at once on a new
+    // connection must not be refused as "early" streams.
+    maxEarlyStreams: MAX_EARLY_STREAMS,
+    // Passed through to each stream. WebRTC streams apply no read backpressure (sendPause() is a
+    // no-op in @libp2p/webrtc 6): a paused stream buffers what arrives, and is reset past this.
+    dataChannel: { maxReadBufferLength: MAX_READ_BUFFER_BYTES } as NonNullable<
+      Parameters<typeof webRTC>[0]
+    >['dataChannel'],
+  })
+}
+
+/**
+ * The STUN servers of a node: each configured relay's host on `port` (the relay's STUN responder,
+ * `stun.listen_address` in relay-server.yaml), never a third party. Port 0 means none.
+ */
+export function iceServersFor(relays: string[], port: number): string[] {
+  if (port === 0) {
+    return []
+  }
+  const out = new Set<string>()
+  for (const relay of relays) {
+    const first = multiaddr(relay).getComponents()[0]
+    if (first === undefined || first.value === undefined) {
+      continue
+    }
+    if (first.name === 'ip4' || first.name === 'dns4' || first.name === 'dns' || first.name === 'dns6') {
+      out.add(`stun:${first.value}:${port}`)
+    } else if (first.name === 'ip6') {
+      out.add(`stun:[${first.value}]:${port}`)
+    }
+  }
+  return [...out]
 }

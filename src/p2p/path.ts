@@ -27,7 +27,10 @@ export interface PathInfo {
 export function classifyConnection(conn: Connection): PathInfo {
   const components = conn.remoteAddr.getComponents()
   const circuit = components.findIndex((c) => c.name === 'p2p-circuit')
-  const relayed = circuit >= 0
+  // A WebRTC connection keeps the circuit it was signalled through in its address
+  // (`<relay>/p2p-circuit/webrtc/p2p/<peer>`) although its bytes go straight over UDP.
+  const webrtc = components.some((c, i) => c.name === 'webrtc' && i > circuit)
+  const relayed = circuit >= 0 && !webrtc
   let relay: string | undefined
   if (relayed) {
     for (let i = circuit - 1; i >= 0; i--) {
@@ -38,7 +41,7 @@ export function classifyConnection(conn: Connection): PathInfo {
       }
     }
   }
-  const transport = components.some((c) => c.name === 'webrtc')
+  const transport = webrtc
     ? 'webrtc'
     : components.some((c) => c.name === 'ws' || c.name === 'wss')
       ? 'ws'
@@ -69,12 +72,28 @@ export function shortId(id: string): string {
   return id.length <= 16 ? id : `${id.slice(0, 8)}…${id.slice(-6)}`
 }
 
-/** Picks the best open connection: direct before relayed, unlimited before limited. */
+/** Whether two paths are the same for people: same type, transport, relay and limit. */
+export function samePath(a: PathInfo | undefined, b: PathInfo | undefined): boolean {
+  if (a === undefined || b === undefined) {
+    return a === b
+  }
+  return a.type === b.type && a.transport === b.transport && a.relay === b.relay && a.limited === b.limited
+}
+
+/**
+ * Picks the best open connection: direct before relayed, and among direct ones TCP (a LAN, or a
+ * public address) before WebRTC, which carries less (ADR 0002); unlimited before limited. Ties go
+ * to the older connection, so new streams do not hop between equal connections.
+ */
 export function bestConnection(conns: Connection[]): Connection | undefined {
   const open = conns.filter((c) => c.status === 'open')
   const score = (c: Connection): number => {
     const p = classifyConnection(c)
-    return (p.type === 'DIRECT' ? 2 : 0) + (p.limited ? 0 : 1)
+    return (
+      (p.type === 'DIRECT' ? 4 : 0) +
+      (p.type === 'DIRECT' && p.transport !== 'webrtc' ? 2 : 0) +
+      (p.limited ? 0 : 1)
+    )
   }
-  return open.sort((a, b) => score(b) - score(a))[0]
+  return open.sort((a, b) => score(b) - score(a) || a.timeline.open - b.timeline.open)[0]
 }

@@ -18,10 +18,12 @@ import { SERVICE_DIAL_OPTIONS } from '../proxy/constants.ts'
 import { ServiceRegistry } from '../proxy/registry.ts'
 import { serviceProtocolId } from './constants.ts'
 import { PeerRefusedError, ServiceRefusedError } from './errors.ts'
-import { createPeerupNode, type PeerupLibp2p } from './node.ts'
-import { classifyConnection, type PathInfo } from './path.ts'
+import { createPeerupNode, iceServersFor, type PeerupLibp2p } from './node.ts'
+import { classifyConnection, describePath, type PathInfo } from './path.ts'
+import { PathTracker } from './paths.ts'
 import { type Reached, reachPeer } from './reach.ts'
 import { ReservationSupervisor } from './reservations.ts'
+import { DirectUpgrader } from './upgrade.ts'
 
 /** Options of {@link startNodeRuntime}. */
 export interface RuntimeOptions {
@@ -44,6 +46,12 @@ export interface NodeRuntime {
   peerId: string
   authorized: AuthorizedPeers
   supervisor: ReservationSupervisor
+  /**
+   * The path to every connected peer (DIRECT via tcp/webrtc or RELAYED via which relay), when it
+   * changed, and how the upgrade to a direct path went: events and counters for the daemon API,
+   * `status --watch` and metrics.
+   */
+  paths: PathTracker
   /** The services this node offers (config ones when started with `exposeServices`, plus run-time ones). */
   services: ServiceRegistry
   /** Reaches a peer (name or id) and reports the path. */
@@ -79,13 +87,29 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
   })
   const relays = config.relay.addresses
   const reserve = options.reserve ?? options.exposeServices
+  // `/webrtc` in the config turns the direct path across NAT on, for dialling too: a one-shot
+  // command listens on nothing but still upgrades the connection it makes.
+  const webrtc = config.network.listen_addresses.some((a) => a.startsWith('/webrtc'))
   const node = await createPeerupNode({
     privateKey,
     listen: options.listen ?? config.network.listen_addresses,
     relayCount: reserve ? new Set(relays.map((r) => r.split('/p2p/').pop())).size : 0,
     network: config.discovery.network,
     gater,
+    ...(webrtc ? { webrtc: { iceServers: iceServersFor(relays, config.relay.stun_port) } } : {}),
   })
+  const paths = new PathTracker(node)
+  paths.start()
+  paths.addEventListener('path', (evt) => {
+    const { peer, previous, current } = evt.detail
+    log.info('path changed', {
+      peer,
+      from: previous === undefined ? 'none' : describePath(previous, config.names),
+      to: current === undefined ? 'none' : describePath(current, config.names),
+    })
+  })
+  const upgrader = new DirectUpgrader(node, { tracker: paths, log: log.child('direct'), webrtc })
+  upgrader.start()
 
   authorized.onChange((_added, removed) => {
     for (const id of removed) {
@@ -142,7 +166,9 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
             ...SERVICE_DIAL_OPTIONS,
             ...(opts.signal === undefined ? {} : { signal: opts.signal }),
           })
-          return { stream, path: classifyConnection(reached.connection) }
+          const path = classifyConnection(reached.connection)
+          log.info('service stream opened', { peer, service, path: describePath(path, config.names) })
+          return { stream, path }
         } catch (err) {
           if ((err as Error).name === 'UnsupportedProtocolError') {
             throw new ServiceRefusedError(`${peer} does not offer a service named ${service}`, {
@@ -179,12 +205,15 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
     peerId,
     authorized,
     supervisor,
+    paths,
     services,
     reach,
     openService,
     resolve,
     reloadAuthorized: () => authorized.reloadFromFile(),
     stop: async () => {
+      upgrader.stop()
+      paths.stop()
       supervisor.stop()
       authorized.stop()
       // Sessions are reset first, so their clients see a reset rather than the connection teardown.

@@ -19,9 +19,11 @@ import type { Logger } from '../log/index.ts'
 import { RELAY_AGENT, RELAY_STOP_PROTOCOL } from '../p2p/constants.ts'
 import { type BaseServices, baseLibp2pOptions, type PeerupLibp2p } from '../p2p/node.ts'
 import { VERSION } from '../version.ts'
+import { RelayStartError } from './errors.ts'
 import { relayGater } from './gater.ts'
 import { type HealthServer, startHealthServer } from './health.ts'
 import { assertRelayPatched } from './patch-check.ts'
+import { type StunResponder, startStunResponder } from './stun.ts'
 
 /** The limit of one relayed connection: duration in ms, data in bytes (both directions together). */
 export interface CircuitLimit {
@@ -55,6 +57,8 @@ export interface RelayHandle {
   peerId: string
   authorized: AuthorizedPeers
   health: HealthServer | undefined
+  /** The STUN responder nodes use for their direct (WebRTC) path; undefined when `stun.enabled` is false. */
+  stun: StunResponder | undefined
   /** Multiaddrs the relay listens on, each ending in /p2p/<relay>. */
   addresses(): string[]
   /** Re-reads relay_authorized_keys; closes the connections of peers that lost authorization. */
@@ -197,16 +201,38 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
       })
     : undefined
 
+  let stun: StunResponder | undefined
+  if (config.stun.enabled) {
+    try {
+      stun = await startStunResponder({ listenAddress: config.stun.listen_address, log: log.child('stun') })
+    } catch (err) {
+      // Undo what was started so far: a relay that cannot bind its STUN port does not half-run.
+      await health?.close()
+      await relayNode.stop()
+      authorized.stop()
+      throw new RelayStartError(
+        `cannot listen for STUN on udp ${config.stun.listen_address}: ${(err as Error).message}`,
+        {
+          hint: 'pick another stun.listen_address in relay-server.yaml, or set stun.enabled: false (nodes then get no direct path across NAT)',
+          cause: err,
+        },
+      )
+    }
+    log.info('STUN responder listening', { listen: `udp ${stun.address.host}:${stun.address.port}` })
+  }
+
   return {
     node: relayNode,
     events,
     peerId,
     authorized,
     health,
+    stun,
     addresses: () => relayNode.getMultiaddrs().map((a) => a.toString()),
     reloadAuthorized: () => authorized.reloadFromFile(),
     stop: async () => {
       authorized.stop()
+      await stun?.close()
       await health?.close()
       await relayNode.stop()
     },

@@ -29,13 +29,14 @@ export interface TestRelay {
   stop(): Promise<void>
 }
 
-/** Creates and starts a relay in `<root>/relay`. */
-export async function startTestRelay(root: string): Promise<TestRelay> {
+/** Creates and starts a relay in `<root>/relay`; `stun` answers STUN on a free UDP port of 127.0.0.1. */
+export async function startTestRelay(root: string, options: { stun?: boolean } = {}): Promise<TestRelay> {
   const dir = path.join(root, 'relay')
   const init = await initRelay(dir)
   await editConfigFile(init.configFile, relayConfigSchema, (doc) => {
     doc.setIn(['network', 'listen_addresses'], doc.createNode(['/ip4/127.0.0.1/tcp/0']))
-    doc.setIn(['stun', 'enabled'], false)
+    doc.setIn(['stun', 'enabled'], options.stun === true)
+    doc.setIn(['stun', 'listen_address'], '127.0.0.1:0')
     doc.setIn(['health', 'listen_address'], '127.0.0.1:0')
   })
   const log = createLogger('relay')
@@ -90,15 +91,17 @@ export async function createTestNode(
   root: string,
   name: string,
   relay: TestRelay,
-  options: { direct?: boolean } = {},
+  options: { direct?: boolean; listen?: string[] } = {},
 ): Promise<TestNode> {
   const dir = path.join(root, name)
   const init = await initNode({ dir, relays: [relay.address], network: '' })
   await editConfigFile(init.configFile, nodeConfigSchema, (doc) => {
     doc.setIn(
       ['network', 'listen_addresses'],
-      doc.createNode(options.direct === true ? ['/ip4/127.0.0.1/tcp/0'] : []),
+      doc.createNode(options.listen ?? (options.direct === true ? ['/ip4/127.0.0.1/tcp/0'] : [])),
     )
+    // The relay's STUN port, when it runs one (a free port, not 3478).
+    doc.setIn(['relay', 'stun_port'], relay.handle.stun?.address.port ?? 0)
   })
   const node: TestNode = {
     name,

@@ -1,0 +1,369 @@
+/**
+ * The direct-path upgrader: when this node has reached a peer through a relay, it tries, in the
+ * background, to get a direct connection as well — TCP to the peer's addresses on one of our own
+ * networks (a LAN: no hairpin through the relay), else WebRTC, signalled over the relayed
+ * connection, with ICE using the relays' STUN responders (docs/decisions/0002-webrtc-direct-path.md).
+ * New streams then take the direct connection ({@link bestConnection}); streams already on the
+ * relayed one keep running, and the relayed connection is closed once they are all done. A failed
+ * attempt (symmetric NAT, UDP blocked) changes nothing for traffic: it is recorded on the
+ * {@link PathTracker} and tried again later, with backoff.
+ *
+ * Only the side that dialled the relayed connection upgrades it: two attempts from both ends would
+ * race each other, and the other side's gater may not accept us dialling back.
+ *
+ * @packageDocumentation
+ */
+
+import * as net from 'node:net'
+import * as os from 'node:os'
+import type { Connection, IdentifyResult, PeerId } from '@libp2p/interface'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import type { Logger } from '../log/index.ts'
+import type { PeerupLibp2p } from './node.ts'
+import { classifyConnection } from './path.ts'
+import type { DirectTransport, PathTracker } from './paths.ts'
+
+/** The protocol @libp2p/webrtc signals on; a peer that does not offer it has no WebRTC transport. */
+export const WEBRTC_SIGNALING_PROTOCOL = '/webrtc-signaling/0.0.1'
+
+/** Bound of the TCP attempt: a LAN answers in milliseconds; a filtered address never does. */
+export const DIRECT_TCP_TIMEOUT_MS = 3_000
+
+/** Bound of the WebRTC attempt: signalling, ICE (with STUN), DTLS and SCTP; 145 ms on loopback. */
+export const DIRECT_WEBRTC_TIMEOUT_MS = 15_000
+
+/** First wait before trying again after a failure; doubles each time. */
+export const UPGRADE_RETRY_BASE_MS = 30_000
+
+/** Longest wait between two attempts with one peer. */
+export const UPGRADE_RETRY_MAX_MS = 10 * 60_000
+
+/** After a direct connection dropped while the relayed one lives on, wait this long before trying again. */
+const REUPGRADE_DELAY_MS = 1_000
+
+// Streams libp2p opens by itself on every connection; they do not keep a relayed connection in use.
+const HOUSEKEEPING_PROTOCOLS = new Set(['/ipfs/id/1.0.0', '/ipfs/id/push/1.0.0'])
+
+/** Options of {@link DirectUpgrader}. */
+export interface DirectUpgraderOptions {
+  tracker: PathTracker
+  log: Logger
+  /** This node can dial WebRTC (its transport is configured). */
+  webrtc: boolean
+  tcpTimeoutMs?: number
+  webrtcTimeoutMs?: number
+  retryBaseMs?: number
+  retryMaxMs?: number
+}
+
+interface PeerState {
+  running: Promise<void> | undefined
+  timer: NodeJS.Timeout | undefined
+}
+
+/** Upgrades relayed connections to direct ones; see the module doc. */
+export class DirectUpgrader {
+  readonly #node: PeerupLibp2p
+  readonly #tracker: PathTracker
+  readonly #log: Logger
+  readonly #webrtc: boolean
+  readonly #tcpTimeoutMs: number
+  readonly #webrtcTimeoutMs: number
+  readonly #retryBaseMs: number
+  readonly #retryMaxMs: number
+  readonly #peers = new Map<string, PeerState>()
+  readonly #idleWatch = new Set<string>()
+  #controller = new AbortController()
+  #running = false
+
+  readonly #onIdentify = (evt: CustomEvent<IdentifyResult>): void => {
+    const conn = evt.detail.connection
+    if (isUpgradable(conn)) {
+      this.upgrade(conn.remotePeer)
+    }
+  }
+
+  readonly #onClose = (evt: CustomEvent<Connection>): void => {
+    const conn = evt.detail
+    if (!this.#running || !conn.direct) {
+      return
+    }
+    // A direct connection went away (NAT mapping expired, network change) while we still reach
+    // the peer through the relay: try again shortly.
+    const peer = conn.remotePeer
+    const relayedLeft = this.#node.getConnections(peer).some((c) => c.status === 'open' && isUpgradable(c))
+    if (relayedLeft && !this.#hasDirect(peer)) {
+      this.#schedule(peer.toString(), peer, REUPGRADE_DELAY_MS)
+    }
+  }
+
+  constructor(node: PeerupLibp2p, options: DirectUpgraderOptions) {
+    this.#node = node
+    this.#tracker = options.tracker
+    this.#log = options.log
+    this.#webrtc = options.webrtc
+    this.#tcpTimeoutMs = options.tcpTimeoutMs ?? DIRECT_TCP_TIMEOUT_MS
+    this.#webrtcTimeoutMs = options.webrtcTimeoutMs ?? DIRECT_WEBRTC_TIMEOUT_MS
+    this.#retryBaseMs = options.retryBaseMs ?? UPGRADE_RETRY_BASE_MS
+    this.#retryMaxMs = options.retryMaxMs ?? UPGRADE_RETRY_MAX_MS
+  }
+
+  start(): void {
+    if (this.#running) {
+      return
+    }
+    this.#running = true
+    this.#controller = new AbortController()
+    this.#node.addEventListener('peer:identify', this.#onIdentify)
+    this.#node.addEventListener('connection:close', this.#onClose)
+  }
+
+  /** Stops: attempts in flight are aborted, retries cancelled. */
+  stop(): void {
+    this.#running = false
+    this.#controller.abort()
+    this.#node.removeEventListener('peer:identify', this.#onIdentify)
+    this.#node.removeEventListener('connection:close', this.#onClose)
+    for (const state of this.#peers.values()) {
+      clearTimeout(state.timer)
+    }
+    this.#peers.clear()
+  }
+
+  /**
+   * Tries to upgrade now, unless an attempt is running or the peer is already direct. Returns the
+   * running attempt (resolves when it is over, whatever the outcome).
+   */
+  upgrade(peer: PeerId): Promise<void> {
+    const id = peer.toString()
+    const state = this.#stateOf(id)
+    if (!this.#running) {
+      return Promise.resolve()
+    }
+    if (state.running !== undefined) {
+      return state.running
+    }
+    clearTimeout(state.timer)
+    state.timer = undefined
+    state.running = this.#attempt(peer)
+      .catch((err: unknown) =>
+        this.#log.warn('direct path attempt crashed', { peer: id, error: err as Error }),
+      )
+      .finally(() => {
+        state.running = undefined
+      })
+    return state.running
+  }
+
+  #stateOf(id: string): PeerState {
+    let state = this.#peers.get(id)
+    if (state === undefined) {
+      state = { running: undefined, timer: undefined }
+      this.#peers.set(id, state)
+    }
+    return state
+  }
+
+  #hasDirect(peer: PeerId): boolean {
+    return this.#node.getConnections(peer).some((c) => c.status === 'open' && c.direct)
+  }
+
+  #schedule(id: string, peer: PeerId, delayMs: number): void {
+    const state = this.#stateOf(id)
+    clearTimeout(state.timer)
+    state.timer = setTimeout(() => {
+      state.timer = undefined
+      this.upgrade(peer).catch(() => {})
+    }, delayMs)
+    // A pending retry must not keep a one-shot command alive.
+    state.timer.unref()
+  }
+
+  async #attempt(peer: PeerId): Promise<void> {
+    const id = peer.toString()
+    if (this.#hasDirect(peer)) {
+      this.#closeRelayedWhenIdle(peer)
+      return
+    }
+    const relayed = this.#node
+      .getConnections(peer)
+      .filter((c) => c.status === 'open' && isUpgradable(c))
+      .sort((a, b) => a.timeline.open - b.timeline.open)[0]
+    if (relayed === undefined) {
+      return
+    }
+    const known = await this.#node.peerStore.get(peer).catch(() => undefined)
+    const addrs = known?.addresses.map((a) => a.multiaddr) ?? []
+    const tcp = lanTcpAddresses(addrs, id)
+    const webrtc =
+      this.#webrtc &&
+      (known?.protocols.includes(WEBRTC_SIGNALING_PROTOCOL) ?? false) &&
+      addrs.some(isWebrtcAddress)
+        ? webrtcAddressVia(relayed, id)
+        : undefined
+    if (tcp.length === 0 && webrtc === undefined) {
+      const reason = this.#webrtc
+        ? 'the peer listens for neither WebRTC (/webrtc in its network.listen_addresses) nor TCP on a network of ours'
+        : 'WebRTC is off here (/webrtc is not in network.listen_addresses) and the peer has no TCP address on a network of ours'
+      this.#tracker.upgradeUnavailable(id, reason)
+      this.#log.info('no direct path to try; staying on the relay', { peer: id, reason })
+      return
+    }
+
+    this.#tracker.upgradeStarted(id)
+    const started = performance.now()
+    const errors: string[] = []
+    const tryDial = async (
+      transport: DirectTransport,
+      target: Multiaddr[],
+      timeoutMs: number,
+    ): Promise<Connection | undefined> => {
+      const signal = AbortSignal.any([this.#controller.signal, AbortSignal.timeout(timeoutMs)])
+      try {
+        const conn = await this.#node.dial(target, { signal })
+        if (conn.direct) {
+          return conn
+        }
+        errors.push(`${transport}: the dial returned a relayed connection`)
+      } catch (err) {
+        errors.push(
+          `${transport}: ${signal.aborted && !this.#controller.signal.aborted ? `no connection within ${timeoutMs / 1000} s` : describe(err)}`,
+        )
+      }
+      return undefined
+    }
+    // TCP first and alone: when the peer is on our LAN it answers at once and TCP carries far more
+    // than a data channel; WebRTC would succeed on a LAN too. Concurrent dials to one peer would be
+    // merged into one sequential job by libp2p's dial queue anyway.
+    let conn: Connection | undefined
+    let transport: DirectTransport = 'tcp'
+    if (tcp.length > 0) {
+      conn = await tryDial('tcp', tcp, this.#tcpTimeoutMs)
+    }
+    if (conn === undefined && webrtc !== undefined && this.#running) {
+      transport = 'webrtc'
+      conn = await tryDial('webrtc', [webrtc], this.#webrtcTimeoutMs)
+    }
+    if (!this.#running) {
+      return
+    }
+    if (conn !== undefined) {
+      const timeToDirectMs = Date.now() - relayed.timeline.open
+      this.#tracker.upgradeSucceeded(id, transport, timeToDirectMs)
+      this.#log.info('direct path up', {
+        peer: id,
+        transport,
+        address: classifyConnection(conn).remoteAddr,
+        timeToDirectMs,
+      })
+      this.#closeRelayedWhenIdle(peer)
+      return
+    }
+    const failures = (this.#tracker.get(id)?.upgrade.failures ?? 0) + 1
+    const retryInMs = Math.min(this.#retryBaseMs * 2 ** (failures - 1), this.#retryMaxMs)
+    const error = errors.join('; ')
+    this.#tracker.upgradeFailed(id, error, performance.now() - started, retryInMs)
+    this.#log.warn('direct path failed; traffic stays on the relay', { peer: id, error, retryInMs })
+    this.#schedule(id, peer, retryInMs)
+  }
+
+  /**
+   * Closes the peer's relayed connections once no stream but libp2p's own runs on them: new
+   * streams go direct, and an SSH session that started on the relay keeps it until it ends.
+   */
+  #closeRelayedWhenIdle(peer: PeerId): void {
+    const id = peer.toString()
+    if (this.#idleWatch.has(id)) {
+      return
+    }
+    this.#idleWatch.add(id)
+    const check = (): void => {
+      if (!this.#running || !this.#hasDirect(peer)) {
+        // No direct connection to fall back on: the relayed one is the path again.
+        this.#idleWatch.delete(id)
+        return
+      }
+      const relayed = this.#node.getConnections(peer).filter((c) => c.status === 'open' && !c.direct)
+      let waiting = false
+      for (const conn of relayed) {
+        const busy = conn.streams.filter((s) => !HOUSEKEEPING_PROTOCOLS.has(s.protocol ?? ''))
+        if (busy.length === 0) {
+          this.#log.debug('closing the idle relayed connection', { peer: id })
+          conn.close().catch((err: unknown) => conn.abort(err as Error))
+          continue
+        }
+        waiting = true
+        // Checked again when one of them ends; streams opened meanwhile go direct.
+        busy[0]?.addEventListener('close', check, { once: true })
+      }
+      if (!waiting) {
+        this.#idleWatch.delete(id)
+      }
+    }
+    check()
+  }
+}
+
+/** A relayed connection this node dialled: the kind it upgrades. */
+function isUpgradable(conn: Connection): boolean {
+  return conn.status === 'open' && !conn.direct && conn.direction === 'outbound'
+}
+
+function isWebrtcAddress(ma: Multiaddr): boolean {
+  return ma.getComponents().some((c) => c.name === 'webrtc')
+}
+
+/** `<relay>/p2p-circuit/webrtc/p2p/<peer>`, through the relay that carries `relayed`. */
+export function webrtcAddressVia(relayed: Connection, peer: string): Multiaddr | undefined {
+  const components = relayed.remoteAddr.getComponents()
+  const circuit = components.findIndex((c) => c.name === 'p2p-circuit')
+  if (circuit < 0) {
+    return undefined
+  }
+  const head = multiaddr(components.slice(0, circuit + 1))
+  return head.encapsulate(`/webrtc/p2p/${peer}`)
+}
+
+/**
+ * The peer's plain TCP addresses that lie on a network one of our interfaces is on (loopback
+ * included, for peers on this very machine). Addresses elsewhere are private networks of other
+ * sites, or public ones the DHT already offered: dialling them would mostly wait for a timeout.
+ */
+export function lanTcpAddresses(
+  addrs: Multiaddr[],
+  peer: string,
+  interfaces = os.networkInterfaces(),
+): Multiaddr[] {
+  const local = new net.BlockList()
+  for (const list of Object.values(interfaces)) {
+    for (const i of list ?? []) {
+      const [address, prefix] = (i.cidr ?? '').split('/')
+      if (address !== undefined && prefix !== undefined && !address.startsWith('fe80')) {
+        local.addSubnet(address, Number(prefix), i.family === 'IPv6' ? 'ipv6' : 'ipv4')
+      }
+    }
+  }
+  const out = new Map<string, Multiaddr>()
+  for (const ma of addrs) {
+    const components = ma.getComponents()
+    const ip = components[0]
+    const plainTcp =
+      components[1]?.name === 'tcp' &&
+      components.every((c, i) => i < 2 || c.name === 'p2p') &&
+      (ip?.name === 'ip4' || ip?.name === 'ip6')
+    if (!plainTcp || ip?.value === undefined || !local.check(ip.value, ip.name === 'ip6' ? 'ipv6' : 'ipv4')) {
+      continue
+    }
+    const withPeer = components.some((c) => c.name === 'p2p') ? ma : ma.encapsulate(`/p2p/${peer}`)
+    out.set(withPeer.toString(), withPeer)
+  }
+  return [...out.values()]
+}
+
+function describe(err: unknown): string {
+  if (err instanceof AggregateError) {
+    return err.errors.map(describe).join(', ')
+  }
+  const e = err as Error
+  return `${e?.name ?? 'Error'}: ${e?.message ?? String(err)}`
+}

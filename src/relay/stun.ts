@@ -1,0 +1,134 @@
+/**
+ * The relay's STUN responder (RFC 5389 Binding only): a node behind NAT sends a Binding request
+ * to the relay's UDP port and learns, from the XOR-MAPPED-ADDRESS of the answer, the public
+ * address and port its NAT gave that socket — the server-reflexive ICE candidate that lets two
+ * NATed peers build a direct WebRTC path (docs/decisions/0002-webrtc-direct-path.md). Message
+ * parsing and encoding come from `@msimerson/stun`; this module owns the socket, the lifecycle
+ * and what is answered.
+ *
+ * @packageDocumentation
+ */
+
+import * as dgram from 'node:dgram'
+import * as net from 'node:net'
+import stun from '@msimerson/stun'
+import type { Logger } from '../log/index.ts'
+import { VERSION } from '../version.ts'
+import { splitHostPort } from './health.ts'
+
+const { STUN_BINDING_REQUEST, STUN_BINDING_RESPONSE, STUN_ATTR_FINGERPRINT } = stun.constants as {
+  STUN_BINDING_REQUEST: number
+  STUN_BINDING_RESPONSE: number
+  STUN_ATTR_FINGERPRINT: number
+}
+
+/** RFC 5389 §6: the fixed value in bytes 4–7 of every message that is not RFC 3489 legacy. */
+const MAGIC_COOKIE = 0x2112a442
+
+/** A STUN header is 20 bytes; anything shorter is not STUN. */
+const HEADER_BYTES = 20
+
+/** What the responder has done since it started (for logs, tests and, later, metrics). */
+export interface StunCounters {
+  /** Binding requests answered. */
+  answered: number
+  /** Datagrams dropped: not STUN, not a Binding request, malformed, or a bad FINGERPRINT. */
+  dropped: number
+}
+
+/** A running responder. */
+export interface StunResponder {
+  /** The bound address (the real port when the config said 0). */
+  address: { host: string; port: number }
+  counters: StunCounters
+  /** Closes the socket; safe to call twice. */
+  close(): Promise<void>
+}
+
+/** Options of {@link startStunResponder}. */
+export interface StunResponderOptions {
+  /** `host:port` or `[v6]:port` (config `stun.listen_address`). */
+  listenAddress: string
+  log: Logger
+}
+
+/**
+ * Answers one datagram: the Binding success response to send back to `from`, or `undefined` when
+ * the datagram is to be dropped silently (RFC 5389 §7.3: a server discards what it cannot parse
+ * and never answers indications or responses).
+ */
+export function answerBinding(datagram: Buffer, from: { address: string; port: number }): Buffer | undefined {
+  // Cheap checks first: whatever else lands on the port costs no decoding.
+  if (
+    datagram.length < HEADER_BYTES ||
+    (datagram[0] ?? 0xff) > 0x3f ||
+    datagram.readUInt32BE(4) !== MAGIC_COOKIE ||
+    datagram.readUInt16BE(0) !== STUN_BINDING_REQUEST
+  ) {
+    return undefined
+  }
+  let request: ReturnType<typeof stun.decode>
+  try {
+    request = stun.decode(datagram)
+  } catch {
+    return undefined
+  }
+  // RFC 5389 §7.3: a message with a FINGERPRINT that does not match is not ours to answer.
+  const fingerprinted = request.hasAttribute(STUN_ATTR_FINGERPRINT)
+  if (fingerprinted && !stun.validateFingerprint(request)) {
+    return undefined
+  }
+  const response = stun.createMessage(STUN_BINDING_RESPONSE, request.transactionId)
+  // An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d; it asked about its IPv4 mapping.
+  const address =
+    from.address.startsWith('::ffff:') && net.isIPv4(from.address.slice(7))
+      ? from.address.slice(7)
+      : from.address
+  response.addXorAddress(address, from.port)
+  response.addSoftware(`peerup-relay/${VERSION}`)
+  // Agents that fingerprint their requests (ICE agents do) expect it back (RFC 5389 §15.5).
+  if (fingerprinted) {
+    response.addFingerprint()
+  }
+  return response.toBuffer()
+}
+
+/** Binds the UDP socket and answers Binding requests until {@link StunResponder.close}. */
+export async function startStunResponder(options: StunResponderOptions): Promise<StunResponder> {
+  const { host, port } = splitHostPort(options.listenAddress)
+  const socket = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4' })
+  const counters: StunCounters = { answered: 0, dropped: 0 }
+  const log = options.log
+  socket.on('message', (datagram, rinfo) => {
+    const answer = answerBinding(datagram, rinfo)
+    if (answer === undefined) {
+      counters.dropped++
+      return
+    }
+    counters.answered++
+    socket.send(answer, rinfo.port, rinfo.address, (err) => {
+      if (err !== null) {
+        log.debug('STUN answer not sent', { to: `${rinfo.address}:${rinfo.port}`, error: err.message })
+      }
+    })
+  })
+  await new Promise<void>((resolve, reject) => {
+    socket.once('error', reject)
+    socket.bind(port, host, () => {
+      socket.off('error', reject)
+      resolve()
+    })
+  })
+  // After binding, a socket error (e.g. ICMP-triggered on some systems) must not crash the relay.
+  socket.on('error', (err) => log.warn('STUN socket error', { error: err.message }))
+  const bound = socket.address()
+  let closed: Promise<void> | undefined
+  return {
+    address: { host: bound.address, port: bound.port },
+    counters,
+    close: () => {
+      closed ??= new Promise<void>((resolve) => socket.close(() => resolve()))
+      return closed
+    },
+  }
+}

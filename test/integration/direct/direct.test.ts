@@ -1,0 +1,170 @@
+/**
+ * The direct path in process, on 127.0.0.1: a relay with its STUN responder, nodes that reach each
+ * other through it and then upgrade — over WebRTC (ICE with the relay's STUN) when the peer listens
+ * on /webrtc, over TCP when it has an address on one of our networks. New streams take the direct
+ * connection, a stream already running on the relay keeps running, the relayed connection is closed
+ * once that stream is done, and a peer with no direct path is reported as such.
+ */
+
+import assert from 'node:assert/strict'
+import * as net from 'node:net'
+import { after, before, describe, it } from 'node:test'
+import type { Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { PeerPath } from '../../../src/p2p/paths.ts'
+import type { NodeRuntime } from '../../../src/p2p/runtime.ts'
+import { tempDir } from '../../helpers/cli.ts'
+import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
+
+describe('direct path upgrade', { timeout: 120_000 }, () => {
+  let relay: TestRelay
+  let a: TestNode
+  let ra: NodeRuntime
+  let echo: net.Server
+  let echoPort: number
+  const cleanups: Array<() => Promise<unknown>> = []
+
+  before(async () => {
+    const root = await tempDir({ after: (fn) => cleanups.push(fn) })
+    relay = await startTestRelay(root, { stun: true })
+    cleanups.unshift(() => relay.stop())
+    echo = net.createServer({ allowHalfOpen: true }, (socket) => {
+      socket.on('error', () => {})
+      socket.pipe(socket)
+    })
+    await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve))
+    echoPort = (echo.address() as net.AddressInfo).port
+    cleanups.unshift(() => new Promise((resolve) => echo.close(resolve)))
+    // A one-shot client: it listens on nothing, but its config has /webrtc, so it may dial WebRTC.
+    a = await createTestNode(root, 'a', relay, { listen: ['/webrtc'] })
+    await relay.authorize(a.peerId)
+    ra = await a.start('client')
+    cleanups.unshift(() => a.stop())
+
+    async function peer(name: string, listen: string[]): Promise<TestNode> {
+      const n = await createTestNode(root, name, relay, { listen })
+      await relay.authorize(n.peerId)
+      await n.authorize(a.peerId)
+      await n.addService('echo', `127.0.0.1:${echoPort}`)
+      const rt = await n.start('daemon')
+      cleanups.unshift(() => n.stop())
+      await rt.supervisor.waitForReservation(AbortSignal.timeout(20_000))
+      return n
+    }
+    nodes.webrtc = await peer('b', ['/webrtc'])
+    nodes.lan = await peer('c', ['/ip4/127.0.0.1/tcp/0'])
+    nodes.none = await peer('d', [])
+  })
+
+  const nodes: Record<'webrtc' | 'lan' | 'none', TestNode> = {} as never
+
+  after(async () => {
+    for (const fn of cleanups) {
+      await fn().catch(() => {})
+    }
+  })
+
+  const direct = (transport: string) => (s: PeerPath) =>
+    s.path?.type === 'DIRECT' && s.path.transport === transport
+
+  it('upgrades a relayed connection to WebRTC; new streams go direct, a running one survives', async () => {
+    const b = nodes.webrtc
+    // The path changes when the connection opens; the upgrade is recorded as done right after.
+    const upgraded = ra.paths.waitFor(
+      b.peerId,
+      (s) => direct('webrtc')(s) && s.upgrade.state === 'direct',
+      AbortSignal.timeout(30_000),
+    )
+    const first = await ra.openService(b.peerId, 'echo')
+    assert.equal(first.path.type, 'RELAYED', 'the first stream starts on the relay')
+    assert.equal(await roundTrip(first.stream, 'before'), 'before')
+
+    const state = await upgraded
+    assert.equal(state.upgrade.state, 'direct')
+    assert.equal(state.upgrade.transport, 'webrtc')
+    assert.equal(state.previous?.type, 'RELAYED')
+    assert.ok((state.upgrade.timeToDirectMs ?? -1) >= 0)
+    assert.ok((relay.handle.stun?.counters.answered ?? 0) > 0, "ICE asked the relay's STUN responder")
+
+    const second = await ra.openService(b.peerId, 'echo')
+    assert.equal(second.path.type, 'DIRECT')
+    assert.equal(second.path.transport, 'webrtc')
+    assert.equal(await roundTrip(second.stream, 'direct'), 'direct')
+    await second.stream.close()
+
+    // The stream that began on the relay still works after the upgrade, and the relayed
+    // connection it holds open is closed once it ends.
+    const peer = peerIdFromString(b.peerId)
+    assert.ok(ra.node.getConnections(peer).some((c) => !c.direct && c.status === 'open'))
+    assert.equal(await roundTrip(first.stream, 'after'), 'after')
+    const relayedClosed = waitUntil(() => !ra.node.getConnections(peer).some((c) => !c.direct))
+    await first.stream.close()
+    await relayedClosed
+    assert.equal(ra.paths.get(b.peerId)?.path?.transport, 'webrtc')
+
+    const counters = ra.paths.counters()
+    assert.equal(counters.successes.webrtc, 1)
+    assert.equal(counters.failures, 0)
+    assert.equal(counters.timeToDirectMs.length, 1)
+  })
+
+  it('goes direct over TCP to a peer with an address on one of our networks', async () => {
+    const c = nodes.lan
+    // Through the relay or (when the DHT answers first) straight away: either way TCP ends up carrying it.
+    await ra.reach(c.peerId)
+    const state = await ra.paths.waitFor(c.peerId, direct('tcp'), AbortSignal.timeout(20_000))
+    assert.match(state.path?.remoteAddr ?? '', /^\/ip4\/127\.0\.0\.1\/tcp\//)
+    const s = await ra.openService(c.peerId, 'echo')
+    assert.equal(s.path.type, 'DIRECT')
+    assert.equal(s.path.transport, 'tcp')
+    assert.equal(await roundTrip(s.stream, 'lan'), 'lan')
+    await s.stream.close()
+  })
+
+  it('reports a peer that offers no direct path, and keeps using the relay', async () => {
+    const d = nodes.none
+    const unavailable = ra.paths.waitFor(
+      d.peerId,
+      (s) => s.upgrade.state === 'unavailable',
+      AbortSignal.timeout(20_000),
+    )
+    const s = await ra.openService(d.peerId, 'echo')
+    const state = await unavailable
+    assert.match(state.upgrade.lastError ?? '', /neither WebRTC/)
+    assert.equal(state.upgrade.attempts, 0)
+    assert.equal(s.path.type, 'RELAYED')
+    assert.equal(await roundTrip(s.stream, 'relayed'), 'relayed')
+    await s.stream.close()
+  })
+})
+
+/** Sends `text` on an echo stream and resolves with what comes back. */
+function roundTrip(stream: Stream, text: string): Promise<string> {
+  const want = Buffer.byteLength(text)
+  let got = Buffer.alloc(0)
+  return new Promise((resolve, reject) => {
+    const onMessage = (evt: { data: { subarray(): Uint8Array } }): void => {
+      got = Buffer.concat([got, evt.data.subarray()])
+      if (got.length >= want) {
+        stream.removeEventListener('message', onMessage as never)
+        stream.removeEventListener('close', onClose)
+        resolve(got.toString())
+      }
+    }
+    const onClose = (): void => reject(new Error(`stream closed before "${text}" came back`))
+    stream.addEventListener('message', onMessage as never)
+    stream.addEventListener('close', onClose)
+    stream.send(Buffer.from(text))
+  })
+}
+
+/** Polls in-process state until true, bounded. */
+async function waitUntil(cond: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!cond()) {
+    if (Date.now() > deadline) {
+      throw new Error('condition not met in time')
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}

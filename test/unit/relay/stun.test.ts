@@ -1,0 +1,202 @@
+/**
+ * The relay's STUN responder against hand-built RFC 5389 messages (so the test does not share the
+ * library's view of the format) and against a real ICE agent (libdatachannel, as WebRTC uses it).
+ */
+
+import * as assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import * as dgram from 'node:dgram'
+import { once } from 'node:events'
+import { after, before, describe, it } from 'node:test'
+import * as zlib from 'node:zlib'
+import { createLogger } from '../../../src/log/index.ts'
+import { answerBinding, type StunResponder, startStunResponder } from '../../../src/relay/stun.ts'
+
+const COOKIE = 0x2112a442
+const XOR_MAPPED_ADDRESS = 0x0020
+const FINGERPRINT = 0x8028
+const SOFTWARE = 0x8022
+
+/** A Binding request, optionally with a SOFTWARE attribute and a FINGERPRINT (RFC 5389 §15.5). */
+function bindingRequest(
+  options: { fingerprint?: boolean; corruptFingerprint?: boolean; type?: number } = {},
+) {
+  const txid = randomBytes(12)
+  const software = Buffer.from('test-agent')
+  const padded = Buffer.alloc(Math.ceil(software.length / 4) * 4)
+  software.copy(padded)
+  const softwareAttr = Buffer.concat([u16(SOFTWARE), u16(software.length), padded])
+  const header = (length: number) =>
+    Buffer.concat([u16(options.type ?? 0x0001), u16(length), u32(COOKIE), txid])
+  if (options.fingerprint !== true) {
+    return { txid, bytes: Buffer.concat([header(softwareAttr.length), softwareAttr]) }
+  }
+  // The CRC covers the message up to the FINGERPRINT attribute, with the length already counting it.
+  const body = Buffer.concat([header(softwareAttr.length + 8), softwareAttr])
+  const crc = (zlib.crc32(body) ^ 0x5354554e) >>> 0
+  const fp = Buffer.concat([
+    u16(FINGERPRINT),
+    u16(4),
+    u32(options.corruptFingerprint === true ? crc ^ 1 : crc),
+  ])
+  return { txid, bytes: Buffer.concat([body, fp]) }
+}
+
+/** The attributes of a STUN message, by type. */
+function attributes(msg: Buffer): Map<number, { value: Buffer; offset: number }> {
+  const out = new Map<number, { value: Buffer; offset: number }>()
+  let at = 20
+  while (at + 4 <= msg.length) {
+    const type = msg.readUInt16BE(at)
+    const length = msg.readUInt16BE(at + 2)
+    out.set(type, { value: msg.subarray(at + 4, at + 4 + length), offset: at })
+    at += 4 + Math.ceil(length / 4) * 4
+  }
+  return out
+}
+
+function xorMapped(value: Buffer): { family: number; port: number; address: string } {
+  const family = value[1] ?? 0
+  const port = value.readUInt16BE(2) ^ (COOKIE >>> 16)
+  const addr = value.readUInt32BE(4) ^ COOKIE
+  return { family, port, address: [24, 16, 8, 0].map((s) => (addr >>> s) & 0xff).join('.') }
+}
+
+function u16(n: number): Buffer {
+  const b = Buffer.alloc(2)
+  b.writeUInt16BE(n)
+  return b
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4)
+  b.writeUInt32BE(n >>> 0)
+  return b
+}
+
+describe('answerBinding', () => {
+  const from = { address: '198.18.0.2', port: 40_123 }
+
+  it('answers a Binding request with a success carrying XOR-MAPPED-ADDRESS of the sender', () => {
+    const { txid, bytes } = bindingRequest()
+    const answer = answerBinding(bytes, from)
+    assert.ok(answer)
+    assert.equal(answer.readUInt16BE(0), 0x0101, 'Binding success response')
+    assert.equal(answer.readUInt16BE(2), answer.length - 20, 'length counts the attributes')
+    assert.equal(answer.readUInt32BE(4), COOKIE)
+    assert.deepEqual(answer.subarray(8, 20), txid, 'same transaction id')
+    const mapped = attributes(answer).get(XOR_MAPPED_ADDRESS)
+    assert.ok(mapped)
+    assert.deepEqual(xorMapped(mapped.value), { family: 1, ...from })
+    assert.equal(attributes(answer).has(FINGERPRINT), false, 'no FINGERPRINT when the request had none')
+  })
+
+  it('fingerprints the answer to a fingerprinted request, with a CRC that checks out', () => {
+    const { bytes } = bindingRequest({ fingerprint: true })
+    const answer = answerBinding(bytes, from)
+    assert.ok(answer)
+    const fp = attributes(answer).get(FINGERPRINT)
+    assert.ok(fp, 'FINGERPRINT present')
+    assert.equal(fp.offset, answer.length - 8, 'FINGERPRINT is the last attribute')
+    const crc = (zlib.crc32(answer.subarray(0, fp.offset)) ^ 0x5354554e) >>> 0
+    assert.equal(fp.value.readUInt32BE(0), crc)
+  })
+
+  it('maps an IPv4 client seen on a dual-stack socket to its IPv4 address', () => {
+    const answer = answerBinding(bindingRequest().bytes, { address: '::ffff:100.64.1.2', port: 5000 })
+    assert.ok(answer)
+    const mapped = attributes(answer).get(XOR_MAPPED_ADDRESS)
+    assert.ok(mapped)
+    assert.deepEqual(xorMapped(mapped.value), { family: 1, address: '100.64.1.2', port: 5000 })
+  })
+
+  const dropped: Array<[string, Buffer]> = [
+    ['an empty datagram', Buffer.alloc(0)],
+    ['a datagram shorter than a header', Buffer.alloc(19)],
+    ['random bytes', randomBytes(64)],
+    ['an RFC 3489 request without the magic cookie', Buffer.concat([u16(1), u16(0), randomBytes(16)])],
+    ['a Binding indication', bindingRequest({ type: 0x0011 }).bytes],
+    ['a Binding success response', bindingRequest({ type: 0x0101 }).bytes],
+    [
+      'a request with a wrong FINGERPRINT',
+      bindingRequest({ fingerprint: true, corruptFingerprint: true }).bytes,
+    ],
+    [
+      'a request whose length runs past the datagram',
+      Buffer.concat([u16(1), u16(400), u32(COOKIE), randomBytes(12), randomBytes(8)]),
+    ],
+  ]
+  for (const [what, bytes] of dropped) {
+    it(`drops ${what}`, () => {
+      assert.equal(answerBinding(bytes, from), undefined)
+    })
+  }
+})
+
+describe('startStunResponder', () => {
+  let responder: StunResponder
+
+  before(async () => {
+    responder = await startStunResponder({ listenAddress: '127.0.0.1:0', log: createLogger('stun') })
+  })
+
+  after(async () => {
+    await responder.close()
+  })
+
+  it('answers over UDP with the address and port the request came from', async () => {
+    const client = dgram.createSocket('udp4')
+    try {
+      await new Promise<void>((resolve) => client.bind(0, '127.0.0.1', resolve))
+      const { txid, bytes } = bindingRequest({ fingerprint: true })
+      const reply = once(client, 'message') as Promise<[Buffer, dgram.RemoteInfo]>
+      client.send(randomBytes(32), responder.address.port, '127.0.0.1')
+      client.send(bytes, responder.address.port, '127.0.0.1')
+      const [answer] = await reply
+      assert.deepEqual(answer.subarray(8, 20), txid)
+      const mapped = attributes(answer).get(XOR_MAPPED_ADDRESS)
+      assert.ok(mapped)
+      assert.deepEqual(xorMapped(mapped.value), {
+        family: 1,
+        address: '127.0.0.1',
+        port: client.address().port,
+      })
+      assert.equal(responder.counters.answered, 1)
+      assert.equal(responder.counters.dropped, 1)
+    } finally {
+      client.close()
+    }
+  })
+
+  it('answers the Binding requests of a real ICE agent (libdatachannel)', { timeout: 20_000 }, async () => {
+    const ndc = await import('node-datachannel')
+    const before = responder.counters.answered
+    const pc = new ndc.PeerConnection('stun-test', {
+      iceServers: [`stun:127.0.0.1:${responder.address.port}`],
+    })
+    try {
+      const gathered = new Promise<void>((resolve) => {
+        pc.onGatheringStateChange((state) => {
+          if (state === 'complete') resolve()
+        })
+      })
+      pc.createDataChannel('probe')
+      await gathered
+      assert.ok(responder.counters.answered > before, 'the agent got its server-reflexive answer from us')
+    } finally {
+      pc.close()
+      // libdatachannel's threads keep the test process alive otherwise.
+      ndc.cleanup()
+    }
+  })
+
+  it('refuses an address that is already taken, and close() is idempotent', async () => {
+    await assert.rejects(
+      startStunResponder({ listenAddress: `127.0.0.1:${responder.address.port}`, log: createLogger('stun') }),
+      /EADDRINUSE/,
+    )
+    const other = await startStunResponder({ listenAddress: '127.0.0.1:0', log: createLogger('stun') })
+    await other.close()
+    await other.close()
+  })
+})
