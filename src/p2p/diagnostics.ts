@@ -4,8 +4,11 @@
  * @packageDocumentation
  */
 
+import type { Connection } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { classifyConnection, describePath, type PathInfo } from './path.ts'
+import { PING_PROTOCOL } from './constants.ts'
+import { bestConnection, classifyConnection, describePath, type PathInfo, samePath } from './path.ts'
+import type { PeerPath, UpgradeEvent, UpgradeStatus } from './paths.ts'
 import type { NodeRuntime } from './runtime.ts'
 
 /** One ping. */
@@ -13,7 +16,20 @@ export interface PingReply {
   seq: number
   rttMs: number | undefined
   error: string | undefined
+  /** The path of the connection this ping went over. */
   path: PathInfo
+  /** True when `path` differs from the previous reply's (or, for the first, from the connect path). */
+  changed: boolean
+}
+
+/** A change of path seen while pinging: relayed → direct, typically. */
+export interface PingPathChange {
+  /** The first reply on the new path. */
+  seq: number
+  /** Time since the peer was reached, in ms. */
+  afterMs: number
+  from: PathInfo
+  to: PathInfo
 }
 
 /** A whole ping run. */
@@ -23,6 +39,7 @@ export interface PingReport {
   /** How the connection was made: a live one, a relay circuit, or an address from the DHT. */
   via: 'existing' | 'relay' | 'dht'
   connectMs: number
+  /** The path when the peer was reached. */
   path: PathInfo
   replies: PingReply[]
   sent: number
@@ -30,51 +47,107 @@ export interface PingReport {
   minMs: number | undefined
   avgMs: number | undefined
   maxMs: number | undefined
+  /** Every change of path during the run, in order. */
+  pathChanges: PingPathChange[]
+  /** The path of the last reply (or the connect path when there was none). */
+  finalPath: PathInfo
+  /** The upgrade to a direct path as the node saw it at the end (undefined: never attempted). */
+  upgrade: UpgradeStatus | undefined
 }
 
 /** Options of {@link pingPeer}. */
 export interface PingOptions {
+  /** Number of pings; 0 = until the signal fires (or, with `untilDirect`, until the path is direct). */
   count: number
   intervalMs: number
   signal?: AbortSignal
+  /**
+   * Keep pinging until a reply goes over a DIRECT path; stop early, not direct, when the upgrade
+   * fails or the peer offers no direct path, or after `deadlineMs`.
+   */
+  untilDirect?: boolean
+  /** Stop after this long, whatever `count` says. */
+  deadlineMs?: number
   onReply?: (reply: PingReply) => void
   onConnected?: (path: PathInfo, via: string, ms: number) => void
+  onPathChange?: (change: PingPathChange) => void
 }
 
-/** Pings `peer` `count` times (0 = until the signal fires). */
+/** Pings `peer` `count` times (0 = until the signal fires), over the connection new streams would take. */
 export async function pingPeer(rt: NodeRuntime, peer: string, options: PingOptions): Promise<PingReport> {
-  const reached = await rt.reach(peer, options.signal)
+  const signal = AbortSignal.any([
+    ...(options.signal === undefined ? [] : [options.signal]),
+    ...(options.deadlineMs === undefined ? [] : [AbortSignal.timeout(options.deadlineMs)]),
+  ])
+  const reached = await rt.reach(peer, signal)
+  const connectedAt = performance.now()
   options.onConnected?.(reached.path, reached.via, reached.elapsedMs)
   const peerId = rt.resolve(peer)
+  const remote = peerIdFromString(peerId)
   const replies: PingReply[] = []
-  for (let seq = 1; options.count === 0 || seq <= options.count; seq++) {
-    if (options.signal?.aborted === true) {
-      break
+  const pathChanges: PingPathChange[] = []
+  let last = reached.path
+  // With --until-direct, an upgrade that fails (or cannot be tried) after we started ends the run.
+  const upgradeGaveUp = new AbortController()
+  const onUpgrade = (evt: CustomEvent<UpgradeEvent>): void => {
+    if (evt.detail.peer === peerId && evt.detail.outcome === 'failed') {
+      upgradeGaveUp.abort()
     }
-    let reply: PingReply
-    try {
-      const conn =
-        reached.connection.status === 'open'
-          ? reached.connection
-          : (await rt.reach(peer, options.signal)).connection
-      const rttMs = await rt.node.services.ping.ping(peerIdFromString(peerId), {
-        signal: AbortSignal.any([
-          AbortSignal.timeout(10_000),
-          ...(options.signal === undefined ? [] : [options.signal]),
-        ]),
-      })
-      reply = { seq, rttMs, error: undefined, path: classifyConnection(conn) }
-    } catch (err) {
-      if (isAborted(options.signal)) {
+  }
+  const unavailable = rt.paths.get(peerId)?.upgrade.state === 'unavailable'
+  if (options.untilDirect === true) {
+    rt.paths.addEventListener('upgrade', onUpgrade)
+  }
+  try {
+    for (let seq = 1; options.count === 0 || options.untilDirect === true || seq <= options.count; seq++) {
+      if (signal.aborted) {
         break
       }
-      reply = { seq, rttMs: undefined, error: (err as Error).message, path: reached.path }
+      let reply: PingReply
+      let conn: Connection | undefined
+      try {
+        conn = bestConnection(rt.node.getConnections(remote)) ?? (await rt.reach(peer, signal)).connection
+        const path = classifyConnection(conn)
+        const rttMs = await pingConnection(
+          conn,
+          AbortSignal.any([AbortSignal.timeout(PING_TIMEOUT_MS), signal]),
+        )
+        reply = { seq, rttMs, error: undefined, path, changed: !samePath(path, last) }
+      } catch (err) {
+        if (signal.aborted) {
+          break
+        }
+        const path = conn === undefined ? last : classifyConnection(conn)
+        reply = { seq, rttMs: undefined, error: (err as Error).message, path, changed: !samePath(path, last) }
+      }
+      if (reply.changed) {
+        const change = { seq, afterMs: performance.now() - connectedAt, from: last, to: reply.path }
+        pathChanges.push(change)
+        options.onPathChange?.(change)
+      }
+      last = reply.path
+      replies.push(reply)
+      options.onReply?.(reply)
+      if (options.untilDirect === true) {
+        if (
+          reply.rttMs !== undefined &&
+          (reply.path.type === 'DIRECT' || upgradeGaveUp.signal.aborted || unavailable)
+        ) {
+          break
+        }
+      } else if (options.count !== 0 && seq >= options.count) {
+        break
+      }
+      // A change of path (the upgrade finishing) wakes the wait, or skips it when it came during
+      // this ping: the next reply shows it at once.
+      const now = bestConnection(rt.node.getConnections(remote))
+      if (now !== undefined && !samePath(classifyConnection(now), last)) {
+        continue
+      }
+      await waitForPathChange(rt, peerId, options.intervalMs, AbortSignal.any([signal, upgradeGaveUp.signal]))
     }
-    replies.push(reply)
-    options.onReply?.(reply)
-    if (options.count === 0 || seq < options.count) {
-      await sleep(options.intervalMs, options.signal)
-    }
+  } finally {
+    rt.paths.removeEventListener('upgrade', onUpgrade)
   }
   const rtts = replies.flatMap((r) => (r.rttMs === undefined ? [] : [r.rttMs]))
   return {
@@ -89,7 +162,82 @@ export async function pingPeer(rt: NodeRuntime, peer: string, options: PingOptio
     minMs: rtts.length === 0 ? undefined : Math.min(...rtts),
     avgMs: rtts.length === 0 ? undefined : rtts.reduce((a, b) => a + b, 0) / rtts.length,
     maxMs: rtts.length === 0 ? undefined : Math.max(...rtts),
+    pathChanges,
+    finalPath: last,
+    upgrade: rt.paths.get(peerId)?.upgrade,
   }
+}
+
+/** Timeout of one ping. */
+const PING_TIMEOUT_MS = 10_000
+
+/** Bytes of one ping (the libp2p ping protocol echoes exactly 32). */
+const PING_BYTES = 32
+
+/**
+ * One libp2p ping over this very connection (`ping.ping(peer)` lets the connection manager pick
+ * one, which need not be the one new streams take): the round trip in ms.
+ */
+export async function pingConnection(conn: Connection, signal: AbortSignal): Promise<number> {
+  const stream = await conn.newStream(PING_PROTOCOL, { signal, runOnLimitedConnection: true })
+  try {
+    const data = crypto.getRandomValues(new Uint8Array(PING_BYTES))
+    const received: Uint8Array[] = []
+    let length = 0
+    const { promise, resolve, reject } = Promise.withResolvers<number>()
+    const startedAt = performance.now()
+    const onMessage = (evt: { data: { subarray(): Uint8Array } }): void => {
+      const chunk = evt.data.subarray()
+      received.push(chunk)
+      length += chunk.byteLength
+      if (length >= PING_BYTES) {
+        const rtt = performance.now() - startedAt
+        const echoed = Buffer.concat(received).subarray(0, PING_BYTES)
+        if (Buffer.compare(echoed, Buffer.from(data)) === 0) {
+          resolve(rtt)
+        } else {
+          reject(new Error('the peer answered the ping with other bytes'))
+        }
+      }
+    }
+    const onClose = (): void => reject(new Error('the ping stream closed before the answer'))
+    const onAbort = (): void => reject(signal.reason)
+    stream.addEventListener('message', onMessage as never)
+    stream.addEventListener('close', onClose)
+    signal.addEventListener('abort', onAbort, { once: true })
+    try {
+      stream.send(data)
+      return await promise
+    } finally {
+      stream.removeEventListener('message', onMessage as never)
+      stream.removeEventListener('close', onClose)
+      signal.removeEventListener('abort', onAbort)
+    }
+  } finally {
+    await stream
+      .close({ signal: AbortSignal.timeout(1000) })
+      .catch(() => stream.abort(new Error('ping done')))
+  }
+}
+
+/** Waits `ms`, or less when the path to `peer` changes or `signal` fires. */
+function waitForPathChange(rt: NodeRuntime, peer: string, ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms)
+    function onPath(evt: CustomEvent<{ peer: string }>): void {
+      if (evt.detail.peer === peer) {
+        done()
+      }
+    }
+    function done(): void {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', done)
+      rt.paths.removeEventListener('path', onPath)
+      resolve()
+    }
+    signal.addEventListener('abort', done, { once: true })
+    rt.paths.addEventListener('path', onPath)
+  })
 }
 
 /** One hop of a traceroute. */
@@ -107,8 +255,14 @@ export interface TraceReport {
   peer: string
   peerId: string
   path: PathInfo
+  /** `DIRECT (webrtc) since …, was RELAYED via … (direct after 0.8 s)`. */
   summary: string
   hops: Hop[]
+  /** When the path last changed (RFC 3339), and what it was before. */
+  since: string | undefined
+  previous: PathInfo | undefined
+  /** The upgrade to a direct path (undefined: never attempted). */
+  upgrade: UpgradeStatus | undefined
 }
 
 /** Traces the path to `peer`: the relay (when relayed) and the peer, with a round trip to each. */
@@ -119,53 +273,83 @@ export async function traceroutePeer(
 ): Promise<TraceReport> {
   const reached = await rt.reach(peer, signal)
   const peerId = rt.resolve(peer)
-  const hops: Hop[] = []
+  // The connection new streams take now: the upgrade may have finished since the peer was reached.
+  const conn = bestConnection(rt.node.getConnections(peerIdFromString(peerId))) ?? reached.connection
+  const path = classifyConnection(conn)
+  const timeout = (): AbortSignal =>
+    AbortSignal.any([AbortSignal.timeout(PING_TIMEOUT_MS), ...(signal === undefined ? [] : [signal])])
   const measure = async (
-    target: string,
+    ping: () => Promise<number>,
   ): Promise<{ rttMs: number | undefined; error: string | undefined }> => {
     try {
-      const rttMs = await rt.node.services.ping.ping(peerIdFromString(target), {
-        signal: AbortSignal.any([AbortSignal.timeout(10_000), ...(signal === undefined ? [] : [signal])]),
-      })
-      return { rttMs, error: undefined }
+      return { rttMs: await ping(), error: undefined }
     } catch (err) {
       return { rttMs: undefined, error: (err as Error).message }
     }
   }
-  if (reached.path.type === 'RELAYED' && reached.path.relay !== undefined) {
-    const relayConn = rt.node.getConnections(peerIdFromString(reached.path.relay))[0]
+  const hops: Hop[] = []
+  if (path.type === 'RELAYED' && path.relay !== undefined) {
+    const relay = path.relay
+    const relayConn = bestConnection(rt.node.getConnections(peerIdFromString(relay)))
     hops.push({
       hop: 1,
-      peerId: reached.path.relay,
+      peerId: relay,
       role: 'relay',
       address: relayConn?.remoteAddr.toString() ?? '',
-      ...(await measure(reached.path.relay)),
+      ...(await measure(() => rt.node.services.ping.ping(peerIdFromString(relay), { signal: timeout() }))),
     })
   }
   hops.push({
     hop: hops.length + 1,
     peerId,
     role: 'peer',
-    address: reached.path.remoteAddr,
-    ...(await measure(peerId)),
+    address: path.remoteAddr,
+    ...(await measure(() => pingConnection(conn, timeout()))),
   })
-  return { peer, peerId, path: reached.path, summary: describePath(reached.path, rt.config.names), hops }
+  const state = rt.paths.get(peerId)
+  return {
+    peer,
+    peerId,
+    path,
+    summary: describeHistory(path, state, rt.config.names),
+    hops,
+    since: state === undefined ? undefined : new Date(state.since).toISOString(),
+    previous: state?.previous,
+    upgrade: state?.upgrade,
+  }
 }
 
-// A function, not an inline check: TypeScript narrows \`signal.aborted\` to false after the first
-// check and would not let a later one through.
-function isAborted(signal: AbortSignal | undefined): boolean {
-  return signal?.aborted === true
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms)
-    function done(): void {
-      clearTimeout(timer)
-      signal?.removeEventListener('abort', done)
-      resolve()
+/**
+ * The path with its history, for people: `DIRECT (webrtc) since 10:04:05, was RELAYED via relay
+ * (direct after 0.8 s)`, or `RELAYED via relay (direct path failed: …; next try in 30 s)`.
+ */
+export function describeHistory(
+  path: PathInfo,
+  state: PeerPath | undefined,
+  names: Record<string, string> = {},
+): string {
+  if (state === undefined) {
+    return describePath(path, names)
+  }
+  let text = `${describePath(path, names)} since ${new Date(state.since).toISOString().slice(11, 19)}Z`
+  if (state.previous !== undefined) {
+    text += `, was ${describePath(state.previous, names)}`
+  }
+  const u = state.upgrade
+  if (path.type === 'DIRECT' && u.timeToDirectMs !== undefined) {
+    text += ` (direct after ${(u.timeToDirectMs / 1000).toFixed(1)} s)`
+  } else if (path.type === 'RELAYED') {
+    if (u.state === 'upgrading') {
+      text += ' (trying a direct path)'
+    } else if (u.state === 'failed') {
+      const next =
+        u.nextRetryAt === undefined
+          ? ''
+          : `; next try in ${Math.max(0, Math.round((u.nextRetryAt - Date.now()) / 1000))} s`
+      text += ` (direct path failed: ${u.lastError ?? 'unknown error'}${next})`
+    } else if (u.state === 'unavailable') {
+      text += ` (no direct path: ${u.lastError ?? 'none offered'})`
     }
-    signal?.addEventListener('abort', done, { once: true })
-  })
+  }
+  return text
 }

@@ -25,3 +25,8 @@ export class RelayRefusedError extends PeerupError {
 export class ServiceRefusedError extends PeerupError {
   override name = 'ServiceRefusedError'
 }
+
+/** `ping --until-direct`: the path did not become direct (the upgrade failed, or the wait ran out). */
+export class NoDirectPathError extends PeerupError {
+  override name = 'NoDirectPathError'
+}

@@ -65,6 +65,9 @@ function parsePort(text: string): { host: string; port: number } {
 
 const LOG_LEVEL_HELP = 'log level on stderr: debug, info, warn, error'
 
+/** How long `ping --until-direct` waits for the upgrade unless `--deadline` says otherwise. */
+const DEFAULT_UNTIL_DIRECT_DEADLINE = '30s'
+
 /** Registers the network commands. */
 export function registerNet(program: Command, ctx: CliContext): void {
   withCommonOptions(
@@ -74,9 +77,20 @@ export function registerNet(program: Command, ctx: CliContext): void {
       .argument('<peer>', 'a name from names: or a peer id')
       .option('-c, --count <n>', 'number of pings (0 = until Ctrl+C)', '4')
       .option('--interval <duration>', 'time between pings', '1s')
+      .option(
+        '--until-direct',
+        'keep pinging until the path is DIRECT; exit 1 if the upgrade fails or the deadline passes',
+      )
+      .option('-w, --deadline <duration>', 'stop after this long (default with --until-direct: 30s)')
       .option('--log-level <level>', LOG_LEVEL_HELP),
   ).action(async (peer: string, _flags: object, cmd: Command) => {
-    const opts = globalOpts<{ count: string; interval: string; logLevel?: string }>(cmd)
+    const opts = globalOpts<{
+      count: string
+      interval: string
+      untilDirect?: boolean
+      deadline?: string
+      logLevel?: string
+    }>(cmd)
     const count = Number(opts.count)
     const intervalMs = parseDurationMs(opts.interval)
     if (!Number.isInteger(count) || count < 0) {
@@ -89,26 +103,48 @@ export function registerNet(program: Command, ctx: CliContext): void {
         hint: 'write it like 500ms or 2s',
       })
     }
+    const untilDirect = opts.untilDirect === true
+    const deadlineText = opts.deadline ?? (untilDirect ? DEFAULT_UNTIL_DIRECT_DEADLINE : undefined)
+    const deadlineMs = deadlineText === undefined ? undefined : parseDurationMs(deadlineText)
+    if (deadlineText !== undefined && (deadlineMs === undefined || deadlineMs <= 0)) {
+      throw new UsageError(`invalid --deadline ${JSON.stringify(opts.deadline)}`, {
+        hint: 'write it like 30s or 2m',
+      })
+    }
+    const human = opts.json !== true
     const report = await withNode(ctx, opts, async (rt) => {
       const { pingPeer } = await loadDiagnostics()
       const { describePath } = await loadPath()
+      const names = rt.config.names
       return pingPeer(rt, peer, {
         count,
         intervalMs,
         signal: ctx.signal,
+        untilDirect,
+        ...(deadlineMs === undefined ? {} : { deadlineMs }),
         onConnected: (path, via, ms) => {
-          if (opts.json !== true) {
+          if (human) {
             ctx.stdout.write(
-              `PING ${peer}: ${describePath(path, rt.config.names)}, connected in ${ms.toFixed(0)} ms (${via})\n`,
+              `PING ${peer}: ${describePath(path, names)}, connected in ${ms.toFixed(0)} ms (${via})\n`,
+            )
+          }
+          if (untilDirect && path.type !== 'DIRECT') {
+            note(ctx, `waiting for a direct path to ${peer}…`)
+          }
+        },
+        onPathChange: (c) => {
+          if (human) {
+            ctx.stdout.write(
+              `path changed: ${describePath(c.from, names)} → ${describePath(c.to, names)} after ${(c.afterMs / 1000).toFixed(1)} s\n`,
             )
           }
         },
         onReply: (r) => {
-          if (opts.json !== true) {
+          if (human) {
             ctx.stdout.write(
               r.rttMs === undefined
-                ? `seq=${r.seq} error: ${r.error}\n`
-                : `seq=${r.seq} rtt=${r.rttMs.toFixed(1)} ms path=${describePath(r.path, rt.config.names)}\n`,
+                ? `seq=${r.seq} error: ${r.error} path=${describePath(r.path, names)}\n`
+                : `seq=${r.seq} rtt=${r.rttMs.toFixed(1)} ms path=${describePath(r.path, names)}\n`,
             )
           }
         },
@@ -122,8 +158,23 @@ export function registerNet(program: Command, ctx: CliContext): void {
           : `, rtt min/avg/max ${r.minMs?.toFixed(1)}/${r.avgMs?.toFixed(1)}/${r.maxMs?.toFixed(1)} ms`
       return `--- ${r.peer}: ${r.sent} sent, ${r.received} received, ${loss}% loss${stats}`
     })
+    const errors = await loadP2pErrors()
     if (report.received === 0 && report.sent > 0) {
-      throw new (await loadP2pErrors()).PeerUnreachableError(`no answer from ${peer}`)
+      throw new errors.PeerUnreachableError(`no answer from ${peer}`)
+    }
+    if (untilDirect && report.finalPath.type !== 'DIRECT') {
+      const { describePath } = await loadPath()
+      const u = report.upgrade
+      const why =
+        u?.state === 'failed' || u?.state === 'unavailable'
+          ? (u.lastError ?? 'unknown error')
+          : `not direct within ${deadlineText}${u?.state === 'upgrading' ? ' (an attempt is still running)' : ''}`
+      throw new errors.NoDirectPathError(
+        `no direct path to ${peer}: ${why}; traffic stays ${describePath(report.finalPath)}`,
+        {
+          hint: 'a symmetric NAT (or blocked UDP) on both sides prevents it; the relay keeps carrying the traffic, and the node tries again later',
+        },
+      )
     }
   })
 

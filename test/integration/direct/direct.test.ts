@@ -11,6 +11,7 @@ import * as net from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import type { Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
+import { pingPeer, traceroutePeer } from '../../../src/p2p/diagnostics.ts'
 import type { PeerPath } from '../../../src/p2p/paths.ts'
 import type { NodeRuntime } from '../../../src/p2p/runtime.ts'
 import { tempDir } from '../../helpers/cli.ts'
@@ -54,9 +55,10 @@ describe('direct path upgrade', { timeout: 120_000 }, () => {
     nodes.webrtc = await peer('b', ['/webrtc'])
     nodes.lan = await peer('c', ['/ip4/127.0.0.1/tcp/0'])
     nodes.none = await peer('d', [])
+    nodes.ping = await peer('e', ['/webrtc'])
   })
 
-  const nodes: Record<'webrtc' | 'lan' | 'none', TestNode> = {} as never
+  const nodes: Record<'webrtc' | 'lan' | 'none' | 'ping', TestNode> = {} as never
 
   after(async () => {
     for (const fn of cleanups) {
@@ -135,6 +137,47 @@ describe('direct path upgrade', { timeout: 120_000 }, () => {
     assert.equal(s.path.type, 'RELAYED')
     assert.equal(await roundTrip(s.stream, 'relayed'), 'relayed')
     await s.stream.close()
+  })
+
+  it('ping --until-direct pings until the upgrade, and shows the change; traceroute tells the history', async () => {
+    const e = nodes.ping
+    const report = await pingPeer(ra, e.peerId, {
+      count: 0,
+      intervalMs: 1000,
+      untilDirect: true,
+      deadlineMs: 20_000,
+    })
+    assert.equal(report.path.type, 'RELAYED', 'reached through the relay')
+    assert.equal(report.finalPath.type, 'DIRECT')
+    assert.equal(report.finalPath.transport, 'webrtc')
+    assert.equal(report.replies.at(-1)?.path.type, 'DIRECT')
+    assert.equal(report.pathChanges.length, 1)
+    assert.equal(report.pathChanges[0]?.from.type, 'RELAYED')
+    assert.equal(report.pathChanges[0]?.to.type, 'DIRECT')
+    assert.equal(report.replies.at(-1)?.changed, true)
+    assert.ok(report.replies.every((r) => r.rttMs !== undefined))
+
+    const trace = await traceroutePeer(ra, e.peerId)
+    assert.equal(trace.path.type, 'DIRECT')
+    assert.equal(trace.hops.length, 1, 'no relay hop on a direct path')
+    assert.equal(trace.previous?.type, 'RELAYED')
+    assert.match(trace.summary, /^DIRECT \(webrtc\) since .*, was RELAYED via .*\(direct after \d+\.\d s\)$/)
+  })
+
+  it('ping --until-direct stops at once, not direct, when the peer offers no direct path', async () => {
+    const report = await pingPeer(ra, nodes.none.peerId, {
+      count: 0,
+      intervalMs: 1000,
+      untilDirect: true,
+      deadlineMs: 20_000,
+    })
+    assert.equal(report.finalPath.type, 'RELAYED')
+    assert.equal(report.upgrade?.state, 'unavailable')
+    assert.equal(report.sent, 1)
+    const trace = await traceroutePeer(ra, nodes.none.peerId)
+    assert.equal(trace.hops.length, 2)
+    assert.equal(trace.hops[0]?.role, 'relay')
+    assert.match(trace.summary, /no direct path: the peer listens for neither WebRTC/)
   })
 })
 
