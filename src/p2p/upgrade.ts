@@ -219,6 +219,7 @@ export class DirectUpgrader {
       timeoutMs: number,
     ): Promise<Connection | undefined> => {
       const signal = AbortSignal.any([this.#controller.signal, AbortSignal.timeout(timeoutMs)])
+      const t0 = performance.now()
       try {
         const conn = await this.#node.dial(target, { signal })
         if (conn.direct) {
@@ -226,9 +227,15 @@ export class DirectUpgrader {
         }
         errors.push(`${transport}: the dial returned a relayed connection`)
       } catch (err) {
-        errors.push(
-          `${transport}: ${signal.aborted && !this.#controller.signal.aborted ? `no connection within ${timeoutMs / 1000} s` : describe(err)}`,
-        )
+        // libp2p's dial queue also bounds each address (6 s): either timeout reads the same.
+        const timedOut = signal.aborted || (err as Error)?.name === 'TimeoutError'
+        const after = `${((performance.now() - t0) / 1000).toFixed(1)} s`
+        const why = !timedOut
+          ? describe(err)
+          : transport === 'webrtc'
+            ? `no connection after ${after} (ICE found no working UDP path: symmetric NAT or UDP blocked?)`
+            : `no connection after ${after}`
+        errors.push(`${transport}: ${why}`)
       }
       return undefined
     }
@@ -325,9 +332,10 @@ export function webrtcAddressVia(relayed: Connection, peer: string): Multiaddr |
 }
 
 /**
- * The peer's plain TCP addresses that lie on a network one of our interfaces is on (loopback
- * included, for peers on this very machine). Addresses elsewhere are private networks of other
- * sites, or public ones the DHT already offered: dialling them would mostly wait for a timeout.
+ * The peer's plain TCP addresses that lie on a network one of our interfaces is on. Addresses
+ * elsewhere are private networks of other sites, or public ones the DHT already offered: dialling
+ * them would mostly wait for a timeout. Its loopback addresses count only when the peer is on this
+ * very machine: it has no other address, or one that is ours.
  */
 export function lanTcpAddresses(
   addrs: Multiaddr[],
@@ -335,15 +343,17 @@ export function lanTcpAddresses(
   interfaces = os.networkInterfaces(),
 ): Multiaddr[] {
   const local = new net.BlockList()
+  const own = new Set<string>()
   for (const list of Object.values(interfaces)) {
     for (const i of list ?? []) {
       const [address, prefix] = (i.cidr ?? '').split('/')
       if (address !== undefined && prefix !== undefined && !address.startsWith('fe80')) {
         local.addSubnet(address, Number(prefix), i.family === 'IPv6' ? 'ipv6' : 'ipv4')
+        own.add(address)
       }
     }
   }
-  const out = new Map<string, Multiaddr>()
+  const tcp: Array<{ ma: Multiaddr; ip: string; family: 'ipv4' | 'ipv6'; loopback: boolean }> = []
   for (const ma of addrs) {
     const components = ma.getComponents()
     const ip = components[0]
@@ -351,10 +361,22 @@ export function lanTcpAddresses(
       components[1]?.name === 'tcp' &&
       components.every((c, i) => i < 2 || c.name === 'p2p') &&
       (ip?.name === 'ip4' || ip?.name === 'ip6')
-    if (!plainTcp || ip?.value === undefined || !local.check(ip.value, ip.name === 'ip6' ? 'ipv6' : 'ipv4')) {
+    if (!plainTcp || ip?.value === undefined) {
       continue
     }
-    const withPeer = components.some((c) => c.name === 'p2p') ? ma : ma.encapsulate(`/p2p/${peer}`)
+    const loopback = ip.value === '::1' || ip.value.startsWith('127.')
+    tcp.push({ ma, ip: ip.value, family: ip.name === 'ip6' ? 'ipv6' : 'ipv4', loopback })
+  }
+  const others = tcp.filter((a) => !a.loopback)
+  const sameMachine = others.length === 0 || others.some((a) => own.has(a.ip))
+  const out = new Map<string, Multiaddr>()
+  for (const a of tcp) {
+    if ((a.loopback && !sameMachine) || !local.check(a.ip, a.family)) {
+      continue
+    }
+    const withPeer = a.ma.getComponents().some((c) => c.name === 'p2p')
+      ? a.ma
+      : a.ma.encapsulate(`/p2p/${peer}`)
     out.set(withPeer.toString(), withPeer)
   }
   return [...out.values()]

@@ -1,0 +1,381 @@
+/**
+ * The direct path, end to end, with the built executable in the NAT lab (issue 6):
+ *
+ * - cone NAT on both routers: a relayed connection between a and b becomes DIRECT (WebRTC, ICE with
+ *   the relay's STUN) within 10 s; an SSH session that began on the relay survives the upgrade; a
+ *   100 MiB transfer started after it does not cross the relay (its iptables byte counters say so);
+ * - a and a2 on one LAN: they go DIRECT over TCP between their private addresses, not through the relay;
+ * - symmetric (`--random-fully`) NAT on both routers: the upgrade fails, `ping --until-direct` says
+ *   so, and proxied traffic keeps flowing through the relay.
+ */
+
+import * as assert from 'node:assert/strict'
+import * as path from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { createLab, type Lab, type LabHost, type LabProcess, labSupport, withLabLogs } from './lab.ts'
+import {
+  addNames,
+  ensureBuilt,
+  initLabNode,
+  type LabRelay,
+  type PeerupHost,
+  startLabRelay,
+} from './peerup-host.ts'
+import { type Sshd, startSshd } from './sshd.ts'
+
+const support = await labSupport()
+const skip = support.ok ? false : `network lab unavailable: ${support.reason}`
+const MiB = 1024 * 1024
+
+/** How long a relayed connection may take to become direct under cone NAT (the issue's bound). */
+const DIRECT_WITHIN_MS = 10_000
+
+/**
+ * Byte counters of the relay's libp2p port (tcp 7777), in and out, from iptables rules in the relay's
+ * namespace that count and do nothing else: everything relayed crosses them twice.
+ */
+async function relayCounters(lab: Lab, relay: LabHost): Promise<() => Promise<number>> {
+  const ipt = (...args: string[]) => relay.mustRun(lab.iptables, ['-w', ...args])
+  await ipt('-A', 'INPUT', '-p', 'tcp', '--dport', '7777')
+  await ipt('-A', 'OUTPUT', '-p', 'tcp', '--sport', '7777')
+  return async () => {
+    let total = 0
+    for (const chain of ['INPUT', 'OUTPUT']) {
+      const out = (await ipt('-n', '-v', '-x', '-L', chain)).stdout
+      for (const line of out.split('\n')) {
+        if (/[sd]pt:7777\b/.test(line)) {
+          total += Number(line.trim().split(/\s+/)[1])
+        }
+      }
+    }
+    return total
+  }
+}
+
+/** Log lines (JSON) of a peerup process whose `msg` is `msg`, in order. */
+function logLines(proc: LabProcess, msg: string): Array<Record<string, unknown>> {
+  return proc
+    .output()
+    .split('\n')
+    .flatMap((line) => {
+      const start = line.indexOf('{')
+      if (start < 0) {
+        return []
+      }
+      try {
+        const parsed = JSON.parse(line.slice(start)) as Record<string, unknown>
+        return parsed.msg === msg ? [parsed] : []
+      } catch {
+        return []
+      }
+    })
+}
+
+/** Runs ssh through `peerup proxy` listening on `port` of `host`, feeding `input` from a file. */
+async function sshThrough(
+  host: LabHost,
+  sshd: Sshd,
+  port: number,
+  command: string,
+  stdinFile: string,
+  timeoutMs: number,
+) {
+  return host.run(
+    'sh',
+    ['-c', `ssh ${sshd.sshArgs('b', { port }).join(' ')} 127.0.0.1 '${command}' < ${stdinFile}`],
+    { timeoutMs },
+  )
+}
+
+describe('the direct path with cone NAT, and on a LAN', { skip, timeout: 600_000 }, () => {
+  let lab: Lab
+  let relay: LabRelay
+  let a: PeerupHost
+  let b: PeerupHost
+  let a2: PeerupHost
+  let sshdB: Sshd
+  let sshdA2: Sshd
+  let relayBytes: () => Promise<number>
+
+  before(async () => {
+    ensureBuilt()
+    lab = await createLab({ nat: 'cone', lanPeers: 1, name: 'direct-cone' })
+    relay = await startLabRelay(lab)
+    relayBytes = await relayCounters(lab, relay.host.host)
+    const na = await initLabNode(lab, 'a', relay)
+    const nb = await initLabNode(lab, 'b', relay)
+    const na2 = await initLabNode(lab, 'a2', relay)
+    a = na.node
+    b = nb.node
+    a2 = na2.node
+    addNames(a, { b: nb.peerId, a2: na2.peerId })
+    for (const [target, sshd] of [
+      [b, 'b'],
+      [a2, 'a2'],
+    ] as const) {
+      await target.peerup(['auth', 'add', na.peerId, '--comment', 'a', '--config', target.config])
+      await target.peerup(['service', 'add', 'ssh', '127.0.0.1:22', '--config', target.config])
+      target.spawn(['daemon', '--config', target.config, '--log-level', 'info'], `daemon-${sshd}`)
+    }
+    sshdB = await startSshd(b.host, { port: 22 })
+    sshdA2 = await startSshd(a2.host, { port: 22 })
+  })
+
+  after(async () => {
+    await lab?.close()
+  })
+
+  /** Pings until the peer answers at all (its daemon needs a moment for its reservation). */
+  async function waitUntilReachable(peer: string): Promise<void> {
+    for (let i = 0; i < 60; i++) {
+      const r = await a.host.run(a.exe, ['ping', peer, '-c', '1', '--config', a.config], {
+        env: a.env,
+        timeoutMs: 30_000,
+      })
+      if (r.code === 0) {
+        return
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500))
+    }
+    throw new Error(`${peer} never answered a ping`)
+  }
+
+  it('a and b cannot reach each other except through peerup', async () => {
+    assert.equal(await a.host.canConnect(b.host.ip, 22), false)
+    assert.equal(await a.host.canConnect(b.host.publicIp, 22), false)
+  })
+
+  it('ping --until-direct: RELAYED, then DIRECT via WebRTC within 10 s', async (t) => {
+    await withLabLogs(t, lab, async () => {
+      await waitUntilReachable('b')
+      const r = await a.host.run(
+        a.exe,
+        [
+          'ping',
+          'b',
+          '--until-direct',
+          '--interval',
+          '500ms',
+          '--deadline',
+          '30s',
+          '--json',
+          '--config',
+          a.config,
+        ],
+        { env: a.env, timeoutMs: 60_000 },
+      )
+      assert.equal(r.code, 0, r.stderr)
+      const report = JSON.parse(r.stdout)
+      assert.equal(report.path.type, 'RELAYED')
+      assert.equal(report.finalPath.type, 'DIRECT')
+      assert.equal(report.finalPath.transport, 'webrtc')
+      assert.equal(report.pathChanges.length, 1)
+      assert.equal(report.pathChanges[0].from.relay, relay.peerId)
+      assert.equal(report.upgrade.state, 'direct')
+      assert.ok(
+        report.upgrade.timeToDirectMs < DIRECT_WITHIN_MS,
+        `direct after ${report.upgrade.timeToDirectMs} ms`,
+      )
+      t.diagnostic(`ping --until-direct: direct after ${report.upgrade.timeToDirectMs} ms`)
+    })
+  })
+
+  it('an SSH session started on the relay survives the upgrade to WebRTC', async (t) => {
+    await withLabLogs(t, lab, async () => {
+      // ProxyCommand: this process reaches b and opens the session's stream at once, on the relayed
+      // connection; its own upgrade runs meanwhile. The session then carries on across it.
+      const proxyCommand = `${a.exe} --config ${a.config} proxy --stdio b ssh --log-level info`
+      const ssh = a.host.spawn(
+        'ssh',
+        [...sshdB.sshArgs('b'), '-o', `ProxyCommand=${proxyCommand}`, 'b', 'cat'],
+        {
+          stdin: 'pipe',
+          env: a.env,
+          label: 'ssh-session',
+        },
+      )
+      ssh.stdin?.write('before-upgrade\n')
+      await ssh.waitForOutput(/^before-upgrade$/m, 30_000)
+      await ssh.waitForOutput(/"msg":"direct path up"/, DIRECT_WITHIN_MS + 20_000)
+      const opened = logLines(ssh, 'service stream opened')
+      assert.equal(opened.length, 1)
+      assert.match(String(opened[0]?.path), /^RELAYED via /, 'the session began on the relay')
+      const up = logLines(ssh, 'direct path up')[0]
+      assert.equal(up?.transport, 'webrtc')
+      assert.ok(Number(up?.timeToDirectMs) < DIRECT_WITHIN_MS, `direct after ${up?.timeToDirectMs} ms`)
+      ssh.stdin?.write('after-upgrade\n')
+      await ssh.waitForOutput(/^after-upgrade$/m, 30_000)
+      ssh.stdin?.end()
+      const { code } = await ssh.exited
+      assert.equal(code, 0, ssh.output())
+    })
+  })
+
+  it('a 100 MiB transfer started after the upgrade does not cross the relay', async (t) => {
+    await withLabLogs(t, lab, async () => {
+      const proxy = a.spawn(
+        ['proxy', 'b', 'ssh', '2222', '--config', a.config, '--log-level', 'info'],
+        'proxy-b',
+      )
+      try {
+        await proxy.waitForOutput(/forwarding 127\.0\.0\.1:2222/, 30_000)
+        await proxy.waitForOutput(/"msg":"direct path up"/, DIRECT_WITHIN_MS + 20_000)
+        const file = path.join(a.dir, 'payload')
+        await a.host.mustRun('sh', ['-c', `head -c ${100 * MiB} /dev/urandom > ${file}`])
+        const want = (await a.host.mustRun('sha256sum', [file])).stdout.split(' ')[0]
+        const before = await relayBytes()
+        const started = performance.now()
+        const r = await sshThrough(a.host, sshdB, 2222, 'sha256sum', file, 180_000)
+        const seconds = (performance.now() - started) / 1000
+        const crossed = (await relayBytes()) - before
+        assert.equal(r.code, 0, r.stderr)
+        assert.equal(r.stdout.split(' ')[0], want)
+        const streams = logLines(proxy, 'service stream opened')
+        assert.equal(streams.at(-1)?.path, 'DIRECT (webrtc)')
+        t.diagnostic(
+          `100 MiB over WebRTC in ${seconds.toFixed(1)} s (${(100 / seconds).toFixed(1)} MiB/s); relay port saw ${crossed} bytes meanwhile`,
+        )
+        // Relayed, it would be 200 MiB (in and out); keep-alives and pings are a few KiB.
+        assert.ok(crossed < 1 * MiB, `${crossed} bytes crossed the relay during the transfer`)
+      } finally {
+        await proxy.stop()
+      }
+    })
+  })
+
+  it('two nodes on one LAN go DIRECT over TCP between their private addresses, not through the relay', async (t) => {
+    await withLabLogs(t, lab, async () => {
+      await waitUntilReachable('a2')
+      const r = await a.host.run(
+        a.exe,
+        [
+          'ping',
+          'a2',
+          '--until-direct',
+          '--interval',
+          '500ms',
+          '--deadline',
+          '20s',
+          '--json',
+          '--config',
+          a.config,
+        ],
+        { env: a.env, timeoutMs: 60_000 },
+      )
+      assert.equal(r.code, 0, r.stderr)
+      const report = JSON.parse(r.stdout)
+      assert.equal(report.finalPath.type, 'DIRECT')
+      assert.equal(report.finalPath.transport, 'tcp')
+      t.diagnostic(
+        `ping a2: connected ${report.path.type} (${report.via}), then ${report.finalPath.remoteAddr}`,
+      )
+      assert.match(report.finalPath.remoteAddr, new RegExp(`^/ip4/${a2.host.ip.replaceAll('.', '\\.')}/tcp/`))
+
+      const proxy = a.spawn(
+        ['proxy', 'a2', 'ssh', '2223', '--config', a.config, '--log-level', 'info'],
+        'proxy-a2',
+      )
+      try {
+        await proxy.waitForOutput(/forwarding 127\.0\.0\.1:2223/, 30_000)
+        await proxy.waitForOutput(/"to":"DIRECT \(tcp\)"/, 20_000)
+        const file = path.join(a.dir, 'payload-lan')
+        await a.host.mustRun('sh', ['-c', `head -c ${20 * MiB} /dev/urandom > ${file}`])
+        const want = (await a.host.mustRun('sha256sum', [file])).stdout.split(' ')[0]
+        const before = await relayBytes()
+        const out = await sshThrough(a.host, sshdA2, 2223, 'sha256sum', file, 120_000)
+        const crossed = (await relayBytes()) - before
+        assert.equal(out.code, 0, out.stderr)
+        assert.equal(out.stdout.split(' ')[0], want)
+        assert.equal(logLines(proxy, 'service stream opened').at(-1)?.path, 'DIRECT (tcp)')
+        assert.ok(crossed < 1 * MiB, `${crossed} bytes crossed the relay during the LAN transfer`)
+      } finally {
+        await proxy.stop()
+      }
+    })
+  })
+})
+
+describe('the direct path with symmetric NAT', { skip, timeout: 600_000 }, () => {
+  let lab: Lab
+  let relay: LabRelay
+  let a: PeerupHost
+  let sshd: Sshd
+  let relayBytes: () => Promise<number>
+
+  before(async () => {
+    ensureBuilt()
+    lab = await createLab({ nat: 'symmetric', name: 'direct-symmetric' })
+    relay = await startLabRelay(lab)
+    relayBytes = await relayCounters(lab, relay.host.host)
+    const na = await initLabNode(lab, 'a', relay)
+    const nb = await initLabNode(lab, 'b', relay)
+    a = na.node
+    addNames(a, { b: nb.peerId })
+    await nb.node.peerup(['auth', 'add', na.peerId, '--comment', 'a', '--config', nb.node.config])
+    await nb.node.peerup(['service', 'add', 'ssh', '127.0.0.1:22', '--config', nb.node.config])
+    nb.node.spawn(['daemon', '--config', nb.node.config, '--log-level', 'info'], 'daemon-b')
+    sshd = await startSshd(nb.node.host, { port: 22 })
+  })
+
+  after(async () => {
+    await lab?.close()
+  })
+
+  it('the upgrade fails and is reported; proxied traffic keeps flowing through the relay', async (t) => {
+    await withLabLogs(t, lab, async () => {
+      const proxy = a.spawn(
+        ['proxy', 'b', 'ssh', '2222', '--config', a.config, '--log-level', 'info'],
+        'proxy-b',
+      )
+      try {
+        // b's reservation may take a moment: the proxy reaches b at start and exits if it cannot.
+        await proxy.waitForOutput(/forwarding 127\.0\.0\.1:2222/, 60_000)
+        const failed = await proxy.waitForOutput(
+          /"msg":"direct path failed; traffic stays on the relay".*/,
+          60_000,
+        )
+        t.diagnostic(`proxy: ${failed[0]}`)
+        assert.match(failed[0], /webrtc: /)
+        assert.match(failed[0], /"retryInMs":\d+/)
+
+        const file = path.join(a.dir, 'payload')
+        await a.host.mustRun('sh', ['-c', `head -c ${10 * MiB} /dev/urandom > ${file}`])
+        const want = (await a.host.mustRun('sha256sum', [file])).stdout.split(' ')[0]
+        const before = await relayBytes()
+        const r = await sshThrough(a.host, sshd, 2222, 'sha256sum', file, 120_000)
+        const crossed = (await relayBytes()) - before
+        assert.equal(r.code, 0, r.stderr)
+        assert.equal(r.stdout.split(' ')[0], want)
+        assert.match(String(logLines(proxy, 'service stream opened').at(-1)?.path), /^RELAYED via /)
+        // In and out of the relay: twice the payload at least.
+        assert.ok(crossed > 20 * MiB, `only ${crossed} bytes crossed the relay`)
+      } finally {
+        await proxy.stop()
+      }
+
+      const r = await a.host.run(
+        a.exe,
+        [
+          'ping',
+          'b',
+          '--until-direct',
+          '--interval',
+          '500ms',
+          '--deadline',
+          '40s',
+          '--json',
+          '--config',
+          a.config,
+        ],
+        { env: a.env, timeoutMs: 90_000 },
+      )
+      assert.equal(r.code, 1, `ping --until-direct should fail: ${r.stdout}${r.stderr}`)
+      t.diagnostic(`ping --until-direct: ${r.stderr.trim()}`)
+      assert.match(r.stderr, /no direct path to b: .*traffic stays RELAYED via /)
+      const report = JSON.parse(r.stdout)
+      assert.equal(report.finalPath.type, 'RELAYED')
+      assert.equal(report.upgrade.state, 'failed')
+      assert.ok(report.received > 0, 'pings kept being answered through the relay')
+    })
+  })
+})

@@ -1,0 +1,133 @@
+/**
+ * Running the built executable on lab hosts: a copy of dist/peerup per host with its own HOME, and
+ * the steps every end-to-end test takes — a relay set up and serving, nodes initialised against
+ * it, authorized on the relay and by each other.
+ */
+
+import { execFileSync } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import type { Lab, LabHost, LabProcess } from './lab.ts'
+
+/** The repository root. */
+export const ROOT = path.resolve(import.meta.dirname, '../..')
+
+/** The built single executable. */
+export const EXE = path.join(ROOT, 'dist', 'peerup')
+
+/** Builds dist/peerup when it is missing, so `npm run test:e2e` works on its own. */
+export function ensureBuilt(): void {
+  if (!fs.existsSync(EXE)) {
+    execFileSync(process.execPath, [path.join(ROOT, 'build.mjs')], { cwd: ROOT, stdio: 'inherit' })
+  }
+}
+
+/** One machine running peerup: its directory and a way to run the executable there. */
+export class PeerupHost {
+  readonly host: LabHost
+  readonly dir: string
+  readonly exe: string
+  readonly env: Record<string, string>
+
+  constructor(host: LabHost, lab: Lab) {
+    this.host = host
+    this.dir = path.join(lab.tmpDir, `peerup-${host.name}`)
+    this.exe = path.join(this.dir, 'peerup')
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 })
+    fs.copyFileSync(EXE, this.exe)
+    fs.chmodSync(this.exe, 0o755)
+    this.env = {
+      HOME: this.dir,
+      PEERUP_CACHE_DIR: path.join(lab.tmpDir, 'cache'),
+      PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
+    }
+  }
+
+  /** The node config written by `init --dir <dir>/node`. */
+  get config(): string {
+    return path.join(this.dir, 'node', 'config.yaml')
+  }
+
+  /** Runs peerup to completion; throws unless it exits 0. */
+  async peerup(args: string[], timeoutMs = 60_000): Promise<string> {
+    const r = await this.host.run(this.exe, args, { env: this.env, timeoutMs })
+    if (r.code !== 0) {
+      throw new Error(`${this.host.name}: peerup ${args.join(' ')} exited ${r.code}: ${r.stderr}`)
+    }
+    return r.stdout
+  }
+
+  /** Starts a long-running peerup (daemon, relay, proxy). */
+  spawn(args: string[], label: string): LabProcess {
+    return this.host.spawn(this.exe, args, { env: this.env, label })
+  }
+}
+
+/** A relay serving on `relay` (198.18.0.1, tcp 7777, STUN on udp 3478 unless `stun: false`). */
+export interface LabRelay {
+  host: PeerupHost
+  config: string
+  peerId: string
+  /** `/ip4/198.18.0.1/tcp/7777/p2p/<relay>` */
+  address: string
+  process: LabProcess
+  authorize(peerId: string): Promise<void>
+}
+
+/** Sets the relay up on the lab's `relay` host and starts it. */
+export async function startLabRelay(lab: Lab, options: { stun?: boolean } = {}): Promise<LabRelay> {
+  const host = new PeerupHost(lab.host('relay'), lab)
+  await host.peerup(['relay', 'setup', '--dir', path.join(host.dir, 'relay')])
+  const config = path.join(host.dir, 'relay', 'relay-server.yaml')
+  if (options.stun === false) {
+    fs.writeFileSync(
+      config,
+      fs.readFileSync(config, 'utf8').replace('stun:\n  enabled: true', 'stun:\n  enabled: false'),
+    )
+  }
+  const info = JSON.parse(await host.peerup(['relay', 'info', '--json', '--config', config]))
+  const address = `/ip4/${host.host.ip}/tcp/7777/p2p/${info.peerId}`
+  const proc = host.spawn(['relay', 'serve', '--config', config], 'relay')
+  await host.host.waitForPort(7777, { ip: host.host.ip, timeoutMs: 20_000 })
+  return {
+    host,
+    config,
+    peerId: info.peerId,
+    address,
+    process: proc,
+    authorize: async (peerId) => {
+      await host.peerup(['relay', 'authorize', peerId, '--config', config])
+    },
+  }
+}
+
+/** Initialises a node on `host` using `relay`, authorized there; returns it with its peer id. */
+export async function initLabNode(
+  lab: Lab,
+  name: string,
+  relay: LabRelay,
+): Promise<{ node: PeerupHost; peerId: string }> {
+  const node = new PeerupHost(lab.host(name), lab)
+  await node.peerup([
+    'init',
+    '--non-interactive',
+    '--relay',
+    relay.address,
+    '--dir',
+    path.join(node.dir, 'node'),
+  ])
+  const peerId = (await node.peerup(['whoami', '--config', node.config])).trim()
+  await relay.authorize(peerId)
+  return { node, peerId }
+}
+
+/** Adds `names:` entries to a node's config (the file `init` wrote has `names: {}`). */
+export function addNames(node: PeerupHost, names: Record<string, string>): void {
+  const entries = Object.entries(names)
+    .map(([n, id]) => `  ${n}: ${id}`)
+    .join('\n')
+  fs.writeFileSync(
+    node.config,
+    fs.readFileSync(node.config, 'utf8').replace('names: {}', `names:\n${entries}`),
+  )
+}
