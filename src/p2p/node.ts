@@ -134,7 +134,7 @@ export async function createPeerupNode(options: PeerupNodeOptions): Promise<Peer
  */
 export function webrtcTransport(iceServers: string[]): ReturnType<typeof webRTC> {
   return webRTC({
-    rtcConfiguration: () => ({ iceServers: iceServers.map((url) => ({ urls: [url] })) }),
+    rtcConfiguration: () => rtcConfigurationFor(iceServers),
     // As for yamux (src/proxy/constants.ts): several SSH sessions opened at once on a new
     // connection must not be refused as "early" streams.
     maxEarlyStreams: MAX_EARLY_STREAMS,
@@ -144,6 +144,15 @@ export function webrtcTransport(iceServers: string[]): ReturnType<typeof webRTC>
       Parameters<typeof webRTC>[0]
     >['dataChannel'],
   })
+}
+
+/**
+ * The RTCPeerConnection configuration for `iceServers`: a new object each time, with `iceServers`
+ * always present (`getRtcConfiguration()` in @libp2p/webrtc 6 fills a missing one with public
+ * servers, and writes into the object it is given).
+ */
+export function rtcConfigurationFor(iceServers: string[]): { iceServers: Array<{ urls: string[] }> } {
+  return { iceServers: iceServers.map((url) => ({ urls: [url] })) }
 }
 
 /**

@@ -29,7 +29,10 @@ export const WEBRTC_SIGNALING_PROTOCOL = '/webrtc-signaling/0.0.1'
 /** Bound of the TCP attempt: a LAN answers in milliseconds; a filtered address never does. */
 export const DIRECT_TCP_TIMEOUT_MS = 3_000
 
-/** Bound of the WebRTC attempt: signalling, ICE (with STUN), DTLS and SCTP; 145 ms on loopback. */
+/**
+ * Bound of the WebRTC attempt: signalling, ICE (with STUN), DTLS and SCTP; 0.1–1.1 s in the NAT lab.
+ * libp2p's dial queue cuts each address at 6 s (its `addressDialTimeout`) before this fires.
+ */
 export const DIRECT_WEBRTC_TIMEOUT_MS = 15_000
 
 /** First wait before trying again after a failure; doubles each time. */

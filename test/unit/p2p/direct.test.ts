@@ -8,12 +8,24 @@ import type os from 'node:os'
 import { describe, it } from 'node:test'
 import type { Connection } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
-import { iceServersFor } from '../../../src/p2p/node.ts'
+import { iceServersFor, rtcConfigurationFor } from '../../../src/p2p/node.ts'
 import { bestConnection, classifyConnection } from '../../../src/p2p/path.ts'
 import { lanTcpAddresses, webrtcAddressVia } from '../../../src/p2p/upgrade.ts'
 
 const RELAY = '12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN'
 const PEER = '12D3KooWNDrdH7S8uBZXesopGFvkjS8bDixdZbY8dzgEzzyqWk65'
+
+describe('rtcConfigurationFor', () => {
+  it('always sets iceServers, so @libp2p/webrtc adds no public STUN servers, and never shares an object', () => {
+    const none = rtcConfigurationFor([])
+    assert.ok('iceServers' in none)
+    assert.deepEqual(none.iceServers, [])
+    assert.deepEqual(rtcConfigurationFor(['stun:198.18.0.1:3478']), {
+      iceServers: [{ urls: ['stun:198.18.0.1:3478'] }],
+    })
+    assert.notEqual(rtcConfigurationFor([]), rtcConfigurationFor([]))
+  })
+})
 
 describe('iceServersFor', () => {
   it('asks each relay host on the STUN port, never anyone else', () => {
