@@ -27,6 +27,8 @@ const seaConfigFile = path.join(buildDir, 'sea-config.json')
 const exeFile = path.join(distDir, 'peerup')
 // Must match DATACHANNEL_ADDON in src/native/datachannel.ts.
 const DATACHANNEL_ASSET = 'node_datachannel.node'
+// node-unix-socket's addon: Unix datagram sockets, for sd_notify (src/daemon/notify.ts).
+const UNIX_SOCKET_ASSET = 'node_unix_socket.node'
 const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2'
 // Measured: the V8 code cache cut `--version` from 0.10 s to 0.07 s and `debug selftest` from 0.125 s to
 // 0.10 s; with the whole libp2p stack imported eagerly, a cold start went from 0.17 s to 0.10 s. The
@@ -49,6 +51,8 @@ if (!fs.existsSync(entry)) {
 
 const addon = resolveDatachannelAddon()
 const addonSha256 = createHash('sha256').update(fs.readFileSync(addon)).digest('hex')
+const unixSocketAddon = resolveUnixSocketAddon()
+const unixSocketSha256 = createHash('sha256').update(fs.readFileSync(unixSocketAddon)).digest('hex')
 const info = {
   version: JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).version,
   commit: gitCommit(),
@@ -60,6 +64,7 @@ fs.mkdirSync(distDir, { recursive: true })
 
 // 1. Bundle. In a SEA `require()` reaches only built-in modules, so everything else goes in.
 let loaderReplacements = 0
+let unixSocketReplacements = 0
 const result = await esbuild
   .build({
     entryPoints: [entry],
@@ -87,7 +92,10 @@ const result = await esbuild
       __PEERUP_VERSION__: JSON.stringify(info.version),
       __PEERUP_COMMIT__: JSON.stringify(info.commit),
       __PEERUP_BUILD_DATE__: JSON.stringify(info.buildDate),
-      __PEERUP_NATIVE_ASSETS__: JSON.stringify({ [DATACHANNEL_ASSET]: addonSha256 }),
+      __PEERUP_NATIVE_ASSETS__: JSON.stringify({
+        [DATACHANNEL_ASSET]: addonSha256,
+        [UNIX_SOCKET_ASSET]: unixSocketSha256,
+      }),
     },
     plugins: [
       {
@@ -114,6 +122,24 @@ const result = await esbuild
           )
         },
       },
+      {
+        // node-unix-socket (napi-rs) picks its addon with a require() per platform package; replace
+        // that one module with the SEA asset loader, like node-datachannel's above.
+        name: 'embed-node-unix-socket-addon',
+        setup(build) {
+          const loaderTs = path.join(root, 'src/native/addon.ts')
+          build.onLoad({ filter: /[\\/]node-unix-socket[\\/]js[\\/]addon\.js$/ }, () => {
+            unixSocketReplacements++
+            return {
+              contents:
+                `const { loadEmbeddedAddon } = require(${JSON.stringify(loaderTs)})\n` +
+                `module.exports = loadEmbeddedAddon(${JSON.stringify(UNIX_SOCKET_ASSET)})\n`,
+              loader: 'js',
+              resolveDir: root,
+            }
+          })
+        },
+      },
     ],
   })
   .catch(() => fail('esbuild failed (errors above)'))
@@ -129,7 +155,10 @@ fs.writeFileSync(
       output: path.relative(root, blobFile),
       disableExperimentalSEAWarning: true,
       useCodeCache: USE_CODE_CACHE,
-      assets: { [DATACHANNEL_ASSET]: path.relative(root, addon) },
+      assets: {
+        [DATACHANNEL_ASSET]: path.relative(root, addon),
+        [UNIX_SOCKET_ASSET]: path.relative(root, unixSocketAddon),
+      },
       // V8's default young generation (semi-spaces up to 16 MB each) lets a relay or daemon moving
       // 40-60 MB/s leave 60-100 MB of dead buffers between scavenges, and glibc keeps those pages
       // after GC: a relay peaked at 229 MB RSS relaying 1 GiB through SSH. 2 MB semi-spaces keep
@@ -213,6 +242,26 @@ function resolveDatachannelAddon() {
   }
 }
 
+// node-unix-socket's prebuilt addon for this platform (its optional dependency), as its js/addon.js
+// would pick it.
+function resolveUnixSocketAddon() {
+  const fromPkg = createRequire(require.resolve('node-unix-socket'))
+  const { platform, arch } = process
+  let suffix = `${platform}-${arch}`
+  if (platform === 'linux') {
+    const musl = !process.report?.getReport()?.header?.glibcVersionRuntime
+    suffix += musl ? '-musl' : '-gnu'
+  }
+  const pkg = `node-unix-socket-${suffix}`
+  try {
+    return fromPkg.resolve(`${pkg}/node-unix-socket.${suffix}.node`)
+  } catch (err) {
+    fail(
+      `cannot find node-unix-socket's addon package ${pkg} (optional dependencies not installed?): ${err.message}`,
+    )
+  }
+}
+
 function gitCommit() {
   const git = (...args) =>
     execFileSync('git', args, { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
@@ -256,6 +305,11 @@ function checkBundle(metafile) {
   const reactNative = inputs.filter((input) => input.includes('react-native'))
   if (reactNative.length > 0) {
     fail(`bundle pulled in react-native code: ${reactNative.join(', ')}`)
+  }
+  if (inputs.some((input) => /[\\/]node-unix-socket[\\/]/.test(input)) && unixSocketReplacements === 0) {
+    fail(
+      "node-unix-socket is bundled but its addon loader was not replaced: did the package's layout change?",
+    )
   }
   const usesDatachannel = inputs.some((input) => /[\\/]node-datachannel[\\/]/.test(input))
   if (usesDatachannel && loaderReplacements === 0) {

@@ -26,6 +26,8 @@ export interface Env {
   noColor: boolean
   /** `NOTIFY_SOCKET`: systemd's notification socket, when run as a `Type=notify` service. */
   notifySocket: string | undefined
+  /** `WATCHDOG_USEC`, when `WATCHDOG_PID` is unset or this process: systemd's watchdog period in µs. */
+  watchdogUsec: number | undefined
 }
 
 /** Reads {@link Env} from a process environment (by default the real one). */
@@ -44,7 +46,18 @@ export function readEnv(vars: NodeJS.ProcessEnv = process.env): Env {
     cacheDir,
     noColor: vars.NO_COLOR !== undefined && vars.NO_COLOR !== '',
     notifySocket: nonEmpty(vars.NOTIFY_SOCKET),
+    watchdogUsec: watchdog(vars),
   }
+}
+
+// sd_watchdog_enabled(3): the watchdog is ours only when WATCHDOG_PID is unset or names us.
+function watchdog(vars: NodeJS.ProcessEnv): number | undefined {
+  const usec = Number(nonEmpty(vars.WATCHDOG_USEC))
+  const pid = nonEmpty(vars.WATCHDOG_PID)
+  if (!Number.isInteger(usec) || usec <= 0 || (pid !== undefined && Number(pid) !== process.pid)) {
+    return undefined
+  }
+  return usec
 }
 
 // os.homedir() throws when HOME is unset and the uid has no passwd entry (`docker run --user 65533`);

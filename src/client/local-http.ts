@@ -94,9 +94,14 @@ export class LocalHttpClient {
     return unwrap<T>(res.statusCode ?? 0, text, this.#options.what)
   }
 
-  /** Opens an NDJSON stream and yields each line, parsed, until the signal fires or the server ends it. */
-  async *lines<T>(path: string, signal?: AbortSignal): AsyncGenerator<T> {
-    const res = await this.#send('GET', path, undefined, signal)
+  /** Sends a request answered with NDJSON and yields each line, parsed, until the signal fires or the stream ends. */
+  async *lines<T>(
+    method: 'GET' | 'POST',
+    path: string,
+    body?: unknown,
+    signal?: AbortSignal,
+  ): AsyncGenerator<T> {
+    const res = await this.#send(method, path, body, signal)
     if (res.statusCode !== 200) {
       unwrap(res.statusCode ?? 0, await readAll(res), this.#options.what)
     }

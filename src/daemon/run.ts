@@ -1,15 +1,39 @@
 /**
- * `runDaemon()`: the long-running agent in the foreground. It assembles the node runtime with
- * the config's services, keeps relay reservations, reloads authorized_keys when it changes (or on
- * SIGHUP), and stops in reverse order when its signal fires.
+ * `runDaemon()`: the long-running agent in the foreground. In order: claim the local API socket
+ * (so a second daemon on the same config stops before it touches the network), start the node
+ * with its services and reservations, serve the API, write the cookie, tell systemd READY. It
+ * follows authorized_keys and the names in config.yaml as they change, pings systemd's watchdog
+ * while its health checks pass, and stops in reverse order when its signal fires or a client asks
+ * (`POST /v1/shutdown`).
  *
  * @packageDocumentation
  */
 
-import { resolveIn } from '../config/load.ts'
+import * as path from 'node:path'
+import { removeCookie, writeCookie } from '../auth/cookie.ts'
+import { socketAnswers } from '../client/probe.ts'
+import { loadNodeConfig, resolveIn } from '../config/load.ts'
+import { NODE_FILES } from '../config/paths.ts'
+import { type Env, readEnv } from '../env.ts'
 import type { Logger } from '../log/index.ts'
 import { startNodeRuntime } from '../p2p/runtime.ts'
+import { createLocalApiServer, type Route, type UpgradeRoute } from '../util/local-api.ts'
+import { listenOnSocket } from '../util/socket.ts'
 import { watchFile } from '../util/watch.ts'
+import { VERSION } from '../version.ts'
+import { DaemonEvents } from './events.ts'
+import { createNotifier } from './notify.ts'
+import { ProxyManager } from './proxies.ts'
+import { daemonRoutes, statusOf } from './server.ts'
+
+/** What a started daemon tells its caller. */
+export interface DaemonReady {
+  peerId: string
+  socketPath: string
+  cookieFile: string
+  addresses: string[]
+  services: string[]
+}
 
 /** Options of {@link runDaemon}. */
 export interface DaemonOptions {
@@ -17,47 +41,161 @@ export interface DaemonOptions {
   log: Logger
   /** Stops the daemon when aborted (the CLI's first SIGINT/SIGTERM). */
   signal: AbortSignal
-  /** Called once the node is up, with what a person needs to know. */
-  onReady?: (info: { peerId: string; addresses: string[]; services: string[] }) => void
+  /** For NOTIFY_SOCKET and WATCHDOG_USEC; the process environment by default. */
+  env?: Env
+  /** Called once the daemon serves its API. */
+  onReady?: (info: DaemonReady) => void
 }
 
-/** Runs the daemon until `signal` fires. */
+/** Runs the daemon until `signal` fires or a client asks it to stop. */
 export async function runDaemon(options: DaemonOptions): Promise<void> {
   const { log } = options
-  const rt = await startNodeRuntime({ configFile: options.configFile, log, exposeServices: true })
-  const reload = (why: string): void => {
-    rt.reloadAuthorized()
-      .then(({ added, removed }) => {
-        if (added.length > 0 || removed.length > 0 || why === 'SIGHUP') {
-          log.info('authorized_keys reloaded', { why, added: added.length, removed: removed.length })
-        }
-      })
-      .catch((err: unknown) =>
-        log.error('authorized_keys reload failed; keeping the previous set', { error: err as Error }),
-      )
-  }
-  // `peerup auth add|remove` (and any editor) rewrite the file: the daemon follows at once, and a
-  // revoked peer's connections are closed by the runtime's change listener.
-  const watcher = watchFile(resolveIn(rt.dir, rt.config.security.authorized_keys_file), () =>
-    reload('file changed'),
-  )
-  const onHup = (): void => reload('SIGHUP')
-  process.on('SIGHUP', onHup)
-  try {
-    const services = Object.entries(rt.config.services)
-      .filter(([, s]) => s.enabled)
-      .map(([n]) => n)
-    log.info('daemon started', { peer: rt.peerId, services: services.join(',') })
-    options.onReady?.({ peerId: rt.peerId, addresses: rt.node.getMultiaddrs().map(String), services })
-    if (!options.signal.aborted) {
-      await new Promise<void>((resolve) =>
-        options.signal.addEventListener('abort', () => resolve(), { once: true }),
-      )
+  const env = options.env ?? readEnv()
+  const { dir } = await loadNodeConfig(options.configFile)
+  const socketPath = path.join(dir, NODE_FILES.socket)
+  const cookieFile = path.join(dir, NODE_FILES.cookie)
+  const stopping = new AbortController()
+  const stop = AbortSignal.any([options.signal, stopping.signal])
+  const cleanups: Array<() => Promise<void> | void> = []
+  const cleanup = async (): Promise<void> => {
+    for (const fn of cleanups.splice(0).reverse()) {
+      try {
+        await fn()
+      } catch (err) {
+        log.warn('cleanup step failed', { error: err as Error })
+      }
     }
-    log.info('daemon stopping')
+  }
+
+  // Routes are filled in once the node runs; until the cookie exists every request is refused.
+  const routes: Route[] = []
+  const upgrades: UpgradeRoute[] = []
+  let cookie: string | undefined
+  const server = createLocalApiServer({
+    routes,
+    upgrades,
+    cookie: () => cookie,
+    version: VERSION,
+    statusOf,
+    onAccess: (a) => log.debug('api request', { method: a.method, path: a.route, status: a.status }),
+  })
+  const notifier = await createNotifier(env.notifySocket, log.child('notify'))
+  cleanups.push(() => notifier.close())
+  // Cleanups run in reverse: listeners and proxies, libp2p, the socket, then the cookie. The cookie
+  // is removed only once ours: a second daemon refused at the socket must not delete the first's.
+  let cookieWritten = false
+  cleanups.push(async () => {
+    if (cookieWritten) {
+      await removeCookie(cookieFile)
+    }
+  })
+  try {
+    const closeSocket = await listenOnSocket(server, socketPath, { what: 'a peerup daemon' })
+    cleanups.push(async () => {
+      const closing = closeSocket()
+      // Event streams and keep-alive connections would hold close() open forever.
+      server.closeAllConnections()
+      await closing
+    })
+
+    const rt = await startNodeRuntime({ configFile: options.configFile, log, exposeServices: true })
+    cleanups.push(() => rt.stop())
+    const events = new DaemonEvents(rt)
+    events.start()
+    cleanups.push(() => events.stop())
+    const proxies = new ProxyManager(rt, log.child('proxies'))
+    cleanups.push(() => proxies.closeAll())
+    cleanups.push(() => {
+      // No new API connections; watchers learn we stop and their streams end.
+      server.close()
+      events.publish({ type: 'stopping', time: new Date().toISOString() })
+    })
+
+    // `peerup auth add|remove` (and any editor) rewrite authorized_keys: the daemon follows at once,
+    // and the runtime's change listener closes a revoked peer's connections.
+    const reloadAuth = (why: string): void => {
+      rt.reloadAuthorized()
+        .then(({ added, removed }) => {
+          if (added.length > 0 || removed.length > 0 || why === 'SIGHUP') {
+            log.info('authorized_keys reloaded', { why, added: added.length, removed: removed.length })
+          }
+        })
+        .catch((err: unknown) =>
+          log.error('authorized_keys reload failed; keeping the previous set', { error: err as Error }),
+        )
+    }
+    const keysWatch = watchFile(resolveIn(rt.dir, rt.config.security.authorized_keys_file), () =>
+      reloadAuth('file changed'),
+    )
+    cleanups.push(() => keysWatch.close())
+    // Names (added by `auth add --name`, pairing) apply at once; the rest of config.yaml at restart.
+    const configWatch = watchFile(rt.configFile, () => {
+      loadNodeConfig(rt.configFile)
+        .then(({ config }) => {
+          rt.config.names = config.names
+        })
+        .catch((err: unknown) =>
+          log.warn('config.yaml changed but does not load; names kept', { error: err as Error }),
+        )
+    })
+    cleanups.push(() => configWatch.close())
+    const onHup = (): void => reloadAuth('SIGHUP')
+    process.on('SIGHUP', onHup)
+    cleanups.push(() => {
+      process.off('SIGHUP', onHup)
+    })
+
+    const started = daemonRoutes({
+      rt,
+      proxies,
+      events,
+      log,
+      startedAt: new Date(),
+      shutdown: () => stopping.abort(new Error('shutdown requested through the API')),
+    })
+    routes.push(...started.routes)
+    upgrades.push(...started.upgrades)
+    // Written after the socket is secured and the API serves (ADR-F02); rotated at every start.
+    cookie = await writeCookie(cookieFile)
+    cookieWritten = true
+
+    const services = rt.services.list().map((s) => s.name)
+    log.info('daemon started', { peer: rt.peerId, socket: socketPath, services: services.join(',') })
+    await notifier.notify(`READY=1\nSTATUS=serving ${services.length} services as ${rt.peerId}`)
+
+    if (notifier.enabled && env.watchdogUsec !== undefined) {
+      const everyMs = Math.max(Math.floor(env.watchdogUsec / 2000), 100)
+      const healthy = async (): Promise<boolean> => {
+        const relays = rt.supervisor.status()
+        return (
+          rt.node.status === 'started' &&
+          (relays.length === 0 || relays.some((r) => r.reserved)) &&
+          (await socketAnswers(socketPath))
+        )
+      }
+      const timer = setInterval(() => {
+        healthy()
+          .then((ok) =>
+            ok ? notifier.notify('WATCHDOG=1') : log.warn('health check failed: no watchdog ping'),
+          )
+          .catch(() => {})
+      }, everyMs)
+      cleanups.push(() => clearInterval(timer))
+    }
+
+    options.onReady?.({
+      peerId: rt.peerId,
+      socketPath,
+      cookieFile,
+      addresses: rt.node.getMultiaddrs().map(String),
+      services,
+    })
+    if (!stop.aborted) {
+      await new Promise<void>((resolve) => stop.addEventListener('abort', () => resolve(), { once: true }))
+    }
+    log.info('daemon stopping', { why: (stop.reason as Error | undefined)?.message })
+    await notifier.notify('STOPPING=1')
   } finally {
-    process.off('SIGHUP', onHup)
-    watcher.close()
-    await rt.stop()
+    await cleanup()
   }
 }

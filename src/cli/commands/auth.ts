@@ -11,13 +11,14 @@ import {
   removeAuthorizedPeer,
   validateAuthorizedKeysFile,
 } from '../../auth/ops.ts'
+import { isDaemonAbsent, LocalClient } from '../../client/local.ts'
 import { resolveIn } from '../../config/load.ts'
 import { checkPeerName, setPeerName } from '../../config/ops.ts'
 import type { NodeConfig } from '../../config/schema.ts'
 import { ConflictError, PeerupError } from '../../errors.ts'
 import type { CliContext } from '../context.ts'
 import { loadNode } from '../load.ts'
-import { emit, table } from '../output.ts'
+import { emit, note, table } from '../output.ts'
 import { globalOpts, withCommonOptions } from '../program.ts'
 
 function authorizedKeysFile(dir: string, config: NodeConfig): string {
@@ -79,9 +80,22 @@ export function registerAuth(program: Command, ctx: CliContext): void {
     auth.command('remove').description('revoke a peer').argument('<peer>', 'peer id or a name from names:'),
   ).action(async (peer: string, _flags: object, cmd: Command) => {
     const opts = globalOpts(cmd)
-    const { dir, config } = await loadNode(ctx, opts)
-    const removed = await removeAuthorizedPeer(authorizedKeysFile(dir, config), peerArg(config, peer))
-    emit(ctx, opts, removed, (p) => `revoked ${p.peerId}`)
+    const { dir, config, file } = await loadNode(ctx, opts)
+    const id = peerArg(config, peer)
+    // A running daemon revokes it itself: the file is edited and the peer's connections are closed
+    // before the answer comes back. Without one, the file is all there is.
+    const client = new LocalClient({ configFile: file, warn: (m) => note(ctx, m) })
+    try {
+      const r = await client.authRemove(id)
+      emit(ctx, opts, r, (p) => `revoked ${p.peerId}; the daemon closed ${p.closedConnections} connection(s)`)
+      return
+    } catch (err) {
+      if (!isDaemonAbsent(err)) {
+        throw err
+      }
+    }
+    const removed = await removeAuthorizedPeer(authorizedKeysFile(dir, config), id)
+    emit(ctx, opts, { ...removed, closedConnections: 0 }, (p) => `revoked ${p.peerId}`)
   })
 
   withCommonOptions(auth.command('list').description('list authorized peers and their attributes')).action(

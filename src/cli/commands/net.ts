@@ -1,13 +1,16 @@
 /**
- * `peerup ping|traceroute|proxy|ssh`: reaching peers. Each runs a short-lived node of its own
- * (the daemon issue adds the fast path through a running daemon). The network code is loaded
- * with a dynamic import so offline commands never load libp2p.
+ * `peerup ping|traceroute|proxy|ssh`: reaching peers. With a daemon running on the same config,
+ * each goes through the daemon's node (no node start, no DHT warm-up, its warm connections);
+ * otherwise, or with `--no-daemon`, it runs a short-lived node of its own. The network code is
+ * loaded with a dynamic import so offline commands never load libp2p.
  *
  * @packageDocumentation
  */
 
 import { spawn } from 'node:child_process'
 import type { Command } from 'commander'
+import type { ApiPath, PingPathChange, PingReply, PingResponse } from '../../api/index.ts'
+import { ApiResponseError, isDaemonAbsent, LocalClient } from '../../client/local.ts'
 import { parseDurationMs } from '../../config/units.ts'
 import { ExitStatus, UsageError } from '../../errors.ts'
 import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
@@ -52,6 +55,72 @@ async function withNode<T>(
   }
 }
 
+/**
+ * Runs `daemon` with a client of the daemon serving this config, or `node` with a short-lived node
+ * of our own when no daemon runs (or `--no-daemon`).
+ */
+async function withDaemonOrNode<T>(
+  ctx: CliContext,
+  opts: GlobalOptions & { logLevel?: string; daemon?: boolean },
+  daemon: (client: LocalClient) => Promise<T>,
+  node: (rt: NodeRuntime) => Promise<T>,
+): Promise<T> {
+  if (opts.daemon !== false) {
+    const client = new LocalClient({
+      configFile: await nodeConfigFile(ctx, opts),
+      warn: (message) => note(ctx, message),
+    })
+    try {
+      return await daemon(client)
+    } catch (err) {
+      if (!isDaemonAbsent(err)) {
+        throw err
+      }
+    }
+  }
+  return withNode(ctx, opts, node)
+}
+
+/** The callbacks of a ping, the same whether the daemon or our own node pings. */
+interface PingCallbacks {
+  onConnected: (path: ApiPath, via: string, ms: number) => void
+  onReply: (reply: PingReply) => void
+  onPathChange: (change: PingPathChange) => void
+}
+
+/** Pings through the daemon, replies streamed as they come. */
+async function pingViaDaemon(
+  client: LocalClient,
+  req: { peer: string; count: number; intervalMs: number; untilDirect: boolean; deadlineMs?: number },
+  cb: PingCallbacks,
+  signal: AbortSignal,
+): Promise<PingResponse> {
+  for await (const line of client.pingStream(req, signal)) {
+    if (line.type === 'connected') {
+      cb.onConnected(line.path, line.via, line.connectMs)
+    } else if (line.type === 'reply') {
+      cb.onReply(line.reply)
+    } else if (line.type === 'path-changed') {
+      cb.onPathChange(line.change)
+    } else if (line.type === 'done') {
+      return line.report
+    } else if (line.type === 'error') {
+      throw new ApiResponseError(line.status, line.error, line.hint === undefined ? {} : { hint: line.hint })
+    }
+  }
+  // The stream ended without a report: Ctrl+C (the request was closed), or the daemon stopped.
+  signal.throwIfAborted()
+  throw new ApiResponseError(502, 'the daemon stopped while pinging')
+}
+
+const NO_DAEMON_HELP = 'run a node of its own even when a daemon runs'
+
+/** The names of this node's config, for rendering paths (the relay's name, say). */
+async function loadNames(ctx: CliContext, opts: GlobalOptions): Promise<Record<string, string>> {
+  const { loadNode } = await import('../load.ts')
+  return (await loadNode(ctx, opts)).config.names
+}
+
 function parsePort(text: string): { host: string; port: number } {
   const m = /^(?:(\[[^\]]+\]|[^:]+):)?(\d{1,5})$/.exec(text)
   const port = Number(m?.[2])
@@ -82,6 +151,7 @@ export function registerNet(program: Command, ctx: CliContext): void {
         'keep pinging until the path is DIRECT; exit 1 if the upgrade fails or the deadline passes',
       )
       .option('-w, --deadline <duration>', 'stop after this long (default with --until-direct: 30s)')
+      .option('--no-daemon', NO_DAEMON_HELP)
       .option('--log-level <level>', LOG_LEVEL_HELP),
   ).action(async (peer: string, _flags: object, cmd: Command) => {
     const opts = globalOpts<{
@@ -90,6 +160,7 @@ export function registerNet(program: Command, ctx: CliContext): void {
       untilDirect?: boolean
       deadline?: string
       logLevel?: string
+      daemon?: boolean
     }>(cmd)
     const count = Number(opts.count)
     const intervalMs = parseDurationMs(opts.interval)
@@ -112,44 +183,61 @@ export function registerNet(program: Command, ctx: CliContext): void {
       })
     }
     const human = opts.json !== true
-    const report = await withNode(ctx, opts, async (rt) => {
-      const { pingPeer } = await loadDiagnostics()
-      const { describePath } = await loadPath()
-      const names = rt.config.names
-      return pingPeer(rt, peer, {
-        count,
-        intervalMs,
-        signal: ctx.signal,
-        untilDirect,
-        ...(deadlineMs === undefined ? {} : { deadlineMs }),
-        onConnected: (path, via, ms) => {
-          if (human) {
-            ctx.stdout.write(
-              `PING ${peer}: ${describePath(path, names)}, connected in ${ms.toFixed(0)} ms (${via})\n`,
-            )
-          }
-          if (untilDirect && path.type !== 'DIRECT') {
-            note(ctx, `waiting for a direct path to ${peer}…`)
-          }
-        },
-        onPathChange: (c) => {
-          if (human) {
-            ctx.stdout.write(
-              `path changed: ${describePath(c.from, names)} → ${describePath(c.to, names)} after ${(c.afterMs / 1000).toFixed(1)} s\n`,
-            )
-          }
-        },
-        onReply: (r) => {
-          if (human) {
-            ctx.stdout.write(
-              r.rttMs === undefined
-                ? `seq=${r.seq} error: ${r.error} path=${describePath(r.path, names)}\n`
-                : `seq=${r.seq} rtt=${r.rttMs.toFixed(1)} ms path=${describePath(r.path, names)}\n`,
-            )
-          }
-        },
-      })
-    })
+    const { describePath } = await loadPath()
+    let names: Record<string, string> = {}
+    const callbacks: PingCallbacks = {
+      onConnected: (path, via, ms) => {
+        if (human) {
+          ctx.stdout.write(
+            `PING ${peer}: ${describePath(path, names)}, connected in ${ms.toFixed(0)} ms (${via})\n`,
+          )
+        }
+        if (untilDirect && path.type !== 'DIRECT') {
+          note(ctx, `waiting for a direct path to ${peer}…`)
+        }
+      },
+      onPathChange: (c) => {
+        if (human) {
+          ctx.stdout.write(
+            `path changed: ${describePath(c.from, names)} → ${describePath(c.to, names)} after ${(c.afterMs / 1000).toFixed(1)} s\n`,
+          )
+        }
+      },
+      onReply: (r) => {
+        if (human) {
+          ctx.stdout.write(
+            r.rttMs === undefined
+              ? `seq=${r.seq} error: ${r.error} path=${describePath(r.path, names)}\n`
+              : `seq=${r.seq} rtt=${r.rttMs.toFixed(1)} ms path=${describePath(r.path, names)}\n`,
+          )
+        }
+      },
+    }
+    const report: PingResponse = await withDaemonOrNode(
+      ctx,
+      opts,
+      async (client) => {
+        names = await loadNames(ctx, opts)
+        return pingViaDaemon(
+          client,
+          { peer, count, intervalMs, untilDirect, ...(deadlineMs === undefined ? {} : { deadlineMs }) },
+          callbacks,
+          ctx.signal,
+        )
+      },
+      async (rt) => {
+        names = rt.config.names
+        const { pingPeer } = await loadDiagnostics()
+        return pingPeer(rt, peer, {
+          count,
+          intervalMs,
+          signal: ctx.signal,
+          untilDirect,
+          ...(deadlineMs === undefined ? {} : { deadlineMs }),
+          ...callbacks,
+        })
+      },
+    )
     emit(ctx, opts, report, (r) => {
       const loss = r.sent === 0 ? 0 : Math.round(((r.sent - r.received) / r.sent) * 100)
       const stats =
@@ -163,7 +251,6 @@ export function registerNet(program: Command, ctx: CliContext): void {
       throw new errors.PeerUnreachableError(`no answer from ${peer}`)
     }
     if (untilDirect && report.finalPath.type !== 'DIRECT') {
-      const { describePath } = await loadPath()
       const u = report.upgrade
       const why =
         u?.state === 'failed' || u?.state === 'unavailable'
@@ -183,11 +270,15 @@ export function registerNet(program: Command, ctx: CliContext): void {
       .command('traceroute')
       .description('the path to a peer hop by hop (relay, peer) with round-trip times')
       .argument('<peer>', 'a name from names: or a peer id')
+      .option('--no-daemon', NO_DAEMON_HELP)
       .option('--log-level <level>', LOG_LEVEL_HELP),
   ).action(async (peer: string, _flags: object, cmd: Command) => {
-    const opts = globalOpts<{ logLevel?: string }>(cmd)
-    const report = await withNode(ctx, opts, async (rt) =>
-      (await loadDiagnostics()).traceroutePeer(rt, peer, ctx.signal),
+    const opts = globalOpts<{ logLevel?: string; daemon?: boolean }>(cmd)
+    const report = await withDaemonOrNode(
+      ctx,
+      opts,
+      (client) => client.traceroute(peer, ctx.signal),
+      async (rt) => (await loadDiagnostics()).traceroutePeer(rt, peer, ctx.signal),
     )
     emit(ctx, opts, report, (r) =>
       [
@@ -215,28 +306,52 @@ export function registerNet(program: Command, ctx: CliContext): void {
       .argument('<service>', 'the service name on that peer, like ssh')
       .argument('[listen]', '[host:]port to listen on (default host 127.0.0.1); not with --stdio')
       .option('--stdio', 'proxy one connection over stdin/stdout (an ssh ProxyCommand)')
+      .option('--no-daemon', NO_DAEMON_HELP)
       .option('--log-level <level>', LOG_LEVEL_HELP),
   ).action(
     async (peer: string, service: string, listen: string | undefined, _flags: object, cmd: Command) => {
-      const opts = globalOpts<{ stdio?: boolean; logLevel?: string }>(cmd)
+      const opts = globalOpts<{ stdio?: boolean; logLevel?: string; daemon?: boolean }>(cmd)
       if (opts.stdio === true) {
         if (listen !== undefined) {
           throw new UsageError('--stdio takes no listen address', {
             hint: `peerup proxy --stdio ${peer} ${service}`,
           })
         }
-        await withNode(ctx, opts, async (rt) => {
-          const { proxyStdio } = await loadStdioProxy()
-          const { stream } = await rt.openService(peer, service, { signal: ctx.signal })
-          const result = await proxyStdio(stream, {
-            stdin: ctx.stdin,
-            stdout: ctx.stdout,
-            log: createLogger('proxy'),
-          })
-          if (result.reset && result.error !== undefined) {
-            throw result.error
-          }
-        })
+        await withDaemonOrNode(
+          ctx,
+          opts,
+          async (client) => {
+            const { socket, head } = await client.dial(peer, service, ctx.signal)
+            const { splice } = await import('../../client/splice.ts')
+            const result = await splice(
+              {
+                readable: ctx.stdin,
+                writable: ctx.stdout,
+                reset: () => {
+                  ctx.stdin.destroy()
+                  ctx.stdout.destroy()
+                },
+              },
+              socket,
+              head,
+            )
+            if (result.reset && result.error !== undefined) {
+              throw result.error
+            }
+          },
+          async (rt) => {
+            const { proxyStdio } = await loadStdioProxy()
+            const { stream } = await rt.openService(peer, service, { signal: ctx.signal })
+            const result = await proxyStdio(stream, {
+              stdin: ctx.stdin,
+              stdout: ctx.stdout,
+              log: createLogger('proxy'),
+            })
+            if (result.reset && result.error !== undefined) {
+              throw result.error
+            }
+          },
+        )
         return
       }
       if (listen === undefined) {
@@ -245,29 +360,62 @@ export function registerNet(program: Command, ctx: CliContext): void {
         })
       }
       const { host, port } = parsePort(listen)
-      await withNode(ctx, opts, async (rt) => {
-        const { startProxyListener } = await loadProxyListener()
-        const { describePath } = await loadPath()
-        // Reach the peer once up front: a wrong name or a refusal is reported now, not at the first connection.
-        const reached = await rt.reach(peer, ctx.signal)
-        const listener = await startProxyListener({
-          host,
-          port,
-          log: createLogger('proxy'),
-          openStream: async (signal) => (await rt.openService(peer, service, { signal })).stream,
-        })
-        const where = `${listener.address.host}:${listener.address.port}`
-        note(
-          ctx,
-          `forwarding ${where} → ${peer}/${service} (${describePath(reached.path, rt.config.names)}); Ctrl+C to stop`,
-        )
-        emit(ctx, opts, { listen: where, peer, service, path: reached.path }, (r) => r.listen)
+      const { describePath } = await loadPath()
+      const forwarding = async (
+        where: string,
+        path: ApiPath,
+        names: Record<string, string>,
+      ): Promise<void> => {
+        note(ctx, `forwarding ${where} → ${peer}/${service} (${describePath(path, names)}); Ctrl+C to stop`)
+        emit(ctx, opts, { listen: where, peer, service, path }, (r) => r.listen)
         await new Promise<void>((resolve) => {
           if (ctx.signal.aborted) resolve()
           ctx.signal.addEventListener('abort', () => resolve(), { once: true })
         })
-        await listener.close()
-      })
+      }
+      await withDaemonOrNode(
+        ctx,
+        opts,
+        async (client) => {
+          // Reach the peer once up front: a wrong name or a refusal is reported now, not at the first connection.
+          const reached = await client.ping({ peer, count: 1, intervalMs: 0 }, ctx.signal)
+          const { startDialListener } = await import('../../client/listener.ts')
+          const listener = await startDialListener({
+            host,
+            port,
+            log: createLogger('proxy'),
+            dial: (signal) => client.dial(peer, service, signal),
+          })
+          try {
+            await forwarding(
+              `${listener.address.host}:${listener.address.port}`,
+              reached.path,
+              await loadNames(ctx, opts),
+            )
+          } finally {
+            await listener.close()
+          }
+        },
+        async (rt) => {
+          const { startProxyListener } = await loadProxyListener()
+          const reached = await rt.reach(peer, ctx.signal)
+          const listener = await startProxyListener({
+            host,
+            port,
+            log: createLogger('proxy'),
+            openStream: async (signal) => (await rt.openService(peer, service, { signal })).stream,
+          })
+          try {
+            await forwarding(
+              `${listener.address.host}:${listener.address.port}`,
+              reached.path,
+              rt.config.names,
+            )
+          } finally {
+            await listener.close()
+          }
+        },
+      )
     },
   )
 

@@ -10,6 +10,7 @@ import type { CliContext } from '../context.ts'
 import { nodeConfigFile } from '../load.ts'
 import { emit } from '../output.ts'
 import { globalOpts, withCommonOptions } from '../program.ts'
+import { watchStatus } from './status-watch.ts'
 
 function render(s: NodeSummary): string {
   const lines = [
@@ -43,9 +44,17 @@ function render(s: NodeSummary): string {
 /** Registers `status`. */
 export function registerStatus(program: Command, ctx: CliContext): void {
   withCommonOptions(
-    program.command('status').description('summarise this node: identity, relays, peers, services, names'),
+    program
+      .command('status')
+      .description('summarise this node: identity, relays, peers, services, names')
+      .option('--watch', 'a live view of the peers of the running daemon (path, rtt, since); Ctrl+C to stop'),
   ).action(async (_flags: object, cmd: Command) => {
-    const opts = globalOpts(cmd)
-    emit(ctx, opts, await summarizeNode(await nodeConfigFile(ctx, opts)), render)
+    const opts = globalOpts<{ watch?: boolean }>(cmd)
+    const configFile = await nodeConfigFile(ctx, opts)
+    if (opts.watch === true) {
+      await watchStatus(ctx, opts, configFile)
+      return
+    }
+    emit(ctx, opts, await summarizeNode(configFile), render)
   })
 }

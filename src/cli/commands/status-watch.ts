@@ -1,0 +1,143 @@
+/**
+ * `peerup status --watch`: the peers of the running daemon, live, fed by its events stream — name,
+ * path (DIRECT or RELAYED via which relay), round-trip time and since when. On a terminal the view
+ * is redrawn in place; otherwise (a pipe, a log) each change is one line, with `--json` one JSON
+ * event per line.
+ *
+ * @packageDocumentation
+ */
+
+import type { ApiPath, DaemonEvent } from '../../api/index.ts'
+import { LocalClient } from '../../client/local.ts'
+import type { CliContext, GlobalOptions } from '../context.ts'
+import { note, table } from '../output.ts'
+import { ago, pathText } from './daemon.ts'
+
+/** How often the round-trip time of each peer is measured. */
+const RTT_INTERVAL_MS = 5_000
+
+interface Row {
+  peerId: string
+  name: string | undefined
+  path: ApiPath | undefined
+  since: string
+  rttMs: number | undefined
+}
+
+/** Runs the live view until Ctrl+C or the daemon stops. */
+export async function watchStatus(ctx: CliContext, opts: GlobalOptions, configFile: string): Promise<void> {
+  const client = new LocalClient({ configFile, warn: (m) => note(ctx, m) })
+  const status = await client.status()
+  const relays = new Set(status.relays.map((r) => r.peerId))
+  const rows = new Map<string, Row>()
+  for (const p of await client.paths()) {
+    if (!relays.has(p.peerId) && p.path !== undefined) {
+      rows.set(p.peerId, { peerId: p.peerId, name: p.name, path: p.path, since: p.since, rttMs: undefined })
+    }
+  }
+  const tty = ctx.stdout.isTTY === true && opts.json !== true
+  const draw = (): void => {
+    if (!tty) {
+      return
+    }
+    const list = [...rows.values()].sort((a, b) => (a.name ?? a.peerId).localeCompare(b.name ?? b.peerId))
+    const body =
+      list.length === 0
+        ? 'no peers connected'
+        : table([
+            ['NAME', 'PEER', 'PATH', 'RTT', 'SINCE'],
+            ...list.map((r) => [
+              r.name ?? '-',
+              r.peerId,
+              pathText(r.path),
+              r.rttMs === undefined ? '-' : `${r.rttMs.toFixed(1)} ms`,
+              ago(r.since),
+            ]),
+          ])
+    // Home, clear to the end: redraw in place.
+    ctx.stdout.write(
+      `\x1b[H\x1b[2J${status.peerId} — ${list.length} peers, ${new Date().toLocaleTimeString()} (Ctrl+C to stop)\n\n${body}\n`,
+    )
+  }
+  const line = (event: DaemonEvent, text: string): void => {
+    if (opts.json === true) {
+      ctx.stdout.write(`${JSON.stringify(event)}\n`)
+    } else if (!tty) {
+      ctx.stdout.write(`${event.time} ${text}\n`)
+    }
+  }
+
+  const controller = new AbortController()
+  const stop = (): void => controller.abort()
+  ctx.signal.addEventListener('abort', stop, { once: true })
+  const rtt = setInterval(() => {
+    for (const row of rows.values()) {
+      client
+        .ping({ peer: row.peerId, count: 1, intervalMs: 0 }, controller.signal)
+        .then((r) => {
+          row.rttMs = r.replies[0]?.rttMs
+          draw()
+        })
+        .catch(() => {})
+    }
+    draw()
+  }, RTT_INTERVAL_MS)
+  draw()
+  try {
+    for await (const e of client.events(controller.signal)) {
+      switch (e.type) {
+        case 'peer-connected':
+          if (!relays.has(e.peerId)) {
+            rows.set(e.peerId, {
+              peerId: e.peerId,
+              name: e.name,
+              path: e.path,
+              since: e.time,
+              rttMs: undefined,
+            })
+            line(e, `connected ${e.name ?? e.peerId} ${pathText(e.path)}`)
+          }
+          break
+        case 'peer-disconnected':
+          if (rows.delete(e.peerId)) {
+            line(e, `disconnected ${e.name ?? e.peerId}`)
+          }
+          break
+        case 'path-changed': {
+          const row = rows.get(e.peerId)
+          if (row !== undefined) {
+            row.path = e.to
+            row.since = e.time
+          }
+          if (!relays.has(e.peerId)) {
+            line(e, `path ${e.name ?? e.peerId} ${pathText(e.from)} → ${pathText(e.to)}`)
+          }
+          break
+        }
+        case 'upgrade':
+          if (e.outcome !== 'started') {
+            line(
+              e,
+              `upgrade ${e.peerId} ${e.outcome}${e.transport === undefined ? '' : ` (${e.transport})`}${e.error === undefined ? '' : `: ${e.error}`}`,
+            )
+          }
+          break
+        case 'reservation':
+          line(e, `reservation ${e.reserved ? 'held' : 'lost'} on ${e.relay}`)
+          break
+        case 'auth-changed':
+          line(e, `authorized_keys: +${e.added.length} -${e.removed.length}`)
+          break
+        case 'stopping':
+          line(e, 'daemon stopping')
+          break
+        default:
+          line(e, e.type)
+      }
+      draw()
+    }
+  } finally {
+    clearInterval(rtt)
+    ctx.signal.removeEventListener('abort', stop)
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * The proxy listeners a daemon runs for `POST /v1/connect` (`peerup daemon connect`): each a local
+ * TCP port forwarded to a peer's service, kept until `DELETE /v1/connect/:id` or the daemon stops.
+ *
+ * @packageDocumentation
+ */
+
+import { randomBytes } from 'node:crypto'
+import type { ConnectRequest, ProxyState } from '../api/index.ts'
+import { NotFoundError, UsageError } from '../errors.ts'
+import type { Logger } from '../log/index.ts'
+import type { NodeRuntime } from '../p2p/runtime.ts'
+import type { Direction } from '../proxy/bridge.ts'
+import { type ProxyListener, startProxyListener } from '../proxy/listener.ts'
+
+/** Splits `[host:]port` (IPv6 host in brackets); host defaults to loopback. */
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^(?:(\[[^\]]+\]|[^:[\]]+):)?(\d{1,5})$/.exec(text.trim())
+  const port = Number(m?.[2])
+  if (m === null || port > 65535) {
+    throw new UsageError(`invalid listen address ${JSON.stringify(text)}`, {
+      hint: 'give [host:]port, like 2222 or 127.0.0.1:2222 (0 picks a free port)',
+    })
+  }
+  return { host: (m[1] ?? '127.0.0.1').replace(/^\[|\]$/g, ''), port }
+}
+
+interface Entry {
+  state: Omit<ProxyState, 'activeConnections'>
+  listener: ProxyListener
+}
+
+/** The daemon's proxy listeners. */
+export class ProxyManager {
+  readonly #rt: NodeRuntime
+  readonly #log: Logger
+  readonly #entries = new Map<string, Entry>()
+  readonly #onBytes: ((service: string, direction: Direction, n: number) => void) | undefined
+
+  constructor(
+    rt: NodeRuntime,
+    log: Logger,
+    onBytes?: (service: string, direction: Direction, n: number) => void,
+  ) {
+    this.#rt = rt
+    this.#log = log
+    this.#onBytes = onBytes
+  }
+
+  /** Starts a listener; the peer is reached once first, so a wrong name or a refusal is an error now. */
+  async add(req: ConnectRequest, signal?: AbortSignal): Promise<ProxyState> {
+    const { host, port } = parseListen(req.listen)
+    const peer = req.peer
+    await this.#rt.reach(peer, signal)
+    const id = randomBytes(4).toString('hex')
+    const state: Entry['state'] = {
+      id,
+      peer,
+      service: req.service,
+      listen: '',
+      createdAt: new Date().toISOString(),
+      totalConnections: 0,
+      bytesIn: 0,
+      bytesOut: 0,
+    }
+    const listener = await startProxyListener({
+      host,
+      port,
+      log: this.#log.child(`proxy.${id}`),
+      openStream: async (s) => (await this.#rt.openService(peer, req.service, { signal: s })).stream,
+      onConnection: (e) => {
+        if (e.type === 'opened') {
+          state.totalConnections++
+        }
+      },
+      onBytes: (direction, n) => {
+        if (direction === 'in') {
+          state.bytesIn += n
+        } else {
+          state.bytesOut += n
+        }
+        this.#onBytes?.(req.service, direction, n)
+      },
+    })
+    const a = listener.address
+    state.listen = a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`
+    this.#entries.set(id, { state, listener })
+    return this.#describe({ state, listener })
+  }
+
+  /** Stops a listener and resets its connections. */
+  async remove(id: string): Promise<void> {
+    const entry = this.#entries.get(id)
+    if (entry === undefined) {
+      throw new NotFoundError(`no proxy with id ${id}`, { hint: 'list them with `peerup daemon proxies`' })
+    }
+    this.#entries.delete(id)
+    await entry.listener.close()
+  }
+
+  list(): ProxyState[] {
+    return [...this.#entries.values()].map((e) => this.#describe(e))
+  }
+
+  get size(): number {
+    return this.#entries.size
+  }
+
+  /** Stops every listener. */
+  async closeAll(): Promise<void> {
+    const all = [...this.#entries.values()]
+    this.#entries.clear()
+    await Promise.all(all.map((e) => e.listener.close()))
+  }
+
+  #describe(e: Entry): ProxyState {
+    return { ...e.state, activeConnections: e.listener.connections }
+  }
+}

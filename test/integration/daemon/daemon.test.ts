@@ -1,0 +1,298 @@
+/**
+ * The daemon and its local API, with real nodes: a relay, daemon B offering a TCP service, and
+ * daemon A whose CLI commands go through its API. The API's guards (cookie, Origin, body cap, file
+ * modes), the socket's life (stale replaced, live refused, kill -9), the events stream, proxying
+ * through the daemon, revocation through it, and sd_notify.
+ */
+
+import assert from 'node:assert/strict'
+import { once } from 'node:events'
+import * as fs from 'node:fs/promises'
+import * as net from 'node:net'
+import * as path from 'node:path'
+import { PassThrough } from 'node:stream'
+import { after, before, describe, it } from 'node:test'
+import { DgramSocket } from 'node-unix-socket'
+import type { DaemonEvent } from '../../../src/api/index.ts'
+import { LocalClient } from '../../../src/client/local.ts'
+import { splice } from '../../../src/client/splice.ts'
+import { SocketInUseError } from '../../../src/util/socket.ts'
+import { runCli, tempDir } from '../../helpers/cli.ts'
+import { rawRequest, spawnDaemon, startTestDaemon, type TestDaemon } from '../../helpers/daemon.ts'
+import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
+
+const MiB = 1024 * 1024
+
+/** Resolves with the first event of the stream for which `match` holds. */
+async function nextEvent(
+  events: AsyncGenerator<DaemonEvent>,
+  match: (e: DaemonEvent) => boolean,
+): Promise<DaemonEvent> {
+  for (;;) {
+    const { value, done } = await events.next()
+    assert.ok(done !== true, 'the event stream ended')
+    if (match(value)) {
+      return value
+    }
+  }
+}
+
+describe('the daemon and its local API', { timeout: 180_000 }, () => {
+  let relay: TestRelay
+  let a: TestNode
+  let b: TestNode
+  let da: TestDaemon
+  let db: TestDaemon
+  let echo: net.Server
+  let root: string
+  const cleanups: Array<() => Promise<unknown>> = []
+
+  before(async () => {
+    root = await tempDir({ after: (fn) => cleanups.push(fn) })
+    relay = await startTestRelay(root)
+    cleanups.unshift(() => relay.stop())
+    a = await createTestNode(root, 'a', relay)
+    b = await createTestNode(root, 'b', relay)
+    await relay.authorize(a.peerId)
+    await relay.authorize(b.peerId)
+    await b.authorize(a.peerId)
+    // An echo service that half-closes after echoing everything.
+    echo = net.createServer({ allowHalfOpen: true }, (s) => s.pipe(s))
+    await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve))
+    cleanups.unshift(() => new Promise((resolve) => echo.close(resolve)))
+    await b.addService('echo', `127.0.0.1:${(echo.address() as net.AddressInfo).port}`)
+    db = await startTestDaemon(b.configFile)
+    cleanups.unshift(() => db.stop())
+    const config = await fs.readFile(a.configFile, 'utf8')
+    await fs.writeFile(a.configFile, config.replace('names: {}', `names:\n  b: ${b.peerId}`))
+    da = await startTestDaemon(a.configFile)
+    cleanups.unshift(() => da.stop())
+  })
+
+  after(async () => {
+    for (const fn of cleanups) {
+      await fn().catch(() => {})
+    }
+  })
+
+  it('keeps the socket 0600 in a 0700 directory and the cookie 0600', async () => {
+    assert.equal((await fs.stat(da.ready.socketPath)).mode & 0o777, 0o600)
+    assert.equal((await fs.stat(path.dirname(da.ready.socketPath))).mode & 0o777, 0o700)
+    assert.equal((await fs.stat(da.ready.cookieFile)).mode & 0o777, 0o600)
+    assert.match((await fs.readFile(da.ready.cookieFile, 'utf8')).trim(), /^[0-9a-f]{64}$/)
+  })
+
+  it('answers 401 without the cookie or with a wrong one, and does nothing', async () => {
+    const none = await rawRequest(da.ready.socketPath, { method: 'POST', path: '/v1/shutdown' })
+    assert.equal(none.status, 401)
+    assert.match(JSON.parse(none.body).error, /cookie/)
+    const wrong = await rawRequest(da.ready.socketPath, {
+      method: 'POST',
+      path: '/v1/shutdown',
+      headers: { Authorization: `Bearer ${'0'.repeat(64)}` },
+    })
+    assert.equal(wrong.status, 401)
+    // Still running: the shutdown was not carried out.
+    const status = await new LocalClient({ configFile: a.configFile }).status()
+    assert.equal(status.peerId, a.peerId)
+  })
+
+  it('refuses requests with Origin or Referer (403) and bodies over 1 MiB (413)', async () => {
+    const cookie = (await fs.readFile(da.ready.cookieFile, 'utf8')).trim()
+    const auth = { Authorization: `Bearer ${cookie}` }
+    const origin = await rawRequest(da.ready.socketPath, {
+      path: '/v1/status',
+      headers: { ...auth, Origin: 'http://evil.example' },
+    })
+    assert.equal(origin.status, 403)
+    const referer = await rawRequest(da.ready.socketPath, {
+      path: '/v1/status',
+      headers: { ...auth, Referer: 'http://evil.example/' },
+    })
+    assert.equal(referer.status, 403)
+    const big = await rawRequest(da.ready.socketPath, {
+      method: 'POST',
+      path: '/v1/auth',
+      headers: { ...auth, 'Content-Type': 'application/json' },
+      body: Buffer.alloc(2 * MiB, 0x20),
+    })
+    assert.equal(big.status, 413)
+    const ok = await rawRequest(da.ready.socketPath, {
+      path: '/v1/status',
+      headers: { ...auth, Accept: 'text/plain' },
+    })
+    assert.equal(ok.status, 200)
+    assert.match(ok.body, /^peerup daemon /)
+  })
+
+  it('refuses a second daemon on the same config, and the first keeps serving', async () => {
+    await assert.rejects(startTestDaemon(a.configFile), (err: unknown) => {
+      assert.ok(err instanceof SocketInUseError, String(err))
+      assert.match(err.message, /already running/)
+      return true
+    })
+    assert.equal((await new LocalClient({ configFile: a.configFile }).status()).peerId, a.peerId)
+    // The refused one must not have removed the first one's cookie.
+    await fs.access(da.ready.cookieFile)
+  })
+
+  it('ping through the daemon reports rtt and the RELAYED path', async () => {
+    const r = await runCli(
+      ['ping', 'b', '-c', '2', '--interval', '100ms', '--json', '--config', a.configFile],
+      root,
+    )
+    assert.equal(r.code, 0, r.stderr)
+    const report = JSON.parse(r.stdout)
+    assert.equal(report.received, 2)
+    assert.equal(report.path.type, 'RELAYED')
+    assert.equal(report.path.relay, relay.peerId)
+  })
+
+  it('proxies a byte stream through the daemon (POST /v1/dial), byte-exact with half-close', async () => {
+    const { socket, head } = await new LocalClient({ configFile: a.configFile }).dial('b', 'echo')
+    const input = new PassThrough()
+    const output = new PassThrough()
+    const chunks: Buffer[] = []
+    output.on('data', (c: Buffer) => chunks.push(c))
+    const payload = Buffer.alloc(4 * MiB)
+    for (let i = 0; i < payload.length; i += 4) {
+      payload.writeUInt32BE(i, i)
+    }
+    const result = splice({ readable: input, writable: output, reset: () => {} }, socket, head)
+    input.end(payload)
+    const r = await result
+    assert.equal(r.reset, false, String(r.error))
+    assert.ok(Buffer.concat(chunks).equals(payload))
+  })
+
+  it('proxy --stdio goes through the daemon', async () => {
+    const r = await runCli(['proxy', '--stdio', 'b', 'echo', '--config', a.configFile], root, {
+      stdin: 'hello through the daemon\n',
+    })
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(r.stdout, 'hello through the daemon\n')
+  })
+
+  it('a dial to a service the peer does not offer is an error that says so', async () => {
+    await assert.rejects(
+      new LocalClient({ configFile: a.configFile }).dial('b', 'nope'),
+      /does not offer a service named nope/,
+    )
+  })
+
+  it('daemon connect/proxies/disconnect run a proxy listener in the daemon', async () => {
+    const c = new LocalClient({ configFile: a.configFile })
+    const proxy = await c.connect({ peer: 'b', service: 'echo', listen: '127.0.0.1:0' })
+    const port = Number(proxy.listen.split(':').pop())
+    const sock = net.connect({ host: '127.0.0.1', port })
+    await once(sock, 'connect')
+    sock.end('ping\n')
+    const [data] = (await once(sock, 'data')) as [Buffer]
+    assert.equal(data.toString(), 'ping\n')
+    assert.equal((await c.proxies()).length, 1)
+    await c.disconnect(proxy.id)
+    assert.equal((await c.proxies()).length, 0)
+  })
+
+  it('the events stream reports a peer joining and leaving', async () => {
+    const controller = new AbortController()
+    const events = new LocalClient({ configFile: b.configFile }).events(controller.signal)
+    try {
+      assert.equal((await events.next()).value?.type, 'hello')
+      const root2 = await tempDir({ after: (fn) => cleanups.push(fn) })
+      const c = await createTestNode(root2, 'c', relay)
+      await relay.authorize(c.peerId)
+      // Through B's daemon: authorized (and reloaded) before the answer.
+      await new LocalClient({ configFile: b.configFile }).authAdd({ peer: c.peerId })
+      const rc = await c.start('client')
+      await rc.reach(b.peerId)
+      const joined = await nextEvent(events, (e) => e.type === 'peer-connected' && e.peerId === c.peerId)
+      assert.equal(joined.type === 'peer-connected' && joined.path.type, 'RELAYED')
+      await c.stop()
+      await nextEvent(events, (e) => e.type === 'peer-disconnected' && e.peerId === c.peerId)
+    } finally {
+      controller.abort()
+    }
+  })
+
+  it('auth remove through the daemon closes the revoked peer’s connections at once', async () => {
+    const root3 = await tempDir({ after: (fn) => cleanups.push(fn) })
+    const e = await createTestNode(root3, 'e', relay)
+    await relay.authorize(e.peerId)
+    await new LocalClient({ configFile: b.configFile }).authAdd({ peer: e.peerId, comment: 'e' })
+    const re = await e.start('client')
+    cleanups.unshift(() => e.stop())
+    await re.reach(b.peerId)
+    const r = await runCli(['auth', 'remove', e.peerId, '--json', '--config', b.configFile], root)
+    assert.equal(r.code, 0, r.stderr)
+    assert.ok(JSON.parse(r.stdout).closedConnections >= 1)
+    const conns = (await new LocalClient({ configFile: b.configFile }).peers(true)).filter(
+      (p) => p.peerId === e.peerId,
+    )
+    assert.deepEqual(conns, [])
+  })
+
+  it('daemon status answers; daemon stop stops it and removes socket and cookie', async () => {
+    const r = await runCli(['daemon', 'status', '--json', '--config', a.configFile], root)
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(JSON.parse(r.stdout).peerId, a.peerId)
+    const stop = await runCli(['daemon', 'stop', '--config', a.configFile], root)
+    assert.equal(stop.code, 0, stop.stderr)
+    await da.done
+    await assert.rejects(fs.access(da.ready.socketPath))
+    await assert.rejects(fs.access(da.ready.cookieFile))
+    // Without a daemon the same command falls back to a node of its own.
+    const ping = await runCli(['ping', 'b', '-c', '1', '--json', '--config', a.configFile], root)
+    assert.equal(ping.code, 0, ping.stderr)
+    const status = await runCli(['daemon', 'status', '--config', a.configFile], root)
+    assert.equal(status.code, 1)
+    assert.match(status.stderr, /not running.*start it with `peerup daemon`/)
+  })
+
+  it('after kill -9 the stale socket is replaced and a new daemon starts', async () => {
+    const child = await spawnDaemon(a.configFile)
+    const exited = once(child, 'exit')
+    child.kill('SIGKILL')
+    await exited
+    // Left behind: a socket nobody answers on, and the old cookie.
+    assert.ok((await fs.lstat(da.ready.socketPath)).isSocket())
+    const oldCookie = await fs.readFile(da.ready.cookieFile, 'utf8')
+    da = await startTestDaemon(a.configFile)
+    assert.notEqual(await fs.readFile(da.ready.cookieFile, 'utf8'), oldCookie, 'the cookie is rotated')
+    assert.equal((await new LocalClient({ configFile: a.configFile }).status()).peerId, a.peerId)
+  })
+
+  it('tells systemd READY=1, then WATCHDOG=1 while healthy, then STOPPING=1', async () => {
+    await da.stop()
+    const notifyPath = path.join(root, 'notify.sock')
+    const listener = new DgramSocket()
+    const received: string[] = []
+    const waiters: Array<() => void> = []
+    listener.on('data', (buf: Buffer) => {
+      received.push(buf.toString())
+      for (const w of waiters.splice(0)) w()
+    })
+    listener.bind(notifyPath)
+    const seen = async (what: RegExp): Promise<void> => {
+      while (!received.some((m) => what.test(m))) {
+        await new Promise<void>((resolve) => waiters.push(resolve))
+      }
+    }
+    try {
+      da = await startTestDaemon(a.configFile, { notifySocket: notifyPath, watchdogUsec: 400_000 })
+      await seen(/^READY=1/m)
+      await seen(/^WATCHDOG=1$/m)
+      await da.stop()
+      await seen(/^STOPPING=1$/m)
+      const order = ['READY=1', 'WATCHDOG=1', 'STOPPING=1'].map((s) =>
+        received.findIndex((m) => m.startsWith(s)),
+      )
+      assert.deepEqual(
+        [...order].sort((x, y) => x - y),
+        order,
+      )
+    } finally {
+      listener.close()
+    }
+  })
+})
