@@ -94,10 +94,12 @@ export async function main(): Promise<void> {
     // Ctrl+C normally does.
     if (signals === 1 && getEventListeners(shutdown.signal, 'abort').length > 0) {
       shutdown.abort(new Error(`received ${sig}`))
-    } else {
-      process.stderr.write(`peerup: second ${sig}, exiting now\n`)
-      process.exit(sig === 'SIGINT' ? 130 : 143)
+      return
     }
+    if (signals > 1) {
+      process.stderr.write(`peerup: second ${sig}, exiting now\n`)
+    }
+    process.exit(sig === 'SIGINT' ? 130 : 143)
   }
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)

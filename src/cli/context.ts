@@ -26,3 +26,18 @@ export interface GlobalOptions {
   config?: string
   json?: boolean
 }
+
+/**
+ * Runs a long-running command so that the first SIGINT/SIGTERM aborts `ctx.signal` (and `fn`
+ * stops in order) instead of ending the process at once: main.ts aborts only a signal somebody
+ * listens to, and `AbortSignal.any()` derived from it does not count as a listener.
+ */
+export async function graceful<T>(ctx: CliContext, fn: () => Promise<T>): Promise<T> {
+  const hold = (): void => {}
+  ctx.signal.addEventListener('abort', hold)
+  try {
+    return await fn()
+  } finally {
+    ctx.signal.removeEventListener('abort', hold)
+  }
+}

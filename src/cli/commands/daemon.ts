@@ -18,7 +18,7 @@ import { LocalClient } from '../../client/local.ts'
 import { parseDurationMs } from '../../config/units.ts'
 import { UsageError } from '../../errors.ts'
 import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
-import type { CliContext, GlobalOptions } from '../context.ts'
+import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
 import { loadDaemon } from '../lazy.ts'
 import { loadNode, nodeConfigFile } from '../load.ts'
 import { emit, note, table } from '../output.ts'
@@ -165,7 +165,9 @@ export function registerDaemon(program: Command, ctx: CliContext): void {
       format: ctx.stderr.isTTY === true ? 'text' : 'json',
     })
     const { runDaemon } = await loadDaemon()
-    await runDaemon({ configFile: file, log: createLogger('daemon'), signal: ctx.signal, env: ctx.env })
+    await graceful(ctx, () =>
+      runDaemon({ configFile: file, log: createLogger('daemon'), signal: ctx.signal, env: ctx.env }),
+    )
   })
 
   withCommonOptions(daemon.command('status').description('what the running daemon is doing')).action(

@@ -5,7 +5,7 @@
  */
 
 import type { Command } from 'commander'
-import type { CliContext } from '../context.ts'
+import { type CliContext, graceful } from '../context.ts'
 import { loadDemo } from '../lazy.ts'
 
 /** Registers `demo`. */
@@ -17,6 +17,6 @@ export function registerDemo(program: Command, ctx: CliContext): void {
     )
     .action(async () => {
       const { runDemo } = await loadDemo()
-      await runDemo((line) => ctx.stdout.write(`${line}\n`), { signal: ctx.signal })
+      await graceful(ctx, () => runDemo((line) => ctx.stdout.write(`${line}\n`), { signal: ctx.signal }))
     })
 }

@@ -15,7 +15,7 @@ import { parseDurationMs } from '../../config/units.ts'
 import { ExitStatus, UsageError } from '../../errors.ts'
 import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
 import { selfCommand } from '../../util/self.ts'
-import type { CliContext, GlobalOptions } from '../context.ts'
+import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
 import {
   loadDiagnostics,
   loadP2pErrors,
@@ -60,6 +60,15 @@ async function withNode<T>(
  * of our own when no daemon runs (or `--no-daemon`).
  */
 async function withDaemonOrNode<T>(
+  ctx: CliContext,
+  opts: GlobalOptions & { logLevel?: string; daemon?: boolean },
+  daemon: (client: LocalClient) => Promise<T>,
+  node: (rt: NodeRuntime) => Promise<T>,
+): Promise<T> {
+  return graceful(ctx, () => daemonOrNode(ctx, opts, daemon, node))
+}
+
+async function daemonOrNode<T>(
   ctx: CliContext,
   opts: GlobalOptions & { logLevel?: string; daemon?: boolean },
   daemon: (client: LocalClient) => Promise<T>,

@@ -6,7 +6,7 @@
 
 import type { Command } from 'commander'
 import { type NodeSummary, summarizeNode } from '../../config/summary.ts'
-import type { CliContext } from '../context.ts'
+import { type CliContext, graceful } from '../context.ts'
 import { nodeConfigFile } from '../load.ts'
 import { emit } from '../output.ts'
 import { globalOpts, withCommonOptions } from '../program.ts'
@@ -52,7 +52,7 @@ export function registerStatus(program: Command, ctx: CliContext): void {
     const opts = globalOpts<{ watch?: boolean }>(cmd)
     const configFile = await nodeConfigFile(ctx, opts)
     if (opts.watch === true) {
-      await watchStatus(ctx, opts, configFile)
+      await graceful(ctx, () => watchStatus(ctx, opts, configFile))
       return
     }
     emit(ctx, opts, await summarizeNode(configFile), render)

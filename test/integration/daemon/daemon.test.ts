@@ -262,6 +262,18 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
     assert.equal((await new LocalClient({ configFile: a.configFile }).status()).peerId, a.peerId)
   })
 
+  it('SIGTERM stops the real daemon in order: exit 0, socket and cookie gone', async () => {
+    await da.stop()
+    const child = await spawnDaemon(a.configFile)
+    const exited = once(child, 'exit')
+    child.kill('SIGTERM')
+    const [code] = (await exited) as [number | null]
+    assert.equal(code, 0)
+    await assert.rejects(fs.access(da.ready.socketPath))
+    await assert.rejects(fs.access(da.ready.cookieFile))
+    da = await startTestDaemon(a.configFile)
+  })
+
   it('tells systemd READY=1, then WATCHDOG=1 while healthy, then STOPPING=1', async () => {
     await da.stop()
     const notifyPath = path.join(root, 'notify.sock')
