@@ -104,3 +104,14 @@ function toPeer(
     line: entry.line,
   }
 }
+
+/**
+ * Records that a peer was verified out of band (`peerup verify`): `verified=<value>` on its line,
+ * which must exist. Returns the peer as `auth list` shows it.
+ */
+export async function markVerified(file: string, peerId: string, value: string): Promise<AuthorizedPeer> {
+  const id = canonicalPeerId(peerId)
+  return withFileLock(file, () =>
+    updateAuthorizedKeys(file, (doc) => toPeer(doc.setAttribute(id, 'verified', value), {})),
+  )
+}

@@ -26,3 +26,9 @@ export const loadDaemon = () => import('../daemon/run.ts')
 export const loadRelay = () => import('../relay/serve.ts')
 /** `peerup demo`. */
 export const loadDemo = () => import('../demo/run.ts')
+/** `peerup invite`. */
+export const loadInvite = () => import('../invite/invite.ts')
+/** `peerup join`. */
+export const loadJoin = () => import('../invite/join.ts')
+/** The relay's admin socket client, for `relay pair`. */
+export const loadRelayAdmin = () => import('../relay/admin.ts')

@@ -13,11 +13,14 @@ import { registerDaemon } from './commands/daemon.ts'
 import { registerDebug } from './commands/debug.ts'
 import { registerDemo } from './commands/demo.ts'
 import { registerInit } from './commands/init.ts'
+import { registerInvite } from './commands/invite.ts'
+import { registerJoin } from './commands/join.ts'
 import { registerNet } from './commands/net.ts'
 import { registerRelay } from './commands/relay.ts'
 import { registerResolve } from './commands/resolve.ts'
 import { registerService } from './commands/service.ts'
 import { registerStatus } from './commands/status.ts'
+import { registerVerify } from './commands/verify.ts'
 import { registerVersion } from './commands/version.ts'
 import { registerWhoami } from './commands/whoami.ts'
 import type { CliContext, GlobalOptions } from './context.ts'
@@ -80,6 +83,9 @@ export function buildProgram(ctx: CliContext): Command {
   registerAuth(program, ctx)
   registerService(program, ctx)
   registerRelay(program, ctx)
+  registerInvite(program, ctx)
+  registerJoin(program, ctx)
+  registerVerify(program, ctx)
   registerNet(program, ctx)
   registerDaemon(program, ctx)
   registerResolve(program, ctx)

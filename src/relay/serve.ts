@@ -12,6 +12,8 @@ import { loadRelayConfig, resolveIn } from '../config/load.ts'
 import type { RelayConfig } from '../config/schema.ts'
 import type { Logger } from '../log/index.ts'
 import { watchFile } from '../util/watch.ts'
+import { startRelayAdmin } from './admin.ts'
+import { startRelayPairing } from './pairing.ts'
 import { type RelayHandle, startRelay } from './server.ts'
 
 /** Options of {@link runRelay}. */
@@ -27,6 +29,18 @@ export async function runRelay(options: RunRelayOptions): Promise<void> {
   const { log } = options
   const { config, dir } = await loadRelayConfig(options.configFile)
   const relay = await startRelay({ config, dir, log })
+  // Pairing (sponsoring, group codes) and its admin socket; a relay that cannot open the socket
+  // still relays, it only cannot make group codes.
+  const pairing = await startRelayPairing({ relay, config, dir, log: log.child('pairing') }).catch(
+    async (err: unknown) => {
+      await relay.stop()
+      throw err
+    },
+  )
+  const admin = await startRelayAdmin({ dir, pairing, log: log.child('admin') }).catch((err: unknown) => {
+    log.warn('relay admin socket unavailable: `relay pair` will not work', { error: err as Error })
+    return undefined
+  })
   const keysFile = resolveIn(dir, config.security.authorized_keys_file)
   const reload = (why: string): void => {
     relay
@@ -59,6 +73,8 @@ export async function runRelay(options: RunRelayOptions): Promise<void> {
   } finally {
     watcher.close()
     process.off('SIGHUP', onHup)
+    await admin?.close()
+    await pairing.stop()
     await relay.stop()
   }
 }

@@ -10,11 +10,25 @@ import { addAuthorizedPeer, listAuthorizedPeers, removeAuthorizedPeer } from '..
 import { initRelay } from '../../config/init.ts'
 import { resolveIn } from '../../config/load.ts'
 import { addRelay, listRelays, removeRelay } from '../../config/ops.ts'
+import { parseDurationMs } from '../../config/units.ts'
+import { UsageError } from '../../errors.ts'
 import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
 import type { CliContext } from '../context.ts'
-import { loadRelay as loadRelayModule } from '../lazy.ts'
+
+/** A relay group as the admin socket lists it. */
+interface GroupInfoView {
+  id: string
+  expires: string
+  expired: boolean
+  revoked: boolean
+  size: number
+  burned: number
+  members: Array<{ peerId: string; name?: string }>
+}
+
+import { loadRelayAdmin, loadRelay as loadRelayModule } from '../lazy.ts'
 import { loadNode, loadRelay, nodeConfigFile, relayConfigFile } from '../load.ts'
-import { emit, table } from '../output.ts'
+import { emit, note, table } from '../output.ts'
 import { globalOpts, withCommonOptions } from '../program.ts'
 
 /** Registers `relay`. */
@@ -165,6 +179,73 @@ export function registerRelay(program: Command, ctx: CliContext): void {
       )
     },
   )
+
+  // --- relay pair: group codes, made by the running relay through its admin socket -----------
+  withCommonOptions(
+    relay
+      .command('pair')
+      .description(
+        'make single-use codes for a group of machines that all trust each other (needs the running relay)',
+      )
+      .option('--count <n>', 'how many codes (machines)', '2')
+      .option('--ttl <duration>', 'how long the codes stay valid', '1h')
+      .option('--list', 'list the groups and who joined')
+      .option('--revoke <group>', 'stop the unused codes of a group working'),
+  ).action(async (_flags: object, cmd: Command) => {
+    const opts = globalOpts<{ count: string; ttl: string; list?: boolean; revoke?: string }>(cmd)
+    const { dir } = await loadRelay(ctx, opts)
+    const { RelayAdminClient } = await loadRelayAdmin()
+    const client = new RelayAdminClient(dir)
+    const describeGroup = (g: GroupInfoView): string =>
+      `${g.id}  ${g.revoked ? 'revoked' : g.expired ? 'expired' : `until ${g.expires}`}  ${g.members.length}/${g.size} joined` +
+      (g.burned > 0 ? `, ${g.burned} burned` : '')
+    if (opts.list === true) {
+      const groups = await client.listGroups()
+      emit(ctx, opts, groups, (list) =>
+        list.length === 0
+          ? 'no groups (`peerup relay pair --count N`)'
+          : list
+              .map((g) =>
+                [
+                  describeGroup(g),
+                  ...g.members.map((m) => `    ${m.peerId}${m.name === undefined ? '' : `  ${m.name}`}`),
+                ].join('\n'),
+              )
+              .join('\n'),
+      )
+      return
+    }
+    if (opts.revoke !== undefined) {
+      const g = await client.revokeGroup(opts.revoke)
+      emit(
+        ctx,
+        opts,
+        g,
+        (x) => `revoked ${x.id}: its unused codes no longer work (members who joined stay authorized)`,
+      )
+      return
+    }
+    const count = Number(opts.count)
+    const ttlMs = parseDurationMs(opts.ttl)
+    if (!Number.isInteger(count) || count < 1 || count > 100) {
+      throw new UsageError(`invalid --count ${JSON.stringify(opts.count)}`, {
+        hint: 'give a whole number from 1 to 100',
+      })
+    }
+    if (ttlMs === undefined || ttlMs < 60_000 || ttlMs > 7 * 24 * 3_600_000) {
+      throw new UsageError(`invalid --ttl ${JSON.stringify(opts.ttl)}`, {
+        hint: 'give a duration from 1m to 7d, like 1h',
+      })
+    }
+    const created = await client.createGroup(count, ttlMs)
+    emit(ctx, opts, created, (r) => (opts.json === true ? '' : [...r.codes, ''].join('\n')))
+    note(
+      ctx,
+      `group ${created.group.id}: ${count} single-use codes, valid until ${created.group.expires}. ` +
+        'Give one to each machine: `peerup join <code>` there. Each joiner is authorized on this relay and with every other member.',
+    )
+  })
+  // --- end relay pair ------------------------------------------------------------------------
 
   const config = relay.command('config').description("check the relay's config")
   withCommonOptions(

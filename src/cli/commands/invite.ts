@@ -1,0 +1,109 @@
+/**
+ * `peerup invite`: print a pairing code (and a QR code on a terminal), wait for one join, exit 0.
+ * With `--non-interactive` stdout holds only the code, so scripts can hand it on (ADR-E02).
+ *
+ * @packageDocumentation
+ */
+
+import type { Command } from 'commander'
+import { renderUnicodeCompact } from 'uqr'
+import { checkPeerName } from '../../config/ops.ts'
+import { parseDurationMs } from '../../config/units.ts'
+import { UsageError } from '../../errors.ts'
+import { defaultMachineName } from '../../invite/names.ts'
+import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
+import type { CliContext } from '../context.ts'
+import { loadInvite } from '../lazy.ts'
+import { nodeConfigFile } from '../load.ts'
+import { note } from '../output.ts'
+import { globalOpts, withCommonOptions } from '../program.ts'
+
+const MIN_TTL_MS = 30_000
+const MAX_TTL_MS = 24 * 3_600_000
+
+interface InviteFlags {
+  name?: string
+  ttl: string
+  nonInteractive?: boolean
+  logLevel?: string
+}
+
+/** Registers `invite`. */
+export function registerInvite(program: Command, ctx: CliContext): void {
+  withCommonOptions(
+    program
+      .command('invite')
+      .description('print a single-use pairing code and wait for another machine to `peerup join` with it')
+      .option(
+        '--name <name>',
+        "this machine's name, recorded by the joiner under names: (default: the hostname)",
+      )
+      .option('--ttl <duration>', 'how long the code stays valid', '10m')
+      .option('--non-interactive', 'print only the code on stdout (no QR code), progress on stderr')
+      .option('--log-level <level>', 'log level on stderr: debug, info, warn, error'),
+  ).action(async (_flags: object, cmd: Command) => {
+    const opts = globalOpts<InviteFlags>(cmd)
+    const ttlMs = parseDurationMs(opts.ttl)
+    if (ttlMs === undefined || ttlMs < MIN_TTL_MS || ttlMs > MAX_TTL_MS) {
+      throw new UsageError(`invalid --ttl ${JSON.stringify(opts.ttl)}`, {
+        hint: 'give a duration from 30s to 24h, like 10m or 1h',
+      })
+    }
+    if (opts.name !== undefined) {
+      checkPeerName(opts.name)
+    }
+    const name = opts.name ?? defaultMachineName()
+    const interactive = opts.nonInteractive !== true && ctx.stdout.isTTY === true && opts.json !== true
+    configureLogging({
+      level: (opts.logLevel as LogLevel | undefined) ?? 'warn',
+      format: ctx.stderr.isTTY === true ? 'text' : 'json',
+    })
+    const configFile = await nodeConfigFile(ctx, opts)
+    const { runInvite } = await loadInvite()
+    const result = await runInvite({
+      configFile,
+      log: createLogger('invite'),
+      name,
+      ttlMs,
+      signal: ctx.signal,
+      onProgress: (m) => note(ctx, m),
+      onCode: (text, code) => {
+        if (opts.json === true) {
+          ctx.stdout.write(`${JSON.stringify({ code: text, expires: code.expires.toISOString() })}\n`)
+          return
+        }
+        if (!interactive) {
+          ctx.stdout.write(`${text}\n`)
+          return
+        }
+        ctx.stdout.write(
+          [
+            '',
+            'On the other machine, run:',
+            '',
+            `  peerup join ${text}`,
+            '',
+            renderUnicodeCompact(text.replaceAll('-', ''), { ecc: 'L', border: 2 }),
+            `The code works once, until ${code.expires.toLocaleTimeString()}. Anyone who has it can pair with this machine: share it only with the person you mean.`,
+            '',
+          ].join('\n'),
+        )
+      },
+    })
+    const who = result.name === undefined ? result.peerId : `${result.name} (${result.peerId})`
+    if (!result.sponsored.ok) {
+      note(
+        ctx,
+        `warning: the relay did not authorize ${who}: ${result.sponsored.reason ?? 'refused'} — on the relay: \`peerup relay authorize ${result.peerId}\``,
+      )
+    }
+    if (opts.json === true) {
+      // One JSON object per line: the code first, then this (NDJSON, so a script can read both).
+      ctx.stdout.write(`${JSON.stringify({ paired: result })}\n`)
+    } else if (interactive) {
+      ctx.stdout.write(`paired with ${who}\n`)
+    } else {
+      note(ctx, `paired with ${who}`)
+    }
+  })
+}

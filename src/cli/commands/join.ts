@@ -1,0 +1,160 @@
+/**
+ * `peerup join [code]`: pair with whoever made the code (`peerup invite`, or a relay's group code).
+ * The code comes from the argument, else `PEERUP_INVITE_CODE`, else stdin (a prompt on a terminal).
+ * Creates this node's identity and config from the code when there is none.
+ *
+ * @packageDocumentation
+ */
+
+import * as path from 'node:path'
+import type { Command } from 'commander'
+import { checkPeerName } from '../../config/ops.ts'
+import { CONFIG_FILE_NAME, defaultNodeDir, nodeConfigCandidates } from '../../config/paths.ts'
+import { UsageError } from '../../errors.ts'
+import { decodeInviteCode } from '../../invite/code.ts'
+import { defaultMachineName } from '../../invite/names.ts'
+import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
+import { exists } from '../../util/fs.ts'
+import type { CliContext } from '../context.ts'
+import { loadJoin } from '../lazy.ts'
+import { emit, note } from '../output.ts'
+import { globalOpts, withCommonOptions } from '../program.ts'
+import { canPrompt, Prompter } from '../prompt.ts'
+
+interface JoinFlags {
+  name?: string
+  nonInteractive?: boolean
+  wait: boolean
+  logLevel?: string
+}
+
+// A code is about 200 characters; stdin beyond this is not a code.
+const MAX_STDIN_BYTES = 8192
+
+/** Registers `join`. */
+export function registerJoin(program: Command, ctx: CliContext): void {
+  withCommonOptions(
+    program
+      .command('join')
+      .description('pair with the machine (or relay group) that made a code; creates this node if needed')
+      .argument('[code]', 'the pairing code (default: $PEERUP_INVITE_CODE, else read from stdin)')
+      .option(
+        '--name <name>',
+        "this machine's name, recorded by the other side under names: (default: the hostname)",
+      )
+      .option('--non-interactive', 'never prompt: the code comes from the argument, the environment or stdin')
+      .option('--no-wait', 'with a relay group code: return once joined, without waiting for the others')
+      .option('--log-level <level>', 'log level on stderr: debug, info, warn, error'),
+  ).action(async (arg: string | undefined, _flags: object, cmd: Command) => {
+    const opts = globalOpts<JoinFlags>(cmd)
+    if (opts.name !== undefined) {
+      checkPeerName(opts.name)
+    }
+    const text = arg ?? ctx.env.inviteCode ?? (await codeFromStdin(ctx, opts.nonInteractive))
+    // Decoded before anything is created or dialled: a typo costs nothing.
+    const code = decodeInviteCode(text)
+    configureLogging({
+      level: (opts.logLevel as LogLevel | undefined) ?? 'warn',
+      format: ctx.stderr.isTTY === true ? 'text' : 'json',
+    })
+    const target = await joinTarget(ctx, opts.config)
+    const { runJoin } = await loadJoin()
+    const result = await runJoin({
+      code,
+      target,
+      name: opts.name ?? defaultMachineName(),
+      log: createLogger('join'),
+      signal: ctx.signal,
+      waitForGroup: opts.wait,
+      onProgress: (m) => note(ctx, m),
+    })
+    if (result.sponsored !== undefined && !result.sponsored.ok) {
+      note(
+        ctx,
+        `warning: the relay did not authorize this node (${result.sponsored.reason ?? 'refused'}); peers reach it only once the relay operator runs \`peerup relay authorize ${result.peerId}\``,
+      )
+    }
+    if (result.group !== undefined && !result.group.complete && opts.wait) {
+      note(
+        ctx,
+        `warning: the group did not fill before it expired or was revoked; members that join later are not authorized here`,
+      )
+    }
+    emit(ctx, opts, result, (r) => {
+      const lines: string[] = []
+      if (r.created) {
+        lines.push(`created this node (${r.peerId}) in ${path.dirname(r.configFile)}`)
+      }
+      if (r.group === undefined) {
+        const name = r.inviter.name === undefined ? '' : ` as ${r.inviter.name}`
+        lines.push(`paired with ${r.inviter.peerId}${name}`)
+        if (r.inviter.name !== undefined) {
+          lines.push(`reach it with: peerup ssh ${r.inviter.name}`)
+        }
+      } else {
+        lines.push(`joined group ${r.group.id} (${r.group.members.length + 1} of ${r.group.size} members)`)
+        for (const m of r.group.members) {
+          lines.push(`  ${m.peerId}${m.name === undefined ? '' : `  ${m.name}`}`)
+        }
+      }
+      lines.push(
+        'compare the numbers of `peerup verify <peer>` on both machines to be sure nobody else paired',
+      )
+      return lines.join('\n')
+    })
+  })
+}
+
+async function codeFromStdin(ctx: CliContext, nonInteractive: boolean | undefined): Promise<string> {
+  if (ctx.stdin.isTTY === true) {
+    if (!canPrompt(ctx, nonInteractive)) {
+      throw new UsageError('no pairing code given', {
+        hint: 'pass it as an argument, in PEERUP_INVITE_CODE, or on stdin',
+      })
+    }
+    const prompter = new Prompter(ctx)
+    try {
+      return await prompter.ask('Pairing code')
+    } finally {
+      prompter.close()
+    }
+  }
+  let text = ''
+  for await (const chunk of ctx.stdin) {
+    text += String(chunk)
+    if (text.length > MAX_STDIN_BYTES) {
+      break
+    }
+  }
+  if (text.trim() === '') {
+    throw new UsageError('no pairing code given', {
+      hint: 'pass it as an argument, in PEERUP_INVITE_CODE, or on stdin',
+    })
+  }
+  return text
+}
+
+/** The config to join with: --config or the first found; else where to create one. */
+async function joinTarget(
+  ctx: CliContext,
+  explicit: string | undefined,
+): Promise<{ configFile: string } | { createIn: string }> {
+  if (explicit !== undefined) {
+    const file = path.resolve(ctx.cwd, explicit)
+    if (await exists(file)) {
+      return { configFile: file }
+    }
+    if (path.basename(file) !== CONFIG_FILE_NAME) {
+      throw new UsageError(`${file} does not exist`, {
+        hint: `to create a node there, name the file ${CONFIG_FILE_NAME} (join writes ${CONFIG_FILE_NAME} beside its key)`,
+      })
+    }
+    return { createIn: path.dirname(file) }
+  }
+  for (const file of nodeConfigCandidates(ctx.env, ctx.cwd)) {
+    if (await exists(file)) {
+      return { configFile: file }
+    }
+  }
+  return { createIn: defaultNodeDir(ctx.env, ctx.cwd) }
+}

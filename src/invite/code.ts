@@ -1,0 +1,377 @@
+/**
+ * The pairing code (SPEC §6): what `peerup invite` and `peerup relay pair` print and `peerup join`
+ * reads. A versioned binary record, written in Crockford's base32 in dash-separated groups of 4,
+ * with a CRC-32 so that a typo is reported as a typo.
+ *
+ * Layout (every version keeps bytes 0 and the last four as they are here, so any build can tell
+ * "made by a newer peerup" from "mistyped"):
+ *
+ * ```
+ * 0      version (1)
+ * 1      flags: bit0 group code (issued by a relay: the inviter is the relay itself)
+ *               bit1 relay id is an Ed25519 key (32 bytes follow), else a length-prefixed multihash
+ *               bit2 inviter id is an Ed25519 key (only without bit0)
+ * 2..17  token, 16 random bytes (128 bits): never sent over the wire, only proven (ADR 0003)
+ * 18..21 expiry, seconds since the epoch, big-endian
+ * …      relay peer id, inviter peer id (not for a group code)
+ * …      relay address: a length byte and the multiaddr's bytes (ip4, ip6, dns*, tcp, ws…; no /p2p)
+ * …      network namespace: a length byte and ASCII
+ * last 4 CRC-32 of everything before, big-endian
+ * ```
+ *
+ * A CRC-32 detects every error burst up to 32 bits; one wrong base32 character flips at most 5
+ * adjacent bits and two swapped neighbours at most 10, so every such typo is caught, not just
+ * most. Crockford's alphabet has no I, L, O or U, reads `I`/`L` as 1 and `O` as 0, and ignores
+ * case, dashes and spaces, so what a person types back mostly just works.
+ *
+ * This module imports nothing heavy: the CLI loads it statically.
+ *
+ * @packageDocumentation
+ */
+
+import { randomBytes } from 'node:crypto'
+import { crc32 } from 'node:zlib'
+import { peerIdFromMultihash, peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import * as Digest from 'multiformats/hashes/digest'
+import { CodeExpiredError, CodeTypoError, CodeVersionError, MalformedCodeError } from './errors.ts'
+
+/** The code format this build writes and reads. */
+export const CODE_VERSION = 1
+
+/** Bytes of the random token: 128 bits. */
+export const TOKEN_BYTES = 16
+
+/** What a code holds. */
+export interface InviteCode {
+  version: number
+  /** `peer`: made by `peerup invite`; `group`: one of a relay's group codes (`relay pair`). */
+  kind: 'peer' | 'group'
+  /** The secret. Never log it, never put it in an error. */
+  token: Uint8Array
+  /** When the code stops working. Whole seconds. */
+  expires: Date
+  /** The relay's transport address, without `/p2p/<relay>`: `/ip4/203.0.113.7/tcp/7777`. */
+  relayAddress: string
+  relayPeerId: string
+  /** The peer to pair with; the relay itself for a group code. */
+  inviterPeerId: string
+  /** `discovery.network` of the inviter: the joiner's config gets the same. */
+  network: string
+}
+
+/** What {@link createInviteCode} needs; the token is made here unless given (tests). */
+export type InviteCodeInput = Omit<InviteCode, 'version' | 'token'> & { token?: Uint8Array }
+
+const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+const DECODE = new Map<string, number>()
+for (const [i, c] of [...ALPHABET].entries()) {
+  DECODE.set(c, i)
+}
+// Crockford: the letters people confuse with digits read as those digits.
+DECODE.set('I', 1)
+DECODE.set('L', 1)
+DECODE.set('O', 0)
+
+const FLAG_GROUP = 1
+const FLAG_RELAY_ED25519 = 2
+const FLAG_INVITER_ED25519 = 4
+const KNOWN_FLAGS = FLAG_GROUP | FLAG_RELAY_ED25519 | FLAG_INVITER_ED25519
+// An identity multihash of a protobuf Ed25519 public key: 0x00, length 36, then 08 01 12 20.
+const ED25519_PREFIX = Uint8Array.from([0x00, 0x24, 0x08, 0x01, 0x12, 0x20])
+const NETWORK_RE = /^$|^[a-z0-9][a-z0-9_-]{0,62}$/
+// A code longer than this is not one of ours: a pasted essay must not reach the decoders.
+const MAX_CODE_CHARS = 1024
+const MAX_EXPIRY_S = 2 ** 32 - 1
+
+/** Makes a fresh code (random token) for `input`. */
+export function createInviteCode(input: InviteCodeInput): InviteCode {
+  const token = input.token ?? new Uint8Array(randomBytes(TOKEN_BYTES))
+  if (token.length !== TOKEN_BYTES) {
+    throw new RangeError(`a token is ${TOKEN_BYTES} bytes`)
+  }
+  return { ...input, version: CODE_VERSION, token: Uint8Array.from(token) }
+}
+
+/** Encodes a code as `XXXX-XXXX-…`. Throws RangeError on fields that cannot be encoded. */
+export function encodeInviteCode(code: InviteCode): string {
+  const bytes = toBytes(code)
+  return groups(base32Encode(bytes))
+}
+
+/**
+ * Decodes a code as a person typed or pasted it (any case, dashes, spaces and line breaks
+ * anywhere). Throws {@link MalformedCodeError}, {@link CodeTypoError} or {@link CodeVersionError};
+ * it does not check the expiry (see {@link assertNotExpired}).
+ */
+export function decodeInviteCode(text: string, options: { locateTypo?: boolean } = {}): InviteCode {
+  const chars = text.replace(/[\s-]+/g, '').toUpperCase()
+  if (chars.length === 0) {
+    throw new MalformedCodeError('the pairing code is empty', {
+      hint: 'paste the whole code `peerup invite` printed (groups like ABCD-EFGH-…)',
+    })
+  }
+  if (chars.length > MAX_CODE_CHARS) {
+    throw new MalformedCodeError(`that is not a pairing code (${chars.length} characters, far too long)`, {
+      hint: 'paste only the code `peerup invite` printed',
+    })
+  }
+  const values: number[] = []
+  for (let i = 0; i < chars.length; i++) {
+    const v = DECODE.get(chars[i] as string)
+    if (v === undefined) {
+      throw new CodeTypoError(
+        `the pairing code has a character that cannot be in a code, in group ${Math.floor(i / 4) + 1}`,
+        { hint: 'codes use only digits and the letters A–Z without I, L, O and U; check that group' },
+      )
+    }
+    values.push(v)
+  }
+  const bytes = base32Decode(values)
+  const locate = options.locateTypo !== false
+  if (bytes === undefined || bytes.length < 6) {
+    throw typo(values, locate)
+  }
+  const body = bytes.subarray(0, bytes.length - 4)
+  const sum = new DataView(bytes.buffer, bytes.byteOffset + bytes.length - 4, 4).getUint32(0)
+  if (crc32(body) >>> 0 !== sum) {
+    throw typo(values, locate)
+  }
+  const version = body[0] as number
+  if (version > CODE_VERSION) {
+    throw new CodeVersionError(
+      `this pairing code was made by a newer peerup (code format ${version}, this one reads ${CODE_VERSION})`,
+      { hint: 'upgrade peerup on this machine, then run the same command again' },
+    )
+  }
+  if (version !== CODE_VERSION) {
+    throw new MalformedCodeError(`that is not a peerup pairing code (format ${version})`)
+  }
+  try {
+    return fromBytes(body)
+  } catch (err) {
+    // A correct checksum over a record this build cannot parse: a bug or a forged code, not a typo.
+    throw new MalformedCodeError('that is not a valid peerup pairing code', { cause: err })
+  }
+}
+
+/** Throws {@link CodeExpiredError} when `code` has expired at `now`. */
+export function assertNotExpired(code: InviteCode, now: Date = new Date()): void {
+  if (now.getTime() >= code.expires.getTime()) {
+    throw new CodeExpiredError(`the pairing code expired at ${code.expires.toISOString()}`, {
+      hint: 'ask for a new one (`peerup invite` on the other machine)',
+    })
+  }
+}
+
+/** The relay's full address, `…/p2p/<relay>`: what the joiner's config gets under `relay.addresses`. */
+export function relayMultiaddr(code: InviteCode): string {
+  return `${code.relayAddress}/p2p/${code.relayPeerId}`
+}
+
+/** Splits base32 text into dash-separated groups of 4. */
+function groups(chars: string): string {
+  return chars.match(/.{1,4}/g)?.join('-') ?? ''
+}
+
+function typo(values: number[], locate: boolean): CodeTypoError {
+  // Where a single mistyped character would fix the checksum, say which group (a few thousand
+  // CRCs, milliseconds); the code itself never goes into the message.
+  const group = locate ? locateTypo(values) : undefined
+  return new CodeTypoError(
+    group === undefined
+      ? 'the pairing code has a typo (its checksum does not match)'
+      : `the pairing code has a typo, probably in group ${group}`,
+    {
+      hint: 'compare it with the original character by character (a missing or extra character counts too), or copy and paste it',
+    },
+  )
+}
+
+/** The 1-based group where changing one character makes the checksum match, when exactly one does. */
+function locateTypo(values: number[]): number | undefined {
+  if (values.length > 400) {
+    return undefined
+  }
+  const found = new Set<number>()
+  const trial = [...values]
+  for (let i = 0; i < values.length && found.size <= 1; i++) {
+    for (let v = 0; v < 32; v++) {
+      if (v === values[i]) {
+        continue
+      }
+      trial[i] = v
+      const bytes = base32Decode(trial)
+      if (bytes !== undefined && bytes.length >= 6) {
+        const body = bytes.subarray(0, bytes.length - 4)
+        const sum = new DataView(bytes.buffer, bytes.byteOffset + bytes.length - 4, 4).getUint32(0)
+        if (crc32(body) >>> 0 === sum) {
+          found.add(Math.floor(i / 4) + 1)
+        }
+      }
+    }
+    trial[i] = values[i] as number
+  }
+  return found.size === 1 ? [...found][0] : undefined
+}
+
+function toBytes(code: InviteCode): Uint8Array {
+  const out: number[] = []
+  const push = (...bytes: ArrayLike<number>[]): void => {
+    for (const b of bytes) {
+      for (let i = 0; i < b.length; i++) {
+        out.push(b[i] as number)
+      }
+    }
+  }
+  const relayId = peerIdBytes(code.relayPeerId)
+  const inviterId = code.kind === 'group' ? undefined : peerIdBytes(code.inviterPeerId)
+  if (code.kind === 'group' && code.inviterPeerId !== code.relayPeerId) {
+    throw new RangeError('a group code is issued by its relay: inviterPeerId must be the relay')
+  }
+  let flags = code.kind === 'group' ? FLAG_GROUP : 0
+  if (relayId.ed25519) flags |= FLAG_RELAY_ED25519
+  if (inviterId?.ed25519 === true) flags |= FLAG_INVITER_ED25519
+  if (code.token.length !== TOKEN_BYTES) {
+    throw new RangeError(`a token is ${TOKEN_BYTES} bytes`)
+  }
+  const seconds = Math.floor(code.expires.getTime() / 1000)
+  if (!Number.isInteger(seconds) || seconds < 0 || seconds > MAX_EXPIRY_S) {
+    throw new RangeError('the expiry cannot be encoded')
+  }
+  const expiry = new Uint8Array(4)
+  new DataView(expiry.buffer).setUint32(0, seconds)
+  push([CODE_VERSION, flags], code.token, expiry, relayId.bytes)
+  if (inviterId !== undefined) {
+    push(inviterId.bytes)
+  }
+  const addr = multiaddr(code.relayAddress)
+  if (addr.getComponents().some((c) => c.name === 'p2p' || c.name === 'p2p-circuit')) {
+    throw new RangeError('the relay address must not contain /p2p or /p2p-circuit')
+  }
+  push(lengthPrefixed(addr.bytes, 'relay address'))
+  if (!NETWORK_RE.test(code.network)) {
+    throw new RangeError('invalid network name')
+  }
+  push(lengthPrefixed(new TextEncoder().encode(code.network), 'network'))
+  const body = Uint8Array.from(out)
+  const sum = new Uint8Array(4)
+  new DataView(sum.buffer).setUint32(0, crc32(body) >>> 0)
+  const all = new Uint8Array(body.length + 4)
+  all.set(body)
+  all.set(sum, body.length)
+  return all
+}
+
+function fromBytes(body: Uint8Array): InviteCode {
+  let at = 0
+  const take = (n: number): Uint8Array => {
+    if (at + n > body.length) {
+      throw new RangeError('truncated')
+    }
+    const out = body.subarray(at, at + n)
+    at += n
+    return out
+  }
+  const [version, flags] = take(2) as unknown as [number, number]
+  if ((flags & ~KNOWN_FLAGS) !== 0) {
+    throw new RangeError('unknown flags')
+  }
+  const kind = (flags & FLAG_GROUP) !== 0 ? 'group' : 'peer'
+  if (kind === 'group' && (flags & FLAG_INVITER_ED25519) !== 0) {
+    throw new RangeError('a group code has no inviter id')
+  }
+  const token = Uint8Array.from(take(TOKEN_BYTES))
+  const seconds = new DataView(body.buffer, body.byteOffset + at, 4).getUint32(0)
+  take(4)
+  const readId = (ed25519: boolean): string => {
+    if (ed25519) {
+      const key = take(32)
+      const mh = new Uint8Array(ED25519_PREFIX.length + 32)
+      mh.set(ED25519_PREFIX)
+      mh.set(key, ED25519_PREFIX.length)
+      return peerIdFromMultihash(Digest.decode(mh)).toString()
+    }
+    const len = take(1)[0] as number
+    return peerIdFromMultihash(Digest.decode(Uint8Array.from(take(len)))).toString()
+  }
+  const relayPeerId = readId((flags & FLAG_RELAY_ED25519) !== 0)
+  const inviterPeerId = kind === 'group' ? relayPeerId : readId((flags & FLAG_INVITER_ED25519) !== 0)
+  const addrLen = take(1)[0] as number
+  const relayAddress = multiaddr(Uint8Array.from(take(addrLen))).toString()
+  const netLen = take(1)[0] as number
+  const network = new TextDecoder('utf-8', { fatal: true }).decode(take(netLen))
+  if (!NETWORK_RE.test(network) || at !== body.length) {
+    throw new RangeError('bad network or trailing bytes')
+  }
+  return {
+    version,
+    kind,
+    token,
+    expires: new Date(seconds * 1000),
+    relayAddress,
+    relayPeerId,
+    inviterPeerId,
+    network,
+  }
+}
+
+function peerIdBytes(id: string): { ed25519: boolean; bytes: Uint8Array } {
+  const mh = peerIdFromString(id).toMultihash().bytes
+  const ed25519 = mh.length === ED25519_PREFIX.length + 32 && ED25519_PREFIX.every((b, i) => mh[i] === b)
+  return ed25519
+    ? { ed25519, bytes: mh.subarray(ED25519_PREFIX.length) }
+    : { ed25519, bytes: lengthPrefixed(mh, 'peer id') }
+}
+
+function lengthPrefixed(bytes: Uint8Array, what: string): Uint8Array {
+  if (bytes.length > 255) {
+    throw new RangeError(`the ${what} is too long to encode`)
+  }
+  const out = new Uint8Array(bytes.length + 1)
+  out[0] = bytes.length
+  out.set(bytes, 1)
+  return out
+}
+
+function base32Encode(bytes: Uint8Array): string {
+  let out = ''
+  let buffer = 0
+  let bits = 0
+  for (const b of bytes) {
+    buffer = (buffer << 8) | b
+    bits += 8
+    while (bits >= 5) {
+      out += ALPHABET[(buffer >>> (bits - 5)) & 31]
+      bits -= 5
+    }
+    buffer &= (1 << bits) - 1
+  }
+  if (bits > 0) {
+    out += ALPHABET[(buffer << (5 - bits)) & 31]
+  }
+  return out
+}
+
+/** Base32 values to bytes; undefined when the padding bits are not zero (a sure typo). */
+function base32Decode(values: number[]): Uint8Array | undefined {
+  const out = new Uint8Array(Math.floor((values.length * 5) / 8))
+  let buffer = 0
+  let bits = 0
+  let n = 0
+  for (const v of values) {
+    buffer = (buffer << 5) | v
+    bits += 5
+    if (bits >= 8) {
+      out[n++] = (buffer >>> (bits - 8)) & 0xff
+      bits -= 8
+    }
+    buffer &= (1 << bits) - 1
+  }
+  // Leftover bits are padding: an encoder always writes zeros there. More than 7 means a
+  // character too many.
+  if (bits >= 5 || buffer !== 0) {
+    return undefined
+  }
+  return out
+}

@@ -1,0 +1,217 @@
+/**
+ * `peerup invite`: hold a reservation on a relay, make a single-use code, wait on
+ * `/peerup/invite/1.0.0` for one joiner, then authorize it here, record its name and ask the
+ * relay to authorize it there (sponsoring, SPEC §6).
+ *
+ * @packageDocumentation
+ */
+
+import * as path from 'node:path'
+import { multiaddr } from '@multiformats/multiaddr'
+import { socketAnswers } from '../client/probe.ts'
+import { NODE_FILES } from '../config/paths.ts'
+import type { Logger } from '../log/index.ts'
+import { createInviteCode, encodeInviteCode, type InviteCode } from './code.ts'
+import { CodeExpiredError, InviteUnavailableError } from './errors.ts'
+import { type AcceptExtras, answerPairing, InviteSession, type Joiner } from './inviter.ts'
+import { startPairingNode } from './node.ts'
+import { INVITE_PROTOCOL, INVITE_STREAM_OPTIONS } from './protocol.ts'
+import { askRelay } from './relay-admin.ts'
+import { trustPeer } from './trust.ts'
+
+/** The multicodec of `/p2p/<peer id>`. */
+const P2P_CODE = 421
+
+/** How long `invite` waits for a reservation before giving up. */
+export const RESERVATION_WAIT_MS = 30_000
+
+/** Options of {@link runInvite}. */
+export interface InviteOptions {
+  configFile: string
+  log: Logger
+  /** This machine's name, told to the joiner for its `names:`. */
+  name: string | undefined
+  ttlMs: number
+  signal: AbortSignal
+  /** Called once with the code to show (and the decoded fields, for the QR code and JSON). */
+  onCode: (text: string, code: InviteCode) => void
+  /** Progress for stderr. */
+  onProgress?: (message: string) => void
+}
+
+/** What a successful invite did. */
+export interface InviteResult {
+  peerId: string
+  /** The name recorded for the joiner under `names:`. */
+  name: string | undefined
+  /** Whether the relay authorized the joiner (and why not). */
+  sponsored: { ok: boolean; reason?: string }
+}
+
+/** Runs one invite to its end: a join (resolves), expiry, burning or the signal (rejects). */
+export async function runInvite(options: InviteOptions): Promise<InviteResult> {
+  const { log } = options
+  const progress = options.onProgress ?? (() => {})
+  const socket = path.join(path.dirname(options.configFile), NODE_FILES.socket)
+  if (await socketAnswers(socket)) {
+    // Two processes with one identity would both hold a reservation on the relay, and circuits
+    // would reach the daemon, which does not answer the invite protocol.
+    throw new InviteUnavailableError('a daemon is running for this config, and it would take the joiner', {
+      hint: 'stop the daemon while pairing (Ctrl+C or `systemctl stop peerup`), run `peerup invite`, then start it again',
+    })
+  }
+  const pn = await startPairingNode({ configFile: options.configFile, log, reserve: true })
+  try {
+    if (pn.config.relay.addresses.length === 0) {
+      throw new InviteUnavailableError('this node has no relay, so a joiner behind NAT could not reach it', {
+        hint: 'add one with `peerup relay add <multiaddr>` (`peerup relay info` on the relay prints it)',
+      })
+    }
+    progress('waiting for a reservation on the relay…')
+    try {
+      await pn.supervisor.waitForReservation(
+        AbortSignal.any([options.signal, AbortSignal.timeout(RESERVATION_WAIT_MS)]),
+      )
+    } catch (err) {
+      options.signal.throwIfAborted()
+      const why = pn.supervisor
+        .status()
+        .map((r) => r.lastError)
+        .find((e) => e !== undefined)
+      throw new InviteUnavailableError(
+        `no relay gave this node a reservation within ${RESERVATION_WAIT_MS / 1000} s${why === undefined ? '' : ` (${why})`}`,
+        {
+          hint: `is this node authorized on the relay? On the relay: \`peerup relay authorize ${pn.peerId}\``,
+          cause: err,
+        },
+      )
+    }
+    const relay = pn.supervisor.status().find((r) => r.reserved)!
+    // The code carries the transport part; the relay's peer id travels beside it.
+    const relayAddr = multiaddr(relay.addrs[0] as string).decapsulateCode(P2P_CODE)
+    const code = createInviteCode({
+      kind: 'peer',
+      expires: new Date(Math.floor((Date.now() + options.ttlMs) / 1000) * 1000),
+      relayAddress: relayAddr.toString(),
+      relayPeerId: relay.peerId,
+      inviterPeerId: pn.peerId,
+      network: pn.config.discovery.network,
+    })
+    const sponsor = async (joiner: Joiner): Promise<AcceptExtras['sponsored']> => {
+      const conn = pn.relayConnection(relay.peerId)
+      if (conn === undefined) {
+        return { ok: false, reason: 'the inviter lost its connection to the relay' }
+      }
+      try {
+        const answer = await askRelay(conn, {
+          type: 'sponsor',
+          peer: joiner.peerId,
+          ...(joiner.name === undefined ? {} : { name: joiner.name }),
+        })
+        return answer.ok ? { ok: true } : { ok: false, reason: answer.reason ?? 'refused' }
+      } catch (err) {
+        const message =
+          (err as Error).name === 'UnsupportedProtocolError'
+            ? 'the relay does not support sponsoring'
+            : (err as Error).message
+        return { ok: false, reason: message }
+      }
+    }
+    let result: InviteResult | undefined
+    const session = new InviteSession({
+      token: code.token,
+      expires: code.expires,
+      onJoin: async (joiner) => {
+        const trusted = await trustPeer({
+          authorizedKeysFile: pn.authorizedKeysFile,
+          configFile: pn.configFile,
+          peerId: joiner.peerId,
+          ...(joiner.name === undefined ? {} : { name: joiner.name }),
+          note: joiner.name === undefined ? `paired ${new Date().toISOString().slice(0, 10)}` : undefined,
+        })
+        // Gating reads the set, not the file: the joiner may now open the connection it needs.
+        await pn.authorized.reloadFromFile()
+        const sponsored = await sponsor(joiner)
+        if (sponsored?.ok !== true) {
+          log.warn('the relay did not authorize the joiner', {
+            peer: joiner.peerId,
+            reason: sponsored?.reason,
+          })
+        }
+        result = { peerId: trusted.peerId, name: trusted.name, sponsored: sponsored ?? { ok: false } }
+        return { ...(options.name === undefined ? {} : { name: options.name }), sponsored }
+      },
+    })
+    const controller = new AbortController()
+    const stopAdmitting = pn.admitJoiners()
+    const running = new Set<Promise<void>>()
+    await pn.node.handle(
+      INVITE_PROTOCOL,
+      (stream, connection) => {
+        const exchange = answerPairing(stream, connection, {
+          localPeerId: pn.peerId,
+          book: session,
+          log: log.child('invite'),
+          signal: controller.signal,
+        })
+          .finally(() => {
+            running.delete(exchange)
+            // A peer that failed keeps no connection here; the joiner's limited one has done its job.
+            if (session.state !== 'busy') {
+              connection.close().catch(() => {})
+            }
+          })
+          .catch(() => {})
+        running.add(exchange)
+      },
+      INVITE_STREAM_OPTIONS,
+    )
+    options.onCode(encodeInviteCode(code), code)
+    progress('waiting for the other machine to run `peerup join` with this code…')
+    const expired = AbortSignal.timeout(Math.max(code.expires.getTime() - Date.now(), 0))
+    try {
+      const joiner = await raceSignals(session.joined, [options.signal, expired])
+      // The exchange finishes (accept sent, the joiner's done read) before the node goes away;
+      // each step of it has its own deadline.
+      await Promise.allSettled([...running])
+      if (result === undefined || result.peerId !== joiner.peerId) {
+        throw new Error('pairing finished without a result')
+      }
+      return result
+    } catch (err) {
+      if (expired.aborted && !options.signal.aborted) {
+        throw new CodeExpiredError(`nobody joined before the code expired at ${code.expires.toISOString()}`, {
+          hint: 'run `peerup invite` again for a new code (`--ttl` makes it last longer)',
+        })
+      }
+      throw err
+    } finally {
+      stopAdmitting()
+      controller.abort()
+      await pn.node.unhandle(INVITE_PROTOCOL).catch(() => {})
+    }
+  } finally {
+    await pn.stop()
+  }
+}
+
+function raceSignals<T>(promise: Promise<T>, signals: AbortSignal[]): Promise<T> {
+  const any = AbortSignal.any(signals)
+  if (any.aborted) {
+    return Promise.reject(any.reason)
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(any.reason)
+    any.addEventListener('abort', onAbort, { once: true })
+    promise.then(
+      (v) => {
+        any.removeEventListener('abort', onAbort)
+        resolve(v)
+      },
+      (e: unknown) => {
+        any.removeEventListener('abort', onAbort)
+        reject(e)
+      },
+    )
+  })
+}

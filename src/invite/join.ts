@@ -1,0 +1,188 @@
+/**
+ * `peerup join`: pair with the inviter named in a code. Creates this node's identity and config
+ * from the code when there is none, connects to the inviter through the code's relay (a limited
+ * circuit: the connection itself authenticates the inviter's peer id), proves the token, and
+ * authorizes the inviter here. With a relay's group code the relay answers instead, and every
+ * other member of the group is authorized as the relay introduces it.
+ *
+ * @packageDocumentation
+ */
+
+import type { Stream } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
+import { initNode } from '../config/init.ts'
+import { loadNodeConfig } from '../config/load.ts'
+import { addRelay, relayPeerId } from '../config/ops.ts'
+import type { Logger } from '../log/index.ts'
+import { explainDialFailure } from '../p2p/reach.ts'
+import { assertNotExpired, type InviteCode, relayMultiaddr } from './code.ts'
+import { InviterUnreachableError } from './errors.ts'
+import { proveToken } from './joiner.ts'
+import { startPairingNode } from './node.ts'
+import { INVITE_PROTOCOL, INVITE_STREAM_OPTIONS, STEP_TIMEOUT_MS } from './protocol.ts'
+import { type Trusted, trustPeer } from './trust.ts'
+
+/** Where the joiner's node lives: an existing config, or a directory to create one in. */
+export type JoinTarget = { configFile: string } | { createIn: string }
+
+/** Options of {@link runJoin}. */
+export interface JoinOptions {
+  code: InviteCode
+  target: JoinTarget
+  /** This machine's name, told to the inviter (and a group's members) for their `names:`. */
+  name: string | undefined
+  log: Logger
+  signal: AbortSignal
+  /** Wait for a relay group to fill before returning (default true). */
+  waitForGroup?: boolean
+  /** This machine's clock (tests). The inviter judges the expiry by its own anyway. */
+  now?: () => Date
+  onProgress?: (message: string) => void
+}
+
+/** What a successful join did. */
+export interface JoinResult {
+  configFile: string
+  /** Whether this join created the node's identity and config. */
+  created: boolean
+  peerId: string
+  /** The peer paired with (for a group code: the relay). */
+  inviter: { peerId: string; name: string | undefined }
+  /** Whether the relay authorized this node (a peer invite's sponsoring). */
+  sponsored: { ok: boolean; reason?: string } | undefined
+  group: { id: string; size: number; members: Trusted[]; complete: boolean } | undefined
+}
+
+/** Pairs using `code`. */
+export async function runJoin(options: JoinOptions): Promise<JoinResult> {
+  const { code, log } = options
+  const progress = options.onProgress ?? (() => {})
+  assertNotExpired(code, options.now?.() ?? new Date())
+  const relay = relayMultiaddr(code)
+  let configFile: string
+  let created = false
+  if ('configFile' in options.target) {
+    configFile = options.target.configFile
+    const { config } = await loadNodeConfig(configFile)
+    // The node must keep using the code's relay, or the inviter could not reach it afterwards.
+    if (!config.relay.addresses.some((a) => relayPeerId(a) === code.relayPeerId)) {
+      await addRelay(configFile, relay)
+      progress(`added the relay ${relay} to ${configFile}`)
+    }
+    if (config.discovery.network !== code.network) {
+      log.warn(
+        'this node uses another network name than the inviter; peers will meet through the relay only',
+        {
+          network: config.discovery.network,
+          inviter_network: code.network,
+        },
+      )
+    }
+  } else {
+    const init = await initNode({ dir: options.target.createIn, relays: [relay], network: code.network })
+    configFile = init.configFile
+    created = true
+    progress(`created this node's identity and config in ${init.dir}`)
+  }
+
+  const pn = await startPairingNode({ configFile, log, reserve: false })
+  try {
+    const target =
+      code.kind === 'group' ? multiaddr(relay) : multiaddr(`${relay}/p2p-circuit/p2p/${code.inviterPeerId}`)
+    progress(
+      code.kind === 'group' ? 'connecting to the relay…' : 'connecting to the inviter through the relay…',
+    )
+    let stream: Stream
+    try {
+      stream = await pn.node.dialProtocol(target, INVITE_PROTOCOL, {
+        ...INVITE_STREAM_OPTIONS,
+        signal: AbortSignal.any([options.signal, AbortSignal.timeout(STEP_TIMEOUT_MS * 2)]),
+      })
+    } catch (err) {
+      options.signal.throwIfAborted()
+      throw explainJoinDial(code, err)
+    }
+    const remote = code.inviterPeerId
+    const inviter: JoinResult['inviter'] = { peerId: remote, name: undefined }
+    let sponsored: JoinResult['sponsored']
+    let group: JoinResult['group']
+    const trust = (peerId: string, name: string | undefined, groupId?: string): Promise<Trusted> =>
+      trustPeer({
+        authorizedKeysFile: pn.authorizedKeysFile,
+        configFile: pn.configFile,
+        peerId,
+        ...(name === undefined ? {} : { name }),
+        ...(groupId === undefined ? {} : { group: groupId }),
+        ...(name === undefined ? { note: `paired ${new Date().toISOString().slice(0, 10)}` } : {}),
+      })
+    progress('proving the code…')
+    const { complete } = await proveToken(stream, {
+      localPeerId: pn.peerId,
+      remotePeerId: remote,
+      token: code.token,
+      ...(options.name === undefined ? {} : { name: options.name }),
+      signal: options.signal,
+      waitForGroup: options.waitForGroup !== false,
+      groupWaitMs: Math.max(code.expires.getTime() - Date.now(), 0) + 60_000,
+      onAccept: async (accept) => {
+        sponsored = accept.sponsored
+        if (accept.group === undefined) {
+          const t = await trust(remote, accept.name)
+          inviter.name = t.name
+          return
+        }
+        group = { id: accept.group.id, size: accept.group.size, members: [], complete: false }
+        inviter.name = accept.name
+        for (const m of accept.group.members) {
+          if (m.peerId !== pn.peerId) {
+            group.members.push(await trust(m.peerId, m.name, accept.group.id))
+          }
+        }
+        if (accept.group.members.length + 1 < accept.group.size) {
+          progress(
+            `joined group ${accept.group.id} (${accept.group.members.length + 1} of ${accept.group.size}); waiting for the others to join…`,
+          )
+        }
+      },
+      onMember: async (m) => {
+        if (group !== undefined && m.peerId !== pn.peerId) {
+          group.members.push(await trust(m.peerId, m.name, group.id))
+          progress(`${m.name ?? m.peerId} joined the group (${group.members.length + 1} of ${group.size})`)
+        }
+      },
+    })
+    if (group !== undefined) {
+      group.complete = complete
+    }
+    // The limited circuit has done its job; the next connection (from a new process) is a full one.
+    await stream.close().catch(() => {})
+    for (const c of pn.node.getConnections()) {
+      if (c.limits !== undefined) {
+        await c.close().catch(() => {})
+      }
+    }
+    return { configFile, created, peerId: pn.peerId, inviter, sponsored, group }
+  } finally {
+    await pn.stop()
+  }
+}
+
+function explainJoinDial(code: InviteCode, err: unknown): Error {
+  const text = `${(err as Error)?.name ?? ''} ${(err as Error)?.message ?? String(err)}`
+  if (/UnsupportedProtocol|protocol selection failed|no protocol/i.test(text)) {
+    return new InviterUnreachableError(
+      code.kind === 'group'
+        ? 'the relay does not take group codes (an older relay?)'
+        : 'the inviter is not waiting for a join any more (its `peerup invite` ended: the code was used, expired or stopped)',
+      { hint: 'ask for a new code', cause: err },
+    )
+  }
+  if (/NO_RESERVATION/.test(text)) {
+    return new InviterUnreachableError('the inviter is not connected to the relay in the code', {
+      hint: 'is `peerup invite` still running on the other machine? Ask for a new code if it ended',
+      cause: err,
+    })
+  }
+  const explained = explainDialFailure(code.kind === 'group' ? code.relayPeerId : code.inviterPeerId, err)
+  return explained
+}

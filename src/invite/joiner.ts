@@ -1,0 +1,150 @@
+/**
+ * The joining side of the exchange in src/invite/protocol.ts: proves the token on a stream to
+ * the inviter (or to a relay, for a group code), checks the inviter's proof in return, and turns
+ * every refusal into an error that tells the person what happened.
+ *
+ * @packageDocumentation
+ */
+
+import type { Stream } from '@libp2p/interface'
+import {
+  CodeExpiredError,
+  CodeUsedError,
+  InviterUnreachableError,
+  PairingProofError,
+  PairingProtocolError,
+} from './errors.ts'
+import {
+  deriveKeys,
+  Framed,
+  freshNonce,
+  type GroupMember,
+  macEquals,
+  PAIRING_VERSION,
+  type PairingMessage,
+  proofMac,
+  type RefusalReason,
+} from './protocol.ts'
+
+/** The inviter's accept. */
+export type Accept = Extract<PairingMessage, { type: 'accept' }>
+
+/** Options of {@link proveToken}. */
+export interface ProveOptions {
+  localPeerId: string
+  /** The inviter (the relay, for a group code), as authenticated by the connection. */
+  remotePeerId: string
+  token: Uint8Array
+  /** This machine's name, for the other side's `names:`. */
+  name?: string
+  signal?: AbortSignal
+  /** Called with the accept, before anything else is read: write this side's files here. */
+  onAccept: (accept: Accept) => Promise<void>
+  /** A relay group: called for each member that joins after us, while we wait. */
+  onMember?: (member: GroupMember) => Promise<void>
+  /** A relay group: wait for the group to fill (default), or return right after joining. */
+  waitForGroup?: boolean
+  /** How long to wait for the group at most. */
+  groupWaitMs?: number
+}
+
+/** Runs the joiner's side on `stream`; resolves with the accept once everything is written. */
+export async function proveToken(
+  stream: Stream,
+  options: ProveOptions,
+): Promise<{ accept: Accept; complete: boolean }> {
+  const framed = new Framed(stream)
+  const { codeId, key } = deriveKeys(options.token)
+  const signal = options.signal
+  try {
+    const nonces = { joiner: freshNonce(), inviter: '' }
+    await framed.send({ type: 'hello', v: PAIRING_VERSION, code: codeId, nonce: nonces.joiner }, signal)
+    const challenge = await framed.read(['challenge'], { signal })
+    if (challenge.type === 'error') {
+      throw refusal(challenge.reason, challenge.remaining)
+    }
+    nonces.inviter = challenge.nonce
+    const ids = { inviter: options.remotePeerId, joiner: options.localPeerId }
+    await framed.send(
+      {
+        type: 'proof',
+        mac: proofMac(key, 'joiner', ids, nonces),
+        ...(options.name === undefined ? {} : { name: options.name }),
+      },
+      signal,
+    )
+    const accept = await framed.read(['accept'], { signal })
+    if (accept.type === 'error') {
+      throw refusal(accept.reason, accept.remaining)
+    }
+    if (!macEquals(accept.mac, proofMac(key, 'inviter', ids, nonces))) {
+      throw new PairingProofError('the other side did not prove it knows the code: nothing was written', {
+        hint: 'make sure the code came from the person you meant to pair with, and ask for a new one',
+      })
+    }
+    await options.onAccept(accept)
+    let complete = accept.group === undefined || accept.group.members.length + 1 >= accept.group.size
+    if (accept.group !== undefined && !complete && options.waitForGroup !== false) {
+      const deadline = AbortSignal.timeout(options.groupWaitMs ?? 3_600_000)
+      const waitSignal = signal === undefined ? deadline : AbortSignal.any([signal, deadline])
+      for (;;) {
+        let m: Awaited<ReturnType<typeof framed.read<'member' | 'complete'>>>
+        try {
+          m = await framed.read(['member', 'complete'], { signal: waitSignal, timeoutMs: 2 ** 31 - 1 })
+        } catch (err) {
+          if (waitSignal.aborted) {
+            break
+          }
+          throw err
+        }
+        if (m.type === 'error') {
+          // The group stopped (expired, revoked): who joined so far is written already.
+          break
+        }
+        if (m.type === 'complete') {
+          complete = true
+          break
+        }
+        await options.onMember?.({ peerId: m.peerId, ...(m.name === undefined ? {} : { name: m.name }) })
+      }
+    }
+    await framed.send({ type: 'done' }).catch(() => {})
+    return { accept, complete }
+  } finally {
+    await framed.close()
+  }
+}
+
+function refusal(reason: RefusalReason, remaining: number | undefined): Error {
+  switch (reason) {
+    case 'wrong-proof':
+      return new PairingProofError(
+        `the inviter did not accept the code${remaining === undefined ? '' : ` (${remaining} attempt${remaining === 1 ? '' : 's'} left before it is burned)`}`,
+        { hint: 'check that you have the latest code from the inviter; an older code no longer works' },
+      )
+    case 'burned':
+      return new CodeUsedError('the code was burned after too many wrong attempts', {
+        hint: 'ask the inviter for a new code (`peerup invite`)',
+      })
+    case 'used':
+      return new CodeUsedError('the code was used already: a code pairs one machine, once', {
+        hint: 'ask the inviter for a new code (`peerup invite`)',
+      })
+    case 'expired':
+      return new CodeExpiredError('the inviter says the code has expired', {
+        hint: 'ask for a new one; if it should still be valid, check both clocks',
+      })
+    case 'revoked':
+      return new CodeUsedError('the relay operator revoked this group code', {
+        hint: 'ask the relay operator for a new one (`peerup relay pair`)',
+      })
+    case 'busy':
+      return new InviterUnreachableError('the inviter is busy pairing with someone else right now', {
+        hint: 'try again in a moment',
+      })
+    default:
+      return new PairingProtocolError(`the inviter could not complete the pairing (${reason})`, {
+        hint: 'look at the output of `peerup invite` on the other machine',
+      })
+  }
+}

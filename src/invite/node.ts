@@ -1,0 +1,121 @@
+/**
+ * The short-lived libp2p node `peerup invite` and `peerup join` run. It is a plain peerup node
+ * (the config's identity, relays and network) with two differences from the daemon's:
+ *
+ * - it offers no services at all: the only protocols it answers are identify, ping and, while an
+ *   invite waits, `/peerup/invite/1.0.0`;
+ * - its gater also admits a peer that is not in authorized_keys, but only while an invite is
+ *   waiting and only on a relayed connection — the joiner, which nobody could have authorized yet.
+ *   What such a peer can reach is the list above; nothing of the machine's services.
+ *
+ * @packageDocumentation
+ */
+
+import type { Connection, MultiaddrConnection, PeerId } from '@libp2p/interface'
+import { AuthorizedPeers } from '../auth/gater.ts'
+import { loadIdentity, peerIdOf } from '../auth/identity.ts'
+import { loadNodeConfig, resolveIn } from '../config/load.ts'
+import type { NodeConfig } from '../config/schema.ts'
+import type { Logger } from '../log/index.ts'
+import { createPeerupNode, type PeerupLibp2p } from '../p2p/node.ts'
+import { ReservationSupervisor } from '../p2p/reservations.ts'
+
+/** Options of {@link startPairingNode}. */
+export interface PairingNodeOptions {
+  configFile: string
+  log: Logger
+  /** Hold a reservation on the relays (the inviter does, so the joiner can reach it). */
+  reserve: boolean
+}
+
+/** A running pairing node. */
+export interface PairingNode {
+  node: PeerupLibp2p
+  config: NodeConfig
+  dir: string
+  configFile: string
+  peerId: string
+  authorizedKeysFile: string
+  authorized: AuthorizedPeers
+  supervisor: ReservationSupervisor
+  /**
+   * Admits unknown peers on relayed connections until the returned function is called (the
+   * inviter calls it while its code is open).
+   */
+  admitJoiners(): () => void
+  /** The open, unlimited connection to a relay, if there is one. */
+  relayConnection(relayPeerId: string): Connection | undefined
+  stop(): Promise<void>
+}
+
+/** Starts the node. */
+export async function startPairingNode(options: PairingNodeOptions): Promise<PairingNode> {
+  const { config, dir, file } = await loadNodeConfig(options.configFile)
+  const log = options.log
+  const privateKey = await loadIdentity(resolveIn(dir, config.identity.key_file))
+  const peerId = peerIdOf(privateKey)
+  const authorizedKeysFile = resolveIn(dir, config.security.authorized_keys_file)
+  const authorized = await AuthorizedPeers.fromFile(authorizedKeysFile)
+  let admitting = 0
+  const gating = config.security.enable_connection_gating
+  const gater = {
+    denyInboundEncryptedConnection: (peer: PeerId, maConn: MultiaddrConnection): boolean => {
+      const id = peer.toString()
+      if (!gating || authorized.has(id)) {
+        return false
+      }
+      const relayed = maConn.remoteAddr.toString().includes('/p2p-circuit')
+      if (admitting > 0 && relayed) {
+        log.debug('admitting a peer to pair', { peer: id })
+        return false
+      }
+      log.warn('connection refused: peer not in authorized_keys', { peer: id })
+      return true
+    },
+  }
+  const relays = config.relay.addresses
+  const node = await createPeerupNode({
+    privateKey,
+    // No direct listener: the code names the relay, and the joiner only ever dials out.
+    listen: [],
+    relayCount: options.reserve ? new Set(relays.map((r) => r.split('/p2p/').pop())).size : 0,
+    network: config.discovery.network,
+    gater,
+  })
+  const supervisor = new ReservationSupervisor(node, {
+    relays: options.reserve ? relays : [],
+    log: log.child('relays'),
+  })
+  supervisor.start()
+  return {
+    node,
+    config,
+    dir,
+    configFile: file,
+    peerId,
+    authorizedKeysFile,
+    authorized,
+    supervisor,
+    admitJoiners: () => {
+      admitting++
+      let done = false
+      return () => {
+        if (!done) {
+          done = true
+          admitting--
+        }
+      }
+    },
+    relayConnection: (relayPeerId) =>
+      node
+        .getConnections()
+        .find(
+          (c) => c.remotePeer.toString() === relayPeerId && c.status === 'open' && c.limits === undefined,
+        ),
+    stop: async () => {
+      supervisor.stop()
+      authorized.stop()
+      await node.stop()
+    },
+  }
+}

@@ -1,0 +1,241 @@
+/**
+ * The pairing exchange on `/peerup/invite/1.0.0` (ADR 0003). The libp2p connection (noise)
+ * already authenticates both peer ids and encrypts everything, so what is left to prove is that
+ * the joiner holds the code's token — without the token ever crossing the wire:
+ *
+ * ```
+ * joiner → inviter  hello      { v, code: id(token), nonce: nJ }
+ * inviter → joiner  challenge  { nonce: nI }
+ * joiner → inviter  proof      { mac: HMAC(K, "joiner"  ‖ inviter ‖ joiner ‖ nI ‖ nJ), name }
+ * inviter → joiner  accept     { mac: HMAC(K, "inviter" ‖ inviter ‖ joiner ‖ nI ‖ nJ), name, … }
+ *                   (a relay's group code: member… then complete, while the group fills)
+ * joiner → inviter  done
+ * ```
+ *
+ * K and id(token) are HKDF-SHA256 outputs of the token under different labels: the id names the
+ * code without revealing the key, the MACs are bound to both authenticated peer ids and to fresh
+ * nonces of both sides, so a proof is useless on any other connection and a wrong guess learns
+ * nothing but "wrong". Either side refuses with `error { reason }` and closes.
+ *
+ * Every message is one length-prefixed JSON frame of at most {@link MAX_MESSAGE_BYTES}, checked
+ * against a schema; every read has a deadline.
+ *
+ * @packageDocumentation
+ */
+
+import { createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto'
+import type { Stream } from '@libp2p/interface'
+import { lpStream } from '@libp2p/utils'
+import { z } from 'zod'
+import { PairingProtocolError } from './errors.ts'
+
+/** The protocol id. */
+export const INVITE_PROTOCOL = '/peerup/invite/1.0.0'
+
+/** Protocol version inside the hello. */
+export const PAIRING_VERSION = 1
+
+/** Largest frame either side accepts. */
+export const MAX_MESSAGE_BYTES = 4096
+
+/** How long one step may take before the exchange is abandoned. */
+export const STEP_TIMEOUT_MS = 15_000
+
+/** Wrong proofs after which a code is burned (SPEC §6). */
+export const MAX_FAILED_PROOFS = 3
+
+/** Options to `handle()` and `dialProtocol()`: pairing runs on the limited circuit an unknown peer gets. */
+export const INVITE_STREAM_OPTIONS = {
+  runOnLimitedConnection: true,
+  maxInboundStreams: 4,
+  maxOutboundStreams: 4,
+} as const
+
+const NONCE_BYTES = 32
+const CODE_ID_BYTES = 8
+const HKDF_SALT = 'peerup invite v1'
+const hex = (bytes: number) => z.string().regex(new RegExp(`^[0-9a-f]{${bytes * 2}}$`))
+const peerName = z.string().max(63)
+const peerIdText = z.string().min(1).max(128)
+
+/** Why a side refused. */
+export const REFUSAL_REASONS = [
+  'wrong-proof',
+  'burned',
+  'used',
+  'expired',
+  'busy',
+  'revoked',
+  'bad-message',
+  'failed',
+] as const
+
+/** One of {@link REFUSAL_REASONS}. */
+export type RefusalReason = (typeof REFUSAL_REASONS)[number]
+
+const member = z.strictObject({ peerId: peerIdText, name: peerName.optional() })
+
+/** A member of a relay group, as the relay introduces it. */
+export type GroupMember = z.infer<typeof member>
+
+const messages = {
+  hello: z.strictObject({
+    type: z.literal('hello'),
+    v: z.number().int(),
+    code: hex(CODE_ID_BYTES),
+    nonce: hex(NONCE_BYTES),
+  }),
+  challenge: z.strictObject({ type: z.literal('challenge'), nonce: hex(NONCE_BYTES) }),
+  proof: z.strictObject({ type: z.literal('proof'), mac: hex(32), name: peerName.optional() }),
+  accept: z.strictObject({
+    type: z.literal('accept'),
+    mac: hex(32),
+    name: peerName.optional(),
+    /** The inviter asked the relay to authorize the joiner: what the relay said. */
+    sponsored: z.strictObject({ ok: z.boolean(), reason: z.string().max(300).optional() }).optional(),
+    /** A relay group: its id, size, and the members that joined before. */
+    group: z
+      .strictObject({
+        id: z.string().max(64),
+        size: z.number().int().min(1).max(1000),
+        members: z.array(member).max(1000),
+      })
+      .optional(),
+  }),
+  member: z.strictObject({ type: z.literal('member'), ...member.shape }),
+  complete: z.strictObject({ type: z.literal('complete') }),
+  done: z.strictObject({ type: z.literal('done') }),
+  error: z.strictObject({
+    type: z.literal('error'),
+    reason: z.enum(REFUSAL_REASONS),
+    remaining: z.number().int().min(0).optional(),
+  }),
+}
+
+/** A message of the exchange. */
+export type PairingMessage = {
+  [K in keyof typeof messages]: z.infer<(typeof messages)[K]>
+}[keyof typeof messages]
+
+type MessageOf<T extends PairingMessage['type']> = Extract<PairingMessage, { type: T }>
+
+/** The keys derived from a token. */
+export interface TokenKeys {
+  /** Names the code on the wire; reveals nothing about the key. */
+  codeId: string
+  /** The MAC key. */
+  key: Uint8Array
+}
+
+/** Derives the code id and the MAC key from a token (HKDF-SHA256, distinct labels). */
+export function deriveKeys(token: Uint8Array): TokenKeys {
+  const codeId = Buffer.from(hkdfSync('sha256', token, HKDF_SALT, 'code id', CODE_ID_BYTES)).toString('hex')
+  const key = new Uint8Array(hkdfSync('sha256', token, HKDF_SALT, 'proof key', 32))
+  return { codeId, key }
+}
+
+/** The MAC one side sends: bound to its role, both peer ids and both nonces. */
+export function proofMac(
+  key: Uint8Array,
+  role: 'joiner' | 'inviter',
+  ids: { inviter: string; joiner: string },
+  nonces: { inviter: string; joiner: string },
+): string {
+  return createHmac('sha256', key)
+    .update(['peerup invite v1', role, ids.inviter, ids.joiner, nonces.inviter, nonces.joiner].join('\n'))
+    .digest('hex')
+}
+
+/** Compares two hex MACs in constant time. */
+export function macEquals(a: string, b: string): boolean {
+  const x = Buffer.from(a, 'hex')
+  const y = Buffer.from(b, 'hex')
+  return x.length === 32 && y.length === 32 && timingSafeEqual(x, y)
+}
+
+/** A fresh nonce, hex. */
+export function freshNonce(): string {
+  return randomBytes(NONCE_BYTES).toString('hex')
+}
+
+/** Length-prefixed, size-capped, schema-checked JSON frames on a stream. */
+export class Framed {
+  readonly stream: Stream
+  readonly #lp: ReturnType<typeof lpStream<Stream>>
+
+  constructor(stream: Stream) {
+    this.stream = stream
+    this.#lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES, maxBufferSize: 4 * MAX_MESSAGE_BYTES })
+  }
+
+  /** Sends one message. */
+  async send(message: PairingMessage, signal?: AbortSignal): Promise<void> {
+    const bytes = new TextEncoder().encode(JSON.stringify(message))
+    if (bytes.length > MAX_MESSAGE_BYTES) {
+      throw new PairingProtocolError('a pairing message would be too large')
+    }
+    await this.#lp.write(bytes, { signal: signal ?? AbortSignal.timeout(STEP_TIMEOUT_MS) })
+  }
+
+  /**
+   * Reads the next message, which must be one of `types` (or an `error`, returned as is).
+   * Throws {@link PairingProtocolError} on a timeout, an oversized or malformed frame, or the end
+   * of the stream.
+   */
+  async read<T extends PairingMessage['type']>(
+    types: T[],
+    options: { signal?: AbortSignal; timeoutMs?: number } = {},
+  ): Promise<MessageOf<T> | MessageOf<'error'>> {
+    const signal = AbortSignal.any([
+      AbortSignal.timeout(options.timeoutMs ?? STEP_TIMEOUT_MS),
+      ...(options.signal === undefined ? [] : [options.signal]),
+    ])
+    let raw: Uint8Array
+    try {
+      raw = (await this.#lp.read({ signal })).subarray()
+    } catch (err) {
+      options.signal?.throwIfAborted()
+      const name = (err as Error).name
+      const why =
+        name === 'InvalidDataLengthError' || name === 'InvalidDataLengthLengthError'
+          ? 'the other side sent an oversized message'
+          : name === 'TimeoutError' || name === 'AbortError'
+            ? 'the other side stopped answering'
+            : 'the other side closed the connection'
+      throw new PairingProtocolError(`pairing broke off: ${why}`, { cause: err })
+    }
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(raw))
+    } catch (err) {
+      throw new PairingProtocolError('pairing broke off: the other side sent a malformed message', {
+        cause: err,
+      })
+    }
+    const type = (parsed as { type?: unknown } | null)?.type
+    const wanted = [...types, 'error'] as Array<keyof typeof messages>
+    if (typeof type !== 'string' || !wanted.includes(type as keyof typeof messages)) {
+      throw new PairingProtocolError(`pairing broke off: unexpected message (wanted ${types.join(' or ')})`)
+    }
+    const checked = messages[type as keyof typeof messages].safeParse(parsed)
+    if (!checked.success) {
+      throw new PairingProtocolError(`pairing broke off: malformed ${type} message`)
+    }
+    return checked.data as MessageOf<T> | MessageOf<'error'>
+  }
+
+  /** Sends a refusal (best effort) and closes the stream. */
+  async refuse(reason: RefusalReason, remaining?: number): Promise<void> {
+    await this.send({ type: 'error', reason, ...(remaining === undefined ? {} : { remaining }) }).catch(
+      () => {},
+    )
+    await this.close()
+  }
+
+  /** Closes the stream for writing, then entirely; never throws. */
+  async close(): Promise<void> {
+    await this.stream
+      .close({ signal: AbortSignal.timeout(2_000) })
+      .catch(() => this.stream.abort(new Error('closed')))
+  }
+}

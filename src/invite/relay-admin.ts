@@ -1,0 +1,77 @@
+/**
+ * `/peerup/relay-admin/1.0.0`: what a node asks of its relay after pairing. The caller is whoever
+ * the noise handshake says it is, so the relay decides on an authenticated peer id alone:
+ *
+ * - `sponsor { peer, name }`: authorize the peer that just paired with me (SPEC §6); the relay
+ *   records `sponsor=<caller>` and applies its `security.sponsoring` policy.
+ * - `members`: the members of the relay groups I belong to, so a member that missed an
+ *   introduction (it was offline when others joined) can catch up.
+ *
+ * One request, one answer, each a length-prefixed JSON frame under {@link MAX_MESSAGE_BYTES}.
+ * The wire contract lives here; the relay's side is src/relay/pairing.ts.
+ *
+ * @packageDocumentation
+ */
+
+import type { Connection } from '@libp2p/interface'
+import { lpStream } from '@libp2p/utils'
+import { z } from 'zod'
+import { PairingProtocolError } from './errors.ts'
+import { MAX_MESSAGE_BYTES, STEP_TIMEOUT_MS } from './protocol.ts'
+
+/** The protocol id. */
+export const RELAY_ADMIN_PROTOCOL = '/peerup/relay-admin/1.0.0'
+
+const peerIdText = z.string().min(1).max(128)
+
+/** A request to the relay. */
+export const relayAdminRequest = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('sponsor'), peer: peerIdText, name: z.string().max(63).optional() }),
+  z.strictObject({ type: z.literal('members') }),
+])
+
+/** A request to the relay. */
+export type RelayAdminRequest = z.infer<typeof relayAdminRequest>
+
+/** The relay's answer. */
+export const relayAdminResponse = z.strictObject({
+  ok: z.boolean(),
+  /** Why not, worded for the person: `sponsoring is off on this relay`. */
+  reason: z.string().max(300).optional(),
+  /** For `members`: every group the caller is in, with its members (the caller included). */
+  groups: z
+    .array(
+      z.strictObject({
+        id: z.string().max(64),
+        members: z
+          .array(z.strictObject({ peerId: peerIdText, name: z.string().max(63).optional() }))
+          .max(1000),
+      }),
+    )
+    .max(100)
+    .optional(),
+})
+
+/** The relay's answer. */
+export type RelayAdminResponse = z.infer<typeof relayAdminResponse>
+
+/** Sends one request on a connection to the relay and returns its answer. */
+export async function askRelay(
+  connection: Connection,
+  request: RelayAdminRequest,
+  signal: AbortSignal = AbortSignal.timeout(STEP_TIMEOUT_MS),
+): Promise<RelayAdminResponse> {
+  const stream = await connection.newStream(RELAY_ADMIN_PROTOCOL, { signal })
+  const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
+  try {
+    await lp.write(new TextEncoder().encode(JSON.stringify(request)), { signal })
+    const raw = (await lp.read({ signal })).subarray()
+    const parsed = relayAdminResponse.safeParse(JSON.parse(new TextDecoder().decode(raw)))
+    if (!parsed.success) {
+      throw new PairingProtocolError('the relay sent a malformed answer')
+    }
+    return parsed.data
+  } finally {
+    await stream.close({ signal: AbortSignal.timeout(2_000) }).catch(() => stream.abort(new Error('closed')))
+  }
+}

@@ -1,0 +1,294 @@
+/**
+ * invite/join through a real relay with gating on everywhere, all in this process on 127.0.0.1:
+ * B invites, A (known to nobody) joins over the limited circuit, both end up authorized, the
+ * relay authorizes A on B's word, and a proxied TCP round-trip works right after. Then the abuse
+ * cases: three wrong tokens burn a code, a used code is refused, an expired one is refused by the
+ * inviter whatever the joiner's clock says, and nothing but the invite protocol is open to a peer
+ * that has not paired. No log line carries the code or its token.
+ */
+
+import assert from 'node:assert/strict'
+import { once } from 'node:events'
+import * as fs from 'node:fs/promises'
+import * as net from 'node:net'
+import * as path from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { multiaddr } from '@multiformats/multiaddr'
+import { loadAuthorizedKeys } from '../../../src/auth/authorized-keys.ts'
+import { loadNodeConfig, loadRelayConfig } from '../../../src/config/load.ts'
+import {
+  createInviteCode,
+  decodeInviteCode,
+  encodeInviteCode,
+  type InviteCode,
+} from '../../../src/invite/code.ts'
+import {
+  CodeExpiredError,
+  CodeUsedError,
+  InviterUnreachableError,
+  PairingProofError,
+} from '../../../src/invite/errors.ts'
+import { runInvite } from '../../../src/invite/invite.ts'
+import { answerPairing, InviteSession } from '../../../src/invite/inviter.ts'
+import { runJoin } from '../../../src/invite/join.ts'
+import { startPairingNode } from '../../../src/invite/node.ts'
+import { INVITE_PROTOCOL, INVITE_STREAM_OPTIONS } from '../../../src/invite/protocol.ts'
+import { configureLogging, createLogger } from '../../../src/log/index.ts'
+import { startRelayPairing } from '../../../src/relay/pairing.ts'
+import { tempDir } from '../../helpers/cli.ts'
+import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
+
+const logs: string[] = []
+configureLogging({ level: 'debug', format: 'json', write: (line) => logs.push(line) })
+
+describe('pairing with invite/join through a relay', { timeout: 180_000 }, () => {
+  let root: string
+  let relay: TestRelay
+  let b: TestNode
+  let echo: net.Server
+  const secrets: string[] = []
+  const cleanups: Array<() => Promise<unknown>> = []
+
+  before(async () => {
+    root = await tempDir({ after: (fn) => cleanups.push(fn) })
+    relay = await startTestRelay(root)
+    cleanups.unshift(() => relay.stop())
+    const { config } = await loadRelayConfig(path.join(relay.dir, 'relay-server.yaml'))
+    const pairing = await startRelayPairing({
+      relay: relay.handle,
+      config,
+      dir: relay.dir,
+      log: createLogger('pairing'),
+    })
+    cleanups.unshift(() => pairing.stop())
+    b = await createTestNode(root, 'b', relay)
+    await relay.authorize(b.peerId)
+    echo = net.createServer((s) => {
+      s.on('error', () => {})
+      s.pipe(s)
+    })
+    echo.listen(0, '127.0.0.1')
+    await once(echo, 'listening')
+    cleanups.unshift(() => new Promise((r) => echo.close(r)))
+    await b.addService('echo', `127.0.0.1:${(echo.address() as net.AddressInfo).port}`)
+  })
+
+  after(async () => {
+    for (const fn of cleanups) {
+      await fn().catch(() => {})
+    }
+    configureLogging({ level: 'error', write: (line) => process.stderr.write(line) })
+  })
+
+  /** Starts `peerup invite` on B and resolves with its code once it is printed. */
+  function invite(options: { ttlMs?: number; name?: string } = {}) {
+    const controller = new AbortController()
+    const { promise: code, resolve } = Promise.withResolvers<string>()
+    const result = runInvite({
+      configFile: b.configFile,
+      log: createLogger('invite'),
+      name: options.name ?? 'bee',
+      ttlMs: options.ttlMs ?? 60_000,
+      signal: controller.signal,
+      onCode: (text) => {
+        secrets.push(text)
+        resolve(text)
+      },
+    })
+    result.catch(() => {})
+    cleanups.unshift(async () => controller.abort())
+    return { code, result, stop: () => controller.abort() }
+  }
+
+  function join(node: TestNode, code: InviteCode | string, extra: { now?: () => Date } = {}) {
+    return runJoin({
+      code: typeof code === 'string' ? decodeInviteCode(code) : code,
+      target: { configFile: node.configFile },
+      name: node.name,
+      log: createLogger(`join-${node.name}`),
+      signal: AbortSignal.timeout(60_000),
+      ...extra,
+    })
+  }
+
+  it('pairs A and B: both authorized and named, A sponsored on the relay, and a proxied round-trip works right after', async (t) => {
+    const a = await createTestNode(root, 'a', relay)
+    const inv = invite()
+    const code = await inv.code
+    const joined = await join(a, code)
+    const invited = await inv.result
+
+    assert.equal(invited.peerId, a.peerId)
+    assert.equal(invited.name, 'a')
+    assert.deepEqual(invited.sponsored, { ok: true })
+    assert.equal(joined.inviter.peerId, b.peerId)
+    assert.equal(joined.inviter.name, 'bee')
+    assert.deepEqual(joined.sponsored, { ok: true })
+
+    const aKeys = await loadAuthorizedKeys(path.join(a.dir, 'authorized_keys'))
+    assert.equal(aKeys.get(b.peerId)?.comment, 'bee')
+    const bKeys = await loadAuthorizedKeys(path.join(b.dir, 'authorized_keys'))
+    assert.equal(bKeys.get(a.peerId)?.comment, 'a')
+    assert.equal((await loadNodeConfig(a.configFile)).config.names.bee, b.peerId)
+    assert.equal((await loadNodeConfig(b.configFile)).config.names.a, a.peerId)
+    const relayKeys = await loadAuthorizedKeys(path.join(relay.dir, 'relay_authorized_keys'))
+    assert.equal(relayKeys.get(a.peerId)?.attributes.sponsor, b.peerId)
+    assert.ok(relay.handle.authorized.has(a.peerId), 'the running relay picked it up at once')
+
+    // B's daemon now, A a client: the same bytes come back through the relay, on a full circuit.
+    const rb = await b.start('daemon')
+    t.after(() => b.stop())
+    await rb.supervisor.waitForReservation(AbortSignal.timeout(20_000))
+    const ra = await a.start('client')
+    t.after(() => a.stop())
+    const { stream, path: p } = await ra.openService('bee', 'echo')
+    assert.equal(p.type, 'RELAYED')
+    assert.equal(p.limited, false)
+    const payload = new Uint8Array(256 * 1024).map((_, i) => i % 251)
+    const got: Uint8Array[] = []
+    let n = 0
+    const done = new Promise<void>((resolve) => {
+      stream.addEventListener('message', (evt) => {
+        const chunk = evt.data.subarray()
+        got.push(chunk)
+        n += chunk.length
+        if (n >= payload.length) resolve()
+      })
+    })
+    stream.send(payload)
+    await done
+    assert.deepEqual(Buffer.concat(got), Buffer.from(payload))
+    await stream.close()
+  })
+
+  it('burns the code after three wrong tokens; the right one is refused then', async () => {
+    const c = await createTestNode(root, 'c', relay)
+    const inv = invite()
+    const real = decodeInviteCode(await inv.code)
+    const { token: _token, version: _version, ...fields } = real
+    const wrong = (): InviteCode => createInviteCode(fields)
+    await assert.rejects(join(c, wrong()), (err: unknown) => {
+      assert.ok(err instanceof PairingProofError, String(err))
+      assert.match(err.message, /2 attempts left/)
+      return true
+    })
+    await assert.rejects(join(c, wrong()), /1 attempt left/)
+    await assert.rejects(
+      join(c, wrong()),
+      (err: unknown) => err instanceof CodeUsedError && /burned/.test(err.message),
+    )
+    // The inviter gives up on a burned code (and says why); the right code finds nobody waiting.
+    await assert.rejects(
+      inv.result,
+      (err: unknown) => err instanceof CodeUsedError && /burned/.test(err.message),
+    )
+    await assert.rejects(join(c, real), (err: unknown) => err instanceof InviterUnreachableError)
+    // Nothing was written anywhere for C.
+    assert.equal((await loadAuthorizedKeys(path.join(b.dir, 'authorized_keys'))).has(c.peerId), false)
+    assert.equal((await loadAuthorizedKeys(path.join(c.dir, 'authorized_keys'))).has(b.peerId), false)
+  })
+
+  it('refuses a used code, and an expired one whatever the joiner clock says; an unpaired peer reaches nothing else', async (t) => {
+    // The invite protocol held open on B after a join, as a long-running inviter would.
+    const pn = await startPairingNode({
+      configFile: b.configFile,
+      log: createLogger('b-invite'),
+      reserve: true,
+    })
+    t.after(() => pn.stop())
+    await pn.supervisor.waitForReservation(AbortSignal.timeout(20_000))
+    pn.admitJoiners()
+    const sessions: InviteSession[] = []
+    await pn.node.handle(
+      INVITE_PROTOCOL,
+      (stream, connection) => {
+        const session = sessions.find((s) => s.state === 'open' || s.state === 'busy') ?? sessions.at(-1)
+        answerPairing(stream, connection, {
+          localPeerId: pn.peerId,
+          book: session!,
+          log: createLogger('b'),
+        }).catch(() => {})
+      },
+      INVITE_STREAM_OPTIONS,
+    )
+    const fields = {
+      kind: 'peer' as const,
+      relayAddress: relay.address.slice(0, relay.address.lastIndexOf('/p2p/')),
+      relayPeerId: relay.peerId,
+      inviterPeerId: b.peerId,
+      network: '',
+    }
+
+    const d = await createTestNode(root, 'd', relay)
+    const used = createInviteCode({ ...fields, expires: new Date(Date.now() + 60_000) })
+    secrets.push(encodeInviteCode(used))
+    sessions.push(
+      new InviteSession({ token: used.token, expires: used.expires, onJoin: async () => ({ name: 'bee' }) }),
+    )
+    await join(d, used)
+    await assert.rejects(
+      join(d, used),
+      (err: unknown) => err instanceof CodeUsedError && /used already/.test(err.message),
+    )
+
+    // An unpaired peer connected on the limited circuit: the invite protocol, nothing else.
+    const e = await createTestNode(root, 'e', relay)
+    const pe = await startPairingNode({ configFile: e.configFile, log: createLogger('e'), reserve: false })
+    t.after(() => pe.stop())
+    const conn = await pe.node.dial(multiaddr(`${relay.address}/p2p-circuit/p2p/${b.peerId}`))
+    assert.ok(conn.limits !== undefined, 'an unknown source gets a limited circuit')
+    for (const protocol of ['/peerup/echo/1.0.0', '/peerup/ssh/1.0.0', '/peerup/kad/1.0.0']) {
+      await assert.rejects(
+        conn.newStream(protocol, { runOnLimitedConnection: true, signal: AbortSignal.timeout(10_000) }),
+        `${protocol} must not be open to a peer that has not paired`,
+      )
+    }
+
+    const expired = createInviteCode({ ...fields, expires: new Date(Date.now() - 1000) })
+    secrets.push(encodeInviteCode(expired))
+    sessions.push(
+      new InviteSession({ token: expired.token, expires: expired.expires, onJoin: async () => ({}) }),
+    )
+    await assert.rejects(
+      join(e, expired, { now: () => new Date(Date.now() - 3_600_000) }),
+      (err: unknown) => err instanceof CodeExpiredError && /inviter says/.test(err.message),
+    )
+    // By the joiner's own clock it does not even get that far.
+    await assert.rejects(
+      join(e, expired),
+      (err: unknown) => err instanceof CodeExpiredError && /expired at/.test(err.message),
+    )
+    assert.equal((await loadAuthorizedKeys(path.join(b.dir, 'authorized_keys'))).has(e.peerId), false)
+  })
+
+  it('says the inviter is no longer waiting once `peerup invite` has ended', async () => {
+    const f = await createTestNode(root, 'f', relay)
+    const g = await createTestNode(root, 'g', relay)
+    const inv = invite()
+    const code = await inv.code
+    await join(f, code)
+    await inv.result
+    await assert.rejects(join(g, code), (err: unknown) => err instanceof InviterUnreachableError)
+  })
+
+  it('logged nothing secret', async () => {
+    const text = logs.join('')
+    assert.ok(text.length > 0)
+    for (const code of secrets) {
+      const decoded = decodeInviteCode(code)
+      for (const needle of [
+        code,
+        code.replaceAll('-', ''),
+        ...code
+          .split('-')
+          .filter((g, i) => i > 4 && i < 9 && g.length === 4)
+          .map((g, i, all) => g + (all[i + 1] ?? '')),
+        Buffer.from(decoded.token).toString('hex'),
+        Buffer.from(decoded.token).toString('base64'),
+      ]) {
+        assert.ok(!text.includes(needle), 'a code or token reached the logs')
+      }
+    }
+    await fs.access(root)
+  })
+})
