@@ -1,0 +1,138 @@
+/**
+ * The pairing commands without a network: how `join` takes and checks its code, `verify`'s
+ * numbers and what it records, and `relay pair` with no relay running.
+ */
+
+import assert from 'node:assert/strict'
+import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
+import { describe, it } from 'node:test'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { createInviteCode, encodeInviteCode } from '../../../src/invite/code.ts'
+import { shortAuthString } from '../../../src/invite/sas.ts'
+import { initNodeDir, RELAY_ADDR, runCli, tempDir } from '../../helpers/cli.ts'
+
+const relayId = RELAY_ADDR.split('/p2p/')[1] as string
+const someId = async () => peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+
+function code(overrides: { expires?: Date } = {}): Promise<string> {
+  return someId().then((inviter) =>
+    encodeInviteCode(
+      createInviteCode({
+        kind: 'peer',
+        expires: overrides.expires ?? new Date(Date.now() + 600_000),
+        relayAddress: '/ip4/198.18.0.1/tcp/7777',
+        relayPeerId: relayId,
+        inviterPeerId: inviter,
+        network: '',
+      }),
+    ),
+  )
+}
+
+describe('join: taking the code', () => {
+  it('reports a typo as a usage error and creates nothing', async (t) => {
+    const root = await tempDir(t)
+    const good = await code()
+    const typo = `${good.slice(0, 10)}${good[10] === 'A' ? 'B' : 'A'}${good.slice(11)}`
+    for (const args of [
+      ['join', typo],
+      ['join', '--non-interactive'],
+    ]) {
+      const r = await runCli(args, root, { env: { PEERUP_HOME: path.join(root, 'n') } })
+      assert.equal(r.code, 2, r.stderr)
+      assert.equal(r.stdout, '')
+    }
+    await assert.rejects(fs.stat(path.join(root, 'n')), 'nothing was created')
+    const r = await runCli(['join', typo], root)
+    assert.match(r.stderr, /typo, probably in group 3/)
+    assert.ok(!r.stderr.includes(good.slice(0, 9)), 'the code is not echoed back')
+  })
+
+  it('takes the code from PEERUP_INVITE_CODE or stdin, and refuses an expired one before dialling', async (t) => {
+    const root = await tempDir(t)
+    const expired = await code({ expires: new Date(Date.now() - 60_000) })
+    for (const how of [{ env: { PEERUP_INVITE_CODE: expired } }, { stdin: `${expired}\n` }]) {
+      const r = await runCli(['join', '--non-interactive'], root, {
+        ...how,
+        env: { ...how.env, PEERUP_HOME: path.join(root, 'n') },
+      })
+      assert.equal(r.code, 1)
+      assert.match(r.stderr, /expired at .* — ask for a new one/)
+    }
+    await assert.rejects(fs.stat(path.join(root, 'n', 'config.yaml')))
+  })
+
+  it('says "upgrade peerup" for a code from a newer version', async (t) => {
+    const root = await tempDir(t)
+    // Version 2 with a valid checksum: made by hand here, as a newer peerup would.
+    const { crc32 } = await import('node:zlib')
+    const body = Uint8Array.from([2, 0, 1, 2, 3])
+    const all = new Uint8Array(body.length + 4)
+    all.set(body)
+    new DataView(all.buffer).setUint32(body.length, crc32(body) >>> 0)
+    const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+    let bits = ''
+    for (const byte of all) bits += byte.toString(2).padStart(8, '0')
+    bits = bits.padEnd(Math.ceil(bits.length / 5) * 5, '0')
+    const text = bits
+      .match(/.{5}/g)!
+      .map((b) => ALPHABET[Number.parseInt(b, 2)])
+      .join('')
+    const r = await runCli(['join', text], root)
+    assert.equal(r.code, 1)
+    assert.match(r.stderr, /newer peerup .* upgrade peerup/)
+  })
+})
+
+describe('verify', () => {
+  it('shows the same numbers on both sides, and records verified= only when confirmed', async (t) => {
+    const root = await tempDir(t)
+    const config = await initNodeDir(root)
+    const self = (await runCli(['whoami', '--config', config], root)).stdout.trim()
+    const peer = await someId()
+    assert.equal(shortAuthString(self, peer), shortAuthString(peer, self))
+    assert.match(shortAuthString(self, peer), /^\d{3} \d{3}$/)
+    assert.notEqual(shortAuthString(self, peer), shortAuthString(self, await someId()))
+
+    const missing = await runCli(['verify', peer, '--config', config], root)
+    assert.equal(missing.code, 1)
+    assert.match(missing.stderr, /not in authorized_keys/)
+
+    await runCli(['auth', 'add', peer, '--name', 'home', '--config', config], root)
+    const shown = JSON.parse((await runCli(['verify', 'home', '--json', '--config', config], root)).stdout)
+    assert.equal(shown.sas, shortAuthString(self, peer))
+    assert.equal(shown.recorded, false)
+    const listed = JSON.parse((await runCli(['auth', 'list', '--json', '--config', config], root)).stdout)
+    assert.equal(listed[0].verified, undefined)
+    const status = JSON.parse((await runCli(['status', '--json', '--config', config], root)).stdout)
+    assert.equal(status.unverifiedPeers, 1)
+
+    // Interactive: "n" records nothing, "y" records the date.
+    const no = await runCli(['verify', 'home', '--config', config], root, { tty: true, stdin: 'n\n' })
+    assert.equal(no.code, 1)
+    assert.match(no.stderr, /not verified/)
+    const yes = await runCli(['verify', 'home', '--config', config], root, { tty: true, stdin: 'y\n' })
+    assert.equal(yes.code, 0, yes.stderr)
+    assert.match(yes.stderr, new RegExp(shortAuthString(self, peer)))
+    const keys = await fs.readFile(path.join(path.dirname(config), 'authorized_keys'), 'utf8')
+    assert.match(keys, new RegExp(`^${peer} verified=\\d{4}-\\d{2}-\\d{2}`, 'm'))
+    const after = JSON.parse((await runCli(['status', '--json', '--config', config], root)).stdout)
+    assert.equal(after.unverifiedPeers, 0)
+  })
+})
+
+describe('relay pair', () => {
+  it('says the relay is not running, and checks its flags', async (t) => {
+    const root = await tempDir(t)
+    const setup = await runCli(['relay', 'setup', '--dir', path.join(root, 'r')], root)
+    assert.equal(setup.code, 0, setup.stderr)
+    const config = path.join(root, 'r', 'relay-server.yaml')
+    const r = await runCli(['relay', 'pair', '--count', '3', '--config', config], root)
+    assert.equal(r.code, 1)
+    assert.match(r.stderr, /the relay is not running .*`peerup relay serve`/)
+    const bad = await runCli(['relay', 'pair', '--count', '0', '--config', config], root)
+    assert.equal(bad.code, 2)
+  })
+})
