@@ -1,0 +1,79 @@
+/**
+ * LocalClient against a real local API server on a Unix socket: the version-mismatch warning
+ * comes once per process, a missing daemon is a DaemonNotRunningError that says how to start it,
+ * and the API's error answers keep their message and hint.
+ */
+
+import assert from 'node:assert/strict'
+import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
+import { describe, it } from 'node:test'
+import { writeCookie } from '../../../src/auth/cookie.ts'
+import { ApiResponseError, DaemonNotRunningError, LocalClient } from '../../../src/client/local.ts'
+import { NODE_FILES } from '../../../src/config/paths.ts'
+import { NotFoundError } from '../../../src/errors.ts'
+import { createLocalApiServer } from '../../../src/util/local-api.ts'
+import { listenOnSocket } from '../../../src/util/socket.ts'
+import { tempDir } from '../../helpers/cli.ts'
+
+async function fakeDaemon(dir: string, version: string) {
+  const cookie = await writeCookie(path.join(dir, NODE_FILES.cookie))
+  const server = createLocalApiServer({
+    version,
+    cookie: () => cookie,
+    routes: [
+      { method: 'GET', path: '/v1/status', handler: async () => ({ data: { peerId: 'x' } }) },
+      {
+        method: 'GET',
+        path: '/v1/resolve/:name',
+        handler: async (r) => {
+          throw new NotFoundError(`unknown peer ${r.params.name}`, { hint: 'pair with it first' })
+        },
+      },
+    ],
+  })
+  return listenOnSocket(server, path.join(dir, NODE_FILES.socket), { what: 'a test daemon' })
+}
+
+describe('LocalClient', () => {
+  it('warns once per process when the daemon runs another version', async (t) => {
+    const dir = await tempDir(t)
+    await fs.chmod(dir, 0o700)
+    const close = await fakeDaemon(dir, '9.9.9')
+    t.after(close)
+    const warnings: string[] = []
+    const client = new LocalClient({
+      configFile: path.join(dir, 'config.yaml'),
+      warn: (m) => warnings.push(m),
+    })
+    await client.status()
+    await client.status()
+    assert.equal(warnings.length, 1)
+    assert.match(warnings[0] ?? '', /daemon runs peerup 9\.9\.9.*restart the daemon/)
+  })
+
+  it('keeps the message, hint and status of an error answer', async (t) => {
+    const dir = await tempDir(t)
+    await fs.chmod(dir, 0o700)
+    const close = await fakeDaemon(dir, '0.0.0')
+    t.after(close)
+    const client = new LocalClient({ configFile: path.join(dir, 'config.yaml') })
+    await assert.rejects(client.resolve('ghost'), (err: unknown) => {
+      assert.ok(err instanceof ApiResponseError)
+      assert.equal(err.status, 404)
+      assert.equal(err.message, 'unknown peer ghost')
+      assert.equal(err.hint, 'pair with it first')
+      return true
+    })
+  })
+
+  it('says the daemon is not running, and how to start it, when nothing answers', async (t) => {
+    const dir = await tempDir(t)
+    const client = new LocalClient({ configFile: path.join(dir, 'config.yaml') })
+    await assert.rejects(client.status(), (err: unknown) => {
+      assert.ok(err instanceof DaemonNotRunningError)
+      assert.match(err.hint ?? '', /peerup daemon/)
+      return true
+    })
+  })
+})
