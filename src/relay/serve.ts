@@ -10,7 +10,9 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { loadIdentity, peerIdOf } from '../auth/identity.ts'
 import { loadRelayConfig, resolveIn } from '../config/load.ts'
 import type { RelayConfig } from '../config/schema.ts'
+import { type Env, readEnv } from '../env.ts'
 import type { Logger } from '../log/index.ts'
+import { createNotifier } from '../util/sd-notify.ts'
 import { watchFile } from '../util/watch.ts'
 import { startRelayAdmin } from './admin.ts'
 import { startRelayPairing } from './pairing.ts'
@@ -22,6 +24,8 @@ export interface RunRelayOptions {
   log: Logger
   signal: AbortSignal
   onReady?: (relay: RelayHandle) => void
+  /** For NOTIFY_SOCKET and WATCHDOG_USEC; the process environment by default. */
+  env?: Env
 }
 
 /** Runs the relay until `signal` fires. */
@@ -57,12 +61,27 @@ export async function runRelay(options: RunRelayOptions): Promise<void> {
   const watcher = watchFile(keysFile, () => reload('file changed'))
   const onHup = (): void => reload('SIGHUP')
   process.on('SIGHUP', onHup)
+  const env = options.env ?? readEnv()
+  const notifier = await createNotifier(env.notifySocket, log.child('notify'))
+  let watchdog: NodeJS.Timeout | undefined
   try {
     log.info('relay started', {
       peer: relay.peerId,
       addresses: relay.addresses().join(' '),
       authorized: relay.authorized.size,
     })
+    // systemd (Type=notify): ready now; the watchdog is pinged while the node runs.
+    await notifier.notify(`READY=1\nSTATUS=relaying as ${relay.peerId}`)
+    if (notifier.enabled && env.watchdogUsec !== undefined) {
+      watchdog = setInterval(
+        () => {
+          if (relay.node.status === 'started') {
+            notifier.notify('WATCHDOG=1').catch(() => {})
+          }
+        },
+        Math.max(Math.floor(env.watchdogUsec / 2000), 100),
+      )
+    }
     options.onReady?.(relay)
     if (!options.signal.aborted) {
       await new Promise<void>((resolve) =>
@@ -70,7 +89,10 @@ export async function runRelay(options: RunRelayOptions): Promise<void> {
       )
     }
     log.info('relay stopping')
+    await notifier.notify('STOPPING=1')
   } finally {
+    clearInterval(watchdog)
+    notifier.close()
     watcher.close()
     process.off('SIGHUP', onHup)
     await admin?.close()

@@ -1,6 +1,7 @@
 /**
- * sd_notify(3) for `Type=notify` units (ADR-C03): `READY=1` once the daemon serves, `WATCHDOG=1`
- * at half the watchdog period while its health checks pass, `STOPPING=1` when it begins to stop.
+ * sd_notify(3) for `Type=notify` units (ADR-C03), for the daemon and the relay: `READY=1` once
+ * serving, `WATCHDOG=1` at half the watchdog period while its health checks pass, `STOPPING=1`
+ * when it begins to stop.
  * Node has no Unix datagram sockets, so the datagram goes out through node-unix-socket's
  * `DgramSocket` (a prebuilt N-API addon, embedded in the executable like node-datachannel's).
  *
