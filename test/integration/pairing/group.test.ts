@@ -10,11 +10,14 @@ import * as fs from 'node:fs/promises'
 import * as http from 'node:http'
 import * as path from 'node:path'
 import { after, before, describe, it } from 'node:test'
+import { multiaddr } from '@multiformats/multiaddr'
 import { loadAuthorizedKeys } from '../../../src/auth/authorized-keys.ts'
 import { loadNodeConfig, loadRelayConfig } from '../../../src/config/load.ts'
 import { decodeInviteCode } from '../../../src/invite/code.ts'
 import { CodeUsedError } from '../../../src/invite/errors.ts'
 import { runJoin } from '../../../src/invite/join.ts'
+import { startPairingNode } from '../../../src/invite/node.ts'
+import { askRelay } from '../../../src/invite/relay-admin.ts'
 import { createLogger } from '../../../src/log/index.ts'
 import { RELAY_ADMIN_FILES, RelayAdminClient, startRelayAdmin } from '../../../src/relay/admin.ts'
 import { GROUPS_FILE, type RelayPairing, startRelayPairing } from '../../../src/relay/pairing.ts'
@@ -111,6 +114,19 @@ describe('relay group codes', { timeout: 180_000 }, () => {
     const [listed] = (await client.listGroups()).filter((g) => g.id === created.group.id)
     assert.equal(listed?.used, 3)
     assert.equal(listed?.members.length, 3)
+    // A member that missed introductions can ask the relay for the group.
+    const pn = await startPairingNode({
+      configFile: nodes[0]!.configFile,
+      log: createLogger('m1'),
+      reserve: false,
+    })
+    try {
+      const answer = await askRelay(await pn.node.dial(multiaddr(relay.address)), { type: 'members' })
+      const group = answer.groups?.find((g) => g.id === created.group.id)
+      assert.deepEqual(group?.members.map((m) => m.peerId).sort(), nodes.map((n) => n.peerId).sort())
+    } finally {
+      await pn.stop()
+    }
     // The state file holds no code and no token, only derived keys.
     const state = await fs.readFile(path.join(relay.dir, GROUPS_FILE), 'utf8')
     assert.equal((await fs.stat(path.join(relay.dir, GROUPS_FILE))).mode & 0o777, 0o600)
