@@ -23,6 +23,9 @@ import { MAX_EARLY_STREAMS, MAX_READ_BUFFER_BYTES, YAMUX_OPTIONS } from '../prox
 import { VERSION } from '../version.ts'
 import { dhtProtocol, NODE_AGENT } from './constants.ts'
 
+/** Concurrent ping streams allowed per connection, each way. */
+const PING_STREAMS = 16
+
 /** The services every peerup node (and relay) runs. */
 export interface BaseServices extends ServiceMap {
   identify: ReturnType<ReturnType<typeof identify>>
@@ -89,7 +92,10 @@ export function baseLibp2pOptions(options: {
     transportManager: { faultTolerance: FaultTolerance.NO_FATAL },
     services: {
       identify: identify(),
-      ping: ping(),
+      // libp2p's ping allows one outbound (and two inbound) ping streams per connection; the
+      // connection monitor's own ping then makes `peerup ping` fail with "Too many outbound
+      // protocol streams", and so would two pings through one daemon at once.
+      ping: ping({ maxOutboundStreams: PING_STREAMS, maxInboundStreams: PING_STREAMS }),
       dht: kadDHT({
         protocol: dhtProtocol(options.network),
         clientMode: !options.dhtServer,

@@ -11,7 +11,7 @@ import * as net from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import type { Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { pingPeer, traceroutePeer } from '../../../src/p2p/diagnostics.ts'
+import { pingConnection, pingPeer, traceroutePeer } from '../../../src/p2p/diagnostics.ts'
 import type { PeerPath } from '../../../src/p2p/paths.ts'
 import type { NodeRuntime } from '../../../src/p2p/runtime.ts'
 import { tempDir } from '../../helpers/cli.ts'
@@ -162,6 +162,18 @@ describe('direct path upgrade', { timeout: 120_000 }, () => {
     assert.equal(trace.hops.length, 1, 'no relay hop on a direct path')
     assert.equal(trace.previous?.type, 'RELAYED')
     assert.match(trace.summary, /^DIRECT \(webrtc\) since .*, was RELAYED via .*\(direct after \d+\.\d s\)$/)
+  })
+
+  it('pings one connection many times at once (libp2p allows one ping stream per connection by default)', async () => {
+    const conn = ra.node
+      .getConnections(peerIdFromString(nodes.webrtc.peerId))
+      .find((c) => c.status === 'open')
+    assert.ok(conn)
+    const rtts = await Promise.all(
+      Array.from({ length: 6 }, () => pingConnection(conn, AbortSignal.timeout(10_000))),
+    )
+    assert.equal(rtts.length, 6)
+    assert.ok(rtts.every((ms) => ms >= 0))
   })
 
   it('ping --until-direct stops at once, not direct, when the peer offers no direct path', async () => {
