@@ -96,6 +96,21 @@ async function sshThrough(
   )
 }
 
+/** Pings until the peer answers at all (its daemon needs a moment for its reservation). */
+async function waitUntilReachable(from: PeerupHost, peer: string): Promise<void> {
+  for (let i = 0; i < 60; i++) {
+    const r = await from.host.run(from.exe, ['ping', peer, '-c', '1', '--config', from.config], {
+      env: from.env,
+      timeoutMs: 30_000,
+    })
+    if (r.code === 0) {
+      return
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500))
+  }
+  throw new Error(`${peer} never answered a ping`)
+}
+
 describe('the direct path with cone NAT, and on a LAN', { skip, timeout: 600_000 }, () => {
   let lab: Lab
   let relay: LabRelay
@@ -141,21 +156,6 @@ describe('the direct path with cone NAT, and on a LAN', { skip, timeout: 600_000
     await lab?.close()
   })
 
-  /** Pings until the peer answers at all (its daemon needs a moment for its reservation). */
-  async function waitUntilReachable(peer: string): Promise<void> {
-    for (let i = 0; i < 60; i++) {
-      const r = await a.host.run(a.exe, ['ping', peer, '-c', '1', '--config', a.config], {
-        env: a.env,
-        timeoutMs: 30_000,
-      })
-      if (r.code === 0) {
-        return
-      }
-      await new Promise((resolve) => setTimeout(resolve, 500))
-    }
-    throw new Error(`${peer} never answered a ping`)
-  }
-
   it('a and b cannot reach each other except through peerup', async () => {
     assert.equal(await a.host.canConnect(b.host.ip, 22), false)
     assert.equal(await a.host.canConnect(b.host.publicIp, 22), false)
@@ -163,7 +163,7 @@ describe('the direct path with cone NAT, and on a LAN', { skip, timeout: 600_000
 
   it('ping --until-direct: RELAYED, then DIRECT via WebRTC within 10 s', async (t) => {
     await withLabLogs(t, lab, async () => {
-      await waitUntilReachable('b')
+      await waitUntilReachable(a, 'b')
       const r = await a.host.run(
         a.exe,
         [
@@ -265,7 +265,7 @@ describe('the direct path with cone NAT, and on a LAN', { skip, timeout: 600_000
 
   it('two nodes on one LAN go DIRECT over TCP between their private addresses, not through the relay', async (t) => {
     await withLabLogs(t, lab, async () => {
-      await waitUntilReachable('a2')
+      await waitUntilReachable(a, 'a2')
       const r = await a.host.run(
         a.exe,
         [
@@ -344,12 +344,13 @@ describe('the direct path with symmetric NAT', { skip, timeout: 600_000 }, () =>
 
   it('the upgrade fails and is reported; proxied traffic keeps flowing through the relay', async (t) => {
     await withLabLogs(t, lab, async () => {
+      // The proxy reaches b once at start and exits if it cannot: wait for b's reservation first.
+      await waitUntilReachable(a, 'b')
       const proxy = a.spawn(
         ['proxy', 'b', 'ssh', '2222', '--config', a.config, '--log-level', 'info'],
         'proxy-b',
       )
       try {
-        // b's reservation may take a moment: the proxy reaches b at start and exits if it cannot.
         await proxy.waitForOutput(/forwarding 127\.0\.0\.1:2222/, 60_000)
         const failed = await proxy.waitForOutput(
           /"msg":"direct path failed; traffic stays on the relay".*/,
