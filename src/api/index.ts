@@ -307,6 +307,14 @@ export type DaemonEvent =
     }
   | { type: 'reservation'; time: string; relay: string; reserved: boolean }
   | { type: 'auth-changed'; time: string; added: string[]; removed: string[] }
+  | {
+      type: 'config'
+      time: string
+      /** `reloaded`: config.yaml changed and was applied; `confirmed`/`reverted`: a commit-confirmed apply ended. */
+      action: 'reloaded' | 'confirmed' | 'reverted'
+      applied: string[]
+      restartNeeded: string[]
+    }
   | { type: 'stopping'; time: string }
 
 /** The error body. */

@@ -14,6 +14,14 @@ import { removeCookie, writeCookie } from '../auth/cookie.ts'
 import { socketAnswers } from '../client/probe.ts'
 import { loadNodeConfig, resolveIn } from '../config/load.ts'
 import { NODE_FILES } from '../config/paths.ts'
+import {
+  archiveLastGood,
+  ConfigNotConfirmedError,
+  readPending,
+  rollbackConfig,
+  safetyFiles,
+  settlePendingAtStart,
+} from '../config/safety.ts'
 import { type Env, readEnv } from '../env.ts'
 import type { Logger } from '../log/index.ts'
 import { startNodeRuntime } from '../p2p/runtime.ts'
@@ -51,10 +59,23 @@ export interface DaemonOptions {
 export async function runDaemon(options: DaemonOptions): Promise<void> {
   const { log } = options
   const env = options.env ?? readEnv()
+  // An apply whose deadline passed while no daemon ran is undone before anything loads the config.
+  const settled = await settlePendingAtStart(options.configFile)
+  if (settled.action === 'reverted') {
+    log.error('config apply was not confirmed before its deadline: previous config restored', {
+      applied_at: settled.pending.appliedAt,
+      deadline: settled.pending.deadline,
+    })
+  } else if (settled.action === 'cleared') {
+    log.warn(
+      'a config apply did not complete (config.yaml is not what it wrote): its confirmation was dropped',
+    )
+  }
   const { dir } = await loadNodeConfig(options.configFile)
   const socketPath = path.join(dir, NODE_FILES.socket)
   const cookieFile = path.join(dir, NODE_FILES.cookie)
   const stopping = new AbortController()
+  let failure: Error | undefined
   const stop = AbortSignal.any([options.signal, stopping.signal])
   const cleanups: Array<() => Promise<void> | void> = []
   const cleanup = async (): Promise<void> => {
@@ -128,22 +149,104 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       reloadAuth('file changed'),
     )
     cleanups.push(() => keysWatch.close())
-    // Names (added by `auth add --name`, pairing) apply at once; the rest of config.yaml at restart.
-    const configWatch = watchFile(rt.configFile, () => {
+    // config.yaml changes (an edit, `service add`, `auth add --name`, `config apply`, a rollback)
+    // apply at once where they can: names, services, relays; the rest is reported for a restart.
+    const reloadConfig = (why: string): void => {
       loadNodeConfig(rt.configFile)
-        .then(({ config }) => {
-          rt.config.names = config.names
+        .then(({ config }) => rt.applyConfig(config))
+        .then(({ applied, restartNeeded }) => {
+          events.publish({
+            type: 'config',
+            time: new Date().toISOString(),
+            action: 'reloaded',
+            applied,
+            restartNeeded,
+          })
+          if (applied.length > 0 || why === 'SIGHUP') {
+            log.info('config reloaded', { why, applied: applied.join(',') })
+          }
+          if (restartNeeded.length > 0) {
+            log.warn('config changes that need a restart of the daemon', { keys: restartNeeded.join(',') })
+          }
         })
         .catch((err: unknown) =>
-          log.warn('config.yaml changed but does not load; names kept', { error: err as Error }),
+          log.error('config.yaml changed but does not load; the running config is kept', {
+            error: err as Error,
+          }),
         )
-    })
+    }
+    const configWatch = watchFile(rt.configFile, () => reloadConfig('file changed'))
     cleanups.push(() => configWatch.close())
-    const onHup = (): void => reloadAuth('SIGHUP')
+    const onHup = (): void => {
+      reloadConfig('SIGHUP')
+      reloadAuth('SIGHUP')
+    }
     process.on('SIGHUP', onHup)
     cleanups.push(() => {
       process.off('SIGHUP', onHup)
     })
+
+    // Commit-confirmed apply: at the deadline without a confirmation, the previous config goes
+    // back and the daemon exits non-zero, so systemd restarts it on the good one.
+    let deadline: NodeJS.Timeout | undefined
+    const armPending = async (): Promise<void> => {
+      clearTimeout(deadline)
+      deadline = undefined
+      const pending = await readPending(rt.configFile)
+      if (pending === undefined) {
+        return
+      }
+      const remaining = Math.max(Date.parse(pending.deadline) - Date.now(), 0)
+      log.warn('config apply waiting for `peerup config confirm`', { deadline: pending.deadline })
+      deadline = setTimeout(() => {
+        readPending(rt.configFile)
+          .then(async (still) => {
+            if (still?.appliedAt !== pending.appliedAt) {
+              return
+            }
+            await rollbackConfig(rt.configFile)
+            failure = new ConfigNotConfirmedError(
+              `config apply of ${pending.appliedAt} was not confirmed by ${pending.deadline}: previous config restored`,
+              { hint: 'the daemon exits so that its service manager restarts it on the restored config' },
+            )
+            log.error('config apply not confirmed: previous config restored, exiting', {
+              deadline: pending.deadline,
+            })
+            events.publish({
+              type: 'config',
+              time: new Date().toISOString(),
+              action: 'reverted',
+              applied: [],
+              restartNeeded: [],
+            })
+            stopping.abort(failure)
+          })
+          .catch((err: unknown) => log.error('restoring the previous config failed', { error: err as Error }))
+      }, remaining)
+    }
+    const pendingWatch = watchFile(safetyFiles(rt.configFile).pending, () => {
+      const wasArmed = deadline !== undefined
+      armPending()
+        .then(async () => {
+          if (wasArmed && deadline === undefined && (await readPending(rt.configFile)) === undefined) {
+            log.info('config apply confirmed')
+            await archiveLastGood(rt.configFile)
+            events.publish({
+              type: 'config',
+              time: new Date().toISOString(),
+              action: 'confirmed',
+              applied: [],
+              restartNeeded: [],
+            })
+          }
+        })
+        .catch(() => {})
+    })
+    cleanups.push(() => {
+      pendingWatch.close()
+      clearTimeout(deadline)
+    })
+    await armPending()
 
     const started = daemonRoutes({
       rt,
@@ -183,6 +286,10 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       cleanups.push(() => clearInterval(timer))
     }
 
+    // A start that got this far on a confirmed config is the one to come back to.
+    if ((await readPending(rt.configFile)) === undefined) {
+      await archiveLastGood(rt.configFile)
+    }
     options.onReady?.({
       peerId: rt.peerId,
       socketPath,
@@ -197,5 +304,8 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     await notifier.notify('STOPPING=1')
   } finally {
     await cleanup()
+  }
+  if (failure !== undefined) {
+    throw failure
   }
 }

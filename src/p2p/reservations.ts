@@ -74,23 +74,56 @@ export class ReservationSupervisor {
     if (options.onChange !== undefined) {
       this.#changeListeners.add(options.onChange)
     }
-    this.#relays = new Map(
-      [...groupRelays(options.relays)].map(([id, addrs]) => [
-        id,
-        {
-          id: peerIdFromString(id),
-          addrs,
-          state: {
-            peerId: id,
-            addrs: addrs.map(String),
-            connected: false,
-            reserved: false,
-            since: Date.now(),
-            lastError: undefined,
-          },
+    this.#relays = new Map()
+    this.#setRelays(options.relays)
+  }
+
+  /**
+   * Replaces the relays to keep reservations on (a config reload). Relays kept keep their state;
+   * a removed relay loses its keep-alive tag and is hung up; a new one is dialled at once.
+   */
+  setRelays(addresses: string[]): { added: string[]; removed: string[] } {
+    const result = this.#setRelays(addresses)
+    for (const id of result.removed) {
+      const peer = peerIdFromString(id)
+      this.#node.peerStore.merge(peer, { tags: { [RELAY_KEEP_ALIVE_TAG]: undefined } }).catch(() => {})
+      this.#node.hangUp(peer).catch(() => {})
+    }
+    if (result.added.length > 0) {
+      this.poke()
+    }
+    return result
+  }
+
+  #setRelays(addresses: string[]): { added: string[]; removed: string[] } {
+    const next = groupRelays(addresses)
+    const removed = [...this.#relays.keys()].filter((id) => !next.has(id))
+    const added: string[] = []
+    for (const id of removed) {
+      this.#relays.delete(id)
+    }
+    for (const [id, addrs] of next) {
+      const existing = this.#relays.get(id)
+      if (existing !== undefined) {
+        existing.addrs = addrs
+        existing.state.addrs = addrs.map(String)
+        continue
+      }
+      added.push(id)
+      this.#relays.set(id, {
+        id: peerIdFromString(id),
+        addrs,
+        state: {
+          peerId: id,
+          addrs: addrs.map(String),
+          connected: false,
+          reserved: false,
+          since: Date.now(),
+          lastError: undefined,
         },
-      ]),
-    )
+      })
+    }
+    return { added, removed }
   }
 
   /** Starts supervising; the first check runs at once. */

@@ -66,7 +66,39 @@ export interface NodeRuntime {
   resolve(peer: string): string
   /** Re-reads authorized_keys and closes connections of peers that lost authorization. */
   reloadAuthorized(): Promise<{ added: string[]; removed: string[] }>
+  /**
+   * Applies a changed config without a restart where that can be done: names, services (with
+   * `exposeServices`), relays. Reports what took effect and what needs a restart.
+   */
+  applyConfig(next: NodeConfig): Promise<ConfigChanges>
   stop(): Promise<void>
+}
+
+/** What {@link NodeRuntime.applyConfig} did. */
+export interface ConfigChanges {
+  /** Keys applied live, like `names`, `services.ssh`, `relay.addresses`. */
+  applied: string[]
+  /** Keys that changed but take effect only at the next start. */
+  restartNeeded: string[]
+}
+
+/** Keys of the config a running node cannot change under itself. */
+const RESTART_KEYS = [
+  'identity',
+  'network',
+  'discovery',
+  'security',
+  'relay.reservation_interval',
+  'relay.stun_port',
+  'telemetry',
+] as const
+
+function valueAt(config: NodeConfig, key: string): unknown {
+  return key.split('.').reduce<unknown>((v, k) => (v as Record<string, unknown> | undefined)?.[k], config)
+}
+
+function same(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b)
 }
 
 /** Starts a node from its config file. */
@@ -149,8 +181,66 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
     return id
   }
 
+  // The relays of the config in effect: a reload may change them.
   const reach = (peer: string, signal?: AbortSignal): Promise<Reached> =>
-    reachPeer(node, resolve(peer), { relays, ...(signal === undefined ? {} : { signal }) })
+    reachPeer(node, resolve(peer), {
+      relays: config.relay.addresses,
+      ...(signal === undefined ? {} : { signal }),
+    })
+
+  const relayCountAtStart = new Set(relays.map((r) => r.split('/p2p/').pop())).size
+  const serviceSpec = (c: NodeConfig, name: string) => {
+    const svc = c.services[name]
+    return svc === undefined || !svc.enabled
+      ? undefined
+      : {
+          name,
+          localAddress: svc.local_address,
+          allowedPeers: svc.allowed_peers.map((p) => c.names[p] ?? p),
+          source: 'config' as const,
+        }
+  }
+  const applyConfig = async (next: NodeConfig): Promise<ConfigChanges> => {
+    const applied: string[] = []
+    const restartNeeded: string[] = RESTART_KEYS.filter((k) => !same(valueAt(config, k), valueAt(next, k)))
+    const previous = config
+    // The runtime's config object is shared (commands read rt.config): change it in place.
+    if (!same(previous.names, next.names)) {
+      applied.push('names')
+    }
+    if (options.exposeServices) {
+      const offered = new Map(services.list().map((s) => [s.name, s]))
+      for (const name of new Set([...Object.keys(previous.services), ...Object.keys(next.services)])) {
+        const before = serviceSpec(previous, name)
+        const after = serviceSpec(next, name)
+        if (same(before, after)) {
+          continue
+        }
+        if (offered.get(name)?.source === 'config') {
+          await services.unexpose(name)
+        }
+        if (after !== undefined) {
+          await services.expose(after)
+        }
+        applied.push(`services.${name}`)
+      }
+    }
+    if (!same(previous.relay.addresses, next.relay.addresses)) {
+      supervisor.setRelays(reserve ? next.relay.addresses : [])
+      applied.push('relay.addresses')
+      if (
+        reserve &&
+        new Set(next.relay.addresses.map((r) => r.split('/p2p/').pop())).size > relayCountAtStart
+      ) {
+        // One circuit listener per relay is made when the node starts (src/p2p/node.ts).
+        restartNeeded.push(
+          'relay.addresses (more relays than at start: reservations on the new ones after a restart)',
+        )
+      }
+    }
+    Object.assign(config, next)
+    return { applied, restartNeeded }
+  }
 
   const openService = async (
     peer: string,
@@ -211,6 +301,7 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
     openService,
     resolve,
     reloadAuthorized: () => authorized.reloadFromFile(),
+    applyConfig,
     stop: async () => {
       upgrader.stop()
       paths.stop()

@@ -9,6 +9,7 @@ import * as os from 'node:os'
 import { multiaddr } from '@multiformats/multiaddr'
 import { loadIdentity, peerIdOf } from '../auth/identity.ts'
 import { loadRelayConfig, resolveIn } from '../config/load.ts'
+import { archiveLastGood } from '../config/safety.ts'
 import type { RelayConfig } from '../config/schema.ts'
 import { type Env, readEnv } from '../env.ts'
 import type { Logger } from '../log/index.ts'
@@ -70,6 +71,10 @@ export async function runRelay(options: RunRelayOptions): Promise<void> {
       addresses: relay.addresses().join(' '),
       authorized: relay.authorized.size,
     })
+    // The config this start succeeded with is the one `relay config rollback` comes back to.
+    await archiveLastGood(options.configFile).catch((err: unknown) =>
+      log.warn('could not archive the last-known-good config', { error: err as Error }),
+    )
     // systemd (Type=notify): ready now; the watchdog is pinged while the node runs.
     await notifier.notify(`READY=1\nSTATUS=relaying as ${relay.peerId}`)
     if (notifier.enabled && env.watchdogUsec !== undefined) {

@@ -1,12 +1,16 @@
 /**
- * `peerup config validate|show`.
+ * `peerup config validate|show|apply|confirm|rollback`.
  *
  * @packageDocumentation
  */
 
+import * as fs from 'node:fs/promises'
+import * as path from 'node:path'
 import type { Command } from 'commander'
 import { checkNodeFiles, effectiveNodeConfigYaml } from '../../config/check.ts'
-import { PeerupError } from '../../errors.ts'
+import { applyConfig, confirmConfig, readPending, rollbackConfig } from '../../config/safety.ts'
+import { parseDurationMs } from '../../config/units.ts'
+import { PeerupError, UsageError } from '../../errors.ts'
 import type { CliContext } from '../context.ts'
 import { loadNode, nodeConfigFile } from '../load.ts'
 import { emit } from '../output.ts'
@@ -49,11 +53,104 @@ export function registerConfig(program: Command, ctx: CliContext): void {
   ).action(async (_flags: object, cmd: Command) => {
     const opts = globalOpts(cmd)
     const loaded = await loadNode(ctx, opts)
+    const pending = await readPending(loaded.file)
     emit(
       ctx,
       opts,
-      { file: loaded.file, config: loaded.config },
-      (r) => `# ${r.file}\n${effectiveNodeConfigYaml(r.config)}`,
+      { file: loaded.file, config: loaded.config, pendingConfirmation: pending ?? null },
+      (r) =>
+        `# ${r.file}\n${
+          pending === undefined
+            ? ''
+            : `# applied ${pending.appliedAt}, NOT CONFIRMED: restored at ${pending.deadline} unless \`peerup config confirm\`\n`
+        }${effectiveNodeConfigYaml(r.config)}`,
+    )
+  })
+
+  withCommonOptions(
+    config
+      .command('apply')
+      .description(
+        'swap in a new config; unless `config confirm` comes in time, the previous one is restored',
+      )
+      .argument('<file>', 'the new config')
+      .option('--confirm-timeout <duration>', 'how long to wait for `peerup config confirm`', '5m'),
+  ).action(async (newFile: string, _flags: object, cmd: Command) => {
+    const opts = globalOpts<{ confirmTimeout: string }>(cmd)
+    const timeoutMs = parseDurationMs(opts.confirmTimeout)
+    if (timeoutMs === undefined || timeoutMs <= 0) {
+      throw new UsageError(`invalid --confirm-timeout ${JSON.stringify(opts.confirmTimeout)}`, {
+        hint: 'write it like 5m or 90s',
+      })
+    }
+    const target = await nodeConfigFile(ctx, opts)
+    let text: string
+    try {
+      text = await fs.readFile(path.resolve(ctx.cwd, newFile), 'utf8')
+    } catch (err) {
+      throw new PeerupError(`cannot read ${newFile}: ${(err as Error).message}`, {
+        hint: 'give the path of the new config',
+      })
+    }
+    const pending = await applyConfig(target, text, {
+      confirmTimeoutMs: timeoutMs,
+      validate: async (candidate) => {
+        const report = await checkNodeFiles(candidate)
+        if (report.problems.length > 0) {
+          for (const p of report.problems) {
+            ctx.stderr.write(`${p.replace(candidate, newFile)}\n`)
+          }
+          throw new PeerupError(`${newFile}: ${report.problems.length} problem(s); nothing was changed`, {
+            hint: 'fix them and apply again',
+          })
+        }
+      },
+    })
+    emit(
+      ctx,
+      opts,
+      { file: target, ...pending },
+      (r) =>
+        `applied ${newFile} to ${r.file}; a running daemon reloads it now.\n` +
+        `Run \`peerup config confirm\` before ${r.deadline} to keep it, or it is rolled back.`,
+    )
+  })
+
+  withCommonOptions(
+    config.command('confirm').description('keep the config applied with `config apply`'),
+  ).action(async (_flags: object, cmd: Command) => {
+    const opts = globalOpts(cmd)
+    const target = await nodeConfigFile(ctx, opts)
+    const pending = await confirmConfig(target)
+    emit(
+      ctx,
+      opts,
+      { file: target, confirmed: pending.appliedAt },
+      (r) => `confirmed the config applied at ${r.confirmed}`,
+    )
+  })
+
+  withCommonOptions(
+    config
+      .command('rollback')
+      .description('restore the config before an unconfirmed apply, else the last-known-good one'),
+  ).action(async (_flags: object, cmd: Command) => {
+    const opts = globalOpts(cmd)
+    const target = await nodeConfigFile(ctx, opts)
+    const source = await rollbackConfig(target, async (candidate) => {
+      const report = await checkNodeFiles(candidate)
+      if (report.problems.length > 0) {
+        throw new PeerupError(`the config to restore has problems: ${report.problems[0]}`, {
+          hint: 'fix config.yaml by hand',
+        })
+      }
+    })
+    emit(
+      ctx,
+      opts,
+      { file: target, restored: source },
+      (r) =>
+        `restored the ${r.restored === 'previous' ? 'config before the unconfirmed apply' : 'last-known-good config'} to ${r.file}; a running daemon reloads it now`,
     )
   })
 }

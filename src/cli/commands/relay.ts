@@ -8,8 +8,9 @@
 import type { Command } from 'commander'
 import { addAuthorizedPeer, listAuthorizedPeers, removeAuthorizedPeer } from '../../auth/ops.ts'
 import { initRelay } from '../../config/init.ts'
-import { resolveIn } from '../../config/load.ts'
+import { loadRelayConfig, resolveIn } from '../../config/load.ts'
 import { addRelay, listRelays, removeRelay } from '../../config/ops.ts'
+import { rollbackConfig } from '../../config/safety.ts'
 import { parseDurationMs } from '../../config/units.ts'
 import { UsageError } from '../../errors.ts'
 import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
@@ -257,5 +258,23 @@ export function registerRelay(program: Command, ctx: CliContext): void {
     const opts = globalOpts(cmd)
     const loaded = await loadRelay(ctx, file === undefined ? opts : { ...opts, config: file })
     emit(ctx, opts, { file: loaded.file, valid: true }, (r) => `${r.file}: OK`)
+  })
+
+  withCommonOptions(
+    config
+      .command('rollback')
+      .description('restore the relay-server.yaml the last successful `relay serve` started with'),
+  ).action(async (_flags: object, cmd: Command) => {
+    const opts = globalOpts(cmd)
+    const target = await relayConfigFile(ctx, opts)
+    await rollbackConfig(target, async (candidate) => {
+      await loadRelayConfig(candidate)
+    })
+    emit(
+      ctx,
+      opts,
+      { file: target, restored: 'last-good' },
+      (r) => `restored the last-known-good relay config to ${r.file}; restart the relay to use it`,
+    )
   })
 }
