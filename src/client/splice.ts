@@ -1,15 +1,15 @@
 /**
  * Joins a local byte stream (a TCP socket accepted by `peerup proxy`, or stdin/stdout for
- * `proxy --stdio`) with the raw socket the daemon hands over after `POST /v1/dial`: backpressure
- * both ways (`pipe`), half-close both ways, and a reset on one side when the other fails, so a
- * truncated transfer never looks complete.
+ * `proxy --stdio`) with the socket the daemon hands over after `POST /v1/dial`, which speaks the
+ * frames of src/util/dial-frames.ts: backpressure both ways, half-close both ways, and a reset on
+ * one side when the other fails, so a truncated transfer never looks complete.
  *
  * @packageDocumentation
  */
 
 import type { Socket } from 'node:net'
 import type { Readable, Writable } from 'node:stream'
-import { resetSocket } from '../proxy/bridge.ts'
+import { framedEnd } from '../util/dial-frames.ts'
 
 /** The local half. */
 export interface SpliceLocal {
@@ -29,8 +29,7 @@ export interface SpliceResult {
 
 /** Moves bytes until both directions ended or either side failed; never rejects. */
 export function splice(local: SpliceLocal, remote: Socket, head?: Buffer): Promise<SpliceResult> {
-  // A peer's FIN must not end our side too: the other direction may still be sending.
-  remote.allowHalfOpen = true
+  const framed = framedEnd(remote, head)
   const { readable, writable } = local
   let bytesIn = 0
   let bytesOut = 0
@@ -44,10 +43,10 @@ export function splice(local: SpliceLocal, remote: Socket, head?: Buffer): Promi
       return
     }
     settled = true
-    readable.unpipe(remote)
-    remote.unpipe(writable)
+    readable.unpipe(framed.writable)
+    framed.readable.unpipe(writable)
     if (error !== undefined) {
-      resetSocket(remote)
+      framed.reset(error)
       local.reset()
     }
     resolve(
@@ -63,10 +62,10 @@ export function splice(local: SpliceLocal, remote: Socket, head?: Buffer): Promi
   readable.on('data', (c: Buffer) => {
     bytesOut += c.length
   })
-  remote.on('data', (c: Buffer) => {
+  framed.readable.on('data', (c: Buffer) => {
     bytesIn += c.length
   })
-  remote.once('finish', () => {
+  framed.writable.once('finish', () => {
     outDone = true
     maybeDone()
   })
@@ -74,20 +73,18 @@ export function splice(local: SpliceLocal, remote: Socket, head?: Buffer): Promi
     inDone = true
     maybeDone()
   })
-  remote.once('error', (err) => finish(err))
-  remote.once('close', (hadError) => {
-    if (hadError || !(outDone && inDone)) {
-      finish(new Error('the daemon closed the connection before the transfer ended'))
-    }
-  })
+  framed.readable.once('error', (err) => finish(err))
+  framed.writable.once('error', (err) => finish(err))
   readable.once('error', (err) => finish(err))
   writable.once('error', (err) => finish(err))
+  // A local socket destroyed under us (the client went away) is a failure, not an end.
+  readable.once('close', () => {
+    if (!readable.readableEnded) {
+      finish(new Error('the local connection closed before it finished'))
+    }
+  })
 
-  if (head !== undefined && head.length > 0) {
-    bytesIn += head.length
-    writable.write(head)
-  }
-  readable.pipe(remote)
-  remote.pipe(writable)
+  readable.pipe(framed.writable)
+  framed.readable.pipe(writable)
   return promise
 }

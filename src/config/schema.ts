@@ -195,6 +195,7 @@ const telemetry = (metricsPort: number) =>
     }),
     audit: section({
       enabled: z.boolean().default(false),
+      file: relativePath.default('audit.log'),
     }),
   })
 

@@ -9,8 +9,8 @@ import { randomBytes } from 'node:crypto'
 import type { ConnectRequest, ProxyState } from '../api/index.ts'
 import { NotFoundError, UsageError } from '../errors.ts'
 import type { Logger } from '../log/index.ts'
+import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
-import type { Direction } from '../proxy/bridge.ts'
 import { type ProxyListener, startProxyListener } from '../proxy/listener.ts'
 
 /** Splits `[host:]port` (IPv6 host in brackets); host defaults to loopback. */
@@ -35,16 +35,12 @@ export class ProxyManager {
   readonly #rt: NodeRuntime
   readonly #log: Logger
   readonly #entries = new Map<string, Entry>()
-  readonly #onBytes: ((service: string, direction: Direction, n: number) => void) | undefined
+  readonly #observer: Observer
 
-  constructor(
-    rt: NodeRuntime,
-    log: Logger,
-    onBytes?: (service: string, direction: Direction, n: number) => void,
-  ) {
+  constructor(rt: NodeRuntime, log: Logger, observer: Observer = NO_OBSERVER) {
     this.#rt = rt
     this.#log = log
-    this.#onBytes = onBytes
+    this.#observer = observer
   }
 
   /** Starts a listener; the peer is reached once first, so a wrong name or a refusal is an error now. */
@@ -71,6 +67,9 @@ export class ProxyManager {
       onConnection: (e) => {
         if (e.type === 'opened') {
           state.totalConnections++
+          this.#observer.proxyOpened(req.service, 'outbound')
+        } else if (e.type === 'closed') {
+          this.#observer.proxyClosed(req.service, 'outbound')
         }
       },
       onBytes: (direction, n) => {
@@ -79,7 +78,7 @@ export class ProxyManager {
         } else {
           state.bytesOut += n
         }
-        this.#onBytes?.(req.service, direction, n)
+        this.#observer.proxyBytes(req.service, direction, n)
       },
     })
     const a = listener.address

@@ -24,6 +24,16 @@ import {
 } from '../config/safety.ts'
 import { type Env, readEnv } from '../env.ts'
 import type { Logger } from '../log/index.ts'
+import { openAuditLog } from '../metrics/audit.ts'
+import {
+  createNodeMetrics,
+  libp2pMetricsInto,
+  type NodeMetrics,
+  setCounter,
+  startMetricsServer,
+} from '../metrics/index.ts'
+import { createObserver, NO_OBSERVER, type Observer } from '../metrics/observer.ts'
+import type { NodeRuntime } from '../p2p/runtime.ts'
 import { startNodeRuntime } from '../p2p/runtime.ts'
 import { createLocalApiServer, type Route, type UpgradeRoute } from '../util/local-api.ts'
 import { createNotifier } from '../util/sd-notify.ts'
@@ -41,6 +51,8 @@ export interface DaemonReady {
   cookieFile: string
   addresses: string[]
   services: string[]
+  /** Where `/metrics` is served, when metrics are on. */
+  metricsAddress: string | undefined
 }
 
 /** Options of {@link runDaemon}. */
@@ -71,7 +83,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       'a config apply did not complete (config.yaml is not what it wrote): its confirmation was dropped',
     )
   }
-  const { dir } = await loadNodeConfig(options.configFile)
+  const { dir, config: startConfig } = await loadNodeConfig(options.configFile)
   const socketPath = path.join(dir, NODE_FILES.socket)
   const cookieFile = path.join(dir, NODE_FILES.cookie)
   const stopping = new AbortController()
@@ -92,13 +104,18 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   const routes: Route[] = []
   const upgrades: UpgradeRoute[] = []
   let cookie: string | undefined
+  // Replaced once telemetry is set up; requests before that are refused anyway (no cookie yet).
+  let observer: Observer = NO_OBSERVER
   const server = createLocalApiServer({
     routes,
     upgrades,
     cookie: () => cookie,
     version: VERSION,
     statusOf,
-    onAccess: (a) => log.debug('api request', { method: a.method, path: a.route, status: a.status }),
+    onAccess: (a) => {
+      observer.apiAccess(a.method, a.route, a.status, a.durationMs)
+      log.debug('api request', { method: a.method, path: a.route, status: a.status })
+    },
   })
   const notifier = await createNotifier(env.notifySocket, log.child('notify'))
   cleanups.push(() => notifier.close())
@@ -119,12 +136,39 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       await closing
     })
 
-    const rt = await startNodeRuntime({ configFile: options.configFile, log, exposeServices: true })
+    // Metrics and the audit log are opt-in (telemetry: in config.yaml); read at start.
+    const telemetry = startConfig.telemetry
+    const metrics = telemetry.metrics.enabled ? createNodeMetrics() : undefined
+    const audit = telemetry.audit.enabled
+      ? await openAuditLog(resolveIn(dir, telemetry.audit.file))
+      : undefined
+    if (audit !== undefined) {
+      cleanups.push(() => audit.close())
+    }
+    observer = createObserver({ node: metrics, audit })
+    const rt = await startNodeRuntime({
+      configFile: options.configFile,
+      log,
+      exposeServices: true,
+      observer,
+      ...(metrics === undefined ? {} : { libp2pMetrics: libp2pMetricsInto(metrics.registry) }),
+    })
     cleanups.push(() => rt.stop())
     const events = new DaemonEvents(rt)
     events.start()
     cleanups.push(() => events.stop())
-    const proxies = new ProxyManager(rt, log.child('proxies'))
+    const proxies = new ProxyManager(rt, log.child('proxies'), observer)
+    let metricsAddress: string | undefined
+    if (metrics !== undefined) {
+      const server = await startMetricsServer(
+        metrics.registry,
+        telemetry.metrics.listen_address,
+        log.child('metrics'),
+        () => refreshNodeMetrics(metrics, rt),
+      )
+      cleanups.push(() => server.close())
+      metricsAddress = server.address
+    }
     cleanups.push(() => proxies.closeAll())
     cleanups.push(() => {
       // No new API connections; watchers learn we stop and their streams end.
@@ -252,6 +296,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       rt,
       proxies,
       events,
+      observer,
       log,
       startedAt: new Date(),
       shutdown: () => stopping.abort(new Error('shutdown requested through the API')),
@@ -296,6 +341,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       cookieFile,
       addresses: rt.node.getMultiaddrs().map(String),
       services,
+      metricsAddress,
     })
     if (!stop.aborted) {
       await new Promise<void>((resolve) => stop.addEventListener('abort', () => resolve(), { once: true }))
@@ -308,4 +354,25 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   if (failure !== undefined) {
     throw failure
   }
+}
+
+/** Gauges and totals kept by the node itself, read into the registry just before a scrape. */
+function refreshNodeMetrics(metrics: NodeMetrics, rt: NodeRuntime): void {
+  const byType = { DIRECT: 0, RELAYED: 0 }
+  for (const p of rt.paths.list()) {
+    if (p.path !== undefined) {
+      byType[p.path.type]++
+    }
+  }
+  for (const [pathType, n] of Object.entries(byType)) {
+    metrics.connectedPeers.set({ path_type: pathType }, n)
+  }
+  const c = rt.paths.counters()
+  setCounter(metrics.directAttempts, c.attempts)
+  setCounter(metrics.directFailures, c.failures)
+  for (const [transport, n] of Object.entries(c.successes)) {
+    setCounter(metrics.directSuccesses, n, { transport })
+  }
+  setCounter(metrics.timeToDirectSum, c.timeToDirectSumMs / 1000)
+  setCounter(metrics.timeToDirectCount, c.timeToDirectCount)
 }

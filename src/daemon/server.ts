@@ -32,6 +32,7 @@ import { resolveIn } from '../config/load.ts'
 import { checkPeerName, normaliseLocalAddress, resolvePeer, setPeerName } from '../config/ops.ts'
 import { ConflictError, UsageError } from '../errors.ts'
 import type { Logger } from '../log/index.ts'
+import type { Observer } from '../metrics/observer.ts'
 import { pingPeer, traceroutePeer } from '../p2p/diagnostics.ts'
 import {
   PeerRefusedError,
@@ -41,7 +42,8 @@ import {
 } from '../p2p/errors.ts'
 import { bestConnection, classifyConnection } from '../p2p/path.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
-import { bridge } from '../proxy/bridge.ts'
+import { join } from '../proxy/bridge.ts'
+import { framedEnd } from '../util/dial-frames.ts'
 import { ApiError, type Route, type UpgradeRoute } from '../util/local-api.ts'
 import { VERSION } from '../version.ts'
 import { type DaemonEvents, toApiPath } from './events.ts'
@@ -62,8 +64,8 @@ export interface DaemonContext {
   startedAt: Date
   /** Starts the orderly shutdown (the same as SIGTERM). */
   shutdown: () => void
-  /** Counts service bytes for metrics; called by dial streams. */
-  onBytes?: (service: string, direction: 'in' | 'out', n: number) => void
+  /** Metrics and audit. */
+  observer: Observer
 }
 
 /** Maps errors of the network layer to the statuses of the contract. */
@@ -423,13 +425,14 @@ export function daemonRoutes(ctx: DaemonContext): { routes: Route[]; upgrades: U
       socket.write(
         'HTTP/1.1 101 Switching Protocols\r\nUpgrade: peerup-stream\r\nConnection: Upgrade\r\n\r\n',
       )
-      if (head.length > 0) {
-        socket.unshift(head)
-      }
-      const result = await bridge(socket, stream, {
-        log: ctx.log.child('dial'),
-        ...(ctx.onBytes === undefined ? {} : { onBytes: (d, n) => ctx.onBytes?.(service, d, n) }),
-      })
+      // Framed (src/util/dial-frames.ts): a Unix socket cannot tell a reset from a clean end.
+      const framed = framedEnd(socket, head)
+      ctx.observer.proxyOpened(service, 'outbound')
+      const result = await join(
+        { readable: framed.readable, writable: framed.writable, reset: (err) => framed.reset(err) },
+        stream,
+        { log: ctx.log.child('dial'), onBytes: (d, n) => ctx.observer.proxyBytes(service, d, n) },
+      ).finally(() => ctx.observer.proxyClosed(service, 'outbound'))
       ctx.log.debug('dial stream closed', {
         peer,
         service,

@@ -11,6 +11,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { socketAnswers } from '../client/probe.ts'
 import { NODE_FILES } from '../config/paths.ts'
 import type { Logger } from '../log/index.ts'
+import { auditObserver } from '../metrics/observer.ts'
 import { createInviteCode, encodeInviteCode, type InviteCode } from './code.ts'
 import { CodeExpiredError, InviteUnavailableError } from './errors.ts'
 import { type AcceptExtras, answerPairing, InviteSession, type Joiner } from './inviter.ts'
@@ -61,6 +62,7 @@ export async function runInvite(options: InviteOptions): Promise<InviteResult> {
     })
   }
   const pn = await startPairingNode({ configFile: options.configFile, log, reserve: true })
+  const audit = await auditObserver(pn.config.telemetry.audit, path.dirname(pn.configFile))
   try {
     if (pn.config.relay.addresses.length === 0) {
       throw new InviteUnavailableError('this node has no relay, so a joiner behind NAT could not reach it', {
@@ -152,6 +154,8 @@ export async function runInvite(options: InviteOptions): Promise<InviteResult> {
           localPeerId: pn.peerId,
           book: session,
           log: log.child('invite'),
+          observer: audit.observer,
+          role: 'inviter',
           signal: controller.signal,
         })
           .finally(() => {
@@ -192,6 +196,7 @@ export async function runInvite(options: InviteOptions): Promise<InviteResult> {
     }
   } finally {
     await pn.stop()
+    await audit.close()
   }
 }
 

@@ -10,6 +10,7 @@
 
 import type { Connection, Stream } from '@libp2p/interface'
 import type { Logger } from '../log/index.ts'
+import type { Observer } from '../metrics/observer.ts'
 import { CodeExpiredError, CodeUsedError } from './errors.ts'
 import { usableName } from './names.ts'
 import {
@@ -59,6 +60,9 @@ export interface AnswerOptions<E> {
   localPeerId: string
   book: CodeBook<E>
   log: Logger
+  /** Pairing attempts go to the audit log through it; `role` says who answered. */
+  observer?: Observer
+  role?: 'inviter' | 'relay'
   now?: () => Date
   signal?: AbortSignal
 }
@@ -87,6 +91,12 @@ export async function answerPairing<E>(
     const opened = book.open(hello.code, joiner, now())
     if (!opened.ok) {
       log.warn('pairing refused', { peer: joiner, reason: opened.reason, remaining: opened.remaining })
+      options.observer?.pairing({
+        role: options.role ?? 'inviter',
+        outcome: 'refused',
+        peer: joiner,
+        reason: opened.reason,
+      })
       await framed.refuse(opened.reason, opened.remaining)
       return
     }
@@ -102,6 +112,12 @@ export async function answerPairing<E>(
     if (!macEquals(proof.mac, proofMac(opened.key, 'joiner', ids, nonces))) {
       const remaining = book.fail(opened.entry)
       log.warn('wrong pairing proof', { peer: joiner, remaining })
+      options.observer?.pairing({
+        role: options.role ?? 'inviter',
+        outcome: 'refused',
+        peer: joiner,
+        reason: remaining === 0 ? 'burned' : 'wrong-proof',
+      })
       await framed.refuse(remaining === 0 ? 'burned' : 'wrong-proof', remaining)
       return
     }
@@ -111,6 +127,12 @@ export async function answerPairing<E>(
       extras = await book.accept(opened.entry, accepted)
     } catch (err) {
       log.error('pairing failed after the proof', { peer: joiner, error: err as Error })
+      options.observer?.pairing({
+        role: options.role ?? 'inviter',
+        outcome: 'failed',
+        peer: joiner,
+        reason: (err as Error).name,
+      })
       await framed.refuse(
         err instanceof CodeExpiredError ? 'expired' : err instanceof CodeUsedError ? 'used' : 'failed',
       )
@@ -118,6 +140,12 @@ export async function answerPairing<E>(
     }
     await framed.send({ type: 'accept', mac: proofMac(opened.key, 'inviter', ids, nonces), ...extras })
     log.info('peer paired', { peer: joiner, name: accepted.name })
+    options.observer?.pairing({
+      role: options.role ?? 'inviter',
+      outcome: 'paired',
+      peer: joiner,
+      ...(accepted.name === undefined ? {} : { name: accepted.name }),
+    })
     // The joiner says `done` when it has written its side (for a group: when it stops waiting
     // for the others); it may also just go away. Either ends the introductions.
     const ended = new AbortController()

@@ -8,12 +8,14 @@
  * @packageDocumentation
  */
 
+import * as path from 'node:path'
 import type { Stream } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import { initNode } from '../config/init.ts'
 import { loadNodeConfig } from '../config/load.ts'
 import { addRelay, relayPeerId } from '../config/ops.ts'
 import type { Logger } from '../log/index.ts'
+import { auditObserver } from '../metrics/observer.ts'
 import { explainDialFailure } from '../p2p/reach.ts'
 import { assertNotExpired, type InviteCode, relayMultiaddr } from './code.ts'
 import { InviterUnreachableError } from './errors.ts'
@@ -86,6 +88,7 @@ export async function runJoin(options: JoinOptions): Promise<JoinResult> {
   }
 
   const pn = await startPairingNode({ configFile, log, reserve: false })
+  const audit = await auditObserver(pn.config.telemetry.audit, path.dirname(pn.configFile))
   try {
     const target =
       code.kind === 'group' ? multiaddr(relay) : multiaddr(`${relay}/p2p-circuit/p2p/${code.inviterPeerId}`)
@@ -116,7 +119,7 @@ export async function runJoin(options: JoinOptions): Promise<JoinResult> {
         ...(name === undefined ? { note: `paired ${new Date().toISOString().slice(0, 10)}` } : {}),
       })
     progress('proving the code…')
-    const { complete } = await proveToken(stream, {
+    const proving = proveToken(stream, {
       localPeerId: pn.peerId,
       remotePeerId: remote,
       token: code.token,
@@ -151,6 +154,19 @@ export async function runJoin(options: JoinOptions): Promise<JoinResult> {
         }
       },
     })
+    let complete: boolean
+    try {
+      ;({ complete } = await proving)
+      audit.observer.pairing({
+        role: 'joiner',
+        outcome: 'paired',
+        peer: remote,
+        ...(inviter.name === undefined ? {} : { name: inviter.name }),
+      })
+    } catch (err) {
+      audit.observer.pairing({ role: 'joiner', outcome: 'failed', peer: remote, reason: (err as Error).name })
+      throw err
+    }
     if (group !== undefined) {
       group.complete = complete
     }
@@ -164,6 +180,7 @@ export async function runJoin(options: JoinOptions): Promise<JoinResult> {
     return { configFile, created, peerId: pn.peerId, inviter, sponsored, group }
   } finally {
     await pn.stop()
+    await audit.close()
   }
 }
 

@@ -56,6 +56,8 @@ export interface PeerupNodeOptions {
    * neither dialling nor accepting, and `/webrtc` listen addresses are ignored.
    */
   webrtc?: { iceServers: string[] }
+  /** libp2p's metrics (`@libp2p/prometheus-metrics` into our own registry), when metrics are on. */
+  metrics?: Libp2pOptions['metrics']
 }
 
 /**
@@ -130,7 +132,7 @@ export async function createPeerupNode(options: PeerupNodeOptions): Promise<Peer
       ...(webrtc === undefined ? [] : [webrtcTransport(webrtc.iceServers)]),
     ],
   })
-  return createLibp2p(init)
+  return createLibp2p(options.metrics === undefined ? init : { ...init, metrics: options.metrics })
 }
 
 /**

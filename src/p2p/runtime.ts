@@ -13,12 +13,13 @@ import { loadIdentity, peerIdOf } from '../auth/identity.ts'
 import { loadNodeConfig, resolveIn } from '../config/load.ts'
 import type { NodeConfig } from '../config/schema.ts'
 import type { Logger } from '../log/index.ts'
+import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
 import { withRetry } from '../proxy/backoff.ts'
 import { SERVICE_DIAL_OPTIONS } from '../proxy/constants.ts'
 import { ServiceRegistry } from '../proxy/registry.ts'
 import { serviceProtocolId } from './constants.ts'
 import { PeerRefusedError, ServiceRefusedError } from './errors.ts'
-import { createPeerupNode, iceServersFor, type PeerupLibp2p } from './node.ts'
+import { createPeerupNode, iceServersFor, type PeerupLibp2p, type PeerupNodeOptions } from './node.ts'
 import { classifyConnection, describePath, type PathInfo } from './path.ts'
 import { PathTracker } from './paths.ts'
 import { type Reached, reachPeer } from './reach.ts'
@@ -35,6 +36,10 @@ export interface RuntimeOptions {
   listen?: string[]
   /** Hold reservations on the relays so peers can reach this node; default: when exposing services. */
   reserve?: boolean
+  /** Where metrics and audit events go (the daemon's); nothing by default. */
+  observer?: Observer
+  /** libp2p's metrics into the daemon's registry, when metrics are on. */
+  libp2pMetrics?: PeerupNodeOptions['metrics']
 }
 
 /** A running node with everything around it. */
@@ -105,12 +110,14 @@ function same(a: unknown, b: unknown): boolean {
 export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRuntime> {
   const { config, dir, file } = await loadNodeConfig(options.configFile)
   const log = options.log
+  const observer = options.observer ?? NO_OBSERVER
   const privateKey = await loadIdentity(resolveIn(dir, config.identity.key_file))
   const peerId = peerIdOf(privateKey)
   const authorized = await AuthorizedPeers.fromFile(resolveIn(dir, config.security.authorized_keys_file))
   const gater = nodeGater(authorized, {
     enabled: config.security.enable_connection_gating,
     onDecision: (peer, decision, where) => {
+      observer.authDecision(peer, decision, where)
       log.debug('gater decision', { peer, decision, where })
       if (decision === 'deny') {
         log.warn('connection refused: peer not in authorized_keys', { peer, where })
@@ -129,6 +136,7 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
     network: config.discovery.network,
     gater,
     ...(webrtc ? { webrtc: { iceServers: iceServersFor(relays, config.relay.stun_port) } } : {}),
+    ...(options.libp2pMetrics === undefined ? {} : { metrics: options.libp2pMetrics }),
   })
   const paths = new PathTracker(node)
   paths.start()
@@ -143,7 +151,8 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
   const upgrader = new DirectUpgrader(node, { tracker: paths, log: log.child('direct'), webrtc })
   upgrader.start()
 
-  authorized.onChange((_added, removed) => {
+  authorized.onChange((added, removed) => {
+    observer.authChanged(added, removed, resolveIn(dir, config.security.authorized_keys_file))
     for (const id of removed) {
       // Gating does not touch open connections: a revoked peer is disconnected here.
       node.hangUp(peerIdFromString(id)).catch(() => {})
@@ -151,7 +160,20 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
     }
   })
 
-  const services = new ServiceRegistry(node, { log })
+  const services = new ServiceRegistry(node, {
+    log,
+    onConnection: (e) => {
+      if (e.type === 'denied') {
+        observer.serviceDenied(e.service, e.peer)
+      } else if (e.type === 'opened') {
+        observer.proxyOpened(e.service, 'inbound')
+      } else if (e.type === 'closed') {
+        observer.proxyClosed(e.service, 'inbound')
+      }
+    },
+    // Seen from the peer using the service: what it sends comes in.
+    onBytes: (service, direction, n) => observer.proxyBytes(service, direction, n),
+  })
   if (options.exposeServices) {
     for (const [name, svc] of Object.entries(config.services)) {
       if (svc.enabled) {
@@ -186,7 +208,18 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
     reachPeer(node, resolve(peer), {
       relays: config.relay.addresses,
       ...(signal === undefined ? {} : { signal }),
-    })
+    }).then(
+      (reached) => {
+        if (reached.via !== 'existing') {
+          observer.pathDial(reached.path.type, true)
+        }
+        return reached
+      },
+      (err: unknown) => {
+        observer.pathDial(undefined, false)
+        throw err
+      },
+    )
 
   const relayCountAtStart = new Set(relays.map((r) => r.split('/p2p/').pop())).size
   const serviceSpec = (c: NodeConfig, name: string) => {

@@ -50,6 +50,8 @@ import {
   relayAdminRequest,
 } from '../invite/relay-admin.ts'
 import type { Logger } from '../log/index.ts'
+import type { Observer } from '../metrics/observer.ts'
+import { NO_OBSERVER } from '../metrics/observer.ts'
 import { atomicWriteFile, withFileLock } from '../util/fs.ts'
 import type { RelayHandle } from './server.ts'
 
@@ -112,6 +114,8 @@ export interface RelayPairingOptions {
   log: Logger
   /** The transport address to put in group codes; default the first announce or listen address. */
   codeAddress?: string
+  /** Group joins and sponsoring go to the audit log through it. */
+  observer?: Observer
 }
 
 /** The relay's pairing: sponsoring and group codes. */
@@ -130,6 +134,7 @@ interface Entry {
 /** Starts sponsoring and group codes on a running relay. */
 export async function startRelayPairing(options: RelayPairingOptions): Promise<RelayPairing> {
   const { relay, config, log } = options
+  const observer = options.observer ?? NO_OBSERVER
   const file = path.join(options.dir, GROUPS_FILE)
   const keysFile = resolveIn(options.dir, config.security.authorized_keys_file)
   const groups = await loadGroups(file)
@@ -336,12 +341,19 @@ export async function startRelayPairing(options: RelayPairingOptions): Promise<R
     const mode = config.security.sponsoring
     if (mode === 'off') {
       log.info('sponsoring refused', { peer: caller, sponsored: request.peer, reason: 'off' })
+      observer.pairing({ role: 'relay', outcome: 'refused', peer: request.peer, reason: 'sponsoring off' })
       return { ok: false, reason: 'sponsoring is off on this relay' }
     }
     if (mode === 'marked') {
       const doc = await loadAuthorizedKeys(keysFile, { createIfMissing: true })
       if (doc.get(caller)?.attributes.sponsor !== 'yes') {
         log.info('sponsoring refused', { peer: caller, sponsored: request.peer, reason: 'not sponsor=yes' })
+        observer.pairing({
+          role: 'relay',
+          outcome: 'refused',
+          peer: request.peer,
+          reason: 'sponsor not marked',
+        })
         return { ok: false, reason: 'on this relay only peers marked sponsor=yes may sponsor others' }
       }
     }
@@ -351,6 +363,12 @@ export async function startRelayPairing(options: RelayPairingOptions): Promise<R
       return { ok: false, reason: `the relay could not record it: ${(err as Error).message}` }
     }
     log.info('peer sponsored', { peer: request.peer, sponsor: caller })
+    observer.pairing({
+      role: 'relay',
+      outcome: 'paired',
+      peer: request.peer,
+      reason: `sponsored by ${caller}`,
+    })
     return { ok: true }
   }
 
@@ -362,6 +380,8 @@ export async function startRelayPairing(options: RelayPairingOptions): Promise<R
         localPeerId: relay.peerId,
         book,
         log: log.child('group'),
+        observer,
+        role: 'relay',
         signal: controller.signal,
       }).catch(() => {})
     },

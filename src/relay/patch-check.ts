@@ -22,7 +22,11 @@ export class RelayNotPatchedError extends Error {
  * the forwarding fix, and the `connectLimit` hook that gives each relayed connection the limit
  * its source deserves.
  */
-export const RELAY_PATCH_MARKERS = ['PEERUP_FORWARD_PATCHED', 'PEERUP_CONNECT_LIMIT_PATCHED'] as const
+export const RELAY_PATCH_MARKERS = [
+  'PEERUP_FORWARD_PATCHED',
+  'PEERUP_CONNECT_LIMIT_PATCHED',
+  'PEERUP_RELAYED_BYTES_PATCHED',
+] as const
 
 /** True when the loaded @libp2p/circuit-relay-v2 carries every part of our patch. */
 export function isRelayPatched(): boolean {

@@ -13,18 +13,21 @@ import { archiveLastGood } from '../config/safety.ts'
 import type { RelayConfig } from '../config/schema.ts'
 import { type Env, readEnv } from '../env.ts'
 import type { Logger } from '../log/index.ts'
+import { openAuditLog } from '../metrics/audit.ts'
+import { createRelayMetrics, libp2pMetricsInto, startMetricsServer } from '../metrics/index.ts'
+import { createObserver } from '../metrics/observer.ts'
 import { createNotifier } from '../util/sd-notify.ts'
 import { watchFile } from '../util/watch.ts'
 import { startRelayAdmin } from './admin.ts'
 import { startRelayPairing } from './pairing.ts'
-import { type RelayHandle, startRelay } from './server.ts'
+import { countCircuits, type RelayHandle, startRelay } from './server.ts'
 
 /** Options of {@link runRelay}. */
 export interface RunRelayOptions {
   configFile: string
   log: Logger
   signal: AbortSignal
-  onReady?: (relay: RelayHandle) => void
+  onReady?: (relay: RelayHandle, extra: { metricsAddress: string | undefined }) => void
   /** For NOTIFY_SOCKET and WATCHDOG_USEC; the process environment by default. */
   env?: Env
 }
@@ -33,10 +36,41 @@ export interface RunRelayOptions {
 export async function runRelay(options: RunRelayOptions): Promise<void> {
   const { log } = options
   const { config, dir } = await loadRelayConfig(options.configFile)
-  const relay = await startRelay({ config, dir, log })
+  // Metrics and the audit log are opt-in (telemetry: in relay-server.yaml).
+  const metrics = config.telemetry.metrics.enabled ? createRelayMetrics() : undefined
+  const audit = config.telemetry.audit.enabled
+    ? await openAuditLog(resolveIn(dir, config.telemetry.audit.file))
+    : undefined
+  const observer = createObserver({ relay: metrics, audit })
+  const relay = await startRelay({
+    config,
+    dir,
+    log,
+    observer,
+    ...(metrics === undefined ? {} : { libp2pMetrics: libp2pMetricsInto(metrics.registry) }),
+  }).catch(async (err: unknown) => {
+    await audit?.close()
+    throw err
+  })
+  const metricsServer =
+    metrics === undefined
+      ? undefined
+      : await startMetricsServer(
+          metrics.registry,
+          config.telemetry.metrics.listen_address,
+          log.child('metrics'),
+          () => {
+            metrics.reservations.set(relay.node.services.relay.reservations.size)
+            metrics.circuits.set(countCircuits(relay.node))
+          },
+        ).catch(async (err: unknown) => {
+          await relay.stop()
+          await audit?.close()
+          throw err
+        })
   // Pairing (sponsoring, group codes) and its admin socket; a relay that cannot open the socket
   // still relays, it only cannot make group codes.
-  const pairing = await startRelayPairing({ relay, config, dir, log: log.child('pairing') }).catch(
+  const pairing = await startRelayPairing({ relay, config, dir, log: log.child('pairing'), observer }).catch(
     async (err: unknown) => {
       await relay.stop()
       throw err
@@ -87,7 +121,7 @@ export async function runRelay(options: RunRelayOptions): Promise<void> {
         Math.max(Math.floor(env.watchdogUsec / 2000), 100),
       )
     }
-    options.onReady?.(relay)
+    options.onReady?.(relay, { metricsAddress: metricsServer?.address })
     if (!options.signal.aborted) {
       await new Promise<void>((resolve) =>
         options.signal.addEventListener('abort', () => resolve(), { once: true }),
@@ -103,6 +137,8 @@ export async function runRelay(options: RunRelayOptions): Promise<void> {
     await admin?.close()
     await pairing.stop()
     await relay.stop()
+    await metricsServer?.close()
+    await audit?.close()
   }
 }
 

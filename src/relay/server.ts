@@ -16,6 +16,7 @@ import { loadIdentity, peerIdOf } from '../auth/identity.ts'
 import { resolveIn } from '../config/load.ts'
 import type { RelayConfig } from '../config/schema.ts'
 import type { Logger } from '../log/index.ts'
+import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
 import { RELAY_AGENT, RELAY_STOP_PROTOCOL } from '../p2p/constants.ts'
 import { type BaseServices, baseLibp2pOptions, type PeerupLibp2p } from '../p2p/node.ts'
 import { VERSION } from '../version.ts'
@@ -72,6 +73,10 @@ export interface StartRelayOptions {
   /** Directory of relay-server.yaml: relative paths resolve against it. */
   dir: string
   log: Logger
+  /** Metrics and audit (see src/metrics/); nothing by default. */
+  observer?: Observer
+  /** libp2p's metrics into the relay's registry, when metrics are on. */
+  libp2pMetrics?: Libp2pOptions['metrics']
 }
 
 function ipOfConnection(conn: Connection): string | undefined {
@@ -101,6 +106,7 @@ export function circuitLimitFor(config: RelayConfig, sourceAuthorized: boolean):
 export async function startRelay(options: StartRelayOptions): Promise<RelayHandle> {
   assertRelayPatched()
   const { config, dir, log } = options
+  const observer = options.observer ?? NO_OBSERVER
   const privateKey = await loadIdentity(resolveIn(dir, config.identity.key_file))
   const authorized = await AuthorizedPeers.fromFile(resolveIn(dir, config.security.authorized_keys_file))
   let node: PeerupLibp2p<RelayServices> | undefined
@@ -131,7 +137,9 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
       enabled: config.security.enable_connection_gating,
       maxReservationsPerIp: config.resources.max_reservations_per_ip,
       maxCircuits: config.resources.max_circuits,
+      onDecision: (peer, decision, where) => observer.authDecision(peer, decision, where),
       onRefusal: (what, peer, reason) => {
+        observer.relayRefusal(what, reason)
         log.warn(`${what} refused`, { peer, reason })
         events.safeDispatchEvent('refusal', { detail: { what, peer, reason } })
       },
@@ -161,11 +169,14 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
     maxOutboundStopStreams: config.resources.max_circuits + 64,
     // Added by our patch of @libp2p/circuit-relay-v2 (patches/): the limit of each relayed
     // connection depends on its source, which the stock server cannot express.
+    // Also ours: every byte the forwarder moves, for peerup_relay_relayed_bytes_total.
+    onRelayedBytes: (n: number) => observer.relayedBytes(n),
     connectLimit: (source: PeerId) =>
       circuitLimitFor(config, !config.security.enable_connection_gating || authorized.has(source.toString())),
   }
   const init = {
     ...base,
+    ...(options.libp2pMetrics === undefined ? {} : { metrics: options.libp2pMetrics }),
     services: {
       ...base.services,
       relay: circuitRelayServer(relayInit as Parameters<typeof circuitRelayServer>[0]),
@@ -189,7 +200,8 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
       log.info('deauthorized peer disconnected', { peer: id })
     }
   }
-  authorized.onChange((_added, removed) => {
+  authorized.onChange((added, removed) => {
+    observer.authChanged(added, removed, resolveIn(dir, config.security.authorized_keys_file))
     closeRevoked(removed).catch((err: unknown) =>
       log.warn('closing revoked peers failed', { error: err as Error }),
     )

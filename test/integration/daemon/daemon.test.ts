@@ -44,6 +44,11 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
   let da: TestDaemon
   let db: TestDaemon
   let echo: net.Server
+  let cut: net.Server
+  let sink: net.Server
+  const sinkEnds: string[] = []
+  const sinkWaiters: Array<() => void> = []
+  const sinkEndWaiters: Array<() => void> = []
   let root: string
   const cleanups: Array<() => Promise<unknown>> = []
 
@@ -61,6 +66,28 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
     await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve))
     cleanups.unshift(() => new Promise((resolve) => echo.close(resolve)))
     await b.addService('echo', `127.0.0.1:${(echo.address() as net.AddressInfo).port}`)
+    // Sends 256 KiB, then resets: a failure on the far side.
+    cut = net.createServer((s) => {
+      s.on('error', () => {})
+      s.write(Buffer.alloc(256 * 1024, 1), () => s.resetAndDestroy())
+    })
+    await new Promise<void>((resolve) => cut.listen(0, '127.0.0.1', resolve))
+    cleanups.unshift(() => new Promise((resolve) => cut.close(resolve)))
+    await b.addService('cut', `127.0.0.1:${(cut.address() as net.AddressInfo).port}`)
+    // Records how its connections end.
+    sink = net.createServer({ allowHalfOpen: true }, (s) => {
+      s.on('data', () => {})
+      const ended = (how: string): void => {
+        sinkEnds.push(how)
+        for (const w of sinkEndWaiters.splice(0)) w()
+      }
+      s.once('error', (err: NodeJS.ErrnoException) => ended(err.code ?? err.message))
+      s.once('end', () => ended('end'))
+      for (const w of sinkWaiters.splice(0)) w()
+    })
+    await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve))
+    cleanups.unshift(() => new Promise((resolve) => sink.close(resolve)))
+    await b.addService('sink', `127.0.0.1:${(sink.address() as net.AddressInfo).port}`)
     db = await startTestDaemon(b.configFile)
     cleanups.unshift(() => db.stop())
     const config = await fs.readFile(a.configFile, 'utf8')
@@ -163,6 +190,38 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
     const r = await result
     assert.equal(r.reset, false, String(r.error))
     assert.ok(Buffer.concat(chunks).equals(payload))
+  })
+
+  it('a reset on the far side reaches the client through the daemon as a reset, not an end', async () => {
+    const { socket, head } = await new LocalClient({ configFile: a.configFile }).dial('b', 'cut')
+    const output = new PassThrough()
+    let got = 0
+    output.on('data', (c: Buffer) => {
+      got += c.length
+    })
+    const r = await splice(
+      { readable: new PassThrough(), writable: output, reset: () => output.destroy() },
+      socket,
+      head,
+    )
+    assert.equal(r.reset, true, 'a cut transfer must not look complete')
+    assert.ok(got <= 256 * 1024)
+  })
+
+  it('a client that fails resets the service through the daemon, it is not given a clean end', async () => {
+    // B's service dials the sink as soon as the stream arrives, before dial() returns here.
+    const connected = new Promise<void>((resolve) => sinkWaiters.push(resolve))
+    const { socket, head } = await new LocalClient({ configFile: a.configFile }).dial('b', 'sink')
+    const input = new PassThrough()
+    const r = splice({ readable: input, writable: new PassThrough(), reset: () => {} }, socket, head)
+    input.write(Buffer.alloc(64 * 1024, 2))
+    await connected
+    input.destroy(new Error('test: the local client failed'))
+    assert.equal((await r).reset, true)
+    if (sinkEnds.length === 0) {
+      await new Promise<void>((resolve) => sinkEndWaiters.push(resolve))
+    }
+    assert.equal(sinkEnds[0], 'ECONNRESET')
   })
 
   it('proxy --stdio goes through the daemon', async () => {

@@ -1,0 +1,60 @@
+/**
+ * The audit log (opt-in, `telemetry.audit`): one JSON line per security-relevant event — every
+ * decision of the gater, every change of authorized_keys, every service stream refused by
+ * `allowed_peers`, every local API request, every pairing attempt. It records who and what, never
+ * a secret: no tokens, codes, cookies or keys are passed to it.
+ *
+ * @packageDocumentation
+ */
+
+import * as fs from 'node:fs'
+import * as fsp from 'node:fs/promises'
+import * as path from 'node:path'
+
+/** The events the audit log knows; each has a test that it is emitted. */
+export const AUDIT_EVENTS = [
+  'auth_decision',
+  'auth_change',
+  'service_denied',
+  'api_access',
+  'pairing',
+] as const
+
+/** One event. */
+export type AuditEvent =
+  | { event: 'auth_decision'; peer: string; decision: 'allow' | 'deny'; where: string }
+  | { event: 'auth_change'; added: string[]; removed: string[]; file: string }
+  | { event: 'service_denied'; service: string; peer: string }
+  | { event: 'api_access'; method: string; path: string; status: number; duration_ms: number }
+  | {
+      event: 'pairing'
+      role: 'inviter' | 'joiner' | 'relay'
+      outcome: 'paired' | 'refused' | 'failed'
+      peer?: string
+      name?: string
+      reason?: string
+    }
+
+/** Where audit lines go. */
+export interface AuditSink {
+  write(event: AuditEvent): void
+  close(): Promise<void>
+}
+
+/** Opens (appends to) `file`, 0600, creating its directory. */
+export async function openAuditLog(file: string): Promise<AuditSink> {
+  await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 })
+  const stream = fs.createWriteStream(file, { flags: 'a', mode: 0o600 })
+  await new Promise<void>((resolve, reject) => {
+    stream.once('open', () => resolve())
+    stream.once('error', reject)
+  })
+  // An existing file created wider (by hand) is narrowed: it names peers and what they did.
+  await fsp.chmod(file, 0o600)
+  return {
+    write: (event) => {
+      stream.write(`${JSON.stringify({ time: new Date().toISOString(), ...event })}\n`)
+    },
+    close: () => new Promise<void>((resolve) => stream.end(() => resolve())),
+  }
+}

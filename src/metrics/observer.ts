@@ -1,0 +1,120 @@
+/**
+ * The one place the node, the daemon and the relay report what happened, for metrics and the
+ * audit log (ADR-H03: a callback rather than domains importing each other). {@link NO_OBSERVER}
+ * does nothing, so code that records never checks whether anything listens (ADR-H02).
+ *
+ * @packageDocumentation
+ */
+
+import type { AuditEvent, AuditSink } from './audit.ts'
+import type { NodeMetrics, RelayMetrics } from './index.ts'
+
+/** Which side of a proxied connection: a peer using our service, or us using a peer's. */
+export type ProxySide = 'inbound' | 'outbound'
+
+/** What is reported. */
+export interface Observer {
+  authDecision(peer: string, decision: 'allow' | 'deny', where: string): void
+  authChanged(added: string[], removed: string[], file: string): void
+  serviceDenied(service: string, peer: string): void
+  proxyOpened(service: string, side: ProxySide): void
+  proxyClosed(service: string, side: ProxySide): void
+  proxyBytes(service: string, direction: 'in' | 'out', n: number): void
+  apiAccess(method: string, path: string, status: number, durationMs: number): void
+  pathDial(pathType: 'DIRECT' | 'RELAYED' | undefined, ok: boolean): void
+  pairing(event: Omit<Extract<AuditEvent, { event: 'pairing' }>, 'event'>): void
+  relayRefusal(what: 'reservation' | 'circuit', reason: string): void
+  relayedBytes(n: number): void
+}
+
+/** Records nothing. */
+export const NO_OBSERVER: Observer = {
+  authDecision: () => {},
+  authChanged: () => {},
+  serviceDenied: () => {},
+  proxyOpened: () => {},
+  proxyClosed: () => {},
+  proxyBytes: () => {},
+  apiAccess: () => {},
+  pathDial: () => {},
+  pairing: () => {},
+  relayRefusal: () => {},
+  relayedBytes: () => {},
+}
+
+/** The label a relay refusal is counted under: a bounded set, not the free-text reason. */
+export function refusalReason(reason: string): string {
+  if (/not in relay_authorized_keys|not authorized/.test(reason)) {
+    return 'unauthorized'
+  }
+  if (/too many reservations/.test(reason)) {
+    return 'per_ip_limit'
+  }
+  if (/too many relayed/.test(reason)) {
+    return 'circuit_limit'
+  }
+  return 'other'
+}
+
+/** An observer that updates `metrics` and writes `audit`, either of which may be absent. */
+export function createObserver(parts: {
+  node?: NodeMetrics | undefined
+  relay?: RelayMetrics | undefined
+  audit?: AuditSink | undefined
+}): Observer {
+  const { node, relay, audit } = parts
+  return {
+    authDecision: (peer, decision, where) => {
+      node?.authDecisions.inc({ decision })
+      relay?.authDecisions.inc({ decision })
+      audit?.write({ event: 'auth_decision', peer, decision, where })
+    },
+    authChanged: (added, removed, file) => {
+      audit?.write({ event: 'auth_change', added, removed, file })
+    },
+    serviceDenied: (service, peer) => {
+      node?.serviceDenials.inc({ service })
+      audit?.write({ event: 'service_denied', service, peer })
+    },
+    proxyOpened: (service, side) => {
+      node?.proxyConnections.inc({ service, side })
+      node?.proxyActive.inc({ service, side })
+    },
+    proxyClosed: (service, side) => {
+      node?.proxyActive.dec({ service, side })
+    },
+    proxyBytes: (service, direction, n) => {
+      node?.proxyBytes.inc({ service, direction }, n)
+    },
+    apiAccess: (method, path, status, durationMs) => {
+      node?.daemonRequests.inc({ method, path, status: String(status) })
+      audit?.write({ event: 'api_access', method, path, status, duration_ms: Math.round(durationMs) })
+    },
+    pathDial: (pathType, ok) => {
+      node?.pathDials.inc({ path_type: pathType ?? 'unknown', result: ok ? 'success' : 'failure' })
+    },
+    pairing: (event) => {
+      audit?.write({ event: 'pairing', ...event })
+    },
+    relayRefusal: (what, reason) => {
+      relay?.refusals.inc({ what, reason: refusalReason(reason) })
+    },
+    relayedBytes: (n) => {
+      relay?.relayedBytes.inc(n)
+    },
+  }
+}
+
+/** An observer that only writes the audit log, for short-lived commands (invite, join). */
+export async function auditObserver(
+  audit: { enabled: boolean; file: string },
+  dir: string,
+): Promise<{ observer: Observer; close: () => Promise<void> }> {
+  if (!audit.enabled) {
+    return { observer: NO_OBSERVER, close: async () => {} }
+  }
+  const { openAuditLog } = await import('./audit.ts')
+  const { resolveIn } = await import('../config/load.ts')
+  const sink = await openAuditLog(resolveIn(dir, audit.file))
+  return { observer: createObserver({ audit: sink }), close: () => sink.close() }
+}
