@@ -1,0 +1,260 @@
+/**
+ * The benchmark's client, run inside a lab namespace with the Node that runs the harness, so the
+ * timings are taken on the host that would be the user's machine. Prints one JSON line.
+ *
+ * - `throughput <host> <port> <bytes> <seed>`: streams the payload to servers.ts, waits for its
+ *   verdict; `{bytes, seconds}`.
+ * - `latency <host> <port> <count> <size> <warmup>`: round trips of `size` bytes on one connection;
+ *   `{rttMs: [...]}` (warm-up round trips left out).
+ * - `ttfb <host> <port> <runs>`: new connections, each timed from `connect()` to its first byte in
+ *   (an SSH banner); `{ms: [...]}`.
+ * - `spawn <runs> <until> <cmd> [args...]`: starts a command `runs` times and times it until
+ *   `until`: `first-byte` (of stdout), `exit`, or `/regex/` (on stdout); `{ms: [...], codes: [...]}`.
+ * - `hold <host> <port> <count>`: opens `count` echo connections at once, checks each with a round
+ *   trip, prints `{ready, failed}`, and keeps them open until stdin ends.
+ *
+ * @packageDocumentation
+ */
+
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import * as net from 'node:net'
+import {
+  BLOCK_BYTES,
+  MODE_ECHO,
+  MODE_THROUGHPUT,
+  payloadBlock,
+  payloadMiB,
+  REPLY_OK,
+  THROUGHPUT_HEADER_BYTES,
+} from './wire.ts'
+
+function connect(host: string, port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host, port, noDelay: true, allowHalfOpen: true })
+    socket.once('connect', () => {
+      socket.off('error', reject)
+      resolve(socket)
+    })
+    socket.once('error', reject)
+  })
+}
+
+async function throughput(host: string, port: number, bytes: number, seed: number): Promise<object> {
+  const block = payloadBlock(seed)
+  const socket = await connect(host, port)
+  const reply: Buffer[] = []
+  socket.on('data', (c: Buffer) => reply.push(c))
+  const ended = once(socket, 'end')
+  const closed = new Promise<void>((resolve, reject) => {
+    socket.once('error', reject)
+    socket.once('close', () => resolve())
+  })
+  const started = performance.now()
+  const head = Buffer.alloc(THROUGHPUT_HEADER_BYTES)
+  head[0] = MODE_THROUGHPUT
+  head.writeBigUInt64BE(BigInt(bytes), 1)
+  head.writeUInt32BE(seed, 9)
+  socket.write(head)
+  const totalMiB = Math.ceil(bytes / BLOCK_BYTES)
+  for (let i = 0; i < totalMiB; i++) {
+    const chunk = payloadMiB(block, i).subarray(0, Math.min(BLOCK_BYTES, bytes - i * BLOCK_BYTES))
+    if (!socket.write(chunk)) {
+      await Promise.race([once(socket, 'drain'), closed])
+    }
+  }
+  socket.end()
+  await Promise.race([ended, closed])
+  const seconds = (performance.now() - started) / 1000
+  await closed
+  const answer = Buffer.concat(reply)
+  if (answer[0] !== REPLY_OK) {
+    throw new Error(`server: ${answer.subarray(1).toString() || 'no answer'}`)
+  }
+  return { bytes, seconds }
+}
+
+async function latency(
+  host: string,
+  port: number,
+  count: number,
+  size: number,
+  warmup: number,
+): Promise<object> {
+  const socket = await connect(host, port)
+  socket.write(Buffer.from([MODE_ECHO]))
+  const message = Buffer.alloc(size, 0x61)
+  const rttMs: number[] = []
+  let pending = 0
+  let resolveRound: (() => void) | undefined
+  socket.on('data', (c: Buffer) => {
+    pending -= c.length
+    if (pending <= 0) {
+      resolveRound?.()
+    }
+  })
+  const failed = new Promise<never>((_, reject) => {
+    socket.once('error', reject)
+    socket.once('end', () => reject(new Error('the echo server ended the connection')))
+  })
+  for (let i = 0; i < warmup + count; i++) {
+    const round = new Promise<void>((resolve) => {
+      resolveRound = resolve
+    })
+    pending = size
+    const t = performance.now()
+    socket.write(message)
+    await Promise.race([round, failed])
+    if (i >= warmup) {
+      rttMs.push(performance.now() - t)
+    }
+  }
+  socket.destroy()
+  return { rttMs: rttMs.map((x) => Math.round(x * 1000) / 1000) }
+}
+
+async function ttfb(host: string, port: number, runs: number): Promise<object> {
+  const ms: number[] = []
+  for (let i = 0; i < runs; i++) {
+    const t = performance.now()
+    const socket = net.connect({ host, port, noDelay: true })
+    await new Promise<void>((resolve, reject) => {
+      socket.once('data', () => resolve())
+      socket.once('error', reject)
+      socket.once('end', () => reject(new Error('closed before the first byte')))
+    })
+    ms.push(performance.now() - t)
+    socket.destroy()
+    // Let the far side notice the close before the next connection.
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  return { ms }
+}
+
+async function spawnTimed(runs: number, until: string, cmd: string, args: string[]): Promise<object> {
+  const ms: number[] = []
+  const codes: Array<number | null> = []
+  const outputs: string[] = []
+  const pattern = until.startsWith('/') ? new RegExp(until.slice(1, until.lastIndexOf('/'))) : undefined
+  for (let i = 0; i < runs; i++) {
+    const t = performance.now()
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: process.env })
+    let out = ''
+    let err = ''
+    let at: number | undefined
+    child.stderr.setEncoding('utf8').on('data', (c: string) => {
+      err = (err + c).slice(-4000)
+    })
+    child.stdout.setEncoding('utf8').on('data', (c: string) => {
+      out = (out + c).slice(-4000)
+      if (at === undefined && (until === 'first-byte' || (pattern?.test(out) ?? false))) {
+        at = performance.now() - t
+        if (until === 'first-byte') {
+          // A ProxyCommand's stdin ends when ssh would hang up: the proxy then exits.
+          child.stdin.end()
+        }
+      }
+    })
+    if (until !== 'first-byte') {
+      child.stdin.end()
+    }
+    const [code] = (await once(child, 'exit')) as [number | null]
+    const end = performance.now() - t
+    codes.push(code)
+    if (until === 'exit') {
+      at = end
+    }
+    if (at === undefined) {
+      outputs.push(`${out}\n${err}`.trim())
+      throw new Error(`${cmd} ${args.join(' ')} exited ${code} before ${until}:\n${out}\n${err}`)
+    }
+    ms.push(at)
+  }
+  return { ms, codes }
+}
+
+async function hold(host: string, port: number, count: number): Promise<void> {
+  const sockets = await Promise.allSettled(
+    Array.from({ length: count }, async () => {
+      const socket = await connect(host, port)
+      socket.write(Buffer.from([MODE_ECHO, 0x68, 0x69]))
+      await new Promise<void>((resolve, reject) => {
+        let got = 0
+        socket.on('data', (c: Buffer) => {
+          got += c.length
+          if (got >= 2) {
+            resolve()
+          }
+        })
+        socket.once('error', reject)
+        socket.once('end', () => reject(new Error('ended')))
+      })
+      return socket
+    }),
+  )
+  const open = sockets.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []))
+  const errors = sockets.flatMap((s) => (s.status === 'rejected' ? [String(s.reason)] : []))
+  let dropped = 0
+  for (const s of open) {
+    s.on('error', () => {})
+    s.on('close', () => dropped++)
+  }
+  console.log(JSON.stringify({ ready: open.length, failed: errors.length, errors: errors.slice(0, 3) }))
+  process.stdin.resume()
+  await once(process.stdin, 'end')
+  // Each connection must still work after the hold.
+  let alive = 0
+  await Promise.all(
+    open.map(
+      (s) =>
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 5000)
+          s.once('data', () => {
+            alive++
+            clearTimeout(timer)
+            resolve()
+          })
+          s.write('x')
+        }),
+    ),
+  )
+  for (const s of open) {
+    s.destroy()
+  }
+  console.log(JSON.stringify({ alive, dropped }))
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [mode, ...args] = argv
+  const num = (i: number): number => Number(args[i])
+  const str = (i: number): string => args[i] as string
+  let result: object | undefined
+  switch (mode) {
+    case 'throughput':
+      result = await throughput(str(0), num(1), num(2), num(3))
+      break
+    case 'latency':
+      result = await latency(str(0), num(1), num(2), num(3), num(4))
+      break
+    case 'ttfb':
+      result = await ttfb(str(0), num(1), num(2))
+      break
+    case 'spawn':
+      result = await spawnTimed(num(0), str(1), str(2), args.slice(3))
+      break
+    case 'hold':
+      await hold(str(0), num(1), num(2))
+      return
+    default:
+      throw new Error(`unknown mode ${mode}`)
+  }
+  console.log(JSON.stringify(result))
+}
+
+main(process.argv.slice(2)).then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error((err as Error).message)
+    process.exit(1)
+  },
+)

@@ -1,0 +1,189 @@
+/**
+ * Memory: the daemons' and the relay's resident set when idle, with 100 proxied connections open,
+ * and the relay's while it relays 1 GiB and after.
+ *
+ * @packageDocumentation
+ */
+
+import { type BenchContext, rssMB, runClient, sleep } from '../context.ts'
+import { CLIENT, PORTS } from '../lab-setup.ts'
+import { median } from '../results.ts'
+
+/** `samples` readings of a process's RSS, `everyMs` apart. */
+async function sampleRss(pid: number | undefined, samples: number, everyMs: number): Promise<number[]> {
+  const out: number[] = []
+  for (let i = 0; i < samples; i++) {
+    out.push(rssMB(pid))
+    if (i < samples - 1) {
+      await sleep(everyMs)
+    }
+  }
+  return out
+}
+
+/** Idle RSS of the daemons and the relay: readings over a few seconds after they settled. */
+export async function measureIdleMemory(ctx: BenchContext): Promise<void> {
+  const { bl, results } = ctx
+  const procs = [
+    ['daemon-b', 'daemon on b (target: 2 services, 2 peers)', bl.daemons.b.pid],
+    ['daemon-a', 'daemon on a (client, WebRTC connection)', bl.daemons.a.pid],
+    ['daemon-a2', 'daemon on a2 (client, relayed connection)', bl.daemons.a2.pid],
+    ['relay', 'relay (3 reservations)', bl.relay.process.pid],
+  ] as const
+  await sleep(ctx.quick ? 2000 : 5000)
+  for (const [id, label, pid] of procs) {
+    const values = await sampleRss(pid, 5, 500)
+    results.add({
+      id: `memory.idle.${id}`,
+      group: 'memory',
+      label: `idle RSS, ${label}`,
+      path: 'idle',
+      unit: 'MB',
+      values,
+      better: 'lower',
+    })
+  }
+}
+
+/** RSS with `heldConnections` connections open at once through each relayed way in. */
+export async function measureHeldConnections(ctx: BenchContext): Promise<void> {
+  const { bl, settings, results, log } = ctx
+  const count = settings.heldConnections
+  const ways = [
+    {
+      id: 'peerup',
+      label: 'peerup proxy (via daemon)',
+      port: PORTS.proxyRelayed,
+      procs: [
+        ['daemon-a2', 'daemon on a2', bl.daemons.a2.pid],
+        ['proxy-a2', 'peerup proxy on a2', bl.proxies['proxy-relayed']?.pid],
+        ['daemon-b', 'daemon on b', bl.daemons.b.pid],
+        ['relay', 'relay', bl.relay.process.pid],
+      ],
+    },
+    {
+      id: 'ssh',
+      label: 'ssh -R + ssh -L',
+      port: PORTS.sshLRelayBench,
+      procs: [
+        ['ssh-L-a2', 'ssh -L on a2', findProc(ctx, 'ssh-L-a2')],
+        ['ssh-R-b', 'ssh -R on b', findProc(ctx, 'ssh-R-b')],
+      ],
+    },
+  ] as const
+  for (const way of ways) {
+    const before = way.procs.map(([, , pid]) => rssMB(pid))
+    // The client holds its connections until its stdin ends.
+    const proc = bl.a2.host.spawn(
+      bl.lab.node,
+      [CLIENT, 'hold', '127.0.0.1', String(way.port), String(count)],
+      {
+        stdin: 'pipe',
+        label: `hold-${way.id}`,
+      },
+    )
+    try {
+      const ready = JSON.parse((await proc.waitForOutput(/\{"ready".*\}/, 120_000))[0]) as {
+        ready: number
+        failed: number
+        errors: string[]
+      }
+      log(`held ${ready.ready}/${count} connections through ${way.label}`)
+      await sleep(2000)
+      const during = way.procs.map(([, , pid]) => rssMB(pid))
+      proc.stdin?.end()
+      const after = JSON.parse((await proc.waitForOutput(/\{"alive".*\}/, 60_000))[0]) as {
+        alive?: number
+        dropped?: number
+      }
+      way.procs.forEach(([id, label], i) => {
+        results.add({
+          id: `memory.held.${way.id}.${id}`,
+          group: 'memory',
+          label: `RSS with ${ready.ready} connections open, ${label}`,
+          path: 'relayed',
+          unit: 'MB',
+          values: [during[i] as number],
+          better: 'lower',
+          note: `${(before[i] as number).toFixed(1)} MB before; ${ready.failed} failed to open, ${after.alive ?? '?'} still answered after the hold`,
+        })
+      })
+      if (ready.failed > 0) {
+        results.note(
+          `${way.label}: ${ready.failed} of ${count} connections failed to open: ${ready.errors.join('; ')}`,
+        )
+      }
+    } finally {
+      await proc.stop()
+    }
+    await sleep(1000)
+  }
+}
+
+function findProc(ctx: BenchContext, label: string): number | undefined {
+  return ctx.bl.tunnels[label]?.pid
+}
+
+/** The relay's RSS before, during (peak) and after relaying `relayGiBBytes` in one stream. */
+export async function measureRelayMemory(ctx: BenchContext): Promise<void> {
+  const { bl, settings, results, log } = ctx
+  const pid = bl.relay.process.pid
+  const idle = median(await sampleRss(pid, 5, 400))
+  const samples: number[] = []
+  let done = false
+  const sampler = (async () => {
+    while (!done) {
+      samples.push(rssMB(pid))
+      await sleep(200)
+    }
+  })()
+  const t = performance.now()
+  let seconds = Number.NaN
+  try {
+    const r = await runClient<{ bytes: number; seconds: number }>(
+      bl,
+      bl.a2.host,
+      ['throughput', '127.0.0.1', PORTS.proxyRelayed, settings.relayGiBBytes, 99],
+      { timeoutMs: 900_000 },
+    )
+    seconds = r.seconds
+  } finally {
+    done = true
+    await sampler
+  }
+  log(
+    `relayed ${(settings.relayGiBBytes / 2 ** 30).toFixed(2)} GiB in ${((performance.now() - t) / 1000).toFixed(1)} s`,
+  )
+  const peak = Math.max(...samples)
+  await sleep(settings.relayAfterMs)
+  const after = median(await sampleRss(pid, 5, 400))
+  const gib = (settings.relayGiBBytes / 2 ** 30).toFixed(2).replace(/\.00$/, '')
+  results.add({
+    id: 'memory.relay.idle',
+    group: 'memory',
+    label: 'relay RSS before the transfer',
+    path: 'relayed',
+    unit: 'MB',
+    values: [idle],
+    better: 'lower',
+  })
+  results.add({
+    id: 'memory.relay.peak',
+    group: 'memory',
+    label: `relay RSS while relaying ${gib} GiB (peak of ${samples.length} readings)`,
+    path: 'relayed',
+    unit: 'MB',
+    values: [peak],
+    better: 'lower',
+    note: `median reading ${median(samples).toFixed(1)} MB; ${(settings.relayGiBBytes / 1e6 / seconds).toFixed(1)} MB/s`,
+  })
+  results.add({
+    id: 'memory.relay.after',
+    group: 'memory',
+    label: `relay RSS ${settings.relayAfterMs / 1000} s after the transfer`,
+    path: 'relayed',
+    unit: 'MB',
+    values: [after],
+    better: 'lower',
+  })
+}

@@ -1,0 +1,148 @@
+/**
+ * CPU profiles of the processes that carry a proxied stream, one transfer per path, to show where
+ * the time goes. The processes are restarted from the sources (`node --cpu-prof bin/peerup.js`,
+ * the same code as the executable, but with file names that say which package each function is
+ * in), one scenario at a time so each profile holds one path's work:
+ *
+ * - relayed: relay, daemon on b, daemon on a2, `peerup proxy` on a2;
+ * - direct (WebRTC): daemon on b, daemon on a, `peerup proxy` on a.
+ *
+ * This runs after the other measurements on the main lab: it leaves its daemons stopped.
+ *
+ * @packageDocumentation
+ */
+
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import type { LabProcess } from '../../test/e2e/lab.ts'
+import { type BenchContext, cpuSeconds, runClient } from '../context.ts'
+import { summarizeProfile } from '../cpuprofile.ts'
+import { type PeerupNode, PORTS, ROOT } from '../lab-setup.ts'
+
+const ENTRY = path.join(ROOT, 'bin', 'peerup.js')
+
+export async function measureProfiles(ctx: BenchContext): Promise<void> {
+  const { bl, settings, results, log } = ctx
+  const profRoot = path.join(ctx.outDir, 'profiles')
+  fs.mkdirSync(profRoot, { recursive: true })
+  const started: Array<{ name: string; scenario: string; proc: LabProcess; dir: string }> = []
+  const fromSource = (node: PeerupNode, args: string[], name: string, scenario: string): LabProcess => {
+    const dir = path.join(profRoot, scenario, name)
+    fs.mkdirSync(dir, { recursive: true })
+    const proc = node.host.spawn(bl.lab.node, ['--cpu-prof', `--cpu-prof-dir=${dir}`, ENTRY, ...args], {
+      env: node.env,
+      label: `prof-${scenario}-${name}`,
+    })
+    started.push({ name, scenario, proc, dir })
+    return proc
+  }
+  const daemon = async (node: PeerupNode, name: string, scenario: string): Promise<LabProcess> => {
+    const proc = fromSource(node, ['daemon', '--config', node.config, '--log-level', 'info'], name, scenario)
+    await proc.waitForOutput(/"msg":"reservation held"/, 60_000)
+    await node.peerup(['daemon', 'status', '--config', node.config], 20_000)
+    return proc
+  }
+  const proxy = async (
+    node: PeerupNode,
+    port: number,
+    name: string,
+    scenario: string,
+  ): Promise<LabProcess> => {
+    const proc = fromSource(
+      node,
+      ['proxy', 'b', 'bench', `127.0.0.1:${port}`, '--config', node.config],
+      name,
+      scenario,
+    )
+    await proc.waitForOutput(new RegExp(`127\\.0\\.0\\.1:${port}`), 60_000)
+    return proc
+  }
+  const transfer = async (
+    node: PeerupNode,
+    port: number,
+    scenario: string,
+    procs: LabProcess[],
+  ): Promise<void> => {
+    const before = procs.map((p) => cpuSeconds(p.pid))
+    const r = await runClient<{ seconds: number }>(
+      bl,
+      node.host,
+      ['throughput', '127.0.0.1', port, settings.profileBytes, 7],
+      {
+        timeoutMs: 600_000,
+      },
+    )
+    const mbps = settings.profileBytes / 1e6 / r.seconds
+    const busy = procs.map(
+      (p, i) =>
+        `${p.label.replace(`prof-${scenario}-`, '')} ${((cpuSeconds(p.pid) - (before[i] ?? 0)) / r.seconds).toFixed(2)}`,
+    )
+    results.note(
+      `profile ${scenario}: ${(settings.profileBytes / 2 ** 20).toFixed(0)} MiB at ${mbps.toFixed(1)} MB/s under --cpu-prof; cores busy: ${busy.join(', ')}`,
+    )
+  }
+  const stopScenario = async (scenario: string): Promise<void> => {
+    // Proxies first, then daemons, then the relay: SIGTERM, so each writes its profile on exit.
+    const order = started.filter((s) => s.scenario === scenario).reverse()
+    for (const s of order) {
+      await s.proc.stop(20_000)
+    }
+  }
+
+  // Everything the earlier measurements left running on the main lab makes way.
+  for (const p of Object.values(bl.proxies)) await p.stop(10_000)
+  for (const d of [bl.daemons.a, bl.daemons.a2, bl.daemons.b]) await d.stop(10_000)
+  await bl.relay.process.stop(10_000)
+
+  // Relayed.
+  const relayProc = fromSource(
+    bl.relay.node,
+    ['relay', 'serve', '--config', bl.relay.config],
+    'relay',
+    'relayed',
+  )
+  await bl.relay.node.host.waitForPort(PORTS.relay, { ip: bl.relay.node.host.ip, timeoutMs: 30_000 })
+  const b1 = await daemon(bl.b, 'daemon-b', 'relayed')
+  const a21 = await daemon(bl.a2, 'daemon-a2', 'relayed')
+  await bl.a2.peerup(['ping', 'b', '-c', '1', '--config', bl.a2.config])
+  const p1 = await proxy(bl.a2, PORTS.proxyRelayed, 'proxy-a2', 'relayed')
+  log('profile: relayed transfer')
+  await transfer(bl.a2, PORTS.proxyRelayed, 'relayed', [p1, a21, relayProc, b1])
+  await stopScenario('relayed')
+
+  // Direct: the relay only signals, so it runs as the executable again.
+  if (bl.direct.ok) {
+    await bl.relay.start()
+    const b2 = await daemon(bl.b, 'daemon-b', 'direct')
+    const a1 = await daemon(bl.a, 'daemon-a', 'direct')
+    const up = await bl.a.host.run(
+      bl.a.exe,
+      ['ping', 'b', '--until-direct', '--interval', '500ms', '--deadline', '40s', '--config', bl.a.config],
+      { env: bl.a.env, timeoutMs: 60_000 },
+    )
+    if (up.code !== 0) {
+      results.note(`profile direct: a → b did not go direct: ${up.stderr.trim()}`)
+    } else {
+      const p2 = await proxy(bl.a, PORTS.proxyDirect, 'proxy-a', 'direct')
+      log('profile: direct transfer')
+      await transfer(bl.a, PORTS.proxyDirect, 'direct', [p2, a1, b2])
+    }
+    await stopScenario('direct')
+  }
+
+  for (const s of started) {
+    const files = fs.existsSync(s.dir) ? fs.readdirSync(s.dir).filter((f) => f.endsWith('.cpuprofile')) : []
+    const file = files[0]
+    if (file === undefined) {
+      results.note(`profile ${s.scenario}/${s.name}: no .cpuprofile written`)
+      continue
+    }
+    const summary = summarizeProfile(path.join(s.dir, file))
+    results.profiles.push({ process: s.name, scenario: s.scenario, ...summary })
+    const top = summary.byArea
+      .slice(0, 5)
+      .map((r) => `${r.name} ${(r.share * 100).toFixed(0)}%`)
+      .join(', ')
+    log(`profile ${s.scenario}/${s.name}: ${(summary.totalMs / 1000).toFixed(1)} s busy: ${top}`)
+  }
+}

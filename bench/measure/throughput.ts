@@ -1,0 +1,83 @@
+/**
+ * Throughput of one TCP stream through every path: the payload goes from the client host to the
+ * bench server on b, which checks sampled MiBs byte for byte. Paths take turns within each run
+ * (the order rotates), so slow drift of the machine hits all of them alike.
+ *
+ * @packageDocumentation
+ */
+
+import { type BenchContext, cpuSeconds, runClient } from '../context.ts'
+import type { Endpoint } from '../lab-setup.ts'
+
+/** The processes that carry a path's bytes, for the CPU each one spends per transferred MB. */
+function carriers(ctx: BenchContext, e: Endpoint): Array<[string, number | undefined]> {
+  const { bl } = ctx
+  const client = e.path === 'direct' ? bl.daemons.a : bl.daemons.a2
+  const list: Array<[string, number | undefined]> = []
+  if (e.id === 'peerup-direct') list.push(['proxy', bl.proxies['proxy-direct']?.pid])
+  if (e.id === 'peerup-relayed') list.push(['proxy', bl.proxies['proxy-relayed']?.pid])
+  if (e.id === 'peerup-relayed-nodaemon') list.push(['proxy', bl.proxies['proxy-relayed-nodaemon']?.pid])
+  if (e.id !== 'peerup-relayed-nodaemon') list.push(['client daemon', client.pid])
+  if (e.path === 'relayed') list.push(['relay', bl.relay.process.pid])
+  list.push(['target daemon', bl.daemons.b.pid])
+  return list
+}
+
+export async function measureThroughput(ctx: BenchContext): Promise<void> {
+  const { bl, settings, results, log } = ctx
+  const endpoints = bl.endpoints
+  const mbps = new Map<string, number[]>(endpoints.map((e) => [e.id, []]))
+  const cpu = new Map<string, Map<string, number[]>>()
+  const relaySeen: number[] = []
+  const mb = settings.throughputBytes / 1e6
+  for (let run = 0; run < settings.runs; run++) {
+    const order = endpoints.map((_, i) => endpoints[(i + run) % endpoints.length] as Endpoint)
+    for (const e of order) {
+      const procs = e.kind === 'peerup' ? carriers(ctx, e) : []
+      const cpuBefore = procs.map(([, pid]) => cpuSeconds(pid))
+      const relayBefore = e.path === 'direct' && e.kind === 'peerup' ? await bl.relayBytes() : 0
+      const r = await runClient<{ bytes: number; seconds: number }>(
+        bl,
+        e.host,
+        ['throughput', e.ip, e.port, settings.throughputBytes, run + 1],
+        { timeoutMs: 600_000 },
+      )
+      const rate = mb / r.seconds
+      mbps.get(e.id)?.push(rate)
+      if (e.path === 'direct' && e.kind === 'peerup') {
+        relaySeen.push((await bl.relayBytes()) - relayBefore)
+      }
+      if (procs.length > 0) {
+        const byProc = cpu.get(e.id) ?? new Map<string, number[]>()
+        cpu.set(e.id, byProc)
+        procs.forEach(([name, pid], i) => {
+          const s = cpuSeconds(pid) - (cpuBefore[i] ?? 0)
+          byProc.set(name, [...(byProc.get(name) ?? []), s / r.seconds])
+        })
+      }
+      log(`throughput run ${run + 1}/${settings.runs} ${e.id}: ${rate.toFixed(1)} MB/s`)
+    }
+  }
+  for (const e of endpoints) {
+    const byProc = cpu.get(e.id)
+    const cpuNote =
+      byProc === undefined
+        ? undefined
+        : `CPU (cores busy): ${[...byProc].map(([name, v]) => `${name} ${(v.reduce((x, y) => x + y, 0) / v.length).toFixed(2)}`).join(', ')}`
+    results.add({
+      id: `throughput.${e.id}`,
+      group: 'throughput',
+      label: e.label,
+      path: e.path,
+      unit: 'MB/s',
+      values: mbps.get(e.id) ?? [],
+      better: 'higher',
+      ...(cpuNote === undefined ? {} : { note: cpuNote }),
+    })
+  }
+  if (relaySeen.length > 0) {
+    results.note(
+      `during the direct peerup transfers the relay's port 7777 saw at most ${Math.max(...relaySeen)} bytes per ${mb.toFixed(0)} MB transfer (keep-alives): the bytes did not cross the relay`,
+    )
+  }
+}

@@ -1,0 +1,155 @@
+/**
+ * The targets of SPEC §10, checked against one run's figures: every comparison is a ratio (or a
+ * difference) of two figures measured in the same run on the same lab.
+ *
+ * @packageDocumentation
+ */
+
+import type { Settings } from './context.ts'
+import { fmt, type Results } from './results.ts'
+
+function pct(x: number): string {
+  return `${(x * 100).toFixed(0)} %`
+}
+
+/** Adds one check per SPEC §10 row to `results`. */
+export function checkTargets(results: Results, settings: Settings, quick: boolean): void {
+  const med = (id: string): number | undefined => results.get(id)?.median
+  const na = (what: string, target: string, why: string): void =>
+    results.check({ what, target, measured: 'not measured', met: undefined, margin: why })
+
+  const ratio = (what: string, target: string, id: string, baseline: string, baselineName: string): void => {
+    const x = med(id)
+    const y = med(baseline)
+    if (x === undefined || y === undefined) {
+      na(what, target, `missing ${x === undefined ? id : baseline}`)
+      return
+    }
+    const r = x / y
+    results.check({
+      what,
+      target,
+      measured: `${fmt(x)} vs ${fmt(y)} MB/s (${baselineName}) = ${r.toFixed(2)}×`,
+      met: r >= 1,
+      margin:
+        r >= 1
+          ? `${pct(r - 1)} above`
+          : `missed by ${pct(1 - r)}: needs ${(1 / r).toFixed(2)}× the throughput`,
+    })
+  }
+  ratio(
+    'relayed proxy throughput',
+    '≥ 1.0× ssh -R + ssh -L through the relay host',
+    'throughput.peerup-relayed',
+    'throughput.ssh-relayed',
+    'ssh -R + ssh -L',
+  )
+  ratio(
+    'direct proxy throughput',
+    '≥ 1.0× one ssh -L on the same path',
+    'throughput.peerup-direct',
+    'throughput.ssh-direct',
+    'ssh -L',
+  )
+
+  const added = (what: string, limitMs: number, id: string, raw: string): void => {
+    const x = med(id)
+    const y = med(raw)
+    if (x === undefined || y === undefined) {
+      na(what, `≤ ${limitMs} ms`, `missing ${x === undefined ? id : raw}`)
+      return
+    }
+    const d = x - y
+    results.check({
+      what,
+      target: `≤ ${limitMs} ms above raw TCP`,
+      measured: `p50 ${fmt(x)} ms vs raw ${fmt(y)} ms: +${fmt(d)} ms`,
+      met: d <= limitMs,
+      margin: d <= limitMs ? `${fmt(limitMs - d)} ms to spare` : `missed by ${fmt(d - limitMs)} ms`,
+    })
+  }
+  added('added latency p50, direct', 1, 'latency.peerup-direct.p50', 'latency.raw-direct.p50')
+  added('added latency p50, relayed', 2, 'latency.peerup-relayed.p50', 'latency.raw-relayed.p50')
+
+  const ttfb = med('ttfb.peerup-relayed-stdio')
+  if (ttfb === undefined) {
+    na('TTFB of peerup ssh via the relay, daemon running', '≤ 1 s', 'missing ttfb.peerup-relayed-stdio')
+  } else {
+    results.check({
+      what: 'TTFB of peerup ssh via the relay, daemon running',
+      target: '≤ 1000 ms',
+      measured: `${fmt(ttfb)} ms (proxy --stdio start → SSH banner)`,
+      met: ttfb <= 1000,
+      margin: ttfb <= 1000 ? `${fmt(1000 - ttfb)} ms to spare` : `missed by ${fmt(ttfb - 1000)} ms`,
+    })
+  }
+
+  const peak = med('memory.relay.peak')
+  const idle = med('memory.relay.idle')
+  const after = med('memory.relay.after')
+  const gib = (settings.relayGiBBytes / 2 ** 30).toFixed(2).replace(/\.00$/, '')
+  if (peak === undefined || idle === undefined || after === undefined) {
+    na('relay RSS while relaying 1 GiB', '≤ 150 MB, back to idle', 'missing relay memory figures')
+  } else {
+    const back = after - idle <= Math.max(10, idle * 0.1)
+    results.check({
+      what: `relay RSS while relaying ${gib} GiB`,
+      target: '≤ 150 MB, back to idle after (within 10 MB or 10 %)',
+      measured: `peak ${fmt(peak)} MB; idle ${fmt(idle)} MB before, ${fmt(after)} MB after`,
+      met: quick ? undefined : peak <= 150 && back,
+      margin: `${peak <= 150 ? `${fmt(150 - peak)} MB under the cap` : `${fmt(peak - 150)} MB over the cap`}; ${back ? 'back to idle' : `${fmt(after - idle)} MB above idle after`}${quick ? ` (only ${gib} GiB in --quick)` : ''}`,
+    })
+  }
+
+  const daemons = ['memory.idle.daemon-b', 'memory.idle.daemon-a', 'memory.idle.daemon-a2']
+    .map((id) => [id, med(id)] as const)
+    .filter((x): x is readonly [string, number] => x[1] !== undefined)
+  if (daemons.length === 0) {
+    na('daemon idle RSS', '≤ 100 MB', 'missing')
+  } else {
+    const worst = Math.max(...daemons.map(([, v]) => v))
+    results.check({
+      what: 'daemon idle RSS',
+      target: '≤ 100 MB',
+      measured: daemons.map(([id, v]) => `${id.split('-').at(-1)} ${fmt(v)} MB`).join(', '),
+      met: worst <= 100,
+      margin:
+        worst <= 100
+          ? `${fmt(100 - worst)} MB to spare (largest)`
+          : `missed by ${fmt(worst - 100)} MB (largest)`,
+    })
+  }
+
+  const status = med('cli.daemon-status')
+  if (status === undefined) {
+    na('peerup daemon status wall time', '≤ 150 ms', 'missing')
+  } else {
+    results.check({
+      what: 'peerup daemon status wall time',
+      target: '≤ 150 ms',
+      measured: `${fmt(status)} ms`,
+      met: status <= 150,
+      margin: status <= 150 ? `${fmt(150 - status)} ms to spare` : `missed by ${fmt(status - 150)} ms`,
+    })
+  }
+
+  const reservations = med('capacity.reservations')
+  const circuits = med('capacity.circuits')
+  if (reservations === undefined || circuits === undefined) {
+    na('relay scale on a 2-core box', '≥ 1,000 reservations and ≥ 200 circuits, no failures', 'missing')
+  } else {
+    const ok = reservations >= 1000 && circuits >= 200
+    const small = settings.capacityReservations < 1000 || settings.capacityCircuits < 200
+    results.check({
+      what: 'relay scale on a 2-core box',
+      target: '≥ 1,000 reservations and ≥ 200 concurrent circuits, no failures',
+      measured: `${reservations} reservations, ${circuits} circuits before the first failure or the ceiling (${settings.capacityReservations}/${settings.capacityCircuits})`,
+      met: small && !ok ? undefined : ok,
+      margin: small
+        ? `ceilings below the target in --quick`
+        : ok
+          ? 'both reached with no failure'
+          : `reservations ${reservations >= 1000 ? 'ok' : `short by ${1000 - reservations}`}, circuits ${circuits >= 200 ? 'ok' : `short by ${200 - circuits}`}`,
+    })
+  }
+}
