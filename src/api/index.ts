@@ -36,6 +36,7 @@ export const ROUTES = {
   shutdown: 'POST /v1/shutdown',
   events: 'GET /v1/events',
   dial: 'POST /v1/dial',
+  invite: 'POST /v1/invite',
 } as const
 
 /** How a connection reaches its peer. */
@@ -316,6 +317,27 @@ export type DaemonEvent =
       restartNeeded: string[]
     }
   | { type: 'stopping'; time: string }
+
+/** `POST /v1/invite`: an invite answered by the daemon's own node (one at a time). */
+export interface InviteRequest {
+  /** This machine's name, for the joiner's `names:`. */
+  name?: string
+  /** How long the code stays valid. */
+  ttlMs: number
+}
+
+/**
+ * A line of the NDJSON answer of `POST /v1/invite`: the code (a secret: show it, never log it),
+ * progress, then `paired` or `error`. Closing the request cancels the invite.
+ */
+export type InviteStreamLine =
+  | { type: 'code'; code: string; expires: string }
+  | { type: 'progress'; message: string }
+  | {
+      type: 'paired'
+      result: { peerId: string; name: string | undefined; sponsored: { ok: boolean; reason?: string } }
+    }
+  | { type: 'error'; status: number; error: string; hint?: string }
 
 /** The error body. */
 export interface ErrorBody {

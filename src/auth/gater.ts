@@ -111,13 +111,23 @@ export interface NodeGaterOptions {
   /** `security.enable_connection_gating`: false lets every peer connect. */
   enabled: boolean
   onDecision?: AuthDecisionCallback
+  /**
+   * While true, a peer not in authorized_keys is still let in on a *relayed* connection: the
+   * joiner of an open invite, whom nobody could have authorized yet. Such a connection is limited
+   * by the relay, and services additionally check authorization (src/proxy/registry.ts).
+   */
+  admitRelayed?: () => boolean
 }
 
 /** The gater of a node: inbound only from authorized peers. */
 export function nodeGater(peers: AuthorizedPeers, options: NodeGaterOptions): ConnectionGater {
-  const decide = (peer: PeerId, where: string): boolean => {
+  const decide = (peer: PeerId, where: string, relayed: boolean): boolean => {
     const id = peer.toString()
     const allowed = !options.enabled || peers.has(id)
+    if (!allowed && relayed && options.admitRelayed?.() === true) {
+      options.onDecision?.(id, 'allow', `${where}-pairing`)
+      return false
+    }
     options.onDecision?.(id, allowed ? 'allow' : 'deny', where)
     return !allowed
   }
@@ -126,6 +136,7 @@ export function nodeGater(peers: AuthorizedPeers, options: NodeGaterOptions): Co
     // Relayed ones are not refused earlier (denyInboundRelayedConnection) on purpose: the relay
     // would report that to the dialer as a vague CONNECTION_FAILED, while a refusal after the
     // handshake is recognisable, so the dialer can say "not authorized by the peer".
-    denyInboundEncryptedConnection: (peer) => decide(peer, 'inbound'),
+    denyInboundEncryptedConnection: (peer, maConn) =>
+      decide(peer, 'inbound', maConn.remoteAddr.toString().includes('/p2p-circuit')),
   }
 }

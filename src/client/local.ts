@@ -17,6 +17,8 @@ import {
   type DaemonEvent,
   DIAL_PROTOCOL,
   type ExposeRequest,
+  type InviteRequest,
+  type InviteStreamLine,
   type PathState,
   type PeerState,
   type PingPathChange,
@@ -168,6 +170,11 @@ export class LocalClient {
   /** The event stream, from a `hello` on; ends when the daemon stops or `signal` fires. */
   events(signal?: AbortSignal): AsyncGenerator<DaemonEvent> {
     return this.#http.lines<DaemonEvent>('GET', routeParts(ROUTES.events).path, undefined, signal)
+  }
+
+  /** An invite answered by the daemon's node: the code, progress, then the outcome. */
+  invite(req: InviteRequest, signal?: AbortSignal): AsyncGenerator<InviteStreamLine> {
+    return this.#http.lines<InviteStreamLine>('POST', routeParts(ROUTES.invite).path, req, signal)
   }
 
   /** A raw byte stream to a peer's service through the daemon's node. */

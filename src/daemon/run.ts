@@ -23,6 +23,7 @@ import {
   settlePendingAtStart,
 } from '../config/safety.ts'
 import { type Env, readEnv } from '../env.ts'
+import { catchUpGroups } from '../invite/catchup.ts'
 import type { Logger } from '../log/index.ts'
 import { openAuditLog } from '../metrics/audit.ts'
 import {
@@ -176,6 +177,36 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       events.publish({ type: 'stopping', time: new Date().toISOString() })
     })
 
+    // Group members who joined while this machine was not waiting: learned from the relay each
+    // time a reservation is (re)gained.
+    const catchUp = (relayId: string): void => {
+      const conn = rt.node
+        .getConnections()
+        .find((c) => c.remotePeer.toString() === relayId && c.status === 'open' && c.limits === undefined)
+      if (conn === undefined) {
+        return
+      }
+      const host = {
+        peerId: rt.peerId,
+        configFile: rt.configFile,
+        authorizedKeysFile: resolveIn(rt.dir, rt.config.security.authorized_keys_file),
+        authorized: rt.authorized,
+      }
+      catchUpGroups(host, conn, log.child('groups')).catch((err: unknown) =>
+        log.warn('catching up with relay groups failed', { error: err as Error }),
+      )
+    }
+    const offCatchUp = rt.supervisor.onChange((e) => {
+      if (e.reserved) {
+        catchUp(e.relay)
+      }
+    })
+    for (const r of rt.supervisor.status().filter((x) => x.reserved)) {
+      catchUp(r.peerId)
+    }
+    cleanups.push(() => {
+      offCatchUp()
+    })
     // `peerup auth add|remove` (and any editor) rewrite authorized_keys: the daemon follows at once,
     // and the runtime's change listener closes a revoked peer's connections.
     const reloadAuth = (why: string): void => {

@@ -17,6 +17,7 @@ import {
   type DaemonEvent,
   DIAL_PROTOCOL,
   type ExposeRequest,
+  type InviteRequest,
   type PeerState,
   type PingRequest,
   type PingResponse,
@@ -31,6 +32,7 @@ import { addAuthorizedPeer, listAuthorizedPeers, removeAuthorizedPeer } from '..
 import { resolveIn } from '../config/load.ts'
 import { checkPeerName, normaliseLocalAddress, resolvePeer, setPeerName } from '../config/ops.ts'
 import { ConflictError, UsageError } from '../errors.ts'
+import { inviteOn, type PairingHost } from '../invite/invite.ts'
 import type { Logger } from '../log/index.ts'
 import type { Observer } from '../metrics/observer.ts'
 import { pingPeer, traceroutePeer } from '../p2p/diagnostics.ts'
@@ -149,6 +151,7 @@ export function daemonRoutes(ctx: DaemonContext): { routes: Route[]; upgrades: U
   const dir = rt.dir
   const keysFile = resolveIn(dir, rt.config.security.authorized_keys_file)
   const idOf = (peer: string): string => resolvePeer(rt.config, peer).peerId
+  let inviting = false
   const nameOf = (id: string): string | undefined =>
     Object.entries(rt.config.names).find(([, v]) => v === id)?.[0]
 
@@ -383,6 +386,71 @@ export function daemonRoutes(ctx: DaemonContext): { routes: Route[]; upgrades: U
     route('exposeRemove', async (r) => {
       await rt.services.unexpose(r.params.name ?? '')
       return { data: { removed: r.params.name } }
+    }),
+    route('invite', async (r) => {
+      const body = objectBody<InviteRequest>(r.body)
+      const ttlMs = optionalCount(body.ttlMs, 'ttlMs', 86_400_000)
+      if (ttlMs === undefined || ttlMs < 1000) {
+        throw new ApiError(400, 'ttlMs is required: how long the code stays valid, in ms')
+      }
+      const name = optionalString(body.name, 'name')
+      if (name !== undefined) {
+        checkPeerName(name)
+      }
+      if (inviting) {
+        throw new ConflictError('an invite is already waiting on this daemon', {
+          hint: 'finish or cancel it (Ctrl+C in the terminal of that `peerup invite`) first',
+        })
+      }
+      inviting = true
+      return {
+        stream: (res) => {
+          const out = ndjson(res)
+          const host: PairingHost = {
+            node: rt.node,
+            config: rt.config,
+            configFile: rt.configFile,
+            peerId: rt.peerId,
+            authorizedKeysFile: keysFile,
+            authorized: rt.authorized,
+            supervisor: rt.supervisor,
+            admitJoiners: () => rt.admitJoiners(),
+            relayConnection: (relayPeerId) =>
+              rt.node
+                .getConnections()
+                .find(
+                  (c) =>
+                    c.remotePeer.toString() === relayPeerId && c.status === 'open' && c.limits === undefined,
+                ),
+          }
+          inviteOn(host, {
+            log: ctx.log.child('invite'),
+            name,
+            ttlMs,
+            signal: r.signal,
+            observer: ctx.observer,
+            onProgress: (message) => out.write({ type: 'progress', message }),
+            // The code goes to the client that asked, over the cookie-guarded socket, and nowhere else.
+            onCode: (code, decoded) =>
+              out.write({ type: 'code', code, expires: decoded.expires.toISOString() }),
+          })
+            .then((result) => out.write({ type: 'paired', result }))
+            .catch((err: unknown) =>
+              out.write({
+                type: 'error',
+                status: statusOf(err) ?? (err instanceof ApiError ? err.status : 409),
+                error: (err as Error).message,
+                ...((err as { hint?: string }).hint === undefined
+                  ? {}
+                  : { hint: (err as { hint?: string }).hint }),
+              }),
+            )
+            .finally(() => {
+              inviting = false
+              out.end()
+            })
+        },
+      }
     }),
     route('shutdown', async () => {
       // After the answer is out: the client learns the daemon is stopping, then the socket goes.

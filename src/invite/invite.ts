@@ -7,11 +7,15 @@
  */
 
 import * as path from 'node:path'
+import type { Connection } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import { socketAnswers } from '../client/probe.ts'
 import { NODE_FILES } from '../config/paths.ts'
+import type { NodeConfig } from '../config/schema.ts'
 import type { Logger } from '../log/index.ts'
-import { auditObserver } from '../metrics/observer.ts'
+import { auditObserver, NO_OBSERVER, type Observer } from '../metrics/observer.ts'
+import type { PeerupLibp2p } from '../p2p/node.ts'
+import type { RelayState } from '../p2p/reservations.ts'
 import { createInviteCode, encodeInviteCode, type InviteCode } from './code.ts'
 import { CodeExpiredError, InviteUnavailableError } from './errors.ts'
 import { type AcceptExtras, answerPairing, InviteSession, type Joiner } from './inviter.ts'
@@ -52,7 +56,6 @@ export interface InviteResult {
 /** Runs one invite to its end: a join (resolves), expiry, burning or the signal (rejects). */
 export async function runInvite(options: InviteOptions): Promise<InviteResult> {
   const { log } = options
-  const progress = options.onProgress ?? (() => {})
   const socket = path.join(path.dirname(options.configFile), NODE_FILES.socket)
   if (await socketAnswers(socket)) {
     // Two processes with one identity would both hold a reservation on the relay, and circuits
@@ -64,139 +67,170 @@ export async function runInvite(options: InviteOptions): Promise<InviteResult> {
   const pn = await startPairingNode({ configFile: options.configFile, log, reserve: true })
   const audit = await auditObserver(pn.config.telemetry.audit, path.dirname(pn.configFile))
   try {
-    if (pn.config.relay.addresses.length === 0) {
-      throw new InviteUnavailableError('this node has no relay, so a joiner behind NAT could not reach it', {
-        hint: 'add one with `peerup relay add <multiaddr>` (`peerup relay info` on the relay prints it)',
-      })
-    }
-    progress('waiting for a reservation on the relay…')
-    try {
-      await pn.supervisor.waitForReservation(
-        AbortSignal.any([options.signal, AbortSignal.timeout(RESERVATION_WAIT_MS)]),
-      )
-    } catch (err) {
-      options.signal.throwIfAborted()
-      const why = pn.supervisor
-        .status()
-        .map((r) => r.lastError)
-        .find((e) => e !== undefined)
-      throw new InviteUnavailableError(
-        `no relay gave this node a reservation within ${RESERVATION_WAIT_MS / 1000} s${why === undefined ? '' : ` (${why})`}`,
-        {
-          hint: `is this node authorized on the relay? On the relay: \`peerup relay authorize ${pn.peerId}\``,
-          cause: err,
-        },
-      )
-    }
-    const relay = pn.supervisor.status().find((r) => r.reserved)!
-    // The code carries the transport part; the relay's peer id travels beside it.
-    const relayAddr = multiaddr(relay.addrs[0] as string).decapsulateCode(P2P_CODE)
-    const code = createInviteCode({
-      kind: 'peer',
-      expires: new Date(Math.floor((Date.now() + options.ttlMs) / 1000) * 1000),
-      relayAddress: relayAddr.toString(),
-      relayPeerId: relay.peerId,
-      inviterPeerId: pn.peerId,
-      network: pn.config.discovery.network,
-    })
-    const sponsor = async (joiner: Joiner): Promise<AcceptExtras['sponsored']> => {
-      const conn = pn.relayConnection(relay.peerId)
-      if (conn === undefined) {
-        return { ok: false, reason: 'the inviter lost its connection to the relay' }
-      }
-      try {
-        const answer = await askRelay(conn, {
-          type: 'sponsor',
-          peer: joiner.peerId,
-          ...(joiner.name === undefined ? {} : { name: joiner.name }),
-        })
-        return answer.ok ? { ok: true } : { ok: false, reason: answer.reason ?? 'refused' }
-      } catch (err) {
-        const message =
-          (err as Error).name === 'UnsupportedProtocolError'
-            ? 'the relay does not support sponsoring'
-            : (err as Error).message
-        return { ok: false, reason: message }
-      }
-    }
-    let result: InviteResult | undefined
-    const session = new InviteSession({
-      token: code.token,
-      expires: code.expires,
-      onJoin: async (joiner) => {
-        const trusted = await trustPeer({
-          authorizedKeysFile: pn.authorizedKeysFile,
-          configFile: pn.configFile,
-          peerId: joiner.peerId,
-          ...(joiner.name === undefined ? {} : { name: joiner.name }),
-          note: joiner.name === undefined ? `paired ${new Date().toISOString().slice(0, 10)}` : undefined,
-        })
-        // Gating reads the set, not the file: the joiner may now open the connection it needs.
-        await pn.authorized.reloadFromFile()
-        const sponsored = await sponsor(joiner)
-        if (sponsored?.ok !== true) {
-          log.warn('the relay did not authorize the joiner', {
-            peer: joiner.peerId,
-            reason: sponsored?.reason,
-          })
-        }
-        result = { peerId: trusted.peerId, name: trusted.name, sponsored: sponsored ?? { ok: false } }
-        return { ...(options.name === undefined ? {} : { name: options.name }), sponsored }
-      },
-    })
-    const controller = new AbortController()
-    const stopAdmitting = pn.admitJoiners()
-    const running = new Set<Promise<void>>()
-    await pn.node.handle(
-      INVITE_PROTOCOL,
-      (stream, connection) => {
-        const exchange = answerPairing(stream, connection, {
-          localPeerId: pn.peerId,
-          book: session,
-          log: log.child('invite'),
-          observer: audit.observer,
-          role: 'inviter',
-          signal: controller.signal,
-        })
-          .finally(() => {
-            running.delete(exchange)
-            // A peer that failed keeps no connection here; the joiner's limited one has done its job.
-            if (session.state !== 'busy') {
-              connection.close().catch(() => {})
-            }
-          })
-          .catch(() => {})
-        running.add(exchange)
-      },
-      INVITE_STREAM_OPTIONS,
-    )
-    options.onCode(encodeInviteCode(code), code)
-    progress('waiting for the other machine to run `peerup join` with this code…')
-    const expired = AbortSignal.timeout(Math.max(code.expires.getTime() - Date.now(), 0))
-    try {
-      const joiner = await raceSignals(session.joined, [options.signal, expired])
-      // The exchange finishes (accept sent, the joiner's done read) before the node goes away;
-      // each step of it has its own deadline.
-      await Promise.allSettled([...running])
-      if (result === undefined || result.peerId !== joiner.peerId) {
-        throw new Error('pairing finished without a result')
-      }
-      return result
-    } catch (err) {
-      if (expired.aborted && !options.signal.aborted) {
-        throw new CodeExpiredError(`nobody joined before the code expired at ${code.expires.toISOString()}`, {
-          hint: 'run `peerup invite` again for a new code (`--ttl` makes it last longer)',
-        })
-      }
-      throw err
-    } finally {
-      stopAdmitting()
-      controller.abort()
-      await pn.node.unhandle(INVITE_PROTOCOL).catch(() => {})
-    }
+    return await inviteOn(pn, { ...options, observer: audit.observer })
   } finally {
     await pn.stop()
     await audit.close()
+  }
+}
+
+/**
+ * What an invite needs of a node: the short-lived pairing node of `peerup invite`, or a running
+ * daemon's runtime (`POST /v1/invite`), so that its daemon takes the new peer at once.
+ */
+export interface PairingHost {
+  node: PeerupLibp2p
+  config: NodeConfig
+  configFile: string
+  peerId: string
+  authorizedKeysFile: string
+  authorized: { reloadFromFile(): Promise<unknown> }
+  supervisor: { waitForReservation(signal?: AbortSignal): Promise<void>; status(): RelayState[] }
+  /** Lets the joiner (unknown, on a relayed connection) in until the returned function is called. */
+  admitJoiners(): () => void
+  /** The open, unlimited connection to a relay, if there is one. */
+  relayConnection(relayPeerId: string): Connection | undefined
+}
+
+/** Options of {@link inviteOn}. */
+export interface InviteOnOptions extends Omit<InviteOptions, 'configFile'> {
+  /** Pairing attempts go to the audit log through it. */
+  observer?: Observer
+}
+
+/** Runs one invite on `pn`: a join (resolves), expiry, burning or the signal (rejects). */
+export async function inviteOn(pn: PairingHost, options: InviteOnOptions): Promise<InviteResult> {
+  const { log } = options
+  const progress = options.onProgress ?? (() => {})
+  if (pn.config.relay.addresses.length === 0) {
+    throw new InviteUnavailableError('this node has no relay, so a joiner behind NAT could not reach it', {
+      hint: 'add one with `peerup relay add <multiaddr>` (`peerup relay info` on the relay prints it)',
+    })
+  }
+  progress('waiting for a reservation on the relay…')
+  try {
+    await pn.supervisor.waitForReservation(
+      AbortSignal.any([options.signal, AbortSignal.timeout(RESERVATION_WAIT_MS)]),
+    )
+  } catch (err) {
+    options.signal.throwIfAborted()
+    const why = pn.supervisor
+      .status()
+      .map((r) => r.lastError)
+      .find((e) => e !== undefined)
+    throw new InviteUnavailableError(
+      `no relay gave this node a reservation within ${RESERVATION_WAIT_MS / 1000} s${why === undefined ? '' : ` (${why})`}`,
+      {
+        hint: `is this node authorized on the relay? On the relay: \`peerup relay authorize ${pn.peerId}\``,
+        cause: err,
+      },
+    )
+  }
+  const relay = pn.supervisor.status().find((r) => r.reserved)!
+  // The code carries the transport part; the relay's peer id travels beside it.
+  const relayAddr = multiaddr(relay.addrs[0] as string).decapsulateCode(P2P_CODE)
+  const code = createInviteCode({
+    kind: 'peer',
+    expires: new Date(Math.floor((Date.now() + options.ttlMs) / 1000) * 1000),
+    relayAddress: relayAddr.toString(),
+    relayPeerId: relay.peerId,
+    inviterPeerId: pn.peerId,
+    network: pn.config.discovery.network,
+  })
+  const sponsor = async (joiner: Joiner): Promise<AcceptExtras['sponsored']> => {
+    const conn = pn.relayConnection(relay.peerId)
+    if (conn === undefined) {
+      return { ok: false, reason: 'the inviter lost its connection to the relay' }
+    }
+    try {
+      const answer = await askRelay(conn, {
+        type: 'sponsor',
+        peer: joiner.peerId,
+        ...(joiner.name === undefined ? {} : { name: joiner.name }),
+      })
+      return answer.ok ? { ok: true } : { ok: false, reason: answer.reason ?? 'refused' }
+    } catch (err) {
+      const message =
+        (err as Error).name === 'UnsupportedProtocolError'
+          ? 'the relay does not support sponsoring'
+          : (err as Error).message
+      return { ok: false, reason: message }
+    }
+  }
+  let result: InviteResult | undefined
+  const session = new InviteSession({
+    token: code.token,
+    expires: code.expires,
+    onJoin: async (joiner) => {
+      const trusted = await trustPeer({
+        authorizedKeysFile: pn.authorizedKeysFile,
+        configFile: pn.configFile,
+        peerId: joiner.peerId,
+        ...(joiner.name === undefined ? {} : { name: joiner.name }),
+        note: joiner.name === undefined ? `paired ${new Date().toISOString().slice(0, 10)}` : undefined,
+      })
+      // Gating reads the set, not the file: the joiner may now open the connection it needs.
+      await pn.authorized.reloadFromFile()
+      const sponsored = await sponsor(joiner)
+      if (sponsored?.ok !== true) {
+        log.warn('the relay did not authorize the joiner', {
+          peer: joiner.peerId,
+          reason: sponsored?.reason,
+        })
+      }
+      result = { peerId: trusted.peerId, name: trusted.name, sponsored: sponsored ?? { ok: false } }
+      return { ...(options.name === undefined ? {} : { name: options.name }), sponsored }
+    },
+  })
+  const controller = new AbortController()
+  const stopAdmitting = pn.admitJoiners()
+  const running = new Set<Promise<void>>()
+  await pn.node.handle(
+    INVITE_PROTOCOL,
+    (stream, connection) => {
+      const exchange = answerPairing(stream, connection, {
+        localPeerId: pn.peerId,
+        book: session,
+        log: log.child('invite'),
+        observer: options.observer ?? NO_OBSERVER,
+        role: 'inviter',
+        signal: controller.signal,
+      })
+        .finally(() => {
+          running.delete(exchange)
+          // A peer that failed keeps no connection here; the joiner's limited one has done its job.
+          if (session.state !== 'busy') {
+            connection.close().catch(() => {})
+          }
+        })
+        .catch(() => {})
+      running.add(exchange)
+    },
+    INVITE_STREAM_OPTIONS,
+  )
+  options.onCode(encodeInviteCode(code), code)
+  progress('waiting for the other machine to run `peerup join` with this code…')
+  const expired = AbortSignal.timeout(Math.max(code.expires.getTime() - Date.now(), 0))
+  try {
+    const joiner = await raceSignals(session.joined, [options.signal, expired])
+    // The exchange finishes (accept sent, the joiner's done read) before the node goes away;
+    // each step of it has its own deadline.
+    await Promise.allSettled([...running])
+    if (result === undefined || result.peerId !== joiner.peerId) {
+      throw new Error('pairing finished without a result')
+    }
+    return result
+  } catch (err) {
+    if (expired.aborted && !options.signal.aborted) {
+      throw new CodeExpiredError(`nobody joined before the code expired at ${code.expires.toISOString()}`, {
+        hint: 'run `peerup invite` again for a new code (`--ttl` makes it last longer)',
+      })
+    }
+    throw err
+  } finally {
+    stopAdmitting()
+    controller.abort()
+    await pn.node.unhandle(INVITE_PROTOCOL).catch(() => {})
   }
 }
 

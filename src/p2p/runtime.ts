@@ -72,6 +72,11 @@ export interface NodeRuntime {
   /** Re-reads authorized_keys and closes connections of peers that lost authorization. */
   reloadAuthorized(): Promise<{ added: string[]; removed: string[] }>
   /**
+   * Lets peers not in authorized_keys connect over a relay (limited connections: no services)
+   * until the returned function is called: the joiner of an open invite.
+   */
+  admitJoiners(): () => void
+  /**
    * Applies a changed config without a restart where that can be done: names, services (with
    * `exposeServices`), relays. Reports what took effect and what needs a restart.
    */
@@ -114,8 +119,11 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
   const privateKey = await loadIdentity(resolveIn(dir, config.identity.key_file))
   const peerId = peerIdOf(privateKey)
   const authorized = await AuthorizedPeers.fromFile(resolveIn(dir, config.security.authorized_keys_file))
+  // Open invites (the daemon's `POST /v1/invite`): while any is open, the joiner may connect.
+  let admitting = 0
   const gater = nodeGater(authorized, {
     enabled: config.security.enable_connection_gating,
+    admitRelayed: () => admitting > 0,
     onDecision: (peer, decision, where) => {
       observer.authDecision(peer, decision, where)
       log.debug('gater decision', { peer, decision, where })
@@ -162,6 +170,7 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
 
   const services = new ServiceRegistry(node, {
     log,
+    isAuthorized: (peer) => !config.security.enable_connection_gating || authorized.has(peer),
     onConnection: (e) => {
       if (e.type === 'denied') {
         observer.serviceDenied(e.service, e.peer)
@@ -221,6 +230,7 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
       },
     )
 
+  const isRelay = (peer: string): boolean => config.relay.addresses.some((a) => a.endsWith(`/p2p/${peer}`))
   const relayCountAtStart = new Set(relays.map((r) => r.split('/p2p/').pop())).size
   const serviceSpec = (c: NodeConfig, name: string) => {
     const svc = c.services[name]
@@ -334,6 +344,30 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
     openService,
     resolve,
     reloadAuthorized: () => authorized.reloadFromFile(),
+    admitJoiners: () => {
+      admitting++
+      let done = false
+      return () => {
+        if (done) {
+          return
+        }
+        done = true
+        admitting--
+        if (admitting === 0 && config.security.enable_connection_gating) {
+          // Peers let in to pair that did not end up authorized have no business staying (our own
+          // outbound connections go wherever we choose).
+          for (const c of node.getConnections()) {
+            if (
+              c.direction === 'inbound' &&
+              !authorized.has(c.remotePeer.toString()) &&
+              !isRelay(c.remotePeer.toString())
+            ) {
+              c.close().catch(() => {})
+            }
+          }
+        }
+      }
+    },
     applyConfig,
     stop: async () => {
       upgrader.stop()

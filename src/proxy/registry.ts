@@ -36,6 +36,11 @@ export interface OfferedService extends ServiceSpec {
 /** Options of {@link ServiceRegistry}. */
 export interface ServiceRegistryInit {
   log: Logger
+  /**
+   * Whether a peer is authorized (authorized_keys, or gating off). Gating already refused the
+   * others; this holds even for a peer let in to pair (src/auth/gater.ts `admitRelayed`).
+   */
+  isAuthorized?: (peerId: string) => boolean
   onConnection?: (event: ServiceEvent) => void
   onBytes?: (service: string, direction: Direction, n: number) => void
 }
@@ -63,7 +68,8 @@ export class ServiceRegistry {
       name: spec.name,
       localAddress: spec.localAddress,
       // allowed_peers narrows who may use this service; gating already required authorization.
-      isAllowed: (peer) => allowed.size === 0 || allowed.has(peer),
+      isAllowed: (peer) =>
+        (this.#init.isAuthorized?.(peer) ?? true) && (allowed.size === 0 || allowed.has(peer)),
       log: this.#init.log.child(`service.${spec.name}`),
       ...(this.#init.onConnection === undefined ? {} : { onConnection: this.#init.onConnection }),
       ...(this.#init.onBytes === undefined

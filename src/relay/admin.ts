@@ -42,6 +42,7 @@ export async function startRelayAdmin(options: {
   let cookie: string | undefined
   const server = createLocalApiServer({
     version: VERSION,
+    cookieFileName: RELAY_ADMIN_FILES.cookie,
     cookie: () => cookie,
     onAccess: (r) =>
       options.log.debug('admin request', { method: r.method, route: r.route, status: r.status }),

@@ -83,6 +83,8 @@ export interface LocalApiOptions {
   upgrades?: UpgradeRoute[]
   /** The current cookie; `undefined` while starting (every request is then refused). */
   cookie: () => string | undefined
+  /** The cookie file's name, for the hint of a 401 (default `.daemon-cookie`). */
+  cookieFileName?: string
   /** Sent as `X-Peerup-Version`, so a client can warn about a version mismatch. */
   version: string
   /** Maps a thrown error to a status (defaults: ApiError's own, usage 400, not found 404, conflict 409, else 500). */
@@ -138,7 +140,7 @@ export function createLocalApiServer(options: LocalApiOptions): http.Server {
           : undefined
       sendError(res, status, message ?? (err as Error).message, (err as PeerupError).hint, wantsText)
     }
-    const refusal = refuse(req, options.cookie())
+    const refusal = refuse(req, options.cookie(), options.cookieFileName ?? '.daemon-cookie')
     if (refusal !== undefined) {
       // Drain nothing: the connection is closed after the answer.
       res.setHeader('Connection', 'close')
@@ -205,7 +207,7 @@ export function createLocalApiServer(options: LocalApiOptions): http.Server {
       })
     }
     socket.on('error', () => {})
-    const refusal = refuse(req, options.cookie())
+    const refusal = refuse(req, options.cookie(), options.cookieFileName ?? '.daemon-cookie')
     if (refusal !== undefined) {
       answer(refusal.status, refusal.message, refusal.hint)
       return
@@ -249,16 +251,20 @@ export function createLocalApiServer(options: LocalApiOptions): http.Server {
 }
 
 /** Why a request is refused before any route runs, or undefined. */
-function refuse(req: http.IncomingMessage, cookie: string | undefined): ApiError | undefined {
+function refuse(
+  req: http.IncomingMessage,
+  cookie: string | undefined,
+  cookieFile: string,
+): ApiError | undefined {
   if (req.headers.origin !== undefined || req.headers.referer !== undefined) {
     return new ApiError(403, 'requests from web pages are refused (Origin/Referer header present)')
   }
   if (cookie === undefined) {
-    return new ApiError(503, 'the daemon is still starting', { hint: 'try again in a moment' })
+    return new ApiError(503, 'still starting', { hint: 'try again in a moment' })
   }
   if (!bearerMatches(req.headers.authorization, cookie)) {
     return new ApiError(401, 'missing or wrong cookie', {
-      hint: 'send the cookie from the .daemon-cookie file beside the socket as `Authorization: Bearer <cookie>`',
+      hint: `send the cookie from the ${cookieFile} file beside the socket as \`Authorization: Bearer <cookie>\``,
     })
   }
   return undefined

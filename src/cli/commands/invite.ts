@@ -7,12 +7,13 @@
 
 import type { Command } from 'commander'
 import { renderUnicodeCompact } from 'uqr'
+import { ApiResponseError, isDaemonAbsent, LocalClient } from '../../client/local.ts'
 import { checkPeerName } from '../../config/ops.ts'
 import { parseDurationMs } from '../../config/units.ts'
 import { UsageError } from '../../errors.ts'
 import { defaultMachineName } from '../../invite/names.ts'
 import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
-import type { CliContext } from '../context.ts'
+import { type CliContext, graceful } from '../context.ts'
 import { loadInvite } from '../lazy.ts'
 import { nodeConfigFile } from '../load.ts'
 import { note } from '../output.ts'
@@ -20,6 +21,13 @@ import { globalOpts, withCommonOptions } from '../program.ts'
 
 const MIN_TTL_MS = 30_000
 const MAX_TTL_MS = 24 * 3_600_000
+
+/** What an invite ended with, through the daemon or not. */
+interface InviteOutcome {
+  peerId: string
+  name: string | undefined
+  sponsored: { ok: boolean; reason?: string }
+}
 
 interface InviteFlags {
   name?: string
@@ -59,37 +67,71 @@ export function registerInvite(program: Command, ctx: CliContext): void {
       format: ctx.stderr.isTTY === true ? 'text' : 'json',
     })
     const configFile = await nodeConfigFile(ctx, opts)
-    const { runInvite } = await loadInvite()
-    const result = await runInvite({
-      configFile,
-      log: createLogger('invite'),
-      name,
-      ttlMs,
-      signal: ctx.signal,
-      onProgress: (m) => note(ctx, m),
-      onCode: (text, code) => {
-        if (opts.json === true) {
-          ctx.stdout.write(`${JSON.stringify({ code: text, expires: code.expires.toISOString() })}\n`)
-          return
+    const showCode = (text: string, code: { expires: Date }): void => {
+      if (opts.json === true) {
+        ctx.stdout.write(`${JSON.stringify({ code: text, expires: code.expires.toISOString() })}\n`)
+        return
+      }
+      if (!interactive) {
+        ctx.stdout.write(`${text}\n`)
+        return
+      }
+      ctx.stdout.write(
+        [
+          '',
+          'On the other machine, run:',
+          '',
+          `  peerup join ${text}`,
+          '',
+          renderUnicodeCompact(text.replaceAll('-', ''), { ecc: 'L', border: 2 }),
+          `The code works once, until ${code.expires.toLocaleTimeString()}. Anyone who has it can pair with this machine: share it only with the person you mean.`,
+          '',
+        ].join('\n'),
+      )
+    }
+    // A running daemon answers the invite itself, so it takes the new peer at once; without
+    // one, a short-lived node of our own does.
+    const viaDaemon = async (): Promise<InviteOutcome | undefined> => {
+      const client = new LocalClient({ configFile, warn: (m) => note(ctx, m) })
+      try {
+        for await (const line of client.invite({ name, ttlMs }, ctx.signal)) {
+          if (line.type === 'code') {
+            showCode(line.code, { expires: new Date(line.expires) })
+          } else if (line.type === 'progress') {
+            note(ctx, line.message)
+          } else if (line.type === 'paired') {
+            return line.result
+          } else {
+            throw new ApiResponseError(
+              line.status,
+              line.error,
+              line.hint === undefined ? {} : { hint: line.hint },
+            )
+          }
         }
-        if (!interactive) {
-          ctx.stdout.write(`${text}\n`)
-          return
+      } catch (err) {
+        if (isDaemonAbsent(err)) {
+          return undefined
         }
-        ctx.stdout.write(
-          [
-            '',
-            'On the other machine, run:',
-            '',
-            `  peerup join ${text}`,
-            '',
-            renderUnicodeCompact(text.replaceAll('-', ''), { ecc: 'L', border: 2 }),
-            `The code works once, until ${code.expires.toLocaleTimeString()}. Anyone who has it can pair with this machine: share it only with the person you mean.`,
-            '',
-          ].join('\n'),
-        )
-      },
-    })
+        throw err
+      }
+      ctx.signal.throwIfAborted()
+      throw new ApiResponseError(502, 'the daemon stopped during the invite')
+    }
+    const result =
+      (await graceful(ctx, viaDaemon)) ??
+      (await graceful(ctx, async () => {
+        const { runInvite } = await loadInvite()
+        return runInvite({
+          configFile,
+          log: createLogger('invite'),
+          name,
+          ttlMs,
+          signal: ctx.signal,
+          onProgress: (m) => note(ctx, m),
+          onCode: showCode,
+        })
+      }))
     const who = result.name === undefined ? result.peerId : `${result.name} (${result.peerId})`
     if (!result.sponsored.ok) {
       note(

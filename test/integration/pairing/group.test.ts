@@ -12,6 +12,7 @@ import * as path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { multiaddr } from '@multiformats/multiaddr'
 import { loadAuthorizedKeys } from '../../../src/auth/authorized-keys.ts'
+import { LocalClient } from '../../../src/client/local.ts'
 import { loadNodeConfig, loadRelayConfig } from '../../../src/config/load.ts'
 import { decodeInviteCode } from '../../../src/invite/code.ts'
 import { CodeUsedError } from '../../../src/invite/errors.ts'
@@ -22,6 +23,7 @@ import { createLogger } from '../../../src/log/index.ts'
 import { RELAY_ADMIN_FILES, RelayAdminClient, startRelayAdmin } from '../../../src/relay/admin.ts'
 import { GROUPS_FILE, type RelayPairing, startRelayPairing } from '../../../src/relay/pairing.ts'
 import { tempDir } from '../../helpers/cli.ts'
+import { startTestDaemon } from '../../helpers/daemon.ts'
 import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
 
 describe('relay group codes', { timeout: 180_000 }, () => {
@@ -184,5 +186,38 @@ describe('relay group codes', { timeout: 180_000 }, () => {
       join(n3!, created.codes[2] as string),
       (err: unknown) => err instanceof CodeUsedError && /revoked/.test(err.message),
     )
+  })
+  it('a member that stopped waiting learns later members from the relay when its daemon starts', async () => {
+    const client = new RelayAdminClient(relay.dir)
+    const created = await client.createGroup(2, 3_600_000)
+    const [early, late] = await Promise.all(['c1', 'c2'].map((n) => createTestNode(root, n, relay)))
+    await runJoin({
+      code: decodeInviteCode(created.codes[0] as string),
+      target: { configFile: early!.configFile },
+      name: 'c1',
+      log: createLogger('join-c1'),
+      signal: AbortSignal.timeout(60_000),
+      waitForGroup: false,
+    })
+    await join(late!, created.codes[1] as string)
+    const before = await loadAuthorizedKeys(path.join(early!.dir, 'authorized_keys'))
+    assert.equal(before.get(late!.peerId), undefined, 'c1 stopped waiting before c2 joined')
+    // c1's daemon asks the relay for its groups' members once it holds a reservation.
+    const daemon = await startTestDaemon(early!.configFile)
+    cleanups.unshift(() => daemon.stop())
+    const events = new LocalClient({ configFile: early!.configFile }).events(AbortSignal.timeout(30_000))
+    await events.next() // hello: subscribed from here on
+    if (
+      (await loadAuthorizedKeys(path.join(early!.dir, 'authorized_keys'))).get(late!.peerId) === undefined
+    ) {
+      for await (const e of events) {
+        if (e.type === 'auth-changed' && e.added.includes(late!.peerId)) {
+          break
+        }
+      }
+    }
+    await events.return(undefined)
+    const after = await loadAuthorizedKeys(path.join(early!.dir, 'authorized_keys'))
+    assert.equal(after.get(late!.peerId)?.attributes.group, created.group.id)
   })
 })
