@@ -84,7 +84,11 @@ export interface ApplyOptions {
  * Validates `newText`, keeps the current config as `.previous`, records the deadline and swaps the
  * new config in. Refused while another apply waits for its confirmation.
  */
-export async function applyConfig(configFile: string, newText: string, options: ApplyOptions): Promise<PendingApply> {
+export async function applyConfig(
+  configFile: string,
+  newText: string,
+  options: ApplyOptions,
+): Promise<PendingApply> {
   const files = safetyFiles(configFile)
   return withFileLock(configFile, async () => {
     const existing = await readPending(configFile)
@@ -154,8 +158,15 @@ export async function rollbackConfig(
       text = await fs.readFile(from, 'utf8')
     } catch {
       throw new NotFoundError(
-        source === 'previous' ? `the config to restore (${from}) is missing` : 'no last-known-good config yet',
-        { hint: source === 'previous' ? 'fix config.yaml by hand' : 'it is archived by every successful start of the daemon' },
+        source === 'previous'
+          ? `the config to restore (${from}) is missing`
+          : 'no last-known-good config yet',
+        {
+          hint:
+            source === 'previous'
+              ? 'fix config.yaml by hand'
+              : 'it is archived by every successful start of the daemon',
+        },
       )
     }
     if (validate !== undefined) {
