@@ -29,7 +29,7 @@ import {
   type TracerouteResponse,
 } from '../api/index.ts'
 import { addAuthorizedPeer, listAuthorizedPeers, removeAuthorizedPeer } from '../auth/ops.ts'
-import { resolveIn } from '../config/load.ts'
+import { loadNodeConfig, resolveIn } from '../config/load.ts'
 import { checkPeerName, normaliseLocalAddress, resolvePeer, setPeerName } from '../config/ops.ts'
 import { ConflictError, UsageError } from '../errors.ts'
 import { inviteOn, type PairingHost } from '../invite/invite.ts'
@@ -434,7 +434,11 @@ export function daemonRoutes(ctx: DaemonContext): { routes: Route[]; upgrades: U
             onCode: (code, decoded) =>
               out.write({ type: 'code', code, expires: decoded.expires.toISOString() }),
           })
-            .then((result) => out.write({ type: 'paired', result }))
+            .then(async (result) => {
+              // The pairing wrote names: into config.yaml: the daemon knows them before it answers.
+              rt.config.names = (await loadNodeConfig(rt.configFile)).config.names
+              out.write({ type: 'paired', result })
+            })
             .catch((err: unknown) =>
               out.write({
                 type: 'error',
