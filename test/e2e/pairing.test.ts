@@ -1,8 +1,9 @@
 /**
  * Pairing with the built executable in the NAT lab (symmetric NAT, so everything crosses the
- * relay). b invites; a, which has no peerup config at all, joins with `--non-interactive`; then ssh
- * from a to b through peerup works with no edit on a, b or the relay (b was authorized on the relay
- * beforehand, as the first machine of a mesh is). Then a relay group: three codes from
+ * relay). b, whose daemon runs, invites through it; a, which has no peerup config at all, joins
+ * with `--non-interactive`; then ssh from a to b through peerup works with no edit on a, b or the
+ * relay and no restart of b's daemon (b was authorized on the relay beforehand, as the first
+ * machine of a mesh is). Then a relay group: three codes from
  * `relay pair`, three machines join (two of them new), and every pair pings.
  */
 
@@ -113,6 +114,8 @@ describe('pairing across two symmetric NATs', { skip, timeout: 600_000 }, () => 
     await relay.peerup(['relay', 'authorize', bId, '--config', relayConfig])
     sshd = await startSshd(b.host, { port: 22 })
     await b.peerup(['service', 'add', 'ssh', '127.0.0.1:22'])
+    // b's daemon runs all along: the invite goes through it, and it serves a at once.
+    await startDaemon(b)
   })
 
   after(async () => {
@@ -137,10 +140,10 @@ describe('pairing across two symmetric NATs', { skip, timeout: 600_000 }, () => 
       const ended = await invite.exited
       assert.equal(ended.code, 0, invite.output())
       assert.match(invite.output(), /paired with laptop/)
+      assert.doesNotMatch(invite.output(), /stop the daemon/)
       // The code never reaches a log line or an error.
       assert.ok(!joined.stderr.includes(code.slice(5, 19)))
 
-      await startDaemon(b)
       const ping = JSON.parse(await a.peerup(['ping', 'home', '-c', '1', '--json'], 90_000))
       assert.equal(ping.received, 1)
       assert.equal(ping.path.type, 'RELAYED')
