@@ -16,7 +16,7 @@ import { FaultTolerance } from '@libp2p/interface'
 import { type KadDHT, kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { type Ping, ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
-import { webRTC } from '@libp2p/webrtc'
+import type { webRTC } from '@libp2p/webrtc'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p, type Libp2pOptions } from 'libp2p'
 import { MAX_EARLY_STREAMS, MAX_READ_BUFFER_BYTES, YAMUX_OPTIONS } from '../proxy/constants.ts'
@@ -129,7 +129,7 @@ export async function createPeerupNode(options: PeerupNodeOptions): Promise<Peer
     dhtServer: options.dhtServer ?? false,
     transports: [
       circuitRelayTransport(),
-      ...(webrtc === undefined ? [] : [webrtcTransport(webrtc.iceServers)]),
+      ...(webrtc === undefined ? [] : [await webrtcTransport(webrtc.iceServers)]),
     ],
   })
   return createLibp2p(options.metrics === undefined ? init : { ...init, metrics: options.metrics })
@@ -140,7 +140,10 @@ export async function createPeerupNode(options: PeerupNodeOptions): Promise<Peer
  * public STUN servers (Google, Twilio, Cloudflare, Mozilla) when `iceServers` is missing, so it is
  * always given, even empty; a fresh object per connection because the library writes into it.
  */
-export function webrtcTransport(iceServers: string[]): ReturnType<typeof webRTC> {
+export async function webrtcTransport(iceServers: string[]): Promise<ReturnType<typeof webRTC>> {
+  // Loaded only when used: a relay, and a node without `/webrtc`, never load node-datachannel
+  // (its addon and libdatachannel cost ~10 MB of RSS).
+  const { webRTC } = await import('@libp2p/webrtc')
   return webRTC({
     rtcConfiguration: () => rtcConfigurationFor(iceServers),
     // As for yamux (src/proxy/constants.ts): several SSH sessions opened at once on a new

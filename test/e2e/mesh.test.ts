@@ -237,6 +237,32 @@ describe('peerup across two NATs', { skip, timeout: 600_000 }, () => {
     })
   })
 
+  it('with a daemon on a, `peerup ssh` and ProxyCommand go through it', async (t) => {
+    await withLabLogs(t, lab, async () => {
+      const daemonA = a.spawn(['daemon', '--config', a.config, '--log-level', 'debug'], 'daemon-a')
+      try {
+        await daemonA.waitForOutput(/"msg":"daemon started"/, 30_000)
+        const r = await a.host.run(
+          a.exe,
+          ['ssh', 'b', '--config', a.config, ...sshd.sshArgs('b'), 'echo via-daemon'],
+          {
+            env: a.env,
+            timeoutMs: 60_000,
+          },
+        )
+        assert.equal(r.code, 0, r.stderr)
+        assert.equal(r.stdout.trim(), 'via-daemon')
+        // The stream was the daemon's: its API saw the dial.
+        await daemonA.waitForOutput(
+          /"msg":"api request","method":"POST","path":"\/v1\/dial","status":101/,
+          10_000,
+        )
+      } finally {
+        await daemonA.stop()
+      }
+    })
+  })
+
   it('the relay stays under 150 MB while relaying 1 GiB', async (t) => {
     await withLabLogs(t, lab, async () => {
       const proxyCommand = `${a.exe} --config ${a.config} proxy --stdio b ssh`
