@@ -8,8 +8,9 @@
  *   `{rttMs: [...]}` (warm-up round trips left out).
  * - `ttfb <host> <port> <runs>`: new connections, each timed from `connect()` to its first byte in
  *   (an SSH banner); `{ms: [...]}`.
- * - `spawn <runs> <until> <cmd> [args...]`: starts a command `runs` times and times it until
- *   `until`: `first-byte` (of stdout), `exit`, or `/regex/` (on stdout); `{ms: [...], codes: [...]}`.
+ * - `spawn <runs> <until> <timeout-ms> <cmd> [args...]`: starts a command `runs` times and times it
+ *   until `until`: `first-byte` (of stdout), `exit` (status 0), or `/regex/` (on stdout); a run
+ *   that gets there not within the timeout is killed and listed; `{ms: [...], codes, failures}`.
  * - `hold <host> <port> <count>`: opens `count` echo connections at once, checks each with a round
  *   trip, prints `{ready, failed}`, and keeps them open until stdin ends.
  *
@@ -131,22 +132,35 @@ async function ttfb(host: string, port: number, runs: number): Promise<object> {
   return { ms }
 }
 
-async function spawnTimed(runs: number, until: string, cmd: string, args: string[]): Promise<object> {
+async function spawnTimed(
+  runs: number,
+  until: string,
+  timeoutMs: number,
+  cmd: string,
+  args: string[],
+): Promise<object> {
   const ms: number[] = []
   const codes: Array<number | null> = []
-  const outputs: string[] = []
+  const failures: string[] = []
   const pattern = until.startsWith('/') ? new RegExp(until.slice(1, until.lastIndexOf('/'))) : undefined
   for (let i = 0; i < runs; i++) {
     const t = performance.now()
-    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: process.env })
+    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env: process.env, detached: true })
     let out = ''
     let err = ''
     let at: number | undefined
+    let timedOut = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      try {
+        process.kill(-(child.pid as number), 'SIGKILL')
+      } catch {}
+    }, timeoutMs)
     child.stderr.setEncoding('utf8').on('data', (c: string) => {
-      err = (err + c).slice(-4000)
+      err = (err + c).slice(-2000)
     })
     child.stdout.setEncoding('utf8').on('data', (c: string) => {
-      out = (out + c).slice(-4000)
+      out = (out + c).slice(-2000)
       if (at === undefined && (until === 'first-byte' || (pattern?.test(out) ?? false))) {
         at = performance.now() - t
         if (until === 'first-byte') {
@@ -155,22 +169,25 @@ async function spawnTimed(runs: number, until: string, cmd: string, args: string
         }
       }
     })
+    child.stdin.on('error', () => {})
     if (until !== 'first-byte') {
       child.stdin.end()
     }
     const [code] = (await once(child, 'exit')) as [number | null]
+    clearTimeout(timer)
     const end = performance.now() - t
     codes.push(code)
-    if (until === 'exit') {
+    if (until === 'exit' && !timedOut && code === 0) {
       at = end
     }
-    if (at === undefined) {
-      outputs.push(`${out}\n${err}`.trim())
-      throw new Error(`${cmd} ${args.join(' ')} exited ${code} before ${until}:\n${out}\n${err}`)
+    if (at === undefined || (until === 'exit' && code !== 0)) {
+      const why = timedOut ? `no ${until} within ${timeoutMs} ms` : `exited ${code} before ${until}`
+      failures.push(`run ${i + 1}: ${why}: ${`${out} ${err}`.replace(/\s+/g, ' ').trim().slice(-300)}`)
+      continue
     }
     ms.push(at)
   }
-  return { ms, codes }
+  return { ms, codes, failures }
 }
 
 async function hold(host: string, port: number, count: number): Promise<void> {
@@ -240,7 +257,7 @@ async function main(argv: string[]): Promise<void> {
       result = await ttfb(str(0), num(1), num(2))
       break
     case 'spawn':
-      result = await spawnTimed(num(0), str(1), str(2), args.slice(3))
+      result = await spawnTimed(num(0), str(1), num(2), str(3), args.slice(4))
       break
     case 'hold':
       await hold(str(0), num(1), num(2))

@@ -59,13 +59,13 @@ export const QUICK: Settings = {
   ttfbSlowRuns: 3,
   cliRuns: 5,
   heldConnections: 100,
-  relayGiBBytes: 256 * 1024 * 1024,
-  relayAfterMs: 5_000,
+  relayGiBBytes: 128 * 1024 * 1024,
+  relayAfterMs: 3_000,
   capacityReservations: 200,
   capacityCircuits: 50,
   capacityStep: 100,
   capacityProcesses: 2,
-  profileBytes: 64 * 1024 * 1024,
+  profileBytes: 32 * 1024 * 1024,
 }
 
 /** Everything a measurement module gets. */
@@ -112,6 +112,17 @@ export function rssMB(pid: number | undefined): number {
     return (Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1]) * 1024) / 1e6
   } catch {
     return Number.NaN
+  }
+}
+
+/** Resident memory split into anonymous (heaps) and file-backed (the mapped executable), in MB. */
+export function rssParts(pid: number | undefined): { anon: number; file: number } {
+  try {
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8')
+    const kb = (key: string) => (Number(new RegExp(`${key}:\\s+(\\d+) kB`).exec(status)?.[1]) * 1024) / 1e6
+    return { anon: kb('RssAnon'), file: kb('RssFile') }
+  } catch {
+    return { anon: Number.NaN, file: Number.NaN }
   }
 }
 

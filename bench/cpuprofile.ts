@@ -17,8 +17,15 @@ interface ProfileNode {
 
 interface CpuProfile {
   nodes: ProfileNode[]
+  startTime: number
   samples: number[]
   timeDeltas: number[]
+}
+
+/** A time window in the profile's clock: CLOCK_MONOTONIC in µs, `process.hrtime` / 1000 on Linux. */
+export interface ProfileWindow {
+  fromUs: number
+  toUs: number
 }
 
 /** The area a frame belongs to: a package, a Node module group, peerup's sources, or V8 itself. */
@@ -33,6 +40,9 @@ export function areaOf(url: string, functionName: string): string {
   if (nm >= 0) {
     const rest = url.slice(nm + '/node_modules/'.length).split('/')
     return rest[0]?.startsWith('@') === true ? `${rest[0]}/${rest[1]}` : (rest[0] ?? url)
+  }
+  if (url.startsWith('wasm://')) {
+    return '(wasm)'
   }
   if (url.startsWith('node:')) {
     const parts = url.slice('node:'.length).split('/')
@@ -49,12 +59,18 @@ export function areaOf(url: string, functionName: string): string {
 /** Self time per function and per area of one profile, busiest first. */
 export function summarizeProfile(
   file: string,
+  window?: ProfileWindow,
   topN = 12,
 ): { totalMs: number; top: ProfileRow[]; byArea: ProfileRow[] } {
   const profile = JSON.parse(fs.readFileSync(file, 'utf8')) as CpuProfile
   const byId = new Map(profile.nodes.map((n) => [n.id, n]))
   const selfUs = new Map<number, number>()
+  let at = profile.startTime
   for (let i = 0; i < profile.samples.length; i++) {
+    at += profile.timeDeltas[i] ?? 0
+    if (window !== undefined && (at < window.fromUs || at > window.toUs)) {
+      continue
+    }
     // timeDeltas[i] is the time since the previous sample: the time of sample i-1's frame.
     const dt = profile.timeDeltas[i + 1] ?? 0
     const id = profile.samples[i] as number

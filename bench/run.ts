@@ -3,7 +3,7 @@
  * dist/peerup if needed, creates the NAT lab, measures everything listed below beside its
  * baselines in one run, checks the targets of SPEC §10, prints the results and writes them.
  *
- * Measurements, in order: cli, idle-memory, ttfb, throughput, latency, held, relay-memory,
+ * Measurements, in order: cli, idle-memory, relay-memory, ttfb, throughput, latency, held,
  * profile, capacity. `--only` runs a subset (the lab is built anyway).
  *
  * Output: figures are printed as they are measured, the whole markdown at the end; `--out DIR`
@@ -42,11 +42,12 @@ import { checkTargets } from './targets.ts'
 const MEASUREMENTS: Array<[string, (ctx: BenchContext) => Promise<void>]> = [
   ['cli', measureCli],
   ['idle-memory', measureIdleMemory],
+  // Before the other transfers, so that "idle" is the relay as started, not after gigabytes.
+  ['relay-memory', measureRelayMemory],
   ['ttfb', measureTtfb],
   ['throughput', measureThroughput],
   ['latency', measureLatency],
   ['held', measureHeldConnections],
-  ['relay-memory', measureRelayMemory],
   ['profile', measureProfiles],
   ['capacity', measureCapacity],
 ]

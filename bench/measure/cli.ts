@@ -28,15 +28,15 @@ export async function measureCli(ctx: BenchContext): Promise<void> {
   ]
   for (const row of rows) {
     // One untimed start first: the page cache, not the command, would otherwise make run 1 slow.
-    await runClient(bl, n.host, ['spawn', 1, 'exit', row.cmd, ...row.args], { env: n.env })
-    const r = await runClient<{ ms: number[]; codes: number[] }>(
+    await runClient(bl, n.host, ['spawn', 1, 'exit', 10_000, row.cmd, ...row.args], { env: n.env })
+    const r = await runClient<{ ms: number[]; codes: number[]; failures: string[] }>(
       bl,
       n.host,
-      ['spawn', settings.cliRuns, 'exit', row.cmd, ...row.args],
+      ['spawn', settings.cliRuns, 'exit', 10_000, row.cmd, ...row.args],
       { env: n.env },
     )
-    if (r.codes.some((c) => c !== 0)) {
-      throw new Error(`${row.label} exited ${r.codes.join(',')}`)
+    if (r.failures.length > 0) {
+      throw new Error(`${row.label}: ${r.failures.join('; ')}`)
     }
     results.add({
       id: `cli.${row.id}`,

@@ -5,7 +5,7 @@
  * @packageDocumentation
  */
 
-import { type BenchContext, rssMB, runClient, sleep } from '../context.ts'
+import { type BenchContext, rssMB, rssParts, runClient, sleep } from '../context.ts'
 import { CLIENT, PORTS } from '../lab-setup.ts'
 import { median } from '../results.ts'
 
@@ -30,9 +30,15 @@ export async function measureIdleMemory(ctx: BenchContext): Promise<void> {
     ['daemon-a2', 'daemon on a2 (client, relayed connection)', bl.daemons.a2.pid],
     ['relay', 'relay (3 reservations)', bl.relay.process.pid],
   ] as const
-  await sleep(ctx.quick ? 2000 : 5000)
-  for (const [id, label, pid] of procs) {
-    const values = await sampleRss(pid, 5, 500)
+  // A Node 24 process doing nothing, for scale: what any Node program costs before its own code.
+  const empty = bl.b.host.spawn(bl.lab.node, ['-e', 'setInterval(() => {}, 1000)'], { label: 'empty-node' })
+  await sleep(ctx.quick ? 1000 : 5000)
+  for (const [id, label, pid] of [
+    ...procs,
+    ['empty-node', 'plain node -e (nothing loaded), for scale', empty.pid] as const,
+  ]) {
+    const values = await sampleRss(pid, ctx.quick ? 3 : 5, ctx.quick ? 200 : 500)
+    const parts = rssParts(pid)
     results.add({
       id: `memory.idle.${id}`,
       group: 'memory',
@@ -41,8 +47,10 @@ export async function measureIdleMemory(ctx: BenchContext): Promise<void> {
       unit: 'MB',
       values,
       better: 'lower',
+      note: `${parts.anon.toFixed(1)} MB anonymous (heaps), ${parts.file.toFixed(1)} MB file-backed (mapped executable)`,
     })
   }
+  await empty.stop()
 }
 
 /** RSS with `heldConnections` connections open at once through each relayed way in. */

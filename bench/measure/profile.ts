@@ -7,7 +7,9 @@
  * - relayed: relay, daemon on b, daemon on a2, `peerup proxy` on a2;
  * - direct (WebRTC): daemon on b, daemon on a, `peerup proxy` on a.
  *
- * This runs after the other measurements on the main lab: it leaves its daemons stopped.
+ * Only samples taken during the measured transfer count (a first transfer warms the JIT up), so
+ * start-up and idle time are left out. This runs after the other measurements on the main lab: it
+ * leaves its daemons stopped.
  *
  * @packageDocumentation
  */
@@ -15,8 +17,8 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import type { LabProcess } from '../../test/e2e/lab.ts'
-import { type BenchContext, cpuSeconds, runClient } from '../context.ts'
-import { summarizeProfile } from '../cpuprofile.ts'
+import { type BenchContext, cpuSeconds, rssMB, runClient } from '../context.ts'
+import { type ProfileWindow, summarizeProfile } from '../cpuprofile.ts'
 import { type PeerupNode, PORTS, ROOT } from '../lab-setup.ts'
 
 const ENTRY = path.join(ROOT, 'bin', 'peerup.js')
@@ -28,6 +30,7 @@ export async function measureProfiles(ctx: BenchContext): Promise<void> {
   const started: Array<{ name: string; scenario: string; proc: LabProcess; dir: string }> = []
   const fromSource = (node: PeerupNode, args: string[], name: string, scenario: string): LabProcess => {
     const dir = path.join(profRoot, scenario, name)
+    fs.rmSync(dir, { recursive: true, force: true })
     fs.mkdirSync(dir, { recursive: true })
     const proc = node.host.spawn(bl.lab.node, ['--cpu-prof', `--cpu-prof-dir=${dir}`, ENTRY, ...args], {
       env: node.env,
@@ -57,13 +60,25 @@ export async function measureProfiles(ctx: BenchContext): Promise<void> {
     await proc.waitForOutput(new RegExp(`127\\.0\\.0\\.1:${port}`), 60_000)
     return proc
   }
+  const windows = new Map<string, ProfileWindow>()
+  const nowUs = (): number => Number(process.hrtime.bigint() / 1000n)
   const transfer = async (
     node: PeerupNode,
     port: number,
     scenario: string,
     procs: LabProcess[],
   ): Promise<void> => {
+    // A first transfer warms the JIT up; only the second one's samples count.
+    await runClient(
+      bl,
+      node.host,
+      ['throughput', '127.0.0.1', port, Math.min(settings.profileBytes, 32 * 2 ** 20), 6],
+      {
+        timeoutMs: 600_000,
+      },
+    )
     const before = procs.map((p) => cpuSeconds(p.pid))
+    const fromUs = nowUs()
     const r = await runClient<{ seconds: number }>(
       bl,
       node.host,
@@ -72,6 +87,7 @@ export async function measureProfiles(ctx: BenchContext): Promise<void> {
         timeoutMs: 600_000,
       },
     )
+    windows.set(scenario, { fromUs, toUs: nowUs() })
     const mbps = settings.profileBytes / 1e6 / r.seconds
     const busy = procs.map(
       (p, i) =>
@@ -89,6 +105,18 @@ export async function measureProfiles(ctx: BenchContext): Promise<void> {
     }
   }
 
+  const relayRss = rssMB(bl.relay.process.pid)
+  if (Number.isFinite(relayRss)) {
+    results.add({
+      id: 'memory.relay.end',
+      group: 'memory',
+      label: "relay RSS after all the run's transfers (before the profiles)",
+      path: 'relayed',
+      unit: 'MB',
+      values: [relayRss],
+      better: 'lower',
+    })
+  }
   // Everything the earlier measurements left running on the main lab makes way.
   for (const p of Object.values(bl.proxies)) await p.stop(10_000)
   for (const d of [bl.daemons.a, bl.daemons.a2, bl.daemons.b]) await d.stop(10_000)
@@ -137,7 +165,7 @@ export async function measureProfiles(ctx: BenchContext): Promise<void> {
       results.note(`profile ${s.scenario}/${s.name}: no .cpuprofile written`)
       continue
     }
-    const summary = summarizeProfile(path.join(s.dir, file))
+    const summary = summarizeProfile(path.join(s.dir, file), windows.get(s.scenario))
     results.profiles.push({ process: s.name, scenario: s.scenario, ...summary })
     const top = summary.byArea
       .slice(0, 5)

@@ -13,6 +13,9 @@
 import { type BenchContext, runClient } from '../context.ts'
 import { type PeerupNode, PORTS } from '../lab-setup.ts'
 
+/** A command that has not got there after this long is killed and counted as a failed run. */
+const SPAWN_TIMEOUT_MS = 20_000
+
 export async function measureTtfb(ctx: BenchContext): Promise<void> {
   const { bl, settings, results, log } = ctx
   const { a, a2 } = bl
@@ -200,15 +203,22 @@ export async function measureTtfb(ctx: BenchContext): Promise<void> {
   for (const row of spawnRows) {
     const runs = row.slow === true ? settings.ttfbSlowRuns : settings.ttfbRuns
     try {
-      const r = await runClient<{ ms: number[] }>(
+      const r = await runClient<{ ms: number[]; failures: string[] }>(
         bl,
         row.node.host,
-        ['spawn', runs, row.until, row.cmd, ...row.args],
-        {
-          env: row.node.env,
-          timeoutMs: 60_000 * runs,
-        },
+        ['spawn', runs, row.until, SPAWN_TIMEOUT_MS, row.cmd, ...row.args],
+        { env: row.node.env, timeoutMs: (SPAWN_TIMEOUT_MS + 5000) * runs },
       )
+      const failed =
+        r.failures.length === 0
+          ? undefined
+          : `${r.failures.length} of ${runs} runs failed: ${r.failures.join('; ')}`
+      if (failed !== undefined) {
+        results.note(`${row.group} ${row.label} [${row.path}]: ${failed}`)
+      }
+      if (r.ms.length === 0) {
+        throw new Error(failed)
+      }
       results.add({
         id: `${row.group === 'ttfb' ? 'ttfb' : row.group === 'ping' ? 'ping' : 'session'}.${row.id}`,
         group: row.group,
@@ -217,6 +227,7 @@ export async function measureTtfb(ctx: BenchContext): Promise<void> {
         unit: 'ms',
         values: r.ms,
         better: 'lower',
+        ...(failed === undefined ? {} : { note: `${r.failures.length} of ${runs} runs failed (see notes)` }),
       })
     } catch (err) {
       results.fail(`${row.group} ${row.label}`, err)
