@@ -25,7 +25,13 @@ interface Row {
 }
 
 /** Runs the live view until Ctrl+C or the daemon stops. */
-export async function watchStatus(ctx: CliContext, opts: GlobalOptions, configFile: string): Promise<void> {
+export async function watchStatus(
+  ctx: CliContext,
+  opts: GlobalOptions,
+  configFile: string,
+  /** Called once the event stream is open (for tests: nothing before it is missed after it). */
+  onReady?: () => void,
+): Promise<void> {
   const client = new LocalClient({ configFile, warn: (m) => note(ctx, m) })
   const status = await client.status()
   const relays = new Set(status.relays.map((r) => r.peerId))
@@ -86,6 +92,9 @@ export async function watchStatus(ctx: CliContext, opts: GlobalOptions, configFi
   try {
     for await (const e of client.events(controller.signal)) {
       switch (e.type) {
+        case 'hello':
+          onReady?.()
+          break
         case 'peer-connected':
           if (!relays.has(e.peerId)) {
             rows.set(e.peerId, {

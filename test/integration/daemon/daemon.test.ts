@@ -274,6 +274,55 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
     }
   })
 
+  it('status --watch prints a line when a peer connects and leaves', async () => {
+    const { watchStatus } = await import('../../../src/cli/commands/status-watch.ts')
+    const { readEnv } = await import('../../../src/env.ts')
+    const out = new PassThrough()
+    const text: string[] = []
+    const waiters: Array<{ re: RegExp; resolve: () => void }> = []
+    out.setEncoding('utf8').on('data', (d: string) => {
+      text.push(d)
+      for (const w of waiters.filter((x) => x.re.test(text.join('')))) {
+        waiters.splice(waiters.indexOf(w), 1)
+        w.resolve()
+      }
+    })
+    const seen = (re: RegExp) =>
+      re.test(text.join(''))
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => waiters.push({ re, resolve }))
+    const controller = new AbortController()
+    const ready = Promise.withResolvers<void>()
+    const watching = watchStatus(
+      {
+        programName: 'peerup',
+        stdout: out,
+        stderr: new PassThrough(),
+        stdin: new PassThrough(),
+        env: readEnv({}),
+        cwd: root,
+        signal: controller.signal,
+      },
+      {},
+      b.configFile,
+      ready.resolve,
+    )
+    await ready.promise
+    // Subscribed: a peer is authorized, comes and goes.
+    const root4 = await tempDir({ after: (fn) => cleanups.push(fn) })
+    const w = await createTestNode(root4, 'w', relay)
+    await relay.authorize(w.peerId)
+    await new LocalClient({ configFile: b.configFile }).authAdd({ peer: w.peerId, name: 'watcher' })
+    await seen(/authorized_keys: \+1/)
+    const rw = await w.start('client')
+    await rw.reach(b.peerId)
+    await seen(/connected watcher RELAYED via/)
+    await w.stop()
+    await seen(/disconnected watcher/)
+    controller.abort()
+    await watching
+  })
+
   it('auth remove through the daemon closes the revoked peer’s connections at once', async () => {
     const root3 = await tempDir({ after: (fn) => cleanups.push(fn) })
     const e = await createTestNode(root3, 'e', relay)
