@@ -6,62 +6,15 @@
  */
 
 import * as assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { createLab, type Lab, type LabHost, type LabProcess, labSupport, withLabLogs } from './lab.ts'
+import { createLab, type Lab, type LabProcess, labSupport, withLabLogs } from './lab.ts'
+import { ensureBuilt, PeerupHost } from './peerup-host.ts'
 import { type Sshd, startSshd } from './sshd.ts'
 
-const ROOT = path.resolve(import.meta.dirname, '../..')
-const EXE = path.join(ROOT, 'dist', 'peerup')
 const support = await labSupport()
 const skip = support.ok ? false : `network lab unavailable: ${support.reason}`
-
-/** Builds dist/peerup when it is missing, so `npm run test:e2e` works on its own. */
-function ensureBuilt(): void {
-  if (!fs.existsSync(EXE)) {
-    execFileSync(process.execPath, [path.join(ROOT, 'build.mjs')], { cwd: ROOT, stdio: 'inherit' })
-  }
-}
-
-/** One machine running peerup: its directory and a way to run the executable there. */
-class PeerupHost {
-  readonly host: LabHost
-  readonly dir: string
-  readonly exe: string
-  readonly env: Record<string, string>
-
-  constructor(host: LabHost, lab: Lab) {
-    this.host = host
-    this.dir = path.join(lab.tmpDir, `peerup-${host.name}`)
-    this.exe = path.join(this.dir, 'peerup')
-    fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 })
-    fs.copyFileSync(EXE, this.exe)
-    fs.chmodSync(this.exe, 0o755)
-    this.env = {
-      HOME: this.dir,
-      PEERUP_CACHE_DIR: path.join(lab.tmpDir, 'cache'),
-      PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
-    }
-  }
-
-  get config(): string {
-    return path.join(this.dir, 'node', 'config.yaml')
-  }
-
-  async peerup(args: string[], timeoutMs = 60_000): Promise<string> {
-    const r = await this.host.run(this.exe, args, { env: this.env, timeoutMs })
-    if (r.code !== 0) {
-      throw new Error(`${this.host.name}: peerup ${args.join(' ')} exited ${r.code}: ${r.stderr}`)
-    }
-    return r.stdout
-  }
-
-  spawn(args: string[], label: string): LabProcess {
-    return this.host.spawn(this.exe, args, { env: this.env, label })
-  }
-}
 
 function vmRssKiB(pid: number): number {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8')

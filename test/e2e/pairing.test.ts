@@ -8,70 +8,16 @@
  */
 
 import * as assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { createLab, type Lab, type LabHost, type LabProcess, labSupport, withLabLogs } from './lab.ts'
+import { createLab, type Lab, type LabProcess, labSupport, withLabLogs } from './lab.ts'
+import { ensureBuilt, PeerupHost } from './peerup-host.ts'
 import { type Sshd, startSshd } from './sshd.ts'
 
-const ROOT = path.resolve(import.meta.dirname, '../..')
-const EXE = path.join(ROOT, 'dist', 'peerup')
 const support = await labSupport()
 const skip = support.ok ? false : `network lab unavailable: ${support.reason}`
 const CODE_LINE = /^([0-9A-Z]{4}(?:-[0-9A-Z]{1,4}){10,})$/m
-
-function ensureBuilt(): void {
-  if (!fs.existsSync(EXE)) {
-    execFileSync(process.execPath, [path.join(ROOT, 'build.mjs')], { cwd: ROOT, stdio: 'inherit' })
-  }
-}
-
-/** One machine running peerup, with PEERUP_HOME pointing at its node directory. */
-class PeerupHost {
-  readonly host: LabHost
-  readonly dir: string
-  readonly exe: string
-  readonly env: Record<string, string>
-
-  constructor(host: LabHost, lab: Lab) {
-    this.host = host
-    this.dir = path.join(lab.tmpDir, `peerup-${host.name}`)
-    this.exe = path.join(this.dir, 'peerup')
-    fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 })
-    fs.copyFileSync(EXE, this.exe)
-    fs.chmodSync(this.exe, 0o755)
-    this.env = {
-      HOME: this.dir,
-      PEERUP_HOME: path.join(this.dir, 'node'),
-      PEERUP_CACHE_DIR: path.join(lab.tmpDir, 'cache'),
-      PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
-    }
-  }
-
-  get config(): string {
-    return path.join(this.dir, 'node', 'config.yaml')
-  }
-
-  run(args: string[], options: { timeoutMs?: number; env?: Record<string, string> } = {}) {
-    return this.host.run(this.exe, args, {
-      env: { ...this.env, ...options.env },
-      timeoutMs: options.timeoutMs ?? 60_000,
-    })
-  }
-
-  async peerup(args: string[], timeoutMs = 60_000): Promise<string> {
-    const r = await this.run(args, { timeoutMs })
-    if (r.code !== 0) {
-      throw new Error(`${this.host.name}: peerup ${args.join(' ')} exited ${r.code}: ${r.stderr}`)
-    }
-    return r.stdout
-  }
-
-  spawn(args: string[], label: string): LabProcess {
-    return this.host.spawn(this.exe, args, { env: this.env, label })
-  }
-}
 
 describe('pairing across two symmetric NATs', { skip, timeout: 600_000 }, () => {
   let lab: Lab
@@ -93,9 +39,9 @@ describe('pairing across two symmetric NATs', { skip, timeout: 600_000 }, () => 
   before(async () => {
     ensureBuilt()
     lab = await createLab({ nat: 'symmetric', name: 'pairing', lanPeers: { a: 1, b: 1 } })
-    relay = new PeerupHost(lab.host('relay'), lab)
-    a = new PeerupHost(lab.host('a'), lab)
-    b = new PeerupHost(lab.host('b'), lab)
+    relay = new PeerupHost(lab.host('relay'), lab, { peerupHome: true })
+    a = new PeerupHost(lab.host('a'), lab, { peerupHome: true })
+    b = new PeerupHost(lab.host('b'), lab, { peerupHome: true })
 
     await relay.peerup(['relay', 'setup', '--dir', path.join(relay.dir, 'relay')])
     relayConfig = path.join(relay.dir, 'relay', 'relay-server.yaml')
@@ -166,8 +112,8 @@ describe('pairing across two symmetric NATs', { skip, timeout: 600_000 }, () => 
 
   it('a relay group of three joins with `relay pair` codes and every pair pings', async (t) => {
     await withLabLogs(t, lab, async () => {
-      const a2 = new PeerupHost(lab.host('a2'), lab)
-      const b2 = new PeerupHost(lab.host('b2'), lab)
+      const a2 = new PeerupHost(lab.host('a2'), lab, { peerupHome: true })
+      const b2 = new PeerupHost(lab.host('b2'), lab, { peerupHome: true })
       const made = JSON.parse(
         await relay.peerup([
           'relay',

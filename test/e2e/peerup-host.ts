@@ -29,7 +29,8 @@ export class PeerupHost {
   readonly exe: string
   readonly env: Record<string, string>
 
-  constructor(host: LabHost, lab: Lab) {
+  /** With `peerupHome`, PEERUP_HOME points at `<dir>/node`, so commands need no --config. */
+  constructor(host: LabHost, lab: Lab, options: { peerupHome?: boolean } = {}) {
     this.host = host
     this.dir = path.join(lab.tmpDir, `peerup-${host.name}`)
     this.exe = path.join(this.dir, 'peerup')
@@ -40,6 +41,7 @@ export class PeerupHost {
       HOME: this.dir,
       PEERUP_CACHE_DIR: path.join(lab.tmpDir, 'cache'),
       PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
+      ...(options.peerupHome === true ? { PEERUP_HOME: path.join(this.dir, 'node') } : {}),
     }
   }
 
@@ -48,9 +50,17 @@ export class PeerupHost {
     return path.join(this.dir, 'node', 'config.yaml')
   }
 
+  /** Runs peerup to completion, whatever its exit code. */
+  run(args: string[], options: { timeoutMs?: number; env?: Record<string, string> } = {}) {
+    return this.host.run(this.exe, args, {
+      env: { ...this.env, ...options.env },
+      timeoutMs: options.timeoutMs ?? 60_000,
+    })
+  }
+
   /** Runs peerup to completion; throws unless it exits 0. */
   async peerup(args: string[], timeoutMs = 60_000): Promise<string> {
-    const r = await this.host.run(this.exe, args, { env: this.env, timeoutMs })
+    const r = await this.run(args, { timeoutMs })
     if (r.code !== 0) {
       throw new Error(`${this.host.name}: peerup ${args.join(' ')} exited ${r.code}: ${r.stderr}`)
     }

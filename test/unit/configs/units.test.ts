@@ -5,33 +5,8 @@
 
 import assert from 'node:assert/strict'
 import * as fs from 'node:fs/promises'
-import { PassThrough } from 'node:stream'
 import { describe, it } from 'node:test'
-import { buildProgram } from '../../../src/cli/program.ts'
-import { readEnv } from '../../../src/env.ts'
-
-class ParsedOk extends Error {}
-
-async function parsesOk(args: string[]): Promise<void> {
-  const out = new PassThrough()
-  const program = buildProgram({
-    programName: 'peerup',
-    stdout: out,
-    stderr: out,
-    stdin: new PassThrough(),
-    env: readEnv({ HOME: '/nonexistent' }),
-    cwd: '/',
-    signal: new AbortController().signal,
-  })
-  program.hook('preAction', () => {
-    throw new ParsedOk()
-  })
-  await assert.rejects(
-    program.parseAsync(args, { from: 'user' }),
-    ParsedOk,
-    `does not parse: ${args.join(' ')}`,
-  )
-}
+import { parsesOk } from '../../helpers/parse.ts'
 
 function directive(unit: string, key: string): string | undefined {
   return new RegExp(`^${key}=(.*)$`, 'm').exec(unit)?.[1]

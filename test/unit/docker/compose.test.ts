@@ -1,34 +1,8 @@
 import assert from 'node:assert/strict'
 import * as fs from 'node:fs/promises'
-import { PassThrough } from 'node:stream'
 import { describe, it } from 'node:test'
 import { parse } from 'yaml'
-import { buildProgram } from '../../../src/cli/program.ts'
-import { readEnv } from '../../../src/env.ts'
-
-class ParsedOk extends Error {}
-
-/** Parses a command line with the real program, stopping just before the command would run. */
-async function parsesOk(args: string[]): Promise<void> {
-  const out = new PassThrough()
-  const program = buildProgram({
-    programName: 'peerup',
-    stdout: out,
-    stderr: out,
-    stdin: new PassThrough(),
-    env: readEnv({ HOME: '/nonexistent' }),
-    cwd: '/',
-    signal: new AbortController().signal,
-  })
-  program.hook('preAction', () => {
-    throw new ParsedOk()
-  })
-  await assert.rejects(
-    program.parseAsync(args, { from: 'user' }),
-    ParsedOk,
-    `does not parse: peerup ${args.join(' ')}`,
-  )
-}
+import { parsesOk } from '../../helpers/parse.ts'
 
 describe('docker files', () => {
   it('every command line in compose.yaml parses', async () => {
