@@ -35,6 +35,31 @@ export const EXE = path.join(ROOT, 'dist', 'peerup')
 export const SERVERS = path.join(import.meta.dirname, 'servers.ts')
 export const CLIENT = path.join(import.meta.dirname, 'client.ts')
 export const LOADGEN = path.join(import.meta.dirname, 'loadgen.ts')
+export const MEMPROBE = path.join(import.meta.dirname, 'memprobe.cjs')
+
+/** The environment that preloads bench/memprobe.cjs, writing memory figures to `file`. */
+export function memprobeEnv(file: string): Record<string, string> {
+  return { NODE_OPTIONS: `--require ${MEMPROBE}`, PEERUP_BENCH_MEMFILE: file }
+}
+
+/** What bench/memprobe.cjs last wrote, in MB; undefined when it has not written. */
+export function readMemprobe(
+  file: string,
+): { heapUsed: number; heapTotal: number; external: number; arrayBuffers: number; rss: number } | undefined {
+  try {
+    const m = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, number>
+    const mb = (k: string) => (m[k] ?? Number.NaN) / 1e6
+    return {
+      heapUsed: mb('heapUsed'),
+      heapTotal: mb('heapTotal'),
+      external: mb('external'),
+      arrayBuffers: mb('arrayBuffers'),
+      rss: mb('rss'),
+    }
+  } catch {
+    return undefined
+  }
+}
 
 /** Ports of the lab's services. */
 export const PORTS = {
@@ -152,6 +177,8 @@ export interface BenchRelay {
   peerId: string
   address: string
   process: LabProcess
+  /** Where bench/memprobe.cjs in the relay writes its memory figures. */
+  memFile: string
   /** (Re)starts `relay serve`, optionally with extra environment (NODE_OPTIONS for a profile). */
   start(env?: Record<string, string>): Promise<void>
 }
@@ -179,8 +206,12 @@ async function setupRelay(
     peerId: info.peerId,
     address: `/ip4/${node.host.ip}/tcp/${PORTS.relay}/p2p/${info.peerId}`,
     process: undefined as unknown as LabProcess,
+    memFile: path.join(node.dir, 'mem.json'),
     async start(env = {}) {
-      relay.process = node.spawn(['relay', 'serve', '--config', config], `relay:${hostName}`, env)
+      relay.process = node.spawn(['relay', 'serve', '--config', config], `relay:${hostName}`, {
+        ...memprobeEnv(path.join(node.dir, 'mem.json')),
+        ...env,
+      })
       await node.host.waitForPort(PORTS.relay, { ip: node.host.ip, timeoutMs: 20_000 })
     },
   }
@@ -393,7 +424,10 @@ async function populate(
   ): Promise<LabProcess> => {
     await daemons[name]?.stop(10_000)
     const n = nodes[name]
-    const proc = n.spawn(['daemon', '--config', n.config, '--log-level', 'info'], `daemon-${name}`, env)
+    const proc = n.spawn(['daemon', '--config', n.config, '--log-level', 'info'], `daemon-${name}`, {
+      ...memprobeEnv(path.join(n.dir, 'mem.json')),
+      ...env,
+    })
     daemons[name] = proc
     await proc.waitForOutput(/"msg":"reservation held"/, 60_000)
     // Ready when its socket answers.

@@ -17,12 +17,18 @@ export async function measureLatency(ctx: BenchContext): Promise<void> {
   for (let run = 0; run < settings.runs; run++) {
     const order = endpoints.map((_, i) => endpoints[(i + run) % endpoints.length] as Endpoint)
     for (const e of order) {
-      const r = await runClient<{ rttMs: number[] }>(
-        bl,
-        e.host,
-        ['latency', e.ip, e.port, settings.latencyRoundTrips, settings.latencyBytes, 50],
-        { timeoutMs: 300_000 },
-      )
+      let r: { rttMs: number[] }
+      try {
+        r = await runClient<{ rttMs: number[] }>(
+          bl,
+          e.host,
+          ['latency', e.ip, e.port, settings.latencyRoundTrips, settings.latencyBytes, 50],
+          { timeoutMs: 300_000 },
+        )
+      } catch (err) {
+        results.note(`latency ${e.label} [${e.path}] run ${run + 1} FAILED: ${(err as Error).message}`)
+        continue
+      }
       p50.get(e.id)?.push(percentile(r.rttMs, 50))
       p99.get(e.id)?.push(percentile(r.rttMs, 99))
       log(
@@ -35,6 +41,10 @@ export async function measureLatency(ctx: BenchContext): Promise<void> {
       ['p50', p50],
       ['p99', p99],
     ] as const) {
+      if ((values.get(e.id) ?? []).length === 0) {
+        results.fail(`latency ${which} ${e.label} [${e.path}]`, new Error('every run failed'))
+        continue
+      }
       results.add({
         id: `latency.${e.id}.${which}`,
         group: `latency ${which}`,

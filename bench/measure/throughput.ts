@@ -31,8 +31,13 @@ export async function measureThroughput(ctx: BenchContext): Promise<void> {
   const relaySeen: number[] = []
   const mb = settings.throughputBytes / 1e6
   // One untimed transfer per path first: the JIT of every process on it warms up.
+  const failures = new Map<string, string[]>(endpoints.map((e) => [e.id, []]))
   for (const e of endpoints) {
-    await runClient(bl, e.host, ['throughput', e.ip, e.port, 16 * 2 ** 20, 100], { timeoutMs: 300_000 })
+    try {
+      await runClient(bl, e.host, ['throughput', e.ip, e.port, 16 * 2 ** 20, 100], { timeoutMs: 300_000 })
+    } catch (err) {
+      failures.get(e.id)?.push(`warm-up: ${(err as Error).message}`)
+    }
   }
   for (let run = 0; run < settings.runs; run++) {
     const order = endpoints.map((_, i) => endpoints[(i + run) % endpoints.length] as Endpoint)
@@ -40,12 +45,20 @@ export async function measureThroughput(ctx: BenchContext): Promise<void> {
       const procs = e.kind === 'peerup' ? carriers(ctx, e) : []
       const cpuBefore = procs.map(([, pid]) => cpuSeconds(pid))
       const relayBefore = e.path === 'direct' && e.kind === 'peerup' ? await bl.relayBytes() : 0
-      const r = await runClient<{ bytes: number; seconds: number }>(
-        bl,
-        e.host,
-        ['throughput', e.ip, e.port, settings.throughputBytes, run + 1],
-        { timeoutMs: 600_000 },
-      )
+      let r: { bytes: number; seconds: number }
+      try {
+        r = await runClient<{ bytes: number; seconds: number }>(
+          bl,
+          e.host,
+          ['throughput', e.ip, e.port, settings.throughputBytes, run + 1],
+          { timeoutMs: 600_000 },
+        )
+      } catch (err) {
+        // A failed transfer is a result too: it is counted and reported, and the other runs go on.
+        failures.get(e.id)?.push(`run ${run + 1}: ${(err as Error).message}`)
+        log(`throughput run ${run + 1}/${settings.runs} ${e.id}: FAILED ${(err as Error).message}`)
+        continue
+      }
       const rate = mb / r.seconds
       mbps.get(e.id)?.push(rate)
       if (e.path === 'direct' && e.kind === 'peerup') {
@@ -64,19 +77,34 @@ export async function measureThroughput(ctx: BenchContext): Promise<void> {
   }
   for (const e of endpoints) {
     const byProc = cpu.get(e.id)
-    const cpuNote =
-      byProc === undefined
-        ? undefined
-        : `CPU (cores busy): ${[...byProc].map(([name, v]) => `${name} ${(v.reduce((x, y) => x + y, 0) / v.length).toFixed(2)}`).join(', ')}`
+    const failed = failures.get(e.id) ?? []
+    const notes = [
+      ...(byProc === undefined
+        ? []
+        : [
+            `CPU (cores busy): ${[...byProc].map(([name, v]) => `${name} ${(v.reduce((x, y) => x + y, 0) / v.length).toFixed(2)}`).join(', ')}`,
+          ]),
+      ...(failed.length === 0 ? [] : [`${failed.length} transfer(s) FAILED (see notes)`]),
+    ]
+    if (failed.length > 0) {
+      results.note(
+        `throughput ${e.label} [${e.path}]: ${failed.length} transfer(s) failed: ${failed.join('; ')}`,
+      )
+    }
+    const values = mbps.get(e.id) ?? []
+    if (values.length === 0) {
+      results.fail(`throughput ${e.label} [${e.path}]`, new Error('every transfer failed'))
+      continue
+    }
     results.add({
       id: `throughput.${e.id}`,
       group: 'throughput',
       label: e.label,
       path: e.path,
       unit: 'MB/s',
-      values: mbps.get(e.id) ?? [],
+      values,
       better: 'higher',
-      ...(cpuNote === undefined ? {} : { note: cpuNote }),
+      ...(notes.length === 0 ? {} : { note: notes.join('; ') }),
     })
   }
   if (relaySeen.length > 0) {
