@@ -153,6 +153,8 @@ export function renderSvg(results: Results): string {
   const barW = 360
   const width = labelW + barW + 120
   const parts: string[] = []
+  // Grid lines go under the bars.
+  const grid: string[] = []
   let y = 30
   const title = (text: string) => {
     parts.push(`<text x="10" y="${y}" font-size="15" font-weight="bold">${esc(text)}</text>`)
@@ -161,8 +163,8 @@ export function renderSvg(results: Results): string {
   const axis = (ticks: number[], pos: (v: number) => number, unit: string, top: number, bottom: number) => {
     for (const t of ticks) {
       const x = labelW + pos(t)
-      parts.push(`<line x1="${x}" y1="${top}" x2="${x}" y2="${bottom}" stroke="#e2e8f0"/>`)
-      parts.push(
+      grid.push(`<line x1="${x}" y1="${top}" x2="${x}" y2="${bottom}" stroke="#e2e8f0"/>`)
+      grid.push(
         `<text x="${x}" y="${bottom + 14}" font-size="10" text-anchor="middle" fill="#4a5568">${t}${unit}</text>`,
       )
     }
@@ -186,7 +188,9 @@ export function renderSvg(results: Results): string {
     parts.push(
       `<line x1="${(labelW + tPos(f.min)).toFixed(1)}" y1="${y - rowH / 2 + 1}" x2="${(labelW + tPos(f.max)).toFixed(1)}" y2="${y - rowH / 2 + 1}" stroke="#1a202c"/>`,
     )
-    parts.push(`<text x="${(labelW + w + 6).toFixed(1)}" y="${y - 6}" font-size="11">${fmt(f.median)}</text>`)
+    parts.push(
+      `<text x="${(labelW + Math.max(w, tPos(f.max)) + 6).toFixed(1)}" y="${y - 6}" font-size="11">${fmt(f.median)}</text>`,
+    )
   }
   axis(
     Array.from({ length: decades + 1 }, (_, i) => 10 ** i),
@@ -247,6 +251,7 @@ export function renderSvg(results: Results): string {
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${y}" viewBox="0 0 ${width} ${y}" font-family="sans-serif">`,
     `<rect width="100%" height="100%" fill="white"/>`,
+    ...grid,
     ...parts,
     '</svg>',
     '',

@@ -222,6 +222,8 @@ async function main(): Promise<number> {
     checkTargets(results, settings, quick)
   } finally {
     if (lab !== undefined) {
+      // What every process of the lab printed, for looking into a failure after the fact.
+      fs.writeFileSync(path.join(outDir, 'lab.log'), lab.dumpLogs())
       log('stopping the lab')
       await lab.close()
       const left = sh('ip', ['netns', 'list'])
