@@ -140,6 +140,29 @@ export function cpuSeconds(pid: number | undefined): number {
   }
 }
 
+/**
+ * CPU seconds used so far by every process inside the lab's namespaces (found by their network
+ * namespace), daemons, relay, ssh, sshd, the bench's client and server alike: a path's total cost.
+ */
+export function labCpuSeconds(namespaces: readonly string[]): number {
+  const inodes = new Set<string>()
+  for (const ns of namespaces) {
+    try {
+      inodes.add(`net:[${fs.statSync(`/run/netns/${ns}`).ino}]`)
+    } catch {}
+  }
+  let total = 0
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      if (inodes.has(fs.readlinkSync(`/proc/${entry}/ns/net`))) {
+        total += cpuSeconds(Number(entry))
+      }
+    } catch {}
+  }
+  return total
+}
+
 /** Sleeps. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms))

@@ -6,7 +6,7 @@
  * @packageDocumentation
  */
 
-import { type BenchContext, cpuSeconds, runClient } from '../context.ts'
+import { type BenchContext, cpuSeconds, labCpuSeconds, runClient } from '../context.ts'
 import type { Endpoint } from '../lab-setup.ts'
 
 /** The processes that carry a path's bytes, for the CPU each one spends per transferred MB. */
@@ -32,6 +32,7 @@ export async function measureThroughput(ctx: BenchContext): Promise<void> {
   const mb = settings.throughputBytes / 1e6
   // One untimed transfer per path first: the JIT of every process on it warms up.
   const failures = new Map<string, string[]>(endpoints.map((e) => [e.id, []]))
+  const labCpu = new Map<string, number[]>(endpoints.map((e) => [e.id, []]))
   for (const e of endpoints) {
     try {
       await runClient(bl, e.host, ['throughput', e.ip, e.port, 16 * 2 ** 20, 100], { timeoutMs: 300_000 })
@@ -45,6 +46,7 @@ export async function measureThroughput(ctx: BenchContext): Promise<void> {
       const procs = e.kind === 'peerup' ? carriers(ctx, e) : []
       const cpuBefore = procs.map(([, pid]) => cpuSeconds(pid))
       const relayBefore = e.path === 'direct' && e.kind === 'peerup' ? await bl.relayBytes() : 0
+      const labBefore = labCpuSeconds(bl.lab.namespaces)
       let r: { bytes: number; seconds: number }
       try {
         r = await runClient<{ bytes: number; seconds: number }>(
@@ -61,6 +63,7 @@ export async function measureThroughput(ctx: BenchContext): Promise<void> {
       }
       const rate = mb / r.seconds
       mbps.get(e.id)?.push(rate)
+      labCpu.get(e.id)?.push(((labCpuSeconds(bl.lab.namespaces) - labBefore) * 1000) / mb)
       if (e.path === 'direct' && e.kind === 'peerup') {
         relaySeen.push((await bl.relayBytes()) - relayBefore)
       }
@@ -105,6 +108,20 @@ export async function measureThroughput(ctx: BenchContext): Promise<void> {
       values,
       better: 'higher',
       ...(notes.length === 0 ? {} : { note: notes.join('; ') }),
+    })
+  }
+  // CPU per MB over the whole path: with every process on two cores, throughput is its inverse.
+  for (const e of endpoints) {
+    const values = labCpu.get(e.id) ?? []
+    if (values.length === 0) continue
+    results.add({
+      id: `cpu.${e.id}`,
+      group: 'cpu per MB',
+      label: e.label,
+      path: e.path,
+      unit: 'ms/MB',
+      values,
+      better: 'lower',
     })
   }
   if (relaySeen.length > 0) {
