@@ -43,16 +43,18 @@ export function renderMarkdown(results: Results): string {
     title: string,
     ids: (f: Figure) => boolean,
     extra?: { head: string; cell: (f: Figure) => string },
+    byPath = true,
   ) => {
     const figs = results.figures.filter(ids)
     if (figs.length === 0) return
+    const extraCols = extra === undefined ? 0 : extra.head.split('|').length
     out.push(
       `### ${title}`,
       '',
       `| path | way | median | min–max | runs |${extra === undefined ? '' : ` ${extra.head} |`} notes |`,
-      `|---|---|---|---|---|${extra === undefined ? '' : '---|'}---|`,
+      `|---|---|---|---|---|${'---|'.repeat(extraCols)}---|`,
     )
-    const sorted = [...figs].sort((x, y) => order(x.path) - order(y.path))
+    const sorted = byPath ? [...figs].sort((x, y) => order(x.path) - order(y.path)) : figs
     for (const f of sorted) {
       out.push(
         `| ${f.path} | ${esc(f.label)} | ${fmt(f.median)} ${f.unit} | ${range(f)} | ${f.values.length} |${extra === undefined ? '' : ` ${extra.cell(f)} |`} ${esc(f.note ?? '')} |`,
@@ -74,25 +76,49 @@ export function renderMarkdown(results: Results): string {
     },
   })
   groupTable(
-    'Request/response latency, 64-byte messages, one connection',
-    (f) => f.group.startsWith('latency'),
+    'CPU per MB moved, summed over every process in the lab (client, server, daemons, relay, ssh, sshd)',
+    (f) => f.group === 'cpu per MB',
     {
-      head: 'above raw',
+      head: '× ssh',
       cell: (f) => {
-        const r = baselineOf(f, 'raw')
-        return r === undefined || r === f ? '' : `+${fmt(f.median - r.median)} ms`
+        const s = baselineOf(f, 'ssh')
+        return s === undefined ? '' : `${(f.median / s.median).toFixed(f.median < s.median ? 2 : 1)}×`
       },
     },
   )
+  const p50s = results.figures
+    .filter((f) => f.group === 'latency p50')
+    .sort((x, y) => order(x.path) - order(y.path))
+  if (p50s.length > 0) {
+    out.push(
+      '### Request/response latency, 64-byte messages, one connection',
+      '',
+      '| path | way | p50 median | p50 min–max | p99 median | p99 min–max | runs | p50 above raw |',
+      '|---|---|---|---|---|---|---|---|',
+    )
+    for (const f of p50s) {
+      const q = results.get(f.id.replace(/\.p50$/, '.p99'))
+      const r = baselineOf(f, 'raw')
+      out.push(
+        `| ${f.path} | ${esc(f.label)} | ${fmt(f.median)} ms | ${range(f)} | ${q === undefined ? '' : `${fmt(q.median)} ms`} | ${q === undefined ? '' : range(q)} | ${f.values.length} | ${r === undefined || r === f ? '' : `+${fmt(f.median - r.median)} ms`} |`,
+      )
+    }
+    out.push('')
+  }
   groupTable('Time to first byte (SSH banner) of a new connection', (f) => f.group === 'ttfb')
   groupTable(
     'Whole ssh sessions (`ssh … true`: connect, key exchange, log in, run, exit)',
     (f) => f.group === 'ssh session',
   )
   groupTable('`peerup ping`: time to the first reply', (f) => f.group === 'ping')
-  groupTable('Memory (RSS)', (f) => f.group === 'memory')
-  groupTable('Command wall time', (f) => f.group === 'cli')
-  groupTable('Relay capacity (relay2, limits raised in its config)', (f) => f.group === 'capacity')
+  groupTable('Memory (RSS)', (f) => f.group === 'memory', undefined, false)
+  groupTable('Command wall time', (f) => f.group === 'cli', undefined, false)
+  groupTable(
+    'Relay capacity (relay2, limits raised in its config)',
+    (f) => f.group === 'capacity',
+    undefined,
+    false,
+  )
 
   if (results.profiles.length > 0) {
     out.push('### CPU profiles (self time, idle excluded)', '')
