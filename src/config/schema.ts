@@ -298,6 +298,7 @@ export const relayConfigSchema = z.strictObject({
     max_reservations: z.number().int().min(1).default(2048),
     max_reservations_per_ip: z.number().int().min(1).default(128),
     max_circuits: z.number().int().min(1).default(1024),
+    max_connections: z.number().int().min(16).default(4096),
     reservation_ttl: durationMs(60_000).default(3_600_000),
     session_duration: durationMs().default(0),
     session_data_limit: byteSize.default(0),

@@ -72,6 +72,8 @@ export function baseLibp2pOptions(options: {
   agent: string
   dhtServer: boolean
   transports?: Libp2pOptions['transports']
+  /** Connections open at once; libp2p's default (300) is a node's, far too few for a relay. */
+  maxConnections?: number
 }): Libp2pOptions<BaseServices> {
   return {
     privateKey: options.privateKey,
@@ -85,6 +87,7 @@ export function baseLibp2pOptions(options: {
       // Many peers behind one NAT, or every node of a test on 127.0.0.1, share an address: the
       // default of 5 inbound connections per second per host refuses them.
       inboundConnectionThreshold: 100,
+      ...(options.maxConnections === undefined ? {} : { maxConnections: options.maxConnections }),
     },
     // One lost ping under load must not abort a connection carrying SSH sessions; yamux keep-alive
     // and TCP notice a dead link (PITFALLS: connection monitor).

@@ -152,6 +152,9 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
     gater,
     agent: `${RELAY_AGENT}/${VERSION}`,
     dhtServer: true,
+    // From the 301st peer on, libp2p's default reset every new connection (measured: 300
+    // reservations and 150 circuits at most).
+    maxConnections: config.resources.max_connections,
   })
   if (config.network.announce_addresses.length > 0) {
     base.addresses = { ...base.addresses, announce: config.network.announce_addresses }
