@@ -22,7 +22,7 @@ import {
   startProxy,
 } from '../../helpers/libp2p-pair.ts'
 
-configureLogging({ level: 'error' })
+configureLogging({ level: (process.env.PEERUP_TEST_LOG as 'debug' | undefined) ?? 'error' })
 
 const MiB = 1024 * 1024
 
@@ -283,4 +283,63 @@ test('service handler close() resets its sessions and refuses new ones', { timeo
   const late = await connectTcp(t, listener.address.port)
   assert.equal((await socketFailure(late)).code, 'ECONNRESET')
   assert.equal(serviceSockets.length, 1, 'no new session reached the service')
+})
+
+test('a service that closes after its reply (like sshd) ends cleanly on both sides, no reset', {
+  timeout: 20_000,
+}, async (t) => {
+  const events = recorder<ServiceEvent>()
+  const listenerEvents = recorder<ListenerEvent>()
+  const { listener } = await startProxy(t, {
+    // Reads the request, answers, and closes its socket entirely: the way a server ends a session.
+    onServiceSocket: (socket) => {
+      socket.once('data', () => socket.end('reply and bye\n', () => socket.destroy()))
+    },
+    onServiceEvent: events.push,
+    onListenerEvent: listenerEvents.push,
+  })
+  const client = await connectTcp(t, listener.address.port)
+  client.write('request\n')
+  const received = receiveAll(client)
+  const reply = await received
+  assert.equal(reply.bytes, 'reply and bye\n'.length)
+  // The client half-closes only after it has read the whole reply (as ssh does after exit-status).
+  client.end()
+  const closed = await events.next('closed')
+  assert.equal(closed.result.reset, false, String(closed.result.error))
+  const clientSide = await listenerEvents.next('closed')
+  assert.equal(clientSide.result.reset, false, String(clientSide.result.error))
+})
+
+test('data sent to a service that has closed is answered with a reset', { timeout: 20_000 }, async (t) => {
+  const events = recorder<ServiceEvent>()
+  const { listener } = await startProxy(t, {
+    onServiceSocket: (socket) => {
+      socket.once('data', () => socket.end('bye\n', () => socket.destroy()))
+    },
+    onServiceEvent: events.push,
+  })
+  const client = await connectTcp(t, listener.address.port)
+  // 'close', whatever error comes first (once() would reject on the client's EPIPE/ECONNRESET).
+  const gone = new Promise<void>((resolve) => client.once('close', () => resolve()))
+  client.write('first\n')
+  client.resume()
+  await once(client, 'end')
+  // The service is gone (the client saw its FIN): more data cannot be delivered, and the peer is
+  // told with a reset, as a TCP stack would answer it — not silently dropped.
+  // As with TCP, the first write after the close is taken and answered with a reset by the
+  // service's host; the writes after it fail. The client keeps writing until it is reset.
+  let writing = true
+  gone.then(() => {
+    writing = false
+  })
+  const pump = (): void => {
+    if (writing && !client.destroyed) {
+      client.write(Buffer.alloc(1024, 1), () => setImmediate(pump))
+    }
+  }
+  pump()
+  const closed = await events.next('closed')
+  assert.equal(closed.result.reset, true)
+  await gone
 })
