@@ -16,6 +16,7 @@ import type { Logger } from '../log/index.ts'
 import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
 import { withRetry } from '../proxy/backoff.ts'
 import { SERVICE_DIAL_OPTIONS } from '../proxy/constants.ts'
+import { flowControlledProtocol } from '../proxy/flow.ts'
 import { ServiceRegistry } from '../proxy/registry.ts'
 import { serviceProtocolId } from './constants.ts'
 import { PeerRefusedError, ServiceRefusedError } from './errors.ts'
@@ -295,7 +296,13 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
       async () => {
         const reached = await reach(peer, opts.signal)
         try {
-          const stream = await reached.connection.newStream(protocol, {
+          // A WebRTC stream has no backpressure: the service is framed with flow control there
+          // (src/proxy/flow.ts); a peer without it is asked for the plain protocol.
+          const protocols =
+            classifyConnection(reached.connection).transport === 'webrtc'
+              ? [flowControlledProtocol(service), protocol]
+              : [protocol]
+          const stream = await reached.connection.newStream(protocols, {
             ...SERVICE_DIAL_OPTIONS,
             ...(opts.signal === undefined ? {} : { signal: opts.signal }),
           })

@@ -14,6 +14,16 @@ import type { Duplex, Readable, Writable } from 'node:stream'
 import type { Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 import type { Logger } from '../log/index.ts'
 import { LocalClosedError, TransferInterruptedError } from './errors.ts'
+import {
+  creditFrame,
+  dataFrame,
+  FLOW_CREDIT_BATCH_BYTES,
+  FLOW_MAX_FRAME_BYTES,
+  FLOW_WINDOW_BYTES,
+  FrameParser,
+  finFrame,
+  isFlowControlled,
+} from './flow.ts'
 
 /**
  * A byte direction, seen from the local side: `'in'` came from the remote peer (stream → local),
@@ -29,6 +39,11 @@ export interface BridgeOptions {
   signal?: AbortSignal
   /** Called for every chunk moved, for byte counters. Must not throw. */
   onBytes?: (direction: Direction, n: number) => void
+  /**
+   * Frame the bytes with credit-based flow control (src/proxy/flow.ts). Default: when the stream's
+   * protocol is a `/fc/` one, which is how both ends agree on it.
+   */
+  flowControl?: boolean
 }
 
 /** How a bridged connection ended. */
@@ -126,6 +141,14 @@ export function join(local: LocalEnd, stream: Stream, options: BridgeOptions = {
   let streamPausedByUs = false
   let resuming = false
   let pauseAfterResume = false
+  // Flow control (src/proxy/flow.ts): bytes we may still send, bytes waiting for credit, bytes
+  // written out locally since our last CREDIT.
+  const fc = options.flowControl ?? isFlowControlled(stream.protocol)
+  const parser = fc ? new FrameParser() : undefined
+  let credit = FLOW_WINDOW_BYTES
+  const pendingOut: Uint8Array[] = []
+  let closeAfterFlush = false
+  let consumedSinceCredit = 0
 
   const finish = (reset: boolean, error?: Error): void => {
     if (settled) {
@@ -181,17 +204,69 @@ export function join(local: LocalEnd, stream: Stream, options: BridgeOptions = {
   }
 
   const maybeDone = (): void => {
-    if (outDone && inDone) {
-      finish(false)
+    if (!(outDone && inDone)) {
+      return
     }
+    if (!fc) {
+      finish(false)
+      return
+    }
+    // With flow control the ends were FIN frames (credit had to flow after them): both are done,
+    // so the stream itself is closed now, after what is queued on it.
+    closingOurselves = true
+    stream.close().then(
+      () => finish(false),
+      (err: unknown) =>
+        fail(new TransferInterruptedError('stream closed before local data was sent', { cause: err })),
+    )
   }
 
   // ---- local → stream ----
+
+  // With flow control: send what the credit allows, keep the rest, and hold the local side until
+  // credit (and the stream's drain) lets more go.
+  const flushOut = (): void => {
+    while (pendingOut.length > 0 && credit > 0) {
+      const chunk = pendingOut[0] as Uint8Array
+      const n = Math.min(chunk.byteLength, credit, FLOW_MAX_FRAME_BYTES)
+      credit -= n
+      if (n === chunk.byteLength) {
+        pendingOut.shift()
+      } else {
+        pendingOut[0] = chunk.subarray(n)
+      }
+      try {
+        if (!stream.send(dataFrame(chunk.subarray(0, n)))) {
+          waitingForStreamDrain = true
+        }
+      } catch (err) {
+        fail(asError(err))
+        return
+      }
+    }
+    if (pendingOut.length > 0 || waitingForStreamDrain) {
+      readable.pause()
+      return
+    }
+    if (closeAfterFlush) {
+      closeAfterFlush = false
+      halfClose()
+      return
+    }
+    if (!localEnded) {
+      readable.resume()
+    }
+  }
 
   const onLocalData = (chunk: Buffer | string): void => {
     const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk
     bytesOut += buf.byteLength
     onBytes?.('out', buf.byteLength)
+    if (fc) {
+      pendingOut.push(buf)
+      flushOut()
+      return
+    }
     let more: boolean
     try {
       more = stream.send(buf)
@@ -211,12 +286,36 @@ export function join(local: LocalEnd, stream: Stream, options: BridgeOptions = {
   const onStreamDrain = (): void => {
     if (waitingForStreamDrain) {
       waitingForStreamDrain = false
-      readable.resume()
+      if (fc) {
+        flushOut()
+      } else {
+        readable.resume()
+      }
     }
   }
 
   const onLocalEnd = (): void => {
     localEnded = true
+    // Bytes still waiting for credit go first; the FIN follows them.
+    if (fc && (pendingOut.length > 0 || waitingForStreamDrain)) {
+      closeAfterFlush = true
+      return
+    }
+    halfClose()
+  }
+
+  const halfClose = (): void => {
+    if (fc) {
+      try {
+        stream.send(finFrame())
+      } catch (err) {
+        fail(asError(err))
+        return
+      }
+      outDone = true
+      maybeDone()
+      return
+    }
     closingOurselves = true
     // close() is the half-close: FIN after the queued data, the stream stays readable.
     stream.close().then(
@@ -232,8 +331,54 @@ export function join(local: LocalEnd, stream: Stream, options: BridgeOptions = {
 
   // ---- stream → local ----
 
+  // With flow control the stream is never paused (it could not be: that is why it is framed);
+  // credit is granted back as the payload is written out, which bounds what can arrive.
+  const onFramedMessage = (data: StreamMessageEvent['data']): void => {
+    let frames: ReturnType<FrameParser['push']>
+    try {
+      frames = (parser as FrameParser).push(data)
+    } catch (err) {
+      fail(asError(err))
+      return
+    }
+    for (const frame of frames) {
+      if (frame.type === 'credit') {
+        credit += frame.bytes
+        flushOut()
+        continue
+      }
+      if (frame.type === 'fin') {
+        remoteEnded = true
+        writable.end()
+        continue
+      }
+      const n = frame.payload.byteLength
+      bytesIn += n
+      onBytes?.('in', n)
+      writable.write(frame.payload, (err) => {
+        if (err != null || settled) {
+          return
+        }
+        consumedSinceCredit += n
+        if (consumedSinceCredit >= FLOW_CREDIT_BATCH_BYTES) {
+          const grant = consumedSinceCredit
+          consumedSinceCredit = 0
+          try {
+            stream.send(creditFrame(grant))
+          } catch {
+            // The stream is closing: nothing more will come that needs credit.
+          }
+        }
+      })
+    }
+  }
+
   const onStreamMessage = (evt: StreamMessageEvent): void => {
     const data = evt.data
+    if (fc) {
+      onFramedMessage(data)
+      return
+    }
     bytesIn += data.byteLength
     onBytes?.('in', data.byteLength)
     let more = true
@@ -293,6 +438,14 @@ export function join(local: LocalEnd, stream: Stream, options: BridgeOptions = {
     if (remoteEnded) {
       return
     }
+    if (fc) {
+      // The remote's end is its FIN frame; the stream ending before it is a cut. (After it, the
+      // stream ends when both sides closed it, which settles nothing more.)
+      if (stream.status !== 'reset' && stream.status !== 'aborted') {
+        fail(new TransferInterruptedError('the connection closed before the remote finished sending'))
+      }
+      return
+    }
     // abort() and a remote reset emit 'end' just before their 'close' event, which carries the error.
     if (stream.status === 'reset' || stream.status === 'aborted') {
       return
@@ -315,6 +468,13 @@ export function join(local: LocalEnd, stream: Stream, options: BridgeOptions = {
   const onStreamClose = (evt: StreamCloseEvent): void => {
     if (evt.error != null) {
       fail(evt.error)
+      return
+    }
+    if (fc) {
+      // Both sides close the stream only once both are done: a close before is a cut.
+      if (!(outDone && inDone)) {
+        fail(new TransferInterruptedError('the stream closed before the transfer finished'))
+      }
       return
     }
     // A clean close while the local side can still send means the connection went away under us.

@@ -11,6 +11,7 @@ import { ConflictError, NotFoundError } from '../errors.ts'
 import type { Logger } from '../log/index.ts'
 import type { Direction } from './bridge.ts'
 import { SERVICE_HANDLE_OPTIONS } from './constants.ts'
+import { flowControlledProtocol } from './flow.ts'
 import { createServiceHandler, type ServiceEvent, type ServiceHandler } from './service.ts'
 
 /** The protocol a service is offered on. */
@@ -78,7 +79,12 @@ export class ServiceRegistry {
     })
     this.#services.set(spec.name, { spec, handler })
     try {
-      await this.#node.handle(serviceProtocolFor(spec.name), handler, SERVICE_HANDLE_OPTIONS)
+      // The same service framed with flow control, for connections without backpressure (WebRTC).
+      await this.#node.handle(
+        [serviceProtocolFor(spec.name), flowControlledProtocol(spec.name)],
+        handler,
+        SERVICE_HANDLE_OPTIONS,
+      )
     } catch (err) {
       this.#services.delete(spec.name)
       throw err
@@ -101,7 +107,7 @@ export class ServiceRegistry {
     }
     this.#services.delete(name)
     await entry.handler.close()
-    await this.#node.unhandle(serviceProtocolFor(name))
+    await this.#node.unhandle([serviceProtocolFor(name), flowControlledProtocol(name)])
     this.#init.log.info('service removed', { service: name })
   }
 

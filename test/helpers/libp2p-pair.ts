@@ -17,6 +17,7 @@ import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 import { createLogger } from '../../src/log/index.ts'
 import { SERVICE_DIAL_OPTIONS, SERVICE_HANDLE_OPTIONS, YAMUX_OPTIONS } from '../../src/proxy/constants.ts'
+import { flowControlledProtocol } from '../../src/proxy/flow.ts'
 import { type ProxyListener, type ProxyListenerInit, startProxyListener } from '../../src/proxy/listener.ts'
 import { createServiceHandler, type ServiceEvent, type ServiceHandler } from '../../src/proxy/service.ts'
 
@@ -240,6 +241,8 @@ export interface ProxyFixtureOptions {
   localAddress?: string
   dialTimeoutMs?: number
   onListenerEvent?: ProxyListenerInit['onConnection']
+  /** Use the flow-controlled protocol (`/peerup/<name>/fc/1.0.0`, src/proxy/flow.ts). */
+  flowControl?: boolean
 }
 
 /** A running proxy and everything under it. */
@@ -254,7 +257,7 @@ export interface ProxyFixture {
 /** Nodes, a local TCP service, its handler and a client-side listener, all cleaned up after the test. */
 export async function startProxy(t: TestContext, options: ProxyFixtureOptions): Promise<ProxyFixture> {
   const name = options.name ?? 'test'
-  const protocol = `/peerup/${name}/1.0.0`
+  const protocol = options.flowControl === true ? flowControlledProtocol(name) : `/peerup/${name}/1.0.0`
   const log = createLogger('test.proxy')
   const pair = await createNodePair(t)
   const service = await startTcpServer(t, options.onServiceSocket)

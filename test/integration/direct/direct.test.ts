@@ -7,15 +7,23 @@
  */
 
 import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
 import * as net from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import type { Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
+import type { Uint8ArrayList } from 'uint8arraylist'
+import { createLogger } from '../../../src/log/index.ts'
 import { pingConnection, pingPeer, traceroutePeer } from '../../../src/p2p/diagnostics.ts'
 import type { PeerPath } from '../../../src/p2p/paths.ts'
 import type { NodeRuntime } from '../../../src/p2p/runtime.ts'
+import { dataFrame, FrameParser, isFlowControlled } from '../../../src/proxy/flow.ts'
+import { startProxyListener } from '../../../src/proxy/listener.ts'
 import { tempDir } from '../../helpers/cli.ts'
+import { receiveAll, sendRandom } from '../../helpers/libp2p-pair.ts'
 import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
+
+const MiB = 1024 * 1024
 
 describe('direct path upgrade', { timeout: 120_000 }, () => {
   let relay: TestRelay
@@ -56,9 +64,43 @@ describe('direct path upgrade', { timeout: 120_000 }, () => {
     nodes.lan = await peer('c', ['/ip4/127.0.0.1/tcp/0'])
     nodes.none = await peer('d', [])
     nodes.ping = await peer('e', ['/webrtc'])
+    // A slow reader and a fast writer, for the flow control of WebRTC streams.
+    slow = net.createServer({ allowHalfOpen: true }, (socket) => {
+      socket.on('error', () => {})
+      const hash = createHash('sha256')
+      let since = 0
+      socket.on('data', (chunk: Buffer) => {
+        hash.update(chunk)
+        since += chunk.length
+        if (since >= 512 * 1024) {
+          since = 0
+          socket.pause()
+          setTimeout(() => socket.resume(), 25)
+        }
+      })
+      socket.on('end', () => socket.end(hash.digest('hex')))
+    })
+    await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve))
+    cleanups.unshift(() => new Promise((resolve) => slow.close(resolve)))
+    fast = net.createServer({ allowHalfOpen: true }, (socket) => {
+      socket.on('error', () => {})
+      fastSent.push(sendRandom(socket, 32 * MiB))
+    })
+    await new Promise<void>((resolve) => fast.listen(0, '127.0.0.1', resolve))
+    cleanups.unshift(() => new Promise((resolve) => fast.close(resolve)))
+    const f = await peer('f', ['/webrtc'])
+    await f.addService('slow', `127.0.0.1:${(slow.address() as net.AddressInfo).port}`)
+    await f.addService('fast', `127.0.0.1:${(fast.address() as net.AddressInfo).port}`)
+    // Services are read at start: restart f with them.
+    await f.stop()
+    await (await f.start('daemon')).supervisor.waitForReservation(AbortSignal.timeout(20_000))
+    nodes.flow = f
   })
 
-  const nodes: Record<'webrtc' | 'lan' | 'none' | 'ping', TestNode> = {} as never
+  const nodes: Record<'webrtc' | 'lan' | 'none' | 'ping' | 'flow', TestNode> = {} as never
+  let slow: net.Server
+  let fast: net.Server
+  const fastSent: Array<Promise<string>> = []
 
   after(async () => {
     for (const fn of cleanups) {
@@ -108,6 +150,59 @@ describe('direct path upgrade', { timeout: 120_000 }, () => {
     assert.equal(counters.successes.webrtc, 1)
     assert.equal(counters.failures, 0)
     assert.equal(counters.timeToDirectMs.length, 1)
+  })
+
+  it('over WebRTC, a slow reader on either side holds the sender back: no reset, bytes intact', async (t) => {
+    const f = nodes.flow
+    await ra.reach(f.peerId)
+    await ra.paths.waitFor(f.peerId, direct('webrtc'), AbortSignal.timeout(30_000))
+    const listen = async (svc: string) => {
+      const l = await startProxyListener({
+        host: '127.0.0.1',
+        port: 0,
+        log: createLogger('proxy'),
+        openStream: async (signal) => {
+          const opened = await ra.openService(f.peerId, svc, { signal })
+          assert.equal(opened.path.transport, 'webrtc')
+          assert.equal(isFlowControlled(opened.stream.protocol), true)
+          return opened.stream
+        },
+      })
+      t.after(() => l.close())
+      return l.address.port
+    }
+    // Upload 32 MiB to a service that reads ~20 MB/s: without flow control the far end's stream
+    // buffer overflows and the stream is reset.
+    const up = net.connect({ host: '127.0.0.1', port: await listen('slow'), allowHalfOpen: true })
+    t.after(() => up.destroy())
+    let answer = ''
+    up.setEncoding('utf8').on('data', (d: string) => {
+      answer += d
+    })
+    const ended = new Promise<void>((resolve, reject) => {
+      up.once('end', () => resolve())
+      up.once('error', reject)
+    })
+    const want = await sendRandom(up, 32 * MiB)
+    await ended
+    // The service answers with the sha256 of what it read: all of it, in order.
+    assert.equal(answer, want)
+    // Download 32 MiB from a fast service into a client that reads slowly.
+    const down = net.connect({ host: '127.0.0.1', port: await listen('fast'), allowHalfOpen: true })
+    t.after(() => down.destroy())
+    down.end()
+    let since = 0
+    const received = receiveAll(down, (n) => {
+      since += n
+      if (since >= 512 * 1024) {
+        since = 0
+        down.pause()
+        setTimeout(() => down.resume(), 25)
+      }
+    })
+    const r = await received
+    assert.equal(r.bytes, 32 * MiB)
+    assert.equal(r.sha256, await fastSent.at(-1))
   })
 
   it('goes direct over TCP to a peer with an address on one of our networks', async () => {
@@ -194,12 +289,21 @@ describe('direct path upgrade', { timeout: 120_000 }, () => {
 })
 
 /** Sends `text` on an echo stream and resolves with what comes back. */
+/**
+ * Sends `text` on a service stream and resolves with what comes back: raw bytes, or DATA frames on
+ * a flow-controlled (`/fc/`) stream, which is what a WebRTC connection gets (src/proxy/flow.ts).
+ */
 function roundTrip(stream: Stream, text: string): Promise<string> {
   const want = Buffer.byteLength(text)
+  const framed = isFlowControlled(stream.protocol)
+  const parser = new FrameParser()
   let got = Buffer.alloc(0)
   return new Promise((resolve, reject) => {
-    const onMessage = (evt: { data: { subarray(): Uint8Array } }): void => {
-      got = Buffer.concat([got, evt.data.subarray()])
+    const onMessage = (evt: { data: Uint8Array | Uint8ArrayList }): void => {
+      const bytes = framed
+        ? Buffer.concat(parser.push(evt.data).flatMap((f) => (f.type === 'data' ? [f.payload] : [])))
+        : Buffer.from(evt.data.subarray())
+      got = Buffer.concat([got, bytes])
       if (got.length >= want) {
         stream.removeEventListener('message', onMessage as never)
         stream.removeEventListener('close', onClose)
@@ -209,7 +313,7 @@ function roundTrip(stream: Stream, text: string): Promise<string> {
     const onClose = (): void => reject(new Error(`stream closed before "${text}" came back`))
     stream.addEventListener('message', onMessage as never)
     stream.addEventListener('close', onClose)
-    stream.send(Buffer.from(text))
+    stream.send(framed ? dataFrame(Buffer.from(text)) : Buffer.from(text))
   })
 }
 

@@ -39,57 +39,63 @@ function fastSender(size: number) {
   return { state, onServiceSocket }
 }
 
-test('paused reader, fast sender: the sender is held back, memory stays bounded, no reset', {
-  timeout: 30_000,
-}, async (t) => {
-  const events: ServiceEvent[] = []
-  const sender = fastSender(128 * MiB)
-  const { listener } = await startProxy(t, {
-    onServiceSocket: sender.onServiceSocket,
-    onServiceEvent: (e) => events.push(e),
+for (const flowControl of [false, true]) {
+  const label = flowControl ? ' (flow-controlled frames)' : ''
+  test(`paused reader, fast sender: the sender is held back, memory stays bounded, no reset${label}`, {
+    timeout: 30_000,
+  }, async (t) => {
+    const events: ServiceEvent[] = []
+    const sender = fastSender(128 * MiB)
+    const { listener } = await startProxy(t, {
+      onServiceSocket: sender.onServiceSocket,
+      onServiceEvent: (e) => events.push(e),
+      flowControl,
+    })
+    const before = arrayBufferBytes()
+    const client = await connectTcp(t, listener.address.port)
+    client.pause()
+
+    // The event here is the absence of progress: nothing announces that a sender is blocked.
+    const written = await waitForStall(() => sender.state.written)
+    const held = arrayBufferBytes() - before
+    t.diagnostic(
+      `service blocked after ${(written / MiB).toFixed(1)} MiB; ${(held / MiB).toFixed(1)} MiB held in buffers`,
+    )
+    assert.ok(written < IN_FLIGHT_BOUND, `service wrote ${written} bytes to a reader that read nothing`)
+    assert.ok(held < MEMORY_BOUND, `${held} bytes of ArrayBuffers held while paused`)
+    assert.equal(events.filter((e) => e.type === 'closed').length, 0, 'the session is still open')
+
+    const received = await receiveAll(client)
+    assert.equal(received.bytes, 128 * MiB)
+    assert.equal(received.sha256, await sender.state.sent)
   })
-  const before = arrayBufferBytes()
-  const client = await connectTcp(t, listener.address.port)
-  client.pause()
 
-  // The event here is the absence of progress: nothing announces that a sender is blocked.
-  const written = await waitForStall(() => sender.state.written)
-  const held = arrayBufferBytes() - before
-  t.diagnostic(
-    `service blocked after ${(written / MiB).toFixed(1)} MiB; ${(held / MiB).toFixed(1)} MiB held in buffers`,
-  )
-  assert.ok(written < IN_FLIGHT_BOUND, `service wrote ${written} bytes to a reader that read nothing`)
-  assert.ok(held < MEMORY_BOUND, `${held} bytes of ArrayBuffers held while paused`)
-  assert.equal(events.filter((e) => e.type === 'closed').length, 0, 'the session is still open')
+  test(`slow reader: in-flight bytes stay bounded for the whole transfer${label}`, {
+    timeout: 30_000,
+  }, async (t) => {
+    const total = 64 * MiB
+    const sender = fastSender(total)
+    const { listener } = await startProxy(t, { onServiceSocket: sender.onServiceSocket, flowControl })
+    const client = await connectTcp(t, listener.address.port)
 
-  const received = await receiveAll(client)
-  assert.equal(received.bytes, 128 * MiB)
-  assert.equal(received.sha256, await sender.state.sent)
-})
-
-test('slow reader: in-flight bytes stay bounded for the whole transfer', { timeout: 30_000 }, async (t) => {
-  const total = 64 * MiB
-  const sender = fastSender(total)
-  const { listener } = await startProxy(t, { onServiceSocket: sender.onServiceSocket })
-  const client = await connectTcp(t, listener.address.port)
-
-  // Read 1 MiB, then stop for 20 ms: about 40 MB/s, well below what the proxy moves on loopback.
-  let read = 0
-  let sinceBreak = 0
-  let maxInFlight = 0
-  const received = receiveAll(client, (n) => {
-    read += n
-    sinceBreak += n
-    maxInFlight = Math.max(maxInFlight, sender.state.written - read)
-    if (sinceBreak >= MiB) {
-      sinceBreak = 0
-      client.pause()
-      setTimeout(() => client.resume(), 20)
-    }
+    // Read 1 MiB, then stop for 20 ms: about 40 MB/s, well below what the proxy moves on loopback.
+    let read = 0
+    let sinceBreak = 0
+    let maxInFlight = 0
+    const received = receiveAll(client, (n) => {
+      read += n
+      sinceBreak += n
+      maxInFlight = Math.max(maxInFlight, sender.state.written - read)
+      if (sinceBreak >= MiB) {
+        sinceBreak = 0
+        client.pause()
+        setTimeout(() => client.resume(), 20)
+      }
+    })
+    const result = await received
+    t.diagnostic(`max in flight ${(maxInFlight / MiB).toFixed(1)} MiB of ${total / MiB} MiB`)
+    assert.equal(result.bytes, total)
+    assert.equal(result.sha256, await sender.state.sent)
+    assert.ok(maxInFlight < IN_FLIGHT_BOUND, `${maxInFlight} bytes were in flight at once`)
   })
-  const result = await received
-  t.diagnostic(`max in flight ${(maxInFlight / MiB).toFixed(1)} MiB of ${total / MiB} MiB`)
-  assert.equal(result.bytes, total)
-  assert.equal(result.sha256, await sender.state.sent)
-  assert.ok(maxInFlight < IN_FLIGHT_BOUND, `${maxInFlight} bytes were in flight at once`)
-})
+}

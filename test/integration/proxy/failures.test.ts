@@ -143,42 +143,50 @@ test('peer not allowed: stream reset, local service never dialled', { timeout: 2
   assert.equal(service.accepted, 0, 'the local service was never dialled')
 })
 
-test('service resets mid-transfer: the client sees ECONNRESET', { timeout: 20_000 }, async (t) => {
-  const { listener } = await startProxy(t, {
-    onServiceSocket: (socket) => {
-      // Only once the session is up: a reset before that would be a failed dial, another test.
-      socket.once('data', () => {
-        sendRandom(socket, 2 * MiB, { end: false }).then(() => socket.resetAndDestroy())
-      })
-    },
+for (const flowControl of [false, true]) {
+  const label = flowControl ? ' (flow-controlled frames)' : ''
+  test(`service resets mid-transfer: the client sees ECONNRESET${label}`, { timeout: 20_000 }, async (t) => {
+    const { listener } = await startProxy(t, {
+      flowControl,
+      onServiceSocket: (socket) => {
+        // Only once the session is up: a reset before that would be a failed dial, another test.
+        socket.once('data', () => {
+          sendRandom(socket, 2 * MiB, { end: false }).then(() => socket.resetAndDestroy())
+        })
+      },
+    })
+    const client = await connectTcp(t, listener.address.port)
+    let received = 0
+    const receiving = receiveAll(client, (n) => {
+      received += n
+    })
+    client.write('go')
+    await assert.rejects(receiving, (err: NodeJS.ErrnoException) => err.code === 'ECONNRESET')
+    assert.ok(received > 0, 'the session was up before the reset')
   })
-  const client = await connectTcp(t, listener.address.port)
-  let received = 0
-  const receiving = receiveAll(client, (n) => {
-    received += n
-  })
-  client.write('go')
-  await assert.rejects(receiving, (err: NodeJS.ErrnoException) => err.code === 'ECONNRESET')
-  assert.ok(received > 0, 'the session was up before the reset')
-})
+}
 
-test('client resets mid-transfer: the service sees ECONNRESET', { timeout: 20_000 }, async (t) => {
-  // Wrapped in an object: resolving with the promise itself would adopt its rejection.
-  const { promise: serviceSide, resolve } = Promise.withResolvers<{ received: Promise<Received> }>()
-  const firstBytes = Promise.withResolvers<void>()
-  const { listener } = await startProxy(t, {
-    onServiceSocket: (socket) => resolve({ received: receiveAll(socket, () => firstBytes.resolve()) }),
+for (const flowControl of [false, true]) {
+  const label = flowControl ? ' (flow-controlled frames)' : ''
+  test(`client resets mid-transfer: the service sees ECONNRESET${label}`, { timeout: 20_000 }, async (t) => {
+    // Wrapped in an object: resolving with the promise itself would adopt its rejection.
+    const { promise: serviceSide, resolve } = Promise.withResolvers<{ received: Promise<Received> }>()
+    const firstBytes = Promise.withResolvers<void>()
+    const { listener } = await startProxy(t, {
+      flowControl,
+      onServiceSocket: (socket) => resolve({ received: receiveAll(socket, () => firstBytes.resolve()) }),
+    })
+    const client = await connectTcp(t, listener.address.port)
+    sendRandom(client, 64 * MiB, { end: false }).catch(() => {})
+    // Only once the session is up: a reset before that would only abort the stream opening.
+    await firstBytes.promise
+    client.resetAndDestroy()
+    await assert.rejects(
+      (await serviceSide).received,
+      (err: NodeJS.ErrnoException) => err.code === 'ECONNRESET',
+    )
   })
-  const client = await connectTcp(t, listener.address.port)
-  sendRandom(client, 64 * MiB, { end: false }).catch(() => {})
-  // Only once the session is up: a reset before that would only abort the stream opening.
-  await firstBytes.promise
-  client.resetAndDestroy()
-  await assert.rejects(
-    (await serviceSide).received,
-    (err: NodeJS.ErrnoException) => err.code === 'ECONNRESET',
-  )
-})
+}
 
 for (const how of ['aborted', 'closed gracefully'] as const) {
   test(`libp2p connection ${how} mid-transfer: both sides are reset`, { timeout: 20_000 }, async (t) => {
