@@ -35,8 +35,12 @@ export const DIRECT_TCP_TIMEOUT_MS = 3_000
  */
 export const DIRECT_WEBRTC_TIMEOUT_MS = 15_000
 
-/** First wait before trying again after a failure; doubles each time. */
-export const UPGRADE_RETRY_BASE_MS = 30_000
+/**
+ * First wait before trying again after a failure; doubles each time (5 s, 10 s, 20 s … 10 min). A
+ * first attempt can fail for a passing reason (a loaded machine, a NAT mapping not yet made), so
+ * the next one comes soon; a symmetric NAT costs a few ICE attempts before the waits grow long.
+ */
+export const UPGRADE_RETRY_BASE_MS = 5_000
 
 /** Longest wait between two attempts with one peer. */
 export const UPGRADE_RETRY_MAX_MS = 10 * 60_000

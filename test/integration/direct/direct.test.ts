@@ -88,7 +88,15 @@ describe('direct path upgrade', { timeout: 120_000 }, () => {
     })
     await new Promise<void>((resolve) => fast.listen(0, '127.0.0.1', resolve))
     cleanups.unshift(() => new Promise((resolve) => fast.close(resolve)))
+    // Sends 1 MiB, then resets: a failure on the far side, over WebRTC.
+    cut = net.createServer((socket) => {
+      socket.on('error', () => {})
+      socket.once('data', () => socket.write(Buffer.alloc(MiB, 3), () => socket.resetAndDestroy()))
+    })
+    await new Promise<void>((resolve) => cut.listen(0, '127.0.0.1', resolve))
+    cleanups.unshift(() => new Promise((resolve) => cut.close(resolve)))
     const f = await peer('f', ['/webrtc'])
+    await f.addService('cut', `127.0.0.1:${(cut.address() as net.AddressInfo).port}`)
     await f.addService('slow', `127.0.0.1:${(slow.address() as net.AddressInfo).port}`)
     await f.addService('fast', `127.0.0.1:${(fast.address() as net.AddressInfo).port}`)
     // Services are read at start: restart f with them.
@@ -100,6 +108,7 @@ describe('direct path upgrade', { timeout: 120_000 }, () => {
   const nodes: Record<'webrtc' | 'lan' | 'none' | 'ping' | 'flow', TestNode> = {} as never
   let slow: net.Server
   let fast: net.Server
+  let cut: net.Server
   const fastSent: Array<Promise<string>> = []
 
   after(async () => {
@@ -203,6 +212,23 @@ describe('direct path upgrade', { timeout: 120_000 }, () => {
     const r = await received
     assert.equal(r.bytes, 32 * MiB)
     assert.equal(r.sha256, await fastSent.at(-1))
+  })
+
+  it('over WebRTC, a reset of the service reaches the client as a reset', async (t) => {
+    const f = nodes.flow
+    await ra.paths.waitFor(f.peerId, direct('webrtc'), AbortSignal.timeout(30_000))
+    const l = await startProxyListener({
+      host: '127.0.0.1',
+      port: 0,
+      log: createLogger('proxy'),
+      openStream: async (signal) => (await ra.openService(f.peerId, 'cut', { signal })).stream,
+    })
+    t.after(() => l.close())
+    const client = net.connect({ host: '127.0.0.1', port: l.address.port, allowHalfOpen: true })
+    t.after(() => client.destroy())
+    client.on('error', () => {})
+    client.write('go')
+    await assert.rejects(receiveAll(client), (err: NodeJS.ErrnoException) => err.code === 'ECONNRESET')
   })
 
   it('goes direct over TCP to a peer with an address on one of our networks', async () => {
