@@ -77,8 +77,22 @@ export function framedEnd(socket: Duplex, head?: Buffer): FramedEnd {
     },
   })
 
+  // DATA payloads are handed on as their bytes arrive, not once a whole frame is in: a 1 MiB frame
+  // arriving in 64 KiB socket reads would otherwise be copied over and over while it is gathered.
+  let dataLeft = 0
   const parse = (): void => {
-    while (pending.length >= HEADER_BYTES && !gotFin && !gotReset) {
+    while (pending.length > 0 && !gotFin && !gotReset) {
+      if (dataLeft > 0) {
+        const n = Math.min(dataLeft, pending.length)
+        const piece = pending.subarray(0, n)
+        pending = pending.subarray(n)
+        dataLeft -= n
+        wantMore = readable.push(piece)
+        continue
+      }
+      if (pending.length < HEADER_BYTES) {
+        break
+      }
       const type = pending.readUInt8(0)
       const length = pending.readUInt32BE(1)
       if (length > MAX_FRAME_PAYLOAD || type > FRAME_RESET) {
@@ -87,14 +101,17 @@ export function framedEnd(socket: Duplex, head?: Buffer): FramedEnd {
         socket.destroy()
         return
       }
+      if (type === FRAME_DATA) {
+        pending = pending.subarray(HEADER_BYTES)
+        dataLeft = length
+        continue
+      }
       if (pending.length < HEADER_BYTES + length) {
-        return
+        break
       }
       const payload = pending.subarray(HEADER_BYTES, HEADER_BYTES + length)
       pending = pending.subarray(HEADER_BYTES + length)
-      if (type === FRAME_DATA) {
-        wantMore = readable.push(payload)
-      } else if (type === FRAME_FIN) {
+      if (type === FRAME_FIN) {
         gotFin = true
         readable.push(null)
         maybeClose()
