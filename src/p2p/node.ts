@@ -19,7 +19,12 @@ import { tcp } from '@libp2p/tcp'
 import type { webRTC } from '@libp2p/webrtc'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p, type Libp2pOptions } from 'libp2p'
-import { MAX_EARLY_STREAMS, MAX_READ_BUFFER_BYTES, YAMUX_OPTIONS } from '../proxy/constants.ts'
+import {
+  MAX_EARLY_STREAMS,
+  MAX_READ_BUFFER_BYTES,
+  type RELAY_YAMUX_OPTIONS,
+  YAMUX_OPTIONS,
+} from '../proxy/constants.ts'
 import { VERSION } from '../version.ts'
 import { dhtProtocol, NODE_AGENT } from './constants.ts'
 
@@ -74,6 +79,8 @@ export function baseLibp2pOptions(options: {
   transports?: Libp2pOptions['transports']
   /** Connections open at once; libp2p's default (300) is a node's, far too few for a relay. */
   maxConnections?: number
+  /** yamux settings; the nodes' {@link YAMUX_OPTIONS} by default (a relay passes its own). */
+  yamux?: typeof YAMUX_OPTIONS | typeof RELAY_YAMUX_OPTIONS
 }): Libp2pOptions<BaseServices> {
   return {
     privateKey: options.privateKey,
@@ -81,7 +88,7 @@ export function baseLibp2pOptions(options: {
     addresses: { listen: options.listen },
     transports: [tcp(), ...(options.transports ?? [])],
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux(YAMUX_OPTIONS)],
+    streamMuxers: [yamux(options.yamux ?? YAMUX_OPTIONS)],
     connectionGater: options.gater,
     connectionManager: {
       // Many peers behind one NAT, or every node of a test on 127.0.0.1, share an address: the

@@ -19,6 +19,7 @@ import type { Logger } from '../log/index.ts'
 import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
 import { RELAY_AGENT, RELAY_STOP_PROTOCOL } from '../p2p/constants.ts'
 import { type BaseServices, baseLibp2pOptions, type PeerupLibp2p } from '../p2p/node.ts'
+import { RELAY_YAMUX_OPTIONS } from '../proxy/constants.ts'
 import { VERSION } from '../version.ts'
 import { RelayStartError } from './errors.ts'
 import { relayGater } from './gater.ts'
@@ -155,6 +156,7 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
     // From the 301st peer on, libp2p's default reset every new connection (measured: 300
     // reservations and 150 circuits at most).
     maxConnections: config.resources.max_connections,
+    yamux: RELAY_YAMUX_OPTIONS,
   })
   if (config.network.announce_addresses.length > 0) {
     base.addresses = { ...base.addresses, announce: config.network.announce_addresses }
