@@ -49,13 +49,14 @@ export const YAMUX_OPTIONS = {
 } as const
 
 /**
- * The relay's stream window: 1 MiB rather than the nodes' 4 MiB. A relay holds up to a window per
- * direction per circuit while one side is slower than the other; measured relaying 1 GiB through
- * SSH (npm run bench, relay-memory): peak RSS 153/157 MB with 4 MiB, 152/151 with 2 MiB,
- * 141/146 with 1 MiB, at the same throughput on the lab. The price: one relayed stream is capped
- * near 1 MiB per round trip of its first hop (≈ 20 MB/s at 50 ms), more than most uplinks carry.
+ * The relay's stream window: 2 MiB rather than the nodes' 4 MiB. A relay holds up to a window per
+ * direction per circuit while one side is slower than the other. Measured in the bench lab
+ * (relaying 1 GiB through SSH, and 256 MiB relayed through `peerup daemon connect`): 4 MiB, peak
+ * RSS 153 MB at 143 MB/s; 2 MiB, 151 MB at 116 MB/s; 1 MiB, 141 MB at 105 MB/s. The price of a
+ * smaller window is also paid on long links: one relayed stream is capped near a window per
+ * round trip of its first hop (2 MiB at 50 ms ≈ 40 MB/s).
  */
-export const RELAY_STREAM_WINDOW_BYTES = 1024 * 1024
+export const RELAY_STREAM_WINDOW_BYTES = 2 * 1024 * 1024
 
 /** yamux settings of a relay (see {@link RELAY_STREAM_WINDOW_BYTES}). */
 export const RELAY_YAMUX_OPTIONS = {

@@ -16,6 +16,7 @@
 
 import type { Duplex } from 'node:stream'
 import { Readable, Writable } from 'node:stream'
+import { Uint8ArrayList } from 'uint8arraylist'
 
 /** Frame types. */
 export const FRAME_DATA = 0
@@ -57,7 +58,10 @@ export interface FramedEnd {
 
 /** Frames `socket` (after the HTTP upgrade; `head` = bytes that came with the 101). */
 export function framedEnd(socket: Duplex, head?: Buffer): FramedEnd {
-  let pending: Buffer = head !== undefined && head.length > 0 ? Buffer.from(head) : Buffer.alloc(0)
+  const pending = new Uint8ArrayList()
+  if (head !== undefined && head.length > 0) {
+    pending.append(Buffer.from(head))
+  }
   let gotFin = false
   let finSent = false
   let gotReset = false
@@ -77,41 +81,28 @@ export function framedEnd(socket: Duplex, head?: Buffer): FramedEnd {
     },
   })
 
-  // DATA payloads are handed on as their bytes arrive, not once a whole frame is in: a 1 MiB frame
-  // arriving in 64 KiB socket reads would otherwise be copied over and over while it is gathered.
-  let dataLeft = 0
+  // Received bytes are kept as a list of chunks, so a 1 MiB frame arriving in 64 KiB socket reads
+  // is copied once when complete, not again with every read; and a whole frame is handed on in one
+  // piece, since every write on the far side becomes its own yamux frame and noise message.
   const parse = (): void => {
-    while (pending.length > 0 && !gotFin && !gotReset) {
-      if (dataLeft > 0) {
-        const n = Math.min(dataLeft, pending.length)
-        const piece = pending.subarray(0, n)
-        pending = pending.subarray(n)
-        dataLeft -= n
-        wantMore = readable.push(piece)
-        continue
-      }
-      if (pending.length < HEADER_BYTES) {
-        break
-      }
-      const type = pending.readUInt8(0)
-      const length = pending.readUInt32BE(1)
+    while (pending.byteLength >= HEADER_BYTES && !gotFin && !gotReset) {
+      const type = pending.get(0)
+      const length = pending.getUint32(1)
       if (length > MAX_FRAME_PAYLOAD || type > FRAME_RESET) {
         gotReset = true
         readable.destroy(new FramingCutError('malformed frame from the daemon'))
         socket.destroy()
         return
       }
-      if (type === FRAME_DATA) {
-        pending = pending.subarray(HEADER_BYTES)
-        dataLeft = length
-        continue
-      }
-      if (pending.length < HEADER_BYTES + length) {
+      if (pending.byteLength < HEADER_BYTES + length) {
         break
       }
-      const payload = pending.subarray(HEADER_BYTES, HEADER_BYTES + length)
-      pending = pending.subarray(HEADER_BYTES + length)
-      if (type === FRAME_FIN) {
+      const bytes = pending.subarray(HEADER_BYTES, HEADER_BYTES + length)
+      const payload = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+      pending.consume(HEADER_BYTES + length)
+      if (type === FRAME_DATA) {
+        wantMore = readable.push(payload)
+      } else if (type === FRAME_FIN) {
         gotFin = true
         readable.push(null)
         maybeClose()
@@ -128,7 +119,7 @@ export function framedEnd(socket: Duplex, head?: Buffer): FramedEnd {
   }
 
   socket.on('data', (chunk: Buffer) => {
-    pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk])
+    pending.append(chunk)
     parse()
   })
   socket.on('end', () => {
