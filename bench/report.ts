@@ -275,7 +275,8 @@ export function renderSvg(results: Results): string {
   )
   y += 14
   return [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${y}" viewBox="0 0 ${width} ${y}" font-family="sans-serif">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${y}" viewBox="0 0 ${width} ${y}" font-family="sans-serif" role="img" aria-labelledby="title">`,
+    '<title id="title">peerup benchmarks: throughput and latency against raw TCP and OpenSSH</title>',
     `<rect width="100%" height="100%" fill="white"/>`,
     ...grid,
     ...parts,
