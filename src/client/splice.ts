@@ -85,6 +85,10 @@ export function splice(local: SpliceLocal, remote: Socket, head?: Buffer): Promi
   })
 
   readable.pipe(framed.writable)
-  framed.readable.pipe(writable)
+  // pipe() never ends process.stdout (nor stderr), whatever its `end` option says: with
+  // `proxy --stdio` the remote's end would never become our stdout's 'finish', and the session
+  // would never settle. End the local side here for every kind of writable.
+  framed.readable.pipe(writable, { end: false })
+  framed.readable.once('end', () => writable.end())
   return promise
 }

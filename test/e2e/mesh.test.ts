@@ -21,6 +21,23 @@ function vmRssKiB(pid: number): number {
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1])
 }
 
+const SESSION_CLOSED = /[^\n]*"msg":"service connection closed"[^\n]*/g
+
+/**
+ * Runs `fn` (which makes one ssh session to b) and returns how b's daemon logged that session's
+ * end. ssh hangs its ProxyCommand up (SIGHUP) as it exits: a session that ended well must still
+ * end in order at b, not with a reset.
+ */
+async function sessionEnd(daemon: LabProcess, fn: () => Promise<void>): Promise<{ reset: boolean }> {
+  const before = daemon.output().match(SESSION_CLOSED)?.length ?? 0
+  await fn()
+  await daemon.waitForOutput(
+    new RegExp(`(?:"msg":"service connection closed"[\\s\\S]*?){${before + 1}}`),
+    20_000,
+  )
+  return JSON.parse((daemon.output().match(SESSION_CLOSED) ?? [])[before] as string)
+}
+
 describe('peerup across two NATs', { skip, timeout: 600_000 }, () => {
   let lab: Lab
   let relay: PeerupHost
@@ -116,16 +133,21 @@ describe('peerup across two NATs', { skip, timeout: 600_000 }, () => {
       const proxyCommand = `${a.exe} --config ${a.config} proxy --stdio b ssh`
       await a.host.mustRun('sh', ['-c', `head -c ${100 * 1024 * 1024} /dev/urandom > ${file}`])
       const want = (await a.host.mustRun('sha256sum', [file])).stdout.split(' ')[0]
-      const r = await a.host.run(
-        'sh',
-        [
-          '-c',
-          `ssh ${sshd.sshArgs('b').join(' ')} -o 'ProxyCommand=${proxyCommand}' b 'cat > /tmp/peerup-e2e-payload && sha256sum /tmp/peerup-e2e-payload && rm /tmp/peerup-e2e-payload' < ${file}`,
-        ],
-        { timeoutMs: 180_000, env: a.env },
-      )
+      let r: Awaited<ReturnType<typeof a.host.run>> | undefined
+      const end = await sessionEnd(daemonB, async () => {
+        r = await a.host.run(
+          'sh',
+          [
+            '-c',
+            `ssh ${sshd.sshArgs('b').join(' ')} -o 'ProxyCommand=${proxyCommand}' b 'cat > /tmp/peerup-e2e-payload && sha256sum /tmp/peerup-e2e-payload && rm /tmp/peerup-e2e-payload' < ${file}`,
+          ],
+          { timeoutMs: 180_000, env: a.env },
+        )
+      })
+      assert.ok(r)
       assert.equal(r.code, 0, r.stderr)
       assert.equal(r.stdout.split(' ')[0], want)
+      assert.equal(end.reset, false, 'b saw the session end in order')
     })
   })
 
@@ -195,16 +217,21 @@ describe('peerup across two NATs', { skip, timeout: 600_000 }, () => {
       const daemonA = a.spawn(['daemon', '--config', a.config, '--log-level', 'debug'], 'daemon-a')
       try {
         await daemonA.waitForOutput(/"msg":"daemon started"/, 30_000)
-        const r = await a.host.run(
-          a.exe,
-          ['ssh', 'b', '--config', a.config, ...sshd.sshArgs('b'), 'echo via-daemon'],
-          {
-            env: a.env,
-            timeoutMs: 60_000,
-          },
-        )
+        let r: Awaited<ReturnType<typeof a.host.run>> | undefined
+        const end = await sessionEnd(daemonB, async () => {
+          r = await a.host.run(
+            a.exe,
+            ['ssh', 'b', '--config', a.config, ...sshd.sshArgs('b'), 'echo via-daemon'],
+            {
+              env: a.env,
+              timeoutMs: 60_000,
+            },
+          )
+        })
+        assert.ok(r)
         assert.equal(r.code, 0, r.stderr)
         assert.equal(r.stdout.trim(), 'via-daemon')
+        assert.equal(end.reset, false, 'b saw the session end in order')
         // The stream was the daemon's: its API saw the dial.
         await daemonA.waitForOutput(
           /"msg":"api request","method":"POST","path":"\/v1\/dial","status":101/,

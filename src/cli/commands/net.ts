@@ -59,6 +59,31 @@ async function withNode<T>(
  * Runs `daemon` with a client of the daemon serving this config, or `node` with a short-lived node
  * of our own when no daemon runs (or `--no-daemon`).
  */
+/** How long `proxy --stdio` stays after a SIGHUP to end its session in order. */
+const HANGUP_GRACE_MS = 2_000
+
+/**
+ * Runs a `proxy --stdio` session so that a SIGHUP does not end the process at once. OpenSSH sends
+ * its ProxyCommand SIGHUP as it exits (`ssh_kill_proxy_command()` in its cleanup), usually before
+ * the session's last bytes and our half-close have left for the peer: dying then turns a session
+ * that ended well into a reset at the peer (its log and audit read `reset: true`). ssh has closed
+ * our stdin by then, so the session ends by itself within a round trip; if it has not after
+ * {@link HANGUP_GRACE_MS}, the process exits (and the peer sees the reset it would have seen).
+ */
+async function outlastHangup<T>(fn: () => Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const onHup = (): void => {
+    timer ??= setTimeout(() => process.exit(129), HANGUP_GRACE_MS)
+  }
+  process.on('SIGHUP', onHup)
+  try {
+    return await fn()
+  } finally {
+    process.off('SIGHUP', onHup)
+    clearTimeout(timer)
+  }
+}
+
 async function withDaemonOrNode<T>(
   ctx: CliContext,
   opts: GlobalOptions & { logLevel?: string; daemon?: boolean },
@@ -326,40 +351,42 @@ export function registerNet(program: Command, ctx: CliContext): void {
             hint: `peerup proxy --stdio ${peer} ${service}`,
           })
         }
-        await withDaemonOrNode(
-          ctx,
-          opts,
-          async (client) => {
-            const { socket, head } = await client.dial(peer, service, ctx.signal)
-            const { splice } = await import('../../client/splice.ts')
-            const result = await splice(
-              {
-                readable: ctx.stdin,
-                writable: ctx.stdout,
-                reset: () => {
-                  ctx.stdin.destroy()
-                  ctx.stdout.destroy()
+        await outlastHangup(() =>
+          withDaemonOrNode(
+            ctx,
+            opts,
+            async (client) => {
+              const { socket, head } = await client.dial(peer, service, ctx.signal)
+              const { splice } = await import('../../client/splice.ts')
+              const result = await splice(
+                {
+                  readable: ctx.stdin,
+                  writable: ctx.stdout,
+                  reset: () => {
+                    ctx.stdin.destroy()
+                    ctx.stdout.destroy()
+                  },
                 },
-              },
-              socket,
-              head,
-            )
-            if (result.reset && result.error !== undefined) {
-              throw result.error
-            }
-          },
-          async (rt) => {
-            const { proxyStdio } = await loadStdioProxy()
-            const { stream } = await rt.openService(peer, service, { signal: ctx.signal })
-            const result = await proxyStdio(stream, {
-              stdin: ctx.stdin,
-              stdout: ctx.stdout,
-              log: createLogger('proxy'),
-            })
-            if (result.reset && result.error !== undefined) {
-              throw result.error
-            }
-          },
+                socket,
+                head,
+              )
+              if (result.reset && result.error !== undefined) {
+                throw result.error
+              }
+            },
+            async (rt) => {
+              const { proxyStdio } = await loadStdioProxy()
+              const { stream } = await rt.openService(peer, service, { signal: ctx.signal })
+              const result = await proxyStdio(stream, {
+                stdin: ctx.stdin,
+                stdout: ctx.stdout,
+                log: createLogger('proxy'),
+              })
+              if (result.reset && result.error !== undefined) {
+                throw result.error
+              }
+            },
+          ),
         )
         return
       }
