@@ -27,6 +27,7 @@ import {
 } from '../proxy/constants.ts'
 import { VERSION } from '../version.ts'
 import { dhtProtocol, NODE_AGENT } from './constants.ts'
+import { noiseCrypto } from './noise-crypto.ts'
 
 /** Concurrent ping streams allowed per connection, each way. */
 const PING_STREAMS = 16
@@ -87,7 +88,7 @@ export function baseLibp2pOptions(options: {
     nodeInfo: { name: options.agent.split('/')[0] ?? NODE_AGENT, version: VERSION, userAgent: options.agent },
     addresses: { listen: options.listen },
     transports: [tcp(), ...(options.transports ?? [])],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [yamux(options.yamux ?? YAMUX_OPTIONS)],
     connectionGater: options.gater,
     connectionManager: {
