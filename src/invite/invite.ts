@@ -196,14 +196,19 @@ export async function inviteOn(pn: PairingHost, options: InviteOnOptions): Promi
         role: 'inviter',
         signal: controller.signal,
       })
-        .finally(() => {
-          running.delete(exchange)
+        .finally(async () => {
           // A peer that failed keeps no connection here; the joiner's limited one has done its job.
+          // The joiner hangs up first: closing the connection (or stopping this node) while our
+          // last frame is on its way can lose that frame, since a stop resets the TCP connection to
+          // the relay and the relay drops what it had not read yet. The joiner then reads "the other
+          // side closed the connection" instead of why it was refused.
           if (session.state !== 'busy') {
+            await hungUp(connection, HANG_UP_WAIT_MS)
             connection.close().catch(() => {})
           }
         })
         .catch(() => {})
+        .finally(() => running.delete(exchange))
       running.add(exchange)
     },
     INVITE_STREAM_OPTIONS,
@@ -221,6 +226,11 @@ export async function inviteOn(pn: PairingHost, options: InviteOnOptions): Promi
     }
     return result
   } catch (err) {
+    if (!expired.aborted && !options.signal.aborted) {
+      // Burned: the exchange that burned the code is still telling its joiner so; stopping now
+      // would cut that off, and the joiner would read "the other side closed the connection".
+      await Promise.allSettled([...running])
+    }
     if (expired.aborted && !options.signal.aborted) {
       throw new CodeExpiredError(`nobody joined before the code expired at ${code.expires.toISOString()}`, {
         hint: 'run `peerup invite` again for a new code (`--ttl` makes it last longer)',
@@ -232,6 +242,25 @@ export async function inviteOn(pn: PairingHost, options: InviteOnOptions): Promi
     controller.abort()
     await pn.node.unhandle(INVITE_PROTOCOL).catch(() => {})
   }
+}
+
+/** How long an inviter waits for a joiner to hang up after the exchange before closing itself. */
+const HANG_UP_WAIT_MS = 2_000
+
+/** Resolves once `connection` has closed, or after `ms`. */
+function hungUp(connection: Connection, ms: number): Promise<void> {
+  if (connection.status !== 'open') {
+    return Promise.resolve()
+  }
+  return new Promise<void>((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer)
+      connection.removeEventListener('close', done)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    connection.addEventListener('close', done)
+  })
 }
 
 function raceSignals<T>(promise: Promise<T>, signals: AbortSignal[]): Promise<T> {
