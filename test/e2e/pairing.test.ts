@@ -12,7 +12,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { createLab, type Lab, type LabProcess, labSupport, withLabLogs } from './lab.ts'
-import { ensureBuilt, PeerupHost } from './peerup-host.ts'
+import { ensureBuilt, PeerupHost, RELAY_UNIT_ENV } from './peerup-host.ts'
 import { type Sshd, startSshd } from './sshd.ts'
 
 const support = await labSupport()
@@ -51,7 +51,7 @@ describe('pairing across two symmetric NATs', { skip, timeout: 600_000 }, () => 
     )
     relayId = JSON.parse(await relay.peerup(['relay', 'info', '--json', '--config', relayConfig])).peerId
     relayAddr = `/ip4/198.18.0.1/tcp/7777/p2p/${relayId}`
-    const relayProc = relay.spawn(['relay', 'serve', '--config', relayConfig], 'relay')
+    const relayProc = relay.spawn(['relay', 'serve', '--config', relayConfig], 'relay', RELAY_UNIT_ENV)
     await relayProc.waitForOutput(/relay started/, 30_000)
 
     // b is the first machine of the mesh: the relay operator authorizes it once.

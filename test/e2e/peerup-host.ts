@@ -67,11 +67,23 @@ export class PeerupHost {
     return r.stdout
   }
 
-  /** Starts a long-running peerup (daemon, relay, proxy). */
-  spawn(args: string[], label: string): LabProcess {
-    return this.host.spawn(this.exe, args, { env: this.env, label })
+  /** Starts a long-running peerup (daemon, relay, proxy), with `env` added to its environment. */
+  spawn(args: string[], label: string, env: Record<string, string> = {}): LabProcess {
+    return this.host.spawn(this.exe, args, { env: { ...this.env, ...env }, label })
   }
 }
+
+/**
+ * The environment our systemd unit gives a relay (`Environment=` lines of
+ * configs/relay-server.service), so the lab runs the relay as it is deployed.
+ */
+export const RELAY_UNIT_ENV: Record<string, string> = Object.fromEntries(
+  [
+    ...fs
+      .readFileSync(path.resolve(import.meta.dirname, '../../configs/relay-server.service'), 'utf8')
+      .matchAll(/^Environment=(\w+)=(.*)$/gm),
+  ].map((m) => [m[1] as string, m[2] as string]),
+)
 
 /** A relay serving on `relay` (198.18.0.1, tcp 7777, STUN on udp 3478 unless `stun: false`). */
 export interface LabRelay {
@@ -97,7 +109,7 @@ export async function startLabRelay(lab: Lab, options: { stun?: boolean } = {}):
   }
   const info = JSON.parse(await host.peerup(['relay', 'info', '--json', '--config', config]))
   const address = `/ip4/${host.host.ip}/tcp/7777/p2p/${info.peerId}`
-  const proc = host.spawn(['relay', 'serve', '--config', config], 'relay')
+  const proc = host.spawn(['relay', 'serve', '--config', config], 'relay', RELAY_UNIT_ENV)
   await host.host.waitForPort(7777, { ip: host.host.ip, timeoutMs: 20_000 })
   return {
     host,
