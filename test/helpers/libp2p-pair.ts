@@ -317,6 +317,10 @@ export function arrayBufferBytes(): number {
     v8.setFlagsFromString('--expose-gc')
     collect = vm.runInNewContext('gc') as () => void
   }
+  // V8 frees the backing stores of dead ArrayBuffers on a background thread after a GC, so right
+  // after one the count can still include tens of MiB of garbage; the next GC first waits for that
+  // sweep to finish.
+  collect()
   collect()
   return process.memoryUsage().arrayBuffers
 }
