@@ -138,3 +138,24 @@ export async function writeFile(file: string, text: string): Promise<void> {
   await fs.mkdir(path.dirname(file), { recursive: true })
   await fs.writeFile(file, text)
 }
+
+/**
+ * The usual three: a relay in `root`, and nodes `a` and `b` using it, both authorized there and `a`
+ * trusted by `b`. The caller stops the relay (and any node it starts).
+ */
+export async function startRelayAndPair(
+  root: string,
+): Promise<{ relay: TestRelay; a: TestNode; b: TestNode }> {
+  const relay = await startTestRelay(root)
+  try {
+    const a = await createTestNode(root, 'a', relay)
+    const b = await createTestNode(root, 'b', relay)
+    await relay.authorize(a.peerId)
+    await relay.authorize(b.peerId)
+    await b.authorize(a.peerId)
+    return { relay, a, b }
+  } catch (err) {
+    await relay.stop()
+    throw err
+  }
+}

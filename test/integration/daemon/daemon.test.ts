@@ -19,7 +19,7 @@ import { splice } from '../../../src/client/splice.ts'
 import { SocketInUseError } from '../../../src/util/socket.ts'
 import { runCli, tempDir } from '../../helpers/cli.ts'
 import { rawRequest, spawnDaemon, startTestDaemon, type TestDaemon } from '../../helpers/daemon.ts'
-import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
+import { createTestNode, startRelayAndPair, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
 
 const MiB = 1024 * 1024
 
@@ -54,13 +54,8 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
 
   before(async () => {
     root = await tempDir({ after: (fn) => cleanups.push(fn) })
-    relay = await startTestRelay(root)
+    ;({ relay, a, b } = await startRelayAndPair(root))
     cleanups.unshift(() => relay.stop())
-    a = await createTestNode(root, 'a', relay)
-    b = await createTestNode(root, 'b', relay)
-    await relay.authorize(a.peerId)
-    await relay.authorize(b.peerId)
-    await b.authorize(a.peerId)
     // An echo service that half-closes after echoing everything.
     echo = net.createServer({ allowHalfOpen: true }, (s) => s.pipe(s))
     await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve))

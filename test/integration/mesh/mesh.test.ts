@@ -13,7 +13,7 @@ import { startProxyListener } from '../../../src/proxy/listener.ts'
 import type { RelayRefusal } from '../../../src/relay/server.ts'
 import { tempDir } from '../../helpers/cli.ts'
 import { arrayBufferBytes, receiveAll, sendRandom, waitForStall } from '../../helpers/libp2p-pair.ts'
-import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
+import { createTestNode, startRelayAndPair, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
 import { connect, exchange, startTransferServer } from '../../helpers/tcp.ts'
 
 const MiB = 1024 * 1024
@@ -29,13 +29,8 @@ describe('mesh through a relay', { timeout: 180_000 }, () => {
 
   before(async () => {
     const root = await tempDir({ after: (fn) => cleanups.push(fn) })
-    relay = await startTestRelay(root)
+    ;({ relay, a, b } = await startRelayAndPair(root))
     cleanups.unshift(() => relay.stop())
-    a = await createTestNode(root, 'a', relay)
-    b = await createTestNode(root, 'b', relay)
-    await relay.authorize(a.peerId)
-    await relay.authorize(b.peerId)
-    await b.authorize(a.peerId)
     service = await startTransferServer(64 * MiB)
     cleanups.unshift(() => service.close())
     small = await startTransferServer(256 * 1024)

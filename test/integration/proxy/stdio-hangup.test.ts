@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test'
 import { configureLogging, type LogLevel } from '../../../src/log/index.ts'
 import { tempDir } from '../../helpers/cli.ts'
 import { spawnDaemon } from '../../helpers/daemon.ts'
-import { createTestNode, startTestRelay, type TestNode } from '../../helpers/mesh.ts'
+import { startRelayAndPair, type TestNode } from '../../helpers/mesh.ts'
 
 const ENTRY = path.resolve(import.meta.dirname, '../../../bin/peerup.js')
 
@@ -48,13 +48,9 @@ describe('proxy --stdio hung up by ssh', { timeout: 90_000 }, () => {
       },
     })
     const root = await tempDir({ after: (fn) => cleanups.push(fn) })
-    const relay = await startTestRelay(root)
-    cleanups.unshift(() => relay.stop())
-    a = await createTestNode(root, 'a', relay)
-    b = await createTestNode(root, 'b', relay)
-    await relay.authorize(a.peerId)
-    await relay.authorize(b.peerId)
-    await b.authorize(a.peerId)
+    const trio = await startRelayAndPair(root)
+    cleanups.unshift(() => trio.relay.stop())
+    ;({ a, b } = trio)
     // Answers each line, and ends its side once the client has ended its own — like sshd, which
     // closes after the client's disconnect.
     const server = net.createServer({ allowHalfOpen: true }, (s) => {
