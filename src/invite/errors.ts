@@ -32,6 +32,14 @@ export class CodeUsedError extends PeerupError {
   override name = 'CodeUsedError'
 }
 
+/**
+ * The other side has no such code: it belongs to an earlier or another invite (or another relay's
+ * group). Nothing was counted against any code.
+ */
+export class UnknownCodeError extends PeerupError {
+  override name = 'UnknownCodeError'
+}
+
 /** The other side did not prove knowledge of the token (or we did not, to it). */
 export class PairingProofError extends PeerupError {
   override name = 'PairingProofError'

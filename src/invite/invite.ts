@@ -15,12 +15,13 @@ import type { NodeConfig } from '../config/schema.ts'
 import type { Logger } from '../log/index.ts'
 import { auditObserver, NO_OBSERVER, type Observer } from '../metrics/observer.ts'
 import type { PeerupLibp2p } from '../p2p/node.ts'
+import { shortId } from '../p2p/path.ts'
 import type { RelayState } from '../p2p/reservations.ts'
 import { createInviteCode, encodeInviteCode, type InviteCode } from './code.ts'
 import { CodeExpiredError, InviteUnavailableError } from './errors.ts'
 import { type AcceptExtras, answerPairing, InviteSession, type Joiner } from './inviter.ts'
 import { startPairingNode } from './node.ts'
-import { INVITE_PROTOCOL, INVITE_STREAM_OPTIONS } from './protocol.ts'
+import { INVITE_PROTOCOL, INVITE_STREAM_OPTIONS, MAX_FAILED_PROOFS } from './protocol.ts'
 import { askRelay } from './relay-admin.ts'
 import { trustPeer } from './trust.ts'
 
@@ -161,6 +162,12 @@ export async function inviteOn(pn: PairingHost, options: InviteOnOptions): Promi
   const session = new InviteSession({
     token: code.token,
     expires: code.expires,
+    // Whoever presents the right code id has seen the code (or runs a broken peerup): the person
+    // inviting should know, though the code stays good for the one they meant.
+    onShutOut: (peer) =>
+      progress(
+        `warning: peer ${shortId(peer)} made ${MAX_FAILED_PROOFS} wrong proofs and is shut out; the code stays open until ${code.expires.toLocaleTimeString()}`,
+      ),
     onJoin: async (joiner) => {
       const trusted = await trustPeer({
         authorizedKeysFile: pn.authorizedKeysFile,

@@ -2,8 +2,14 @@
  * The answering side of a pairing: {@link answerPairing} runs the exchange of
  * src/invite/protocol.ts on one stream against a {@link CodeBook} that knows the codes (one for
  * `peerup invite`, many for a relay's group codes). {@link InviteSession} is the book of one
- * `peerup invite`: a single-use code that burns after {@link MAX_FAILED_PROOFS} wrong proofs,
- * refuses itself once expired by *this* machine's clock, and says who joined.
+ * `peerup invite`: a single-use code that refuses itself once expired by *this* machine's clock,
+ * and says who joined.
+ *
+ * Only a wrong proof against the real code id counts against a code, as {@link WrongProofs}
+ * counts it: {@link MAX_FAILED_PROOFS} from one peer shut that peer out while the code stays open
+ * for the others, {@link MAX_FAILED_PROOFS_PER_CODE} in all burn it. A hello naming a code id
+ * that is not there is refused as `unknown-code` and counts for nothing, however often it comes:
+ * anyone who knows the inviter's peer id and relay can send one.
  *
  * @packageDocumentation
  */
@@ -18,6 +24,7 @@ import {
   Framed,
   freshNonce,
   MAX_FAILED_PROOFS,
+  MAX_FAILED_PROOFS_PER_CODE,
   macEquals,
   PAIRING_VERSION,
   type PairingMessage,
@@ -41,12 +48,70 @@ export type Opened<E> =
   | { ok: true; entry: E; key: Uint8Array }
   | { ok: false; reason: RefusalReason; remaining?: number }
 
+/** What one wrong proof did. */
+export interface ProofFailure {
+  /** Wrong proofs this peer may still make on the code (0: it is refused from now on). */
+  remaining: number
+  /** The code burned for everyone ({@link MAX_FAILED_PROOFS_PER_CODE} wrong proofs in all). */
+  burned: boolean
+}
+
+/**
+ * The wrong proofs made against one code: per peer, where {@link MAX_FAILED_PROOFS} shut that
+ * peer out, and in all, where {@link MAX_FAILED_PROOFS_PER_CODE} burn the code. Both code books
+ * count with it, so an invite and a relay's group code follow one rule.
+ */
+export class WrongProofs {
+  readonly #byPeer = new Map<string, number>()
+  #total: number
+
+  /** `total`: wrong proofs counted before (a relay's state file keeps them across restarts). */
+  constructor(total = 0) {
+    this.#total = total
+  }
+
+  /** Wrong proofs in all. */
+  get total(): number {
+    return this.#total
+  }
+
+  /** How many peers made them (since this count was made: a relay forgets them on a restart). */
+  get peers(): number {
+    return this.#byPeer.size
+  }
+
+  /** Whether the code has burned for everyone. */
+  get burned(): boolean {
+    return this.#total >= MAX_FAILED_PROOFS_PER_CODE
+  }
+
+  /** Whether `peer` has used up its wrong proofs on this code. */
+  shutOut(peer: string): boolean {
+    return (this.#byPeer.get(peer) ?? 0) >= MAX_FAILED_PROOFS
+  }
+
+  /**
+   * Counts a wrong proof by `peer`. The books call it only for a code that has not burned, one
+   * exchange at a time, so the map never holds more than {@link MAX_FAILED_PROOFS_PER_CODE} peers.
+   */
+  record(peer: string): ProofFailure {
+    const mine = (this.#byPeer.get(peer) ?? 0) + 1
+    this.#byPeer.set(peer, mine)
+    this.#total++
+    const burned = this.burned
+    return { remaining: burned ? 0 : Math.max(MAX_FAILED_PROOFS - mine, 0), burned }
+  }
+}
+
 /** The codes an answering side knows. */
 export interface CodeBook<E> {
-  /** Called at hello: the entry to prove against, or why not (this may count as a failure). */
+  /**
+   * Called at hello: the entry to prove against, or why not. This never counts against a code: an
+   * id that is not there is refused as `unknown-code`; a shut-out peer is refused as `burned`.
+   */
   open(codeId: string, joiner: string, now: Date): Opened<E>
-  /** A wrong proof for `entry`: returns the attempts left (0: burned). */
-  fail(entry: E): number
+  /** A wrong proof by `joiner` for `entry` (the entry is free again unless the code burned). */
+  fail(entry: E, joiner: string): ProofFailure
   /** The proof was right: commit (authorize, sponsor…) and return what the accept carries. */
   accept(entry: E, joiner: Joiner): Promise<AcceptExtras>
   /** After the accept was sent: a relay group streams introductions here until the group is full. */
@@ -90,7 +155,14 @@ export async function answerPairing<E>(
     }
     const opened = book.open(hello.code, joiner, now())
     if (!opened.ok) {
-      log.warn('pairing refused', { peer: joiner, reason: opened.reason, remaining: opened.remaining })
+      const fields = { peer: joiner, reason: opened.reason, remaining: opened.remaining }
+      // Any stranger can name a code that is not there, as often as it likes: a line for the
+      // logs, not a warning in the inviter's terminal. Everything else needed the real code id.
+      if (opened.reason === 'unknown-code') {
+        log.info('pairing refused', fields)
+      } else {
+        log.warn('pairing refused', fields)
+      }
       options.observer?.pairing({
         role: options.role ?? 'inviter',
         outcome: 'refused',
@@ -110,13 +182,15 @@ export async function answerPairing<E>(
     }
     judged = true
     if (!macEquals(proof.mac, proofMac(opened.key, 'joiner', ids, nonces))) {
-      const remaining = book.fail(opened.entry)
-      log.warn('wrong pairing proof', { peer: joiner, remaining })
+      const { remaining, burned } = book.fail(opened.entry, joiner)
+      // The audit tells the three apart: one more wrong proof, this peer shut out, the code gone.
+      const outcome = burned ? 'burned' : remaining === 0 ? 'shut-out' : 'wrong-proof'
+      log.warn('wrong pairing proof', { peer: joiner, remaining, outcome })
       options.observer?.pairing({
         role: options.role ?? 'inviter',
         outcome: 'refused',
         peer: joiner,
-        reason: remaining === 0 ? 'burned' : 'wrong-proof',
+        reason: outcome,
       })
       await framed.refuse(remaining === 0 ? 'burned' : 'wrong-proof', remaining)
       return
@@ -182,6 +256,11 @@ export interface InviteSessionOptions {
    * what it returns goes into the accept.
    */
   onJoin: (joiner: Joiner) => Promise<AcceptExtras>
+  /**
+   * `peer` made its last allowed wrong proof: it is refused from now on, while the code stays
+   * open for everyone else. Called once per peer, so the inviter can be told.
+   */
+  onShutOut?: (peer: string) => void
 }
 
 /** The state of one `peerup invite` code. */
@@ -193,8 +272,9 @@ export class InviteSession implements CodeBook<'invite'> {
   readonly #key: Uint8Array
   readonly #expires: Date
   readonly #onJoin: InviteSessionOptions['onJoin']
+  readonly #onShutOut: InviteSessionOptions['onShutOut']
   #state: InviteState = 'open'
-  #failures = 0
+  readonly #wrong = new WrongProofs()
   readonly #joined = Promise.withResolvers<Joiner>()
 
   constructor(options: InviteSessionOptions) {
@@ -203,6 +283,7 @@ export class InviteSession implements CodeBook<'invite'> {
     this.#key = keys.key
     this.#expires = options.expires
     this.#onJoin = options.onJoin
+    this.#onShutOut = options.onShutOut
     // Nobody may be awaiting it yet: a burned code rejects it before `joined` is read.
     this.#joined.promise.catch(() => {})
   }
@@ -217,33 +298,38 @@ export class InviteSession implements CodeBook<'invite'> {
     return this.#joined.promise
   }
 
-  open(codeId: string, _joiner: string, now: Date): Opened<'invite'> {
+  open(codeId: string, joiner: string, now: Date): Opened<'invite'> {
+    // Before anything else: whoever does not know the code id learns nothing of this code's state
+    // from the answer, and costs it nothing (a 64-bit id derived from the token is not guessed online).
+    if (codeId !== this.#codeId) return { ok: false, reason: 'unknown-code' }
     if (this.#state === 'used') return { ok: false, reason: 'used' }
     if (this.#state === 'burned') return { ok: false, reason: 'burned' }
     if (now.getTime() >= this.#expires.getTime()) return { ok: false, reason: 'expired' }
+    if (this.#wrong.shutOut(joiner)) return { ok: false, reason: 'burned', remaining: 0 }
     if (this.#state === 'busy') return { ok: false, reason: 'busy' }
-    if (codeId !== this.#codeId) {
-      // Not this code: a guess (the id is derived from the token), so it counts like a wrong proof.
-      const remaining = this.fail('invite')
-      return { ok: false, reason: remaining === 0 ? 'burned' : 'wrong-proof', remaining }
-    }
     this.#state = 'busy'
     return { ok: true, entry: 'invite', key: this.#key }
   }
 
-  fail(_entry?: 'invite'): number {
-    this.#failures++
-    if (this.#failures >= MAX_FAILED_PROOFS) {
+  fail(_entry: 'invite', joiner: string): ProofFailure {
+    const failure = this.#wrong.record(joiner)
+    if (failure.burned) {
       this.#state = 'burned'
       this.#joined.reject(
-        new CodeUsedError(`the pairing code was burned after ${MAX_FAILED_PROOFS} wrong attempts`, {
-          hint: 'someone tried to join with a wrong code; make a new one with `peerup invite`',
-        }),
+        new CodeUsedError(
+          `the pairing code was burned after ${this.#wrong.total} wrong proofs from ${this.#wrong.peers} peer${this.#wrong.peers === 1 ? '' : 's'}`,
+          {
+            hint: 'someone who has seen the code (or a broken peerup) kept proving it wrong; make a new one with `peerup invite` and share it only with the person you mean',
+          },
+        ),
       )
-      return 0
+      return failure
     }
     this.#state = 'open'
-    return MAX_FAILED_PROOFS - this.#failures
+    if (failure.remaining === 0) {
+      this.#onShutOut?.(joiner)
+    }
+    return failure
   }
 
   async accept(_entry: 'invite', joiner: Joiner): Promise<AcceptExtras> {

@@ -122,6 +122,7 @@ export async function runJoin(options: JoinOptions): Promise<JoinResult> {
     const proving = proveToken(stream, {
       localPeerId: pn.peerId,
       remotePeerId: remote,
+      answeredBy: code.kind === 'group' ? 'relay' : 'inviter',
       token: code.token,
       ...(options.name === undefined ? {} : { name: options.name }),
       signal: options.signal,

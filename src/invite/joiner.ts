@@ -13,6 +13,7 @@ import {
   InviterUnreachableError,
   PairingProofError,
   PairingProtocolError,
+  UnknownCodeError,
 } from './errors.ts'
 import {
   deriveKeys,
@@ -23,7 +24,6 @@ import {
   PAIRING_VERSION,
   type PairingMessage,
   proofMac,
-  type RefusalReason,
 } from './protocol.ts'
 
 /** The inviter's accept. */
@@ -34,6 +34,8 @@ export interface ProveOptions {
   localPeerId: string
   /** The inviter (the relay, for a group code), as authenticated by the connection. */
   remotePeerId: string
+  /** Who answers: the inviter (default), or the relay for a group code; refusals name it. */
+  answeredBy?: 'inviter' | 'relay'
   token: Uint8Array
   /** This machine's name, for the other side's `names:`. */
   name?: string
@@ -61,7 +63,7 @@ export async function proveToken(
     await framed.send({ type: 'hello', v: PAIRING_VERSION, code: codeId, nonce: nonces.joiner }, signal)
     const challenge = await framed.read(['challenge'], { signal })
     if (challenge.type === 'error') {
-      throw refusal(challenge.reason, challenge.remaining)
+      throw refusal(challenge.reason, challenge.remaining, options.answeredBy ?? 'inviter')
     }
     nonces.inviter = challenge.nonce
     const ids = { inviter: options.remotePeerId, joiner: options.localPeerId }
@@ -75,7 +77,7 @@ export async function proveToken(
     )
     const accept = await framed.read(['accept'], { signal })
     if (accept.type === 'error') {
-      throw refusal(accept.reason, accept.remaining)
+      throw refusal(accept.reason, accept.remaining, options.answeredBy ?? 'inviter')
     }
     if (!macEquals(accept.mac, proofMac(key, 'inviter', ids, nonces))) {
       throw new PairingProofError('the other side did not prove it knows the code: nothing was written', {
@@ -115,16 +117,33 @@ export async function proveToken(
   }
 }
 
-function refusal(reason: RefusalReason, remaining: number | undefined): Error {
+/** The error for a refusal; `reason` is any word, since a newer peerup may send one this build does not know. */
+function refusal(reason: string, remaining: number | undefined, by: 'inviter' | 'relay'): Error {
   switch (reason) {
+    case 'unknown-code':
+      return by === 'relay'
+        ? new UnknownCodeError(
+            "the relay has no group code like this one: it is another relay's, or the relay lost its pairing state",
+            { hint: 'ask the relay operator for a new code (`peerup relay pair`)' },
+          )
+        : new UnknownCodeError(
+            "the inviter has no open invite with this code: it expired, was used, or is another invite's",
+            { hint: 'ask for a new code (`peerup invite` on the other machine)' },
+          )
     case 'wrong-proof':
+      // The code id matched, so this machine holds a code of that invite: the proof itself failed.
       return new PairingProofError(
-        `the inviter did not accept the code${remaining === undefined ? '' : ` (${remaining} attempt${remaining === 1 ? '' : 's'} left before it is burned)`}`,
-        { hint: 'check that you have the latest code from the inviter; an older code no longer works' },
+        `the ${by} did not accept this machine's proof of the code${remaining === undefined ? '' : ` (${remaining} attempt${remaining === 1 ? '' : 's'} left for this machine)`}`,
+        {
+          hint: 'an intact code always proves right: check that both machines run the same peerup version, then ask for a new code',
+        },
       )
     case 'burned':
-      return new CodeUsedError('the code was burned after too many wrong attempts', {
-        hint: 'ask the inviter for a new code (`peerup invite`)',
+      return new CodeUsedError(`the ${by} refuses this code now: too many wrong proofs were made with it`, {
+        hint:
+          by === 'relay'
+            ? 'ask the relay operator for a new code (`peerup relay pair`)'
+            : 'ask the inviter for a new code (`peerup invite`)',
       })
     case 'used':
       return new CodeUsedError('the code was used already: a code pairs one machine, once', {

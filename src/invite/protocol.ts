@@ -41,8 +41,23 @@ export const MAX_MESSAGE_BYTES = 4096
 /** How long one step may take before the exchange is abandoned. */
 export const STEP_TIMEOUT_MS = 15_000
 
-/** Wrong proofs after which a code is burned (SPEC §6). */
+/**
+ * Wrong proofs after which one peer is refused a code from then on. Only a proof against the real
+ * code id counts: a hello naming a code that is not there is refused (`unknown-code`) and costs
+ * nothing, or anyone who can reach the inviter could burn its code without knowing anything.
+ */
 export const MAX_FAILED_PROOFS = 3
+
+/**
+ * Wrong proofs, from all peers together, after which a code burns for everyone. The code id is an
+ * HKDF output of the token and only ever travels inside the encrypted connection, so whoever
+ * presents the right id with a wrong proof has seen the code (or runs a broken peerup): not a
+ * guesser, since neither the 128-bit token nor the MAC key can be guessed in any number of online
+ * tries. Peer ids cost nothing, so without this ceiling such a party could go on forever under new
+ * identities, 3 tries each; at 10 (3 peers shut out, then one more) the code is plainly in the
+ * wrong hands and is better replaced, while one broken joiner alone cannot burn it.
+ */
+export const MAX_FAILED_PROOFS_PER_CODE = 10
 
 /** Options to `handle()` and `dialProtocol()`: pairing runs on the limited circuit an unknown peer gets. */
 export const INVITE_STREAM_OPTIONS = {
@@ -60,6 +75,8 @@ const peerIdText = z.string().min(1).max(128)
 
 /** Why a side refused. */
 export const REFUSAL_REASONS = [
+  /** The hello named a code this side does not have (open or not): it counts as nothing. */
+  'unknown-code',
   'wrong-proof',
   'burned',
   'used',
@@ -107,7 +124,10 @@ const messages = {
   done: z.strictObject({ type: z.literal('done') }),
   error: z.strictObject({
     type: z.literal('error'),
-    reason: z.enum(REFUSAL_REASONS),
+    // Any plain word, not only the REFUSAL_REASONS this build knows: a reason a newer peerup
+    // adds then reads as a refusal, named, instead of as a malformed message (as `unknown-code`
+    // does to a build from before it).
+    reason: z.string().regex(/^[a-z0-9-]{1,32}$/),
     remaining: z.number().int().min(0).optional(),
   }),
 }

@@ -11,7 +11,9 @@
  *   waiting are told about it as it joins, and any member can ask for the list later (`members`).
  *   Groups live in `pairing-groups.json` beside relay-server.yaml (0600, atomic writes), so
  *   codes and memberships survive a restart. The file keeps each code's derived MAC key, never the
- *   code or token itself.
+ *   code or token itself. What counts against a code is what counts against an invite
+ *   (src/invite/inviter.ts): a code id that is not ours never; three wrong proofs shut that peer
+ *   out; ten in all burn the code.
  *
  * @packageDocumentation
  */
@@ -33,12 +35,12 @@ import {
   type CodeBook,
   type Joiner,
   type Opened,
+  WrongProofs,
 } from '../invite/inviter.ts'
 import {
   deriveKeys,
   INVITE_PROTOCOL,
   INVITE_STREAM_OPTIONS,
-  MAX_FAILED_PROOFS,
   MAX_MESSAGE_BYTES,
   type PairingMessage,
   STEP_TIMEOUT_MS,
@@ -66,6 +68,7 @@ const codeState = z.strictObject({
   /** HKDF-derived MAC key, hex: verifying a proof needs it, the token is never stored. */
   key: z.string().regex(/^[0-9a-f]{64}$/),
   state: z.enum(['open', 'used', 'burned']),
+  /** Wrong proofs against this code from all peers: at MAX_FAILED_PROOFS_PER_CODE it burns. */
   failures: z.number().int().min(0),
   usedBy: z.string().optional(),
 })
@@ -139,6 +142,18 @@ export async function startRelayPairing(options: RelayPairingOptions): Promise<R
   const keysFile = resolveIn(options.dir, config.security.authorized_keys_file)
   const groups = await loadGroups(file)
   const busy = new Set<string>()
+  // Per code: its wrong proofs. The total is kept in the state file (`failures`), so the ceiling
+  // holds across restarts; who made them is not, so a restart gives a shut-out peer its tries back,
+  // still within that ceiling.
+  const wrongByCode = new Map<string, WrongProofs>()
+  const wrongProofs = (code: GroupState['codes'][number]): WrongProofs => {
+    let wrong = wrongByCode.get(code.id)
+    if (wrong === undefined) {
+      wrong = new WrongProofs(code.failures)
+      wrongByCode.set(code.id, wrong)
+    }
+    return wrong
+  }
   // Per used code: the members its joiner has been told about (until its introductions end).
   const toldByCode = new Map<string, Set<string>>()
   const waiters = new Map<string, Set<(m: PairingMessage) => void>>()
@@ -190,29 +205,32 @@ export async function startRelayPairing(options: RelayPairingOptions): Promise<R
   }
 
   const book: CodeBook<Entry> = {
-    open: (codeId, _joiner, now): Opened<Entry> => {
+    open: (codeId, joiner, now): Opened<Entry> => {
       const entry = byCodeId(codeId)
       if (entry === undefined) {
-        // Nothing to burn: the code is not ours. The token cannot be guessed either way.
-        return { ok: false, reason: 'wrong-proof' }
+        // Not one of ours: nothing to count it against, and the token cannot be guessed either way.
+        return { ok: false, reason: 'unknown-code' }
       }
       const { group, code } = entry
       if (group.revoked) return { ok: false, reason: 'revoked' }
       if (now.getTime() >= Date.parse(group.expires)) return { ok: false, reason: 'expired' }
       if (code.state === 'used') return { ok: false, reason: 'used' }
       if (code.state === 'burned') return { ok: false, reason: 'burned' }
+      if (wrongProofs(code).shutOut(joiner)) return { ok: false, reason: 'burned', remaining: 0 }
       if (busy.has(code.id)) return { ok: false, reason: 'busy' }
       busy.add(code.id)
       return { ok: true, entry, key: Buffer.from(code.key, 'hex') }
     },
-    fail: ({ code }) => {
+    fail: ({ code }, joiner) => {
       busy.delete(code.id)
-      code.failures++
-      if (code.failures >= MAX_FAILED_PROOFS) {
+      const wrong = wrongProofs(code)
+      const failure = wrong.record(joiner)
+      code.failures = wrong.total
+      if (failure.burned) {
         code.state = 'burned'
       }
       save().catch((err: unknown) => log.error('saving pairing groups failed', { error: err as Error }))
-      return Math.max(MAX_FAILED_PROOFS - code.failures, 0)
+      return failure
     },
     release: ({ code }) => {
       busy.delete(code.id)

@@ -2,12 +2,16 @@
  * invite/join through a real relay with gating on everywhere, all in this process on 127.0.0.1:
  * B invites, A (known to nobody) joins over the limited circuit, both end up authorized, the
  * relay authorizes A on B's word, and a proxied TCP round-trip works right after. Then the abuse
- * cases: three wrong tokens burn a code, a used code is refused, an expired one is refused by the
- * inviter whatever the joiner's clock says, and nothing but the invite protocol is open to a peer
- * that has not paired. No log line carries the code or its token.
+ * cases: a stranger who knows only B's peer id and the relay burns nothing with hellos naming
+ * random codes (B hears nothing of it, the real joiner pairs); three wrong proofs against the real
+ * code id shut that peer out while B is told and the code stays good for others; ten in all burn
+ * it; a used code is refused, an expired one is refused by the inviter whatever the joiner's clock
+ * says, and nothing but the invite protocol is open to a peer that has not paired. No log line
+ * carries the code or its token.
  */
 
 import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import * as fs from 'node:fs/promises'
 import * as net from 'node:net'
@@ -26,14 +30,22 @@ import {
   CodeExpiredError,
   CodeUsedError,
   InviterUnreachableError,
-  PairingProofError,
+  UnknownCodeError,
 } from '../../../src/invite/errors.ts'
 import { runInvite } from '../../../src/invite/invite.ts'
 import { answerPairing, InviteSession } from '../../../src/invite/inviter.ts'
 import { runJoin } from '../../../src/invite/join.ts'
-import { startPairingNode } from '../../../src/invite/node.ts'
-import { INVITE_PROTOCOL, INVITE_STREAM_OPTIONS } from '../../../src/invite/protocol.ts'
+import { type PairingNode, startPairingNode } from '../../../src/invite/node.ts'
+import {
+  deriveKeys,
+  Framed,
+  freshNonce,
+  INVITE_PROTOCOL,
+  INVITE_STREAM_OPTIONS,
+  PAIRING_VERSION,
+} from '../../../src/invite/protocol.ts'
 import { configureLogging, createLogger } from '../../../src/log/index.ts'
+import { RelayRefusedError } from '../../../src/p2p/errors.ts'
 import { startRelayPairing } from '../../../src/relay/pairing.ts'
 import { tempDir } from '../../helpers/cli.ts'
 import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
@@ -80,16 +92,18 @@ describe('pairing with invite/join through a relay', { timeout: 180_000 }, () =>
     configureLogging({ level: 'error', write: (line) => process.stderr.write(line) })
   })
 
-  /** Starts `peerup invite` on B and resolves with its code once it is printed. */
+  /** Starts `peerup invite` on B and resolves with its code once it is printed; `progress` is its stderr. */
   function invite(options: { ttlMs?: number; name?: string } = {}) {
     const controller = new AbortController()
     const { promise: code, resolve } = Promise.withResolvers<string>()
+    const progress: string[] = []
     const result = runInvite({
       configFile: b.configFile,
       log: createLogger('invite'),
       name: options.name ?? 'bee',
       ttlMs: options.ttlMs ?? 60_000,
       signal: controller.signal,
+      onProgress: (m) => progress.push(m),
       onCode: (text) => {
         secrets.push(text)
         resolve(text)
@@ -97,7 +111,64 @@ describe('pairing with invite/join through a relay', { timeout: 180_000 }, () =>
     })
     result.catch(() => {})
     cleanups.unshift(async () => controller.abort())
-    return { code, result, stop: () => controller.abort() }
+    return {
+      code,
+      result,
+      stop: () => controller.abort(),
+      warnings: () => progress.filter((m) => m.startsWith('warning')),
+    }
+  }
+
+  /** The inviter's own warnings in the log so far (what `peerup invite` shows on stderr). */
+  const inviterWarnings = (): string[] =>
+    logs
+      .map((l) => JSON.parse(l) as { level: string; component: string; msg: string })
+      .filter((l) => l.level === 'warn' && l.component === 'invite.invite')
+      .map((l) => l.msg)
+
+  /** A peer nobody knows, on a pairing node of its own. */
+  async function stranger(name: string): Promise<PairingNode> {
+    const node = await createTestNode(root, name, relay)
+    const pn = await startPairingNode({
+      configFile: node.configFile,
+      log: createLogger(name),
+      reserve: false,
+    })
+    cleanups.unshift(() => pn.stop())
+    return pn
+  }
+
+  /**
+   * One exchange by hand with B, as someone with a code id but no token: a hello naming `codeId`,
+   * then (if challenged) a random proof. Returns the refusal.
+   */
+  async function attempt(pn: PairingNode, codeId: string): Promise<{ reason: string; remaining?: number }> {
+    const conn = await pn.node.dial(multiaddr(`${relay.address}/p2p-circuit/p2p/${b.peerId}`), {
+      signal: AbortSignal.timeout(10_000),
+    })
+    try {
+      const stream = await conn.newStream(INVITE_PROTOCOL, {
+        ...INVITE_STREAM_OPTIONS,
+        signal: AbortSignal.timeout(10_000),
+      })
+      const framed = new Framed(stream)
+      await framed.send({ type: 'hello', v: PAIRING_VERSION, code: codeId, nonce: freshNonce() })
+      const challenge = await framed.read(['challenge'])
+      const refusal =
+        challenge.type === 'error'
+          ? challenge
+          : await framed
+              .send({ type: 'proof', mac: randomBytes(32).toString('hex') })
+              .then(() => framed.read(['accept']))
+      assert.equal(refusal.type, 'error', 'a random proof is never accepted')
+      return {
+        reason: refusal.reason,
+        ...(refusal.remaining === undefined ? {} : { remaining: refusal.remaining }),
+      }
+    } finally {
+      // Hanging up at once: the inviter waits for that (up to 2 s) before it closes its side.
+      await conn.close().catch(() => {})
+    }
   }
 
   function join(node: TestNode, code: InviteCode | string, extra: { now?: () => Date } = {}) {
@@ -161,31 +232,92 @@ describe('pairing with invite/join through a relay', { timeout: 180_000 }, () =>
     await stream.close()
   })
 
-  it('burns the code after three wrong tokens; the right one is refused then', async () => {
+  it('a stranger who knows only the peer id and the relay burns nothing: B hears nothing, the real joiner pairs', async () => {
     const c = await createTestNode(root, 'c', relay)
+    const s1 = await stranger('s1')
     const inv = invite()
     const real = decodeInviteCode(await inv.code)
+    const warnedBefore = inviterWarnings().length
+    // Hellos naming random codes: before, three of these burned the invite.
+    for (let i = 0; i < 12; i++) {
+      assert.deepEqual(await attempt(s1, randomBytes(8).toString('hex')), { reason: 'unknown-code' })
+    }
+    // `peerup join` with codes of other invites by B: told plainly, and nothing counted.
     const { token: _token, version: _version, ...fields } = real
-    const wrong = (): InviteCode => createInviteCode(fields)
-    await assert.rejects(join(c, wrong()), (err: unknown) => {
-      assert.ok(err instanceof PairingProofError, String(err))
-      assert.match(err.message, /2 attempts left/)
-      return true
-    })
-    await assert.rejects(join(c, wrong()), /1 attempt left/)
-    await assert.rejects(
-      join(c, wrong()),
-      (err: unknown) => err instanceof CodeUsedError && /burned/.test(err.message),
+    for (let i = 0; i < 3; i++) {
+      await assert.rejects(join(c, createInviteCode(fields)), (err: unknown) => {
+        assert.ok(err instanceof UnknownCodeError, String(err))
+        assert.match(err.message, /^the inviter has no open invite with this code: it expired, was used/)
+        return true
+      })
+    }
+    const joined = await join(c, real)
+    assert.equal(joined.inviter.peerId, b.peerId)
+    assert.equal((await inv.result).peerId, c.peerId)
+    assert.deepEqual(inv.warnings(), [], 'the inviter was told about nothing')
+    assert.deepEqual(inviterWarnings().slice(warnedBefore), [])
+  })
+
+  it('three wrong proofs against the real code id shut that peer out; B is told once, and the real joiner pairs', async () => {
+    const c2 = await createTestNode(root, 'c2', relay)
+    const s2 = await stranger('s2')
+    const inv = invite()
+    const real = decodeInviteCode(await inv.code)
+    // As someone who got hold of the code id but not the token (or runs a broken peerup).
+    const { codeId } = deriveKeys(real.token)
+    const answers = []
+    for (let i = 0; i < 4; i++) {
+      answers.push(await attempt(s2, codeId))
+    }
+    assert.deepEqual(answers, [
+      { reason: 'wrong-proof', remaining: 2 },
+      { reason: 'wrong-proof', remaining: 1 },
+      { reason: 'burned', remaining: 0 },
+      { reason: 'burned', remaining: 0 },
+    ])
+    assert.equal(inv.warnings().length, 1, inv.warnings().join('\n'))
+    assert.match(
+      inv.warnings()[0] ?? '',
+      new RegExp(
+        `^warning: peer ${s2.peerId.slice(0, 8)}…${s2.peerId.slice(-6)} made 3 wrong proofs and is shut out; the code stays open until \\S`,
+      ),
     )
+    await join(c2, real)
+    assert.equal((await inv.result).peerId, c2.peerId)
+    assert.equal((await loadAuthorizedKeys(path.join(b.dir, 'authorized_keys'))).has(s2.peerId), false)
+  })
+
+  it('ten wrong proofs from four peers burn the code for everyone; the right one then finds nobody', async () => {
+    const c3 = await createTestNode(root, 'c3', relay)
+    const peers = await Promise.all(['s3', 's4', 's5', 's6'].map(stranger))
+    const inv = invite()
+    const real = decodeInviteCode(await inv.code)
+    const { codeId } = deriveKeys(real.token)
+    for (const pn of peers.slice(0, 3)) {
+      for (const remaining of [2, 1]) {
+        assert.deepEqual(await attempt(pn, codeId), { reason: 'wrong-proof', remaining })
+      }
+      assert.deepEqual(await attempt(pn, codeId), { reason: 'burned', remaining: 0 })
+    }
+    assert.equal(inv.warnings().length, 3)
+    assert.deepEqual(await attempt(peers[3]!, codeId), { reason: 'burned', remaining: 0 })
     // The inviter gives up on a burned code (and says why); the right code finds nobody waiting.
     await assert.rejects(
       inv.result,
-      (err: unknown) => err instanceof CodeUsedError && /burned/.test(err.message),
+      (err: unknown) =>
+        err instanceof CodeUsedError && /burned after 10 wrong proofs from 4 peers/.test(err.message),
     )
-    await assert.rejects(join(c, real), (err: unknown) => err instanceof InviterUnreachableError)
-    // Nothing was written anywhere for C.
-    assert.equal((await loadAuthorizedKeys(path.join(b.dir, 'authorized_keys'))).has(c.peerId), false)
-    assert.equal((await loadAuthorizedKeys(path.join(c.dir, 'authorized_keys'))).has(b.peerId), false)
+    // Refused by B (not waiting any more) or, once the relay knows the invite ended, by the relay.
+    await assert.rejects(
+      join(c3, real),
+      (err: unknown) => err instanceof InviterUnreachableError || err instanceof RelayRefusedError,
+    )
+    // Nothing was written anywhere for them.
+    const bKeys = await loadAuthorizedKeys(path.join(b.dir, 'authorized_keys'))
+    for (const id of [c3.peerId, ...peers.map((p) => p.peerId)]) {
+      assert.equal(bKeys.has(id), false)
+    }
+    assert.equal((await loadAuthorizedKeys(path.join(c3.dir, 'authorized_keys'))).has(b.peerId), false)
   })
 
   it('refuses a used code, and an expired one whatever the joiner clock says; an unpaired peer reaches nothing else', async (t) => {
