@@ -27,6 +27,7 @@ import {
 } from '../proxy/constants.ts'
 import { VERSION } from '../version.ts'
 import { dhtProtocol, NODE_AGENT } from './constants.ts'
+import { type Members, membersOnlyIdentify, membersOnlyKadDHT } from './members-only.ts'
 import { noiseCrypto } from './noise-crypto.ts'
 
 /** Concurrent ping streams allowed per connection, each way. */
@@ -64,6 +65,8 @@ export interface PeerupNodeOptions {
   webrtc?: { iceServers: string[] }
   /** libp2p's metrics (`@libp2p/prometheus-metrics` into our own registry), when metrics are on. */
   metrics?: Libp2pOptions['metrics']
+  /** DHT and full identify for members only (see `baseLibp2pOptions`); undefined: everyone. */
+  members?: Members
 }
 
 /**
@@ -82,7 +85,19 @@ export function baseLibp2pOptions(options: {
   maxConnections?: number
   /** yamux settings; the nodes' {@link YAMUX_OPTIONS} by default (a relay passes its own). */
   yamux?: typeof YAMUX_OPTIONS | typeof RELAY_YAMUX_OPTIONS
+  /**
+   * Who may use the DHT and see the full identify record: relay_authorized_keys on a relay,
+   * authorized_keys plus the relays (and bootstrap peers) on a node. Undefined: everyone.
+   */
+  members?: Members
 }): Libp2pOptions<BaseServices> {
+  const members = options.members
+  const dht = {
+    protocol: dhtProtocol(options.network),
+    clientMode: !options.dhtServer,
+    // Private and CGNAT addresses are how LAN peers find each other; the default mapper drops them.
+    peerInfoMapper: passthroughMapper,
+  }
   return {
     privateKey: options.privateKey,
     nodeInfo: { name: options.agent.split('/')[0] ?? NODE_AGENT, version: VERSION, userAgent: options.agent },
@@ -104,17 +119,16 @@ export function baseLibp2pOptions(options: {
     // the node: it runs on the addresses that work.
     transportManager: { faultTolerance: FaultTolerance.NO_FATAL },
     services: {
-      identify: identify(),
+      // With `members`, strangers get a reduced identify and no DHT (src/p2p/members-only.ts).
+      identify:
+        members === undefined
+          ? identify()
+          : membersOnlyIdentify({}, members, { strangerAgent: options.agent.split('/')[0] ?? NODE_AGENT }),
       // libp2p's ping allows one outbound (and two inbound) ping streams per connection; the
       // connection monitor's own ping then makes `peerup ping` fail with "Too many outbound
       // protocol streams", and so would two pings through one daemon at once.
       ping: ping({ maxOutboundStreams: PING_STREAMS, maxInboundStreams: PING_STREAMS }),
-      dht: kadDHT({
-        protocol: dhtProtocol(options.network),
-        clientMode: !options.dhtServer,
-        // Private and CGNAT addresses are how LAN peers find each other; the default mapper drops them.
-        peerInfoMapper: passthroughMapper,
-      }),
+      dht: members === undefined ? kadDHT(dht) : membersOnlyKadDHT(dht, members),
     },
   }
 }
@@ -138,6 +152,7 @@ export async function createPeerupNode(options: PeerupNodeOptions): Promise<Peer
     gater: options.gater,
     agent: options.agent ?? `${NODE_AGENT}/${VERSION}`,
     dhtServer: options.dhtServer ?? false,
+    ...(options.members === undefined ? {} : { members: options.members }),
     transports: [
       circuitRelayTransport(),
       ...(webrtc === undefined ? [] : [await webrtcTransport(webrtc.iceServers)]),
