@@ -8,8 +8,9 @@
  * @packageDocumentation
  */
 
-import type { ConnectionGater, PeerId } from '@libp2p/interface'
+import type { ConnectionGater, MultiaddrConnection, PeerId } from '@libp2p/interface'
 import { loadAuthorizedKeys } from './authorized-keys.ts'
+import { ipOfAddr, type PendingSlot, PendingSlots } from './pending.ts'
 
 /** Why the gater decided: recorded in metrics and the audit log. */
 export type AuthDecision = 'allow' | 'deny'
@@ -106,6 +107,15 @@ export class AuthorizedPeers {
   }
 }
 
+/** Relayed handshakes of peers not in authorized_keys under way at once (a pairing needs one). */
+export const STRANGER_RELAYED_PENDING = 4
+
+/** Direct inbound handshakes under way at once from one IP address. */
+export const DIRECT_PENDING_PER_IP = 8
+
+/** How long a node's inbound connection may take to authenticate (libp2p's default, kept). */
+export const NODE_HANDSHAKE_TIMEOUT_MS = 10_000
+
 /** Options of {@link nodeGater}. */
 export interface NodeGaterOptions {
   /** `security.enable_connection_gating`: false lets every peer connect. */
@@ -117,13 +127,23 @@ export interface NodeGaterOptions {
    * by the relay, and services additionally check authorization (src/proxy/registry.ts).
    */
   admitRelayed?: () => boolean
+  /** A handshake was not even started: too many strangers (or one IP) are in theirs already. */
+  onShed?: (what: 'relayed' | 'direct', peer: string, reason: string) => void
+  /** Slots are freed after this at the latest; {@link NODE_HANDSHAKE_TIMEOUT_MS} by default. */
+  handshakeTimeoutMs?: number
 }
 
-/** The gater of a node: inbound only from authorized peers. */
+/**
+ * The gater of a node: inbound only from authorized peers. Before a handshake, strangers get a
+ * small allowance of pending slots of their own (relayed: {@link STRANGER_RELAYED_PENDING} in all,
+ * one per claimed peer id; direct: {@link DIRECT_PENDING_PER_IP} per IP), so that half-open
+ * connections can never take the slots authorized peers need (docs/decisions/0004-strangers.md).
+ */
 export function nodeGater(peers: AuthorizedPeers, options: NodeGaterOptions): ConnectionGater {
+  const isAuthorized = (id: string): boolean => !options.enabled || peers.has(id)
   const decide = (peer: PeerId, where: string, relayed: boolean): boolean => {
     const id = peer.toString()
-    const allowed = !options.enabled || peers.has(id)
+    const allowed = isAuthorized(id)
     if (!allowed && relayed && options.admitRelayed?.() === true) {
       options.onDecision?.(id, 'allow', `${where}-pairing`)
       return false
@@ -131,12 +151,58 @@ export function nodeGater(peers: AuthorizedPeers, options: NodeGaterOptions): Co
     options.onDecision?.(id, allowed ? 'allow' : 'deny', where)
     return !allowed
   }
+  const timeoutMs = options.handshakeTimeoutMs ?? NODE_HANDSHAKE_TIMEOUT_MS
+  const relayedSlots = new PendingSlots({ perKey: 1, total: STRANGER_RELAYED_PENDING, timeoutMs })
+  const heldRelayed = new Map<string, PendingSlot>()
+  const directSlots = new PendingSlots({ perKey: DIRECT_PENDING_PER_IP, timeoutMs })
+  const heldDirect = new WeakMap<MultiaddrConnection, PendingSlot>()
+  const isRelayed = (maConn: MultiaddrConnection): boolean =>
+    maConn.remoteAddr.getComponents().some((c) => c.name === 'p2p-circuit')
   return {
+    denyInboundConnection: (maConn) => {
+      if (!options.enabled || isRelayed(maConn)) {
+        return false
+      }
+      const ip = ipOfAddr(maConn.remoteAddr)
+      if (ip === undefined) {
+        return false
+      }
+      const slot = directSlots.take(ip)
+      if (slot === undefined) {
+        options.onShed?.('direct', ip, `too many handshakes at once from ${ip}`)
+        return true
+      }
+      heldDirect.set(maConn, slot)
+      maConn.addEventListener('close', () => slot.release(), { once: true })
+      return false
+    },
+    // The relay's STOP names the source (the relay authenticated it): authorized sources pass at
+    // once; strangers only within their allowance, or the handshake is never started.
+    denyInboundRelayedConnection: (_relay, source) => {
+      const id = source.toString()
+      if (isAuthorized(id)) {
+        return false
+      }
+      // One slot per claimed id (perKey 1), so at most one is held for it at a time.
+      const slot = relayedSlots.take(id, () => heldRelayed.delete(id))
+      if (slot === undefined) {
+        options.onShed?.('relayed', id, 'too many relayed handshakes of unknown peers at once')
+        return true
+      }
+      heldRelayed.set(id, slot)
+      return false
+    },
     // The first point where the remote is authenticated, for direct and relayed connections alike.
-    // Relayed ones are not refused earlier (denyInboundRelayedConnection) on purpose: the relay
-    // would report that to the dialer as a vague CONNECTION_FAILED, while a refusal after the
-    // handshake is recognisable, so the dialer can say "not authorized by the peer".
-    denyInboundEncryptedConnection: (peer, maConn) =>
-      decide(peer, 'inbound', maConn.remoteAddr.toString().includes('/p2p-circuit')),
+    // Relayed ones from a stranger within its allowance are not refused earlier on purpose: the
+    // relay would report that to the dialer as a vague CONNECTION_FAILED, while a refusal after
+    // the handshake is recognisable, so the dialer can say "not authorized by the peer".
+    denyInboundEncryptedConnection: (peer, maConn) => {
+      const relayed = isRelayed(maConn)
+      heldDirect.get(maConn)?.release()
+      if (relayed) {
+        heldRelayed.get(peer.toString())?.release()
+      }
+      return decide(peer, 'inbound', relayed)
+    },
   }
 }

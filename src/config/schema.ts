@@ -269,8 +269,13 @@ export const nodeConfigSchema = z
 /** The node's config after validation and defaults. Durations are milliseconds. */
 export type NodeConfig = z.output<typeof nodeConfigSchema>
 
-/** Who may sponsor new peers at a relay (SPEC §6): anyone authorized, only `sponsor=yes` peers, or nobody. */
-export const SPONSORING_MODES = ['any', 'marked', 'off'] as const
+/**
+ * Who may sponsor new peers at a relay (src/relay/pairing.ts): `paired`, a member for the peer it
+ * has just paired with through this relay (the relay carried that peer's circuit to the member
+ * while its invite was open); `marked`, the same but only members marked `sponsor=yes`; `any`,
+ * any member for any peer id; `off`, nobody.
+ */
+export const SPONSORING_MODES = ['paired', 'marked', 'any', 'off'] as const
 
 /** The relay's `relay-server.yaml`. */
 export const relayConfigSchema = z.strictObject({
@@ -292,7 +297,7 @@ export const relayConfigSchema = z.strictObject({
   security: section({
     authorized_keys_file: relativePath.default('relay_authorized_keys'),
     enable_connection_gating: z.boolean().default(true),
-    sponsoring: z.enum(SPONSORING_MODES).default('any'),
+    sponsoring: z.enum(SPONSORING_MODES).default('paired'),
   }),
   resources: section({
     max_reservations: z.number().int().min(1).default(2048),
@@ -304,6 +309,11 @@ export const relayConfigSchema = z.strictObject({
     session_data_limit: byteSize.default(0),
     unknown_peer_session_duration: durationMs(1000).default(120_000),
     unknown_peer_data_limit: byteSize.default(128 * 1024),
+    max_pending_per_ip: z.number().int().min(1).default(16),
+    max_unknown_connections_per_ip: z.number().int().min(1).default(16),
+    max_unknown_circuits_per_ip: z.number().int().min(1).default(4),
+    unknown_circuits_per_minute_per_ip: z.number().int().min(1).default(30),
+    unknown_peer_idle_timeout: durationMs(1000).default(15_000),
   }),
   stun: section({
     enabled: z.boolean().default(true),

@@ -83,9 +83,10 @@ security:
   # Peers allowed to hold a reservation (\`peerup relay authorize <peer>\`).
   authorized_keys_file: relay_authorized_keys
   enable_connection_gating: true
-  # Who may authorize the peers they pair with: any authorized peer, only those marked
-  # sponsor=yes (marked), or nobody (off).
-  sponsoring: any
+  # Who may get this relay to authorize a peer: paired, a member for the peer that has just
+  # joined it through this relay; marked, the same for members marked sponsor=yes; any, any
+  # member for any peer id; off, nobody.
+  sponsoring: paired
 
 resources:
   max_reservations: 2048
@@ -98,6 +99,12 @@ resources:
   # What a peer the relay does not know may use: enough to pair, useless for anything else.
   unknown_peer_session_duration: 2m
   unknown_peer_data_limit: 128KiB
+  # Limits on strangers (peers not in relay_authorized_keys; members never count against them).
+  max_pending_per_ip: 16
+  max_unknown_connections_per_ip: 16
+  max_unknown_circuits_per_ip: 4
+  unknown_circuits_per_minute_per_ip: 30
+  unknown_peer_idle_timeout: 15s
 
 stun:
   enabled: true

@@ -22,7 +22,7 @@ import { CodeExpiredError, InviteUnavailableError } from './errors.ts'
 import { type AcceptExtras, answerPairing, InviteSession, type Joiner } from './inviter.ts'
 import { startPairingNode } from './node.ts'
 import { INVITE_PROTOCOL, INVITE_STREAM_OPTIONS, MAX_FAILED_PROOFS } from './protocol.ts'
-import { askRelay } from './relay-admin.ts'
+import { askRelay, type RelayAdminRequest } from './relay-admin.ts'
 import { trustPeer } from './trust.ts'
 
 /** The multicodec of `/p2p/<peer id>`. */
@@ -191,6 +191,17 @@ export async function inviteOn(pn: PairingHost, options: InviteOnOptions): Promi
   })
   const controller = new AbortController()
   const stopAdmitting = pn.admitJoiners()
+  // The relay lets a stranger's circuit through to us only while we say we are pairing, and will
+  // sponsor only the peer it saw join us then (docs/decisions/0004-strangers.md).
+  const relayInvite = await tellRelay(pn, relay.peerId, {
+    type: 'invite-open',
+    ttl_ms: Math.max(code.expires.getTime() - Date.now(), 1),
+  })
+  if (!relayInvite.ok) {
+    log.warn('the relay did not register the invite; a joiner it does not know may be refused', {
+      reason: relayInvite.reason,
+    })
+  }
   const running = new Set<Promise<void>>()
   await pn.node.handle(
     INVITE_PROTOCOL,
@@ -247,7 +258,30 @@ export async function inviteOn(pn: PairingHost, options: InviteOnOptions): Promi
   } finally {
     stopAdmitting()
     controller.abort()
+    await tellRelay(pn, relay.peerId, { type: 'invite-close' })
     await pn.node.unhandle(INVITE_PROTOCOL).catch(() => {})
+  }
+}
+
+/**
+ * Tells the relay that an invite opens or closes; never throws. A relay from before invites
+ * were registered answers "unsupported protocol" only for the whole relay-admin protocol, and
+ * lets strangers through anyway.
+ */
+async function tellRelay(
+  pn: PairingHost,
+  relayPeerId: string,
+  request: Extract<RelayAdminRequest, { type: 'invite-open' | 'invite-close' }>,
+): Promise<{ ok: boolean; reason?: string }> {
+  const conn = pn.relayConnection(relayPeerId)
+  if (conn === undefined) {
+    return { ok: false, reason: 'no connection to the relay' }
+  }
+  try {
+    const answer = await askRelay(conn, request)
+    return answer.ok ? { ok: true } : { ok: false, reason: answer.reason ?? 'refused' }
+  } catch (err) {
+    return { ok: false, reason: (err as Error).message }
   }
 }
 

@@ -195,6 +195,14 @@ function explainJoinDial(code: InviteCode, err: unknown): Error {
       { hint: 'ask for a new code', cause: err },
     )
   }
+  if (code.kind !== 'group' && /PERMISSION_DENIED/.test(text)) {
+    // The relay lets a peer it does not know reach only a member that told it an invite is open
+    // (src/relay/gater.ts): the inviter has closed its invite, or never had this one open there.
+    return new InviterUnreachableError(
+      'the relay refused to connect you to the inviter: it has no invite open there (its `peerup invite` ended: the code was used, expired or stopped)',
+      { hint: 'ask for a new code', cause: err },
+    )
+  }
   if (/NO_RESERVATION/.test(text)) {
     return new InviterUnreachableError('the inviter is not connected to the relay in the code', {
       hint: 'is `peerup invite` still running on the other machine? Ask for a new code if it ended',

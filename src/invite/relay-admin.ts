@@ -2,10 +2,14 @@
  * `/peerup/relay-admin/1.0.0`: what a node asks of its relay after pairing. The caller is whoever
  * the noise handshake says it is, so the relay decides on an authenticated peer id alone:
  *
- * - `sponsor { peer, name }`: authorize the peer that just paired with me (SPEC §6); the relay
+ * - `sponsor { peer, name }`: authorize the peer that just paired with me (docs/pairing.md); the relay
  *   records `sponsor=<caller>` and applies its `security.sponsoring` policy.
  * - `members`: the members of the relay groups I belong to, so a member that missed an
  *   introduction (it was offline when others joined) can catch up.
+ * - `invite-open { ttl_ms }` / `invite-close`: I wait for a joiner now / no longer. Only while a
+ *   member has an invite open may a peer the relay does not know open a circuit to it, and a
+ *   `sponsor` is accepted (by default) only for a peer whose circuit the relay carried to the
+ *   member during that invite (docs/decisions/0004-strangers.md).
  *
  * One request, one answer, each a length-prefixed JSON frame under {@link MAX_MESSAGE_BYTES}.
  * The wire contract lives here; the relay's side is src/relay/pairing.ts.
@@ -28,6 +32,15 @@ const peerIdText = z.string().min(1).max(128)
 export const relayAdminRequest = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('sponsor'), peer: peerIdText, name: z.string().max(63).optional() }),
   z.strictObject({ type: z.literal('members') }),
+  z.strictObject({
+    type: z.literal('invite-open'),
+    ttl_ms: z
+      .number()
+      .int()
+      .min(1)
+      .max(7 * 24 * 3_600_000),
+  }),
+  z.strictObject({ type: z.literal('invite-close') }),
 ])
 
 /** A request to the relay. */

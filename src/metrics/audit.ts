@@ -18,6 +18,7 @@ export const AUDIT_EVENTS = [
   'service_denied',
   'api_access',
   'pairing',
+  'refusal',
 ] as const
 
 /** One event. */
@@ -33,6 +34,15 @@ export type AuditEvent =
       peer?: string
       name?: string
       reason?: string
+    }
+  | {
+      /** Something a peer asked for was refused or shed before any service saw it (see src/relay/gater.ts). */
+      event: 'refusal'
+      role: 'node' | 'relay'
+      what: string
+      /** The peer id, or the IP address where no peer is known yet. */
+      peer: string
+      reason: string
     }
 
 /** Where audit lines go. */

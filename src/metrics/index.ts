@@ -24,6 +24,7 @@ export interface NodeMetrics {
   daemonRequests: Counter<'method' | 'path' | 'status'>
   pathDials: Counter<'path_type' | 'result'>
   connectedPeers: Gauge<'path_type'>
+  refusals: Counter<'what' | 'reason'>
   directAttempts: Counter
   directSuccesses: Counter<'transport'>
   directFailures: Counter
@@ -86,6 +87,12 @@ export function createNodeMetrics(): NodeMetrics {
       name: 'peerup_service_denials_total',
       help: 'Service streams refused by allowed_peers',
       labelNames: ['service'],
+      registers,
+    }),
+    refusals: new Counter({
+      name: 'peerup_refusals_total',
+      help: 'What peers not in authorized_keys asked for and were refused or shed, by what and why',
+      labelNames: ['what', 'reason'],
       registers,
     }),
     daemonRequests: new Counter({

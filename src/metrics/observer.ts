@@ -23,7 +23,10 @@ export interface Observer {
   apiAccess(method: string, path: string, status: number, durationMs: number): void
   pathDial(pathType: 'DIRECT' | 'RELAYED' | undefined, ok: boolean): void
   pairing(event: Omit<Extract<AuditEvent, { event: 'pairing' }>, 'event'>): void
-  relayRefusal(what: 'reservation' | 'circuit', reason: string): void
+  /** The relay refused a connection, reservation or circuit (`peer`: id, or IP before the handshake). */
+  relayRefusal(what: 'connection' | 'reservation' | 'circuit', peer: string, reason: string): void
+  /** A node refused or shed what a peer it does not trust asked for (a relayed handshake, a DHT query). */
+  nodeRefusal(what: string, peer: string, reason: string): void
   relayedBytes(n: number): void
 }
 
@@ -39,6 +42,7 @@ export const NO_OBSERVER: Observer = {
   pathDial: () => {},
   pairing: () => {},
   relayRefusal: () => {},
+  nodeRefusal: () => {},
   relayedBytes: () => {},
 }
 
@@ -47,11 +51,26 @@ export function refusalReason(reason: string): string {
   if (/not in relay_authorized_keys|not authorized/.test(reason)) {
     return 'unauthorized'
   }
-  if (/too many reservations/.test(reason)) {
+  if (/circuit requests|handshakes at once/.test(reason)) {
+    return 'rate_limit'
+  }
+  if (/too many reservations|from \S+$/.test(reason)) {
     return 'per_ip_limit'
   }
   if (/too many relayed/.test(reason)) {
     return 'circuit_limit'
+  }
+  if (/no invite open/.test(reason)) {
+    return 'no_invite'
+  }
+  if (/this unknown peer/.test(reason)) {
+    return 'per_peer_limit'
+  }
+  if (/idle/.test(reason)) {
+    return 'idle'
+  }
+  if (/not a member|strangers/.test(reason)) {
+    return 'not_member'
   }
   return 'other'
 }
@@ -96,8 +115,13 @@ export function createObserver(parts: {
     pairing: (event) => {
       audit?.write({ event: 'pairing', ...event })
     },
-    relayRefusal: (what, reason) => {
+    relayRefusal: (what, peer, reason) => {
       relay?.refusals.inc({ what, reason: refusalReason(reason) })
+      audit?.write({ event: 'refusal', role: 'relay', what, peer, reason })
+    },
+    nodeRefusal: (what, peer, reason) => {
+      node?.refusals.inc({ what, reason: refusalReason(reason) })
+      audit?.write({ event: 'refusal', role: 'node', what, peer, reason })
     },
     relayedBytes: (n) => {
       relay?.relayedBytes.inc(n)

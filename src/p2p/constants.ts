@@ -37,3 +37,6 @@ export const RELAY_KEEP_ALIVE_TAG = 'keep-alive-peerup-relay'
 
 /** The circuit relay v2 stop protocol: one outbound stop stream on the relay is one relayed circuit. */
 export const RELAY_STOP_PROTOCOL = '/libp2p/circuit/relay/0.2.0/stop'
+
+/** The circuit relay v2 hop protocol: a peer asks the relay for a reservation or a circuit on it. */
+export const RELAY_HOP_PROTOCOL = '/libp2p/circuit/relay/0.2.0/hop'

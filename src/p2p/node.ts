@@ -30,6 +30,9 @@ import { dhtProtocol, NODE_AGENT } from './constants.ts'
 import { type Members, membersOnlyIdentify, membersOnlyKadDHT } from './members-only.ts'
 import { noiseCrypto } from './noise-crypto.ts'
 
+/** Inbound handshakes under way at once on a node (libp2p's default is 10). */
+const NODE_MAX_PENDING_CONNECTIONS = 64
+
 /** Concurrent ping streams allowed per connection, each way. */
 const PING_STREAMS = 16
 
@@ -83,6 +86,10 @@ export function baseLibp2pOptions(options: {
   transports?: Libp2pOptions['transports']
   /** Connections open at once; libp2p's default (300) is a node's, far too few for a relay. */
   maxConnections?: number
+  /** Inbound connections in their handshake at once, everyone together (libp2p's default: 10). */
+  maxPendingConnections?: number
+  /** How long an inbound connection may take to authenticate (libp2p's default: 10 s). */
+  handshakeTimeoutMs?: number
   /** yamux settings; the nodes' {@link YAMUX_OPTIONS} by default (a relay passes its own). */
   yamux?: typeof YAMUX_OPTIONS | typeof RELAY_YAMUX_OPTIONS
   /**
@@ -111,6 +118,12 @@ export function baseLibp2pOptions(options: {
       // default of 5 inbound connections per second per host refuses them.
       inboundConnectionThreshold: 100,
       ...(options.maxConnections === undefined ? {} : { maxConnections: options.maxConnections }),
+      ...(options.maxPendingConnections === undefined
+        ? {}
+        : { maxIncomingPendingConnections: options.maxPendingConnections }),
+      ...(options.handshakeTimeoutMs === undefined
+        ? {}
+        : { inboundUpgradeTimeout: options.handshakeTimeoutMs }),
     },
     // One lost ping under load must not abort a connection carrying SSH sessions; yamux keep-alive
     // and TCP notice a dead link (PITFALLS: connection monitor).
@@ -153,6 +166,9 @@ export async function createPeerupNode(options: PeerupNodeOptions): Promise<Peer
     agent: options.agent ?? `${NODE_AGENT}/${VERSION}`,
     dhtServer: options.dhtServer ?? false,
     ...(options.members === undefined ? {} : { members: options.members }),
+    // The gater bounds strangers' share of these (src/auth/gater.ts); what is left must be
+    // plenty for authorized peers reconnecting all at once.
+    maxPendingConnections: NODE_MAX_PENDING_CONNECTIONS,
     transports: [
       circuitRelayTransport(),
       ...(webrtc === undefined ? [] : [await webrtcTransport(webrtc.iceServers)]),

@@ -122,6 +122,17 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
   const authorized = await AuthorizedPeers.fromFile(resolveIn(dir, config.security.authorized_keys_file))
   // Open invites (the daemon's `POST /v1/invite`): while any is open, the joiner may connect.
   let admitting = 0
+  // A flood is shed by the thousand: one line per 10 s says how many.
+  let shedLogged = 0
+  let shedSince = 0
+  const shedLog = (what: string, peer: string, reason: string): void => {
+    shedSince++
+    if (Date.now() - shedLogged >= 10_000) {
+      log.warn('handshakes of unknown peers shed', { what, peer, reason, count: shedSince })
+      shedLogged = Date.now()
+      shedSince = 0
+    }
+  }
   const gater = nodeGater(authorized, {
     enabled: config.security.enable_connection_gating,
     admitRelayed: () => admitting > 0,
@@ -131,6 +142,10 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
       if (decision === 'deny') {
         log.warn('connection refused: peer not in authorized_keys', { peer, where })
       }
+    },
+    onShed: (what, peer, reason) => {
+      observer.nodeRefusal(`${what}-handshake`, peer, reason)
+      shedLog(what, peer, reason)
     },
   })
   const relays = config.relay.addresses

@@ -1,10 +1,12 @@
 /**
- * The relay's part in pairing (SPEC §6):
+ * The relay's part in pairing (docs/pairing.md):
  *
  * - **Sponsoring** on `/peerup/relay-admin/1.0.0`: after two peers pair through this relay, the
  *   inviter asks it to authorize the joiner. The caller is the peer id noise authenticated; it must
- *   be authorized here, and `security.sponsoring` decides whether it may sponsor (`any`, `marked`:
- *   only `sponsor=yes` peers, `off`). The joiner is recorded with `sponsor=<caller>`.
+ *   be authorized here, and `security.sponsoring` decides whether it may sponsor: `paired` (the
+ *   default), only the peer whose circuit this relay carried to the caller while the caller's
+ *   invite was open, once per invite; `marked`, the same for `sponsor=yes` peers only; `any`, any
+ *   peer id; `off`. The joiner is recorded with `sponsor=<caller>`.
  * - **Group codes** (`peerup relay pair --count N --ttl 1h`): N single-use codes whose inviter is
  *   the relay itself. A joiner proves its code on `/peerup/invite/1.0.0` straight to the relay, is
  *   authorized here with `group=<id>`, and learns the members that joined before it; members still
@@ -348,6 +350,16 @@ export async function startRelayPairing(options: RelayPairingOptions): Promise<R
     if (config.security.enable_connection_gating && !relay.authorized.has(caller)) {
       return { ok: false, reason: 'you are not authorized on this relay' }
     }
+    if (request.type === 'invite-open') {
+      relay.invites.open(caller, request.ttl_ms)
+      log.debug('invite opened', { peer: caller })
+      return { ok: true }
+    }
+    if (request.type === 'invite-close') {
+      relay.invites.close(caller)
+      log.debug('invite closed', { peer: caller })
+      return { ok: true }
+    }
     if (request.type === 'members') {
       return {
         ok: true,
@@ -373,6 +385,22 @@ export async function startRelayPairing(options: RelayPairingOptions): Promise<R
           reason: 'sponsor not marked',
         })
         return { ok: false, reason: 'on this relay only peers marked sponsor=yes may sponsor others' }
+      }
+    }
+    // `paired` and `marked`: only the peer this member has just paired with through us (we carried
+    // its circuit to the member while the member's invite was open), once per invite.
+    if (mode !== 'any' && !relay.invites.consume(caller, request.peer)) {
+      log.info('sponsoring refused', { peer: caller, sponsored: request.peer, reason: 'no pairing seen' })
+      observer.pairing({
+        role: 'relay',
+        outcome: 'refused',
+        peer: request.peer,
+        reason: 'no pairing seen',
+      })
+      return {
+        ok: false,
+        reason:
+          'this relay saw no pairing of yours with that peer (it sponsors only a peer that has just joined you through it)',
       }
     }
     try {

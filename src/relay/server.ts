@@ -13,17 +13,20 @@ import { createLibp2p, type Libp2pOptions } from 'libp2p'
 import { TypedEventEmitter, type TypedEventTarget } from 'main-event'
 import { AuthorizedPeers } from '../auth/gater.ts'
 import { loadIdentity, peerIdOf } from '../auth/identity.ts'
+import { ipOfAddr } from '../auth/pending.ts'
 import { resolveIn } from '../config/load.ts'
 import type { RelayConfig } from '../config/schema.ts'
+import { INVITE_PROTOCOL } from '../invite/protocol.ts'
 import type { Logger } from '../log/index.ts'
 import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
-import { RELAY_AGENT, RELAY_STOP_PROTOCOL } from '../p2p/constants.ts'
+import { RELAY_AGENT, RELAY_HOP_PROTOCOL, RELAY_STOP_PROTOCOL } from '../p2p/constants.ts'
 import { type BaseServices, baseLibp2pOptions, type PeerupLibp2p } from '../p2p/node.ts'
 import { RELAY_YAMUX_OPTIONS } from '../proxy/constants.ts'
 import { VERSION } from '../version.ts'
 import { RelayStartError } from './errors.ts'
-import { relayGater } from './gater.ts'
+import { type RefusalWhat, relayGater } from './gater.ts'
 import { type HealthServer, startHealthServer } from './health.ts'
+import { OpenInvites } from './invites.ts'
 import { assertRelayPatched } from './patch-check.ts'
 import { type StunResponder, startStunResponder } from './stun.ts'
 
@@ -40,7 +43,7 @@ export interface RelayServices extends BaseServices {
 
 /** A refusal by the relay: a reservation or a relayed connection it would not make. */
 export interface RelayRefusal {
-  what: 'reservation' | 'circuit'
+  what: RefusalWhat
   /** The peer that asked. */
   peer: string
   reason: string
@@ -58,6 +61,8 @@ export interface RelayHandle {
   events: TypedEventTarget<RelayEvents>
   peerId: string
   authorized: AuthorizedPeers
+  /** The members' open invites: strangers reach only those members, and sponsoring follows them. */
+  invites: OpenInvites
   health: HealthServer | undefined
   /** The STUN responder nodes use for their direct (WebRTC) path; undefined when `stun.enabled` is false. */
   stun: StunResponder | undefined
@@ -80,10 +85,21 @@ export interface StartRelayOptions {
   libp2pMetrics?: Libp2pOptions['metrics']
 }
 
-function ipOfConnection(conn: Connection): string | undefined {
-  const c = conn.remoteAddr.getComponents().find((x) => x.name === 'ip4' || x.name === 'ip6')
-  return c?.value
-}
+/** How long an inbound connection may take to finish its handshake (libp2p's default is 10 s). */
+export const RELAY_HANDSHAKE_TIMEOUT_MS = 10_000
+
+/** Inbound handshakes under way at once, from everyone together (libp2p's default is 10). */
+const MAX_PENDING_CONNECTIONS = 512
+
+/** Refusals of one kind are logged at most once per this, with the count of those not logged. */
+const REFUSAL_LOG_INTERVAL_MS = 10_000
+
+/**
+ * Protocols that make a stranger's connection useful: a circuit (pairing with a member) or the
+ * relay's own group codes. A stranger holding none of them for `unknown_peer_idle_timeout` is
+ * disconnected.
+ */
+const STRANGER_BUSY_PROTOCOLS = new Set([RELAY_HOP_PROTOCOL, INVITE_PROTOCOL])
 
 /**
  * The limit for a relayed connection from `source`: a peer the relay knows gets the configured
@@ -112,13 +128,15 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
   const authorized = await AuthorizedPeers.fromFile(resolveIn(dir, config.security.authorized_keys_file))
   let node: PeerupLibp2p<RelayServices> | undefined
   const events = new TypedEventEmitter<RelayEvents>()
+  const invites = new OpenInvites()
   const connectionsOf = (peer: PeerId): Connection[] => node?.getConnections(peer) ?? []
+  const logRefusal = throttledRefusalLog(log)
   const gater = relayGater(
     authorized,
     {
       ipOf: (peer) => {
         const conn = connectionsOf(peer).find((c) => c.status === 'open')
-        return conn === undefined ? undefined : ipOfConnection(conn)
+        return conn === undefined ? undefined : ipOfAddr(conn.remoteAddr)
       },
       reservedPeers: () => {
         const out: Array<{ peer: string; ip: string | undefined }> = []
@@ -133,15 +151,24 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
         return out
       },
       openCircuits: () => countCircuits(node),
+      connections: () => node?.getConnections() ?? [],
+      admitStranger: (member, source) => invites.admit(member, source),
     },
     {
       enabled: config.security.enable_connection_gating,
       maxReservationsPerIp: config.resources.max_reservations_per_ip,
       maxCircuits: config.resources.max_circuits,
+      strangers: {
+        maxPendingPerIp: config.resources.max_pending_per_ip,
+        maxConnectionsPerIp: config.resources.max_unknown_connections_per_ip,
+        maxCircuitsPerIp: config.resources.max_unknown_circuits_per_ip,
+        circuitsPerMinutePerIp: config.resources.unknown_circuits_per_minute_per_ip,
+      },
+      handshakeTimeoutMs: RELAY_HANDSHAKE_TIMEOUT_MS,
       onDecision: (peer, decision, where) => observer.authDecision(peer, decision, where),
       onRefusal: (what, peer, reason) => {
-        observer.relayRefusal(what, reason)
-        log.warn(`${what} refused`, { peer, reason })
+        observer.relayRefusal(what, peer, reason)
+        logRefusal(what, peer, reason)
         events.safeDispatchEvent('refusal', { detail: { what, peer, reason } })
       },
     },
@@ -156,6 +183,10 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
     // From the 301st peer on, libp2p's default reset every new connection (measured: 300
     // reservations and 150 circuits at most).
     maxConnections: config.resources.max_connections,
+    // Strangers' handshakes are bounded per IP by the gater; the pool as a whole must not be
+    // what a single flood exhausts (docs/decisions/0004-strangers.md).
+    maxPendingConnections: MAX_PENDING_CONNECTIONS,
+    handshakeTimeoutMs: RELAY_HANDSHAKE_TIMEOUT_MS,
     yamux: RELAY_YAMUX_OPTIONS,
   })
   if (config.network.announce_addresses.length > 0) {
@@ -166,7 +197,7 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
       maxReservations: config.resources.max_reservations,
       reservationTtl: config.resources.reservation_ttl,
       // Limits are decided per relayed connection below, not per reservation: the stock default
-      // (2 min, 128 KiB) would cut every SSH session (PITFALLS: circuit relay v2).
+      // (2 min, 128 KiB) would cut every SSH session after 128 KiB.
       applyDefaultLimit: false,
     },
     // Every relayed connection opens one hop stream here and one stop stream to the target.
@@ -212,6 +243,35 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
     )
   })
 
+  // Strangers that hold no circuit and no pairing exchange are let go: an idle identity costs the
+  // relay ~100 KB and a slot of its per-IP allowance (docs/decisions/0004-strangers.md).
+  const idleMs = config.resources.unknown_peer_idle_timeout
+  const sweep = setInterval(
+    () => {
+      const now = Date.now()
+      for (const conn of relayNode.getConnections()) {
+        const id = conn.remotePeer.toString()
+        if (
+          conn.status !== 'open' ||
+          !config.security.enable_connection_gating ||
+          authorized.has(id) ||
+          now - conn.timeline.open < idleMs ||
+          conn.streams.some((s) => s.protocol !== undefined && STRANGER_BUSY_PROTOCOLS.has(s.protocol))
+        ) {
+          continue
+        }
+        conn.close().catch(() => conn.abort(new Error('idle unknown peer')))
+        observer.relayRefusal('connection', id, 'idle unknown peer')
+        logRefusal('connection', id, 'idle unknown peer')
+        events.safeDispatchEvent('refusal', {
+          detail: { what: 'connection', peer: id, reason: 'idle unknown peer' },
+        })
+      }
+    },
+    Math.max(Math.floor(idleMs / 3), 200),
+  )
+  sweep.unref()
+
   const health = config.health.enabled
     ? await startHealthServer(config.health.listen_address, {
         connectedPeers: () => new Set(relayNode.getConnections().map((c) => c.remotePeer.toString())).size,
@@ -224,6 +284,7 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
       stun = await startStunResponder({ listenAddress: config.stun.listen_address, log: log.child('stun') })
     } catch (err) {
       // Undo what was started so far: a relay that cannot bind its STUN port does not half-run.
+      clearInterval(sweep)
       await health?.close()
       await relayNode.stop()
       authorized.stop()
@@ -243,11 +304,13 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
     events,
     peerId,
     authorized,
+    invites,
     health,
     stun,
     addresses: () => relayNode.getMultiaddrs().map((a) => a.toString()),
     reloadAuthorized: () => authorized.reloadFromFile(),
     stop: async () => {
+      clearInterval(sweep)
       authorized.stop()
       await stun?.close()
       await health?.close()
@@ -274,5 +337,33 @@ export function relayFiles(dir: string, config: RelayConfig): { key: string; aut
   return {
     key: path.join(dir, config.identity.key_file),
     authorizedKeys: path.join(dir, config.security.authorized_keys_file),
+  }
+}
+
+/**
+ * Logs refusals so that a flood cannot fill the log: the first of each kind (what and why, the
+ * addresses and peer ids taken out) at once, then at most one line per
+ * {@link REFUSAL_LOG_INTERVAL_MS} saying how many were not logged. Metrics and the audit log
+ * still count every one.
+ */
+function throttledRefusalLog(log: Logger): (what: RefusalWhat, peer: string, reason: string) => void {
+  const last = new Map<string, { at: number; suppressed: number }>()
+  return (what, peer, reason) => {
+    const kind = `${what}:${reason.replace(/\b(12D3Koo|Qm)\w+|\d+\.\d+\.\d+\.\d+|[0-9a-f:]*:[0-9a-f:]+/g, '…')}`
+    const now = Date.now()
+    const seen = last.get(kind)
+    if (seen !== undefined && now - seen.at < REFUSAL_LOG_INTERVAL_MS) {
+      seen.suppressed++
+      return
+    }
+    last.set(kind, { at: now, suppressed: 0 })
+    if (last.size > 256) {
+      last.delete(last.keys().next().value as string)
+    }
+    log.warn(`${what} refused`, {
+      peer,
+      reason,
+      ...(seen !== undefined && seen.suppressed > 0 ? { suppressed: seen.suppressed } : {}),
+    })
   }
 }

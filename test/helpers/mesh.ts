@@ -29,8 +29,15 @@ export interface TestRelay {
   stop(): Promise<void>
 }
 
-/** Creates and starts a relay in `<root>/relay`; `stun` answers STUN on a free UDP port of 127.0.0.1. */
-export async function startTestRelay(root: string, options: { stun?: boolean } = {}): Promise<TestRelay> {
+/**
+ * Creates and starts a relay in `<root>/relay`; `stun` answers STUN on a free UDP port of 127.0.0.1.
+ * Every peer of a test connects from 127.0.0.1, so the per-IP limits on strangers are raised out
+ * of the way unless `strangerLimits: 'default'` asks for the product's own.
+ */
+export async function startTestRelay(
+  root: string,
+  options: { stun?: boolean; strangerLimits?: 'default' | 'loose' } = {},
+): Promise<TestRelay> {
   const dir = path.join(root, 'relay')
   const init = await initRelay(dir)
   await editConfigFile(init.configFile, relayConfigSchema, (doc) => {
@@ -38,6 +45,16 @@ export async function startTestRelay(root: string, options: { stun?: boolean } =
     doc.setIn(['stun', 'enabled'], options.stun === true)
     doc.setIn(['stun', 'listen_address'], '127.0.0.1:0')
     doc.setIn(['health', 'listen_address'], '127.0.0.1:0')
+    if (options.strangerLimits !== 'default') {
+      for (const key of [
+        'max_pending_per_ip',
+        'max_unknown_connections_per_ip',
+        'max_unknown_circuits_per_ip',
+        'unknown_circuits_per_minute_per_ip',
+      ]) {
+        doc.setIn(['resources', key], 10_000)
+      }
+    }
   })
   const log = createLogger('relay')
   let { config } = await loadRelayConfig(init.configFile)

@@ -154,7 +154,10 @@ describe('mesh through a relay', { timeout: 180_000 }, () => {
     const e = await createTestNode(root, 'e', relay)
     await b.authorize(e.peerId)
     const re = await e.start('client')
+    // The relay lets a peer it does not know reach only a member that is pairing.
+    relay.handle.invites.open(b.peerId, 60_000)
     t.after(async () => {
+      relay.handle.invites.close(b.peerId)
       await e.stop()
       const { removeAuthorizedPeer } = await import('../../../src/auth/ops.ts')
       await removeAuthorizedPeer(`${b.dir}/authorized_keys`, e.peerId)

@@ -330,6 +330,9 @@ describe('pairing with invite/join through a relay', { timeout: 180_000 }, () =>
     t.after(() => pn.stop())
     await pn.supervisor.waitForReservation(AbortSignal.timeout(20_000))
     pn.admitJoiners()
+    // What `peerup invite` tells the relay, so that it lets unknown joiners through to B.
+    relay.handle.invites.open(b.peerId, 120_000)
+    t.after(() => relay.handle.invites.close(b.peerId))
     const sessions: InviteSession[] = []
     await pn.node.handle(
       INVITE_PROTOCOL,

@@ -82,13 +82,44 @@ describe('sponsoring at the relay', { timeout: 120_000 }, () => {
     assert.match(refused.reason ?? '', /not authorized on this relay/)
   })
 
-  it('marked: only a peer with sponsor=yes sponsors', async () => {
+  it('paired (the default): only the peer the relay saw join the caller during its open invite, once', async () => {
+    assert.equal(config.security.sponsoring, 'paired')
+    await withPolicy('paired')
+    const joiner = await newPeer()
+    const conn = await connect(caller)
+    // No invite open, nothing seen: refused, and nothing written.
+    const refused = await askRelay(conn, { type: 'sponsor', peer: joiner })
+    assert.equal(refused.ok, false)
+    assert.match(refused.reason ?? '', /saw no pairing/)
+    assert.equal((await loadAuthorizedKeys(keys())).has(joiner), false)
+    // An open invite alone is not enough: the relay must have carried the joiner's circuit.
+    assert.deepEqual(await askRelay(conn, { type: 'invite-open', ttl_ms: 60_000 }), { ok: true })
+    assert.equal(relay.handle.invites.isOpen(caller.peerId), true)
+    const other = await newPeer()
+    assert.equal((await askRelay(conn, { type: 'sponsor', peer: other })).ok, false)
+    // What the gater records when it lets the joiner's circuit through (src/relay/gater.ts).
+    assert.equal(relay.handle.invites.admit(caller.peerId, joiner), true)
+    assert.deepEqual(await askRelay(conn, { type: 'sponsor', peer: joiner }), { ok: true })
+    assert.equal((await loadAuthorizedKeys(keys())).get(joiner)?.attributes.sponsor, caller.peerId)
+    // The invite is spent: no second sponsorship on it, and strangers no longer get through.
+    assert.equal(relay.handle.invites.isOpen(caller.peerId), false)
+    assert.equal(relay.handle.invites.admit(caller.peerId, other), false)
+    // A stranger cannot open an invite.
+    const strangerOpen = await askRelay(await connect(stranger), { type: 'invite-open', ttl_ms: 60_000 })
+    assert.equal(strangerOpen.ok, false)
+    assert.equal(relay.handle.invites.isOpen(stranger.peerId), false)
+  })
+
+  it('marked: only a peer with sponsor=yes sponsors, and only one it paired with', async () => {
     await withPolicy('marked')
     const joiner = await newPeer()
+    relay.handle.invites.open(caller.peerId, 60_000)
+    relay.handle.invites.admit(caller.peerId, joiner)
     const refused = await askRelay(await connect(caller), { type: 'sponsor', peer: joiner })
     assert.equal(refused.ok, false)
     assert.match(refused.reason ?? '', /sponsor=yes/)
     assert.equal((await loadAuthorizedKeys(keys())).has(joiner), false)
+    relay.handle.invites.close(caller.peerId)
 
     const marked = await startPairingNode({
       configFile: (await createTestNode(path.dirname(relay.dir), 'marked', relay)).configFile,
@@ -98,7 +129,11 @@ describe('sponsoring at the relay', { timeout: 120_000 }, () => {
     cleanups.unshift(() => marked.stop())
     await addAuthorizedPeer(keys(), marked.peerId, { attributes: { sponsor: 'yes' } })
     await relay.handle.reloadAuthorized()
-    assert.deepEqual(await askRelay(await connect(marked), { type: 'sponsor', peer: joiner }), { ok: true })
+    const markedConn = await connect(marked)
+    assert.equal((await askRelay(markedConn, { type: 'sponsor', peer: joiner })).ok, false)
+    relay.handle.invites.open(marked.peerId, 60_000)
+    relay.handle.invites.admit(marked.peerId, joiner)
+    assert.deepEqual(await askRelay(markedConn, { type: 'sponsor', peer: joiner }), { ok: true })
   })
 
   it('off: nobody sponsors', async () => {

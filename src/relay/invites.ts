@@ -1,0 +1,102 @@
+/**
+ * The invites open behind this relay. A member running `peerup invite` tells its relay that it
+ * waits for a joiner (`invite-open` on `/peerup/relay-admin/1.0.0`); only then may a peer the
+ * relay does not know open a (limited) circuit to it, and the relay notes who did. Sponsoring is
+ * tied to that: a member may get the relay to authorize a peer only when the relay carried that
+ * peer's circuit to the member while its invite was open (docs/decisions/0004-strangers.md).
+ *
+ * @packageDocumentation
+ */
+
+/** Longest an invite may be registered for (the CLI's `--ttl` is capped below this). */
+export const MAX_INVITE_TTL_MS = 7 * 24 * 3_600_000
+
+/** Strangers remembered per open invite: enough for a joiner's retries, bounded against floods. */
+const MAX_JOINERS_PER_INVITE = 16
+
+interface OpenInvite {
+  expires: number
+  /** Peers not in relay_authorized_keys that reached the member through us while it was open. */
+  joiners: Set<string>
+}
+
+/** The open invites of a relay's members, by member peer id. */
+export class OpenInvites {
+  readonly #open = new Map<string, OpenInvite>()
+  readonly #now: () => number
+
+  constructor(now: () => number = Date.now) {
+    this.#now = now
+  }
+
+  /** `member` waits for a joiner for `ttlMs` (capped at {@link MAX_INVITE_TTL_MS}). */
+  open(member: string, ttlMs: number): void {
+    const expires = this.#now() + Math.min(Math.max(ttlMs, 0), MAX_INVITE_TTL_MS)
+    const current = this.#open.get(member)
+    if (current !== undefined && current.expires > this.#now()) {
+      current.expires = Math.max(current.expires, expires)
+      return
+    }
+    this.#open.set(member, { expires, joiners: new Set() })
+  }
+
+  /** `member`'s invite ended (joined, expired or cancelled). */
+  close(member: string): void {
+    this.#open.delete(member)
+  }
+
+  /** Whether `member` has an invite open now. */
+  isOpen(member: string): boolean {
+    const invite = this.#live(member)
+    return invite !== undefined
+  }
+
+  /**
+   * Records that `joiner` opens a circuit to `member`; false when `member` has no invite open (the
+   * circuit is then refused) or too many strangers already tried this one.
+   */
+  admit(member: string, joiner: string): boolean {
+    const invite = this.#live(member)
+    if (invite === undefined) {
+      return false
+    }
+    if (!invite.joiners.has(joiner) && invite.joiners.size >= MAX_JOINERS_PER_INVITE) {
+      return false
+    }
+    invite.joiners.add(joiner)
+    return true
+  }
+
+  /**
+   * Whether `member` may sponsor `joiner`: the relay carried `joiner`'s circuit to `member` during
+   * its open invite. True at most once per invite: the invite is spent by it.
+   */
+  consume(member: string, joiner: string): boolean {
+    const invite = this.#live(member)
+    if (invite === undefined || !invite.joiners.has(joiner)) {
+      return false
+    }
+    this.#open.delete(member)
+    return true
+  }
+
+  /** How many invites are open (for /healthz and tests). */
+  get size(): number {
+    for (const member of [...this.#open.keys()]) {
+      this.#live(member)
+    }
+    return this.#open.size
+  }
+
+  #live(member: string): OpenInvite | undefined {
+    const invite = this.#open.get(member)
+    if (invite === undefined) {
+      return undefined
+    }
+    if (invite.expires <= this.#now()) {
+      this.#open.delete(member)
+      return undefined
+    }
+    return invite
+  }
+}
