@@ -24,7 +24,7 @@ export interface Observer {
   pathDial(pathType: 'DIRECT' | 'RELAYED' | undefined, ok: boolean): void
   pairing(event: Omit<Extract<AuditEvent, { event: 'pairing' }>, 'event'>): void
   /** The relay refused a connection, reservation or circuit (`peer`: id, or IP before the handshake). */
-  relayRefusal(what: 'connection' | 'reservation' | 'circuit', peer: string, reason: string): void
+  relayRefusal(what: string, peer: string, reason: string): void
   /** A node refused or shed what a peer it does not trust asked for (a relayed handshake, a DHT query). */
   nodeRefusal(what: string, peer: string, reason: string): void
   relayedBytes(n: number): void

@@ -35,7 +35,7 @@ import { publicKeyToProtobuf } from '@libp2p/crypto/keys'
 import { type Identify, type IdentifyComponents, identify } from '@libp2p/identify'
 import type { AbortOptions, Connection, PeerId, Stream, StreamHandler, Topology } from '@libp2p/interface'
 import { type KadDHT, type KadDHTComponents, kadDHT, type PeerInfoMapper } from '@libp2p/kad-dht'
-import { PING_PROTOCOL } from './constants.ts'
+import { PING_PROTOCOL, RELAY_HOP_PROTOCOL } from './constants.ts'
 
 /** What was refused to a non-member: its DHT stream, or a place in the DHT routing table. */
 export type MembersOnlyRefusal = 'dht' | 'routing-table'
@@ -50,9 +50,6 @@ export interface Members {
 
 /** The identify protocol (libp2p's default prefix). */
 export const IDENTIFY_PROTOCOL = '/ipfs/id/1.0.0'
-
-/** The circuit relay v2 hop protocol: a stranger asks a relay for a limited circuit with it (pairing). */
-const RELAY_HOP_PROTOCOL = '/libp2p/circuit/relay/0.2.0/hop'
 
 /** The pairing exchange (src/invite/protocol.ts, not imported: this module stays below src/invite). */
 const INVITE_PROTOCOL = '/peerup/invite/1.0.0'

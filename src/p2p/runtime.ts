@@ -122,13 +122,13 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
   const authorized = await AuthorizedPeers.fromFile(resolveIn(dir, config.security.authorized_keys_file))
   // Open invites (the daemon's `POST /v1/invite`): while any is open, the joiner may connect.
   let admitting = 0
-  // A flood is shed by the thousand: one line per 10 s says how many.
+  // A flood of strangers is refused by the thousand: one line per 10 s says how many.
   let shedLogged = 0
   let shedSince = 0
   const shedLog = (what: string, peer: string, reason: string): void => {
     shedSince++
     if (Date.now() - shedLogged >= 10_000) {
-      log.warn('handshakes of unknown peers shed', { what, peer, reason, count: shedSince })
+      log.warn('unknown peers refused', { what, peer, reason, count: shedSince })
       shedLogged = Date.now()
       shedSince = 0
     }
@@ -159,6 +159,22 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
     relayCount: reserve ? new Set(relays.map((r) => r.split('/p2p/').pop())).size : 0,
     network: config.discovery.network,
     gater,
+    // The DHT and the full identify are for members only (src/p2p/members-only.ts): authorized
+    // peers and this node's relays and bootstrap peers (read at each decision: `config` is
+    // updated in place by applyConfig).
+    members: {
+      isMember: (peer) =>
+        !config.security.enable_connection_gating ||
+        authorized.has(peer) ||
+        config.relay.addresses.some((r) => r.endsWith(`/p2p/${peer}`)) ||
+        config.discovery.bootstrap_peers.some((b) => b.endsWith(`/p2p/${peer}`)),
+      onRefused: (peer, what) => {
+        const reason =
+          what === 'dht' ? 'the DHT is for members only' : 'strangers stay out of the routing table'
+        observer.nodeRefusal(what, peer, reason)
+        shedLog(what, peer, reason)
+      },
+    },
     ...(webrtc ? { webrtc: { iceServers: iceServersFor(relays, config.relay.stun_port) } } : {}),
     ...(options.libp2pMetrics === undefined ? {} : { metrics: options.libp2pMetrics }),
   })

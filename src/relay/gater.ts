@@ -20,7 +20,7 @@ import { ipOfAddr, type PendingSlot, PendingSlots } from '../auth/pending.ts'
 import { RELAY_HOP_PROTOCOL } from '../p2p/constants.ts'
 
 /** What a refusal was about. */
-export type RefusalWhat = 'connection' | 'reservation' | 'circuit'
+export type RefusalWhat = 'connection' | 'reservation' | 'circuit' | 'dht' | 'routing-table'
 
 /** What the relay gater needs to know about the relay's live state. */
 export interface RelayGaterState {

@@ -188,6 +188,17 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
     maxPendingConnections: MAX_PENDING_CONNECTIONS,
     handshakeTimeoutMs: RELAY_HANDSHAKE_TIMEOUT_MS,
     yamux: RELAY_YAMUX_OPTIONS,
+    // The DHT and the full identify are for members only (src/p2p/members-only.ts).
+    members: {
+      isMember: (peer) => !config.security.enable_connection_gating || authorized.has(peer),
+      onRefused: (peer, what) => {
+        const reason =
+          what === 'dht' ? 'the DHT is for members only' : 'strangers stay out of the routing table'
+        observer.relayRefusal(what, peer, reason)
+        logRefusal(what, peer, reason)
+        events.safeDispatchEvent('refusal', { detail: { what, peer, reason } })
+      },
+    },
   })
   if (config.network.announce_addresses.length > 0) {
     base.addresses = { ...base.addresses, announce: config.network.announce_addresses }
