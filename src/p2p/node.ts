@@ -88,6 +88,12 @@ export function baseLibp2pOptions(options: {
   maxConnections?: number
   /** Inbound connections in their handshake at once, everyone together (libp2p's default: 10). */
   maxPendingConnections?: number
+  /**
+   * New inbound connections per second from one IP that libp2p accepts (default 100). A relay
+   * passes `Infinity` and limits them in its gater instead, where a refusal is audited and a
+   * member's connection is given back (src/relay/gater.ts).
+   */
+  inboundConnectionsPerSecondPerIp?: number
   /** How long an inbound connection may take to authenticate (libp2p's default: 10 s). */
   handshakeTimeoutMs?: number
   /** yamux settings; the nodes' {@link YAMUX_OPTIONS} by default (a relay passes its own). */
@@ -116,7 +122,7 @@ export function baseLibp2pOptions(options: {
     connectionManager: {
       // Many peers behind one NAT, or every node of a test on 127.0.0.1, share an address: the
       // default of 5 inbound connections per second per host refuses them.
-      inboundConnectionThreshold: 100,
+      inboundConnectionThreshold: options.inboundConnectionsPerSecondPerIp ?? 100,
       ...(options.maxConnections === undefined ? {} : { maxConnections: options.maxConnections }),
       ...(options.maxPendingConnections === undefined
         ? {}

@@ -51,6 +51,14 @@ export interface StrangerLimits {
 /** Circuits one stranger may have open at once: a pairing needs one. */
 export const CIRCUITS_PER_STRANGER = 2
 
+/**
+ * New connections a second from one IP, bursts of up to that many. Each costs a noise handshake
+ * before anyone is known; a member's is given back once it has authenticated, so only strangers'
+ * connections use it up. libp2p has the same limit (`inboundConnectionThreshold`), but refuses
+ * silently and counts members too: the relay turns it off and keeps this one.
+ */
+export const CONNECTIONS_PER_SECOND_PER_IP = 100
+
 /** Options of {@link relayGater}. */
 export interface RelayGaterOptions {
   enabled: boolean
@@ -63,34 +71,47 @@ export interface RelayGaterOptions {
   onRefusal?: (what: RefusalWhat, peer: string, reason: string) => void
 }
 
-/** A token bucket per key: `perMinute` requests a minute, bursts of up to that many. */
+/** A token bucket per key: `size` requests per `periodMs`, in bursts of up to that many. */
 class RateLimit {
   readonly #buckets = new Map<string, { tokens: number; at: number }>()
-  readonly #perMinute: number
+  readonly #size: number
+  readonly #periodMs: number
 
-  constructor(perMinute: number) {
-    this.#perMinute = perMinute
+  constructor(size: number, periodMs: number) {
+    this.#size = size
+    this.#periodMs = periodMs
+  }
+
+  #refilled(b: { tokens: number; at: number }, now: number): number {
+    return Math.min(this.#size, b.tokens + ((now - b.at) * this.#size) / this.#periodMs)
   }
 
   take(key: string, now = Date.now()): boolean {
-    const b = this.#buckets.get(key) ?? { tokens: this.#perMinute, at: now }
-    b.tokens = Math.min(this.#perMinute, b.tokens + ((now - b.at) * this.#perMinute) / 60_000)
+    const b = this.#buckets.get(key) ?? { tokens: this.#size, at: now }
+    b.tokens = this.#refilled(b, now)
     b.at = now
+    this.#buckets.set(key, b)
     if (b.tokens < 1) {
-      this.#buckets.set(key, b)
       return false
     }
     b.tokens -= 1
-    this.#buckets.set(key, b)
     if (this.#buckets.size > 10_000) {
       // Full buckets carry no state worth keeping.
       for (const [k, v] of this.#buckets) {
-        if (v.tokens + ((now - v.at) * this.#perMinute) / 60_000 >= this.#perMinute) {
+        if (this.#refilled(v, now) >= this.#size) {
           this.#buckets.delete(k)
         }
       }
     }
     return true
+  }
+
+  /** Returns a token taken for a request that, after all, is not counted. */
+  giveBack(key: string): void {
+    const b = this.#buckets.get(key)
+    if (b !== undefined) {
+      b.tokens = Math.min(this.#size, b.tokens + 1)
+    }
   }
 }
 
@@ -119,7 +140,8 @@ export function relayGater(
   const isMember = (id: string): boolean => !options.enabled || peers.has(id)
   const pending = new PendingSlots({ perKey: limits.maxPendingPerIp, timeoutMs: options.handshakeTimeoutMs })
   const slots = new WeakMap<MultiaddrConnection, PendingSlot>()
-  const circuitRate = new RateLimit(limits.circuitsPerMinutePerIp)
+  const circuitRate = new RateLimit(limits.circuitsPerMinutePerIp, 60_000)
+  const connectionRate = new RateLimit(CONNECTIONS_PER_SECOND_PER_IP, 1_000)
   const strangersFrom = (ip: string, except: string): Connection[] =>
     state
       .connections()
@@ -137,8 +159,12 @@ export function relayGater(
       if (ip === undefined) {
         return false
       }
+      if (!connectionRate.take(ip)) {
+        return refuse('connection', ip, `too many new connections from ${ip} per second`)
+      }
       const slot = pending.take(ip)
       if (slot === undefined) {
+        connectionRate.giveBack(ip)
         return refuse('connection', ip, `too many pending handshakes from ${ip}`)
       }
       slots.set(maConn, slot)
@@ -148,10 +174,13 @@ export function relayGater(
     denyInboundEncryptedConnection: (peer, maConn) => {
       slots.get(maConn)?.release()
       const id = peer.toString()
+      const ip = ipOfAddr(maConn.remoteAddr)
       if (isMember(id)) {
+        if (ip !== undefined) {
+          connectionRate.giveBack(ip)
+        }
         return false
       }
-      const ip = ipOfAddr(maConn.remoteAddr)
       if (ip !== undefined && strangersFrom(ip, id).length >= limits.maxConnectionsPerIp) {
         return refuse('connection', id, `too many connections of unknown peers from ${ip}`)
       }

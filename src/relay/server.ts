@@ -186,6 +186,8 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
     // Strangers' handshakes are bounded per IP by the gater; the pool as a whole must not be
     // what a single flood exhausts (docs/decisions/0004-strangers.md).
     maxPendingConnections: MAX_PENDING_CONNECTIONS,
+    // Limited per IP by the gater, which audits a refusal and does not count members.
+    inboundConnectionsPerSecondPerIp: Number.POSITIVE_INFINITY,
     handshakeTimeoutMs: RELAY_HANDSHAKE_TIMEOUT_MS,
     yamux: RELAY_YAMUX_OPTIONS,
     // The DHT and the full identify are for members only (src/p2p/members-only.ts).

@@ -12,6 +12,7 @@ import { loadRelayConfig } from '../../src/config/load.ts'
 import { addService } from '../../src/config/ops.ts'
 import { nodeConfigSchema, relayConfigSchema } from '../../src/config/schema.ts'
 import { configureLogging, createLogger } from '../../src/log/index.ts'
+import type { Observer } from '../../src/metrics/observer.ts'
 import { type NodeRuntime, startNodeRuntime } from '../../src/p2p/runtime.ts'
 import { type RelayHandle, startRelay } from '../../src/relay/server.ts'
 
@@ -36,7 +37,14 @@ export interface TestRelay {
  */
 export async function startTestRelay(
   root: string,
-  options: { stun?: boolean; strangerLimits?: 'default' | 'loose' } = {},
+  options: {
+    stun?: boolean
+    strangerLimits?: 'default' | 'loose'
+    /** Values for `resources:` of relay-server.yaml, over the rest. */
+    resources?: Record<string, number | string>
+    /** Where the relay reports refusals (metrics, audit). */
+    observer?: Observer
+  } = {},
 ): Promise<TestRelay> {
   const dir = path.join(root, 'relay')
   const init = await initRelay(dir)
@@ -55,10 +63,14 @@ export async function startTestRelay(
         doc.setIn(['resources', key], 10_000)
       }
     }
+    for (const [key, value] of Object.entries(options.resources ?? {})) {
+      doc.setIn(['resources', key], value)
+    }
   })
   const log = createLogger('relay')
   let { config } = await loadRelayConfig(init.configFile)
-  let handle = await startRelay({ config, dir, log })
+  const observer = options.observer === undefined ? {} : { observer: options.observer }
+  let handle = await startRelay({ config, dir, log, ...observer })
   const address = handle.addresses().find((a) => a.startsWith('/ip4/127.0.0.1/tcp/')) as string
   // Restarts reuse the port, as a relay behind a fixed address would.
   await editConfigFile(init.configFile, relayConfigSchema, (doc) => {
@@ -78,7 +90,7 @@ export async function startTestRelay(
     },
     restart: async () => {
       await handle.stop()
-      handle = await startRelay({ config, dir, log })
+      handle = await startRelay({ config, dir, log, ...observer })
     },
     stop: () => handle.stop(),
   }
@@ -95,7 +107,7 @@ export interface TestNode {
   authorize(peerId: string): Promise<void>
   addService(name: string, address: string, allowed?: string[]): Promise<void>
   /** Starts the node; `daemon` exposes services and listens, a client only dials. */
-  start(mode: 'daemon' | 'client'): Promise<NodeRuntime>
+  start(mode: 'daemon' | 'client', options?: { observer?: Observer }): Promise<NodeRuntime>
   stop(): Promise<void>
 }
 
@@ -133,10 +145,11 @@ export async function createTestNode(
     addService: async (svc, address, allowed) => {
       await addService(init.configFile, svc, address, allowed === undefined ? {} : { allowedPeers: allowed })
     },
-    start: async (mode) => {
+    start: async (mode, startOptions) => {
       node.runtime = await startNodeRuntime({
         configFile: init.configFile,
         log: createLogger(name),
+        ...(startOptions?.observer === undefined ? {} : { observer: startOptions.observer }),
         exposeServices: mode === 'daemon',
         ...(mode === 'client' ? { listen: [] } : {}),
       })

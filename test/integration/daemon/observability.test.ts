@@ -294,6 +294,8 @@ describe('metrics, audit and logs', { timeout: 180_000 }, () => {
     const seen = new Set([
       ...bAudit.map((e) => e.event),
       ...(await auditLines(path.join(inviter.dir, 'audit.log'))).map((e) => e.event),
+      // refusal: the relay's, of the reservation refused in the test before.
+      ...(await auditLines(path.join(relayDir, 'audit.log'))).map((e) => e.event),
     ])
     for (const event of AUDIT_EVENTS) {
       assert.ok(seen.has(event), `audit event ${event} was never written`)
