@@ -42,6 +42,16 @@ function nullAsMissing<T extends z.ZodType>(schema: T) {
   return z.preprocess((v) => (v === null ? undefined : v), schema)
 }
 
+/**
+ * A map keyed by names a user wrote, as an object without a prototype: looking up a name such as
+ * `constructor` or `__proto__` finds nothing rather than Object.prototype's members.
+ */
+function keyedByName<T extends z.ZodRecord>(schema: T) {
+  return nullAsMissing(
+    schema.default({} as never).transform((v): z.output<T> => Object.assign(Object.create(null), v)),
+  )
+}
+
 function section<S extends z.ZodRawShape>(shape: S) {
   // Every key of a section has a default, so an absent section is the same as an empty one.
   return nullAsMissing(z.strictObject(shape).prefault({} as never))
@@ -242,8 +252,8 @@ export const nodeConfigSchema = z
       authorized_keys_file: relativePath.default('authorized_keys'),
       enable_connection_gating: z.boolean().default(true),
     }),
-    services: nullAsMissing(z.record(serviceName, service).default({})),
-    names: nullAsMissing(z.record(peerName, peerIdString).default({})),
+    services: keyedByName(z.record(serviceName, service)),
+    names: keyedByName(z.record(peerName, peerIdString)),
     telemetry: telemetry(9091),
     log,
   })

@@ -36,7 +36,7 @@ import {
 import { createObserver, NO_OBSERVER, type Observer } from '../metrics/observer.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
 import { startNodeRuntime } from '../p2p/runtime.ts'
-import { createLocalApiServer, type Route, type UpgradeRoute } from '../util/local-api.ts'
+import { type ApiLimits, createLocalApiServer, type Route, type UpgradeRoute } from '../util/local-api.ts'
 import { createNotifier } from '../util/sd-notify.ts'
 import { listenOnSocket } from '../util/socket.ts'
 import { watchFile } from '../util/watch.ts'
@@ -54,6 +54,9 @@ export interface DaemonReady {
   services: string[]
   /** Where `/metrics` is served, when metrics are on. */
   metricsAddress: string | undefined
+  /** The API's route table as served (a test that must cover every route reads it here). */
+  routes: readonly Route[]
+  upgrades: readonly UpgradeRoute[]
 }
 
 /** Options of {@link runDaemon}. */
@@ -66,6 +69,8 @@ export interface DaemonOptions {
   env?: Env
   /** Called once the daemon serves its API. */
   onReady?: (info: DaemonReady) => void
+  /** The local API's timeouts and connection cap (default `API_LIMITS`; tests shorten them). */
+  apiLimits?: Partial<ApiLimits>
 }
 
 /** Runs the daemon until `signal` fires or a client asks it to stop. */
@@ -113,6 +118,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
     cookie: () => cookie,
     version: VERSION,
     statusOf,
+    ...(options.apiLimits === undefined ? {} : { limits: options.apiLimits }),
     onAccess: (a) => {
       observer.apiAccess(a.method, a.route, a.status, a.durationMs)
       log.debug('api request', { method: a.method, path: a.route, status: a.status })
@@ -373,6 +379,8 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
       addresses: rt.node.getMultiaddrs().map(String),
       services,
       metricsAddress,
+      routes,
+      upgrades,
     })
     if (!stop.aborted) {
       await new Promise<void>((resolve) => stop.addEventListener('abort', () => resolve(), { once: true }))

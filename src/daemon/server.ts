@@ -10,16 +10,12 @@ import type { Duplex } from 'node:stream'
 import type { PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import {
-  type AuthAddRequest,
   type AuthChangeResponse,
   type AuthEntry,
   type ConnectRequest,
   type DaemonEvent,
   DIAL_PROTOCOL,
-  type ExposeRequest,
-  type InviteRequest,
   type PeerState,
-  type PingRequest,
   type PingResponse,
   type ResolveResponse,
   ROUTES,
@@ -30,8 +26,8 @@ import {
 } from '../api/index.ts'
 import { addAuthorizedPeer, listAuthorizedPeers, removeAuthorizedPeer } from '../auth/ops.ts'
 import { loadNodeConfig, resolveIn } from '../config/load.ts'
-import { checkPeerName, normaliseLocalAddress, resolvePeer, setPeerName } from '../config/ops.ts'
-import { ConflictError, UsageError } from '../errors.ts'
+import { normaliseLocalAddress, resolvePeer, setPeerName } from '../config/ops.ts'
+import { ConflictError } from '../errors.ts'
 import { inviteOn, type PairingHost } from '../invite/invite.ts'
 import type { Logger } from '../log/index.ts'
 import type { Observer } from '../metrics/observer.ts'
@@ -50,9 +46,21 @@ import { ApiError, type Route, type UpgradeRoute } from '../util/local-api.ts'
 import { VERSION } from '../version.ts'
 import { type DaemonEvents, toApiPath } from './events.ts'
 import type { ProxyManager } from './proxies.ts'
+import {
+  authAddBody,
+  connectBody,
+  exposeBody,
+  inviteBody,
+  MAX_API_PINGS,
+  parseBody,
+  parseParam,
+  peerRef,
+  pingBody,
+  serviceName,
+  tracerouteBody,
+} from './requests.ts'
 
-/** Most pings one API request may ask for (a CLI wanting more streams them, `?stream=true`). */
-export const MAX_API_PINGS = 1000
+export { MAX_API_PINGS }
 
 /** A watcher that lets this much of the event stream pile up is cut off. */
 const MAX_EVENT_BACKLOG_BYTES = 1024 * 1024
@@ -92,43 +100,6 @@ function route<T>(name: keyof typeof ROUTES, handler: Route['handler'], text?: (
     : { method, path, handler, text: text as (d: never) => string }
 }
 
-function objectBody<T>(body: unknown): Partial<T> {
-  if (body === undefined) {
-    return {}
-  }
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new ApiError(400, 'the request body must be a JSON object')
-  }
-  return body as Partial<T>
-}
-
-function requireString(value: unknown, field: string): string {
-  if (typeof value !== 'string' || value === '') {
-    throw new ApiError(400, `${field} is required (a string)`)
-  }
-  return value
-}
-
-function optionalString(value: unknown, field: string): string | undefined {
-  if (value === undefined) {
-    return undefined
-  }
-  if (typeof value !== 'string') {
-    throw new ApiError(400, `${field} must be a string`)
-  }
-  return value
-}
-
-function optionalCount(value: unknown, field: string, max: number): number | undefined {
-  if (value === undefined) {
-    return undefined
-  }
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > max) {
-    throw new ApiError(400, `${field} must be a whole number from 0 to ${max}`)
-  }
-  return value
-}
-
 /** Writes NDJSON lines to `res` as they come; the stream ends when the client goes away. */
 function ndjson(res: http.ServerResponse): { write(line: unknown): boolean; end(): void } {
   res.writeHead(200, { 'Content-Type': 'application/x-ndjson', 'Cache-Control': 'no-store' })
@@ -151,6 +122,9 @@ export function daemonRoutes(ctx: DaemonContext): { routes: Route[]; upgrades: U
   const dir = rt.dir
   const keysFile = resolveIn(dir, rt.config.security.authorized_keys_file)
   const idOf = (peer: string): string => resolvePeer(rt.config, peer).peerId
+  // `names:` is a plain object: a name such as `constructor` must not find Object.prototype's.
+  const named = (name: string): string | undefined =>
+    Object.hasOwn(rt.config.names, name) ? rt.config.names[name] : undefined
   let inviting = false
   const nameOf = (id: string): string | undefined =>
     Object.entries(rt.config.names).find(([, v]) => v === id)?.[0]
@@ -250,18 +224,15 @@ export function daemonRoutes(ctx: DaemonContext): { routes: Route[]; upgrades: U
       return { data }
     }),
     route('authAdd', async (r) => {
-      const body = objectBody<AuthAddRequest>(r.body)
-      const peer = requireString(body.peer, 'peer')
-      const comment = optionalString(body.comment, 'comment')
-      const name = optionalString(body.name, 'name')
+      const { peer, comment, name } = parseBody(authAddBody, r.body)
+      const id = idOf(peer)
       if (name !== undefined) {
-        checkPeerName(name)
-        const taken = rt.config.names[name]
-        if (taken !== undefined && taken !== peer) {
+        const taken = named(name)
+        if (taken !== undefined && taken !== id) {
           throw new ConflictError(`the name ${name} is already used for ${taken}`)
         }
       }
-      const added = await addAuthorizedPeer(keysFile, rt.config.names[peer] ?? peer, {
+      const added = await addAuthorizedPeer(keysFile, id, {
         ...(comment === undefined ? {} : { comment }),
       })
       if (name !== undefined) {
@@ -273,7 +244,7 @@ export function daemonRoutes(ctx: DaemonContext): { routes: Route[]; upgrades: U
       return { data, status: 201 }
     }),
     route('authRemove', async (r) => {
-      const id = rt.config.names[r.params.peer ?? ''] ?? r.params.peer ?? ''
+      const id = idOf(parseParam(peerRef, 'peer', r.params.peer))
       const removed = await removeAuthorizedPeer(keysFile, id)
       const open = rt.node.getConnections().filter((c) => c.remotePeer.toString() === removed.peerId).length
       await rt.reloadAuthorized()
@@ -283,14 +254,10 @@ export function daemonRoutes(ctx: DaemonContext): { routes: Route[]; upgrades: U
       return { data }
     }),
     route('ping', async (r) => {
-      const body = objectBody<PingRequest>(r.body)
-      const peer = requireString(body.peer, 'peer')
-      const count = optionalCount(body.count, 'count', MAX_API_PINGS) ?? 4
-      const intervalMs = optionalCount(body.intervalMs, 'intervalMs', 60_000) ?? 1000
-      const deadlineMs = optionalCount(body.deadlineMs, 'deadlineMs', 86_400_000)
-      if (body.untilDirect !== undefined && typeof body.untilDirect !== 'boolean') {
-        throw new ApiError(400, 'untilDirect must be true or false')
-      }
+      const body = parseBody(pingBody, r.body)
+      const { peer, deadlineMs } = body
+      const count = body.count ?? 4
+      const intervalMs = body.intervalMs ?? 1000
       const extra = {
         ...(body.untilDirect === true ? { untilDirect: true } : {}),
         ...(deadlineMs === undefined ? {} : { deadlineMs }),
@@ -339,7 +306,7 @@ export function daemonRoutes(ctx: DaemonContext): { routes: Route[]; upgrades: U
     route<TracerouteResponse>(
       'traceroute',
       async (r) => {
-        const peer = requireString(objectBody<{ peer: string }>(r.body).peer, 'peer')
+        const { peer } = parseBody(tracerouteBody, r.body)
         idOf(peer)
         const report = await traceroutePeer(rt, peer, r.signal)
         const data: TracerouteResponse = { ...report, path: toApiPath(report.path) }
@@ -349,17 +316,12 @@ export function daemonRoutes(ctx: DaemonContext): { routes: Route[]; upgrades: U
         `traceroute to ${t.peer}: ${t.summary}\n${t.hops.map((h) => `${h.hop}  ${h.role}  ${h.peerId}  ${h.rttMs === undefined ? h.error : `${h.rttMs.toFixed(1)} ms`}`).join('\n')}`,
     ),
     route('resolve', async (r) => {
-      const data: ResolveResponse = resolvePeer(rt.config, r.params.name ?? '')
+      const data: ResolveResponse = resolvePeer(rt.config, parseParam(peerRef, 'name', r.params.name))
       return { data }
     }),
     route('connectList', async () => ({ data: proxies.list() })),
     route('connectAdd', async (r) => {
-      const body = objectBody<ConnectRequest>(r.body)
-      const req: ConnectRequest = {
-        peer: requireString(body.peer, 'peer'),
-        service: requireString(body.service, 'service'),
-        listen: requireString(body.listen, 'listen'),
-      }
+      const req: ConnectRequest = parseBody(connectBody, r.body)
       idOf(req.peer)
       return { data: await proxies.add(req, r.signal), status: 201 }
     }),
@@ -368,13 +330,10 @@ export function daemonRoutes(ctx: DaemonContext): { routes: Route[]; upgrades: U
       return { data: { removed: r.params.id } }
     }),
     route('exposeAdd', async (r) => {
-      const body = objectBody<ExposeRequest>(r.body)
-      const name = requireString(body.name, 'name')
-      const localAddress = normaliseLocalAddress(requireString(body.localAddress, 'localAddress'))
+      const body = parseBody(exposeBody, r.body)
+      const name = body.name
+      const localAddress = normaliseLocalAddress(body.localAddress)
       const allowed = body.allowedPeers ?? []
-      if (!Array.isArray(allowed) || allowed.some((p) => typeof p !== 'string')) {
-        throw new ApiError(400, 'allowedPeers must be a list of peer ids or names')
-      }
       const svc = await rt.services.expose({
         name,
         localAddress,
@@ -384,19 +343,11 @@ export function daemonRoutes(ctx: DaemonContext): { routes: Route[]; upgrades: U
       return { data: svc, status: 201 }
     }),
     route('exposeRemove', async (r) => {
-      await rt.services.unexpose(r.params.name ?? '')
+      await rt.services.unexpose(parseParam(serviceName, 'name', r.params.name))
       return { data: { removed: r.params.name } }
     }),
     route('invite', async (r) => {
-      const body = objectBody<InviteRequest>(r.body)
-      const ttlMs = optionalCount(body.ttlMs, 'ttlMs', 86_400_000)
-      if (ttlMs === undefined || ttlMs < 1000) {
-        throw new ApiError(400, 'ttlMs is required: how long the code stays valid, in ms')
-      }
-      const name = optionalString(body.name, 'name')
-      if (name !== undefined) {
-        checkPeerName(name)
-      }
+      const { ttlMs, name } = parseBody(inviteBody, r.body)
       if (inviting) {
         throw new ConflictError('an invite is already waiting on this daemon', {
           hint: 'finish or cancel it (Ctrl+C in the terminal of that `peerup invite`) first',
@@ -487,11 +438,9 @@ export function daemonRoutes(ctx: DaemonContext): { routes: Route[]; upgrades: U
     path: routeParts(ROUTES.dial).path,
     protocol: DIAL_PROTOCOL,
     handler: async (r, socket: Duplex, head: Buffer) => {
-      const peer = r.query.get('peer') ?? ''
-      const service = r.query.get('service') ?? ''
-      if (peer === '' || service === '') {
-        throw new UsageError('peer and service are required (?peer=…&service=…)')
-      }
+      // Query parameters, checked as the same fields of a body would be (?peer=…&service=…).
+      const peer = parseParam(peerRef, 'peer', r.query.get('peer') ?? undefined)
+      const service = parseParam(serviceName, 'service', r.query.get('service') ?? undefined)
       idOf(peer)
       const { stream } = await rt.openService(peer, service, { signal: r.signal })
       socket.write(

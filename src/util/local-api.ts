@@ -3,7 +3,7 @@
  * socket), in the manner of Tailscale's LocalAPI: a flat route table, a bearer cookie checked in
  * constant time, browsers kept out (`Origin`/`Referer` refused: a web page can make a browser talk
  * to a local socket through a proxy, never with those headers absent), request bodies capped,
- * slow clients timed out, and one response shape — `{"data": …}` or `{"error": "…", "hint": "…"}` —
+ * slow clients cut off, connections capped, and one response shape — `{"data": …}` or `{"error": "…", "hint": "…"}` —
  * or plain text for `Accept: text/plain`.
  *
  * @packageDocumentation
@@ -17,11 +17,34 @@ import { ConflictError, NotFoundError, PeerupError, UsageError } from '../errors
 /** Largest request body accepted (SPEC §5). */
 export const MAX_BODY_BYTES = 1024 * 1024
 
-/** A client must send its headers within this. */
+/** A client must send its headers within this of connecting (or of its previous answer). */
 export const HEADERS_TIMEOUT_MS = 5_000
 
 /** A client must send its whole request within this (responses such as `events` may last longer). */
 export const REQUEST_TIMEOUT_MS = 15_000
+
+/**
+ * Most connections open at once; more are closed as they come. Only the socket's owner can connect
+ * (0600 in a 0700 directory), so this guards against a runaway script, not a stranger: normal use
+ * is one connection per CLI command, per `status --watch` and per ssh session through the daemon
+ * (`POST /v1/dial` keeps its connection). 256 is far above that and a quarter of the common
+ * 1024-descriptor soft limit, so a flood cannot take the descriptors the node needs for its peers.
+ */
+export const MAX_API_CONNECTIONS = 256
+
+/** The limits a local API holds its clients to (tests shorten them). */
+export interface ApiLimits {
+  headersTimeoutMs: number
+  requestTimeoutMs: number
+  maxConnections: number
+}
+
+/** The limits of every local API unless a test says otherwise. */
+export const API_LIMITS: Readonly<ApiLimits> = {
+  headersTimeoutMs: HEADERS_TIMEOUT_MS,
+  requestTimeoutMs: REQUEST_TIMEOUT_MS,
+  maxConnections: MAX_API_CONNECTIONS,
+}
 
 /** An error with the HTTP status it is answered with. */
 export class ApiError extends PeerupError {
@@ -90,12 +113,28 @@ export interface LocalApiOptions {
   /** Maps a thrown error to a status (defaults: ApiError's own, usage 400, not found 404, conflict 409, else 500). */
   statusOf?: (err: unknown) => number | undefined
   onAccess?: (record: AccessRecord) => void
+  /** Defaults: {@link API_LIMITS}. */
+  limits?: Partial<ApiLimits>
 }
 
 /** Creates the server (not listening yet: see `listenOnSocket`). */
 export function createLocalApiServer(options: LocalApiOptions): http.Server {
-  const server = http.createServer({ requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS })
+  const limits: ApiLimits = { ...API_LIMITS, ...options.limits }
+  // Node's own timeouts are checked only every connectionsCheckingInterval (30 s) and never for a
+  // connection that has not sent a byte: kept as a backstop, enforced per connection below.
+  const server = http.createServer({
+    requestTimeout: limits.requestTimeoutMs,
+    headersTimeout: limits.headersTimeoutMs,
+  })
   server.keepAliveTimeout = 5_000
+  server.maxConnections = limits.maxConnections
+  const deadlines = new WeakMap<object, Deadlines>()
+  server.on('connection', (socket: Duplex) => {
+    const d = new Deadlines(socket, limits)
+    deadlines.set(socket, d)
+    socket.once('close', () => d.clear())
+    d.arm()
+  })
 
   const statusOf = (err: unknown): number =>
     options.statusOf?.(err) ??
@@ -110,6 +149,7 @@ export function createLocalApiServer(options: LocalApiOptions): http.Server {
             : 500)
 
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    deadlines.get(req.socket)?.requestStarted(req, res)
     const started = performance.now()
     let route = 'unmatched'
     res.setHeader('X-Peerup-Version', options.version)
@@ -190,6 +230,8 @@ export function createLocalApiServer(options: LocalApiOptions): http.Server {
   })
 
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    // The request is in; what follows on the socket is the route's own protocol, for as long as it lasts.
+    deadlines.get(socket)?.clear()
     const started = performance.now()
     const url = new URL(req.url ?? '/', 'http://local')
     const route = (options.upgrades ?? []).find((u) => u.path === url.pathname)
@@ -248,6 +290,69 @@ export function createLocalApiServer(options: LocalApiOptions): http.Server {
       })
   })
   return server
+}
+
+/**
+ * The two deadlines of the request a connection is due to send: its headers within
+ * `headersTimeoutMs`, all of it within `requestTimeoutMs`, both counted from the connect (or from
+ * the previous answer on a kept-alive connection). A connection that misses one is destroyed; once a
+ * request is in, its answer may take as long as it takes (an event stream, an invite).
+ */
+class Deadlines {
+  readonly #socket: Duplex
+  readonly #limits: ApiLimits
+  #headers: NodeJS.Timeout | undefined
+  #request: NodeJS.Timeout | undefined
+  /** Requests whose answer is not finished (more than one when a client pipelines). */
+  #open = 0
+
+  constructor(socket: Duplex, limits: ApiLimits) {
+    this.#socket = socket
+    this.#limits = limits
+  }
+
+  /** Starts both clocks for the next request. */
+  arm(): void {
+    this.clear()
+    const cut = (): void => {
+      this.clear()
+      this.#socket.destroy()
+    }
+    this.#headers = setTimeout(cut, this.#limits.headersTimeoutMs).unref()
+    this.#request = setTimeout(cut, this.#limits.requestTimeoutMs).unref()
+  }
+
+  /** Stops both clocks. */
+  clear(): void {
+    clearTimeout(this.#headers)
+    clearTimeout(this.#request)
+    this.#headers = undefined
+    this.#request = undefined
+  }
+
+  /** A request's headers are in: its body still has to arrive in time. */
+  requestStarted(req: http.IncomingMessage, res: http.ServerResponse): void {
+    clearTimeout(this.#headers)
+    this.#headers = undefined
+    this.#open++
+    // 'end' comes once the body is read, or once Node drains what a handler left unread.
+    req.once('end', () => {
+      clearTimeout(this.#request)
+      this.#request = undefined
+      this.#next(req)
+    })
+    res.once('close', () => {
+      this.#open--
+      this.#next(req)
+    })
+  }
+
+  /** Once nothing is being answered or received, the next request's clocks start. */
+  #next(req: http.IncomingMessage): void {
+    if (this.#open === 0 && req.complete && !this.#socket.destroyed) {
+      this.arm()
+    }
+  }
 }
 
 /** Why a request is refused before any route runs, or undefined. */

@@ -9,6 +9,7 @@ import * as path from 'node:path'
 import { type DaemonReady, runDaemon } from '../../src/daemon/run.ts'
 import { type Env, readEnv } from '../../src/env.ts'
 import { createLogger } from '../../src/log/index.ts'
+import type { ApiLimits } from '../../src/util/local-api.ts'
 
 /** A daemon running in this process. */
 export interface TestDaemon {
@@ -18,8 +19,12 @@ export interface TestDaemon {
   stop(): Promise<void>
 }
 
-/** Starts `runDaemon()` on `configFile` and resolves once it serves. */
-export async function startTestDaemon(configFile: string, env: Partial<Env> = {}): Promise<TestDaemon> {
+/** Starts `runDaemon()` on `configFile` and resolves once it serves; `apiLimits` shortens the API's timeouts. */
+export async function startTestDaemon(
+  configFile: string,
+  env: Partial<Env> = {},
+  options: { apiLimits?: Partial<ApiLimits> } = {},
+): Promise<TestDaemon> {
   const controller = new AbortController()
   const { promise: readyP, resolve, reject } = Promise.withResolvers<DaemonReady>()
   const done = runDaemon({
@@ -28,6 +33,7 @@ export async function startTestDaemon(configFile: string, env: Partial<Env> = {}
     signal: controller.signal,
     env: { ...readEnv({}), notifySocket: undefined, watchdogUsec: undefined, ...env },
     onReady: resolve,
+    ...(options.apiLimits === undefined ? {} : { apiLimits: options.apiLimits }),
   })
   done.catch(reject)
   const ready = await readyP
