@@ -28,10 +28,71 @@ export interface Loaded<T> {
   config: T
 }
 
+/**
+ * Largest config file read. A real config is a few KB; parsing grows faster than linearly with
+ * the number of keys in a mapping (the YAML parser's duplicate-key check), and a 6 MB file of
+ * 100,000 services kept `config validate` busy — deaf to SIGTERM — for minutes.
+ */
+export const MAX_CONFIG_BYTES = 1024 * 1024
+
+/**
+ * Deepest nesting of mappings and lists accepted. Ours is 4 levels deep; the parser recurses once
+ * per level, and 50,000 levels overflowed its stack.
+ */
+export const MAX_CONFIG_DEPTH = 32
+
+/**
+ * How deeply `text` nests flow collections (`[`, `{`), read without parsing: the one way to nest
+ * thousands of levels in a small file. Quoted text and comments are skipped.
+ */
+function flowDepth(text: string): { depth: number; offset: number } {
+  let depth = 0
+  let deepest = { depth: 0, offset: 0 }
+  let quote: string | undefined
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]
+    if (quote !== undefined) {
+      if (c === '\\' && quote === '"') {
+        i++
+      } else if (c === quote) {
+        quote = undefined
+      }
+      continue
+    }
+    if ((c === '"' || c === "'") && (i === 0 || /[\s[{,:]/.test(text[i - 1] as string))) {
+      // A quote opens a scalar only where one can start (`it's` is plain text).
+      quote = c
+    } else if (c === '#' && (i === 0 || /\s/.test(text[i - 1] as string))) {
+      const end = text.indexOf('\n', i)
+      i = end === -1 ? text.length : end
+    } else if (c === '[' || c === '{') {
+      depth++
+      if (depth > deepest.depth) {
+        deepest = { depth, offset: i }
+      }
+    } else if ((c === ']' || c === '}') && depth > 0) {
+      depth--
+    }
+  }
+  return deepest
+}
+
 /** Parses YAML text into a document, turning syntax errors into a {@link ConfigError} with a line. */
 export function parseYaml(text: string, file: string): { doc: Document; lines: LineCounter } {
   const lines = new LineCounter()
+  const tooDeep = (line: number | undefined): ConfigError =>
+    new ConfigError(file, [{ line, key: '', message: `nested more than ${MAX_CONFIG_DEPTH} levels deep` }], {
+      hint: 'a peerup config nests 4 levels at most: see configs/*.example.yaml',
+    })
+  const flow = flowDepth(text)
+  if (flow.depth > MAX_CONFIG_DEPTH) {
+    throw tooDeep(text.slice(0, flow.offset).split('\n').length)
+  }
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true })
+  if (doc.errors.some((e) => /call stack/i.test(e.message))) {
+    // The parser recursed too deep on nesting the scan above did not see: say what it was.
+    throw tooDeep(undefined)
+  }
   const problems: ConfigProblem[] = doc.errors.map((e) => ({
     line: e.pos[0] === undefined ? undefined : lines.linePos(e.pos[0]).line,
     key: '',
@@ -42,7 +103,38 @@ export function parseYaml(text: string, file: string): { doc: Document; lines: L
       hint: 'fix the YAML syntax (indentation uses spaces, one key per line)',
     })
   }
+  const deep = deepestNode(doc.contents as Node | null)
+  if (deep.depth > MAX_CONFIG_DEPTH) {
+    throw tooDeep(position(deep.node, lines))
+  }
   return { doc, lines }
+}
+
+/** The deepest collection under `root`, and its depth (walked without recursion). */
+function deepestNode(root: Node | null): { depth: number; node: Node | null } {
+  let deepest = { depth: 0, node: root }
+  const stack: Array<{ node: unknown; depth: number }> = [{ node: root, depth: 0 }]
+  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+    const { node, depth } = top
+    if (!isMap(node) && !isSeq(node)) {
+      continue
+    }
+    if (depth + 1 > deepest.depth) {
+      deepest = { depth: depth + 1, node: node as Node }
+    }
+    if (deepest.depth > MAX_CONFIG_DEPTH) {
+      break
+    }
+    for (const item of node.items) {
+      if (isMap(node)) {
+        const pair = item as { key: unknown; value: unknown }
+        stack.push({ node: pair.key, depth: depth + 1 }, { node: pair.value, depth: depth + 1 })
+      } else {
+        stack.push({ node: item, depth: depth + 1 })
+      }
+    }
+  }
+  return deepest
 }
 
 function yamlMessage(message: string): string {
@@ -190,7 +282,11 @@ function position(node: Node | null | undefined, lines: LineCounter): number | u
   return start === undefined ? undefined : lines.linePos(start).line
 }
 
-/** Reads and validates a config file, refusing one that other users can write. */
+/**
+ * Reads and validates a config file, refusing one that other users can write or that sits in a
+ * directory they can write (everything the node keeps lives beside it: they could replace the
+ * file, or plant an authorized_keys or an identity key before the node makes its own).
+ */
 export async function loadConfigFile<S extends z.ZodType>(
   file: string,
   schema: S,
@@ -199,6 +295,15 @@ export async function loadConfigFile<S extends z.ZodType>(
   let text: string
   try {
     await checkFileMode(abs, 'trust')
+    await checkFileMode(path.dirname(abs), 'trust')
+    const size = (await fs.stat(abs)).size
+    if (size > MAX_CONFIG_BYTES) {
+      throw new ConfigError(
+        abs,
+        [{ line: undefined, key: '', message: `${size} bytes: larger than any peerup config (at most 1 MiB)` }],
+        { hint: 'is this the right file? a config is a few hundred lines (configs/*.example.yaml)' },
+      )
+    }
     text = await fs.readFile(abs, 'utf8')
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import { describe, it } from 'node:test'
@@ -7,6 +9,9 @@ import { loadNodeConfig, parseConfigText } from '../../../src/config/load.ts'
 import { nodeConfigSchema, relayConfigSchema } from '../../../src/config/schema.ts'
 import { FileModeError } from '../../../src/util/fs.ts'
 import { initNodeDir, runCli, tempDir } from '../../helpers/cli.ts'
+
+/** The CLI's entry, as `peerup` runs it from a checkout. */
+const CLI = path.join(import.meta.dirname, '../../../bin/peerup.js')
 
 const PEER = '12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN'
 
@@ -227,13 +232,21 @@ describe('valid node configs', () => {
     assert.equal(config.relay.reservation_interval, 120_000)
     assert.deepEqual(config.network.listen_addresses, ['/ip4/0.0.0.0/tcp/0', '/ip6/::/tcp/0', '/webrtc'])
     assert.equal(config.security.enable_connection_gating, true)
-    assert.deepEqual(config.services, {})
+    assert.deepEqual(Object.keys(config.services), [])
+  })
+
+  it('looks names up without Object.prototype: constructor, __proto__ and toString are no names', () => {
+    const config = parseConfigText('version: 1\n', 'c.yaml', nodeConfigSchema)
+    for (const key of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+      assert.equal(config.names[key], undefined, key)
+      assert.equal(config.services[key], undefined, key)
+    }
   })
 
   it('treats empty sections as absent', () => {
     const config = parseConfigText('version: 1\nrelay:\nservices:\nnames:\n', 'c.yaml', nodeConfigSchema)
     assert.deepEqual(config.relay.addresses, [])
-    assert.deepEqual(config.services, {})
+    assert.deepEqual(Object.keys(config.services), [])
   })
 
   it('accepts names in allowed_peers and canonical forms of peer ids', () => {
@@ -309,6 +322,77 @@ describe('config files', () => {
       )
       assert.equal(r.stderr.trimEnd().split('\n').length, 1)
     }
+  })
+
+  it('refuses a config in a directory other users can write, with a chmod hint', async (t) => {
+    const root = await tempDir(t)
+    const configFile = await initNodeDir(root)
+    const dir = path.dirname(configFile)
+    await fs.chmod(dir, 0o777)
+    t.after(() => fs.chmod(dir, 0o700).catch(() => {}))
+    const r = await runCli(['config', 'validate', '--config', configFile], root)
+    assert.equal(r.code, 1)
+    assert.equal(r.stderr, `peerup: ${dir} has mode 0777, writable by other users — run: chmod go-w ${dir}\n`)
+    // Group-writable is as bad; read and search by others is fine (as sshd's StrictModes).
+    await fs.chmod(dir, 0o770)
+    assert.equal((await runCli(['config', 'validate', '--config', configFile], root)).code, 1)
+    await fs.chmod(dir, 0o755)
+    assert.equal((await runCli(['config', 'validate', '--config', configFile], root)).code, 0)
+  })
+
+  it('refuses a config larger than 1 MiB at once, without parsing it (100,000 services)', async (t) => {
+    const root = await tempDir(t)
+    const configFile = await initNodeDir(root)
+    const services = Array.from(
+      { length: 100_000 },
+      (_, i) => `  s${i}: { local_address: "localhost:${1000 + (i % 60_000)}" }\n`,
+    )
+    await fs.writeFile(configFile, `version: 1\nservices:\n${services.join('')}`)
+    const r = await runCli(['config', 'validate', '--config', configFile], root)
+    assert.equal(r.code, 1)
+    assert.match(r.stderr, /^.*config\.yaml: \d+ bytes: larger than any peerup config \(at most 1 MiB\)$/m)
+  })
+
+  it('refuses nesting deeper than 32 levels, flow or block, with a line', async (t) => {
+    const root = await tempDir(t)
+    const configFile = await initNodeDir(root)
+    const flow = `version: 1\nnames: ${'['.repeat(50_000)}${']'.repeat(50_000)}\n`
+    const block = `version: 1\nnames:\n${Array.from({ length: 40 }, (_, i) => `${' '.repeat(2 * (i + 1))}k${i}:\n`).join('')}`
+    // Quoted brackets and apostrophes in plain text are not nesting.
+    const fine = `version: 1\nnames: {}\n# it's [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\n`
+    for (const [text, line] of [
+      [flow, 2],
+      [block, 34],
+    ] as const) {
+      await fs.writeFile(configFile, text)
+      const r = await runCli(['config', 'validate', '--config', configFile], root)
+      assert.equal(r.code, 1)
+      assert.match(r.stderr, new RegExp(`config\\.yaml:${line}: nested more than 32 levels deep`))
+    }
+    assert.deepEqual(Object.keys(parseConfigText(fine, 'c.yaml', nodeConfigSchema).names), [])
+  })
+
+  it('a command validating the largest config it accepts still stops on SIGTERM', {
+    timeout: 60_000,
+  }, async (t) => {
+    const root = await tempDir(t)
+    const configFile = await initNodeDir(root)
+    // Just under 1 MiB: the most work a config can make (a few seconds on a loaded 2-core box).
+    const services = Array.from(
+      { length: 15_000 },
+      (_, i) => `  s${i}: { local_address: "localhost:${1000 + i}" }\n`,
+    )
+    await fs.writeFile(configFile, `version: 1\nservices:\n${services.join('')}`)
+    assert.ok((await fs.stat(configFile)).size < 1024 * 1024)
+    const child = spawn(process.execPath, [CLI, 'config', 'validate', '--config', configFile], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    })
+    const exited = once(child, 'exit')
+    // Once it has started (Node is up and reading the file), ask it to stop as `timeout` would.
+    await once(child, 'spawn')
+    child.kill('SIGTERM')
+    const [code, signal] = (await exited) as [number | null, string | null]
+    assert.ok(code === 143 || code === 1 || code === 0 || signal === 'SIGTERM', `exit ${code} ${signal}`)
   })
 
   it('a file with mode 0666 is refused by `config validate` with exit 1', async (t) => {
