@@ -300,7 +300,13 @@ export async function loadConfigFile<S extends z.ZodType>(
     if (size > MAX_CONFIG_BYTES) {
       throw new ConfigError(
         abs,
-        [{ line: undefined, key: '', message: `${size} bytes: larger than any peerup config (at most 1 MiB)` }],
+        [
+          {
+            line: undefined,
+            key: '',
+            message: `${size} bytes: larger than any peerup config (at most 1 MiB)`,
+          },
+        ],
         { hint: 'is this the right file? a config is a few hundred lines (configs/*.example.yaml)' },
       )
     }
