@@ -234,6 +234,19 @@ describe('random input', { timeout: 180_000 }, () => {
     assert.ok([...seen.values()].some((s) => s.has(400)))
   })
 
+  it('names that are object internals, and service names config.yaml refuses, are refused', async () => {
+    for (const name of ['__proto__', 'constructor', 'toString']) {
+      const r = await request(daemon.ready.socketPath, cookie, { method: 'GET', path: `/v1/resolve/${name}` })
+      assert.ok(r.status === 400 || r.status === 404, `resolve ${name}: ${r.status} ${r.body}`)
+    }
+    for (const name of ['../../x', 'a\nb', 'a/b', '']) {
+      const body = Buffer.from(JSON.stringify({ name, localAddress: '127.0.0.1:22' }))
+      const r = await request(daemon.ready.socketPath, cookie, { method: 'POST', path: '/v1/expose', body })
+      assert.equal(r.status, 400, `expose ${JSON.stringify(name)}: ${r.body}`)
+      assert.match(JSON.parse(r.body).error, /^name: /)
+    }
+  })
+
   it('every config key takes random YAML values without anything but a ConfigError', () => {
     const g = generator(prng(0xc0ff1e))
     for (const [name, schema] of [
