@@ -16,10 +16,8 @@ export const loadDiagnostics = () => import('../p2p/diagnostics.ts')
 export const loadPath = () => import('../p2p/path.ts')
 /** Network errors. */
 export const loadP2pErrors = () => import('../p2p/errors.ts')
-/** stdin/stdout ⇄ stream, for `proxy --stdio`. */
-export const loadStdioProxy = () => import('../proxy/stdio.ts')
-/** Local TCP listener for `proxy`. */
-export const loadProxyListener = () => import('../proxy/listener.ts')
+/** A libp2p stream as an end of a pipe, for `proxy` with a node of its own. */
+export const loadStreamEnd = () => import('../pipe/stream.ts')
 /** The daemon. */
 export const loadDaemon = () => import('../daemon/run.ts')
 /** The relay role. */

@@ -7,27 +7,17 @@
 
 import { randomBytes } from 'node:crypto'
 import type { ConnectRequest, ProxyState } from '../api/index.ts'
-import { NotFoundError, UsageError } from '../errors.ts'
+import { NotFoundError } from '../errors.ts'
 import type { Logger } from '../log/index.ts'
 import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
-import { type ProxyListener, startProxyListener } from '../proxy/listener.ts'
-
-/** Splits `[host:]port` (IPv6 host in brackets); host defaults to loopback. */
-export function parseListen(text: string): { host: string; port: number } {
-  const m = /^(?:(\[[^\]]+\]|[^:[\]]+):)?(\d{1,5})$/.exec(text.trim())
-  const port = Number(m?.[2])
-  if (m === null || port > 65535) {
-    throw new UsageError(`invalid listen address ${JSON.stringify(text)}`, {
-      hint: 'give [host:]port, like 2222 or 127.0.0.1:2222 (0 picks a free port)',
-    })
-  }
-  return { host: (m[1] ?? '127.0.0.1').replace(/^\[|\]$/g, ''), port }
-}
+import { type Listener, startListener } from '../pipe/listener.ts'
+import { serviceStreamEnd } from '../pipe/stream.ts'
+import { formatHostPort, parseListenAddress } from '../util/address.ts'
 
 interface Entry {
   state: Omit<ProxyState, 'activeConnections'>
-  listener: ProxyListener
+  listener: Listener
 }
 
 /** The daemon's proxy listeners. */
@@ -45,7 +35,7 @@ export class ProxyManager {
 
   /** Starts a listener; the peer is reached once first, so a wrong name or a refusal is an error now. */
   async add(req: ConnectRequest, signal?: AbortSignal): Promise<ProxyState> {
-    const { host, port } = parseListen(req.listen)
+    const { host, port } = parseListenAddress(req.listen)
     const peer = req.peer
     await this.#rt.reach(peer, signal)
     const id = randomBytes(4).toString('hex')
@@ -59,11 +49,12 @@ export class ProxyManager {
       bytesIn: 0,
       bytesOut: 0,
     }
-    const listener = await startProxyListener({
+    const listener = await startListener({
       host,
       port,
       log: this.#log.child(`proxy.${id}`),
-      openStream: async (s) => (await this.#rt.openService(peer, req.service, { signal: s })).stream,
+      open: async (s) =>
+        serviceStreamEnd((await this.#rt.openService(peer, req.service, { signal: s })).stream),
       onConnection: (e) => {
         if (e.type === 'opened') {
           state.totalConnections++
@@ -82,7 +73,7 @@ export class ProxyManager {
       },
     })
     const a = listener.address
-    state.listen = a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`
+    state.listen = formatHostPort(a.host, a.port)
     this.#entries.set(id, { state, listener })
     return this.#describe({ state, listener })
   }

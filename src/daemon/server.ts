@@ -40,8 +40,9 @@ import {
 } from '../p2p/errors.ts'
 import { bestConnection, classifyConnection } from '../p2p/path.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
-import { join } from '../proxy/bridge.ts'
-import { framedEnd } from '../util/dial-frames.ts'
+import { framedEnd } from '../pipe/framed.ts'
+import { pipe } from '../pipe/pipe.ts'
+import { serviceStreamEnd } from '../pipe/stream.ts'
 import { ApiError, type Route, type UpgradeRoute } from '../util/local-api.ts'
 import { VERSION } from '../version.ts'
 import { type DaemonEvents, toApiPath } from './events.ts'
@@ -446,14 +447,12 @@ export function daemonRoutes(ctx: DaemonContext): { routes: Route[]; upgrades: U
       socket.write(
         'HTTP/1.1 101 Switching Protocols\r\nUpgrade: peerup-stream\r\nConnection: Upgrade\r\n\r\n',
       )
-      // Framed (src/util/dial-frames.ts): a Unix socket cannot tell a reset from a clean end.
-      const framed = framedEnd(socket, head)
+      // Framed (src/pipe/framed.ts): a Unix socket cannot tell a reset from a clean end.
       ctx.observer.proxyOpened(service, 'outbound')
-      const result = await join(
-        { readable: framed.readable, writable: framed.writable, reset: (err) => framed.reset(err) },
-        stream,
-        { log: ctx.log.child('dial'), onBytes: (d, n) => ctx.observer.proxyBytes(service, d, n) },
-      ).finally(() => ctx.observer.proxyClosed(service, 'outbound'))
+      const result = await pipe(framedEnd(socket, head), serviceStreamEnd(stream), {
+        log: ctx.log.child('dial'),
+        onBytes: (d, n) => ctx.observer.proxyBytes(service, d, n),
+      }).finally(() => ctx.observer.proxyClosed(service, 'outbound'))
       ctx.log.debug('dial stream closed', {
         peer,
         service,

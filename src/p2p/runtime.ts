@@ -14,10 +14,10 @@ import { loadNodeConfig, resolveIn } from '../config/load.ts'
 import type { NodeConfig } from '../config/schema.ts'
 import type { Logger } from '../log/index.ts'
 import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
-import { withRetry } from '../proxy/backoff.ts'
+import { flowControlledProtocol } from '../pipe/stream.ts'
 import { SERVICE_DIAL_OPTIONS } from '../proxy/constants.ts'
-import { flowControlledProtocol } from '../proxy/flow.ts'
 import { ServiceRegistry } from '../proxy/registry.ts'
+import { withRetry } from '../util/retry.ts'
 import { serviceProtocolId } from './constants.ts'
 import { PeerRefusedError, ServiceRefusedError } from './errors.ts'
 import { createPeerupNode, iceServersFor, type PeerupLibp2p, type PeerupNodeOptions } from './node.ts'
@@ -328,7 +328,7 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
         const reached = await reach(peer, opts.signal)
         try {
           // A WebRTC stream has no backpressure: the service is framed with flow control there
-          // (src/proxy/flow.ts); a peer without it is asked for the plain protocol.
+          // (src/pipe/stream.ts); a peer without it is asked for the plain protocol.
           const protocols =
             classifyConnection(reached.connection).transport === 'webrtc'
               ? [flowControlledProtocol(service), protocol]

@@ -96,19 +96,3 @@ export const SERVICE_DIAL_OPTIONS = {
 
 /** How long the service side waits for its local TCP service to accept (SPEC §4). */
 export const DEFAULT_LOCAL_DIAL_TIMEOUT_MS = 10_000
-
-/** First delay before retrying to open a stream (SPEC §4: 1 s, 2 s, 4 s … capped at 60 s). */
-export const DEFAULT_RETRY_BASE_MS = 1_000
-
-/** Longest delay between two attempts to open a stream. */
-export const DEFAULT_RETRY_MAX_MS = 60_000
-
-/**
- * Attempts to open a stream for one accepted local connection before its client is reset. Five
- * attempts wait 1 + 2 + 4 + 8 s: long enough to ride out a relay reconnect, short enough that `ssh`
- * does not look hung.
- */
-export const DEFAULT_OPEN_ATTEMPTS = 5
-
-/** The address a local proxy listener binds when none is given: never reachable from the network. */
-export const DEFAULT_LISTEN_HOST = '127.0.0.1'

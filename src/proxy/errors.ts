@@ -1,6 +1,6 @@
 /**
- * Errors of the TCP proxy. A proxied connection that fails is reset on both sides; these classes say
- * why, in logs, in the audit callback and in `BridgeResult.error`.
+ * Errors of exposed services: who may use one, and what happens when its local address does not
+ * answer. How a connection itself fails is in src/pipe/errors.ts.
  *
  * @packageDocumentation
  */
@@ -45,35 +45,6 @@ export class PeerNotAllowedError extends ProxyError {
     this.peer = peer
     this.service = service
   }
-}
-
-/** Opening a stream for an accepted local connection failed on every attempt. */
-export class StreamOpenError extends ProxyError {
-  override name = 'StreamOpenError'
-}
-
-/**
- * The libp2p stream closed before the transfer was complete: the connection under it went away, or
- * the stream ended while the local side could still send. The local side is reset, never given a
- * clean end, so a truncated transfer is not mistaken for a complete one.
- */
-export class TransferInterruptedError extends ProxyError {
-  override name = 'TransferInterruptedError'
-}
-
-/** The local socket (or stdio) closed while the remote was still sending. */
-export class LocalClosedError extends ProxyError {
-  override name = 'LocalClosedError'
-}
-
-/** A proxy listener was closed while this connection was still being proxied. */
-export class ListenerClosedError extends ProxyError {
-  override name = 'ListenerClosedError'
-}
-
-/** A proxy listener could not bind its address (in use, not local, no permission). */
-export class ListenError extends ProxyError {
-  override name = 'ListenError'
 }
 
 /** The service handler was closed (daemon stopping, service removed); its sessions are reset. */

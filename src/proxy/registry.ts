@@ -9,9 +9,9 @@
 import type { Libp2p } from '@libp2p/interface'
 import { ConflictError, NotFoundError } from '../errors.ts'
 import type { Logger } from '../log/index.ts'
-import type { Direction } from './bridge.ts'
+import type { Direction } from '../pipe/pipe.ts'
+import { flowControlledProtocol } from '../pipe/stream.ts'
 import { SERVICE_HANDLE_OPTIONS } from './constants.ts'
-import { flowControlledProtocol } from './flow.ts'
 import { createServiceHandler, type ServiceEvent, type ServiceHandler } from './service.ts'
 
 /** The protocol a service is offered on. */

@@ -8,21 +8,20 @@
 import * as net from 'node:net'
 import type { Connection, Stream, StreamHandler } from '@libp2p/interface'
 import type { Logger } from '../log/index.ts'
-import { type BridgeResult, bridge, type Direction } from './bridge.ts'
+import { TransferInterruptedError } from '../pipe/errors.ts'
+import { socketEnd } from '../pipe/node.ts'
+import { type Direction, type PipeResult, pipe } from '../pipe/pipe.ts'
+import { serviceStreamEnd } from '../pipe/stream.ts'
+import { type HostPort, parseHostPort } from '../util/address.ts'
 import { DEFAULT_LOCAL_DIAL_TIMEOUT_MS } from './constants.ts'
-import {
-  LocalServiceUnavailableError,
-  PeerNotAllowedError,
-  ServiceClosedError,
-  TransferInterruptedError,
-} from './errors.ts'
+import { LocalServiceUnavailableError, PeerNotAllowedError, ServiceClosedError } from './errors.ts'
 
 /** What happened to one inbound service stream, for the audit log and metrics. */
 export type ServiceEvent =
   | { type: 'denied'; service: string; peer: string; error: PeerNotAllowedError }
   | { type: 'dial-failed'; service: string; peer: string; error: Error }
   | { type: 'opened'; service: string; peer: string }
-  | { type: 'closed'; service: string; peer: string; result: BridgeResult; durationMs: number }
+  | { type: 'closed'; service: string; peer: string; result: PipeResult; durationMs: number }
 
 /** Options of {@link createServiceHandler}. */
 export interface ServiceHandlerInit {
@@ -37,28 +36,8 @@ export interface ServiceHandlerInit {
   log: Logger
   /** Called for every stream: refused, failed, opened, closed. Must not throw. */
   onConnection?: (event: ServiceEvent) => void
-  /** Byte counters, see {@link BridgeOptions.onBytes}. */
+  /** Byte counters (`in`: from the peer to the local service). Must not throw. */
   onBytes?: (direction: Direction, n: number) => void
-}
-
-/** A host and port. */
-export interface HostPort {
-  host: string
-  port: number
-}
-
-/**
- * Splits `host:port` (IPv6 in brackets: `[::1]:22`). Throws a TypeError on anything else; the config
- * schema validates the address first, so this is a programming error here.
- */
-export function parseHostPort(address: string): HostPort {
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(address)
-  const port = Number(m?.[3])
-  const host = m?.[1] ?? m?.[2]
-  if (host === undefined || !Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new TypeError(`not a host:port address: ${address}`)
-  }
-  return { host, port }
 }
 
 /** A service's stream handler, plus what the daemon needs to stop it in order. */
@@ -133,7 +112,11 @@ export function createServiceHandler(init: ServiceHandlerInit): ServiceHandler {
     const started = Date.now()
     log.info('service connection opened', { service, peer })
     onConnection?.({ type: 'opened', service, peer })
-    const result = await bridge(socket, stream, { log, signal: closing.signal, onBytes: init.onBytes })
+    const result = await pipe(socketEnd(socket), serviceStreamEnd(stream), {
+      log,
+      signal: closing.signal,
+      ...(init.onBytes === undefined ? {} : { onBytes: init.onBytes }),
+    })
     const durationMs = Date.now() - started
     log.info('service connection closed', {
       service,

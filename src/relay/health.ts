@@ -7,6 +7,7 @@
 
 import * as http from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { parseHostPort } from '../util/address.ts'
 
 /** The running health endpoint. */
 export interface HealthServer {
@@ -20,7 +21,7 @@ export async function startHealthServer(
   probe: { connectedPeers: () => number },
 ): Promise<HealthServer> {
   const started = Date.now()
-  const { host, port } = splitHostPort(listen)
+  const { host, port } = parseHostPort(listen)
   const server = http.createServer((req, res) => {
     if (req.method !== 'GET' || req.url !== '/healthz') {
       res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not found"}\n')
@@ -53,13 +54,4 @@ export async function startHealthServer(
         server.close(() => resolve())
       }),
   }
-}
-
-/** Splits `host:port` or `[v6]:port`. */
-export function splitHostPort(value: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(value)
-  if (m === null) {
-    throw new Error(`not host:port: ${value}`)
-  }
-  return { host: (m[1] ?? m[2]) as string, port: Number(m[3]) }
 }

@@ -13,8 +13,8 @@ import * as dgram from 'node:dgram'
 import * as net from 'node:net'
 import stun from '@msimerson/stun'
 import type { Logger } from '../log/index.ts'
+import { parseHostPort } from '../util/address.ts'
 import { VERSION } from '../version.ts'
-import { splitHostPort } from './health.ts'
 
 const { STUN_BINDING_REQUEST, STUN_BINDING_RESPONSE, STUN_ATTR_FINGERPRINT } = stun.constants as {
   STUN_BINDING_REQUEST: number
@@ -95,7 +95,7 @@ export function answerBinding(datagram: Buffer, from: { address: string; port: n
 
 /** Binds the UDP socket and answers Binding requests until {@link StunResponder.close}. */
 export async function startStunResponder(options: StunResponderOptions): Promise<StunResponder> {
-  const { host, port } = splitHostPort(options.listenAddress)
+  const { host, port } = parseHostPort(options.listenAddress)
   const socket = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4' })
   const counters: StunCounters = { answered: 0, dropped: 0 }
   const log = options.log

@@ -16,9 +16,9 @@ import type { Connection, ConnectionGater, Libp2p, Stream } from '@libp2p/interf
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 import { createLogger } from '../../src/log/index.ts'
+import { type Listener, type ListenerInit, startListener } from '../../src/pipe/listener.ts'
+import { flowControlledProtocol, serviceStreamEnd } from '../../src/pipe/stream.ts'
 import { SERVICE_DIAL_OPTIONS, SERVICE_HANDLE_OPTIONS, YAMUX_OPTIONS } from '../../src/proxy/constants.ts'
-import { flowControlledProtocol } from '../../src/proxy/flow.ts'
-import { type ProxyListener, type ProxyListenerInit, startProxyListener } from '../../src/proxy/listener.ts'
 import { createServiceHandler, type ServiceEvent, type ServiceHandler } from '../../src/proxy/service.ts'
 
 /** Options of {@link createTestNode}. */
@@ -236,12 +236,12 @@ export interface ProxyFixtureOptions {
   isAllowed?: (peerId: string) => boolean
   onServiceEvent?: (event: ServiceEvent) => void
   /** Replaces the listener's default retry options (tests use short delays). */
-  retry?: ProxyListenerInit['retry']
+  retry?: ListenerInit['retry']
   /** Dial this instead of the test's TCP service (a closed port, a black hole). */
   localAddress?: string
   dialTimeoutMs?: number
-  onListenerEvent?: ProxyListenerInit['onConnection']
-  /** Use the flow-controlled protocol (`/peerup/<name>/fc/1.0.0`, src/proxy/flow.ts). */
+  onListenerEvent?: ListenerInit['onConnection']
+  /** Use the flow-controlled protocol (`/peerup/<name>/fc/1.0.0`, src/pipe/stream.ts). */
   flowControl?: boolean
 }
 
@@ -250,7 +250,7 @@ export interface ProxyFixture {
   pair: NodePair
   service: TestServer
   handler: ServiceHandler
-  listener: ProxyListener
+  listener: Listener
   protocol: string
 }
 
@@ -271,9 +271,9 @@ export async function startProxy(t: TestContext, options: ProxyFixtureOptions): 
   })
   await pair.server.handle(protocol, handler, SERVICE_HANDLE_OPTIONS)
   t.after(() => handler.close())
-  const listener = await startProxyListener({
+  const listener = await startListener({
     port: 0,
-    openStream: (signal) => pair.openStream(protocol, signal),
+    open: async (signal) => serviceStreamEnd(await pair.openStream(protocol, signal)),
     log,
     retry: options.retry ?? { attempts: 2, baseMs: 10 },
     onConnection: options.onListenerEvent,

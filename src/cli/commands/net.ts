@@ -14,15 +14,15 @@ import { ApiResponseError, isDaemonAbsent, LocalClient } from '../../client/loca
 import { parseDurationMs } from '../../config/units.ts'
 import { ExitStatus, UsageError } from '../../errors.ts'
 import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
+import { parseListenAddress } from '../../util/address.ts'
 import { selfCommand } from '../../util/self.ts'
 import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
 import {
   loadDiagnostics,
   loadP2pErrors,
   loadPath,
-  loadProxyListener,
   loadRuntime,
-  loadStdioProxy,
+  loadStreamEnd,
   type NodeRuntime,
 } from '../lazy.ts'
 import { nodeConfigFile } from '../load.ts'
@@ -155,21 +155,21 @@ async function loadNames(ctx: CliContext, opts: GlobalOptions): Promise<Record<s
   return (await loadNode(ctx, opts)).config.names
 }
 
-function parsePort(text: string): { host: string; port: number } {
-  const m = /^(?:(\[[^\]]+\]|[^:]+):)?(\d{1,5})$/.exec(text)
-  const port = Number(m?.[2])
-  if (m === null || port > 65535) {
-    throw new UsageError(`invalid listen address ${JSON.stringify(text)}`, {
-      hint: 'give [host:]port, like 2222 or 127.0.0.1:2222',
-    })
-  }
-  return { host: (m[1] ?? '127.0.0.1').replace(/^\[|\]$/g, ''), port }
-}
-
 const LOG_LEVEL_HELP = 'log level on stderr: debug, info, warn, error'
 
 /** How long `ping --until-direct` waits for the upgrade unless `--deadline` says otherwise. */
 const DEFAULT_UNTIL_DIRECT_DEADLINE = '30s'
+
+/** The data plane's light parts (no libp2p): ends, pipe, listener. */
+async function loadPipe() {
+  const [{ pipe }, { stdioEnd }, { framedEnd }, { startListener }] = await Promise.all([
+    import('../../pipe/pipe.ts'),
+    import('../../pipe/node.ts'),
+    import('../../pipe/framed.ts'),
+    import('../../pipe/listener.ts'),
+  ])
+  return { pipe, stdioEnd, framedEnd, startListener }
+}
 
 /** Registers the network commands. */
 export function registerNet(program: Command, ctx: CliContext): void {
@@ -357,29 +357,17 @@ export function registerNet(program: Command, ctx: CliContext): void {
             opts,
             async (client) => {
               const { socket, head } = await client.dial(peer, service, ctx.signal)
-              const { splice } = await import('../../client/splice.ts')
-              const result = await splice(
-                {
-                  readable: ctx.stdin,
-                  writable: ctx.stdout,
-                  reset: () => {
-                    ctx.stdin.destroy()
-                    ctx.stdout.destroy()
-                  },
-                },
-                socket,
-                head,
-              )
+              const { pipe, stdioEnd, framedEnd } = await loadPipe()
+              const result = await pipe(stdioEnd(ctx.stdin, ctx.stdout), framedEnd(socket, head))
               if (result.reset && result.error !== undefined) {
                 throw result.error
               }
             },
             async (rt) => {
-              const { proxyStdio } = await loadStdioProxy()
+              const { pipe, stdioEnd } = await loadPipe()
+              const { serviceStreamEnd } = await loadStreamEnd()
               const { stream } = await rt.openService(peer, service, { signal: ctx.signal })
-              const result = await proxyStdio(stream, {
-                stdin: ctx.stdin,
-                stdout: ctx.stdout,
+              const result = await pipe(stdioEnd(ctx.stdin, ctx.stdout), serviceStreamEnd(stream), {
                 log: createLogger('proxy'),
               })
               if (result.reset && result.error !== undefined) {
@@ -395,7 +383,7 @@ export function registerNet(program: Command, ctx: CliContext): void {
           hint: `peerup proxy ${peer} ${service} 2222 (or --stdio)`,
         })
       }
-      const { host, port } = parsePort(listen)
+      const { host, port } = parseListenAddress(listen)
       const { describePath } = await loadPath()
       const forwarding = async (
         where: string,
@@ -415,12 +403,17 @@ export function registerNet(program: Command, ctx: CliContext): void {
         async (client) => {
           // Reach the peer once up front: a wrong name or a refusal is reported now, not at the first connection.
           const reached = await client.ping({ peer, count: 1, intervalMs: 0 }, ctx.signal)
-          const { startDialListener } = await import('../../client/listener.ts')
-          const listener = await startDialListener({
+          const { startListener, framedEnd } = await loadPipe()
+          const listener = await startListener({
             host,
             port,
             log: createLogger('proxy'),
-            dial: (signal) => client.dial(peer, service, signal),
+            open: async (signal) => {
+              const { socket, head } = await client.dial(peer, service, signal)
+              return framedEnd(socket, head)
+            },
+            // The daemon retried already: its answer is final.
+            retry: { attempts: 1 },
           })
           try {
             await forwarding(
@@ -433,13 +426,15 @@ export function registerNet(program: Command, ctx: CliContext): void {
           }
         },
         async (rt) => {
-          const { startProxyListener } = await loadProxyListener()
+          const { startListener } = await loadPipe()
+          const { serviceStreamEnd } = await loadStreamEnd()
           const reached = await rt.reach(peer, ctx.signal)
-          const listener = await startProxyListener({
+          const listener = await startListener({
             host,
             port,
             log: createLogger('proxy'),
-            openStream: async (signal) => (await rt.openService(peer, service, { signal })).stream,
+            open: async (signal) =>
+              serviceStreamEnd((await rt.openService(peer, service, { signal })).stream),
           })
           try {
             await forwarding(

@@ -15,7 +15,9 @@ import { after, before, describe, it } from 'node:test'
 import { DgramSocket } from 'node-unix-socket'
 import type { DaemonEvent } from '../../../src/api/index.ts'
 import { LocalClient } from '../../../src/client/local.ts'
-import { splice } from '../../../src/client/splice.ts'
+import { framedEnd } from '../../../src/pipe/framed.ts'
+import { stdioEnd } from '../../../src/pipe/node.ts'
+import { pipe } from '../../../src/pipe/pipe.ts'
 import { SocketInUseError } from '../../../src/util/socket.ts'
 import { runCli, tempDir } from '../../helpers/cli.ts'
 import { rawRequest, spawnDaemon, startTestDaemon, type TestDaemon } from '../../helpers/daemon.ts'
@@ -180,7 +182,7 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
     for (let i = 0; i < payload.length; i += 4) {
       payload.writeUInt32BE(i, i)
     }
-    const result = splice({ readable: input, writable: output, reset: () => {} }, socket, head)
+    const result = pipe(stdioEnd(input, output), framedEnd(socket, head))
     input.end(payload)
     const r = await result
     assert.equal(r.reset, false, String(r.error))
@@ -194,11 +196,7 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
     output.on('data', (c: Buffer) => {
       got += c.length
     })
-    const r = await splice(
-      { readable: new PassThrough(), writable: output, reset: () => output.destroy() },
-      socket,
-      head,
-    )
+    const r = await pipe(stdioEnd(new PassThrough(), output), framedEnd(socket, head))
     assert.equal(r.reset, true, 'a cut transfer must not look complete')
     assert.ok(got <= 256 * 1024)
   })
@@ -208,7 +206,7 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
     const connected = new Promise<void>((resolve) => sinkWaiters.push(resolve))
     const { socket, head } = await new LocalClient({ configFile: a.configFile }).dial('b', 'sink')
     const input = new PassThrough()
-    const r = splice({ readable: input, writable: new PassThrough(), reset: () => {} }, socket, head)
+    const r = pipe(stdioEnd(input, new PassThrough()), framedEnd(socket, head))
     input.write(Buffer.alloc(64 * 1024, 2))
     await connected
     input.destroy(new Error('test: the local client failed'))

@@ -15,7 +15,6 @@ import { PassThrough } from 'node:stream'
 import { after, before, describe, it } from 'node:test'
 import { addAuthorizedPeer } from '../../../src/auth/ops.ts'
 import { LocalClient } from '../../../src/client/local.ts'
-import { splice } from '../../../src/client/splice.ts'
 import { editConfigFile } from '../../../src/config/edit.ts'
 import { initRelay } from '../../../src/config/init.ts'
 import { nodeConfigSchema, relayConfigSchema } from '../../../src/config/schema.ts'
@@ -24,6 +23,9 @@ import { runInvite } from '../../../src/invite/invite.ts'
 import { runJoin } from '../../../src/invite/join.ts'
 import { configureLogging, createLogger } from '../../../src/log/index.ts'
 import { AUDIT_EVENTS } from '../../../src/metrics/audit.ts'
+import { framedEnd } from '../../../src/pipe/framed.ts'
+import { stdioEnd } from '../../../src/pipe/node.ts'
+import { pipe } from '../../../src/pipe/pipe.ts'
 import { runRelay } from '../../../src/relay/serve.ts'
 import type { RelayHandle } from '../../../src/relay/server.ts'
 import { tempDir } from '../../helpers/cli.ts'
@@ -172,7 +174,7 @@ describe('metrics, audit and logs', { timeout: 180_000 }, () => {
     output.on('data', (c: Buffer) => {
       echoed += c.length
     })
-    const done = splice({ readable: input, writable: output, reset: () => {} }, socket, head)
+    const done = pipe(stdioEnd(input, output), framedEnd(socket, head))
     input.end(Buffer.alloc(1 * MiB, 7))
     assert.equal((await done).reset, false)
     assert.equal(echoed, MiB)
@@ -239,10 +241,9 @@ describe('metrics, audit and logs', { timeout: 180_000 }, () => {
     // service_denied: a may use echo, not secret.
     // The stream is refused by b after it opened: the dial switches protocols, then is reset.
     const denied = await new LocalClient({ configFile: a.configFile }).dial('b', 'secret')
-    const r = await splice(
-      { readable: new PassThrough(), writable: new PassThrough(), reset: () => {} },
-      denied.socket,
-      denied.head,
+    const r = await pipe(
+      stdioEnd(new PassThrough(), new PassThrough()),
+      framedEnd(denied.socket, denied.head),
     )
     assert.equal(r.reset, true)
     writeSync(2, 'MARK0\n')

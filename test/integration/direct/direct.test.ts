@@ -17,8 +17,9 @@ import { createLogger } from '../../../src/log/index.ts'
 import { pingConnection, pingPeer, traceroutePeer } from '../../../src/p2p/diagnostics.ts'
 import type { PeerPath } from '../../../src/p2p/paths.ts'
 import type { NodeRuntime } from '../../../src/p2p/runtime.ts'
-import { dataFrame, FrameParser, isFlowControlled } from '../../../src/proxy/flow.ts'
-import { startProxyListener } from '../../../src/proxy/listener.ts'
+import { dataFrame, FRAME, FrameParser } from '../../../src/pipe/frames.ts'
+import { startListener } from '../../../src/pipe/listener.ts'
+import { FLOW_MAX_FRAME_BYTES, isFlowControlled, serviceStreamEnd } from '../../../src/pipe/stream.ts'
 import { tempDir } from '../../helpers/cli.ts'
 import { receiveAll, sendRandom } from '../../helpers/libp2p-pair.ts'
 import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
@@ -174,15 +175,15 @@ describe('direct path upgrade', { timeout: 120_000 }, () => {
     await ra.reach(f.peerId)
     await ra.paths.waitFor(f.peerId, direct('webrtc'), AbortSignal.timeout(30_000))
     const listen = async (svc: string) => {
-      const l = await startProxyListener({
+      const l = await startListener({
         host: '127.0.0.1',
         port: 0,
         log: createLogger('proxy'),
-        openStream: async (signal) => {
+        open: async (signal) => {
           const opened = await ra.openService(f.peerId, svc, { signal })
           assert.equal(opened.path.transport, 'webrtc')
           assert.equal(isFlowControlled(opened.stream.protocol), true)
-          return opened.stream
+          return serviceStreamEnd(opened.stream)
         },
       })
       t.after(() => l.close())
@@ -225,11 +226,11 @@ describe('direct path upgrade', { timeout: 120_000 }, () => {
   it('over WebRTC, a reset of the service reaches the client as a reset', async (t) => {
     const f = nodes.flow
     await ra.paths.waitFor(f.peerId, direct('webrtc'), AbortSignal.timeout(30_000))
-    const l = await startProxyListener({
+    const l = await startListener({
       host: '127.0.0.1',
       port: 0,
       log: createLogger('proxy'),
-      openStream: async (signal) => (await ra.openService(f.peerId, 'cut', { signal })).stream,
+      open: async (signal) => serviceStreamEnd((await ra.openService(f.peerId, 'cut', { signal })).stream),
     })
     t.after(() => l.close())
     const client = net.connect({ host: '127.0.0.1', port: l.address.port, allowHalfOpen: true })
@@ -325,17 +326,19 @@ describe('direct path upgrade', { timeout: 120_000 }, () => {
 /** Sends `text` on an echo stream and resolves with what comes back. */
 /**
  * Sends `text` on a service stream and resolves with what comes back: raw bytes, or DATA frames on
- * a flow-controlled (`/fc/`) stream, which is what a WebRTC connection gets (src/proxy/flow.ts).
+ * a flow-controlled (`/fc/`) stream, which is what a WebRTC connection gets (src/pipe/stream.ts).
  */
 function roundTrip(stream: Stream, text: string): Promise<string> {
   const want = Buffer.byteLength(text)
   const framed = isFlowControlled(stream.protocol)
-  const parser = new FrameParser()
+  const parser = new FrameParser(FLOW_MAX_FRAME_BYTES, [FRAME.DATA, FRAME.FIN, FRAME.CREDIT])
   let got = Buffer.alloc(0)
   return new Promise((resolve, reject) => {
     const onMessage = (evt: { data: Uint8Array | Uint8ArrayList }): void => {
       const bytes = framed
-        ? Buffer.concat(parser.push(evt.data).flatMap((f) => (f.type === 'data' ? [f.payload] : [])))
+        ? Buffer.concat(
+            parser.push(evt.data).flatMap((f) => (f.type === 'data' ? [f.payload.subarray()] : [])),
+          )
         : Buffer.from(evt.data.subarray())
       got = Buffer.concat([got, bytes])
       if (got.length >= want) {

@@ -9,7 +9,8 @@ import * as net from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import { createLogger } from '../../../src/log/index.ts'
 import { PeerRefusedError, PeerUnreachableError } from '../../../src/p2p/errors.ts'
-import { startProxyListener } from '../../../src/proxy/listener.ts'
+import { startListener } from '../../../src/pipe/listener.ts'
+import { serviceStreamEnd } from '../../../src/pipe/stream.ts'
 import type { RelayRefusal } from '../../../src/relay/server.ts'
 import { tempDir } from '../../helpers/cli.ts'
 import { arrayBufferBytes, receiveAll, sendRandom, waitForStall } from '../../helpers/libp2p-pair.ts'
@@ -56,11 +57,11 @@ describe('mesh through a relay', { timeout: 180_000 }, () => {
   async function proxyTo(node: TestNode, svc: string) {
     const rt = node.runtime
     assert.ok(rt)
-    const listener = await startProxyListener({
+    const listener = await startListener({
       host: '127.0.0.1',
       port: 0,
       log: createLogger('proxy'),
-      openStream: async (signal) => (await rt.openService(b.peerId, svc, { signal })).stream,
+      open: async (signal) => serviceStreamEnd((await rt.openService(b.peerId, svc, { signal })).stream),
     })
     cleanups.unshift(() => listener.close())
     return listener

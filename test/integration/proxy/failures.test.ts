@@ -4,14 +4,9 @@ import { once } from 'node:events'
 import * as net from 'node:net'
 import { type TestContext, test } from 'node:test'
 import { configureLogging, createLogger } from '../../../src/log/index.ts'
-import {
-  ListenerClosedError,
-  LocalServiceUnavailableError,
-  PeerNotAllowedError,
-  StreamOpenError,
-} from '../../../src/proxy/errors.ts'
-import type { ListenerEvent } from '../../../src/proxy/listener.ts'
-import { startProxyListener } from '../../../src/proxy/listener.ts'
+import { ListenerClosedError, OpenError } from '../../../src/pipe/errors.ts'
+import { type ListenerEvent, startListener } from '../../../src/pipe/listener.ts'
+import { LocalServiceUnavailableError, PeerNotAllowedError } from '../../../src/proxy/errors.ts'
 import type { ServiceEvent } from '../../../src/proxy/service.ts'
 import {
   connectTcp,
@@ -230,9 +225,9 @@ test('no stream can be opened: retried with backoff, then the client is reset', 
 }, async (t) => {
   const events: ListenerEvent[] = []
   let attempts = 0
-  const listener = await startProxyListener({
+  const listener = await startListener({
     port: 0,
-    openStream: async () => {
+    open: async () => {
       attempts++
       throw new Error('test: peer unreachable')
     },
@@ -246,7 +241,7 @@ test('no stream can be opened: retried with backoff, then the client is reset', 
   assert.equal(err.code, 'ECONNRESET')
   assert.equal(attempts, 3)
   const failed = events.find((e) => e.type === 'open-failed')
-  assert.ok(failed?.type === 'open-failed' && failed.error instanceof StreamOpenError)
+  assert.ok(failed?.type === 'open-failed' && failed.error instanceof OpenError)
 })
 
 test('listener close() stops accepting and resets active connections', { timeout: 20_000 }, async (t) => {

@@ -12,7 +12,7 @@ import type * as net from 'node:net'
 import { type TestContext, test } from 'node:test'
 import type { Stream, StreamCloseEvent } from '@libp2p/interface'
 import { configureLogging } from '../../../src/log/index.ts'
-import { resetSocket } from '../../../src/proxy/bridge.ts'
+import { resetSocket } from '../../../src/pipe/node.ts'
 import {
   MAX_STREAM_WINDOW_BYTES,
   SERVICE_HANDLE_OPTIONS,

@@ -3,9 +3,11 @@ import type * as net from 'node:net'
 import { PassThrough } from 'node:stream'
 import { test } from 'node:test'
 import { configureLogging, createLogger } from '../../../src/log/index.ts'
+import { stdioEnd } from '../../../src/pipe/node.ts'
+import { pipe } from '../../../src/pipe/pipe.ts'
+import { serviceStreamEnd } from '../../../src/pipe/stream.ts'
 import { SERVICE_HANDLE_OPTIONS } from '../../../src/proxy/constants.ts'
 import { createServiceHandler } from '../../../src/proxy/service.ts'
-import { proxyStdio } from '../../../src/proxy/stdio.ts'
 import {
   createNodePair,
   type Received,
@@ -52,7 +54,7 @@ test('stdio mode: 16 MiB each way byte-exact, half-close both ways', { timeout: 
   const stdin = new PassThrough()
   const stdout = new PassThrough()
   const downloaded = receiveAll(stdout)
-  const proxied = proxyStdio(stream, { stdin, stdout })
+  const proxied = pipe(stdioEnd(stdin, stdout), serviceStreamEnd(stream))
 
   // stdin EOF half-closes the stream; the service answers only after it saw that end.
   const uploaded = await sendRandom(stdin, 16 * MiB)
@@ -82,7 +84,7 @@ test('stdio mode: a reset of the service breaks stdout instead of ending it', {
   const downloaded = receiveAll(stdout, (n) => {
     received += n
   })
-  const proxied = proxyStdio(stream, { stdin, stdout })
+  const proxied = pipe(stdioEnd(stdin, stdout), serviceStreamEnd(stream))
   stdin.write('hello')
   const result = await proxied
   assert.equal(result.reset, true)

@@ -22,7 +22,8 @@ import type { AuditEvent } from '../../../src/metrics/audit.ts'
 import { createObserver, NO_OBSERVER, type Observer } from '../../../src/metrics/observer.ts'
 import { dhtProtocol, RELAY_HOP_PROTOCOL } from '../../../src/p2p/constants.ts'
 import { baseLibp2pOptions } from '../../../src/p2p/node.ts'
-import { startProxyListener } from '../../../src/proxy/listener.ts'
+import { startListener } from '../../../src/pipe/listener.ts'
+import { serviceStreamEnd } from '../../../src/pipe/stream.ts'
 import type { RelayRefusal } from '../../../src/relay/server.ts'
 import { tempDir } from '../../helpers/cli.ts'
 import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
@@ -281,11 +282,11 @@ describe('strangers against a relay and its members', { timeout: 180_000 }, () =
       for (const close of open) close()
     }
     // The service works end to end after the flood too.
-    const listener = await startProxyListener({
+    const listener = await startListener({
       host: '127.0.0.1',
       port: 0,
       log: createLogger('proxy'),
-      openStream: async (signal) => (await ra.openService(b.peerId, 'echo', { signal })).stream,
+      open: async (signal) => serviceStreamEnd((await ra.openService(b.peerId, 'echo', { signal })).stream),
     })
     cleanups.unshift(() => listener.close())
     const result = await exchange(await connect(listener.address.port), 32 * 1024)

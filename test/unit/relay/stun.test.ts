@@ -4,6 +4,7 @@
  */
 
 import * as assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import * as dgram from 'node:dgram'
 import { once } from 'node:events'
@@ -169,24 +170,47 @@ describe('startStunResponder', () => {
   })
 
   it('answers the Binding requests of a real ICE agent (libdatachannel)', { timeout: 20_000 }, async () => {
-    const ndc = await import('node-datachannel')
-    const before = responder.counters.answered
-    const pc = new ndc.PeerConnection('stun-test', {
-      iceServers: [`stun:127.0.0.1:${responder.address.port}`],
-    })
-    try {
-      const gathered = new Promise<void>((resolve) => {
-        pc.onGatheringStateChange((state) => {
-          if (state === 'complete') resolve()
-        })
+    // A responder and the agent in a child process, killed at the end: libdatachannel's threads
+    // can keep a process alive after cleanup() (murat-dogan/node-datachannel#349), which hung this
+    // test file now and then.
+    const script = `
+      const { startStunResponder } = await import(process.argv[1])
+      const { createLogger } = await import(process.argv[2])
+      const ndc = await import('node-datachannel')
+      const responder = await startStunResponder({ listenAddress: '127.0.0.1:0', log: createLogger('stun') })
+      const pc = new ndc.PeerConnection('stun-test', {
+        iceServers: ['stun:127.0.0.1:' + responder.address.port],
+      })
+      const candidates = []
+      pc.onLocalCandidate((c) => candidates.push(c))
+      pc.onGatheringStateChange((state) => {
+        if (state === 'complete') {
+          process.stdout.write(JSON.stringify({ answered: responder.counters.answered, candidates }) + '\\n')
+        }
       })
       pc.createDataChannel('probe')
-      await gathered
-      assert.ok(responder.counters.answered > before, 'the agent got its server-reflexive answer from us')
+    `
+    const child = spawn(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        script,
+        new URL('../../../src/relay/stun.ts', import.meta.url).href,
+        new URL('../../../src/log/index.ts', import.meta.url).href,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'], cwd: new URL('../../..', import.meta.url).pathname },
+    )
+    try {
+      const [line] = (await once(child.stdout, 'data')) as [Buffer]
+      const result = JSON.parse(line.toString()) as { answered: number; candidates: string[] }
+      assert.ok(result.answered > 0, 'the agent asked us')
+      assert.ok(
+        result.candidates.some((c) => c.includes('typ srflx') && c.includes('127.0.0.1')),
+        'the agent took our answer for its server-reflexive candidate',
+      )
     } finally {
-      pc.close()
-      // libdatachannel's threads keep the test process alive otherwise.
-      ndc.cleanup()
+      child.kill('SIGKILL')
     }
   })
 

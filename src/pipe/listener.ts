@@ -1,47 +1,53 @@
 /**
- * The connecting side of a service: a local TCP listener whose every accepted connection is carried
- * over a new libp2p stream to the peer exposing the service.
+ * A local TCP listener whose every accepted connection is piped to a far end opened for it: a
+ * libp2p stream to a peer's service (`peerup proxy` with a node of its own, `daemon connect`), or
+ * the daemon's dial socket (`peerup proxy` through the daemon).
  *
  * @packageDocumentation
  */
 
 import * as net from 'node:net'
-import type { Stream } from '@libp2p/interface'
 import type { Logger } from '../log/index.ts'
-import { type RetryOptions, withRetry } from './backoff.ts'
-import { type BridgeResult, bridge, type Direction, resetSocket } from './bridge.ts'
-import { DEFAULT_LISTEN_HOST, DEFAULT_OPEN_ATTEMPTS } from './constants.ts'
-import { ListenError, ListenerClosedError, LocalClosedError, StreamOpenError } from './errors.ts'
-import type { HostPort } from './service.ts'
+import { DEFAULT_LISTEN_HOST, formatHostPort, type HostPort } from '../util/address.ts'
+import { type RetryOptions, withRetry } from '../util/retry.ts'
+import type { ByteEnd } from './end.ts'
+import { ListenError, ListenerClosedError, LocalClosedError, OpenError } from './errors.ts'
+import { resetSocket, socketEnd } from './node.ts'
+import { type Direction, type PipeResult, pipe } from './pipe.ts'
+
+/**
+ * Attempts to open a service stream for one accepted local connection before its client is reset,
+ * where a listener retries (a node of its own, the daemon's `connect`). Five attempts wait
+ * 1 + 2 + 4 + 8 s: long enough to ride out a relay reconnect, short enough that `ssh` does not look
+ * hung.
+ */
+export const DEFAULT_OPEN_ATTEMPTS = 5
 
 /** What happened to one accepted local connection, for logs and metrics. */
 export type ListenerEvent =
   | { type: 'opened' }
   | { type: 'open-failed'; error: Error }
-  | { type: 'closed'; result: BridgeResult; durationMs: number }
+  | { type: 'closed'; result: PipeResult; durationMs: number }
 
-/** Options of {@link startProxyListener}. */
-export interface ProxyListenerInit {
+/** Options of {@link startListener}. */
+export interface ListenerInit {
   /** Address to bind; loopback unless the user asked otherwise. */
   host?: string
-  /** Port to bind; 0 picks a free one (see {@link ProxyListener.address}). */
+  /** Port to bind; 0 picks a free one (see {@link Listener.address}). */
   port: number
-  /**
-   * Opens a stream to the service, e.g. `dialProtocol(peer, protocol, { ...SERVICE_DIAL_OPTIONS, signal })`.
-   * Called again with backoff when it fails; it must honour `signal`.
-   */
-  openStream: (signal: AbortSignal) => Promise<Stream>
+  /** Opens the far end for one accepted connection; it must honour `signal`. */
+  open: (signal: AbortSignal) => Promise<ByteEnd>
   log: Logger
-  /** Backoff of stream opening; by default {@link DEFAULT_OPEN_ATTEMPTS} attempts, 1 s, 2 s, 4 s … */
+  /** Backoff of opening; by default {@link DEFAULT_OPEN_ATTEMPTS} attempts, 1 s, 2 s, 4 s … */
   retry?: Omit<RetryOptions, 'signal'>
   /** Called for every accepted connection. Must not throw. */
   onConnection?: (event: ListenerEvent) => void
-  /** Byte counters, see {@link BridgeOptions.onBytes}. */
+  /** Byte counters (`in`: from the far end to the client). Must not throw. */
   onBytes?: (direction: Direction, n: number) => void
 }
 
-/** A running proxy listener. */
-export interface ProxyListener {
+/** A running listener. */
+export interface Listener {
   /** The bound address (the real port when 0 was asked for). */
   readonly address: HostPort
   /** Local connections being opened or proxied right now. */
@@ -51,38 +57,39 @@ export interface ProxyListener {
 }
 
 /**
- * Binds a local TCP listener and proxies each accepted connection over its own stream. The client
- * socket is not read until its stream is open, so nothing it sends early is lost or buffered
- * without bound; when no stream can be opened the client is reset.
+ * Binds a local TCP listener and pipes each accepted connection to its own far end. The client
+ * socket is not read until its far end is open, so nothing it sends early is lost or buffered
+ * without bound; when none can be opened the client is reset.
  */
-export async function startProxyListener(init: ProxyListenerInit): Promise<ProxyListener> {
+export async function startListener(init: ListenerInit): Promise<Listener> {
   const { log } = init
   const host = init.host ?? DEFAULT_LISTEN_HOST
   const active = new Map<net.Socket, { controller: AbortController; done: Promise<void> }>()
 
-  // pauseOnConnect: the kernel holds what the client sends until the stream exists (TCP flow control
-  // instead of our memory). allowHalfOpen: a client's EOF must not end our reply.
+  // pauseOnConnect: the kernel holds what the client sends until the far end exists (TCP flow
+  // control instead of our memory). allowHalfOpen: a client's EOF must not end our reply.
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true })
 
-  const proxy = async (socket: net.Socket, signal: AbortSignal): Promise<void> => {
-    const peerAddress = `${socket.remoteAddress}:${socket.remotePort}`
-    // The client may give up while we retry: stop trying then. The socket is paused, so 'end' would
+  const serve = async (socket: net.Socket, signal: AbortSignal): Promise<void> => {
+    const client = `${socket.remoteAddress}:${socket.remotePort}`
+    // The client may give up while we open: stop trying then. The socket is paused, so 'end' would
     // not come; 'close' and 'error' do.
     const opening = new AbortController()
-    const onGone = (): void => opening.abort(new LocalClosedError('client closed before the stream opened'))
+    const onGone = (): void =>
+      opening.abort(new LocalClosedError('client closed before its connection opened'))
     socket.once('close', onGone)
     socket.on('error', onGone)
     const openSignal = AbortSignal.any([signal, opening.signal])
 
-    let stream: Stream
+    let far: ByteEnd
     try {
-      stream = await withRetry(() => init.openStream(openSignal), {
+      far = await withRetry(() => init.open(openSignal), {
         attempts: DEFAULT_OPEN_ATTEMPTS,
         ...init.retry,
         signal: openSignal,
         onRetry: (info) => {
-          log.info('stream open failed, retrying', {
-            client: peerAddress,
+          log.info('open failed, retrying', {
+            client,
             attempt: info.attempt,
             delay_ms: info.delayMs,
             error: info.error instanceof Error ? info.error : String(info.error),
@@ -94,11 +101,11 @@ export async function startProxyListener(init: ProxyListenerInit): Promise<Proxy
       const error =
         err instanceof ListenerClosedError || err instanceof LocalClosedError
           ? err
-          : new StreamOpenError('could not open a stream to the service', {
-              hint: 'check that the peer is reachable (`peerup ping`) and exposes the service',
+          : new OpenError('could not open a connection to the service', {
+              hint: 'check that the peer is reachable (`peerup ping`) and offers the service',
               cause: err,
             })
-      log.warn('stream open failed, resetting client', { client: peerAddress, error: errorText(error, err) })
+      log.warn('open failed, resetting client', { client, error: errorText(error, err) })
       resetSocket(socket)
       init.onConnection?.({ type: 'open-failed', error })
       return
@@ -108,13 +115,17 @@ export async function startProxyListener(init: ProxyListenerInit): Promise<Proxy
     }
 
     const started = Date.now()
-    log.debug('proxied connection opened', { client: peerAddress })
+    log.debug('proxied connection opened', { client })
     init.onConnection?.({ type: 'opened' })
-    // bridge() takes over the socket's error and close handling; aborting `signal` resets both sides.
-    const result = await bridge(socket, stream, { log, signal, onBytes: init.onBytes })
+    // pipe() takes over the socket's error and close handling; aborting `signal` resets both ends.
+    const result = await pipe(socketEnd(socket), far, {
+      log,
+      signal,
+      ...(init.onBytes === undefined ? {} : { onBytes: init.onBytes }),
+    })
     const durationMs = Date.now() - started
     log.debug('proxied connection closed', {
-      client: peerAddress,
+      client,
       bytes_in: result.bytesIn,
       bytes_out: result.bytesOut,
       reset: result.reset,
@@ -128,9 +139,9 @@ export async function startProxyListener(init: ProxyListenerInit): Promise<Proxy
     const controller = new AbortController()
     const entry = {
       controller,
-      done: proxy(socket, controller.signal)
+      done: serve(socket, controller.signal)
         .catch((err: unknown) => {
-          log.error('proxy connection failed', { error: err instanceof Error ? err : String(err) })
+          log.error('proxied connection failed', { error: err instanceof Error ? err : String(err) })
           resetSocket(socket)
         })
         .finally(() => {
@@ -156,7 +167,7 @@ export async function startProxyListener(init: ProxyListenerInit): Promise<Proxy
     })
   })
   // After a successful listen, errors are per connection (handled there); log anything else.
-  server.on('error', (err) => log.error('proxy listener error', { error: err }))
+  server.on('error', (err) => log.error('listener error', { error: err }))
 
   const bound = server.address() as net.AddressInfo
   const address = { host, port: bound.port }
@@ -181,10 +192,6 @@ export async function startProxyListener(init: ProxyListenerInit): Promise<Proxy
       return closing
     },
   }
-}
-
-function formatHostPort(host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`
 }
 
 function errorText(error: Error, cause: unknown): string {

@@ -1,10 +1,15 @@
 /**
- * Retrying with exponential backoff: 1 s, 2 s, 4 s … capped at 60 s (SPEC §4, stream opening).
+ * Retrying with exponential backoff: 1 s, 2 s, 4 s … capped at 60 s (opening a service stream, and
+ * anything else that waits for the network to come back).
  *
  * @packageDocumentation
  */
 
-import { DEFAULT_RETRY_BASE_MS, DEFAULT_RETRY_MAX_MS } from './constants.ts'
+/** First delay before a second attempt. */
+export const DEFAULT_RETRY_BASE_MS = 1_000
+
+/** Longest delay between two attempts. */
+export const DEFAULT_RETRY_MAX_MS = 60_000
 
 /** Options of {@link withRetry}. */
 export interface RetryOptions {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
-import { backoffDelayMs, sleep, withRetry } from '../../../src/proxy/backoff.ts'
+import { backoffDelayMs, sleep, withRetry } from '../../../src/util/retry.ts'
 
 describe('backoffDelayMs', () => {
   const cases: Array<[attempt: number, expected: number]> = [

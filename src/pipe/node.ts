@@ -1,0 +1,180 @@
+/**
+ * Ends over Node streams: a TCP socket (a client of `peerup proxy`, the local service of an exposed
+ * one) and stdin/stdout (`proxy --stdio`, an ssh ProxyCommand).
+ *
+ * @packageDocumentation
+ */
+
+import type { Duplex, Readable, Writable } from 'node:stream'
+import type { ByteEnd, Chunk, EndEvents } from './end.ts'
+import { LocalClosedError } from './errors.ts'
+
+/**
+ * A socket as an end. It is switched to `allowHalfOpen` (a client that shuts down its write side
+ * must still receive the reply), and reset with a TCP RST on failure so its peer never mistakes a
+ * truncated transfer for a complete one.
+ */
+export function socketEnd(socket: Duplex, name = socketName(socket)): ByteEnd {
+  // Without it Node ends our write side as soon as the client half-closes, cutting the reply.
+  socket.allowHalfOpen = true
+  return streamsEnd(socket, socket, () => resetSocket(socket), name)
+}
+
+/**
+ * stdin and stdout as an end. On failure both are destroyed (stdout without an `'end'`, so a reader
+ * sees a broken pipe rather than a clean end). `process.stdout.end()` does not close file
+ * descriptor 1: a reader of our stdout sees EOF only when the process exits, so the caller should
+ * exit as soon as the pipe settles.
+ */
+export function stdioEnd(stdin: Readable, stdout: Writable): ByteEnd {
+  return streamsEnd(
+    stdin,
+    stdout,
+    () => {
+      stdin.on('error', ignore)
+      stdout.on('error', ignore)
+      stdin.destroy()
+      stdout.destroy()
+    },
+    'stdio',
+  )
+}
+
+/**
+ * Destroys a socket so that its peer sees a reset: a TCP RST when it is a `net.Socket`, a plain
+ * `destroy()` for other duplexes. `destroy()` on a TCP socket would send a FIN, which a client takes
+ * for a clean end of a possibly truncated transfer.
+ */
+export function resetSocket(socket: Duplex): void {
+  // A destroyed socket may still emit an error (ERR_SOCKET_CLOSED from resetAndDestroy on a socket
+  // without a handle); nobody else listens any more, and an unhandled 'error' would crash the process.
+  socket.on('error', ignore)
+  const tcp = socket as Duplex & {
+    resetAndDestroy?: () => void
+    _handle?: unknown
+    _writableState?: { finalCalled?: boolean }
+  }
+  if (typeof tcp.resetAndDestroy !== 'function' || tcp._handle == null) {
+    socket.destroy()
+    return
+  }
+  // Between end() issuing the TCP shutdown and its completion, libuv refuses the reset
+  // (uv_tcp_close_reset → EINVAL) and Node 24 then marks the handle closing without closing it: no
+  // 'close' event ever, and the process spins at 100% CPU when it exits. The shutdown completes
+  // within one loop iteration (end() only reaches it once all writes were flushed), so reset after.
+  if (tcp._writableState?.finalCalled === true && !socket.writableFinished) {
+    socket.once('finish', () => resetSocket(socket))
+    return
+  }
+  tcp.resetAndDestroy()
+}
+
+function socketName(socket: Duplex): string {
+  const s = socket as Duplex & { remoteAddress?: string; remotePort?: number }
+  return s.remoteAddress === undefined ? 'socket' : `tcp ${s.remoteAddress}:${s.remotePort}`
+}
+
+/** An end reading `readable` (in flowing mode) and writing `writable`; they may be one duplex. */
+function streamsEnd(readable: Readable, writable: Writable, reset: () => void, name: string): ByteEnd {
+  let events: EndEvents | undefined
+  let readEnded = false
+  let writeFinished = false
+  let resetDone = false
+
+  const onData = (chunk: Buffer | string): void => {
+    events?.data(typeof chunk === 'string' ? Buffer.from(chunk) : chunk)
+  }
+  const onEnd = (): void => {
+    if (!readEnded) {
+      readEnded = true
+      events?.end()
+    }
+  }
+  const onError = (err: Error): void => events?.error(err)
+  // A socket closes cleanly only after both its halves ended; a 'close' before that means it was
+  // destroyed under us, and writes to it would vanish without an error or a 'drain'. A clean close
+  // after both ends is no reason to fail: the other end may still be flushing.
+  const onReadableClose = (hadError?: boolean): void => {
+    if (hadError === true || !readEnded) {
+      events?.error(new LocalClosedError('local connection closed before it sent its end'))
+    }
+  }
+  const onWritableClose = (hadError?: boolean): void => {
+    if (hadError === true || !writeFinished) {
+      events?.error(new LocalClosedError('local connection closed before the remote finished sending'))
+    }
+  }
+  const onDrain = (): void => events?.drain()
+  const onFinish = (): void => {
+    writeFinished = true
+    events?.finish()
+  }
+
+  return {
+    name,
+    start(e) {
+      events = e
+      readable.on('data', onData)
+      readable.on('end', onEnd)
+      readable.on('error', onError)
+      readable.on('close', onReadableClose)
+      if ((writable as unknown) !== readable) {
+        writable.on('error', onError)
+      }
+      writable.on('close', onWritableClose)
+      writable.on('drain', onDrain)
+      writable.on('finish', onFinish)
+      if (readable.destroyed || writable.destroyed) {
+        e.error(new LocalClosedError('local side was already closed'))
+        return
+      }
+      if (readable.readableEnded) {
+        // Its 'end' came before we listened and will not repeat.
+        queueMicrotask(onEnd)
+      }
+      readable.resume()
+    },
+    pause: () => readable.pause(),
+    resume: () => {
+      if (!readEnded) {
+        readable.resume()
+      }
+    },
+    write(chunk: Chunk) {
+      if (chunk instanceof Uint8Array) {
+        return writable.write(chunk)
+      }
+      // Every piece of a list at once: one writev, not one write each.
+      writable.cork()
+      let more = true
+      for (const buf of chunk) {
+        more = writable.write(buf)
+      }
+      writable.uncork()
+      return more
+    },
+    end: () => writable.end(),
+    reset() {
+      if (!resetDone) {
+        resetDone = true
+        reset()
+      }
+    },
+    detach() {
+      events = undefined
+      readable.off('data', onData)
+      readable.off('end', onEnd)
+      readable.off('error', onError)
+      readable.off('close', onReadableClose)
+      writable.off('error', onError)
+      writable.off('close', onWritableClose)
+      writable.off('drain', onDrain)
+      writable.off('finish', onFinish)
+      // Late errors from a side we gave up on must not become uncaught exceptions.
+      readable.on('error', ignore)
+      writable.on('error', ignore)
+    },
+  }
+}
+
+function ignore(): void {}

@@ -1,0 +1,126 @@
+/**
+ * Joins two ends (src/pipe/end.ts) until both directions have ended or either failed: every byte
+ * one end receives is written to the other, a writer that cannot keep up pauses its source, an end
+ * (half-close) is passed on as an end, and a failure on either side resets both, so a truncated
+ * transfer never looks complete to anyone. Every proxied connection of peerup goes through here.
+ *
+ * @packageDocumentation
+ */
+
+import type { Logger } from '../log/index.ts'
+import type { ByteEnd, Chunk } from './end.ts'
+
+/**
+ * A byte direction, seen from the local end: `'in'` came from the remote end, `'out'` went to it.
+ */
+export type Direction = 'in' | 'out'
+
+/** Options of {@link pipe}. */
+export interface PipeOptions {
+  /** Where a reset is logged (debug level; callers log the outcome). */
+  log?: Logger
+  /** Aborting resets both ends at once. */
+  signal?: AbortSignal
+  /** Called for every chunk moved, for byte counters. Must not throw. */
+  onBytes?: (direction: Direction, n: number) => void
+}
+
+/** How a piped connection ended. */
+export interface PipeResult {
+  /** Bytes received from the remote end and written to the local one. */
+  bytesIn: number
+  /** Bytes read from the local end and sent to the remote one. */
+  bytesOut: number
+  /** True when the connection was reset (by either side, or by the signal) rather than finished. */
+  reset: boolean
+  /** Why it was reset. */
+  error?: Error
+}
+
+/** Moves bytes between `local` and `remote` until both directions are done; never rejects. */
+export function pipe(local: ByteEnd, remote: ByteEnd, options: PipeOptions = {}): Promise<PipeResult> {
+  const { promise, resolve } = Promise.withResolvers<PipeResult>()
+  const counts = { in: 0, out: 0 }
+  // A direction is done when the end it writes to has delivered everything and the end.
+  let localFinished = false
+  let remoteFinished = false
+  let settled = false
+
+  const settle = (error?: Error): void => {
+    if (settled) {
+      return
+    }
+    settled = true
+    options.signal?.removeEventListener('abort', onAbort)
+    local.detach()
+    remote.detach()
+    const result = { bytesIn: counts.in, bytesOut: counts.out }
+    resolve(error === undefined ? { ...result, reset: false } : { ...result, reset: true, error })
+  }
+
+  const fail = (err: Error): void => {
+    if (settled) {
+      return
+    }
+    options.log?.debug('connection reset', { error: err, bytes_in: counts.in, bytes_out: counts.out })
+    remote.reset(err)
+    local.reset(err)
+    settle(err)
+  }
+
+  const forward = (to: ByteEnd, from: ByteEnd, direction: Direction) => (chunk: Chunk) => {
+    if (settled) {
+      return
+    }
+    counts[direction] += chunk.byteLength
+    options.onBytes?.(direction, chunk.byteLength)
+    let more: boolean
+    try {
+      more = to.write(chunk)
+    } catch (err) {
+      fail(err instanceof Error ? err : new Error(String(err)))
+      return
+    }
+    if (!more) {
+      from.pause()
+    }
+  }
+
+  const onAbort = (): void => {
+    const reason: unknown = options.signal?.reason
+    fail(reason instanceof Error ? reason : new Error('aborted'))
+  }
+  if (options.signal?.aborted === true) {
+    onAbort()
+    return promise
+  }
+  options.signal?.addEventListener('abort', onAbort, { once: true })
+
+  local.start({
+    data: forward(remote, local, 'out'),
+    end: () => settled || remote.end(),
+    drain: () => settled || remote.resume(),
+    finish: () => {
+      localFinished = true
+      if (remoteFinished) {
+        settle()
+      }
+    },
+    error: fail,
+  })
+  if (!settled) {
+    remote.start({
+      data: forward(local, remote, 'in'),
+      end: () => settled || local.end(),
+      drain: () => settled || local.resume(),
+      finish: () => {
+        remoteFinished = true
+        if (localFinished) {
+          settle()
+        }
+      },
+      error: fail,
+    })
+  }
+  return promise
+}
