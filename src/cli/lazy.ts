@@ -6,18 +6,10 @@
  * @packageDocumentation
  */
 
-export type { NodeRuntime } from '../p2p/runtime.ts'
-
-/** The node runtime (libp2p, gater, reservations). */
-export const loadRuntime = () => import('../p2p/runtime.ts')
-/** ping and traceroute. */
-export const loadDiagnostics = () => import('../p2p/diagnostics.ts')
-/** Path classification and rendering. */
-export const loadPath = () => import('../p2p/path.ts')
+/** A node started in this process behind the client interface, when no daemon runs. */
+export const loadInProcessClient = () => import('../daemon/in-process.ts')
 /** Network errors. */
 export const loadP2pErrors = () => import('../p2p/errors.ts')
-/** A libp2p stream as an end of a pipe, for `proxy` with a node of its own. */
-export const loadStreamEnd = () => import('../pipe/stream.ts')
 /** The daemon. */
 export const loadDaemon = () => import('../daemon/run.ts')
 /** The relay role. */

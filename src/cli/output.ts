@@ -24,20 +24,4 @@ export function note(ctx: CliContext, message: string): void {
   ctx.stderr.write(`${message}\n`)
 }
 
-/** Lays out rows as aligned columns (the last column is not padded). */
-export function table(rows: string[][]): string {
-  const widths: number[] = []
-  for (const row of rows) {
-    row.forEach((cell, i) => {
-      widths[i] = Math.max(widths[i] ?? 0, cell.length)
-    })
-  }
-  return rows
-    .map((row) =>
-      row
-        .map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0)))
-        .join('  ')
-        .trimEnd(),
-    )
-    .join('\n')
-}
+export { table } from '../api/text.ts'

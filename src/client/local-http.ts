@@ -10,7 +10,7 @@ import * as http from 'node:http'
 import type { Socket } from 'node:net'
 import { createInterface } from 'node:readline'
 import { CookieMissingError, readCookie } from '../auth/cookie.ts'
-import { PeerupError } from '../errors.ts'
+import { ConflictError, NotFoundError, PeerupError, UsageError } from '../errors.ts'
 
 /** Nothing answers on the socket (or no cookie): the daemon is not running. */
 export class DaemonNotRunningError extends PeerupError {
@@ -108,9 +108,15 @@ export class LocalHttpClient {
     const rl = createInterface({ input: res })
     try {
       for await (const line of rl) {
-        if (line.trim() !== '') {
-          yield JSON.parse(line) as T
+        if (line.trim() === '') {
+          continue
         }
+        const value = JSON.parse(line) as { type?: string; status?: number; error?: unknown }
+        if (value.type === 'error' && typeof value.error === 'string') {
+          // The stream's last line: what went wrong after it had begun.
+          throw remoteError(value as { error: string }, value.status ?? 500)
+        }
+        yield value as T
       }
     } catch (err) {
       if (signal?.aborted === true) {
@@ -211,7 +217,7 @@ function readAll(res: http.IncomingMessage): Promise<string> {
 }
 
 function unwrap<T>(status: number, text: string, what: string): T {
-  let parsed: { data?: T; error?: string; hint?: string } | undefined
+  let parsed: { data?: T; error?: string; hint?: string; name?: string } | undefined
   try {
     parsed = JSON.parse(text) as typeof parsed
   } catch {
@@ -220,6 +226,33 @@ function unwrap<T>(status: number, text: string, what: string): T {
   if (status >= 200 && status < 300 && parsed !== undefined && 'data' in parsed) {
     return parsed.data as T
   }
-  const message = parsed?.error ?? `${what} answered ${status}: ${text.slice(0, 200)}`
-  throw new ApiResponseError(status, message, parsed?.hint === undefined ? {} : { hint: parsed.hint })
+  const error = parsed?.error ?? `${what} answered ${status}: ${text.slice(0, 200)}`
+  throw remoteError({ ...parsed, error }, status)
+}
+
+/**
+ * The error an answer (or a stream's error line) describes, as the same kind of error it was on the
+ * other side where that kind is one everybody knows (a usage error keeps exit code 2); any other
+ * is an ApiResponseError that carries its name.
+ */
+export function remoteError(
+  body: { error: string; hint?: string; name?: string },
+  status: number,
+): PeerupError {
+  const options = body.hint === undefined ? {} : { hint: body.hint }
+  switch (body.name) {
+    case 'UsageError':
+      return new UsageError(body.error, options)
+    case 'NotFoundError':
+      return new NotFoundError(body.error, options)
+    case 'ConflictError':
+      return new ConflictError(body.error, options)
+    default: {
+      const err = new ApiResponseError(status, body.error, options)
+      if (body.name !== undefined) {
+        err.name = body.name
+      }
+      return err
+    }
+  }
 }

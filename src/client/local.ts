@@ -1,51 +1,31 @@
 /**
- * `LocalClient`: typed calls to a running daemon's local API (src/api/), for the CLI. It finds the
+ * `LocalClient`: the CLI's client of a running daemon, over its local API (src/api/). It finds the
  * socket and cookie beside the config file, says "start it with `peerup daemon`" when nothing
- * answers, and warns once when the daemon runs another version than this CLI.
+ * answers, and warns once when the daemon runs another version than this CLI. Every route is
+ * called through the one contract table, so the calls are typed by it.
  *
  * @packageDocumentation
  */
 
-import type { Socket } from 'node:net'
 import * as path from 'node:path'
 import {
-  type ApiPath,
-  type AuthAddRequest,
-  type AuthChangeResponse,
-  type AuthEntry,
-  type ConnectRequest,
-  type DaemonEvent,
-  DIAL_PROTOCOL,
-  type ExposeRequest,
-  type InviteRequest,
-  type InviteStreamLine,
-  type PathState,
-  type PeerState,
-  type PingPathChange,
-  type PingReply,
-  type PingRequest,
-  type PingResponse,
-  type ProxyState,
-  type ResolveResponse,
+  type CallRoute,
+  type Input,
+  type Line,
+  type LinesRoute,
+  type Output,
+  placeInput,
   ROUTES,
-  routeParts,
-  type ServiceState,
-  type StatusResponse,
-  type TracerouteResponse,
+  type RouteSpec,
 } from '../api/index.ts'
 import { NODE_FILES } from '../config/paths.ts'
+import type { ByteEnd } from '../pipe/end.ts'
+import { framedEnd } from '../pipe/framed.ts'
 import { VERSION } from '../version.ts'
+import type { Client } from './client.ts'
 import { ApiResponseError, DaemonNotRunningError, LocalHttpClient } from './local-http.ts'
 
 export { ApiResponseError, DaemonNotRunningError }
-
-/** A line of a streamed ping (`POST /v1/ping?stream=true`). */
-export type PingStreamLine =
-  | { type: 'connected'; path: ApiPath; via: string; connectMs: number }
-  | { type: 'reply'; reply: PingReply }
-  | { type: 'path-changed'; change: PingPathChange }
-  | { type: 'done'; report: PingResponse }
-  | { type: 'error'; status: number; error: string; hint?: string }
 
 let warnedVersion = false
 
@@ -57,8 +37,8 @@ export interface LocalClientOptions {
   warn?: (message: string) => void
 }
 
-/** The daemon's API, typed. */
-export class LocalClient {
+/** The daemon's API, typed by the contract. */
+export class LocalClient implements Client {
   readonly socketPath: string
   readonly #http: LocalHttpClient
 
@@ -81,107 +61,37 @@ export class LocalClient {
     })
   }
 
-  #call<T>(
-    name: keyof typeof ROUTES,
-    params: Record<string, string> = {},
-    body?: unknown,
-    signal?: AbortSignal,
-    query = '',
-  ): Promise<T> {
-    const { method, path: pattern } = routeParts(ROUTES[name])
-    const p = pattern.replace(/:(\w+)/g, (_m, key: string) => encodeURIComponent(params[key] ?? ''))
-    return this.#http.request<T>(method, `${p}${query}`, body, signal === undefined ? {} : { signal })
-  }
-
-  status(signal?: AbortSignal): Promise<StatusResponse> {
-    return this.#call('status', {}, undefined, signal)
-  }
-
-  services(): Promise<ServiceState[]> {
-    return this.#call('services')
-  }
-
-  peers(all = false): Promise<PeerState[]> {
-    return this.#call('peers', {}, undefined, undefined, all ? '?all=true' : '')
-  }
-
-  paths(): Promise<PathState[]> {
-    return this.#call('paths')
-  }
-
-  authList(): Promise<AuthEntry[]> {
-    return this.#call('authList')
-  }
-
-  authAdd(req: AuthAddRequest): Promise<AuthChangeResponse> {
-    return this.#call('authAdd', {}, req)
-  }
-
-  authRemove(peer: string): Promise<AuthChangeResponse> {
-    return this.#call('authRemove', { peer })
-  }
-
-  ping(req: PingRequest, signal?: AbortSignal): Promise<PingResponse> {
-    return this.#call('ping', {}, req, signal)
-  }
-
-  /** Pings with each reply as it comes; aborting `signal` stops the pings. */
-  pingStream(req: PingRequest, signal?: AbortSignal): AsyncGenerator<PingStreamLine> {
-    return this.#http.lines<PingStreamLine>(
-      'POST',
-      `${routeParts(ROUTES.ping).path}?stream=true`,
-      req,
-      signal,
+  call<K extends CallRoute>(route: K, input: Input<K>, signal?: AbortSignal): Promise<Output<K>> {
+    const spec: RouteSpec = ROUTES[route]
+    const { path: p, query, body } = placeInput(spec, input as Record<string, unknown>)
+    const q = query.size === 0 ? '' : `?${query}`
+    return this.#http.request<Output<K>>(
+      spec.method,
+      `${p}${q}`,
+      body,
+      signal === undefined ? {} : { signal },
     )
   }
 
-  traceroute(peer: string, signal?: AbortSignal): Promise<TracerouteResponse> {
-    return this.#call('traceroute', {}, { peer }, signal)
+  lines<K extends LinesRoute>(route: K, input: Input<K>, signal?: AbortSignal): AsyncGenerator<Line<K>> {
+    const spec: RouteSpec = ROUTES[route]
+    const { path: p, query, body } = placeInput(spec, input as Record<string, unknown>)
+    if (spec.output !== undefined) {
+      // A route that answers either way streams when asked to.
+      query.set('stream', 'true')
+    }
+    const q = query.size === 0 ? '' : `?${query}`
+    return this.#http.lines<Line<K>>(spec.method as 'GET' | 'POST', `${p}${q}`, body, signal)
   }
 
-  resolve(name: string): Promise<ResolveResponse> {
-    return this.#call('resolve', { name })
+  async dial(peer: string, service: string, signal?: AbortSignal): Promise<ByteEnd> {
+    const { path: p, query } = placeInput(ROUTES.dial, { peer, service })
+    const { socket, head } = await this.#http.upgrade(`${p}?${query}`, ROUTES.dial.upgrade, signal)
+    return framedEnd(socket, head)
   }
 
-  connect(req: ConnectRequest): Promise<ProxyState> {
-    return this.#call('connectAdd', {}, req)
-  }
-
-  proxies(): Promise<ProxyState[]> {
-    return this.#call('connectList')
-  }
-
-  disconnect(id: string): Promise<{ removed: string }> {
-    return this.#call('connectRemove', { id })
-  }
-
-  expose(req: ExposeRequest): Promise<ServiceState> {
-    return this.#call('exposeAdd', {}, req)
-  }
-
-  unexpose(name: string): Promise<{ removed: string }> {
-    return this.#call('exposeRemove', { name })
-  }
-
-  shutdown(): Promise<{ stopping: true }> {
-    return this.#call('shutdown')
-  }
-
-  /** The event stream, from a `hello` on; ends when the daemon stops or `signal` fires. */
-  events(signal?: AbortSignal): AsyncGenerator<DaemonEvent> {
-    return this.#http.lines<DaemonEvent>('GET', routeParts(ROUTES.events).path, undefined, signal)
-  }
-
-  /** An invite answered by the daemon's node: the code, progress, then the outcome. */
-  invite(req: InviteRequest, signal?: AbortSignal): AsyncGenerator<InviteStreamLine> {
-    return this.#http.lines<InviteStreamLine>('POST', routeParts(ROUTES.invite).path, req, signal)
-  }
-
-  /** A raw byte stream to a peer's service through the daemon's node. */
-  async dial(peer: string, service: string, signal?: AbortSignal): Promise<{ socket: Socket; head: Buffer }> {
-    const q = new URLSearchParams({ peer, service })
-    return this.#http.upgrade(`${routeParts(ROUTES.dial).path}?${q}`, DIAL_PROTOCOL, signal)
-  }
+  /** Nothing to release: every call is its own request. */
+  async close(): Promise<void> {}
 }
 
 /** Whether an error means "no daemon here" (so a command may run its own node instead). */

@@ -11,6 +11,7 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
+import { NAME_PATTERN, NAME_RULE, SERVICE_NAME_PATTERN, SERVICE_NAME_RULE } from '../api/names.ts'
 import { parseByteSize, parseDurationMs } from './units.ts'
 
 /** The config format version this build reads and writes. */
@@ -22,11 +23,8 @@ export const DEFAULT_RELAY_PORT = 7777
 /** Default UDP port of the relay's STUN responder. */
 export const DEFAULT_STUN_PORT = 3478
 
-/** Names of peers, services and networks: short, shell- and URL-safe. */
-export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/
-
-/** Service names become part of a protocol id (`/peerup/<name>/1.0.0`), so they are stricter. */
-export const SERVICE_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,31}$/
+// What a name is, the same rule here as in the API and on the command line (src/api/names.ts).
+export { NAME_PATTERN, SERVICE_NAME_PATTERN }
 
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const
 
@@ -186,14 +184,9 @@ const namespace = z.string().regex(/^$|^[a-z0-9][a-z0-9_-]{0,62}$/, {
   message: 'must be empty or lowercase letters, digits, - and _ (it becomes /peerup/<network>/kad/1.0.0)',
 })
 
-const peerName = z.string().regex(NAME_PATTERN, {
-  message: 'a name is letters, digits, . _ - (at most 63, starting with a letter or digit)',
-})
+const peerName = z.string().regex(NAME_PATTERN, { message: NAME_RULE })
 
-const serviceName = z.string().regex(SERVICE_NAME_PATTERN, {
-  message:
-    'a service name is lowercase letters, digits, - and _ (at most 32, it becomes /peerup/<name>/1.0.0)',
-})
+const serviceName = z.string().regex(SERVICE_NAME_PATTERN, { message: SERVICE_NAME_RULE })
 
 const version = z.number({ error: 'must be the number 1' }).int().pipe(z.literal(CONFIG_VERSION))
 

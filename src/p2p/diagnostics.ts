@@ -1,59 +1,17 @@
 /**
- * `ping` and `traceroute`: round-trip times to a peer and to the relay in between, with the path.
+ * `ping` and `traceroute`: round-trip times to a peer and to the relay in between, with the path,
+ * reported in the API's own types (src/api/schemas.ts).
  *
  * @packageDocumentation
  */
 
 import type { Connection } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
+import type { Hop, PingPathChange, PingReply, PingResponse, TracerouteResponse } from '../api/index.ts'
 import { PING_PROTOCOL } from './constants.ts'
 import { bestConnection, classifyConnection, describePath, type PathInfo, samePath } from './path.ts'
-import type { PeerPath, UpgradeEvent, UpgradeStatus } from './paths.ts'
+import type { PeerPath, UpgradeEvent } from './paths.ts'
 import type { NodeRuntime } from './runtime.ts'
-
-/** One ping. */
-export interface PingReply {
-  seq: number
-  rttMs: number | undefined
-  error: string | undefined
-  /** The path of the connection this ping went over. */
-  path: PathInfo
-  /** True when `path` differs from the previous reply's (or, for the first, from the connect path). */
-  changed: boolean
-}
-
-/** A change of path seen while pinging: relayed → direct, typically. */
-export interface PingPathChange {
-  /** The first reply on the new path. */
-  seq: number
-  /** Time since the peer was reached, in ms. */
-  afterMs: number
-  from: PathInfo
-  to: PathInfo
-}
-
-/** A whole ping run. */
-export interface PingReport {
-  peer: string
-  peerId: string
-  /** How the connection was made: a live one, a relay circuit, or an address from the DHT. */
-  via: 'existing' | 'relay' | 'dht'
-  connectMs: number
-  /** The path when the peer was reached. */
-  path: PathInfo
-  replies: PingReply[]
-  sent: number
-  received: number
-  minMs: number | undefined
-  avgMs: number | undefined
-  maxMs: number | undefined
-  /** Every change of path during the run, in order. */
-  pathChanges: PingPathChange[]
-  /** The path of the last reply (or the connect path when there was none). */
-  finalPath: PathInfo
-  /** The upgrade to a direct path as the node saw it at the end (undefined: never attempted). */
-  upgrade: UpgradeStatus | undefined
-}
 
 /** Options of {@link pingPeer}. */
 export interface PingOptions {
@@ -74,7 +32,7 @@ export interface PingOptions {
 }
 
 /** Pings `peer` `count` times (0 = until the signal fires), over the connection new streams would take. */
-export async function pingPeer(rt: NodeRuntime, peer: string, options: PingOptions): Promise<PingReport> {
+export async function pingPeer(rt: NodeRuntime, peer: string, options: PingOptions): Promise<PingResponse> {
   const signal = AbortSignal.any([
     ...(options.signal === undefined ? [] : [options.signal]),
     ...(options.deadlineMs === undefined ? [] : [AbortSignal.timeout(options.deadlineMs)]),
@@ -240,37 +198,12 @@ function waitForPathChange(rt: NodeRuntime, peer: string, ms: number, signal: Ab
   })
 }
 
-/** One hop of a traceroute. */
-export interface Hop {
-  hop: number
-  peerId: string
-  role: 'relay' | 'peer'
-  address: string
-  rttMs: number | undefined
-  error: string | undefined
-}
-
-/** The path to a peer, hop by hop. */
-export interface TraceReport {
-  peer: string
-  peerId: string
-  path: PathInfo
-  /** `DIRECT (webrtc) since …, was RELAYED via … (direct after 0.8 s)`. */
-  summary: string
-  hops: Hop[]
-  /** When the path last changed (RFC 3339), and what it was before. */
-  since: string | undefined
-  previous: PathInfo | undefined
-  /** The upgrade to a direct path (undefined: never attempted). */
-  upgrade: UpgradeStatus | undefined
-}
-
 /** Traces the path to `peer`: the relay (when relayed) and the peer, with a round trip to each. */
 export async function traceroutePeer(
   rt: NodeRuntime,
   peer: string,
   signal?: AbortSignal,
-): Promise<TraceReport> {
+): Promise<TracerouteResponse> {
   const reached = await rt.reach(peer, signal)
   const peerId = rt.resolve(peer)
   // The connection new streams take now: the upgrade may have finished since the peer was reached.

@@ -6,22 +6,10 @@
  */
 
 import type { Connection } from '@libp2p/interface'
+import type { ApiPath } from '../api/index.ts'
 
-/** How a connection reaches the peer. */
-export type PathType = 'DIRECT' | 'RELAYED'
-
-/** A connection's path, as `ping`, `traceroute` and the daemon report it. */
-export interface PathInfo {
-  type: PathType
-  /** The relay's peer id when relayed. */
-  relay: string | undefined
-  /** `tcp`, `webrtc`, … : the transport of the direct link (for a relayed path, of the hop to the relay). */
-  transport: string
-  /** The remote multiaddr of the connection. */
-  remoteAddr: string
-  /** True when a relay limits the connection (a peer the relay does not know). */
-  limited: boolean
-}
+/** A connection's path, as `ping`, `traceroute` and the daemon report it: the contract's own type. */
+export type PathInfo = ApiPath
 
 /** Classifies a connection. */
 export function classifyConnection(conn: Connection): PathInfo {
@@ -57,20 +45,7 @@ export function classifyConnection(conn: Connection): PathInfo {
   }
 }
 
-/** Renders a path for people: `DIRECT (tcp)` or `RELAYED via 12D3…`. */
-export function describePath(path: PathInfo, names: Record<string, string> = {}): string {
-  if (path.type === 'DIRECT') {
-    return `DIRECT (${path.transport})`
-  }
-  const relay = path.relay ?? 'unknown relay'
-  const name = Object.entries(names).find(([, id]) => id === relay)?.[0]
-  return `RELAYED via ${name ?? shortId(relay)}`
-}
-
-/** The first and last characters of a peer id, enough to tell peers apart in a table. */
-export function shortId(id: string): string {
-  return id.length <= 16 ? id : `${id.slice(0, 8)}…${id.slice(-6)}`
-}
+export { describePath, shortId } from '../api/text.ts'
 
 /** Whether two paths are the same for people: same type, transport, relay and limit. */
 export function samePath(a: PathInfo | undefined, b: PathInfo | undefined): boolean {

@@ -117,6 +117,25 @@ export interface LocalApiOptions {
   limits?: Partial<ApiLimits>
 }
 
+/**
+ * The status an error is answered with: `custom`'s, else an ApiError's own, usage 400, not found
+ * 404, conflict 409, anything else 500.
+ */
+export function errorStatus(err: unknown, custom?: (err: unknown) => number | undefined): number {
+  return (
+    custom?.(err) ??
+    (err instanceof ApiError
+      ? err.status
+      : err instanceof UsageError
+        ? 400
+        : err instanceof NotFoundError
+          ? 404
+          : err instanceof ConflictError
+            ? 409
+            : 500)
+  )
+}
+
 /** Creates the server (not listening yet: see `listenOnSocket`). */
 export function createLocalApiServer(options: LocalApiOptions): http.Server {
   const limits: ApiLimits = { ...API_LIMITS, ...options.limits }
@@ -136,17 +155,7 @@ export function createLocalApiServer(options: LocalApiOptions): http.Server {
     d.arm()
   })
 
-  const statusOf = (err: unknown): number =>
-    options.statusOf?.(err) ??
-    (err instanceof ApiError
-      ? err.status
-      : err instanceof UsageError
-        ? 400
-        : err instanceof NotFoundError
-          ? 404
-          : err instanceof ConflictError
-            ? 409
-            : 500)
+  const statusOf = (err: unknown): number => errorStatus(err, options.statusOf)
 
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
     deadlines.get(req.socket)?.requestStarted(req, res)
@@ -178,7 +187,7 @@ export function createLocalApiServer(options: LocalApiOptions): http.Server {
         status >= 500 && !(err instanceof PeerupError)
           ? `internal error: ${(err as Error)?.message}`
           : undefined
-      sendError(res, status, message ?? (err as Error).message, (err as PeerupError).hint, wantsText)
+      sendError(res, status, message ?? (err as Error).message, errorFields(err), wantsText)
     }
     const refusal = refuse(req, options.cookie(), options.cookieFileName ?? '.daemon-cookie')
     if (refusal !== undefined) {
@@ -235,8 +244,8 @@ export function createLocalApiServer(options: LocalApiOptions): http.Server {
     const started = performance.now()
     const url = new URL(req.url ?? '/', 'http://local')
     const route = (options.upgrades ?? []).find((u) => u.path === url.pathname)
-    const answer = (status: number, message: string, hint?: string): void => {
-      const body = JSON.stringify(hint === undefined ? { error: message } : { error: message, hint })
+    const answer = (status: number, message: string, fields: { hint?: string; name?: string } = {}): void => {
+      const body = JSON.stringify({ error: message, ...fields })
       socket.end(
         `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json\r\n` +
           `Content-Length: ${Buffer.byteLength(body)}\r\nX-Peerup-Version: ${options.version}\r\nConnection: close\r\n\r\n${body}`,
@@ -251,7 +260,7 @@ export function createLocalApiServer(options: LocalApiOptions): http.Server {
     socket.on('error', () => {})
     const refusal = refuse(req, options.cookie(), options.cookieFileName ?? '.daemon-cookie')
     if (refusal !== undefined) {
-      answer(refusal.status, refusal.message, refusal.hint)
+      answer(refusal.status, refusal.message, refusal.hint === undefined ? {} : { hint: refusal.hint })
       return
     }
     if (route === undefined || req.headers.upgrade?.toLowerCase() !== route.protocol) {
@@ -283,7 +292,7 @@ export function createLocalApiServer(options: LocalApiOptions): http.Server {
       )
       .catch((err: unknown) => {
         if (socket.writable) {
-          answer(statusOf(err), (err as Error).message, (err as PeerupError).hint)
+          answer(statusOf(err), (err as Error).message, errorFields(err))
         } else {
           socket.destroy()
         }
@@ -464,11 +473,22 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown): void
   res.end(text)
 }
 
+/**
+ * The hint and the name of one of our errors, for its body: the name lets the client raise the
+ * same kind of error (a `UsageError` stays a usage error across the socket).
+ */
+export function errorFields(err: unknown): { hint?: string; name?: string } {
+  if (!(err instanceof PeerupError) || err instanceof ApiError) {
+    return {}
+  }
+  return { ...(err.hint === undefined ? {} : { hint: err.hint }), name: err.name }
+}
+
 function sendError(
   res: http.ServerResponse,
   status: number,
   message: string,
-  hint: string | undefined,
+  fields: { hint?: string; name?: string },
   wantsText: boolean,
 ): void {
   if (res.headersSent) {
@@ -477,8 +497,8 @@ function sendError(
   }
   if (wantsText) {
     res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8' })
-    res.end(`${message}${hint === undefined ? '' : ` — ${hint}`}\n`)
+    res.end(`${message}${fields.hint === undefined ? '' : ` — ${fields.hint}`}\n`)
     return
   }
-  sendJson(res, status, hint === undefined ? { error: message } : { error: message, hint })
+  sendJson(res, status, { error: message, ...fields })
 }

@@ -86,7 +86,7 @@ export function registerAuth(program: Command, ctx: CliContext): void {
     // before the answer comes back. Without one, the file is all there is.
     const client = new LocalClient({ configFile: file, warn: (m) => note(ctx, m) })
     try {
-      const r = await client.authRemove(id)
+      const r = await client.call('authRemove', { peer: id })
       emit(ctx, opts, r, (p) => `revoked ${p.peerId}; the daemon closed ${p.closedConnections} connection(s)`)
       return
     } catch (err) {

@@ -6,13 +6,13 @@
  */
 
 import type { Command } from 'commander'
-import type {
-  ApiPath,
-  PathState,
-  PeerState,
-  ProxyState,
-  ServiceState,
-  StatusResponse,
+import {
+  pathsText,
+  peersText,
+  pingReportText,
+  proxiesText,
+  servicesText,
+  statusText,
 } from '../../api/index.ts'
 import { LocalClient } from '../../client/local.ts'
 import { parseDurationMs } from '../../config/units.ts'
@@ -21,131 +21,12 @@ import { configureLogging, createLogger, type LogLevel } from '../../log/index.t
 import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
 import { loadDaemon } from '../lazy.ts'
 import { loadNode, nodeConfigFile } from '../load.ts'
-import { emit, note, table } from '../output.ts'
+import { emit, note } from '../output.ts'
 import { globalOpts, withCommonOptions } from '../program.ts'
 
 /** A client of the daemon serving this invocation's config. */
 async function client(ctx: CliContext, opts: GlobalOptions): Promise<LocalClient> {
   return new LocalClient({ configFile: await nodeConfigFile(ctx, opts), warn: (m) => note(ctx, m) })
-}
-
-/** `DIRECT (tcp)`, `RELAYED via …`: the same words as `ping`, without loading libp2p. */
-export function pathText(path: ApiPath | undefined, names: Record<string, string> = {}): string {
-  if (path === undefined) {
-    return 'not connected'
-  }
-  if (path.type === 'DIRECT') {
-    return `DIRECT (${path.transport})`
-  }
-  const relay = path.relay ?? 'unknown relay'
-  const name = Object.entries(names).find(([, id]) => id === relay)?.[0]
-  return `RELAYED via ${name ?? (relay.length <= 16 ? relay : `${relay.slice(0, 8)}…${relay.slice(-6)}`)}${path.limited ? ' (limited)' : ''}`
-}
-
-/** How long ago an RFC 3339 time was, briefly: `42s`, `5m`, `3h`, `2d`. */
-export function ago(time: string, now = Date.now()): string {
-  const s = Math.max(0, Math.round((now - Date.parse(time)) / 1000))
-  return s < 60
-    ? `${s}s`
-    : s < 3600
-      ? `${Math.floor(s / 60)}m`
-      : s < 86400
-        ? `${Math.floor(s / 3600)}h`
-        : `${Math.floor(s / 86400)}d`
-}
-
-function renderStatus(s: StatusResponse): string {
-  return [
-    `daemon    running, pid ${s.pid}, peerup ${s.version}, up ${ago(s.startedAt)}`,
-    `peer id   ${s.peerId}`,
-    `network   ${s.network === '' ? '(default)' : s.network}`,
-    `config    ${s.configFile}`,
-    '',
-    `relays (${s.relays.length})`,
-    ...s.relays.map(
-      (r) =>
-        `  ${r.peerId}  ${r.reserved ? 'reservation held' : r.connected ? 'connected, no reservation' : `unreachable${r.lastError === undefined ? '' : `: ${r.lastError}`}`} (since ${ago(r.since)})`,
-    ),
-    '',
-    `services (${s.services.length})`,
-    ...s.services.map(
-      (v) =>
-        `  ${v.name.padEnd(12)} ${v.localAddress}  ${v.activeConnections} active${v.source === 'runtime' ? ' (exposed at run time)' : ''}`,
-    ),
-    '',
-    `peers connected ${s.connectedPeers}, proxies ${s.proxies}`,
-  ].join('\n')
-}
-
-function renderPeers(peers: PeerState[]): string {
-  if (peers.length === 0) {
-    return 'no peers connected'
-  }
-  return table([
-    ['PEER', 'NAME', 'PATH', 'SINCE', 'AGENT', 'AUTHORIZED'],
-    ...peers.map((p) => [
-      p.peerId,
-      p.name ?? '-',
-      pathText(p.path),
-      ago(p.since),
-      p.agent ?? '?',
-      p.authorized ? 'yes' : 'no',
-    ]),
-  ])
-}
-
-function renderPaths(paths: PathState[]): string {
-  if (paths.length === 0) {
-    return 'no paths: no peer connected'
-  }
-  return table([
-    ['PEER', 'NAME', 'PATH', 'SINCE', 'BEFORE', 'UPGRADE'],
-    ...paths.map((p) => [
-      p.peerId,
-      p.name ?? '-',
-      pathText(p.path),
-      ago(p.since),
-      p.previous === undefined ? '-' : pathText(p.previous),
-      p.upgrade.state === 'none'
-        ? '-'
-        : `${p.upgrade.state}${p.upgrade.timeToDirectMs === undefined ? '' : ` in ${(p.upgrade.timeToDirectMs / 1000).toFixed(1)} s`}${p.upgrade.lastError === undefined ? '' : `: ${p.upgrade.lastError}`}`,
-    ]),
-  ])
-}
-
-function renderServices(services: ServiceState[]): string {
-  if (services.length === 0) {
-    return 'no services offered (`peerup service add <name> <host:port>`, then restart the daemon)'
-  }
-  return table([
-    ['NAME', 'LOCAL', 'ALLOWED', 'ACTIVE', 'SOURCE'],
-    ...services.map((s) => [
-      s.name,
-      s.localAddress,
-      s.allowedPeers.length === 0 ? 'all authorized' : s.allowedPeers.join(','),
-      String(s.activeConnections),
-      s.source,
-    ]),
-  ])
-}
-
-function renderProxies(proxies: ProxyState[]): string {
-  if (proxies.length === 0) {
-    return 'no proxies (`peerup daemon connect --peer P --service S --listen PORT`)'
-  }
-  return table([
-    ['ID', 'LISTEN', 'PEER', 'SERVICE', 'ACTIVE', 'TOTAL', 'IN', 'OUT'],
-    ...proxies.map((p) => [
-      p.id,
-      p.listen,
-      p.peer,
-      p.service,
-      String(p.activeConnections),
-      String(p.totalConnections),
-      String(p.bytesIn),
-      String(p.bytesOut),
-    ]),
-  ])
 }
 
 /** Registers `daemon` and its subcommands. */
@@ -173,7 +54,7 @@ export function registerDaemon(program: Command, ctx: CliContext): void {
   withCommonOptions(daemon.command('status').description('what the running daemon is doing')).action(
     async (_flags: object, cmd: Command) => {
       const opts = globalOpts(cmd)
-      emit(ctx, opts, await (await client(ctx, opts)).status(), renderStatus)
+      emit(ctx, opts, await (await client(ctx, opts)).call('status', {}), statusText)
     },
   )
 
@@ -182,8 +63,8 @@ export function registerDaemon(program: Command, ctx: CliContext): void {
   ).action(async (_flags: object, cmd: Command) => {
     const opts = globalOpts(cmd)
     const c = await client(ctx, opts)
-    const status = await c.status()
-    await c.shutdown()
+    const status = await c.call('status', {})
+    await c.call('shutdown', {})
     emit(ctx, opts, { stopping: true, pid: status.pid }, (r) => `daemon (pid ${r.pid}) is stopping`)
   })
 
@@ -194,7 +75,7 @@ export function registerDaemon(program: Command, ctx: CliContext): void {
       .option('--all', 'every connected peer'),
   ).action(async (_flags: object, cmd: Command) => {
     const opts = globalOpts<{ all?: boolean }>(cmd)
-    emit(ctx, opts, await (await client(ctx, opts)).peers(opts.all === true), renderPeers)
+    emit(ctx, opts, await (await client(ctx, opts)).call('peers', { all: opts.all === true }), peersText)
   })
 
   withCommonOptions(
@@ -203,13 +84,13 @@ export function registerDaemon(program: Command, ctx: CliContext): void {
       .description('the path to each peer (DIRECT or RELAYED), since when, and upgrades'),
   ).action(async (_flags: object, cmd: Command) => {
     const opts = globalOpts(cmd)
-    emit(ctx, opts, await (await client(ctx, opts)).paths(), renderPaths)
+    emit(ctx, opts, await (await client(ctx, opts)).call('paths', {}), pathsText)
   })
 
   withCommonOptions(daemon.command('services').description('the services the daemon offers')).action(
     async (_flags: object, cmd: Command) => {
       const opts = globalOpts(cmd)
-      emit(ctx, opts, await (await client(ctx, opts)).services(), renderServices)
+      emit(ctx, opts, await (await client(ctx, opts)).call('services', {}), servicesText)
     },
   )
 
@@ -217,7 +98,7 @@ export function registerDaemon(program: Command, ctx: CliContext): void {
     daemon.command('proxies').description('the proxy listeners the daemon runs (`daemon connect`)'),
   ).action(async (_flags: object, cmd: Command) => {
     const opts = globalOpts(cmd)
-    emit(ctx, opts, await (await client(ctx, opts)).proxies(), renderProxies)
+    emit(ctx, opts, await (await client(ctx, opts)).call('connectList', {}), proxiesText)
   })
 
   withCommonOptions(
@@ -241,18 +122,8 @@ export function registerDaemon(program: Command, ctx: CliContext): void {
         hint: 'write it like 500ms or 2s',
       })
     }
-    const report = await (await client(ctx, opts)).ping({ peer, count, intervalMs }, ctx.signal)
-    emit(ctx, opts, report, (r) =>
-      [
-        `PING ${r.peer}: ${pathText(r.path)}, connected in ${r.connectMs.toFixed(0)} ms (${r.via})`,
-        ...r.replies.map((x) =>
-          x.rttMs === undefined
-            ? `seq=${x.seq} error: ${x.error}`
-            : `seq=${x.seq} rtt=${x.rttMs.toFixed(1)} ms path=${pathText(x.path)}`,
-        ),
-        `--- ${r.peer}: ${r.sent} sent, ${r.received} received`,
-      ].join('\n'),
-    )
+    const report = await (await client(ctx, opts)).call('ping', { peer, count, intervalMs }, ctx.signal)
+    emit(ctx, opts, report, (r) => pingReportText(r))
   })
 
   withCommonOptions(
@@ -267,7 +138,7 @@ export function registerDaemon(program: Command, ctx: CliContext): void {
       ),
   ).action(async (_flags: object, cmd: Command) => {
     const opts = globalOpts<{ peer: string; service: string; listen: string }>(cmd)
-    const proxy = await (await client(ctx, opts)).connect({
+    const proxy = await (await client(ctx, opts)).call('connectAdd', {
       peer: opts.peer,
       service: opts.service,
       listen: opts.listen,
@@ -282,7 +153,7 @@ export function registerDaemon(program: Command, ctx: CliContext): void {
       .argument('<id>', 'the id `daemon connect` printed'),
   ).action(async (id: string, _flags: object, cmd: Command) => {
     const opts = globalOpts(cmd)
-    const r = await (await client(ctx, opts)).disconnect(id)
+    const r = await (await client(ctx, opts)).call('connectRemove', { id })
     emit(ctx, opts, r, (x) => `removed proxy ${x.removed}`)
   })
 }

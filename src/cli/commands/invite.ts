@@ -7,6 +7,7 @@
 
 import type { Command } from 'commander'
 import { renderUnicodeCompact } from 'uqr'
+import type { InviteLine } from '../../api/index.ts'
 import { ApiResponseError, isDaemonAbsent, LocalClient } from '../../client/local.ts'
 import { checkPeerName } from '../../config/ops.ts'
 import { parseDurationMs } from '../../config/units.ts'
@@ -23,11 +24,7 @@ const MIN_TTL_MS = 30_000
 const MAX_TTL_MS = 24 * 3_600_000
 
 /** What an invite ended with, through the daemon or not. */
-interface InviteOutcome {
-  peerId: string
-  name: string | undefined
-  sponsored: { ok: boolean; reason?: string }
-}
+type InviteOutcome = Extract<InviteLine, { type: 'paired' }>['result']
 
 interface InviteFlags {
   name?: string
@@ -94,19 +91,13 @@ export function registerInvite(program: Command, ctx: CliContext): void {
     const viaDaemon = async (): Promise<InviteOutcome | undefined> => {
       const client = new LocalClient({ configFile, warn: (m) => note(ctx, m) })
       try {
-        for await (const line of client.invite({ name, ttlMs }, ctx.signal)) {
+        for await (const line of client.lines('invite', { name, ttlMs }, ctx.signal)) {
           if (line.type === 'code') {
             showCode(line.code, { expires: new Date(line.expires) })
           } else if (line.type === 'progress') {
             note(ctx, line.message)
-          } else if (line.type === 'paired') {
-            return line.result
           } else {
-            throw new ApiResponseError(
-              line.status,
-              line.error,
-              line.hint === undefined ? {} : { hint: line.hint },
-            )
+            return line.result
           }
         }
       } catch (err) {

@@ -9,56 +9,27 @@
 
 import { spawn } from 'node:child_process'
 import type { Command } from 'commander'
-import type { ApiPath, PingPathChange, PingReply, PingResponse } from '../../api/index.ts'
-import { ApiResponseError, isDaemonAbsent, LocalClient } from '../../client/local.ts'
+import {
+  describePath,
+  type PingLine,
+  type PingResponse,
+  pingLineText,
+  pingSummaryText,
+  tracerouteText,
+} from '../../api/index.ts'
+import type { Client } from '../../client/client.ts'
+import { isDaemonAbsent, LocalClient } from '../../client/local.ts'
 import { parseDurationMs } from '../../config/units.ts'
-import { ExitStatus, UsageError } from '../../errors.ts'
+import { ExitStatus, PeerupError, UsageError } from '../../errors.ts'
 import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
-import { parseListenAddress } from '../../util/address.ts'
+import { formatHostPort, parseListenAddress } from '../../util/address.ts'
 import { selfCommand } from '../../util/self.ts'
 import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
-import {
-  loadDiagnostics,
-  loadP2pErrors,
-  loadPath,
-  loadRuntime,
-  loadStreamEnd,
-  type NodeRuntime,
-} from '../lazy.ts'
+import { loadInProcessClient, loadP2pErrors } from '../lazy.ts'
 import { nodeConfigFile } from '../load.ts'
-import { emit, note, table } from '../output.ts'
+import { emit, note } from '../output.ts'
 import { globalOpts, withCommonOptions } from '../program.ts'
 
-/** Starts a short-lived node for one command and stops it afterwards, whatever happens. */
-async function withNode<T>(
-  ctx: CliContext,
-  opts: GlobalOptions & { logLevel?: string },
-  fn: (rt: NodeRuntime) => Promise<T>,
-): Promise<T> {
-  configureLogging({
-    level: (opts.logLevel as LogLevel | undefined) ?? 'warn',
-    format: ctx.stderr.isTTY === true ? 'text' : 'json',
-  })
-  const configFile = await nodeConfigFile(ctx, opts)
-  const { startNodeRuntime } = await loadRuntime()
-  // A one-shot client dials out only: no listening, no reservation.
-  const rt = await startNodeRuntime({
-    configFile,
-    log: createLogger('peerup'),
-    exposeServices: false,
-    listen: [],
-  })
-  try {
-    return await fn(rt)
-  } finally {
-    await rt.stop()
-  }
-}
-
-/**
- * Runs `daemon` with a client of the daemon serving this config, or `node` with a short-lived node
- * of our own when no daemon runs (or `--no-daemon`).
- */
 /** How long `proxy --stdio` stays after a SIGHUP to end its session in order. */
 const HANGUP_GRACE_MS = 2_000
 
@@ -84,67 +55,38 @@ async function outlastHangup<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-async function withDaemonOrNode<T>(
+/**
+ * Runs `fn` with a client of this config's node: the running daemon's, or — when none runs, or
+ * with `--no-daemon` — a node started in this process for the command and stopped after it.
+ */
+async function withClient<T>(
   ctx: CliContext,
   opts: GlobalOptions & { logLevel?: string; daemon?: boolean },
-  daemon: (client: LocalClient) => Promise<T>,
-  node: (rt: NodeRuntime) => Promise<T>,
+  fn: (client: Client) => Promise<T>,
 ): Promise<T> {
-  return graceful(ctx, () => daemonOrNode(ctx, opts, daemon, node))
-}
-
-async function daemonOrNode<T>(
-  ctx: CliContext,
-  opts: GlobalOptions & { logLevel?: string; daemon?: boolean },
-  daemon: (client: LocalClient) => Promise<T>,
-  node: (rt: NodeRuntime) => Promise<T>,
-): Promise<T> {
-  if (opts.daemon !== false) {
-    const client = new LocalClient({
-      configFile: await nodeConfigFile(ctx, opts),
-      warn: (message) => note(ctx, message),
-    })
-    try {
-      return await daemon(client)
-    } catch (err) {
-      if (!isDaemonAbsent(err)) {
-        throw err
+  const configFile = await nodeConfigFile(ctx, opts)
+  return graceful(ctx, async () => {
+    if (opts.daemon !== false) {
+      try {
+        return await fn(new LocalClient({ configFile, warn: (message) => note(ctx, message) }))
+      } catch (err) {
+        if (!isDaemonAbsent(err)) {
+          throw err
+        }
       }
     }
-  }
-  return withNode(ctx, opts, node)
-}
-
-/** The callbacks of a ping, the same whether the daemon or our own node pings. */
-interface PingCallbacks {
-  onConnected: (path: ApiPath, via: string, ms: number) => void
-  onReply: (reply: PingReply) => void
-  onPathChange: (change: PingPathChange) => void
-}
-
-/** Pings through the daemon, replies streamed as they come. */
-async function pingViaDaemon(
-  client: LocalClient,
-  req: { peer: string; count: number; intervalMs: number; untilDirect: boolean; deadlineMs?: number },
-  cb: PingCallbacks,
-  signal: AbortSignal,
-): Promise<PingResponse> {
-  for await (const line of client.pingStream(req, signal)) {
-    if (line.type === 'connected') {
-      cb.onConnected(line.path, line.via, line.connectMs)
-    } else if (line.type === 'reply') {
-      cb.onReply(line.reply)
-    } else if (line.type === 'path-changed') {
-      cb.onPathChange(line.change)
-    } else if (line.type === 'done') {
-      return line.report
-    } else if (line.type === 'error') {
-      throw new ApiResponseError(line.status, line.error, line.hint === undefined ? {} : { hint: line.hint })
+    configureLogging({
+      level: (opts.logLevel as LogLevel | undefined) ?? 'warn',
+      format: ctx.stderr.isTTY === true ? 'text' : 'json',
+    })
+    const { startInProcessClient } = await loadInProcessClient()
+    const client = await startInProcessClient({ configFile, log: createLogger('peerup') })
+    try {
+      return await fn(client)
+    } finally {
+      await client.close()
     }
-  }
-  // The stream ended without a report: Ctrl+C (the request was closed), or the daemon stopped.
-  signal.throwIfAborted()
-  throw new ApiResponseError(502, 'the daemon stopped while pinging')
+  })
 }
 
 const NO_DAEMON_HELP = 'run a node of its own even when a daemon runs'
@@ -160,15 +102,14 @@ const LOG_LEVEL_HELP = 'log level on stderr: debug, info, warn, error'
 /** How long `ping --until-direct` waits for the upgrade unless `--deadline` says otherwise. */
 const DEFAULT_UNTIL_DIRECT_DEADLINE = '30s'
 
-/** The data plane's light parts (no libp2p): ends, pipe, listener. */
+/** The data plane's parts a command uses (no libp2p): the pipe, the stdio end, the listener. */
 async function loadPipe() {
-  const [{ pipe }, { stdioEnd }, { framedEnd }, { startListener }] = await Promise.all([
+  const [{ pipe }, { stdioEnd }, { startListener }] = await Promise.all([
     import('../../pipe/pipe.ts'),
     import('../../pipe/node.ts'),
-    import('../../pipe/framed.ts'),
     import('../../pipe/listener.ts'),
   ])
-  return { pipe, stdioEnd, framedEnd, startListener }
+  return { pipe, stdioEnd, startListener }
 }
 
 /** Registers the network commands. */
@@ -217,69 +158,34 @@ export function registerNet(program: Command, ctx: CliContext): void {
       })
     }
     const human = opts.json !== true
-    const { describePath } = await loadPath()
-    let names: Record<string, string> = {}
-    const callbacks: PingCallbacks = {
-      onConnected: (path, via, ms) => {
-        if (human) {
-          ctx.stdout.write(
-            `PING ${peer}: ${describePath(path, names)}, connected in ${ms.toFixed(0)} ms (${via})\n`,
-          )
-        }
-        if (untilDirect && path.type !== 'DIRECT') {
-          note(ctx, `waiting for a direct path to ${peer}…`)
-        }
-      },
-      onPathChange: (c) => {
-        if (human) {
-          ctx.stdout.write(
-            `path changed: ${describePath(c.from, names)} → ${describePath(c.to, names)} after ${(c.afterMs / 1000).toFixed(1)} s\n`,
-          )
-        }
-      },
-      onReply: (r) => {
-        if (human) {
-          ctx.stdout.write(
-            r.rttMs === undefined
-              ? `seq=${r.seq} error: ${r.error} path=${describePath(r.path, names)}\n`
-              : `seq=${r.seq} rtt=${r.rttMs.toFixed(1)} ms path=${describePath(r.path, names)}\n`,
-          )
-        }
-      },
+    const names = await loadNames(ctx, opts)
+    const print = (line: PingLine): void => {
+      if (line.type === 'connected' && untilDirect && line.path.type !== 'DIRECT') {
+        note(ctx, `waiting for a direct path to ${peer}…`)
+      }
+      if (human) {
+        ctx.stdout.write(`${pingLineText(peer, line, names)}\n`)
+      }
     }
-    const report: PingResponse = await withDaemonOrNode(
-      ctx,
-      opts,
-      async (client) => {
-        names = await loadNames(ctx, opts)
-        return pingViaDaemon(
-          client,
-          { peer, count, intervalMs, untilDirect, ...(deadlineMs === undefined ? {} : { deadlineMs }) },
-          callbacks,
-          ctx.signal,
-        )
-      },
-      async (rt) => {
-        names = rt.config.names
-        const { pingPeer } = await loadDiagnostics()
-        return pingPeer(rt, peer, {
-          count,
-          intervalMs,
-          signal: ctx.signal,
-          untilDirect,
-          ...(deadlineMs === undefined ? {} : { deadlineMs }),
-          ...callbacks,
-        })
-      },
-    )
-    emit(ctx, opts, report, (r) => {
-      const loss = r.sent === 0 ? 0 : Math.round(((r.sent - r.received) / r.sent) * 100)
-      const stats =
-        r.received === 0
-          ? ''
-          : `, rtt min/avg/max ${r.minMs?.toFixed(1)}/${r.avgMs?.toFixed(1)}/${r.maxMs?.toFixed(1)} ms`
-      return `--- ${r.peer}: ${r.sent} sent, ${r.received} received, ${loss}% loss${stats}`
+    const report: PingResponse = await withClient(ctx, opts, async (client) => {
+      const request = {
+        peer,
+        count,
+        intervalMs,
+        untilDirect,
+        ...(deadlineMs === undefined ? {} : { deadlineMs }),
+      }
+      for await (const line of client.lines('ping', request, ctx.signal)) {
+        if (line.type === 'done') {
+          return line.report
+        }
+        print(line)
+      }
+      // The lines ended without a report: Ctrl+C (the request was closed), or the daemon stopped.
+      ctx.signal.throwIfAborted()
+      throw new PeerupError('the daemon stopped while pinging')
     })
+    emit(ctx, opts, report, pingSummaryText)
     const errors = await loadP2pErrors()
     if (report.received === 0 && report.sent > 0) {
       throw new errors.PeerUnreachableError(`no answer from ${peer}`)
@@ -308,26 +214,8 @@ export function registerNet(program: Command, ctx: CliContext): void {
       .option('--log-level <level>', LOG_LEVEL_HELP),
   ).action(async (peer: string, _flags: object, cmd: Command) => {
     const opts = globalOpts<{ logLevel?: string; daemon?: boolean }>(cmd)
-    const report = await withDaemonOrNode(
-      ctx,
-      opts,
-      (client) => client.traceroute(peer, ctx.signal),
-      async (rt) => (await loadDiagnostics()).traceroutePeer(rt, peer, ctx.signal),
-    )
-    emit(ctx, opts, report, (r) =>
-      [
-        `traceroute to ${r.peer} (${r.peerId}): ${r.summary}`,
-        table(
-          r.hops.map((h) => [
-            String(h.hop),
-            h.role,
-            h.peerId,
-            h.rttMs === undefined ? `error: ${h.error}` : `${h.rttMs.toFixed(1)} ms`,
-            h.address,
-          ]),
-        ),
-      ].join('\n'),
-    )
+    const report = await withClient(ctx, opts, (client) => client.call('traceroute', { peer }, ctx.signal))
+    emit(ctx, opts, report, tracerouteText)
   })
 
   withCommonOptions(
@@ -352,29 +240,14 @@ export function registerNet(program: Command, ctx: CliContext): void {
           })
         }
         await outlastHangup(() =>
-          withDaemonOrNode(
-            ctx,
-            opts,
-            async (client) => {
-              const { socket, head } = await client.dial(peer, service, ctx.signal)
-              const { pipe, stdioEnd, framedEnd } = await loadPipe()
-              const result = await pipe(stdioEnd(ctx.stdin, ctx.stdout), framedEnd(socket, head))
-              if (result.reset && result.error !== undefined) {
-                throw result.error
-              }
-            },
-            async (rt) => {
-              const { pipe, stdioEnd } = await loadPipe()
-              const { serviceStreamEnd } = await loadStreamEnd()
-              const { stream } = await rt.openService(peer, service, { signal: ctx.signal })
-              const result = await pipe(stdioEnd(ctx.stdin, ctx.stdout), serviceStreamEnd(stream), {
-                log: createLogger('proxy'),
-              })
-              if (result.reset && result.error !== undefined) {
-                throw result.error
-              }
-            },
-          ),
+          withClient(ctx, opts, async (client) => {
+            const far = await client.dial(peer, service, ctx.signal)
+            const { pipe, stdioEnd } = await loadPipe()
+            const result = await pipe(stdioEnd(ctx.stdin, ctx.stdout), far, { log: createLogger('proxy') })
+            if (result.reset && result.error !== undefined) {
+              throw result.error
+            }
+          }),
         )
         return
       }
@@ -384,69 +257,34 @@ export function registerNet(program: Command, ctx: CliContext): void {
         })
       }
       const { host, port } = parseListenAddress(listen)
-      const { describePath } = await loadPath()
-      const forwarding = async (
-        where: string,
-        path: ApiPath,
-        names: Record<string, string>,
-      ): Promise<void> => {
-        note(ctx, `forwarding ${where} → ${peer}/${service} (${describePath(path, names)}); Ctrl+C to stop`)
-        emit(ctx, opts, { listen: where, peer, service, path }, (r) => r.listen)
-        await new Promise<void>((resolve) => {
-          if (ctx.signal.aborted) resolve()
-          ctx.signal.addEventListener('abort', () => resolve(), { once: true })
+      const names = await loadNames(ctx, opts)
+      await withClient(ctx, opts, async (client) => {
+        // Reach the peer once up front: a wrong name or a refusal is reported now, not at the first connection.
+        const reached = await client.call('ping', { peer, count: 1, intervalMs: 0 }, ctx.signal)
+        const { startListener } = await loadPipe()
+        const listener = await startListener({
+          host,
+          port,
+          log: createLogger('proxy'),
+          open: (signal) => client.dial(peer, service, signal),
+          // Opening a service stream retries already (src/p2p/runtime.ts openService): its answer is final.
+          retry: { attempts: 1 },
         })
-      }
-      await withDaemonOrNode(
-        ctx,
-        opts,
-        async (client) => {
-          // Reach the peer once up front: a wrong name or a refusal is reported now, not at the first connection.
-          const reached = await client.ping({ peer, count: 1, intervalMs: 0 }, ctx.signal)
-          const { startListener, framedEnd } = await loadPipe()
-          const listener = await startListener({
-            host,
-            port,
-            log: createLogger('proxy'),
-            open: async (signal) => {
-              const { socket, head } = await client.dial(peer, service, signal)
-              return framedEnd(socket, head)
-            },
-            // The daemon retried already: its answer is final.
-            retry: { attempts: 1 },
+        try {
+          const where = formatHostPort(listener.address.host, listener.address.port)
+          note(
+            ctx,
+            `forwarding ${where} → ${peer}/${service} (${describePath(reached.path, names)}); Ctrl+C to stop`,
+          )
+          emit(ctx, opts, { listen: where, peer, service, path: reached.path }, (r) => r.listen)
+          await new Promise<void>((resolve) => {
+            if (ctx.signal.aborted) resolve()
+            ctx.signal.addEventListener('abort', () => resolve(), { once: true })
           })
-          try {
-            await forwarding(
-              `${listener.address.host}:${listener.address.port}`,
-              reached.path,
-              await loadNames(ctx, opts),
-            )
-          } finally {
-            await listener.close()
-          }
-        },
-        async (rt) => {
-          const { startListener } = await loadPipe()
-          const { serviceStreamEnd } = await loadStreamEnd()
-          const reached = await rt.reach(peer, ctx.signal)
-          const listener = await startListener({
-            host,
-            port,
-            log: createLogger('proxy'),
-            open: async (signal) =>
-              serviceStreamEnd((await rt.openService(peer, service, { signal })).stream),
-          })
-          try {
-            await forwarding(
-              `${listener.address.host}:${listener.address.port}`,
-              reached.path,
-              rt.config.names,
-            )
-          } finally {
-            await listener.close()
-          }
-        },
-      )
+        } finally {
+          await listener.close()
+        }
+      })
     },
   )
 

@@ -7,11 +7,10 @@
  * @packageDocumentation
  */
 
-import type { ApiPath, DaemonEvent } from '../../api/index.ts'
+import { type ApiPath, ago, type DaemonEvent, describePath, table } from '../../api/index.ts'
 import { LocalClient } from '../../client/local.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
-import { note, table } from '../output.ts'
-import { ago, pathText } from './daemon.ts'
+import { note } from '../output.ts'
 
 /** How often the round-trip time of each peer is measured. */
 const RTT_INTERVAL_MS = 5_000
@@ -33,10 +32,10 @@ export async function watchStatus(
   onReady?: () => void,
 ): Promise<void> {
   const client = new LocalClient({ configFile, warn: (m) => note(ctx, m) })
-  const status = await client.status()
+  const status = await client.call('status', {})
   const relays = new Set(status.relays.map((r) => r.peerId))
   const rows = new Map<string, Row>()
-  for (const p of await client.paths()) {
+  for (const p of await client.call('paths', {})) {
     if (!relays.has(p.peerId) && p.path !== undefined) {
       rows.set(p.peerId, { peerId: p.peerId, name: p.name, path: p.path, since: p.since, rttMs: undefined })
     }
@@ -55,7 +54,7 @@ export async function watchStatus(
             ...list.map((r) => [
               r.name ?? '-',
               r.peerId,
-              pathText(r.path),
+              describePath(r.path),
               r.rttMs === undefined ? '-' : `${r.rttMs.toFixed(1)} ms`,
               ago(r.since),
             ]),
@@ -79,7 +78,7 @@ export async function watchStatus(
   const rtt = setInterval(() => {
     for (const row of rows.values()) {
       client
-        .ping({ peer: row.peerId, count: 1, intervalMs: 0 }, controller.signal)
+        .call('ping', { peer: row.peerId, count: 1, intervalMs: 0 }, controller.signal)
         .then((r) => {
           row.rttMs = r.replies[0]?.rttMs
           draw()
@@ -90,7 +89,7 @@ export async function watchStatus(
   }, RTT_INTERVAL_MS)
   draw()
   try {
-    for await (const e of client.events(controller.signal)) {
+    for await (const e of client.lines('events', {}, controller.signal)) {
       switch (e.type) {
         case 'hello':
           onReady?.()
@@ -104,7 +103,7 @@ export async function watchStatus(
               since: e.time,
               rttMs: undefined,
             })
-            line(e, `connected ${e.name ?? e.peerId} ${pathText(e.path)}`)
+            line(e, `connected ${e.name ?? e.peerId} ${describePath(e.path)}`)
           }
           break
         case 'peer-disconnected':
@@ -119,7 +118,7 @@ export async function watchStatus(
             row.since = e.time
           }
           if (!relays.has(e.peerId)) {
-            line(e, `path ${e.name ?? e.peerId} ${pathText(e.from)} → ${pathText(e.to)}`)
+            line(e, `path ${e.name ?? e.peerId} ${describePath(e.from)} → ${describePath(e.to)}`)
           }
           break
         }

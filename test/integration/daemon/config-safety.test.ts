@@ -32,7 +32,7 @@ async function configEvent(
   action: 'reloaded' | 'confirmed' | 'reverted',
   signal: AbortSignal,
 ) {
-  const events = new LocalClient({ configFile }).events(signal)
+  const events = new LocalClient({ configFile }).lines('events', {}, signal)
   await events.next() // the hello: the subscription is in place once it came
   const found = (async () => {
     for await (const e of events) {
@@ -101,7 +101,7 @@ describe('commit-confirmed config changes', { timeout: 120_000 }, () => {
       assert.ok(JSON.parse(show.stdout).pendingConfirmation.deadline)
       // The daemon offers the new service without a restart.
       const client = new LocalClient({ configFile: node.configFile })
-      assert.ok((await client.services()).some((s) => s.name === 'web'))
+      assert.ok((await client.call('services', {})).some((s) => s.name === 'web'))
       const confirmed = await configEvent(node.configFile, 'confirmed', stream.signal)
       const confirm = await runCli(['config', 'confirm', '--config', node.configFile], root)
       assert.equal(confirm.code, 0, confirm.stderr)
@@ -142,7 +142,7 @@ describe('commit-confirmed config changes', { timeout: 120_000 }, () => {
     const d = await startTestDaemon(node.configFile)
     try {
       assert.equal(await fs.readFile(node.configFile, 'utf8'), before)
-      const services = await new LocalClient({ configFile: node.configFile }).services()
+      const services = await new LocalClient({ configFile: node.configFile }).call('services', {})
       assert.equal(services.find((s) => s.name === 'web')?.localAddress, '127.0.0.1:8080')
     } finally {
       await d.stop()

@@ -15,7 +15,6 @@ import { after, before, describe, it } from 'node:test'
 import { DgramSocket } from 'node-unix-socket'
 import type { DaemonEvent } from '../../../src/api/index.ts'
 import { LocalClient } from '../../../src/client/local.ts'
-import { framedEnd } from '../../../src/pipe/framed.ts'
 import { stdioEnd } from '../../../src/pipe/node.ts'
 import { pipe } from '../../../src/pipe/pipe.ts'
 import { SocketInUseError } from '../../../src/util/socket.ts'
@@ -117,7 +116,7 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
     })
     assert.equal(wrong.status, 401)
     // Still running: the shutdown was not carried out.
-    const status = await new LocalClient({ configFile: a.configFile }).status()
+    const status = await new LocalClient({ configFile: a.configFile }).call('status', {})
     assert.equal(status.peerId, a.peerId)
   })
 
@@ -146,7 +145,7 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
       headers: { ...auth, Accept: 'text/plain' },
     })
     assert.equal(ok.status, 200)
-    assert.match(ok.body, /^peerup daemon /)
+    assert.match(ok.body, /^daemon {4}running, pid \d+/)
   })
 
   it('refuses a second daemon on the same config, and the first keeps serving', async () => {
@@ -155,7 +154,7 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
       assert.match(err.message, /already running/)
       return true
     })
-    assert.equal((await new LocalClient({ configFile: a.configFile }).status()).peerId, a.peerId)
+    assert.equal((await new LocalClient({ configFile: a.configFile }).call('status', {})).peerId, a.peerId)
     // The refused one must not have removed the first one's cookie.
     await fs.access(da.ready.cookieFile)
   })
@@ -173,7 +172,7 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
   })
 
   it('proxies a byte stream through the daemon (POST /v1/dial), byte-exact with half-close', async () => {
-    const { socket, head } = await new LocalClient({ configFile: a.configFile }).dial('b', 'echo')
+    const far = await new LocalClient({ configFile: a.configFile }).dial('b', 'echo')
     const input = new PassThrough()
     const output = new PassThrough()
     const chunks: Buffer[] = []
@@ -182,7 +181,7 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
     for (let i = 0; i < payload.length; i += 4) {
       payload.writeUInt32BE(i, i)
     }
-    const result = pipe(stdioEnd(input, output), framedEnd(socket, head))
+    const result = pipe(stdioEnd(input, output), far)
     input.end(payload)
     const r = await result
     assert.equal(r.reset, false, String(r.error))
@@ -190,13 +189,13 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
   })
 
   it('a reset on the far side reaches the client through the daemon as a reset, not an end', async () => {
-    const { socket, head } = await new LocalClient({ configFile: a.configFile }).dial('b', 'cut')
+    const far = await new LocalClient({ configFile: a.configFile }).dial('b', 'cut')
     const output = new PassThrough()
     let got = 0
     output.on('data', (c: Buffer) => {
       got += c.length
     })
-    const r = await pipe(stdioEnd(new PassThrough(), output), framedEnd(socket, head))
+    const r = await pipe(stdioEnd(new PassThrough(), output), far)
     assert.equal(r.reset, true, 'a cut transfer must not look complete')
     assert.ok(got <= 256 * 1024)
   })
@@ -204,9 +203,9 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
   it('a client that fails resets the service through the daemon, it is not given a clean end', async () => {
     // B's service dials the sink as soon as the stream arrives, before dial() returns here.
     const connected = new Promise<void>((resolve) => sinkWaiters.push(resolve))
-    const { socket, head } = await new LocalClient({ configFile: a.configFile }).dial('b', 'sink')
+    const far = await new LocalClient({ configFile: a.configFile }).dial('b', 'sink')
     const input = new PassThrough()
-    const r = pipe(stdioEnd(input, new PassThrough()), framedEnd(socket, head))
+    const r = pipe(stdioEnd(input, new PassThrough()), far)
     input.write(Buffer.alloc(64 * 1024, 2))
     await connected
     input.destroy(new Error('test: the local client failed'))
@@ -234,28 +233,29 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
 
   it('daemon connect/proxies/disconnect run a proxy listener in the daemon', async () => {
     const c = new LocalClient({ configFile: a.configFile })
-    const proxy = await c.connect({ peer: 'b', service: 'echo', listen: '127.0.0.1:0' })
+    const proxy = await c.call('connectAdd', { peer: 'b', service: 'echo', listen: '127.0.0.1:0' })
     const port = Number(proxy.listen.split(':').pop())
     const sock = net.connect({ host: '127.0.0.1', port })
     await once(sock, 'connect')
     sock.end('ping\n')
     const [data] = (await once(sock, 'data')) as [Buffer]
     assert.equal(data.toString(), 'ping\n')
-    assert.equal((await c.proxies()).length, 1)
-    await c.disconnect(proxy.id)
-    assert.equal((await c.proxies()).length, 0)
+    assert.equal((await c.call('connectList', {})).length, 1)
+    await c.call('connectRemove', { id: proxy.id })
+    assert.equal((await c.call('connectList', {})).length, 0)
   })
 
   it('the events stream reports a peer joining and leaving', async () => {
     const controller = new AbortController()
-    const events = new LocalClient({ configFile: b.configFile }).events(controller.signal)
+    const events = new LocalClient({ configFile: b.configFile }).lines('events', {}, controller.signal)
+
     try {
       assert.equal((await events.next()).value?.type, 'hello')
       const root2 = await tempDir({ after: (fn) => cleanups.push(fn) })
       const c = await createTestNode(root2, 'c', relay)
       await relay.authorize(c.peerId)
       // Through B's daemon: authorized (and reloaded) before the answer.
-      await new LocalClient({ configFile: b.configFile }).authAdd({ peer: c.peerId })
+      await new LocalClient({ configFile: b.configFile }).call('authAdd', { peer: c.peerId })
       const rc = await c.start('client')
       await rc.reach(b.peerId)
       const joined = await nextEvent(events, (e) => e.type === 'peer-connected' && e.peerId === c.peerId)
@@ -305,7 +305,7 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
     const root4 = await tempDir({ after: (fn) => cleanups.push(fn) })
     const w = await createTestNode(root4, 'w', relay)
     await relay.authorize(w.peerId)
-    await new LocalClient({ configFile: b.configFile }).authAdd({ peer: w.peerId, name: 'watcher' })
+    await new LocalClient({ configFile: b.configFile }).call('authAdd', { peer: w.peerId, name: 'watcher' })
     await seen(/authorized_keys: \+1/)
     const rw = await w.start('client')
     await rw.reach(b.peerId)
@@ -320,14 +320,14 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
     const root3 = await tempDir({ after: (fn) => cleanups.push(fn) })
     const e = await createTestNode(root3, 'e', relay)
     await relay.authorize(e.peerId)
-    await new LocalClient({ configFile: b.configFile }).authAdd({ peer: e.peerId, comment: 'e' })
+    await new LocalClient({ configFile: b.configFile }).call('authAdd', { peer: e.peerId, comment: 'e' })
     const re = await e.start('client')
     cleanups.unshift(() => e.stop())
     await re.reach(b.peerId)
     const r = await runCli(['auth', 'remove', e.peerId, '--json', '--config', b.configFile], root)
     assert.equal(r.code, 0, r.stderr)
     assert.ok(JSON.parse(r.stdout).closedConnections >= 1)
-    const conns = (await new LocalClient({ configFile: b.configFile }).peers(true)).filter(
+    const conns = (await new LocalClient({ configFile: b.configFile }).call('peers', { all: true })).filter(
       (p) => p.peerId === e.peerId,
     )
     assert.deepEqual(conns, [])
@@ -360,7 +360,7 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
     const oldCookie = await fs.readFile(da.ready.cookieFile, 'utf8')
     da = await startTestDaemon(a.configFile)
     assert.notEqual(await fs.readFile(da.ready.cookieFile, 'utf8'), oldCookie, 'the cookie is rotated')
-    assert.equal((await new LocalClient({ configFile: a.configFile }).status()).peerId, a.peerId)
+    assert.equal((await new LocalClient({ configFile: a.configFile }).call('status', {})).peerId, a.peerId)
   })
 
   it('SIGTERM stops the real daemon in order: exit 0, socket and cookie gone', async () => {

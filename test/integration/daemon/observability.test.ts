@@ -23,7 +23,6 @@ import { runInvite } from '../../../src/invite/invite.ts'
 import { runJoin } from '../../../src/invite/join.ts'
 import { configureLogging, createLogger } from '../../../src/log/index.ts'
 import { AUDIT_EVENTS } from '../../../src/metrics/audit.ts'
-import { framedEnd } from '../../../src/pipe/framed.ts'
 import { stdioEnd } from '../../../src/pipe/node.ts'
 import { pipe } from '../../../src/pipe/pipe.ts'
 import { runRelay } from '../../../src/relay/serve.ts'
@@ -167,14 +166,14 @@ describe('metrics, audit and logs', { timeout: 180_000 }, () => {
   it('a scrape after a proxied transfer shows the bytes and connections moved, both sides', async () => {
     const beforeB = await scrape(db.ready.metricsAddress as string)
     const inBefore = sample(beforeB, 'peerup_proxy_bytes_total', { direction: 'in', service: 'echo' }) ?? 0
-    const { socket, head } = await new LocalClient({ configFile: a.configFile }).dial('b', 'echo')
+    const far = await new LocalClient({ configFile: a.configFile }).dial('b', 'echo')
     const input = new PassThrough()
     const output = new PassThrough()
     let echoed = 0
     output.on('data', (c: Buffer) => {
       echoed += c.length
     })
-    const done = pipe(stdioEnd(input, output), framedEnd(socket, head))
+    const done = pipe(stdioEnd(input, output), far)
     input.end(Buffer.alloc(1 * MiB, 7))
     assert.equal((await done).reset, false)
     assert.equal(echoed, MiB)
@@ -241,16 +240,13 @@ describe('metrics, audit and logs', { timeout: 180_000 }, () => {
     // service_denied: a may use echo, not secret.
     // The stream is refused by b after it opened: the dial switches protocols, then is reset.
     const denied = await new LocalClient({ configFile: a.configFile }).dial('b', 'secret')
-    const r = await pipe(
-      stdioEnd(new PassThrough(), new PassThrough()),
-      framedEnd(denied.socket, denied.head),
-    )
+    const r = await pipe(stdioEnd(new PassThrough(), new PassThrough()), denied)
     assert.equal(r.reset, true)
     writeSync(2, 'MARK0\n')
     // auth_change: through b's API.
     const extra = '12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK'
-    await c.authAdd({ peer: extra })
-    await c.authRemove(extra)
+    await c.call('authAdd', { peer: extra })
+    await c.call('authRemove', { peer: extra })
     writeSync(2, 'MARK1\n')
     // auth_decision deny: a peer b does not know.
     const root3 = await tempDir({ after: (fn) => cleanups.push(fn) })

@@ -12,9 +12,10 @@ import * as net from 'node:net'
 import * as path from 'node:path'
 import { createInterface } from 'node:readline'
 import { after, before, describe, it } from 'node:test'
-import type { InviteStreamLine } from '../../../src/api/index.ts'
-import { ApiResponseError, LocalClient } from '../../../src/client/local.ts'
+import type { InviteLine } from '../../../src/api/index.ts'
+import { LocalClient } from '../../../src/client/local.ts'
 import { loadRelayConfig } from '../../../src/config/load.ts'
+import { ConflictError } from '../../../src/errors.ts'
 import { decodeInviteCode } from '../../../src/invite/code.ts'
 import { runJoin } from '../../../src/invite/join.ts'
 import { createLogger } from '../../../src/log/index.ts'
@@ -63,7 +64,8 @@ describe('invite through a running daemon', { timeout: 120_000 }, () => {
 
   it('the daemon answers the invite and trusts the joiner at once', async () => {
     const controller = new AbortController()
-    const lines = new LocalClient({ configFile: home.configFile }).invite(
+    const lines = new LocalClient({ configFile: home.configFile }).lines(
+      'invite',
       { name: 'home', ttlMs: 60_000 },
       controller.signal,
     )
@@ -78,11 +80,8 @@ describe('invite through a running daemon', { timeout: 120_000 }, () => {
       assert.notEqual(value.type, 'error', JSON.stringify(value))
     }
     // One invite at a time on a daemon.
-    const second = new LocalClient({ configFile: home.configFile }).invite({ ttlMs: 60_000 })
-    await assert.rejects(
-      second.next(),
-      (err: unknown) => err instanceof ApiResponseError && err.status === 409,
-    )
+    const second = new LocalClient({ configFile: home.configFile }).lines('invite', { ttlMs: 60_000 })
+    await assert.rejects(second.next(), (err: unknown) => err instanceof ConflictError)
 
     assert.ok(code !== undefined)
     // While the invite is open an unknown peer may connect over the relay (it could be the
@@ -103,9 +102,9 @@ describe('invite through a running daemon', { timeout: 120_000 }, () => {
     })
     assert.equal(joined.inviter.peerId, home.peerId)
     assert.equal(joined.sponsored?.ok, true)
-    let outcome: InviteStreamLine | undefined
+    let outcome: InviteLine | undefined
     for await (const line of lines) {
-      if (line.type === 'paired' || line.type === 'error') {
+      if (line.type === 'paired') {
         outcome = line
         break
       }
@@ -123,13 +122,14 @@ describe('invite through a running daemon', { timeout: 120_000 }, () => {
     stream.send(new TextEncoder().encode('hello home'))
     assert.equal(await reply, 'hello home')
     await stream.close()
-    const peers = await new LocalClient({ configFile: home.configFile }).authList()
+    const peers = await new LocalClient({ configFile: home.configFile }).call('authList', {})
     assert.ok(peers.some((p) => p.peerId === laptop.peerId && p.name === 'laptop'))
   })
 
   it('a cancelled invite frees the daemon for the next one', async () => {
     const controller = new AbortController()
-    const lines = new LocalClient({ configFile: home.configFile }).invite(
+    const lines = new LocalClient({ configFile: home.configFile }).lines(
+      'invite',
       { ttlMs: 60_000 },
       controller.signal,
     )
@@ -141,7 +141,8 @@ describe('invite through a running daemon', { timeout: 120_000 }, () => {
     controller.abort()
     await lines.return(undefined)
     // The daemon notices the closed request and ends the invite; the next one is accepted.
-    const again = new LocalClient({ configFile: home.configFile }).invite(
+    const again = new LocalClient({ configFile: home.configFile }).lines(
+      'invite',
       { ttlMs: 60_000 },
       AbortSignal.timeout(20_000),
     )
@@ -152,7 +153,7 @@ describe('invite through a running daemon', { timeout: 120_000 }, () => {
         break
       } catch (err) {
         // Between the abort and the daemon's cleanup the previous invite still holds it.
-        assert.ok(err instanceof ApiResponseError && err.status === 409, String(err))
+        assert.ok(err instanceof ConflictError, String(err))
         await new Promise<void>((resolve) => setImmediate(resolve))
       }
     }

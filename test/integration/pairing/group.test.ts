@@ -205,7 +205,12 @@ describe('relay group codes', { timeout: 180_000 }, () => {
     // c1's daemon asks the relay for its groups' members once it holds a reservation.
     const daemon = await startTestDaemon(early!.configFile)
     cleanups.unshift(() => daemon.stop())
-    const events = new LocalClient({ configFile: early!.configFile }).events(AbortSignal.timeout(30_000))
+    const events = new LocalClient({ configFile: early!.configFile }).lines(
+      'events',
+      {},
+      AbortSignal.timeout(30_000),
+    )
+
     await events.next() // hello: subscribed from here on
     if (
       (await loadAuthorizedKeys(path.join(early!.dir, 'authorized_keys'))).get(late!.peerId) === undefined

@@ -12,6 +12,7 @@ import { writeCookie } from '../../../src/auth/cookie.ts'
 import { ApiResponseError, DaemonNotRunningError, LocalClient } from '../../../src/client/local.ts'
 import { NODE_FILES } from '../../../src/config/paths.ts'
 import { NotFoundError } from '../../../src/errors.ts'
+import { PeerUnreachableError } from '../../../src/p2p/errors.ts'
 import { createLocalApiServer } from '../../../src/util/local-api.ts'
 import { listenOnSocket } from '../../../src/util/socket.ts'
 import { tempDir } from '../../helpers/cli.ts'
@@ -30,7 +31,15 @@ async function fakeDaemon(dir: string, version: string) {
           throw new NotFoundError(`unknown peer ${r.params.name}`, { hint: 'pair with it first' })
         },
       },
+      {
+        method: 'POST',
+        path: '/v1/traceroute',
+        handler: async () => {
+          throw new PeerUnreachableError('cannot reach home', { hint: 'is its daemon running?' })
+        },
+      },
     ],
+    statusOf: (err) => (err instanceof PeerUnreachableError ? 502 : undefined),
   })
   return listenOnSocket(server, path.join(dir, NODE_FILES.socket), { what: 'a test daemon' })
 }
@@ -46,23 +55,31 @@ describe('LocalClient', () => {
       configFile: path.join(dir, 'config.yaml'),
       warn: (m) => warnings.push(m),
     })
-    await client.status()
-    await client.status()
+    await client.call('status', {})
+    await client.call('status', {})
     assert.equal(warnings.length, 1)
     assert.match(warnings[0] ?? '', /daemon runs peerup 9\.9\.9.*restart the daemon/)
   })
 
-  it('keeps the message, hint and status of an error answer', async (t) => {
+  it('an error answer comes back as the same kind of error, with its message and hint', async (t) => {
     const dir = await tempDir(t)
     await fs.chmod(dir, 0o700)
     const close = await fakeDaemon(dir, '0.0.0')
     t.after(close)
     const client = new LocalClient({ configFile: path.join(dir, 'config.yaml') })
-    await assert.rejects(client.resolve('ghost'), (err: unknown) => {
-      assert.ok(err instanceof ApiResponseError)
-      assert.equal(err.status, 404)
+    await assert.rejects(client.call('resolve', { name: 'ghost' }), (err: unknown) => {
+      assert.ok(err instanceof NotFoundError)
       assert.equal(err.message, 'unknown peer ghost')
       assert.equal(err.hint, 'pair with it first')
+      return true
+    })
+    // A kind only the daemon's side knows keeps its name and status.
+    await assert.rejects(client.call('traceroute', { peer: 'home' }), (err: unknown) => {
+      assert.ok(err instanceof ApiResponseError)
+      assert.equal(err.name, 'PeerUnreachableError')
+      assert.equal(err.status, 502)
+      assert.equal(err.message, 'cannot reach home')
+      assert.equal(err.hint, 'is its daemon running?')
       return true
     })
   })
@@ -70,7 +87,7 @@ describe('LocalClient', () => {
   it('says the daemon is not running, and how to start it, when nothing answers', async (t) => {
     const dir = await tempDir(t)
     const client = new LocalClient({ configFile: path.join(dir, 'config.yaml') })
-    await assert.rejects(client.status(), (err: unknown) => {
+    await assert.rejects(client.call('status', {}), (err: unknown) => {
       assert.ok(err instanceof DaemonNotRunningError)
       assert.match(err.hint ?? '', /peerup daemon/)
       return true

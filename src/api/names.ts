@@ -1,0 +1,56 @@
+/**
+ * What a name is: a peer's name (under `names:` in config.yaml), a service's name, a reference to a
+ * peer (a name or a peer id). One rule, held wherever a name enters: config.yaml, the local API,
+ * the command line.
+ *
+ * @packageDocumentation
+ */
+
+import { z } from 'zod'
+
+/** A peer's name under `names:`: letters, digits, `.`, `_`, `-`, at most 63, starting with a letter or digit. */
+export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/
+
+/** What a peer's name must look like, in words. */
+export const NAME_RULE = 'a name is letters, digits, . _ - (at most 63, starting with a letter or digit)'
+
+/** A service's name: it becomes the protocol `/peerup/<name>/1.0.0`. */
+export const SERVICE_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,31}$/
+
+/** What a service's name must look like, in words. */
+export const SERVICE_NAME_RULE =
+  'a service name is lowercase letters, digits, - and _ (at most 32, it becomes /peerup/<name>/1.0.0)'
+
+/**
+ * What a peer id looks like before it is decoded: base58btc (`12D3KooW…`, `Qm…`) or a CIDv1 in
+ * base32 (`bafz…`). At most 128 characters: decoding base58 takes time quadratic in the length,
+ * and a 1 MiB "peer id" held the event loop for minutes. Whether it decodes is the domain's check.
+ */
+export const PEER_ID_SHAPE = /^(?:[1-9A-HJ-NP-Za-km-z]{40,128}|b[a-z2-7]{40,127})$/
+
+/** A value quoted for a message: short, one line, whatever the client sent. */
+function quote(value: string): string {
+  return JSON.stringify(value.length > 64 ? `${value.slice(0, 64)}…` : value)
+}
+
+/** `z.string()` that says "is required" when the field is missing and "must be …" when it is something else. */
+export const text = (what: string) =>
+  z.string({ error: (i) => (i.input === undefined ? `is required (${what})` : `must be ${what}`) })
+
+/** A peer's name. */
+export const peerName = text('a name').refine((v) => NAME_PATTERN.test(v), {
+  error: (i) => `invalid name ${quote(String(i.input))}: ${NAME_RULE}`,
+})
+
+/** A service's name. */
+export const serviceName = text('a service name').refine((v) => SERVICE_NAME_PATTERN.test(v), {
+  error: (i) => `invalid service name ${quote(String(i.input))}: ${SERVICE_NAME_RULE}`,
+})
+
+/** A peer: a name from `names:` or a peer id. */
+export const peerRef = text('a peer id or a name').refine(
+  (v) => NAME_PATTERN.test(v) || PEER_ID_SHAPE.test(v),
+  {
+    error: (i) => `${quote(String(i.input))} is neither a peer id nor a name (${NAME_RULE})`,
+  },
+)

@@ -1,0 +1,406 @@
+/**
+ * The shapes the daemon's API sends and receives, as zod schemas: the server checks requests with
+ * them, TypeScript types come from them (`z.infer`), and the domains return these types, so there
+ * is no second copy of the contract to keep in step.
+ *
+ * @packageDocumentation
+ */
+
+import { z } from 'zod'
+import { peerName, peerRef, serviceName, text } from './names.ts'
+
+const maybe = <T extends z.ZodType>(schema: T) => schema.optional()
+const time = z.string()
+
+// ---- paths and peers ----
+
+/** How a connection reaches its peer. */
+export const pathType = z.enum(['DIRECT', 'RELAYED'])
+
+/** A connection's path. */
+export const apiPath = z.object({
+  type: pathType,
+  /** The relay's peer id when relayed. */
+  relay: maybe(z.string()),
+  /** `tcp`, `webrtc`, …: the transport of the direct link (relayed: of the hop to the relay). */
+  transport: z.string(),
+  remoteAddr: z.string(),
+  /** A relay limits the connection (a peer it does not know). */
+  limited: z.boolean(),
+})
+
+/** Where the upgrade from a relayed to a direct path stands with one peer. */
+export const upgradeStatus = z.object({
+  /** `unavailable`: the peer offers no direct path we can try. */
+  state: z.enum(['none', 'upgrading', 'direct', 'failed', 'unavailable']),
+  attempts: z.number(),
+  failures: z.number(),
+  lastError: maybe(z.string()),
+  /** ms since the epoch. */
+  lastAttemptAt: maybe(z.number()),
+  /** ms since the epoch; set while a retry is scheduled. */
+  nextRetryAt: maybe(z.number()),
+  timeToDirectMs: maybe(z.number()),
+  transport: maybe(z.enum(['tcp', 'webrtc'])),
+})
+
+/** One configured relay as the reservation supervisor sees it. */
+export const relayState = z.object({
+  peerId: z.string(),
+  addrs: z.array(z.string()),
+  connected: z.boolean(),
+  reserved: z.boolean(),
+  /** When `reserved` last changed (RFC 3339). */
+  since: time,
+  lastError: maybe(z.string()),
+})
+
+/** A service this daemon offers. */
+export const serviceState = z.object({
+  name: z.string(),
+  protocol: z.string(),
+  localAddress: z.string(),
+  allowedPeers: z.array(z.string()),
+  /** From config.yaml, or added at run time with `expose`. */
+  source: z.enum(['config', 'runtime']),
+  activeConnections: z.number(),
+})
+
+/** `GET /v1/status` */
+export const statusResponse = z.object({
+  version: z.string(),
+  apiVersion: z.number(),
+  pid: z.number(),
+  peerId: z.string(),
+  network: z.string(),
+  startedAt: time,
+  uptimeSeconds: z.number(),
+  configFile: z.string(),
+  listenAddresses: z.array(z.string()),
+  relays: z.array(relayState),
+  services: z.array(serviceState),
+  /** Peers with an open connection. */
+  connectedPeers: z.number(),
+  proxies: z.number(),
+})
+
+/** A connected peer. */
+export const peerState = z.object({
+  peerId: z.string(),
+  name: maybe(z.string()),
+  /** Identify user agent: `peerup/0.1.0`, `relay-server/0.1.0`, … */
+  agent: maybe(z.string()),
+  authorized: z.boolean(),
+  /** The best open connection's path. */
+  path: apiPath,
+  connections: z.number(),
+  /** When the oldest open connection was opened (RFC 3339). */
+  since: time,
+})
+
+/** The path new streams to a known peer take, and when it last changed. */
+export const pathState = z.object({
+  peerId: z.string(),
+  name: maybe(z.string()),
+  /** Undefined while no connection is open (a peer remembered for its upgrade history). */
+  path: maybe(apiPath),
+  /** When `path` last changed (RFC 3339). */
+  since: time,
+  previous: maybe(apiPath),
+  /** Open connections (a relayed one can linger beside a direct one while its streams finish). */
+  connections: z.number(),
+  upgrade: upgradeStatus,
+})
+
+// ---- authorized_keys ----
+
+/** One line of authorized_keys. */
+export const authEntry = z.object({
+  peerId: z.string(),
+  name: maybe(z.string()),
+  comment: maybe(z.string()),
+  verified: maybe(z.string()),
+  expires: maybe(z.string()),
+  expired: z.boolean(),
+  group: maybe(z.string()),
+})
+
+/** `POST /v1/auth` */
+export const authAddRequest = z.object({
+  peer: peerRef,
+  comment: text('text').optional(),
+  name: peerName.optional(),
+})
+
+/** What an authorized_keys change did. */
+export const authChangeResponse = z.object({
+  peerId: z.string(),
+  /** Connections closed because the peer lost its authorization. */
+  closedConnections: z.number(),
+})
+
+// ---- ping and traceroute ----
+
+/** Most pings one API request may ask for (a CLI wanting more streams them). */
+export const MAX_API_PINGS = 1000
+
+const DAY_MS = 86_400_000
+
+/** A whole number from `min` to `max`. */
+const count = (max: number, min = 0) => {
+  const error = `must be a whole number from ${min} to ${max}`
+  return z.number({ error }).int({ error }).min(min, { error }).max(max, { error })
+}
+
+/** `POST /v1/ping` */
+export const pingRequest = z.object({
+  peer: peerRef,
+  /** Default 4; 0 = until the request is closed. */
+  count: count(MAX_API_PINGS).optional(),
+  intervalMs: count(60_000).optional(),
+  /** Keep pinging until the path is DIRECT (or the upgrade fails). */
+  untilDirect: z.boolean({ error: 'must be true or false' }).optional(),
+  /** Stop after this long. */
+  deadlineMs: count(DAY_MS).optional(),
+})
+
+/** One ping. */
+export const pingReply = z.object({
+  seq: z.number(),
+  rttMs: maybe(z.number()),
+  error: maybe(z.string()),
+  /** The path of the connection this ping went over. */
+  path: apiPath,
+  /** The path differs from the previous reply's (for the first: from the connect path). */
+  changed: z.boolean(),
+})
+
+/** A change of path seen while pinging: relayed → direct, typically. */
+export const pingPathChange = z.object({
+  /** The first reply on the new path. */
+  seq: z.number(),
+  /** Time since the peer was reached. */
+  afterMs: z.number(),
+  from: apiPath,
+  to: apiPath,
+})
+
+/** A whole ping run. */
+export const pingResponse = z.object({
+  peer: z.string(),
+  peerId: z.string(),
+  /** How the connection was made: a live one, a relay circuit, or an address from the DHT. */
+  via: z.enum(['existing', 'relay', 'dht']),
+  connectMs: z.number(),
+  /** The path when the peer was reached. */
+  path: apiPath,
+  replies: z.array(pingReply),
+  sent: z.number(),
+  received: z.number(),
+  minMs: maybe(z.number()),
+  avgMs: maybe(z.number()),
+  maxMs: maybe(z.number()),
+  /** Every change of path during the run, in order. */
+  pathChanges: z.array(pingPathChange),
+  /** The path of the last reply (or the connect path when there was none). */
+  finalPath: apiPath,
+  /** The upgrade to a direct path as the node saw it at the end (undefined: never attempted). */
+  upgrade: maybe(upgradeStatus),
+})
+
+/** A line of a ping as it goes: connected, each reply, each change of path, then the report. */
+export const pingLine = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('connected'), path: apiPath, via: z.string(), connectMs: z.number() }),
+  z.object({ type: z.literal('reply'), reply: pingReply }),
+  z.object({ type: z.literal('path-changed'), change: pingPathChange }),
+  z.object({ type: z.literal('done'), report: pingResponse }),
+])
+
+/** `POST /v1/traceroute` */
+export const tracerouteRequest = z.object({ peer: peerRef })
+
+/** One hop. */
+export const hop = z.object({
+  hop: z.number(),
+  peerId: z.string(),
+  role: z.enum(['relay', 'peer']),
+  address: z.string(),
+  rttMs: maybe(z.number()),
+  error: maybe(z.string()),
+})
+
+/** `POST /v1/traceroute` */
+export const tracerouteResponse = z.object({
+  peer: z.string(),
+  peerId: z.string(),
+  path: apiPath,
+  summary: z.string(),
+  hops: z.array(hop),
+  since: maybe(time),
+  previous: maybe(apiPath),
+  upgrade: maybe(upgradeStatus),
+})
+
+/** `GET /v1/resolve/:name` */
+export const resolveResponse = z.object({ name: maybe(z.string()), peerId: z.string() })
+
+// ---- proxies and services ----
+
+/** `POST /v1/connect`: a local TCP listener in the daemon forwarding to a peer's service. */
+export const connectRequest = z.object({
+  peer: peerRef,
+  service: serviceName,
+  /** `[host:]port`; host defaults to 127.0.0.1, port 0 picks one. */
+  listen: text('[host:]port'),
+})
+
+/** A proxy listener the daemon runs. */
+export const proxyState = z.object({
+  id: z.string(),
+  peer: z.string(),
+  service: z.string(),
+  /** `host:port` it listens on. */
+  listen: z.string(),
+  createdAt: time,
+  activeConnections: z.number(),
+  totalConnections: z.number(),
+  bytesIn: z.number(),
+  bytesOut: z.number(),
+})
+
+/** Most peers one exposed service may list. */
+const MAX_ALLOWED_PEERS = 1000
+
+/** `POST /v1/expose`: offer a local service until the daemon stops (config.yaml is not changed). */
+export const exposeRequest = z.object({
+  name: serviceName,
+  localAddress: text('host:port'),
+  allowedPeers: z
+    .array(peerRef, { error: 'must be a list of peer ids or names' })
+    .max(MAX_ALLOWED_PEERS, { error: `must list at most ${MAX_ALLOWED_PEERS} peers` })
+    .optional(),
+})
+
+/** What was removed. */
+export const removedResponse = z.object({ removed: z.string() })
+
+// ---- events, invites ----
+
+/** A line of `GET /v1/events`. Every event has `type` and `time` (RFC 3339). */
+export const daemonEvent = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('hello'), time, version: z.string(), peerId: z.string() }),
+  z.object({
+    type: z.literal('peer-connected'),
+    time,
+    peerId: z.string(),
+    name: maybe(z.string()),
+    path: apiPath,
+  }),
+  z.object({ type: z.literal('peer-disconnected'), time, peerId: z.string(), name: maybe(z.string()) }),
+  z.object({
+    type: z.literal('path-changed'),
+    time,
+    peerId: z.string(),
+    name: maybe(z.string()),
+    from: maybe(apiPath),
+    to: apiPath,
+  }),
+  z.object({
+    type: z.literal('upgrade'),
+    time,
+    peerId: z.string(),
+    outcome: z.enum(['started', 'succeeded', 'failed']),
+    attempt: z.number(),
+    transport: maybe(z.enum(['tcp', 'webrtc'])),
+    elapsedMs: maybe(z.number()),
+    error: maybe(z.string()),
+  }),
+  z.object({ type: z.literal('reservation'), time, relay: z.string(), reserved: z.boolean() }),
+  z.object({
+    type: z.literal('auth-changed'),
+    time,
+    added: z.array(z.string()),
+    removed: z.array(z.string()),
+  }),
+  z.object({
+    type: z.literal('config'),
+    time,
+    /** `reloaded`: config.yaml changed and was applied; `confirmed`/`reverted`: a commit-confirmed apply ended. */
+    action: z.enum(['reloaded', 'confirmed', 'reverted']),
+    applied: z.array(z.string()),
+    restartNeeded: z.array(z.string()),
+  }),
+  z.object({ type: z.literal('stopping'), time }),
+])
+
+/** `POST /v1/invite`: an invite answered by the daemon's own node (one at a time). */
+export const inviteRequest = z.object({
+  /** This machine's name, for the joiner's `names:`. */
+  name: peerName.optional(),
+  /** How long the code stays valid. */
+  ttlMs: z
+    .number({ error: `is required: how long the code stays valid, in ms (1000 to ${DAY_MS})` })
+    .int({ error: `must be a whole number of ms from 1000 to ${DAY_MS}` })
+    .min(1000, { error: `must be a whole number of ms from 1000 to ${DAY_MS}` })
+    .max(DAY_MS, { error: `must be a whole number of ms from 1000 to ${DAY_MS}` }),
+})
+
+/**
+ * A line of an invite: the code (a secret: show it, never log it), progress, then `paired`.
+ * Closing the request cancels the invite.
+ */
+export const inviteLine = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('code'), code: z.string(), expires: time }),
+  z.object({ type: z.literal('progress'), message: z.string() }),
+  z.object({
+    type: z.literal('paired'),
+    result: z.object({
+      peerId: z.string(),
+      name: maybe(z.string()),
+      sponsored: z.object({ ok: z.boolean(), reason: maybe(z.string()) }),
+    }),
+  }),
+])
+
+/** `POST /v1/dial?peer=…&service=…`: the query of the upgrade request. */
+export const dialRequest = z.object({ peer: peerRef, service: serviceName })
+
+/**
+ * An error: what failed, what to do, and the error's name (`PeerUnreachableError`), so that it
+ * crosses the socket as the same kind of error. In a stream of lines it comes as `type: 'error'`.
+ */
+export const errorBody = z.object({
+  error: z.string(),
+  hint: maybe(z.string()),
+  name: maybe(z.string()),
+  status: maybe(z.number()),
+})
+
+export type ApiPath = z.infer<typeof apiPath>
+export type PathType = z.infer<typeof pathType>
+export type UpgradeStatus = z.infer<typeof upgradeStatus>
+export type RelayState = z.infer<typeof relayState>
+export type ServiceState = z.infer<typeof serviceState>
+export type StatusResponse = z.infer<typeof statusResponse>
+export type PeerState = z.infer<typeof peerState>
+export type PathState = z.infer<typeof pathState>
+export type AuthEntry = z.infer<typeof authEntry>
+export type AuthAddRequest = z.infer<typeof authAddRequest>
+export type AuthChangeResponse = z.infer<typeof authChangeResponse>
+export type PingRequest = z.infer<typeof pingRequest>
+export type PingReply = z.infer<typeof pingReply>
+export type PingPathChange = z.infer<typeof pingPathChange>
+export type PingResponse = z.infer<typeof pingResponse>
+export type PingLine = z.infer<typeof pingLine>
+export type TracerouteRequest = z.infer<typeof tracerouteRequest>
+export type Hop = z.infer<typeof hop>
+export type TracerouteResponse = z.infer<typeof tracerouteResponse>
+export type ResolveResponse = z.infer<typeof resolveResponse>
+export type ConnectRequest = z.infer<typeof connectRequest>
+export type ProxyState = z.infer<typeof proxyState>
+export type ExposeRequest = z.infer<typeof exposeRequest>
+export type DaemonEvent = z.infer<typeof daemonEvent>
+export type InviteRequest = z.infer<typeof inviteRequest>
+export type InviteLine = z.infer<typeof inviteLine>
+export type DialRequest = z.infer<typeof dialRequest>
+export type ErrorBody = z.infer<typeof errorBody>

@@ -1,0 +1,220 @@
+/**
+ * The contract's values as people read them: the same words from `peerup daemon status`, from the
+ * API's `Accept: text/plain` answers and from `peerup ping`, written once.
+ *
+ * @packageDocumentation
+ */
+
+import type {
+  ApiPath,
+  PathState,
+  PeerState,
+  PingLine,
+  PingResponse,
+  ProxyState,
+  ServiceState,
+  StatusResponse,
+  TracerouteResponse,
+} from './schemas.ts'
+
+/** Lays out rows as aligned columns (the last column is not padded). */
+export function table(rows: string[][]): string {
+  const widths: number[] = []
+  for (const row of rows) {
+    row.forEach((cell, i) => {
+      widths[i] = Math.max(widths[i] ?? 0, cell.length)
+    })
+  }
+  return rows
+    .map((row) =>
+      row
+        .map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0)))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n')
+}
+
+/** The first and last characters of a peer id, enough to tell peers apart in a table. */
+export function shortId(id: string): string {
+  return id.length <= 16 ? id : `${id.slice(0, 8)}…${id.slice(-6)}`
+}
+
+/** `DIRECT (tcp)`, `RELAYED via home-relay (limited)`, `not connected`. */
+export function describePath(path: ApiPath | undefined, names: Record<string, string> = {}): string {
+  if (path === undefined) {
+    return 'not connected'
+  }
+  if (path.type === 'DIRECT') {
+    return `DIRECT (${path.transport})`
+  }
+  const relay = path.relay ?? 'unknown relay'
+  const name = Object.entries(names).find(([, id]) => id === relay)?.[0]
+  return `RELAYED via ${name ?? shortId(relay)}${path.limited ? ' (limited)' : ''}`
+}
+
+/** How long ago an RFC 3339 time was, briefly: `42s`, `5m`, `3h`, `2d`. */
+export function ago(time: string, now = Date.now()): string {
+  const s = Math.max(0, Math.round((now - Date.parse(time)) / 1000))
+  return s < 60
+    ? `${s}s`
+    : s < 3600
+      ? `${Math.floor(s / 60)}m`
+      : s < 86400
+        ? `${Math.floor(s / 3600)}h`
+        : `${Math.floor(s / 86400)}d`
+}
+
+/** `daemon status`. */
+export function statusText(s: StatusResponse): string {
+  return [
+    `daemon    running, pid ${s.pid}, peerup ${s.version}, up ${ago(s.startedAt)}`,
+    `peer id   ${s.peerId}`,
+    `network   ${s.network === '' ? '(default)' : s.network}`,
+    `config    ${s.configFile}`,
+    '',
+    `relays (${s.relays.length})`,
+    ...s.relays.map(
+      (r) =>
+        `  ${r.peerId}  ${r.reserved ? 'reservation held' : r.connected ? 'connected, no reservation' : `unreachable${r.lastError === undefined ? '' : `: ${r.lastError}`}`} (since ${ago(r.since)})`,
+    ),
+    '',
+    `services (${s.services.length})`,
+    ...s.services.map(
+      (v) =>
+        `  ${v.name.padEnd(12)} ${v.localAddress}  ${v.activeConnections} active${v.source === 'runtime' ? ' (exposed at run time)' : ''}`,
+    ),
+    '',
+    `peers connected ${s.connectedPeers}, proxies ${s.proxies}`,
+  ].join('\n')
+}
+
+/** `daemon peers`. */
+export function peersText(peers: PeerState[]): string {
+  if (peers.length === 0) {
+    return 'no peers connected'
+  }
+  return table([
+    ['PEER', 'NAME', 'PATH', 'SINCE', 'AGENT', 'AUTHORIZED'],
+    ...peers.map((p) => [
+      p.peerId,
+      p.name ?? '-',
+      describePath(p.path),
+      ago(p.since),
+      p.agent ?? '?',
+      p.authorized ? 'yes' : 'no',
+    ]),
+  ])
+}
+
+/** `daemon paths`. */
+export function pathsText(paths: PathState[]): string {
+  if (paths.length === 0) {
+    return 'no paths: no peer connected'
+  }
+  return table([
+    ['PEER', 'NAME', 'PATH', 'SINCE', 'BEFORE', 'UPGRADE'],
+    ...paths.map((p) => [
+      p.peerId,
+      p.name ?? '-',
+      describePath(p.path),
+      ago(p.since),
+      p.previous === undefined ? '-' : describePath(p.previous),
+      p.upgrade.state === 'none'
+        ? '-'
+        : `${p.upgrade.state}${p.upgrade.timeToDirectMs === undefined ? '' : ` in ${(p.upgrade.timeToDirectMs / 1000).toFixed(1)} s`}${p.upgrade.lastError === undefined ? '' : `: ${p.upgrade.lastError}`}`,
+    ]),
+  ])
+}
+
+/** `daemon services`. */
+export function servicesText(services: ServiceState[]): string {
+  if (services.length === 0) {
+    return 'no services offered (`peerup service add <name> <host:port>`, then restart the daemon)'
+  }
+  return table([
+    ['NAME', 'LOCAL', 'ALLOWED', 'ACTIVE', 'SOURCE'],
+    ...services.map((s) => [
+      s.name,
+      s.localAddress,
+      s.allowedPeers.length === 0 ? 'all authorized' : s.allowedPeers.join(','),
+      String(s.activeConnections),
+      s.source,
+    ]),
+  ])
+}
+
+/** `daemon proxies`. */
+export function proxiesText(proxies: ProxyState[]): string {
+  if (proxies.length === 0) {
+    return 'no proxies (`peerup daemon connect --peer P --service S --listen PORT`)'
+  }
+  return table([
+    ['ID', 'LISTEN', 'PEER', 'SERVICE', 'ACTIVE', 'TOTAL', 'IN', 'OUT'],
+    ...proxies.map((p) => [
+      p.id,
+      p.listen,
+      p.peer,
+      p.service,
+      String(p.activeConnections),
+      String(p.totalConnections),
+      String(p.bytesIn),
+      String(p.bytesOut),
+    ]),
+  ])
+}
+
+/** `traceroute`. */
+export function tracerouteText(r: TracerouteResponse): string {
+  return [
+    `traceroute to ${r.peer} (${r.peerId}): ${r.summary}`,
+    table(
+      r.hops.map((h) => [
+        String(h.hop),
+        h.role,
+        h.peerId,
+        h.rttMs === undefined ? `error: ${h.error}` : `${h.rttMs.toFixed(1)} ms`,
+        h.address,
+      ]),
+    ),
+  ].join('\n')
+}
+
+/** The last line of `ping`: sent, received, loss and round-trip times. */
+export function pingSummaryText(r: PingResponse): string {
+  const loss = r.sent === 0 ? 0 : Math.round(((r.sent - r.received) / r.sent) * 100)
+  const stats =
+    r.received === 0
+      ? ''
+      : `, rtt min/avg/max ${r.minMs?.toFixed(1)}/${r.avgMs?.toFixed(1)}/${r.maxMs?.toFixed(1)} ms`
+  return `--- ${r.peer}: ${r.sent} sent, ${r.received} received, ${loss}% loss${stats}`
+}
+
+/** A line of `ping` as it happens: connected, a reply, a change of path, or the summary. */
+export function pingLineText(peer: string, line: PingLine, names: Record<string, string> = {}): string {
+  switch (line.type) {
+    case 'connected':
+      return `PING ${peer}: ${describePath(line.path, names)}, connected in ${line.connectMs.toFixed(0)} ms (${line.via})`
+    case 'path-changed': {
+      const c = line.change
+      return `path changed: ${describePath(c.from, names)} → ${describePath(c.to, names)} after ${(c.afterMs / 1000).toFixed(1)} s`
+    }
+    case 'reply': {
+      const r = line.reply
+      return r.rttMs === undefined
+        ? `seq=${r.seq} error: ${r.error} path=${describePath(r.path, names)}`
+        : `seq=${r.seq} rtt=${r.rttMs.toFixed(1)} ms path=${describePath(r.path, names)}`
+    }
+    case 'done':
+      return pingSummaryText(line.report)
+  }
+}
+
+/** A whole ping run from its report, as `ping` printed it line by line. */
+export function pingReportText(r: PingResponse, names: Record<string, string> = {}): string {
+  return [
+    pingLineText(r.peer, { type: 'connected', path: r.path, via: r.via, connectMs: r.connectMs }, names),
+    ...r.replies.map((reply) => pingLineText(r.peer, { type: 'reply', reply }, names)),
+    pingSummaryText(r),
+  ].join('\n')
+}

@@ -1,0 +1,29 @@
+/**
+ * Every route's handler, from one daemon context: what the HTTP server serves and what the
+ * in-process client calls.
+ *
+ * @packageDocumentation
+ */
+
+import { authHandlers } from './auth.ts'
+import type { DaemonContext, Handlers } from './context.ts'
+import { diagnosticHandlers } from './diagnostics.ts'
+import { peerHandlers } from './peers.ts'
+import { proxyHandlers } from './proxies.ts'
+import { statusHandlers } from './status.ts'
+import { streamHandlers } from './streams.ts'
+
+export type { DaemonContext, Dialled, HandlerContext, Handlers } from './context.ts'
+export { checkInput, reportOf, statusOf } from './context.ts'
+
+/** The handlers of every route, working on `ctx`. */
+export function handlersFor(ctx: DaemonContext): Handlers {
+  return {
+    ...statusHandlers(ctx),
+    ...peerHandlers(ctx),
+    ...authHandlers(ctx),
+    ...diagnosticHandlers(ctx),
+    ...proxyHandlers(ctx),
+    ...streamHandlers(ctx),
+  }
+}
