@@ -11,169 +11,176 @@
 import type { Duplex } from 'node:stream'
 import type { ByteEnd, Chunk, EndEvents } from './end.ts'
 import { FramingCutError, RemoteResetError } from './errors.ts'
-import { dataFrame, FRAME, type Frame, FrameParser, finFrame, resetFrame } from './frames.ts'
+import { dataFrame, FRAME, type Frame, FrameParser, FrameQueue, finFrame, resetFrame } from './frames.ts'
+import { Listeners } from './listeners.ts'
 
 /** The largest payload of one frame; larger writes are split. */
 export const MAX_DIAL_FRAME_PAYLOAD = 1024 * 1024
 
 /** `socket` (after the HTTP upgrade; `head`: bytes that came with it) as an end. */
 export function framedEnd(socket: Duplex, head?: Buffer, name = 'daemon dial socket'): ByteEnd {
-  const parser = new FrameParser(MAX_DIAL_FRAME_PAYLOAD, [FRAME.DATA, FRAME.FIN, FRAME.RESET])
-  const received: Frame[] = []
-  let events: EndEvents | undefined
-  let paused = false
-  let gotFin = false
-  // A FIN parsed but not yet handed on (the reader paused): the socket's end after it is no cut.
-  let finParsed = false
-  let gotReset = false
-  let finSent = false
-  let wantDrain = false
-  let resetDone = false
+  return new FramedEnd(socket, head, name)
+}
 
-  // Both directions ended cleanly: the socket's job is done.
-  const maybeEndSocket = (): void => {
-    if (gotFin && finSent && !socket.destroyed) {
-      socket.end()
-    }
+class FramedEnd implements ByteEnd {
+  readonly name: string
+  readonly #socket: Duplex
+  readonly #head: Buffer | undefined
+  readonly #parser = new FrameParser(MAX_DIAL_FRAME_PAYLOAD, [FRAME.DATA, FRAME.FIN, FRAME.RESET])
+  readonly #received = new FrameQueue()
+  readonly #listeners = new Listeners()
+  #events: EndEvents | undefined
+  #gotFin = false
+  #gotReset = false
+  #finSent = false
+  #wantDrain = false
+  #resetDone = false
+
+  constructor(socket: Duplex, head: Buffer | undefined, name: string) {
+    this.#socket = socket
+    this.#head = head
+    this.name = name
   }
-  const fail = (err: Error): void => {
-    gotReset = true
-    events?.error(err)
-  }
-  // Frames are handed on in order, and only while the reader wants them.
-  const deliver = (): void => {
-    while (!paused && received.length > 0 && !gotReset) {
-      const frame = received.shift() as Frame
-      if (frame.type === 'data') {
-        events?.data(frame.payload)
-      } else if (frame.type === 'fin') {
-        gotFin = true
-        events?.end()
-        maybeEndSocket()
-      } else if (frame.type === 'reset') {
-        fail(new RemoteResetError(frame.reason || 'the connection was reset'))
-      }
+
+  start(events: EndEvents): void {
+    this.#events = events
+    const socket = this.#socket
+    this.#listeners
+      .on(socket, 'data', (chunk: Buffer) => this.#onData(chunk))
+      .on(socket, 'end', () => {
+        if (!this.#received.finParsed && !this.#gotReset) {
+          this.#fail(new FramingCutError('the dial socket ended without saying how'))
+        }
+      })
+      // Closed before both directions ended: what was still to be sent or received is lost.
+      .on(socket, 'close', () => {
+        if (!this.#gotReset && (!this.#received.finParsed || !this.#finSent)) {
+          this.#fail(new FramingCutError('the dial socket closed without saying how'))
+        }
+      })
+      .on(socket, 'error', (err: Error) => this.#gotReset || this.#fail(err))
+      .on(socket, 'drain', () => {
+        if (this.#wantDrain) {
+          this.#wantDrain = false
+          this.#events?.drain()
+        }
+      })
+    if (this.#head !== undefined && this.#head.length > 0) {
+      this.#onData(this.#head)
     }
-    if (paused) {
-      socket.pause()
-    }
+    socket.resume()
   }
-  const onData = (chunk: Buffer): void => {
+
+  #fail(err: Error): void {
+    this.#gotReset = true
+    this.#events?.error(err)
+  }
+
+  #onData(chunk: Buffer): void {
     try {
-      for (const frame of parser.push(chunk)) {
-        finParsed ||= frame.type === 'fin'
-        received.push(frame)
-      }
+      this.#received.push(this.#parser.push(chunk))
     } catch {
-      fail(new FramingCutError('malformed frame on the dial socket'))
-      socket.destroy()
+      this.#fail(new FramingCutError('malformed frame on the dial socket'))
+      this.#socket.destroy()
       return
     }
-    deliver()
+    this.#deliver()
   }
-  const onEnd = (): void => {
-    if (!finParsed && !gotReset) {
-      fail(new FramingCutError('the dial socket ended without saying how'))
-    }
-  }
-  // Closed before both directions ended: what was still to be sent or received is lost.
-  const onClose = (): void => {
-    if (!gotReset && (!finParsed || !finSent)) {
-      fail(new FramingCutError('the dial socket closed without saying how'))
-    }
-  }
-  const onError = (err: Error): void => {
-    if (!gotReset) {
-      fail(err)
-    }
-  }
-  const onDrain = (): void => {
-    if (wantDrain) {
-      wantDrain = false
-      events?.drain()
+
+  // Frames are handed on in order, and only while the reader wants them.
+  #deliver(): void {
+    this.#received.drain((frame: Frame) => {
+      if (frame.type === 'data') {
+        this.#events?.data(frame.payload)
+      } else if (frame.type === 'fin') {
+        this.#gotFin = true
+        this.#events?.end()
+        this.#maybeEndSocket()
+      } else if (frame.type === 'reset') {
+        this.#fail(new RemoteResetError(frame.reason || 'the connection was reset'))
+      }
+      return !this.#gotReset
+    })
+    if (this.#received.paused) {
+      this.#socket.pause()
     }
   }
 
-  return {
-    name,
-    start(e) {
-      events = e
-      socket.on('data', onData)
-      socket.on('end', onEnd)
-      socket.on('close', onClose)
-      socket.on('error', onError)
-      socket.on('drain', onDrain)
-      if (head !== undefined && head.length > 0) {
-        onData(head)
+  // Both directions ended cleanly: the socket's job is done.
+  #maybeEndSocket(): void {
+    if (this.#gotFin && this.#finSent && !this.#socket.destroyed) {
+      this.#socket.end()
+    }
+  }
+
+  pause(): void {
+    this.#received.paused = true
+    this.#socket.pause()
+  }
+
+  resume(): void {
+    this.#received.paused = false
+    this.#deliver()
+    if (!this.#received.paused && !this.#socket.destroyed) {
+      this.#socket.resume()
+    }
+  }
+
+  write(chunk: Chunk): boolean {
+    const socket = this.#socket
+    if (socket.destroyed || !socket.writable) {
+      throw new FramingCutError('the dial socket is gone')
+    }
+    socket.cork()
+    for (let offset = 0; offset < chunk.byteLength; offset += MAX_DIAL_FRAME_PAYLOAD) {
+      const part =
+        chunk.byteLength <= MAX_DIAL_FRAME_PAYLOAD
+          ? chunk
+          : chunk.subarray(offset, offset + MAX_DIAL_FRAME_PAYLOAD)
+      for (const buf of dataFrame(part)) {
+        socket.write(buf)
       }
-      socket.resume()
-    },
-    pause() {
-      paused = true
-      socket.pause()
-    },
-    resume() {
-      paused = false
-      deliver()
-      if (!paused && !socket.destroyed) {
-        socket.resume()
+    }
+    socket.uncork()
+    // More than the socket's high-water mark may wait: a frame is worth sending whole.
+    if (socket.writableLength < MAX_DIAL_FRAME_PAYLOAD) {
+      return true
+    }
+    this.#wantDrain = true
+    return false
+  }
+
+  end(): void {
+    const socket = this.#socket
+    if (socket.destroyed || !socket.writable) {
+      this.#fail(new FramingCutError('the dial socket is gone'))
+      return
+    }
+    socket.write(finFrame(), (err) => {
+      if (err == null) {
+        this.#finSent = true
+        this.#events?.finish()
+        this.#maybeEndSocket()
       }
-    },
-    write(chunk: Chunk) {
-      if (socket.destroyed || !socket.writable) {
-        throw new FramingCutError('the dial socket is gone')
-      }
-      socket.cork()
-      for (let offset = 0; offset < chunk.byteLength; offset += MAX_DIAL_FRAME_PAYLOAD) {
-        const part =
-          chunk.byteLength <= MAX_DIAL_FRAME_PAYLOAD
-            ? chunk
-            : chunk.subarray(offset, offset + MAX_DIAL_FRAME_PAYLOAD)
-        for (const buf of dataFrame(part)) {
-          socket.write(buf)
-        }
-      }
-      socket.uncork()
-      // More than the socket's high-water mark may wait: a frame is worth sending whole.
-      if (socket.writableLength < MAX_DIAL_FRAME_PAYLOAD) {
-        return true
-      }
-      wantDrain = true
-      return false
-    },
-    end() {
-      if (socket.destroyed || !socket.writable) {
-        fail(new FramingCutError('the dial socket is gone'))
-        return
-      }
-      socket.write(finFrame(), (err) => {
-        if (err != null) {
-          return
-        }
-        finSent = true
-        events?.finish()
-        maybeEndSocket()
-      })
-    },
-    reset(reason) {
-      if (resetDone) {
-        return
-      }
-      resetDone = true
-      if (!socket.destroyed && socket.writable && !gotReset) {
-        socket.end(resetFrame(reason.message))
-      } else {
-        socket.destroy()
-      }
-    },
-    detach() {
-      events = undefined
-      socket.off('data', onData)
-      socket.off('end', onEnd)
-      socket.off('close', onClose)
-      socket.off('error', onError)
-      socket.off('drain', onDrain)
-      socket.on('error', () => {})
-    },
+    })
+  }
+
+  reset(reason: Error): void {
+    if (this.#resetDone) {
+      return
+    }
+    this.#resetDone = true
+    const socket = this.#socket
+    if (!socket.destroyed && socket.writable && !this.#gotReset) {
+      socket.end(resetFrame(reason.message))
+    } else {
+      socket.destroy()
+    }
+  }
+
+  detach(): void {
+    this.#events = undefined
+    this.#listeners.removeAll()
+    this.#socket.on('error', () => {})
   }
 }

@@ -118,3 +118,33 @@ export class FrameParser {
     return frames
   }
 }
+
+/**
+ * Frames received and not yet handed on: they go on in order, and only while the reader wants
+ * them (a paused reader leaves them queued). A FIN is noted as soon as it is parsed, so that the
+ * transport ending right after it is not taken for a cut while the FIN still waits here.
+ */
+export class FrameQueue {
+  readonly #frames: Frame[] = []
+  /** The reader asked to wait. */
+  paused = false
+  /** A FIN has been received (it may still be queued). */
+  finParsed = false
+
+  /** Queues frames as they were parsed. */
+  push(frames: Frame[]): void {
+    for (const frame of frames) {
+      this.finParsed ||= frame.type === 'fin'
+      this.#frames.push(frame)
+    }
+  }
+
+  /** Hands frames to `take` while not paused and `take` does not return false. */
+  drain(take: (frame: Frame) => boolean | undefined): void {
+    while (!this.paused && this.#frames.length > 0) {
+      if (take(this.#frames.shift() as Frame) === false) {
+        return
+      }
+    }
+  }
+}

@@ -70,76 +70,11 @@ export async function startListener(init: ListenerInit): Promise<Listener> {
   // control instead of our memory). allowHalfOpen: a client's EOF must not end our reply.
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true })
 
-  const serve = async (socket: net.Socket, signal: AbortSignal): Promise<void> => {
-    const client = `${socket.remoteAddress}:${socket.remotePort}`
-    // The client may give up while we open: stop trying then. The socket is paused, so 'end' would
-    // not come; 'close' and 'error' do.
-    const opening = new AbortController()
-    const onGone = (): void =>
-      opening.abort(new LocalClosedError('client closed before its connection opened'))
-    socket.once('close', onGone)
-    socket.on('error', onGone)
-    const openSignal = AbortSignal.any([signal, opening.signal])
-
-    let far: ByteEnd
-    try {
-      far = await withRetry(() => init.open(openSignal), {
-        attempts: DEFAULT_OPEN_ATTEMPTS,
-        ...init.retry,
-        signal: openSignal,
-        onRetry: (info) => {
-          log.info('open failed, retrying', {
-            client,
-            attempt: info.attempt,
-            delay_ms: info.delayMs,
-            error: info.error instanceof Error ? info.error : String(info.error),
-          })
-          init.retry?.onRetry?.(info)
-        },
-      })
-    } catch (err) {
-      const error =
-        err instanceof ListenerClosedError || err instanceof LocalClosedError
-          ? err
-          : new OpenError('could not open a connection to the service', {
-              hint: 'check that the peer is reachable (`peerup ping`) and offers the service',
-              cause: err,
-            })
-      log.warn('open failed, resetting client', { client, error: errorText(error, err) })
-      resetSocket(socket)
-      init.onConnection?.({ type: 'open-failed', error })
-      return
-    } finally {
-      socket.off('close', onGone)
-      socket.off('error', onGone)
-    }
-
-    const started = Date.now()
-    log.debug('proxied connection opened', { client })
-    init.onConnection?.({ type: 'opened' })
-    // pipe() takes over the socket's error and close handling; aborting `signal` resets both ends.
-    const result = await pipe(socketEnd(socket), far, {
-      log,
-      signal,
-      ...(init.onBytes === undefined ? {} : { onBytes: init.onBytes }),
-    })
-    const durationMs = Date.now() - started
-    log.debug('proxied connection closed', {
-      client,
-      bytes_in: result.bytesIn,
-      bytes_out: result.bytesOut,
-      reset: result.reset,
-      duration_ms: durationMs,
-      ...(result.error === undefined ? {} : { error: result.error }),
-    })
-    init.onConnection?.({ type: 'closed', result, durationMs })
-  }
-
   server.on('connection', (socket) => {
     const controller = new AbortController()
     const entry = {
       controller,
-      done: serve(socket, controller.signal)
+      done: serve(init, socket, controller.signal)
         .catch((err: unknown) => {
           log.error('proxied connection failed', { error: err instanceof Error ? err : String(err) })
           resetSocket(socket)
@@ -196,4 +131,70 @@ export async function startListener(init: ListenerInit): Promise<Listener> {
 
 function errorText(error: Error, cause: unknown): string {
   return cause instanceof Error && cause !== error ? `${error.message}: ${cause.message}` : error.message
+}
+
+/** Opens the far end for one accepted connection and pipes the two until both are done. */
+async function serve(init: ListenerInit, socket: net.Socket, signal: AbortSignal): Promise<void> {
+  const { log } = init
+  const client = `${socket.remoteAddress}:${socket.remotePort}`
+  // The client may give up while we open: stop trying then. The socket is paused, so 'end' would
+  // not come; 'close' and 'error' do.
+  const opening = new AbortController()
+  const onGone = (): void => opening.abort(new LocalClosedError('client closed before its connection opened'))
+  socket.once('close', onGone)
+  socket.on('error', onGone)
+  const openSignal = AbortSignal.any([signal, opening.signal])
+
+  let far: ByteEnd
+  try {
+    far = await withRetry(() => init.open(openSignal), {
+      attempts: DEFAULT_OPEN_ATTEMPTS,
+      ...init.retry,
+      signal: openSignal,
+      onRetry: (info) => {
+        log.info('open failed, retrying', {
+          client,
+          attempt: info.attempt,
+          delay_ms: info.delayMs,
+          error: info.error instanceof Error ? info.error : String(info.error),
+        })
+        init.retry?.onRetry?.(info)
+      },
+    })
+  } catch (err) {
+    const error =
+      err instanceof ListenerClosedError || err instanceof LocalClosedError
+        ? err
+        : new OpenError('could not open a connection to the service', {
+            hint: 'check that the peer is reachable (`peerup ping`) and offers the service',
+            cause: err,
+          })
+    log.warn('open failed, resetting client', { client, error: errorText(error, err) })
+    resetSocket(socket)
+    init.onConnection?.({ type: 'open-failed', error })
+    return
+  } finally {
+    socket.off('close', onGone)
+    socket.off('error', onGone)
+  }
+
+  const started = Date.now()
+  log.debug('proxied connection opened', { client })
+  init.onConnection?.({ type: 'opened' })
+  // pipe() takes over the socket's error and close handling; aborting `signal` resets both ends.
+  const result = await pipe(socketEnd(socket), far, {
+    log,
+    signal,
+    ...(init.onBytes === undefined ? {} : { onBytes: init.onBytes }),
+  })
+  const durationMs = Date.now() - started
+  log.debug('proxied connection closed', {
+    client,
+    bytes_in: result.bytesIn,
+    bytes_out: result.bytesOut,
+    reset: result.reset,
+    duration_ms: durationMs,
+    ...(result.error === undefined ? {} : { error: result.error }),
+  })
+  init.onConnection?.({ type: 'closed', result, durationMs })
 }

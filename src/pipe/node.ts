@@ -8,6 +8,7 @@
 import type { Duplex, Readable, Writable } from 'node:stream'
 import type { ByteEnd, Chunk, EndEvents } from './end.ts'
 import { LocalClosedError } from './errors.ts'
+import { Listeners } from './listeners.ts'
 
 /**
  * A socket as an end. It is switched to `allowHalfOpen` (a client that shuts down its write side
@@ -17,7 +18,7 @@ import { LocalClosedError } from './errors.ts'
 export function socketEnd(socket: Duplex, name = socketName(socket)): ByteEnd {
   // Without it Node ends our write side as soon as the client half-closes, cutting the reply.
   socket.allowHalfOpen = true
-  return streamsEnd(socket, socket, () => resetSocket(socket), name)
+  return new StreamsEnd(socket, socket, () => resetSocket(socket), name)
 }
 
 /**
@@ -27,17 +28,13 @@ export function socketEnd(socket: Duplex, name = socketName(socket)): ByteEnd {
  * exit as soon as the pipe settles.
  */
 export function stdioEnd(stdin: Readable, stdout: Writable): ByteEnd {
-  return streamsEnd(
-    stdin,
-    stdout,
-    () => {
-      stdin.on('error', ignore)
-      stdout.on('error', ignore)
-      stdin.destroy()
-      stdout.destroy()
-    },
-    'stdio',
-  )
+  const reset = (): void => {
+    stdin.on('error', ignore)
+    stdout.on('error', ignore)
+    stdin.destroy()
+    stdout.destroy()
+  }
+  return new StreamsEnd(stdin, stdout, reset, 'stdio')
 }
 
 /**
@@ -75,105 +72,117 @@ function socketName(socket: Duplex): string {
 }
 
 /** An end reading `readable` (in flowing mode) and writing `writable`; they may be one duplex. */
-function streamsEnd(readable: Readable, writable: Writable, reset: () => void, name: string): ByteEnd {
-  let events: EndEvents | undefined
-  let readEnded = false
-  let writeFinished = false
-  let resetDone = false
+class StreamsEnd implements ByteEnd {
+  readonly name: string
+  readonly #readable: Readable
+  readonly #writable: Writable
+  readonly #reset: () => void
+  readonly #listeners = new Listeners()
+  #events: EndEvents | undefined
+  #readEnded = false
+  #writeFinished = false
+  #resetDone = false
 
-  const onData = (chunk: Buffer | string): void => {
-    events?.data(typeof chunk === 'string' ? Buffer.from(chunk) : chunk)
-  }
-  const onEnd = (): void => {
-    if (!readEnded) {
-      readEnded = true
-      events?.end()
-    }
-  }
-  const onError = (err: Error): void => events?.error(err)
-  // A socket closes cleanly only after both its halves ended; a 'close' before that means it was
-  // destroyed under us, and writes to it would vanish without an error or a 'drain'. A clean close
-  // after both ends is no reason to fail: the other end may still be flushing.
-  const onReadableClose = (hadError?: boolean): void => {
-    if (hadError === true || !readEnded) {
-      events?.error(new LocalClosedError('local connection closed before it sent its end'))
-    }
-  }
-  const onWritableClose = (hadError?: boolean): void => {
-    if (hadError === true || !writeFinished) {
-      events?.error(new LocalClosedError('local connection closed before the remote finished sending'))
-    }
-  }
-  const onDrain = (): void => events?.drain()
-  const onFinish = (): void => {
-    writeFinished = true
-    events?.finish()
+  constructor(readable: Readable, writable: Writable, reset: () => void, name: string) {
+    this.#readable = readable
+    this.#writable = writable
+    this.#reset = reset
+    this.name = name
   }
 
-  return {
-    name,
-    start(e) {
-      events = e
-      readable.on('data', onData)
-      readable.on('end', onEnd)
-      readable.on('error', onError)
-      readable.on('close', onReadableClose)
-      if ((writable as unknown) !== readable) {
-        writable.on('error', onError)
-      }
-      writable.on('close', onWritableClose)
-      writable.on('drain', onDrain)
-      writable.on('finish', onFinish)
-      if (readable.destroyed || writable.destroyed) {
-        e.error(new LocalClosedError('local side was already closed'))
-        return
-      }
-      if (readable.readableEnded) {
-        // Its 'end' came before we listened and will not repeat.
-        queueMicrotask(onEnd)
-      }
-      readable.resume()
-    },
-    pause: () => readable.pause(),
-    resume: () => {
-      if (!readEnded) {
-        readable.resume()
-      }
-    },
-    write(chunk: Chunk) {
-      if (chunk instanceof Uint8Array) {
-        return writable.write(chunk)
-      }
-      // Every piece of a list at once: one writev, not one write each.
-      writable.cork()
-      let more = true
-      for (const buf of chunk) {
-        more = writable.write(buf)
-      }
-      writable.uncork()
-      return more
-    },
-    end: () => writable.end(),
-    reset() {
-      if (!resetDone) {
-        resetDone = true
-        reset()
-      }
-    },
-    detach() {
-      events = undefined
-      readable.off('data', onData)
-      readable.off('end', onEnd)
-      readable.off('error', onError)
-      readable.off('close', onReadableClose)
-      writable.off('error', onError)
-      writable.off('close', onWritableClose)
-      writable.off('drain', onDrain)
-      writable.off('finish', onFinish)
-      // Late errors from a side we gave up on must not become uncaught exceptions.
-      readable.on('error', ignore)
-      writable.on('error', ignore)
-    },
+  start(events: EndEvents): void {
+    this.#events = events
+    const r = this.#readable
+    const w = this.#writable
+    const onError = (err: Error): void => this.#events?.error(err)
+    this.#listeners
+      .on(r, 'data', (chunk: Buffer | string) =>
+        this.#events?.data(typeof chunk === 'string' ? Buffer.from(chunk) : chunk),
+      )
+      .on(r, 'end', () => this.#onEnd())
+      .on(r, 'error', onError)
+      // A socket closes cleanly only after both its halves ended; a 'close' before that means it
+      // was destroyed under us, and writes to it would vanish without an error or a 'drain'. A
+      // clean close after both ends is no reason to fail: the other end may still be flushing.
+      .on(r, 'close', (hadError?: boolean) => {
+        if (hadError === true || !this.#readEnded) {
+          this.#events?.error(new LocalClosedError('local connection closed before it sent its end'))
+        }
+      })
+      .on(w, 'close', (hadError?: boolean) => {
+        if (hadError === true || !this.#writeFinished) {
+          this.#events?.error(
+            new LocalClosedError('local connection closed before the remote finished sending'),
+          )
+        }
+      })
+      .on(w, 'drain', () => this.#events?.drain())
+      .on(w, 'finish', () => {
+        this.#writeFinished = true
+        this.#events?.finish()
+      })
+    if ((w as unknown) !== r) {
+      this.#listeners.on(w, 'error', onError)
+    }
+    if (r.destroyed || w.destroyed) {
+      events.error(new LocalClosedError('local side was already closed'))
+      return
+    }
+    if (r.readableEnded) {
+      // Its 'end' came before we listened and will not repeat.
+      queueMicrotask(() => this.#onEnd())
+    }
+    r.resume()
+  }
+
+  #onEnd(): void {
+    if (!this.#readEnded) {
+      this.#readEnded = true
+      this.#events?.end()
+    }
+  }
+
+  pause(): void {
+    this.#readable.pause()
+  }
+
+  resume(): void {
+    if (!this.#readEnded) {
+      this.#readable.resume()
+    }
+  }
+
+  write(chunk: Chunk): boolean {
+    if (chunk instanceof Uint8Array) {
+      return this.#writable.write(chunk)
+    }
+    // Every piece of a list at once: one writev, not one write each.
+    this.#writable.cork()
+    let more = true
+    for (const buf of chunk) {
+      more = this.#writable.write(buf)
+    }
+    this.#writable.uncork()
+    return more
+  }
+
+  end(): void {
+    this.#writable.end()
+  }
+
+  reset(): void {
+    if (!this.#resetDone) {
+      this.#resetDone = true
+      this.#reset()
+    }
+  }
+
+  detach(): void {
+    this.#events = undefined
+    this.#listeners.removeAll()
+    // Late errors from a side we gave up on must not become uncaught exceptions.
+    this.#readable.on('error', ignore)
+    this.#writable.on('error', ignore)
   }
 }
 

@@ -14,7 +14,8 @@
 import type { Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 import type { ByteEnd, Chunk, EndEvents } from './end.ts'
 import { FrameError, TransferInterruptedError } from './errors.ts'
-import { creditFrame, dataFrame, FRAME, type Frame, FrameParser, finFrame } from './frames.ts'
+import { creditFrame, dataFrame, FRAME, type Frame, FrameParser, FrameQueue, finFrame } from './frames.ts'
+import { Listeners } from './listeners.ts'
 
 /** Bytes a side may send ahead of the credit it was granted. Below the stream's read buffer limit. */
 export const FLOW_WINDOW_BYTES = 4 * 1024 * 1024
@@ -41,23 +42,26 @@ export function serviceStreamEnd(stream: Stream): ByteEnd {
 }
 
 /**
- * What both kinds share: the events of the stream, and its `close()` guarded — muxer.close()
+ * What both kinds share: the stream's events, and its `close()` guarded — muxer.close()
  * (libp2p.stop(), connection pruning, closing a revoked peer's connections) calls close() on every
  * stream: a FIN, which the remote cannot tell from the clean end of a complete transfer. A close we
- * did not ask for is turned into a failure, which the pipe answers with a reset.
+ * did not ask for, before both directions ended, is turned into a failure, which the pipe answers
+ * with a reset.
  */
-class StreamAdapter {
-  readonly stream: Stream
-  events: EndEvents | undefined
+abstract class StreamEnd implements ByteEnd {
+  readonly name: string
+  protected readonly stream: Stream
+  protected events: EndEvents | undefined
+  readonly #listeners = new Listeners()
   readonly #close: Stream['close']
   readonly #guarded: Stream['close']
 
-  /** `done`: whether both directions of the stream have ended, when a close is no cut. */
-  constructor(stream: Stream, done: () => boolean) {
+  constructor(stream: Stream) {
     this.stream = stream
+    this.name = `stream ${stream.protocol ?? ''}`.trim()
     this.#close = stream.close
     this.#guarded = async (options) => {
-      if (done()) {
+      if (this.bothEnded()) {
         return this.#close.call(stream, options)
       }
       this.events?.error(new TransferInterruptedError('the connection was closed during the transfer'))
@@ -65,13 +69,57 @@ class StreamAdapter {
     stream.close = this.#guarded
   }
 
-  /** Half-closes the stream ourselves: FIN after what is queued; resolves once flushed. */
-  close(): Promise<void> {
-    return this.#close.call(this.stream)
+  /** Whether both directions of the stream have ended, when a close is no cut. */
+  protected abstract bothEnded(): boolean
+  protected abstract onMessage(evt: StreamMessageEvent): void
+  protected abstract onDrain(): void
+  protected abstract onEnd(): void
+  protected abstract onClose(evt: StreamCloseEvent): void
+  abstract pause(): void
+  abstract resume(): void
+  abstract write(chunk: Chunk): boolean
+  abstract end(): void
+
+  start(events: EndEvents): void {
+    this.events = events
+    this.#listeners
+      .listen(this.stream, 'message', (evt: StreamMessageEvent) => this.onMessage(evt))
+      .listen(this.stream, 'drain', () => this.onDrain())
+      .listen(this.stream, 'end', () => this.onEnd())
+      .listen(this.stream, 'close', (evt: StreamCloseEvent) => this.onClose(evt))
+    // The stream may have finished or failed before we were called (a short request with its
+    // FIN arriving while the service was dialled): its events will not repeat.
+    if (this.stream.status === 'reset' || this.stream.status === 'aborted') {
+      events.error(new TransferInterruptedError(`stream was already ${this.stream.status}`))
+      return
+    }
+    this.started()
+  }
+
+  /** What a kind does once listening. */
+  protected abstract started(): void
+
+  /** Half-closes the stream ourselves: FIN after what is queued; `finish` once flushed. */
+  protected closeStream(): void {
+    this.#close.call(this.stream).then(
+      () => this.events?.finish(),
+      // close() rejects when the stream closes before the queued data was flushed.
+      (err: unknown) =>
+        this.events?.error(
+          new TransferInterruptedError('stream closed before local data was sent', { cause: err }),
+        ),
+    )
+  }
+
+  // abort() is a no-op when the stream is already reset or closed, so the remote's own reset is
+  // not echoed back.
+  reset(err: Error): void {
+    this.stream.abort(err)
   }
 
   detach(): void {
     this.events = undefined
+    this.#listeners.removeAll()
     if (this.stream.close === this.#guarded) {
       this.stream.close = this.#close
     }
@@ -80,138 +128,124 @@ class StreamAdapter {
 
 /** A raw stream: the stream's own pause, drain and half-close carry backpressure and ends. */
 export function rawStreamEnd(stream: Stream): ByteEnd {
-  let ended = false
-  let endCalled = false
-  const s = new StreamAdapter(stream, () => ended && endCalled)
-  let pausedByUs = false
-  let resuming = false
-  let pauseAfterResume = false
+  return new RawStreamEnd(stream)
+}
+
+class RawStreamEnd extends StreamEnd {
+  #ended = false
+  #endCalled = false
+  #pausedByUs = false
+  #resuming = false
+  #pauseAfterResume = false
+
+  protected bothEnded(): boolean {
+    return this.#ended && this.#endCalled
+  }
+
+  protected started(): void {
+    if (this.stream.readableEnded) {
+      queueMicrotask(() => this.onEnd())
+    }
+    // Callers keep the stream paused while they set up (the service dials its local address
+    // first); the 'message' listener now dispatches what it buffered meanwhile.
+    if (this.stream.readStatus === 'paused') {
+      this.#resumeStream()
+    }
+  }
 
   // resume() dispatches the buffered data first and tells yamux to grant window after: a pause()
   // from inside that dispatch is overridden, yamux keeps granting window to a paused stream, and
   // the stream resets itself with StreamBufferError (@libp2p/utils 7.4.1,
   // AbstractMessageStream.resume). So a pause wanted during resume() is applied once it returned.
-  const resumeStream = (): void => {
-    resuming = true
+  #resumeStream(): void {
+    this.#resuming = true
     try {
-      stream.resume()
+      this.stream.resume()
     } finally {
-      resuming = false
+      this.#resuming = false
     }
-    if (pauseAfterResume) {
-      pauseAfterResume = false
+    if (this.#pauseAfterResume) {
+      this.#pauseAfterResume = false
       // The dispatch may also have drained the last data after a FIN: the readable end is closed.
-      if (stream.readStatus === 'readable') {
-        stream.pause()
+      if (this.stream.readStatus === 'readable') {
+        this.stream.pause()
       }
     }
   }
-  const onMessage = (evt: StreamMessageEvent): void => s.events?.data(evt.data)
-  const onDrain = (): void => s.events?.drain()
-  const onEnd = (): void => {
-    if (ended) {
-      return
-    }
+
+  protected onMessage(evt: StreamMessageEvent): void {
+    this.events?.data(evt.data)
+  }
+
+  protected onDrain(): void {
+    this.events?.drain()
+  }
+
+  protected onEnd(): void {
+    const status = this.stream.status
     // abort() and a remote reset emit 'end' just before their 'close' event, which carries the error.
-    if (stream.status === 'reset' || stream.status === 'aborted') {
+    if (this.#ended || status === 'reset' || status === 'aborted') {
       return
     }
     // 'end' also fires when the connection under the stream closes without a FIN on this stream;
     // the stream is then 'closed' although we never half-closed it. That is a cut, not an end.
-    if (stream.status === 'closed' && !endCalled) {
-      s.events?.error(
+    if (status === 'closed' && !this.#endCalled) {
+      this.events?.error(
         new TransferInterruptedError('the connection closed before the remote finished sending'),
       )
       return
     }
-    ended = true
-    s.events?.end()
+    this.#ended = true
+    this.events?.end()
   }
-  const onClose = (evt: StreamCloseEvent): void => {
+
+  protected onClose(evt: StreamCloseEvent): void {
     if (evt.error != null) {
-      s.events?.error(evt.error)
-      return
-    }
-    // A clean close while we could still send means the connection went away under us. Once we
-    // half-closed, close() settles the outcome (it rejects if data was lost).
-    if (!endCalled) {
-      s.events?.error(
+      this.events?.error(evt.error)
+    } else if (!this.#endCalled) {
+      // A clean close while we could still send means the connection went away under us. Once we
+      // half-closed, close() settles the outcome (it rejects if data was lost).
+      this.events?.error(
         new TransferInterruptedError('the connection closed while the local side was still sending'),
       )
     }
   }
 
-  return {
-    name: `stream ${stream.protocol ?? ''}`.trim(),
-    start(events) {
-      s.events = events
-      stream.addEventListener('message', onMessage)
-      stream.addEventListener('drain', onDrain)
-      stream.addEventListener('end', onEnd)
-      stream.addEventListener('close', onClose)
-      // The stream may have finished or failed before we were called (a short request with its
-      // FIN arriving while the service was dialled): its events will not repeat.
-      if (stream.status === 'reset' || stream.status === 'aborted') {
-        events.error(new TransferInterruptedError(`stream was already ${stream.status}`))
-        return
-      }
-      if (stream.readableEnded) {
-        queueMicrotask(onEnd)
-      }
-      // Callers keep the stream paused while they set up (the service dials its local address
-      // first); the 'message' listener now dispatches what it buffered meanwhile.
-      if (stream.readStatus === 'paused') {
-        resumeStream()
-      }
-    },
-    pause() {
-      if (pausedByUs) {
-        return
-      }
-      pausedByUs = true
-      // While paused yamux withholds window updates, so the remote stops after one window: the
-      // data waiting here is bounded by MAX_STREAM_WINDOW_BYTES (src/p2p/constants.ts).
-      if (resuming) {
-        pauseAfterResume = true
-      } else {
-        stream.pause()
-      }
-    },
-    resume() {
-      if (!pausedByUs) {
-        return
-      }
-      pausedByUs = false
-      // resume() throws once the readable end closed (remote FIN seen and buffer drained).
-      if (stream.readStatus === 'paused') {
-        resumeStream()
-      }
-    },
-    // send() queues the chunk either way; false means "wait for 'drain'". The stream's own write
-    // buffer is unbounded, so the pause this asks for is what bounds memory.
-    write: (chunk: Chunk) => stream.send(chunk),
-    end() {
-      endCalled = true
-      // close() is the half-close: FIN after the queued data, the stream stays readable.
-      s.close().then(
-        () => s.events?.finish(),
-        // close() rejects when the stream closes before the queued data was flushed.
-        (err: unknown) =>
-          s.events?.error(
-            new TransferInterruptedError('stream closed before local data was sent', { cause: err }),
-          ),
-      )
-    },
-    // abort() is a no-op when the stream is already reset or closed, so the remote's own reset is
-    // not echoed back.
-    reset: (err) => stream.abort(err),
-    detach() {
-      s.detach()
-      stream.removeEventListener('message', onMessage)
-      stream.removeEventListener('drain', onDrain)
-      stream.removeEventListener('end', onEnd)
-      stream.removeEventListener('close', onClose)
-    },
+  pause(): void {
+    if (this.#pausedByUs) {
+      return
+    }
+    this.#pausedByUs = true
+    // While paused yamux withholds window updates, so the remote stops after one window: the
+    // data waiting here is bounded by MAX_STREAM_WINDOW_BYTES (src/p2p/constants.ts).
+    if (this.#resuming) {
+      this.#pauseAfterResume = true
+    } else {
+      this.stream.pause()
+    }
+  }
+
+  resume(): void {
+    if (!this.#pausedByUs) {
+      return
+    }
+    this.#pausedByUs = false
+    // resume() throws once the readable end closed (remote FIN seen and buffer drained).
+    if (this.stream.readStatus === 'paused') {
+      this.#resumeStream()
+    }
+  }
+
+  // send() queues the chunk either way; false means "wait for 'drain'". The stream's own write
+  // buffer is unbounded, so the pause this asks for is what bounds memory.
+  write(chunk: Chunk): boolean {
+    return this.stream.send(chunk)
+  }
+
+  // close() is the half-close: FIN after the queued data, the stream stays readable.
+  end(): void {
+    this.#endCalled = true
+    this.closeStream()
   }
 }
 
@@ -225,180 +259,177 @@ export function rawStreamEnd(stream: Stream): ByteEnd {
  * used: credit must still flow back after it); once both FINs crossed, the stream is closed.
  */
 export function flowStreamEnd(stream: Stream): ByteEnd {
-  const s = new StreamAdapter(stream, () => finSent && finReceived)
-  const parser = new FrameParser(FLOW_MAX_FRAME_BYTES, [FRAME.DATA, FRAME.FIN, FRAME.CREDIT])
-  const received: Frame[] = []
-  const unsent: Chunk[] = []
-  let credit = FLOW_WINDOW_BYTES
-  let handedOn = 0
-  let paused = false
-  let waitingForDrain = false
-  let wantDrain = false
-  let endWanted = false
-  let finSent = false
-  let finReceived = false
-  let finParsed = false
-  let failed = false
+  return new FlowStreamEnd(stream)
+}
 
-  const fail = (err: Error): void => {
-    failed = true
-    s.events?.error(err)
+class FlowStreamEnd extends StreamEnd {
+  readonly #parser = new FrameParser(FLOW_MAX_FRAME_BYTES, [FRAME.DATA, FRAME.FIN, FRAME.CREDIT])
+  readonly #received = new FrameQueue()
+  readonly #unsent: Chunk[] = []
+  #credit = FLOW_WINDOW_BYTES
+  #handedOn = 0
+  #waitingForDrain = false
+  #wantDrain = false
+  #endWanted = false
+  #finSent = false
+  #finReceived = false
+  #failed = false
+
+  protected bothEnded(): boolean {
+    return this.#finSent && this.#finReceived
   }
-  const send = (data: Chunk): void => {
-    if (!stream.send(data)) {
-      waitingForDrain = true
+
+  // Never paused for backpressure (it could not be: that is why it is framed), but the caller may
+  // have paused it while setting up.
+  protected started(): void {
+    if (this.stream.readStatus === 'paused') {
+      this.stream.resume()
     }
   }
-  const maybeClose = (): void => {
-    if (finSent && finReceived) {
-      s.close().then(
-        () => s.events?.finish(),
-        (err: unknown) =>
-          fail(new TransferInterruptedError('stream closed before local data was sent', { cause: err })),
-      )
+
+  #fail(err: Error): void {
+    this.#failed = true
+    this.events?.error(err)
+  }
+
+  #send(data: Chunk): void {
+    if (!this.stream.send(data)) {
+      this.#waitingForDrain = true
     }
   }
+
+  #maybeClose(): void {
+    if (this.bothEnded()) {
+      this.closeStream()
+    }
+  }
+
   // Sends what the credit allows; the rest waits for credit (and the stream's drain).
-  const flush = (): void => {
+  #flush(): void {
     try {
-      while (unsent.length > 0 && credit > 0 && !waitingForDrain) {
-        const chunk = unsent[0] as Chunk
-        const n = Math.min(chunk.byteLength, credit, FLOW_MAX_FRAME_BYTES)
-        credit -= n
+      while (this.#unsent.length > 0 && this.#credit > 0 && !this.#waitingForDrain) {
+        const chunk = this.#unsent[0] as Chunk
+        const n = Math.min(chunk.byteLength, this.#credit, FLOW_MAX_FRAME_BYTES)
+        this.#credit -= n
         if (n === chunk.byteLength) {
-          unsent.shift()
-          send(dataFrame(chunk))
+          this.#unsent.shift()
+          this.#send(dataFrame(chunk))
         } else {
-          unsent[0] = chunk.subarray(n)
-          send(dataFrame(chunk.subarray(0, n)))
+          this.#unsent[0] = chunk.subarray(n)
+          this.#send(dataFrame(chunk.subarray(0, n)))
         }
       }
-      if (unsent.length > 0 || waitingForDrain) {
+      if (this.#unsent.length > 0 || this.#waitingForDrain) {
         return
       }
-      if (endWanted && !finSent) {
-        stream.send(finFrame())
-        finSent = true
-        maybeClose()
+      if (this.#endWanted && !this.#finSent) {
+        this.stream.send(finFrame())
+        this.#finSent = true
+        this.#maybeClose()
       }
     } catch (err) {
-      fail(err instanceof Error ? err : new Error(String(err)))
+      this.#fail(err instanceof Error ? err : new Error(String(err)))
       return
     }
-    if (wantDrain) {
-      wantDrain = false
-      s.events?.drain()
+    if (this.#wantDrain) {
+      this.#wantDrain = false
+      this.events?.drain()
     }
   }
+
   // Hands received frames on while the reader wants them; credit goes back as bytes are handed on.
-  const deliver = (): void => {
-    while (!paused && received.length > 0 && !failed) {
-      const frame = received.shift() as Frame
+  #deliver(): void {
+    this.#received.drain((frame: Frame) => {
       if (frame.type === 'data') {
-        handedOn += frame.payload.byteLength
-        s.events?.data(frame.payload)
-        if (handedOn >= FLOW_CREDIT_BATCH_BYTES && !finReceived) {
-          const grant = handedOn
-          handedOn = 0
-          try {
-            stream.send(creditFrame(grant))
-          } catch {
-            // The stream is closing: nothing more will come that needs credit.
-          }
-        }
+        this.#handedOn += frame.payload.byteLength
+        this.events?.data(frame.payload)
+        this.#grantCredit()
       } else if (frame.type === 'fin') {
-        finReceived = true
-        s.events?.end()
-        maybeClose()
+        this.#finReceived = true
+        this.events?.end()
+        this.#maybeClose()
       }
+      return !this.#failed
+    })
+  }
+
+  #grantCredit(): void {
+    if (this.#handedOn < FLOW_CREDIT_BATCH_BYTES || this.#finReceived) {
+      return
+    }
+    const grant = this.#handedOn
+    this.#handedOn = 0
+    try {
+      this.stream.send(creditFrame(grant))
+    } catch {
+      // The stream is closing: nothing more will come that needs credit.
     }
   }
-  const onMessage = (evt: StreamMessageEvent): void => {
+
+  protected onMessage(evt: StreamMessageEvent): void {
     let frames: Frame[]
     try {
-      frames = parser.push(evt.data)
+      frames = this.#parser.push(evt.data)
     } catch (err) {
-      fail(err instanceof FrameError ? err : new FrameError('malformed flow-control frame'))
+      this.#fail(err instanceof FrameError ? err : new FrameError('malformed flow-control frame'))
       return
     }
     for (const frame of frames) {
       if (frame.type === 'credit') {
-        credit += frame.bytes
-      } else {
-        finParsed ||= frame.type === 'fin'
-        received.push(frame)
+        this.#credit += frame.bytes
       }
     }
-    deliver()
-    flush()
+    this.#received.push(frames.filter((f) => f.type !== 'credit'))
+    this.#deliver()
+    this.#flush()
   }
-  const onDrain = (): void => {
-    if (waitingForDrain) {
-      waitingForDrain = false
-      flush()
-    }
-  }
-  const onEnd = (): void => {
-    // The remote's end is its FIN frame; the stream ending before it is a cut. (After it, the
-    // stream ends when both sides closed it, which settles nothing more.)
-    if (!finParsed && stream.status !== 'reset' && stream.status !== 'aborted') {
-      fail(new TransferInterruptedError('the connection closed before the remote finished sending'))
-    }
-  }
-  const onClose = (evt: StreamCloseEvent): void => {
-    if (evt.error != null) {
-      fail(evt.error)
-    } else if (!(finSent && finParsed)) {
-      // Both sides close the stream only once both are done: a close before is a cut.
-      fail(new TransferInterruptedError('the stream closed before the transfer finished'))
+
+  protected onDrain(): void {
+    if (this.#waitingForDrain) {
+      this.#waitingForDrain = false
+      this.#flush()
     }
   }
 
-  return {
-    name: `stream ${stream.protocol ?? ''}`.trim(),
-    start(events) {
-      s.events = events
-      stream.addEventListener('message', onMessage)
-      stream.addEventListener('drain', onDrain)
-      stream.addEventListener('end', onEnd)
-      stream.addEventListener('close', onClose)
-      if (stream.status === 'reset' || stream.status === 'aborted') {
-        fail(new TransferInterruptedError(`stream was already ${stream.status}`))
-        return
-      }
-      // Never paused for backpressure (it could not be: that is why it is framed), but the caller
-      // may have paused it while setting up.
-      if (stream.readStatus === 'paused') {
-        stream.resume()
-      }
-    },
-    pause() {
-      paused = true
-    },
-    resume() {
-      paused = false
-      deliver()
-    },
-    write(chunk) {
-      unsent.push(chunk)
-      flush()
-      if (unsent.length > 0 || waitingForDrain) {
-        wantDrain = true
-        return false
-      }
-      return true
-    },
-    end() {
-      endWanted = true
-      flush()
-    },
-    reset: (err) => stream.abort(err),
-    detach() {
-      s.detach()
-      stream.removeEventListener('message', onMessage)
-      stream.removeEventListener('drain', onDrain)
-      stream.removeEventListener('end', onEnd)
-      stream.removeEventListener('close', onClose)
-    },
+  // The remote's end is its FIN frame; the stream ending before it is a cut. (After it, the stream
+  // ends when both sides closed it, which settles nothing more.)
+  protected onEnd(): void {
+    const status = this.stream.status
+    if (!this.#received.finParsed && status !== 'reset' && status !== 'aborted') {
+      this.#fail(new TransferInterruptedError('the connection closed before the remote finished sending'))
+    }
+  }
+
+  protected onClose(evt: StreamCloseEvent): void {
+    if (evt.error != null) {
+      this.#fail(evt.error)
+    } else if (!(this.#finSent && this.#received.finParsed)) {
+      // Both sides close the stream only once both are done: a close before is a cut.
+      this.#fail(new TransferInterruptedError('the stream closed before the transfer finished'))
+    }
+  }
+
+  pause(): void {
+    this.#received.paused = true
+  }
+
+  resume(): void {
+    this.#received.paused = false
+    this.#deliver()
+  }
+
+  write(chunk: Chunk): boolean {
+    this.#unsent.push(chunk)
+    this.#flush()
+    if (this.#unsent.length > 0 || this.#waitingForDrain) {
+      this.#wantDrain = true
+      return false
+    }
+    return true
+  }
+
+  end(): void {
+    this.#endWanted = true
+    this.#flush()
   }
 }
