@@ -5,7 +5,7 @@
  * @packageDocumentation
  */
 
-import { Command, Option } from 'commander'
+import { Command } from 'commander'
 import { buildInfo } from '../version.ts'
 import { registerAuth } from './commands/auth.ts'
 import { registerConfig } from './commands/config.ts'
@@ -23,29 +23,12 @@ import { registerStatus } from './commands/status.ts'
 import { registerVerify } from './commands/verify.ts'
 import { registerVersion } from './commands/version.ts'
 import { registerWhoami } from './commands/whoami.ts'
-import type { CliContext, GlobalOptions } from './context.ts'
+import type { CliContext } from './context.ts'
 
 /** The text `--version` prints. */
 export function versionLine(programName: string): string {
   const info = buildInfo()
   return `${programName} ${info.version} (commit ${info.commit}, built ${info.buildDate}, node ${info.node})`
-}
-
-/**
- * Adds the options every command takes, so they work after the subcommand too
- * (`peerup status --json`), which positional option parsing needs for `peerup ssh` pass-through.
- */
-export function withCommonOptions(cmd: Command, options: { json?: boolean } = { json: true }): Command {
-  cmd.addOption(new Option('--config <file>', 'config file to use').hideHelp())
-  if (options.json !== false) {
-    cmd.option('--json', 'print the result as JSON')
-  }
-  return cmd
-}
-
-/** The options of a command merged with its parents' (`--config` may come before the noun). */
-export function globalOpts<T extends object = object>(cmd: Command): GlobalOptions & T {
-  return cmd.optsWithGlobals() as GlobalOptions & T
 }
 
 /** Builds the `peerup` program for one invocation. */

@@ -18,8 +18,8 @@ import type { NodeConfig } from '../../config/schema.ts'
 import { ConflictError, PeerupError } from '../../errors.ts'
 import type { CliContext } from '../context.ts'
 import { loadNode } from '../load.ts'
+import { globalOpts, withCommonOptions } from '../options.ts'
 import { emit, note, table } from '../output.ts'
-import { globalOpts, withCommonOptions } from '../program.ts'
 
 function authorizedKeysFile(dir: string, config: NodeConfig): string {
   return resolveIn(dir, config.security.authorized_keys_file)

@@ -13,13 +13,11 @@ import { parseDurationMs } from '../../config/units.ts'
 import { PeerupError, UsageError } from '../../errors.ts'
 import type { CliContext } from '../context.ts'
 import { loadNode, nodeConfigFile } from '../load.ts'
+import { globalOpts, withCommonOptions } from '../options.ts'
 import { emit } from '../output.ts'
-import { globalOpts, withCommonOptions } from '../program.ts'
 
-/** Registers `config`. */
-export function registerConfig(program: Command, ctx: CliContext): void {
-  const config = program.command('config').description('check and show the node config')
-
+/** `config validate|show`: the config as it is. */
+function registerConfigCheck(config: Command, ctx: CliContext): void {
   withCommonOptions(
     config
       .command('validate')
@@ -66,7 +64,10 @@ export function registerConfig(program: Command, ctx: CliContext): void {
         }${effectiveNodeConfigYaml(r.config)}`,
     )
   })
+}
 
+/** `config apply|confirm|rollback`: commit-confirmed changes. */
+function registerConfigChange(config: Command, ctx: CliContext): void {
   withCommonOptions(
     config
       .command('apply')
@@ -153,4 +154,11 @@ export function registerConfig(program: Command, ctx: CliContext): void {
         `restored the ${r.restored === 'previous' ? 'config before the unconfirmed apply' : 'last-known-good config'} to ${r.file}; a running daemon reloads it now`,
     )
   })
+}
+
+/** Registers `config`. */
+export function registerConfig(program: Command, ctx: CliContext): void {
+  const config = program.command('config').description('check and show the node config')
+  registerConfigCheck(config, ctx)
+  registerConfigChange(config, ctx)
 }

@@ -21,17 +21,16 @@ import { configureLogging, createLogger, type LogLevel } from '../../log/index.t
 import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
 import { loadDaemon } from '../lazy.ts'
 import { loadNode, nodeConfigFile } from '../load.ts'
+import { globalOpts, withCommonOptions } from '../options.ts'
 import { emit, note } from '../output.ts'
-import { globalOpts, withCommonOptions } from '../program.ts'
 
 /** A client of the daemon serving this invocation's config. */
 async function client(ctx: CliContext, opts: GlobalOptions): Promise<LocalClient> {
   return new LocalClient({ configFile: await nodeConfigFile(ctx, opts), warn: (m) => note(ctx, m) })
 }
 
-/** Registers `daemon` and its subcommands. */
-export function registerDaemon(program: Command, ctx: CliContext): void {
-  const daemon = program.command('daemon').description('the long-running agent, and talking to it')
+/** `daemon [start]`: the daemon itself, in the foreground. */
+function registerDaemonRun(daemon: Command, ctx: CliContext): void {
   withCommonOptions(
     daemon
       .command('start', { isDefault: true })
@@ -50,7 +49,10 @@ export function registerDaemon(program: Command, ctx: CliContext): void {
       runDaemon({ configFile: file, log: createLogger('daemon'), signal: ctx.signal, env: ctx.env }),
     )
   })
+}
 
+/** `daemon status|stop|peers|paths|services|proxies`: what the running daemon is doing. */
+function registerDaemonQueries(daemon: Command, ctx: CliContext): void {
   withCommonOptions(daemon.command('status').description('what the running daemon is doing')).action(
     async (_flags: object, cmd: Command) => {
       const opts = globalOpts(cmd)
@@ -100,7 +102,10 @@ export function registerDaemon(program: Command, ctx: CliContext): void {
     const opts = globalOpts(cmd)
     emit(ctx, opts, await (await client(ctx, opts)).call('connectList', {}), proxiesText)
   })
+}
 
+/** `daemon ping|connect|disconnect`: asking the running daemon to do something. */
+function registerDaemonActions(daemon: Command, ctx: CliContext): void {
   withCommonOptions(
     daemon
       .command('ping')
@@ -110,13 +115,9 @@ export function registerDaemon(program: Command, ctx: CliContext): void {
       .option('--interval <duration>', 'time between pings', '1s'),
   ).action(async (peer: string, _flags: object, cmd: Command) => {
     const opts = globalOpts<{ count: string; interval: string }>(cmd)
+    // The API checks the count (1 to 1000 pings in one answer) and says so as a usage error.
     const count = Number(opts.count)
     const intervalMs = parseDurationMs(opts.interval)
-    if (!Number.isInteger(count) || count < 1 || count > 1000) {
-      throw new UsageError(`invalid --count ${JSON.stringify(opts.count)}`, {
-        hint: 'give a whole number from 1 to 1000',
-      })
-    }
     if (intervalMs === undefined) {
       throw new UsageError(`invalid --interval ${JSON.stringify(opts.interval)}`, {
         hint: 'write it like 500ms or 2s',
@@ -156,4 +157,12 @@ export function registerDaemon(program: Command, ctx: CliContext): void {
     const r = await (await client(ctx, opts)).call('connectRemove', { id })
     emit(ctx, opts, r, (x) => `removed proxy ${x.removed}`)
   })
+}
+
+/** Registers `daemon` and its subcommands. */
+export function registerDaemon(program: Command, ctx: CliContext): void {
+  const daemon = program.command('daemon').description('the long-running agent, and talking to it')
+  registerDaemonRun(daemon, ctx)
+  registerDaemonQueries(daemon, ctx)
+  registerDaemonActions(daemon, ctx)
 }

@@ -7,8 +7,8 @@
 import type { Command } from 'commander'
 import { datachannelSelftest } from '../../native/datachannel.ts'
 import type { CliContext } from '../context.ts'
+import { globalOpts, withCommonOptions } from '../options.ts'
 import { emit } from '../output.ts'
-import { globalOpts, withCommonOptions } from '../program.ts'
 
 /** Registers `debug`. */
 export function registerDebug(program: Command, ctx: CliContext): void {

@@ -10,8 +10,8 @@ import { checkRelayAddress } from '../../config/ops.ts'
 import { defaultNodeDir } from '../../config/paths.ts'
 import { PeerupError } from '../../errors.ts'
 import type { CliContext } from '../context.ts'
+import { globalOpts, withCommonOptions } from '../options.ts'
 import { emit, note } from '../output.ts'
-import { globalOpts, withCommonOptions } from '../program.ts'
 import { canPrompt, Prompter } from '../prompt.ts'
 
 interface InitFlags {

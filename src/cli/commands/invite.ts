@@ -17,8 +17,8 @@ import { configureLogging, createLogger, type LogLevel } from '../../log/index.t
 import { type CliContext, graceful } from '../context.ts'
 import { loadInvite } from '../lazy.ts'
 import { nodeConfigFile } from '../load.ts'
+import { globalOpts, withCommonOptions } from '../options.ts'
 import { note } from '../output.ts'
-import { globalOpts, withCommonOptions } from '../program.ts'
 
 const MIN_TTL_MS = 30_000
 const MAX_TTL_MS = 24 * 3_600_000

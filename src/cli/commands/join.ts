@@ -17,8 +17,8 @@ import { configureLogging, createLogger, type LogLevel } from '../../log/index.t
 import { exists } from '../../util/fs.ts'
 import type { CliContext } from '../context.ts'
 import { loadJoin } from '../lazy.ts'
+import { globalOpts, withCommonOptions } from '../options.ts'
 import { emit, note } from '../output.ts'
-import { globalOpts, withCommonOptions } from '../program.ts'
 import { canPrompt, Prompter } from '../prompt.ts'
 
 interface JoinFlags {

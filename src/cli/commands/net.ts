@@ -11,7 +11,6 @@ import { spawn } from 'node:child_process'
 import type { Command } from 'commander'
 import {
   describePath,
-  type PingLine,
   type PingResponse,
   pingLineText,
   pingSummaryText,
@@ -27,8 +26,8 @@ import { selfCommand } from '../../util/self.ts'
 import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
 import { loadInProcessClient, loadP2pErrors } from '../lazy.ts'
 import { nodeConfigFile } from '../load.ts'
+import { globalOpts, withCommonOptions } from '../options.ts'
 import { emit, note } from '../output.ts'
-import { globalOpts, withCommonOptions } from '../program.ts'
 
 /** How long `proxy --stdio` stays after a SIGHUP to end its session in order. */
 const HANGUP_GRACE_MS = 2_000
@@ -112,6 +111,169 @@ async function loadPipe() {
   return { pipe, stdioEnd, startListener }
 }
 
+/** Options of `ping`. */
+interface PingFlags extends GlobalOptions {
+  count: string
+  interval: string
+  untilDirect?: boolean
+  deadline?: string
+  logLevel?: string
+  daemon?: boolean
+}
+
+/** `ping`'s flags checked: a usage error names the flag that is wrong. */
+function pingRequest(peer: string, opts: PingFlags) {
+  const count = Number(opts.count)
+  const intervalMs = parseDurationMs(opts.interval)
+  if (!Number.isInteger(count) || count < 0) {
+    throw new UsageError(`invalid --count ${JSON.stringify(opts.count)}`, {
+      hint: 'give a whole number, 0 for no end',
+    })
+  }
+  if (intervalMs === undefined) {
+    throw new UsageError(`invalid --interval ${JSON.stringify(opts.interval)}`, {
+      hint: 'write it like 500ms or 2s',
+    })
+  }
+  const untilDirect = opts.untilDirect === true
+  const deadline = opts.deadline ?? (untilDirect ? DEFAULT_UNTIL_DIRECT_DEADLINE : undefined)
+  const deadlineMs = deadline === undefined ? undefined : parseDurationMs(deadline)
+  if (deadline !== undefined && (deadlineMs === undefined || deadlineMs <= 0)) {
+    throw new UsageError(`invalid --deadline ${JSON.stringify(opts.deadline)}`, {
+      hint: 'write it like 30s or 2m',
+    })
+  }
+  return {
+    peer,
+    count,
+    intervalMs,
+    untilDirect,
+    deadline,
+    ...(deadlineMs === undefined ? {} : { deadlineMs }),
+  }
+}
+
+/** `ping`: each line as it happens, the summary, and an error when nothing answered or the path stayed relayed. */
+async function ping(ctx: CliContext, peer: string, opts: PingFlags): Promise<void> {
+  const { deadline, ...request } = pingRequest(peer, opts)
+  const names = await loadNames(ctx, opts)
+  const report: PingResponse = await withClient(ctx, opts, async (client) => {
+    for await (const line of client.lines('ping', request, ctx.signal)) {
+      if (line.type === 'done') {
+        return line.report
+      }
+      if (line.type === 'connected' && request.untilDirect && line.path.type !== 'DIRECT') {
+        note(ctx, `waiting for a direct path to ${peer}…`)
+      }
+      if (opts.json !== true) {
+        ctx.stdout.write(`${pingLineText(peer, line, names)}\n`)
+      }
+    }
+    // The lines ended without a report: Ctrl+C (the request was closed), or the daemon stopped.
+    ctx.signal.throwIfAborted()
+    throw new PeerupError('the daemon stopped while pinging')
+  })
+  emit(ctx, opts, report, pingSummaryText)
+  const errors = await loadP2pErrors()
+  if (report.received === 0 && report.sent > 0) {
+    throw new errors.PeerUnreachableError(`no answer from ${peer}`)
+  }
+  if (request.untilDirect && report.finalPath.type !== 'DIRECT') {
+    const u = report.upgrade
+    const why =
+      u?.state === 'failed' || u?.state === 'unavailable'
+        ? (u.lastError ?? 'unknown error')
+        : `not direct within ${deadline}${u?.state === 'upgrading' ? ' (an attempt is still running)' : ''}`
+    throw new errors.NoDirectPathError(
+      `no direct path to ${peer}: ${why}; traffic stays ${describePath(report.finalPath)}`,
+      {
+        hint: 'a symmetric NAT (or blocked UDP) on both sides prevents it; the relay keeps carrying the traffic, and the node tries again later',
+      },
+    )
+  }
+}
+
+/** Options of `proxy`. */
+interface ProxyFlags extends GlobalOptions {
+  stdio?: boolean
+  logLevel?: string
+  daemon?: boolean
+}
+
+/** `proxy --stdio`: one connection on stdin/stdout, an ssh ProxyCommand. */
+function proxyStdio(ctx: CliContext, opts: ProxyFlags, peer: string, service: string): Promise<void> {
+  return outlastHangup(() =>
+    withClient(ctx, opts, async (client) => {
+      const far = await client.dial(peer, service, ctx.signal)
+      const { pipe, stdioEnd } = await loadPipe()
+      const result = await pipe(stdioEnd(ctx.stdin, ctx.stdout), far, { log: createLogger('proxy') })
+      if (result.reset && result.error !== undefined) {
+        throw result.error
+      }
+    }),
+  )
+}
+
+/** `proxy PEER SERVICE [host:]port`: a local listener until Ctrl+C. */
+async function proxyListen(
+  ctx: CliContext,
+  opts: ProxyFlags,
+  target: { peer: string; service: string; listen: string },
+): Promise<void> {
+  const { peer, service } = target
+  const { host, port } = parseListenAddress(target.listen)
+  const names = await loadNames(ctx, opts)
+  await withClient(ctx, opts, async (client) => {
+    // Reach the peer once up front: a wrong name or a refusal is reported now, not at the first connection.
+    const reached = await client.call('ping', { peer, count: 1, intervalMs: 0 }, ctx.signal)
+    const { startListener } = await loadPipe()
+    const listener = await startListener({
+      host,
+      port,
+      log: createLogger('proxy'),
+      open: (signal) => client.dial(peer, service, signal),
+      // Opening a service stream retries already (src/p2p/runtime.ts openService): its answer is final.
+      retry: { attempts: 1 },
+    })
+    try {
+      const where = formatHostPort(listener.address.host, listener.address.port)
+      note(
+        ctx,
+        `forwarding ${where} → ${peer}/${service} (${describePath(reached.path, names)}); Ctrl+C to stop`,
+      )
+      emit(ctx, opts, { listen: where, peer, service, path: reached.path }, (r) => r.listen)
+      await new Promise<void>((resolve) => {
+        if (ctx.signal.aborted) resolve()
+        ctx.signal.addEventListener('abort', () => resolve(), { once: true })
+      })
+    } finally {
+      await listener.close()
+    }
+  })
+}
+
+/** `ssh [user@]peer [args…]`: the system ssh with `proxy --stdio` as its ProxyCommand. */
+async function ssh(ctx: CliContext, cmd: Command, target: string, args: string[]): Promise<void> {
+  const { sshArgv, takePeerupOptions } = await import('../ssh.ts')
+  const own = takePeerupOptions(args)
+  const opts = globalOpts(cmd)
+  const configFile = await nodeConfigFile(
+    ctx,
+    own.config === undefined ? opts : { ...opts, config: own.config },
+  )
+  const argv = sshArgv({ target, args: own.args, configFile, self: selfCommand() })
+  const code = await new Promise<number>((resolve, reject) => {
+    const child = spawn('ssh', argv, { stdio: 'inherit' })
+    child.once('error', (err) =>
+      reject(new UsageError(`cannot run ssh: ${err.message}`, { hint: 'install the OpenSSH client' })),
+    )
+    child.once('exit', (c, sig) => resolve(c ?? (sig === null ? 1 : 128)))
+  })
+  if (code !== 0) {
+    throw new ExitStatus(code)
+  }
+}
+
 /** Registers the network commands. */
 export function registerNet(program: Command, ctx: CliContext): void {
   withCommonOptions(
@@ -128,82 +290,7 @@ export function registerNet(program: Command, ctx: CliContext): void {
       .option('-w, --deadline <duration>', 'stop after this long (default with --until-direct: 30s)')
       .option('--no-daemon', NO_DAEMON_HELP)
       .option('--log-level <level>', LOG_LEVEL_HELP),
-  ).action(async (peer: string, _flags: object, cmd: Command) => {
-    const opts = globalOpts<{
-      count: string
-      interval: string
-      untilDirect?: boolean
-      deadline?: string
-      logLevel?: string
-      daemon?: boolean
-    }>(cmd)
-    const count = Number(opts.count)
-    const intervalMs = parseDurationMs(opts.interval)
-    if (!Number.isInteger(count) || count < 0) {
-      throw new UsageError(`invalid --count ${JSON.stringify(opts.count)}`, {
-        hint: 'give a whole number, 0 for no end',
-      })
-    }
-    if (intervalMs === undefined) {
-      throw new UsageError(`invalid --interval ${JSON.stringify(opts.interval)}`, {
-        hint: 'write it like 500ms or 2s',
-      })
-    }
-    const untilDirect = opts.untilDirect === true
-    const deadlineText = opts.deadline ?? (untilDirect ? DEFAULT_UNTIL_DIRECT_DEADLINE : undefined)
-    const deadlineMs = deadlineText === undefined ? undefined : parseDurationMs(deadlineText)
-    if (deadlineText !== undefined && (deadlineMs === undefined || deadlineMs <= 0)) {
-      throw new UsageError(`invalid --deadline ${JSON.stringify(opts.deadline)}`, {
-        hint: 'write it like 30s or 2m',
-      })
-    }
-    const human = opts.json !== true
-    const names = await loadNames(ctx, opts)
-    const print = (line: PingLine): void => {
-      if (line.type === 'connected' && untilDirect && line.path.type !== 'DIRECT') {
-        note(ctx, `waiting for a direct path to ${peer}…`)
-      }
-      if (human) {
-        ctx.stdout.write(`${pingLineText(peer, line, names)}\n`)
-      }
-    }
-    const report: PingResponse = await withClient(ctx, opts, async (client) => {
-      const request = {
-        peer,
-        count,
-        intervalMs,
-        untilDirect,
-        ...(deadlineMs === undefined ? {} : { deadlineMs }),
-      }
-      for await (const line of client.lines('ping', request, ctx.signal)) {
-        if (line.type === 'done') {
-          return line.report
-        }
-        print(line)
-      }
-      // The lines ended without a report: Ctrl+C (the request was closed), or the daemon stopped.
-      ctx.signal.throwIfAborted()
-      throw new PeerupError('the daemon stopped while pinging')
-    })
-    emit(ctx, opts, report, pingSummaryText)
-    const errors = await loadP2pErrors()
-    if (report.received === 0 && report.sent > 0) {
-      throw new errors.PeerUnreachableError(`no answer from ${peer}`)
-    }
-    if (untilDirect && report.finalPath.type !== 'DIRECT') {
-      const u = report.upgrade
-      const why =
-        u?.state === 'failed' || u?.state === 'unavailable'
-          ? (u.lastError ?? 'unknown error')
-          : `not direct within ${deadlineText}${u?.state === 'upgrading' ? ' (an attempt is still running)' : ''}`
-      throw new errors.NoDirectPathError(
-        `no direct path to ${peer}: ${why}; traffic stays ${describePath(report.finalPath)}`,
-        {
-          hint: 'a symmetric NAT (or blocked UDP) on both sides prevents it; the relay keeps carrying the traffic, and the node tries again later',
-        },
-      )
-    }
-  })
+  ).action((peer: string, _flags: object, cmd: Command) => ping(ctx, peer, globalOpts<PingFlags>(cmd)))
 
   withCommonOptions(
     program
@@ -232,59 +319,21 @@ export function registerNet(program: Command, ctx: CliContext): void {
       .option('--log-level <level>', LOG_LEVEL_HELP),
   ).action(
     async (peer: string, service: string, listen: string | undefined, _flags: object, cmd: Command) => {
-      const opts = globalOpts<{ stdio?: boolean; logLevel?: string; daemon?: boolean }>(cmd)
+      const opts = globalOpts<ProxyFlags>(cmd)
       if (opts.stdio === true) {
         if (listen !== undefined) {
           throw new UsageError('--stdio takes no listen address', {
             hint: `peerup proxy --stdio ${peer} ${service}`,
           })
         }
-        await outlastHangup(() =>
-          withClient(ctx, opts, async (client) => {
-            const far = await client.dial(peer, service, ctx.signal)
-            const { pipe, stdioEnd } = await loadPipe()
-            const result = await pipe(stdioEnd(ctx.stdin, ctx.stdout), far, { log: createLogger('proxy') })
-            if (result.reset && result.error !== undefined) {
-              throw result.error
-            }
-          }),
-        )
-        return
+        return proxyStdio(ctx, opts, peer, service)
       }
       if (listen === undefined) {
         throw new UsageError('missing listen address', {
           hint: `peerup proxy ${peer} ${service} 2222 (or --stdio)`,
         })
       }
-      const { host, port } = parseListenAddress(listen)
-      const names = await loadNames(ctx, opts)
-      await withClient(ctx, opts, async (client) => {
-        // Reach the peer once up front: a wrong name or a refusal is reported now, not at the first connection.
-        const reached = await client.call('ping', { peer, count: 1, intervalMs: 0 }, ctx.signal)
-        const { startListener } = await loadPipe()
-        const listener = await startListener({
-          host,
-          port,
-          log: createLogger('proxy'),
-          open: (signal) => client.dial(peer, service, signal),
-          // Opening a service stream retries already (src/p2p/runtime.ts openService): its answer is final.
-          retry: { attempts: 1 },
-        })
-        try {
-          const where = formatHostPort(listener.address.host, listener.address.port)
-          note(
-            ctx,
-            `forwarding ${where} → ${peer}/${service} (${describePath(reached.path, names)}); Ctrl+C to stop`,
-          )
-          emit(ctx, opts, { listen: where, peer, service, path: reached.path }, (r) => r.listen)
-          await new Promise<void>((resolve) => {
-            if (ctx.signal.aborted) resolve()
-            ctx.signal.addEventListener('abort', () => resolve(), { once: true })
-          })
-        } finally {
-          await listener.close()
-        }
-      })
+      return proxyListen(ctx, opts, { peer, service, listen })
     },
   )
 
@@ -296,24 +345,5 @@ export function registerNet(program: Command, ctx: CliContext): void {
     .option('--config <file>', 'peerup config file')
     .passThroughOptions()
     .allowUnknownOption()
-    .action(async (target: string, args: string[], _flags: object, cmd: Command) => {
-      const { sshArgv, takePeerupOptions } = await import('../ssh.ts')
-      const own = takePeerupOptions(args)
-      const opts = globalOpts(cmd)
-      const configFile = await nodeConfigFile(
-        ctx,
-        own.config === undefined ? opts : { ...opts, config: own.config },
-      )
-      const argv = sshArgv({ target, args: own.args, configFile, self: selfCommand() })
-      const code = await new Promise<number>((resolve, reject) => {
-        const child = spawn('ssh', argv, { stdio: 'inherit' })
-        child.once('error', (err) =>
-          reject(new UsageError(`cannot run ssh: ${err.message}`, { hint: 'install the OpenSSH client' })),
-        )
-        child.once('exit', (c, sig) => resolve(c ?? (sig === null ? 1 : 128)))
-      })
-      if (code !== 0) {
-        throw new ExitStatus(code)
-      }
-    })
+    .action((target: string, args: string[], _flags: object, cmd: Command) => ssh(ctx, cmd, target, args))
 }

@@ -29,13 +29,11 @@ interface GroupInfoView {
 
 import { loadRelayAdmin, loadRelay as loadRelayModule } from '../lazy.ts'
 import { loadNode, loadRelay, nodeConfigFile, relayConfigFile } from '../load.ts'
+import { globalOpts, withCommonOptions } from '../options.ts'
 import { emit, note, table } from '../output.ts'
-import { globalOpts, withCommonOptions } from '../program.ts'
 
-/** Registers `relay`. */
-export function registerRelay(program: Command, ctx: CliContext): void {
-  const relay = program.command('relay').description('the relays this node uses, and running a relay')
-
+/** `relay add|remove|list`: the relays this node uses. */
+function registerRelayUse(relay: Command, ctx: CliContext): void {
   withCommonOptions(
     relay
       .command('add')
@@ -70,7 +68,10 @@ export function registerRelay(program: Command, ctx: CliContext): void {
       )
     },
   )
+}
 
+/** `relay setup|serve|info`: running a relay. */
+function registerRelayServe(relay: Command, ctx: CliContext): void {
   withCommonOptions(
     relay
       .command('setup')
@@ -125,7 +126,10 @@ export function registerRelay(program: Command, ctx: CliContext): void {
       ].join('\n'),
     )
   })
+}
 
+/** `relay authorize|deauthorize|list-peers`: who may use this relay. */
+function registerRelayPeers(relay: Command, ctx: CliContext): void {
   withCommonOptions(
     relay
       .command('authorize')
@@ -180,8 +184,10 @@ export function registerRelay(program: Command, ctx: CliContext): void {
       )
     },
   )
+}
 
-  // --- relay pair: group codes, made by the running relay through its admin socket -----------
+/** `relay pair`: group codes, made by the running relay through its admin socket. */
+function registerRelayPair(relay: Command, ctx: CliContext): void {
   withCommonOptions(
     relay
       .command('pair')
@@ -246,8 +252,10 @@ export function registerRelay(program: Command, ctx: CliContext): void {
         'Give one to each machine: `peerup join <code>` there. Each joiner is authorized on this relay and with every other member.',
     )
   })
-  // --- end relay pair ------------------------------------------------------------------------
+}
 
+/** `relay config validate|rollback`. */
+function registerRelayConfig(relay: Command, ctx: CliContext): void {
   const config = relay.command('config').description("check the relay's config")
   withCommonOptions(
     config
@@ -277,4 +285,14 @@ export function registerRelay(program: Command, ctx: CliContext): void {
       (r) => `restored the last-known-good relay config to ${r.file}; restart the relay to use it`,
     )
   })
+}
+
+/** Registers `relay`. */
+export function registerRelay(program: Command, ctx: CliContext): void {
+  const relay = program.command('relay').description('the relays this node uses, and running a relay')
+  registerRelayUse(relay, ctx)
+  registerRelayServe(relay, ctx)
+  registerRelayPeers(relay, ctx)
+  registerRelayPair(relay, ctx)
+  registerRelayConfig(relay, ctx)
 }

@@ -8,8 +8,8 @@ import type { Command } from 'commander'
 import { resolvePeer } from '../../config/ops.ts'
 import type { CliContext } from '../context.ts'
 import { loadNode } from '../load.ts'
+import { globalOpts, withCommonOptions } from '../options.ts'
 import { emit } from '../output.ts'
-import { globalOpts, withCommonOptions } from '../program.ts'
 
 /** Registers `resolve`. */
 export function registerResolve(program: Command, ctx: CliContext): void {

@@ -14,8 +14,8 @@ import {
 } from '../../config/ops.ts'
 import type { CliContext } from '../context.ts'
 import { loadNode, nodeConfigFile } from '../load.ts'
+import { globalOpts, withCommonOptions } from '../options.ts'
 import { emit, table } from '../output.ts'
-import { globalOpts, withCommonOptions } from '../program.ts'
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value]
 

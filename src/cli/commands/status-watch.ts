@@ -90,62 +90,69 @@ export async function watchStatus(
   draw()
   try {
     for await (const e of client.lines('events', {}, controller.signal)) {
-      switch (e.type) {
-        case 'hello':
-          onReady?.()
-          break
-        case 'peer-connected':
-          if (!relays.has(e.peerId)) {
-            rows.set(e.peerId, {
-              peerId: e.peerId,
-              name: e.name,
-              path: e.path,
-              since: e.time,
-              rttMs: undefined,
-            })
-            line(e, `connected ${e.name ?? e.peerId} ${describePath(e.path)}`)
-          }
-          break
-        case 'peer-disconnected':
-          if (rows.delete(e.peerId)) {
-            line(e, `disconnected ${e.name ?? e.peerId}`)
-          }
-          break
-        case 'path-changed': {
-          const row = rows.get(e.peerId)
-          if (row !== undefined) {
-            row.path = e.to
-            row.since = e.time
-          }
-          if (!relays.has(e.peerId)) {
-            line(e, `path ${e.name ?? e.peerId} ${describePath(e.from)} → ${describePath(e.to)}`)
-          }
-          break
-        }
-        case 'upgrade':
-          if (e.outcome !== 'started') {
-            line(
-              e,
-              `upgrade ${e.peerId} ${e.outcome}${e.transport === undefined ? '' : ` (${e.transport})`}${e.error === undefined ? '' : `: ${e.error}`}`,
-            )
-          }
-          break
-        case 'reservation':
-          line(e, `reservation ${e.reserved ? 'held' : 'lost'} on ${e.relay}`)
-          break
-        case 'auth-changed':
-          line(e, `authorized_keys: +${e.added.length} -${e.removed.length}`)
-          break
-        case 'stopping':
-          line(e, 'daemon stopping')
-          break
-        default:
-          line(e, e.type)
+      if (e.type === 'hello') {
+        onReady?.()
+      }
+      const text = applyEvent(rows, relays, e)
+      if (text !== undefined) {
+        line(e, text)
       }
       draw()
     }
   } finally {
     clearInterval(rtt)
     ctx.signal.removeEventListener('abort', stop)
+  }
+}
+
+/**
+ * Applies one event to the rows of the live view; returns the line it prints where it prints one
+ * (a peer coming or going, a path changing, an upgrade ending, a reservation, authorized_keys).
+ */
+function applyEvent(rows: Map<string, Row>, relays: Set<string>, e: DaemonEvent): string | undefined {
+  switch (e.type) {
+    case 'hello':
+      return undefined
+    case 'peer-connected':
+      if (!relays.has(e.peerId)) {
+        rows.set(e.peerId, {
+          peerId: e.peerId,
+          name: e.name,
+          path: e.path,
+          since: e.time,
+          rttMs: undefined,
+        })
+        return `connected ${e.name ?? e.peerId} ${describePath(e.path)}`
+      }
+      return undefined
+    case 'peer-disconnected':
+      if (rows.delete(e.peerId)) {
+        return `disconnected ${e.name ?? e.peerId}`
+      }
+      return undefined
+    case 'path-changed': {
+      const row = rows.get(e.peerId)
+      if (row !== undefined) {
+        row.path = e.to
+        row.since = e.time
+      }
+      if (!relays.has(e.peerId)) {
+        return `path ${e.name ?? e.peerId} ${describePath(e.from)} → ${describePath(e.to)}`
+      }
+      return undefined
+    }
+    case 'upgrade':
+      if (e.outcome !== 'started') {
+        return `upgrade ${e.peerId} ${e.outcome}${e.transport === undefined ? '' : ` (${e.transport})`}${e.error === undefined ? '' : `: ${e.error}`}`
+      }
+      return undefined
+    case 'reservation':
+      return `reservation ${e.reserved ? 'held' : 'lost'} on ${e.relay}`
+    case 'auth-changed':
+      return `authorized_keys: +${e.added.length} -${e.removed.length}`
+    case 'stopping':
+      return 'daemon stopping'
+    default:
+      return e.type
   }
 }

@@ -8,8 +8,8 @@ import type { Command } from 'commander'
 import { type NodeSummary, summarizeNode } from '../../config/summary.ts'
 import { type CliContext, graceful } from '../context.ts'
 import { nodeConfigFile } from '../load.ts'
+import { globalOpts, withCommonOptions } from '../options.ts'
 import { emit } from '../output.ts'
-import { globalOpts, withCommonOptions } from '../program.ts'
 import { watchStatus } from './status-watch.ts'
 
 function render(s: NodeSummary): string {

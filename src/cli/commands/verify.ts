@@ -15,8 +15,8 @@ import { NotFoundError, PeerupError } from '../../errors.ts'
 import { shortAuthString } from '../../invite/sas.ts'
 import type { CliContext } from '../context.ts'
 import { loadNode } from '../load.ts'
+import { globalOpts, withCommonOptions } from '../options.ts'
 import { emit, note } from '../output.ts'
-import { globalOpts, withCommonOptions } from '../program.ts'
 import { canPrompt, Prompter } from '../prompt.ts'
 
 /** A peer that was compared and found to differ: not an error of the program, but a failure. */

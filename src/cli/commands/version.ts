@@ -7,8 +7,8 @@
 import type { Command } from 'commander'
 import { buildInfo } from '../../version.ts'
 import type { CliContext } from '../context.ts'
+import { globalOpts, withCommonOptions } from '../options.ts'
 import { emit } from '../output.ts'
-import { globalOpts, withCommonOptions } from '../program.ts'
 
 /** Registers `version`. */
 export function registerVersion(program: Command, ctx: CliContext): void {

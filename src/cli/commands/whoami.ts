@@ -9,8 +9,8 @@ import { loadIdentity, peerIdOf } from '../../auth/identity.ts'
 import { resolveIn } from '../../config/load.ts'
 import type { CliContext } from '../context.ts'
 import { loadNode } from '../load.ts'
+import { globalOpts, withCommonOptions } from '../options.ts'
 import { emit } from '../output.ts'
-import { globalOpts, withCommonOptions } from '../program.ts'
 
 /** Registers `whoami`. */
 export function registerWhoami(program: Command, ctx: CliContext): void {
