@@ -21,9 +21,9 @@ import {
 import { NODE_FILES } from '../config/paths.ts'
 import type { ByteEnd } from '../pipe/end.ts'
 import { framedEnd } from '../pipe/framed.ts'
+import { ApiResponseError, DaemonNotRunningError, LocalHttpClient } from '../util/local-http.ts'
 import { VERSION } from '../version.ts'
 import type { Client } from './client.ts'
-import { ApiResponseError, DaemonNotRunningError, LocalHttpClient } from './local-http.ts'
 
 export { ApiResponseError, DaemonNotRunningError }
 

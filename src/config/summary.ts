@@ -7,7 +7,7 @@
 import * as path from 'node:path'
 import { loadIdentity, peerIdOf } from '../auth/identity.ts'
 import { type AuthorizedPeer, listAuthorizedPeers } from '../auth/ops.ts'
-import { socketAnswers } from '../client/probe.ts'
+import { socketAnswers } from '../util/socket.ts'
 import { loadNodeConfig, resolveIn } from './load.ts'
 import { listRelays, listServices, type RelayInfo, type ServiceInfo } from './ops.ts'
 import { NODE_FILES } from './paths.ts'

@@ -10,8 +10,6 @@
  */
 
 import * as path from 'node:path'
-import { removeCookie, writeCookie } from '../auth/cookie.ts'
-import { socketAnswers } from '../client/probe.ts'
 import { loadNodeConfig, resolveIn } from '../config/load.ts'
 import { NODE_FILES } from '../config/paths.ts'
 import {
@@ -36,9 +34,10 @@ import {
 import { createObserver, NO_OBSERVER, type Observer } from '../metrics/observer.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
 import { startNodeRuntime } from '../p2p/runtime.ts'
+import { removeCookie, writeCookie } from '../util/cookie.ts'
 import { type ApiLimits, createLocalApiServer, type Route, type UpgradeRoute } from '../util/local-api.ts'
 import { createNotifier } from '../util/sd-notify.ts'
-import { listenOnSocket } from '../util/socket.ts'
+import { listenOnSocket, socketAnswers } from '../util/socket.ts'
 import { watchFile } from '../util/watch.ts'
 import { VERSION } from '../version.ts'
 import { DaemonEvents } from './events.ts'

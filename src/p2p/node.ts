@@ -19,14 +19,15 @@ import { tcp } from '@libp2p/tcp'
 import type { webRTC } from '@libp2p/webrtc'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p, type Libp2pOptions } from 'libp2p'
+import { VERSION } from '../version.ts'
 import {
+  dhtProtocol,
   MAX_EARLY_STREAMS,
   MAX_READ_BUFFER_BYTES,
+  NODE_AGENT,
   type RELAY_YAMUX_OPTIONS,
   YAMUX_OPTIONS,
-} from '../proxy/constants.ts'
-import { VERSION } from '../version.ts'
-import { dhtProtocol, NODE_AGENT } from './constants.ts'
+} from './constants.ts'
 import { type Members, membersOnlyIdentify, membersOnlyKadDHT } from './members-only.ts'
 import { noiseCrypto } from './noise-crypto.ts'
 
@@ -197,7 +198,7 @@ export async function webrtcTransport(iceServers: string[]): Promise<ReturnType<
   const { webRTC } = await import('@libp2p/webrtc')
   return webRTC({
     rtcConfiguration: () => rtcConfigurationFor(iceServers),
-    // As for yamux (src/proxy/constants.ts): several SSH sessions opened at once on a new
+    // As for yamux (src/p2p/constants.ts): several SSH sessions opened at once on a new
     // connection must not be refused as "early" streams.
     maxEarlyStreams: MAX_EARLY_STREAMS,
     // Passed through to each stream. WebRTC streams apply no read backpressure (sendPause() is a

@@ -10,11 +10,11 @@
  */
 
 import * as path from 'node:path'
-import { removeCookie, writeCookie } from '../auth/cookie.ts'
-import { LocalHttpClient } from '../client/local-http.ts'
 import { UsageError } from '../errors.ts'
 import type { Logger } from '../log/index.ts'
+import { removeCookie, writeCookie } from '../util/cookie.ts'
 import { createLocalApiServer } from '../util/local-api.ts'
+import { LocalHttpClient } from '../util/local-http.ts'
 import { listenOnSocket } from '../util/socket.ts'
 import { VERSION } from '../version.ts'
 import type { GroupInfo, NewGroup, RelayPairing } from './pairing.ts'

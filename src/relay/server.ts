@@ -19,9 +19,13 @@ import type { RelayConfig } from '../config/schema.ts'
 import { INVITE_PROTOCOL } from '../invite/protocol.ts'
 import type { Logger } from '../log/index.ts'
 import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
-import { RELAY_AGENT, RELAY_HOP_PROTOCOL, RELAY_STOP_PROTOCOL } from '../p2p/constants.ts'
+import {
+  RELAY_AGENT,
+  RELAY_HOP_PROTOCOL,
+  RELAY_STOP_PROTOCOL,
+  RELAY_YAMUX_OPTIONS,
+} from '../p2p/constants.ts'
 import { type BaseServices, baseLibp2pOptions, type PeerupLibp2p } from '../p2p/node.ts'
-import { RELAY_YAMUX_OPTIONS } from '../proxy/constants.ts'
 import { VERSION } from '../version.ts'
 import { RelayStartError } from './errors.ts'
 import { type RefusalWhat, relayGater } from './gater.ts'

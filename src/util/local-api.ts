@@ -11,8 +11,8 @@
 
 import * as http from 'node:http'
 import type { Duplex } from 'node:stream'
-import { bearerMatches } from '../auth/cookie.ts'
 import { ConflictError, NotFoundError, PeerupError, UsageError } from '../errors.ts'
+import { bearerMatches } from './cookie.ts'
 
 /** Largest request body accepted (SPEC §5). */
 export const MAX_BODY_BYTES = 1024 * 1024
@@ -155,150 +155,170 @@ export function createLocalApiServer(options: LocalApiOptions): http.Server {
     d.arm()
   })
 
-  const statusOf = (err: unknown): number => errorStatus(err, options.statusOf)
+  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) =>
+    answerRequest(options, deadlines, req, res),
+  )
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) =>
+    answerUpgrade(options, deadlines, req, socket, head),
+  )
+  return server
+}
 
-  server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-    deadlines.get(req.socket)?.requestStarted(req, res)
-    const started = performance.now()
-    let route = 'unmatched'
-    res.setHeader('X-Peerup-Version', options.version)
-    const finish = (): void => {
-      options.onAccess?.({
+/** One request: refused before any route runs, or answered by its route. */
+function answerRequest(
+  options: LocalApiOptions,
+  deadlines: WeakMap<object, Deadlines>,
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+): void {
+  const statusOf = (err: unknown): number => errorStatus(err, options.statusOf)
+  deadlines.get(req.socket)?.requestStarted(req, res)
+  const started = performance.now()
+  let route = 'unmatched'
+  res.setHeader('X-Peerup-Version', options.version)
+  const finish = (): void => {
+    options.onAccess?.({
+      method: req.method ?? '',
+      route,
+      status: res.statusCode,
+      durationMs: performance.now() - started,
+    })
+  }
+  res.once('finish', finish)
+  res.once('close', () => {
+    if (!res.writableFinished) {
+      finish()
+    }
+  })
+  const wantsText = /\btext\/plain\b/.test(req.headers.accept ?? '')
+  const fail = (err: unknown): void => {
+    const status = statusOf(err)
+    if (status === 413) {
+      // The rest of an oversized body is not read: the connection cannot be reused.
+      res.setHeader('Connection', 'close')
+    }
+    const message =
+      status >= 500 && !(err instanceof PeerupError)
+        ? `internal error: ${(err as Error)?.message}`
+        : undefined
+    sendError(res, status, message ?? (err as Error).message, errorFields(err), wantsText)
+  }
+  const refusal = refuse(req, options.cookie(), options.cookieFileName ?? '.daemon-cookie')
+  if (refusal !== undefined) {
+    // Drain nothing: the connection is closed after the answer.
+    res.setHeader('Connection', 'close')
+    fail(refusal)
+    return
+  }
+  const url = new URL(req.url ?? '/', 'http://local')
+  const match = matchRoute(options.routes, req.method ?? '', url.pathname)
+  if (match === undefined) {
+    fail(new ApiError(404, `no route ${req.method} ${url.pathname}`))
+    return
+  }
+  if (match === 'method') {
+    fail(new ApiError(405, `${req.method} is not allowed on ${url.pathname}`))
+    return
+  }
+  route = match.route.path
+  const controller = new AbortController()
+  res.once('close', () => controller.abort(new Error('client went away')))
+  readBody(req)
+    .then((body) =>
+      match.route.handler({
         method: req.method ?? '',
         route,
-        status: res.statusCode,
-        durationMs: performance.now() - started,
-      })
-    }
-    res.once('finish', finish)
-    res.once('close', () => {
-      if (!res.writableFinished) {
-        finish()
+        params: match.params,
+        query: url.searchParams,
+        body,
+        req,
+        signal: controller.signal,
+      }),
+    )
+    .then((result) => {
+      if ('stream' in result) {
+        result.stream(res)
+        return
       }
+      const status = result.status ?? 200
+      if (wantsText && match.route.text !== undefined) {
+        const text = match.route.text(result.data as never)
+        res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8' })
+        res.end(text.endsWith('\n') ? text : `${text}\n`)
+        return
+      }
+      sendJson(res, status, { data: result.data ?? null })
     })
-    const wantsText = /\btext\/plain\b/.test(req.headers.accept ?? '')
-    const fail = (err: unknown): void => {
-      const status = statusOf(err)
-      if (status === 413) {
-        // The rest of an oversized body is not read: the connection cannot be reused.
-        res.setHeader('Connection', 'close')
-      }
-      const message =
-        status >= 500 && !(err instanceof PeerupError)
-          ? `internal error: ${(err as Error)?.message}`
-          : undefined
-      sendError(res, status, message ?? (err as Error).message, errorFields(err), wantsText)
-    }
-    const refusal = refuse(req, options.cookie(), options.cookieFileName ?? '.daemon-cookie')
-    if (refusal !== undefined) {
-      // Drain nothing: the connection is closed after the answer.
-      res.setHeader('Connection', 'close')
-      fail(refusal)
-      return
-    }
-    const url = new URL(req.url ?? '/', 'http://local')
-    const match = matchRoute(options.routes, req.method ?? '', url.pathname)
-    if (match === undefined) {
-      fail(new ApiError(404, `no route ${req.method} ${url.pathname}`))
-      return
-    }
-    if (match === 'method') {
-      fail(new ApiError(405, `${req.method} is not allowed on ${url.pathname}`))
-      return
-    }
-    route = match.route.path
-    const controller = new AbortController()
-    res.once('close', () => controller.abort(new Error('client went away')))
-    readBody(req)
-      .then((body) =>
-        match.route.handler({
-          method: req.method ?? '',
-          route,
-          params: match.params,
-          query: url.searchParams,
-          body,
-          req,
-          signal: controller.signal,
-        }),
-      )
-      .then((result) => {
-        if ('stream' in result) {
-          result.stream(res)
-          return
-        }
-        const status = result.status ?? 200
-        if (wantsText && match.route.text !== undefined) {
-          const text = match.route.text(result.data as never)
-          res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8' })
-          res.end(text.endsWith('\n') ? text : `${text}\n`)
-          return
-        }
-        sendJson(res, status, { data: result.data ?? null })
-      })
-      .catch(fail)
-  })
+    .catch(fail)
+}
 
-  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
-    // The request is in; what follows on the socket is the route's own protocol, for as long as it lasts.
-    deadlines.get(socket)?.clear()
-    const started = performance.now()
-    const url = new URL(req.url ?? '/', 'http://local')
-    const route = (options.upgrades ?? []).find((u) => u.path === url.pathname)
-    const answer = (status: number, message: string, fields: { hint?: string; name?: string } = {}): void => {
-      const body = JSON.stringify({ error: message, ...fields })
-      socket.end(
-        `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json\r\n` +
-          `Content-Length: ${Buffer.byteLength(body)}\r\nX-Peerup-Version: ${options.version}\r\nConnection: close\r\n\r\n${body}`,
-      )
+/** One upgrade request: refused, or the socket handed to its route. */
+function answerUpgrade(
+  options: LocalApiOptions,
+  deadlines: WeakMap<object, Deadlines>,
+  req: http.IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+): void {
+  const statusOf = (err: unknown): number => errorStatus(err, options.statusOf)
+  // The request is in; what follows on the socket is the route's own protocol, for as long as it lasts.
+  deadlines.get(socket)?.clear()
+  const started = performance.now()
+  const url = new URL(req.url ?? '/', 'http://local')
+  const route = (options.upgrades ?? []).find((u) => u.path === url.pathname)
+  const answer = (status: number, message: string, fields: { hint?: string; name?: string } = {}): void => {
+    const body = JSON.stringify({ error: message, ...fields })
+    socket.end(
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nX-Peerup-Version: ${options.version}\r\nConnection: close\r\n\r\n${body}`,
+    )
+    options.onAccess?.({
+      method: req.method ?? '',
+      route: route?.path ?? 'unmatched',
+      status,
+      durationMs: performance.now() - started,
+    })
+  }
+  socket.on('error', () => {})
+  const refusal = refuse(req, options.cookie(), options.cookieFileName ?? '.daemon-cookie')
+  if (refusal !== undefined) {
+    answer(refusal.status, refusal.message, refusal.hint === undefined ? {} : { hint: refusal.hint })
+    return
+  }
+  if (route === undefined || req.headers.upgrade?.toLowerCase() !== route.protocol) {
+    answer(404, `no upgrade route ${url.pathname} for ${req.headers.upgrade ?? 'no protocol'}`)
+    return
+  }
+  const controller = new AbortController()
+  socket.once('close', () => controller.abort(new Error('client went away')))
+  route
+    .handler(
+      {
+        method: req.method ?? '',
+        route: route.path,
+        params: {},
+        query: url.searchParams,
+        req,
+        signal: controller.signal,
+      },
+      socket,
+      head,
+    )
+    .then(() =>
       options.onAccess?.({
         method: req.method ?? '',
-        route: route?.path ?? 'unmatched',
-        status,
+        route: route.path,
+        status: 101,
         durationMs: performance.now() - started,
-      })
-    }
-    socket.on('error', () => {})
-    const refusal = refuse(req, options.cookie(), options.cookieFileName ?? '.daemon-cookie')
-    if (refusal !== undefined) {
-      answer(refusal.status, refusal.message, refusal.hint === undefined ? {} : { hint: refusal.hint })
-      return
-    }
-    if (route === undefined || req.headers.upgrade?.toLowerCase() !== route.protocol) {
-      answer(404, `no upgrade route ${url.pathname} for ${req.headers.upgrade ?? 'no protocol'}`)
-      return
-    }
-    const controller = new AbortController()
-    socket.once('close', () => controller.abort(new Error('client went away')))
-    route
-      .handler(
-        {
-          method: req.method ?? '',
-          route: route.path,
-          params: {},
-          query: url.searchParams,
-          req,
-          signal: controller.signal,
-        },
-        socket,
-        head,
-      )
-      .then(() =>
-        options.onAccess?.({
-          method: req.method ?? '',
-          route: route.path,
-          status: 101,
-          durationMs: performance.now() - started,
-        }),
-      )
-      .catch((err: unknown) => {
-        if (socket.writable) {
-          answer(statusOf(err), (err as Error).message, errorFields(err))
-        } else {
-          socket.destroy()
-        }
-      })
-  })
-  return server
+      }),
+    )
+    .catch((err: unknown) => {
+      if (socket.writable) {
+        answer(statusOf(err), (err as Error).message, errorFields(err))
+      } else {
+        socket.destroy()
+      }
+    })
 }
 
 /**

@@ -7,9 +7,8 @@
  */
 
 import * as fs from 'node:fs/promises'
-import type * as net from 'node:net'
+import * as net from 'node:net'
 import * as path from 'node:path'
-import { socketAnswers } from '../client/probe.ts'
 import { PeerupError } from '../errors.ts'
 
 /** Longest socket path the kernel takes (`sun_path` is 108 bytes on Linux, 104 on macOS). */
@@ -128,4 +127,18 @@ async function removeIfStale(socketPath: string, what: string): Promise<void> {
   }
   // Nobody answers: left behind by a process that died (kill -9, power loss).
   await fs.rm(socketPath, { force: true })
+}
+
+/** Resolves true when something accepts a connection on the Unix socket at `socketPath`. */
+export function socketAnswers(socketPath: string, timeoutMs = 500): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ path: socketPath })
+    const done = (answer: boolean): void => {
+      socket.destroy()
+      resolve(answer)
+    }
+    socket.setTimeout(timeoutMs, () => done(false))
+    socket.once('connect', () => done(true))
+    socket.once('error', () => done(false))
+  })
 }

@@ -16,9 +16,10 @@ import type { Connection, ConnectionGater, Libp2p, Stream } from '@libp2p/interf
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p } from 'libp2p'
 import { createLogger } from '../../src/log/index.ts'
+import { YAMUX_OPTIONS } from '../../src/p2p/constants.ts'
 import { type Listener, type ListenerInit, startListener } from '../../src/pipe/listener.ts'
 import { flowControlledProtocol, serviceStreamEnd } from '../../src/pipe/stream.ts'
-import { SERVICE_DIAL_OPTIONS, SERVICE_HANDLE_OPTIONS, YAMUX_OPTIONS } from '../../src/proxy/constants.ts'
+import { SERVICE_DIAL_OPTIONS, SERVICE_HANDLE_OPTIONS } from '../../src/proxy/constants.ts'
 import { createServiceHandler, type ServiceEvent, type ServiceHandler } from '../../src/proxy/service.ts'
 
 /** Options of {@link createTestNode}. */

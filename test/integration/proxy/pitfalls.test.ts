@@ -12,12 +12,9 @@ import type * as net from 'node:net'
 import { type TestContext, test } from 'node:test'
 import type { Stream, StreamCloseEvent } from '@libp2p/interface'
 import { configureLogging } from '../../../src/log/index.ts'
+import { MAX_STREAM_WINDOW_BYTES, YAMUX_OPTIONS } from '../../../src/p2p/constants.ts'
 import { resetSocket } from '../../../src/pipe/node.ts'
-import {
-  MAX_STREAM_WINDOW_BYTES,
-  SERVICE_HANDLE_OPTIONS,
-  YAMUX_OPTIONS,
-} from '../../../src/proxy/constants.ts'
+import { SERVICE_HANDLE_OPTIONS } from '../../../src/proxy/constants.ts'
 import {
   connectTcp,
   createNodePair,

@@ -28,7 +28,7 @@ import type { Connection, Libp2p, Stream, StreamMessageEvent } from '@libp2p/int
 import { tcp } from '@libp2p/tcp'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
-import { YAMUX_OPTIONS } from '../../../src/proxy/constants.ts'
+import { YAMUX_OPTIONS } from '../../../src/p2p/constants.ts'
 import { assertRelayPatched, isRelayPatched } from '../../../src/relay/patch-check.ts'
 import type { FixtureReply, FixtureRequest } from '../../fixtures/relay-fixture.ts'
 

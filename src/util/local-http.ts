@@ -9,8 +9,8 @@
 import * as http from 'node:http'
 import type { Socket } from 'node:net'
 import { createInterface } from 'node:readline'
-import { CookieMissingError, readCookie } from '../auth/cookie.ts'
 import { ConflictError, NotFoundError, PeerupError, UsageError } from '../errors.ts'
+import { CookieMissingError, readCookie } from './cookie.ts'
 
 /** Nothing answers on the socket (or no cookie): the daemon is not running. */
 export class DaemonNotRunningError extends PeerupError {
