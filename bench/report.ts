@@ -27,12 +27,7 @@ export function renderMarkdown(results: Results): string {
     '',
   )
 
-  out.push(
-    '### Targets (SPEC §10)',
-    '',
-    '| what | target | measured | result | margin |',
-    '|---|---|---|---|---|',
-  )
+  out.push('### Targets', '', '| what | target | measured | result | margin |', '|---|---|---|---|---|')
   for (const c of results.checks) {
     const mark = c.met === undefined ? 'n/a' : c.met ? '**met**' : '**missed**'
     out.push(`| ${esc(c.what)} | ${esc(c.target)} | ${esc(c.measured)} | ${mark} | ${esc(c.margin)} |`)

@@ -1,6 +1,6 @@
 /**
  * What a benchmark run found: figures (a median over several runs, with min and max) and checks
- * against the targets of SPEC §10, each printed as soon as it is known.
+ * against the targets (bench/targets.ts), each printed as soon as it is known.
  *
  * @packageDocumentation
  */
@@ -37,7 +37,7 @@ export interface Figure {
   note?: string
 }
 
-/** A SPEC §10 target and how this run did. */
+/** A target and how this run did. */
 export interface Check {
   what: string
   target: string

@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- --quick] [--only a,b] [--out DIR] [--docs|--no-docs] [--no-build]`: builds
  * dist/peerup if needed, creates the NAT lab, measures everything listed below beside its
- * baselines in one run, checks the targets of SPEC §10, prints the results and writes them.
+ * baselines in one run, checks the targets (bench/targets.ts), prints the results and writes them.
  *
  * Measurements, in order: cli, idle-memory, relay-memory, ttfb, throughput, latency, held,
  * profile, capacity. `--only` runs a subset (the lab is built anyway).

@@ -1,5 +1,5 @@
 /**
- * The targets of SPEC §10, checked against one run's figures: every comparison is a ratio (or a
+ * The targets of docs/benchmarks.md, checked against one run's figures: every comparison is a ratio (or a
  * difference) of two figures measured in the same run on the same lab.
  *
  * @packageDocumentation
@@ -12,7 +12,7 @@ function pct(x: number): string {
   return `${(x * 100).toFixed(0)} %`
 }
 
-/** Adds one check per SPEC §10 row to `results`. */
+/** Adds one check per target to `results`. */
 export function checkTargets(results: Results, settings: Settings, quick: boolean): void {
   const med = (id: string): number | undefined => results.get(id)?.median
   const na = (what: string, target: string, why: string): void =>

@@ -13,7 +13,7 @@ import { buildProgram } from './cli/program.ts'
 import { readEnv } from './env.ts'
 import { ExitStatus, formatError, PeerupError, UsageError } from './errors.ts'
 
-/** Exit codes peerup promises (SPEC §3). */
+/** Exit codes peerup promises (docs/cli.md). */
 export const EXIT = { ok: 0, error: 1, usage: 2 } as const
 
 /** The name the executable answers to when it plays the relay. */
@@ -114,7 +114,7 @@ export async function main(): Promise<void> {
   }
   const code = await run(process.argv.slice(2), ctx)
   // A command that ran a libp2p node leaves timers behind for about a second after stopping it
-  // (PITFALLS: connection monitor): exit once the output is flushed rather than wait for them.
+  // (libp2p's connection monitor and timers): exit once the output is flushed rather than wait for them.
   await new Promise<void>((resolve) => process.stdout.write('', () => resolve()))
   await new Promise<void>((resolve) => process.stderr.write('', () => resolve()))
   process.exit(code)

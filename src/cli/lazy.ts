@@ -1,7 +1,7 @@
 /**
  * The one door from the CLI to the network code. Every module here is loaded with a dynamic
  * `import()` when a command needs it, so `peerup status` or `peerup auth list` never load libp2p
- * (STYLE.md import direction; the linter allows these imports in this file only).
+ * (the layer rule of docs/architecture.md, checked by test/unit/architecture.test.ts).
  *
  * @packageDocumentation
  */

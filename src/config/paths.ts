@@ -1,5 +1,5 @@
 /**
- * Where config files are looked for (SPEC §2). Everything a node keeps lives beside its config
+ * Where config files are looked for (docs/cli.md). Everything a node keeps lives beside its config
  * file, so `--config` alone is enough to run several nodes on one machine.
  *
  * @packageDocumentation

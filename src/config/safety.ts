@@ -1,5 +1,5 @@
 /**
- * Safe config changes (ADR-C01, C02): a last-known-good copy archived by every successful start,
+ * Safe config changes (docs/decisions/0000-inherited.md): a last-known-good copy archived by every successful start,
  * `rollback` to it, and commit-confirmed `apply` — the new config goes live at once, and unless
  * `confirm` comes before the deadline the previous one is put back (by the running daemon, or by
  * the next start when the deadline passed while nothing ran).

@@ -1,5 +1,5 @@
 /**
- * The pairing code (SPEC §6): what `peerup invite` and `peerup relay pair` print and `peerup join`
+ * The pairing code (docs/pairing.md): what `peerup invite` and `peerup relay pair` print and `peerup join`
  * reads. A versioned binary record, written in Crockford's base32 in dash-separated groups of 4,
  * with a CRC-32 so that a typo is reported as a typo.
  *

@@ -1,8 +1,8 @@
 /**
- * Prometheus metrics (SPEC §8, ADR-H01/H02): a registry of our own — never prom-client's global one
- * (PITFALLS "Metrics") — holding libp2p's metrics and the `peerup_*` families, served on a loopback
+ * Prometheus metrics (docs/observability.md): a registry of our own — never prom-client's global one
+ * (`prometheusMetrics()` clears the global one unless told otherwise) — holding libp2p's metrics and the `peerup_*` families, served on a loopback
  * `/metrics`. Everything that records goes through {@link Observer}, whose methods do nothing when
- * metrics and the audit log are off (ADR-H02: nil-safe observability), so call sites never check.
+ * metrics and the audit log are off (docs/decisions/0000-inherited.md), so call sites never check.
  *
  * @packageDocumentation
  */

@@ -1,7 +1,7 @@
 /**
  * The one place the node, the daemon and the relay report what happened, for metrics and the
- * audit log (ADR-H03: a callback rather than domains importing each other). {@link NO_OBSERVER}
- * does nothing, so code that records never checks whether anything listens (ADR-H02).
+ * audit log (a callback rather than domains importing each other). {@link NO_OBSERVER}
+ * does nothing, so code that records never checks whether anything listens (docs/decisions/0000-inherited.md).
  *
  * @packageDocumentation
  */

@@ -4,7 +4,7 @@
  * @packageDocumentation
  */
 
-/** The DHT protocol of a private network: never the public IPFS DHT (ADR-003). */
+/** The DHT protocol of a private network: never the public IPFS DHT (docs/decisions/0000-inherited.md). */
 export function dhtProtocol(network: string): string {
   return network === '' ? '/peerup/kad/1.0.0' : `/peerup/${network}/kad/1.0.0`
 }
@@ -46,7 +46,7 @@ const MiB = 1024 * 1024
 /**
  * The largest receive window yamux grants one stream. A paused stream (slow TCP client) still receives
  * up to one window of data, which waits in the stream's read buffer; with yamux's default of 16 MiB
- * against a 4 MiB read buffer the stream is reset with `StreamBufferError` (PITFALLS "Streams").
+ * against a 4 MiB read buffer the stream is reset with `StreamBufferError` (docs/decisions/0005-data-plane.md).
  * 4 MiB costs nothing on low-RTT links; a single stream on a high-RTT link is capped near window/RTT
  * (4 MiB / 100 ms ≈ 40 MB/s), which is more than a relay delivers anyway.
  */

@@ -1,6 +1,6 @@
 /**
  * Reaching a peer: reuse a live connection, else race a DHT lookup against the circuit
- * addresses through every configured relay (ADR-A03), and report which path won. Failures are
+ * addresses through every configured relay (docs/decisions/0000-inherited.md), and report which path won. Failures are
  * turned into errors that say what to do.
  *
  * @packageDocumentation
@@ -102,7 +102,7 @@ const SETTLED_CONNECTION_MS = 5_000
 /**
  * Makes sure the peer kept the connection. Its gater refuses us only after the handshake, which
  * completes first on our side: the dial "succeeds" and the connection dies a moment later
- * (PITFALLS: connection gating). The peer answering identify on this very connection proves it
+ * (libp2p's gater refuses after the handshake). The peer answering identify on this very connection proves it
  * was accepted; the connection closing first proves it was not.
  */
 function confirmAccepted(
@@ -189,7 +189,7 @@ export function explainDialFailure(peerId: string, err: unknown): Error {
   }
   const text = all.map((e) => `${(e as Error)?.name ?? ''} ${(e as Error)?.message ?? String(e)}`).join(' | ')
   // The remote gater closes the connection right after the handshake: the dialer sees only an
-  // unexpected end of stream (PITFALLS: connection gating).
+  // unexpected end of stream (libp2p's gater refuses after the handshake).
   if (
     /UnexpectedEOF|unexpected end|stream ended before|Unexpected end of input|ECONNRESET.*noise/i.test(text)
   ) {

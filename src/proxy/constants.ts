@@ -15,7 +15,7 @@ export const MAX_SERVICE_STREAMS = 1024
 
 /**
  * Options the node must pass to `libp2p.handle(serviceProtocolId(name), handler, …)`. Relayed
- * ("limited") connections are refused: a limited relay circuit dies after 128 KiB (SPEC §4).
+ * ("limited") connections are refused: a limited relay circuit dies after 128 KiB (docs/relay-vps.md).
  */
 export const SERVICE_HANDLE_OPTIONS = {
   maxInboundStreams: MAX_SERVICE_STREAMS,
@@ -33,5 +33,5 @@ export const SERVICE_DIAL_OPTIONS = {
   runOnLimitedConnection: false,
 } as const
 
-/** How long the service side waits for its local TCP service to accept (SPEC §4). */
+/** How long the service side waits for its local TCP service to accept. */
 export const DEFAULT_LOCAL_DIAL_TIMEOUT_MS = 10_000

@@ -1,6 +1,6 @@
 /**
  * The relay's admin socket: `relay.sock` in the relay's directory (0600 in a 0700 directory),
- * guarded by a cookie in `.relay-cookie` exactly as the daemon's local API is (ADR-F01/F02, the
+ * guarded by a cookie in `.relay-cookie` exactly as the daemon's local API is (docs/decisions/0000-inherited.md, the
  * same building blocks). `peerup relay pair` talks to it; nothing on the network can.
  *
  * Routes: `POST /v1/pair` `{count, ttl_ms}` → a new group and its codes (shown once);
@@ -79,7 +79,7 @@ export async function startRelayAdmin(options: {
     ],
   })
   const close = await listenOnSocket(server, socketPath, { what: 'a relay' })
-  // The cookie is written only once the socket is secured (ADR-F02), and rotated every start.
+  // The cookie is written only once the socket is secured (docs/decisions/0000-inherited.md), and rotated every start.
   cookie = await writeCookie(cookieFile)
   return {
     socketPath,

@@ -1,5 +1,5 @@
 /**
- * `/healthz` of the relay (ADR-E01): status, uptime and connected peers, on loopback by default,
+ * `/healthz` of the relay (docs/decisions/0000-inherited.md): status, uptime and connected peers, on loopback by default,
  * and nothing else — no peer ids, no version.
  *
  * @packageDocumentation

@@ -1,6 +1,6 @@
 /**
  * Refuses to run a relay on an unpatched @libp2p/circuit-relay-v2: the stock server keeps every
- * relayed byte in memory until the relayed connection closes (PITFALLS "Circuit relay v2"), which
+ * relayed byte in memory until the relayed connection closes (docs/decisions/0001-relay-forwarding.md), which
  * takes a small VPS down after a few large transfers. Our fix lives in
  * `patches/@libp2p+circuit-relay-v2+4.2.13.patch`, applied by `patch-package` on `npm install`
  * (and bundled from the patched node_modules into the executable).

@@ -1,5 +1,5 @@
 /**
- * The bearer cookie of a local API (ADR-F02): 32 random bytes in hex, in a 0600 file beside the
+ * The bearer cookie of a local API (inherited, docs/decisions/0000-inherited.md): 32 random bytes in hex, in a 0600 file beside the
  * socket, rotated at every start and removed at stop. Whoever can read the file may use the API;
  * the file mode is what makes that "the same user".
  *

@@ -14,7 +14,7 @@ import type { Duplex } from 'node:stream'
 import { ConflictError, NotFoundError, PeerupError, UsageError } from '../errors.ts'
 import { bearerMatches } from './cookie.ts'
 
-/** Largest request body accepted (SPEC §5). */
+/** Largest request body accepted (docs/local-api.md). */
 export const MAX_BODY_BYTES = 1024 * 1024
 
 /** A client must send its headers within this of connecting (or of its previous answer). */

@@ -1,5 +1,5 @@
 /**
- * sd_notify(3) for `Type=notify` units (ADR-C03), for the daemon and the relay: `READY=1` once
+ * sd_notify(3) for `Type=notify` units (docs/decisions/0000-inherited.md), for the daemon and the relay: `READY=1` once
  * serving, `WATCHDOG=1` at half the watchdog period while its health checks pass, `STOPPING=1`
  * when it begins to stop.
  * Node has no Unix datagram sockets, so the datagram goes out through node-unix-socket's

@@ -1,5 +1,5 @@
 /**
- * Listening on a Unix socket the way a local API must (ADR-F01): in a directory only its owner
+ * Listening on a Unix socket the way a local API must (docs/decisions/0000-inherited.md): in a directory only its owner
  * can enter, created 0600 with no window where it is wider, and never stealing the socket of a
  * live process — a stale one (its process died) is replaced, a live one is an error.
  *

@@ -1,5 +1,5 @@
 /**
- * The built executable in the NAT lab (SPEC §9): a relay on the "internet", hosts a and b each
+ * The built executable in the NAT lab (test/e2e/lab.ts): a relay on the "internet", hosts a and b each
  * behind its own MASQUERADE router, unable to reach each other except through peerup. Real sshd
  * on b, real ssh on a: through `peerup proxy`, through ProxyCommand, and through `peerup ssh`;
  * a command, a 100 MiB copy byte-exact, and the relay's memory after relaying 1 GiB.

@@ -36,7 +36,7 @@ export async function createTestNode(t: TestContext, options: TestNodeOptions = 
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux(options.yamux ?? YAMUX_OPTIONS)],
-    // One lost ping under load must not abort a connection full of proxied streams (PITFALLS).
+    // One lost ping under load must not abort a connection full of proxied streams (libp2p's monitor aborts a connection on one failed ping).
     connectionMonitor: { abortConnectionOnPingFailure: false },
     // Every test node connects from 127.0.0.1: the default of 5 inbound connections per second per
     // host would refuse some of them.

@@ -1,6 +1,6 @@
 /**
  * `peerup invite`: print a pairing code (and a QR code on a terminal), wait for one join, exit 0.
- * With `--non-interactive` stdout holds only the code, so scripts can hand it on (ADR-E02).
+ * With `--non-interactive` stdout holds only the code, so scripts can hand it on (docs/decisions/0000-inherited.md).
  *
  * @packageDocumentation
  */

@@ -1,5 +1,5 @@
 /**
- * Commit-confirmed config changes with a running daemon (SPEC §7): apply + confirm keeps the new
+ * Commit-confirmed config changes with a running daemon (docs/decisions/0000-inherited.md): apply + confirm keeps the new
  * config (and the daemon applies it live); apply without confirm restores the old one at the
  * deadline and the daemon exits non-zero; a daemon started after the deadline reverts first; a
  * crash in the middle of an apply never leaves a half-written config.

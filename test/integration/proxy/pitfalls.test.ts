@@ -1,5 +1,5 @@
 /**
- * Regression tests for the js-libp2p and Node traps the proxy relies on working around (PITFALLS.md
+ * Regression tests for the js-libp2p and Node traps the proxy relies on working around (docs/decisions/0005-data-plane.md
  * "Streams", plus the ones found while writing src/proxy/). Tests named "upstream:" pin the library
  * behaviour itself: when one fails after an upgrade, the trap is gone and the workaround in
  * src/proxy/ (named in the test) can be reconsidered.

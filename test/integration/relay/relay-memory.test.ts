@@ -35,7 +35,7 @@ import type { FixtureReply, FixtureRequest } from '../../fixtures/relay-fixture.
 const FIXTURE = path.resolve(import.meta.dirname, '../../fixtures/relay-fixture.ts')
 const MiB = 1024 * 1024
 const TRANSFER_BYTES = Number(process.env.PEERUP_RELAY_TEST_MIB ?? 256) * MiB
-/** ≥ 64 KiB per send(): smaller writes cost throughput (PITFALLS "Streams"). */
+/** ≥ 64 KiB per send(): smaller writes cost throughput (docs/decisions/0005-data-plane.md). */
 const CHUNK_BYTES = 64 * 1024
 /** What the relay may hold on to while a connection that carried {@link TRANSFER_BYTES} is open. */
 const MAX_RELAY_GROWTH_BYTES = 64 * MiB
@@ -158,7 +158,7 @@ async function createPeer(listen: string[]): Promise<Libp2p> {
     addresses: { listen },
     transports: [tcp(), circuitRelayTransport()],
     connectionEncrypters: [noise()],
-    // The window must not exceed the read buffer, or a paused stream resets (PITFALLS "Streams").
+    // The window must not exceed the read buffer, or a paused stream resets (docs/decisions/0005-data-plane.md).
     streamMuxers: [yamux(YAMUX_OPTIONS)],
     connectionMonitor: { abortConnectionOnPingFailure: false },
     connectionManager: { inboundConnectionThreshold: 1000 },
@@ -179,7 +179,7 @@ async function reservedCircuit(node: Libp2p, relayPeerId: string): Promise<Multi
   return found
 }
 
-/** Resolves on the next 'drain' of `stream`; rejects if it closes first. Never `onDrain()` (PITFALLS). */
+/** Resolves on the next 'drain' of `stream`; rejects if it closes first. Never `onDrain()` (docs/decisions/0005-data-plane.md). */
 function drained(stream: Stream): Promise<void> {
   return new Promise((resolve, reject) => {
     const onDrain = (): void => {

@@ -13,7 +13,7 @@ describe('backoffDelayMs', () => {
     [5_000, 60_000],
   ]
   for (const [attempt, expected] of cases) {
-    test(`after attempt ${attempt}: ${expected} ms (SPEC §4)`, () => {
+    test(`after attempt ${attempt}: ${expected} ms (1 s, 2 s, 4 s … capped at 60 s)`, () => {
       assert.equal(backoffDelayMs(attempt), expected)
     })
   }
