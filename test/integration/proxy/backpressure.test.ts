@@ -3,14 +3,7 @@ import type * as net from 'node:net'
 import { test } from 'node:test'
 import { configureLogging } from '../../../src/log/index.ts'
 import type { ServiceEvent } from '../../../src/proxy/service.ts'
-import {
-  arrayBufferBytes,
-  connectTcp,
-  receiveAll,
-  sendRandom,
-  startProxy,
-  waitForStall,
-} from '../../helpers/libp2p-pair.ts'
+import { connectTcp, receiveAll, sendRandom, startProxy, waitForStall } from '../../helpers/libp2p-pair.ts'
 
 configureLogging({ level: (process.env.LOG_LEVEL as 'warn') ?? 'warn' })
 
@@ -23,13 +16,6 @@ const MiB = 1024 * 1024
  */
 const IN_FLIGHT_BOUND = 32 * MiB
 
-/**
- * ArrayBuffer bytes held while the reader is paused. Larger than {@link IN_FLIGHT_BOUND}: a byte can
- * be held twice in user space (plain in one socket's write queue, encrypted in the next). Without
- * backpressure it is everything written, 128 MiB or more.
- */
-const MEMORY_BOUND = 48 * MiB
-
 /** A service that writes `size` random bytes as fast as the proxy accepts them. */
 function fastSender(size: number) {
   const state = { written: 0, sent: undefined as Promise<string> | undefined }
@@ -41,7 +27,7 @@ function fastSender(size: number) {
 
 for (const flowControl of [false, true]) {
   const label = flowControl ? ' (flow-controlled frames)' : ''
-  test(`paused reader, fast sender: the sender is held back, memory stays bounded, no reset${label}`, {
+  test(`paused reader, fast sender: the sender is held back, no reset${label}`, {
     timeout: 30_000,
   }, async (t) => {
     const events: ServiceEvent[] = []
@@ -51,18 +37,14 @@ for (const flowControl of [false, true]) {
       onServiceEvent: (e) => events.push(e),
       flowControl,
     })
-    const before = arrayBufferBytes()
     const client = await connectTcp(t, listener.address.port)
     client.pause()
 
     // The event here is the absence of progress: nothing announces that a sender is blocked.
+    // (What the process holds meanwhile is measured by test/memory/proxy-memory.test.ts.)
     const written = await waitForStall(() => sender.state.written)
-    const held = arrayBufferBytes() - before
-    t.diagnostic(
-      `service blocked after ${(written / MiB).toFixed(1)} MiB; ${(held / MiB).toFixed(1)} MiB held in buffers`,
-    )
+    t.diagnostic(`service blocked after ${(written / MiB).toFixed(1)} MiB`)
     assert.ok(written < IN_FLIGHT_BOUND, `service wrote ${written} bytes to a reader that read nothing`)
-    assert.ok(held < MEMORY_BOUND, `${held} bytes of ArrayBuffers held while paused`)
     assert.equal(events.filter((e) => e.type === 'closed').length, 0, 'the session is still open')
 
     const received = await receiveAll(client)

@@ -3,7 +3,7 @@
  * step by step: two streams stand for the relay's hop stream (from the dialer) and stop stream (to
  * the target), and the test plays both remote peers and both transports. Real nodes cannot make the
  * relay's own send queue fill on demand (each relayed stream is already bounded end to end by its
- * yamux window), so backpressure is checked here; relay-memory.test.ts checks the whole path.
+ * yamux window), so backpressure is checked here; test/memory/relay-memory.test.ts checks the whole path.
  */
 
 import * as assert from 'node:assert/strict'

@@ -28,11 +28,11 @@ import type { Connection, Libp2p, Stream, StreamMessageEvent } from '@libp2p/int
 import { tcp } from '@libp2p/tcp'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
-import { YAMUX_OPTIONS } from '../../../src/p2p/constants.ts'
-import { assertRelayPatched, isRelayPatched } from '../../../src/relay/patch-check.ts'
-import type { FixtureReply, FixtureRequest } from '../../fixtures/relay-fixture.ts'
+import { YAMUX_OPTIONS } from '../../src/p2p/constants.ts'
+import { assertRelayPatched, isRelayPatched } from '../../src/relay/patch-check.ts'
+import type { FixtureReply, FixtureRequest } from '../fixtures/relay-fixture.ts'
 
-const FIXTURE = path.resolve(import.meta.dirname, '../../fixtures/relay-fixture.ts')
+const FIXTURE = path.resolve(import.meta.dirname, '../fixtures/relay-fixture.ts')
 const MiB = 1024 * 1024
 const TRANSFER_BYTES = Number(process.env.PEERUP_RELAY_TEST_MIB ?? 256) * MiB
 /** ≥ 64 KiB per send(): smaller writes cost throughput (docs/decisions/0005-data-plane.md). */
