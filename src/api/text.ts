@@ -35,6 +35,11 @@ export function table(rows: string[][]): string {
     .join('\n')
 }
 
+/** A table of `items` under `header`, or `none` when there are none. */
+function listTable<T>(items: T[], none: string, header: string[], row: (item: T) => string[]): string {
+  return items.length === 0 ? none : table([header, ...items.map(row)])
+}
+
 /** The first and last characters of a peer id, enough to tell peers apart in a table. */
 export function shortId(id: string): string {
   return id.length <= 16 ? id : `${id.slice(0, 8)}…${id.slice(-6)}`
@@ -91,30 +96,28 @@ export function statusText(s: StatusResponse): string {
 
 /** `daemon peers`. */
 export function peersText(peers: PeerState[]): string {
-  if (peers.length === 0) {
-    return 'no peers connected'
-  }
-  return table([
+  return listTable(
+    peers,
+    'no peers connected',
     ['PEER', 'NAME', 'PATH', 'SINCE', 'AGENT', 'AUTHORIZED'],
-    ...peers.map((p) => [
+    (p) => [
       p.peerId,
       p.name ?? '-',
       describePath(p.path),
       ago(p.since),
       p.agent ?? '?',
       p.authorized ? 'yes' : 'no',
-    ]),
-  ])
+    ],
+  )
 }
 
 /** `daemon paths`. */
 export function pathsText(paths: PathState[]): string {
-  if (paths.length === 0) {
-    return 'no paths: no peer connected'
-  }
-  return table([
+  return listTable(
+    paths,
+    'no paths: no peer connected',
     ['PEER', 'NAME', 'PATH', 'SINCE', 'BEFORE', 'UPGRADE'],
-    ...paths.map((p) => [
+    (p) => [
       p.peerId,
       p.name ?? '-',
       describePath(p.path),
@@ -123,45 +126,40 @@ export function pathsText(paths: PathState[]): string {
       p.upgrade.state === 'none'
         ? '-'
         : `${p.upgrade.state}${p.upgrade.timeToDirectMs === undefined ? '' : ` in ${(p.upgrade.timeToDirectMs / 1000).toFixed(1)} s`}${p.upgrade.lastError === undefined ? '' : `: ${p.upgrade.lastError}`}`,
-    ]),
-  ])
+    ],
+  )
 }
 
 /** `daemon services`. */
 export function servicesText(services: ServiceState[]): string {
-  if (services.length === 0) {
-    return 'no services offered (`peerup service add <name> <host:port>`, then restart the daemon)'
-  }
-  return table([
+  return listTable(
+    services,
+    'no services offered (`peerup service add <name> <host:port>`, then restart the daemon)',
     ['NAME', 'LOCAL', 'ALLOWED', 'ACTIVE', 'SOURCE'],
-    ...services.map((s) => [
+    (s) => [
       s.name,
       s.localAddress,
       s.allowedPeers.length === 0 ? 'all authorized' : s.allowedPeers.join(','),
       String(s.activeConnections),
       s.source,
-    ]),
-  ])
+    ],
+  )
 }
 
 /** `daemon proxies`. */
 export function proxiesText(proxies: ProxyState[]): string {
-  if (proxies.length === 0) {
-    return 'no proxies (`peerup daemon connect --peer P --service S --listen PORT`)'
-  }
-  return table([
+  return listTable(
+    proxies,
+    'no proxies (`peerup daemon connect --peer P --service S --listen PORT`)',
     ['ID', 'LISTEN', 'PEER', 'SERVICE', 'ACTIVE', 'TOTAL', 'IN', 'OUT'],
-    ...proxies.map((p) => [
+    (p) => [
       p.id,
       p.listen,
       p.peer,
       p.service,
-      String(p.activeConnections),
-      String(p.totalConnections),
-      String(p.bytesIn),
-      String(p.bytesOut),
-    ]),
-  ])
+      ...[p.activeConnections, p.totalConnections, p.bytesIn, p.bytesOut].map(String),
+    ],
+  )
 }
 
 /** `traceroute`. */

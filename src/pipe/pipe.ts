@@ -8,7 +8,7 @@
  */
 
 import type { Logger } from '../log/index.ts'
-import type { ByteEnd, Chunk } from './end.ts'
+import type { ByteEnd, Chunk, EndEvents } from './end.ts'
 
 /**
  * A byte direction, seen from the local end: `'in'` came from the remote end, `'out'` went to it.
@@ -41,9 +41,6 @@ export interface PipeResult {
 export function pipe(local: ByteEnd, remote: ByteEnd, options: PipeOptions = {}): Promise<PipeResult> {
   const { promise, resolve } = Promise.withResolvers<PipeResult>()
   const counts = { in: 0, out: 0 }
-  // A direction is done when the end it writes to has delivered everything and the end.
-  let localFinished = false
-  let remoteFinished = false
   let settled = false
 
   const settle = (error?: Error): void => {
@@ -96,31 +93,23 @@ export function pipe(local: ByteEnd, remote: ByteEnd, options: PipeOptions = {})
   }
   options.signal?.addEventListener('abort', onAbort, { once: true })
 
-  local.start({
-    data: forward(remote, local, 'out'),
-    end: () => settled || remote.end(),
-    drain: () => settled || remote.resume(),
+  // A direction is done when the end it writes to has delivered everything and the end.
+  const finished = new Set<ByteEnd>()
+  const reporting = (end: ByteEnd, other: ByteEnd, direction: Direction): EndEvents => ({
+    data: forward(other, end, direction),
+    end: () => settled || other.end(),
+    drain: () => settled || other.resume(),
     finish: () => {
-      localFinished = true
-      if (remoteFinished) {
+      finished.add(end)
+      if (finished.size === 2) {
         settle()
       }
     },
     error: fail,
   })
+  local.start(reporting(local, remote, 'out'))
   if (!settled) {
-    remote.start({
-      data: forward(local, remote, 'in'),
-      end: () => settled || local.end(),
-      drain: () => settled || local.resume(),
-      finish: () => {
-        remoteFinished = true
-        if (localFinished) {
-          settle()
-        }
-      },
-      error: fail,
-    })
+    remote.start(reporting(remote, local, 'in'))
   }
   return promise
 }
