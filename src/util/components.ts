@@ -56,11 +56,7 @@ export async function stopAll(
   }
 }
 
-/**
- * The name of a component for a log line: its `Symbol.toStringTag` when it has one (libp2p's
- * services do), else its class name.
- */
+/** The name of a component for a log line: its class name. */
 export function componentName(component: Component): string {
-  const tag = (component as { [Symbol.toStringTag]?: unknown })[Symbol.toStringTag]
-  return typeof tag === 'string' ? tag : component.constructor.name
+  return component.constructor?.name ?? 'component'
 }
