@@ -56,6 +56,39 @@ export async function stopAll(
   }
 }
 
+/**
+ * A component the others can do without: when its start fails, `onStartError` is told and the
+ * list goes on; it is then not stopped either.
+ */
+export class Optional implements Component {
+  readonly #component: Component
+  readonly #onStartError: (err: unknown) => void
+  #started = false
+
+  constructor(component: Component, onStartError: (err: unknown) => void) {
+    this.#component = component
+    this.#onStartError = onStartError
+  }
+
+  /** Starts the component; a failure is reported, not thrown. */
+  async start(): Promise<void> {
+    try {
+      await this.#component.start()
+      this.#started = true
+    } catch (err) {
+      this.#onStartError(err)
+    }
+  }
+
+  /** Stops the component, when it started. */
+  async stop(): Promise<void> {
+    if (this.#started) {
+      this.#started = false
+      await this.#component.stop()
+    }
+  }
+}
+
 /** The name of a component for a log line: its class name. */
 export function componentName(component: Component): string {
   return component.constructor?.name ?? 'component'

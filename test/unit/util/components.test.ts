@@ -1,12 +1,13 @@
 /**
  * startAll()/stopAll(): components start in order and stop in reverse; a start that fails stops
  * those already started, in reverse, and never the one that failed or those after it; a stop that
- * throws is reported and the others still stop.
+ * throws is reported and the others still stop; an optional component that fails to start is
+ * reported and skipped.
  */
 
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { type Component, componentName, startAll, stopAll } from '../../../src/util/components.ts'
+import { type Component, componentName, Optional, startAll, stopAll } from '../../../src/util/components.ts'
 
 /** A component that writes `start <name>` and `stop <name>` into `log`, and can be made to fail. */
 class Recorder implements Component {
@@ -79,6 +80,20 @@ describe('startAll / stopAll', () => {
     )
     assert.deepEqual(log, ['start a', 'stop a'])
     assert.deepEqual(reported, ['a cannot stop'])
+  })
+
+  it('goes on past an optional component that fails to start, and does not stop it', async () => {
+    const log: string[] = []
+    const errors: string[] = []
+    const list = [
+      new Recorder('a', log),
+      new Optional(new Recorder('b', log, 'start'), (err) => errors.push((err as Error).message)),
+      new Optional(new Recorder('c', log), () => errors.push('c')),
+    ]
+    await startAll(list)
+    await stopAll(list)
+    assert.deepEqual(log, ['start a', 'start c', 'stop c', 'stop a'])
+    assert.deepEqual(errors, ['b cannot start'])
   })
 
   it('names a component by its class', () => {
