@@ -14,14 +14,26 @@ import type { NodeRuntime } from '../p2p/runtime.ts'
 /** A subscriber gets every event in order; it must not throw. */
 export type EventListener = (event: DaemonEvent) => void
 
-/** Distributes daemon events. */
+/** What {@link DaemonEvents} listens to; the runtime is read at start and later. */
+export interface DaemonEventsComponents {
+  runtime: NodeRuntime
+}
+
+/**
+ * Distributes daemon events: a component whose `start()` subscribes to the node runtime's path
+ * tracker, reservation supervisor and authorized_keys, and whose `stop()` unsubscribes.
+ */
 export class DaemonEvents {
   readonly #listeners = new Set<EventListener>()
-  readonly #rt: NodeRuntime
+  readonly #components: DaemonEventsComponents
   readonly #unsubscribe: Array<() => void> = []
 
-  constructor(rt: NodeRuntime) {
-    this.#rt = rt
+  constructor(components: DaemonEventsComponents) {
+    this.#components = components
+  }
+
+  get #rt(): NodeRuntime {
+    return this.#components.runtime
   }
 
   /** Starts listening to the path tracker, the reservation supervisor and authorized_keys. */
@@ -73,6 +85,7 @@ export class DaemonEvents {
     )
   }
 
+  /** Stops listening to them. */
   stop(): void {
     for (const off of this.#unsubscribe.splice(0)) {
       off()

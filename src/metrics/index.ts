@@ -286,18 +286,3 @@ export class MetricsServer implements Component {
     })
   }
 }
-
-/** Serves `GET /metrics` from `registry` on `listen`; see {@link MetricsServer}. */
-export async function startMetricsServer(
-  registry: Registry,
-  listen: string,
-  log: Logger,
-  beforeScrape?: () => void,
-): Promise<{ address: string; close(): Promise<void> }> {
-  const server = new MetricsServer(
-    { registry, log },
-    { listenAddress: listen, ...(beforeScrape === undefined ? {} : { beforeScrape }) },
-  )
-  await server.start()
-  return { address: server.address, close: () => server.stop() }
-}
