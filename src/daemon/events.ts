@@ -14,26 +14,17 @@ import type { NodeRuntime } from '../p2p/runtime.ts'
 /** A subscriber gets every event in order; it must not throw. */
 export type EventListener = (event: DaemonEvent) => void
 
-/** What {@link DaemonEvents} listens to; the runtime is read at start and later. */
-export interface DaemonEventsComponents {
-  runtime: NodeRuntime
-}
-
 /**
  * Distributes daemon events: a component whose `start()` subscribes to the node runtime's path
  * tracker, reservation supervisor and authorized_keys, and whose `stop()` unsubscribes.
  */
 export class DaemonEvents {
   readonly #listeners = new Set<EventListener>()
-  readonly #components: DaemonEventsComponents
+  readonly #rt: NodeRuntime
   readonly #unsubscribe: Array<() => void> = []
 
-  constructor(components: DaemonEventsComponents) {
-    this.#components = components
-  }
-
-  get #rt(): NodeRuntime {
-    return this.#components.runtime
+  constructor(rt: NodeRuntime) {
+    this.#rt = rt
   }
 
   /** Starts listening to the path tracker, the reservation supervisor and authorized_keys. */

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto'
 import type { ConnectRequest, ProxyState } from '../api/index.ts'
 import { NotFoundError } from '../errors.ts'
 import type { Logger } from '../log/index.ts'
-import type { Observer } from '../metrics/observer.ts'
+import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
 import { type Listener, startListener } from '../pipe/listener.ts'
 import { serviceStreamEnd } from '../pipe/stream.ts'
@@ -20,33 +20,20 @@ interface Entry {
   listener: Listener
 }
 
-/** What a {@link ProxyManager} uses; `runtime` and `observer` are read when a proxy is added. */
-export interface ProxyManagerComponents {
-  runtime: NodeRuntime
-  observer: Observer
-  log: Logger
-}
-
 /**
  * The daemon's proxy listeners: a component with nothing to do at start (listeners come with
  * `POST /v1/connect`) whose `stop()` closes every listener still open.
  */
 export class ProxyManager {
-  readonly #components: ProxyManagerComponents
+  readonly #rt: NodeRuntime
   readonly #log: Logger
   readonly #entries = new Map<string, Entry>()
+  readonly #observer: Observer
 
-  constructor(components: ProxyManagerComponents) {
-    this.#components = components
-    this.#log = components.log.child('proxies')
-  }
-
-  get #rt(): NodeRuntime {
-    return this.#components.runtime
-  }
-
-  get #observer(): Observer {
-    return this.#components.observer
+  constructor(rt: NodeRuntime, log: Logger, observer: Observer = NO_OBSERVER) {
+    this.#rt = rt
+    this.#log = log
+    this.#observer = observer
   }
 
   /** Nothing to start: listeners are added on request. */

@@ -23,7 +23,7 @@ import { createNodeMetrics, MetricsServer } from '../metrics/index.ts'
 import type { Observer } from '../metrics/observer.ts'
 import { Telemetry } from '../metrics/telemetry.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
-import { type Component, componentName, startAll, stopAll } from '../util/components.ts'
+import { type Component, componentName, Deferred, startAll, stopAll } from '../util/components.ts'
 import type { ApiLimits, Route, UpgradeRoute } from '../util/local-api.ts'
 import { SystemdNotify } from '../util/sd-notify.ts'
 import { DaemonApi, DaemonApiSocket } from './api-socket.ts'
@@ -140,10 +140,10 @@ async function assembleDaemon(options: DaemonOptions, stopping: AbortController)
       return node.runtime
     },
     get events() {
-      return events
+      return events.value
     },
     get proxies() {
-      return proxies
+      return proxies.value
     },
     get api() {
       return api
@@ -160,7 +160,7 @@ async function assembleDaemon(options: DaemonOptions, stopping: AbortController)
   const nodeMetrics = config.telemetry.metrics.enabled ? createNodeMetrics() : undefined
   const telemetry = new Telemetry({ node: nodeMetrics, audit: config.telemetry.audit, dir })
   const node = new DaemonNode(shared, { configFile: options.configFile, metrics: nodeMetrics })
-  const events = new DaemonEvents(shared)
+  const events = new Deferred(() => new DaemonEvents(node.runtime))
   const metrics =
     nodeMetrics === undefined
       ? undefined
@@ -171,7 +171,7 @@ async function assembleDaemon(options: DaemonOptions, stopping: AbortController)
             beforeScrape: () => refreshNodeMetrics(nodeMetrics, node.runtime),
           },
         )
-  const proxies = new ProxyManager(shared)
+  const proxies = new Deferred(() => new ProxyManager(node.runtime, log.child('proxies'), telemetry.observer))
   const confirmation = new ApplyConfirmation(shared)
   const list: Component[] = [
     api,

@@ -89,7 +89,48 @@ export class Optional implements Component {
   }
 }
 
-/** The name of a component for a log line: its class name. */
+/**
+ * A component made only when its turn to start comes, from what the components before it
+ * provide (a class that takes a running node in its constructor, say): `start()` makes it and
+ * starts it, `stop()` stops it. {@link Deferred.value} is the component, once made.
+ */
+export class Deferred<T extends Component> implements Component {
+  readonly #make: () => T
+  #value: T | undefined
+
+  constructor(make: () => T) {
+    this.#make = make
+  }
+
+  /** The component; only once started (it stays readable after the stop). */
+  get value(): T {
+    if (this.#value === undefined) {
+      throw new Error('this component has not started')
+    }
+    return this.#value
+  }
+
+  /** Makes the component and starts it. */
+  async start(): Promise<void> {
+    const value = this.#make()
+    await value.start()
+    this.#value = value
+  }
+
+  /** Stops the component. */
+  async stop(): Promise<void> {
+    await this.#value?.stop()
+  }
+}
+
+/** The name of a component for a log line: its class name (a deferred one's, once made). */
 export function componentName(component: Component): string {
+  if (component instanceof Deferred) {
+    try {
+      return componentName(component.value)
+    } catch {
+      return 'Deferred'
+    }
+  }
   return component.constructor?.name ?? 'component'
 }

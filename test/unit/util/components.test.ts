@@ -2,12 +2,19 @@
  * startAll()/stopAll(): components start in order and stop in reverse; a start that fails stops
  * those already started, in reverse, and never the one that failed or those after it; a stop that
  * throws is reported and the others still stop; an optional component that fails to start is
- * reported and skipped.
+ * reported and skipped; a deferred one is made only when its turn to start comes.
  */
 
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { type Component, componentName, Optional, startAll, stopAll } from '../../../src/util/components.ts'
+import {
+  type Component,
+  componentName,
+  Deferred,
+  Optional,
+  startAll,
+  stopAll,
+} from '../../../src/util/components.ts'
 
 /** A component that writes `start <name>` and `stop <name>` into `log`, and can be made to fail. */
 class Recorder implements Component {
@@ -94,6 +101,26 @@ describe('startAll / stopAll', () => {
     await stopAll(list)
     assert.deepEqual(log, ['start a', 'start c', 'stop c', 'stop a'])
     assert.deepEqual(errors, ['b cannot start'])
+  })
+
+  it('makes a deferred component when its turn to start comes, from what started before it', async () => {
+    const log: string[] = []
+    let made = 0
+    const first = new Recorder('a', log)
+    const deferred = new Deferred(() => {
+      made++
+      // What the components before it provide is there by now.
+      assert.deepEqual(log, ['start a'])
+      return new Recorder('b', log)
+    })
+    assert.throws(() => deferred.value, /not started/)
+    assert.equal(componentName(deferred), 'Deferred')
+    await startAll([first, deferred])
+    assert.equal(made, 1)
+    assert.ok(deferred.value instanceof Recorder)
+    assert.equal(componentName(deferred), 'Recorder')
+    await stopAll([first, deferred])
+    assert.deepEqual(log, ['start a', 'start b', 'stop b', 'stop a'])
   })
 
   it('names a component by its class', () => {
