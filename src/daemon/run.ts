@@ -71,6 +71,7 @@ export interface DaemonComponents {
   observer: Observer
   /** The node: only once it started. */
   runtime: NodeRuntime
+  /** Made on the running node when their turn to start comes (see `Deferred`). */
   events: DaemonEvents
   proxies: ProxyManager
   api: DaemonApiSocket
