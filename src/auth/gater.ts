@@ -20,7 +20,8 @@ export type AuthDecisionCallback = (peerId: string, decision: AuthDecision, wher
 
 /**
  * The set of authorized peer ids, replaced whole on reload. Expiry is applied when the set is
- * built; {@link AuthorizedPeers.reloadFromFile} also re-arms a timer for the next expiry.
+ * built; {@link AuthorizedPeers.reloadFromFile} also re-arms a timer for the next expiry. As a
+ * component, `start()` loads the file and arms that timer; `stop()` disarms it.
  */
 export class AuthorizedPeers {
   #ids: ReadonlySet<string>
@@ -36,8 +37,13 @@ export class AuthorizedPeers {
   /** Loads the set from an authorized_keys file (a missing file is an empty set). */
   static async fromFile(file: string): Promise<AuthorizedPeers> {
     const peers = new AuthorizedPeers([], file)
-    await peers.reloadFromFile()
+    await peers.start()
     return peers
+  }
+
+  /** Loads the set from its file, when it has one (a missing file is an empty set). */
+  async start(): Promise<void> {
+    await this.reloadFromFile()
   }
 
   /** Whether `peerId` is authorized now. */

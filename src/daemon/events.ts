@@ -14,7 +14,10 @@ import type { NodeRuntime } from '../p2p/runtime.ts'
 /** A subscriber gets every event in order; it must not throw. */
 export type EventListener = (event: DaemonEvent) => void
 
-/** Distributes daemon events. */
+/**
+ * Distributes daemon events: a component whose `start()` subscribes to the node runtime's path
+ * tracker, reservation supervisor and authorized_keys, and whose `stop()` unsubscribes.
+ */
 export class DaemonEvents {
   readonly #listeners = new Set<EventListener>()
   readonly #rt: NodeRuntime
@@ -73,6 +76,7 @@ export class DaemonEvents {
     )
   }
 
+  /** Stops listening to them. */
   stop(): void {
     for (const off of this.#unsubscribe.splice(0)) {
       off()

@@ -20,7 +20,10 @@ interface Entry {
   listener: Listener
 }
 
-/** The daemon's proxy listeners. */
+/**
+ * The daemon's proxy listeners: a component with nothing to do at start (listeners come with
+ * `POST /v1/connect`) whose `stop()` closes every listener still open.
+ */
 export class ProxyManager {
   readonly #rt: NodeRuntime
   readonly #log: Logger
@@ -31,6 +34,14 @@ export class ProxyManager {
     this.#rt = rt
     this.#log = log
     this.#observer = observer
+  }
+
+  /** Nothing to start: listeners are added on request. */
+  start(): void {}
+
+  /** Closes every listener. */
+  async stop(): Promise<void> {
+    await this.closeAll()
   }
 
   /** Starts a listener; the peer is reached once first, so a wrong name or a refusal is an error now. */

@@ -44,21 +44,62 @@ export interface DemoOptions {
 
 /** Runs the demo, writing its narration with `say`. */
 export async function runDemo(say: (line: string) => void, options: DemoOptions = {}): Promise<void> {
-  const { signal } = options
-  const root = await fs.mkdtemp(path.join(os.tmpdir(), 'peerup-demo-'))
-  const self = options.peerup ?? selfCommand()
-  const children: Child[] = []
-  const stops: Array<() => Promise<unknown>> = []
-  const env: NodeJS.ProcessEnv = { ...process.env, PEERUP_HOME: root }
-  delete env.PEERUP_DEBUG
+  const demo = new Demo(await fs.mkdtemp(path.join(os.tmpdir(), 'peerup-demo-')), options)
+  try {
+    say(`peerup demo — everything lives in ${demo.root} and on 127.0.0.1, and is removed at the end.`)
+    say(
+      `Each step runs the real command (${demo.self.map((a) => path.basename(a)).join(' ')}) as its own process.\n`,
+    )
+    const relay = await startRelay(demo, say)
+    const { home, laptop } = await initMachines(demo, relay.address, say)
+    await trustEachOther(demo, relay.configFile, home, laptop, say)
+    await serveHome(demo, home, say)
+    await reachHome(demo, laptop, say)
+    say('Done. On real machines: docs/relay-vps.md — `peerup ssh home` once home runs sshd and offers ssh.')
+  } finally {
+    await demo.close()
+  }
+}
+
+/** A machine of the demo, as `peerup init --json` describes it. */
+interface Machine {
+  peerId: string
+  configFile: string
+}
+
+/**
+ * The demo's processes and files: `peerup` runs to completion or in the background, with
+ * PEERUP_HOME in the demo's directory; {@link Demo.close} stops what still runs (the most recent
+ * first), then what else was started, and removes the directory.
+ */
+class Demo {
+  readonly root: string
+  readonly self: string[]
+  readonly #signal: AbortSignal | undefined
+  readonly #env: NodeJS.ProcessEnv
+  readonly #children: Child[] = []
+  readonly #stops: Array<() => Promise<unknown>> = []
+
+  constructor(root: string, options: DemoOptions) {
+    this.root = root
+    this.self = options.peerup ?? selfCommand()
+    this.#signal = options.signal
+    this.#env = { ...process.env, PEERUP_HOME: root }
+    delete this.#env.PEERUP_DEBUG
+  }
+
+  /** Aborts the demo's waits and commands (the CLI's SIGINT). */
+  get signal(): AbortSignal | undefined {
+    return this.#signal
+  }
 
   /** Runs `peerup args…` to completion; its stdout, or a DemoError with its stderr. */
-  const peerup = (args: string[]): Promise<string> =>
-    new Promise((resolve, reject) => {
-      const proc = spawn(self[0] as string, [...self.slice(1), ...args], {
-        env,
+  peerup(args: string[]): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const proc = spawn(this.self[0] as string, [...this.self.slice(1), ...args], {
+        env: this.#env,
         stdio: ['ignore', 'pipe', 'pipe'],
-        signal,
+        signal: this.#signal,
       })
       let out = ''
       let err = ''
@@ -75,11 +116,12 @@ export async function runDemo(say: (line: string) => void, options: DemoOptions 
           : reject(new DemoError(`\`peerup ${args.join(' ')}\` failed: ${lastLine(err) ?? `exit ${code}`}`)),
       )
     })
+  }
 
   /** Starts a long-running `peerup args…`; it is stopped (SIGTERM) when the demo ends. */
-  const start = (label: string, args: string[]): Child => {
-    const proc = spawn(self[0] as string, [...self.slice(1), ...args], {
-      env,
+  start(label: string, args: string[]): Child {
+    const proc = spawn(this.self[0] as string, [...this.self.slice(1), ...args], {
+      env: this.#env,
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     const child: Child = {
@@ -93,133 +135,177 @@ export async function runDemo(say: (line: string) => void, options: DemoOptions 
       child.tail.push(line)
       child.tail.splice(0, child.tail.length - 20)
     })
-    children.unshift(child)
+    this.#children.unshift(child)
     return child
   }
 
-  try {
-    say(`peerup demo — everything lives in ${root} and on 127.0.0.1, and is removed at the end.`)
-    say(
-      `Each step runs the real command (${self.map((a) => path.basename(a)).join(' ')}) as its own process.\n`,
-    )
+  /** Runs `stop` when the demo ends, after the processes stopped. */
+  onClose(stop: () => Promise<unknown>): void {
+    this.#stops.unshift(stop)
+  }
 
-    say('1. A relay (on a real network: a small VPS you run).')
-    say('   $ peerup relay setup && peerup relay serve')
-    const relaySetup = JSON.parse(
-      await peerup(['relay', 'setup', '--dir', path.join(root, 'relay'), '--non-interactive', '--json']),
-    ) as { peerId: string; configFile: string }
-    await editConfigFile(relaySetup.configFile, relayConfigSchema, (doc) => {
-      // Loopback only, any free port; STUN and /healthz are not needed here.
-      doc.setIn(['network', 'listen_addresses'], doc.createNode(['/ip4/127.0.0.1/tcp/0']))
-      doc.setIn(['stun', 'enabled'], false)
-      doc.setIn(['health', 'enabled'], false)
-    })
-    const relay = start('relay', ['relay', 'serve', '--config', relaySetup.configFile, '--log-level', 'info'])
-    const started = await logLine(relay, (l) => l.msg === 'relay started', signal)
-    const relayAddr = String(started.addresses ?? '')
-      .split(' ')
-      .find((a) => a.startsWith('/ip4/127.0.0.1/'))
-    if (relayAddr === undefined) {
-      throw new DemoError(`the relay announced no loopback address: ${String(started.addresses)}`)
-    }
-    say(`   relay ${short(relaySetup.peerId)} listening at ${relayAddr}\n`)
-
-    say('2. Two machines: "home" (behind NAT, offers a service) and "laptop".')
-    say('   $ peerup init --relay <relay address>')
-    const init = async (name: string): Promise<{ peerId: string; configFile: string }> => {
-      const r = JSON.parse(
-        await peerup([
-          'init',
-          '--non-interactive',
-          '--relay',
-          relayAddr,
-          '--dir',
-          path.join(root, name),
-          '--json',
-        ]),
-      ) as { peerId: string; configFile: string }
-      // Like a machine behind NAT: no listening port anyone could dial, only the relay reservation.
-      await editConfigFile(r.configFile, nodeConfigSchema, (doc) => {
-        doc.setIn(['network', 'listen_addresses'], doc.createNode([]))
-      })
-      return r
-    }
-    const home = await init('home')
-    const laptop = await init('laptop')
-    say(`   home   ${home.peerId}`)
-    say(`   laptop ${laptop.peerId}\n`)
-
-    say('3. Trust: the relay serves both, home and laptop know each other by name.')
-    say('   $ peerup relay authorize <id>            (on the relay, for each)')
-    say('   $ peerup auth add <id> --name <name>     (on home, and on laptop)')
-    for (const [node, name] of [
-      [home, 'home'],
-      [laptop, 'laptop'],
-    ] as const) {
-      await peerup(['relay', 'authorize', node.peerId, '--comment', name, '--config', relaySetup.configFile])
-    }
-    await peerup(['auth', 'add', laptop.peerId, '--name', 'laptop', '--config', home.configFile])
-    await peerup(['auth', 'add', home.peerId, '--name', 'home', '--config', laptop.configFile])
-    say('   anyone else is refused by home and cannot hold a reservation on the relay\n')
-
-    say('4. home offers a local TCP service and runs its daemon.')
-    const service = await startGreeter()
-    stops.unshift(() => service.close())
-    say(`   $ peerup service add greet 127.0.0.1:${service.port} && peerup daemon`)
-    await peerup(['service', 'add', 'greet', `127.0.0.1:${service.port}`, '--config', home.configFile])
-    const daemon = start('home daemon', ['daemon', '--config', home.configFile, '--log-level', 'info'])
-    await logLine(daemon, (l) => l.msg === 'reservation held', signal)
-    say(
-      `   home holds a reservation on the relay: reachable at <relay>/p2p-circuit/p2p/${short(home.peerId)}\n`,
-    )
-
-    say("5. laptop forwards a local port to home's service.")
-    say('   $ peerup proxy home greet 127.0.0.1:0')
-    const proxy = start('laptop proxy', [
-      'proxy',
-      'home',
-      'greet',
-      '127.0.0.1:0',
-      '--json',
-      '--config',
-      laptop.configFile,
-    ])
-    const forwarding = await firstStdoutJson(proxy, signal)
-    const listen = String(forwarding.listen)
-    const pathInfo = forwarding.path as { type: string; relay?: string }
-    say(
-      `   listening on ${listen}, path ${pathInfo.type}${pathInfo.relay ? ` via ${short(pathInfo.relay)}` : ''}`,
-    )
-    const port = Number(listen.split(':').pop())
-    const reply = await talk(port, 'hello from laptop')
-    say(`   sent "hello from laptop"; home's service answered: "${reply}"\n`)
-
-    say('6. laptop pings home.')
-    say('   $ peerup ping home -c 3 --interval 200ms')
-    const pinged = await peerup([
-      'ping',
-      'home',
-      '-c',
-      '3',
-      '--interval',
-      '200ms',
-      '--config',
-      laptop.configFile,
-    ])
-    for (const line of pinged.trimEnd().split('\n')) {
-      say(`   ${line}`)
-    }
-    say('')
-    say('Done. On real machines: docs/relay-vps.md — `peerup ssh home` once home runs sshd and offers ssh.')
-  } finally {
-    for (const child of children) {
+  /** Stops every process, then the rest, and removes the directory. */
+  async close(): Promise<void> {
+    for (const child of this.#children) {
       await stopChild(child)
     }
-    for (const stop of stops) {
+    for (const stop of this.#stops) {
       await stop().catch(() => {})
     }
-    await fs.rm(root, { recursive: true, force: true })
+    await fs.rm(this.root, { recursive: true, force: true })
   }
+}
+
+/** Step 1: a relay, on loopback only; returns its config file and loopback address. */
+async function startRelay(
+  demo: Demo,
+  say: (line: string) => void,
+): Promise<{ configFile: string; address: string }> {
+  say('1. A relay (on a real network: a small VPS you run).')
+  say('   $ peerup relay setup && peerup relay serve')
+  const relaySetup = JSON.parse(
+    await demo.peerup([
+      'relay',
+      'setup',
+      '--dir',
+      path.join(demo.root, 'relay'),
+      '--non-interactive',
+      '--json',
+    ]),
+  ) as { peerId: string; configFile: string }
+  await editConfigFile(relaySetup.configFile, relayConfigSchema, (doc) => {
+    // Loopback only, any free port; STUN and /healthz are not needed here.
+    doc.setIn(['network', 'listen_addresses'], doc.createNode(['/ip4/127.0.0.1/tcp/0']))
+    doc.setIn(['stun', 'enabled'], false)
+    doc.setIn(['health', 'enabled'], false)
+  })
+  const relay = demo.start('relay', [
+    'relay',
+    'serve',
+    '--config',
+    relaySetup.configFile,
+    '--log-level',
+    'info',
+  ])
+  const started = await logLine(relay, (l) => l.msg === 'relay started', demo.signal)
+  const address = String(started.addresses ?? '')
+    .split(' ')
+    .find((a) => a.startsWith('/ip4/127.0.0.1/'))
+  if (address === undefined) {
+    throw new DemoError(`the relay announced no loopback address: ${String(started.addresses)}`)
+  }
+  say(`   relay ${short(relaySetup.peerId)} listening at ${address}\n`)
+  return { configFile: relaySetup.configFile, address }
+}
+
+/** Step 2: "home" and "laptop", each reachable only through the relay, as behind NAT. */
+async function initMachines(
+  demo: Demo,
+  relayAddr: string,
+  say: (line: string) => void,
+): Promise<{ home: Machine; laptop: Machine }> {
+  say('2. Two machines: "home" (behind NAT, offers a service) and "laptop".')
+  say('   $ peerup init --relay <relay address>')
+  const init = async (name: string): Promise<Machine> => {
+    const r = JSON.parse(
+      await demo.peerup([
+        'init',
+        '--non-interactive',
+        '--relay',
+        relayAddr,
+        '--dir',
+        path.join(demo.root, name),
+        '--json',
+      ]),
+    ) as Machine
+    // Like a machine behind NAT: no listening port anyone could dial, only the relay reservation.
+    await editConfigFile(r.configFile, nodeConfigSchema, (doc) => {
+      doc.setIn(['network', 'listen_addresses'], doc.createNode([]))
+    })
+    return r
+  }
+  const home = await init('home')
+  const laptop = await init('laptop')
+  say(`   home   ${home.peerId}`)
+  say(`   laptop ${laptop.peerId}\n`)
+  return { home, laptop }
+}
+
+/** Step 3: the relay serves both; home and laptop know each other by name. */
+async function trustEachOther(
+  demo: Demo,
+  relayConfig: string,
+  home: Machine,
+  laptop: Machine,
+  say: (line: string) => void,
+): Promise<void> {
+  say('3. Trust: the relay serves both, home and laptop know each other by name.')
+  say('   $ peerup relay authorize <id>            (on the relay, for each)')
+  say('   $ peerup auth add <id> --name <name>     (on home, and on laptop)')
+  for (const [node, name] of [
+    [home, 'home'],
+    [laptop, 'laptop'],
+  ] as const) {
+    await demo.peerup(['relay', 'authorize', node.peerId, '--comment', name, '--config', relayConfig])
+  }
+  await demo.peerup(['auth', 'add', laptop.peerId, '--name', 'laptop', '--config', home.configFile])
+  await demo.peerup(['auth', 'add', home.peerId, '--name', 'home', '--config', laptop.configFile])
+  say('   anyone else is refused by home and cannot hold a reservation on the relay\n')
+}
+
+/** Step 4: home offers a small TCP service and runs its daemon, which holds a reservation. */
+async function serveHome(demo: Demo, home: Machine, say: (line: string) => void): Promise<void> {
+  say('4. home offers a local TCP service and runs its daemon.')
+  const service = await startGreeter()
+  demo.onClose(() => service.close())
+  say(`   $ peerup service add greet 127.0.0.1:${service.port} && peerup daemon`)
+  await demo.peerup(['service', 'add', 'greet', `127.0.0.1:${service.port}`, '--config', home.configFile])
+  const daemon = demo.start('home daemon', ['daemon', '--config', home.configFile, '--log-level', 'info'])
+  await logLine(daemon, (l) => l.msg === 'reservation held', demo.signal)
+  say(
+    `   home holds a reservation on the relay: reachable at <relay>/p2p-circuit/p2p/${short(home.peerId)}\n`,
+  )
+}
+
+/** Steps 5 and 6: laptop forwards a local port to home's service, then pings home. */
+async function reachHome(demo: Demo, laptop: Machine, say: (line: string) => void): Promise<void> {
+  say("5. laptop forwards a local port to home's service.")
+  say('   $ peerup proxy home greet 127.0.0.1:0')
+  const proxy = demo.start('laptop proxy', [
+    'proxy',
+    'home',
+    'greet',
+    '127.0.0.1:0',
+    '--json',
+    '--config',
+    laptop.configFile,
+  ])
+  const forwarding = await firstStdoutJson(proxy, demo.signal)
+  const listen = String(forwarding.listen)
+  const pathInfo = forwarding.path as { type: string; relay?: string }
+  say(
+    `   listening on ${listen}, path ${pathInfo.type}${pathInfo.relay ? ` via ${short(pathInfo.relay)}` : ''}`,
+  )
+  const port = Number(listen.split(':').pop())
+  const reply = await talk(port, 'hello from laptop')
+  say(`   sent "hello from laptop"; home's service answered: "${reply}"\n`)
+
+  say('6. laptop pings home.')
+  say('   $ peerup ping home -c 3 --interval 200ms')
+  const pinged = await demo.peerup([
+    'ping',
+    'home',
+    '-c',
+    '3',
+    '--interval',
+    '200ms',
+    '--config',
+    laptop.configFile,
+  ])
+  for (const line of pinged.trimEnd().split('\n')) {
+    say(`   ${line}`)
+  }
+  say('')
 }
 
 /** Stops a child with SIGTERM (its orderly shutdown), then SIGKILL if it hangs. */

@@ -8,7 +8,10 @@
  */
 
 import type { Connection } from '@libp2p/interface'
+import { resolveIn } from '../config/load.ts'
 import type { Logger } from '../log/index.ts'
+import type { NodeRuntime } from '../p2p/runtime.ts'
+import type { Component } from '../util/components.ts'
 import { askRelay } from './relay-admin.ts'
 import { trustPeer } from './trust.ts'
 
@@ -54,4 +57,62 @@ export async function catchUpGroups(host: CatchUpHost, relay: Connection, log: L
     log.info('trusted group members learned from the relay', { count: added.length })
   }
   return added
+}
+
+/** What {@link GroupCatchUp} uses; read at start and later. */
+export interface GroupCatchUpComponents {
+  runtime: NodeRuntime
+  log: Logger
+}
+
+/**
+ * Catches up with the relay groups each time a reservation is (re)gained, and at start on the
+ * relays already reserved: `start()` subscribes to the reservation supervisor, `stop()`
+ * unsubscribes.
+ */
+export class GroupCatchUp implements Component {
+  readonly #components: GroupCatchUpComponents
+  #unsubscribe: (() => void) | undefined
+
+  constructor(components: GroupCatchUpComponents) {
+    this.#components = components
+  }
+
+  /** Subscribes, and catches up on the relays reserved already. */
+  start(): void {
+    const supervisor = this.#components.runtime.supervisor
+    this.#unsubscribe = supervisor.onChange((e) => {
+      if (e.reserved) {
+        this.#catchUp(e.relay)
+      }
+    })
+    for (const r of supervisor.status().filter((x) => x.reserved)) {
+      this.#catchUp(r.peerId)
+    }
+  }
+
+  /** Unsubscribes. */
+  stop(): void {
+    this.#unsubscribe?.()
+    this.#unsubscribe = undefined
+  }
+
+  #catchUp(relayId: string): void {
+    const { runtime: rt, log } = this.#components
+    const conn = rt.node
+      .getConnections()
+      .find((c) => c.remotePeer.toString() === relayId && c.status === 'open' && c.limits === undefined)
+    if (conn === undefined) {
+      return
+    }
+    const host = {
+      peerId: rt.peerId,
+      configFile: rt.configFile,
+      authorizedKeysFile: resolveIn(rt.dir, rt.config.security.authorized_keys_file),
+      authorized: rt.authorized,
+    }
+    catchUpGroups(host, conn, log.child('groups')).catch((err: unknown) =>
+      log.warn('catching up with relay groups failed', { error: err as Error }),
+    )
+  }
 }

@@ -1,7 +1,7 @@
 /**
  * `peerup invite`: hold a reservation on a relay, make a single-use code, wait on
  * `/peerup/invite/1.0.0` for one joiner, then authorize it here, record its name and ask the
- * relay to authorize it there (sponsoring, SPEC §6).
+ * relay to authorize it there (sponsoring, docs/pairing.md).
  *
  * @packageDocumentation
  */
@@ -16,6 +16,7 @@ import { auditObserver, NO_OBSERVER, type Observer } from '../metrics/observer.t
 import type { PeerupLibp2p } from '../p2p/node.ts'
 import { shortId } from '../p2p/path.ts'
 import type { RelayState } from '../p2p/reservations.ts'
+import { type Component, startAll, stopAll } from '../util/components.ts'
 import { socketAnswers } from '../util/socket.ts'
 import { createInviteCode, encodeInviteCode, type InviteCode } from './code.ts'
 import { CodeExpiredError, InviteUnavailableError } from './errors.ts'
@@ -99,16 +100,79 @@ export interface InviteOnOptions extends Omit<InviteOptions, 'configFile'> {
   observer?: Observer
 }
 
-/** Runs one invite on `pn`: a join (resolves), expiry, burning or the signal (rejects). */
+/**
+ * Runs one invite on `pn`: a join (resolves), expiry, burning or the signal (rejects). While the
+ * code is open three components run, started in this order and stopped in reverse: the invite
+ * registered on the relay, the handler of the invite protocol, and the admission of the joiner.
+ */
 export async function inviteOn(pn: PairingHost, options: InviteOnOptions): Promise<InviteResult> {
-  const { log } = options
   const progress = options.onProgress ?? (() => {})
+  const relay = await reservedRelay(pn, options)
+  // The code carries the transport part; the relay's peer id travels beside it.
+  const relayAddr = multiaddr(relay.addrs[0] as string).decapsulateCode(P2P_CODE)
+  const code = createInviteCode({
+    kind: 'peer',
+    expires: new Date(Math.floor((Date.now() + options.ttlMs) / 1000) * 1000),
+    relayAddress: relayAddr.toString(),
+    relayPeerId: relay.peerId,
+    inviterPeerId: pn.peerId,
+    network: pn.config.discovery.network,
+  })
+  let result: InviteResult | undefined
+  const session = inviteSession(pn, options, code, relay.peerId, (r) => {
+    result = r
+  })
+  const exchanges = new InviteExchanges(
+    { host: pn, log: options.log, observer: options.observer ?? NO_OBSERVER },
+    { session },
+  )
+  const components: Component[] = [
+    // The relay lets a stranger's circuit through to us only while we say we are pairing, and
+    // will sponsor only the peer it saw join us then (docs/decisions/0004-strangers.md).
+    new RelayInvite({ host: pn, log: options.log }, { relayPeerId: relay.peerId, expires: code.expires }),
+    exchanges,
+    new JoinerAdmission({ host: pn }),
+  ]
+  await startAll(components)
+  try {
+    options.onCode(encodeInviteCode(code), code)
+    progress('waiting for the other machine to run `peerup join` with this code…')
+    const expired = AbortSignal.timeout(Math.max(code.expires.getTime() - Date.now(), 0))
+    try {
+      const joiner = await raceSignals(session.joined, [options.signal, expired])
+      // The exchange finishes (accept sent, the joiner's done read) before the node goes away;
+      // each step of it has its own deadline.
+      await exchanges.settled()
+      if (result === undefined || result.peerId !== joiner.peerId) {
+        throw new Error('pairing finished without a result')
+      }
+      return result
+    } catch (err) {
+      if (!expired.aborted && !options.signal.aborted) {
+        // Burned: the exchange that burned the code is still telling its joiner so; stopping now
+        // would cut that off, and the joiner would read "the other side closed the connection".
+        await exchanges.settled()
+      }
+      if (expired.aborted && !options.signal.aborted) {
+        throw new CodeExpiredError(`nobody joined before the code expired at ${code.expires.toISOString()}`, {
+          hint: 'run `peerup invite` again for a new code (`--ttl` makes it last longer)',
+        })
+      }
+      throw err
+    }
+  } finally {
+    await stopAll(components)
+  }
+}
+
+/** Waits for a reservation on one of `pn`'s relays and returns that relay. */
+async function reservedRelay(pn: PairingHost, options: InviteOnOptions): Promise<RelayState> {
   if (pn.config.relay.addresses.length === 0) {
     throw new InviteUnavailableError('this node has no relay, so a joiner behind NAT could not reach it', {
       hint: 'add one with `peerup relay add <multiaddr>` (`peerup relay info` on the relay prints it)',
     })
   }
-  progress('waiting for a reservation on the relay…')
+  options.onProgress?.('waiting for a reservation on the relay…')
   try {
     await pn.supervisor.waitForReservation(
       AbortSignal.any([options.signal, AbortSignal.timeout(RESERVATION_WAIT_MS)]),
@@ -127,39 +191,23 @@ export async function inviteOn(pn: PairingHost, options: InviteOnOptions): Promi
       },
     )
   }
-  const relay = pn.supervisor.status().find((r) => r.reserved)!
-  // The code carries the transport part; the relay's peer id travels beside it.
-  const relayAddr = multiaddr(relay.addrs[0] as string).decapsulateCode(P2P_CODE)
-  const code = createInviteCode({
-    kind: 'peer',
-    expires: new Date(Math.floor((Date.now() + options.ttlMs) / 1000) * 1000),
-    relayAddress: relayAddr.toString(),
-    relayPeerId: relay.peerId,
-    inviterPeerId: pn.peerId,
-    network: pn.config.discovery.network,
-  })
-  const sponsor = async (joiner: Joiner): Promise<AcceptExtras['sponsored']> => {
-    const conn = pn.relayConnection(relay.peerId)
-    if (conn === undefined) {
-      return { ok: false, reason: 'the inviter lost its connection to the relay' }
-    }
-    try {
-      const answer = await askRelay(conn, {
-        type: 'sponsor',
-        peer: joiner.peerId,
-        ...(joiner.name === undefined ? {} : { name: joiner.name }),
-      })
-      return answer.ok ? { ok: true } : { ok: false, reason: answer.reason ?? 'refused' }
-    } catch (err) {
-      const message =
-        (err as Error).name === 'UnsupportedProtocolError'
-          ? 'the relay does not support sponsoring'
-          : (err as Error).message
-      return { ok: false, reason: message }
-    }
-  }
-  let result: InviteResult | undefined
-  const session = new InviteSession({
+  return pn.supervisor.status().find((r) => r.reserved)!
+}
+
+/**
+ * The session of one code: on a join it authorizes the joiner here (names it, if it told its
+ * name), has the gater read the new set, asks the relay to authorize it there (sponsoring), and
+ * hands the outcome to `onResult`.
+ */
+function inviteSession(
+  pn: PairingHost,
+  options: InviteOnOptions,
+  code: InviteCode,
+  relayPeerId: string,
+  onResult: (result: InviteResult) => void,
+): InviteSession {
+  const progress = options.onProgress ?? (() => {})
+  return new InviteSession({
     token: code.token,
     expires: code.expires,
     // Whoever presents the right code id has seen the code (or runs a broken peerup): the person
@@ -178,88 +226,167 @@ export async function inviteOn(pn: PairingHost, options: InviteOnOptions): Promi
       })
       // Gating reads the set, not the file: the joiner may now open the connection it needs.
       await pn.authorized.reloadFromFile()
-      const sponsored = await sponsor(joiner)
+      const sponsored = await sponsor(pn, relayPeerId, joiner)
       if (sponsored?.ok !== true) {
-        log.warn('the relay did not authorize the joiner', {
+        options.log.warn('the relay did not authorize the joiner', {
           peer: joiner.peerId,
           reason: sponsored?.reason,
         })
       }
-      result = { peerId: trusted.peerId, name: trusted.name, sponsored: sponsored ?? { ok: false } }
+      onResult({ peerId: trusted.peerId, name: trusted.name, sponsored: sponsored ?? { ok: false } })
       return { ...(options.name === undefined ? {} : { name: options.name }), sponsored }
     },
   })
-  const controller = new AbortController()
-  const stopAdmitting = pn.admitJoiners()
-  // The relay lets a stranger's circuit through to us only while we say we are pairing, and will
-  // sponsor only the peer it saw join us then (docs/decisions/0004-strangers.md).
-  const relayInvite = await tellRelay(pn, relay.peerId, {
-    type: 'invite-open',
-    ttl_ms: Math.max(code.expires.getTime() - Date.now(), 1),
-  })
-  if (!relayInvite.ok) {
-    log.warn('the relay did not register the invite; a joiner it does not know may be refused', {
-      reason: relayInvite.reason,
-    })
+}
+
+/** Asks the relay to authorize `joiner` (sponsoring); says why not when it does not. */
+async function sponsor(
+  pn: PairingHost,
+  relayPeerId: string,
+  joiner: Joiner,
+): Promise<AcceptExtras['sponsored']> {
+  const conn = pn.relayConnection(relayPeerId)
+  if (conn === undefined) {
+    return { ok: false, reason: 'the inviter lost its connection to the relay' }
   }
-  const running = new Set<Promise<void>>()
-  await pn.node.handle(
-    INVITE_PROTOCOL,
-    (stream, connection) => {
-      const exchange = answerPairing(stream, connection, {
-        localPeerId: pn.peerId,
-        book: session,
-        log: log.child('invite'),
-        observer: options.observer ?? NO_OBSERVER,
-        role: 'inviter',
-        signal: controller.signal,
-      })
-        .finally(async () => {
-          // A peer that failed keeps no connection here; the joiner's limited one has done its job.
-          // The joiner hangs up first: closing the connection (or stopping this node) while our
-          // last frame is on its way can lose that frame, since a stop resets the TCP connection to
-          // the relay and the relay drops what it had not read yet. The joiner then reads "the other
-          // side closed the connection" instead of why it was refused.
-          if (session.state !== 'busy') {
-            await hungUp(connection, HANG_UP_WAIT_MS)
-            connection.close().catch(() => {})
-          }
-        })
-        .catch(() => {})
-        .finally(() => running.delete(exchange))
-      running.add(exchange)
-    },
-    INVITE_STREAM_OPTIONS,
-  )
-  options.onCode(encodeInviteCode(code), code)
-  progress('waiting for the other machine to run `peerup join` with this code…')
-  const expired = AbortSignal.timeout(Math.max(code.expires.getTime() - Date.now(), 0))
   try {
-    const joiner = await raceSignals(session.joined, [options.signal, expired])
-    // The exchange finishes (accept sent, the joiner's done read) before the node goes away;
-    // each step of it has its own deadline.
-    await Promise.allSettled([...running])
-    if (result === undefined || result.peerId !== joiner.peerId) {
-      throw new Error('pairing finished without a result')
-    }
-    return result
+    const answer = await askRelay(conn, {
+      type: 'sponsor',
+      peer: joiner.peerId,
+      ...(joiner.name === undefined ? {} : { name: joiner.name }),
+    })
+    return answer.ok ? { ok: true } : { ok: false, reason: answer.reason ?? 'refused' }
   } catch (err) {
-    if (!expired.aborted && !options.signal.aborted) {
-      // Burned: the exchange that burned the code is still telling its joiner so; stopping now
-      // would cut that off, and the joiner would read "the other side closed the connection".
-      await Promise.allSettled([...running])
-    }
-    if (expired.aborted && !options.signal.aborted) {
-      throw new CodeExpiredError(`nobody joined before the code expired at ${code.expires.toISOString()}`, {
-        hint: 'run `peerup invite` again for a new code (`--ttl` makes it last longer)',
+    const message =
+      (err as Error).name === 'UnsupportedProtocolError'
+        ? 'the relay does not support sponsoring'
+        : (err as Error).message
+    return { ok: false, reason: message }
+  }
+}
+
+/** What the components of an invite use. */
+interface InviteComponents {
+  host: PairingHost
+  log: Logger
+}
+
+/**
+ * The invite registered on the relay: `start()` sends `invite-open` until the code expires,
+ * `stop()` sends `invite-close`. Neither throws: a relay that does not register invites only
+ * makes a joiner it does not know likelier to be refused.
+ */
+class RelayInvite implements Component {
+  readonly #components: InviteComponents
+  readonly #relayPeerId: string
+  readonly #expires: Date
+
+  constructor(components: InviteComponents, init: { relayPeerId: string; expires: Date }) {
+    this.#components = components
+    this.#relayPeerId = init.relayPeerId
+    this.#expires = init.expires
+  }
+
+  /** Registers the invite. */
+  async start(): Promise<void> {
+    const { host, log } = this.#components
+    const answer = await tellRelay(host, this.#relayPeerId, {
+      type: 'invite-open',
+      ttl_ms: Math.max(this.#expires.getTime() - Date.now(), 1),
+    })
+    if (!answer.ok) {
+      log.warn('the relay did not register the invite; a joiner it does not know may be refused', {
+        reason: answer.reason,
       })
     }
-    throw err
-  } finally {
-    stopAdmitting()
-    controller.abort()
-    await tellRelay(pn, relay.peerId, { type: 'invite-close' })
-    await pn.node.unhandle(INVITE_PROTOCOL).catch(() => {})
+  }
+
+  /** Ends it. */
+  async stop(): Promise<void> {
+    await tellRelay(this.#components.host, this.#relayPeerId, { type: 'invite-close' })
+  }
+}
+
+/**
+ * The handler of `/peerup/invite/1.0.0` for one session: `start()` registers it, `stop()` aborts
+ * the exchanges still running and removes it.
+ */
+class InviteExchanges implements Component {
+  readonly #components: InviteComponents & { observer: Observer }
+  readonly #session: InviteSession
+  readonly #running = new Set<Promise<void>>()
+  #controller = new AbortController()
+
+  constructor(components: InviteComponents & { observer: Observer }, init: { session: InviteSession }) {
+    this.#components = components
+    this.#session = init.session
+  }
+
+  /** Resolves once every exchange under way has ended. */
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.#running])
+  }
+
+  /** Answers the invite protocol. */
+  async start(): Promise<void> {
+    const { host, log, observer } = this.#components
+    this.#controller = new AbortController()
+    const signal = this.#controller.signal
+    await host.node.handle(
+      INVITE_PROTOCOL,
+      (stream, connection) => {
+        const exchange = answerPairing(stream, connection, {
+          localPeerId: host.peerId,
+          book: this.#session,
+          log: log.child('invite'),
+          observer,
+          role: 'inviter',
+          signal,
+        })
+          .finally(async () => {
+            // A peer that failed keeps no connection here; the joiner's limited one has done its
+            // job. The joiner hangs up first: closing the connection (or stopping this node) while
+            // our last frame is on its way can lose that frame, since a stop resets the TCP
+            // connection to the relay and the relay drops what it had not read yet. The joiner
+            // then reads "the other side closed the connection" instead of why it was refused.
+            if (this.#session.state !== 'busy') {
+              await hungUp(connection, HANG_UP_WAIT_MS)
+              connection.close().catch(() => {})
+            }
+          })
+          .catch(() => {})
+          .finally(() => this.#running.delete(exchange))
+        this.#running.add(exchange)
+      },
+      INVITE_STREAM_OPTIONS,
+    )
+  }
+
+  /** Aborts the exchanges still running and stops answering. */
+  async stop(): Promise<void> {
+    this.#controller.abort()
+    await this.#components.host.node.unhandle(INVITE_PROTOCOL).catch(() => {})
+  }
+}
+
+/** Lets the joiner, a peer nobody could have authorized yet, in over a relay while the code is open. */
+class JoinerAdmission implements Component {
+  readonly #host: PairingHost
+  #close: (() => void) | undefined
+
+  constructor(components: { host: PairingHost }) {
+    this.#host = components.host
+  }
+
+  /** Admits joiners. */
+  start(): void {
+    this.#close = this.#host.admitJoiners()
+  }
+
+  /** Stops admitting them. */
+  stop(): void {
+    this.#close?.()
+    this.#close = undefined
   }
 }
 

@@ -15,12 +15,12 @@ import { initNode } from '../config/init.ts'
 import { loadNodeConfig } from '../config/load.ts'
 import { addRelay, relayPeerId } from '../config/ops.ts'
 import type { Logger } from '../log/index.ts'
-import { auditObserver } from '../metrics/observer.ts'
+import { auditObserver, type Observer } from '../metrics/observer.ts'
 import { explainDialFailure } from '../p2p/reach.ts'
 import { assertNotExpired, type InviteCode, relayMultiaddr } from './code.ts'
 import { InviterUnreachableError } from './errors.ts'
 import { proveToken } from './joiner.ts'
-import { startPairingNode } from './node.ts'
+import { type PairingNode, startPairingNode } from './node.ts'
 import { INVITE_PROTOCOL, INVITE_STREAM_OPTIONS, STEP_TIMEOUT_MS } from './protocol.ts'
 import { type Trusted, trustPeer } from './trust.ts'
 
@@ -61,32 +61,7 @@ export async function runJoin(options: JoinOptions): Promise<JoinResult> {
   const progress = options.onProgress ?? (() => {})
   assertNotExpired(code, options.now?.() ?? new Date())
   const relay = relayMultiaddr(code)
-  let configFile: string
-  let created = false
-  if ('configFile' in options.target) {
-    configFile = options.target.configFile
-    const { config } = await loadNodeConfig(configFile)
-    // The node must keep using the code's relay, or the inviter could not reach it afterwards.
-    if (!config.relay.addresses.some((a) => relayPeerId(a) === code.relayPeerId)) {
-      await addRelay(configFile, relay)
-      progress(`added the relay ${relay} to ${configFile}`)
-    }
-    if (config.discovery.network !== code.network) {
-      log.warn(
-        'this node uses another network name than the inviter; peers will meet through the relay only',
-        {
-          network: config.discovery.network,
-          inviter_network: code.network,
-        },
-      )
-    }
-  } else {
-    const init = await initNode({ dir: options.target.createIn, relays: [relay], network: code.network })
-    configFile = init.configFile
-    created = true
-    progress(`created this node's identity and config in ${init.dir}`)
-  }
-
+  const { configFile, created } = await joinTarget(options, relay)
   const pn = await startPairingNode({ configFile, log, reserve: false })
   const audit = await auditObserver(pn.config.telemetry.audit, path.dirname(pn.configFile))
   try {
@@ -105,72 +80,7 @@ export async function runJoin(options: JoinOptions): Promise<JoinResult> {
       options.signal.throwIfAborted()
       throw explainJoinDial(code, err)
     }
-    const remote = code.inviterPeerId
-    const inviter: JoinResult['inviter'] = { peerId: remote, name: undefined }
-    let sponsored: JoinResult['sponsored']
-    let group: JoinResult['group']
-    const trust = (peerId: string, name: string | undefined, groupId?: string): Promise<Trusted> =>
-      trustPeer({
-        authorizedKeysFile: pn.authorizedKeysFile,
-        configFile: pn.configFile,
-        peerId,
-        ...(name === undefined ? {} : { name }),
-        ...(groupId === undefined ? {} : { group: groupId }),
-        ...(name === undefined ? { note: `paired ${new Date().toISOString().slice(0, 10)}` } : {}),
-      })
-    progress('proving the code…')
-    const proving = proveToken(stream, {
-      localPeerId: pn.peerId,
-      remotePeerId: remote,
-      answeredBy: code.kind === 'group' ? 'relay' : 'inviter',
-      token: code.token,
-      ...(options.name === undefined ? {} : { name: options.name }),
-      signal: options.signal,
-      waitForGroup: options.waitForGroup !== false,
-      groupWaitMs: Math.max(code.expires.getTime() - Date.now(), 0) + 60_000,
-      onAccept: async (accept) => {
-        sponsored = accept.sponsored
-        if (accept.group === undefined) {
-          const t = await trust(remote, accept.name)
-          inviter.name = t.name
-          return
-        }
-        group = { id: accept.group.id, size: accept.group.size, members: [], complete: false }
-        inviter.name = accept.name
-        for (const m of accept.group.members) {
-          if (m.peerId !== pn.peerId) {
-            group.members.push(await trust(m.peerId, m.name, accept.group.id))
-          }
-        }
-        if (accept.group.members.length + 1 < accept.group.size) {
-          progress(
-            `joined group ${accept.group.id} (${accept.group.members.length + 1} of ${accept.group.size}); waiting for the others to join…`,
-          )
-        }
-      },
-      onMember: async (m) => {
-        if (group !== undefined && m.peerId !== pn.peerId) {
-          group.members.push(await trust(m.peerId, m.name, group.id))
-          progress(`${m.name ?? m.peerId} joined the group (${group.members.length + 1} of ${group.size})`)
-        }
-      },
-    })
-    let complete: boolean
-    try {
-      ;({ complete } = await proving)
-      audit.observer.pairing({
-        role: 'joiner',
-        outcome: 'paired',
-        peer: remote,
-        ...(inviter.name === undefined ? {} : { name: inviter.name }),
-      })
-    } catch (err) {
-      audit.observer.pairing({ role: 'joiner', outcome: 'failed', peer: remote, reason: (err as Error).name })
-      throw err
-    }
-    if (group !== undefined) {
-      group.complete = complete
-    }
+    const proved = await proveAndTrust(pn, stream, options, audit.observer)
     // The limited circuit has done its job; the next connection (from a new process) is a full one.
     await stream.close().catch(() => {})
     for (const c of pn.node.getConnections()) {
@@ -178,11 +88,122 @@ export async function runJoin(options: JoinOptions): Promise<JoinResult> {
         await c.close().catch(() => {})
       }
     }
-    return { configFile, created, peerId: pn.peerId, inviter, sponsored, group }
+    return { configFile, created, peerId: pn.peerId, ...proved }
   } finally {
     await pn.stop()
     await audit.close()
   }
+}
+
+/**
+ * The node to join with: an existing config, made to keep using the code's relay (or the inviter
+ * could not reach it afterwards), or a new identity and config made from the code.
+ */
+async function joinTarget(
+  options: JoinOptions,
+  relay: string,
+): Promise<{ configFile: string; created: boolean }> {
+  const { code, log } = options
+  const progress = options.onProgress ?? (() => {})
+  if (!('configFile' in options.target)) {
+    const init = await initNode({ dir: options.target.createIn, relays: [relay], network: code.network })
+    progress(`created this node's identity and config in ${init.dir}`)
+    return { configFile: init.configFile, created: true }
+  }
+  const configFile = options.target.configFile
+  const { config } = await loadNodeConfig(configFile)
+  if (!config.relay.addresses.some((a) => relayPeerId(a) === code.relayPeerId)) {
+    await addRelay(configFile, relay)
+    progress(`added the relay ${relay} to ${configFile}`)
+  }
+  if (config.discovery.network !== code.network) {
+    log.warn('this node uses another network name than the inviter; peers will meet through the relay only', {
+      network: config.discovery.network,
+      inviter_network: code.network,
+    })
+  }
+  return { configFile, created: false }
+}
+
+/**
+ * Proves the code on `stream` and authorizes the inviter here (for a group code: every member, as
+ * the relay introduces them); the attempt goes to the audit log.
+ */
+async function proveAndTrust(
+  pn: PairingNode,
+  stream: Stream,
+  options: JoinOptions,
+  observer: Observer,
+): Promise<Pick<JoinResult, 'inviter' | 'sponsored' | 'group'>> {
+  const { code } = options
+  const progress = options.onProgress ?? (() => {})
+  const remote = code.inviterPeerId
+  const inviter: JoinResult['inviter'] = { peerId: remote, name: undefined }
+  let sponsored: JoinResult['sponsored']
+  let group: JoinResult['group']
+  const trust = (peerId: string, name: string | undefined, groupId?: string): Promise<Trusted> =>
+    trustPeer({
+      authorizedKeysFile: pn.authorizedKeysFile,
+      configFile: pn.configFile,
+      peerId,
+      ...(name === undefined ? {} : { name }),
+      ...(groupId === undefined ? {} : { group: groupId }),
+      ...(name === undefined ? { note: `paired ${new Date().toISOString().slice(0, 10)}` } : {}),
+    })
+  progress('proving the code…')
+  const proving = proveToken(stream, {
+    localPeerId: pn.peerId,
+    remotePeerId: remote,
+    answeredBy: code.kind === 'group' ? 'relay' : 'inviter',
+    token: code.token,
+    ...(options.name === undefined ? {} : { name: options.name }),
+    signal: options.signal,
+    waitForGroup: options.waitForGroup !== false,
+    groupWaitMs: Math.max(code.expires.getTime() - Date.now(), 0) + 60_000,
+    onAccept: async (accept) => {
+      sponsored = accept.sponsored
+      if (accept.group === undefined) {
+        const t = await trust(remote, accept.name)
+        inviter.name = t.name
+        return
+      }
+      group = { id: accept.group.id, size: accept.group.size, members: [], complete: false }
+      inviter.name = accept.name
+      for (const m of accept.group.members) {
+        if (m.peerId !== pn.peerId) {
+          group.members.push(await trust(m.peerId, m.name, accept.group.id))
+        }
+      }
+      if (accept.group.members.length + 1 < accept.group.size) {
+        progress(
+          `joined group ${accept.group.id} (${accept.group.members.length + 1} of ${accept.group.size}); waiting for the others to join…`,
+        )
+      }
+    },
+    onMember: async (m) => {
+      if (group !== undefined && m.peerId !== pn.peerId) {
+        group.members.push(await trust(m.peerId, m.name, group.id))
+        progress(`${m.name ?? m.peerId} joined the group (${group.members.length + 1} of ${group.size})`)
+      }
+    },
+  })
+  let complete: boolean
+  try {
+    ;({ complete } = await proving)
+    observer.pairing({
+      role: 'joiner',
+      outcome: 'paired',
+      peer: remote,
+      ...(inviter.name === undefined ? {} : { name: inviter.name }),
+    })
+  } catch (err) {
+    observer.pairing({ role: 'joiner', outcome: 'failed', peer: remote, reason: (err as Error).name })
+    throw err
+  }
+  if (group !== undefined) {
+    group.complete = complete
+  }
+  return { inviter, sponsored, group }
 }
 
 function explainJoinDial(code: InviteCode, err: unknown): Error {

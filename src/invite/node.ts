@@ -19,6 +19,7 @@ import type { NodeConfig } from '../config/schema.ts'
 import type { Logger } from '../log/index.ts'
 import { createPeerupNode, type PeerupLibp2p } from '../p2p/node.ts'
 import { ReservationSupervisor } from '../p2p/reservations.ts'
+import { type Component, componentName, startAll, stopAll } from '../util/components.ts'
 
 /** Options of {@link startPairingNode}. */
 export interface PairingNodeOptions {
@@ -55,7 +56,8 @@ export async function startPairingNode(options: PairingNodeOptions): Promise<Pai
   const privateKey = await loadIdentity(resolveIn(dir, config.identity.key_file))
   const peerId = peerIdOf(privateKey)
   const authorizedKeysFile = resolveIn(dir, config.security.authorized_keys_file)
-  const authorized = await AuthorizedPeers.fromFile(authorizedKeysFile)
+  // Loaded when it starts, first of the components below.
+  const authorized = new AuthorizedPeers([], authorizedKeysFile)
   let admitting = 0
   const gating = config.security.enable_connection_gating
   const gater = {
@@ -81,12 +83,14 @@ export async function startPairingNode(options: PairingNodeOptions): Promise<Pai
     relayCount: options.reserve ? new Set(relays.map((r) => r.split('/p2p/').pop())).size : 0,
     network: config.discovery.network,
     gater,
+    start: false,
   })
-  const supervisor = new ReservationSupervisor(node, {
-    relays: options.reserve ? relays : [],
-    log: log.child('relays'),
-  })
-  supervisor.start()
+  const supervisor = new ReservationSupervisor(
+    { node, log: log.child('relays') },
+    { relays: options.reserve ? relays : [] },
+  )
+  const components: Component[] = [authorized, node, supervisor]
+  await startAll(components)
   return {
     node,
     config,
@@ -112,10 +116,9 @@ export async function startPairingNode(options: PairingNodeOptions): Promise<Pai
         .find(
           (c) => c.remotePeer.toString() === relayPeerId && c.status === 'open' && c.limits === undefined,
         ),
-    stop: async () => {
-      supervisor.stop()
-      authorized.stop()
-      await node.stop()
-    },
+    stop: () =>
+      stopAll(components, (err, c) =>
+        log.warn('stopping the pairing node failed', { component: componentName(c), error: err as Error }),
+      ),
   }
 }

@@ -1,8 +1,10 @@
 /**
- * Prometheus metrics (docs/observability.md): a registry of our own — never prom-client's global one
- * (`prometheusMetrics()` clears the global one unless told otherwise) — holding libp2p's metrics and the `peerup_*` families, served on a loopback
- * `/metrics`. Everything that records goes through {@link Observer}, whose methods do nothing when
- * metrics and the audit log are off (docs/decisions/0000-inherited.md), so call sites never check.
+ * Prometheus metrics (docs/observability.md): a registry of our own per daemon or relay — never
+ * prom-client's global one, which every node in a process would share (and which libp2p's metrics
+ * clear, see {@link libp2pMetricsInto}) — holding libp2p's metrics and the `peerup_*` families,
+ * served on a loopback `/metrics`. Everything that records goes through the `Observer`
+ * (src/metrics/observer.ts), whose methods do nothing when metrics and the audit log are off, so
+ * call sites never check.
  *
  * @packageDocumentation
  */
@@ -11,6 +13,7 @@ import * as http from 'node:http'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { Counter, Gauge, Registry } from 'prom-client'
 import type { Logger } from '../log/index.ts'
+import type { Component } from '../util/components.ts'
 import { VERSION } from '../version.ts'
 
 /** Families of a node (daemon). */
@@ -195,54 +198,91 @@ export function libp2pMetricsInto(registry: Registry): ReturnType<typeof prometh
   return prometheusMetrics({ registry, preserveExistingMetrics: false, collectDefaultMetrics: true })
 }
 
-/** A running `/metrics` endpoint. */
-export interface MetricsServer {
-  /** `host:port` it listens on. */
-  address: string
-  close(): Promise<void>
+/** What a {@link MetricsServer} serves and logs to. */
+export interface MetricsServerComponents {
+  registry: Registry
+  log: Logger
 }
 
-/** Serves `GET /metrics` from `registry` on `listen` (`host:port`, loopback by default). */
-export async function startMetricsServer(
-  registry: Registry,
-  listen: string,
-  log: Logger,
+/** Settings of a {@link MetricsServer}. */
+export interface MetricsServerInit {
+  /** `host:port` (config `telemetry.metrics.listen_address`); loopback port 0 by default. */
+  listenAddress?: string
   /** Brings gauges and totals kept elsewhere up to date just before each scrape. */
-  beforeScrape?: () => void,
-): Promise<MetricsServer> {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen)
-  const host = m?.[1] ?? m?.[2] ?? '127.0.0.1'
-  const port = Number(m?.[3] ?? 0)
-  if (!/^(127\.|::1$|localhost$)/.test(host)) {
-    log.warn('metrics are served on a non-loopback address: anyone who reaches it can read them', { listen })
+  beforeScrape?: () => void
+}
+
+/**
+ * `GET /metrics` from the registry: `start()` listens (with a warning when the address is not
+ * loopback), `stop()` closes the listener and every connection.
+ */
+export class MetricsServer implements Component {
+  readonly #components: MetricsServerComponents
+  readonly #listen: string
+  readonly #beforeScrape: (() => void) | undefined
+  #server: http.Server | undefined
+  #address: string | undefined
+
+  constructor(components: MetricsServerComponents, init: MetricsServerInit = {}) {
+    this.#components = components
+    this.#listen = init.listenAddress ?? '127.0.0.1:0'
+    this.#beforeScrape = init.beforeScrape
   }
-  const server = http.createServer((req, res) => {
-    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
-      res.writeHead(404, { 'Content-Type': 'text/plain' }).end('only GET /metrics here\n')
+
+  /** `host:port` it listens on; only once started. */
+  get address(): string {
+    if (this.#address === undefined) {
+      throw new Error('the metrics endpoint is not listening')
+    }
+    return this.#address
+  }
+
+  /** Listens on the configured address. */
+  async start(): Promise<void> {
+    const { registry, log } = this.#components
+    const listen = this.#listen
+    const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen)
+    const host = m?.[1] ?? m?.[2] ?? '127.0.0.1'
+    const port = Number(m?.[3] ?? 0)
+    if (!/^(127\.|::1$|localhost$)/.test(host)) {
+      log.warn('metrics are served on a non-loopback address: anyone who reaches it can read them', {
+        listen,
+      })
+    }
+    const server = http.createServer((req, res) => {
+      if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+        res.writeHead(404, { 'Content-Type': 'text/plain' }).end('only GET /metrics here\n')
+        return
+      }
+      this.#beforeScrape?.()
+      registry
+        .metrics()
+        .then((text) => res.writeHead(200, { 'Content-Type': registry.contentType }).end(text))
+        .catch((err: unknown) => res.writeHead(500).end(`${(err as Error).message}\n`))
+    })
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(port, host, () => {
+        server.off('error', reject)
+        resolve()
+      })
+    })
+    const bound = server.address() as { port: number }
+    this.#server = server
+    this.#address = host.includes(':') ? `[${host}]:${bound.port}` : `${host}:${bound.port}`
+    log.info('metrics served', { listen: this.#address })
+  }
+
+  /** Closes the listener and every connection. */
+  async stop(): Promise<void> {
+    const server = this.#server
+    this.#server = undefined
+    if (server === undefined) {
       return
     }
-    beforeScrape?.()
-    registry
-      .metrics()
-      .then((text) => res.writeHead(200, { 'Content-Type': registry.contentType }).end(text))
-      .catch((err: unknown) => res.writeHead(500).end(`${(err as Error).message}\n`))
-  })
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject)
-    server.listen(port, host, () => {
-      server.off('error', reject)
-      resolve()
+    await new Promise<void>((resolve) => {
+      server.closeAllConnections()
+      server.close(() => resolve())
     })
-  })
-  const bound = server.address() as { port: number }
-  const address = host.includes(':') ? `[${host}]:${bound.port}` : `${host}:${bound.port}`
-  log.info('metrics served', { listen: address })
-  return {
-    address,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections()
-        server.close(() => resolve())
-      }),
   }
 }

@@ -71,6 +71,11 @@ export interface PeerupNodeOptions {
   metrics?: Libp2pOptions['metrics']
   /** DHT and full identify for members only (see `baseLibp2pOptions`); undefined: everyone. */
   members?: Members
+  /**
+   * Start the node before returning it (default true). False leaves it to the caller, which then
+   * starts it as one component among others (src/util/components.ts).
+   */
+  start?: boolean
 }
 
 /**
@@ -153,7 +158,7 @@ export function baseLibp2pOptions(options: {
   }
 }
 
-/** Creates (and starts) a node. */
+/** Creates a node and, unless `start` is false, starts it. */
 export async function createPeerupNode(options: PeerupNodeOptions): Promise<PeerupLibp2p> {
   // Reservations are listened for on plain /p2p-circuit (one listener per relay wanted) while the
   // reservation supervisor keeps the relays connected: static `<relay>/p2p-circuit` listen
@@ -181,7 +186,11 @@ export async function createPeerupNode(options: PeerupNodeOptions): Promise<Peer
       ...(webrtc === undefined ? [] : [await webrtcTransport(webrtc.iceServers)]),
     ],
   })
-  return createLibp2p(options.metrics === undefined ? init : { ...init, metrics: options.metrics })
+  return createLibp2p({
+    ...init,
+    start: options.start ?? true,
+    ...(options.metrics === undefined ? {} : { metrics: options.metrics }),
+  })
 }
 
 /** The largest data-channel message a stream sends (see {@link webrtcTransport}). */

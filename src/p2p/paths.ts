@@ -115,7 +115,15 @@ function emptyUpgrade(): UpgradeStatus {
   }
 }
 
-/** Watches the node's connections and keeps {@link PeerPath} per peer. */
+/** What a {@link PathTracker} uses. */
+export interface PathTrackerComponents {
+  node: PeerupLibp2p
+}
+
+/**
+ * Watches the node's connections and keeps {@link PeerPath} per peer: a component whose `start()`
+ * subscribes to the node's connection events and whose `stop()` unsubscribes.
+ */
 export class PathTracker extends TypedEventEmitter<PathEvents> {
   readonly #node: PeerupLibp2p
   readonly #peers = new Map<string, PeerPath>()
@@ -130,9 +138,9 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
   #running = false
   readonly #onConnection = (evt: CustomEvent<Connection>): void => this.refresh(evt.detail.remotePeer)
 
-  constructor(node: PeerupLibp2p) {
+  constructor(components: PathTrackerComponents) {
     super()
-    this.#node = node
+    this.#node = components.node
   }
 
   /** Starts watching; connections already open are taken in at once. */

@@ -45,15 +45,26 @@ export function groupRelays(addresses: string[]): Map<string, Multiaddr[]> {
   return byPeer
 }
 
-/** Options of {@link ReservationSupervisor}. */
-export interface SupervisorOptions {
-  relays: string[]
+/** What a {@link ReservationSupervisor} uses. */
+export interface ReservationSupervisorComponents {
+  node: PeerupLibp2p
   log: Logger
+}
+
+/** Settings of a {@link ReservationSupervisor}; each has a default. */
+export interface ReservationSupervisorInit {
+  /** The relays' multiaddrs, each ending in `/p2p/<relay>`; none by default (then it does nothing). */
+  relays?: string[]
+  /** How often relays are checked once every reservation is held. */
   tickMs?: number
   onChange?: (event: ReservationEvent) => void
 }
 
-/** Keeps reservations on every configured relay. */
+/**
+ * Keeps reservations on every configured relay: a component whose `start()` subscribes to the
+ * node's peer events and runs the first check, and whose `stop()` unsubscribes, cancels the next
+ * check and aborts the dials in flight (the relay connections stay until the node stops).
+ */
 export class ReservationSupervisor {
   readonly #node: PeerupLibp2p
   readonly #relays: Map<string, { id: PeerId; addrs: Multiaddr[]; state: RelayState }>
@@ -67,15 +78,15 @@ export class ReservationSupervisor {
   #controller = new AbortController()
   #listeners: Array<() => void> = []
 
-  constructor(node: PeerupLibp2p, options: SupervisorOptions) {
-    this.#node = node
-    this.#log = options.log
-    this.#tickMs = options.tickMs ?? SUPERVISOR_TICK_MS
-    if (options.onChange !== undefined) {
-      this.#changeListeners.add(options.onChange)
+  constructor(components: ReservationSupervisorComponents, init: ReservationSupervisorInit = {}) {
+    this.#node = components.node
+    this.#log = components.log
+    this.#tickMs = init.tickMs ?? SUPERVISOR_TICK_MS
+    if (init.onChange !== undefined) {
+      this.#changeListeners.add(init.onChange)
     }
     this.#relays = new Map()
-    this.#setRelays(options.relays)
+    this.#setRelays(init.relays ?? [])
   }
 
   /**
@@ -132,6 +143,7 @@ export class ReservationSupervisor {
       return
     }
     this.#running = true
+    this.#controller = new AbortController()
     const onPeerEvent = (evt: CustomEvent<PeerId>): void => {
       if (this.#relays.has(evt.detail.toString())) {
         this.poke()

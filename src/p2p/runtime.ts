@@ -6,9 +6,9 @@
  * @packageDocumentation
  */
 
-import type { Stream } from '@libp2p/interface'
+import type { PrivateKey, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { AuthorizedPeers, nodeGater } from '../auth/gater.ts'
+import { AuthorizedPeers } from '../auth/gater.ts'
 import { loadIdentity, peerIdOf } from '../auth/identity.ts'
 import { loadNodeConfig, resolveIn } from '../config/load.ts'
 import type { NodeConfig } from '../config/schema.ts'
@@ -17,6 +17,7 @@ import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
 import { flowControlledProtocol } from '../pipe/stream.ts'
 import { SERVICE_DIAL_OPTIONS } from '../proxy/constants.ts'
 import { ServiceRegistry } from '../proxy/registry.ts'
+import { type Component, componentName, startAll, stopAll } from '../util/components.ts'
 import { withRetry } from '../util/retry.ts'
 import { serviceProtocolId } from './constants.ts'
 import { PeerRefusedError, ServiceRefusedError } from './errors.ts'
@@ -25,6 +26,15 @@ import { classifyConnection, describePath, type PathInfo } from './path.ts'
 import { PathTracker } from './paths.ts'
 import { type Reached, reachPeer } from './reach.ts'
 import { ReservationSupervisor } from './reservations.ts'
+import {
+  BootstrapDials,
+  configService,
+  JoinerAdmission,
+  nodeGate,
+  OfferedServices,
+  PathLog,
+  RevokedPeers,
+} from './runtime-components.ts'
 import { DirectUpgrader } from './upgrade.ts'
 
 /** Options of {@link startNodeRuntime}. */
@@ -112,309 +122,312 @@ function same(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b)
 }
 
+/** How many relays `addresses` name (one relay may have an IPv4 and an IPv6 address). */
+function relayCount(addresses: string[]): number {
+  return new Set(addresses.map((r) => r.split('/p2p/').pop())).size
+}
+
 /** Starts a node from its config file. */
 export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRuntime> {
   const { config, dir, file } = await loadNodeConfig(options.configFile)
+  const privateKey = await loadIdentity(resolveIn(dir, config.identity.key_file))
+  const runtime = await assembleRuntime(options, { config, dir, file, privateKey })
+  await runtime.start()
+  return runtime
+}
+
+/** What is read from the config directory before anything is assembled. */
+interface Loaded {
+  config: NodeConfig
+  dir: string
+  file: string
+  privateKey: PrivateKey
+}
+
+/** What {@link assembleRuntime} makes before the runtime itself: the node and its gate. */
+interface Made {
+  node: PeerupLibp2p
+  authorized: AuthorizedPeers
+  admission: JoinerAdmission
+  observer: Observer
+  /** The node dials (and, when listening on `/webrtc`, accepts) WebRTC. */
+  webrtc: boolean
+}
+
+/** Assembles a runtime from what `loaded` holds; nothing runs before its `start()`. */
+async function assembleRuntime(options: RuntimeOptions, loaded: Loaded): Promise<Runtime> {
+  const { config, dir } = loaded
   const log = options.log
   const observer = options.observer ?? NO_OBSERVER
-  const privateKey = await loadIdentity(resolveIn(dir, config.identity.key_file))
-  const peerId = peerIdOf(privateKey)
-  const authorized = await AuthorizedPeers.fromFile(resolveIn(dir, config.security.authorized_keys_file))
-  // Open invites (the daemon's `POST /v1/invite`): while any is open, the joiner may connect.
-  let admitting = 0
-  // A flood of strangers is refused by the thousand: one line per 10 s says how many.
-  let shedLogged = 0
-  let shedSince = 0
-  const shedLog = (what: string, peer: string, reason: string): void => {
-    shedSince++
-    if (Date.now() - shedLogged >= 10_000) {
-      log.warn('unknown peers refused', { what, peer, reason, count: shedSince })
-      shedLogged = Date.now()
-      shedSince = 0
-    }
-  }
-  const gater = nodeGater(authorized, {
-    enabled: config.security.enable_connection_gating,
-    admitRelayed: () => admitting > 0,
-    onDecision: (peer, decision, where) => {
-      observer.authDecision(peer, decision, where)
-      log.debug('gater decision', { peer, decision, where })
-      if (decision === 'deny') {
-        log.warn('connection refused: peer not in authorized_keys', { peer, where })
-      }
-    },
-    onShed: (what, peer, reason) => {
-      observer.nodeRefusal(`${what}-handshake`, peer, reason)
-      shedLog(what, peer, reason)
-    },
-  })
+  // Loaded when it starts, first of the components.
+  const authorized = new AuthorizedPeers([], resolveIn(dir, config.security.authorized_keys_file))
+  const admission = new JoinerAdmission()
+  const { gater, members } = nodeGate({ authorized, admission, observer, log, config })
   const relays = config.relay.addresses
   const reserve = options.reserve ?? options.exposeServices
   // `/webrtc` in the config turns the direct path across NAT on, for dialling too: a one-shot
   // command listens on nothing but still upgrades the connection it makes.
   const webrtc = config.network.listen_addresses.some((a) => a.startsWith('/webrtc'))
   const node = await createPeerupNode({
-    privateKey,
+    privateKey: loaded.privateKey,
     listen: options.listen ?? config.network.listen_addresses,
-    relayCount: reserve ? new Set(relays.map((r) => r.split('/p2p/').pop())).size : 0,
+    relayCount: reserve ? relayCount(relays) : 0,
     network: config.discovery.network,
     gater,
-    // The DHT and the full identify are for members only (src/p2p/members-only.ts): authorized
-    // peers and this node's relays and bootstrap peers (read at each decision: `config` is
-    // updated in place by applyConfig).
-    members: {
-      isMember: (peer) =>
-        !config.security.enable_connection_gating ||
-        authorized.has(peer) ||
-        config.relay.addresses.some((r) => r.endsWith(`/p2p/${peer}`)) ||
-        config.discovery.bootstrap_peers.some((b) => b.endsWith(`/p2p/${peer}`)),
-      onRefused: (peer, what) => {
-        const reason =
-          what === 'dht' ? 'the DHT is for members only' : 'strangers stay out of the routing table'
-        observer.nodeRefusal(what, peer, reason)
-        shedLog(what, peer, reason)
-      },
-    },
+    members,
     ...(webrtc ? { webrtc: { iceServers: iceServersFor(relays, config.relay.stun_port) } } : {}),
     ...(options.libp2pMetrics === undefined ? {} : { metrics: options.libp2pMetrics }),
+    start: false,
   })
-  const paths = new PathTracker(node)
-  paths.start()
-  paths.addEventListener('path', (evt) => {
-    const { peer, previous, current } = evt.detail
-    log.info('path changed', {
-      peer,
-      from: previous === undefined ? 'none' : describePath(previous, config.names),
-      to: current === undefined ? 'none' : describePath(current, config.names),
+  return new Runtime(options, loaded, { node, authorized, admission, observer, webrtc })
+}
+
+/**
+ * The node runtime: its components in the order they start (authorized_keys, the libp2p node, the
+ * services, the path tracker and its log, the direct-path upgrader, the hang-up of revoked peers,
+ * the bootstrap dials, the reservation supervisor), and what the daemon and the commands ask of it.
+ */
+class Runtime implements NodeRuntime, Component {
+  readonly node: PeerupLibp2p
+  readonly config: NodeConfig
+  readonly dir: string
+  readonly configFile: string
+  readonly peerId: string
+  readonly authorized: AuthorizedPeers
+  readonly supervisor: ReservationSupervisor
+  readonly paths: PathTracker
+  readonly services: ServiceRegistry
+  readonly #log: Logger
+  readonly #observer: Observer
+  readonly #admission: JoinerAdmission
+  /** Whether reservations are held (a one-shot client needs none). */
+  readonly #reserve: boolean
+  readonly #exposeServices: boolean
+  readonly #relaysAtStart: number
+  readonly #components: Component[]
+
+  constructor(options: RuntimeOptions, loaded: Loaded, made: Made) {
+    const { config, dir } = loaded
+    const { node, authorized, observer } = made
+    const log = options.log
+    this.node = node
+    this.config = config
+    this.dir = dir
+    this.configFile = loaded.file
+    this.peerId = peerIdOf(loaded.privateKey)
+    this.authorized = authorized
+    this.#log = log
+    this.#observer = observer
+    this.#admission = made.admission
+    this.#reserve = options.reserve ?? options.exposeServices
+    this.#exposeServices = options.exposeServices
+    this.#relaysAtStart = relayCount(config.relay.addresses)
+    this.services = new ServiceRegistry(node, {
+      log,
+      isAuthorized: (peer) => !config.security.enable_connection_gating || authorized.has(peer),
+      onConnection: (e) => {
+        if (e.type === 'denied') {
+          observer.serviceDenied(e.service, e.peer)
+        } else if (e.type === 'opened') {
+          observer.proxyOpened(e.service, 'inbound')
+        } else if (e.type === 'closed') {
+          observer.proxyClosed(e.service, 'inbound')
+        }
+      },
+      // Seen from the peer using the service: what it sends comes in.
+      onBytes: (service, direction, n) => observer.proxyBytes(service, direction, n),
     })
-  })
-  const upgrader = new DirectUpgrader(node, { tracker: paths, log: log.child('direct'), webrtc })
-  upgrader.start()
-
-  authorized.onChange((added, removed) => {
-    observer.authChanged(added, removed, resolveIn(dir, config.security.authorized_keys_file))
-    for (const id of removed) {
-      // Gating does not touch open connections: a revoked peer is disconnected here.
-      node.hangUp(peerIdFromString(id)).catch(() => {})
-      log.info('authorization revoked, connection closed', { peer: id })
-    }
-  })
-
-  const services = new ServiceRegistry(node, {
-    log,
-    isAuthorized: (peer) => !config.security.enable_connection_gating || authorized.has(peer),
-    onConnection: (e) => {
-      if (e.type === 'denied') {
-        observer.serviceDenied(e.service, e.peer)
-      } else if (e.type === 'opened') {
-        observer.proxyOpened(e.service, 'inbound')
-      } else if (e.type === 'closed') {
-        observer.proxyClosed(e.service, 'inbound')
-      }
-    },
-    // Seen from the peer using the service: what it sends comes in.
-    onBytes: (service, direction, n) => observer.proxyBytes(service, direction, n),
-  })
-  if (options.exposeServices) {
-    for (const [name, svc] of Object.entries(config.services)) {
-      if (svc.enabled) {
-        await services.expose({
-          name,
-          localAddress: svc.local_address,
-          allowedPeers: svc.allowed_peers.map((p) => config.names[p] ?? p),
-          source: 'config',
-        })
-      }
-    }
+    this.paths = new PathTracker({ node })
+    // A one-shot client needs no reservation: its dials to circuit addresses reach the relay themselves.
+    this.supervisor = new ReservationSupervisor(
+      { node, log: log.child('relays') },
+      { relays: this.#reserve ? config.relay.addresses : [] },
+    )
+    const components = { node, config, dir, authorized, observer, log, paths: this.paths }
+    // Stopped in reverse: the services' sessions are reset just before the node stops.
+    this.#components = [
+      authorized,
+      node,
+      new OfferedServices({ services: this.services, config }, { exposeConfig: options.exposeServices }),
+      this.paths,
+      new PathLog(components),
+      new DirectUpgrader({ node, tracker: this.paths, log: log.child('direct') }, { webrtc: made.webrtc }),
+      new RevokedPeers(components),
+      new BootstrapDials(components),
+      this.supervisor,
+    ]
   }
 
-  for (const b of config.discovery.bootstrap_peers) {
-    node.dial(peerIdFromString(b.split('/p2p/').pop() as string)).catch(() => {})
+  /** Starts the components in order; on a failure, those already started stop again. */
+  async start(): Promise<void> {
+    await startAll(this.#components, this.#stopFailed)
   }
-  // A one-shot client needs no reservation: its dials to circuit addresses reach the relay themselves.
-  const supervisor = new ReservationSupervisor(node, {
-    relays: reserve ? relays : [],
-    log: log.child('relays'),
-  })
-  supervisor.start()
 
-  const resolve = (peer: string): string => {
-    const id = config.names[peer] ?? peer
+  /** Stops the components in reverse order. */
+  async stop(): Promise<void> {
+    await stopAll(this.#components, this.#stopFailed)
+  }
+
+  readonly #stopFailed = (err: unknown, component: Component): void => {
+    this.#log.warn('stopping a part of the node failed', {
+      component: componentName(component),
+      error: err as Error,
+    })
+  }
+
+  resolve(peer: string): string {
+    const id = this.config.names[peer] ?? peer
     peerIdFromString(id)
     return id
   }
 
-  // The relays of the config in effect: a reload may change them.
-  const reach = (peer: string, signal?: AbortSignal): Promise<Reached> =>
-    reachPeer(node, resolve(peer), {
-      relays: config.relay.addresses,
+  reach(peer: string, signal?: AbortSignal): Promise<Reached> {
+    // The relays of the config in effect: a reload may change them.
+    return reachPeer(this.node, this.resolve(peer), {
+      relays: this.config.relay.addresses,
       ...(signal === undefined ? {} : { signal }),
     }).then(
       (reached) => {
         if (reached.via !== 'existing') {
-          observer.pathDial(reached.path.type, true)
+          this.#observer.pathDial(reached.path.type, true)
         }
         return reached
       },
       (err: unknown) => {
-        observer.pathDial(undefined, false)
+        this.#observer.pathDial(undefined, false)
         throw err
       },
     )
-
-  const isRelay = (peer: string): boolean => config.relay.addresses.some((a) => a.endsWith(`/p2p/${peer}`))
-  const relayCountAtStart = new Set(relays.map((r) => r.split('/p2p/').pop())).size
-  const serviceSpec = (c: NodeConfig, name: string) => {
-    const svc = c.services[name]
-    return svc === undefined || !svc.enabled
-      ? undefined
-      : {
-          name,
-          localAddress: svc.local_address,
-          allowedPeers: svc.allowed_peers.map((p) => c.names[p] ?? p),
-          source: 'config' as const,
-        }
   }
-  const applyConfig = async (next: NodeConfig): Promise<ConfigChanges> => {
-    const applied: string[] = []
-    const restartNeeded: string[] = RESTART_KEYS.filter((k) => !same(valueAt(config, k), valueAt(next, k)))
-    const previous = config
-    // The runtime's config object is shared (commands read rt.config): change it in place.
-    if (!same(previous.names, next.names)) {
-      applied.push('names')
+
+  openService(
+    peer: string,
+    service: string,
+    opts: { signal?: AbortSignal; attempts?: number } = {},
+  ): Promise<{ stream: Stream; path: PathInfo }> {
+    const log = this.#log
+    return withRetry(() => this.#openServiceOnce(peer, service, opts.signal), {
+      attempts: opts.attempts ?? 3,
+      ...(opts.signal === undefined ? {} : { signal: opts.signal }),
+      // A refusal will not change by retrying; a flaky relay path might.
+      shouldRetry: (err: unknown) => !(err instanceof ServiceRefusedError || err instanceof PeerRefusedError),
+      onRetry: ({ attempt, delayMs, error }) =>
+        log.warn('opening the stream failed, retrying', {
+          peer,
+          service,
+          attempt,
+          delayMs,
+          error: error as Error,
+        }),
+    })
+  }
+
+  async #openServiceOnce(
+    peer: string,
+    service: string,
+    signal: AbortSignal | undefined,
+  ): Promise<{ stream: Stream; path: PathInfo }> {
+    const protocol = serviceProtocolId(service)
+    const reached = await this.reach(peer, signal)
+    try {
+      // A WebRTC stream has no backpressure: the service is framed with flow control there
+      // (src/pipe/stream.ts); a peer without it is asked for the plain protocol.
+      const protocols =
+        classifyConnection(reached.connection).transport === 'webrtc'
+          ? [flowControlledProtocol(service), protocol]
+          : [protocol]
+      const stream = await reached.connection.newStream(protocols, {
+        ...SERVICE_DIAL_OPTIONS,
+        ...(signal === undefined ? {} : { signal }),
+      })
+      const path = classifyConnection(reached.connection)
+      this.#log.info('service stream opened', { peer, service, path: describePath(path, this.config.names) })
+      return { stream, path }
+    } catch (err) {
+      if ((err as Error).name === 'UnsupportedProtocolError') {
+        throw new ServiceRefusedError(`${peer} does not offer a service named ${service}`, {
+          hint: `on ${peer}: \`peerup service add ${service} <host:port>\`, then restart its daemon`,
+          cause: err,
+        })
+      }
+      throw err
     }
-    if (options.exposeServices) {
-      const offered = new Map(services.list().map((s) => [s.name, s]))
-      for (const name of new Set([...Object.keys(previous.services), ...Object.keys(next.services)])) {
-        const before = serviceSpec(previous, name)
-        const after = serviceSpec(next, name)
-        if (same(before, after)) {
-          continue
-        }
-        if (offered.get(name)?.source === 'config') {
-          await services.unexpose(name)
-        }
-        if (after !== undefined) {
-          await services.expose(after)
-        }
-        applied.push(`services.${name}`)
+  }
+
+  reloadAuthorized(): Promise<{ added: string[]; removed: string[] }> {
+    return this.authorized.reloadFromFile()
+  }
+
+  admitJoiners(): () => void {
+    const close = this.#admission.open()
+    return () => {
+      if (close()) {
+        this.#closeStrangers()
       }
     }
-    if (!same(previous.relay.addresses, next.relay.addresses)) {
-      supervisor.setRelays(reserve ? next.relay.addresses : [])
+  }
+
+  /**
+   * Once the last invite closed: peers let in to pair that did not end up authorized have no
+   * business staying (our own outbound connections go wherever we choose).
+   */
+  #closeStrangers(): void {
+    if (!this.config.security.enable_connection_gating) {
+      return
+    }
+    const isRelay = (peer: string): boolean =>
+      this.config.relay.addresses.some((a) => a.endsWith(`/p2p/${peer}`))
+    for (const c of this.node.getConnections()) {
+      const peer = c.remotePeer.toString()
+      if (c.direction === 'inbound' && !this.authorized.has(peer) && !isRelay(peer)) {
+        c.close().catch(() => {})
+      }
+    }
+  }
+
+  async applyConfig(next: NodeConfig): Promise<ConfigChanges> {
+    const config = this.config
+    const applied: string[] = []
+    const restartNeeded: string[] = RESTART_KEYS.filter((k) => !same(valueAt(config, k), valueAt(next, k)))
+    if (!same(config.names, next.names)) {
+      applied.push('names')
+    }
+    if (this.#exposeServices) {
+      applied.push(...(await this.#applyServices(config, next)))
+    }
+    if (!same(config.relay.addresses, next.relay.addresses)) {
+      this.supervisor.setRelays(this.#reserve ? next.relay.addresses : [])
       applied.push('relay.addresses')
-      if (
-        reserve &&
-        new Set(next.relay.addresses.map((r) => r.split('/p2p/').pop())).size > relayCountAtStart
-      ) {
+      if (this.#reserve && relayCount(next.relay.addresses) > this.#relaysAtStart) {
         // One circuit listener per relay is made when the node starts (src/p2p/node.ts).
         restartNeeded.push(
           'relay.addresses (more relays than at start: reservations on the new ones after a restart)',
         )
       }
     }
+    // The runtime's config object is shared (commands read rt.config): change it in place.
     Object.assign(config, next)
     return { applied, restartNeeded }
   }
 
-  const openService = async (
-    peer: string,
-    service: string,
-    opts: { signal?: AbortSignal; attempts?: number } = {},
-  ): Promise<{ stream: Stream; path: PathInfo }> => {
-    const protocol = serviceProtocolId(service)
-    return withRetry(
-      async () => {
-        const reached = await reach(peer, opts.signal)
-        try {
-          // A WebRTC stream has no backpressure: the service is framed with flow control there
-          // (src/pipe/stream.ts); a peer without it is asked for the plain protocol.
-          const protocols =
-            classifyConnection(reached.connection).transport === 'webrtc'
-              ? [flowControlledProtocol(service), protocol]
-              : [protocol]
-          const stream = await reached.connection.newStream(protocols, {
-            ...SERVICE_DIAL_OPTIONS,
-            ...(opts.signal === undefined ? {} : { signal: opts.signal }),
-          })
-          const path = classifyConnection(reached.connection)
-          log.info('service stream opened', { peer, service, path: describePath(path, config.names) })
-          return { stream, path }
-        } catch (err) {
-          if ((err as Error).name === 'UnsupportedProtocolError') {
-            throw new ServiceRefusedError(`${peer} does not offer a service named ${service}`, {
-              hint: `on ${peer}: \`peerup service add ${service} <host:port>\`, then restart its daemon`,
-              cause: err,
-            })
-          }
-          throw err
-        }
-      },
-      {
-        attempts: opts.attempts ?? 3,
-        ...(opts.signal === undefined ? {} : { signal: opts.signal }),
-        // A refusal will not change by retrying; a flaky relay path might.
-        shouldRetry: (err: unknown) =>
-          !(err instanceof ServiceRefusedError || err instanceof PeerRefusedError),
-        onRetry: ({ attempt, delayMs, error }) =>
-          log.warn('opening the stream failed, retrying', {
-            peer,
-            service,
-            attempt,
-            delayMs,
-            error: error as Error,
-          }),
-      },
-    )
-  }
-
-  return {
-    node,
-    config,
-    dir,
-    configFile: file,
-    peerId,
-    authorized,
-    supervisor,
-    paths,
-    services,
-    reach,
-    openService,
-    resolve,
-    reloadAuthorized: () => authorized.reloadFromFile(),
-    admitJoiners: () => {
-      admitting++
-      let done = false
-      return () => {
-        if (done) {
-          return
-        }
-        done = true
-        admitting--
-        if (admitting === 0 && config.security.enable_connection_gating) {
-          // Peers let in to pair that did not end up authorized have no business staying (our own
-          // outbound connections go wherever we choose).
-          for (const c of node.getConnections()) {
-            if (
-              c.direction === 'inbound' &&
-              !authorized.has(c.remotePeer.toString()) &&
-              !isRelay(c.remotePeer.toString())
-            ) {
-              c.close().catch(() => {})
-            }
-          }
-        }
+  /** Re-offers the config services that changed from `previous` to `next`; returns their keys. */
+  async #applyServices(previous: NodeConfig, next: NodeConfig): Promise<string[]> {
+    const applied: string[] = []
+    const offered = new Map(this.services.list().map((s) => [s.name, s]))
+    for (const name of new Set([...Object.keys(previous.services), ...Object.keys(next.services)])) {
+      const before = configService(previous, name)
+      const after = configService(next, name)
+      if (same(before, after)) {
+        continue
       }
-    },
-    applyConfig,
-    stop: async () => {
-      upgrader.stop()
-      paths.stop()
-      supervisor.stop()
-      authorized.stop()
-      // Sessions are reset first, so their clients see a reset rather than the connection teardown.
-      await services.closeAll()
-      await node.stop()
-    },
+      if (offered.get(name)?.source === 'config') {
+        await this.services.unexpose(name)
+      }
+      if (after !== undefined) {
+        await this.services.expose(after)
+      }
+      applied.push(`services.${name}`)
+    }
+    return applied
   }
 }

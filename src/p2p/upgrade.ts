@@ -51,12 +51,18 @@ const REUPGRADE_DELAY_MS = 1_000
 // Streams libp2p opens by itself on every connection; they do not keep a relayed connection in use.
 const HOUSEKEEPING_PROTOCOLS = new Set(['/ipfs/id/1.0.0', '/ipfs/id/push/1.0.0'])
 
-/** Options of {@link DirectUpgrader}. */
-export interface DirectUpgraderOptions {
+/** What a {@link DirectUpgrader} uses. */
+export interface DirectUpgraderComponents {
+  node: PeerupLibp2p
+  /** Where attempts and their outcomes are recorded. */
   tracker: PathTracker
   log: Logger
-  /** This node can dial WebRTC (its transport is configured). */
-  webrtc: boolean
+}
+
+/** Settings of a {@link DirectUpgrader}; each has a default. */
+export interface DirectUpgraderInit {
+  /** This node can dial WebRTC (its transport is configured); default false. */
+  webrtc?: boolean
   tcpTimeoutMs?: number
   webrtcTimeoutMs?: number
   retryBaseMs?: number
@@ -68,7 +74,11 @@ interface PeerState {
   timer: NodeJS.Timeout | undefined
 }
 
-/** Upgrades relayed connections to direct ones; see the module doc. */
+/**
+ * Upgrades relayed connections to direct ones (see the module doc): a component whose `start()`
+ * subscribes to identify and connection-close events and whose `stop()` unsubscribes, aborts the
+ * attempts in flight and cancels the retries.
+ */
 export class DirectUpgrader {
   readonly #node: PeerupLibp2p
   readonly #tracker: PathTracker
@@ -104,17 +114,18 @@ export class DirectUpgrader {
     }
   }
 
-  constructor(node: PeerupLibp2p, options: DirectUpgraderOptions) {
-    this.#node = node
-    this.#tracker = options.tracker
-    this.#log = options.log
-    this.#webrtc = options.webrtc
-    this.#tcpTimeoutMs = options.tcpTimeoutMs ?? DIRECT_TCP_TIMEOUT_MS
-    this.#webrtcTimeoutMs = options.webrtcTimeoutMs ?? DIRECT_WEBRTC_TIMEOUT_MS
-    this.#retryBaseMs = options.retryBaseMs ?? UPGRADE_RETRY_BASE_MS
-    this.#retryMaxMs = options.retryMaxMs ?? UPGRADE_RETRY_MAX_MS
+  constructor(components: DirectUpgraderComponents, init: DirectUpgraderInit = {}) {
+    this.#node = components.node
+    this.#tracker = components.tracker
+    this.#log = components.log
+    this.#webrtc = init.webrtc ?? false
+    this.#tcpTimeoutMs = init.tcpTimeoutMs ?? DIRECT_TCP_TIMEOUT_MS
+    this.#webrtcTimeoutMs = init.webrtcTimeoutMs ?? DIRECT_WEBRTC_TIMEOUT_MS
+    this.#retryBaseMs = init.retryBaseMs ?? UPGRADE_RETRY_BASE_MS
+    this.#retryMaxMs = init.retryMaxMs ?? UPGRADE_RETRY_MAX_MS
   }
 
+  /** Starts upgrading the relayed connections this node dials from now on. */
   start(): void {
     if (this.#running) {
       return

@@ -1,7 +1,8 @@
 /**
  * The relay's admin socket: `relay.sock` in the relay's directory (0600 in a 0700 directory),
- * guarded by a cookie in `.relay-cookie` exactly as the daemon's local API is (docs/decisions/0000-inherited.md, the
- * same building blocks). `peerup relay pair` talks to it; nothing on the network can.
+ * guarded by a cookie in `.relay-cookie` exactly as the daemon's local API is (docs/local-api.md;
+ * the same building blocks, src/util/socket.ts and src/util/cookie.ts). `peerup relay pair`
+ * talks to it; nothing on the network can.
  *
  * Routes: `POST /v1/pair` `{count, ttl_ms}` → a new group and its codes (shown once);
  * `GET /v1/pair` → the groups; `DELETE /v1/pair/{group}` → revoke a group's unused codes.
@@ -12,8 +13,9 @@
 import * as path from 'node:path'
 import { UsageError } from '../errors.ts'
 import type { Logger } from '../log/index.ts'
+import type { Component } from '../util/components.ts'
 import { removeCookie, writeCookie } from '../util/cookie.ts'
-import { createLocalApiServer } from '../util/local-api.ts'
+import { createLocalApiServer, type Route } from '../util/local-api.ts'
 import { LocalHttpClient } from '../util/local-http.ts'
 import { listenOnSocket } from '../util/socket.ts'
 import { VERSION } from '../version.ts'
@@ -31,64 +33,113 @@ export interface RelayAdmin {
   close(): Promise<void>
 }
 
+/** What {@link RelayAdminServer} uses. */
+export interface RelayAdminServerComponents {
+  pairing: RelayPairing
+  log: Logger
+}
+
+/** Settings of {@link RelayAdminServer}. */
+export interface RelayAdminServerInit {
+  /** The relay's directory, where {@link RELAY_ADMIN_FILES} live. */
+  dir: string
+}
+
+/**
+ * The admin socket of a running relay: `start()` claims the socket and then writes the cookie,
+ * `stop()` removes the cookie and closes the socket.
+ */
+export class RelayAdminServer implements RelayAdmin, Component {
+  readonly socketPath: string
+  readonly #cookieFile: string
+  readonly #components: RelayAdminServerComponents
+  #cookie: string | undefined
+  #close: (() => Promise<void>) | undefined
+
+  constructor(components: RelayAdminServerComponents, init: RelayAdminServerInit) {
+    this.#components = components
+    this.socketPath = path.join(init.dir, RELAY_ADMIN_FILES.socket)
+    this.#cookieFile = path.join(init.dir, RELAY_ADMIN_FILES.cookie)
+  }
+
+  /** Listens on the socket and writes the cookie. */
+  async start(): Promise<void> {
+    const server = createLocalApiServer({
+      version: VERSION,
+      cookieFileName: RELAY_ADMIN_FILES.cookie,
+      cookie: () => this.#cookie,
+      onAccess: (r) =>
+        this.#components.log.debug('admin request', { method: r.method, route: r.route, status: r.status }),
+      routes: adminRoutes(this.#components.pairing),
+    })
+    this.#close = await listenOnSocket(server, this.socketPath, { what: 'a relay' })
+    // The cookie is written only once the socket is ours, so that a cookie on disk always goes
+    // with the relay answering on the socket; it is rotated at every start.
+    this.#cookie = await writeCookie(this.#cookieFile)
+  }
+
+  /** Removes the cookie and closes the socket. */
+  async stop(): Promise<void> {
+    const close = this.#close
+    this.#close = undefined
+    if (close === undefined) {
+      return
+    }
+    this.#cookie = undefined
+    await removeCookie(this.#cookieFile)
+    await close()
+  }
+
+  /** The same as {@link RelayAdminServer.stop}. */
+  close(): Promise<void> {
+    return this.stop()
+  }
+}
+
 /** Starts the admin socket of a running relay. */
 export async function startRelayAdmin(options: {
   dir: string
   pairing: RelayPairing
   log: Logger
 }): Promise<RelayAdmin> {
-  const socketPath = path.join(options.dir, RELAY_ADMIN_FILES.socket)
-  const cookieFile = path.join(options.dir, RELAY_ADMIN_FILES.cookie)
-  let cookie: string | undefined
-  const server = createLocalApiServer({
-    version: VERSION,
-    cookieFileName: RELAY_ADMIN_FILES.cookie,
-    cookie: () => cookie,
-    onAccess: (r) =>
-      options.log.debug('admin request', { method: r.method, route: r.route, status: r.status }),
-    routes: [
-      {
-        method: 'POST',
-        path: '/v1/pair',
-        handler: async ({ body }) => {
-          const b = (body ?? {}) as { count?: unknown; ttl_ms?: unknown }
-          const count = b.count
-          const ttlMs = b.ttl_ms
-          if (
-            typeof count !== 'number' ||
-            typeof ttlMs !== 'number' ||
-            ttlMs < 1000 ||
-            ttlMs > MAX_GROUP_TTL_MS
-          ) {
-            throw new UsageError('give count (1–100) and ttl_ms (1 s to 7 days)')
-          }
-          const created: NewGroup = await options.pairing.createGroup({ count, ttlMs })
-          return { data: created, status: 201 }
-        },
+  const admin = new RelayAdminServer({ pairing: options.pairing, log: options.log }, { dir: options.dir })
+  await admin.start()
+  return admin
+}
+
+/** The admin API: make, list and revoke groups. */
+function adminRoutes(pairing: RelayPairing): Route[] {
+  return [
+    {
+      method: 'POST',
+      path: '/v1/pair',
+      handler: async ({ body }) => {
+        const b = (body ?? {}) as { count?: unknown; ttl_ms?: unknown }
+        const count = b.count
+        const ttlMs = b.ttl_ms
+        if (
+          typeof count !== 'number' ||
+          typeof ttlMs !== 'number' ||
+          ttlMs < 1000 ||
+          ttlMs > MAX_GROUP_TTL_MS
+        ) {
+          throw new UsageError('give count (1–100) and ttl_ms (1 s to 7 days)')
+        }
+        const created: NewGroup = await pairing.createGroup({ count, ttlMs })
+        return { data: created, status: 201 }
       },
-      {
-        method: 'GET',
-        path: '/v1/pair',
-        handler: async () => ({ data: options.pairing.listGroups() }),
-      },
-      {
-        method: 'DELETE',
-        path: '/v1/pair/:group',
-        handler: async ({ params }) => ({ data: await options.pairing.revokeGroup(params.group ?? '') }),
-      },
-    ],
-  })
-  const close = await listenOnSocket(server, socketPath, { what: 'a relay' })
-  // The cookie is written only once the socket is secured (docs/decisions/0000-inherited.md), and rotated every start.
-  cookie = await writeCookie(cookieFile)
-  return {
-    socketPath,
-    close: async () => {
-      cookie = undefined
-      await removeCookie(cookieFile)
-      await close()
     },
-  }
+    {
+      method: 'GET',
+      path: '/v1/pair',
+      handler: async () => ({ data: pairing.listGroups() }),
+    },
+    {
+      method: 'DELETE',
+      path: '/v1/pair/:group',
+      handler: async ({ params }) => ({ data: await pairing.revokeGroup(params.group ?? '') }),
+    },
+  ]
 }
 
 /** The client `peerup relay pair` uses. */

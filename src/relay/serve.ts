@@ -13,13 +13,14 @@ import { archiveLastGood } from '../config/safety.ts'
 import type { RelayConfig } from '../config/schema.ts'
 import { type Env, readEnv } from '../env.ts'
 import type { Logger } from '../log/index.ts'
-import { openAuditLog } from '../metrics/audit.ts'
-import { createRelayMetrics, libp2pMetricsInto, startMetricsServer } from '../metrics/index.ts'
-import { createObserver } from '../metrics/observer.ts'
-import { createNotifier } from '../util/sd-notify.ts'
-import { watchFile } from '../util/watch.ts'
-import { startRelayAdmin } from './admin.ts'
-import { startRelayPairing } from './pairing.ts'
+import { createRelayMetrics, libp2pMetricsInto, MetricsServer, type RelayMetrics } from '../metrics/index.ts'
+import type { Observer } from '../metrics/observer.ts'
+import { Telemetry } from '../metrics/telemetry.ts'
+import { type Component, componentName, Optional, startAll, stopAll } from '../util/components.ts'
+import { SystemdNotify } from '../util/sd-notify.ts'
+import { type FileWatch, watchFile } from '../util/watch.ts'
+import { RelayAdminServer } from './admin.ts'
+import { RelayPairingService } from './pairing.ts'
 import { countCircuits, type RelayHandle, startRelay } from './server.ts'
 
 /** Options of {@link runRelay}. */
@@ -32,57 +33,189 @@ export interface RunRelayOptions {
   env?: Env
 }
 
-/** Runs the relay until `signal` fires. */
+/**
+ * Runs the relay until `signal` fires: its components, in the order they start (and the reverse
+ * of the order they stop), are the telemetry (opt-in, `telemetry:` in relay-server.yaml), the
+ * relay node, `/metrics`, pairing (sponsoring, group codes), its admin socket, the reload of
+ * relay_authorized_keys, and systemd's notifications.
+ */
 export async function runRelay(options: RunRelayOptions): Promise<void> {
   const { log } = options
   const { config, dir } = await loadRelayConfig(options.configFile)
-  // Metrics and the audit log are opt-in (telemetry: in relay-server.yaml).
+  const env = options.env ?? readEnv()
   const metrics = config.telemetry.metrics.enabled ? createRelayMetrics() : undefined
-  const audit = config.telemetry.audit.enabled
-    ? await openAuditLog(resolveIn(dir, config.telemetry.audit.file))
-    : undefined
-  const observer = createObserver({ relay: metrics, audit })
-  const relay = await startRelay({
-    config,
-    dir,
-    log,
-    observer,
-    ...(metrics === undefined ? {} : { libp2pMetrics: libp2pMetricsInto(metrics.registry) }),
-  }).catch(async (err: unknown) => {
-    await audit?.close()
-    throw err
-  })
+  const telemetry = new Telemetry({ relay: metrics, audit: config.telemetry.audit, dir })
+  const relay = new RelayNode(telemetry, { config, dir, log, metrics })
   const metricsServer =
     metrics === undefined
       ? undefined
-      : await startMetricsServer(
-          metrics.registry,
-          config.telemetry.metrics.listen_address,
-          log.child('metrics'),
-          () => {
-            metrics.reservations.set(relay.node.services.relay.reservations.size)
-            metrics.circuits.set(countCircuits(relay.node))
+      : new MetricsServer(
+          { registry: metrics.registry, log: log.child('metrics') },
+          {
+            listenAddress: config.telemetry.metrics.listen_address,
+            beforeScrape: () => {
+              metrics.reservations.set(relay.handle.node.services.relay.reservations.size)
+              metrics.circuits.set(countCircuits(relay.handle.node))
+            },
           },
-        ).catch(async (err: unknown) => {
-          await relay.stop()
-          await audit?.close()
-          throw err
-        })
-  // Pairing (sponsoring, group codes) and its admin socket; a relay that cannot open the socket
-  // still relays, it only cannot make group codes.
-  const pairing = await startRelayPairing({ relay, config, dir, log: log.child('pairing'), observer }).catch(
-    async (err: unknown) => {
-      await relay.stop()
-      throw err
+        )
+  const pairing = new RelayPairingService({
+    get relay() {
+      return relay.handle
     },
-  )
-  const admin = await startRelayAdmin({ dir, pairing, log: log.child('admin') }).catch((err: unknown) => {
-    log.warn('relay admin socket unavailable: `relay pair` will not work', { error: err as Error })
-    return undefined
+    get observer() {
+      return telemetry.observer
+    },
+    config,
+    dir,
+    log: log.child('pairing'),
   })
-  const keysFile = resolveIn(dir, config.security.authorized_keys_file)
-  const reload = (why: string): void => {
-    relay
+  const components: Component[] = [
+    telemetry,
+    relay,
+    ...(metricsServer === undefined ? [] : [metricsServer]),
+    pairing,
+    // A relay that cannot open its admin socket still relays; it only cannot make group codes.
+    new Optional(new RelayAdminServer({ pairing, log: log.child('admin') }, { dir }), (err) =>
+      log.warn('relay admin socket unavailable: `relay pair` will not work', { error: err as Error }),
+    ),
+    new RelayKeysReload(relay, { keysFile: resolveIn(dir, config.security.authorized_keys_file), log }),
+    new SystemdNotify(
+      { log: log.child('notify') },
+      {
+        notifySocket: env.notifySocket,
+        watchdogUsec: env.watchdogUsec,
+        announce: async () => {
+          log.info('relay started', {
+            peer: relay.handle.peerId,
+            addresses: relay.handle.addresses().join(' '),
+            authorized: relay.handle.authorized.size,
+          })
+          // The config this start succeeded with is the one `relay config rollback` comes back to.
+          await archiveLastGood(options.configFile).catch((err: unknown) =>
+            log.warn('could not archive the last-known-good config', { error: err as Error }),
+          )
+          return `relaying as ${relay.handle.peerId}`
+        },
+        // The watchdog is pinged while the node runs.
+        healthy: () => relay.handle.node.status === 'started',
+      },
+    ),
+  ]
+  const stopFailed = (err: unknown, component: Component): void =>
+    log.warn('stopping a part of the relay failed', {
+      component: componentName(component),
+      error: err as Error,
+    })
+  await startAll(components, stopFailed)
+  try {
+    options.onReady?.(relay.handle, { metricsAddress: metricsServer?.address })
+    if (!options.signal.aborted) {
+      await new Promise<void>((resolve) =>
+        options.signal.addEventListener('abort', () => resolve(), { once: true }),
+      )
+    }
+    log.info('relay stopping')
+  } finally {
+    await stopAll(components, stopFailed)
+  }
+}
+
+/** What {@link RelayNode} reads when it starts. */
+interface RelayNodeComponents {
+  /** Where the relay reports (the telemetry's, started before it). */
+  observer: Observer
+}
+
+/** Settings of {@link RelayNode}. */
+interface RelayNodeInit {
+  config: RelayConfig
+  dir: string
+  log: Logger
+  /** The relay's metric families, into whose registry libp2p's metrics go; none when metrics are off. */
+  metrics: RelayMetrics | undefined
+}
+
+/** The relay node (src/relay/server.ts) as a component of `relay serve`. */
+class RelayNode implements Component {
+  readonly #components: RelayNodeComponents
+  readonly #init: RelayNodeInit
+  #handle: RelayHandle | undefined
+
+  constructor(components: RelayNodeComponents, init: RelayNodeInit) {
+    this.#components = components
+    this.#init = init
+  }
+
+  /** The running relay; only once started. */
+  get handle(): RelayHandle {
+    if (this.#handle === undefined) {
+      throw new Error('the relay has not started')
+    }
+    return this.#handle
+  }
+
+  /** Starts the relay. */
+  async start(): Promise<void> {
+    const { config, dir, log, metrics } = this.#init
+    this.#handle = await startRelay({
+      config,
+      dir,
+      log,
+      observer: this.#components.observer,
+      ...(metrics === undefined ? {} : { libp2pMetrics: libp2pMetricsInto(metrics.registry) }),
+    })
+  }
+
+  /** Stops it (the handle stays readable, for what still asks during the shutdown). */
+  async stop(): Promise<void> {
+    await this.#handle?.stop()
+  }
+}
+
+/** What {@link RelayKeysReload} reloads. */
+interface RelayKeysReloadComponents {
+  handle: RelayHandle
+}
+
+/** Settings of {@link RelayKeysReload}. */
+interface RelayKeysReloadInit {
+  /** relay_authorized_keys. */
+  keysFile: string
+  log: Logger
+}
+
+/**
+ * Reloads relay_authorized_keys whenever the file changes, and on SIGHUP: `start()` watches the
+ * file and listens for the signal, `stop()` ends both.
+ */
+class RelayKeysReload implements Component {
+  readonly #components: RelayKeysReloadComponents
+  readonly #init: RelayKeysReloadInit
+  #watch: FileWatch | undefined
+  readonly #onHup = (): void => this.#reload('SIGHUP')
+
+  constructor(components: RelayKeysReloadComponents, init: RelayKeysReloadInit) {
+    this.#components = components
+    this.#init = init
+  }
+
+  /** Watches the file and listens for SIGHUP. */
+  start(): void {
+    this.#watch = watchFile(this.#init.keysFile, () => this.#reload('file changed'))
+    process.on('SIGHUP', this.#onHup)
+  }
+
+  /** Stops watching and listening. */
+  stop(): void {
+    process.off('SIGHUP', this.#onHup)
+    this.#watch?.close()
+    this.#watch = undefined
+  }
+
+  #reload(why: string): void {
+    const { log } = this.#init
+    this.#components.handle
       .reloadAuthorized()
       .then(({ added, removed }) => {
         if (added.length > 0 || removed.length > 0) {
@@ -92,53 +225,6 @@ export async function runRelay(options: RunRelayOptions): Promise<void> {
       .catch((err: unknown) =>
         log.error('relay_authorized_keys reload failed; keeping the previous set', { error: err as Error }),
       )
-  }
-  const watcher = watchFile(keysFile, () => reload('file changed'))
-  const onHup = (): void => reload('SIGHUP')
-  process.on('SIGHUP', onHup)
-  const env = options.env ?? readEnv()
-  const notifier = await createNotifier(env.notifySocket, log.child('notify'))
-  let watchdog: NodeJS.Timeout | undefined
-  try {
-    log.info('relay started', {
-      peer: relay.peerId,
-      addresses: relay.addresses().join(' '),
-      authorized: relay.authorized.size,
-    })
-    // The config this start succeeded with is the one `relay config rollback` comes back to.
-    await archiveLastGood(options.configFile).catch((err: unknown) =>
-      log.warn('could not archive the last-known-good config', { error: err as Error }),
-    )
-    // systemd (Type=notify): ready now; the watchdog is pinged while the node runs.
-    await notifier.notify(`READY=1\nSTATUS=relaying as ${relay.peerId}`)
-    if (notifier.enabled && env.watchdogUsec !== undefined) {
-      watchdog = setInterval(
-        () => {
-          if (relay.node.status === 'started') {
-            notifier.notify('WATCHDOG=1').catch(() => {})
-          }
-        },
-        Math.max(Math.floor(env.watchdogUsec / 2000), 100),
-      )
-    }
-    options.onReady?.(relay, { metricsAddress: metricsServer?.address })
-    if (!options.signal.aborted) {
-      await new Promise<void>((resolve) =>
-        options.signal.addEventListener('abort', () => resolve(), { once: true }),
-      )
-    }
-    log.info('relay stopping')
-    await notifier.notify('STOPPING=1')
-  } finally {
-    clearInterval(watchdog)
-    notifier.close()
-    watcher.close()
-    process.off('SIGHUP', onHup)
-    await admin?.close()
-    await pairing.stop()
-    await relay.stop()
-    await metricsServer?.close()
-    await audit?.close()
   }
 }
 

@@ -8,7 +8,7 @@
 
 import * as path from 'node:path'
 import { circuitRelayServer } from '@libp2p/circuit-relay-v2'
-import type { Connection, PeerId } from '@libp2p/interface'
+import type { Connection, PeerId, PrivateKey } from '@libp2p/interface'
 import { createLibp2p, type Libp2pOptions } from 'libp2p'
 import { TypedEventEmitter, type TypedEventTarget } from 'main-event'
 import { AuthorizedPeers } from '../auth/gater.ts'
@@ -16,23 +16,18 @@ import { loadIdentity, peerIdOf } from '../auth/identity.ts'
 import { ipOfAddr } from '../auth/pending.ts'
 import { resolveIn } from '../config/load.ts'
 import type { RelayConfig } from '../config/schema.ts'
-import { INVITE_PROTOCOL } from '../invite/protocol.ts'
 import type { Logger } from '../log/index.ts'
 import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
-import {
-  RELAY_AGENT,
-  RELAY_HOP_PROTOCOL,
-  RELAY_STOP_PROTOCOL,
-  RELAY_YAMUX_OPTIONS,
-} from '../p2p/constants.ts'
+import { RELAY_AGENT, RELAY_STOP_PROTOCOL, RELAY_YAMUX_OPTIONS } from '../p2p/constants.ts'
 import { type BaseServices, baseLibp2pOptions, type PeerupLibp2p } from '../p2p/node.ts'
+import { type Component, componentName, startAll, stopAll } from '../util/components.ts'
 import { VERSION } from '../version.ts'
-import { RelayStartError } from './errors.ts'
 import { type RefusalWhat, relayGater } from './gater.ts'
-import { type HealthServer, startHealthServer } from './health.ts'
+import { HealthServer } from './health.ts'
 import { OpenInvites } from './invites.ts'
 import { assertRelayPatched } from './patch-check.ts'
-import { type StunResponder, startStunResponder } from './stun.ts'
+import { IdleStrangers, RefusalReport, RevokedRelayPeers } from './relay-components.ts'
+import { StunResponder } from './stun.ts'
 
 /** The limit of one relayed connection: duration in ms, data in bytes (both directions together). */
 export interface CircuitLimit {
@@ -95,16 +90,6 @@ export const RELAY_HANDSHAKE_TIMEOUT_MS = 10_000
 /** Inbound handshakes under way at once, from everyone together (libp2p's default is 10). */
 const MAX_PENDING_CONNECTIONS = 512
 
-/** Refusals of one kind are logged at most once per this, with the count of those not logged. */
-const REFUSAL_LOG_INTERVAL_MS = 10_000
-
-/**
- * Protocols that make a stranger's connection useful: a circuit (pairing with a member) or the
- * relay's own group codes. A stranger holding none of them for `unknown_peer_idle_timeout` is
- * disconnected.
- */
-const STRANGER_BUSY_PROTOCOLS = new Set([RELAY_HOP_PROTOCOL, INVITE_PROTOCOL])
-
 /**
  * The limit for a relayed connection from `source`: a peer the relay knows gets the configured
  * session limits (none by default: an SSH session lasts days); a peer it does not know gets just
@@ -126,57 +111,24 @@ export function circuitLimitFor(config: RelayConfig, sourceAuthorized: boolean):
 /** Starts a relay from its config. */
 export async function startRelay(options: StartRelayOptions): Promise<RelayHandle> {
   assertRelayPatched()
+  const privateKey = await loadIdentity(resolveIn(options.dir, options.config.identity.key_file))
+  const relay = await assembleRelay(options, privateKey)
+  await relay.start()
+  return relay
+}
+
+/** Assembles a relay; nothing runs before its `start()`. */
+async function assembleRelay(options: StartRelayOptions, privateKey: PrivateKey): Promise<Relay> {
   const { config, dir, log } = options
   const observer = options.observer ?? NO_OBSERVER
-  const privateKey = await loadIdentity(resolveIn(dir, config.identity.key_file))
-  const authorized = await AuthorizedPeers.fromFile(resolveIn(dir, config.security.authorized_keys_file))
-  let node: PeerupLibp2p<RelayServices> | undefined
+  // Loaded when it starts, first of the components.
+  const authorized = new AuthorizedPeers([], resolveIn(dir, config.security.authorized_keys_file))
   const events = new TypedEventEmitter<RelayEvents>()
   const invites = new OpenInvites()
-  const connectionsOf = (peer: PeerId): Connection[] => node?.getConnections(peer) ?? []
-  const logRefusal = throttledRefusalLog(log)
-  const gater = relayGater(
-    authorized,
-    {
-      ipOf: (peer) => {
-        const conn = connectionsOf(peer).find((c) => c.status === 'open')
-        return conn === undefined ? undefined : ipOfAddr(conn.remoteAddr)
-      },
-      reservedPeers: () => {
-        const out: Array<{ peer: string; ip: string | undefined }> = []
-        for (const [peer, reservation] of node?.services.relay.reservations ?? []) {
-          if (connectionsOf(peer).some((c) => c.status === 'open')) {
-            const ip = reservation.addr
-              .getComponents()
-              .find((x) => x.name === 'ip4' || x.name === 'ip6')?.value
-            out.push({ peer: peer.toString(), ip })
-          }
-        }
-        return out
-      },
-      openCircuits: () => countCircuits(node),
-      connections: () => node?.getConnections() ?? [],
-      admitStranger: (member, source) => invites.admit(member, source),
-    },
-    {
-      enabled: config.security.enable_connection_gating,
-      maxReservationsPerIp: config.resources.max_reservations_per_ip,
-      maxCircuits: config.resources.max_circuits,
-      strangers: {
-        maxPendingPerIp: config.resources.max_pending_per_ip,
-        maxConnectionsPerIp: config.resources.max_unknown_connections_per_ip,
-        maxCircuitsPerIp: config.resources.max_unknown_circuits_per_ip,
-        circuitsPerMinutePerIp: config.resources.unknown_circuits_per_minute_per_ip,
-      },
-      handshakeTimeoutMs: RELAY_HANDSHAKE_TIMEOUT_MS,
-      onDecision: (peer, decision, where) => observer.authDecision(peer, decision, where),
-      onRefusal: (what, peer, reason) => {
-        observer.relayRefusal(what, peer, reason)
-        logRefusal(what, peer, reason)
-        events.safeDispatchEvent('refusal', { detail: { what, peer, reason } })
-      },
-    },
-  )
+  const refusals = new RefusalReport({ observer, log, events })
+  // The gater asks about connections and reservations, which only the node (made below) knows.
+  let node: PeerupLibp2p<RelayServices> | undefined
+  const gater = gaterFor(config, { authorized, invites, observer, refusals, node: () => node })
   const base = baseLibp2pOptions({
     privateKey,
     listen: config.network.listen_addresses,
@@ -197,19 +149,87 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
     // The DHT and the full identify are for members only (src/p2p/members-only.ts).
     members: {
       isMember: (peer) => !config.security.enable_connection_gating || authorized.has(peer),
-      onRefused: (peer, what) => {
-        const reason =
-          what === 'dht' ? 'the DHT is for members only' : 'strangers stay out of the routing table'
-        observer.relayRefusal(what, peer, reason)
-        logRefusal(what, peer, reason)
-        events.safeDispatchEvent('refusal', { detail: { what, peer, reason } })
-      },
+      onRefused: (peer, what) =>
+        refusals.report(
+          what,
+          peer,
+          what === 'dht' ? 'the DHT is for members only' : 'strangers stay out of the routing table',
+        ),
     },
   })
   if (config.network.announce_addresses.length > 0) {
     base.addresses = { ...base.addresses, announce: config.network.announce_addresses }
   }
-  const relayInit = {
+  const init = {
+    ...base,
+    ...(options.libp2pMetrics === undefined ? {} : { metrics: options.libp2pMetrics }),
+    services: { ...base.services, relay: circuitRelayServer(relayServerInit(config, authorized, observer)) },
+    start: false,
+  } as unknown as Libp2pOptions<RelayServices>
+  node = await createLibp2p(init)
+  return new Relay(options, { node, peerId: peerIdOf(privateKey), authorized, events, invites, refusals })
+}
+
+/** The relay's gater: who may connect, reserve and open circuits (src/relay/gater.ts). */
+function gaterFor(
+  config: RelayConfig,
+  parts: {
+    authorized: AuthorizedPeers
+    invites: OpenInvites
+    observer: Observer
+    refusals: RefusalReport
+    node: () => PeerupLibp2p<RelayServices> | undefined
+  },
+): ReturnType<typeof relayGater> {
+  const { authorized, invites, observer, refusals } = parts
+  const connectionsOf = (peer: PeerId): Connection[] => parts.node()?.getConnections(peer) ?? []
+  return relayGater(
+    authorized,
+    {
+      ipOf: (peer) => {
+        const conn = connectionsOf(peer).find((c) => c.status === 'open')
+        return conn === undefined ? undefined : ipOfAddr(conn.remoteAddr)
+      },
+      reservedPeers: () => {
+        const out: Array<{ peer: string; ip: string | undefined }> = []
+        for (const [peer, reservation] of parts.node()?.services.relay.reservations ?? []) {
+          if (connectionsOf(peer).some((c) => c.status === 'open')) {
+            const ip = reservation.addr
+              .getComponents()
+              .find((x) => x.name === 'ip4' || x.name === 'ip6')?.value
+            out.push({ peer: peer.toString(), ip })
+          }
+        }
+        return out
+      },
+      openCircuits: () => countCircuits(parts.node()),
+      connections: () => parts.node()?.getConnections() ?? [],
+      admitStranger: (member, source) => invites.admit(member, source),
+    },
+    {
+      enabled: config.security.enable_connection_gating,
+      maxReservationsPerIp: config.resources.max_reservations_per_ip,
+      maxCircuits: config.resources.max_circuits,
+      strangers: {
+        maxPendingPerIp: config.resources.max_pending_per_ip,
+        maxConnectionsPerIp: config.resources.max_unknown_connections_per_ip,
+        maxCircuitsPerIp: config.resources.max_unknown_circuits_per_ip,
+        circuitsPerMinutePerIp: config.resources.unknown_circuits_per_minute_per_ip,
+      },
+      handshakeTimeoutMs: RELAY_HANDSHAKE_TIMEOUT_MS,
+      onDecision: (peer, decision, where) => observer.authDecision(peer, decision, where),
+      onRefusal: (what, peer, reason) => refusals.report(what, peer, reason),
+    },
+  )
+}
+
+/** The settings of circuit relay v2's server, with the hooks our patch of it adds. */
+function relayServerInit(
+  config: RelayConfig,
+  authorized: AuthorizedPeers,
+  observer: Observer,
+): Parameters<typeof circuitRelayServer>[0] {
+  const init = {
     reservations: {
       maxReservations: config.resources.max_reservations,
       reservationTtl: config.resources.reservation_ttl,
@@ -227,112 +247,97 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
     connectLimit: (source: PeerId) =>
       circuitLimitFor(config, !config.security.enable_connection_gating || authorized.has(source.toString())),
   }
-  const init = {
-    ...base,
-    ...(options.libp2pMetrics === undefined ? {} : { metrics: options.libp2pMetrics }),
-    services: {
-      ...base.services,
-      relay: circuitRelayServer(relayInit as Parameters<typeof circuitRelayServer>[0]),
-    },
-  } as unknown as Libp2pOptions<RelayServices>
-  node = await createLibp2p(init)
-  const relayNode = node
-  const peerId = peerIdOf(privateKey)
+  return init as Parameters<typeof circuitRelayServer>[0]
+}
 
-  const closeRevoked = async (removed: string[]): Promise<void> => {
-    for (const id of removed) {
-      const peer = relayNode.getConnections().find((c) => c.remotePeer.toString() === id)?.remotePeer
-      if (peer === undefined) {
-        continue
-      }
-      // Internal API: the stock server has no public way to drop one reservation.
-      ;(
-        relayNode.services.relay as unknown as { reservationStore?: { removeReservation(p: PeerId): void } }
-      ).reservationStore?.removeReservation(peer)
-      await relayNode.hangUp(peer).catch(() => {})
-      log.info('deauthorized peer disconnected', { peer: id })
-    }
-  }
-  authorized.onChange((added, removed) => {
-    observer.authChanged(added, removed, resolveIn(dir, config.security.authorized_keys_file))
-    closeRevoked(removed).catch((err: unknown) =>
-      log.warn('closing revoked peers failed', { error: err as Error }),
-    )
-  })
+/** What {@link assembleRelay} makes before the relay itself. */
+interface RelayParts {
+  node: PeerupLibp2p<RelayServices>
+  peerId: string
+  authorized: AuthorizedPeers
+  events: TypedEventEmitter<RelayEvents>
+  invites: OpenInvites
+  refusals: RefusalReport
+}
 
-  // Strangers that hold no circuit and no pairing exchange are let go: an idle identity costs the
-  // relay ~100 KB and a slot of its per-IP allowance (docs/decisions/0004-strangers.md).
-  const idleMs = config.resources.unknown_peer_idle_timeout
-  const sweep = setInterval(
-    () => {
-      const now = Date.now()
-      for (const conn of relayNode.getConnections()) {
-        const id = conn.remotePeer.toString()
-        if (
-          conn.status !== 'open' ||
-          !config.security.enable_connection_gating ||
-          authorized.has(id) ||
-          now - conn.timeline.open < idleMs ||
-          conn.streams.some((s) => s.protocol !== undefined && STRANGER_BUSY_PROTOCOLS.has(s.protocol))
-        ) {
-          continue
-        }
-        conn.close().catch(() => conn.abort(new Error('idle unknown peer')))
-        observer.relayRefusal('connection', id, 'idle unknown peer')
-        logRefusal('connection', id, 'idle unknown peer')
-        events.safeDispatchEvent('refusal', {
-          detail: { what: 'connection', peer: id, reason: 'idle unknown peer' },
-        })
-      }
-    },
-    Math.max(Math.floor(idleMs / 3), 200),
-  )
-  sweep.unref()
+/**
+ * A relay: its components in the order they start (relay_authorized_keys, the libp2p node, the
+ * disconnection of revoked peers, the sweep of idle strangers, `/healthz`, the STUN responder),
+ * stopped in reverse.
+ */
+class Relay implements RelayHandle, Component {
+  readonly node: PeerupLibp2p<RelayServices>
+  readonly events: TypedEventEmitter<RelayEvents>
+  readonly peerId: string
+  readonly authorized: AuthorizedPeers
+  readonly invites: OpenInvites
+  readonly health: HealthServer | undefined
+  readonly stun: StunResponder | undefined
+  readonly #log: Logger
+  readonly #components: Component[]
 
-  const health = config.health.enabled
-    ? await startHealthServer(config.health.listen_address, {
-        connectedPeers: () => new Set(relayNode.getConnections().map((c) => c.remotePeer.toString())).size,
-      })
-    : undefined
-
-  let stun: StunResponder | undefined
-  if (config.stun.enabled) {
-    try {
-      stun = await startStunResponder({ listenAddress: config.stun.listen_address, log: log.child('stun') })
-    } catch (err) {
-      // Undo what was started so far: a relay that cannot bind its STUN port does not half-run.
-      clearInterval(sweep)
-      await health?.close()
-      await relayNode.stop()
-      authorized.stop()
-      throw new RelayStartError(
-        `cannot listen for STUN on udp ${config.stun.listen_address}: ${(err as Error).message}`,
+  constructor(options: StartRelayOptions, parts: RelayParts) {
+    const { config, dir, log } = options
+    const { node, authorized, refusals } = parts
+    const observer = options.observer ?? NO_OBSERVER
+    this.node = node
+    this.events = parts.events
+    this.peerId = parts.peerId
+    this.authorized = authorized
+    this.invites = parts.invites
+    this.#log = log
+    this.health = config.health.enabled
+      ? new HealthServer(
+          { connectedPeers: () => new Set(node.getConnections().map((c) => c.remotePeer.toString())).size },
+          { listenAddress: config.health.listen_address },
+        )
+      : undefined
+    this.stun = config.stun.enabled
+      ? new StunResponder({ log: log.child('stun') }, { listenAddress: config.stun.listen_address })
+      : undefined
+    this.#components = [
+      authorized,
+      node,
+      new RevokedRelayPeers(
+        { node, authorized, observer, log },
+        { keysFile: resolveIn(dir, config.security.authorized_keys_file) },
+      ),
+      new IdleStrangers(
+        { node, authorized, refusals },
         {
-          hint: 'pick another stun.listen_address in relay-server.yaml, or set stun.enabled: false (nodes then get no direct path across NAT)',
-          cause: err,
+          idleMs: config.resources.unknown_peer_idle_timeout,
+          gating: config.security.enable_connection_gating,
         },
-      )
-    }
-    log.info('STUN responder listening', { listen: `udp ${stun.address.host}:${stun.address.port}` })
+      ),
+      // A relay that cannot bind its STUN port does not half-run: what started stops again.
+      ...(this.health === undefined ? [] : [this.health]),
+      ...(this.stun === undefined ? [] : [this.stun]),
+    ]
   }
 
-  return {
-    node: relayNode,
-    events,
-    peerId,
-    authorized,
-    invites,
-    health,
-    stun,
-    addresses: () => relayNode.getMultiaddrs().map((a) => a.toString()),
-    reloadAuthorized: () => authorized.reloadFromFile(),
-    stop: async () => {
-      clearInterval(sweep)
-      authorized.stop()
-      await stun?.close()
-      await health?.close()
-      await relayNode.stop()
-    },
+  /** Starts the components in order; on a failure, those already started stop again. */
+  async start(): Promise<void> {
+    await startAll(this.#components, this.#stopFailed)
+  }
+
+  /** Stops the components in reverse order. */
+  async stop(): Promise<void> {
+    await stopAll(this.#components, this.#stopFailed)
+  }
+
+  readonly #stopFailed = (err: unknown, component: Component): void => {
+    this.#log.warn('stopping a part of the relay failed', {
+      component: componentName(component),
+      error: err as Error,
+    })
+  }
+
+  addresses(): string[] {
+    return this.node.getMultiaddrs().map((a) => a.toString())
+  }
+
+  reloadAuthorized(): Promise<{ added: string[]; removed: string[] }> {
+    return this.authorized.reloadFromFile()
   }
 }
 
@@ -354,33 +359,5 @@ export function relayFiles(dir: string, config: RelayConfig): { key: string; aut
   return {
     key: path.join(dir, config.identity.key_file),
     authorizedKeys: path.join(dir, config.security.authorized_keys_file),
-  }
-}
-
-/**
- * Logs refusals so that a flood cannot fill the log: the first of each kind (what and why, the
- * addresses and peer ids taken out) at once, then at most one line per
- * {@link REFUSAL_LOG_INTERVAL_MS} saying how many were not logged. Metrics and the audit log
- * still count every one.
- */
-function throttledRefusalLog(log: Logger): (what: RefusalWhat, peer: string, reason: string) => void {
-  const last = new Map<string, { at: number; suppressed: number }>()
-  return (what, peer, reason) => {
-    const kind = `${what}:${reason.replace(/\b(12D3Koo|Qm)\w+|\d+\.\d+\.\d+\.\d+|[0-9a-f:]*:[0-9a-f:]+/g, '…')}`
-    const now = Date.now()
-    const seen = last.get(kind)
-    if (seen !== undefined && now - seen.at < REFUSAL_LOG_INTERVAL_MS) {
-      seen.suppressed++
-      return
-    }
-    last.set(kind, { at: now, suppressed: 0 })
-    if (last.size > 256) {
-      last.delete(last.keys().next().value as string)
-    }
-    log.warn(`${what} refused`, {
-      peer,
-      reason,
-      ...(seen !== undefined && seen.suppressed > 0 ? { suppressed: seen.suppressed } : {}),
-    })
   }
 }

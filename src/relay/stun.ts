@@ -14,7 +14,9 @@ import * as net from 'node:net'
 import stun from '@msimerson/stun'
 import type { Logger } from '../log/index.ts'
 import { parseHostPort } from '../util/address.ts'
+import type { Component } from '../util/components.ts'
 import { VERSION } from '../version.ts'
+import { RelayStartError } from './errors.ts'
 
 const { STUN_BINDING_REQUEST, STUN_BINDING_RESPONSE, STUN_ATTR_FINGERPRINT } = stun.constants as {
   STUN_BINDING_REQUEST: number
@@ -36,21 +38,19 @@ export interface StunCounters {
   dropped: number
 }
 
-/** A running responder. */
-export interface StunResponder {
-  /** The bound address (the real port when the config said 0). */
-  address: { host: string; port: number }
-  counters: StunCounters
-  /** Closes the socket; safe to call twice. */
-  close(): Promise<void>
+/** What a {@link StunResponder} uses. */
+export interface StunResponderComponents {
+  log: Logger
+}
+
+/** Settings of a {@link StunResponder}. */
+export interface StunResponderInit {
+  /** `host:port` or `[v6]:port` (config `stun.listen_address`). */
+  listenAddress: string
 }
 
 /** Options of {@link startStunResponder}. */
-export interface StunResponderOptions {
-  /** `host:port` or `[v6]:port` (config `stun.listen_address`). */
-  listenAddress: string
-  log: Logger
-}
+export interface StunResponderOptions extends StunResponderInit, StunResponderComponents {}
 
 /**
  * Answers one datagram: the Binding success response to send back to `from`, or `undefined` when
@@ -93,42 +93,95 @@ export function answerBinding(datagram: Buffer, from: { address: string; port: n
   return response.toBuffer()
 }
 
-/** Binds the UDP socket and answers Binding requests until {@link StunResponder.close}. */
-export async function startStunResponder(options: StunResponderOptions): Promise<StunResponder> {
-  const { host, port } = parseHostPort(options.listenAddress)
-  const socket = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4' })
-  const counters: StunCounters = { answered: 0, dropped: 0 }
-  const log = options.log
-  socket.on('message', (datagram, rinfo) => {
-    const answer = answerBinding(datagram, rinfo)
-    if (answer === undefined) {
-      counters.dropped++
-      return
-    }
-    counters.answered++
-    socket.send(answer, rinfo.port, rinfo.address, (err) => {
-      if (err !== null) {
-        log.debug('STUN answer not sent', { to: `${rinfo.address}:${rinfo.port}`, error: err.message })
-      }
-    })
-  })
-  await new Promise<void>((resolve, reject) => {
-    socket.once('error', reject)
-    socket.bind(port, host, () => {
-      socket.off('error', reject)
-      resolve()
-    })
-  })
-  // After binding, a socket error (e.g. ICMP-triggered on some systems) must not crash the relay.
-  socket.on('error', (err) => log.warn('STUN socket error', { error: err.message }))
-  const bound = socket.address()
-  let closed: Promise<void> | undefined
-  return {
-    address: { host: bound.address, port: bound.port },
-    counters,
-    close: () => {
-      closed ??= new Promise<void>((resolve) => socket.close(() => resolve()))
-      return closed
-    },
+/**
+ * The responder: `start()` binds the UDP socket and answers Binding requests on it, `stop()`
+ * closes it. A relay that cannot bind its STUN port does not start (a {@link RelayStartError}
+ * saying which config key to change): nodes would otherwise lose their direct path unnoticed.
+ */
+export class StunResponder implements Component {
+  /** What the responder has done since it started. */
+  readonly counters: StunCounters = { answered: 0, dropped: 0 }
+  readonly #log: Logger
+  readonly #listen: string
+  #socket: dgram.Socket | undefined
+  #address: { host: string; port: number } | undefined
+  #closed: Promise<void> | undefined
+
+  constructor(components: StunResponderComponents, init: StunResponderInit) {
+    this.#log = components.log
+    this.#listen = init.listenAddress
   }
+
+  /** The bound address (the real port when the config said 0); only once started. */
+  get address(): { host: string; port: number } {
+    if (this.#address === undefined) {
+      throw new Error('the STUN responder is not listening')
+    }
+    return this.#address
+  }
+
+  /** Binds the socket and answers from then on. */
+  async start(): Promise<void> {
+    const { host, port } = parseHostPort(this.#listen)
+    const socket = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4' })
+    const log = this.#log
+    socket.on('message', (datagram, rinfo) => {
+      const answer = answerBinding(datagram, rinfo)
+      if (answer === undefined) {
+        this.counters.dropped++
+        return
+      }
+      this.counters.answered++
+      socket.send(answer, rinfo.port, rinfo.address, (err) => {
+        if (err !== null) {
+          log.debug('STUN answer not sent', { to: `${rinfo.address}:${rinfo.port}`, error: err.message })
+        }
+      })
+    })
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once('error', reject)
+        socket.bind(port, host, () => {
+          socket.off('error', reject)
+          resolve()
+        })
+      })
+    } catch (err) {
+      socket.close()
+      throw new RelayStartError(`cannot listen for STUN on udp ${this.#listen}: ${(err as Error).message}`, {
+        hint: 'pick another stun.listen_address in relay-server.yaml, or set stun.enabled: false (nodes then get no direct path across NAT)',
+        cause: err,
+      })
+    }
+    // After binding, a socket error (e.g. ICMP-triggered on some systems) must not crash the relay.
+    socket.on('error', (err) => log.warn('STUN socket error', { error: err.message }))
+    const bound = socket.address()
+    this.#socket = socket
+    this.#address = { host: bound.address, port: bound.port }
+    this.#closed = undefined
+    log.info('STUN responder listening', { listen: `udp ${bound.address}:${bound.port}` })
+  }
+
+  /** Closes the socket; safe to call twice. */
+  stop(): Promise<void> {
+    const socket = this.#socket
+    if (socket === undefined) {
+      return this.#closed ?? Promise.resolve()
+    }
+    this.#socket = undefined
+    this.#closed = new Promise<void>((resolve) => socket.close(() => resolve()))
+    return this.#closed
+  }
+
+  /** The same as {@link StunResponder.stop}. */
+  close(): Promise<void> {
+    return this.stop()
+  }
+}
+
+/** Starts a {@link StunResponder}; it answers until closed. */
+export async function startStunResponder(options: StunResponderOptions): Promise<StunResponder> {
+  const responder = new StunResponder({ log: options.log }, { listenAddress: options.listenAddress })
+  await responder.start()
+  return responder
 }

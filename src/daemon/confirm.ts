@@ -1,0 +1,156 @@
+/**
+ * Commit-confirmed `config apply` in the daemon (src/config/safety.ts): the new config runs at
+ * once, and unless `peerup config confirm` comes before the deadline, the previous one goes back
+ * and the daemon exits non-zero, so that its service manager restarts it on the good one.
+ *
+ * @packageDocumentation
+ */
+
+import {
+  archiveLastGood,
+  ConfigNotConfirmedError,
+  type PendingApply,
+  readPending,
+  rollbackConfig,
+  safetyFiles,
+  settlePendingAtStart,
+} from '../config/safety.ts'
+import type { Logger } from '../log/index.ts'
+import type { NodeRuntime } from '../p2p/runtime.ts'
+import type { Component } from '../util/components.ts'
+import { type FileWatch, watchFile } from '../util/watch.ts'
+import type { DaemonEvents } from './events.ts'
+
+/**
+ * Before anything loads the config: an apply whose deadline passed while no daemon ran is undone,
+ * and one that never reached config.yaml (a crash mid-apply) loses its confirmation.
+ */
+export async function settleApplyAtStart(configFile: string, log: Logger): Promise<void> {
+  const settled = await settlePendingAtStart(configFile)
+  if (settled.action === 'reverted') {
+    log.error('config apply was not confirmed before its deadline: previous config restored', {
+      applied_at: settled.pending.appliedAt,
+      deadline: settled.pending.deadline,
+    })
+  } else if (settled.action === 'cleared') {
+    log.warn(
+      'a config apply did not complete (config.yaml is not what it wrote): its confirmation was dropped',
+    )
+  }
+}
+
+/** What {@link ApplyConfirmation} uses; read at start and later. */
+export interface ApplyConfirmationComponents {
+  runtime: NodeRuntime
+  events: DaemonEvents
+  log: Logger
+  /** Starts the orderly shutdown (the same as SIGTERM). */
+  shutdown(reason: Error): void
+}
+
+/**
+ * Waits for the confirmation of a pending apply: `start()` watches the pending file and arms the
+ * deadline of an apply that waits; `stop()` ends the watch and disarms the deadline. At the
+ * deadline the previous config is restored, and the daemon stops with {@link
+ * ApplyConfirmation.failure}; a confirmation archives the config as the last good one.
+ */
+export class ApplyConfirmation implements Component {
+  readonly #components: ApplyConfirmationComponents
+  #watch: FileWatch | undefined
+  #deadline: NodeJS.Timeout | undefined
+  #failure: ConfigNotConfirmedError | undefined
+
+  constructor(components: ApplyConfirmationComponents) {
+    this.#components = components
+  }
+
+  /** Why the daemon stopped, when an apply was not confirmed in time. */
+  get failure(): ConfigNotConfirmedError | undefined {
+    return this.#failure
+  }
+
+  /** Watches the pending file and arms the deadline of an apply that waits. */
+  async start(): Promise<void> {
+    const configFile = this.#components.runtime.configFile
+    this.#watch = watchFile(safetyFiles(configFile).pending, () => this.#pendingChanged())
+    try {
+      await this.#arm()
+    } catch (err) {
+      this.stop()
+      throw err
+    }
+  }
+
+  /** Ends the watch and disarms the deadline. */
+  stop(): void {
+    this.#watch?.close()
+    this.#watch = undefined
+    clearTimeout(this.#deadline)
+    this.#deadline = undefined
+  }
+
+  async #arm(): Promise<void> {
+    const { runtime, log } = this.#components
+    clearTimeout(this.#deadline)
+    this.#deadline = undefined
+    const pending = await readPending(runtime.configFile)
+    if (pending === undefined) {
+      return
+    }
+    const remaining = Math.max(Date.parse(pending.deadline) - Date.now(), 0)
+    log.warn('config apply waiting for `peerup config confirm`', { deadline: pending.deadline })
+    this.#deadline = setTimeout(() => {
+      this.#expired(pending).catch((err: unknown) =>
+        log.error('restoring the previous config failed', { error: err as Error }),
+      )
+    }, remaining)
+  }
+
+  /** The deadline of `pending` passed: unless it was confirmed (or replaced) meanwhile, undo it. */
+  async #expired(pending: PendingApply): Promise<void> {
+    const { runtime, events, log, shutdown } = this.#components
+    const still = await readPending(runtime.configFile)
+    if (still?.appliedAt !== pending.appliedAt) {
+      return
+    }
+    await rollbackConfig(runtime.configFile)
+    this.#failure = new ConfigNotConfirmedError(
+      `config apply of ${pending.appliedAt} was not confirmed by ${pending.deadline}: previous config restored`,
+      { hint: 'the daemon exits so that its service manager restarts it on the restored config' },
+    )
+    log.error('config apply not confirmed: previous config restored, exiting', { deadline: pending.deadline })
+    events.publish({
+      type: 'config',
+      time: new Date().toISOString(),
+      action: 'reverted',
+      applied: [],
+      restartNeeded: [],
+    })
+    shutdown(this.#failure)
+  }
+
+  /** The pending file changed: a new apply is armed; a confirmed one archives the config. */
+  #pendingChanged(): void {
+    const { runtime, events, log } = this.#components
+    const wasArmed = this.#deadline !== undefined
+    this.#arm()
+      .then(async () => {
+        if (
+          wasArmed &&
+          this.#deadline === undefined &&
+          (await readPending(runtime.configFile)) === undefined
+        ) {
+          log.info('config apply confirmed')
+          await archiveLastGood(runtime.configFile)
+          events.publish({
+            type: 'config',
+            time: new Date().toISOString(),
+            action: 'confirmed',
+            applied: [],
+            restartNeeded: [],
+          })
+        }
+      })
+      .catch(() => {})
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * The daemon's node runtime (src/p2p/runtime.ts) as one of its components, and the gauges and
+ * totals the node keeps that `/metrics` reads from it.
+ *
+ * @packageDocumentation
+ */
+
+import type { Logger } from '../log/index.ts'
+import { libp2pMetricsInto, type NodeMetrics, setCounter } from '../metrics/index.ts'
+import type { Observer } from '../metrics/observer.ts'
+import { type NodeRuntime, startNodeRuntime } from '../p2p/runtime.ts'
+import type { Component } from '../util/components.ts'
+
+/** What {@link DaemonNode} reads when it starts. */
+export interface DaemonNodeComponents {
+  /** Where the node reports (the telemetry's, started before it). */
+  observer: Observer
+  log: Logger
+}
+
+/** Settings of {@link DaemonNode}. */
+export interface DaemonNodeInit {
+  configFile: string
+  /** The daemon's metric families, into whose registry libp2p's metrics go; none when metrics are off. */
+  metrics?: NodeMetrics | undefined
+}
+
+/**
+ * The node runtime with the config's services exposed and reservations held: `start()` starts
+ * it, `stop()` stops it. The components after it in the daemon's list read
+ * {@link DaemonNode.runtime}.
+ */
+export class DaemonNode implements Component {
+  readonly #components: DaemonNodeComponents
+  readonly #init: DaemonNodeInit
+  #runtime: NodeRuntime | undefined
+
+  constructor(components: DaemonNodeComponents, init: DaemonNodeInit) {
+    this.#components = components
+    this.#init = init
+  }
+
+  /** The running node; only once started (it stays readable after the stop). */
+  get runtime(): NodeRuntime {
+    if (this.#runtime === undefined) {
+      throw new Error('the node has not started')
+    }
+    return this.#runtime
+  }
+
+  /** Starts the node. */
+  async start(): Promise<void> {
+    const { metrics, configFile } = this.#init
+    this.#runtime = await startNodeRuntime({
+      configFile,
+      log: this.#components.log,
+      exposeServices: true,
+      observer: this.#components.observer,
+      ...(metrics === undefined ? {} : { libp2pMetrics: libp2pMetricsInto(metrics.registry) }),
+    })
+  }
+
+  /** Stops it. */
+  async stop(): Promise<void> {
+    await this.#runtime?.stop()
+  }
+}
+
+/** Gauges and totals kept by the node itself, read into the registry just before a scrape. */
+export function refreshNodeMetrics(metrics: NodeMetrics, rt: NodeRuntime): void {
+  const byType = { DIRECT: 0, RELAYED: 0 }
+  for (const p of rt.paths.list()) {
+    if (p.path !== undefined) {
+      byType[p.path.type]++
+    }
+  }
+  for (const [pathType, n] of Object.entries(byType)) {
+    metrics.connectedPeers.set({ path_type: pathType }, n)
+  }
+  const c = rt.paths.counters()
+  setCounter(metrics.directAttempts, c.attempts)
+  setCounter(metrics.directFailures, c.failures)
+  for (const [transport, n] of Object.entries(c.successes)) {
+    setCounter(metrics.directSuccesses, n, { transport })
+  }
+  setCounter(metrics.timeToDirectSum, c.timeToDirectSumMs / 1000)
+  setCounter(metrics.timeToDirectCount, c.timeToDirectCount)
+}

@@ -1,0 +1,107 @@
+/**
+ * The daemon follows its files as they change. `peerup auth add|remove` (and any editor) rewrite
+ * authorized_keys: the daemon reloads it at once, and the runtime closes a revoked peer's
+ * connections. config.yaml changes (an edit, `service add`, `auth add --name`, `config apply`, a
+ * rollback) apply at once where they can: names, services, relays; the rest is reported for a
+ * restart. SIGHUP reloads both.
+ *
+ * @packageDocumentation
+ */
+
+import { loadNodeConfig, resolveIn } from '../config/load.ts'
+import type { Logger } from '../log/index.ts'
+import type { NodeRuntime } from '../p2p/runtime.ts'
+import type { Component } from '../util/components.ts'
+import { type FileWatch, watchFile } from '../util/watch.ts'
+import type { DaemonEvents } from './events.ts'
+
+/** What {@link FileFollower} uses; read at start and later. */
+export interface FileFollowerComponents {
+  runtime: NodeRuntime
+  events: DaemonEvents
+  log: Logger
+}
+
+/**
+ * `start()` watches authorized_keys and config.yaml and listens for SIGHUP; `stop()` ends all
+ * three. Each change is reloaded into the runtime; a file that does not load keeps what runs.
+ */
+export class FileFollower implements Component {
+  readonly #components: FileFollowerComponents
+  readonly #watches: FileWatch[] = []
+  readonly #onHup = (): void => {
+    this.reloadConfig('SIGHUP')
+    this.reloadAuthorized('SIGHUP')
+  }
+
+  constructor(components: FileFollowerComponents) {
+    this.#components = components
+  }
+
+  /** Watches both files and listens for SIGHUP. */
+  start(): void {
+    const rt = this.#components.runtime
+    try {
+      this.#watches.push(
+        watchFile(resolveIn(rt.dir, rt.config.security.authorized_keys_file), () =>
+          this.reloadAuthorized('file changed'),
+        ),
+      )
+      this.#watches.push(watchFile(rt.configFile, () => this.reloadConfig('file changed')))
+    } catch (err) {
+      this.stop()
+      throw err
+    }
+    process.on('SIGHUP', this.#onHup)
+  }
+
+  /** Stops listening and watching. */
+  stop(): void {
+    process.off('SIGHUP', this.#onHup)
+    for (const watch of this.#watches.splice(0).reverse()) {
+      watch.close()
+    }
+  }
+
+  /** Re-reads authorized_keys into the runtime; `why` is logged. */
+  reloadAuthorized(why: string): void {
+    const { runtime, log } = this.#components
+    runtime
+      .reloadAuthorized()
+      .then(({ added, removed }) => {
+        if (added.length > 0 || removed.length > 0 || why === 'SIGHUP') {
+          log.info('authorized_keys reloaded', { why, added: added.length, removed: removed.length })
+        }
+      })
+      .catch((err: unknown) =>
+        log.error('authorized_keys reload failed; keeping the previous set', { error: err as Error }),
+      )
+  }
+
+  /** Re-reads config.yaml and applies what can be applied live; `why` is logged. */
+  reloadConfig(why: string): void {
+    const { runtime, events, log } = this.#components
+    loadNodeConfig(runtime.configFile)
+      .then(({ config }) => runtime.applyConfig(config))
+      .then(({ applied, restartNeeded }) => {
+        events.publish({
+          type: 'config',
+          time: new Date().toISOString(),
+          action: 'reloaded',
+          applied,
+          restartNeeded,
+        })
+        if (applied.length > 0 || why === 'SIGHUP') {
+          log.info('config reloaded', { why, applied: applied.join(',') })
+        }
+        if (restartNeeded.length > 0) {
+          log.warn('config changes that need a restart of the daemon', { keys: restartNeeded.join(',') })
+        }
+      })
+      .catch((err: unknown) =>
+        log.error('config.yaml changed but does not load; the running config is kept', {
+          error: err as Error,
+        }),
+      )
+  }
+}

@@ -1,0 +1,223 @@
+/**
+ * The relay's side of `/peerup/relay-admin/1.0.0` (docs/pairing.md): members open and close
+ * their invites (src/relay/invites.ts), ask for the members of their groups, and — after two peers
+ * paired through this relay — the inviter asks it to authorize the joiner. The caller is the peer
+ * id noise authenticated; it must be authorized here, and `security.sponsoring` decides whether
+ * it may sponsor: `paired` (the default), only the peer whose circuit this relay carried to the
+ * caller while the caller's invite was open, once per invite; `marked`, the same for
+ * `sponsor=yes` peers only; `any`, any peer id; `off`. The joiner is recorded with
+ * `sponsor=<caller>`.
+ *
+ * @packageDocumentation
+ */
+
+import type { Connection, Stream } from '@libp2p/interface'
+import { lpStream } from '@libp2p/utils'
+import { loadAuthorizedKeys, updateAuthorizedKeys } from '../auth/authorized-keys.ts'
+import type { RelayConfig } from '../config/schema.ts'
+import { MAX_MESSAGE_BYTES, STEP_TIMEOUT_MS } from '../invite/protocol.ts'
+import {
+  RELAY_ADMIN_PROTOCOL,
+  type RelayAdminRequest,
+  type RelayAdminResponse,
+  relayAdminRequest,
+} from '../invite/relay-admin.ts'
+import type { Logger } from '../log/index.ts'
+import type { Observer } from '../metrics/observer.ts'
+import type { Component } from '../util/components.ts'
+import { withFileLock } from '../util/fs.ts'
+import type { GroupStore } from './groups.ts'
+import type { RelayHandle } from './server.ts'
+
+/** What {@link RelayKeys} uses. */
+export interface RelayKeysComponents {
+  relay: Pick<RelayHandle, 'reloadAuthorized'>
+}
+
+/** Settings of {@link RelayKeys}. */
+export interface RelayKeysInit {
+  /** relay_authorized_keys. */
+  keysFile: string
+}
+
+/** relay_authorized_keys as pairing writes it: peers are added, and the running relay takes them at once. */
+export class RelayKeys {
+  readonly #components: RelayKeysComponents
+  readonly keysFile: string
+
+  constructor(components: RelayKeysComponents, init: RelayKeysInit) {
+    this.#components = components
+    this.keysFile = init.keysFile
+  }
+
+  /**
+   * Authorizes `peer` with `attrs` (and `name` as its comment); a peer already there only gets the
+   * group attribute, when one is given.
+   */
+  async authorize(peer: string, attrs: { sponsor?: string; group?: string }, name?: string): Promise<void> {
+    await withFileLock(this.keysFile, () =>
+      updateAuthorizedKeys(
+        this.keysFile,
+        (doc) => {
+          if (doc.has(peer)) {
+            if (attrs.group !== undefined) {
+              doc.setAttribute(peer, 'group', attrs.group)
+            }
+            return
+          }
+          doc.add(peer, { ...(name === undefined ? {} : { comment: name }), attributes: attrs })
+        },
+        { createIfMissing: true },
+      ),
+    )
+    await this.#components.relay.reloadAuthorized()
+  }
+
+  /** Whether `peer` is marked `sponsor=yes`. */
+  async isMarkedSponsor(peer: string): Promise<boolean> {
+    const doc = await loadAuthorizedKeys(this.keysFile, { createIfMissing: true })
+    return doc.get(peer)?.attributes.sponsor === 'yes'
+  }
+}
+
+/** What {@link RelayAdminProtocol} uses. */
+export interface RelayAdminProtocolComponents {
+  relay: Pick<RelayHandle, 'node' | 'authorized' | 'invites'>
+  store: GroupStore
+  keys: RelayKeys
+  observer: Observer
+  log: Logger
+}
+
+/** Settings of {@link RelayAdminProtocol}. */
+export interface RelayAdminProtocolInit {
+  /** `security` of relay-server.yaml: gating and the sponsoring mode. */
+  security: RelayConfig['security']
+}
+
+/** The handler of `/peerup/relay-admin/1.0.0`: `start()` registers it, `stop()` removes it. */
+export class RelayAdminProtocol implements Component {
+  readonly #components: RelayAdminProtocolComponents
+  readonly #security: RelayConfig['security']
+
+  constructor(components: RelayAdminProtocolComponents, init: RelayAdminProtocolInit) {
+    this.#components = components
+    this.#security = init.security
+  }
+
+  /** Answers the protocol from now on. */
+  async start(): Promise<void> {
+    await this.#components.relay.node.handle(
+      RELAY_ADMIN_PROTOCOL,
+      (stream, connection) => {
+        this.#answer(stream, connection)
+          .catch((err: unknown) =>
+            this.#components.log.debug('relay admin request failed', { error: err as Error }),
+          )
+          .finally(() => {
+            stream
+              .close({ signal: AbortSignal.timeout(2_000) })
+              .catch(() => stream.abort(new Error('closed')))
+          })
+      },
+      { maxInboundStreams: 8 },
+    )
+  }
+
+  /** Stops answering it. */
+  async stop(): Promise<void> {
+    await this.#components.relay.node.unhandle(RELAY_ADMIN_PROTOCOL).catch(() => {})
+  }
+
+  async #answer(stream: Stream, connection: Connection): Promise<void> {
+    const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
+    const signal = AbortSignal.timeout(STEP_TIMEOUT_MS)
+    const raw = (await lp.read({ signal })).subarray()
+    let request: RelayAdminRequest
+    try {
+      request = relayAdminRequest.parse(JSON.parse(new TextDecoder().decode(raw)))
+    } catch {
+      await reply(lp, { ok: false, reason: 'malformed request' }, signal)
+      return
+    }
+    const caller = connection.remotePeer.toString()
+    await reply(lp, await this.#decide(caller, request), signal)
+  }
+
+  async #decide(caller: string, request: RelayAdminRequest): Promise<RelayAdminResponse> {
+    const { relay, store, log } = this.#components
+    if (this.#security.enable_connection_gating && !relay.authorized.has(caller)) {
+      return { ok: false, reason: 'you are not authorized on this relay' }
+    }
+    if (request.type === 'invite-open') {
+      relay.invites.open(caller, request.ttl_ms)
+      log.debug('invite opened', { peer: caller })
+      return { ok: true }
+    }
+    if (request.type === 'invite-close') {
+      relay.invites.close(caller)
+      log.debug('invite closed', { peer: caller })
+      return { ok: true }
+    }
+    if (request.type === 'members') {
+      return {
+        ok: true,
+        groups: store.groups
+          .filter((g) => g.members.some((m) => m.peerId === caller))
+          .map((g) => ({ id: g.id, members: g.members })),
+      }
+    }
+    return this.#sponsor(caller, request)
+  }
+
+  async #sponsor(
+    caller: string,
+    request: Extract<RelayAdminRequest, { type: 'sponsor' }>,
+  ): Promise<RelayAdminResponse> {
+    const { relay, keys, observer, log } = this.#components
+    const mode = this.#security.sponsoring
+    const refused = (why: string, reason: string): void => {
+      log.info('sponsoring refused', { peer: caller, sponsored: request.peer, reason: why })
+      observer.pairing({ role: 'relay', outcome: 'refused', peer: request.peer, reason })
+    }
+    if (mode === 'off') {
+      refused('off', 'sponsoring off')
+      return { ok: false, reason: 'sponsoring is off on this relay' }
+    }
+    if (mode === 'marked' && !(await keys.isMarkedSponsor(caller))) {
+      refused('not sponsor=yes', 'sponsor not marked')
+      return { ok: false, reason: 'on this relay only peers marked sponsor=yes may sponsor others' }
+    }
+    // `paired` and `marked`: only the peer this member has just paired with through us (we carried
+    // its circuit to the member while the member's invite was open), once per invite.
+    if (mode !== 'any' && !relay.invites.consume(caller, request.peer)) {
+      refused('no pairing seen', 'no pairing seen')
+      return {
+        ok: false,
+        reason:
+          'this relay saw no pairing of yours with that peer (it sponsors only a peer that has just joined you through it)',
+      }
+    }
+    try {
+      await keys.authorize(request.peer, { sponsor: caller }, request.name)
+    } catch (err) {
+      return { ok: false, reason: `the relay could not record it: ${(err as Error).message}` }
+    }
+    log.info('peer sponsored', { peer: request.peer, sponsor: caller })
+    observer.pairing({
+      role: 'relay',
+      outcome: 'paired',
+      peer: request.peer,
+      reason: `sponsored by ${caller}`,
+    })
+    return { ok: true }
+  }
+}
+
+async function reply(
+  lp: ReturnType<typeof lpStream<Stream>>,
+  response: RelayAdminResponse,
+  signal: AbortSignal,
+): Promise<void> {
+  await lp.write(new TextEncoder().encode(JSON.stringify(response)), { signal })
+}
