@@ -14,6 +14,7 @@ import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { Counter, Gauge, Registry } from 'prom-client'
 import type { Logger } from '../log/index.ts'
 import type { Component } from '../util/components.ts'
+import { closeHttpServer } from '../util/socket.ts'
 import { VERSION } from '../version.ts'
 
 /** Families of a node (daemon). */
@@ -280,9 +281,6 @@ export class MetricsServer implements Component {
     if (server === undefined) {
       return
     }
-    await new Promise<void>((resolve) => {
-      server.closeAllConnections()
-      server.close(() => resolve())
-    })
+    await closeHttpServer(server)
   }
 }

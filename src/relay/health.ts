@@ -9,6 +9,7 @@ import * as http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { parseHostPort } from '../util/address.ts'
 import type { Component } from '../util/components.ts'
+import { closeHttpServer } from '../util/socket.ts'
 
 /** What {@link HealthServer} reports. */
 export interface HealthServerComponents {
@@ -81,10 +82,7 @@ export class HealthServer implements Component {
     if (server === undefined) {
       return
     }
-    await new Promise<void>((resolve) => {
-      server.closeAllConnections()
-      server.close(() => resolve())
-    })
+    await closeHttpServer(server)
   }
 
   /** The same as {@link HealthServer.stop}. */

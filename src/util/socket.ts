@@ -142,3 +142,14 @@ export function socketAnswers(socketPath: string, timeoutMs = 500): Promise<bool
     socket.once('error', () => done(false))
   })
 }
+
+/** Closes an HTTP server and every connection it still has; resolves once it is closed. */
+export function closeHttpServer(server: {
+  closeAllConnections(): void
+  close(cb: () => void): void
+}): Promise<void> {
+  return new Promise<void>((resolve) => {
+    server.closeAllConnections()
+    server.close(() => resolve())
+  })
+}
