@@ -5,7 +5,10 @@
  * - `DATA`: bytes of the connection;
  * - `FIN`: this direction ended cleanly (a half-close; the other direction goes on);
  * - `RESET`: the connection failed; the payload is a one-line reason. Nothing follows;
- * - `CREDIT`: a u32, that many more bytes may be sent (flow control).
+ * - `CREDIT`: a u32, that many more bytes may be sent (flow control);
+ * - `ATTACH`: a resumable session's handshake (src/pipe/session.ts): its id, where the sender's
+ *   reading stands, and for a new session the service;
+ * - `ACK`: a u64, everything of a session up to that position was delivered.
  *
  * Frames carry what a transport cannot say itself: a Unix socket has no RST, so the daemon's dial
  * socket (src/pipe/framed.ts) says with FIN or RESET how it ended; a WebRTC stream cannot be paused,
@@ -18,7 +21,7 @@ import { Uint8ArrayList } from 'uint8arraylist'
 import { FrameError } from './errors.ts'
 
 /** Frame types. */
-export const FRAME = { DATA: 0, FIN: 1, RESET: 2, CREDIT: 3 } as const
+export const FRAME = { DATA: 0, FIN: 1, RESET: 2, CREDIT: 3, ATTACH: 4, ACK: 5 } as const
 
 /** Bytes of a frame header. */
 export const FRAME_HEADER_BYTES = 5
@@ -29,6 +32,25 @@ export type Frame =
   | { type: 'fin' }
   | { type: 'reset'; reason: string }
   | { type: 'credit'; bytes: number }
+  | ({ type: 'attach' } & Attach)
+  | { type: 'ack'; position: number }
+
+/** What an ATTACH frame says. */
+export interface Attach {
+  /** The session's id, 16 random bytes chosen by the side that opened it. */
+  id: Uint8Array
+  /** Re-attaching a session that exists (rather than opening a new one). */
+  resume: boolean
+  /** How much of the other side's stream this side has delivered (bytes, plus one for its FIN). */
+  received: number
+  /** The service a new session is for; empty in an answer and when resuming. */
+  service: string
+}
+
+/** Bytes of a session id. */
+export const SESSION_ID_BYTES = 16
+
+const ATTACH_VERSION = 1
 
 function header(type: number, length: number): Uint8Array {
   const h = new Uint8Array(FRAME_HEADER_BYTES)
@@ -64,6 +86,47 @@ export function creditFrame(n: number): Uint8Array {
   return frame
 }
 
+/** An ATTACH frame. */
+export function attachFrame(a: Attach): Uint8Array {
+  const service = new TextEncoder().encode(a.service)
+  const payload = new Uint8Array(2 + SESSION_ID_BYTES + 8 + service.byteLength)
+  const view = new DataView(payload.buffer)
+  payload[0] = ATTACH_VERSION
+  payload[1] = a.resume ? 1 : 0
+  payload.set(a.id, 2)
+  view.setBigUint64(2 + SESSION_ID_BYTES, BigInt(a.received))
+  payload.set(service, 2 + SESSION_ID_BYTES + 8)
+  const frame = new Uint8Array(FRAME_HEADER_BYTES + payload.byteLength)
+  frame.set(header(FRAME.ATTACH, payload.byteLength))
+  frame.set(payload, FRAME_HEADER_BYTES)
+  return frame
+}
+
+/** An ACK frame: everything up to `position` was delivered. */
+export function ackFrame(position: number): Uint8Array {
+  const frame = new Uint8Array(FRAME_HEADER_BYTES + 8)
+  frame.set(header(FRAME.ACK, 8))
+  new DataView(frame.buffer).setBigUint64(FRAME_HEADER_BYTES, BigInt(position))
+  return frame
+}
+
+function parseAttach(payload: Uint8Array): Attach {
+  if (
+    payload.byteLength < 2 + SESSION_ID_BYTES + 8 ||
+    payload[0] !== ATTACH_VERSION ||
+    (payload[1] ?? 0) > 1
+  ) {
+    throw new FrameError('malformed ATTACH frame')
+  }
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength)
+  return {
+    id: payload.slice(2, 2 + SESSION_ID_BYTES),
+    resume: payload[1] === 1,
+    received: Number(view.getBigUint64(2 + SESSION_ID_BYTES)),
+    service: new TextDecoder().decode(payload.subarray(2 + SESSION_ID_BYTES + 8)),
+  }
+}
+
 /** Cuts a byte stream into frames, across chunk boundaries. */
 export class FrameParser {
   readonly #buf = new Uint8ArrayList()
@@ -91,7 +154,9 @@ export class FrameParser {
         (type === FRAME.DATA && length > this.#maxPayload) ||
         (type === FRAME.FIN && length !== 0) ||
         (type === FRAME.CREDIT && length !== 4) ||
-        (type === FRAME.RESET && length > 4096)
+        (type === FRAME.RESET && length > 4096) ||
+        (type === FRAME.ACK && length !== 8) ||
+        (type === FRAME.ATTACH && length > 2 + SESSION_ID_BYTES + 8 + 64)
       ) {
         throw new FrameError('malformed frame')
       }
@@ -110,8 +175,16 @@ export class FrameParser {
           type: 'reset',
           reason: new TextDecoder().decode(this.#buf.subarray(FRAME_HEADER_BYTES, end)),
         })
-      } else {
+      } else if (type === FRAME.CREDIT) {
         frames.push({ type: 'credit', bytes: this.#buf.getUint32(FRAME_HEADER_BYTES) })
+      } else if (type === FRAME.ACK) {
+        const position = this.#buf.subarray(FRAME_HEADER_BYTES, end)
+        frames.push({
+          type: 'ack',
+          position: Number(new DataView(position.buffer, position.byteOffset, 8).getBigUint64(0)),
+        })
+      } else {
+        frames.push({ type: 'attach', ...parseAttach(this.#buf.subarray(FRAME_HEADER_BYTES, end)) })
       }
       this.#buf.consume(end)
     }

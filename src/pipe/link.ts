@@ -1,0 +1,137 @@
+/**
+ * What a resumable session (src/pipe/session.ts) runs over for a while: a link that carries its
+ * frames — a libp2p stream on `/peerup/session/1.0.0`, or, in tests, an in-memory pair. A link can
+ * go away at any time (a reset, a relay restart, a NAT that forgot the connection); the session
+ * outlives it and moves to the next.
+ *
+ * @packageDocumentation
+ */
+
+import type { Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
+import type { Chunk } from './end.ts'
+import { FrameError } from './errors.ts'
+import { FRAME, type Frame, FrameParser } from './frames.ts'
+import { Listeners } from './listeners.ts'
+
+/** The protocol of resumable sessions: one for every service, named in the first frame. */
+export const SESSION_PROTOCOL = '/peerup/session/1.0.0'
+
+/** Largest DATA payload of a session frame. */
+export const SESSION_MAX_FRAME_BYTES = 256 * 1024
+
+/** What a link reports to whoever listens to it. */
+export interface LinkEvents {
+  frame(frame: Frame): void
+  /** The link takes sends again after one returned false. */
+  drain(): void
+  /** The link is gone (`err` when it failed rather than closed): nothing more comes or goes. */
+  gone(err?: Error): void
+}
+
+/** A link. */
+export interface Link {
+  /** The remote peer id, which authenticated the link. */
+  readonly peer: string
+  /** Sends frames; false asks to wait for `drain`. Throws once the link is gone. */
+  send(frames: Chunk): boolean
+  /** From now on, reports go to `events`; frames kept by {@link Link.hold} are handed over first. */
+  listen(events: LinkEvents): void
+  /** Keeps arriving frames until the next {@link Link.listen}. */
+  hold(): void
+  /** Closes once what was sent has left. */
+  close(): void
+  /** Resets the link; the other side sees it fail. */
+  abort(err: Error): void
+}
+
+/** A libp2p stream on {@link SESSION_PROTOCOL} as a link. */
+export function streamLink(stream: Stream, peer: string): Link {
+  return new StreamLink(stream, peer)
+}
+
+class StreamLink implements Link {
+  readonly peer: string
+  readonly #stream: Stream
+  readonly #parser = new FrameParser(SESSION_MAX_FRAME_BYTES, [
+    FRAME.DATA,
+    FRAME.FIN,
+    FRAME.RESET,
+    FRAME.ATTACH,
+    FRAME.ACK,
+  ])
+  readonly #listeners = new Listeners()
+  readonly #held: Frame[] = []
+  #events: LinkEvents | undefined
+  #holding = true
+  #gone = false
+
+  constructor(stream: Stream, peer: string) {
+    this.#stream = stream
+    this.peer = peer
+    this.#listeners
+      .listen(stream, 'message', (evt: StreamMessageEvent) => this.#onMessage(evt))
+      .listen(stream, 'drain', () => this.#events?.drain())
+      // The other side closing its half before the session is done is the link going away too.
+      .listen(stream, 'end', () => this.#goneWith(undefined))
+      .listen(stream, 'close', (evt: StreamCloseEvent) => this.#goneWith(evt.error))
+    if (stream.readStatus === 'paused') {
+      stream.resume()
+    }
+  }
+
+  #onMessage(evt: StreamMessageEvent): void {
+    let frames: Frame[]
+    try {
+      frames = this.#parser.push(evt.data)
+    } catch (err) {
+      this.abort(err instanceof FrameError ? err : new FrameError('malformed session frame'))
+      return
+    }
+    for (const frame of frames) {
+      if (this.#holding) {
+        this.#held.push(frame)
+      } else {
+        this.#events?.frame(frame)
+      }
+    }
+  }
+
+  #goneWith(err: Error | undefined): void {
+    if (this.#gone) {
+      return
+    }
+    this.#gone = true
+    this.#listeners.removeAll()
+    this.#events?.gone(err)
+  }
+
+  send(frames: Chunk): boolean {
+    return this.#stream.send(frames)
+  }
+
+  listen(events: LinkEvents): void {
+    this.#events = events
+    this.#holding = false
+    while (!this.#holding && this.#held.length > 0) {
+      events.frame(this.#held.shift() as Frame)
+    }
+    if (this.#gone) {
+      events.gone()
+    }
+  }
+
+  hold(): void {
+    this.#holding = true
+  }
+
+  close(): void {
+    this.#listeners.removeAll()
+    this.#gone = true
+    this.#stream.close().catch((err: unknown) => this.#stream.abort(err as Error))
+  }
+
+  abort(err: Error): void {
+    this.#stream.abort(err)
+    this.#goneWith(err)
+  }
+}

@@ -1,0 +1,618 @@
+/**
+ * Resumable sessions (docs/decisions/0006-sessions.md): a proxied connection is a session with an
+ * id, and the libp2p stream under it is only its current link. Both sides keep what they sent until
+ * the other acknowledges it (at most a window, which is also the flow control), and when the link
+ * goes — a reset, a relay restart, a NAT that forgot the connection — both keep their local sockets
+ * open, the side that opened the session attaches it again over whatever connection it can get,
+ * and each side sends again from where the other says its reading stands. Nothing is lost,
+ * repeated or reordered; past the grace period both local sockets are reset.
+ *
+ * Positions count the bytes of one direction, plus one for its FIN: an ACK of `n` says the first
+ * `n` were delivered to the local end (written to the local socket). ATTACH frames carry where the
+ * sender's reading stands, so each side knows where the other's sending resumes.
+ *
+ * @packageDocumentation
+ */
+
+import { Uint8ArrayList } from 'uint8arraylist'
+import { PeerupError } from '../errors.ts'
+import type { Logger } from '../log/index.ts'
+import { backoffDelayMs, sleep } from '../util/retry.ts'
+import type { ByteEnd, Chunk, EndEvents } from './end.ts'
+import { RemoteResetError, TransferInterruptedError } from './errors.ts'
+import {
+  type Attach,
+  ackFrame,
+  attachFrame,
+  dataFrame,
+  type Frame,
+  FrameQueue,
+  finFrame,
+  resetFrame,
+  SESSION_ID_BYTES,
+} from './frames.ts'
+import { type Link, type LinkEvents, SESSION_MAX_FRAME_BYTES } from './link.ts'
+
+/** Bytes a side may have sent and not had acknowledged: the memory a session may hold each way. */
+export const SESSION_WINDOW_BYTES = 4 * 1024 * 1024
+
+/** How long a session waits for its link to come back before both local sockets are reset. */
+export const DEFAULT_RESUME_GRACE_MS = 120_000
+
+/** How long delivered bytes may wait for their ACK when fewer than a quarter window came. */
+const ACK_DELAY_MS = 20
+
+/** With bytes in flight and no ACK for this long, the link is probed; if the probe fails, severed. */
+const STALL_MS = 5_000
+
+/** The other side refused to attach the session: it does not know it, or will not serve it. */
+export class SessionRefusedError extends PeerupError {
+  override name = 'SessionRefusedError'
+}
+
+/** The link did not come back within the grace period. */
+export class SessionExpiredError extends PeerupError {
+  override name = 'SessionExpiredError'
+}
+
+/** The other side broke the session's protocol. */
+export class SessionProtocolError extends PeerupError {
+  override name = 'SessionProtocolError'
+}
+
+/** A new session id: 16 random bytes. */
+export function newSessionId(): Uint8Array {
+  return crypto.getRandomValues(new Uint8Array(SESSION_ID_BYTES))
+}
+
+/** A session id as text, for logs and as a map key. */
+export function sessionIdText(id: Uint8Array): string {
+  return Buffer.from(id).toString('hex')
+}
+
+/**
+ * The opening side's handshake on a fresh link: sends ATTACH and resolves with where the other
+ * side's reading stands, once it answered with ATTACH; a RESET answer is a {@link SessionRefusedError}.
+ * The link then holds what follows until the session listens.
+ */
+export function handshake(link: Link, attach: Attach, signal: AbortSignal): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    const done = (err: Error | undefined, received?: number): void => {
+      signal.removeEventListener('abort', onAbort)
+      if (err === undefined) {
+        link.hold()
+        resolve(received as number)
+      } else {
+        link.abort(err)
+        reject(err)
+      }
+    }
+    const onAbort = (): void => done(signal.reason instanceof Error ? signal.reason : new Error('aborted'))
+    signal.addEventListener('abort', onAbort, { once: true })
+    link.listen({
+      frame: (frame) => {
+        if (frame.type === 'attach' && Buffer.from(frame.id).equals(Buffer.from(attach.id))) {
+          done(undefined, frame.received)
+        } else if (frame.type === 'reset') {
+          done(new SessionRefusedError(frame.reason))
+        } else {
+          done(new SessionProtocolError(`expected ATTACH, got ${frame.type.toUpperCase()}`))
+        }
+      },
+      drain: () => {},
+      gone: (err) => done(err ?? new TransferInterruptedError('the link closed during the handshake')),
+    })
+    if (signal.aborted) {
+      onAbort()
+      return
+    }
+    link.send(attachFrame(attach))
+  })
+}
+
+/** Options of a {@link Session}. */
+export interface SessionInit {
+  id: Uint8Array
+  /** What it is, for logs. */
+  name: string
+  /** The opening side attaches the session again when its link goes; the accepting side waits. */
+  role: 'opener' | 'acceptor'
+  windowBytes?: number
+  graceMs?: number
+  /** The opening side's way to a new link to the same peer (any path), for {@link handshake}. */
+  reconnect?: (signal: AbortSignal) => Promise<Link>
+  /** Whether the link's connection still answers (a ping); a rejection severs it. */
+  probe?: (link: Link, signal: AbortSignal) => Promise<void>
+  log?: Logger
+  /** The session moved to another link, or lost its link (`attached: false`). */
+  onLink?: (attached: boolean, err?: Error) => void
+  /** The session is over (finished, reset or expired): it may be forgotten. */
+  onDone?: (err?: Error) => void
+}
+
+/** A resumable session, as an end of a pipe. */
+export class Session implements ByteEnd {
+  readonly id: Uint8Array
+  readonly name: string
+  readonly #init: SessionInit
+  readonly #window: number
+  #events: EndEvents | undefined
+  #state: 'attached' | 'detached' | 'over' = 'detached'
+  #link: Link | undefined
+  #linkBlocked = false
+  // What we send: bytes accepted from the local end and not yet acknowledged, from `#ackedBytes`.
+  readonly #unacked = new Uint8ArrayList()
+  #written = 0
+  #sent = 0
+  #acked = 0
+  #endWanted = false
+  #finSent = false
+  #finAcked = false
+  #wantDrain = false
+  // What we receive: frames not yet handed to the local end, and where delivery stands.
+  #received = new FrameQueue()
+  #delivered = 0
+  #ackSent = 0
+  #skip = 0
+  #ended = false
+  #ackTimer: NodeJS.Timeout | undefined
+  #graceTimer: NodeJS.Timeout | undefined
+  #stallTimer: NodeJS.Timeout | undefined
+  #reconnecting: AbortController | undefined
+  /** A move to another link is under way: losing the old one meanwhile is expected. */
+  #moving = false
+
+  constructor(init: SessionInit) {
+    this.#init = init
+    this.id = init.id
+    this.name = init.name
+    this.#window = init.windowBytes ?? SESSION_WINDOW_BYTES
+  }
+
+  /** Where the session stands: carried by a link, waiting for one, or over. */
+  get state(): 'attached' | 'detached' | 'over' {
+    return this.#state
+  }
+
+  /** Whether a link carries the session now. */
+  get attached(): boolean {
+    return this.#state === 'attached'
+  }
+
+  /** Where our reading of the other side stands: what an ATTACH of ours says. */
+  get received(): number {
+    return this.#delivered
+  }
+
+  // ---- the end of a pipe ----
+
+  start(events: EndEvents): void {
+    this.#events = events
+    this.#deliver()
+  }
+
+  pause(): void {
+    this.#received.paused = true
+  }
+
+  resume(): void {
+    this.#received.paused = false
+    this.#deliver()
+  }
+
+  write(chunk: Chunk): boolean {
+    if (this.#state === 'over') {
+      throw new TransferInterruptedError('the session is over')
+    }
+    this.#unacked.append(chunk)
+    this.#written += chunk.byteLength
+    this.#flush()
+    if (this.#written - this.#ackedBytes() < this.#window) {
+      return true
+    }
+    this.#wantDrain = true
+    return false
+  }
+
+  end(): void {
+    this.#endWanted = true
+    this.#flush()
+  }
+
+  reset(err: Error): void {
+    if (this.#state === 'over') {
+      return
+    }
+    const link = this.#link
+    this.#over(err)
+    if (link !== undefined) {
+      try {
+        link.send(resetFrame(err.message))
+        link.close()
+      } catch {
+        link.abort(err)
+      }
+    }
+  }
+
+  detach(): void {
+    this.#events = undefined
+  }
+
+  // ---- links ----
+
+  /**
+   * Runs the session over `link`, on which the handshake was made: `theirReceived` is where the
+   * other side's reading stands, so sending resumes there.
+   */
+  attach(link: Link, theirReceived: number): void {
+    if (this.#state === 'over') {
+      link.abort(new SessionRefusedError('the session is over'))
+      return
+    }
+    const most = this.#written + (this.#endWanted ? 1 : 0)
+    if (theirReceived < this.#acked || theirReceived > most) {
+      this.#fail(new SessionProtocolError(`the other side says it read ${theirReceived} of ${most}`))
+      link.abort(new SessionProtocolError('inconsistent position'))
+      return
+    }
+    this.#onAck(theirReceived)
+    this.#sent = Math.min(theirReceived, this.#written)
+    this.#finSent = theirReceived > this.#written
+    this.#link = link
+    this.#linkBlocked = false
+    this.#state = 'attached'
+    clearTimeout(this.#graceTimer)
+    this.#graceTimer = undefined
+    link.listen(this.#linkEvents(link))
+    this.#init.onLink?.(true)
+    // Tell where our reading stands at once: the other side may free what it kept.
+    this.#sendAck()
+    this.#flush()
+    this.#armStall()
+  }
+
+  /**
+   * The accepting side: the opener attached the session again over `link` (after a failure, or to
+   * move it to a better path). The old link, if any, is dropped; what the opener says it read is
+   * sent again from there.
+   */
+  resumeOn(link: Link, theirReceived: number): void {
+    const old = this.#link
+    if (old !== undefined) {
+      this.#link = undefined
+      old.listen(IGNORE)
+      old.abort(new TransferInterruptedError('the session moved to another link'))
+    }
+    // Frames of the old link not yet delivered come again over the new one.
+    this.#received = this.#requeue()
+    link.send(attachFrame({ id: this.id, resume: true, received: this.#delivered, service: '' }))
+    this.attach(link, theirReceived)
+  }
+
+  /**
+   * The opening side moves the session to `link` on purpose (a better path appeared): the
+   * handshake runs while the old link still carries the session; what arrives over both is
+   * counted once.
+   */
+  async moveTo(link: Link, signal: AbortSignal): Promise<void> {
+    if (this.#state !== 'attached' || this.#moving) {
+      link.abort(new TransferInterruptedError('the session is not attached'))
+      return
+    }
+    const declared = this.#delivered
+    this.#moving = true
+    let theirs: number
+    try {
+      theirs = await handshake(link, { id: this.id, resume: true, received: declared, service: '' }, signal)
+    } catch (err) {
+      this.#moving = false
+      if (this.#state === 'attached' && this.#link === undefined) {
+        // The old link went while the move failed: lost like any other.
+        this.#lost(err instanceof Error ? err : new Error(String(err)))
+      }
+      throw err
+    }
+    this.#moving = false
+    // The session may have ended while the handshake ran (TypeScript cannot know across the await).
+    if ((this.#state as Session['state']) === 'over') {
+      link.abort(new TransferInterruptedError('the session is over'))
+      return
+    }
+    const old = this.#link
+    this.#link = undefined
+    if (old !== undefined) {
+      old.listen(IGNORE)
+      old.close()
+    }
+    // The other side sends again from `declared`; what came since over the old link is not
+    // delivered twice.
+    this.#received = this.#requeue()
+    this.#skip = this.#delivered - declared
+    this.attach(link, theirs)
+  }
+
+  #linkEvents(link: Link): LinkEvents {
+    return {
+      frame: (frame) => this.#link === link && this.#onFrame(frame),
+      drain: () => {
+        if (this.#link === link) {
+          this.#linkBlocked = false
+          this.#flush()
+        }
+      },
+      gone: (err) => this.#link === link && this.#lost(err),
+    }
+  }
+
+  #onFrame(frame: Frame): void {
+    if (frame.type === 'ack') {
+      if (frame.position > this.#written + (this.#finSent ? 1 : 0)) {
+        this.#fail(new SessionProtocolError('acknowledged more than was sent'))
+        return
+      }
+      this.#onAck(frame.position)
+      return
+    }
+    if (frame.type === 'reset') {
+      this.#fail(new RemoteResetError(frame.reason || 'the session was reset'))
+      return
+    }
+    if (frame.type === 'data' || frame.type === 'fin') {
+      this.#take(frame)
+      return
+    }
+    this.#fail(new SessionProtocolError(`unexpected ${frame.type.toUpperCase()} frame`))
+  }
+
+  /** Queues a received frame, minus what was delivered already over a previous link. */
+  #take(frame: Frame): void {
+    if (this.#skip > 0) {
+      if (frame.type === 'fin') {
+        this.#skip--
+        return
+      }
+      if (frame.type === 'data') {
+        const n = Math.min(this.#skip, frame.payload.byteLength)
+        this.#skip -= n
+        if (n === frame.payload.byteLength) {
+          return
+        }
+        this.#received.push([{ type: 'data', payload: frame.payload.sublist(n) }])
+        this.#deliver()
+        return
+      }
+    }
+    this.#received.push([frame])
+    this.#deliver()
+  }
+
+  /** A queue with the frames of the one received not yet delivered dropped: they come again. */
+  #requeue(): FrameQueue {
+    const next = new FrameQueue()
+    next.paused = this.#received.paused
+    return next
+  }
+
+  #deliver(): void {
+    if (this.#events === undefined) {
+      return
+    }
+    this.#received.drain((frame) => {
+      if (frame.type === 'data') {
+        this.#delivered += frame.payload.byteLength
+        this.#events?.data(frame.payload)
+        this.#scheduleAck()
+      } else if (frame.type === 'fin') {
+        this.#delivered++
+        this.#ended = true
+        this.#events?.end()
+        this.#sendAck()
+        this.#maybeOver()
+      }
+      return this.#state !== 'over'
+    })
+  }
+
+  #scheduleAck(): void {
+    if (this.#delivered - this.#ackSent >= this.#window / 4) {
+      this.#sendAck()
+    } else {
+      this.#ackTimer ??= setTimeout(() => this.#sendAck(), ACK_DELAY_MS)
+    }
+  }
+
+  #sendAck(): void {
+    clearTimeout(this.#ackTimer)
+    this.#ackTimer = undefined
+    if (this.#link === undefined || this.#delivered === this.#ackSent) {
+      return
+    }
+    try {
+      this.#link.send(ackFrame(this.#delivered))
+      this.#ackSent = this.#delivered
+    } catch {
+      // The link is going: the next ATTACH says where we stand.
+    }
+  }
+
+  #ackedBytes(): number {
+    return Math.min(this.#acked, this.#written)
+  }
+
+  #onAck(position: number): void {
+    if (position <= this.#acked) {
+      return
+    }
+    this.#unacked.consume(Math.min(position, this.#written) - this.#ackedBytes())
+    this.#acked = position
+    this.#armStall()
+    if (this.#endWanted && position > this.#written && !this.#finAcked) {
+      this.#finAcked = true
+      this.#events?.finish()
+      this.#maybeOver()
+    }
+    if (this.#wantDrain && this.#written - this.#ackedBytes() < this.#window) {
+      this.#wantDrain = false
+      this.#events?.drain()
+    }
+  }
+
+  /** Sends what was written and not yet sent over this link, then the FIN once everything is. */
+  #flush(): void {
+    const link = this.#link
+    if (link === undefined || this.#state !== 'attached') {
+      return
+    }
+    try {
+      while (this.#sent < this.#written && !this.#linkBlocked) {
+        const from = this.#sent - this.#ackedBytes()
+        const to = Math.min(from + SESSION_MAX_FRAME_BYTES, this.#unacked.byteLength)
+        this.#sent += to - from
+        if (!link.send(dataFrame(this.#unacked.sublist(from, to)))) {
+          this.#linkBlocked = true
+        }
+      }
+      if (this.#endWanted && !this.#finSent && this.#sent === this.#written && !this.#linkBlocked) {
+        this.#finSent = true
+        link.send(finFrame())
+      }
+    } catch (err) {
+      this.#lost(err instanceof Error ? err : new Error(String(err)))
+      return
+    }
+    this.#armStall()
+  }
+
+  /** With something in flight, the link must acknowledge within {@link STALL_MS} or be probed. */
+  #armStall(): void {
+    clearTimeout(this.#stallTimer)
+    this.#stallTimer = undefined
+    const inFlight = this.#sent > this.#ackedBytes() || (this.#finSent && !this.#finAcked)
+    const link = this.#link
+    if (!inFlight || link === undefined || this.#init.probe === undefined) {
+      return
+    }
+    const acked = this.#acked
+    this.#stallTimer = setTimeout(() => {
+      if (this.#link !== link || this.#acked !== acked) {
+        return
+      }
+      // No acknowledgement for a while: a slow reader, or a dead path. A ping tells them apart.
+      this.#init.probe?.(link, AbortSignal.timeout(STALL_MS)).then(
+        () => this.#link === link && this.#armStall(),
+        (err: unknown) => {
+          this.#init.log?.info('session link does not answer, moving on', { session: this.name })
+          link.abort(err instanceof Error ? err : new Error(String(err)))
+          if (this.#link === link) {
+            this.#lost(err instanceof Error ? err : new Error(String(err)))
+          }
+        },
+      )
+    }, STALL_MS)
+    this.#stallTimer.unref?.()
+  }
+
+  /** The link went: keep everything, wait for (or go and make) the next one. */
+  #lost(err: Error | undefined): void {
+    if (this.#state !== 'attached') {
+      return
+    }
+    if (this.#moving) {
+      // The other side dropped the old link as it took the new one.
+      this.#link = undefined
+      this.#linkBlocked = false
+      this.#received = this.#requeue()
+      return
+    }
+    this.#state = 'detached'
+    this.#link = undefined
+    this.#linkBlocked = false
+    this.#received = this.#requeue()
+    clearTimeout(this.#ackTimer)
+    this.#ackTimer = undefined
+    clearTimeout(this.#stallTimer)
+    this.#stallTimer = undefined
+    this.#init.log?.info('session lost its link', {
+      session: this.name,
+      ...(err === undefined ? {} : { error: err }),
+    })
+    this.#init.onLink?.(false, err)
+    const graceMs = this.#init.graceMs ?? DEFAULT_RESUME_GRACE_MS
+    this.#graceTimer = setTimeout(
+      () =>
+        this.#fail(
+          new SessionExpiredError(`the connection did not come back within ${Math.round(graceMs / 1000)} s`),
+        ),
+      graceMs,
+    )
+    if (this.#init.role === 'opener') {
+      void this.#reconnect()
+    }
+  }
+
+  /** The opening side: attaches again over whatever connection can be had, until the grace ends. */
+  async #reconnect(): Promise<void> {
+    const reconnect = this.#init.reconnect
+    if (reconnect === undefined) {
+      return
+    }
+    const controller = new AbortController()
+    this.#reconnecting = controller
+    for (let attempt = 1; this.#state === 'detached' && !controller.signal.aborted; attempt++) {
+      try {
+        const link = await reconnect(controller.signal)
+        const attach = { id: this.id, resume: true, received: this.#delivered, service: '' }
+        const theirs = await handshake(link, attach, controller.signal)
+        if (this.#state === 'detached') {
+          this.attach(link, theirs)
+        } else {
+          link.abort(new TransferInterruptedError('the session is over'))
+        }
+        return
+      } catch (err) {
+        if (err instanceof SessionRefusedError) {
+          this.#fail(err)
+          return
+        }
+        await sleep(
+          backoffDelayMs(attempt, { baseMs: 250, maxMs: 5_000, jitter: 0.2 }),
+          controller.signal,
+        ).catch(() => {})
+      }
+    }
+  }
+
+  #maybeOver(): void {
+    if (this.#ended && this.#finAcked && this.#state === 'attached') {
+      const link = this.#link
+      this.#over()
+      link?.close()
+    }
+  }
+
+  #fail(err: Error): void {
+    if (this.#state === 'over') {
+      return
+    }
+    const link = this.#link
+    this.#over(err)
+    link?.abort(err)
+    this.#events?.error(err)
+  }
+
+  /** Finished or failed: nothing more happens, and what the session held is let go. */
+  #over(err?: Error): void {
+    this.#state = 'over'
+    this.#link = undefined
+    this.#reconnecting?.abort()
+    for (const timer of [this.#ackTimer, this.#graceTimer, this.#stallTimer]) {
+      clearTimeout(timer)
+    }
+    this.#unacked.consume(this.#unacked.byteLength)
+    this.#received = this.#requeue()
+    this.#init.onDone?.(err)
+  }
+}
+
+const IGNORE: LinkEvents = { frame: () => {}, drain: () => {}, gone: () => {} }
