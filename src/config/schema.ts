@@ -247,6 +247,10 @@ export const nodeConfigSchema = z
     }),
     services: keyedByName(z.record(serviceName, service)),
     names: keyedByName(z.record(peerName, peerIdString)),
+    proxy: section({
+      // How long a proxied connection waits for its peer to come back (docs/decisions/0006-sessions.md).
+      resume_grace: durationMs(1000).default(120_000),
+    }),
     telemetry: telemetry(9091),
     log,
   })

@@ -12,7 +12,6 @@ import type { Logger } from '../log/index.ts'
 import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
 import { type Listener, startListener } from '../pipe/listener.ts'
-import { serviceStreamEnd } from '../pipe/stream.ts'
 import { formatHostPort, parseListenAddress } from '../util/address.ts'
 
 interface Entry {
@@ -64,8 +63,7 @@ export class ProxyManager {
       host,
       port,
       log: this.#log.child(`proxy.${id}`),
-      open: async (s) =>
-        serviceStreamEnd((await this.#rt.openService(peer, req.service, { signal: s })).stream),
+      open: async (s) => (await this.#rt.openSession(peer, req.service, { signal: s })).end,
       onConnection: (e) => {
         if (e.type === 'opened') {
           state.totalConnections++

@@ -17,9 +17,11 @@ import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
 import { flowControlledProtocol } from '../pipe/stream.ts'
 import { SERVICE_DIAL_OPTIONS } from '../proxy/constants.ts'
 import { ServiceRegistry } from '../proxy/registry.ts'
+import { SessionService } from '../proxy/sessions.ts'
 import { type Component, componentName, startAll, stopAll } from '../util/components.ts'
 import { withRetry } from '../util/retry.ts'
 import { serviceProtocolId } from './constants.ts'
+import { pingConnection } from './diagnostics.ts'
 import { PeerRefusedError, ServiceRefusedError } from './errors.ts'
 import { createPeerupNode, iceServersFor, type PeerupLibp2p, type PeerupNodeOptions } from './node.ts'
 import { classifyConnection, describePath, type PathInfo } from './path.ts'
@@ -35,6 +37,7 @@ import {
   PathLog,
   RevokedPeers,
 } from './runtime-components.ts'
+import { type Opened, SessionOpener } from './sessions.ts'
 import { DirectUpgrader } from './upgrade.ts'
 
 /** Options of {@link startNodeRuntime}. */
@@ -72,7 +75,20 @@ export interface NodeRuntime {
   services: ServiceRegistry
   /** Reaches a peer (name or id) and reports the path. */
   reach(peer: string, signal?: AbortSignal): Promise<Reached>
-  /** Opens a stream to a peer's service, reaching it first; retried with backoff on transient failures. */
+  /**
+   * Opens a resumable session to a peer's service (a plain stream with a peer that has no
+   * sessions), reaching it first; retried with backoff on transient failures.
+   */
+  openSession(
+    peer: string,
+    service: string,
+    options?: { signal?: AbortSignal; attempts?: number },
+  ): Promise<Opened>
+  /** The sessions this node opened (they move to a direct path when one appears). */
+  sessions: SessionOpener
+  /** The sessions this node accepted for its services (absent on a node that offers none). */
+  acceptedSessions: SessionService | undefined
+  /** Opens a plain stream to a peer's service, reaching it first; retried with backoff on transient failures. */
   openService(
     peer: string,
     service: string,
@@ -197,6 +213,8 @@ class Runtime implements NodeRuntime, Component {
   readonly supervisor: ReservationSupervisor
   readonly paths: PathTracker
   readonly services: ServiceRegistry
+  readonly sessions: SessionOpener
+  readonly acceptedSessions: SessionService | undefined
   readonly #log: Logger
   readonly #observer: Observer
   readonly #admission: JoinerAdmission
@@ -244,12 +262,25 @@ class Runtime implements NodeRuntime, Component {
       { relays: this.#reserve ? config.relay.addresses : [] },
     )
     const components = { node, config, dir, authorized, observer, log, paths: this.paths }
+    const graceMs = (): number => config.proxy.resume_grace
+    this.sessions = new SessionOpener(
+      { node, paths: this.paths, log, reach: (peerId, signal) => this.reach(peerId, signal) },
+      { graceMs },
+    )
+    this.acceptedSessions = options.exposeServices
+      ? new SessionService(
+          { node, services: this.services, log },
+          { graceMs, probe: (connection, signal) => pingConnection(connection, signal).then(() => {}) },
+        )
+      : undefined
     // Stopped in reverse: the services' sessions are reset just before the node stops.
     this.#components = [
       authorized,
       node,
       new OfferedServices({ services: this.services, config }, { exposeConfig: options.exposeServices }),
+      ...(this.acceptedSessions === undefined ? [] : [this.acceptedSessions]),
       this.paths,
+      this.sessions,
       new PathLog(components),
       new DirectUpgrader({ node, tracker: this.paths, log: log.child('direct') }, { webrtc: made.webrtc }),
       new RevokedPeers(components),
@@ -296,6 +327,42 @@ class Runtime implements NodeRuntime, Component {
       (err: unknown) => {
         this.#observer.pathDial(undefined, false)
         throw err
+      },
+    )
+  }
+
+  openSession(
+    peer: string,
+    service: string,
+    opts: { signal?: AbortSignal; attempts?: number } = {},
+  ): Promise<Opened> {
+    const log = this.#log
+    return withRetry(
+      async () => {
+        const reached = await this.reach(peer, opts.signal)
+        const opened = await this.sessions.open(this.resolve(peer), service, reached, opts.signal)
+        log.info('service session opened', {
+          peer,
+          service,
+          path: describePath(opened.path, this.config.names),
+          resumable: opened.session !== undefined,
+        })
+        return opened
+      },
+      {
+        attempts: opts.attempts ?? 3,
+        ...(opts.signal === undefined ? {} : { signal: opts.signal }),
+        // A refusal will not change by retrying; a flaky relay path might.
+        shouldRetry: (err: unknown) =>
+          !(err instanceof ServiceRefusedError || err instanceof PeerRefusedError),
+        onRetry: ({ attempt, delayMs, error }) =>
+          log.warn('opening the session failed, retrying', {
+            peer,
+            service,
+            attempt,
+            delayMs,
+            error: error as Error,
+          }),
       },
     )
   }

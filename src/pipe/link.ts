@@ -34,19 +34,32 @@ export interface Link {
   readonly peer: string
   /** Sends frames; false asks to wait for `drain`. Throws once the link is gone. */
   send(frames: Chunk): boolean
-  /** From now on, reports go to `events`; frames kept by {@link Link.hold} are handed over first. */
-  listen(events: LinkEvents): void
+  /**
+   * From now on, reports go to `events`; frames kept by {@link Link.hold} are handed over first —
+   * unless `keepHolding`, when only the link's going is reported and frames stay kept.
+   */
+  listen(events: LinkEvents, keepHolding?: boolean): void
   /** Keeps arriving frames until the next {@link Link.listen}. */
   hold(): void
   /** Closes once what was sent has left. */
   close(): void
   /** Resets the link; the other side sees it fail. */
   abort(err: Error): void
+  /** Whether the connection under the link still answers; rejects when it does not. */
+  probe?(signal: AbortSignal): Promise<void>
+  /** Aborts the connection under the link (it stopped answering): every link over it goes. */
+  sever?(err: Error): void
+}
+
+/** What a stream's link can do to the connection under it. */
+export interface StreamLinkOptions {
+  probe?: (signal: AbortSignal) => Promise<void>
+  sever?: (err: Error) => void
 }
 
 /** A libp2p stream on {@link SESSION_PROTOCOL} as a link. */
-export function streamLink(stream: Stream, peer: string): Link {
-  return new StreamLink(stream, peer)
+export function streamLink(stream: Stream, peer: string, options: StreamLinkOptions = {}): Link {
+  return new StreamLink(stream, peer, options)
 }
 
 class StreamLink implements Link {
@@ -65,9 +78,14 @@ class StreamLink implements Link {
   #holding = true
   #gone = false
 
-  constructor(stream: Stream, peer: string) {
+  readonly probe: ((signal: AbortSignal) => Promise<void>) | undefined
+  readonly sever: ((err: Error) => void) | undefined
+
+  constructor(stream: Stream, peer: string, options: StreamLinkOptions) {
     this.#stream = stream
     this.peer = peer
+    this.probe = options.probe
+    this.sever = options.sever
     this.#listeners
       .listen(stream, 'message', (evt: StreamMessageEvent) => this.#onMessage(evt))
       .listen(stream, 'drain', () => this.#events?.drain())
@@ -109,9 +127,9 @@ class StreamLink implements Link {
     return this.#stream.send(frames)
   }
 
-  listen(events: LinkEvents): void {
+  listen(events: LinkEvents, keepHolding = false): void {
     this.#events = events
-    this.#holding = false
+    this.#holding = keepHolding
     while (!this.#holding && this.#held.length > 0) {
       events.frame(this.#held.shift() as Frame)
     }
@@ -131,7 +149,8 @@ class StreamLink implements Link {
   }
 
   abort(err: Error): void {
-    this.#stream.abort(err)
+    // Reported first: aborting the stream emits its own 'end' and 'close' at once.
     this.#goneWith(err)
+    this.#stream.abort(err)
   }
 }

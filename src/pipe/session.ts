@@ -77,14 +77,20 @@ export function sessionIdText(id: Uint8Array): string {
  */
 export function handshake(link: Link, attach: Attach, signal: AbortSignal): Promise<number> {
   return new Promise<number>((resolve, reject) => {
+    let settled = false
     const done = (err: Error | undefined, received?: number): void => {
+      // Aborting the link below reports its going again: only the first outcome counts.
+      if (settled) {
+        return
+      }
+      settled = true
       signal.removeEventListener('abort', onAbort)
       if (err === undefined) {
         link.hold()
         resolve(received as number)
       } else {
-        link.abort(err)
         reject(err)
+        link.abort(err)
       }
     }
     const onAbort = (): void => done(signal.reason instanceof Error ? signal.reason : new Error('aborted'))
@@ -172,6 +178,11 @@ export class Session implements ByteEnd {
   /** Where the session stands: carried by a link, waiting for one, or over. */
   get state(): 'attached' | 'detached' | 'over' {
     return this.#state
+  }
+
+  /** The link carrying the session now, if any. */
+  get link(): Link | undefined {
+    return this.#link
   }
 
   /** Whether a link carries the session now. */
@@ -503,7 +514,10 @@ export class Session implements ByteEnd {
         () => this.#link === link && this.#armStall(),
         (err: unknown) => {
           this.#init.log?.info('session link does not answer, moving on', { session: this.name })
-          link.abort(err instanceof Error ? err : new Error(String(err)))
+          const error = err instanceof Error ? err : new Error(String(err))
+          // The connection itself stopped answering: every link over it goes, not only this one.
+          link.sever?.(error)
+          link.abort(error)
           if (this.#link === link) {
             this.#lost(err instanceof Error ? err : new Error(String(err)))
           }

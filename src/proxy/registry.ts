@@ -111,6 +111,11 @@ export class ServiceRegistry {
     this.#init.log.info('service removed', { service: name })
   }
 
+  /** The handler of an offered service, if there is one by that name. */
+  lookup(name: string): ServiceHandler | undefined {
+    return this.#services.get(name)?.handler
+  }
+
   /** Every offered service. */
   list(): OfferedService[] {
     return [...this.#services.values()].map(({ spec, handler }) => this.#describe(spec, handler))

@@ -1,6 +1,6 @@
 /**
- * The exposing side of a service: a libp2p stream handler for `/peerup/<name>/1.0.0` that checks the
- * peer, dials the local TCP service and bridges the two.
+ * The exposing side of a service: checks the peer, dials the local TCP service and pipes the two —
+ * for a resumable session (src/proxy/sessions.ts), or for a plain stream on `/peerup/<name>/1.0.0`.
  *
  * @packageDocumentation
  */
@@ -8,6 +8,7 @@
 import * as net from 'node:net'
 import type { Connection, Stream, StreamHandler } from '@libp2p/interface'
 import type { Logger } from '../log/index.ts'
+import type { ByteEnd } from '../pipe/end.ts'
 import { TransferInterruptedError } from '../pipe/errors.ts'
 import { socketEnd } from '../pipe/node.ts'
 import { type Direction, type PipeResult, pipe } from '../pipe/pipe.ts'
@@ -42,19 +43,29 @@ export interface ServiceHandlerInit {
 
 /** A service's stream handler, plus what the daemon needs to stop it in order. */
 export interface ServiceHandler extends StreamHandler {
-  /** Sessions being dialled or proxied right now. */
+  /** Connections being dialled or proxied right now. */
   readonly connections: number
   /**
-   * Resets every session and refuses new streams. Call it before stopping libp2p or unhandling the
+   * A connection for `peer`: the peer checked against the service's ACL, then the local address
+   * dialled; rejects with what refused it (the caller says so to the peer). `gone` aborts the dial
+   * when the peer gives up first.
+   */
+  accept(peer: string, gone: AbortSignal): Promise<net.Socket>
+  /** Pipes `far` (a stream, a resumable session) to an accepted local connection until both are done. */
+  run(peer: string, socket: net.Socket, far: ByteEnd): Promise<void>
+  /**
+   * Resets every connection and refuses new ones. Call it before stopping libp2p or unhandling the
    * protocol, so clients see resets rather than whatever the connection teardown looks like.
    */
   close(): Promise<void>
 }
 
 /**
- * Creates the stream handler of one exposed service. Register it with
+ * Creates the handler of one exposed service. Register it with
  * `libp2p.handle(serviceProtocolId(name), handler, SERVICE_HANDLE_OPTIONS)`: the default limit of 32
- * inbound streams per connection would reset the 33rd parallel session.
+ * inbound streams per connection would reset the 33rd parallel one. Resumable sessions reach the
+ * same service through {@link ServiceHandler.accept} and {@link ServiceHandler.run}
+ * (src/proxy/sessions.ts).
  */
 export function createServiceHandler(init: ServiceHandlerInit): ServiceHandler {
   const { name: service, log, onConnection } = init
@@ -63,56 +74,39 @@ export function createServiceHandler(init: ServiceHandlerInit): ServiceHandler {
   const active = new Set<Promise<void>>()
   const closing = new AbortController()
 
-  const serve = async (stream: Stream, connection: Connection): Promise<void> => {
-    const peer = connection.remotePeer.toString()
+  const accept = async (peer: string, gone: AbortSignal): Promise<net.Socket> => {
     if (closing.signal.aborted) {
-      stream.abort(new ServiceClosedError(service))
-      return
+      throw new ServiceClosedError(service)
     }
     if (!init.isAllowed(peer)) {
       const error = new PeerNotAllowedError(service, peer)
       log.warn('peer not allowed for service', { service, peer })
-      stream.abort(error)
       onConnection?.({ type: 'denied', service, peer, error })
-      return
+      throw error
     }
-
-    // The client starts sending as soon as its stream is open, while we are still dialling. Unread,
-    // that data would pile up in the stream's read buffer with the yamux window still being granted,
-    // until the stream resets itself (StreamBufferError). Paused, yamux stops granting window.
-    if (stream.readStatus !== 'readable') {
-      // Reset (or closed for reading) before we got to it: nothing to serve.
-      stream.abort(new TransferInterruptedError('the stream closed before the session started'))
-      return
-    }
-    stream.pause()
-
-    let socket: net.Socket
     try {
-      socket = await dialLocal(target, dialTimeoutMs, stream, closing.signal)
+      return await dialLocal(target, dialTimeoutMs, AbortSignal.any([gone, closing.signal]))
     } catch (err) {
       if (closing.signal.aborted) {
-        stream.abort(closing.signal.reason)
-        return
+        throw closing.signal.reason
       }
-      if (err instanceof TransferInterruptedError) {
-        log.debug('client went away while the local service was dialled', { service, peer })
-        return
+      if (gone.aborted) {
+        throw new TransferInterruptedError('the peer went away while the local service was dialled')
       }
       const error = new LocalServiceUnavailableError(service, init.localAddress, describeDialError(err), {
         cause: err,
       })
       log.warn('local service unavailable', { service, peer, local: init.localAddress, error })
-      // A reset, not a close: the client must see a failure, not an empty but complete session.
-      stream.abort(error)
       onConnection?.({ type: 'dial-failed', service, peer, error })
-      return
+      throw error
     }
+  }
 
+  const run = async (peer: string, socket: net.Socket, far: ByteEnd): Promise<void> => {
     const started = Date.now()
     log.info('service connection opened', { service, peer })
     onConnection?.({ type: 'opened', service, peer })
-    const result = await pipe(socketEnd(socket), serviceStreamEnd(stream), {
+    const result = await pipe(socketEnd(socket), far, {
       log,
       signal: closing.signal,
       ...(init.onBytes === undefined ? {} : { onBytes: init.onBytes }),
@@ -130,22 +124,51 @@ export function createServiceHandler(init: ServiceHandlerInit): ServiceHandler {
     onConnection?.({ type: 'closed', service, peer, result, durationMs })
   }
 
+  const serveStream = async (stream: Stream, connection: Connection): Promise<void> => {
+    // The client starts sending as soon as its stream is open, while we are still dialling. Unread,
+    // that data would pile up in the stream's read buffer with the yamux window still being granted,
+    // until the stream resets itself (StreamBufferError). Paused, yamux stops granting window.
+    if (stream.readStatus !== 'readable') {
+      // Reset (or closed for reading) before we got to it: nothing to serve.
+      stream.abort(new TransferInterruptedError('the stream closed before the session started'))
+      return
+    }
+    stream.pause()
+    const gone = new AbortController()
+    stream.addEventListener('close', () => gone.abort(), { once: true })
+    let socket: net.Socket
+    try {
+      socket = await accept(connection.remotePeer.toString(), gone.signal)
+    } catch (err) {
+      // A reset, not a close: the client must see a failure, not an empty but complete session.
+      stream.abort(err instanceof Error ? err : new Error(String(err)))
+      return
+    }
+    await run(connection.remotePeer.toString(), socket, serviceStreamEnd(stream))
+  }
+
+  // Connections are tracked until they are over, so that close() can wait for them.
+  const track = (work: Promise<void>): Promise<void> => {
+    const done = work.finally(() => active.delete(done))
+    active.add(done)
+    return done
+  }
+
   // libp2p awaits the handler before finishing its middleware chain; the session can last days, so
   // the handler returns at once and the session runs on its own.
   const handler = (stream: Stream, connection: Connection): void => {
-    const session = serve(stream, connection)
-      .catch((err: unknown) => {
+    void track(
+      serveStream(stream, connection).catch((err: unknown) => {
         log.error('service handler failed', { service, error: err instanceof Error ? err : String(err) })
         stream.abort(err instanceof Error ? err : new Error(String(err)))
-      })
-      .finally(() => {
-        active.delete(session)
-      })
-    active.add(session)
+      }),
+    )
   }
   // defineProperties, not Object.assign: assign would copy the getter's value once.
   return Object.defineProperties(handler, {
     connections: { get: () => active.size },
+    accept: { value: accept },
+    run: { value: (peer: string, socket: net.Socket, far: ByteEnd) => track(run(peer, socket, far)) },
     close: {
       value: async (): Promise<void> => {
         closing.abort(new ServiceClosedError(service))
@@ -156,23 +179,17 @@ export function createServiceHandler(init: ServiceHandlerInit): ServiceHandler {
 }
 
 /**
- * Connects to the local service, giving up after `timeoutMs` or when the stream closes first (the
- * client gave up): no socket is left behind either way.
+ * Connects to the local service, giving up after `timeoutMs` or when `signal` fires first (the
+ * peer gave up, the service closed): no socket is left behind either way.
  */
-function dialLocal(
-  target: HostPort,
-  timeoutMs: number,
-  stream: Stream,
-  signal: AbortSignal,
-): Promise<net.Socket> {
+function dialLocal(target: HostPort, timeoutMs: number, signal: AbortSignal): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true })
     const cleanup = (): void => {
       clearTimeout(timer)
       socket.off('connect', onConnect)
       socket.off('error', onError)
-      stream.removeEventListener('close', onStreamClose)
-      signal.removeEventListener('abort', onStreamClose)
+      signal.removeEventListener('abort', onAbort)
     }
     const onConnect = (): void => {
       cleanup()
@@ -183,16 +200,18 @@ function dialLocal(
       socket.destroy()
       reject(err)
     }
-    const onStreamClose = (): void => {
-      onError(new TransferInterruptedError('the stream closed while the local service was being dialled'))
-    }
+    const onAbort = (): void =>
+      onError(new TransferInterruptedError('given up while the local service was dialled'))
     const timer = setTimeout(() => {
       onError(new Error(`no answer within ${timeoutMs} ms`))
     }, timeoutMs)
     socket.once('connect', onConnect)
     socket.once('error', onError)
-    stream.addEventListener('close', onStreamClose, { once: true })
-    signal.addEventListener('abort', onStreamClose, { once: true })
+    if (signal.aborted) {
+      onAbort()
+      return
+    }
+    signal.addEventListener('abort', onAbort, { once: true })
   })
 }
 

@@ -232,7 +232,7 @@ async function proxyListen(
       port,
       log: createLogger('proxy'),
       open: (signal) => client.dial(peer, service, signal),
-      // Opening a service stream retries already (src/p2p/runtime.ts openService): its answer is final.
+      // Opening a session retries already (src/p2p/runtime.ts openSession): its answer is final.
       retry: { attempts: 1 },
     })
     try {

@@ -9,7 +9,6 @@ import type { DaemonEvent, InviteLine } from '../../api/index.ts'
 import { loadNodeConfig, resolveIn } from '../../config/load.ts'
 import { ConflictError } from '../../errors.ts'
 import { inviteOn, type PairingHost } from '../../invite/invite.ts'
-import { serviceStreamEnd } from '../../pipe/stream.ts'
 import { Channel } from '../../util/channel.ts'
 import { VERSION } from '../../version.ts'
 import { type DaemonContext, type Handlers, peerIdOf } from './context.ts'
@@ -88,8 +87,8 @@ export function streamHandlers(ctx: DaemonContext): Pick<Handlers, 'events' | 'i
     },
     dial: async ({ peer, service }, r) => {
       peerIdOf(ctx, peer)
-      const { stream } = await rt.openService(peer, service, { signal: r.signal })
-      return { end: serviceStreamEnd(stream), peer, service }
+      const { end } = await rt.openSession(peer, service, { signal: r.signal })
+      return { end, peer, service }
     },
   }
 }

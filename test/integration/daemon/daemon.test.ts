@@ -63,9 +63,11 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
     cleanups.unshift(() => new Promise((resolve) => echo.close(resolve)))
     await b.addService('echo', `127.0.0.1:${(echo.address() as net.AddressInfo).port}`)
     // Sends 256 KiB, then resets: a failure on the far side.
+    // Resets after 256 KiB, once the session is up (a reset before the client's first byte would
+    // race the connect itself, and a refused connection is another test).
     cut = net.createServer((s) => {
       s.on('error', () => {})
-      s.write(Buffer.alloc(256 * 1024, 1), () => s.resetAndDestroy())
+      s.once('data', () => s.write(Buffer.alloc(256 * 1024, 1), () => s.resetAndDestroy()))
     })
     await new Promise<void>((resolve) => cut.listen(0, '127.0.0.1', resolve))
     cleanups.unshift(() => new Promise((resolve) => cut.close(resolve)))
@@ -195,7 +197,9 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
     output.on('data', (c: Buffer) => {
       got += c.length
     })
-    const r = await pipe(stdioEnd(new PassThrough(), output), far)
+    const input = new PassThrough()
+    input.write('go')
+    const r = await pipe(stdioEnd(input, output), far)
     assert.equal(r.reset, true, 'a cut transfer must not look complete')
     assert.ok(got <= 256 * 1024)
   })

@@ -1,0 +1,216 @@
+/**
+ * The opening side of resumable sessions (docs/decisions/0006-sessions.md): every proxied
+ * connection this node opens to a peer's service is a session. It survives its link — it is
+ * attached again over whatever connection can be had — and it moves to a direct connection as
+ * soon as one appears, so a transfer that began on a relay finishes direct. A peer that does not
+ * speak the session protocol is served the plain stream of the service.
+ *
+ * @packageDocumentation
+ */
+
+import type { Connection, Stream } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Logger } from '../log/index.ts'
+import type { ByteEnd } from '../pipe/end.ts'
+import { type Link, SESSION_PROTOCOL, streamLink } from '../pipe/link.ts'
+import {
+  DEFAULT_RESUME_GRACE_MS,
+  handshake,
+  newSessionId,
+  Session,
+  SessionRefusedError,
+  sessionIdText,
+} from '../pipe/session.ts'
+import { serviceStreamEnd } from '../pipe/stream.ts'
+import { SERVICE_DIAL_OPTIONS } from '../proxy/constants.ts'
+import type { Component } from '../util/components.ts'
+import { serviceProtocolId } from './constants.ts'
+import { pingConnection } from './diagnostics.ts'
+import { ServiceRefusedError } from './errors.ts'
+import type { PeerupLibp2p } from './node.ts'
+import { bestConnection, classifyConnection, type PathInfo } from './path.ts'
+import type { PathChange, PathTracker } from './paths.ts'
+import type { Reached } from './reach.ts'
+
+/** How long one handshake may take before its connection is taken for dead. */
+const HANDSHAKE_TIMEOUT_MS = 10_000
+
+/** What the session opener uses. */
+export interface SessionOpenerComponents {
+  node: PeerupLibp2p
+  paths: PathTracker
+  log: Logger
+  /** Reaches a peer (by id): a live connection, or a new one through the DHT or a relay. */
+  reach: (peerId: string, signal?: AbortSignal) => Promise<Reached>
+}
+
+/** Options of {@link SessionOpener}. */
+export interface SessionOpenerInit {
+  /** How long a session waits for a way back to its peer (config `proxy.resume_grace`). */
+  graceMs?: () => number
+}
+
+/** A session (or, with a peer without sessions, a plain stream) and the path it took. */
+export interface Opened {
+  end: ByteEnd
+  path: PathInfo
+  /** Set when the end is a resumable session. */
+  session?: Session
+}
+
+/** Opens sessions, and moves them to a better path when one appears. */
+export class SessionOpener implements Component {
+  readonly #components: SessionOpenerComponents
+  readonly #init: SessionOpenerInit
+  /** The live sessions, by peer id. */
+  readonly #live = new Map<string, Set<Session>>()
+  /** The connection each link runs over. */
+  readonly #connectionOf = new WeakMap<Link, Connection>()
+  readonly #onPath = (evt: CustomEvent<PathChange>): void => this.#pathChanged(evt.detail)
+
+  constructor(components: SessionOpenerComponents, init: SessionOpenerInit = {}) {
+    this.#components = components
+    this.#init = init
+  }
+
+  start(): void {
+    this.#components.paths.addEventListener('path', this.#onPath)
+  }
+
+  stop(): void {
+    this.#components.paths.removeEventListener('path', this.#onPath)
+  }
+
+  /** Sessions this node opened that are not over. */
+  get size(): number {
+    let n = 0
+    for (const set of this.#live.values()) {
+      n += set.size
+    }
+    return n
+  }
+
+  /** Opens a session to `service` on `peerId` over `reached`'s connection. */
+  async open(peerId: string, service: string, reached: Reached, signal?: AbortSignal): Promise<Opened> {
+    const connection = reached.connection
+    const path = classifyConnection(connection)
+    // A WebRTC connection cannot pause a plain stream: a peer without sessions gets the framed one.
+    const fallback = [
+      ...(path.transport === 'webrtc' ? [`/peerup/${service}/fc/1.0.0`] : []),
+      serviceProtocolId(service),
+    ]
+    const stream = await connection.newStream([SESSION_PROTOCOL, ...fallback], {
+      ...SERVICE_DIAL_OPTIONS,
+      ...(signal === undefined ? {} : { signal }),
+    })
+    if (stream.protocol !== SESSION_PROTOCOL) {
+      return { end: serviceStreamEnd(stream), path }
+    }
+    const id = newSessionId()
+    const link = this.#link(stream, connection)
+    let theirs: number
+    try {
+      theirs = await handshake(link, { id, resume: false, received: 0, service }, this.#timeout(signal))
+    } catch (err) {
+      if (err instanceof SessionRefusedError) {
+        throw /no service named/.test(err.message)
+          ? new ServiceRefusedError(`${peerId} does not offer a service named ${service}`, {
+              hint: `on ${peerId}: \`peerup service add ${service} <host:port>\`, then restart its daemon`,
+              cause: err,
+            })
+          : new ServiceRefusedError(err.message, {
+              hint: `on ${peerId}: check allowed_peers of service ${service} and that the service runs`,
+              cause: err,
+            })
+      }
+      throw err
+    }
+    const session = this.#session(peerId, service, id)
+    session.attach(link, theirs)
+    return { end: session, path, session }
+  }
+
+  #session(peerId: string, service: string, id: Uint8Array): Session {
+    const { log } = this.#components
+    const live = this.#live.get(peerId) ?? new Set<Session>()
+    this.#live.set(peerId, live)
+    const session = new Session({
+      id,
+      name: `${service} ${sessionIdText(id).slice(0, 8)} to ${peerId}`,
+      role: 'opener',
+      graceMs: this.#init.graceMs?.() ?? DEFAULT_RESUME_GRACE_MS,
+      reconnect: (signal) => this.#reconnect(peerId, signal),
+      probe: (link, signal) => link.probe?.(signal) ?? Promise.resolve(),
+      log: log.child('session'),
+      onLink: (attached, err) =>
+        log.info(attached ? 'session attached' : 'session lost its link', {
+          session: session.name,
+          ...(err === undefined ? {} : { error: err }),
+        }),
+      onDone: () => {
+        live.delete(session)
+        if (live.size === 0) {
+          this.#live.delete(peerId)
+        }
+      },
+    })
+    live.add(session)
+    return session
+  }
+
+  /** A new link to the peer's session endpoint, over the best connection there is (or a new one). */
+  async #reconnect(peerId: string, signal: AbortSignal): Promise<Link> {
+    const reached = await this.#components.reach(peerId, this.#timeout(signal))
+    const stream = await reached.connection.newStream(SESSION_PROTOCOL, {
+      ...SERVICE_DIAL_OPTIONS,
+      signal: this.#timeout(signal),
+    })
+    return this.#link(stream, reached.connection)
+  }
+
+  #link(stream: Stream, connection: Connection): Link {
+    const link = streamLink(stream, connection.remotePeer.toString(), {
+      probe: (signal) => pingConnection(connection, signal).then(() => {}),
+      sever: (err) => connection.abort(err),
+    })
+    this.#connectionOf.set(link, connection)
+    return link
+  }
+
+  #timeout(signal?: AbortSignal): AbortSignal {
+    const timeout = AbortSignal.timeout(HANDSHAKE_TIMEOUT_MS)
+    return signal === undefined ? timeout : AbortSignal.any([signal, timeout])
+  }
+
+  /** A direct path appeared: the sessions on a relayed connection move to it. */
+  #pathChanged(change: PathChange): void {
+    const live = this.#live.get(change.peer)
+    if (live === undefined || change.current?.type !== 'DIRECT') {
+      return
+    }
+    const { node, log } = this.#components
+    const direct = bestConnection(node.getConnections(peerIdFromString(change.peer)))
+    if (direct === undefined || classifyConnection(direct).type !== 'DIRECT') {
+      return
+    }
+    for (const session of live) {
+      const link = session.link
+      const current = link === undefined ? undefined : this.#connectionOf.get(link)
+      if (!session.attached || current === undefined || classifyConnection(current).type === 'DIRECT') {
+        continue
+      }
+      void this.#move(session, direct).catch((err: unknown) =>
+        log.info('session stays on its path', { session: session.name, error: err as Error }),
+      )
+    }
+  }
+
+  async #move(session: Session, connection: Connection): Promise<void> {
+    const stream = await connection.newStream(SESSION_PROTOCOL, {
+      ...SERVICE_DIAL_OPTIONS,
+      signal: this.#timeout(),
+    })
+    await session.moveTo(this.#link(stream, connection), this.#timeout())
+    this.#components.log.info('session moved to a direct path', { session: session.name })
+  }
+}

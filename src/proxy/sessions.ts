@@ -1,0 +1,160 @@
+/**
+ * The accepting side of resumable sessions (docs/decisions/0006-sessions.md): one handler of
+ * `/peerup/session/1.0.0` for every service. A new session names its service in its first frame
+ * and is checked and dialled like a plain stream of that service (src/proxy/service.ts); a session
+ * that comes back names its id, and is taken up again only from the peer that opened it.
+ *
+ * @packageDocumentation
+ */
+
+import type { Connection, Libp2p, Stream } from '@libp2p/interface'
+import type { Logger } from '../log/index.ts'
+import { TransferInterruptedError } from '../pipe/errors.ts'
+import { type Attach, attachFrame, resetFrame } from '../pipe/frames.ts'
+import { type Link, SESSION_PROTOCOL, streamLink } from '../pipe/link.ts'
+import { DEFAULT_RESUME_GRACE_MS, Session, sessionIdText } from '../pipe/session.ts'
+import type { Component } from '../util/components.ts'
+import { SERVICE_HANDLE_OPTIONS } from './constants.ts'
+import type { ServiceRegistry } from './registry.ts'
+
+/** Sessions one peer may hold at once (live or waiting to be taken up again). */
+export const MAX_SESSIONS_PER_PEER = 1024
+
+/** What the session service uses. */
+export interface SessionServiceComponents {
+  node: Libp2p
+  services: ServiceRegistry
+  log: Logger
+}
+
+/** Options of {@link SessionService}. */
+export interface SessionServiceInit {
+  /** How long a session waits for its opener to come back (config `proxy.resume_grace`). */
+  graceMs?: () => number
+  /** Whether a connection still answers (a ping); links over one that does not are severed. */
+  probe?: (connection: Connection, signal: AbortSignal) => Promise<void>
+}
+
+/** The handler of the session protocol, and the sessions it accepted. */
+export class SessionService implements Component {
+  readonly #components: SessionServiceComponents
+  readonly #init: SessionServiceInit
+  readonly #sessions = new Map<string, { session: Session; peer: string }>()
+
+  constructor(components: SessionServiceComponents, init: SessionServiceInit = {}) {
+    this.#components = components
+    this.#init = init
+  }
+
+  /** Sessions held now (live, or waiting to be taken up again). */
+  get size(): number {
+    return this.#sessions.size
+  }
+
+  async start(): Promise<void> {
+    await this.#components.node.handle(
+      SESSION_PROTOCOL,
+      (stream, connection) => this.#accept(stream, connection),
+      SERVICE_HANDLE_OPTIONS,
+    )
+  }
+
+  async stop(): Promise<void> {
+    await this.#components.node.unhandle(SESSION_PROTOCOL)
+    for (const { session } of [...this.#sessions.values()]) {
+      session.reset(new TransferInterruptedError('the node is stopping'))
+    }
+    this.#sessions.clear()
+  }
+
+  /** A link made over `connection`: its probe pings the connection, severing it aborts it. */
+  linkOf(stream: Stream, connection: Connection): Link {
+    const probe = this.#init.probe
+    return streamLink(stream, connection.remotePeer.toString(), {
+      sever: (err) => connection.abort(err),
+      ...(probe === undefined ? {} : { probe: (signal: AbortSignal) => probe(connection, signal) }),
+    })
+  }
+
+  #accept(stream: Stream, connection: Connection): void {
+    const link = this.linkOf(stream, connection)
+    link.listen({
+      frame: (frame) => {
+        link.hold()
+        if (frame.type !== 'attach') {
+          this.#refuse(link, 'a session begins with ATTACH')
+        } else if (frame.resume) {
+          this.#resume(link, frame)
+        } else {
+          void this.#open(link, frame)
+        }
+      },
+      drain: () => {},
+      gone: () => {},
+    })
+  }
+
+  #refuse(link: Link, reason: string): void {
+    try {
+      link.send(resetFrame(reason))
+      link.close()
+    } catch {
+      link.abort(new TransferInterruptedError(reason))
+    }
+  }
+
+  /** A session comes back: only from the peer that opened it (anyone else learns nothing). */
+  #resume(link: Link, attach: Attach): void {
+    const entry = this.#sessions.get(sessionIdText(attach.id))
+    if (entry === undefined || entry.peer !== link.peer) {
+      this.#refuse(link, 'unknown session')
+      return
+    }
+    entry.session.resumeOn(link, attach.received)
+  }
+
+  async #open(link: Link, attach: Attach): Promise<void> {
+    const { log } = this.#components
+    const id = sessionIdText(attach.id)
+    const handler = this.#components.services.lookup(attach.service)
+    if (handler === undefined) {
+      this.#refuse(link, `no service named ${attach.service}`)
+      return
+    }
+    if (this.#sessions.has(id)) {
+      this.#refuse(link, 'a session with this id exists')
+      return
+    }
+    let held = 0
+    for (const entry of this.#sessions.values()) {
+      held += entry.peer === link.peer ? 1 : 0
+    }
+    if (held >= MAX_SESSIONS_PER_PEER) {
+      this.#refuse(link, `too many sessions from ${link.peer}`)
+      return
+    }
+    const gone = new AbortController()
+    // Held until the session takes over; a peer that goes meanwhile stops the dial.
+    link.listen({ frame: () => {}, drain: () => {}, gone: () => gone.abort() }, true)
+    let socket: Awaited<ReturnType<typeof handler.accept>>
+    try {
+      socket = await handler.accept(link.peer, gone.signal)
+    } catch (err) {
+      this.#refuse(link, (err as Error).message)
+      return
+    }
+    const session = new Session({
+      id: attach.id,
+      name: `${attach.service} ${id.slice(0, 8)} from ${link.peer}`,
+      role: 'acceptor',
+      graceMs: this.#init.graceMs?.() ?? DEFAULT_RESUME_GRACE_MS,
+      probe: (l, signal) => l.probe?.(signal) ?? Promise.resolve(),
+      log: log.child('session'),
+      onDone: () => this.#sessions.delete(id),
+    })
+    this.#sessions.set(id, { session, peer: link.peer })
+    link.send(attachFrame({ id: attach.id, resume: false, received: 0, service: '' }))
+    session.attach(link, attach.received)
+    await handler.run(link.peer, socket, session)
+  }
+}
