@@ -90,6 +90,13 @@ export class SessionOpener implements Component {
     return n
   }
 
+  /** The path the session's link takes now; undefined while it has no link. */
+  pathOf(session: Session): PathInfo | undefined {
+    const link = session.link
+    const connection = link === undefined ? undefined : this.#connectionOf.get(link)
+    return connection === undefined ? undefined : classifyConnection(connection)
+  }
+
   /** Opens a session to `service` on `peerId` over `reached`'s connection. */
   async open(peerId: string, service: string, reached: Reached, signal?: AbortSignal): Promise<Opened> {
     const connection = reached.connection
@@ -127,6 +134,10 @@ export class SessionOpener implements Component {
     }
     const session = this.#session(peerId, service, id)
     session.attach(link, theirs)
+    if (path.type !== 'DIRECT') {
+      // A direct connection may have come while the handshake ran, its 'path' event before this.
+      this.#moveToDirect(peerId)
+    }
     return { end: session, path, session }
   }
 
@@ -184,12 +195,19 @@ export class SessionOpener implements Component {
 
   /** A direct path appeared: the sessions on a relayed connection move to it. */
   #pathChanged(change: PathChange): void {
-    const live = this.#live.get(change.peer)
-    if (live === undefined || change.current?.type !== 'DIRECT') {
+    if (change.current?.type === 'DIRECT') {
+      this.#moveToDirect(change.peer)
+    }
+  }
+
+  /** Moves the peer's sessions that run over a relayed connection to its direct one, if it has one. */
+  #moveToDirect(peer: string): void {
+    const live = this.#live.get(peer)
+    if (live === undefined) {
       return
     }
     const { node, log } = this.#components
-    const direct = bestConnection(node.getConnections(peerIdFromString(change.peer)))
+    const direct = bestConnection(node.getConnections(peerIdFromString(peer)))
     if (direct === undefined || classifyConnection(direct).type !== 'DIRECT') {
       return
     }

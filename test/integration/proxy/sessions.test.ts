@@ -1,0 +1,278 @@
+/**
+ * Resumable sessions between real nodes through a real relay (docs/decisions/0006-sessions.md): a
+ * transfer survives the relay's restart with every byte once and in order, moves to a direct
+ * connection when one appears (and the relay stops carrying it), refuses a session id presented by
+ * another peer, and past the grace period resets both local sockets and lets go of the session.
+ */
+
+import assert from 'node:assert/strict'
+import * as net from 'node:net'
+import { after, before, describe, it } from 'node:test'
+import { editConfigFile } from '../../../src/config/edit.ts'
+import { nodeConfigSchema } from '../../../src/config/schema.ts'
+import { createLogger } from '../../../src/log/index.ts'
+import { NO_OBSERVER } from '../../../src/metrics/observer.ts'
+import type { NodeRuntime } from '../../../src/p2p/runtime.ts'
+import { SESSION_PROTOCOL, streamLink } from '../../../src/pipe/link.ts'
+import { type Listener, startListener } from '../../../src/pipe/listener.ts'
+import { handshake, type Session, SessionRefusedError } from '../../../src/pipe/session.ts'
+import { SERVICE_DIAL_OPTIONS } from '../../../src/proxy/constants.ts'
+import { tempDir } from '../../helpers/cli.ts'
+import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
+import { connect, receiveAll, sendRandom, startTransferServer } from '../../helpers/tcp.ts'
+
+const MiB = 1024 * 1024
+
+/** A proxy listener on `from` whose every connection is a session to `to`'s `service`. */
+async function sessionProxy(
+  from: NodeRuntime,
+  to: TestNode,
+  service: string,
+  opened: Session[],
+  onPath?: (path: string) => void,
+): Promise<Listener> {
+  return startListener({
+    host: '127.0.0.1',
+    port: 0,
+    log: createLogger('proxy'),
+    open: async (signal) => {
+      const o = await from.openSession(to.peerId, service, { signal })
+      assert.ok(o.session, 'the peer speaks the session protocol')
+      opened.push(o.session)
+      onPath?.(o.path.type)
+      return o.end
+    },
+  })
+}
+
+/** Polls cheap in-process state until `cond` holds, bounded. */
+async function waitFor(cond: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!cond()) {
+    if (Date.now() > deadline) {
+      throw new Error(`${what}: not in time`)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 25))
+  }
+}
+
+/** Sends `first` bytes, awaits `between`, then sends the rest of `total` and half-closes. */
+async function sendInTwo(
+  socket: net.Socket,
+  total: number,
+  first: number,
+  between: () => Promise<void>,
+): Promise<{ sent: number; hash: string }> {
+  const { createHash, randomBytes } = await import('node:crypto')
+  const hash = createHash('sha256')
+  let sent = 0
+  const write = async (n: number): Promise<void> => {
+    const chunk = randomBytes(n)
+    hash.update(chunk)
+    sent += n
+    if (!socket.write(chunk)) {
+      await new Promise((resolve) => socket.once('drain', resolve))
+    }
+  }
+  while (sent < first) {
+    await write(Math.min(64 * 1024, first - sent))
+  }
+  await between()
+  while (sent < total) {
+    await write(Math.min(64 * 1024, total - sent))
+  }
+  socket.end()
+  return { sent, hash: hash.digest('hex') }
+}
+
+describe('resumable sessions through a relay', { timeout: 240_000 }, () => {
+  let relay: TestRelay
+  let a: TestNode
+  let b: TestNode
+  let c: TestNode
+  let ra: NodeRuntime
+  let rb: NodeRuntime
+  let service: Awaited<ReturnType<typeof startTransferServer>>
+  let listener: Listener
+  const opened: Session[] = []
+  const relayed = { bytes: 0 }
+  const cleanups: Array<() => Promise<unknown>> = []
+  let root: string
+
+  before(async () => {
+    root = await tempDir({ after: (fn) => cleanups.push(fn) })
+    relay = await startTestRelay(root, {
+      stun: true,
+      observer: { ...NO_OBSERVER, relayedBytes: (n) => (relayed.bytes += n) },
+    })
+    cleanups.unshift(() => relay.stop())
+    service = await startTransferServer(24 * MiB)
+    cleanups.unshift(() => service.close())
+    // b is reachable only through the relay; a may dial WebRTC (for d, below).
+    b = await createTestNode(root, 'b', relay)
+    a = await createTestNode(root, 'a', relay, { listen: ['/webrtc'] })
+    c = await createTestNode(root, 'c', relay)
+    for (const n of [a, b, c]) {
+      await relay.authorize(n.peerId)
+    }
+    await b.authorize(a.peerId)
+    await b.authorize(c.peerId)
+    await b.addService('xfer', `127.0.0.1:${service.port}`)
+    rb = await b.start('daemon')
+    cleanups.unshift(() => b.stop())
+    await rb.supervisor.waitForReservation(AbortSignal.timeout(20_000))
+    ra = await a.start('client')
+    cleanups.unshift(() => a.stop())
+    listener = await sessionProxy(ra, b, 'xfer', opened)
+    cleanups.unshift(() => listener.close())
+  })
+
+  after(async () => {
+    for (const fn of cleanups) {
+      await fn().catch(() => {})
+    }
+  })
+
+  it('a transfer survives a relay restart: both directions byte-exact, no reset', async () => {
+    const before = service.transfers.length
+    const socket = await connect(listener.address.port)
+    const received = receiveAll(socket)
+    const sent = await sendInTwo(socket, 24 * MiB, 4 * MiB, async () => {
+      const session = opened.at(-1) as Session
+      await relay.restart()
+      // The link went with the relay; the session waits for a new one and takes it.
+      await waitFor(() => session.state === 'detached', 'link lost')
+      await waitFor(() => session.attached, 'attached again', 60_000)
+    })
+    const got = await received
+    await waitFor(() => service.transfers.length > before, 'service side done')
+    const far = service.transfers[before]
+    assert.ok(far)
+    assert.equal(got.error, undefined)
+    assert.equal(far.error, undefined)
+    assert.equal(far.received, sent.sent)
+    assert.equal(far.receivedHash, sent.hash)
+    assert.equal(got.received, far.sent)
+    assert.equal(got.hash, far.sentHash)
+  })
+
+  it('a session id presented by another peer is refused, and the session goes on', async () => {
+    const socket = await connect(listener.address.port)
+    const received = receiveAll(socket)
+    await waitFor(() => opened.length > 0 && opened.at(-1)?.attached === true, 'session open')
+    const session = opened.at(-1) as Session
+    const rc = await c.start('client')
+    cleanups.unshift(() => c.stop())
+    const reached = await rc.reach(b.peerId)
+    const stream = await reached.connection.newStream(SESSION_PROTOCOL, SERVICE_DIAL_OPTIONS)
+    const link = streamLink(stream, b.peerId)
+    await assert.rejects(
+      handshake(
+        link,
+        { id: session.id, resume: true, received: 0, service: '' },
+        AbortSignal.timeout(10_000),
+      ),
+      (err: Error) => err instanceof SessionRefusedError && /unknown session/.test(err.message),
+    )
+    assert.equal(session.attached, true)
+    const before = service.transfers.length
+    const sent = await sendRandom(socket, 1 * MiB)
+    const got = await received
+    await waitFor(() => service.transfers.length > before, 'service side done')
+    assert.equal(got.error, undefined)
+    assert.equal(service.transfers[before]?.receivedHash, sent.hash)
+  })
+
+  it('moves to a direct connection when one appears; the relay stops carrying it', async () => {
+    // d offers WebRTC: the upgrade comes after the session began on the relay (ICE takes a while).
+    const d = await createTestNode(root, 'd', relay, { listen: ['/webrtc'] })
+    await relay.authorize(d.peerId)
+    await d.authorize(a.peerId)
+    await d.addService('xfer', `127.0.0.1:${service.port}`)
+    const rd = await d.start('daemon')
+    cleanups.unshift(() => d.stop())
+    await rd.supervisor.waitForReservation(AbortSignal.timeout(20_000))
+    const toD: Session[] = []
+    const proxy = await sessionProxy(ra, d, 'xfer', toD, (path) => assert.equal(path, 'RELAYED'))
+    cleanups.unshift(() => proxy.close())
+    const before = service.transfers.length
+    const socket = await connect(proxy.address.port)
+    const received = receiveAll(socket)
+    const sent = await sendInTwo(socket, 24 * MiB, 2 * MiB, async () => {
+      await ra.paths.waitFor(d.peerId, (s) => s.path?.type === 'DIRECT', AbortSignal.timeout(30_000))
+      const session = toD[0] as Session
+      await waitFor(() => session.attached && ra.sessions.pathOf(session)?.type === 'DIRECT', 'session moved')
+      relayed.bytes = 0
+    })
+    const got = await received
+    await waitFor(() => service.transfers.length > before, 'service side done')
+    const far = service.transfers[before]
+    assert.equal(got.error, undefined)
+    assert.equal(far?.receivedHash, sent.hash)
+    assert.equal(got.hash, far?.sentHash)
+    // 22 MiB up and 24 MiB down after the move; the relay carried none of it.
+    assert.ok(relayed.bytes < 256 * 1024, `the relay carried ${relayed.bytes} bytes after the move`)
+  })
+})
+
+describe('a session whose peer stays away past the grace period', { timeout: 120_000 }, () => {
+  let relay: TestRelay
+  let ra: NodeRuntime
+  let rb: NodeRuntime
+  let b: TestNode
+  const cleanups: Array<() => Promise<unknown>> = []
+  let held: net.Socket | undefined
+  let far: Promise<{ error: string | undefined }> | undefined
+
+  before(async () => {
+    const root = await tempDir({ after: (fn) => cleanups.push(fn) })
+    relay = await startTestRelay(root)
+    cleanups.unshift(() => relay.stop())
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      held = socket
+      far = receiveAll(socket)
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    cleanups.unshift(() => new Promise((resolve) => server.close(resolve)))
+    b = await createTestNode(root, 'b', relay)
+    const a = await createTestNode(root, 'a', relay)
+    for (const n of [a, b]) {
+      await relay.authorize(n.peerId)
+      await editConfigFile(n.configFile, nodeConfigSchema, (doc) =>
+        doc.setIn(['proxy', 'resume_grace'], '2s'),
+      )
+    }
+    await b.authorize(a.peerId)
+    await b.addService('hold', `127.0.0.1:${(server.address() as net.AddressInfo).port}`)
+    rb = await b.start('daemon')
+    cleanups.unshift(() => b.stop())
+    await rb.supervisor.waitForReservation(AbortSignal.timeout(20_000))
+    ra = await a.start('client')
+    cleanups.unshift(() => a.stop())
+  })
+
+  after(async () => {
+    held?.destroy()
+    for (const fn of cleanups) {
+      await fn().catch(() => {})
+    }
+  })
+
+  it('resets both local sockets and lets go of the session', async () => {
+    const opened: Session[] = []
+    const listener = await sessionProxy(ra, b, 'hold', opened)
+    cleanups.unshift(() => listener.close())
+    const socket = await connect(listener.address.port)
+    const near = receiveAll(socket)
+    socket.write('hello')
+    await waitFor(() => held !== undefined && opened.length === 1, 'session open')
+    assert.equal(rb.acceptedSessions?.size, 1)
+    // No way back: the only relay is gone for good.
+    await relay.stop()
+    const [mine, theirs] = await Promise.all([near, far])
+    assert.equal(mine.error, 'ECONNRESET')
+    assert.equal(theirs?.error, 'ECONNRESET')
+    assert.equal(opened[0]?.state, 'over')
+    await waitFor(() => ra.sessions.size === 0 && rb.acceptedSessions?.size === 0, 'sessions freed')
+  })
+})
