@@ -8,7 +8,7 @@
 import type { Connection } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Hop, PingPathChange, PingReply, PingResponse, TracerouteResponse } from '../api/index.ts'
-import { PING_PROTOCOL } from './constants.ts'
+import { pingConnection } from './liveness.ts'
 import { bestConnection, classifyConnection, describePath, type PathInfo, samePath } from './path.ts'
 import type { PeerPath, UpgradeEvent } from './paths.ts'
 import type { NodeRuntime } from './runtime.ts'
@@ -128,55 +128,6 @@ export async function pingPeer(rt: NodeRuntime, peer: string, options: PingOptio
 
 /** Timeout of one ping. */
 const PING_TIMEOUT_MS = 10_000
-
-/** Bytes of one ping (the libp2p ping protocol echoes exactly 32). */
-const PING_BYTES = 32
-
-/**
- * One libp2p ping over this very connection (`ping.ping(peer)` lets the connection manager pick
- * one, which need not be the one new streams take): the round trip in ms.
- */
-export async function pingConnection(conn: Connection, signal: AbortSignal): Promise<number> {
-  const stream = await conn.newStream(PING_PROTOCOL, { signal, runOnLimitedConnection: true })
-  try {
-    const data = crypto.getRandomValues(new Uint8Array(PING_BYTES))
-    const received: Uint8Array[] = []
-    let length = 0
-    const { promise, resolve, reject } = Promise.withResolvers<number>()
-    const startedAt = performance.now()
-    const onMessage = (evt: { data: { subarray(): Uint8Array } }): void => {
-      const chunk = evt.data.subarray()
-      received.push(chunk)
-      length += chunk.byteLength
-      if (length >= PING_BYTES) {
-        const rtt = performance.now() - startedAt
-        const echoed = Buffer.concat(received).subarray(0, PING_BYTES)
-        if (Buffer.compare(echoed, Buffer.from(data)) === 0) {
-          resolve(rtt)
-        } else {
-          reject(new Error('the peer answered the ping with other bytes'))
-        }
-      }
-    }
-    const onClose = (): void => reject(new Error('the ping stream closed before the answer'))
-    const onAbort = (): void => reject(signal.reason)
-    stream.addEventListener('message', onMessage as never)
-    stream.addEventListener('close', onClose)
-    signal.addEventListener('abort', onAbort, { once: true })
-    try {
-      stream.send(data)
-      return await promise
-    } finally {
-      stream.removeEventListener('message', onMessage as never)
-      stream.removeEventListener('close', onClose)
-      signal.removeEventListener('abort', onAbort)
-    }
-  } finally {
-    await stream
-      .close({ signal: AbortSignal.timeout(1000) })
-      .catch(() => stream.abort(new Error('ping done')))
-  }
-}
 
 /** Waits `ms`, or less when the path to `peer` changes or `signal` fires. */
 function waitForPathChange(rt: NodeRuntime, peer: string, ms: number, signal: AbortSignal): Promise<void> {

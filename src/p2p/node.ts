@@ -28,6 +28,7 @@ import {
   type RELAY_YAMUX_OPTIONS,
   YAMUX_OPTIONS,
 } from './constants.ts'
+import { type LivenessInit, type LivenessMonitor, liveness } from './liveness.ts'
 import { type Members, membersOnlyIdentify, membersOnlyKadDHT } from './members-only.ts'
 import { noiseCrypto } from './noise-crypto.ts'
 
@@ -42,6 +43,7 @@ export interface BaseServices extends ServiceMap {
   identify: ReturnType<ReturnType<typeof identify>>
   ping: Ping
   dht: KadDHT
+  liveness: LivenessMonitor
 }
 
 /** A running peerup libp2p node. */
@@ -76,6 +78,8 @@ export interface PeerupNodeOptions {
    * starts it as one component among others (src/util/components.ts).
    */
   start?: boolean
+  /** How dead connections are found (src/p2p/liveness.ts); its defaults otherwise. */
+  liveness?: LivenessInit
 }
 
 /**
@@ -109,6 +113,8 @@ export function baseLibp2pOptions(options: {
    * authorized_keys plus the relays (and bootstrap peers) on a node. Undefined: everyone.
    */
   members?: Members
+  /** How dead connections are found (src/p2p/liveness.ts); its defaults otherwise. */
+  liveness?: LivenessInit
 }): Libp2pOptions<BaseServices> {
   const members = options.members
   const dht = {
@@ -137,9 +143,9 @@ export function baseLibp2pOptions(options: {
         ? {}
         : { inboundUpgradeTimeout: options.handshakeTimeoutMs }),
     },
-    // One lost ping under load must not abort a connection carrying SSH sessions; yamux keep-alive
-    // and TCP notice a dead link (PITFALLS: connection monitor).
-    connectionMonitor: { abortConnectionOnPingFailure: false },
+    // libp2p's monitor aborts a connection on the first failed ping of any kind (a busy peer, a
+    // ping stream refused); src/p2p/liveness.ts pings instead and aborts only the silent ones.
+    connectionMonitor: { enabled: false },
     // A listen address that cannot be bound (an IPv6 wildcard on a host without IPv6) must not stop
     // the node: it runs on the addresses that work.
     transportManager: { faultTolerance: FaultTolerance.NO_FATAL },
@@ -154,6 +160,7 @@ export function baseLibp2pOptions(options: {
       // protocol streams", and so would two pings through one daemon at once.
       ping: ping({ maxOutboundStreams: PING_STREAMS, maxInboundStreams: PING_STREAMS }),
       dht: members === undefined ? kadDHT(dht) : membersOnlyKadDHT(dht, members),
+      liveness: liveness(options.liveness),
     },
   }
 }
@@ -181,6 +188,7 @@ export async function createPeerupNode(options: PeerupNodeOptions): Promise<Peer
     // The gater bounds strangers' share of these (src/auth/gater.ts); what is left must be
     // plenty for authorized peers reconnecting all at once.
     maxPendingConnections: NODE_MAX_PENDING_CONNECTIONS,
+    ...(options.liveness === undefined ? {} : { liveness: options.liveness }),
     transports: [
       circuitRelayTransport(),
       ...(webrtc === undefined ? [] : [await webrtcTransport(webrtc.iceServers)]),

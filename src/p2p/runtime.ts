@@ -21,8 +21,8 @@ import { SessionService } from '../proxy/sessions.ts'
 import { type Component, componentName, startAll, stopAll } from '../util/components.ts'
 import { withRetry } from '../util/retry.ts'
 import { serviceProtocolId } from './constants.ts'
-import { pingConnection } from './diagnostics.ts'
 import { PeerRefusedError, ServiceRefusedError } from './errors.ts'
+import { pingConnection, severConnection } from './liveness.ts'
 import { createPeerupNode, iceServersFor, type PeerupLibp2p, type PeerupNodeOptions } from './node.ts'
 import { classifyConnection, describePath, type PathInfo } from './path.ts'
 import { PathTracker } from './paths.ts'
@@ -193,6 +193,14 @@ async function assembleRuntime(options: RuntimeOptions, loaded: Loaded): Promise
     members,
     ...(webrtc ? { webrtc: { iceServers: iceServersFor(relays, config.relay.stun_port) } } : {}),
     ...(options.libp2pMetrics === undefined ? {} : { metrics: options.libp2pMetrics }),
+    liveness: {
+      onDead: (connection, err) =>
+        log.info('connection stopped answering; closed', {
+          peer: connection.remotePeer.toString(),
+          path: describePath(classifyConnection(connection), config.names),
+          error: err,
+        }),
+    },
     start: false,
   })
   return new Runtime(options, loaded, { node, authorized, admission, observer, webrtc })
@@ -270,7 +278,11 @@ class Runtime implements NodeRuntime, Component {
     this.acceptedSessions = options.exposeServices
       ? new SessionService(
           { node, services: this.services, log },
-          { graceMs, probe: (connection, signal) => pingConnection(connection, signal).then(() => {}) },
+          {
+            graceMs,
+            probe: (connection, signal) => pingConnection(connection, signal).then(() => {}),
+            sever: (connection, err) => severConnection(node, connection, err),
+          },
         )
       : undefined
     // Stopped in reverse: the services' sessions are reset just before the node stops.

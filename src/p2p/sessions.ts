@@ -25,8 +25,8 @@ import { serviceStreamEnd } from '../pipe/stream.ts'
 import { SERVICE_DIAL_OPTIONS } from '../proxy/constants.ts'
 import type { Component } from '../util/components.ts'
 import { serviceProtocolId } from './constants.ts'
-import { pingConnection } from './diagnostics.ts'
 import { ServiceRefusedError } from './errors.ts'
+import { pingConnection, severConnection } from './liveness.ts'
 import type { PeerupLibp2p } from './node.ts'
 import { bestConnection, classifyConnection, type PathInfo } from './path.ts'
 import type { PathChange, PathTracker } from './paths.ts'
@@ -182,7 +182,7 @@ export class SessionOpener implements Component {
   #link(stream: Stream, connection: Connection): Link {
     const link = streamLink(stream, connection.remotePeer.toString(), {
       probe: (signal) => pingConnection(connection, signal).then(() => {}),
-      sever: (err) => connection.abort(err),
+      sever: (err) => severConnection(this.#components.node, connection, err),
     })
     this.#connectionOf.set(link, connection)
     return link

@@ -33,6 +33,8 @@ export interface SessionServiceInit {
   graceMs?: () => number
   /** Whether a connection still answers (a ping); links over one that does not are severed. */
   probe?: (connection: Connection, signal: AbortSignal) => Promise<void>
+  /** Aborts a connection that stopped answering; by default, only that connection. */
+  sever?: (connection: Connection, err: Error) => void
 }
 
 /** The handler of the session protocol, and the sessions it accepted. */
@@ -71,7 +73,8 @@ export class SessionService implements Component {
   linkOf(stream: Stream, connection: Connection): Link {
     const probe = this.#init.probe
     return streamLink(stream, connection.remotePeer.toString(), {
-      sever: (err) => connection.abort(err),
+      sever: (err) =>
+        this.#init.sever === undefined ? connection.abort(err) : this.#init.sever(connection, err),
       ...(probe === undefined ? {} : { probe: (signal: AbortSignal) => probe(connection, signal) }),
     })
   }

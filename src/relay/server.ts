@@ -146,6 +146,13 @@ async function assembleRelay(options: StartRelayOptions, privateKey: PrivateKey)
     inboundConnectionsPerSecondPerIp: Number.POSITIVE_INFINITY,
     handshakeTimeoutMs: RELAY_HANDSHAKE_TIMEOUT_MS,
     yamux: RELAY_YAMUX_OPTIONS,
+    liveness: {
+      onDead: (connection, err) =>
+        log.info('connection stopped answering; closed', {
+          peer: connection.remotePeer.toString(),
+          error: err,
+        }),
+    },
     // The DHT and the full identify are for members only (src/p2p/members-only.ts).
     members: {
       isMember: (peer) => !config.security.enable_connection_gating || authorized.has(peer),

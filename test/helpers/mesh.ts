@@ -24,6 +24,7 @@ export interface TestRelay {
   dir: string
   peerId: string
   address: string
+  configFile: string
   handle: RelayHandle
   authorize(peerId: string): Promise<void>
   restart(): Promise<void>
@@ -81,6 +82,7 @@ export async function startTestRelay(
     dir,
     peerId: init.peerId,
     address,
+    configFile: init.configFile,
     get handle() {
       return handle
     },
@@ -90,6 +92,8 @@ export async function startTestRelay(
     },
     restart: async () => {
       await handle.stop()
+      // What a test changed in relay-server.yaml meanwhile counts, as after a real restart.
+      config = (await loadRelayConfig(init.configFile)).config
       handle = await startRelay({ config, dir, log, ...observer })
     },
     stop: () => handle.stop(),
@@ -120,10 +124,10 @@ export async function createTestNode(
   root: string,
   name: string,
   relay: TestRelay,
-  options: { direct?: boolean; listen?: string[] } = {},
+  options: { direct?: boolean; listen?: string[]; relays?: string[] } = {},
 ): Promise<TestNode> {
   const dir = path.join(root, name)
-  const init = await initNode({ dir, relays: [relay.address], network: '' })
+  const init = await initNode({ dir, relays: options.relays ?? [relay.address], network: '' })
   await editConfigFile(init.configFile, nodeConfigSchema, (doc) => {
     doc.setIn(
       ['network', 'listen_addresses'],

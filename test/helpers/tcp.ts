@@ -109,3 +109,63 @@ export function connect(port: number): Promise<net.Socket> {
     socket.once('error', reject)
   })
 }
+
+/** A TCP forwarder to 127.0.0.1:`target`: a stand-in for a NAT router between a node and a relay. */
+export interface Forwarder {
+  port: number
+  /** Connections forwarded so far. */
+  readonly connections: number
+  /**
+   * What a NAT does when it forgets its state (a reboot, `conntrack -F`): the connections through
+   * it go silent — nothing passes either way, nothing is closed — while new ones pass.
+   */
+  blackhole(): void
+  close(): Promise<void>
+}
+
+/** Starts a {@link Forwarder} on a free port of 127.0.0.1. */
+export async function startForwarder(target: number): Promise<Forwarder> {
+  const pairs = new Set<[net.Socket, net.Socket]>()
+  const silent: net.Socket[] = []
+  const state = { connections: 0 }
+  const server = net.createServer((inbound) => {
+    state.connections++
+    const outbound = net.connect({ port: target, host: '127.0.0.1' })
+    const pair: [net.Socket, net.Socket] = [inbound, outbound]
+    pairs.add(pair)
+    for (const s of pair) {
+      s.on('error', () => {})
+      s.once('close', () => {
+        pairs.delete(pair)
+        inbound.destroy()
+        outbound.destroy()
+      })
+    }
+    inbound.pipe(outbound)
+    outbound.pipe(inbound)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    get connections() {
+      return state.connections
+    },
+    blackhole: () => {
+      for (const [inbound, outbound] of pairs) {
+        inbound.unpipe(outbound)
+        outbound.unpipe(inbound)
+        inbound.pause()
+        outbound.pause()
+        silent.push(inbound, outbound)
+      }
+      pairs.clear()
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve())
+        for (const s of [...[...pairs].flat(), ...silent]) {
+          s.destroy()
+        }
+      }),
+  }
+}

@@ -6,10 +6,11 @@
  */
 
 import assert from 'node:assert/strict'
+import { createHash, randomBytes } from 'node:crypto'
 import * as net from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import { editConfigFile } from '../../../src/config/edit.ts'
-import { nodeConfigSchema } from '../../../src/config/schema.ts'
+import { nodeConfigSchema, relayConfigSchema } from '../../../src/config/schema.ts'
 import { createLogger } from '../../../src/log/index.ts'
 import { NO_OBSERVER } from '../../../src/metrics/observer.ts'
 import type { NodeRuntime } from '../../../src/p2p/runtime.ts'
@@ -19,7 +20,14 @@ import { handshake, type Session, SessionRefusedError } from '../../../src/pipe/
 import { SERVICE_DIAL_OPTIONS } from '../../../src/proxy/constants.ts'
 import { tempDir } from '../../helpers/cli.ts'
 import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
-import { connect, receiveAll, sendRandom, startTransferServer } from '../../helpers/tcp.ts'
+import {
+  connect,
+  type Forwarder,
+  receiveAll,
+  sendRandom,
+  startForwarder,
+  startTransferServer,
+} from '../../helpers/tcp.ts'
 
 const MiB = 1024 * 1024
 
@@ -63,7 +71,6 @@ async function sendInTwo(
   first: number,
   between: () => Promise<void>,
 ): Promise<{ sent: number; hash: string }> {
-  const { createHash, randomBytes } = await import('node:crypto')
   const hash = createHash('sha256')
   let sent = 0
   const write = async (n: number): Promise<void> => {
@@ -274,5 +281,113 @@ describe('a session whose peer stays away past the grace period', { timeout: 120
     assert.equal(theirs?.error, 'ECONNRESET')
     assert.equal(opened[0]?.state, 'over')
     await waitFor(() => ra.sessions.size === 0 && rb.acceptedSessions?.size === 0, 'sessions freed')
+  })
+})
+
+describe('a path that goes silent (a NAT that forgot its state)', { timeout: 120_000 }, () => {
+  let relay: TestRelay
+  let nat: Forwarder
+  let ra: NodeRuntime
+  let b: TestNode
+  let service: Awaited<ReturnType<typeof startTransferServer>>
+  const opened: Session[] = []
+  const idleOpened: Session[] = []
+  const hashed = { bytes: 0, reply: '' }
+  let listener: Listener
+  let idleListener: Listener
+  const cleanups: Array<() => Promise<unknown>> = []
+
+  before(async () => {
+    const root = await tempDir({ after: (fn) => cleanups.push(fn) })
+    relay = await startTestRelay(root)
+    cleanups.unshift(() => relay.stop())
+    // a reaches the relay only through the "NAT".
+    const relayPort = Number(/\/tcp\/(\d+)\//.exec(relay.address)?.[1])
+    nat = await startForwarder(relayPort)
+    cleanups.unshift(() => nat.close())
+    // The relay is known by the NAT's address only, as a relay behind a router's port forward is.
+    const natAddress = relay.address.replace(`/tcp/${relayPort}/`, `/tcp/${nat.port}/`)
+    await editConfigFile(relay.configFile, relayConfigSchema, (doc) =>
+      doc.setIn(['network', 'announce_addresses'], doc.createNode([natAddress.replace(/\/p2p\/.*$/, '')])),
+    )
+    await relay.restart()
+    service = await startTransferServer(16 * MiB)
+    cleanups.unshift(() => service.close())
+    b = await createTestNode(root, 'b', relay)
+    const a = await createTestNode(root, 'a', relay, { relays: [natAddress] })
+    for (const n of [a, b]) {
+      await relay.authorize(n.peerId)
+    }
+    await b.authorize(a.peerId)
+    await b.addService('xfer', `127.0.0.1:${service.port}`)
+    // Reads everything, then answers with its sha256 (hex): silent while the client is.
+    const hashServer = net.createServer({ allowHalfOpen: true }, (socket) => {
+      const hash = createHash('sha256')
+      socket.on('error', () => {})
+      socket.on('data', (chunk: Buffer) => {
+        hash.update(chunk)
+        hashed.bytes += chunk.length
+      })
+      socket.once('end', () => {
+        hashed.reply = hash.digest('hex')
+        socket.end(hashed.reply)
+      })
+    })
+    await new Promise<void>((resolve) => hashServer.listen(0, '127.0.0.1', resolve))
+    cleanups.unshift(() => new Promise((resolve) => hashServer.close(resolve)))
+    await b.addService('hash', `127.0.0.1:${(hashServer.address() as net.AddressInfo).port}`)
+    const rb = await b.start('daemon')
+    cleanups.unshift(() => b.stop())
+    await rb.supervisor.waitForReservation(AbortSignal.timeout(20_000))
+    ra = await a.start('client')
+    cleanups.unshift(() => a.stop())
+    listener = await sessionProxy(ra, b, 'xfer', opened)
+    cleanups.unshift(() => listener.close())
+    idleListener = await sessionProxy(ra, b, 'hash', idleOpened)
+    cleanups.unshift(() => idleListener.close())
+  })
+
+  after(async () => {
+    for (const fn of cleanups) {
+      await fn().catch(() => {})
+    }
+  })
+
+  it('with bytes in flight: the silence is noticed, the session attaches anew, bytes intact', async () => {
+    const before = service.transfers.length
+    const socket = await connect(listener.address.port)
+    const received = receiveAll(socket)
+    const sent = await sendInTwo(socket, 16 * MiB, 2 * MiB, async () => {
+      await waitFor(() => opened.length > 0 && opened.at(-1)?.attached === true, 'session open')
+      const session = opened.at(-1) as Session
+      nat.blackhole()
+      await waitFor(() => session.state === 'detached', 'silence noticed', 30_000)
+      await waitFor(() => session.attached, 'attached anew', 30_000)
+    })
+    const got = await received
+    await waitFor(() => service.transfers.length > before, 'service side done')
+    const far = service.transfers[before]
+    assert.equal(got.error, undefined)
+    assert.equal(far?.receivedHash, sent.hash)
+    assert.equal(got.hash, far?.sentHash)
+  })
+
+  it('idle: the dead connection is closed within seconds, and the session comes back', async () => {
+    const socket = await connect(idleListener.address.port)
+    const reply = receiveAll(socket)
+    const sent = await sendInTwo(socket, 2 * MiB, 64 * 1024, async () => {
+      await waitFor(() => idleOpened[0]?.attached === true, 'session open')
+      const session = idleOpened[0] as Session
+      // Nothing in flight either way once the service has read it: only the pings of
+      // src/p2p/liveness.ts can notice.
+      await waitFor(() => hashed.bytes === 64 * 1024, 'service read the first part')
+      nat.blackhole()
+      await waitFor(() => session.state === 'detached', 'silence noticed', 30_000)
+      await waitFor(() => session.attached, 'attached anew', 30_000)
+    })
+    const got = await reply
+    assert.equal(got.error, undefined)
+    assert.equal(got.received, 64)
+    assert.equal(hashed.reply, sent.hash)
   })
 })
