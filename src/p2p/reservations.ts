@@ -268,6 +268,10 @@ export class ReservationSupervisor {
       if (relay !== undefined) {
         relay.state.connected = false
         relay.closedAt = Date.now()
+        // The reservation went with the connection (libp2p drops it on connection:close): said
+        // now, since our addresses change only after a debounce, and libp2p's own reconnection
+        // to a relay that restarted quickly can make a new reservation before that.
+        this.#refreshReserved()
         this.#retrySoon(relay)
       }
     }
@@ -574,14 +578,14 @@ export class ReservationSupervisor {
       } else {
         s.reason = 'the reservation was lost'
       }
+      if (!reserved) {
+        this.#retrySoon(relay)
+      }
       this.#log.info(reserved ? 'reservation held' : 'reservation lost', { relay: s.peerId })
       for (const listener of this.#changeListeners) {
         listener({ relay: s.peerId, reserved })
       }
       this.#updated(relay)
-      if (!reserved) {
-        this.#retrySoon(relay)
-      }
     }
   }
 }
