@@ -52,7 +52,17 @@ export const relayState = z.object({
   reserved: z.boolean(),
   /** When `reserved` last changed (RFC 3339). */
   since: time,
+  /** Why the last dial of the relay failed. */
   lastError: maybe(z.string()),
+  /**
+   * Why no reservation is held: the relay's refusal (`refused by the relay: not in
+   * relay_authorized_keys`) or why it could not be asked. Absent while one is held.
+   */
+  reason: maybe(z.string()),
+  /** Tries in a row that failed (0 once a reservation is held). */
+  failures: maybe(z.number()),
+  /** When the next try is due (RFC 3339); absent while a reservation is held. */
+  nextAttemptAt: maybe(time),
 })
 
 /** A service this daemon offers. */

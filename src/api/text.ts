@@ -12,6 +12,7 @@ import type {
   PingLine,
   PingResponse,
   ProxyState,
+  RelayState,
   ServiceState,
   StatusResponse,
   TracerouteResponse,
@@ -60,7 +61,17 @@ export function describePath(path: ApiPath | undefined, names: Record<string, st
 
 /** How long ago an RFC 3339 time was, briefly: `42s`, `5m`, `3h`, `2d`. */
 export function ago(time: string, now = Date.now()): string {
-  const s = Math.max(0, Math.round((now - Date.parse(time)) / 1000))
+  return briefly(Math.max(0, Math.round((now - Date.parse(time)) / 1000)))
+}
+
+/** How long until an RFC 3339 time, briefly: `in 12s`, `in 2m`; `now` once it has come. */
+export function until(time: string, now = Date.now()): string {
+  const s = Math.round((Date.parse(time) - now) / 1000)
+  return s <= 0 ? 'now' : `in ${briefly(s)}`
+}
+
+/** `42s`, `5m`, `3h`, `2d`. */
+function briefly(s: number): string {
   return s < 60
     ? `${s}s`
     : s < 3600
@@ -68,6 +79,23 @@ export function ago(time: string, now = Date.now()): string {
       : s < 86400
         ? `${Math.floor(s / 3600)}h`
         : `${Math.floor(s / 86400)}d`
+}
+
+/**
+ * One relay of `daemon status`: the reservation held, or why there is none and when the next
+ * try is (`connected, no reservation (since 4m): refused by the relay: not in
+ * relay_authorized_keys; next try in 12s`).
+ */
+export function relayText(r: RelayState, now = Date.now()): string {
+  if (r.reserved) {
+    return `reservation held (since ${ago(r.since, now)})`
+  }
+  const why = r.reason ?? r.lastError
+  return [
+    `${r.connected ? 'connected, no reservation' : 'unreachable'} (since ${ago(r.since, now)})`,
+    why === undefined ? '' : `: ${why}`,
+    r.nextAttemptAt === undefined ? '' : `; next try ${until(r.nextAttemptAt, now)}`,
+  ].join('')
 }
 
 /** `daemon status`. */
@@ -79,10 +107,7 @@ export function statusText(s: StatusResponse): string {
     `config    ${s.configFile}`,
     '',
     `relays (${s.relays.length})`,
-    ...s.relays.map(
-      (r) =>
-        `  ${r.peerId}  ${r.reserved ? 'reservation held' : r.connected ? 'connected, no reservation' : `unreachable${r.lastError === undefined ? '' : `: ${r.lastError}`}`} (since ${ago(r.since)})`,
-    ),
+    ...s.relays.map((r) => `  ${r.peerId}  ${relayText(r)}`),
     '',
     `services (${s.services.length})`,
     ...s.services.map(

@@ -87,7 +87,11 @@ export interface PairingHost {
   peerId: string
   authorizedKeysFile: string
   authorized: { reloadFromFile(): Promise<unknown> }
-  supervisor: { waitForReservation(signal?: AbortSignal): Promise<void>; status(): RelayState[] }
+  supervisor: {
+    waitForReservation(signal?: AbortSignal): Promise<void>
+    status(): RelayState[]
+    onUpdate(listener: (state: RelayState) => void): () => void
+  }
   /** Lets the joiner (unknown, on a relayed connection) in until the returned function is called. */
   admitJoiners(): () => void
   /** The open, unlimited connection to a relay, if there is one. */
@@ -165,33 +169,62 @@ export async function inviteOn(pn: PairingHost, options: InviteOnOptions): Promi
   }
 }
 
-/** Waits for a reservation on one of `pn`'s relays and returns that relay. */
+/**
+ * Waits (at most {@link RESERVATION_WAIT_MS}) for a reservation on one of `pn`'s relays and returns
+ * that relay. A relay that refuses is named on the progress line at once, since the wait may be
+ * the operator's `peerup relay authorize` on its way (the supervisor tries again on its own, and
+ * at once when the relay says so); when the wait runs out, the error says each relay's reason.
+ */
 async function reservedRelay(pn: PairingHost, options: InviteOnOptions): Promise<RelayState> {
   if (pn.config.relay.addresses.length === 0) {
     throw new InviteUnavailableError('this node has no relay, so a joiner behind NAT could not reach it', {
       hint: 'add one with `peerup relay add <multiaddr>` (`peerup relay info` on the relay prints it)',
     })
   }
-  options.onProgress?.('waiting for a reservation on the relay…')
+  const progress = options.onProgress ?? (() => {})
+  progress(`waiting for a reservation on the relay (up to ${RESERVATION_WAIT_MS / 1000} s)…`)
+  const said = new Map<string, string>()
+  const off = pn.supervisor.onUpdate((r) => {
+    if (!r.reserved && r.reason !== undefined && said.get(r.peerId) !== r.reason) {
+      said.set(r.peerId, r.reason)
+      progress(`relay ${shortId(r.peerId)}: ${r.reason}; still trying…`)
+    }
+  })
   try {
     await pn.supervisor.waitForReservation(
       AbortSignal.any([options.signal, AbortSignal.timeout(RESERVATION_WAIT_MS)]),
     )
   } catch (err) {
     options.signal.throwIfAborted()
-    const why = pn.supervisor
-      .status()
-      .map((r) => r.lastError)
-      .find((e) => e !== undefined)
-    throw new InviteUnavailableError(
-      `no relay gave this node a reservation within ${RESERVATION_WAIT_MS / 1000} s${why === undefined ? '' : ` (${why})`}`,
-      {
-        hint: `is this node authorized on the relay? On the relay: \`peerup relay authorize ${pn.peerId}\``,
-        cause: err,
-      },
-    )
+    throw noReservationError(pn.peerId, pn.supervisor.status(), err)
+  } finally {
+    off()
   }
   return pn.supervisor.status().find((r) => r.reserved)!
+}
+
+/**
+ * The error of an invite that got no reservation: each relay with the supervisor's reason
+ * (`refused by the relay: not in relay_authorized_keys`), and what to do about the first.
+ */
+export function noReservationError(
+  peerId: string,
+  relays: RelayState[],
+  cause?: unknown,
+): InviteUnavailableError {
+  const why = (r: RelayState): string => r.reason ?? r.lastError ?? 'the relay has not answered yet'
+  const first = relays.find((r) => !r.reserved)
+  const reasons = relays.filter((r) => !r.reserved).map((r) => `relay ${shortId(r.peerId)}: ${why(r)}`)
+  const text = first === undefined ? '' : why(first)
+  const hint = /relay_authorized_keys|PERMISSION_DENIED/.test(text)
+    ? `on the relay: \`peerup relay authorize ${peerId}\`, then \`peerup invite\` again (it goes on by itself when that happens while it waits)`
+    : /cannot reach the relay/.test(text)
+      ? 'check the relay address (`peerup relay list`) and that the relay is running (`peerup relay info` on it)'
+      : "the relay's log says more (`journalctl -u relay-server` on it)"
+  return new InviteUnavailableError(
+    `no relay gave this node a reservation within ${RESERVATION_WAIT_MS / 1000} s (${reasons.join('; ')})`,
+    { hint, ...(cause === undefined ? {} : { cause }) },
+  )
 }
 
 /**

@@ -26,6 +26,18 @@ export const RELAY_AGENT = 'relay-server'
 /** How often the reservation supervisor checks relays when nothing else wakes it. */
 export const SUPERVISOR_TICK_MS = 5_000
 
+/** First delay before the supervisor tries a relay again after a failed dial or a refused reservation. */
+export const RESERVATION_RETRY_BASE_MS = 1_000
+
+/**
+ * Longest delay between two tries of a relay without a reservation: a node the operator has just
+ * authorized, on a relay that could not tell it (src/p2p/relay-notify.ts), waits at most this.
+ */
+export const RESERVATION_RETRY_MAX_MS = 30_000
+
+/** Fraction of each retry delay taken off at random, so that nodes refused together spread out. */
+export const RESERVATION_RETRY_JITTER = 0.2
+
 /** Timeout of one dial of a relay by the supervisor. */
 export const RELAY_DIAL_TIMEOUT_MS = 10_000
 

@@ -2,12 +2,13 @@
  * The small parts a relay (src/relay/server.ts) is assembled from, beside its libp2p node, the
  * health endpoint and the STUN responder: the report of a refusal (metrics and audit, a log that
  * a flood cannot fill, the relay's `refusal` event), the disconnection of peers removed from
- * relay_authorized_keys, and the sweep that lets idle strangers go.
+ * relay_authorized_keys, the notices to connected peers about their standing, and the sweep that
+ * lets idle strangers go.
  *
  * @packageDocumentation
  */
 
-import type { PeerId } from '@libp2p/interface'
+import type { Connection, PeerId } from '@libp2p/interface'
 import type { TypedEventEmitter } from 'main-event'
 import type { AuthorizedPeers } from '../auth/gater.ts'
 import { INVITE_PROTOCOL } from '../invite/protocol.ts'
@@ -15,9 +16,10 @@ import type { Logger } from '../log/index.ts'
 import type { Observer } from '../metrics/observer.ts'
 import { RELAY_HOP_PROTOCOL } from '../p2p/constants.ts'
 import type { PeerupLibp2p } from '../p2p/node.ts'
+import { type RelayNotice, sendRelayNotice } from '../p2p/relay-notify.ts'
 import type { Component } from '../util/components.ts'
 import type { RefusalWhat } from './gater.ts'
-import type { RelayEvents, RelayServices } from './server.ts'
+import type { RelayEvents, RelayRefusal, RelayServices } from './server.ts'
 
 /** Refusals of one kind are logged at most once per this, with the count of those not logged. */
 const REFUSAL_LOG_INTERVAL_MS = 10_000
@@ -140,6 +142,89 @@ export class RevokedRelayPeers implements Component {
       await node.hangUp(peer).catch(() => {})
       log.info('deauthorized peer disconnected', { peer: id })
     }
+  }
+}
+
+/** What {@link RelayNotices} uses. */
+export interface RelayNoticesComponents {
+  node: PeerupLibp2p<RelayServices>
+  authorized: AuthorizedPeers
+  events: TypedEventEmitter<RelayEvents>
+  log: Logger
+}
+
+/**
+ * Tells a peer connected to the relay about its standing (`/peerup/relay-notify/1.0.0`,
+ * src/p2p/relay-notify.ts): `authorized` when relay_authorized_keys gains it, so that its node
+ * asks for its reservation now rather than at its next try, up to 30 s later; `refused { reason }`
+ * when its reservation is refused, once per connection and reason, so that a stranger asking again
+ * and again costs one stream, not one each time. A peer that is not connected (an idle stranger is
+ * let go after `unknown_peer_idle_timeout`) is told nothing: its own retries bring it back.
+ */
+export class RelayNotices implements Component {
+  readonly #components: RelayNoticesComponents
+  /** The refusal reasons each connection was told. */
+  #told = new WeakMap<Connection, Set<string>>()
+  #unsubscribe: (() => void) | undefined
+  readonly #onRefusal = (evt: CustomEvent<RelayRefusal>): void => {
+    const { what, peer, reason } = evt.detail
+    const connection = what === 'reservation' ? this.#connectionOf(peer) : undefined
+    if (connection === undefined) {
+      return
+    }
+    const told = this.#told.get(connection) ?? new Set<string>()
+    if (told.has(reason)) {
+      return
+    }
+    told.add(reason)
+    this.#told.set(connection, told)
+    this.#send(connection, { type: 'refused', reason })
+  }
+
+  constructor(components: RelayNoticesComponents) {
+    this.#components = components
+  }
+
+  /** Starts following relay_authorized_keys and the refusals of reservations. */
+  start(): void {
+    const { authorized, events } = this.#components
+    const off = authorized.onChange((added) => {
+      for (const id of added) {
+        const connection = this.#connectionOf(id)
+        if (connection !== undefined) {
+          this.#send(connection, { type: 'authorized' })
+        }
+      }
+    })
+    events.addEventListener('refusal', this.#onRefusal)
+    this.#unsubscribe = () => {
+      off()
+      events.removeEventListener('refusal', this.#onRefusal)
+    }
+  }
+
+  /** Stops following them (notices on their way finish or time out on their own). */
+  stop(): void {
+    this.#unsubscribe?.()
+    this.#unsubscribe = undefined
+    this.#told = new WeakMap()
+  }
+
+  /** The peer's open connection to the relay itself (a reservation is asked for on one). */
+  #connectionOf(peer: string): Connection | undefined {
+    return this.#components.node
+      .getConnections()
+      .find((c) => c.remotePeer.toString() === peer && c.status === 'open' && c.limits === undefined)
+  }
+
+  #send(connection: Connection, notice: RelayNotice): void {
+    const peer = connection.remotePeer.toString()
+    sendRelayNotice(connection, notice).then(
+      () => this.#components.log.debug('notice sent', { peer, notice: notice.type }),
+      // A peerup from before relay-notify does not take it, and retries on its own.
+      (err: unknown) =>
+        this.#components.log.debug('notice not taken', { peer, notice: notice.type, error: err as Error }),
+    )
   }
 }
 

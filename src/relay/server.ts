@@ -26,7 +26,7 @@ import { type RefusalWhat, relayGater } from './gater.ts'
 import { HealthServer } from './health.ts'
 import { OpenInvites } from './invites.ts'
 import { assertRelayPatched } from './patch-check.ts'
-import { IdleStrangers, RefusalReport, RevokedRelayPeers } from './relay-components.ts'
+import { IdleStrangers, RefusalReport, RelayNotices, RevokedRelayPeers } from './relay-components.ts'
 import { StunResponder } from './stun.ts'
 
 /** The limit of one relayed connection: duration in ms, data in bytes (both directions together). */
@@ -269,8 +269,8 @@ interface RelayParts {
 
 /**
  * A relay: its components in the order they start (relay_authorized_keys, the libp2p node, the
- * disconnection of revoked peers, the sweep of idle strangers, `/healthz`, the STUN responder),
- * stopped in reverse.
+ * disconnection of revoked peers, the notices to connected peers, the sweep of idle strangers,
+ * `/healthz`, the STUN responder), stopped in reverse.
  */
 class Relay implements RelayHandle, Component {
   readonly node: PeerupLibp2p<RelayServices>
@@ -309,6 +309,7 @@ class Relay implements RelayHandle, Component {
         { node, authorized, observer, log },
         { keysFile: resolveIn(dir, config.security.authorized_keys_file) },
       ),
+      new RelayNotices({ node, authorized, events: parts.events, log: log.child('notify') }),
       new IdleStrangers(
         { node, authorized, refusals },
         {

@@ -34,7 +34,11 @@ export function statusHandlers(ctx: DaemonContext): Pick<Handlers, 'status' | 's
       uptimeSeconds: Math.floor((Date.now() - ctx.startedAt.getTime()) / 1000),
       configFile: rt.configFile,
       listenAddresses: rt.node.getMultiaddrs().map(String),
-      relays: rt.supervisor.status().map((r) => ({ ...r, since: new Date(r.since).toISOString() })),
+      relays: rt.supervisor.status().map((r) => ({
+        ...r,
+        since: new Date(r.since).toISOString(),
+        nextAttemptAt: r.nextAttemptAt === undefined ? undefined : new Date(r.nextAttemptAt).toISOString(),
+      })),
       services: services(ctx),
       connectedPeers: new Set(rt.node.getConnections().map((c) => c.remotePeer.toString())).size,
       proxies: ctx.proxies.size,
