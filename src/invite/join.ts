@@ -18,8 +18,8 @@ import type { Logger } from '../log/index.ts'
 import { auditObserver, type Observer } from '../metrics/observer.ts'
 import { explainDialFailure } from '../p2p/reach.ts'
 import { assertNotExpired, type InviteCode, relayMultiaddr } from './code.ts'
-import { InviterUnreachableError } from './errors.ts'
-import { proveToken } from './joiner.ts'
+import { InviterUnreachableError, UnknownCodeError } from './errors.ts'
+import { askSpent, proveToken } from './joiner.ts'
 import { type PairingNode, startPairingNode } from './node.ts'
 import { INVITE_PROTOCOL, INVITE_STREAM_OPTIONS, STEP_TIMEOUT_MS } from './protocol.ts'
 import { type Trusted, trustPeer } from './trust.ts'
@@ -78,9 +78,12 @@ export async function runJoin(options: JoinOptions): Promise<JoinResult> {
       })
     } catch (err) {
       options.signal.throwIfAborted()
-      throw explainJoinDial(code, err)
+      throw await spentOr(pn, code, explainJoinDial(code, err), options.signal)
     }
-    const proved = await proveAndTrust(pn, stream, options, audit.observer)
+    const proved = await proveAndTrust(pn, stream, options, audit.observer).catch(async (err: unknown) => {
+      options.signal.throwIfAborted()
+      throw await spentOr(pn, code, err, options.signal)
+    })
     // The limited circuit has done its job; the next connection (from a new process) is a full one.
     await stream.close().catch(() => {})
     for (const c of pn.node.getConnections()) {
@@ -204,6 +207,32 @@ async function proveAndTrust(
     group.complete = complete
   }
   return { inviter, sponsored, group }
+}
+
+/**
+ * `err` when a peer code found no invite to take it (no invite open behind the relay, the inviter
+ * not waiting, or waiting with another code), unless the code was spent: its inviter then told the
+ * relay, which says so when asked (src/relay/invites.ts), and the joiner hears "used already"
+ * rather than that nobody waits. Any failure to ask leaves `err` as it was.
+ */
+async function spentOr(
+  pn: PairingNode,
+  code: InviteCode,
+  err: unknown,
+  signal: AbortSignal,
+): Promise<unknown> {
+  if (code.kind === 'group' || !(err instanceof InviterUnreachableError || err instanceof UnknownCodeError)) {
+    return err
+  }
+  try {
+    const stream = await pn.node.dialProtocol(multiaddr(relayMultiaddr(code)), INVITE_PROTOCOL, {
+      ...INVITE_STREAM_OPTIONS,
+      signal: AbortSignal.any([signal, AbortSignal.timeout(STEP_TIMEOUT_MS)]),
+    })
+    return (await askSpent(stream, code.token, signal)) ?? err
+  } catch {
+    return err
+  }
 }
 
 function explainJoinDial(code: InviteCode, err: unknown): Error {
