@@ -10,7 +10,7 @@ import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import { createIdentity, loadIdentity, peerIdOf } from '../auth/identity.ts'
 import { ConflictError, UsageError } from '../errors.ts'
-import { atomicWriteFile, exists } from '../util/fs.ts'
+import { atomicWriteFile, exists, FileModeError } from '../util/fs.ts'
 import { parseConfigText } from './load.ts'
 import { checkRelayAddress } from './ops.ts'
 import { CONFIG_FILE_NAME, RELAY_CONFIG_FILE_NAME } from './paths.ts'
@@ -38,6 +38,8 @@ export interface InitResult {
   peerId: string
   /** False when an identity was already there and was kept. */
   createdIdentity: boolean
+  /** `relay setup` only: the mode the directory had (`0755`) when setup made it 0700. */
+  previousDirMode?: string
 }
 
 const AUTHORIZED_KEYS_HEADER = `# Peers allowed to connect to this node, one per line:
@@ -66,6 +68,31 @@ async function prepareDir(dir: string, configFile: string, command: string): Pro
     created.unshift(d)
   }
   return created
+}
+
+/**
+ * Makes an existing directory 0700; returns the mode it had when that changed it. `mkdir`'s mode
+ * applies only to a directory it creates, and one made beforehand (`mkdir -p` leaves 0755) would
+ * keep the relay from opening its admin socket there, which src/util/socket.ts refuses in a
+ * directory other users can enter: `relay pair` would then find no relay to talk to.
+ */
+async function makePrivate(dir: string): Promise<string | undefined> {
+  if (process.platform === 'win32') {
+    return undefined
+  }
+  const mode = (await fs.stat(dir)).mode & 0o777
+  if ((mode & 0o077) === 0) {
+    return undefined
+  }
+  const was = mode.toString(8).padStart(4, '0')
+  try {
+    await fs.chmod(dir, 0o700)
+  } catch (err) {
+    throw new FileModeError(`${dir} has mode ${was} and cannot be made 0700: ${(err as Error).message}`, {
+      hint: `run setup as the directory's owner, or: chmod 700 ${dir}`,
+    })
+  }
+  return was
 }
 
 async function identityIn(file: string, made: string[]): Promise<{ peerId: string; created: boolean }> {
@@ -139,6 +166,7 @@ export async function initRelay(dir: string): Promise<InitResult> {
   const text = renderRelayConfig()
   const config = parseConfigText(text, configFile, relayConfigSchema)
   await prepareDir(abs, configFile, 'peerup relay setup')
+  const previousDirMode = await makePrivate(abs)
   const identityFile = path.join(abs, config.identity.key_file)
   const authorizedKeysFile = path.join(abs, config.security.authorized_keys_file)
   const identity = await identityIn(identityFile, [])
@@ -151,5 +179,6 @@ export async function initRelay(dir: string): Promise<InitResult> {
     authorizedKeysFile,
     peerId: identity.peerId,
     createdIdentity: identity.created,
+    ...(previousDirMode === undefined ? {} : { previousDirMode }),
   }
 }

@@ -12,6 +12,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { createInviteCode, encodeInviteCode } from '../../../src/invite/code.ts'
 import { shortAuthString } from '../../../src/invite/sas.ts'
+import { listenOnSocket } from '../../../src/util/socket.ts'
 import { initNodeDir, RELAY_ADDR, runCli, tempDir } from '../../helpers/cli.ts'
 
 const relayId = RELAY_ADDR.split('/p2p/')[1] as string
@@ -178,6 +179,29 @@ describe('verify', () => {
     assert.match(keys, new RegExp(`^${peer} verified=\\d{4}-\\d{2}-\\d{2}`, 'm'))
     const after = JSON.parse((await runCli(['status', '--json', '--config', config], root)).stdout)
     assert.equal(after.unverifiedPeers, 0)
+  })
+})
+
+describe('relay setup', () => {
+  it('makes a directory made beforehand (mkdir -p: 0755) 0700, so the relay can open its admin socket there', async (t) => {
+    const root = await tempDir(t)
+    const dir = path.join(root, 'etc', 'peerup')
+    await fs.mkdir(dir, { recursive: true, mode: 0o755 })
+    await fs.chmod(dir, 0o755)
+    const r = await runCli(['relay', 'setup', '--dir', dir, '--json'], root)
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(JSON.parse(r.stdout).previousDirMode, '0755')
+    assert.equal((await fs.stat(dir)).mode & 0o777, 0o700)
+    // What `relay serve` does for `relay pair`: its admin socket, refused in a directory others can enter.
+    const close = await listenOnSocket(net.createServer(), path.join(dir, 'relay.sock'), {
+      what: 'the relay',
+    })
+    await close()
+    // A new directory is made 0700 from the start, and nothing is said about it.
+    const fresh = await runCli(['relay', 'setup', '--dir', path.join(root, 'fresh')], root)
+    assert.equal(fresh.code, 0, fresh.stderr)
+    assert.doesNotMatch(fresh.stdout, /made 0700/)
+    assert.equal((await fs.stat(path.join(root, 'fresh'))).mode & 0o777, 0o700)
   })
 })
 
