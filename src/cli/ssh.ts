@@ -58,15 +58,21 @@ export interface SshArgvOptions {
   self: string[]
 }
 
+/** `[user@]peer` split at its last `@` (a user name may hold one). */
+export function sshTarget(target: string): { user: string | undefined; peer: string } {
+  const at = target.lastIndexOf('@')
+  return at >= 0
+    ? { user: target.slice(0, at), peer: target.slice(at + 1) }
+    : { user: undefined, peer: target }
+}
+
 /**
  * Builds ssh's argv: leading options in `args` go before the destination, the rest is the
  * remote command. The peer's name doubles as the HostKeyAlias, so known_hosts keys the host
  * by its peerup name whatever path reaches it.
  */
 export function sshArgv(options: SshArgvOptions): string[] {
-  const at = options.target.lastIndexOf('@')
-  const user = at >= 0 ? options.target.slice(0, at) : undefined
-  const peer = at >= 0 ? options.target.slice(at + 1) : options.target
+  const { user, peer } = sshTarget(options.target)
   const before: string[] = []
   let i = 0
   while (i < options.args.length) {

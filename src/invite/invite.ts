@@ -22,7 +22,7 @@ import { createInviteCode, encodeInviteCode, type InviteCode } from './code.ts'
 import { CodeExpiredError, InviteUnavailableError } from './errors.ts'
 import { type AcceptExtras, answerPairing, InviteSession, type Joiner } from './inviter.ts'
 import { startPairingNode } from './node.ts'
-import { INVITE_PROTOCOL, INVITE_STREAM_OPTIONS, MAX_FAILED_PROOFS } from './protocol.ts'
+import { deriveKeys, INVITE_PROTOCOL, INVITE_STREAM_OPTIONS, MAX_FAILED_PROOFS } from './protocol.ts'
 import { askRelay, type RelayAdminRequest } from './relay-admin.ts'
 import { trustPeer } from './trust.ts'
 
@@ -133,7 +133,15 @@ export async function inviteOn(pn: PairingHost, options: InviteOnOptions): Promi
   const components: Component[] = [
     // The relay lets a stranger's circuit through to us only while we say we are pairing, and
     // will sponsor only the peer it saw join us then (docs/decisions/0004-strangers.md).
-    new RelayInvite({ host: pn, log: options.log }, { relayPeerId: relay.peerId, expires: code.expires }),
+    new RelayInvite(
+      { host: pn, log: options.log },
+      {
+        relayPeerId: relay.peerId,
+        expires: code.expires,
+        spentId: deriveKeys(code.token).spentId,
+        spent: () => (session.state === 'used' || session.state === 'burned' ? session.state : undefined),
+      },
+    ),
     exchanges,
     new JoinerAdmission({ host: pn }),
   ]
@@ -304,28 +312,39 @@ interface InviteComponents {
   log: Logger
 }
 
+/** Settings of {@link RelayInvite}. */
+interface RelayInviteInit {
+  relayPeerId: string
+  expires: Date
+  /** The code's spent id (src/invite/protocol.ts), what the relay is told once the code is spent. */
+  spentId: string
+  /** Whether the code is spent, and how: asked when the invite ends. */
+  spent: () => 'used' | 'burned' | undefined
+}
+
 /**
  * The invite registered on the relay: `start()` sends `invite-open` until the code expires,
- * `stop()` sends `invite-close`. Neither throws: a relay that does not register invites only
- * makes a joiner it does not know likelier to be refused.
+ * `stop()` sends `invite-close`, and `invite-spent` when the code was used or burned: once this
+ * invite ends nobody here answers for its code, and the relay refuses a stranger's circuit to us,
+ * so the relay is what tells a second joiner that the code was used (src/relay/invites.ts).
+ * Neither throws: a relay that does not register invites only makes a joiner it does not know
+ * likelier to be refused, and one that does not take `invite-spent` says "no invite open" instead.
  */
 class RelayInvite implements Component {
   readonly #components: InviteComponents
-  readonly #relayPeerId: string
-  readonly #expires: Date
+  readonly #init: RelayInviteInit
 
-  constructor(components: InviteComponents, init: { relayPeerId: string; expires: Date }) {
+  constructor(components: InviteComponents, init: RelayInviteInit) {
     this.#components = components
-    this.#relayPeerId = init.relayPeerId
-    this.#expires = init.expires
+    this.#init = init
   }
 
   /** Registers the invite. */
   async start(): Promise<void> {
     const { host, log } = this.#components
-    const answer = await tellRelay(host, this.#relayPeerId, {
+    const answer = await tellRelay(host, this.#init.relayPeerId, {
       type: 'invite-open',
-      ttl_ms: Math.max(this.#expires.getTime() - Date.now(), 1),
+      ttl_ms: Math.max(this.#init.expires.getTime() - Date.now(), 1),
     })
     if (!answer.ok) {
       log.warn('the relay did not register the invite; a joiner it does not know may be refused', {
@@ -334,9 +353,16 @@ class RelayInvite implements Component {
     }
   }
 
-  /** Ends it. */
+  /** Ends it, and says whether its code was spent. */
   async stop(): Promise<void> {
-    await tellRelay(this.#components.host, this.#relayPeerId, { type: 'invite-close' })
+    const { host } = this.#components
+    const { relayPeerId, expires, spentId } = this.#init
+    await tellRelay(host, relayPeerId, { type: 'invite-close' })
+    const reason = this.#init.spent()
+    const left = expires.getTime() - Date.now()
+    if (reason !== undefined && left > 0) {
+      await tellRelay(host, relayPeerId, { type: 'invite-spent', code: spentId, reason, ttl_ms: left })
+    }
   }
 }
 
@@ -424,14 +450,14 @@ class JoinerAdmission implements Component {
 }
 
 /**
- * Tells the relay that an invite opens or closes; never throws. A relay from before invites
+ * Tells the relay that an invite opens or closes, or that its code is spent; never throws. A relay from before invites
  * were registered answers "unsupported protocol" only for the whole relay-admin protocol, and
  * lets strangers through anyway.
  */
 async function tellRelay(
   pn: PairingHost,
   relayPeerId: string,
-  request: Extract<RelayAdminRequest, { type: 'invite-open' | 'invite-close' }>,
+  request: Extract<RelayAdminRequest, { type: 'invite-open' | 'invite-close' | 'invite-spent' }>,
 ): Promise<{ ok: boolean; reason?: string }> {
   const conn = pn.relayConnection(relayPeerId)
   if (conn === undefined) {

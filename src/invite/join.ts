@@ -11,15 +11,15 @@
 import * as path from 'node:path'
 import type { Stream } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
-import { initNode } from '../config/init.ts'
+import { initNode, removeMade } from '../config/init.ts'
 import { loadNodeConfig } from '../config/load.ts'
 import { addRelay, relayPeerId } from '../config/ops.ts'
 import type { Logger } from '../log/index.ts'
 import { auditObserver, type Observer } from '../metrics/observer.ts'
 import { explainDialFailure } from '../p2p/reach.ts'
 import { assertNotExpired, type InviteCode, relayMultiaddr } from './code.ts'
-import { InviterUnreachableError } from './errors.ts'
-import { proveToken } from './joiner.ts'
+import { InviterUnreachableError, UnknownCodeError } from './errors.ts'
+import { askSpent, proveToken } from './joiner.ts'
 import { type PairingNode, startPairingNode } from './node.ts'
 import { INVITE_PROTOCOL, INVITE_STREAM_OPTIONS, STEP_TIMEOUT_MS } from './protocol.ts'
 import { type Trusted, trustPeer } from './trust.ts'
@@ -55,32 +55,81 @@ export interface JoinResult {
   group: { id: string; size: number; members: Trusted[]; complete: boolean } | undefined
 }
 
-/** Pairs using `code`. */
+/**
+ * Pairs using `code`. A join that fails before the other side accepted leaves things as they were:
+ * the node it created for the purpose is removed again (config, key and authorized_keys, and the
+ * directory when it made it), and an existing config gets the code's relay only once accepted.
+ */
 export async function runJoin(options: JoinOptions): Promise<JoinResult> {
   const { code, log } = options
   const progress = options.onProgress ?? (() => {})
   assertNotExpired(code, options.now?.() ?? new Date())
   const relay = relayMultiaddr(code)
-  const { configFile, created } = await joinTarget(options, relay)
+  const made: string[] = []
+  let accepted = false
+  try {
+    const target = await joinTarget(options, relay, made)
+    return await pairFrom(target, options, async () => {
+      accepted = true
+      if (target.addRelay) {
+        await addRelay(target.configFile, relay)
+        progress(`added the relay ${relay} to ${target.configFile}`)
+      }
+    })
+  } catch (err) {
+    if (!accepted && made.length > 0 && 'createIn' in options.target) {
+      const dir = options.target.createIn
+      await removeMade(made).then(
+        () => progress(`removed the identity and config this join had created in ${dir}`),
+        (e: unknown) => log.warn('could not remove what this join had created', { error: e as Error }),
+      )
+    }
+    throw err
+  }
+}
+
+/** Where a join runs from: the config, and whether it was created for it or lacks the code's relay. */
+interface JoinFrom {
+  configFile: string
+  created: boolean
+  /** An existing config without the code's relay: it gets it once the other side accepts. */
+  addRelay: boolean
+}
+
+/** Connects to the inviter (the relay, for a group code) from `target`'s node and pairs. */
+async function pairFrom(
+  target: JoinFrom,
+  options: JoinOptions,
+  onAccepted: () => Promise<void>,
+): Promise<JoinResult> {
+  const { code, log } = options
+  const progress = options.onProgress ?? (() => {})
+  const relay = relayMultiaddr(code)
+  const { configFile, created } = target
   const pn = await startPairingNode({ configFile, log, reserve: false })
   const audit = await auditObserver(pn.config.telemetry.audit, path.dirname(pn.configFile))
   try {
-    const target =
+    const to =
       code.kind === 'group' ? multiaddr(relay) : multiaddr(`${relay}/p2p-circuit/p2p/${code.inviterPeerId}`)
     progress(
       code.kind === 'group' ? 'connecting to the relay…' : 'connecting to the inviter through the relay…',
     )
     let stream: Stream
     try {
-      stream = await pn.node.dialProtocol(target, INVITE_PROTOCOL, {
+      stream = await pn.node.dialProtocol(to, INVITE_PROTOCOL, {
         ...INVITE_STREAM_OPTIONS,
         signal: AbortSignal.any([options.signal, AbortSignal.timeout(STEP_TIMEOUT_MS * 2)]),
       })
     } catch (err) {
       options.signal.throwIfAborted()
-      throw explainJoinDial(code, err)
+      throw await spentOr(pn, code, explainJoinDial(code, err), options.signal)
     }
-    const proved = await proveAndTrust(pn, stream, options, audit.observer)
+    const proved = await proveAndTrust(pn, stream, options, audit.observer, onAccepted).catch(
+      async (err: unknown) => {
+        options.signal.throwIfAborted()
+        throw await spentOr(pn, code, err, options.signal)
+      },
+    )
     // The limited circuit has done its job; the next connection (from a new process) is a full one.
     await stream.close().catch(() => {})
     for (const c of pn.node.getConnections()) {
@@ -96,33 +145,36 @@ export async function runJoin(options: JoinOptions): Promise<JoinResult> {
 }
 
 /**
- * The node to join with: an existing config, made to keep using the code's relay (or the inviter
- * could not reach it afterwards), or a new identity and config made from the code.
+ * The node to join with: an existing config (which must keep using the code's relay, or the
+ * inviter could not reach it afterwards), or a new identity and config made from the code, every
+ * path of which goes into `made`.
  */
-async function joinTarget(
-  options: JoinOptions,
-  relay: string,
-): Promise<{ configFile: string; created: boolean }> {
+async function joinTarget(options: JoinOptions, relay: string, made: string[]): Promise<JoinFrom> {
   const { code, log } = options
   const progress = options.onProgress ?? (() => {})
   if (!('configFile' in options.target)) {
-    const init = await initNode({ dir: options.target.createIn, relays: [relay], network: code.network })
+    const init = await initNode({
+      dir: options.target.createIn,
+      relays: [relay],
+      network: code.network,
+      made,
+    })
     progress(`created this node's identity and config in ${init.dir}`)
-    return { configFile: init.configFile, created: true }
+    return { configFile: init.configFile, created: true, addRelay: false }
   }
   const configFile = options.target.configFile
   const { config } = await loadNodeConfig(configFile)
-  if (!config.relay.addresses.some((a) => relayPeerId(a) === code.relayPeerId)) {
-    await addRelay(configFile, relay)
-    progress(`added the relay ${relay} to ${configFile}`)
-  }
   if (config.discovery.network !== code.network) {
     log.warn('this node uses another network name than the inviter; peers will meet through the relay only', {
       network: config.discovery.network,
       inviter_network: code.network,
     })
   }
-  return { configFile, created: false }
+  return {
+    configFile,
+    created: false,
+    addRelay: !config.relay.addresses.some((a) => relayPeerId(a) === code.relayPeerId),
+  }
 }
 
 /**
@@ -134,6 +186,7 @@ async function proveAndTrust(
   stream: Stream,
   options: JoinOptions,
   observer: Observer,
+  onAccepted: () => Promise<void>,
 ): Promise<Pick<JoinResult, 'inviter' | 'sponsored' | 'group'>> {
   const { code } = options
   const progress = options.onProgress ?? (() => {})
@@ -161,6 +214,7 @@ async function proveAndTrust(
     waitForGroup: options.waitForGroup !== false,
     groupWaitMs: Math.max(code.expires.getTime() - Date.now(), 0) + 60_000,
     onAccept: async (accept) => {
+      await onAccepted()
       sponsored = accept.sponsored
       if (accept.group === undefined) {
         const t = await trust(remote, accept.name)
@@ -204,6 +258,32 @@ async function proveAndTrust(
     group.complete = complete
   }
   return { inviter, sponsored, group }
+}
+
+/**
+ * `err` when a peer code found no invite to take it (no invite open behind the relay, the inviter
+ * not waiting, or waiting with another code), unless the code was spent: its inviter then told the
+ * relay, which says so when asked (src/relay/invites.ts), and the joiner hears "used already"
+ * rather than that nobody waits. Any failure to ask leaves `err` as it was.
+ */
+async function spentOr(
+  pn: PairingNode,
+  code: InviteCode,
+  err: unknown,
+  signal: AbortSignal,
+): Promise<unknown> {
+  if (code.kind === 'group' || !(err instanceof InviterUnreachableError || err instanceof UnknownCodeError)) {
+    return err
+  }
+  try {
+    const stream = await pn.node.dialProtocol(multiaddr(relayMultiaddr(code)), INVITE_PROTOCOL, {
+      ...INVITE_STREAM_OPTIONS,
+      signal: AbortSignal.any([signal, AbortSignal.timeout(STEP_TIMEOUT_MS)]),
+    })
+    return (await askSpent(stream, code.token, signal)) ?? err
+  } catch {
+    return err
+  }
 }
 
 function explainJoinDial(code: InviteCode, err: unknown): Error {

@@ -117,6 +117,29 @@ export async function proveToken(
   }
 }
 
+/**
+ * Asks a relay, on `stream`, whether a member's invite code is spent: a hello naming the code's
+ * spent id (never its code id, src/invite/protocol.ts), which a relay its inviter told refuses with
+ * `used` or `burned` (src/relay/invites.ts). Resolves with the error that says so, or undefined.
+ */
+export async function askSpent(
+  stream: Stream,
+  token: Uint8Array,
+  signal?: AbortSignal,
+): Promise<Error | undefined> {
+  const framed = new Framed(stream)
+  try {
+    const code = deriveKeys(token).spentId
+    await framed.send({ type: 'hello', v: PAIRING_VERSION, code, nonce: freshNonce() }, signal)
+    const answer = await framed.read(['challenge'], { ...(signal === undefined ? {} : { signal }) })
+    return answer.type === 'error' && (answer.reason === 'used' || answer.reason === 'burned')
+      ? refusal(answer.reason, undefined, 'inviter')
+      : undefined
+  } finally {
+    await framed.close()
+  }
+}
+
 /** The error for a refusal; `reason` is any word, since a newer peerup may send one this build does not know. */
 function refusal(reason: string, remaining: number | undefined, by: 'inviter' | 'relay'): Error {
   switch (reason) {
@@ -146,8 +169,11 @@ function refusal(reason: string, remaining: number | undefined, by: 'inviter' | 
             : 'ask the inviter for a new code (`peerup invite`)',
       })
     case 'used':
-      return new CodeUsedError('the code was used already: a code pairs one machine, once', {
-        hint: 'ask the inviter for a new code (`peerup invite`)',
+      return new CodeUsedError('this code was used already: a code pairs one machine, once', {
+        hint:
+          by === 'relay'
+            ? 'ask the relay operator for a new code (`peerup relay pair`)'
+            : 'ask the inviter for a new code (`peerup invite`); if this machine did not use it, someone else did, and `peerup auth list` there shows who',
       })
     case 'expired':
       return new CodeExpiredError('the inviter says the code has expired', {

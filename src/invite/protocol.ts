@@ -145,13 +145,21 @@ export interface TokenKeys {
   codeId: string
   /** The MAC key. */
   key: Uint8Array
+  /**
+   * Names the code to its relay once the code is spent (used, or burned): the inviter tells the
+   * relay, and a joiner that finds no invite open asks it in a hello, in place of the code id
+   * (src/relay/invites.ts). It reveals neither the code id nor the key, so asking costs a code
+   * that is still open nothing.
+   */
+  spentId: string
 }
 
-/** Derives the code id and the MAC key from a token (HKDF-SHA256, distinct labels). */
+/** Derives the code id, the MAC key and the spent id from a token (HKDF-SHA256, distinct labels). */
 export function deriveKeys(token: Uint8Array): TokenKeys {
-  const codeId = Buffer.from(hkdfSync('sha256', token, HKDF_SALT, 'code id', CODE_ID_BYTES)).toString('hex')
+  const id = (label: string): string =>
+    Buffer.from(hkdfSync('sha256', token, HKDF_SALT, label, CODE_ID_BYTES)).toString('hex')
   const key = new Uint8Array(hkdfSync('sha256', token, HKDF_SALT, 'proof key', 32))
-  return { codeId, key }
+  return { codeId: id('code id'), key, spentId: id('spent id') }
 }
 
 /** The MAC one side sends: bound to its role, both peer ids and both nonces. */

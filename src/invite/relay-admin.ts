@@ -10,6 +10,10 @@
  *   member has an invite open may a peer the relay does not know open a circuit to it, and a
  *   `sponsor` is accepted (by default) only for a peer whose circuit the relay carried to the
  *   member during that invite (docs/decisions/0004-strangers.md).
+ * - `invite-spent { code, reason, ttl_ms }`: my invite's code was used (or burned); `code` is its
+ *   spent id (src/invite/protocol.ts `deriveKeys`), never its code id. Until the code would have
+ *   expired, the relay answers a hello naming that id with `reason`, so a joiner that finds no
+ *   invite open learns that the code was used (src/relay/invites.ts).
  *
  * One request, one answer, each a length-prefixed JSON frame under {@link MAX_MESSAGE_BYTES}.
  * The wire contract lives here; the relay's side is src/relay/pairing.ts.
@@ -41,6 +45,16 @@ export const relayAdminRequest = z.discriminatedUnion('type', [
       .max(7 * 24 * 3_600_000),
   }),
   z.strictObject({ type: z.literal('invite-close') }),
+  z.strictObject({
+    type: z.literal('invite-spent'),
+    code: z.string().regex(/^[0-9a-f]{16}$/),
+    reason: z.enum(['used', 'burned']),
+    ttl_ms: z
+      .number()
+      .int()
+      .min(1)
+      .max(7 * 24 * 3_600_000),
+  }),
 ])
 
 /** A request to the relay. */

@@ -1,7 +1,8 @@
 /**
  * The relay answering its own group codes on `/peerup/invite/1.0.0`: a joiner proves its code
  * straight to the relay, is authorized here with `group=<id>`, and learns the members that joined
- * before it; members still waiting are told about it as it joins. What counts against a code is
+ * before it; members still waiting are told about it as it joins. A hello naming the spent id of
+ * a member's invite code that was used or burned is refused with that reason. What counts against a code is
  * what counts against an invite (src/invite/inviter.ts): a code id that is not ours never; three
  * wrong proofs shut that peer out; ten in all burn the code.
  *
@@ -29,7 +30,7 @@ import type { RelayKeys } from './sponsoring.ts'
 
 /** What {@link GroupCodes} uses. */
 export interface GroupCodesComponents {
-  relay: Pick<RelayHandle, 'node' | 'peerId'>
+  relay: Pick<RelayHandle, 'node' | 'peerId' | 'invites'>
   store: GroupStore
   keys: RelayKeys
   observer: Observer
@@ -97,6 +98,10 @@ export class GroupCodes implements CodeBook<Entry>, Component {
   open(codeId: string, joiner: string, now: Date): Opened<Entry> {
     const entry = this.#components.store.byCodeId(codeId)
     if (entry === undefined) {
+      // A member's invite code that is spent, named by its spent id: the joiner asks here because
+      // nobody else is left to say so (src/relay/invites.ts).
+      const spent = this.#components.relay.invites.spent(codeId)
+      if (spent !== undefined) return { ok: false, reason: spent }
       // Not one of ours: nothing to count it against, and the token cannot be guessed either way.
       return { ok: false, reason: 'unknown-code' }
     }

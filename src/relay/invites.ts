@@ -5,6 +5,13 @@
  * tied to that: a member may get the relay to authorize a peer only when the relay carried that
  * peer's circuit to the member while its invite was open (docs/decisions/0004-strangers.md).
  *
+ * When an invite's code is spent (used, or burned by wrong proofs) the member says so
+ * (`invite-spent`), naming the code by its spent id (src/invite/protocol.ts). The member's own
+ * node stops answering for the code, and this relay refuses strangers' circuits to it once its
+ * invite closed, so nobody would be left to tell a second joiner why; instead the joiner asks here
+ * (src/invite/join.ts) and the group codes' handler answers `used` or `burned`
+ * (src/relay/group-codes.ts).
+ *
  * @packageDocumentation
  */
 
@@ -13,6 +20,18 @@ export const MAX_INVITE_TTL_MS = 7 * 24 * 3_600_000
 
 /** Strangers remembered per open invite: enough for a joiner's retries, bounded against floods. */
 const MAX_JOINERS_PER_INVITE = 16
+
+/** Spent codes remembered per member (the oldest goes first): one member's reports cannot grow the relay. */
+const MAX_SPENT_PER_MEMBER = 16
+
+/** Why a code is spent. */
+export type SpentReason = 'used' | 'burned'
+
+interface SpentCode {
+  member: string
+  reason: SpentReason
+  expires: number
+}
 
 interface OpenInvite {
   expires: number
@@ -23,6 +42,8 @@ interface OpenInvite {
 /** The open invites of a relay's members, by member peer id. */
 export class OpenInvites {
   readonly #open = new Map<string, OpenInvite>()
+  /** By spent id, in the order they were reported. */
+  readonly #spent = new Map<string, SpentCode>()
   readonly #now: () => number
 
   constructor(now: () => number = Date.now) {
@@ -78,6 +99,44 @@ export class OpenInvites {
     }
     this.#open.delete(member)
     return true
+  }
+
+  /**
+   * `member`'s code with spent id `spentId` was used or burned; remembered for `ttlMs` (until the
+   * code would have expired, capped at {@link MAX_INVITE_TTL_MS}).
+   */
+  spend(member: string, spentId: string, reason: SpentReason, ttlMs: number): void {
+    const now = this.#now()
+    this.#spent.delete(spentId)
+    const mine: string[] = []
+    for (const [id, s] of this.#spent) {
+      if (s.expires <= now) {
+        this.#spent.delete(id)
+      } else if (s.member === member) {
+        mine.push(id)
+      }
+    }
+    for (const id of mine.slice(0, Math.max(mine.length - MAX_SPENT_PER_MEMBER + 1, 0))) {
+      this.#spent.delete(id)
+    }
+    this.#spent.set(spentId, {
+      member,
+      reason,
+      expires: now + Math.min(Math.max(ttlMs, 0), MAX_INVITE_TTL_MS),
+    })
+  }
+
+  /** Why the code with spent id `spentId` is spent, if a member said it is. */
+  spent(spentId: string): SpentReason | undefined {
+    const spent = this.#spent.get(spentId)
+    if (spent === undefined) {
+      return undefined
+    }
+    if (spent.expires <= this.#now()) {
+      this.#spent.delete(spentId)
+      return undefined
+    }
+    return spent.reason
   }
 
   /** How many invites are open (for /healthz and tests). */

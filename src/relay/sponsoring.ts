@@ -1,6 +1,6 @@
 /**
  * The relay's side of `/peerup/relay-admin/1.0.0` (docs/pairing.md): members open and close
- * their invites (src/relay/invites.ts), ask for the members of their groups, and — after two peers
+ * their invites and say when an invite's code is spent (src/relay/invites.ts), ask for the members of their groups, and — after two peers
  * paired through this relay — the inviter asks it to authorize the joiner. The caller is the peer
  * id noise authenticated; it must be authorized here, and `security.sponsoring` decides whether
  * it may sponsor: `paired` (the default), only the peer whose circuit this relay carried to the
@@ -157,6 +157,11 @@ export class RelayAdminProtocol implements Component {
     if (request.type === 'invite-close') {
       relay.invites.close(caller)
       log.debug('invite closed', { peer: caller })
+      return { ok: true }
+    }
+    if (request.type === 'invite-spent') {
+      relay.invites.spend(caller, request.code, request.reason, request.ttl_ms)
+      log.debug('invite code spent', { peer: caller, reason: request.reason })
       return { ok: true }
     }
     if (request.type === 'members') {

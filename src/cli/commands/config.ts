@@ -7,14 +7,57 @@
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import type { Command } from 'commander'
-import { checkNodeFiles, effectiveNodeConfigYaml } from '../../config/check.ts'
+import {
+  type CheckReport,
+  checkNodeFiles,
+  checkReplacement,
+  effectiveNodeConfigYaml,
+} from '../../config/check.ts'
+import { ConfigNotFoundError } from '../../config/errors.ts'
 import { applyConfig, confirmConfig, readPending, rollbackConfig } from '../../config/safety.ts'
 import { parseDurationMs } from '../../config/units.ts'
 import { PeerupError, UsageError } from '../../errors.ts'
-import type { CliContext } from '../context.ts'
+import type { CliContext, GlobalOptions } from '../context.ts'
 import { loadNode, nodeConfigFile } from '../load.ts'
 import { globalOpts, withCommonOptions } from '../options.ts'
 import { emit } from '../output.ts'
+
+/**
+ * A new config named on the command line (`config validate FILE`, `config apply FILE`): read
+ * relative to the current directory.
+ */
+async function readNewConfig(ctx: CliContext, file: string): Promise<string> {
+  try {
+    return await fs.readFile(path.resolve(ctx.cwd, file), 'utf8')
+  } catch (err) {
+    throw new PeerupError(`cannot read ${file}: ${(err as Error).message}`, {
+      hint: 'give the path of the new config',
+    })
+  }
+}
+
+/** The config in use, or undefined when this machine has none yet. */
+async function configInUse(ctx: CliContext, opts: GlobalOptions): Promise<string | undefined> {
+  try {
+    return await nodeConfigFile(ctx, opts)
+  } catch (err) {
+    if (err instanceof ConfigNotFoundError && opts.config === undefined) {
+      return undefined
+    }
+    throw err
+  }
+}
+
+/** Prints every problem of `report` on stderr and throws, naming `file`; nothing when there is none. */
+function refuseProblems(ctx: CliContext, report: CheckReport, file: string, hint: string): void {
+  if (report.problems.length > 0) {
+    for (const p of report.problems) {
+      ctx.stderr.write(`${p}\n`)
+    }
+    const n = report.problems.length
+    throw new PeerupError(`${file}: ${n} problem${n === 1 ? '' : 's'}`, { hint })
+  }
+}
 
 /** `config validate|show`: the config as it is. */
 function registerConfigCheck(config: Command, ctx: CliContext): void {
@@ -22,26 +65,28 @@ function registerConfigCheck(config: Command, ctx: CliContext): void {
     config
       .command('validate')
       .description('check config.yaml (and the identity and authorized_keys it names) and exit')
-      .argument('[file]', 'a config file to check instead of the one in use'),
+      .argument('[file]', 'a new config to check as `config apply` would, instead of the one in use'),
   ).action(async (file: string | undefined, _flags: object, cmd: Command) => {
     const opts = globalOpts(cmd)
-    const target = await nodeConfigFile(ctx, file === undefined ? opts : { ...opts, config: file })
-    const report = await checkNodeFiles(target)
-    if (report.problems.length > 0) {
-      for (const p of report.problems) {
-        ctx.stderr.write(`${p}\n`)
-      }
-      throw new PeerupError(
-        `${target}: ${report.problems.length} problem${report.problems.length === 1 ? '' : 's'}`,
-        {
-          hint: 'fix them and run `peerup config validate` again',
-        },
-      )
+    let shown: string
+    let report: CheckReport
+    if (file === undefined) {
+      shown = await nodeConfigFile(ctx, opts)
+      report = await checkNodeFiles(shown)
+    } else {
+      // One rule with `config apply FILE`: FILE is read from the current directory and checked as
+      // the replacement of the config in use, so what it names resolves where it will be used.
+      shown = path.resolve(ctx.cwd, file)
+      const text = await readNewConfig(ctx, file)
+      const target = await configInUse(ctx, opts)
+      // No node here yet: FILE is what would become one, where it is.
+      report = target === undefined ? await checkNodeFiles(shown) : await checkReplacement(target, text, file)
     }
+    refuseProblems(ctx, report, shown, 'fix them and run `peerup config validate` again')
     emit(
       ctx,
       opts,
-      { file: target, valid: true, peerId: report.peerId },
+      { file: shown, valid: true, peerId: report.peerId },
       (r) => `${r.file}: OK (peer id ${r.peerId})`,
     )
   })
@@ -85,27 +130,17 @@ function registerConfigChange(config: Command, ctx: CliContext): void {
       })
     }
     const target = await nodeConfigFile(ctx, opts)
-    let text: string
-    try {
-      text = await fs.readFile(path.resolve(ctx.cwd, newFile), 'utf8')
-    } catch (err) {
-      throw new PeerupError(`cannot read ${newFile}: ${(err as Error).message}`, {
-        hint: 'give the path of the new config',
-      })
-    }
+    const text = await readNewConfig(ctx, newFile)
     const pending = await applyConfig(target, text, {
       confirmTimeoutMs: timeoutMs,
-      validate: async (candidate) => {
-        const report = await checkNodeFiles(candidate)
-        if (report.problems.length > 0) {
-          for (const p of report.problems) {
-            ctx.stderr.write(`${p.replace(candidate, newFile)}\n`)
-          }
-          throw new PeerupError(`${newFile}: ${report.problems.length} problem(s); nothing was changed`, {
-            hint: 'fix them and apply again',
-          })
-        }
-      },
+      // The same check as `config validate FILE`.
+      validate: async () =>
+        refuseProblems(
+          ctx,
+          await checkReplacement(target, text, newFile),
+          newFile,
+          'nothing was changed: fix them and apply again',
+        ),
     })
     emit(
       ctx,

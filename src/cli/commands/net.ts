@@ -18,6 +18,8 @@ import {
 } from '../../api/index.ts'
 import type { Client } from '../../client/client.ts'
 import { isDaemonAbsent, LocalClient } from '../../client/local.ts'
+import { loadNodeConfig } from '../../config/load.ts'
+import { resolvePeer } from '../../config/ops.ts'
 import { parseDurationMs } from '../../config/units.ts'
 import { ExitStatus, PeerupError, UsageError } from '../../errors.ts'
 import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
@@ -254,13 +256,17 @@ async function proxyListen(
 
 /** `ssh [user@]peer [args…]`: the system ssh with `proxy --stdio` as its ProxyCommand. */
 async function ssh(ctx: CliContext, cmd: Command, target: string, args: string[]): Promise<void> {
-  const { sshArgv, takePeerupOptions } = await import('../ssh.ts')
+  const { sshArgv, sshTarget, takePeerupOptions } = await import('../ssh.ts')
   const own = takePeerupOptions(args)
   const opts = globalOpts(cmd)
   const configFile = await nodeConfigFile(
     ctx,
     own.config === undefined ? opts : { ...opts, config: own.config },
   )
+  // The peer is looked up before ssh runs: inside ssh's ProxyCommand an unknown name would be
+  // reported all the same, but followed by ssh's own lines ("kex_exchange_identification:
+  // Connection closed by remote host") and ssh's exit status 255.
+  resolvePeer((await loadNodeConfig(configFile)).config, sshTarget(target).peer)
   const argv = sshArgv({ target, args: own.args, configFile, self: selfCommand() })
   const code = await new Promise<number>((resolve, reject) => {
     const child = spawn('ssh', argv, { stdio: 'inherit' })

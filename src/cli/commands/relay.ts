@@ -75,7 +75,9 @@ function registerRelayServe(relay: Command, ctx: CliContext): void {
   withCommonOptions(
     relay
       .command('setup')
-      .description('create relay-server.yaml, the relay key and an empty relay_authorized_keys')
+      .description(
+        'create relay-server.yaml, the relay key and an empty relay_authorized_keys in a 0700 directory',
+      )
       .option('--dir <dir>', 'directory to write them to', '.')
       .option('--non-interactive', 'never prompt (setup asks nothing today; accepted for scripts)'),
   ).action(async (_flags: object, cmd: Command) => {
@@ -83,7 +85,7 @@ function registerRelayServe(relay: Command, ctx: CliContext): void {
     const result = await initRelay(opts.dir.startsWith('/') ? opts.dir : `${ctx.cwd}/${opts.dir}`)
     emit(ctx, opts, result, (r) =>
       [
-        `Relay set up in ${r.dir}`,
+        `Relay set up in ${r.dir}${r.previousDirMode === undefined ? '' : ` (made 0700, it was ${r.previousDirMode})`}`,
         `  peer id                ${r.peerId}${r.createdIdentity ? '' : ' (existing key kept)'}`,
         `  config                 ${r.configFile}`,
         `  relay_authorized_keys  ${r.authorizedKeysFile}`,

@@ -8,6 +8,7 @@
  */
 
 import { type ApiPath, ago, type DaemonEvent, describePath, table } from '../../api/index.ts'
+import type { Client } from '../../client/client.ts'
 import { LocalClient } from '../../client/local.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
 import { note } from '../output.ts'
@@ -23,13 +24,62 @@ interface Row {
   rttMs: number | undefined
 }
 
+/** Options of {@link watchStatus}. */
+export interface WatchOptions {
+  /** Called once the event stream is open (for tests: nothing before it is missed after it). */
+  onReady?: () => void
+  /** How often each peer's round-trip time is measured again (default 5 s). */
+  rttIntervalMs?: number
+}
+
+/**
+ * Measures peers' round-trip times through the daemon (one ping each): a peer as soon as it is
+ * shown or its path changes, and every peer again each interval, one ping per peer at a time. A
+ * peer that did not answer shows no time rather than its last one.
+ */
+class RttProbe {
+  readonly #client: Client
+  readonly #signal: AbortSignal
+  readonly #measured: () => void
+  readonly #pending = new Set<string>()
+
+  constructor(client: Client, signal: AbortSignal, measured: () => void) {
+    this.#client = client
+    this.#signal = signal
+    this.#measured = measured
+  }
+
+  /** Pings `row`'s peer, unless a ping to it is under way; fills in `row.rttMs`. */
+  measure(row: Row): void {
+    if (this.#pending.has(row.peerId) || this.#signal.aborted) {
+      return
+    }
+    this.#pending.add(row.peerId)
+    this.#client
+      .call('ping', { peer: row.peerId, count: 1, intervalMs: 0 }, this.#signal)
+      .then(
+        (r) => {
+          row.rttMs = r.replies[0]?.rttMs ?? undefined
+        },
+        () => {
+          row.rttMs = undefined
+        },
+      )
+      .finally(() => {
+        this.#pending.delete(row.peerId)
+        if (!this.#signal.aborted) {
+          this.#measured()
+        }
+      })
+  }
+}
+
 /** Runs the live view until Ctrl+C or the daemon stops. */
 export async function watchStatus(
   ctx: CliContext,
   opts: GlobalOptions,
   configFile: string,
-  /** Called once the event stream is open (for tests: nothing before it is missed after it). */
-  onReady?: () => void,
+  options: WatchOptions = {},
 ): Promise<void> {
   const client = new LocalClient({ configFile, warn: (m) => note(ctx, m) })
   const status = await client.call('status', {})
@@ -75,32 +125,39 @@ export async function watchStatus(
   const controller = new AbortController()
   const stop = (): void => controller.abort()
   ctx.signal.addEventListener('abort', stop, { once: true })
-  const rtt = setInterval(() => {
+  // Only on a terminal is there an RTT column to fill.
+  const probe = tty ? new RttProbe(client, controller.signal, draw) : undefined
+  const measureAll = (): void => {
     for (const row of rows.values()) {
-      client
-        .call('ping', { peer: row.peerId, count: 1, intervalMs: 0 }, controller.signal)
-        .then((r) => {
-          row.rttMs = r.replies[0]?.rttMs
-          draw()
-        })
-        .catch(() => {})
+      probe?.measure(row)
     }
+  }
+  const rtt = setInterval(() => {
+    measureAll()
     draw()
-  }, RTT_INTERVAL_MS)
+  }, options.rttIntervalMs ?? RTT_INTERVAL_MS)
+  measureAll()
   draw()
   try {
     for await (const e of client.lines('events', {}, controller.signal)) {
       if (e.type === 'hello') {
-        onReady?.()
+        options.onReady?.()
       }
       const text = applyEvent(rows, relays, e)
       if (text !== undefined) {
         line(e, text)
       }
+      // A peer just shown, or on a new path: its time now, not at the next round.
+      const row = e.type === 'peer-connected' || e.type === 'path-changed' ? rows.get(e.peerId) : undefined
+      if (row !== undefined) {
+        probe?.measure(row)
+      }
       draw()
     }
   } finally {
     clearInterval(rtt)
+    // Pings still under way end here: nothing is drawn after the view has ended.
+    controller.abort()
     ctx.signal.removeEventListener('abort', stop)
   }
 }

@@ -302,7 +302,7 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
       },
       {},
       b.configFile,
-      ready.resolve,
+      { onReady: ready.resolve },
     )
     await ready.promise
     // Subscribed: a peer is authorized, comes and goes.
@@ -316,6 +316,48 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
     await seen(/connected watcher RELAYED via/)
     await w.stop()
     await seen(/disconnected watcher/)
+    controller.abort()
+    await watching
+  })
+
+  it('status --watch on a terminal shows each peer’s round-trip time as soon as it shows the peer', async () => {
+    const { watchStatus } = await import('../../../src/cli/commands/status-watch.ts')
+    const { readEnv } = await import('../../../src/env.ts')
+    const root5 = await tempDir({ after: (fn) => cleanups.push(fn) })
+    const p = await createTestNode(root5, 'p', relay)
+    await relay.authorize(p.peerId)
+    await new LocalClient({ configFile: b.configFile }).call('authAdd', { peer: p.peerId, name: 'pinged' })
+    await p.authorize(b.peerId)
+    const rp = await p.start('client')
+    cleanups.unshift(() => p.stop())
+    await rp.reach(b.peerId)
+    const out = Object.assign(new PassThrough(), { isTTY: true })
+    const { promise: timed, resolve } = Promise.withResolvers<string>()
+    // The view is redrawn whole each time: the row of `pinged` with a time in its RTT column.
+    const row = new RegExp(`^pinged\\s+${p.peerId}\\s+RELAYED via \\S+\\s+(\\d+\\.\\d ms)\\s`, 'm')
+    let shown = ''
+    out.setEncoding('utf8').on('data', (d: string) => {
+      shown += d
+      const m = row.exec(shown.slice(shown.lastIndexOf('\x1b[2J')))
+      if (m !== null) resolve(m[1] as string)
+    })
+    const controller = new AbortController()
+    const watching = watchStatus(
+      {
+        programName: 'peerup',
+        stdout: out,
+        stderr: new PassThrough(),
+        stdin: new PassThrough(),
+        env: readEnv({}),
+        cwd: root,
+        signal: controller.signal,
+      },
+      {},
+      b.configFile,
+      // No second round within the test: the time shown is the one measured when the peer appeared.
+      { rttIntervalMs: 3_600_000 },
+    )
+    assert.match(await timed, /^\d+\.\d ms$/)
     controller.abort()
     await watching
   })

@@ -17,6 +17,7 @@ import { LocalClient } from '../../../src/client/local.ts'
 import { loadRelayConfig } from '../../../src/config/load.ts'
 import { ConflictError } from '../../../src/errors.ts'
 import { decodeInviteCode } from '../../../src/invite/code.ts'
+import { CodeUsedError } from '../../../src/invite/errors.ts'
 import { runJoin } from '../../../src/invite/join.ts'
 import { createLogger } from '../../../src/log/index.ts'
 import { startRelayPairing } from '../../../src/relay/pairing.ts'
@@ -124,6 +125,20 @@ describe('invite through a running daemon', { timeout: 120_000 }, () => {
     await stream.close()
     const peers = await new LocalClient({ configFile: home.configFile }).call('authList', {})
     assert.ok(peers.some((p) => p.peerId === laptop.peerId && p.name === 'laptop'))
+
+    // The code is spent: a second join with it, from another machine, is told so (by the relay,
+    // which the daemon told when the invite ended).
+    const other = await createTestNode(root, 'other', relay)
+    await assert.rejects(
+      runJoin({
+        code: decodeInviteCode(code),
+        target: { configFile: other.configFile },
+        name: 'other',
+        log: createLogger('join-other'),
+        signal: AbortSignal.timeout(60_000),
+      }),
+      (err: unknown) => err instanceof CodeUsedError && /^this code was used already/.test(err.message),
+    )
   })
 
   it('a cancelled invite frees the daemon for the next one', async () => {

@@ -5,7 +5,7 @@
  * cases: a stranger who knows only B's peer id and the relay burns nothing with hellos naming
  * random codes (B hears nothing of it, the real joiner pairs); three wrong proofs against the real
  * code id shut that peer out while B is told and the code stays good for others; ten in all burn
- * it; a used code is refused, an expired one is refused by the inviter whatever the joiner's clock
+ * it; a used code is refused (by the relay, once the invite has ended), an expired one is refused by the inviter whatever the joiner's clock
  * says, and nothing but the invite protocol is open to a peer that has not paired. No log line
  * carries the code or its token.
  */
@@ -45,7 +45,6 @@ import {
   PAIRING_VERSION,
 } from '../../../src/invite/protocol.ts'
 import { configureLogging, createLogger } from '../../../src/log/index.ts'
-import { RelayRefusedError } from '../../../src/p2p/errors.ts'
 import { startRelayPairing } from '../../../src/relay/pairing.ts'
 import { tempDir } from '../../helpers/cli.ts'
 import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
@@ -287,7 +286,7 @@ describe('pairing with invite/join through a relay', { timeout: 180_000 }, () =>
     assert.equal((await loadAuthorizedKeys(path.join(b.dir, 'authorized_keys'))).has(s2.peerId), false)
   })
 
-  it('ten wrong proofs from four peers burn the code for everyone; the right one then finds nobody', async () => {
+  it('ten wrong proofs from four peers burn the code for everyone; the right one is then told so', async () => {
     const c3 = await createTestNode(root, 'c3', relay)
     const peers = await Promise.all(['s3', 's4', 's5', 's6'].map(stranger))
     const inv = invite()
@@ -307,10 +306,10 @@ describe('pairing with invite/join through a relay', { timeout: 180_000 }, () =>
       (err: unknown) =>
         err instanceof CodeUsedError && /burned after 10 wrong proofs from 4 peers/.test(err.message),
     )
-    // Refused by B (not waiting any more) or, once the relay knows the invite ended, by the relay.
+    // B told the relay the code burned: the right code hears that, not just that nobody waits.
     await assert.rejects(
       join(c3, real),
-      (err: unknown) => err instanceof InviterUnreachableError || err instanceof RelayRefusedError,
+      (err: unknown) => err instanceof CodeUsedError && /too many wrong proofs/.test(err.message),
     )
     // Nothing was written anywhere for them.
     const bKeys = await loadAuthorizedKeys(path.join(b.dir, 'authorized_keys'))
@@ -396,14 +395,31 @@ describe('pairing with invite/join through a relay', { timeout: 180_000 }, () =>
     assert.equal((await loadAuthorizedKeys(path.join(b.dir, 'authorized_keys'))).has(e.peerId), false)
   })
 
-  it('says the inviter is no longer waiting once `peerup invite` has ended', async () => {
+  it('says "used already" to a second join once `peerup invite` has ended, from any machine', async () => {
     const f = await createTestNode(root, 'f', relay)
     const g = await createTestNode(root, 'g', relay)
     const inv = invite()
     const code = await inv.code
     await join(f, code)
     await inv.result
-    await assert.rejects(join(g, code), (err: unknown) => err instanceof InviterUnreachableError)
+    // B's invite is over and its node gone: the relay answers for the code, to the machine that
+    // used it (a member now) and to a stranger alike.
+    for (const node of [g, f]) {
+      await assert.rejects(
+        join(node, code),
+        (err: unknown) => err instanceof CodeUsedError && /^this code was used already/.test(err.message),
+        node.name,
+      )
+    }
+  })
+
+  it('says the inviter is no longer waiting once `peerup invite` stopped before anyone joined', async () => {
+    const h = await createTestNode(root, 'h', relay)
+    const inv = invite()
+    const code = await inv.code
+    inv.stop()
+    await assert.rejects(inv.result)
+    await assert.rejects(join(h, code), (err: unknown) => err instanceof InviterUnreachableError)
   })
 
   it('logged nothing secret', async () => {

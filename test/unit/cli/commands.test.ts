@@ -180,6 +180,47 @@ describe('config search order', () => {
   })
 })
 
+describe('config validate FILE and config apply FILE', () => {
+  it('follow one rule: FILE from the current directory, checked where it will be used', async (t) => {
+    const root = await tempDir(t)
+    const config = await initNodeDir(root)
+    const node = path.dirname(config)
+    const work = path.join(root, 'work')
+    await fs.mkdir(work)
+    // A scratch directory anyone may write to, and a copy with loose modes: neither matters, since
+    // the text is what is swapped in, beside the config in use.
+    await fs.chmod(work, 0o777)
+    const text = await fs.readFile(config, 'utf8')
+    const good = text.replace(/key_file: identity\.key/, 'key_file: ./identity.key')
+    assert.notEqual(good, text)
+    await fs.writeFile(path.join(work, 'good.yaml'), good)
+    await fs.chmod(path.join(work, 'good.yaml'), 0o666)
+    await fs.writeFile(
+      path.join(work, 'bad.yaml'),
+      text.replace(/key_file: identity\.key/, 'key_file: other.key'),
+    )
+    const peerId = (await runCli(['whoami', '--config', config], root)).stdout.trim()
+    const run = (args: string[]) => runCli([...args, '--config', config], root, { cwd: work })
+
+    const valid = await run(['config', 'validate', 'good.yaml', '--json'])
+    assert.equal(valid.code, 0, valid.stderr)
+    assert.deepEqual(JSON.parse(valid.stdout), { file: path.join(work, 'good.yaml'), valid: true, peerId })
+
+    // What the bad one names is looked for in the config's directory, by both, in the same words.
+    const refused = await run(['config', 'validate', 'bad.yaml'])
+    const problems = (r: { stderr: string }) => r.stderr.split('\n').filter((l) => !l.startsWith('peerup:'))
+    assert.equal(refused.code, 1)
+    assert.match(refused.stderr, new RegExp(`${path.join(node, 'other.key')} does not exist`))
+    const notApplied = await run(['config', 'apply', 'bad.yaml'])
+    assert.equal(notApplied.code, 1)
+    assert.deepEqual(problems(notApplied), problems(refused))
+    assert.equal(await fs.readFile(config, 'utf8'), text)
+
+    const applied = await run(['config', 'apply', 'good.yaml'])
+    assert.equal(applied.code, 0, applied.stderr)
+  })
+})
+
 describe('output and exit codes', () => {
   it('every reporting command prints JSON with --json, and nothing else on stdout', async (t) => {
     const root = await tempDir(t)

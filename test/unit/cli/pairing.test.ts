@@ -5,24 +5,26 @@
 
 import assert from 'node:assert/strict'
 import * as fs from 'node:fs/promises'
+import * as net from 'node:net'
 import * as path from 'node:path'
 import { describe, it } from 'node:test'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { createInviteCode, encodeInviteCode } from '../../../src/invite/code.ts'
 import { shortAuthString } from '../../../src/invite/sas.ts'
+import { listenOnSocket } from '../../../src/util/socket.ts'
 import { initNodeDir, RELAY_ADDR, runCli, tempDir } from '../../helpers/cli.ts'
 
 const relayId = RELAY_ADDR.split('/p2p/')[1] as string
 const someId = async () => peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
 
-function code(overrides: { expires?: Date } = {}): Promise<string> {
+function code(overrides: { expires?: Date; relayAddress?: string } = {}): Promise<string> {
   return someId().then((inviter) =>
     encodeInviteCode(
       createInviteCode({
         kind: 'peer',
         expires: overrides.expires ?? new Date(Date.now() + 600_000),
-        relayAddress: '/ip4/198.18.0.1/tcp/7777',
+        relayAddress: overrides.relayAddress ?? '/ip4/198.18.0.1/tcp/7777',
         relayPeerId: relayId,
         inviterPeerId: inviter,
         network: '',
@@ -86,6 +88,63 @@ describe('join: taking the code', () => {
   })
 })
 
+describe('join: a pairing that fails', () => {
+  /** A code whose relay refuses the connection at once (nothing listens on its port). */
+  async function unreachableCode(): Promise<string> {
+    const server = net.createServer()
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const { port } = server.address() as net.AddressInfo
+    await new Promise((resolve) => server.close(resolve))
+    return code({ relayAddress: `/ip4/127.0.0.1/tcp/${port}` })
+  }
+
+  /** Every file under `dir` with its bytes, or undefined when `dir` is not there. */
+  async function snapshot(dir: string): Promise<Record<string, string> | undefined> {
+    const names = await fs.readdir(dir, { recursive: true }).catch(() => undefined)
+    if (names === undefined) return undefined
+    const out: Record<string, string> = {}
+    for (const name of names.sort()) {
+      const file = path.join(dir, name)
+      out[name] = (await fs.stat(file)).isFile() ? await fs.readFile(file, 'base64') : '(dir)'
+    }
+    return out
+  }
+
+  it('removes the node it created, keeps what was there before, and leaves an existing config as it was', {
+    timeout: 60_000,
+  }, async (t) => {
+    const root = await tempDir(t)
+    const text = await unreachableCode()
+    const join = (args: string[], env: Record<string, string> = {}) =>
+      runCli(['join', text, '--non-interactive', ...args], root, { env })
+
+    // No node: join makes one in $PEERUP_HOME (directories included), and takes it all back.
+    const home = path.join(root, 'home', 'peerup')
+    const made = await join([], { PEERUP_HOME: home })
+    assert.equal(made.code, 1, made.stderr)
+    assert.match(made.stderr, /removed the identity and config this join had created in /)
+    assert.equal(await snapshot(path.join(root, 'home')), undefined)
+
+    // A directory with a key of its own already: the key stays, what join added goes.
+    const keyed = path.join(root, 'keyed')
+    assert.equal((await runCli(['init', '--non-interactive', '--dir', keyed], root)).code, 0)
+    await fs.rm(path.join(keyed, 'config.yaml'))
+    await fs.rm(path.join(keyed, 'authorized_keys'))
+    const before = await snapshot(keyed)
+    assert.deepEqual(Object.keys(before ?? {}), ['identity.key'])
+    assert.equal((await join(['--config', path.join(keyed, 'config.yaml')])).code, 1)
+    assert.deepEqual(await snapshot(keyed), before)
+
+    // An existing node (without the code's relay): not a byte of it changes.
+    const config = await initNodeDir(root)
+    const node = await snapshot(path.dirname(config))
+    const failed = await join(['--config', config])
+    assert.equal(failed.code, 1, failed.stderr)
+    assert.doesNotMatch(failed.stderr, /removed/)
+    assert.deepEqual(await snapshot(path.dirname(config)), node)
+  })
+})
+
 describe('verify', () => {
   it('shows the same numbers on both sides, and records verified= only when confirmed', async (t) => {
     const root = await tempDir(t)
@@ -120,6 +179,29 @@ describe('verify', () => {
     assert.match(keys, new RegExp(`^${peer} verified=\\d{4}-\\d{2}-\\d{2}`, 'm'))
     const after = JSON.parse((await runCli(['status', '--json', '--config', config], root)).stdout)
     assert.equal(after.unverifiedPeers, 0)
+  })
+})
+
+describe('relay setup', () => {
+  it('makes a directory made beforehand (mkdir -p: 0755) 0700, so the relay can open its admin socket there', async (t) => {
+    const root = await tempDir(t)
+    const dir = path.join(root, 'etc', 'peerup')
+    await fs.mkdir(dir, { recursive: true, mode: 0o755 })
+    await fs.chmod(dir, 0o755)
+    const r = await runCli(['relay', 'setup', '--dir', dir, '--json'], root)
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(JSON.parse(r.stdout).previousDirMode, '0755')
+    assert.equal((await fs.stat(dir)).mode & 0o777, 0o700)
+    // What `relay serve` does for `relay pair`: its admin socket, refused in a directory others can enter.
+    const close = await listenOnSocket(net.createServer(), path.join(dir, 'relay.sock'), {
+      what: 'the relay',
+    })
+    await close()
+    // A new directory is made 0700 from the start, and nothing is said about it.
+    const fresh = await runCli(['relay', 'setup', '--dir', path.join(root, 'fresh')], root)
+    assert.equal(fresh.code, 0, fresh.stderr)
+    assert.doesNotMatch(fresh.stdout, /made 0700/)
+    assert.equal((await fs.stat(path.join(root, 'fresh'))).mode & 0o777, 0o700)
   })
 })
 

@@ -19,7 +19,7 @@ import { formatError } from '../../../src/errors.ts'
 import { decodeInviteCode } from '../../../src/invite/code.ts'
 import { CodeUsedError, PairingProtocolError, UnknownCodeError } from '../../../src/invite/errors.ts'
 import { answerPairing, InviteSession, WrongProofs } from '../../../src/invite/inviter.ts'
-import { proveToken } from '../../../src/invite/joiner.ts'
+import { askSpent, proveToken } from '../../../src/invite/joiner.ts'
 import {
   deriveKeys,
   Framed,
@@ -33,6 +33,7 @@ import {
 import { configureLogging, createLogger } from '../../../src/log/index.ts'
 import type { Observer } from '../../../src/metrics/observer.ts'
 import { NO_OBSERVER } from '../../../src/metrics/observer.ts'
+import { OpenInvites } from '../../../src/relay/invites.ts'
 import { type RelayPairing, startRelayPairing } from '../../../src/relay/pairing.ts'
 import type { RelayHandle } from '../../../src/relay/server.ts'
 import { tempDir } from '../../helpers/cli.ts'
@@ -84,6 +85,8 @@ interface Harness {
   restart?(): Promise<void>
   /** The invite only: its outcome. */
   joined?: Promise<unknown>
+  /** The relay only: its members' invites, spent codes among them. */
+  invites?: OpenInvites
 }
 
 const log = createLogger('test')
@@ -130,6 +133,7 @@ async function relayHarness(options: { expired?: boolean } = {}): Promise<Harnes
     },
     authorized: { has: () => true },
     reloadAuthorized: async () => ({ added: [], removed: [] }),
+    invites: new OpenInvites(),
   } as unknown as RelayHandle
   const start = () => startRelayPairing({ relay, config, dir, log, codeAddress: '/ip4/127.0.0.1/tcp/7777' })
   let pairing: RelayPairing = await start()
@@ -140,6 +144,7 @@ async function relayHarness(options: { expired?: boolean } = {}): Promise<Harnes
     inviter: init.peerId,
     ...deriveKeys(token),
     serve: (stream, remote) => handler?.(stream, connectionOf(remote)),
+    invites: relay.invites,
     restart: async () => {
       await pairing.stop()
       pairing = await start()
@@ -477,5 +482,52 @@ describe('what the joiner makes of a refusal', () => {
       formatError(err),
       /refuses this code now: too many wrong proofs .* — ask the inviter for a new code/,
     )
+  })
+})
+
+describe("a member's spent invite code, at the relay", () => {
+  /** What the relay says when asked about `token`'s code: the error the joiner reports, or undefined. */
+  async function ask(h: Harness, token: Uint8Array): Promise<Error | undefined> {
+    const [out, inbound] = await streamPair()
+    h.serve(inbound, await peer('joiner'))
+    return askSpent(out, token, AbortSignal.timeout(10_000))
+  }
+
+  it('is refused as used or burned once its inviter said so, and only under its spent id', async () => {
+    const h = await relayHarness()
+    const [used, burned, open] = [randomBytes(16), randomBytes(16), randomBytes(16)]
+    const member = await peer('member')
+    h.invites!.spend(member, deriveKeys(used).spentId, 'used', 60_000)
+    h.invites!.spend(member, deriveKeys(burned).spentId, 'burned', 60_000)
+    const err = await ask(h, used)
+    assert.ok(err instanceof CodeUsedError, String(err))
+    assert.match(
+      formatError(err),
+      /^this code was used already: a code pairs one machine, once — ask the inviter/,
+    )
+    assert.match(String(await ask(h, burned)), /too many wrong proofs/)
+    // Nothing is known of a code nobody spent; and the code id itself names nothing here.
+    assert.equal(await ask(h, open), undefined)
+    const joiner = new RawJoiner({ ...h, codeId: deriveKeys(used).codeId })
+    assert.equal(await joiner.hello(await peer('joiner'), 'real'), 'unknown-code')
+  })
+
+  it('is forgotten when the code would have expired, and a member keeps only its latest 16', () => {
+    let now = 0
+    const invites = new OpenInvites(() => now)
+    invites.spend('m', 'old', 'used', 1_000)
+    now = 999
+    assert.equal(invites.spent('old'), 'used')
+    now = 1_000
+    assert.equal(invites.spent('old'), undefined)
+    for (let i = 0; i < 20; i++) {
+      invites.spend('m', `m${i}`, 'used', 60_000)
+    }
+    invites.spend('n', 'n0', 'burned', 60_000)
+    assert.deepEqual(
+      Array.from({ length: 20 }, (_, i) => invites.spent(`m${i}`) !== undefined),
+      Array.from({ length: 20 }, (_, i) => i >= 4),
+    )
+    assert.equal(invites.spent('n0'), 'burned')
   })
 })
