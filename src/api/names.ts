@@ -14,6 +14,10 @@ export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/
 /** What a peer's name must look like, in words. */
 export const NAME_RULE = 'a name is letters, digits, . _ - (at most 63, starting with a letter or digit)'
 
+/** What a proxy's name (under `proxies:` in config.yaml) must look like, in words: a peer's name's rule. */
+export const PROXY_NAME_RULE =
+  'a proxy name is letters, digits, . _ - (at most 63, starting with a letter or digit)'
+
 /** A service's name: it becomes the protocol `/peerup/<name>/1.0.0`. */
 export const SERVICE_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,31}$/
 
@@ -45,6 +49,11 @@ export const peerName = text('a name').refine((v) => NAME_PATTERN.test(v), {
 /** A service's name. */
 export const serviceName = text('a service name').refine((v) => SERVICE_NAME_PATTERN.test(v), {
   error: (i) => `invalid service name ${quote(String(i.input))}: ${SERVICE_NAME_RULE}`,
+})
+
+/** A proxy's name. */
+export const proxyName = text('a proxy name').refine((v) => NAME_PATTERN.test(v), {
+  error: (i) => `invalid proxy name ${quote(String(i.input))}: ${PROXY_NAME_RULE}`,
 })
 
 /** A peer: a name from `names:` or a peer id. */

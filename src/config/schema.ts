@@ -11,7 +11,15 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { z } from 'zod'
-import { NAME_PATTERN, NAME_RULE, SERVICE_NAME_PATTERN, SERVICE_NAME_RULE } from '../api/names.ts'
+import {
+  NAME_PATTERN,
+  NAME_RULE,
+  PEER_ID_SHAPE,
+  PROXY_NAME_RULE,
+  SERVICE_NAME_PATTERN,
+  SERVICE_NAME_RULE,
+} from '../api/names.ts'
+import { formatHostPort, parseListenAddress } from '../util/address.ts'
 import { parseByteSize, parseDurationMs } from './units.ts'
 
 /** The config format version this build reads and writes. */
@@ -178,6 +186,28 @@ export const hostPort = hostPortWithin(1)
 /** `host:port` to listen on; port 0 picks a free one. */
 export const listenHostPort = hostPortWithin(0)
 
+/**
+ * Where a proxy listens, written `[host:]port` (a bare port, even as a YAML number, means
+ * 127.0.0.1) and kept as `host:port`. The port is fixed: 0 would move at every start.
+ */
+export const proxyBind = z.union([z.string(), z.number()]).transform((raw, ctx) => {
+  const text = String(raw)
+  let parsed: ReturnType<typeof parseListenAddress> | undefined
+  try {
+    parsed = /\s/.test(text.trim()) ? undefined : parseListenAddress(text)
+  } catch {
+    parsed = undefined
+  }
+  if (parsed === undefined || parsed.port === 0) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `${describe(raw)} is not [host:]port with a port from 1 to 65535 (like 2222 or 127.0.0.1:2222)`,
+    })
+    return z.NEVER
+  }
+  return formatHostPort(parsed.host, parsed.port)
+})
+
 const relativePath = z.string().min(1, { message: 'must not be empty' })
 
 const namespace = z.string().regex(/^$|^[a-z0-9][a-z0-9_-]{0,62}$/, {
@@ -187,6 +217,8 @@ const namespace = z.string().regex(/^$|^[a-z0-9][a-z0-9_-]{0,62}$/, {
 const peerName = z.string().regex(NAME_PATTERN, { message: NAME_RULE })
 
 const serviceName = z.string().regex(SERVICE_NAME_PATTERN, { message: SERVICE_NAME_RULE })
+
+const proxyName = z.string().regex(NAME_PATTERN, { message: PROXY_NAME_RULE })
 
 const version = z.number({ error: 'must be the number 1' }).int().pipe(z.literal(CONFIG_VERSION))
 
@@ -211,6 +243,21 @@ const service = z.strictObject({
   local_address: hostPort,
   /** Peer ids or names from `names:`; empty means every authorized peer. */
   allowed_peers: nullAsMissing(z.array(z.string()).default([])),
+})
+
+/**
+ * A local port the daemon forwards to a peer's service (`peerup proxy add`). The peer is a name
+ * from `names:`, resolved at each connection (so a renamed peer follows), or a peer id; a name
+ * that does not resolve is reported when used, not refused here: renaming a peer must not make
+ * the whole file invalid.
+ */
+const proxyEntry = z.strictObject({
+  enabled: z.boolean().default(true),
+  peer: z.string().refine((v) => NAME_PATTERN.test(v) || PEER_ID_SHAPE.test(v), {
+    message: 'must be a name from names: or a peer id',
+  }),
+  service: serviceName,
+  bind: proxyBind,
 })
 
 /** The node's `config.yaml`. */
@@ -247,14 +294,30 @@ export const nodeConfigSchema = z
     }),
     services: keyedByName(z.record(serviceName, service)),
     names: keyedByName(z.record(peerName, peerIdString)),
+    proxies: keyedByName(z.record(proxyName, proxyEntry)),
     proxy: section({
       // How long a proxied connection waits for its peer to come back (docs/decisions/0006-sessions.md).
       resume_grace: durationMs(1000).default(120_000),
+      // How long a new local connection of a proxy waits for its peer to become reachable.
+      connect_timeout: durationMs(1000).default(30_000),
     }),
     telemetry: telemetry(9091),
     log,
   })
   .superRefine((config, ctx) => {
+    // Two proxies cannot listen on one address.
+    const binds = new Map<string, string>()
+    for (const [name, p] of Object.entries(config.proxies)) {
+      const other = binds.get(p.bind)
+      if (other !== undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['proxies', name, 'bind'],
+          message: `${p.bind} is already the bind of proxy ${other}`,
+        })
+      }
+      binds.set(p.bind, name)
+    }
     // allowed_peers may name peers through `names:`; anything else must be a peer id.
     for (const [name, svc] of Object.entries(config.services)) {
       svc.allowed_peers.forEach((entry, i) => {

@@ -55,6 +55,9 @@ services: {}
 
 # Short names for peer ids, used by \`peerup ssh <name>\` and friends.
 names: {}
+
+# Local ports the daemon forwards to peers' services, e.g. \`peerup proxy add home-ssh home ssh 2222\`.
+proxies: {}
 `
 }
 

@@ -8,7 +8,7 @@ import { nodeConfigSchema, relayConfigSchema } from '../../../src/config/schema.
 import { renderNodeConfig, renderRelayConfig } from '../../../src/config/template.ts'
 
 /** Every key path of a parsed value, descending into mappings but not into user-named maps. */
-function keyPaths(value: unknown, prefix = '', open = new Set(['services', 'names'])): string[] {
+function keyPaths(value: unknown, prefix = '', open = new Set(['services', 'names', 'proxies'])): string[] {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     return [prefix]
   }
@@ -21,7 +21,7 @@ function keyPaths(value: unknown, prefix = '', open = new Set(['services', 'name
 function writtenKeyPaths(text: string): string[] {
   const doc = parseDocument(text)
   const walk = (node: unknown, prefix: string): string[] => {
-    if (!isMap(node) || prefix === 'services' || prefix === 'names') {
+    if (!isMap(node) || prefix === 'services' || prefix === 'names' || prefix === 'proxies') {
       return [prefix]
     }
     return node.items.flatMap((p) => {
