@@ -8,7 +8,7 @@
  */
 
 import { z } from 'zod'
-import { peerRef, serviceName, text } from './names.ts'
+import { peerRef, proxyName, serviceName, text } from './names.ts'
 import * as s from './schemas.ts'
 
 /** The `Upgrade` protocol of the dial route: after `101` the socket carries the service's bytes in frames. */
@@ -99,6 +99,32 @@ export const ROUTES = {
     input: z.object({ id: text('a proxy id') }),
     output: s.removedResponse,
   },
+  proxyList: { method: 'GET', path: '/v1/proxies', input: none, output: z.array(s.persistentProxyState) },
+  proxyAdd: {
+    method: 'POST',
+    path: '/v1/proxies',
+    input: s.proxyAddRequest,
+    output: s.persistentProxyState,
+    creates: true,
+  },
+  proxyRemove: {
+    method: 'DELETE',
+    path: '/v1/proxies/:name',
+    input: z.object({ name: proxyName }),
+    output: s.removedResponse,
+  },
+  proxyEnable: {
+    method: 'POST',
+    path: '/v1/proxies/:name/enable',
+    input: z.object({ name: proxyName }),
+    output: s.persistentProxyState,
+  },
+  proxyDisable: {
+    method: 'POST',
+    path: '/v1/proxies/:name/disable',
+    input: z.object({ name: proxyName }),
+    output: s.persistentProxyState,
+  },
   exposeAdd: {
     method: 'POST',
     path: '/v1/expose',
@@ -124,7 +150,7 @@ export const ROUTES = {
     method: 'POST',
     path: '/v1/dial',
     input: s.dialRequest,
-    query: ['peer', 'service'],
+    query: ['peer', 'service', 'waitMs'],
     upgrade: DIAL_PROTOCOL,
   },
 } as const satisfies Record<string, RouteSpec>

@@ -7,7 +7,7 @@
  */
 
 import { z } from 'zod'
-import { peerName, peerRef, serviceName, text } from './names.ts'
+import { peerName, peerRef, proxyName, serviceName, text } from './names.ts'
 
 const maybe = <T extends z.ZodType>(schema: T) => schema.optional()
 const time = z.string()
@@ -76,6 +76,34 @@ export const serviceState = z.object({
   activeConnections: z.number(),
 })
 
+/** A proxy of config.yaml's `proxies:` as the daemon runs it. */
+export const persistentProxyState = z.object({
+  name: z.string(),
+  /** As written: a name from `names:` (resolved at each connection) or a peer id. */
+  peer: z.string(),
+  /** The peer id `peer` stands for now; absent when it does not resolve (see `peerError`). */
+  peerId: maybe(z.string()),
+  /** Why `peer` does not resolve (a name no longer under `names:`). */
+  peerError: maybe(z.string()),
+  service: z.string(),
+  /** `host:port` it listens on. */
+  bind: z.string(),
+  enabled: z.boolean(),
+  listening: z.boolean(),
+  /** Why an enabled proxy is not listening (its port is in use, …); it tries again by itself. */
+  reason: maybe(z.string()),
+  /** Since when it listens, or since when it has not (RFC 3339). */
+  since: time,
+  activeConnections: z.number(),
+  totalConnections: z.number(),
+  /** Local connections closed because the peer could not be reached in time (or refused). */
+  failedConnections: z.number(),
+  /** Why the last failed connection failed. */
+  lastError: maybe(z.string()),
+  bytesIn: z.number(),
+  bytesOut: z.number(),
+})
+
 /** `GET /v1/status` */
 export const statusResponse = z.object({
   version: z.string(),
@@ -91,7 +119,10 @@ export const statusResponse = z.object({
   services: z.array(serviceState),
   /** Peers with an open connection. */
   connectedPeers: z.number(),
+  /** The listeners made with `POST /v1/connect` (`daemon connect`). */
   proxies: z.number(),
+  /** The proxies of config.yaml's `proxies:` (`peerup proxy add`), each with its state (an older daemon sends none). */
+  persistentProxies: maybe(z.array(persistentProxyState)),
 })
 
 /** A connected peer. */
@@ -278,6 +309,17 @@ export const proxyState = z.object({
   bytesOut: z.number(),
 })
 
+/** `POST /v1/proxies`: a proxy kept in config.yaml's `proxies:` and run by the daemon. */
+export const proxyAddRequest = z.object({
+  name: proxyName,
+  peer: peerRef,
+  service: serviceName,
+  /** `[host:]port`; host defaults to 127.0.0.1; without it (or with port 0) a free port is picked and recorded. */
+  bind: text('[host:]port').optional(),
+  /** Default true; false records it switched off. */
+  enabled: z.boolean({ error: 'must be true or false' }).optional(),
+})
+
 /** Most peers one exposed service may list. */
 const MAX_ALLOWED_PEERS = 1000
 
@@ -372,8 +414,20 @@ export const inviteLine = z.discriminatedUnion('type', [
   }),
 ])
 
-/** `POST /v1/dial?peer=…&service=…`: the query of the upgrade request. */
-export const dialRequest = z.object({ peer: peerRef, service: serviceName })
+/** A number of ms from a query string (`?waitMs=30000`) or a body. */
+const msParam = (max: number) =>
+  z.preprocess((v) => (typeof v === 'string' && /^\d{1,12}$/.test(v) ? Number(v) : v), count(max))
+
+/** `POST /v1/dial?peer=…&service=…[&waitMs=…]`: the query of the upgrade request. */
+export const dialRequest = z.object({
+  peer: peerRef,
+  service: serviceName,
+  /**
+   * How long to wait for the peer to become reachable (down, restarting, not yet reserved on a
+   * relay) before failing; without it the dial tries a few times over ~3 s.
+   */
+  waitMs: msParam(DAY_MS).optional(),
+})
 
 /**
  * An error: what failed, what to do, and the error's name (`PeerUnreachableError`), so that it
@@ -408,6 +462,8 @@ export type TracerouteResponse = z.infer<typeof tracerouteResponse>
 export type ResolveResponse = z.infer<typeof resolveResponse>
 export type ConnectRequest = z.infer<typeof connectRequest>
 export type ProxyState = z.infer<typeof proxyState>
+export type ProxyAddRequest = z.infer<typeof proxyAddRequest>
+export type PersistentProxyState = z.infer<typeof persistentProxyState>
 export type ExposeRequest = z.infer<typeof exposeRequest>
 export type DaemonEvent = z.infer<typeof daemonEvent>
 export type InviteRequest = z.infer<typeof inviteRequest>

@@ -9,6 +9,7 @@ import type {
   ApiPath,
   PathState,
   PeerState,
+  PersistentProxyState,
   PingLine,
   PingResponse,
   ProxyState,
@@ -98,8 +99,46 @@ export function relayText(r: RelayState, now = Date.now()): string {
   ].join('')
 }
 
+/**
+ * Where a proxy of `proxies:` stands: `listening`, `disabled`, `not listening: <why>`, and what is
+ * wrong with its peer name when it does not resolve.
+ */
+export function persistentProxyStateText(p: PersistentProxyState): string {
+  const state = !p.enabled
+    ? 'disabled'
+    : p.listening
+      ? 'listening'
+      : `not listening: ${p.reason ?? 'starting'}`
+  return p.peerError === undefined ? state : `${state}; ${p.peerError}`
+}
+
+/** One proxy of `proxies:` on a line: `home-ssh 127.0.0.1:2222 → home/ssh (listening)`. */
+export function persistentProxyLine(p: PersistentProxyState): string {
+  return `${p.name} ${p.bind} → ${p.peer}/${p.service} (${persistentProxyStateText(p)})`
+}
+
+/** `proxy list`: the proxies of `proxies:` and how each is doing. */
+export function persistentProxiesText(proxies: PersistentProxyState[]): string {
+  return listTable(
+    proxies,
+    'no proxies (`peerup proxy add <name> <peer> <service> [[host:]port]`)',
+    ['NAME', 'BIND', 'PEER', 'SERVICE', 'STATE', 'OPEN', 'TOTAL', 'LAST FAILURE'],
+    (p) => [
+      p.name,
+      p.bind,
+      p.peer,
+      p.service,
+      persistentProxyStateText(p),
+      String(p.activeConnections),
+      String(p.totalConnections),
+      p.lastError ?? '-',
+    ],
+  )
+}
+
 /** `daemon status`. */
 export function statusText(s: StatusResponse): string {
+  const proxies = s.persistentProxies ?? []
   return [
     `daemon    running, pid ${s.pid}, peerup ${s.version}, up ${ago(s.startedAt)}`,
     `peer id   ${s.peerId}`,
@@ -115,7 +154,13 @@ export function statusText(s: StatusResponse): string {
         `  ${v.name.padEnd(12)} ${v.localAddress}  ${v.activeConnections} active${v.source === 'runtime' ? ' (exposed at run time)' : ''}`,
     ),
     '',
-    `peers connected ${s.connectedPeers}, proxies ${s.proxies}`,
+    `proxies (${proxies.length})`,
+    ...proxies.map(
+      (p) =>
+        `  ${p.name.padEnd(12)} ${p.bind} → ${p.peer}/${p.service}  ${persistentProxyStateText(p)}, ${p.activeConnections} open, ${p.totalConnections} total`,
+    ),
+    '',
+    `peers connected ${s.connectedPeers}, daemon connect listeners ${s.proxies}`,
   ].join('\n')
 }
 

@@ -10,14 +10,23 @@
 import type { CallRoute, Input, Line, LinesRoute, Output } from '../api/index.ts'
 import type { ByteEnd } from '../pipe/end.ts'
 
+/** Options of {@link Client.dial}. */
+export interface DialOptions {
+  /** How long to wait for a peer that cannot be reached yet. */
+  waitMs?: number
+}
+
 /** A client of a node. */
 export interface Client {
   /** Calls a route that answers with data. */
   call<K extends CallRoute>(route: K, input: Input<K>, signal?: AbortSignal): Promise<Output<K>>
   /** Calls a route that answers with lines as things happen; a failure ends them with its error. */
   lines<K extends LinesRoute>(route: K, input: Input<K>, signal?: AbortSignal): AsyncGenerator<Line<K>>
-  /** A connection to `service` on `peer`, to pipe. */
-  dial(peer: string, service: string, signal?: AbortSignal): Promise<ByteEnd>
+  /**
+   * A connection to `service` on `peer`, to pipe. With `waitMs`, a peer that cannot be reached
+   * yet is waited for that long (src/p2p/wait.ts) before the dial fails.
+   */
+  dial(peer: string, service: string, signal?: AbortSignal, options?: DialOptions): Promise<ByteEnd>
   /** Releases what the client holds (an in-process node stops). */
   close(): Promise<void>
 }

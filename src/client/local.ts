@@ -23,7 +23,7 @@ import type { ByteEnd } from '../pipe/end.ts'
 import { framedEnd } from '../pipe/framed.ts'
 import { ApiResponseError, DaemonNotRunningError, LocalHttpClient } from '../util/local-http.ts'
 import { VERSION } from '../version.ts'
-import type { Client } from './client.ts'
+import type { Client, DialOptions } from './client.ts'
 
 export { ApiResponseError, DaemonNotRunningError }
 
@@ -84,8 +84,13 @@ export class LocalClient implements Client {
     return this.#http.lines<Line<K>>(spec.method as 'GET' | 'POST', `${p}${q}`, body, signal)
   }
 
-  async dial(peer: string, service: string, signal?: AbortSignal): Promise<ByteEnd> {
-    const { path: p, query } = placeInput(ROUTES.dial, { peer, service })
+  async dial(
+    peer: string,
+    service: string,
+    signal?: AbortSignal,
+    options: DialOptions = {},
+  ): Promise<ByteEnd> {
+    const { path: p, query } = placeInput(ROUTES.dial, { peer, service, waitMs: options.waitMs })
     const { socket, head } = await this.#http.upgrade(`${p}?${query}`, ROUTES.dial.upgrade, signal)
     return framedEnd(socket, head)
   }

@@ -17,6 +17,7 @@ import { type ApiLimits, createLocalApiServer, type Route, type UpgradeRoute } f
 import { listenOnSocket } from '../util/socket.ts'
 import { VERSION } from '../version.ts'
 import type { DaemonEvents } from './events.ts'
+import type { PersistentProxies } from './persistent-proxies.ts'
 import type { ProxyManager } from './proxies.ts'
 import { daemonRoutes, statusOf } from './server.ts'
 
@@ -113,6 +114,7 @@ export interface DaemonApiComponents {
   api: DaemonApiSocket
   runtime: NodeRuntime
   proxies: ProxyManager
+  persistentProxies: PersistentProxies
   events: DaemonEvents
   observer: Observer
   log: Logger
@@ -134,11 +136,12 @@ export class DaemonApi implements Component {
 
   /** Serves the routes and writes the cookie. */
   async start(): Promise<void> {
-    const { api, runtime, proxies, events, observer, log, shutdown } = this.#components
+    const { api, runtime, proxies, persistentProxies, events, observer, log, shutdown } = this.#components
     await api.open(
       daemonRoutes({
         rt: runtime,
         proxies,
+        persistentProxies,
         events,
         observer,
         log,

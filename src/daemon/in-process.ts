@@ -64,10 +64,10 @@ export async function startInProcessClient(options: InProcessOptions): Promise<C
     },
     lines: (route, input, signal) =>
       (invoke(route, input, signal, true) as AsyncIterable<never>)[Symbol.asyncIterator]() as never,
-    dial: async (peer, service, signal) =>
+    dial: async (peer, service, signal, options = {}) =>
       (
         await handlers.dial(
-          { peer, service },
+          { peer, service, ...(options.waitMs === undefined ? {} : { waitMs: options.waitMs }) },
           { signal: signal ?? new AbortController().signal, streaming: false },
         )
       ).end,

@@ -1,9 +1,9 @@
 /**
  * The daemon follows its files as they change. `peerup auth add|remove` (and any editor) rewrite
  * authorized_keys: the daemon reloads it at once, and the runtime closes a revoked peer's
- * connections. config.yaml changes (an edit, `service add`, `auth add --name`, `config apply`, a
- * rollback) apply at once where they can: names, services, relays; the rest is reported for a
- * restart. SIGHUP reloads both.
+ * connections. config.yaml changes (an edit, `service add`, `proxy add`, `auth add --name`,
+ * `config apply`, a rollback) apply at once where they can: names, services, relays, proxies; the
+ * rest is reported for a restart. SIGHUP reloads both.
  *
  * @packageDocumentation
  */
@@ -14,11 +14,14 @@ import type { NodeRuntime } from '../p2p/runtime.ts'
 import type { Component } from '../util/components.ts'
 import { type FileWatch, watchFile } from '../util/watch.ts'
 import type { DaemonEvents } from './events.ts'
+import type { PersistentProxies } from './persistent-proxies.ts'
 
 /** What {@link FileFollower} uses; read at start and later. */
 export interface FileFollowerComponents {
   runtime: NodeRuntime
   events: DaemonEvents
+  /** Brought in line with config.yaml's `proxies:` at each reload. */
+  persistentProxies: PersistentProxies
   log: Logger
 }
 
@@ -80,10 +83,11 @@ export class FileFollower implements Component {
 
   /** Re-reads config.yaml and applies what can be applied live; `why` is logged. */
   reloadConfig(why: string): void {
-    const { runtime, events, log } = this.#components
+    const { runtime, events, persistentProxies, log } = this.#components
     loadNodeConfig(runtime.configFile)
       .then(({ config }) => runtime.applyConfig(config))
-      .then(({ applied, restartNeeded }) => {
+      .then(async ({ applied, restartNeeded }) => {
+        applied.push(...(await persistentProxies.sync()))
         events.publish({
           type: 'config',
           time: new Date().toISOString(),

@@ -2,7 +2,8 @@
  * `runDaemon()`: the long-running agent in the foreground, assembled as an ordered list of
  * components (src/util/components.ts). In order: claim the local API socket (so a second daemon
  * on the same config stops before it touches the network), open the telemetry, start the node
- * with its services and reservations, then what runs on it — events, `/metrics`, proxies, group
+ * with its services and reservations, then what runs on it — events, `/metrics`, proxies (those of
+ * `daemon connect`, and the persistent ones of config.yaml's `proxies:`), group
  * catch-up, the reload of authorized_keys and config.yaml, the confirmation of a config apply —
  * serve the API and write the cookie, tell systemd READY. It stops in the reverse order when its
  * signal fires or a client asks (`POST /v1/shutdown`); a start that fails half-way stops what
@@ -30,6 +31,7 @@ import { DaemonApi, DaemonApiSocket } from './api-socket.ts'
 import { ApplyConfirmation, settleApplyAtStart } from './confirm.ts'
 import { DaemonEvents } from './events.ts'
 import { DaemonNode, refreshNodeMetrics } from './node.ts'
+import { PersistentProxies } from './persistent-proxies.ts'
 import { ProxyManager } from './proxies.ts'
 import { FileFollower } from './reload.ts'
 
@@ -74,6 +76,8 @@ export interface DaemonComponents {
   /** Made on the running node when their turn to start comes (see `Deferred`). */
   events: DaemonEvents
   proxies: ProxyManager
+  /** The proxies of config.yaml's `proxies:`. */
+  persistentProxies: PersistentProxies
   api: DaemonApiSocket
   /** Starts the orderly shutdown (the same as SIGTERM). */
   shutdown(reason: Error): void
@@ -146,6 +150,9 @@ async function assembleDaemon(options: DaemonOptions, stopping: AbortController)
     get proxies() {
       return proxies.value
     },
+    get persistentProxies() {
+      return persistentProxies
+    },
     get api() {
       return api
     },
@@ -173,6 +180,8 @@ async function assembleDaemon(options: DaemonOptions, stopping: AbortController)
           },
         )
   const proxies = new Deferred(() => new ProxyManager(node.runtime, log.child('proxies'), telemetry.observer))
+  // Listening as soon as the node runs, whether their peers can be reached or not.
+  const persistentProxies = new PersistentProxies(shared)
   const confirmation = new ApplyConfirmation(shared)
   const list: Component[] = [
     api,
@@ -181,6 +190,7 @@ async function assembleDaemon(options: DaemonOptions, stopping: AbortController)
     events,
     ...(metrics === undefined ? [] : [metrics]),
     proxies,
+    persistentProxies,
     // Group members who joined while this machine was not waiting: learned from the relay each
     // time a reservation is (re)gained.
     new GroupCatchUp(shared),

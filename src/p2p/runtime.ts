@@ -7,10 +7,10 @@
  */
 
 import type { PrivateKey, Stream } from '@libp2p/interface'
-import { peerIdFromString } from '@libp2p/peer-id'
 import { AuthorizedPeers } from '../auth/gater.ts'
 import { loadIdentity, peerIdOf } from '../auth/identity.ts'
 import { loadNodeConfig, resolveIn } from '../config/load.ts'
+import { resolvePeer } from '../config/ops.ts'
 import type { NodeConfig } from '../config/schema.ts'
 import type { Logger } from '../log/index.ts'
 import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
@@ -39,6 +39,7 @@ import {
 } from './runtime-components.ts'
 import { type Opened, SessionOpener } from './sessions.ts'
 import { DirectUpgrader } from './upgrade.ts'
+import { untilReachable } from './wait.ts'
 
 /** Options of {@link startNodeRuntime}. */
 export interface RuntimeOptions {
@@ -77,12 +78,14 @@ export interface NodeRuntime {
   reach(peer: string, signal?: AbortSignal): Promise<Reached>
   /**
    * Opens a resumable session to a peer's service (a plain stream with a peer that has no
-   * sessions), reaching it first; retried with backoff on transient failures.
+   * sessions), reaching it first; retried with backoff on transient failures. With `waitMs`, it
+   * waits that long for a peer that cannot be reached yet (src/p2p/wait.ts) instead of giving up
+   * after `attempts`.
    */
   openSession(
     peer: string,
     service: string,
-    options?: { signal?: AbortSignal; attempts?: number },
+    options?: { signal?: AbortSignal | undefined; attempts?: number; waitMs?: number | undefined },
   ): Promise<Opened>
   /** The sessions this node opened (they move to a direct path when one appears). */
   sessions: SessionOpener
@@ -94,7 +97,10 @@ export interface NodeRuntime {
     service: string,
     options?: { signal?: AbortSignal; attempts?: number },
   ): Promise<{ stream: Stream; path: PathInfo }>
-  /** Resolves a name from `names:` (or a peer id) to a peer id. */
+  /**
+   * Resolves a name from `names:` (or a peer id) to a peer id, by the names in effect now; an
+   * unknown name is a NotFoundError that lists the known ones.
+   */
   resolve(peer: string): string
   /** Re-reads authorized_keys and closes connections of peers that lost authorization. */
   reloadAuthorized(): Promise<{ added: string[]; removed: string[] }>
@@ -319,9 +325,7 @@ class Runtime implements NodeRuntime, Component {
   }
 
   resolve(peer: string): string {
-    const id = this.config.names[peer] ?? peer
-    peerIdFromString(id)
-    return id
+    return resolvePeer(this.config, peer).peerId
   }
 
   reach(peer: string, signal?: AbortSignal): Promise<Reached> {
@@ -346,37 +350,61 @@ class Runtime implements NodeRuntime, Component {
   openSession(
     peer: string,
     service: string,
-    opts: { signal?: AbortSignal; attempts?: number } = {},
+    opts: { signal?: AbortSignal | undefined; attempts?: number; waitMs?: number | undefined } = {},
   ): Promise<Opened> {
     const log = this.#log
-    return withRetry(
-      async () => {
-        const reached = await this.reach(peer, opts.signal)
-        const opened = await this.sessions.open(this.resolve(peer), service, reached, opts.signal)
-        log.info('service session opened', {
-          peer,
-          service,
-          path: describePath(opened.path, this.config.names),
-          resumable: opened.session !== undefined,
-        })
-        return opened
-      },
-      {
-        attempts: opts.attempts ?? 3,
-        ...(opts.signal === undefined ? {} : { signal: opts.signal }),
-        // A refusal will not change by retrying; a flaky relay path might.
-        shouldRetry: (err: unknown) =>
-          !(err instanceof ServiceRefusedError || err instanceof PeerRefusedError),
+    if (opts.waitMs !== undefined) {
+      return untilReachable((signal) => this.#openSessionOnce(peer, service, signal), {
+        node: this.node,
+        peer,
+        peerId: () => this.#tryResolve(peer),
+        waitMs: opts.waitMs,
+        signal: opts.signal,
         onRetry: ({ attempt, delayMs, error }) =>
-          log.warn('opening the session failed, retrying', {
+          log.debug('peer not reachable yet, waiting', {
             peer,
             service,
             attempt,
             delayMs,
             error: error as Error,
           }),
-      },
-    )
+      })
+    }
+    return withRetry(() => this.#openSessionOnce(peer, service, opts.signal), {
+      attempts: opts.attempts ?? 3,
+      ...(opts.signal === undefined ? {} : { signal: opts.signal }),
+      // A refusal will not change by retrying; a flaky relay path might.
+      shouldRetry: (err: unknown) => !(err instanceof ServiceRefusedError || err instanceof PeerRefusedError),
+      onRetry: ({ attempt, delayMs, error }) =>
+        log.warn('opening the session failed, retrying', {
+          peer,
+          service,
+          attempt,
+          delayMs,
+          error: error as Error,
+        }),
+    })
+  }
+
+  async #openSessionOnce(peer: string, service: string, signal: AbortSignal | undefined): Promise<Opened> {
+    const reached = await this.reach(peer, signal)
+    const opened = await this.sessions.open(this.resolve(peer), service, reached, signal)
+    this.#log.info('service session opened', {
+      peer,
+      service,
+      path: describePath(opened.path, this.config.names),
+      resumable: opened.session !== undefined,
+    })
+    return opened
+  }
+
+  /** The peer id `peer` stands for now, or undefined when it does not resolve. */
+  #tryResolve(peer: string): string | undefined {
+    try {
+      return this.resolve(peer)
+    } catch {
+      return undefined
+    }
   }
 
   openService(

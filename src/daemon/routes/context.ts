@@ -10,7 +10,7 @@
 import type { z } from 'zod'
 import type { CallRoute, Checked, Line, LinesRoute, Output, RouteName, RouteSpec } from '../../api/index.ts'
 import { resolvePeer } from '../../config/ops.ts'
-import { UsageError } from '../../errors.ts'
+import { PeerupError, UsageError } from '../../errors.ts'
 import type { Logger } from '../../log/index.ts'
 import type { Observer } from '../../metrics/observer.ts'
 import {
@@ -22,12 +22,15 @@ import {
 import type { NodeRuntime } from '../../p2p/runtime.ts'
 import type { ByteEnd } from '../../pipe/end.ts'
 import type { DaemonEvents } from '../events.ts'
+import type { PersistentProxies } from '../persistent-proxies.ts'
 import type { ProxyManager } from '../proxies.ts'
 
 /** What the routes work with. */
 export interface DaemonContext {
   rt: NodeRuntime
   proxies: ProxyManager
+  /** The proxies of config.yaml; only the daemon runs them (absent in a one-shot command's node). */
+  persistentProxies?: PersistentProxies | undefined
   events: DaemonEvents
   log: Logger
   startedAt: Date
@@ -79,6 +82,16 @@ export function statusOf(err: unknown): number | undefined {
 /** The peer id a name or peer id stands for; an unknown name is a 404, a bad id a 400. */
 export function peerIdOf(ctx: DaemonContext, peer: string): string {
   return resolvePeer(ctx.rt.config, peer).peerId
+}
+
+/** The daemon's persistent proxies, or an error saying they need the daemon. */
+export function persistentProxiesOf(ctx: DaemonContext): PersistentProxies {
+  if (ctx.persistentProxies === undefined) {
+    throw new PeerupError('the proxies of config.yaml are run by the daemon', {
+      hint: 'start it with `peerup daemon`',
+    })
+  }
+  return ctx.persistentProxies
 }
 
 /** The name a peer has under `names:`, if any. */

@@ -1,18 +1,39 @@
 /**
- * `connect` and `expose`: the daemon's proxy listeners, and services offered at run time.
+ * `proxies` (the proxies of config.yaml), `connect` (the daemon's proxy listeners until it stops)
+ * and `expose` (services offered at run time).
  *
  * @packageDocumentation
  */
 
 import { normaliseLocalAddress } from '../../config/ops.ts'
-import { type DaemonContext, type Handlers, peerIdOf } from './context.ts'
+import { type DaemonContext, type Handlers, peerIdOf, persistentProxiesOf } from './context.ts'
+
+type ProxyRoutes = 'proxyList' | 'proxyAdd' | 'proxyRemove' | 'proxyEnable' | 'proxyDisable'
+
+/** The handlers of the routes of config.yaml's proxies. */
+function persistentProxyHandlers(ctx: DaemonContext): Pick<Handlers, ProxyRoutes> {
+  return {
+    proxyList: async () => ctx.persistentProxies?.list() ?? [],
+    proxyAdd: (req) => persistentProxiesOf(ctx).add(req),
+    proxyRemove: async ({ name }) => {
+      await persistentProxiesOf(ctx).remove(name)
+      return { removed: name }
+    },
+    proxyEnable: ({ name }) => persistentProxiesOf(ctx).setEnabled(name, true),
+    proxyDisable: ({ name }) => persistentProxiesOf(ctx).setEnabled(name, false),
+  }
+}
 
 /** The handlers of the proxy and service routes. */
 export function proxyHandlers(
   ctx: DaemonContext,
-): Pick<Handlers, 'connectList' | 'connectAdd' | 'connectRemove' | 'exposeAdd' | 'exposeRemove'> {
+): Pick<
+  Handlers,
+  ProxyRoutes | 'connectList' | 'connectAdd' | 'connectRemove' | 'exposeAdd' | 'exposeRemove'
+> {
   const { rt, proxies } = ctx
   return {
+    ...persistentProxyHandlers(ctx),
     connectList: async () => proxies.list(),
     connectAdd: async (req, r) => {
       peerIdOf(ctx, req.peer)

@@ -42,6 +42,7 @@ export function statusHandlers(ctx: DaemonContext): Pick<Handlers, 'status' | 's
       services: services(ctx),
       connectedPeers: new Set(rt.node.getConnections().map((c) => c.remotePeer.toString())).size,
       proxies: ctx.proxies.size,
+      persistentProxies: ctx.persistentProxies?.list() ?? [],
     }),
     services: async () => services(ctx),
     shutdown: async () => {

@@ -85,9 +85,9 @@ export function streamHandlers(ctx: DaemonContext): Pick<Handlers, 'events' | 'i
         })
       return lines
     },
-    dial: async ({ peer, service }, r) => {
+    dial: async ({ peer, service, waitMs }, r) => {
       peerIdOf(ctx, peer)
-      const { end } = await rt.openSession(peer, service, { signal: r.signal })
+      const { end } = await rt.openSession(peer, service, { signal: r.signal, waitMs })
       return { end, peer, service }
     },
   }
