@@ -19,9 +19,59 @@ export interface CliResult {
 
 class Capture extends Writable {
   text = ''
+  readonly #waiters: Array<{ re: RegExp; resolve: (m: RegExpMatchArray) => void }> = []
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: () => void): void {
     this.text += chunk.toString()
+    for (const w of [...this.#waiters]) {
+      const m = this.text.match(w.re)
+      if (m !== null) {
+        this.#waiters.splice(this.#waiters.indexOf(w), 1)
+        w.resolve(m)
+      }
+    }
     cb()
+  }
+  /** Resolves with the first match of `re` in what was written, now or when it comes. */
+  seen(re: RegExp): Promise<RegExpMatchArray> {
+    const m = this.text.match(re)
+    return m === null ? new Promise((resolve) => this.#waiters.push({ re, resolve })) : Promise.resolve(m)
+  }
+}
+
+/** A command started with {@link startCli}: its output as it comes, and its end. */
+export interface RunningCli {
+  /** The first match of `re` on stdout or stderr, once it is there. */
+  stdout: (re: RegExp) => Promise<RegExpMatchArray>
+  stderr: (re: RegExp) => Promise<RegExpMatchArray>
+  /** Stops it like Ctrl+C. */
+  stop(): void
+  done: Promise<CliResult>
+}
+
+/** Starts `peerup <args>` in this process (a long-running command: proxy, daemon) and returns at once. */
+export function startCli(args: string[], home: string, options: RunOptions = {}): RunningCli {
+  const controller = new AbortController()
+  const signal =
+    options.signal === undefined ? controller.signal : AbortSignal.any([options.signal, controller.signal])
+  const stdout = new Capture()
+  const stderr = new Capture()
+  const stdin = new PassThrough()
+  stdin.end(options.stdin ?? '')
+  const ctx: CliContext = {
+    programName: options.programName ?? 'peerup',
+    stdout,
+    stderr,
+    stdin,
+    env: readEnv({ HOME: home, ...options.env }),
+    cwd: options.cwd ?? home,
+    signal,
+  }
+  const done = run(args, ctx).then((code) => ({ code, stdout: stdout.text, stderr: stderr.text }))
+  return {
+    stdout: (re) => stdout.seen(re),
+    stderr: (re) => stderr.seen(re),
+    stop: () => controller.abort(),
+    done,
   }
 }
 

@@ -74,17 +74,29 @@ export async function exchange(socket: net.Socket, upload: number): Promise<Tran
 }
 
 /** A service that, per connection, receives an upload and sends `download` bytes; reports each transfer. */
-export async function startTransferServer(
-  download: number,
-): Promise<{ port: number; transfers: Transfer[]; connections: number; close(): Promise<void> }> {
+export async function startTransferServer(download: number): Promise<{
+  port: number
+  transfers: Transfer[]
+  connections: number
+  /** The transfer whose upload hashed to `receivedHash`, once it is over. */
+  transfer(receivedHash: string): Promise<Transfer>
+  close(): Promise<void>
+}> {
   const transfers: Transfer[] = []
+  const waiters: Array<{ hash: string; resolve: (t: Transfer) => void }> = []
   const sockets = new Set<net.Socket>()
   const state = { connections: 0 }
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
     state.connections++
     sockets.add(socket)
     socket.once('close', () => sockets.delete(socket))
-    exchange(socket, download).then((t) => transfers.push(t))
+    exchange(socket, download).then((t) => {
+      transfers.push(t)
+      for (const w of waiters.filter((x) => x.hash === t.receivedHash)) {
+        waiters.splice(waiters.indexOf(w), 1)
+        w.resolve(t)
+      }
+    })
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   return {
@@ -92,6 +104,12 @@ export async function startTransferServer(
     transfers,
     get connections() {
       return state.connections
+    },
+    transfer: (hash) => {
+      const done = transfers.find((t) => t.receivedHash === hash)
+      return done === undefined
+        ? new Promise((resolve) => waiters.push({ hash, resolve }))
+        : Promise.resolve(done)
     },
     close: () =>
       new Promise<void>((resolve) => {

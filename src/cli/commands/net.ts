@@ -19,17 +19,18 @@ import {
 import type { Client } from '../../client/client.ts'
 import { isDaemonAbsent, LocalClient } from '../../client/local.ts'
 import { loadNodeConfig } from '../../config/load.ts'
-import { resolvePeer } from '../../config/ops.ts'
+import { checkServiceName, resolvePeer } from '../../config/ops.ts'
 import { parseDurationMs } from '../../config/units.ts'
-import { ExitStatus, PeerupError, UsageError } from '../../errors.ts'
+import { ExitStatus, formatError, PeerupError, UsageError } from '../../errors.ts'
 import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
 import { formatHostPort, parseListenAddress } from '../../util/address.ts'
 import { selfCommand } from '../../util/self.ts'
 import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
 import { loadInProcessClient, loadP2pErrors } from '../lazy.ts'
-import { nodeConfigFile } from '../load.ts'
+import { loadNode, nodeConfigFile } from '../load.ts'
 import { globalOpts, withCommonOptions } from '../options.ts'
 import { emit, note } from '../output.ts'
+import { registerProxyConfig } from './proxy.ts'
 
 /** How long `proxy --stdio` stays after a SIGHUP to end its session in order. */
 const HANGUP_GRACE_MS = 2_000
@@ -216,7 +217,35 @@ function proxyStdio(ctx: CliContext, opts: ProxyFlags, peer: string, service: st
   )
 }
 
-/** `proxy PEER SERVICE [host:]port`: a local listener until Ctrl+C. */
+/**
+ * Tells, once, whether the peer of a `proxy` answers now and by which path — or why not, and
+ * that connections wait for it. On stderr; the listener does not wait for it.
+ */
+async function tellReach(
+  ctx: CliContext,
+  client: Client,
+  target: { peer: string; names: Record<string, string>; waitMs: number },
+  signal: AbortSignal,
+): Promise<void> {
+  const { peer } = target
+  try {
+    const reached = await client.call('ping', { peer, count: 1, intervalMs: 0 }, signal)
+    note(ctx, `${peer} answers: ${describePath(reached.path, target.names)}`)
+  } catch (err) {
+    if (!signal.aborted) {
+      note(
+        ctx,
+        `${peer} does not answer now (${formatError(err)}); each connection waits up to ${target.waitMs / 1000} s for it`,
+      )
+    }
+  }
+}
+
+/**
+ * `proxy PEER SERVICE [host:]port`: a local listener until Ctrl+C. It listens at once, whether the
+ * peer answers or not: each connection waits for the peer up to `proxy.connect_timeout`
+ * (src/p2p/wait.ts). A peer name that is not in names: (nor a peer id) fails now.
+ */
 async function proxyListen(
   ctx: CliContext,
   opts: ProxyFlags,
@@ -224,31 +253,32 @@ async function proxyListen(
 ): Promise<void> {
   const { peer, service } = target
   const { host, port } = parseListenAddress(target.listen)
-  const names = await loadNames(ctx, opts)
+  checkServiceName(service)
+  const { config } = await loadNode(ctx, opts)
+  resolvePeer(config, peer)
+  const waitMs = config.proxy.connect_timeout
   await withClient(ctx, opts, async (client) => {
-    // Reach the peer once up front: a wrong name or a refusal is reported now, not at the first connection.
-    const reached = await client.call('ping', { peer, count: 1, intervalMs: 0 }, ctx.signal)
     const { startListener } = await loadPipe()
     const listener = await startListener({
       host,
       port,
       log: createLogger('proxy'),
-      open: (signal) => client.dial(peer, service, signal),
-      // Opening a session retries already (src/p2p/runtime.ts openSession): its answer is final.
+      open: (signal) => client.dial(peer, service, signal, { waitMs }),
+      // The dial waits for the peer itself (up to waitMs): its answer is final.
       retry: { attempts: 1 },
     })
+    const telling = new AbortController()
     try {
       const where = formatHostPort(listener.address.host, listener.address.port)
-      note(
-        ctx,
-        `forwarding ${where} → ${peer}/${service} (${describePath(reached.path, names)}); Ctrl+C to stop`,
-      )
-      emit(ctx, opts, { listen: where, peer, service, path: reached.path }, (r) => r.listen)
+      note(ctx, `forwarding ${where} → ${peer}/${service}; Ctrl+C to stop`)
+      emit(ctx, opts, { listen: where, peer, service }, (r) => r.listen)
+      void tellReach(ctx, client, { peer, names: config.names, waitMs }, telling.signal)
       await new Promise<void>((resolve) => {
         if (ctx.signal.aborted) resolve()
         ctx.signal.addEventListener('abort', () => resolve(), { once: true })
       })
     } finally {
+      telling.abort()
       await listener.close()
     }
   })
@@ -311,7 +341,7 @@ export function registerNet(program: Command, ctx: CliContext): void {
     emit(ctx, opts, report, tracerouteText)
   })
 
-  withCommonOptions(
+  const proxy = withCommonOptions(
     program
       .command('proxy')
       .description(
@@ -342,6 +372,7 @@ export function registerNet(program: Command, ctx: CliContext): void {
       return proxyListen(ctx, opts, { peer, service, listen })
     },
   )
+  registerProxyConfig(proxy, ctx)
 
   program
     .command('ssh')

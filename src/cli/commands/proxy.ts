@@ -1,0 +1,193 @@
+/**
+ * `peerup proxy add|list|remove|enable|disable`: the proxies kept in config.yaml's `proxies:`,
+ * which the daemon runs from its start. With a daemon running, each goes through it: it binds the
+ * port before it writes the file (a port in use is refused, nothing written) and the proxy
+ * listens when the command returns — as `auth remove` goes through it. Without one, the command
+ * edits config.yaml itself, after checking the port is free, and the proxy listens from the next
+ * `peerup daemon`.
+ *
+ * @packageDocumentation
+ */
+
+import type { Command } from 'commander'
+import { type PersistentProxyState, persistentProxiesText, persistentProxyLine } from '../../api/index.ts'
+import { isDaemonAbsent, LocalClient } from '../../client/local.ts'
+import { loadNodeConfig } from '../../config/load.ts'
+import {
+  addProxyToFile,
+  checkNewProxy,
+  checkProxyName,
+  listProxies,
+  type ProxyInfo,
+  parseBind,
+  removeProxyFromFile,
+  requireProxy,
+  setProxyEnabledInFile,
+} from '../../config/proxies.ts'
+import { probeListen } from '../../util/port.ts'
+import type { CliContext, GlobalOptions } from '../context.ts'
+import { nodeConfigFile } from '../load.ts'
+import { globalOpts, withCommonOptions } from '../options.ts'
+import { emit, note } from '../output.ts'
+
+/** What a proxy's state reads as when no daemon runs it. */
+const NO_DAEMON = 'the daemon is not running (`peerup daemon` starts it)'
+
+/** A proxy of the file as `proxy list` shows it while no daemon runs. */
+function offline(p: ProxyInfo): PersistentProxyState {
+  return {
+    ...p,
+    listening: false,
+    reason: p.enabled ? NO_DAEMON : undefined,
+    since: new Date().toISOString(),
+    activeConnections: 0,
+    totalConnections: 0,
+    failedConnections: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+  }
+}
+
+/**
+ * Runs `daemon` with a client of the running daemon, or `alone` with the config file when none
+ * runs (any other failure of the daemon's is the command's).
+ */
+async function viaDaemon<T>(
+  ctx: CliContext,
+  opts: GlobalOptions,
+  daemon: (client: LocalClient) => Promise<T>,
+  alone: (configFile: string) => Promise<T>,
+): Promise<T> {
+  const configFile = await nodeConfigFile(ctx, opts)
+  try {
+    return await daemon(new LocalClient({ configFile, warn: (m) => note(ctx, m) }))
+  } catch (err) {
+    if (!isDaemonAbsent(err)) {
+      throw err
+    }
+  }
+  return alone(configFile)
+}
+
+/** `proxy add` without a daemon: checked, the port tried (or a free one picked), then written. */
+async function addAlone(
+  configFile: string,
+  p: { name: string; peer: string; service: string; bind?: string | undefined; enabled: boolean },
+): Promise<PersistentProxyState> {
+  const checked = checkNewProxy((await loadNodeConfig(configFile)).config, p)
+  const bound = p.enabled || checked.listen.port === 0 ? await probeListen(checked.listen) : checked.listen
+  return offline(await addProxyToFile(configFile, checked, bound))
+}
+
+/** `proxy enable|disable` without a daemon: an enabled proxy's port is tried first. */
+async function setEnabledAlone(
+  configFile: string,
+  name: string,
+  enabled: boolean,
+): Promise<PersistentProxyState> {
+  if (enabled) {
+    const info = requireProxy((await loadNodeConfig(configFile)).config, name)
+    await probeListen(parseBind(info.bind))
+  }
+  return offline(await setProxyEnabledInFile(configFile, name, enabled))
+}
+
+/** `proxy add`. */
+function registerAdd(proxy: Command, ctx: CliContext): void {
+  withCommonOptions(
+    proxy
+      .command('add')
+      .description(
+        "keep a local port forwarded to a peer's service, from the daemon's start (config.yaml proxies:)",
+      )
+      .argument('<name>', 'a name for the proxy, like home-ssh')
+      .argument('<peer>', 'a name from names: or a peer id')
+      .argument('<service>', 'the service on that peer, like ssh')
+      .argument(
+        '[bind]',
+        '[host:]port to listen on (host 127.0.0.1 by default; left out: a free port, recorded)',
+      )
+      .option('--disabled', 'record it switched off'),
+  ).action(
+    async (
+      name: string,
+      peer: string,
+      service: string,
+      bind: string | undefined,
+      _f: object,
+      cmd: Command,
+    ) => {
+      const opts = globalOpts<{ disabled?: boolean }>(cmd)
+      const enabled = opts.disabled !== true
+      const req = { name, peer, service, enabled, ...(bind === undefined ? {} : { bind }) }
+      const state = await viaDaemon(
+        ctx,
+        opts,
+        (client) => client.call('proxyAdd', req),
+        (configFile) => addAlone(configFile, req),
+      )
+      emit(ctx, opts, state, (p) => `added proxy ${persistentProxyLine(p)}`)
+    },
+  )
+}
+
+/** Registers `proxy add|list|remove|enable|disable` under `proxy`. */
+export function registerProxyConfig(proxy: Command, ctx: CliContext): void {
+  registerAdd(proxy, ctx)
+
+  withCommonOptions(
+    proxy.command('list').description('the proxies of config.yaml, and how each is doing in the daemon'),
+  ).action(async (_flags: object, cmd: Command) => {
+    const opts = globalOpts(cmd)
+    const list = await viaDaemon(
+      ctx,
+      opts,
+      (client) => client.call('proxyList', {}),
+      async (configFile) => listProxies((await loadNodeConfig(configFile)).config).map(offline),
+    )
+    emit(ctx, opts, list, persistentProxiesText)
+  })
+
+  withCommonOptions(
+    proxy
+      .command('remove')
+      .description('stop a proxy and remove it from config.yaml (its connections are reset)')
+      .argument('<name>'),
+  ).action(async (name: string, _flags: object, cmd: Command) => {
+    const opts = globalOpts(cmd)
+    checkProxyName(name)
+    await viaDaemon(
+      ctx,
+      opts,
+      (client) => client.call('proxyRemove', { name }),
+      async (configFile) => ({ removed: (await removeProxyFromFile(configFile, name)).name }),
+    )
+    emit(ctx, opts, { removed: name }, () => `removed proxy ${name}`)
+  })
+
+  for (const [verb, enabled] of [
+    ['enable', true],
+    ['disable', false],
+  ] as const) {
+    withCommonOptions(
+      proxy
+        .command(verb)
+        .description(
+          enabled
+            ? 'switch a proxy of config.yaml on (it listens at once)'
+            : 'switch a proxy of config.yaml off, keeping it (its connections are reset)',
+        )
+        .argument('<name>'),
+    ).action(async (name: string, _flags: object, cmd: Command) => {
+      const opts = globalOpts(cmd)
+      checkProxyName(name)
+      const state = await viaDaemon(
+        ctx,
+        opts,
+        (client) => client.call(enabled ? 'proxyEnable' : 'proxyDisable', { name }),
+        (configFile) => setEnabledAlone(configFile, name, enabled),
+      )
+      emit(ctx, opts, state, (p) => `${verb}d proxy ${persistentProxyLine(p)}`)
+    })
+  }
+}
