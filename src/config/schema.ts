@@ -190,18 +190,22 @@ export const listenHostPort = hostPortWithin(0)
  * Where a proxy listens, written `[host:]port` (a bare port, even as a YAML number, means
  * 127.0.0.1) and kept as `host:port`. The port is fixed: 0 would move at every start.
  */
-export const proxyBind = z.union([z.string(), z.number()]).transform((raw, ctx) => {
-  const text = String(raw)
+export const proxyBind = z.unknown().transform((raw, ctx) => {
+  if (raw === undefined || raw === null) {
+    ctx.addIssue({ code: 'custom', message: 'missing ([host:]port to listen on is required, like 2222)' })
+    return z.NEVER
+  }
+  const text = typeof raw === 'string' || typeof raw === 'number' ? String(raw) : undefined
   let parsed: ReturnType<typeof parseListenAddress> | undefined
   try {
-    parsed = /\s/.test(text.trim()) ? undefined : parseListenAddress(text)
+    parsed = text === undefined || /\s/.test(text.trim()) ? undefined : parseListenAddress(text)
   } catch {
     parsed = undefined
   }
   if (parsed === undefined || parsed.port === 0) {
     ctx.addIssue({
       code: 'custom',
-      message: `${describe(raw)} is not [host:]port with a port from 1 to 65535 (like 2222 or 127.0.0.1:2222)`,
+      message: `${text === undefined ? JSON.stringify(raw) : describe(raw)} is not [host:]port with a port from 1 to 65535 (like 2222 or 127.0.0.1:2222)`,
     })
     return z.NEVER
   }

@@ -243,6 +243,11 @@ describe('output and exit codes', () => {
       ['relay', 'add', RELAY_ADDR.replace('198.18.0.1', '198.18.0.2')],
       ['relay', 'remove', RELAY_ADDR],
       ['resolve', PEER],
+      ['proxy', 'add', 'p', PEER, 'ssh'],
+      ['proxy', 'list'],
+      ['proxy', 'disable', 'p'],
+      ['proxy', 'enable', 'p'],
+      ['proxy', 'remove', 'p'],
     ]
     for (const args of commands) {
       const r = await runCli([...args, '--json', '--config', config], root)
@@ -267,6 +272,10 @@ describe('output and exit codes', () => {
       [['auth', 'add', 'not-a-peer', '--config', config], 2, /"not-a-peer" is not a valid peer id/],
       [['resolve', 'nobody', '--config', config], 1, /unknown peer "nobody"/],
       [['service', 'remove', 'nope', '--config', config], 1, /no service named nope/],
+      [['proxy', 'add', 'p'], 2, /missing required argument 'peer'/],
+      [['proxy', 'add', 'p', PEER, 'ssh', 'nope:nope', '--config', config], 2, /invalid bind address/],
+      [['proxy', 'remove', 'nope', '--config', config], 1, /no proxy named nope/],
+      [['proxy', 'nobody', 'ssh', '2222', '--config', config], 1, /unknown peer "nobody"/],
       [['auth', 'remove', PEER, '--config', config], 1, /not in/],
       [
         ['whoami', '--config', path.join(root, 'missing.yaml')],
