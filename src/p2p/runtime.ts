@@ -360,14 +360,15 @@ class Runtime implements NodeRuntime, Component {
         peerId: () => this.#tryResolve(peer),
         waitMs: opts.waitMs,
         signal: opts.signal,
-        onRetry: ({ attempt, delayMs, error }) =>
-          log.debug('peer not reachable yet, waiting', {
-            peer,
-            service,
-            attempt,
-            delayMs,
-            error: error as Error,
-          }),
+        onRetry: ({ attempt, delayMs, error }) => {
+          const fields = { peer, service, attempt, delayMs, waitMs: opts.waitMs, error: error as Error }
+          // Once per connection at info (this connection waits), then at debug.
+          if (attempt === 1) {
+            log.info('peer not reachable yet, waiting', fields)
+          } else {
+            log.debug('peer not reachable yet, waiting', fields)
+          }
+        },
       })
     }
     return withRetry(() => this.#openSessionOnce(peer, service, opts.signal), {
