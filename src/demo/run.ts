@@ -280,12 +280,16 @@ async function reachHome(demo: Demo, laptop: Machine, say: (line: string) => voi
     '--config',
     laptop.configFile,
   ])
-  const forwarding = await firstStdoutJson(proxy, demo.signal)
+  // It listens at once, then says on stderr whether home answers and by which path.
+  const [forwarding, path] = await Promise.all([
+    firstStdoutJson(proxy, demo.signal),
+    awaitLine(proxy, proxy.proc.stderr as NodeJS.ReadableStream, demo.signal, (line) => {
+      const m = /^home answers: (\w+)(?: via (\S+))?/.exec(line)
+      return m === null ? undefined : `${m[1]}${m[2] === undefined ? '' : ` via ${m[2]}`}`
+    }),
+  ])
   const listen = String(forwarding.listen)
-  const pathInfo = forwarding.path as { type: string; relay?: string }
-  say(
-    `   listening on ${listen}, path ${pathInfo.type}${pathInfo.relay ? ` via ${short(pathInfo.relay)}` : ''}`,
-  )
+  say(`   listening on ${listen}, path ${path}`)
   const port = Number(listen.split(':').pop())
   const reply = await talk(port, 'hello from laptop')
   say(`   sent "hello from laptop"; home's service answered: "${reply}"\n`)

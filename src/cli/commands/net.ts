@@ -258,6 +258,8 @@ async function proxyListen(
   resolvePeer(config, peer)
   const waitMs = config.proxy.connect_timeout
   await withClient(ctx, opts, async (client) => {
+    // The first call to the client: with no daemon it fails here, and a node of our own is started.
+    await client.call('resolve', { name: peer }, ctx.signal)
     const { startListener } = await loadPipe()
     const listener = await startListener({
       host,

@@ -389,11 +389,14 @@ describe('persistent proxies', { timeout: 300_000 }, () => {
     assert.equal((await cli(['proxy', 'remove', 'named'])).code, 0)
   })
 
-  for (const mode of ['through the daemon', 'with a node of its own'] as const) {
+  for (const mode of ['through the daemon', 'with a node of its own (no daemon runs)'] as const) {
     it(`\`peerup proxy PEER SERVICE PORT\` ${mode} listens at once while the peer is down; the connection completes when it comes up`, async () => {
       await stopB()
-      const args = ['proxy', 'b', 'xfer', '0', '--json', '--config', a.configFile]
-      const proxy = startCli(mode === 'through the daemon' ? args : [...args, '--no-daemon'], root)
+      if (mode !== 'through the daemon') {
+        await da?.stop()
+        da = undefined
+      }
+      const proxy = startCli(['proxy', 'b', 'xfer', '0', '--json', '--config', a.configFile], root)
       try {
         const [, port] = (await proxy.stdout(/"listen": "127\.0\.0\.1:(\d+)"/)) as RegExpMatchArray
         await proxy.stderr(/b does not answer now \(.*\); each connection waits up to 30 s for it/)
@@ -419,8 +422,7 @@ describe('persistent proxies', { timeout: 300_000 }, () => {
   })
 
   it('a restarted daemon brings its proxies back', async () => {
-    await da?.stop()
-    da = undefined
+    assert.equal(da, undefined, "a's daemon was stopped above")
     assert.equal(await listening(firstPort), false)
     da = await startTestDaemon(a.configFile)
     assert.equal((await proxyState('first')).listening, true)
