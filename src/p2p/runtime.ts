@@ -74,8 +74,11 @@ export interface NodeRuntime {
   paths: PathTracker
   /** The services this node offers (config ones when started with `exposeServices`, plus run-time ones). */
   services: ServiceRegistry
-  /** Reaches a peer (name or id) and reports the path. */
-  reach(peer: string, signal?: AbortSignal): Promise<Reached>
+  /**
+   * Reaches a peer (name or id) and reports the path: a live connection, else the relays raced
+   * against a DHT lookup (only the relays with `useDht: false`).
+   */
+  reach(peer: string, signal?: AbortSignal, options?: { useDht?: boolean }): Promise<Reached>
   /**
    * Opens a resumable session to a peer's service (a plain stream with a peer that has no
    * sessions), reaching it first; retried with backoff on transient failures. With `waitMs`, it
@@ -328,11 +331,12 @@ class Runtime implements NodeRuntime, Component {
     return resolvePeer(this.config, peer).peerId
   }
 
-  reach(peer: string, signal?: AbortSignal): Promise<Reached> {
+  reach(peer: string, signal?: AbortSignal, options: { useDht?: boolean } = {}): Promise<Reached> {
     // The relays of the config in effect: a reload may change them.
     return reachPeer(this.node, this.resolve(peer), {
       relays: this.config.relay.addresses,
       ...(signal === undefined ? {} : { signal }),
+      ...(options.useDht === false ? { useDht: false } : {}),
     }).then(
       (reached) => {
         if (reached.via !== 'existing') {
@@ -354,7 +358,13 @@ class Runtime implements NodeRuntime, Component {
   ): Promise<Opened> {
     const log = this.#log
     if (opts.waitMs !== undefined) {
-      return untilReachable((signal) => this.#openSessionOnce(peer, service, signal), {
+      // A lookup in the DHT takes seconds (5 s in the NAT lab) to find a peer or give up, and a
+      // peer coming back (after its restart, or the relay's) is first seen on a relay: while
+      // waiting, the tries ask the relays only, but for the third and every tenth, which also ask
+      // the DHT (a peer no relay of ours carries).
+      const useDht = (n: number): boolean =>
+        n === 3 || n % 10 === 0 || this.config.relay.addresses.length === 0
+      return untilReachable((signal, n) => this.#openSessionOnce(peer, service, signal, useDht(n)), {
         node: this.node,
         peer,
         peerId: () => this.#tryResolve(peer),
@@ -387,8 +397,13 @@ class Runtime implements NodeRuntime, Component {
     })
   }
 
-  async #openSessionOnce(peer: string, service: string, signal: AbortSignal | undefined): Promise<Opened> {
-    const reached = await this.reach(peer, signal)
+  async #openSessionOnce(
+    peer: string,
+    service: string,
+    signal: AbortSignal | undefined,
+    useDht = true,
+  ): Promise<Opened> {
+    const reached = await this.reach(peer, signal, { useDht })
     const opened = await this.sessions.open(this.resolve(peer), service, reached, signal)
     this.#log.info('service session opened', {
       peer,

@@ -49,13 +49,13 @@ export function isRefusal(err: unknown): boolean {
 }
 
 /**
- * Calls `attempt` until it resolves, it fails with a refusal ({@link isRefusal}), or
+ * Calls `attempt` (with its number, from 1) until it resolves, it fails with a refusal ({@link isRefusal}), or
  * `options.waitMs` passes: then it rejects with a {@link PeerUnreachableError} that says how long
  * it waited and why the last attempt failed. An attempt in flight when the bound passes is
  * aborted through its signal.
  */
 export async function untilReachable<T>(
-  attempt: (signal: AbortSignal) => Promise<T>,
+  attempt: (signal: AbortSignal, n: number) => Promise<T>,
   options: WaitOptions,
 ): Promise<T> {
   const deadline = AbortSignal.timeout(options.waitMs)
@@ -63,7 +63,7 @@ export async function untilReachable<T>(
   let last: unknown
   for (let i = 1; ; i++) {
     try {
-      return await attempt(signal)
+      return await attempt(signal, i)
     } catch (err) {
       options.signal?.throwIfAborted()
       if (!deadline.aborted) {

@@ -155,6 +155,14 @@ describe('persistent proxies across two NATs', { skip, timeout: 600_000 }, () =>
       )
       // No waiting for b's reservation here: the session waits for b itself.
       const started = performance.now()
+      void daemonB
+        .waitForOutput(new RegExp(`(?:"msg":"reservation held"[\\s\\S]*?){${held + 1}}`), 60_000)
+        .then(() =>
+          t.diagnostic(
+            `b reserved again ${((performance.now() - started) / 1000).toFixed(1)} s after the relay was started again`,
+          ),
+        )
+        .catch(() => {})
       const r = await a.host.run('ssh', [...sshArgs(), 'echo after-relay-restart'], { timeoutMs: 90_000 })
       assert.equal(r.code, 0, r.stderr)
       assert.equal(r.stdout.trim(), 'after-relay-restart')
