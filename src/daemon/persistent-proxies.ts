@@ -142,7 +142,10 @@ export class PersistentProxies implements Component {
       // Listening first: the port it got is the one recorded (a free one when none was given).
       const listener = checked.enabled ? await this.#startListener(entry, checked.listen) : undefined
       try {
-        const bound = listener?.address ?? (await probeListen(checked.listen))
+        // Switched off: its port is recorded as given, or a free one is picked now.
+        const bound =
+          listener?.address ??
+          (checked.listen.port === 0 ? await probeListen(checked.listen) : checked.listen)
         entry.info = await addProxyToFile(this.#components.runtime.configFile, checked, bound)
       } catch (err) {
         await listener?.close()

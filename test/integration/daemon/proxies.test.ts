@@ -263,6 +263,17 @@ describe('persistent proxies', { timeout: 300_000 }, () => {
         assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr)
         assert.equal(await fs.readFile(a.configFile, 'utf8'), before, `${args.join(' ')} changed the file`)
       }
+      // Switched off, its port is only recorded; switching it on binds first, and a port in use
+      // keeps it off.
+      const off = await cli(['proxy', 'add', 'off', 'b', 'xfer', String(takenPort), '--disabled', '--json'])
+      assert.equal(off.code, 0, off.stderr)
+      assert.equal(JSON.parse(off.stdout).listening, false)
+      const on = await cli(['proxy', 'enable', 'off'])
+      assert.equal(on.code, 1)
+      assert.match(on.stderr, /the port is in use/)
+      assert.equal((await loadNodeConfig(a.configFile)).config.proxies.off?.enabled, false)
+      assert.equal((await cli(['proxy', 'remove', 'off'])).code, 0)
+      assert.equal(await fs.readFile(a.configFile, 'utf8'), before)
     } finally {
       await new Promise((resolve) => taken.close(resolve))
     }
