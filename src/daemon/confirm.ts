@@ -1,11 +1,14 @@
 /**
  * Commit-confirmed `config apply` in the daemon (src/config/safety.ts): the new config runs at
  * once, and unless `peerup config confirm` comes before the deadline, the previous one goes back
- * and the daemon exits non-zero, so that its service manager restarts it on the good one.
+ * and the daemon goes on running with it — reloaded in place, or, when it differs from what the
+ * daemon started with in a key that needs a restart, by the daemon running itself again (same
+ * process id, so a service manager sees no exit).
  *
  * @packageDocumentation
  */
 
+import { loadNodeConfig } from '../config/load.ts'
 import {
   archiveLastGood,
   ConfigNotConfirmedError,
@@ -51,22 +54,26 @@ export interface ApplyConfirmationComponents {
 /**
  * Waits for the confirmation of a pending apply: `start()` watches the pending file and arms the
  * deadline of an apply that waits; `stop()` ends the watch and disarms the deadline. At the
- * deadline the previous config is restored, and the daemon stops with {@link
- * ApplyConfirmation.failure}; a confirmation archives the config as the last good one.
+ * deadline the previous config is restored and applied to the running daemon; where that needs
+ * a restart, the daemon stops with {@link ApplyConfirmation.restart} set. A confirmation archives
+ * the config as the last good one.
  */
 export class ApplyConfirmation implements Component {
   readonly #components: ApplyConfirmationComponents
   #watch: FileWatch | undefined
   #deadline: NodeJS.Timeout | undefined
-  #failure: ConfigNotConfirmedError | undefined
+  #restart: string[] | undefined
 
   constructor(components: ApplyConfirmationComponents) {
     this.#components = components
   }
 
-  /** Why the daemon stopped, when an apply was not confirmed in time. */
-  get failure(): ConfigNotConfirmedError | undefined {
-    return this.#failure
+  /**
+   * Set when the restored config needs a restart to run (the keys): the daemon then stops, and
+   * runs itself again (src/cli/commands/daemon.ts).
+   */
+  get restart(): string[] | undefined {
+    return this.#restart
   }
 
   /** Watches the pending file and arms the deadline of an apply that waits. */
@@ -114,19 +121,23 @@ export class ApplyConfirmation implements Component {
       return
     }
     await rollbackConfig(runtime.configFile)
-    this.#failure = new ConfigNotConfirmedError(
-      `config apply of ${pending.appliedAt} was not confirmed by ${pending.deadline}: previous config restored`,
-      { hint: 'the daemon exits so that its service manager restarts it on the restored config' },
-    )
-    log.error('config apply not confirmed: previous config restored, exiting', { deadline: pending.deadline })
+    const { config } = await loadNodeConfig(runtime.configFile)
+    const { applied, restartNeeded } = await runtime.applyConfig(config)
+    const what = `config apply of ${pending.appliedAt} was not confirmed by ${pending.deadline}: previous config restored`
     events.publish({
       type: 'config',
       time: new Date().toISOString(),
       action: 'reverted',
-      applied: [],
-      restartNeeded: [],
+      applied,
+      restartNeeded,
     })
-    shutdown(this.#failure)
+    if (restartNeeded.length === 0) {
+      log.error(`${what}, and running`, { applied: applied.join(',') })
+      return
+    }
+    log.error(`${what}; the daemon runs itself again to use it`, { keys: restartNeeded.join(',') })
+    this.#restart = restartNeeded
+    shutdown(new ConfigNotConfirmedError(`${what}; restarting in place`))
   }
 
   /** The pending file changed: a new apply is armed; a confirmed one archives the config. */

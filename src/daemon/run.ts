@@ -83,8 +83,17 @@ export interface DaemonComponents {
   shutdown(reason: Error): void
 }
 
+/** How the daemon ended. */
+export interface DaemonExit {
+  /**
+   * Config keys that need the daemon to run again (an unconfirmed apply was undone, and what it
+   * restored differs from what the daemon started with): the caller runs itself again.
+   */
+  restart: string[] | undefined
+}
+
 /** Runs the daemon until `signal` fires or a client asks it to stop. */
-export async function runDaemon(options: DaemonOptions): Promise<void> {
+export async function runDaemon(options: DaemonOptions): Promise<DaemonExit> {
   const { log } = options
   await settleApplyAtStart(options.configFile, log)
   const stopping = new AbortController()
@@ -116,9 +125,7 @@ export async function runDaemon(options: DaemonOptions): Promise<void> {
   } finally {
     await stopAll(daemon.list, stopFailed)
   }
-  if (daemon.confirmation.failure !== undefined) {
-    throw daemon.confirmation.failure
-  }
+  return { restart: daemon.confirmation.restart }
 }
 
 /** The daemon's components, and those of them {@link runDaemon} reads from. */

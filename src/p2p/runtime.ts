@@ -239,6 +239,8 @@ class Runtime implements NodeRuntime, Component {
   readonly #reserve: boolean
   readonly #exposeServices: boolean
   readonly #relaysAtStart: number
+  /** What the node was started with: keys that need a restart compare against it. */
+  readonly #atStart: NodeConfig
   readonly #components: Component[]
 
   constructor(options: RuntimeOptions, loaded: Loaded, made: Made) {
@@ -257,6 +259,7 @@ class Runtime implements NodeRuntime, Component {
     this.#reserve = options.reserve ?? options.exposeServices
     this.#exposeServices = options.exposeServices
     this.#relaysAtStart = relayCount(config.relay.addresses)
+    this.#atStart = structuredClone(config)
     this.services = new ServiceRegistry(node, {
       log,
       isAuthorized: (peer) => !config.security.enable_connection_gating || authorized.has(peer),
@@ -511,7 +514,10 @@ class Runtime implements NodeRuntime, Component {
   async applyConfig(next: NodeConfig): Promise<ConfigChanges> {
     const config = this.config
     const applied: string[] = []
-    const restartNeeded: string[] = RESTART_KEYS.filter((k) => !same(valueAt(config, k), valueAt(next, k)))
+    // Against what runs, not what the file said last: a change undone needs no restart.
+    const restartNeeded: string[] = RESTART_KEYS.filter(
+      (k) => !same(valueAt(this.#atStart, k), valueAt(next, k)),
+    )
     if (!same(config.names, next.names)) {
       applied.push('names')
     }

@@ -611,7 +611,17 @@ export class Session implements ByteEnd {
     }
     const link = this.#link
     this.#over(err)
-    link?.abort(err)
+    if (err instanceof SessionProtocolError && link !== undefined) {
+      // The other side broke the protocol: it is told, not left to wait out its grace period.
+      try {
+        link.send(resetFrame(err.message))
+        link.close()
+      } catch {
+        link.abort(err)
+      }
+    } else {
+      link?.abort(err)
+    }
     this.#events?.error(err)
   }
 

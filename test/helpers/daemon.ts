@@ -6,7 +6,7 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import * as http from 'node:http'
 import * as path from 'node:path'
-import { type DaemonReady, runDaemon } from '../../src/daemon/run.ts'
+import { type DaemonExit, type DaemonReady, runDaemon } from '../../src/daemon/run.ts'
 import { type Env, readEnv } from '../../src/env.ts'
 import { createLogger } from '../../src/log/index.ts'
 import type { ApiLimits } from '../../src/util/local-api.ts'
@@ -15,7 +15,7 @@ import type { ApiLimits } from '../../src/util/local-api.ts'
 export interface TestDaemon {
   ready: DaemonReady
   /** Settles when runDaemon returns (or rejects). */
-  done: Promise<void>
+  done: Promise<DaemonExit>
   stop(): Promise<void>
 }
 

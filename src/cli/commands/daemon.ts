@@ -45,9 +45,14 @@ function registerDaemonRun(daemon: Command, ctx: CliContext): void {
       format: ctx.stderr.isTTY === true ? 'text' : 'json',
     })
     const { runDaemon } = await loadDaemon()
-    await graceful(ctx, () =>
+    const exit = await graceful(ctx, () =>
       runDaemon({ configFile: file, log: createLogger('daemon'), signal: ctx.signal, env: ctx.env }),
     )
+    if (exit.restart !== undefined) {
+      // The config an unconfirmed apply replaced is back, and part of it needs a fresh start.
+      const { runAgainInPlace } = await import('../../util/self.ts')
+      runAgainInPlace()
+    }
   })
 }
 

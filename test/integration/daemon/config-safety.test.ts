@@ -1,8 +1,9 @@
 /**
  * Commit-confirmed config changes with a running daemon (docs/decisions/0000-inherited.md): apply + confirm keeps the new
  * config (and the daemon applies it live); apply without confirm restores the old one at the
- * deadline and the daemon exits non-zero; a daemon started after the deadline reverts first; a
- * crash in the middle of an apply never leaves a half-written config.
+ * deadline and the daemon goes on with it (running itself again where a key needs a restart); a
+ * daemon started after the deadline reverts first; a crash in the middle of an apply never leaves a
+ * half-written config.
  */
 
 import assert from 'node:assert/strict'
@@ -13,18 +14,19 @@ import * as path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { LocalClient } from '../../../src/client/local.ts'
 import { loadNodeConfig } from '../../../src/config/load.ts'
-import {
-  applyConfig,
-  ConfigNotConfirmedError,
-  readPending,
-  safetyFiles,
-  settlePendingAtStart,
-} from '../../../src/config/safety.ts'
+import { applyConfig, readPending, safetyFiles, settlePendingAtStart } from '../../../src/config/safety.ts'
 import { runCli, tempDir } from '../../helpers/cli.ts'
 import { startTestDaemon } from '../../helpers/daemon.ts'
 import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
 
 const noValidation = async (): Promise<void> => {}
+
+/** The config text with `network.listen_addresses` set to `[address]`. */
+function withListen(text: string, address: string): string {
+  const out = text.replace(/(listen_addresses:)[^\n]*(\n(\s+- [^\n]*\n)*)?/, `$1 ["${address}"]\n`)
+  assert.notEqual(out, text, 'the config has network.listen_addresses')
+  return out
+}
 
 /** Subscribes to the daemon's events; `found` resolves with the first `config` event with this action. */
 async function configEvent(
@@ -116,19 +118,91 @@ describe('commit-confirmed config changes', { timeout: 120_000 }, () => {
     }
   })
 
-  it('apply without confirm: at the deadline the old config is back and the daemon exits non-zero', async () => {
+  it('apply without confirm: at the deadline the old config is back, and the daemon runs it', async () => {
     const d = await startTestDaemon(node.configFile)
+    try {
+      const stream = new AbortController()
+      const reverted = await configEvent(node.configFile, 'reverted', stream.signal)
+      const before = await fs.readFile(node.configFile, 'utf8')
+      const next = path.join(root, 'bad-idea.yaml')
+      await fs.writeFile(next, before.replace(/web: \{[^}]*\}/, 'web: { local_address: 127.0.0.1:9999 }'))
+      const r = await runCli(
+        ['config', 'apply', next, '--confirm-timeout', '1s', '--config', node.configFile],
+        root,
+      )
+      assert.equal(r.code, 0, r.stderr)
+      const event = await reverted.found
+      stream.abort()
+      assert.ok(event.type === 'config' && event.applied.includes('services.web'), JSON.stringify(event))
+      assert.deepEqual(event.type === 'config' && event.restartNeeded, [])
+      assert.equal(await fs.readFile(node.configFile, 'utf8'), before)
+      assert.equal(await readPending(node.configFile), undefined)
+      // Still running, on the restored config.
+      const services = await new LocalClient({ configFile: node.configFile }).call('services', {})
+      assert.equal(services.find((s) => s.name === 'web')?.localAddress, '127.0.0.1:8080')
+    } finally {
+      await d.stop()
+    }
+    assert.deepEqual(await d.done, { restart: undefined })
+  })
+
+  it('a restored config that needs a restart: the daemon stops to run itself again', async () => {
     const before = await fs.readFile(node.configFile, 'utf8')
-    const next = path.join(root, 'bad-idea.yaml')
-    await fs.writeFile(next, before.replace(/web: \{[^}]*\}/, 'web: { local_address: 127.0.0.1:9999 }'))
-    const r = await runCli(
-      ['config', 'apply', next, '--confirm-timeout', '1s', '--config', node.configFile],
-      root,
-    )
-    assert.equal(r.code, 0, r.stderr)
-    await assert.rejects(d.done, ConfigNotConfirmedError)
+    // The daemon starts on the applied config (its deadline not passed), which listens elsewhere.
+    await applyConfig(node.configFile, withListen(before, '/ip4/127.0.0.1/tcp/0'), {
+      validate: noValidation,
+      confirmTimeoutMs: 3000,
+    })
+    const d = await startTestDaemon(node.configFile)
+    const exit = await d.done
+    assert.deepEqual(exit.restart, ['network'])
     assert.equal(await fs.readFile(node.configFile, 'utf8'), before)
     assert.equal(await readPending(node.configFile), undefined)
+  })
+
+  it('`peerup daemon` runs itself again in place: same process, the restored config', async () => {
+    const before = await fs.readFile(node.configFile, 'utf8')
+    await applyConfig(node.configFile, withListen(before, '/ip4/127.0.0.1/tcp/0'), {
+      validate: noValidation,
+      confirmTimeoutMs: 4000,
+    })
+    const entry = path.resolve(import.meta.dirname, '../../../bin/peerup.js')
+    const child = spawn(
+      process.execPath,
+      [entry, 'daemon', '--config', node.configFile, '--log-level', 'info'],
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    )
+    cleanups.unshift(async () => {
+      child.kill('SIGKILL')
+    })
+    const exited = once(child, 'exit')
+    let err = ''
+    const started = (n: number): Promise<void> =>
+      new Promise((resolve, reject) => {
+        const check = (): void => {
+          if (err.split('"msg":"daemon started"').length - 1 >= n) {
+            child.stderr?.off('data', check)
+            resolve()
+          }
+        }
+        child.stderr?.on('data', check)
+        void exited.then(([code]) => reject(new Error(`daemon exited ${code}: ${err}`)))
+        check()
+      })
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+      err += d
+    })
+    await started(1)
+    // Started twice, by one process: the second time on the restored config.
+    await started(2)
+    assert.match(err, /runs itself again/)
+    const status = await new LocalClient({ configFile: node.configFile }).call('status', {})
+    assert.equal(status.pid, child.pid)
+    assert.equal(await fs.readFile(node.configFile, 'utf8'), before)
+    child.kill('SIGTERM')
+    assert.deepEqual(await exited, [0, null])
   })
 
   it('a daemon started after the deadline passed reverts first', async () => {

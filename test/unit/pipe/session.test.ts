@@ -367,4 +367,51 @@ describe('resumable session', { timeout: 20_000 }, () => {
       (err: unknown) => err instanceof SessionRefusedError && /unknown/.test(err.message),
     )
   })
+
+  it('the opener keeps trying, with growing waits, until a link comes; then nothing is lost', async () => {
+    let failures = 0
+    const tries: number[] = []
+    const holder: { relink?: () => Promise<Link> } = {}
+    const { opener, acceptor, a, b, current, relink } = await openPair({
+      reconnect: async () => {
+        tries.push(performance.now())
+        if (failures < 4) {
+          failures++
+          throw new Error('test: no way to the peer yet')
+        }
+        return (holder.relink as () => Promise<Link>)()
+      },
+    })
+    holder.relink = relink
+    const data = randomBytes(300_000)
+    current()[0]?.cut(new Error('test: link cut'))
+    await writeAll(opener, data, 10_000)
+    opener.end()
+    await b.ended
+    assert.equal(sha(b.bytes()), sha(data))
+    assert.equal(tries.length, 5)
+    // Each wait at least as long as the one before, minus jitter: backoff, not a busy loop.
+    const waits = tries.slice(1).map((t, i) => t - (tries[i] as number))
+    assert.ok(
+      waits.every((w, i) => i === 0 || w >= (waits[i - 1] as number) * 0.7),
+      waits.join(','),
+    )
+    acceptor.end()
+    await a.ended
+  })
+
+  it('an ACK for more than was sent is a protocol error: both sides fail, nothing more is delivered', async () => {
+    const { opener, a, b, current } = await openPair()
+    const [ours] = current()
+    // Forged from the acceptor's side of the link: it acknowledges bytes never sent.
+    const ack = Buffer.alloc(13)
+    ack[0] = FRAME.ACK
+    ack.writeUInt32BE(8, 1)
+    ack.writeBigUInt64BE(1_000_000n, 5)
+    ;(ours as MemoryLink).receive(ack)
+    const err = await a.failed
+    assert.match(err.message, /acknowledged more than was sent/)
+    await b.failed
+    assert.equal(opener.state, 'over')
+  })
 })
