@@ -203,11 +203,26 @@ interface ProxyFlags extends GlobalOptions {
   daemon?: boolean
 }
 
-/** `proxy --stdio`: one connection on stdin/stdout, an ssh ProxyCommand. */
-function proxyStdio(ctx: CliContext, opts: ProxyFlags, peer: string, service: string): Promise<void> {
+/** How long `proxy --stdio` waits for its peer before saying that it waits. */
+const STDIO_WAIT_NOTE_MS = 1_000
+
+/**
+ * `proxy --stdio`: one connection on stdin/stdout, an ssh ProxyCommand. A peer that does not
+ * answer yet (its daemon restarting, its relay reservation not back) is waited for up to
+ * `proxy.connect_timeout`, as the connections of a listening proxy are.
+ */
+async function proxyStdio(ctx: CliContext, opts: ProxyFlags, peer: string, service: string): Promise<void> {
+  const { config } = await loadNode(ctx, opts)
+  resolvePeer(config, peer)
+  const waitMs = config.proxy.connect_timeout
   return outlastHangup(() =>
     withClient(ctx, opts, async (client) => {
-      const far = await client.dial(peer, service, ctx.signal)
+      // Said once the wait is noticeable: ssh shows a ProxyCommand's stderr.
+      const slow = setTimeout(
+        () => note(ctx, `waiting for ${peer} to answer (up to ${waitMs / 1000} s)…`),
+        STDIO_WAIT_NOTE_MS,
+      )
+      const far = await client.dial(peer, service, ctx.signal, { waitMs }).finally(() => clearTimeout(slow))
       const { pipe, stdioEnd } = await loadPipe()
       const result = await pipe(stdioEnd(ctx.stdin, ctx.stdout), far, { log: createLogger('proxy') })
       if (result.reset && result.error !== undefined) {

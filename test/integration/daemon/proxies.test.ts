@@ -8,6 +8,7 @@
  */
 
 import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
 import * as fs from 'node:fs/promises'
 import * as net from 'node:net'
 import { after, before, describe, it } from 'node:test'
@@ -422,6 +423,24 @@ describe('persistent proxies', { timeout: 300_000 }, () => {
       assert.equal(r.code, 0, r.stderr)
     })
   }
+
+  it("`peerup proxy --stdio` (ssh's ProxyCommand) waits for a peer that is down, says so, and completes", async () => {
+    await stopB()
+    const upload = 'through stdin, once b is back\n'.repeat(1000)
+    const proxy = startCli(['proxy', '--stdio', 'b', 'xfer', '--config', a.configFile], root, {
+      stdin: upload,
+    })
+    try {
+      await proxy.stderr(/waiting for b to answer \(up to 30 s\)/)
+      await startB()
+      const r = await proxy.done
+      assert.equal(r.code, 0, r.stderr)
+      const theirs = await server.transfer(createHash('sha256').update(upload).digest('hex'))
+      assert.equal(theirs.received, upload.length)
+    } finally {
+      proxy.stop()
+    }
+  })
 
   it('`peerup proxy` with a name that is not in names: fails at once with the resolve error', async () => {
     const r = await cli(['proxy', 'nobody', 'xfer', '0'])
