@@ -16,7 +16,9 @@ import type { NodeConfig } from '../config/schema.ts'
 import type { Logger } from '../log/index.ts'
 import type { Observer } from '../metrics/observer.ts'
 import type { ServiceRegistry, ServiceSpec } from '../proxy/registry.ts'
+import type { SessionService } from '../proxy/sessions.ts'
 import type { Component } from '../util/components.ts'
+import { PeerRefusedError } from './errors.ts'
 import type { Members } from './members-only.ts'
 import type { PeerupLibp2p } from './node.ts'
 import { describePath } from './path.ts'
@@ -159,11 +161,14 @@ export interface RevokedPeersComponents {
   /** The config in effect and its directory, for the authorized_keys file the audit log names. */
   config: NodeConfig
   dir: string
+  /** The sessions this node accepted: a revoked peer's are reset, so its side learns at once. */
+  acceptedSessions?: SessionService | undefined
 }
 
 /**
  * Audits every change of authorized_keys and hangs up on the peers it removed: gating does not
- * touch connections that are already open.
+ * touch connections that are already open. A revoked peer's sessions are reset first: closing the
+ * connection alone would leave them waiting for it to come back.
  */
 export class RevokedPeers implements Component {
   readonly #components: RevokedPeersComponents
@@ -175,10 +180,11 @@ export class RevokedPeers implements Component {
 
   /** Starts following authorized_keys changes. */
   start(): void {
-    const { node, authorized, observer, log, config, dir } = this.#components
+    const { node, authorized, observer, log, config, dir, acceptedSessions } = this.#components
     this.#unsubscribe = authorized.onChange((added, removed) => {
       observer.authChanged(added, removed, resolveIn(dir, config.security.authorized_keys_file))
       for (const id of removed) {
+        acceptedSessions?.resetPeer(id, new PeerRefusedError('authorization revoked'))
         node.hangUp(peerIdFromString(id)).catch(() => {})
         log.info('authorization revoked, connection closed', { peer: id })
       }

@@ -307,7 +307,7 @@ class Runtime implements NodeRuntime, Component {
       this.sessions,
       new PathLog(components),
       new DirectUpgrader({ node, tracker: this.paths, log: log.child('direct') }, { webrtc: made.webrtc }),
-      new RevokedPeers(components),
+      new RevokedPeers({ ...components, acceptedSessions: this.acceptedSessions }),
       new BootstrapDials(components),
       this.supervisor,
     ]

@@ -250,6 +250,19 @@ export class Session implements ByteEnd {
     this.#events = undefined
   }
 
+  /**
+   * Ends the session from outside its pipe (its peer was revoked): the other side gets a RESET,
+   * and the local end the error, so that its pipe resets the local socket too.
+   */
+  cut(err: Error): void {
+    if (this.#state === 'over') {
+      return
+    }
+    const events = this.#events
+    this.reset(err)
+    events?.error(err)
+  }
+
   // ---- links ----
 
   /**

@@ -69,6 +69,15 @@ export class SessionService implements Component {
     this.#sessions.clear()
   }
 
+  /** Resets every session of `peer` (its authorization was revoked): its side learns at once. */
+  resetPeer(peer: string, err: Error): void {
+    for (const { session, peer: owner } of [...this.#sessions.values()]) {
+      if (owner === peer) {
+        session.cut(err)
+      }
+    }
+  }
+
   /** A link made over `connection`: its probe pings the connection, severing it aborts it. */
   linkOf(stream: Stream, connection: Connection): Link {
     const probe = this.#init.probe

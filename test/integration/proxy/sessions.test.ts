@@ -8,7 +8,9 @@
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import * as net from 'node:net'
+import * as path from 'node:path'
 import { after, before, describe, it } from 'node:test'
+import { removeAuthorizedPeer } from '../../../src/auth/ops.ts'
 import { editConfigFile } from '../../../src/config/edit.ts'
 import { nodeConfigSchema, relayConfigSchema } from '../../../src/config/schema.ts'
 import { createLogger } from '../../../src/log/index.ts'
@@ -226,6 +228,22 @@ describe('resumable sessions through a relay', { timeout: 240_000 }, () => {
     assert.equal(got.hash, far?.sentHash)
     // 22 MiB up and 24 MiB down after the move; the relay carried none of it.
     assert.ok(relayed.bytes < 256 * 1024, `the relay carried ${relayed.bytes} bytes after the move`)
+  })
+
+  it('revoking the opener on the accepting side resets its sessions there and here at once', async () => {
+    const before = service.transfers.length
+    const socket = await connect(listener.address.port)
+    const near = receiveAll(socket)
+    socket.write(randomBytes(64 * 1024))
+    await waitFor(() => (rb.acceptedSessions?.size ?? 0) > 0, 'session accepted')
+    await removeAuthorizedPeer(path.join(b.dir, 'authorized_keys'), a.peerId)
+    await rb.reloadAuthorized()
+    const mine = await near
+    assert.equal(mine.error, 'ECONNRESET')
+    await waitFor(() => service.transfers.length > before, 'the service side closed')
+    assert.ok(service.transfers[before]?.error, 'the service side was reset, not ended')
+    await waitFor(() => rb.acceptedSessions?.size === 0, 'b let go of the session')
+    await b.authorize(a.peerId)
   })
 })
 
