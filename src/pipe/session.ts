@@ -129,6 +129,8 @@ export interface SessionInit {
   reconnect?: (signal: AbortSignal) => Promise<Link>
   /** Whether the link's connection still answers (a ping); a rejection severs it. */
   probe?: (link: Link, signal: AbortSignal) => Promise<void>
+  /** How long bytes in flight may go unacknowledged before the link is probed (and the probe's bound). */
+  stallMs?: number
   log?: Logger
   /** The session moved to another link, or lost its link (`attached: false`). */
   onLink?: (attached: boolean, err?: Error) => void
@@ -492,11 +494,20 @@ export class Session implements ByteEnd {
       this.#lost(err instanceof Error ? err : new Error(String(err)))
       return
     }
-    this.#armStall()
+    // More bytes in flight do not restart the clock: it runs from the oldest unacknowledged one.
+    this.#armStall(false)
   }
 
-  /** With something in flight, the link must acknowledge within {@link STALL_MS} or be probed. */
-  #armStall(): void {
+  /**
+   * With something in flight, the link must acknowledge within {@link STALL_MS} or be probed. The
+   * clock restarts when an ACK comes or the link changes (`restart`), not when more is sent: a
+   * local end that keeps writing (keystrokes, a transfer filling the window) into a dead path must
+   * not keep pushing the probe back.
+   */
+  #armStall(restart = true): void {
+    if (!restart && this.#stallTimer !== undefined) {
+      return
+    }
     clearTimeout(this.#stallTimer)
     this.#stallTimer = undefined
     const inFlight = this.#sent > this.#ackedBytes() || (this.#finSent && !this.#finAcked)
@@ -505,12 +516,14 @@ export class Session implements ByteEnd {
       return
     }
     const acked = this.#acked
+    const stallMs = this.#init.stallMs ?? STALL_MS
     this.#stallTimer = setTimeout(() => {
       if (this.#link !== link || this.#acked !== acked) {
+        this.#stallTimer = undefined
         return
       }
       // No acknowledgement for a while: a slow reader, or a dead path. A ping tells them apart.
-      this.#init.probe?.(link, AbortSignal.timeout(STALL_MS)).then(
+      this.#init.probe?.(link, AbortSignal.timeout(stallMs)).then(
         () => this.#link === link && this.#armStall(),
         (err: unknown) => {
           this.#init.log?.info('session link does not answer, moving on', { session: this.name })
@@ -523,7 +536,7 @@ export class Session implements ByteEnd {
           }
         },
       )
-    }, STALL_MS)
+    }, stallMs)
     this.#stallTimer.unref?.()
   }
 
