@@ -602,6 +602,11 @@ export class Session implements ByteEnd {
           this.#fail(err)
           return
         }
+        this.#init.log?.debug('session could not attach again yet', {
+          session: this.name,
+          attempt,
+          error: err instanceof Error ? err : new Error(String(err)),
+        })
         await sleep(
           backoffDelayMs(attempt, { baseMs: 250, maxMs: 5_000, jitter: 0.2 }),
           controller.signal,
