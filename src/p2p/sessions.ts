@@ -25,7 +25,7 @@ import { serviceStreamEnd } from '../pipe/stream.ts'
 import { SERVICE_DIAL_OPTIONS } from '../proxy/constants.ts'
 import type { Component } from '../util/components.ts'
 import { serviceProtocolId } from './constants.ts'
-import { ServiceRefusedError } from './errors.ts'
+import { PeerRefusedError, ServiceRefusedError } from './errors.ts'
 import { pingConnection, severConnection } from './liveness.ts'
 import type { PeerupLibp2p } from './node.ts'
 import { bestConnection, classifyConnection, type PathInfo } from './path.ts'
@@ -34,6 +34,14 @@ import type { Reached } from './reach.ts'
 
 /** How long one handshake may take before its connection is taken for dead. */
 const HANDSHAKE_TIMEOUT_MS = 10_000
+
+/**
+ * Refusals in a row after which a session gives up on its peer: the peer's gater turns us away
+ * (we were removed from its authorized_keys, which also hung up on us), so it will not take the
+ * session back, and waiting out the grace period would only keep the local socket open. More
+ * than one, so that a handshake that merely broke (read as a refusal) does not end a session.
+ */
+export const SESSION_REFUSALS_FINAL = 3
 
 /** What the session opener uses. */
 export interface SessionOpenerComponents {
@@ -150,7 +158,7 @@ export class SessionOpener implements Component {
       name: `${service} ${sessionIdText(id).slice(0, 8)} to ${peerId}`,
       role: 'opener',
       graceMs: this.#init.graceMs?.() ?? DEFAULT_RESUME_GRACE_MS,
-      reconnect: (signal) => this.#reconnect(peerId, signal),
+      reconnect: this.#reconnector(peerId),
       probe: (link, signal) => link.probe?.(signal) ?? Promise.resolve(),
       log: log.child('session'),
       onLink: (attached, err) =>
@@ -167,6 +175,28 @@ export class SessionOpener implements Component {
     })
     live.add(session)
     return session
+  }
+
+  /**
+   * The session's way back to `peerId`: {@link SessionOpener.#reconnect}, except that the peer
+   * refusing us {@link SESSION_REFUSALS_FINAL} times in a row ends the session (a
+   * {@link SessionRefusedError}) instead of being tried again until the grace period ends.
+   */
+  #reconnector(peerId: string): (signal: AbortSignal) => Promise<Link> {
+    let refusals = 0
+    return async (signal) => {
+      try {
+        const link = await this.#reconnect(peerId, signal)
+        refusals = 0
+        return link
+      } catch (err) {
+        refusals = err instanceof PeerRefusedError ? refusals + 1 : 0
+        if (refusals >= SESSION_REFUSALS_FINAL) {
+          throw new SessionRefusedError((err as PeerRefusedError).message, { cause: err })
+        }
+        throw err
+      }
+    }
   }
 
   /** A new link to the peer's session endpoint, over the best connection there is (or a new one). */

@@ -129,6 +129,8 @@ export interface SessionInit {
   reconnect?: (signal: AbortSignal) => Promise<Link>
   /** Whether the link's connection still answers (a ping); a rejection severs it. */
   probe?: (link: Link, signal: AbortSignal) => Promise<void>
+  /** How long bytes in flight may go unacknowledged before the link is probed (and the probe's bound). */
+  stallMs?: number
   log?: Logger
   /** The session moved to another link, or lost its link (`attached: false`). */
   onLink?: (attached: boolean, err?: Error) => void
@@ -505,11 +507,20 @@ export class Session implements ByteEnd {
       this.#lost(err instanceof Error ? err : new Error(String(err)))
       return
     }
-    this.#armStall()
+    // More bytes in flight do not restart the clock: it runs from the oldest unacknowledged one.
+    this.#armStall(false)
   }
 
-  /** With something in flight, the link must acknowledge within {@link STALL_MS} or be probed. */
-  #armStall(): void {
+  /**
+   * With something in flight, the link must acknowledge within {@link STALL_MS} or be probed. The
+   * clock restarts when an ACK comes or the link changes (`restart`), not when more is sent: a
+   * local end that keeps writing (keystrokes, a transfer filling the window) into a dead path must
+   * not keep pushing the probe back.
+   */
+  #armStall(restart = true): void {
+    if (!restart && this.#stallTimer !== undefined) {
+      return
+    }
     clearTimeout(this.#stallTimer)
     this.#stallTimer = undefined
     const inFlight = this.#sent > this.#ackedBytes() || (this.#finSent && !this.#finAcked)
@@ -518,12 +529,14 @@ export class Session implements ByteEnd {
       return
     }
     const acked = this.#acked
+    const stallMs = this.#init.stallMs ?? STALL_MS
     this.#stallTimer = setTimeout(() => {
       if (this.#link !== link || this.#acked !== acked) {
+        this.#stallTimer = undefined
         return
       }
       // No acknowledgement for a while: a slow reader, or a dead path. A ping tells them apart.
-      this.#init.probe?.(link, AbortSignal.timeout(STALL_MS)).then(
+      this.#init.probe?.(link, AbortSignal.timeout(stallMs)).then(
         () => this.#link === link && this.#armStall(),
         (err: unknown) => {
           this.#init.log?.info('session link does not answer, moving on', { session: this.name })
@@ -536,7 +549,7 @@ export class Session implements ByteEnd {
           }
         },
       )
-    }, STALL_MS)
+    }, stallMs)
     this.#stallTimer.unref?.()
   }
 
@@ -602,6 +615,11 @@ export class Session implements ByteEnd {
           this.#fail(err)
           return
         }
+        this.#init.log?.debug('session could not attach again yet', {
+          session: this.name,
+          attempt,
+          error: err instanceof Error ? err : new Error(String(err)),
+        })
         await sleep(
           backoffDelayMs(attempt, { baseMs: 250, maxMs: 5_000, jitter: 0.2 }),
           controller.signal,

@@ -213,7 +213,7 @@ describe('the direct path with cone NAT, and on a LAN', { skip, timeout: 600_000
       ssh.stdin?.write('before-upgrade\n')
       await ssh.waitForOutput(/^before-upgrade$/m, 30_000)
       await ssh.waitForOutput(/"msg":"direct path up"/, DIRECT_WITHIN_MS + 20_000)
-      const opened = logLines(ssh, 'service stream opened')
+      const opened = logLines(ssh, 'service session opened')
       assert.equal(opened.length, 1)
       assert.match(String(opened[0]?.path), /^RELAYED via /, 'the session began on the relay')
       const up = logLines(ssh, 'direct path up')[0]
@@ -250,7 +250,7 @@ describe('the direct path with cone NAT, and on a LAN', { skip, timeout: 600_000
         )
         assert.equal(r.code, 0, r.stderr)
         assert.equal(r.stdout.split(' ')[0], want)
-        const streams = logLines(proxy, 'service stream opened')
+        const streams = logLines(proxy, 'service session opened')
         assert.equal(streams.at(-1)?.path, 'DIRECT (webrtc)')
         t.diagnostic(
           `100 MiB over WebRTC in ${seconds.toFixed(1)} s (${(100 / seconds).toFixed(1)} MiB/s), CPU ${cpu[0]?.toFixed(1)} s on a (proxy), ${cpu[1]?.toFixed(1)} s on b (daemon); relay port saw ${crossed} bytes meanwhile`,
@@ -306,7 +306,7 @@ describe('the direct path with cone NAT, and on a LAN', { skip, timeout: 600_000
         const crossed = (await relayBytes()) - before
         assert.equal(out.code, 0, out.stderr)
         assert.equal(out.stdout.split(' ')[0], want)
-        assert.equal(logLines(proxy, 'service stream opened').at(-1)?.path, 'DIRECT (tcp)')
+        assert.equal(logLines(proxy, 'service session opened').at(-1)?.path, 'DIRECT (tcp)')
         assert.ok(crossed < 1 * MiB, `${crossed} bytes crossed the relay during the LAN transfer`)
       } finally {
         await proxy.stop()
@@ -376,7 +376,7 @@ describe('the direct path with symmetric NAT', { skip, timeout: 600_000 }, () =>
         )
         assert.equal(r.code, 0, r.stderr)
         assert.equal(r.stdout.split(' ')[0], want)
-        assert.match(String(logLines(proxy, 'service stream opened').at(-1)?.path), /^RELAYED via /)
+        assert.match(String(logLines(proxy, 'service session opened').at(-1)?.path), /^RELAYED via /)
         // In and out of the relay: twice the payload at least.
         assert.ok(crossed > 200 * MiB, `only ${crossed} bytes crossed the relay`)
       } finally {

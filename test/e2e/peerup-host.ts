@@ -92,35 +92,61 @@ export interface LabRelay {
   peerId: string
   /** `/ip4/198.18.0.1/tcp/7777/p2p/<relay>` */
   address: string
+  /** The running `relay serve`; {@link LabRelay.restart} replaces it. */
   process: LabProcess
   authorize(peerId: string): Promise<void>
+  /** Starts `relay serve` again (after the test stopped or killed it) and waits for its port. */
+  restart(): Promise<void>
 }
 
-/** Sets the relay up on the lab's `relay` host and starts it. */
-export async function startLabRelay(lab: Lab, options: { stun?: boolean } = {}): Promise<LabRelay> {
-  const host = new PeerupHost(lab.host('relay'), lab)
+/** Options of {@link startLabRelay}. */
+export interface LabRelayOptions {
+  /** Serve STUN (udp 3478); default true. */
+  stun?: boolean
+  /** The lab host to run on; default `relay` (with `relays: 2`, also `relay2`). */
+  host?: string
+  /** Serve Prometheus metrics on 127.0.0.1:{@link RELAY_METRICS_PORT} in the relay's namespace. */
+  metrics?: boolean
+}
+
+/** Where a relay started with `metrics: true` serves /metrics (loopback of its namespace). */
+export const RELAY_METRICS_PORT = 9092
+
+/** Sets a relay up on the lab's `relay` host (or `options.host`) and starts it. */
+export async function startLabRelay(lab: Lab, options: LabRelayOptions = {}): Promise<LabRelay> {
+  const name = options.host ?? 'relay'
+  const host = new PeerupHost(lab.host(name), lab)
   await host.peerup(['relay', 'setup', '--dir', path.join(host.dir, 'relay')])
   const config = path.join(host.dir, 'relay', 'relay-server.yaml')
+  let yaml = fs.readFileSync(config, 'utf8')
   if (options.stun === false) {
-    fs.writeFileSync(
-      config,
-      fs.readFileSync(config, 'utf8').replace('stun:\n  enabled: true', 'stun:\n  enabled: false'),
-    )
+    yaml = yaml.replace('stun:\n  enabled: true', 'stun:\n  enabled: false')
   }
+  if (options.metrics === true) {
+    yaml += `\ntelemetry:\n  metrics:\n    enabled: true\n    listen_address: 127.0.0.1:${RELAY_METRICS_PORT}\n`
+  }
+  fs.writeFileSync(config, yaml)
   const info = JSON.parse(await host.peerup(['relay', 'info', '--json', '--config', config]))
   const address = `/ip4/${host.host.ip}/tcp/7777/p2p/${info.peerId}`
-  const proc = host.spawn(['relay', 'serve', '--config', config], 'relay', RELAY_UNIT_ENV)
-  await host.host.waitForPort(7777, { ip: host.host.ip, timeoutMs: 20_000 })
-  return {
+  const serve = async (label: string): Promise<LabProcess> => {
+    const proc = host.spawn(['relay', 'serve', '--config', config], label, RELAY_UNIT_ENV)
+    await host.host.waitForPort(7777, { ip: host.host.ip, timeoutMs: 20_000 })
+    return proc
+  }
+  const relay: LabRelay = {
     host,
     config,
     peerId: info.peerId,
     address,
-    process: proc,
+    process: await serve(name),
     authorize: async (peerId) => {
       await host.peerup(['relay', 'authorize', peerId, '--config', config])
     },
+    restart: async () => {
+      relay.process = await serve(`${name}-restarted`)
+    },
   }
+  return relay
 }
 
 /** Initialises a node on `host` using `relay`, authorized there; returns it with its peer id. */

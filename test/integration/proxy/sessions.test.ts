@@ -309,6 +309,57 @@ describe('a session whose peer stays away past the grace period', { timeout: 120
   })
 })
 
+describe('a session whose opener the peer stops authorizing', { timeout: 120_000 }, () => {
+  it('ends on the opening side at once, not at the end of the grace period', async (t) => {
+    const root = await tempDir(t)
+    const relay = await startTestRelay(root)
+    t.after(() => relay.stop())
+    const held: net.Socket[] = []
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      socket.on('error', () => {})
+      held.push(socket)
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    t.after(() => {
+      for (const socket of held) {
+        socket.destroy()
+      }
+      return new Promise((resolve) => server.close(resolve))
+    })
+    const b = await createTestNode(root, 'b', relay)
+    const a = await createTestNode(root, 'a', relay)
+    for (const n of [a, b]) {
+      await relay.authorize(n.peerId)
+    }
+    await b.authorize(a.peerId)
+    await b.addService('hold', `127.0.0.1:${(server.address() as net.AddressInfo).port}`)
+    const rb = await b.start('daemon')
+    t.after(() => b.stop())
+    await rb.supervisor.waitForReservation(AbortSignal.timeout(20_000))
+    const ra = await a.start('client')
+    t.after(() => a.stop())
+    const opened: Session[] = []
+    const listener = await sessionProxy(ra, b, 'hold', opened)
+    t.after(() => listener.close())
+    const socket = await connect(listener.address.port)
+    const near = receiveAll(socket)
+    socket.write('hello')
+    await waitFor(() => held.length === 1 && opened[0]?.attached === true, 'session open')
+
+    // What `peerup auth remove` does on b: the file, then the running daemon's reload, which
+    // hangs up on a. a's way back is refused by b's gater from now on (the grace period is 2 min).
+    const started = performance.now()
+    await removeAuthorizedPeer(path.join(b.dir, 'authorized_keys'), a.peerId)
+    await rb.reloadAuthorized()
+    const mine = await near
+    const tookMs = performance.now() - started
+    t.diagnostic(`revoked → the opener's socket reset after ${tookMs.toFixed(0)} ms (${mine.error})`)
+    assert.equal(mine.error, 'ECONNRESET')
+    assert.equal(opened[0]?.state, 'over')
+    assert.ok(tookMs < 20_000, `the session ended ${tookMs.toFixed(0)} ms after the revocation`)
+  })
+})
+
 describe('a path that goes silent (a NAT that forgot its state)', { timeout: 120_000 }, () => {
   let relay: TestRelay
   let nat: Forwarder

@@ -337,6 +337,31 @@ describe('resumable session', { timeout: 20_000 }, () => {
     assert.ok(probes >= 1)
   })
 
+  it('a link that stops answering is probed a stall time after the first byte it left unacknowledged, however often the local end writes', async () => {
+    const stallMs = 200
+    const probed: number[] = []
+    const { opener, current } = await openPair({
+      stallMs,
+      probe: async () => {
+        probed.push(performance.now())
+        throw new Error('test: no pong')
+      },
+    })
+    for (const side of current()) {
+      side.blackhole = true
+    }
+    // An interactive session over a dead path: a keystroke every 50 ms, each well within the
+    // stall time of the one before; the first is never acknowledged.
+    const started = performance.now()
+    for (let i = 0; i < 30 && probed.length === 0; i++) {
+      opener.write(Buffer.from('k'))
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    assert.ok(probed.length > 0, 'probed while the keystrokes kept coming')
+    const after = (probed[0] as number) - started
+    assert.ok(after < stallMs + 150, `probed ${after.toFixed(0)} ms after the first unacknowledged byte`)
+  })
+
   it('resets both sides when the link does not come back within the grace period, and lets go', async () => {
     const { opener, acceptor, a, b, current } = await openPair({
       graceMs: 200,
