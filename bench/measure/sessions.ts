@@ -19,7 +19,7 @@
  */
 
 import type { LabProcess } from '../../test/e2e/lab.ts'
-import { type BenchContext, labCpuSeconds, runClient, sleep } from '../context.ts'
+import { type BenchContext, cpuSeconds, labCpuSeconds, runClient, sleep } from '../context.ts'
 import { CLIENT, PORTS } from '../lab-setup.ts'
 import { fmt, median } from '../results.ts'
 
@@ -77,14 +77,29 @@ function first(
 export async function measureResumeCost(ctx: BenchContext): Promise<void> {
   const { bl, settings, results, log } = ctx
   const ways = [
-    { id: 'session', label: 'resumable sessions (a2)', port: PORTS.proxyRelayed, daemon: 'a2' as const },
+    {
+      id: 'session',
+      label: 'resumable sessions (a2)',
+      port: PORTS.proxyRelayed,
+      daemon: 'a2' as const,
+      proxy: 'proxy-relayed',
+    },
     {
       id: 'plain',
       label: 'plain streams (a2-plain, PEERUP_SESSIONS=off)',
       port: PORTS.proxyRelayedPlain,
       daemon: 'a2plain' as const,
+      proxy: 'proxy-relayed-plain',
     },
   ]
+  // The processes on the path, for the CPU each spends per MB: where a difference is paid.
+  const carriers = (w: (typeof ways)[number]): Array<[string, number | undefined]> => [
+    ['proxy', bl.proxies[w.proxy]?.pid],
+    ['client daemon', bl.daemons[w.daemon].pid],
+    ['relay', bl.relay.process.pid],
+    ['target daemon', bl.daemons.b.pid],
+  ]
+  const perProcess = new Map<string, Map<string, number[]>>(ways.map((w) => [w.id, new Map()]))
   // Warm-up, and proof that each daemon does what its row says.
   for (const w of ways) {
     await runClient(bl, bl.a2.host, ['throughput', '127.0.0.1', w.port, 16 * 2 ** 20, 100], {
@@ -106,6 +121,8 @@ export async function measureResumeCost(ctx: BenchContext): Promise<void> {
     const got = new Map<string, number>()
     for (const w of order) {
       const cpuBefore = labCpuSeconds(bl.lab.namespaces)
+      const procs = carriers(w)
+      const procBefore = procs.map(([, pid]) => cpuSeconds(pid))
       const r = await runClient<{ seconds: number }>(
         bl,
         bl.a2.host,
@@ -116,6 +133,11 @@ export async function measureResumeCost(ctx: BenchContext): Promise<void> {
       got.set(w.id, rate)
       mbps.get(w.id)?.push(rate)
       cpu.get(w.id)?.push(((labCpuSeconds(bl.lab.namespaces) - cpuBefore) * 1000) / mb)
+      const byProc = perProcess.get(w.id) as Map<string, number[]>
+      procs.forEach(([name, pid], i) => {
+        const ms = ((cpuSeconds(pid) - (procBefore[i] as number)) * 1000) / mb
+        byProc.set(name, [...(byProc.get(name) ?? []), ms])
+      })
     }
     const ratio = (got.get('session') as number) / (got.get('plain') as number)
     ratios.push(ratio)
@@ -132,7 +154,11 @@ export async function measureResumeCost(ctx: BenchContext): Promise<void> {
       unit: 'MB/s',
       values: mbps.get(w.id) ?? [],
       better: 'higher',
-      note: `CPU per MB over the lab ${fmt(median(cpu.get(w.id) ?? [Number.NaN]))} ms/MB; ${pairs} pairs, order alternating`,
+      note: `CPU per MB over the lab ${fmt(median(cpu.get(w.id) ?? [Number.NaN]))} ms/MB (${[
+        ...(perProcess.get(w.id) ?? []),
+      ]
+        .map(([name, v]) => `${name} ${fmt(median(v))}`)
+        .join(', ')}); ${pairs} pairs, order alternating`,
     })
   }
   results.add({
