@@ -164,6 +164,7 @@ export class Session implements ByteEnd {
   #ackTimer: NodeJS.Timeout | undefined
   #graceTimer: NodeJS.Timeout | undefined
   #stallTimer: NodeJS.Timeout | undefined
+  #flushImmediate: NodeJS.Immediate | undefined
   #reconnecting: AbortController | undefined
   /** A move to another link is under way: losing the old one meanwhile is expected. */
   #moving = false
@@ -217,7 +218,7 @@ export class Session implements ByteEnd {
     }
     this.#unacked.append(chunk)
     this.#written += chunk.byteLength
-    this.#flush()
+    this.#flushSoon()
     if (this.#written - this.#ackedBytes() < this.#window) {
       return true
     }
@@ -227,7 +228,7 @@ export class Session implements ByteEnd {
 
   end(): void {
     this.#endWanted = true
-    this.#flush()
+    this.#flushSoon()
   }
 
   reset(err: Error): void {
@@ -469,6 +470,19 @@ export class Session implements ByteEnd {
     }
   }
 
+  /**
+   * Flushes once what the local end wrote in this turn of the event loop is in: the reads of one
+   * poll phase go out as one frame rather than one each, and the stream under the link sends
+   * fewer, larger messages (each costs a header, a noise message and, from the other side, a
+   * window update).
+   */
+  #flushSoon(): void {
+    this.#flushImmediate ??= setImmediate(() => {
+      this.#flushImmediate = undefined
+      this.#flush()
+    })
+  }
+
   /** Sends what was written and not yet sent over this link, then the FIN once everything is. */
   #flush(): void {
     const link = this.#link
@@ -623,6 +637,8 @@ export class Session implements ByteEnd {
     for (const timer of [this.#ackTimer, this.#graceTimer, this.#stallTimer]) {
       clearTimeout(timer)
     }
+    clearImmediate(this.#flushImmediate)
+    this.#flushImmediate = undefined
     this.#unacked.consume(this.#unacked.byteLength)
     this.#received = this.#requeue()
     this.#init.onDone?.(err)
