@@ -13,6 +13,12 @@
  *   that gets there not within the timeout is killed and listed; `{ms: [...], codes, failures}`.
  * - `hold <host> <port> <count>`: opens `count` echo connections at once, checks each with a round
  *   trip, prints `{ready, failed}`, and keeps them open until stdin ends.
+ * - `flow <host> <port> <bytes> <interval-ms>`: a steady two-way transfer on one echo connection:
+ *   a numbered, timestamped message of `bytes` every `interval-ms` (none while the socket is full),
+ *   each echo compared byte for byte with what was sent. Prints `{ready}` after the first echo;
+ *   for each line `mark <epoch-ms>` on stdin, prints `{mark, ms, gapMs}` once a message written at
+ *   or after that time has come back (`ms` after the mark; `gapMs` the longest wait between two
+ *   echoes since a second before it). When stdin ends: `{sent, echoed, intact, error}`.
  *
  * @packageDocumentation
  */
@@ -20,6 +26,7 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import * as net from 'node:net'
+import { createInterface } from 'node:readline'
 import {
   BLOCK_BYTES,
   MODE_ECHO,
@@ -241,6 +248,95 @@ async function hold(host: string, port: number, count: number): Promise<void> {
   console.log(JSON.stringify({ alive, dropped }))
 }
 
+/** Wall-clock time in ms with sub-ms precision: comparable between processes on one machine. */
+function epochMs(): number {
+  return performance.timeOrigin + performance.now()
+}
+
+async function flow(host: string, port: number, size: number, intervalMs: number): Promise<void> {
+  const socket = await connect(host, port)
+  socket.write(Buffer.from([MODE_ECHO]))
+  // Sequence number and time of writing, then filler.
+  const bytes = Math.max(size, 12)
+  const pending: Buffer[] = []
+  /** [written at, echoed at] of every message that came back, oldest first. */
+  const history: Array<[number, number]> = []
+  /** Times asked about (`mark` lines) whose answer has not come yet. */
+  let marks: number[] = []
+  let sent = 0
+  let echoed = 0
+  let error: string | undefined
+  let inbox: Buffer = Buffer.alloc(0)
+  // A mark may arrive after the echo that answers it: the history is searched as well.
+  const answer = (mark: number): boolean => {
+    const i = history.findIndex(([writtenAt]) => writtenAt >= mark)
+    if (i < 0) return false
+    const at = (history[i] as [number, number])[1]
+    let gapMs = 0
+    for (let j = i; j > 0 && (history[j] as [number, number])[1] > mark - 1000; j--) {
+      gapMs = Math.max(gapMs, (history[j] as [number, number])[1] - (history[j - 1] as [number, number])[1])
+    }
+    console.log(JSON.stringify({ mark, ms: at - mark, gapMs }))
+    return true
+  }
+  let onFirst: (() => void) | undefined
+  const first = new Promise<void>((resolve) => {
+    onFirst = resolve
+  })
+  socket.on('data', (chunk: Buffer) => {
+    inbox = inbox.length === 0 ? chunk : Buffer.concat([inbox, chunk])
+    while (inbox.length >= bytes) {
+      const got = inbox.subarray(0, bytes)
+      inbox = inbox.subarray(bytes)
+      const want = pending.shift()
+      if (want === undefined || !want.equals(got)) {
+        error ??= `echo ${echoed} differs from what was sent`
+      }
+      echoed++
+      history.push([got.readDoubleBE(4), epochMs()])
+      onFirst?.()
+      onFirst = undefined
+    }
+    if (marks.length > 0) {
+      marks = marks.filter((mark) => !answer(mark))
+    }
+  })
+  socket.on('error', (err: NodeJS.ErrnoException) => {
+    error ??= err.code ?? err.message
+  })
+  socket.on('close', () => {
+    error ??= 'the connection closed'
+  })
+  const timer = setInterval(() => {
+    if (socket.writableNeedDrain || socket.destroyed) return
+    const m = Buffer.alloc(bytes, sent & 0xff)
+    m.writeUInt32BE(sent, 0)
+    m.writeDoubleBE(epochMs(), 4)
+    sent++
+    pending.push(m)
+    socket.write(m)
+  }, intervalMs)
+  await first
+  console.log(JSON.stringify({ ready: true }))
+  for await (const line of createInterface({ input: process.stdin })) {
+    const [word, value] = line.trim().split(/\s+/)
+    if (word === 'mark' && !answer(Number(value))) {
+      marks.push(Number(value))
+    }
+  }
+  clearInterval(timer)
+  // What is still on its way comes back before the end, or the transfer was not intact.
+  const deadline = Date.now() + 30_000
+  while (pending.length > 0 && error === undefined && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  const intact = error === undefined && pending.length === 0
+  socket.destroy()
+  console.log(
+    JSON.stringify({ sent, echoed, intact, error: error ?? (intact ? undefined : 'echoes missing') }),
+  )
+}
+
 async function main(argv: string[]): Promise<void> {
   const [mode, ...args] = argv
   const num = (i: number): number => Number(args[i])
@@ -261,6 +357,9 @@ async function main(argv: string[]): Promise<void> {
       break
     case 'hold':
       await hold(str(0), num(1), num(2))
+      return
+    case 'flow':
+      await flow(str(0), num(1), num(2), num(3))
       return
     default:
       throw new Error(`unknown mode ${mode}`)

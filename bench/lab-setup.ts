@@ -8,7 +8,9 @@
  *   relay2 198.18.0.4  a second peerup relay with raised limits, for the capacity test only
  *   router-a (cone)    a  100.64.1.2  direct client: daemon with WebRTC; `ssh -L` to router-b:2022
  *                      a2 100.64.1.3  relayed client: daemon without WebRTC (stays on the relay);
- *                                     `ssh -L` to the relay's :6202/:6203 (the reverse tunnel)
+ *                                     `ssh -L` to the relay's :6202/:6203 (the reverse tunnel);
+ *                                     a second daemon (a2-plain) like it but with PEERUP_SESSIONS=off:
+ *                                     plain streams, the baseline of what resumable sessions cost
  *   router-b (cone)    b  100.64.2.2  target: daemon offering `bench` (servers.ts :5201) and `ssh` (:22);
  *                      DNAT on router-b: tcp 5201 → b:5201 and 2022 → b:22, only for the baselines
  * ```
@@ -81,6 +83,7 @@ export const PORTS = {
   proxyRelayedNoDaemon: 8222,
   proxySshRelayed: 8203,
   proxySshRelayedNoDaemon: 8204,
+  proxyRelayedPlain: 8205,
   capacityRelay: 7777,
 } as const
 
@@ -128,14 +131,17 @@ function staleReason(): string | undefined {
 /** One machine running peerup: its own HOME and config dir, and the run's copy of the executable. */
 export class PeerupNode {
   readonly host: LabHost
+  /** The host's name, or another for a second node on the same host. */
+  readonly name: string
   readonly dir: string
   readonly exe: string
   readonly env: Record<string, string>
   peerId = ''
 
-  constructor(host: LabHost, lab: Lab, exe: string) {
+  constructor(host: LabHost, lab: Lab, exe: string, name = host.name) {
     this.host = host
-    this.dir = path.join(lab.tmpDir, `peerup-${host.name}`)
+    this.name = name
+    this.dir = path.join(lab.tmpDir, `peerup-${name}`)
     this.exe = exe
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 })
     this.env = {
@@ -234,8 +240,10 @@ export interface BenchLab {
   capacityRelay: BenchRelay
   a: PeerupNode
   a2: PeerupNode
+  /** A second node on a2, its daemon run with PEERUP_SESSIONS=off: plain streams, no sessions. */
+  a2plain: PeerupNode
   b: PeerupNode
-  daemons: { a: LabProcess; a2: LabProcess; b: LabProcess }
+  daemons: { a: LabProcess; a2: LabProcess; a2plain: LabProcess; b: LabProcess }
   proxies: Record<string, LabProcess>
   /** The OpenSSH tunnels, by label: ssh-L-direct, ssh-R-b, ssh-L-a2. */
   tunnels: Record<string, LabProcess>
@@ -250,7 +258,7 @@ export interface BenchLab {
   /** Bytes seen on the relay's libp2p port so far (iptables counters, in and out). */
   relayBytes(): Promise<number>
   /** Restarts a node's daemon (with extra environment, for a profile) and waits until it is ready. */
-  restartDaemon(name: 'a' | 'a2' | 'b', env?: Record<string, string>): Promise<LabProcess>
+  restartDaemon(name: DaemonName, env?: Record<string, string>): Promise<LabProcess>
   /** Starts `peerup proxy` on a node and waits for its listener. */
   startProxy(
     node: PeerupNode,
@@ -261,10 +269,28 @@ export interface BenchLab {
   ): Promise<LabProcess>
 }
 
+/** The daemons of the lab. */
+export type DaemonName = 'a' | 'a2' | 'a2plain' | 'b'
+
+/** The environment of a2plain's daemon: plain service streams instead of resumable sessions. */
+const PLAIN_ENV = { PEERUP_SESSIONS: 'off' }
+
 /** Whether the namespace lab can be built here, and why not. */
 export async function benchLabSupport(): Promise<{ ok: boolean; reason?: string }> {
   const s = await labSupport()
-  return s.ok ? { ok: true } : { ok: false, reason: s.reason }
+  if (!s.ok) {
+    return { ok: false, reason: s.reason }
+  }
+  // The recovery measurement makes a router forget its connections (`conntrack -F`).
+  try {
+    execFileSync('conntrack', ['--version'], {
+      stdio: 'ignore',
+      env: { ...process.env, PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin` },
+    })
+  } catch {
+    return { ok: false, reason: 'conntrack is missing (Debian package conntrack)' }
+  }
+  return { ok: true }
 }
 
 /** Builds the lab and starts everything in it. Close `lab` to stop it all. */
@@ -297,19 +323,20 @@ async function populate(
 
   const a = new PeerupNode(lab.host('a'), lab, exe)
   const a2 = new PeerupNode(lab.host('a2'), lab, exe)
+  const a2plain = new PeerupNode(lab.host('a2'), lab, exe, 'a2plain')
   const b = new PeerupNode(lab.host('b'), lab, exe)
 
   // Nodes first, so their ids can go into relay_authorized_keys before the relay starts.
   const relay = await setupRelay(lab, 'relay', exe, [], (doc) => {
     doc.setIn(['log', 'level'], 'warn')
   })
-  for (const n of [a, a2, b]) {
+  for (const n of [a, a2, a2plain, b]) {
     await n.peerup(['init', '--non-interactive', '--relay', relay.address, '--dir', path.join(n.dir, 'node')])
     n.peerId = (await n.peerup(['whoami', '--config', n.config])).trim()
   }
   fs.appendFileSync(
     path.join(relay.node.dir, 'relay', 'relay_authorized_keys'),
-    [a, a2, b].map((n) => `${n.peerId} # ${n.host.name}\n`).join(''),
+    [a, a2, a2plain, b].map((n) => `${n.peerId} # ${n.name}\n`).join(''),
   )
   const capacityRelay = await setupRelay(lab, 'relay2', exe, options.capacityPeers, (doc) => {
     // Raised so that the load generators, a few processes on two hosts behind NAT, are limited by
@@ -401,31 +428,31 @@ async function populate(
   // b offers the bench service and ssh to a and a2; a and a2 know b by name.
   await b.peerup(['service', 'add', 'bench', `127.0.0.1:${PORTS.bench}`, '--config', b.config])
   await b.peerup(['service', 'add', 'ssh', '127.0.0.1:22', '--config', b.config])
-  for (const n of [a, a2]) {
-    await b.peerup(['auth', 'add', n.peerId, '--comment', n.host.name, '--config', b.config])
+  for (const n of [a, a2, a2plain]) {
+    await b.peerup(['auth', 'add', n.peerId, '--comment', n.name, '--config', b.config])
     editYaml(n.config, (doc) => {
       doc.setIn(['names'], doc.createNode({ b: b.peerId }))
     })
   }
   // a2 stays on the relay: without /webrtc it neither offers nor dials a direct path, and its LAN
   // is not b's, so the TCP upgrade finds nothing either.
-  editYaml(a2.config, (doc) => {
-    doc.setIn(['network', 'listen_addresses'], doc.createNode(['/ip4/0.0.0.0/tcp/0']))
-  })
+  for (const n of [a2, a2plain]) {
+    editYaml(n.config, (doc) => {
+      doc.setIn(['network', 'listen_addresses'], doc.createNode(['/ip4/0.0.0.0/tcp/0']))
+    })
+  }
 
   const sshdB = await startSshd(b.host, { port: 22 })
   const sshdRelay = await startSshd(relayHost, { port: 22 })
 
   const daemons = {} as BenchLab['daemons']
-  const nodes = { a, a2, b }
-  const restartDaemon = async (
-    name: 'a' | 'a2' | 'b',
-    env: Record<string, string> = {},
-  ): Promise<LabProcess> => {
+  const nodes = { a, a2, a2plain, b }
+  const restartDaemon = async (name: DaemonName, env: Record<string, string> = {}): Promise<LabProcess> => {
     await daemons[name]?.stop(10_000)
     const n = nodes[name]
     const proc = n.spawn(['daemon', '--config', n.config, '--log-level', 'info'], `daemon-${name}`, {
       ...memprobeEnv(path.join(n.dir, 'mem.json')),
+      ...(name === 'a2plain' ? PLAIN_ENV : {}),
       ...env,
     })
     daemons[name] = proc
@@ -434,8 +461,8 @@ async function populate(
     await n.peerup(['daemon', 'status', '--config', n.config], 20_000)
     return proc
   }
-  log('starting daemons on a, a2 and b')
-  await Promise.all([restartDaemon('b'), restartDaemon('a'), restartDaemon('a2')])
+  log('starting daemons on a, a2 (two: with sessions and with plain streams) and b')
+  await Promise.all([restartDaemon('b'), restartDaemon('a'), restartDaemon('a2'), restartDaemon('a2plain')])
 
   // a → b must become DIRECT (WebRTC through the cone NATs); a2 → b stays RELAYED.
   const direct = { ok: false, detail: '' }
@@ -501,6 +528,7 @@ async function populate(
     await connect(a, 'bench', PORTS.connectDirect)
   }
   await startProxy(a2, ['b', 'bench'], PORTS.proxyRelayed, 'proxy-relayed')
+  await startProxy(a2plain, ['b', 'bench'], PORTS.proxyRelayedPlain, 'proxy-relayed-plain')
   await connect(a2, 'bench', PORTS.connectRelayed)
   await startProxy(a2, ['--no-daemon', 'b', 'bench'], PORTS.proxyRelayedNoDaemon, 'proxy-relayed-nodaemon')
   await startProxy(a2, ['b', 'ssh'], PORTS.proxySshRelayed, 'proxy-ssh-relayed')
@@ -672,6 +700,7 @@ async function populate(
     capacityRelay,
     a,
     a2,
+    a2plain,
     b,
     daemons,
     proxies,

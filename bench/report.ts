@@ -106,6 +106,12 @@ export function renderMarkdown(results: Results): string {
     (f) => f.group === 'ssh session',
   )
   groupTable('`peerup ping`: time to the first reply', (f) => f.group === 'ping')
+  groupTable(
+    'Resumable sessions: what they cost, how fast data flows again, how fast they move',
+    (f) => f.group === 'sessions',
+    undefined,
+    false,
+  )
   groupTable('Memory (RSS)', (f) => f.group === 'memory', undefined, false)
   groupTable('Command wall time', (f) => f.group === 'cli', undefined, false)
   groupTable(

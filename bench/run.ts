@@ -4,7 +4,7 @@
  * baselines in one run, checks the targets (bench/targets.ts), prints the results and writes them.
  *
  * Measurements, in order: cli, idle-memory, relay-memory, ttfb, throughput, latency, held,
- * profile, capacity. `--only` runs a subset (the lab is built anyway).
+ * resume-cost, recovery, migration (resumable sessions), profile, capacity. `--only` runs a subset (the lab is built anyway).
  *
  * Output: figures are printed as they are measured, the whole markdown at the end; `--out DIR`
  * (default a new directory under the system temp dir) gets results.md, results.json,
@@ -33,6 +33,7 @@ import { measureCli } from './measure/cli.ts'
 import { measureLatency } from './measure/latency.ts'
 import { measureHeldConnections, measureIdleMemory, measureRelayMemory } from './measure/memory.ts'
 import { measureProfiles } from './measure/profile.ts'
+import { measureMigration, measureRecovery, measureResumeCost } from './measure/sessions.ts'
 import { measureThroughput } from './measure/throughput.ts'
 import { measureTtfb } from './measure/ttfb.ts'
 import { renderMarkdown, renderSvg } from './report.ts'
@@ -48,6 +49,10 @@ const MEASUREMENTS: Array<[string, (ctx: BenchContext) => Promise<void>]> = [
   ['throughput', measureThroughput],
   ['latency', measureLatency],
   ['held', measureHeldConnections],
+  // Sessions: recovery kills the relay and flushes the routers, migration restarts a's daemon.
+  ['resume-cost', measureResumeCost],
+  ['recovery', measureRecovery],
+  ['migration', measureMigration],
   ['profile', measureProfiles],
   ['capacity', measureCapacity],
 ]
@@ -137,8 +142,8 @@ async function main(): Promise<number> {
   if (!support.ok) {
     console.error(
       `peerup bench: the NAT lab cannot be built here (${support.reason}).\n` +
-        'The benchmark compares paths across real NAT routers in network namespaces; it needs Linux, root, ip and iptables.\n' +
-        'Run it as root on Linux (the CI machine does: .ci/run installs iptables and OpenSSH).',
+        'The benchmark compares paths across real NAT routers in network namespaces; it needs Linux, root, ip, iptables and conntrack.\n' +
+        'Run it as root on Linux (the CI machine does: .ci/run installs iptables, conntrack and OpenSSH).',
     )
     return 1
   }

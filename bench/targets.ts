@@ -52,6 +52,32 @@ export function checkTargets(results: Results, settings: Settings, quick: boolea
     'ssh -L',
   )
 
+  const cost = results.get('sessions.cost.ratio')
+  const withSessions = med('sessions.cost.session')
+  const plain = med('sessions.cost.plain')
+  if (cost === undefined || withSessions === undefined || plain === undefined) {
+    na(
+      'cost of resumable sessions on relayed throughput via the daemon',
+      '≥ 0.95× plain streams',
+      'missing sessions.cost figures',
+    )
+  } else {
+    const r = cost.median
+    const pct1 = (x: number): string => `${(x * 100).toFixed(1)} %`
+    results.check({
+      what: 'cost of resumable sessions on relayed throughput via the daemon',
+      target: '≥ 0.95× plain streams (same build, PEERUP_SESSIONS=off), within 5 %',
+      measured: `median of ${cost.values.length} pair ratios ${r.toFixed(3)}× (${fmt(cost.min)}–${fmt(cost.max)}); medians ${fmt(withSessions)} vs ${fmt(plain)} MB/s`,
+      met: r >= 0.95,
+      margin:
+        r >= 1
+          ? 'no cost measured'
+          : r >= 0.95
+            ? `costs ${pct1(1 - r)}`
+            : `costs ${pct1(1 - r)}: missed by ${pct1(0.95 - r)}`,
+    })
+  }
+
   const added = (what: string, limitMs: number, id: string, raw: string): void => {
     const x = med(id)
     const y = med(raw)

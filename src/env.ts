@@ -28,6 +28,12 @@ export interface Env {
   notifySocket: string | undefined
   /** `WATCHDOG_USEC`, when `WATCHDOG_PID` is unset or this process: systemd's watchdog period in µs. */
   watchdogUsec: number | undefined
+  /**
+   * `PEERUP_SESSIONS=off` (internal, undocumented for users): proxied connections this node opens
+   * are plain service streams, not resumable sessions — what a peer without sessions gets. The
+   * benchmark's baseline for what resumability costs (bench/measure/sessions.ts).
+   */
+  sessions: boolean
 }
 
 /** Reads {@link Env} from a process environment (by default the real one). */
@@ -47,6 +53,7 @@ export function readEnv(vars: NodeJS.ProcessEnv = process.env): Env {
     noColor: vars.NO_COLOR !== undefined && vars.NO_COLOR !== '',
     notifySocket: nonEmpty(vars.NOTIFY_SOCKET),
     watchdogUsec: watchdog(vars),
+    sessions: vars.PEERUP_SESSIONS !== 'off',
   }
 }
 

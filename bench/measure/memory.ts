@@ -6,6 +6,7 @@
  */
 
 import * as path from 'node:path'
+import { SESSION_WINDOW_BYTES } from '../../src/pipe/session.ts'
 import { type BenchContext, rssMB, rssParts, runClient, sleep } from '../context.ts'
 import { CLIENT, PORTS, readMemprobe } from '../lab-setup.ts'
 import { median } from '../results.ts'
@@ -117,6 +118,13 @@ export async function measureHeldConnections(ctx: BenchContext): Promise<void> {
         dropped?: number
       }
       way.procs.forEach(([id, label], i) => {
+        const grew = (during[i] as number) - (before[i] as number)
+        // A daemon's sessions hold nothing while idle, but each may keep up to a window of bytes
+        // sent and not yet acknowledged, and a window received and not yet delivered.
+        const window =
+          way.id === 'peerup' && id.startsWith('daemon')
+            ? `; ${((grew * 1000) / Math.max(1, ready.ready)).toFixed(0)} kB more per connection, idle — with every session window full (${SESSION_WINDOW_BYTES / 2 ** 20} MiB each way: unacknowledged, and received but not delivered) up to ${((ready.ready * 2 * SESSION_WINDOW_BYTES) / 1e6).toFixed(0)} MB more`
+            : ''
         results.add({
           id: `memory.held.${way.id}.${id}`,
           group: 'memory',
@@ -125,7 +133,7 @@ export async function measureHeldConnections(ctx: BenchContext): Promise<void> {
           unit: 'MB',
           values: [during[i] as number],
           better: 'lower',
-          note: `${(before[i] as number).toFixed(1)} MB before; ${ready.failed} failed to open, ${after.alive ?? '?'} still answered after the hold`,
+          note: `${(before[i] as number).toFixed(1)} MB before; ${ready.failed} failed to open, ${after.alive ?? '?'} still answered after the hold${window}`,
         })
       })
       if (ready.failed > 0) {

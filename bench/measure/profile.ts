@@ -119,7 +119,7 @@ export async function measureProfiles(ctx: BenchContext): Promise<void> {
   }
   // Everything the earlier measurements left running on the main lab makes way.
   for (const p of Object.values(bl.proxies)) await p.stop(10_000)
-  for (const d of [bl.daemons.a, bl.daemons.a2, bl.daemons.b]) await d.stop(10_000)
+  for (const d of Object.values(bl.daemons)) await d.stop(10_000)
   await bl.relay.process.stop(10_000)
 
   // Relayed.

@@ -12,6 +12,7 @@ import { loadIdentity, peerIdOf } from '../auth/identity.ts'
 import { loadNodeConfig, resolveIn } from '../config/load.ts'
 import { resolvePeer } from '../config/ops.ts'
 import type { NodeConfig } from '../config/schema.ts'
+import { type Env, readEnv } from '../env.ts'
 import type { Logger } from '../log/index.ts'
 import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
 import { flowControlledProtocol } from '../pipe/stream.ts'
@@ -55,6 +56,8 @@ export interface RuntimeOptions {
   observer?: Observer
   /** libp2p's metrics into the daemon's registry, when metrics are on. */
   libp2pMetrics?: PeerupNodeOptions['metrics']
+  /** The environment (`PEERUP_SESSIONS`); the process environment by default. */
+  env?: Env
 }
 
 /** A running node with everything around it. */
@@ -285,7 +288,7 @@ class Runtime implements NodeRuntime, Component {
     const graceMs = (): number => config.proxy.resume_grace
     this.sessions = new SessionOpener(
       { node, paths: this.paths, log, reach: (peerId, signal) => this.reach(peerId, signal) },
-      { graceMs },
+      { graceMs, resumable: (options.env ?? readEnv()).sessions },
     )
     this.acceptedSessions = options.exposeServices
       ? new SessionService(

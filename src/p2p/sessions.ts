@@ -56,6 +56,11 @@ export interface SessionOpenerComponents {
 export interface SessionOpenerInit {
   /** How long a session waits for a way back to its peer (config `proxy.resume_grace`). */
   graceMs?: () => number
+  /**
+   * False: open plain service streams only, as with a peer without sessions (`PEERUP_SESSIONS=off`,
+   * the benchmark's baseline for what resumability costs). Default true.
+   */
+  resumable?: boolean
 }
 
 /** A session (or, with a peer without sessions, a plain stream) and the path it took. */
@@ -114,7 +119,8 @@ export class SessionOpener implements Component {
       ...(path.transport === 'webrtc' ? [`/peerup/${service}/fc/1.0.0`] : []),
       serviceProtocolId(service),
     ]
-    const stream = await connection.newStream([SESSION_PROTOCOL, ...fallback], {
+    const offer = this.#init.resumable === false ? fallback : [SESSION_PROTOCOL, ...fallback]
+    const stream = await connection.newStream(offer, {
       ...SERVICE_DIAL_OPTIONS,
       ...(signal === undefined ? {} : { signal }),
     })

@@ -166,6 +166,7 @@ export class Session implements ByteEnd {
   #ackTimer: NodeJS.Timeout | undefined
   #graceTimer: NodeJS.Timeout | undefined
   #stallTimer: NodeJS.Timeout | undefined
+  #flushImmediate: NodeJS.Immediate | undefined
   #reconnecting: AbortController | undefined
   /** A move to another link is under way: losing the old one meanwhile is expected. */
   #moving = false
@@ -219,7 +220,7 @@ export class Session implements ByteEnd {
     }
     this.#unacked.append(chunk)
     this.#written += chunk.byteLength
-    this.#flush()
+    this.#flushSoon()
     if (this.#written - this.#ackedBytes() < this.#window) {
       return true
     }
@@ -229,7 +230,7 @@ export class Session implements ByteEnd {
 
   end(): void {
     this.#endWanted = true
-    this.#flush()
+    this.#flushSoon()
   }
 
   reset(err: Error): void {
@@ -484,6 +485,19 @@ export class Session implements ByteEnd {
     }
   }
 
+  /**
+   * Flushes once what the local end wrote in this turn of the event loop is in: the reads of one
+   * poll phase go out as one frame rather than one each, and the stream under the link sends
+   * fewer, larger messages (each costs a header, a noise message and, from the other side, a
+   * window update).
+   */
+  #flushSoon(): void {
+    this.#flushImmediate ??= setImmediate(() => {
+      this.#flushImmediate = undefined
+      this.#flush()
+    })
+  }
+
   /** Sends what was written and not yet sent over this link, then the FIN once everything is. */
   #flush(): void {
     const link = this.#link
@@ -664,6 +678,8 @@ export class Session implements ByteEnd {
     for (const timer of [this.#ackTimer, this.#graceTimer, this.#stallTimer]) {
       clearTimeout(timer)
     }
+    clearImmediate(this.#flushImmediate)
+    this.#flushImmediate = undefined
     this.#unacked.consume(this.#unacked.byteLength)
     this.#received = this.#requeue()
     this.#init.onDone?.(err)
