@@ -104,6 +104,20 @@ export const persistentProxyState = z.object({
   bytesOut: z.number(),
 })
 
+/** What one side's resumable sessions are doing, and did since the daemon started. */
+export const sessionCounts = z.object({
+  /** Not over: attached, or waiting for their link to come back. */
+  open: z.number(),
+  /** Of those, the ones without a link now (within `proxy.resume_grace`). */
+  waiting: z.number(),
+  /** Times a session that had lost its link was attached again. */
+  resumed: z.number(),
+  /** Times a session moved on purpose to a direct path. */
+  moved: z.number(),
+  /** Sessions whose link did not come back within the grace period (both sockets reset). */
+  expired: z.number(),
+})
+
 /** `GET /v1/status` */
 export const statusResponse = z.object({
   version: z.string(),
@@ -123,6 +137,8 @@ export const statusResponse = z.object({
   proxies: z.number(),
   /** The proxies of config.yaml's `proxies:` (`peerup proxy add`), each with its state (an older daemon sends none). */
   persistentProxies: maybe(z.array(persistentProxyState)),
+  /** Resumable sessions: `opened` to peers' services, `accepted` for ours (an older daemon sends none). */
+  sessions: maybe(z.object({ opened: sessionCounts, accepted: sessionCounts })),
 })
 
 /** A connected peer. */
@@ -446,6 +462,7 @@ export type UpgradeStatus = z.infer<typeof upgradeStatus>
 export type RelayState = z.infer<typeof relayState>
 export type ServiceState = z.infer<typeof serviceState>
 export type StatusResponse = z.infer<typeof statusResponse>
+export type SessionCountsState = z.infer<typeof sessionCounts>
 export type PeerState = z.infer<typeof peerState>
 export type PathState = z.infer<typeof pathState>
 export type AuthEntry = z.infer<typeof authEntry>

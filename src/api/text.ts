@@ -15,6 +15,7 @@ import type {
   ProxyState,
   RelayState,
   ServiceState,
+  SessionCountsState,
   StatusResponse,
   TracerouteResponse,
 } from './schemas.ts'
@@ -161,7 +162,20 @@ export function statusText(s: StatusResponse): string {
     ),
     '',
     `peers connected ${s.connectedPeers}, daemon connect listeners ${s.proxies}`,
+    ...(s.sessions === undefined
+      ? []
+      : [
+          `sessions  ${sessionsText('opened', s.sessions.opened)}`,
+          `          ${sessionsText('accepted', s.sessions.accepted)}`,
+        ]),
   ].join('\n')
+}
+
+/** One side's sessions in `daemon status`: `opened 2 (1 waiting for its link), 3 resumed, 1 moved, 0 expired`. */
+function sessionsText(side: string, c: SessionCountsState): string {
+  const waiting =
+    c.waiting === 0 ? '' : ` (${c.waiting} waiting for ${c.waiting === 1 ? 'its' : 'their'} link)`
+  return `${side.padEnd(8)} ${c.open} open${waiting}; since start ${c.resumed} resumed, ${c.moved} moved to direct, ${c.expired} expired`
 }
 
 /** `daemon peers`. */

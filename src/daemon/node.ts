@@ -9,6 +9,7 @@ import type { Logger } from '../log/index.ts'
 import { libp2pMetricsInto, type NodeMetrics, setCounter } from '../metrics/index.ts'
 import type { Observer } from '../metrics/observer.ts'
 import { type NodeRuntime, startNodeRuntime } from '../p2p/runtime.ts'
+import type { SessionCounts } from '../pipe/session.ts'
 import type { Component } from '../util/components.ts'
 
 /** What {@link DaemonNode} reads when it starts. */
@@ -85,4 +86,19 @@ export function refreshNodeMetrics(metrics: NodeMetrics, rt: NodeRuntime): void 
   }
   setCounter(metrics.timeToDirectSum, c.timeToDirectSumMs / 1000)
   setCounter(metrics.timeToDirectCount, c.timeToDirectCount)
+  for (const [side, counts] of Object.entries(sessionCounts(rt))) {
+    metrics.sessions.set({ side, state: 'attached' }, counts.open - counts.waiting)
+    metrics.sessions.set({ side, state: 'waiting' }, counts.waiting)
+    for (const event of ['resumed', 'moved', 'expired'] as const) {
+      setCounter(metrics.sessionEvents, counts[event], { side, event })
+    }
+  }
+}
+
+/** The counts of the sessions the node opened and of those it accepted. */
+export function sessionCounts(rt: NodeRuntime): { opened: SessionCounts; accepted: SessionCounts } {
+  return {
+    opened: rt.sessions.counts(),
+    accepted: rt.acceptedSessions?.counts() ?? { open: 0, waiting: 0, resumed: 0, moved: 0, expired: 0 },
+  }
 }

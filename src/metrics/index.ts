@@ -34,6 +34,8 @@ export interface NodeMetrics {
   directFailures: Counter
   timeToDirectSum: Counter
   timeToDirectCount: Counter
+  sessions: Gauge<'side' | 'state'>
+  sessionEvents: Counter<'side' | 'event'>
 }
 
 /** Families of a relay. */
@@ -115,6 +117,18 @@ export function createNodeMetrics(): NodeMetrics {
       name: 'peerup_connected_peers',
       help: 'Peers connected now, by the path new streams take',
       labelNames: ['path_type'],
+      registers,
+    }),
+    sessions: new Gauge({
+      name: 'peerup_sessions',
+      help: 'Resumable sessions not over; side opened = to a peer’s service, accepted = for ours; state attached or waiting (for their link to come back)',
+      labelNames: ['side', 'state'],
+      registers,
+    }),
+    sessionEvents: new Counter({
+      name: 'peerup_session_events_total',
+      help: 'What sessions did: resumed (attached again after losing their link), moved (to a direct path), expired (the grace period ended)',
+      labelNames: ['side', 'event'],
       registers,
     }),
     directAttempts: new Counter({

@@ -18,7 +18,9 @@ import {
   handshake,
   newSessionId,
   Session,
+  type SessionCounts,
   SessionRefusedError,
+  SessionTally,
   sessionIdText,
 } from '../pipe/session.ts'
 import { serviceStreamEnd } from '../pipe/stream.ts'
@@ -79,6 +81,7 @@ export class SessionOpener implements Component {
   readonly #live = new Map<string, Set<Session>>()
   /** The connection each link runs over. */
   readonly #connectionOf = new WeakMap<Link, Connection>()
+  readonly #tally = new SessionTally()
   readonly #onPath = (evt: CustomEvent<PathChange>): void => this.#pathChanged(evt.detail)
 
   constructor(components: SessionOpenerComponents, init: SessionOpenerInit = {}) {
@@ -101,6 +104,11 @@ export class SessionOpener implements Component {
       n += set.size
     }
     return n
+  }
+
+  /** What the sessions this node opened are doing, and did. */
+  counts(): SessionCounts {
+    return this.#tally.counts([...this.#live.values()].flatMap((set) => [...set]))
   }
 
   /** The path the session's link takes now; undefined while it has no link. */
@@ -167,17 +175,19 @@ export class SessionOpener implements Component {
       reconnect: this.#reconnector(peerId),
       probe: (link, signal) => link.probe?.(signal) ?? Promise.resolve(),
       log: log.child('session'),
-      onLink: (attached, err) =>
-        log.info(attached ? 'session attached' : 'session lost its link', {
-          session: session.name,
-          ...(err === undefined ? {} : { error: err }),
-        }),
-      onDone: () => {
-        live.delete(session)
-        if (live.size === 0) {
-          this.#live.delete(peerId)
-        }
-      },
+      ...this.#tally.watch({
+        onLink: (attached, err) =>
+          log.info(attached ? 'session attached' : 'session lost its link', {
+            session: session.name,
+            ...(err === undefined ? {} : { error: err }),
+          }),
+        onDone: () => {
+          live.delete(session)
+          if (live.size === 0) {
+            this.#live.delete(peerId)
+          }
+        },
+      }),
     })
     live.add(session)
     return session
@@ -265,6 +275,7 @@ export class SessionOpener implements Component {
       signal: this.#timeout(),
     })
     await session.moveTo(this.#link(stream, connection), this.#timeout())
+    this.#tally.moved++
     this.#components.log.info('session moved to a direct path', { session: session.name })
   }
 }

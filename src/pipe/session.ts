@@ -138,6 +138,60 @@ export interface SessionInit {
   onDone?: (err?: Error) => void
 }
 
+/** What one side's sessions are doing, and what they did since the node started. */
+export interface SessionCounts {
+  /** Sessions not over: attached, or waiting for their link to come back. */
+  open: number
+  /** Of those, the ones without a link now (within their grace period). */
+  waiting: number
+  /** Times a session that had lost its link was attached again. */
+  resumed: number
+  /** Times a session moved on purpose to a better (direct) path. */
+  moved: number
+  /** Sessions whose link did not come back within the grace period. */
+  expired: number
+}
+
+/**
+ * Counts what a side's sessions do: {@link SessionTally.watch} gives the callbacks of a
+ * {@link SessionInit} that count its resumes and its expiry (and call the ones given).
+ */
+export class SessionTally {
+  resumed = 0
+  moved = 0
+  expired = 0
+
+  watch(init: Pick<SessionInit, 'onLink' | 'onDone'>): Required<Pick<SessionInit, 'onLink' | 'onDone'>> {
+    let lost = false
+    return {
+      onLink: (attached, err) => {
+        if (attached && lost) {
+          this.resumed++
+        }
+        lost = !attached
+        init.onLink?.(attached, err)
+      },
+      onDone: (err) => {
+        if (err instanceof SessionExpiredError) {
+          this.expired++
+        }
+        init.onDone?.(err)
+      },
+    }
+  }
+
+  /** The counts, with `sessions` the ones not over. */
+  counts(sessions: Iterable<Session>): SessionCounts {
+    let open = 0
+    let waiting = 0
+    for (const s of sessions) {
+      open++
+      waiting += s.state === 'detached' ? 1 : 0
+    }
+    return { open, waiting, resumed: this.resumed, moved: this.moved, expired: this.expired }
+  }
+}
+
 /** A resumable session, as an end of a pipe. */
 export class Session implements ByteEnd {
   readonly id: Uint8Array

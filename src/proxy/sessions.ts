@@ -12,7 +12,13 @@ import type { Logger } from '../log/index.ts'
 import { TransferInterruptedError } from '../pipe/errors.ts'
 import { type Attach, attachFrame, resetFrame } from '../pipe/frames.ts'
 import { type Link, SESSION_PROTOCOL, streamLink } from '../pipe/link.ts'
-import { DEFAULT_RESUME_GRACE_MS, Session, sessionIdText } from '../pipe/session.ts'
+import {
+  DEFAULT_RESUME_GRACE_MS,
+  Session,
+  type SessionCounts,
+  SessionTally,
+  sessionIdText,
+} from '../pipe/session.ts'
 import type { Component } from '../util/components.ts'
 import { SERVICE_HANDLE_OPTIONS } from './constants.ts'
 import type { ServiceRegistry } from './registry.ts'
@@ -42,6 +48,7 @@ export class SessionService implements Component {
   readonly #components: SessionServiceComponents
   readonly #init: SessionServiceInit
   readonly #sessions = new Map<string, { session: Session; peer: string }>()
+  readonly #tally = new SessionTally()
 
   constructor(components: SessionServiceComponents, init: SessionServiceInit = {}) {
     this.#components = components
@@ -51,6 +58,11 @@ export class SessionService implements Component {
   /** Sessions held now (live, or waiting to be taken up again). */
   get size(): number {
     return this.#sessions.size
+  }
+
+  /** What the sessions this node accepted are doing, and did (it never moves one: `moved` is 0). */
+  counts(): SessionCounts {
+    return this.#tally.counts([...this.#sessions.values()].map((e) => e.session))
   }
 
   async start(): Promise<void> {
@@ -162,7 +174,7 @@ export class SessionService implements Component {
       graceMs: this.#init.graceMs?.() ?? DEFAULT_RESUME_GRACE_MS,
       probe: (l, signal) => l.probe?.(signal) ?? Promise.resolve(),
       log: log.child('session'),
-      onDone: () => this.#sessions.delete(id),
+      ...this.#tally.watch({ onDone: () => this.#sessions.delete(id) }),
     })
     this.#sessions.set(id, { session, peer: link.peer })
     link.send(attachFrame({ id: attach.id, resume: false, received: 0, service: '' }))

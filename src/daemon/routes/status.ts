@@ -6,6 +6,7 @@
 
 import { API_VERSION, type ServiceState, type StatusResponse } from '../../api/index.ts'
 import { VERSION } from '../../version.ts'
+import { sessionCounts } from '../node.ts'
 import type { DaemonContext, Handlers } from './context.ts'
 
 /** The services the node offers now. */
@@ -43,6 +44,7 @@ export function statusHandlers(ctx: DaemonContext): Pick<Handlers, 'status' | 's
       connectedPeers: new Set(rt.node.getConnections().map((c) => c.remotePeer.toString())).size,
       proxies: ctx.proxies.size,
       persistentProxies: ctx.persistentProxies?.list() ?? [],
+      sessions: sessionCounts(rt),
     }),
     services: async () => services(ctx),
     shutdown: async () => {

@@ -193,6 +193,9 @@ describe('metrics, audit and logs', { timeout: 180_000 }, () => {
     assert.ok((sample(b1, 'peerup_auth_decisions_total', { decision: 'allow' }) ?? 0) >= 1)
     assert.equal(sample(b1, 'peerup_info', { role: 'node' }), 1)
     assert.ok((sample(b1, 'peerup_connected_peers', { path_type: 'RELAYED' }) ?? 0) >= 1)
+    // The transfer was a resumable session, over now; nothing had to resume.
+    assert.equal(sample(b1, 'peerup_sessions', { side: 'accepted', state: 'attached' }), 0)
+    assert.equal(sample(b1, 'peerup_session_events_total', { side: 'accepted', event: 'expired' }), 0)
     // libp2p's own metrics are in the same registry.
     assert.match(b1, /^libp2p_/m)
     const a1 = await scrape(da.ready.metricsAddress as string)

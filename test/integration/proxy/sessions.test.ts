@@ -170,6 +170,13 @@ describe('resumable sessions through a relay', { timeout: 240_000 }, () => {
     assert.equal(far.receivedHash, sent.hash)
     assert.equal(got.received, far.sent)
     assert.equal(got.hash, far.sentHash)
+    // What `daemon status` and the metrics report: a resume on each side, nothing expired.
+    const [mine, theirs] = [ra.sessions.counts(), rb.acceptedSessions?.counts()]
+    assert.ok(
+      mine.resumed >= 1 && (theirs?.resumed ?? 0) >= 1,
+      `resumed ${mine.resumed} / ${theirs?.resumed}`,
+    )
+    assert.equal(mine.expired + (theirs?.expired ?? 0), 0)
   })
 
   it('a session id presented by another peer is refused, and the session goes on', async () => {
@@ -228,6 +235,7 @@ describe('resumable sessions through a relay', { timeout: 240_000 }, () => {
     assert.equal(got.hash, far?.sentHash)
     // 22 MiB up and 24 MiB down after the move; the relay carried none of it.
     assert.ok(relayed.bytes < 256 * 1024, `the relay carried ${relayed.bytes} bytes after the move`)
+    assert.ok(ra.sessions.counts().moved >= 1)
   })
 
   it('revoking the opener on the accepting side resets its sessions there and here at once', async () => {
@@ -306,6 +314,13 @@ describe('a session whose peer stays away past the grace period', { timeout: 120
     assert.equal(theirs?.error, 'ECONNRESET')
     assert.equal(opened[0]?.state, 'over')
     await waitFor(() => ra.sessions.size === 0 && rb.acceptedSessions?.size === 0, 'sessions freed')
+    assert.deepEqual(
+      [ra.sessions.counts(), rb.acceptedSessions?.counts()].map((c) => [c?.open, c?.expired]),
+      [
+        [0, 1],
+        [0, 1],
+      ],
+    )
   })
 })
 

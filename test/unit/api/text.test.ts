@@ -1,8 +1,8 @@
-/** How `daemon status` shows a relay: the reservation, or why there is none and when the next try is. */
+/** How `daemon status` shows a relay (the reservation, or why there is none and when the next try is) and the sessions. */
 
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { type RelayState, relayText, until } from '../../../src/api/index.ts'
+import { type RelayState, relayText, type StatusResponse, statusText, until } from '../../../src/api/index.ts'
 
 const now = Date.parse('2026-01-01T12:00:00Z')
 const at = (offsetMs: number): string => new Date(now + offsetMs).toISOString()
@@ -54,5 +54,42 @@ describe('until', () => {
     assert.equal(until(at(12_400), now), 'in 12s')
     assert.equal(until(at(125_000), now), 'in 2m')
     assert.equal(until(at(0), now), 'now')
+  })
+})
+
+describe('statusText', () => {
+  const base: StatusResponse = {
+    version: '0.1.0',
+    apiVersion: 1,
+    pid: 1,
+    peerId: '12D3KooWA',
+    network: '',
+    startedAt: new Date().toISOString(),
+    uptimeSeconds: 0,
+    configFile: '/c.yaml',
+    listenAddresses: [],
+    relays: [],
+    services: [],
+    connectedPeers: 0,
+    proxies: 0,
+  }
+
+  it("shows each side's sessions, the ones waiting for their link, and what they did", () => {
+    const text = statusText({
+      ...base,
+      sessions: {
+        opened: { open: 2, waiting: 1, resumed: 3, moved: 1, expired: 0 },
+        accepted: { open: 0, waiting: 0, resumed: 0, moved: 0, expired: 2 },
+      },
+    })
+    assert.match(
+      text,
+      /sessions {2}opened {3}2 open \(1 waiting for its link\); since start 3 resumed, 1 moved to direct, 0 expired/,
+    )
+    assert.match(text, /accepted 0 open; since start 0 resumed, 0 moved to direct, 2 expired/)
+  })
+
+  it('says nothing of sessions for an older daemon that sends none', () => {
+    assert.doesNotMatch(statusText(base), /sessions/)
   })
 })
