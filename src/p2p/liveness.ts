@@ -9,7 +9,7 @@
  * @packageDocumentation
  */
 
-import type { Connection, PeerId, Startable } from '@libp2p/interface'
+import type { Connection, Libp2pEvents, PeerId, Startable, TypedEventTarget } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { PeerupError } from '../errors.ts'
 import { PING_PROTOCOL } from './constants.ts'
@@ -21,9 +21,18 @@ export const LIVENESS_INTERVAL_MS = 5_000
 /** A connection whose ping has no answer for this long is taken for dead. */
 export const LIVENESS_TIMEOUT_MS = 10_000
 
-/** What the monitor uses of libp2p's components: the open connections. */
+/**
+ * A peer opened a new connection while an older one to it is open: the older one is pinged at
+ * once, and taken for dead after this long without an answer. A peer dials again mostly because
+ * its old path died (its NAT forgot it, it roamed); until that old connection is closed, the
+ * relay sends circuits to it (libp2p's relay server takes a peer's first connection).
+ */
+export const SUPERSEDED_TIMEOUT_MS = 3_000
+
+/** What the monitor uses of libp2p's components: the open connections, and when one opens. */
 export interface LivenessComponents {
-  connectionManager: { getConnections(): Connection[] }
+  connectionManager: { getConnections(peer?: PeerId): Connection[] }
+  events: TypedEventTarget<Pick<Libp2pEvents, 'connection:open'>>
 }
 
 /** A connection stopped answering pings; aborted with this. */
@@ -100,6 +109,8 @@ export class LivenessMonitor implements Startable {
   readonly #timeoutMs: number
   readonly #onDead: LivenessInit['onDead']
   readonly #pinging = new WeakSet<Connection>()
+  /** Connections pinged because their peer opened a newer one. */
+  readonly #probing = new WeakSet<Connection>()
   /** When each connection last answered a ping (ms since the epoch, as its timeline). */
   readonly #answered = new WeakMap<Connection, number>()
   #timer: NodeJS.Timeout | undefined
@@ -114,34 +125,61 @@ export class LivenessMonitor implements Startable {
 
   readonly [Symbol.toStringTag] = 'peerup/liveness'
 
+  readonly #onOpen = (evt: CustomEvent<Connection>): void => this.#superseded(evt.detail)
+
   start(): void {
     this.#controller = new AbortController()
     this.#timer = setInterval(() => this.#round(), this.#intervalMs)
     this.#timer.unref()
+    this.#components.events.addEventListener('connection:open', this.#onOpen)
   }
 
   stop(): void {
     clearInterval(this.#timer)
     this.#controller.abort()
+    this.#components.events.removeEventListener('connection:open', this.#onOpen)
   }
 
   #round(): void {
     for (const connection of this.#components.connectionManager.getConnections()) {
-      if (connection.status === 'open' && !this.#pinging.has(connection)) {
-        this.#pinging.add(connection)
-        void this.#check(connection).finally(() => this.#pinging.delete(connection))
+      this.#ping(connection, this.#timeoutMs)
+    }
+  }
+
+  /**
+   * `fresh` came from a peer that has older connections: the older direct ones are pinged now (see
+   * {@link SUPERSEDED_TIMEOUT_MS}). Only direct ones, and only for a direct `fresh`: a relayed
+   * connection that a direct one supersedes is the upgrade's to close once its sessions moved,
+   * and it may be busy with them (a ping behind megabytes in flight is late, not lost).
+   */
+  #superseded(fresh: Connection): void {
+    if (isRelayed(fresh)) {
+      return
+    }
+    for (const connection of this.#components.connectionManager.getConnections(fresh.remotePeer)) {
+      if (connection !== fresh && !isRelayed(connection) && connection.timeline.open <= fresh.timeline.open) {
+        // Apart from the rounds' pings: one of those may be under way, with the long timeout.
+        this.#ping(connection, SUPERSEDED_TIMEOUT_MS, this.#probing)
       }
     }
   }
 
-  async #check(connection: Connection): Promise<void> {
-    const timeout = AbortSignal.timeout(this.#timeoutMs)
+  /** Pings `connection` unless a ping of it (of the same kind, in `under`) is under way. */
+  #ping(connection: Connection, timeoutMs: number, under = this.#pinging): void {
+    if (connection.status === 'open' && !under.has(connection)) {
+      under.add(connection)
+      void this.#check(connection, timeoutMs).finally(() => under.delete(connection))
+    }
+  }
+
+  async #check(connection: Connection, timeoutMs: number): Promise<void> {
+    const timeout = AbortSignal.timeout(timeoutMs)
     try {
       connection.rtt = await pingConnection(connection, AbortSignal.any([this.#controller.signal, timeout]))
       this.#answered.set(connection, Date.now())
     } catch {
       if (timeout.aborted) {
-        this.#dead(connection, `no answer to a ping for ${this.#timeoutMs / 1000} s`)
+        this.#dead(connection, `no answer to a ping for ${timeoutMs / 1000} s`)
       }
     }
   }
@@ -166,6 +204,10 @@ export class LivenessMonitor implements Startable {
     this.#onDead?.(connection, err)
     connection.abort(err)
   }
+}
+
+function isRelayed(connection: Connection): boolean {
+  return classifyConnection(connection).type === 'RELAYED'
 }
 
 /** {@link LivenessMonitor} as a libp2p service. */

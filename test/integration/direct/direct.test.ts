@@ -270,14 +270,17 @@ describe('direct path upgrade', { timeout: 120_000 }, () => {
     await s.stream.close()
   })
 
-  it('ping --until-direct pings until the upgrade, and shows the change; traceroute tells the history', async () => {
+  it('ping --until-direct pings until the upgrade, and shows the change; traceroute tells the history', async (t) => {
     const e = nodes.ping
-    const report = await pingPeer(ra, e.peerId, {
-      count: 0,
-      intervalMs: 1000,
-      untilDirect: true,
-      deadlineMs: 20_000,
-    })
+    const untilDirect = () =>
+      pingPeer(ra, e.peerId, { count: 0, intervalMs: 1000, untilDirect: true, deadlineMs: 20_000 })
+    let report = await untilDirect()
+    // On a loaded machine a WebRTC attempt can fail (ICE gave up); ping --until-direct then stops,
+    // as documented, and the upgrader tries again 5 s later: run it again, as a user would.
+    for (let i = 0; i < 2 && report.finalPath.type !== 'DIRECT' && report.upgrade?.state === 'failed'; i++) {
+      t.diagnostic(`upgrade attempt failed (${report.upgrade.lastError}); ping --until-direct again`)
+      report = await untilDirect()
+    }
     assert.equal(report.path.type, 'RELAYED', 'reached through the relay')
     assert.equal(report.finalPath.type, 'DIRECT')
     assert.equal(report.finalPath.transport, 'webrtc')

@@ -18,7 +18,12 @@ import { NO_OBSERVER } from '../../../src/metrics/observer.ts'
 import type { NodeRuntime } from '../../../src/p2p/runtime.ts'
 import { SESSION_PROTOCOL, streamLink } from '../../../src/pipe/link.ts'
 import { type Listener, startListener } from '../../../src/pipe/listener.ts'
-import { handshake, type Session, SessionRefusedError } from '../../../src/pipe/session.ts'
+import {
+  handshake,
+  SESSION_WINDOW_BYTES,
+  type Session,
+  SessionRefusedError,
+} from '../../../src/pipe/session.ts'
 import { SERVICE_DIAL_OPTIONS } from '../../../src/proxy/constants.ts'
 import { tempDir } from '../../helpers/cli.ts'
 import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
@@ -233,8 +238,13 @@ describe('resumable sessions through a relay', { timeout: 240_000 }, () => {
     assert.equal(got.error, undefined)
     assert.equal(far?.receivedHash, sent.hash)
     assert.equal(got.hash, far?.sentHash)
-    // 22 MiB up and 24 MiB down after the move; the relay carried none of it.
-    assert.ok(relayed.bytes < 256 * 1024, `the relay carried ${relayed.bytes} bytes after the move`)
+    // 22 MiB up and 24 MiB down after the move; the relay carried none of it. What was in flight on
+    // the relayed link when the session moved may still cross (on a loaded machine, up to ~0.7 MB
+    // was seen): at most a session window each way, which the direct link sends again.
+    assert.ok(
+      relayed.bytes < 2 * SESSION_WINDOW_BYTES,
+      `the relay carried ${relayed.bytes} bytes after the move`,
+    )
     assert.ok(ra.sessions.counts().moved >= 1)
   })
 
