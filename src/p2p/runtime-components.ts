@@ -8,6 +8,7 @@
  * @packageDocumentation
  */
 
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { ConnectionGater } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { type AuthorizedPeers, nodeGater } from '../auth/gater.ts'
@@ -26,6 +27,9 @@ import type { PathChange, PathTracker } from './paths.ts'
 
 /** A flood of strangers is refused by the thousand: one log line per this says how many. */
 const STRANGER_LOG_INTERVAL_MS = 10_000
+
+/** How long a revoked peer's RESETs may take to leave before its connections are closed. */
+const RESET_BEFORE_HANGUP_MS = 1_000
 
 /**
  * Whether unknown peers may connect over a relay: while at least one invite is open (the
@@ -184,8 +188,12 @@ export class RevokedPeers implements Component {
     this.#unsubscribe = authorized.onChange((added, removed) => {
       observer.authChanged(added, removed, resolveIn(dir, config.security.authorized_keys_file))
       for (const id of removed) {
-        acceptedSessions?.resetPeer(id, new PeerRefusedError('authorization revoked'))
-        node.hangUp(peerIdFromString(id)).catch(() => {})
+        // The RESETs first (bounded): a connection closed under them would leave the peer's side
+        // of its sessions to find out by trying to come back.
+        const reset = acceptedSessions?.resetPeer(id, new PeerRefusedError('authorization revoked'))
+        void Promise.race([reset, sleep(RESET_BEFORE_HANGUP_MS)])
+          .then(() => node.hangUp(peerIdFromString(id)))
+          .catch(() => {})
         log.info('authorization revoked, connection closed', { peer: id })
       }
     })

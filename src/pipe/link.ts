@@ -41,8 +41,8 @@ export interface Link {
   listen(events: LinkEvents, keepHolding?: boolean): void
   /** Keeps arriving frames until the next {@link Link.listen}. */
   hold(): void
-  /** Closes once what was sent has left. */
-  close(): void
+  /** Closes once what was sent has left; resolves then (or once the link was aborted instead). */
+  close(): Promise<void>
   /** Resets the link; the other side sees it fail. */
   abort(err: Error): void
   /** Whether the connection under the link still answers; rejects when it does not. */
@@ -142,10 +142,10 @@ class StreamLink implements Link {
     this.#holding = true
   }
 
-  close(): void {
+  close(): Promise<void> {
     this.#listeners.removeAll()
     this.#gone = true
-    this.#stream.close().catch((err: unknown) => this.#stream.abort(err as Error))
+    return this.#stream.close().catch((err: unknown) => this.#stream.abort(err as Error))
   }
 
   abort(err: Error): void {

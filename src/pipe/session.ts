@@ -288,6 +288,11 @@ export class Session implements ByteEnd {
   }
 
   reset(err: Error): void {
+    void this.#resetLink(err)
+  }
+
+  /** {@link Session.reset}, resolving once the RESET has left (or the link is gone). */
+  async #resetLink(err: Error): Promise<void> {
     if (this.#state === 'over') {
       return
     }
@@ -296,7 +301,7 @@ export class Session implements ByteEnd {
     if (link !== undefined) {
       try {
         link.send(resetFrame(err.message))
-        link.close()
+        await link.close()
       } catch {
         link.abort(err)
       }
@@ -311,13 +316,14 @@ export class Session implements ByteEnd {
    * Ends the session from outside its pipe (its peer was revoked): the other side gets a RESET,
    * and the local end the error, so that its pipe resets the local socket too.
    */
-  cut(err: Error): void {
+  cut(err: Error): Promise<void> {
     if (this.#state === 'over') {
-      return
+      return Promise.resolve()
     }
     const events = this.#events
-    this.reset(err)
+    const sent = this.#resetLink(err)
     events?.error(err)
+    return sent
   }
 
   // ---- links ----

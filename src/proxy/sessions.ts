@@ -81,13 +81,18 @@ export class SessionService implements Component {
     this.#sessions.clear()
   }
 
-  /** Resets every session of `peer` (its authorization was revoked): its side learns at once. */
-  resetPeer(peer: string, err: Error): void {
+  /**
+   * Resets every session of `peer` (its authorization was revoked): its side learns at once.
+   * Resolves once the RESETs have left, so that hanging up on the peer after it does not lose them.
+   */
+  async resetPeer(peer: string, err: Error): Promise<void> {
+    const sent: Array<Promise<void>> = []
     for (const { session, peer: owner } of [...this.#sessions.values()]) {
       if (owner === peer) {
-        session.cut(err)
+        sent.push(session.cut(err))
       }
     }
+    await Promise.all(sent)
   }
 
   /** A link made over `connection`: its probe pings the connection, severing it aborts it. */

@@ -75,8 +75,13 @@ class MemoryLink implements Link {
   }
 
   /** After what was sent has arrived, as a stream's close(). */
-  close(): void {
-    setImmediate(() => this.cut())
+  close(): Promise<void> {
+    return new Promise((resolve) =>
+      setImmediate(() => {
+        this.cut()
+        resolve()
+      }),
+    )
   }
 
   abort(err: Error): void {
