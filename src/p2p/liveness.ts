@@ -25,9 +25,11 @@ export const LIVENESS_TIMEOUT_MS = 10_000
  * A peer opened a new connection while an older one to it is open: the older one is pinged at
  * once, and taken for dead after this long without an answer. A peer dials again mostly because
  * its old path died (its NAT forgot it, it roamed); until that old connection is closed, the
- * relay sends circuits to it (libp2p's relay server takes a peer's first connection).
+ * relay sends circuits to it (libp2p's relay server takes a peer's first connection). As long as
+ * a session's probe: a ping queued behind a full window on a slow uplink is late, not lost
+ * (docs/decisions/0006-sessions.md).
  */
-export const SUPERSEDED_TIMEOUT_MS = 3_000
+export const SUPERSEDED_TIMEOUT_MS = 5_000
 
 /** What the monitor uses of libp2p's components: the open connections, and when one opens. */
 export interface LivenessComponents {
