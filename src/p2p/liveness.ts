@@ -160,8 +160,11 @@ export class LivenessMonitor implements Startable {
     }
     for (const connection of this.#components.connectionManager.getConnections(fresh.remotePeer)) {
       if (connection !== fresh && !isRelayed(connection) && connection.timeline.open <= fresh.timeline.open) {
-        // Apart from the rounds' pings: one of those may be under way, with the long timeout.
-        this.#ping(connection, SUPERSEDED_TIMEOUT_MS, this.#probing)
+        // One that missed its last ping round goes now; the others get a ping of their own, apart
+        // from the rounds' (one of those may be under way, with the long timeout).
+        if (!this.#silent(connection)) {
+          this.#ping(connection, SUPERSEDED_TIMEOUT_MS, this.#probing)
+        }
       }
     }
   }
@@ -192,10 +195,17 @@ export class LivenessMonitor implements Startable {
    * the end of its ping's timeout. One that answered lately is left alone.
    */
   suspect(connection: Connection): void {
+    this.#silent(connection)
+  }
+
+  /** Aborts `connection` if it missed its last ping round; whether it did. */
+  #silent(connection: Connection): boolean {
     const silentMs = Date.now() - (this.#answered.get(connection) ?? connection.timeline.open)
-    if (silentMs > this.#intervalMs * 1.5) {
-      this.#dead(connection, `no answer to a ping for ${(silentMs / 1000).toFixed(1)} s`)
+    if (silentMs <= this.#intervalMs * 1.5) {
+      return false
     }
+    this.#dead(connection, `no answer to a ping for ${(silentMs / 1000).toFixed(1)} s`)
+    return true
   }
 
   #dead(connection: Connection, why: string): void {
