@@ -27,6 +27,38 @@ export interface TestNodeOptions {
   /** Overrides of the yamux options (for tests that show why the defaults were changed). */
   yamux?: Parameters<typeof yamux>[0]
   connectionGater?: ConnectionGater
+  /** Told of every stream the remote side opens, as this node's muxer takes it (before any handler). */
+  onRemoteStream?: (count: number) => void
+}
+
+/**
+ * yamux, with `onRemoteStream` told of each stream the remote opens — also the "early" ones a
+ * muxer holds while the connection is not handed over yet, which no libp2p event reports.
+ */
+function watchedYamux(options: TestNodeOptions): ReturnType<typeof yamux> {
+  const make = yamux(options.yamux ?? YAMUX_OPTIONS)
+  const onRemoteStream = options.onRemoteStream
+  if (onRemoteStream === undefined) {
+    return make
+  }
+  return () => {
+    const factory = make()
+    return {
+      protocol: factory.protocol,
+      createStreamMuxer: (maConn: Parameters<typeof factory.createStreamMuxer>[0]) => {
+        const muxer = factory.createStreamMuxer(maConn) as ReturnType<typeof factory.createStreamMuxer> & {
+          onRemoteStream(stream: unknown): void
+        }
+        const take = muxer.onRemoteStream.bind(muxer)
+        let count = 0
+        muxer.onRemoteStream = (stream) => {
+          take(stream)
+          onRemoteStream(++count)
+        }
+        return muxer
+      },
+    }
+  }
 }
 
 /** Starts one node listening on an ephemeral loopback port; it is stopped when the test ends. */
@@ -35,7 +67,7 @@ export async function createTestNode(t: TestContext, options: TestNodeOptions = 
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux(options.yamux ?? YAMUX_OPTIONS)],
+    streamMuxers: [watchedYamux(options)],
     // One lost ping under load must not abort a connection full of proxied streams (libp2p's monitor aborts a connection on one failed ping).
     connectionMonitor: { abortConnectionOnPingFailure: false },
     // Every test node connects from 127.0.0.1: the default of 5 inbound connections per second per

@@ -229,9 +229,19 @@ async function burstOnFreshConnection(
   count: number,
 ) {
   const gate = Promise.withResolvers<boolean>()
+  // The server's muxer has taken `count` streams (or aborted the connection at the first one over
+  // its limit): the burst is where the test wants it, all early.
+  const arrived = Promise.withResolvers<void>()
   const pair = await createNodePair(t, {
     ...yamux,
-    server: { connectionGater: { denyInboundUpgradedConnection: () => gate.promise } },
+    server: {
+      connectionGater: { denyInboundUpgradedConnection: () => gate.promise },
+      onRemoteStream: (n) => {
+        if (n >= Math.min(count, (yamux?.yamux?.maxEarlyStreams ?? 10) + 1)) {
+          arrived.resolve()
+        }
+      },
+    },
   })
   const handled: Stream[] = []
   await pair.server.handle(
@@ -244,8 +254,7 @@ async function burstOnFreshConnection(
   const opening = Promise.allSettled(
     Array.from({ length: count }, () => pair.openStream('/test/burst/1.0.0')),
   )
-  // Nothing observable says the streams reached the other muxer: give them a moment on loopback.
-  await new Promise((resolve) => setTimeout(resolve, 300))
+  await arrived.promise
   gate.resolve(false)
   return { results: await opening, handled }
 }
