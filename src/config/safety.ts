@@ -21,9 +21,6 @@ import * as path from 'node:path'
 import { ConflictError, NotFoundError, PeerupError } from '../errors.ts'
 import { atomicWriteFile, withFileLock } from '../util/fs.ts'
 
-/** How long an apply waits for `confirm` by default. */
-export const DEFAULT_CONFIRM_TIMEOUT_MS = 5 * 60_000
-
 /** The deadline of an apply passed without a confirmation; the previous config was restored. */
 export class ConfigNotConfirmedError extends PeerupError {
   override name = 'ConfigNotConfirmedError'

@@ -30,18 +30,7 @@ export interface LoadedAddon {
   elapsedMs: number
 }
 
-/** The directories an addon may be unpacked into, most preferred first, and the one last used. */
-export interface NativeCacheInfo {
-  candidates: string[]
-  used: string | undefined
-}
-
 const loaded = new Map<string, { exports: unknown; info: LoadedAddon }>()
-
-/** Whether this process is the single executable (as opposed to Node running the sources). */
-export function isSingleExecutable(): boolean {
-  return sea.isSea()
-}
 
 /** The load record of an embedded addon, or undefined when it was not loaded from the executable. */
 export function loadedAddon(name: string): LoadedAddon | undefined {
@@ -64,15 +53,6 @@ export function nativeCacheDirs(vars: NodeJS.ProcessEnv = process.env): string[]
     return [fallback]
   }
   return [path.join(cacheDir, 'native'), fallback]
-}
-
-/** Reports the candidate unpack directories and the one the last loaded addon came from. */
-export function nativeCacheDir(): NativeCacheInfo {
-  const last = [...loaded.values()].at(-1)
-  return {
-    candidates: nativeCacheDirs(),
-    used: last === undefined ? undefined : path.dirname(last.info.path),
-  }
 }
 
 /**

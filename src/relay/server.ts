@@ -6,7 +6,6 @@
  * @packageDocumentation
  */
 
-import * as path from 'node:path'
 import { circuitRelayServer } from '@libp2p/circuit-relay-v2'
 import type { Connection, PeerId, PrivateKey } from '@libp2p/interface'
 import { createLibp2p, type Libp2pOptions } from 'libp2p'
@@ -360,12 +359,4 @@ export function countCircuits(node: PeerupLibp2p<RelayServices> | undefined): nu
     }
   }
   return n
-}
-
-/** Where the relay keeps its files, for messages. */
-export function relayFiles(dir: string, config: RelayConfig): { key: string; authorizedKeys: string } {
-  return {
-    key: path.join(dir, config.identity.key_file),
-    authorizedKeys: path.join(dir, config.security.authorized_keys_file),
-  }
 }
