@@ -31,6 +31,7 @@ import {
 import { type LivenessInit, type LivenessMonitor, liveness } from './liveness.ts'
 import { type Members, membersOnlyIdentify, membersOnlyKadDHT } from './members-only.ts'
 import { noiseCrypto } from './noise-crypto.ts'
+import { upgraderAccess } from './punch.ts'
 
 /** Inbound handshakes under way at once on a node (libp2p's default is 10). */
 const NODE_MAX_PENDING_CONNECTIONS = 64
@@ -44,6 +45,7 @@ export interface BaseServices extends ServiceMap {
   ping: Ping
   dht: KadDHT
   liveness: LivenessMonitor
+  upgraderAccess: ReturnType<ReturnType<typeof upgraderAccess>>
 }
 
 /** A running peerup libp2p node. */
@@ -161,6 +163,8 @@ export function baseLibp2pOptions(options: {
       ping: ping({ maxOutboundStreams: PING_STREAMS, maxInboundStreams: PING_STREAMS }),
       dht: members === undefined ? kadDHT(dht) : membersOnlyKadDHT(dht, members),
       liveness: liveness(options.liveness),
+      // libp2p's upgrader, for the TCP puncher to upgrade the sockets it connects (src/p2p/punch.ts).
+      upgraderAccess: upgraderAccess(),
     },
   }
 }

@@ -1,0 +1,517 @@
+/**
+ * TCP hole punching: `/peerup/punch/1.0.0`, run over a relayed connection, turns it into a direct
+ * TCP connection by a simultaneous open through both sides' NATs
+ * (docs/decisions/0007-direct-path-transport.md: 20/20 through the lab's port-preserving routers,
+ * 1–4 ms after the later side started; bench/experiments/punch.ts is the experiment).
+ *
+ * The exchange, on one stream opened by the side that dialled the relayed connection (the
+ * upgrader's rule, src/p2p/upgrade.ts), each message one length-prefixed JSON frame:
+ *
+ * 1. initiator → responder `{ ip, port, nonce }`: its public IP and the port it will punch from;
+ * 2. responder → initiator `{ ip, port, nonce }` (the nonce echoed), or `{ error }`;
+ * 3. initiator → responder `{ go: true }`. The responder starts connecting when GO arrives, the
+ *    initiator half its measured round trip after sending it, so both SYNs leave at about the same
+ *    moment.
+ *
+ * Both sides then `net.connect({ host: peerIp, port: peerPort, localPort })` from the port they
+ * announced, again every {@link PUNCH_RETRY_MS} after a refusal, inside {@link PUNCH_WINDOW_MS}. The
+ * connected socket is wrapped as a MultiaddrConnection — `outbound` on the initiator, `inbound` on
+ * the responder, because yamux takes its client/server role from that (ADR 0007, "Roles") — and
+ * handed to libp2p's own upgrader: noise (checked against the peer id learnt on the relayed
+ * connection), yamux with YAMUX_OPTIONS, and the connection gater (src/auth/gater.ts) exactly as
+ * for a connection its TCP listener accepted. The result is an ordinary TCP connection:
+ * `classifyConnection()` (src/p2p/path.ts) reports it DIRECT over `tcp`.
+ *
+ * @packageDocumentation
+ */
+
+import { randomBytes } from 'node:crypto'
+import * as net from 'node:net'
+import type {
+  ComponentLogger,
+  Connection,
+  IdentifyResult,
+  MultiaddrConnection,
+  PeerId,
+  Stream,
+  Upgrader,
+} from '@libp2p/interface'
+import { lpStream } from '@libp2p/utils'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import { z } from 'zod'
+// @libp2p/tcp's own socket wrapper (with peerup's corked writes, patches/@libp2p+tcp+11.0.28.patch):
+// its package exports only "." (package.json `exports`), so it is imported by file path, which the
+// exports map does not govern (ADR 0007, "@libp2p/tcp 11.0.28"). Writing our own on
+// AbstractMultiaddrConnection would copy it line for line.
+import { toMultiaddrConnection } from '../../node_modules/@libp2p/tcp/dist/src/socket-to-conn.js'
+import { PeerupError } from '../errors.ts'
+import type { Logger } from '../log/index.ts'
+import { pingConnection } from './liveness.ts'
+import type { PeerupLibp2p } from './node.ts'
+
+/** The protocol id. */
+export const PUNCH_PROTOCOL = '/peerup/punch/1.0.0'
+
+/** How long both sides keep trying to connect once they start. */
+export const PUNCH_WINDOW_MS = 3_000
+
+/** Wait after a refused (RST) or failed connect before the next one. */
+export const PUNCH_RETRY_MS = 100
+
+/** Bound of the exchange on the relayed stream (three small frames over the relay). */
+export const PUNCH_EXCHANGE_TIMEOUT_MS = 10_000
+
+/** Bound of noise + yamux on the punched socket. */
+export const PUNCH_UPGRADE_TIMEOUT_MS = 10_000
+
+/** Largest frame either side reads. */
+const MAX_FRAME_BYTES = 256
+
+/** Punch streams open at once on one connection, each way. */
+const PUNCH_STREAMS = 2
+
+/** Errors of `connect()` after which another try can work: the peer's SYN has not crossed ours yet. */
+const RETRY_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EADDRINUSE', 'EHOSTUNREACH'])
+
+const ip = z.string().refine((s) => net.isIP(s) !== 0, 'not an IP address')
+const port = z.number().int().min(1).max(65_535)
+const nonce = z.string().regex(/^[0-9a-f]{32}$/)
+/** What each side announces: where its punch socket appears on the internet. */
+const offer = z.strictObject({ ip, port, nonce })
+const answer = z.union([offer, z.strictObject({ error: z.string().min(1).max(200) })])
+const go = z.strictObject({ go: z.literal(true) })
+
+/** Where a side will punch from, as the peer must dial it. */
+export interface PunchEndpoint {
+  ip: string
+  port: number
+}
+
+/** A punch that did not give a direct connection, with why. */
+export class PunchError extends PeerupError {
+  override name = 'PunchError'
+}
+
+/** What a {@link TcpPuncher} uses. */
+export interface TcpPuncherComponents {
+  node: PeerupLibp2p
+  /** libp2p's upgrader (noise, yamux, gater): see {@link upgraderAccess}. */
+  upgrader: Upgrader
+  /** libp2p's logger, which the MultiaddrConnection of the punched socket logs to. */
+  logger: ComponentLogger
+  log: Logger
+}
+
+/** Settings of a {@link TcpPuncher}; each has a default. */
+export interface TcpPuncherInit {
+  windowMs?: number
+  retryMs?: number
+  /** Called with each side's socket once connected: tests check the port it left from. */
+  onConnected?: (info: {
+    role: 'initiator' | 'responder'
+    announced: PunchEndpoint
+    socket: net.Socket
+  }) => void
+}
+
+/**
+ * A libp2p service that only hands out libp2p's upgrader and logger, which libp2p gives to service
+ * factories but not to users of the node (`node.components` is on the class, not the `Libp2p`
+ * interface): the puncher needs the upgrader to turn its own socket into a connection.
+ */
+export function upgraderAccess(): (components: { upgrader: Upgrader; logger: ComponentLogger }) => {
+  upgrader: Upgrader
+  logger: ComponentLogger
+} {
+  return (components) => ({
+    get upgrader() {
+      return components.upgrader
+    },
+    get logger() {
+      return components.logger
+    },
+  })
+}
+
+/**
+ * Punches TCP over relayed connections: a component whose `start()` handles
+ * {@link PUNCH_PROTOCOL} (the responder's side) and whose `stop()` stops; {@link punch} is the
+ * initiator's side, which the direct-path upgrader calls.
+ */
+export class TcpPuncher {
+  readonly #node: PeerupLibp2p
+  readonly #upgrader: Upgrader
+  readonly #logger: ComponentLogger
+  readonly #log: Logger
+  readonly #windowMs: number
+  readonly #retryMs: number
+  readonly #onConnected: TcpPuncherInit['onConnected']
+  /** Our IP as each relay saw it (identify's observed address), by relay peer id. */
+  readonly #observed = new Map<string, string>()
+  #controller = new AbortController()
+  #running = false
+
+  readonly #onIdentify = (evt: CustomEvent<IdentifyResult>): void => {
+    const { connection, observedAddr } = evt.detail
+    const seen = observedAddr === undefined ? undefined : ipOf(observedAddr)
+    if (seen !== undefined && connection.direct && connection.limits === undefined) {
+      this.#observed.set(connection.remotePeer.toString(), seen)
+    }
+  }
+
+  constructor(components: TcpPuncherComponents, init: TcpPuncherInit = {}) {
+    this.#node = components.node
+    this.#upgrader = components.upgrader
+    this.#logger = components.logger
+    this.#log = components.log
+    this.#windowMs = init.windowMs ?? PUNCH_WINDOW_MS
+    this.#retryMs = init.retryMs ?? PUNCH_RETRY_MS
+    this.#onConnected = init.onConnected
+  }
+
+  async start(): Promise<void> {
+    if (this.#running) {
+      return
+    }
+    this.#controller = new AbortController()
+    this.#node.addEventListener('peer:identify', this.#onIdentify)
+    await this.#node.handle(PUNCH_PROTOCOL, (stream, connection) => this.#respond(stream, connection), {
+      // It is asked for on the relayed connection, which is limited (circuit relay v2).
+      runOnLimitedConnection: true,
+      maxInboundStreams: PUNCH_STREAMS,
+      maxOutboundStreams: PUNCH_STREAMS,
+    })
+    this.#running = true
+  }
+
+  async stop(): Promise<void> {
+    this.#running = false
+    this.#controller.abort()
+    this.#node.removeEventListener('peer:identify', this.#onIdentify)
+    await this.#node.unhandle(PUNCH_PROTOCOL)
+  }
+
+  /**
+   * The initiator's side: punches a direct TCP connection to the peer at the other end of
+   * `relayed` and returns it upgraded. Rejects with a {@link PunchError} saying why not.
+   */
+  async punch(relayed: Connection, signal: AbortSignal): Promise<Connection> {
+    if (!this.#running) {
+      throw new PunchError('the puncher is stopped')
+    }
+    const peer = relayed.remotePeer
+    const all = AbortSignal.any([signal, this.#controller.signal])
+    const own = await this.#endpoint(relayed, all)
+    const stream = await relayed
+      .newStream(PUNCH_PROTOCOL, { runOnLimitedConnection: true, signal: all })
+      .catch((err: unknown) => {
+        throw new PunchError(`the peer does not take ${PUNCH_PROTOCOL}: ${describe(err)}`)
+      })
+    let theirs: PunchEndpoint
+    let rttMs: number
+    try {
+      const exchange = AbortSignal.any([all, AbortSignal.timeout(PUNCH_EXCHANGE_TIMEOUT_MS)])
+      const lp = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES })
+      const n = randomBytes(16).toString('hex')
+      const t0 = performance.now()
+      await lp.write(encode({ ...own, nonce: n }), { signal: exchange })
+      const reply = answer.safeParse(decode((await lp.read({ signal: exchange })).subarray()))
+      // Includes the responder's own preparation (a free port, perhaps an identify round trip):
+      // an over-estimate, so the initiator starts a little late, which costs nothing — its SYN then
+      // meets the responder's in flight, or finds the mapping the responder's SYN made.
+      rttMs = performance.now() - t0
+      if (!reply.success) {
+        throw new PunchError(`the peer's answer is malformed: ${reply.error.issues[0]?.message ?? 'invalid'}`)
+      }
+      if ('error' in reply.data) {
+        throw new PunchError(`the peer cannot punch: ${reply.data.error}`)
+      }
+      if (reply.data.nonce !== n) {
+        throw new PunchError("the peer's answer is for another request (nonce differs)")
+      }
+      theirs = { ip: reply.data.ip, port: reply.data.port }
+      await lp.write(encode({ go: true }), { signal: exchange })
+      await stream.close({ signal: exchange }).catch(() => stream.abort(new Error('closed')))
+    } catch (err) {
+      stream.abort(err as Error)
+      throw err instanceof PunchError
+        ? err
+        : new PunchError(`exchange over the relay failed: ${describe(err)}`)
+    }
+    await sleep(rttMs / 2, all)
+    const socket = await simultaneousOpen(theirs, own.port, {
+      windowMs: this.#windowMs,
+      retryMs: this.#retryMs,
+      signal: all,
+    })
+    this.#onConnected?.({ role: 'initiator', announced: own, socket })
+    const conn = await this.#upgrade(socket, 'outbound', theirs, peer, all)
+    // Our side of the upgrade can finish before the responder's: multistream-select lets the
+    // dialler assume the muxer, so a responder whose gater refuses us after the noise handshake
+    // (src/auth/gater.ts) shows only as a connection that dies. One ping proves it carries streams.
+    try {
+      await pingConnection(conn, AbortSignal.any([all, AbortSignal.timeout(PUNCH_UPGRADE_TIMEOUT_MS)]))
+    } catch (err) {
+      conn.abort(err as Error)
+      throw new PunchError(
+        `the punched TCP connection failed its upgrade: the peer closed it (its gater refused us?): ${describe(err)}`,
+      )
+    }
+    return conn
+  }
+
+  /** The responder's side of one punch stream. */
+  async #respond(stream: Stream, connection: Connection): Promise<void> {
+    const peer = connection.remotePeer
+    const signal = AbortSignal.any([this.#controller.signal, AbortSignal.timeout(PUNCH_EXCHANGE_TIMEOUT_MS)])
+    const lp = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES })
+    let theirs: PunchEndpoint
+    let own: PunchEndpoint
+    try {
+      const request = offer.safeParse(decode((await lp.read({ signal })).subarray()))
+      if (!request.success) {
+        throw new PunchError(`malformed punch request: ${request.error.issues[0]?.message ?? 'invalid'}`)
+      }
+      theirs = { ip: request.data.ip, port: request.data.port }
+      try {
+        if (connection.direct) {
+          throw new PunchError('asked on a direct connection: there is nothing to punch')
+        }
+        own = await this.#endpoint(connection, signal)
+      } catch (err) {
+        // Told to the initiator, so that its upgrader records the reason.
+        await lp.write(encode({ error: describe(err).slice(0, 200) }), { signal }).catch(() => {})
+        throw err
+      }
+      await lp.write(encode({ ...own, nonce: request.data.nonce }), { signal })
+      go.parse(decode((await lp.read({ signal })).subarray()))
+      await stream.close({ signal }).catch(() => stream.abort(new Error('closed')))
+    } catch (err) {
+      stream.abort(err as Error)
+      this.#log.info('punch request not followed', { peer: peer.toString(), error: err as Error })
+      return
+    }
+    try {
+      const socket = await simultaneousOpen(theirs, own.port, {
+        windowMs: this.#windowMs,
+        retryMs: this.#retryMs,
+        signal: this.#controller.signal,
+      })
+      this.#onConnected?.({ role: 'responder', announced: own, socket })
+      await this.#upgrade(socket, 'inbound', theirs, peer, this.#controller.signal)
+      this.#log.debug('punched connection up', { peer: peer.toString() })
+    } catch (err) {
+      this.#log.info('punch failed', { peer: peer.toString(), error: err as Error })
+    }
+  }
+
+  /**
+   * Where our punch socket will appear: a fresh local port of its own, and our public IP as the
+   * relay carrying `relayed` saw it.
+   *
+   * The IP is identify's observed address on our direct connection to that relay: the relay
+   * reports every peer's remote address in identify (src/p2p/members-only.ts sends it to
+   * strangers too), so it is there on every node that holds a reservation or dialled a circuit,
+   * with no protocol of our own. `node.getMultiaddrs()` is no substitute: libp2p lists an observed
+   * address only once AutoNAT confirmed it, which peerup does not run. The port is the local
+   * port: the punch works through port-preserving NATs only (ADR 0007), and for those the public
+   * port is the local one; a NAT that changes it defeats the punch either way.
+   */
+  async #endpoint(relayed: Connection, signal: AbortSignal): Promise<PunchEndpoint> {
+    const relay = relayOf(relayed.remoteAddr)
+    if (relay === undefined) {
+      throw new PunchError(`not a relayed connection: ${relayed.remoteAddr.toString()}`)
+    }
+    let seen = this.#observed.get(relay)
+    if (seen === undefined) {
+      // Not seen yet (identify ran before this component started): ask the relay again.
+      const toRelay = this.#node
+        .getConnections()
+        .find((c) => c.remotePeer.toString() === relay && c.status === 'open' && c.direct)
+      if (toRelay === undefined) {
+        throw new PunchError(`no direct connection to the relay ${relay} to learn our public address from`)
+      }
+      const result = await this.#node.services.identify
+        .identify(toRelay, { signal })
+        .catch((err: unknown) => {
+          throw new PunchError(`identify with the relay failed: ${describe(err)}`)
+        })
+      seen = result.observedAddr === undefined ? undefined : ipOf(result.observedAddr)
+      if (seen === undefined) {
+        throw new PunchError(`the relay ${relay} did not report our address`)
+      }
+      this.#observed.set(relay, seen)
+    }
+    return { ip: seen, port: await freePort(net.isIPv6(seen) ? 'ipv6' : 'ipv4') }
+  }
+
+  /** Wraps a punched socket and upgrades it (noise, yamux, gater) to a libp2p connection. */
+  async #upgrade(
+    socket: net.Socket,
+    direction: 'inbound' | 'outbound',
+    remote: PunchEndpoint,
+    peer: PeerId,
+    signal: AbortSignal,
+  ): Promise<Connection> {
+    const family = net.isIPv6(remote.ip) ? 'ip6' : 'ip4'
+    // With the peer id in it, the upgrader checks the noise handshake against the peer we asked
+    // on the relayed connection, on both sides.
+    const remoteAddr = multiaddr(`/${family}/${remote.ip}/tcp/${remote.port}/p2p/${peer.toString()}`)
+    let maConn: MultiaddrConnection
+    try {
+      maConn = toMultiaddrConnection({
+        socket,
+        direction,
+        remoteAddr,
+        log: this.#logger.forComponent('peerup:punch:connection'),
+      })
+    } catch (err) {
+      socket.destroy()
+      throw new PunchError(`the punched socket closed at once: ${describe(err)}`)
+    }
+    const upgrade = AbortSignal.any([signal, AbortSignal.timeout(PUNCH_UPGRADE_TIMEOUT_MS)])
+    try {
+      if (direction === 'outbound') {
+        return await this.#upgrader.upgradeOutbound(maConn, { signal: upgrade })
+      }
+      // upgradeInbound applies what libp2p's TCP listener would (src/auth/gater.ts's
+      // denyInboundConnection and denyInboundEncryptedConnection, the inbound limits) and returns
+      // nothing: the connection is the one it announced.
+      await this.#upgrader.upgradeInbound(maConn, { signal: upgrade })
+      const conn = this.#node
+        .getConnections(peer)
+        .find((c) => c.status === 'open' && c.remoteAddr.equals(remoteAddr))
+      if (conn === undefined) {
+        throw new Error('the upgraded connection closed at once')
+      }
+      return conn
+    } catch (err) {
+      maConn.abort(err as Error)
+      throw new PunchError(`the punched TCP connection failed its upgrade: ${describe(err)}`)
+    }
+  }
+}
+
+/**
+ * A free local TCP port, learnt by listening on port 0 of the wildcard address and closing again.
+ * Never the libp2p listen port (a dial from it fails with EADDRINUSE, ADR 0007 check 4), and
+ * chosen before connecting because the peer must know it in advance: a port the kernel picks at
+ * connect time would be another one each try.
+ */
+export async function freePort(family: 'ipv4' | 'ipv6' = 'ipv4'): Promise<number> {
+  const server = net.createServer()
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(0, family === 'ipv6' ? '::' : '0.0.0.0', resolve)
+  })
+  const { port } = server.address() as net.AddressInfo
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+/**
+ * Connects from `localPort` to `remote` again and again (every `retryMs` after a refusal) until one
+ * try connects or `windowMs` is over. In a simultaneous open the first SYN dies at the peer's NAT
+ * (or is refused) until the peer's own SYN has opened that NAT's mapping; the try in flight then
+ * completes. One try at a time: two sockets cannot hold the same local port and peer.
+ */
+export async function simultaneousOpen(
+  remote: PunchEndpoint,
+  localPort: number,
+  options: { windowMs: number; retryMs: number; signal: AbortSignal },
+): Promise<net.Socket> {
+  const window = AbortSignal.any([options.signal, AbortSignal.timeout(options.windowMs)])
+  let tries = 0
+  let last = 'none'
+  while (!window.aborted) {
+    tries++
+    const socket = net.connect({
+      host: remote.ip,
+      port: remote.port,
+      localPort,
+      noDelay: true,
+      keepAlive: true,
+    })
+    let onAbort = (): void => {}
+    const outcome = await new Promise<'connected' | 'aborted' | NodeJS.ErrnoException>((resolve) => {
+      onAbort = () => resolve('aborted')
+      window.addEventListener('abort', onAbort, { once: true })
+      socket.once('connect', () => resolve('connected'))
+      socket.once('error', (err) => resolve(err))
+    })
+    window.removeEventListener('abort', onAbort)
+    if (outcome === 'connected') {
+      socket.removeAllListeners('error')
+      return socket
+    }
+    socket.destroy()
+    if (outcome === 'aborted') {
+      break
+    }
+    last = outcome.code ?? outcome.message
+    if (!RETRY_CODES.has(outcome.code ?? '')) {
+      throw new PunchError(`connect to ${remote.ip}:${remote.port} from port ${localPort} failed: ${last}`)
+    }
+    await sleep(options.retryMs, window).catch(() => {})
+  }
+  options.signal.throwIfAborted()
+  throw new PunchError(
+    `no TCP connection to ${remote.ip}:${remote.port} from port ${localPort} within ${options.windowMs} ms ` +
+      `(${tries} tries, last error: ${last}; a NAT that maps each connection to a new port, or answers with resets, defeats the punch)`,
+  )
+}
+
+/** The relay's peer id in a circuit address (`…/p2p/<relay>/p2p-circuit/p2p/<peer>`). */
+function relayOf(addr: Multiaddr): string | undefined {
+  const components = addr.getComponents()
+  const circuit = components.findIndex((c) => c.name === 'p2p-circuit')
+  for (let i = circuit - 1; i >= 0; i--) {
+    if (components[i]?.name === 'p2p') {
+      return components[i]?.value
+    }
+  }
+  return undefined
+}
+
+/** The IP of an `/ip4/…` or `/ip6/…` address. */
+function ipOf(addr: Multiaddr): string | undefined {
+  const first = addr.getComponents()[0]
+  return (first?.name === 'ip4' || first?.name === 'ip6') && first.value !== undefined
+    ? first.value
+    : undefined
+}
+
+function encode(message: object): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(message))
+}
+
+function decode(bytes: Uint8Array): unknown {
+  try {
+    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes))
+  } catch {
+    throw new PunchError('a punch frame is not JSON')
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) {
+      reject(signal.reason)
+      return
+    }
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort)
+      resolve()
+    }, ms)
+    const onAbort = (): void => {
+      clearTimeout(timer)
+      reject(signal.reason)
+    }
+    signal.addEventListener('abort', onAbort, { once: true })
+  })
+}
+
+function describe(err: unknown): string {
+  const e = err as Error
+  return `${e?.name ?? 'Error'}: ${e?.message ?? String(err)}`
+}
