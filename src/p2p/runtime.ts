@@ -27,6 +27,7 @@ import { pingConnection, severConnection } from './liveness.ts'
 import { createPeerupNode, iceServersFor, type PeerupLibp2p, type PeerupNodeOptions } from './node.ts'
 import { classifyConnection, describePath, type PathInfo } from './path.ts'
 import { PathTracker } from './paths.ts'
+import { TcpPuncher } from './punch.ts'
 import { type Reached, reachPeer } from './reach.ts'
 import { ReservationSupervisor } from './reservations.ts'
 import {
@@ -93,6 +94,8 @@ export interface NodeRuntime {
     service: string,
     options?: { signal?: AbortSignal | undefined; attempts?: number; waitMs?: number | undefined },
   ): Promise<Opened>
+  /** Punches direct TCP connections over relayed ones (the direct-path upgrader uses it). */
+  puncher: TcpPuncher
   /** The sessions this node opened (they move to a direct path when one appears). */
   sessions: SessionOpener
   /** The sessions this node accepted for its services (absent on a node that offers none). */
@@ -234,6 +237,7 @@ class Runtime implements NodeRuntime, Component {
   readonly paths: PathTracker
   readonly services: ServiceRegistry
   readonly sessions: SessionOpener
+  readonly puncher: TcpPuncher
   readonly acceptedSessions: SessionService | undefined
   readonly #log: Logger
   readonly #observer: Observer
@@ -300,6 +304,14 @@ class Runtime implements NodeRuntime, Component {
           },
         )
       : undefined
+    // Handles punch requests on relayed connections and punches for the upgrader (src/p2p/punch.ts).
+    const puncher = new TcpPuncher({
+      node,
+      upgrader: node.services.upgraderAccess.upgrader,
+      logger: node.services.upgraderAccess.logger,
+      log: log.child('punch'),
+    })
+    this.puncher = puncher
     // Stopped in reverse: the services' sessions are reset just before the node stops.
     this.#components = [
       authorized,
@@ -309,7 +321,11 @@ class Runtime implements NodeRuntime, Component {
       this.paths,
       this.sessions,
       new PathLog(components),
-      new DirectUpgrader({ node, tracker: this.paths, log: log.child('direct') }, { webrtc: made.webrtc }),
+      puncher,
+      new DirectUpgrader(
+        { node, tracker: this.paths, log: log.child('direct'), puncher },
+        { webrtc: made.webrtc },
+      ),
       new RevokedPeers({ ...components, acceptedSessions: this.acceptedSessions }),
       new BootstrapDials(components),
       this.supervisor,
