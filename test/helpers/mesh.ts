@@ -45,12 +45,15 @@ export async function startTestRelay(
     resources?: Record<string, number | string>
     /** Where the relay reports refusals (metrics, audit). */
     observer?: Observer
+    /** The loopback address it listens on (TCP); default 127.0.0.1. */
+    host?: string
   } = {},
 ): Promise<TestRelay> {
+  const host = options.host ?? '127.0.0.1'
   const dir = path.join(root, 'relay')
   const init = await initRelay(dir)
   await editConfigFile(init.configFile, relayConfigSchema, (doc) => {
-    doc.setIn(['network', 'listen_addresses'], doc.createNode(['/ip4/127.0.0.1/tcp/0']))
+    doc.setIn(['network', 'listen_addresses'], doc.createNode([`/ip4/${host}/tcp/0`]))
     doc.setIn(['stun', 'enabled'], options.stun === true)
     doc.setIn(['stun', 'listen_address'], '127.0.0.1:0')
     doc.setIn(['health', 'listen_address'], '127.0.0.1:0')
@@ -72,7 +75,7 @@ export async function startTestRelay(
   let { config } = await loadRelayConfig(init.configFile)
   const observer = options.observer === undefined ? {} : { observer: options.observer }
   let handle = await startRelay({ config, dir, log, ...observer })
-  const address = handle.addresses().find((a) => a.startsWith('/ip4/127.0.0.1/tcp/')) as string
+  const address = handle.addresses().find((a) => a.startsWith(`/ip4/${host}/tcp/`)) as string
   // Restarts reuse the port, as a relay behind a fixed address would.
   await editConfigFile(init.configFile, relayConfigSchema, (doc) => {
     doc.setIn(['network', 'listen_addresses'], doc.createNode([address.replace(/\/p2p\/.*$/, '')]))
