@@ -46,6 +46,7 @@ import { z } from 'zod'
 import { toMultiaddrConnection } from '../../node_modules/@libp2p/tcp/dist/src/socket-to-conn.js'
 import { PeerupError } from '../errors.ts'
 import type { Logger } from '../log/index.ts'
+import { sleep } from '../util/retry.ts'
 import { pingConnection } from './liveness.ts'
 import type { PeerupLibp2p } from './node.ts'
 
@@ -100,6 +101,11 @@ export interface TcpPuncherComponents {
   /** libp2p's logger, which the MultiaddrConnection of the punched socket logs to. */
   logger: ComponentLogger
   log: Logger
+  /**
+   * Whether `peer` may ask us to punch: the responder connects to the address a request names, so
+   * only peers this node would let in are answered (authorized_keys, or everyone with gating off).
+   */
+  allowed: (peer: string) => boolean
 }
 
 /** Settings of a {@link TcpPuncher}; each has a default. */
@@ -143,6 +149,7 @@ export class TcpPuncher {
   readonly #upgrader: Upgrader
   readonly #logger: ComponentLogger
   readonly #log: Logger
+  readonly #allowed: (peer: string) => boolean
   readonly #windowMs: number
   readonly #retryMs: number
   readonly #onConnected: TcpPuncherInit['onConnected']
@@ -164,6 +171,7 @@ export class TcpPuncher {
     this.#upgrader = components.upgrader
     this.#logger = components.logger
     this.#log = components.log
+    this.#allowed = components.allowed
     this.#windowMs = init.windowMs ?? PUNCH_WINDOW_MS
     this.#retryMs = init.retryMs ?? PUNCH_RETRY_MS
     this.#onConnected = init.onConnected
@@ -276,6 +284,10 @@ export class TcpPuncher {
       try {
         if (connection.direct) {
           throw new PunchError('asked on a direct connection: there is nothing to punch')
+        }
+        // Before any connect: a peer we would not let in must not make us send SYNs anywhere.
+        if (!this.#allowed(peer.toString())) {
+          throw new PunchError('not authorized here: a punch is for peers in authorized_keys')
         }
         own = await this.#endpoint(connection, signal)
       } catch (err) {
@@ -491,24 +503,6 @@ function decode(bytes: Uint8Array): unknown {
   } catch {
     throw new PunchError('a punch frame is not JSON')
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) {
-      reject(signal.reason)
-      return
-    }
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort)
-      resolve()
-    }, ms)
-    const onAbort = (): void => {
-      clearTimeout(timer)
-      reject(signal.reason)
-    }
-    signal.addEventListener('abort', onAbort, { once: true })
-  })
 }
 
 function describe(err: unknown): string {

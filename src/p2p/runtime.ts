@@ -310,6 +310,7 @@ class Runtime implements NodeRuntime, Component {
       upgrader: node.services.upgraderAccess.upgrader,
       logger: node.services.upgraderAccess.logger,
       log: log.child('punch'),
+      allowed: (peer) => !config.security.enable_connection_gating || authorized.has(peer),
     })
     this.puncher = puncher
     // Stopped in reverse: the services' sessions are reset just before the node stops.
