@@ -6,7 +6,7 @@
  *   relay 198.18.0.1   peerup relay (tcp 7777, STUN), sshd :22, raw forwarders :6201 → router-b:5201
  *                      and :6222 → router-b:2022; `ssh -R` from b lands on its loopback :6202/:6203
  *   relay2 198.18.0.4  a second peerup relay with raised limits, for the capacity test only
- *   router-a (cone)    a  100.64.1.2  direct client: daemon with WebRTC; `ssh -L` to router-b:2022
+ *   router-a (cone)    a  100.64.1.2  direct client: daemon (direct: a TCP punch); `ssh -L` to router-b:2022
  *                      a2 100.64.1.3  relayed client: daemon without WebRTC (stays on the relay);
  *                                     `ssh -L` to the relay's :6202/:6203 (the reverse tunnel);
  *                                     a second daemon (a2-plain) like it but with PEERUP_SESSIONS=off:
@@ -251,7 +251,7 @@ export interface BenchLab {
   sshdRelay: Sshd
   /** Throughput and latency paths, by id. */
   endpoints: Endpoint[]
-  /** Whether a's connection to b went DIRECT over WebRTC (otherwise direct rows are skipped). */
+  /** Whether a's connection to b went DIRECT (a TCP punch, else WebRTC; otherwise direct rows are skipped). */
   direct: { ok: boolean; detail: string }
   /** The OpenSSH cipher and key exchange the tunnels negotiated (OpenSSH defaults). */
   sshCipher: string
@@ -434,8 +434,8 @@ async function populate(
       doc.setIn(['names'], doc.createNode({ b: b.peerId }))
     })
   }
-  // a2 stays on the relay: without /webrtc it neither offers nor dials a direct path, and its LAN
-  // is not b's, so the TCP upgrade finds nothing either.
+  // a2 stays on the relay: without /webrtc it neither offers nor dials a direct path, its LAN is
+  // not b's, so the TCP upgrade finds nothing either, and it does not punch (PEERUP_PUNCH=off below).
   for (const n of [a2, a2plain]) {
     editYaml(n.config, (doc) => {
       doc.setIn(['network', 'listen_addresses'], doc.createNode(['/ip4/0.0.0.0/tcp/0']))
@@ -453,6 +453,8 @@ async function populate(
     const proc = n.spawn(['daemon', '--config', n.config, '--log-level', 'info'], `daemon-${name}`, {
       ...memprobeEnv(path.join(n.dir, 'mem.json')),
       ...(name === 'a2plain' ? PLAIN_ENV : {}),
+      // a2 stays on the relay: it must not punch TCP to b either (src/env.ts).
+      ...(name === 'a2' || name === 'a2plain' ? { PEERUP_PUNCH: 'off' } : {}),
       ...env,
     })
     daemons[name] = proc
@@ -464,7 +466,8 @@ async function populate(
   log('starting daemons on a, a2 (two: with sessions and with plain streams) and b')
   await Promise.all([restartDaemon('b'), restartDaemon('a'), restartDaemon('a2'), restartDaemon('a2plain')])
 
-  // a → b must become DIRECT (WebRTC through the cone NATs); a2 → b stays RELAYED.
+  // a → b must become DIRECT (a TCP punch through the cone NATs, docs/decisions/0007-direct-path-transport.md);
+  // a2 → b stays RELAYED.
   const direct = { ok: false, detail: '' }
   const up = await a.host.run(
     a.exe,

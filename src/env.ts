@@ -34,6 +34,12 @@ export interface Env {
    * benchmark's baseline for what resumability costs (bench/measure/sessions.ts).
    */
   sessions: boolean
+  /**
+   * `PEERUP_PUNCH=off` (internal, undocumented for users): this node does not try to punch TCP to
+   * a peer (it still answers a peer's punch), so its direct path is WebRTC — how the NAT-lab tests
+   * and the benchmark keep measuring the fallback (docs/decisions/0007-direct-path-transport.md).
+   */
+  punch: boolean
 }
 
 /** Reads {@link Env} from a process environment (by default the real one). */
@@ -54,6 +60,7 @@ export function readEnv(vars: NodeJS.ProcessEnv = process.env): Env {
     notifySocket: nonEmpty(vars.NOTIFY_SOCKET),
     watchdogUsec: watchdog(vars),
     sessions: vars.PEERUP_SESSIONS !== 'off',
+    punch: vars.PEERUP_PUNCH !== 'off',
   }
 }
 

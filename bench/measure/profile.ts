@@ -5,7 +5,7 @@
  * in), one scenario at a time so each profile holds one path's work:
  *
  * - relayed: relay, daemon on b, daemon on a2, `peerup proxy` on a2;
- * - direct (WebRTC): daemon on b, daemon on a, `peerup proxy` on a.
+ * - direct (a TCP punch, docs/decisions/0007-direct-path-transport.md): daemon on b, daemon on a, `peerup proxy` on a.
  *
  * Only samples taken during the measured transfer count (a first transfer warms the JIT up), so
  * start-up and idle time are left out. This runs after the other measurements on the main lab: it

@@ -107,6 +107,11 @@ export async function pingPeer(rt: NodeRuntime, peer: string, options: PingOptio
   } finally {
     rt.paths.removeEventListener('upgrade', onUpgrade)
   }
+  if (options.untilDirect === true && last.type === 'DIRECT') {
+    // A punched connection (src/p2p/punch.ts) carries pings a moment before the upgrader has
+    // confirmed it: the report waits for that outcome (bounded), so it says how long it took.
+    await upgradeSettled(rt, peerId, AbortSignal.any([signal, AbortSignal.timeout(UPGRADE_SETTLE_MS)]))
+  }
   const rtts = replies.flatMap((r) => (r.rttMs === undefined ? [] : [r.rttMs]))
   return {
     peer,
@@ -128,6 +133,30 @@ export async function pingPeer(rt: NodeRuntime, peer: string, options: PingOptio
 
 /** Timeout of one ping. */
 const PING_TIMEOUT_MS = 10_000
+
+/** How long `--until-direct` waits, once a reply went DIRECT, for the upgrader's outcome. */
+const UPGRADE_SETTLE_MS = 5_000
+
+/** Resolves once the peer's upgrade is no longer under way (or `signal` fires). */
+async function upgradeSettled(rt: NodeRuntime, peerId: string, signal: AbortSignal): Promise<void> {
+  if (rt.paths.get(peerId)?.upgrade.state !== 'upgrading' || signal.aborted) {
+    return
+  }
+  await new Promise<void>((resolve) => {
+    const done = (): void => {
+      rt.paths.removeEventListener('upgrade', onUpgrade)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    const onUpgrade = (evt: CustomEvent<UpgradeEvent>): void => {
+      if (evt.detail.peer === peerId && evt.detail.outcome !== 'started') {
+        done()
+      }
+    }
+    rt.paths.addEventListener('upgrade', onUpgrade)
+    signal.addEventListener('abort', done, { once: true })
+  })
+}
 
 /** Waits `ms`, or less when the path to `peer` changes or `signal` fires. */
 function waitForPathChange(rt: NodeRuntime, peer: string, ms: number, signal: AbortSignal): Promise<void> {

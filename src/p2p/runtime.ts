@@ -324,7 +324,12 @@ class Runtime implements NodeRuntime, Component {
       new PathLog(components),
       puncher,
       new DirectUpgrader(
-        { node, tracker: this.paths, log: log.child('direct'), puncher },
+        {
+          node,
+          tracker: this.paths,
+          log: log.child('direct'),
+          ...((options.env ?? readEnv()).punch ? { puncher } : {}),
+        },
         { webrtc: made.webrtc },
       ),
       new RevokedPeers({ ...components, acceptedSessions: this.acceptedSessions }),

@@ -161,107 +161,119 @@ describe('the direct path with cone NAT, and on a LAN', { skip, timeout: 600_000
     assert.equal(await a.host.canConnect(b.host.publicIp, 22), false)
   })
 
-  it('ping --until-direct: RELAYED, then DIRECT via WebRTC within 10 s', async (t) => {
-    await withLabLogs(t, lab, async () => {
-      await waitUntilReachable(a, 'b')
-      const r = await a.host.run(
-        a.exe,
-        [
-          'ping',
-          'b',
-          '--until-direct',
-          '--interval',
-          '500ms',
-          '--deadline',
-          '30s',
-          '--json',
-          '--config',
-          a.config,
-        ],
-        { env: a.env, timeoutMs: 60_000 },
-      )
-      assert.equal(r.code, 0, r.stderr)
-      const report = JSON.parse(r.stdout)
-      assert.equal(report.path.type, 'RELAYED')
-      assert.equal(report.finalPath.type, 'DIRECT')
-      assert.equal(report.finalPath.transport, 'webrtc')
-      assert.equal(report.pathChanges.length, 1)
-      assert.equal(report.pathChanges[0].from.relay, relay.peerId)
-      assert.equal(report.upgrade.state, 'direct')
-      assert.ok(
-        report.upgrade.timeToDirectMs < DIRECT_WITHIN_MS,
-        `direct after ${report.upgrade.timeToDirectMs} ms`,
-      )
-      t.diagnostic(`ping --until-direct: direct after ${report.upgrade.timeToDirectMs} ms`)
-    })
-  })
-
-  it('an SSH session started on the relay survives the upgrade to WebRTC', async (t) => {
-    await withLabLogs(t, lab, async () => {
-      // ProxyCommand: this process reaches b and opens the session's stream at once, on the relayed
-      // connection; its own upgrade runs meanwhile. The session then carries on across it.
-      const proxyCommand = `${a.exe} --config ${a.config} proxy --stdio b ssh --log-level info`
-      const ssh = a.host.spawn(
-        'ssh',
-        [...sshdB.sshArgs('b'), '-o', `ProxyCommand=${proxyCommand}`, 'b', 'cat'],
-        {
-          stdin: 'pipe',
-          env: a.env,
-          label: 'ssh-session',
-        },
-      )
-      ssh.stdin?.write('before-upgrade\n')
-      await ssh.waitForOutput(/^before-upgrade$/m, 30_000)
-      await ssh.waitForOutput(/"msg":"direct path up"/, DIRECT_WITHIN_MS + 20_000)
-      const opened = logLines(ssh, 'service session opened')
-      assert.equal(opened.length, 1)
-      assert.match(String(opened[0]?.path), /^RELAYED via /, 'the session began on the relay')
-      const up = logLines(ssh, 'direct path up')[0]
-      assert.equal(up?.transport, 'webrtc')
-      assert.ok(Number(up?.timeToDirectMs) < DIRECT_WITHIN_MS, `direct after ${up?.timeToDirectMs} ms`)
-      ssh.stdin?.write('after-upgrade\n')
-      await ssh.waitForOutput(/^after-upgrade$/m, 30_000)
-      ssh.stdin?.end()
-      const { code } = await ssh.exited
-      assert.equal(code, 0, ssh.output())
-    })
-  })
-
-  it('a 100 MiB transfer started after the upgrade does not cross the relay', async (t) => {
-    await withLabLogs(t, lab, async () => {
-      const proxy = a.spawn(
-        ['proxy', 'b', 'ssh', '2222', '--config', a.config, '--log-level', 'info'],
-        'proxy-b',
-      )
-      try {
-        await proxy.waitForOutput(/forwarding 127\.0\.0\.1:2222/, 30_000)
-        await proxy.waitForOutput(/"msg":"direct path up"/, DIRECT_WITHIN_MS + 20_000)
-        const file = path.join(a.dir, 'payload')
-        await a.host.mustRun('sh', ['-c', `head -c ${100 * MiB} /dev/urandom > ${file}`])
-        const want = (await a.host.mustRun('sha256sum', [file])).stdout.split(' ')[0]
-        const before = await relayBytes()
-        const cpuBefore = [cpuSeconds(proxy.pid as number), cpuSeconds(daemonB.pid as number)]
-        const started = performance.now()
-        const r = await sshThrough(a.host, sshdB, 2222, 'sha256sum', file, 180_000)
-        const seconds = (performance.now() - started) / 1000
-        const crossed = (await relayBytes()) - before
-        const cpu = [cpuSeconds(proxy.pid as number), cpuSeconds(daemonB.pid as number)].map(
-          (c, i) => c - (cpuBefore[i] ?? 0),
+  // The punch first (ADR 0007); with it off on a (PEERUP_PUNCH=off, src/env.ts), WebRTC, the fallback.
+  const ways = [
+    { name: 'a TCP punch', transport: 'tcp', env: (): Record<string, string> => a.env },
+    {
+      name: 'WebRTC',
+      transport: 'webrtc',
+      env: (): Record<string, string> => ({ ...a.env, PEERUP_PUNCH: 'off' }),
+    },
+  ] as const
+  for (const via of ways) {
+    it(`ping --until-direct: RELAYED, then DIRECT via ${via.name} within 10 s`, async (t) => {
+      await withLabLogs(t, lab, async () => {
+        await waitUntilReachable(a, 'b')
+        const r = await a.host.run(
+          a.exe,
+          [
+            'ping',
+            'b',
+            '--until-direct',
+            '--interval',
+            '500ms',
+            '--deadline',
+            '30s',
+            '--json',
+            '--config',
+            a.config,
+          ],
+          { env: via.env(), timeoutMs: 60_000 },
         )
         assert.equal(r.code, 0, r.stderr)
-        assert.equal(r.stdout.split(' ')[0], want)
-        const streams = logLines(proxy, 'service session opened')
-        assert.equal(streams.at(-1)?.path, 'DIRECT (webrtc)')
-        t.diagnostic(
-          `100 MiB over WebRTC in ${seconds.toFixed(1)} s (${(100 / seconds).toFixed(1)} MiB/s), CPU ${cpu[0]?.toFixed(1)} s on a (proxy), ${cpu[1]?.toFixed(1)} s on b (daemon); relay port saw ${crossed} bytes meanwhile`,
+        const report = JSON.parse(r.stdout)
+        assert.equal(report.path.type, 'RELAYED')
+        assert.equal(report.finalPath.type, 'DIRECT')
+        assert.equal(report.finalPath.transport, via.transport)
+        assert.equal(report.pathChanges.length, 1)
+        assert.equal(report.pathChanges[0].from.relay, relay.peerId)
+        assert.equal(report.upgrade.state, 'direct')
+        assert.ok(
+          report.upgrade.timeToDirectMs < DIRECT_WITHIN_MS,
+          `direct after ${report.upgrade.timeToDirectMs} ms`,
         )
-        // Relayed, it would be 200 MiB (in and out); keep-alives and pings are a few KiB.
-        assert.ok(crossed < 1 * MiB, `${crossed} bytes crossed the relay during the transfer`)
-      } finally {
-        await proxy.stop()
-      }
+        t.diagnostic(`ping --until-direct: direct (${via.name}) after ${report.upgrade.timeToDirectMs} ms`)
+      })
     })
-  })
+
+    it(`an SSH session started on the relay survives the upgrade to ${via.name}`, async (t) => {
+      await withLabLogs(t, lab, async () => {
+        // ProxyCommand: this process reaches b and opens the session's stream at once, on the relayed
+        // connection; its own upgrade runs meanwhile. The session then carries on across it.
+        const proxyCommand = `${a.exe} --config ${a.config} proxy --stdio b ssh --log-level info`
+        const ssh = a.host.spawn(
+          'ssh',
+          [...sshdB.sshArgs('b'), '-o', `ProxyCommand=${proxyCommand}`, 'b', 'cat'],
+          {
+            stdin: 'pipe',
+            env: via.env(),
+            label: `ssh-session-${via.transport}`,
+          },
+        )
+        ssh.stdin?.write('before-upgrade\n')
+        await ssh.waitForOutput(/^before-upgrade$/m, 30_000)
+        await ssh.waitForOutput(/"msg":"direct path up"/, DIRECT_WITHIN_MS + 20_000)
+        const opened = logLines(ssh, 'service session opened')
+        assert.equal(opened.length, 1)
+        assert.match(String(opened[0]?.path), /^RELAYED via /, 'the session began on the relay')
+        const up = logLines(ssh, 'direct path up')[0]
+        assert.equal(up?.transport, via.transport)
+        assert.ok(Number(up?.timeToDirectMs) < DIRECT_WITHIN_MS, `direct after ${up?.timeToDirectMs} ms`)
+        ssh.stdin?.write('after-upgrade\n')
+        await ssh.waitForOutput(/^after-upgrade$/m, 30_000)
+        ssh.stdin?.end()
+        const { code } = await ssh.exited
+        assert.equal(code, 0, ssh.output())
+      })
+    })
+
+    it(`a 100 MiB transfer started after the upgrade to ${via.name} does not cross the relay`, async (t) => {
+      await withLabLogs(t, lab, async () => {
+        const proxy = a.spawn(
+          ['proxy', 'b', 'ssh', '2222', '--config', a.config, '--log-level', 'info'],
+          `proxy-b-${via.transport}`,
+          via.env(),
+        )
+        try {
+          await proxy.waitForOutput(/forwarding 127\.0\.0\.1:2222/, 30_000)
+          await proxy.waitForOutput(/"msg":"direct path up"/, DIRECT_WITHIN_MS + 20_000)
+          const file = path.join(a.dir, 'payload')
+          await a.host.mustRun('sh', ['-c', `head -c ${100 * MiB} /dev/urandom > ${file}`])
+          const want = (await a.host.mustRun('sha256sum', [file])).stdout.split(' ')[0]
+          const before = await relayBytes()
+          const cpuBefore = [cpuSeconds(proxy.pid as number), cpuSeconds(daemonB.pid as number)]
+          const started = performance.now()
+          const r = await sshThrough(a.host, sshdB, 2222, 'sha256sum', file, 180_000)
+          const seconds = (performance.now() - started) / 1000
+          const crossed = (await relayBytes()) - before
+          const cpu = [cpuSeconds(proxy.pid as number), cpuSeconds(daemonB.pid as number)].map(
+            (c, i) => c - (cpuBefore[i] ?? 0),
+          )
+          assert.equal(r.code, 0, r.stderr)
+          assert.equal(r.stdout.split(' ')[0], want)
+          const streams = logLines(proxy, 'service session opened')
+          assert.equal(streams.at(-1)?.path, `DIRECT (${via.transport})`)
+          t.diagnostic(
+            `100 MiB over ${via.name} in ${seconds.toFixed(1)} s (${(100 / seconds).toFixed(1)} MiB/s), CPU ${cpu[0]?.toFixed(1)} s on a (proxy), ${cpu[1]?.toFixed(1)} s on b (daemon); relay port saw ${crossed} bytes meanwhile`,
+          )
+          // Relayed, it would be 200 MiB (in and out); keep-alives and pings are a few KiB.
+          assert.ok(crossed < 1 * MiB, `${crossed} bytes crossed the relay during the transfer`)
+        } finally {
+          await proxy.stop()
+        }
+      })
+    })
+  }
 
   it('two nodes on one LAN go DIRECT over TCP between their private addresses, not through the relay', async (t) => {
     await withLabLogs(t, lab, async () => {
