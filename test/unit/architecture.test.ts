@@ -77,8 +77,11 @@ function imports(files: string[]): Import[] {
   for (const file of files) {
     const source = ts.createSourceFile(file, fs.readFileSync(file, 'utf8'), ts.ScriptTarget.Latest, true)
     const add = (specifier: string, dynamic: boolean): void => {
-      if (specifier.startsWith('.')) {
-        out.push({ from: file, to: path.resolve(path.dirname(file), specifier), dynamic })
+      const to = path.resolve(path.dirname(file), specifier)
+      // A file of a package reached by path (src/p2p/punch.ts: a module @libp2p/tcp does not
+      // export) is a dependency, not ours.
+      if (specifier.startsWith('.') && !to.split(path.sep).includes('node_modules')) {
+        out.push({ from: file, to, dynamic })
       }
     }
     const visit = (node: ts.Node): void => {
