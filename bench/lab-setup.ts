@@ -324,6 +324,11 @@ async function populate(
   const a = new PeerupNode(lab.host('a'), lab, exe)
   const a2 = new PeerupNode(lab.host('a2'), lab, exe)
   const a2plain = new PeerupNode(lab.host('a2'), lab, exe, 'a2plain')
+  // a2 stays on the relay: nothing run on it punches TCP to b (src/env.ts) — its daemons, its
+  // `proxy --no-daemon`, its one-off commands.
+  for (const n of [a2, a2plain]) {
+    n.env.PEERUP_PUNCH = 'off'
+  }
   const b = new PeerupNode(lab.host('b'), lab, exe)
 
   // Nodes first, so their ids can go into relay_authorized_keys before the relay starts.
@@ -435,7 +440,7 @@ async function populate(
     })
   }
   // a2 stays on the relay: without /webrtc it neither offers nor dials a direct path, its LAN is
-  // not b's, so the TCP upgrade finds nothing either, and it does not punch (PEERUP_PUNCH=off below).
+  // not b's, so the TCP upgrade finds nothing either, and it does not punch (PEERUP_PUNCH=off above).
   for (const n of [a2, a2plain]) {
     editYaml(n.config, (doc) => {
       doc.setIn(['network', 'listen_addresses'], doc.createNode(['/ip4/0.0.0.0/tcp/0']))
@@ -453,8 +458,6 @@ async function populate(
     const proc = n.spawn(['daemon', '--config', n.config, '--log-level', 'info'], `daemon-${name}`, {
       ...memprobeEnv(path.join(n.dir, 'mem.json')),
       ...(name === 'a2plain' ? PLAIN_ENV : {}),
-      // a2 stays on the relay: it must not punch TCP to b either (src/env.ts).
-      ...(name === 'a2' || name === 'a2plain' ? { PEERUP_PUNCH: 'off' } : {}),
       ...env,
     })
     daemons[name] = proc
