@@ -19,6 +19,7 @@ import {
   ensureBuilt,
   initLabNode,
   type LabRelay,
+  logLines,
   type PeerupHost,
   startLabRelay,
 } from './peerup-host.ts'
@@ -59,25 +60,6 @@ function cpuSeconds(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   // utime and stime, fields 14 and 15 of stat, in clock ticks (100 per second on Linux).
   return (Number(fields[11]) + Number(fields[12])) / 100
-}
-
-/** Log lines (JSON) of a peerup process whose `msg` is `msg`, in order. */
-function logLines(proc: LabProcess, msg: string): Array<Record<string, unknown>> {
-  return proc
-    .output()
-    .split('\n')
-    .flatMap((line) => {
-      const start = line.indexOf('{')
-      if (start < 0) {
-        return []
-      }
-      try {
-        const parsed = JSON.parse(line.slice(start)) as Record<string, unknown>
-        return parsed.msg === msg ? [parsed] : []
-      } catch {
-        return []
-      }
-    })
 }
 
 /** Runs ssh through `peerup proxy` listening on `port` of `host`, feeding `input` from a file. */

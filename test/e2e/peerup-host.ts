@@ -179,3 +179,22 @@ export function addNames(node: PeerupHost, names: Record<string, string>): void 
     fs.readFileSync(node.config, 'utf8').replace('names: {}', `names:\n${entries}`),
   )
 }
+
+/** Log lines (JSON) of a peerup process whose `msg` is `msg`, in order. */
+export function logLines(proc: LabProcess, msg: string): Array<Record<string, unknown>> {
+  return proc
+    .output()
+    .split('\n')
+    .flatMap((line) => {
+      const start = line.indexOf('{')
+      if (start < 0) {
+        return []
+      }
+      try {
+        const parsed = JSON.parse(line.slice(start)) as Record<string, unknown>
+        return parsed.msg === msg ? [parsed] : []
+      } catch {
+        return []
+      }
+    })
+}

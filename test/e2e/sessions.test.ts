@@ -29,6 +29,7 @@ import {
   addNames,
   ensureBuilt,
   type LabRelay,
+  logLines,
   PeerupHost,
   RELAY_METRICS_PORT,
   startLabRelay,
@@ -165,25 +166,6 @@ function assertIntact(r: StreamResult): void {
   assert.equal(r.remoteSha256, r.sentSha256, 'sshd received exactly what was sent')
   assert.equal(r.received, r.sent)
   assert.equal(r.receivedSha256, r.sentSha256, 'the echo came back exactly')
-}
-
-/** Log lines (JSON) of a peerup process whose `msg` is `msg`, in order. */
-function logLines(proc: LabProcess, msg: string): Array<Record<string, unknown>> {
-  return proc
-    .output()
-    .split('\n')
-    .flatMap((line) => {
-      const start = line.indexOf('{')
-      if (start < 0) {
-        return []
-      }
-      try {
-        const parsed = JSON.parse(line.slice(start)) as Record<string, unknown>
-        return parsed.msg === msg ? [parsed] : []
-      } catch {
-        return []
-      }
-    })
 }
 
 /** Resolves once `pattern` occurs in `proc`'s output more than `count` times; the new match. */
