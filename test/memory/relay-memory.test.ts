@@ -19,7 +19,6 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { createInterface } from 'node:readline'
 import { after, before, describe, it } from 'node:test'
-import { setTimeout as delay } from 'node:timers/promises'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
@@ -31,6 +30,7 @@ import { createLibp2p } from 'libp2p'
 import { YAMUX_OPTIONS } from '../../src/p2p/constants.ts'
 import { assertRelayPatched, isRelayPatched } from '../../src/relay/patch-check.ts'
 import type { FixtureReply, FixtureRequest } from '../fixtures/relay-fixture.ts'
+import { waitForStall } from '../helpers/libp2p-pair.ts'
 
 const FIXTURE = path.resolve(import.meta.dirname, '../fixtures/relay-fixture.ts')
 const MiB = 1024 * 1024
@@ -462,9 +462,10 @@ describe('relay forwarding (unlimited relayed connections)', { timeout: 120_000 
     const sentHash = createHash('sha256')
     const progress = { bytes: 0 }
     const sending = sendPattern(stream, total, sentHash, progress)
-    // Nothing signals "the sender is blocked": watch for a while that it stays blocked.
-    await delay(1_000)
-    const stalledAt = progress.bytes
+    // Nothing signals "the sender is blocked": it is once its count stops moving.
+    const stalledAt = await waitForStall(() => progress.bytes, {
+      signal: AbortSignal.timeout(STEP_TIMEOUT_MS),
+    })
     const relayWhileStalled = await relay.measure()
     t.diagnostic(`A stalled after ${mb(stalledAt)}; relay: ${describeMemory(relayWhileStalled)}`)
     assert.ok(stalledAt < MAX_IN_FLIGHT_BYTES, `A could send ${mb(stalledAt)} to a reader that does not read`)
