@@ -7,14 +7,23 @@
  * The exchange, on one stream opened by the side that dialled the relayed connection (the
  * upgrader's rule, src/p2p/upgrade.ts), each message one length-prefixed JSON frame:
  *
- * 1. initiator → responder `{ ip, port, nonce }`: its public IP and the port it will punch from;
+ * 1. initiator → responder `{ ip, port, nonce, lead }`: its public IP, the port it will punch from,
+ *    and which side sends its SYN first;
  * 2. responder → initiator `{ ip, port, nonce }` (the nonce echoed), or `{ error }`;
- * 3. initiator → responder `{ go: true }`. The responder starts connecting when GO arrives, the
- *    initiator half its measured round trip after sending it, so both SYNs leave at about the same
- *    moment.
+ * 3. initiator → responder `{ go: true }`. Both sides start connecting from this moment, the
+ *    follower {@link PUNCH_LEAD_MS} after the leader (the initiator measures the relay's round trip
+ *    to time its own start against the responder's).
  *
- * Both sides then `net.connect({ host: peerIp, port: peerPort, localPort })` from the port they
- * announced, again every {@link PUNCH_RETRY_MS} after a refusal, inside {@link PUNCH_WINDOW_MS}. The
+ * Who leads matters behind a router that answers unsolicited SYNs itself (no DROP on its WAN
+ * input): the SYN that arrives there first is refused with a reset, and the conntrack entry the
+ * refusal leaves takes the very port mapping that router's own side needs, so that side's SYN leaves
+ * from another port and the punch fails. The side behind such a router must send first; which side
+ * that is nobody knows, so a punch is two rounds from fresh ports: the initiator leads, then the
+ * responder (docs/decisions/0007-direct-path-transport.md, "Who sends first"). Behind routers that
+ * drop unsolicited SYNs the first round connects.
+ *
+ * In each round both sides `net.connect({ host: peerIp, port: peerPort, localPort })` from the port
+ * they announced, again every {@link PUNCH_RETRY_MS} after a refusal, inside {@link PUNCH_WINDOW_MS}. The
  * connected socket is wrapped as a MultiaddrConnection — `outbound` on the initiator, `inbound` on
  * the responder, because yamux takes its client/server role from that (ADR 0007, "Roles") — and
  * handed to libp2p's own upgrader: noise (checked against the peer id learnt on the relayed
@@ -53,8 +62,21 @@ import type { PeerupLibp2p } from './node.ts'
 /** The protocol id. */
 export const PUNCH_PROTOCOL = '/peerup/punch/1.0.0'
 
-/** How long both sides keep trying to connect once they start. */
-export const PUNCH_WINDOW_MS = 3_000
+/** How long both sides keep trying to connect in one round, from when each starts. */
+export const PUNCH_WINDOW_MS = 2_000
+
+/**
+ * How long the follower waits after the leader starts (plus half the relay's round trip when the
+ * initiator follows, to allow for the GO frame's way): long enough that the leader's SYN has left
+ * its own router before the follower's arrives there, whatever the error of that estimate.
+ */
+export const PUNCH_LEAD_MS = 100
+
+/** Who sends first, round by round (see the module doc). */
+export const PUNCH_ROUNDS: readonly Lead[] = ['initiator', 'responder']
+
+/** The side whose SYN leaves first in a round. */
+export type Lead = 'initiator' | 'responder'
 
 /** Wait after a refused (RST) or failed connect before the next one. */
 export const PUNCH_RETRY_MS = 100
@@ -79,6 +101,8 @@ const port = z.number().int().min(1).max(65_535)
 const nonce = z.string().regex(/^[0-9a-f]{32}$/)
 /** What each side announces: where its punch socket appears on the internet. */
 const offer = z.strictObject({ ip, port, nonce })
+/** The initiator's offer also says who leads; without `lead` both start together. */
+const request = offer.extend({ lead: z.enum(['initiator', 'responder']).optional() })
 const answer = z.union([offer, z.strictObject({ error: z.string().min(1).max(200) })])
 const go = z.strictObject({ go: z.literal(true) })
 
@@ -91,6 +115,11 @@ export interface PunchEndpoint {
 /** A punch that did not give a direct connection, with why. */
 export class PunchError extends PeerupError {
   override name = 'PunchError'
+}
+
+/** A simultaneous open that did not connect within its window: another round may. */
+export class SimultaneousOpenError extends PunchError {
+  override name = 'SimultaneousOpenError'
 }
 
 /** What a {@link TcpPuncher} uses. */
@@ -112,11 +141,16 @@ export interface TcpPuncherComponents {
 export interface TcpPuncherInit {
   windowMs?: number
   retryMs?: number
+  leadMs?: number
+  /** Who leads in each round, in order; default {@link PUNCH_ROUNDS}. */
+  rounds?: readonly Lead[]
   /** Called with each side's socket once connected: tests check the port it left from. */
   onConnected?: (info: {
     role: 'initiator' | 'responder'
     announced: PunchEndpoint
     socket: net.Socket
+    /** Who led the round; undefined when both started together (a peer that did not say). */
+    lead: Lead | undefined
   }) => void
 }
 
@@ -152,6 +186,8 @@ export class TcpPuncher {
   readonly #allowed: (peer: string) => boolean
   readonly #windowMs: number
   readonly #retryMs: number
+  readonly #leadMs: number
+  readonly #rounds: readonly Lead[]
   readonly #onConnected: TcpPuncherInit['onConnected']
   /** Our IP as each relay saw it (identify's observed address), by relay peer id. */
   readonly #observed = new Map<string, string>()
@@ -174,6 +210,8 @@ export class TcpPuncher {
     this.#allowed = components.allowed
     this.#windowMs = init.windowMs ?? PUNCH_WINDOW_MS
     this.#retryMs = init.retryMs ?? PUNCH_RETRY_MS
+    this.#leadMs = init.leadMs ?? PUNCH_LEAD_MS
+    this.#rounds = init.rounds ?? PUNCH_ROUNDS
     this.#onConnected = init.onConnected
   }
 
@@ -201,14 +239,38 @@ export class TcpPuncher {
 
   /**
    * The initiator's side: punches a direct TCP connection to the peer at the other end of
-   * `relayed` and returns it upgraded. Rejects with a {@link PunchError} saying why not.
+   * `relayed` and returns it upgraded, trying each of {@link PUNCH_ROUNDS} in turn from fresh
+   * ports. Rejects with a {@link PunchError} saying why not, round by round.
    */
   async punch(relayed: Connection, signal: AbortSignal): Promise<Connection> {
     if (!this.#running) {
       throw new PunchError('the puncher is stopped')
     }
-    const peer = relayed.remotePeer
     const all = AbortSignal.any([signal, this.#controller.signal])
+    const failures: string[] = []
+    for (const lead of this.#rounds) {
+      try {
+        const conn = await this.#round(relayed, lead, all)
+        this.#log.info('tcp punched', { peer: relayed.remotePeer.toString(), lead, failed: failures })
+        return conn
+      } catch (err) {
+        all.throwIfAborted()
+        // Only a failed simultaneous open is worth another round; a refusal or a broken exchange
+        // would be the same again.
+        if (!(err instanceof SimultaneousOpenError)) {
+          throw err
+        }
+        failures.push(`${lead} first: ${err.message}`)
+      }
+    }
+    throw new PunchError(
+      `${failures.join('; ')} (a NAT that maps each connection to a new port, or answers with resets, defeats the punch)`,
+    )
+  }
+
+  /** One round of {@link punch}: the exchange, the simultaneous open with `lead` first, the upgrade. */
+  async #round(relayed: Connection, lead: Lead, all: AbortSignal): Promise<Connection> {
+    const peer = relayed.remotePeer
     const own = await this.#endpoint(relayed, all)
     const stream = await relayed
       .newStream(PUNCH_PROTOCOL, { runOnLimitedConnection: true, signal: all })
@@ -222,11 +284,10 @@ export class TcpPuncher {
       const lp = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES })
       const n = randomBytes(16).toString('hex')
       const t0 = performance.now()
-      await lp.write(encode({ ...own, nonce: n }), { signal: exchange })
+      await lp.write(encode({ ...own, nonce: n, lead }), { signal: exchange })
       const reply = answer.safeParse(decode((await lp.read({ signal: exchange })).subarray()))
       // Includes the responder's own preparation (a free port, perhaps an identify round trip):
-      // an over-estimate, so the initiator starts a little late, which costs nothing — its SYN then
-      // meets the responder's in flight, or finds the mapping the responder's SYN made.
+      // an over-estimate, so a following initiator starts a little late, which costs nothing.
       rttMs = performance.now() - t0
       if (!reply.success) {
         throw new PunchError(`the peer's answer is malformed: ${reply.error.issues[0]?.message ?? 'invalid'}`)
@@ -246,13 +307,15 @@ export class TcpPuncher {
         ? err
         : new PunchError(`exchange over the relay failed: ${describe(err)}`)
     }
-    await sleep(rttMs / 2, all)
+    // The responder starts when GO arrives, half a round trip from now, or PUNCH_LEAD_MS later
+    // when we lead.
+    await sleep(lead === 'initiator' ? 0 : rttMs / 2 + this.#leadMs, all)
     const socket = await simultaneousOpen(theirs, own.port, {
       windowMs: this.#windowMs,
       retryMs: this.#retryMs,
       signal: all,
     })
-    this.#onConnected?.({ role: 'initiator', announced: own, socket })
+    this.#onConnected?.({ role: 'initiator', announced: own, socket, lead })
     const conn = await this.#upgrade(socket, 'outbound', theirs, peer, all)
     // Our side of the upgrade can finish before the responder's: multistream-select lets the
     // dialler assume the muxer, so a responder whose gater refuses us after the noise handshake
@@ -275,12 +338,14 @@ export class TcpPuncher {
     const lp = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES })
     let theirs: PunchEndpoint
     let own: PunchEndpoint
+    let lead: Lead | undefined
     try {
-      const request = offer.safeParse(decode((await lp.read({ signal })).subarray()))
-      if (!request.success) {
-        throw new PunchError(`malformed punch request: ${request.error.issues[0]?.message ?? 'invalid'}`)
+      const asked = request.safeParse(decode((await lp.read({ signal })).subarray()))
+      if (!asked.success) {
+        throw new PunchError(`malformed punch request: ${asked.error.issues[0]?.message ?? 'invalid'}`)
       }
-      theirs = { ip: request.data.ip, port: request.data.port }
+      theirs = { ip: asked.data.ip, port: asked.data.port }
+      lead = asked.data.lead
       try {
         if (connection.direct) {
           throw new PunchError('asked on a direct connection: there is nothing to punch')
@@ -295,7 +360,7 @@ export class TcpPuncher {
         await lp.write(encode({ error: describe(err).slice(0, 200) }), { signal }).catch(() => {})
         throw err
       }
-      await lp.write(encode({ ...own, nonce: request.data.nonce }), { signal })
+      await lp.write(encode({ ...own, nonce: asked.data.nonce }), { signal })
       go.parse(decode((await lp.read({ signal })).subarray()))
       await stream.close({ signal }).catch(() => stream.abort(new Error('closed')))
     } catch (err) {
@@ -304,12 +369,15 @@ export class TcpPuncher {
       return
     }
     try {
+      if (lead === 'initiator') {
+        await sleep(this.#leadMs, this.#controller.signal)
+      }
       const socket = await simultaneousOpen(theirs, own.port, {
         windowMs: this.#windowMs,
         retryMs: this.#retryMs,
         signal: this.#controller.signal,
       })
-      this.#onConnected?.({ role: 'responder', announced: own, socket })
+      this.#onConnected?.({ role: 'responder', announced: own, socket, lead })
       await this.#upgrade(socket, 'inbound', theirs, peer, this.#controller.signal)
       this.#log.debug('punched connection up', { peer: peer.toString() })
     } catch (err) {
@@ -462,14 +530,15 @@ export async function simultaneousOpen(
     }
     last = outcome.code ?? outcome.message
     if (!RETRY_CODES.has(outcome.code ?? '')) {
-      throw new PunchError(`connect to ${remote.ip}:${remote.port} from port ${localPort} failed: ${last}`)
+      throw new SimultaneousOpenError(
+        `connect to ${remote.ip}:${remote.port} from port ${localPort} failed: ${last}`,
+      )
     }
     await sleep(options.retryMs, window).catch(() => {})
   }
   options.signal.throwIfAborted()
-  throw new PunchError(
-    `no TCP connection to ${remote.ip}:${remote.port} from port ${localPort} within ${options.windowMs} ms ` +
-      `(${tries} tries, last error: ${last}; a NAT that maps each connection to a new port, or answers with resets, defeats the punch)`,
+  throw new SimultaneousOpenError(
+    `no TCP connection to ${remote.ip}:${remote.port} from port ${localPort} within ${options.windowMs} ms (${tries} tries, last error: ${last})`,
   )
 }
 

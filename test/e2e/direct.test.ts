@@ -13,7 +13,7 @@ import * as assert from 'node:assert/strict'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { createLab, type Lab, type LabHost, type LabProcess, labSupport, withLabLogs } from './lab.ts'
+import { createLab, type Lab, type LabProcess, labSupport, withLabLogs } from './lab.ts'
 import {
   addNames,
   ensureBuilt,
@@ -21,7 +21,10 @@ import {
   type LabRelay,
   logLines,
   type PeerupHost,
+  relayCounters,
+  sshThrough,
   startLabRelay,
+  waitUntilReachable,
 } from './peerup-host.ts'
 import { type Sshd, startSshd } from './sshd.ts'
 
@@ -32,65 +35,12 @@ const MiB = 1024 * 1024
 /** How long a relayed connection may take to become direct under cone NAT (the issue's bound). */
 const DIRECT_WITHIN_MS = 10_000
 
-/**
- * Byte counters of the relay's libp2p port (tcp 7777), in and out, from iptables rules in the relay's
- * namespace that count and do nothing else: everything relayed crosses them twice.
- */
-async function relayCounters(lab: Lab, relay: LabHost): Promise<() => Promise<number>> {
-  const ipt = (...args: string[]) => relay.mustRun(lab.iptables, ['-w', ...args])
-  await ipt('-A', 'INPUT', '-p', 'tcp', '--dport', '7777')
-  await ipt('-A', 'OUTPUT', '-p', 'tcp', '--sport', '7777')
-  return async () => {
-    let total = 0
-    for (const chain of ['INPUT', 'OUTPUT']) {
-      const out = (await ipt('-n', '-v', '-x', '-L', chain)).stdout
-      for (const line of out.split('\n')) {
-        if (/[sd]pt:7777\b/.test(line)) {
-          total += Number(line.trim().split(/\s+/)[1])
-        }
-      }
-    }
-    return total
-  }
-}
-
 /** CPU seconds (user + system) a process has used so far. */
 function cpuSeconds(pid: number): number {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   // utime and stime, fields 14 and 15 of stat, in clock ticks (100 per second on Linux).
   return (Number(fields[11]) + Number(fields[12])) / 100
-}
-
-/** Runs ssh through `peerup proxy` listening on `port` of `host`, feeding `input` from a file. */
-async function sshThrough(
-  host: LabHost,
-  sshd: Sshd,
-  port: number,
-  command: string,
-  stdinFile: string,
-  timeoutMs: number,
-) {
-  return host.run(
-    'sh',
-    ['-c', `ssh ${sshd.sshArgs('b', { port }).join(' ')} 127.0.0.1 '${command}' < ${stdinFile}`],
-    { timeoutMs },
-  )
-}
-
-/** Pings until the peer answers at all (its daemon needs a moment for its reservation). */
-async function waitUntilReachable(from: PeerupHost, peer: string): Promise<void> {
-  for (let i = 0; i < 60; i++) {
-    const r = await from.host.run(from.exe, ['ping', peer, '-c', '1', '--config', from.config], {
-      env: from.env,
-      timeoutMs: 30_000,
-    })
-    if (r.code === 0) {
-      return
-    }
-    await new Promise((resolve) => setTimeout(resolve, 500))
-  }
-  throw new Error(`${peer} never answered a ping`)
 }
 
 describe('the direct path with cone NAT, and on a LAN', { skip, timeout: 600_000 }, () => {

@@ -28,14 +28,16 @@ import * as path from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 
 /** How a router maps inside flows to its public address. */
-export type NatType = 'cone' | 'symmetric'
+export type NatType = 'cone' | 'cone-open' | 'symmetric'
 
 /** What {@link createLab} builds. */
 export interface LabOptions {
   /**
    * `cone`: plain MASQUERADE, which keeps the inside source port whenever it is free, so one inside
    * socket gets the same public port towards every destination (endpoint-independent mapping; inbound
-   * is still filtered per destination, i.e. port-restricted cone). `symmetric`: MASQUERADE
+   * is still filtered per destination, i.e. port-restricted cone). `cone-open`: the same, but the
+   * router takes what arrives on its WAN unfiltered (no DROP rules: hand-built and some ISP routers),
+   * so it answers an unsolicited SYN itself, with a reset. `symmetric`: MASQUERADE
    * `--random-fully`, a fresh random public port for every flow. One value for both routers, or one each.
    */
   nat: NatType | { a: NatType; b: NatType }
@@ -372,9 +374,9 @@ function routerRules(nat: NatType): string {
     ':OUTPUT ACCEPT [0:0]',
     '-A INPUT -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT',
     '-A INPUT -i wan -p icmp -j ACCEPT',
-    '-A INPUT -i wan -j DROP',
+    ...(nat === 'cone-open' ? [] : ['-A INPUT -i wan -j DROP']),
     '-A FORWARD -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT',
-    '-A FORWARD -i wan -j DROP',
+    ...(nat === 'cone-open' ? [] : ['-A FORWARD -i wan -j DROP']),
     'COMMIT',
     '',
   ].join('\n')

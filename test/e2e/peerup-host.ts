@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import type { Lab, LabHost, LabProcess } from './lab.ts'
+import type { Sshd } from './sshd.ts'
 
 /** The repository root. */
 export const ROOT = path.resolve(import.meta.dirname, '../..')
@@ -197,4 +198,57 @@ export function logLines(proc: LabProcess, msg: string): Array<Record<string, un
         return []
       }
     })
+}
+
+/**
+ * Byte counters of the relay's libp2p port (tcp 7777), in and out, from iptables rules in the relay's
+ * namespace that count and do nothing else: everything relayed crosses them twice.
+ */
+export async function relayCounters(lab: Lab, relay: LabHost): Promise<() => Promise<number>> {
+  const ipt = (...args: string[]) => relay.mustRun(lab.iptables, ['-w', ...args])
+  await ipt('-A', 'INPUT', '-p', 'tcp', '--dport', '7777')
+  await ipt('-A', 'OUTPUT', '-p', 'tcp', '--sport', '7777')
+  return async () => {
+    let total = 0
+    for (const chain of ['INPUT', 'OUTPUT']) {
+      const out = (await ipt('-n', '-v', '-x', '-L', chain)).stdout
+      for (const line of out.split('\n')) {
+        if (/[sd]pt:7777\b/.test(line)) {
+          total += Number(line.trim().split(/\s+/)[1])
+        }
+      }
+    }
+    return total
+  }
+}
+
+/** Runs ssh through `peerup proxy` listening on `port` of `host`, feeding `input` from a file. */
+export async function sshThrough(
+  host: LabHost,
+  sshd: Sshd,
+  port: number,
+  command: string,
+  stdinFile: string,
+  timeoutMs: number,
+) {
+  return host.run(
+    'sh',
+    ['-c', `ssh ${sshd.sshArgs('b', { port }).join(' ')} 127.0.0.1 '${command}' < ${stdinFile}`],
+    { timeoutMs },
+  )
+}
+
+/** Pings until the peer answers at all (its daemon needs a moment for its reservation). */
+export async function waitUntilReachable(from: PeerupHost, peer: string): Promise<void> {
+  for (let i = 0; i < 60; i++) {
+    const r = await from.host.run(from.exe, ['ping', peer, '-c', '1', '--config', from.config], {
+      env: from.env,
+      timeoutMs: 30_000,
+    })
+    if (r.code === 0) {
+      return
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500))
+  }
+  throw new Error(`${peer} never answered a ping`)
 }

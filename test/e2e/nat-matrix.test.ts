@@ -1,0 +1,152 @@
+/**
+ * The direct path across a matrix of router behaviours, end to end with the built executable and
+ * real OpenSSH in the NAT lab (test/e2e/lab.ts). For each pair of routers, the path a and b must
+ * end on, and a 100 MiB ssh transfer through it, byte-exact:
+ *
+ * - `cone` (port-preserving, drops unsolicited inbound) beside `cone-open` (answers unsolicited SYNs
+ *   itself, with a reset), either way round: DIRECT over a TCP punch — the punch's second round,
+ *   with the side behind the open router sending first, connects (src/p2p/punch.ts);
+ * - `cone` beside `symmetric` (`--random-fully`), either way round: the punch and WebRTC both fail,
+ *   and the transfer runs through the relay.
+ *
+ * Both routers cone and both symmetric are in test/e2e/direct.test.ts.
+ */
+
+import * as assert from 'node:assert/strict'
+import * as path from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { createLab, type Lab, labSupport, type NatType, withLabLogs } from './lab.ts'
+import {
+  addNames,
+  ensureBuilt,
+  initLabNode,
+  type LabRelay,
+  logLines,
+  type PeerupHost,
+  relayCounters,
+  sshThrough,
+  startLabRelay,
+  waitUntilReachable,
+} from './peerup-host.ts'
+import { type Sshd, startSshd } from './sshd.ts'
+
+const support = await labSupport()
+const skip = support.ok ? false : `network lab unavailable: ${support.reason}`
+const MiB = 1024 * 1024
+
+interface Case {
+  a: NatType
+  b: NatType
+  /** The path a → b ends on: DIRECT over this transport, or RELAYED. */
+  want: 'tcp' | 'webrtc' | 'RELAYED'
+}
+
+const CASES: Case[] = [
+  { a: 'cone', b: 'cone-open', want: 'tcp' },
+  { a: 'cone-open', b: 'cone', want: 'tcp' },
+  { a: 'cone', b: 'symmetric', want: 'RELAYED' },
+  { a: 'symmetric', b: 'cone', want: 'RELAYED' },
+]
+
+for (const c of CASES) {
+  describe(`a behind ${c.a}, b behind ${c.b}: ${c.want === 'RELAYED' ? 'stays RELAYED' : `DIRECT over ${c.want}`}`, {
+    skip,
+    timeout: 300_000,
+  }, () => {
+    let lab: Lab
+    let relay: LabRelay
+    let a: PeerupHost
+    let sshd: Sshd
+    let relayBytes: () => Promise<number>
+
+    before(async () => {
+      ensureBuilt()
+      lab = await createLab({ nat: { a: c.a, b: c.b }, name: `matrix-${c.a}-${c.b}` })
+      relay = await startLabRelay(lab)
+      relayBytes = await relayCounters(lab, relay.host.host)
+      const na = await initLabNode(lab, 'a', relay)
+      const nb = await initLabNode(lab, 'b', relay)
+      a = na.node
+      addNames(a, { b: nb.peerId })
+      await nb.node.peerup(['auth', 'add', na.peerId, '--comment', 'a', '--config', nb.node.config])
+      await nb.node.peerup(['service', 'add', 'ssh', '127.0.0.1:22', '--config', nb.node.config])
+      nb.node.spawn(['daemon', '--config', nb.node.config, '--log-level', 'info'], 'daemon-b')
+      sshd = await startSshd(nb.node.host, { port: 22 })
+    })
+
+    after(async () => {
+      await lab?.close()
+    })
+
+    it('ping --until-direct ends on the expected path, and says why when it is the relay', async (t) => {
+      await withLabLogs(t, lab, async () => {
+        await waitUntilReachable(a, 'b')
+        const r = await a.host.run(
+          a.exe,
+          [
+            'ping',
+            'b',
+            '--until-direct',
+            '--interval',
+            '500ms',
+            '--deadline',
+            '40s',
+            '--json',
+            '--config',
+            a.config,
+          ],
+          { env: a.env, timeoutMs: 90_000 },
+        )
+        const report = JSON.parse(r.stdout)
+        t.diagnostic(
+          `ping: ${report.finalPath?.type} ${report.finalPath?.transport ?? ''} ${report.upgrade?.timeToDirectMs ?? ''} ms; ${r.stderr.trim()}`,
+        )
+        if (c.want === 'RELAYED') {
+          assert.equal(r.code, 1, r.stdout)
+          assert.equal(report.finalPath.type, 'RELAYED')
+          // Both were tried and both failures are told.
+          assert.match(r.stderr, /tcp punch: .*webrtc: /)
+        } else {
+          assert.equal(r.code, 0, r.stderr)
+          assert.equal(report.finalPath.type, 'DIRECT')
+          assert.equal(report.finalPath.transport, c.want)
+        }
+      })
+    })
+
+    it('a 100 MiB ssh transfer through `peerup proxy` is byte-exact on that path', async (t) => {
+      await withLabLogs(t, lab, async () => {
+        const proxy = a.spawn(
+          ['proxy', 'b', 'ssh', '2222', '--config', a.config, '--log-level', 'info'],
+          'proxy-b',
+        )
+        try {
+          await proxy.waitForOutput(/forwarding 127\.0\.0\.1:2222/, 60_000)
+          await proxy.waitForOutput(
+            c.want === 'RELAYED' ? /"msg":"direct path failed/ : /"msg":"direct path up"/,
+            60_000,
+          )
+          const file = path.join(a.dir, 'payload')
+          await a.host.mustRun('sh', ['-c', `head -c ${100 * MiB} /dev/urandom > ${file}`])
+          const want = (await a.host.mustRun('sha256sum', [file])).stdout.split(' ')[0]
+          const before = await relayBytes()
+          const r = await sshThrough(a.host, sshd, 2222, 'sha256sum', file, 180_000)
+          const crossed = (await relayBytes()) - before
+          assert.equal(r.code, 0, r.stderr)
+          assert.equal(r.stdout.split(' ')[0], want)
+          const on = String(logLines(proxy, 'service session opened').at(-1)?.path)
+          t.diagnostic(`session on ${on}; the relay's port saw ${crossed} bytes`)
+          if (c.want === 'RELAYED') {
+            assert.match(on, /^RELAYED via /)
+            assert.ok(crossed > 200 * MiB, `only ${crossed} bytes crossed the relay`)
+          } else {
+            assert.equal(on, `DIRECT (${c.want})`)
+            assert.ok(crossed < 1 * MiB, `${crossed} bytes crossed the relay during the transfer`)
+          }
+        } finally {
+          await proxy.stop()
+        }
+      })
+    })
+  })
+}
