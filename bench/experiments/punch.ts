@@ -16,6 +16,7 @@
  * - `cone`: both routers port-preserving MASQUERADE, WAN input dropping NEW (the lab's default);
  * - `cone-nodrop`: the same with the two DROP rules of each router removed (inbound NEW is then
  *   answered by the router's own stack, which has nothing on the port: RST);
+ * - `open-b`: router-a as in `cone`, router-b without its DROP rules (the lab's `cone-open`);
  * - `symmetric-b`: router-a cone, router-b `--random-fully`.
  *
  * Prints one JSON line per attempt and a summary table; every namespace and process it made is
@@ -204,8 +205,14 @@ function lineQueue(proc: LabProcess): (timeoutMs: number) => Promise<string> {
   }
 }
 
-type Scenario = 'cone' | 'cone-nodrop' | 'symmetric-b'
-const SCENARIOS: Scenario[] = ['cone', 'cone-nodrop', 'symmetric-b']
+type Scenario = 'cone' | 'cone-nodrop' | 'open-b' | 'symmetric-b'
+const SCENARIOS: Scenario[] = ['cone', 'cone-nodrop', 'open-b', 'symmetric-b']
+const NAT = {
+  cone: 'cone',
+  'cone-nodrop': 'cone-open',
+  'open-b': { a: 'cone', b: 'cone-open' },
+  'symmetric-b': { a: 'cone', b: 'symmetric' },
+} as const
 
 async function harness(attempts: number, scenarios: Scenario[]): Promise<void> {
   const { createLab } = await import('../../test/e2e/lab.ts')
@@ -214,16 +221,9 @@ async function harness(attempts: number, scenarios: Scenario[]): Promise<void> {
   for (const scenario of scenarios) {
     const lab = await createLab({
       name: `punch-${scenario}`,
-      nat: scenario === 'symmetric-b' ? { a: 'cone', b: 'symmetric' } : 'cone',
+      nat: NAT[scenario],
     })
     try {
-      if (scenario === 'cone-nodrop') {
-        for (const r of ['router-a', 'router-b']) {
-          for (const chain of ['INPUT', 'FORWARD']) {
-            await lab.host(r).mustRun(lab.iptables, ['-w', '-D', chain, '-i', 'wan', '-j', 'DROP'])
-          }
-        }
-      }
       const relay = lab.host('relay')
       const rep = relay.spawn(lab.node, [self, 'reporter', String(REPORTER_PORT)], { label: 'reporter' })
       await rep.waitForOutput(/ready/, 10_000)
@@ -238,7 +238,13 @@ async function harness(attempts: number, scenarios: Scenario[]): Promise<void> {
         agents[who].stdin?.write(`${JSON.stringify(cmd)}\n`)
         return JSON.parse(await replies[who](timeoutMs))
       }
-      const rows: Array<{ ok: boolean; both: number | undefined; a: PunchResult; b: PunchResult }> = []
+      const rows: Array<{
+        ok: boolean
+        both: number | undefined
+        first: 'a' | 'b'
+        a: PunchResult
+        b: PunchResult
+      }> = []
       for (let i = 0; i < attempts; i++) {
         // Fresh ports each attempt: no conntrack entry or TIME_WAIT of an earlier attempt in the way.
         const port = { a: 20000 + i * 2, b: 20001 + i * 2 }
@@ -274,7 +280,7 @@ async function harness(attempts: number, scenarios: Scenario[]): Promise<void> {
           ok && ra.connectedAt !== undefined && rb.connectedAt !== undefined
             ? Math.max(ra.connectedAt, rb.connectedAt) - later
             : undefined
-        rows.push({ ok, both, a: ra, b: rb })
+        rows.push({ ok, both, first: i % 2 === 0 ? 'a' : 'b', a: ra, b: rb })
         console.log(
           JSON.stringify({
             scenario,
@@ -300,8 +306,10 @@ async function harness(attempts: number, scenarios: Scenario[]): Promise<void> {
         }
       }
       const med = times.length === 0 ? '–' : String(times[Math.floor((times.length - 1) / 2)])
+      const byFirst = (who: 'a' | 'b') =>
+        `${rows.filter((r) => r.first === who && r.ok).length}/${rows.filter((r) => r.first === who).length}`
       summary.push(
-        `| ${scenario} | ${okRows.length}/${rows.length} | ${med} | ${times.length === 0 ? '–' : `${times[0]}–${times.at(-1)}`} | ${[...errs].map(([k, v]) => `${k}×${v}`).join(', ') || '–'} |`,
+        `| ${scenario} | ${okRows.length}/${rows.length} | ${byFirst('a')} | ${byFirst('b')} | ${med} | ${times.length === 0 ? '–' : `${times[0]}–${times.at(-1)}`} | ${[...errs].map(([k, v]) => `${k}×${v}`).join(', ') || '–'} |`,
       )
       for (const p of Object.values(agents)) {
         p.stdin?.end()
@@ -315,8 +323,8 @@ async function harness(attempts: number, scenarios: Scenario[]): Promise<void> {
   }
   console.log(
     `\nloadavg at end: ${(await import('node:fs')).readFileSync('/proc/loadavg', 'utf8').trim()}\n` +
-      '| scenario | punched | both connected, ms after the later start (median) | min–max | errors seen by connect() (all tries) |\n' +
-      '| --- | --- | --- | --- | --- |',
+      '| scenario | punched | a first | b first | both connected, ms after the later start (median) | min–max | errors seen by connect() (all tries) |\n' +
+      '| --- | --- | --- | --- | --- | --- | --- |',
   )
   for (const line of summary) {
     console.log(line)

@@ -8,19 +8,19 @@
  * upgrader's rule, src/p2p/upgrade.ts), each message one length-prefixed JSON frame:
  *
  * 1. initiator → responder `{ ip, port, nonce, lead }`: its public IP, the port it will punch from,
- *    and which side sends its SYN first;
+ *    and who sends the first SYN (`together`, `initiator` or `responder`);
  * 2. responder → initiator `{ ip, port, nonce }` (the nonce echoed), or `{ error }`;
- * 3. initiator → responder `{ go: true }`. Both sides start connecting from this moment, the
- *    follower {@link PUNCH_LEAD_MS} after the leader (the initiator measures the relay's round trip
- *    to time its own start against the responder's).
+ * 3. initiator → responder `{ go: true }`. Both sides start connecting from this moment: together
+ *    (the initiator half its measured round trip over the relay after sending GO, the responder
+ *    when GO arrives), or the follower {@link PUNCH_LEAD_MS} after the leader.
  *
- * Who leads matters behind a router that answers unsolicited SYNs itself (no DROP on its WAN
- * input): the SYN that arrives there first is refused with a reset, and the conntrack entry the
- * refusal leaves takes the very port mapping that router's own side needs, so that side's SYN leaves
- * from another port and the punch fails. The side behind such a router must send first; which side
- * that is nobody knows, so a punch is two rounds from fresh ports: the initiator leads, then the
- * responder (docs/decisions/0007-direct-path-transport.md, "Who sends first"). Behind routers that
- * drop unsolicited SYNs the first round connects.
+ * A punch is up to three rounds, each from fresh ports: together, then the initiator first, then
+ * the responder first (docs/decisions/0007-direct-path-transport.md, "Who sends first"). Behind
+ * routers that drop unsolicited SYNs the first round connects. A router that answers them itself
+ * (no DROP on its WAN input) refuses the SYN that arrives before its own side's has left, and on
+ * kernels that keep the refused flow's conntrack entry that entry takes the port mapping its own
+ * side needs: only a round in which that side sends first connects. Fresh ports each round leave
+ * whatever an earlier round left in the NATs behind.
  *
  * In each round both sides `net.connect({ host: peerIp, port: peerPort, localPort })` from the port
  * they announced, again every {@link PUNCH_RETRY_MS} after a refusal, inside {@link PUNCH_WINDOW_MS}. The
@@ -63,7 +63,7 @@ import type { PeerupLibp2p } from './node.ts'
 export const PUNCH_PROTOCOL = '/peerup/punch/1.0.0'
 
 /** How long both sides keep trying to connect in one round, from when each starts. */
-export const PUNCH_WINDOW_MS = 2_000
+export const PUNCH_WINDOW_MS = 1_500
 
 /**
  * How long the follower waits after the leader starts (plus half the relay's round trip when the
@@ -73,10 +73,10 @@ export const PUNCH_WINDOW_MS = 2_000
 export const PUNCH_LEAD_MS = 100
 
 /** Who sends first, round by round (see the module doc). */
-export const PUNCH_ROUNDS: readonly Lead[] = ['initiator', 'responder']
+export const PUNCH_ROUNDS: readonly Lead[] = ['together', 'initiator', 'responder']
 
-/** The side whose SYN leaves first in a round. */
-export type Lead = 'initiator' | 'responder'
+/** Whose SYN leaves first in a round. */
+export type Lead = 'together' | 'initiator' | 'responder'
 
 /** Wait after a refused (RST) or failed connect before the next one. */
 export const PUNCH_RETRY_MS = 100
@@ -102,7 +102,7 @@ const nonce = z.string().regex(/^[0-9a-f]{32}$/)
 /** What each side announces: where its punch socket appears on the internet. */
 const offer = z.strictObject({ ip, port, nonce })
 /** The initiator's offer also says who leads; without `lead` both start together. */
-const request = offer.extend({ lead: z.enum(['initiator', 'responder']).optional() })
+const request = offer.extend({ lead: z.enum(['together', 'initiator', 'responder']).default('together') })
 const answer = z.union([offer, z.strictObject({ error: z.string().min(1).max(200) })])
 const go = z.strictObject({ go: z.literal(true) })
 
@@ -149,8 +149,7 @@ export interface TcpPuncherInit {
     role: 'initiator' | 'responder'
     announced: PunchEndpoint
     socket: net.Socket
-    /** Who led the round; undefined when both started together (a peer that did not say). */
-    lead: Lead | undefined
+    lead: Lead
   }) => void
 }
 
@@ -260,7 +259,7 @@ export class TcpPuncher {
         if (!(err instanceof SimultaneousOpenError)) {
           throw err
         }
-        failures.push(`${lead} first: ${err.message}`)
+        failures.push(`${lead === 'together' ? 'together' : `${lead} first`}: ${err.message}`)
       }
     }
     throw new PunchError(
@@ -309,7 +308,7 @@ export class TcpPuncher {
     }
     // The responder starts when GO arrives, half a round trip from now, or PUNCH_LEAD_MS later
     // when we lead.
-    await sleep(lead === 'initiator' ? 0 : rttMs / 2 + this.#leadMs, all)
+    await sleep(lead === 'initiator' ? 0 : lead === 'together' ? rttMs / 2 : rttMs / 2 + this.#leadMs, all)
     const socket = await simultaneousOpen(theirs, own.port, {
       windowMs: this.#windowMs,
       retryMs: this.#retryMs,
@@ -338,7 +337,7 @@ export class TcpPuncher {
     const lp = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES })
     let theirs: PunchEndpoint
     let own: PunchEndpoint
-    let lead: Lead | undefined
+    let lead: Lead
     try {
       const asked = request.safeParse(decode((await lp.read({ signal })).subarray()))
       if (!asked.success) {

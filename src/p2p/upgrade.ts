@@ -33,7 +33,7 @@ export const WEBRTC_SIGNALING_PROTOCOL = '/webrtc-signaling/0.0.1'
 export const DIRECT_TCP_TIMEOUT_MS = 3_000
 
 /**
- * Bound of the TCP punch: two rounds of the exchange over the relay and a 2 s connect window
+ * Bound of the TCP punch: three rounds of the exchange over the relay and a 1.5 s connect window
  * (src/p2p/punch.ts), and noise + yamux on the punched socket.
  */
 export const DIRECT_PUNCH_TIMEOUT_MS = 10_000
@@ -286,7 +286,7 @@ export class DirectUpgrader {
     }
     // Then TCP punched through both NATs: when it works it carries what LAN TCP does (ADR 0007:
     // ~290 MB/s against WebRTC's ~34 MB/s); when either NAT is symmetric it fails within its
-    // two 2 s rounds and WebRTC, which may still get through, is tried next.
+    // three 1.5 s rounds and WebRTC, which may still get through, is tried next.
     if (conn === undefined && punch && this.#puncher !== undefined && this.#running) {
       const signal = AbortSignal.any([this.#controller.signal, AbortSignal.timeout(this.#punchTimeoutMs)])
       const t0 = performance.now()

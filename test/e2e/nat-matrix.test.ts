@@ -4,8 +4,8 @@
  * end on, and a 100 MiB ssh transfer through it, byte-exact:
  *
  * - `cone` (port-preserving, drops unsolicited inbound) beside `cone-open` (answers unsolicited SYNs
- *   itself, with a reset), either way round: DIRECT over a TCP punch — the punch's second round,
- *   with the side behind the open router sending first, connects (src/p2p/punch.ts);
+ *   itself, with a reset), either way round: DIRECT over a TCP punch (src/p2p/punch.ts; the log
+ *   line `tcp punched` says which round connected);
  * - `cone` beside `symmetric` (`--random-fully`), either way round: the punch and WebRTC both fail,
  *   and the transfer runs through the relay.
  *
@@ -135,7 +135,10 @@ for (const c of CASES) {
           assert.equal(r.code, 0, r.stderr)
           assert.equal(r.stdout.split(' ')[0], want)
           const on = String(logLines(proxy, 'service session opened').at(-1)?.path)
-          t.diagnostic(`session on ${on}; the relay's port saw ${crossed} bytes`)
+          const punched = logLines(proxy, 'tcp punched')[0]
+          t.diagnostic(
+            `session on ${on}; the relay's port saw ${crossed} bytes${punched === undefined ? '' : `; punched with lead ${punched.lead} after ${JSON.stringify(punched.failed)}`}`,
+          )
           if (c.want === 'RELAYED') {
             assert.match(on, /^RELAYED via /)
             assert.ok(crossed > 200 * MiB, `only ${crossed} bytes crossed the relay`)

@@ -268,7 +268,7 @@ describe('direct path upgrade', { timeout: 120_000 }, () => {
     const state = await failed
     assert.match(
       state.upgrade.lastError ?? '',
-      /^tcp punch: initiator first: no TCP connection to .* within 2000 ms .*; responder first: no TCP connection to .* within 2000 ms/,
+      /^tcp punch: together: no TCP connection to .* within 1500 ms .*; initiator first: .*; responder first: no TCP connection to .* within 1500 ms/,
     )
     assert.ok(state.upgrade.nextRetryAt !== undefined, 'tried again later')
     assert.equal(s.path.type, 'RELAYED')
