@@ -306,9 +306,7 @@ export class TcpPuncher {
         ? err
         : new PunchError(`exchange over the relay failed: ${describe(err)}`)
     }
-    // The responder starts when GO arrives, half a round trip from now, or PUNCH_LEAD_MS later
-    // when we lead.
-    await sleep(lead === 'initiator' ? 0 : lead === 'together' ? rttMs / 2 : rttMs / 2 + this.#leadMs, all)
+    await sleep(roundStartMs(lead, 'initiator', rttMs, this.#leadMs), all)
     const socket = await simultaneousOpen(theirs, own.port, {
       windowMs: this.#windowMs,
       retryMs: this.#retryMs,
@@ -368,9 +366,7 @@ export class TcpPuncher {
       return
     }
     try {
-      if (lead === 'initiator') {
-        await sleep(this.#leadMs, this.#controller.signal)
-      }
+      await sleep(roundStartMs(lead, 'responder', 0, this.#leadMs), this.#controller.signal)
       const socket = await simultaneousOpen(theirs, own.port, {
         windowMs: this.#windowMs,
         retryMs: this.#retryMs,
@@ -469,6 +465,23 @@ export class TcpPuncher {
       throw new PunchError(`the punched TCP connection failed its upgrade: ${describe(err)}`)
     }
   }
+}
+
+/**
+ * When a side starts connecting in a round, in ms after it sent GO (the initiator) or received it
+ * (the responder). GO reaches the responder about half the relay's round trip (`rttMs`, as the
+ * initiator measured it) after it left; the follower starts `leadMs` after the leader.
+ */
+export function roundStartMs(
+  lead: Lead,
+  role: 'initiator' | 'responder',
+  rttMs: number,
+  leadMs: number,
+): number {
+  if (role === 'responder') {
+    return lead === 'initiator' ? leadMs : 0
+  }
+  return lead === 'initiator' ? 0 : lead === 'together' ? rttMs / 2 : rttMs / 2 + leadMs
 }
 
 /**

@@ -236,13 +236,15 @@ export class DirectUpgrader {
         ? webrtcAddressVia(relayed, id)
         : undefined
     // A peer that has not told us (identify) it takes punch requests is an older peerup.
-    const punch = this.#puncher !== undefined && (known?.protocols.includes(PUNCH_PROTOCOL) ?? false)
-    if (tcp.length === 0 && webrtc === undefined && !punch) {
-      const reason = this.#webrtc
-        ? 'the peer listens for neither WebRTC (/webrtc in its network.listen_addresses) nor TCP on a network of ours, and takes no TCP punch'
-        : 'WebRTC is off here (/webrtc is not in network.listen_addresses), the peer has no TCP address on a network of ours and takes no TCP punch'
-      this.#tracker.upgradeUnavailable(id, reason)
-      this.#log.info('no direct path to try; staying on the relay', { peer: id, reason })
+    const plan = attemptPlan({
+      lanTcp: tcp.length > 0,
+      punch: this.#puncher !== undefined && (known?.protocols.includes(PUNCH_PROTOCOL) ?? false),
+      webrtc: webrtc !== undefined,
+      webrtcHere: this.#webrtc,
+    })
+    if ('unavailable' in plan) {
+      this.#tracker.upgradeUnavailable(id, plan.unavailable)
+      this.#log.info('no direct path to try; staying on the relay', { peer: id, reason: plan.unavailable })
       return
     }
 
@@ -265,13 +267,9 @@ export class DirectUpgrader {
       } catch (err) {
         // libp2p's dial queue also bounds each address (6 s): either timeout reads the same.
         const timedOut = signal.aborted || (err as Error)?.name === 'TimeoutError'
-        const after = `${((performance.now() - t0) / 1000).toFixed(1)} s`
-        const why = !timedOut
-          ? describe(err)
-          : transport === 'webrtc'
-            ? `no connection after ${after} (ICE found no working UDP path: symmetric NAT or UDP blocked?)`
-            : `no connection after ${after}`
-        errors.push(`${transport}: ${why}`)
+        errors.push(
+          `${transport}: ${timedOut ? noConnectionAfter(transport, performance.now() - t0) : describe(err)}`,
+        )
       }
       return undefined
     }
@@ -280,27 +278,31 @@ export class DirectUpgrader {
     // merged into one sequential job by libp2p's dial queue anyway.
     let conn: Connection | undefined
     let transport: DirectTransport = 'tcp'
-    let method = 'lan'
-    if (tcp.length > 0) {
+    let method: DirectMethod = 'lan'
+    if (plan.methods.includes('lan')) {
       conn = await tryDial('tcp', tcp, this.#tcpTimeoutMs)
     }
     // Then TCP punched through both NATs: when it works it carries what LAN TCP does (ADR 0007:
     // ~290 MB/s against WebRTC's ~34 MB/s); when either NAT is symmetric it fails within its
     // three 1.5 s rounds and WebRTC, which may still get through, is tried next.
-    if (conn === undefined && punch && this.#puncher !== undefined && this.#running) {
+    if (
+      conn === undefined &&
+      plan.methods.includes('punch') &&
+      this.#puncher !== undefined &&
+      this.#running
+    ) {
       const signal = AbortSignal.any([this.#controller.signal, AbortSignal.timeout(this.#punchTimeoutMs)])
       const t0 = performance.now()
       try {
         conn = await this.#puncher.punch(relayed, signal)
         method = 'punch'
       } catch (err) {
-        const why = signal.aborted
-          ? `no connection after ${((performance.now() - t0) / 1000).toFixed(1)} s`
-          : ((err as Error)?.message ?? String(err))
-        errors.push(`tcp punch: ${why}`)
+        errors.push(
+          `tcp punch: ${signal.aborted ? noConnectionAfter('tcp', performance.now() - t0) : ((err as Error)?.message ?? String(err))}`,
+        )
       }
     }
-    if (conn === undefined && webrtc !== undefined && this.#running) {
+    if (conn === undefined && plan.methods.includes('webrtc') && webrtc !== undefined && this.#running) {
       transport = 'webrtc'
       method = 'webrtc'
       conn = await tryDial('webrtc', [webrtc], this.#webrtcTimeoutMs)
@@ -324,7 +326,7 @@ export class DirectUpgrader {
       return
     }
     const failures = (this.#tracker.get(id)?.upgrade.failures ?? 0) + 1
-    const retryInMs = Math.min(this.#retryBaseMs * 2 ** (failures - 1), this.#retryMaxMs)
+    const retryInMs = upgradeRetryMs(failures, this.#retryBaseMs, this.#retryMaxMs)
     const error = errors.join('; ')
     this.#tracker.upgradeFailed(id, error, performance.now() - started, retryInMs)
     this.#log.warn('direct path failed; traffic stays on the relay', { peer: id, error, retryInMs })
@@ -366,6 +368,54 @@ export class DirectUpgrader {
     }
     check()
   }
+}
+
+/** A way to a direct connection, in the order they are tried. */
+export type DirectMethod = 'lan' | 'punch' | 'webrtc'
+
+/** What {@link attemptPlan} knows of a peer and of this node. */
+export interface AttemptFacts {
+  /** The peer has a plain TCP address on a network of ours. */
+  lanTcp: boolean
+  /** This node punches and the peer takes punch requests. */
+  punch: boolean
+  /** Both sides have WebRTC: we can dial it, the peer listens for it. */
+  webrtc: boolean
+  /** This node can dial WebRTC at all (for the reason when nothing is left). */
+  webrtcHere: boolean
+}
+
+/**
+ * The methods to try with a peer, in order — TCP on a LAN (answers at once and carries the most),
+ * the TCP punch (as fast as LAN TCP where the NATs allow it), WebRTC (gets through more NATs,
+ * carries far less) — or why there is nothing to try.
+ */
+export function attemptPlan(facts: AttemptFacts): { methods: DirectMethod[] } | { unavailable: string } {
+  const methods = (['lan', 'punch', 'webrtc'] as const).filter((m) => (m === 'lan' ? facts.lanTcp : facts[m]))
+  if (methods.length > 0) {
+    return { methods }
+  }
+  return {
+    unavailable: facts.webrtcHere
+      ? 'the peer listens for neither WebRTC (/webrtc in its network.listen_addresses) nor TCP on a network of ours, and takes no TCP punch'
+      : 'WebRTC is off here (/webrtc is not in network.listen_addresses), the peer has no TCP address on a network of ours and takes no TCP punch',
+  }
+}
+
+/**
+ * The wait before the next attempt after `failures` failed ones in a row: `baseMs` doubled each
+ * time, at most `maxMs` (5 s, 10 s, 20 s … 10 min by default).
+ */
+export function upgradeRetryMs(failures: number, baseMs: number, maxMs: number): number {
+  return Math.min(baseMs * 2 ** Math.max(0, failures - 1), maxMs)
+}
+
+/** The reason recorded for an attempt that ran out of time. */
+export function noConnectionAfter(transport: DirectTransport, elapsedMs: number): string {
+  const after = `no connection after ${(elapsedMs / 1000).toFixed(1)} s`
+  return transport === 'webrtc'
+    ? `${after} (ICE found no working UDP path: symmetric NAT or UDP blocked?)`
+    : after
 }
 
 /** A relayed connection this node dialled: the kind it upgrades. */
