@@ -153,14 +153,28 @@ export interface TcpPuncherInit {
   }) => void
 }
 
+/** libp2p's transport manager, as far as peerup uses it: a dial that bypasses the dial queue. */
+export interface TransportDialer {
+  dial(
+    ma: Multiaddr,
+    options: { signal: AbortSignal; onProgress?: (evt: { type: string }) => void },
+  ): Promise<Connection>
+}
+
 /**
- * A libp2p service that only hands out libp2p's upgrader and logger, which libp2p gives to service
- * factories but not to users of the node (`node.components` is on the class, not the `Libp2p`
- * interface): the puncher needs the upgrader to turn its own socket into a connection.
+ * A libp2p service that only hands out libp2p's upgrader, logger and transport manager, which
+ * libp2p gives to service factories but not to users of the node (`node.components` is on the
+ * class, not the `Libp2p` interface): the puncher needs the upgrader to turn its own socket into a
+ * connection, the direct-path upgrader the transport manager to dial WebRTC on its own clock.
  */
-export function upgraderAccess(): (components: { upgrader: Upgrader; logger: ComponentLogger }) => {
+export function upgraderAccess(): (components: {
   upgrader: Upgrader
   logger: ComponentLogger
+  transportManager: TransportDialer
+}) => {
+  upgrader: Upgrader
+  logger: ComponentLogger
+  transportManager: TransportDialer
 } {
   return (components) => ({
     get upgrader() {
@@ -168,6 +182,9 @@ export function upgraderAccess(): (components: { upgrader: Upgrader; logger: Com
     },
     get logger() {
       return components.logger
+    },
+    get transportManager() {
+      return components.transportManager
     },
   })
 }

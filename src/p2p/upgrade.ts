@@ -38,11 +38,14 @@ export const DIRECT_TCP_TIMEOUT_MS = 3_000
  */
 export const DIRECT_PUNCH_TIMEOUT_MS = 10_000
 
+/** Bound of WebRTC's signalling over the relay, until the peer's SDP answer has arrived. */
+export const DIRECT_WEBRTC_SIGNAL_TIMEOUT_MS = 10_000
+
 /**
- * Bound of the WebRTC attempt: signalling, ICE (with STUN), DTLS and SCTP; 0.1–1.1 s in the NAT lab.
- * libp2p's dial queue cuts each address at 6 s (its `addressDialTimeout`) before this fires.
+ * Bound of the rest of the WebRTC attempt, counted from the peer's SDP answer: ICE (with STUN), DTLS
+ * and SCTP; 0.1–1.1 s in the NAT lab, more on a loaded machine.
  */
-export const DIRECT_WEBRTC_TIMEOUT_MS = 15_000
+export const DIRECT_WEBRTC_TIMEOUT_MS = 10_000
 
 /**
  * First wait before trying again after a failure; doubles each time (5 s, 10 s, 20 s … 10 min). A
@@ -76,6 +79,7 @@ export interface DirectUpgraderInit {
   webrtc?: boolean
   tcpTimeoutMs?: number
   punchTimeoutMs?: number
+  webrtcSignalTimeoutMs?: number
   webrtcTimeoutMs?: number
   retryBaseMs?: number
   retryMaxMs?: number
@@ -99,6 +103,7 @@ export class DirectUpgrader {
   readonly #tcpTimeoutMs: number
   readonly #puncher: TcpPuncher | undefined
   readonly #punchTimeoutMs: number
+  readonly #webrtcSignalTimeoutMs: number
   readonly #webrtcTimeoutMs: number
   readonly #retryBaseMs: number
   readonly #retryMaxMs: number
@@ -136,6 +141,7 @@ export class DirectUpgrader {
     this.#tcpTimeoutMs = init.tcpTimeoutMs ?? DIRECT_TCP_TIMEOUT_MS
     this.#puncher = components.puncher
     this.#punchTimeoutMs = init.punchTimeoutMs ?? DIRECT_PUNCH_TIMEOUT_MS
+    this.#webrtcSignalTimeoutMs = init.webrtcSignalTimeoutMs ?? DIRECT_WEBRTC_SIGNAL_TIMEOUT_MS
     this.#webrtcTimeoutMs = init.webrtcTimeoutMs ?? DIRECT_WEBRTC_TIMEOUT_MS
     this.#retryBaseMs = init.retryBaseMs ?? UPGRADE_RETRY_BASE_MS
     this.#retryMaxMs = init.retryMaxMs ?? UPGRADE_RETRY_MAX_MS
@@ -251,28 +257,6 @@ export class DirectUpgrader {
     this.#tracker.upgradeStarted(id)
     const started = performance.now()
     const errors: string[] = []
-    const tryDial = async (
-      transport: DirectTransport,
-      target: Multiaddr[],
-      timeoutMs: number,
-    ): Promise<Connection | undefined> => {
-      const signal = AbortSignal.any([this.#controller.signal, AbortSignal.timeout(timeoutMs)])
-      const t0 = performance.now()
-      try {
-        const conn = await this.#node.dial(target, { signal })
-        if (conn.direct) {
-          return conn
-        }
-        errors.push(`${transport}: the dial returned a relayed connection`)
-      } catch (err) {
-        // libp2p's dial queue also bounds each address (6 s): either timeout reads the same.
-        const timedOut = signal.aborted || (err as Error)?.name === 'TimeoutError'
-        errors.push(
-          `${transport}: ${timedOut ? noConnectionAfter(transport, performance.now() - t0) : describe(err)}`,
-        )
-      }
-      return undefined
-    }
     // TCP first and alone: when the peer is on our LAN it answers at once and TCP carries far more
     // than a data channel; WebRTC would succeed on a LAN too. Concurrent dials to one peer would be
     // merged into one sequential job by libp2p's dial queue anyway.
@@ -280,7 +264,15 @@ export class DirectUpgrader {
     let transport: DirectTransport = 'tcp'
     let method: DirectMethod = 'lan'
     if (plan.methods.includes('lan')) {
-      conn = await tryDial('tcp', tcp, this.#tcpTimeoutMs)
+      const signal = AbortSignal.any([this.#controller.signal, AbortSignal.timeout(this.#tcpTimeoutMs)])
+      const t0 = performance.now()
+      try {
+        conn = direct(await this.#node.dial(tcp, { signal }))
+      } catch (err) {
+        // libp2p's dial queue also bounds each address (6 s): either timeout reads the same.
+        const timedOut = signal.aborted || (err as Error)?.name === 'TimeoutError'
+        errors.push(`tcp: ${timedOut ? noConnectionAfter('tcp', performance.now() - t0) : describe(err)}`)
+      }
     }
     // Then TCP punched through both NATs: when it works it carries what LAN TCP does (ADR 0007:
     // ~290 MB/s against WebRTC's ~34 MB/s); when either NAT is symmetric it fails within its
@@ -305,7 +297,11 @@ export class DirectUpgrader {
     if (conn === undefined && plan.methods.includes('webrtc') && webrtc !== undefined && this.#running) {
       transport = 'webrtc'
       method = 'webrtc'
-      conn = await tryDial('webrtc', [webrtc], this.#webrtcTimeoutMs)
+      try {
+        conn = await this.#dialWebrtc(webrtc)
+      } catch (err) {
+        errors.push(`webrtc: ${(err as Error).message}`)
+      }
     }
     if (!this.#running) {
       return
@@ -331,6 +327,48 @@ export class DirectUpgrader {
     this.#tracker.upgradeFailed(id, error, performance.now() - started, retryInMs)
     this.#log.warn('direct path failed; traffic stays on the relay', { peer: id, error, retryInMs })
     this.#schedule(id, peer, retryInMs)
+  }
+
+  /**
+   * Dials WebRTC through libp2p's transport manager, not `node.dial()`: the dial queue cuts every
+   * address at 6 s (its `addressDialTimeout`), less than ICE can need on a loaded machine. The
+   * signalling gets {@link DIRECT_WEBRTC_SIGNAL_TIMEOUT_MS} until the peer's SDP answer arrives;
+   * ICE, DTLS and the data channel then get {@link DIRECT_WEBRTC_TIMEOUT_MS} from that answer, not
+   * from when we asked. The connection is registered like any other (libp2p's upgrader announces
+   * it). Rejects with the reason.
+   */
+  async #dialWebrtc(ma: Multiaddr): Promise<Connection> {
+    const deadline = new AbortController()
+    const t0 = performance.now()
+    let answeredAt: number | undefined
+    let timer = setTimeout(() => deadline.abort(), this.#webrtcSignalTimeoutMs)
+    // @libp2p/webrtc (private-to-private/initiate-connection.js) reports this once the answer is set.
+    const onProgress = (evt: { type: string }): void => {
+      if (evt.type === 'webrtc:read-ice-candidates' && answeredAt === undefined) {
+        answeredAt = performance.now()
+        clearTimeout(timer)
+        timer = setTimeout(() => deadline.abort(), this.#webrtcTimeoutMs)
+      }
+    }
+    try {
+      return direct(
+        await this.#node.services.upgraderAccess.transportManager.dial(ma, {
+          signal: AbortSignal.any([this.#controller.signal, deadline.signal]),
+          onProgress,
+        }),
+      )
+    } catch (err) {
+      if (!deadline.signal.aborted) {
+        throw new Error(describe(err))
+      }
+      throw new Error(
+        answeredAt === undefined
+          ? `no SDP answer from the peer after ${seconds(performance.now() - t0)}`
+          : noConnectionAfter('webrtc', performance.now() - answeredAt, "the peer's SDP answer"),
+      )
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   /**
@@ -410,12 +448,27 @@ export function upgradeRetryMs(failures: number, baseMs: number, maxMs: number):
   return Math.min(baseMs * 2 ** Math.max(0, failures - 1), maxMs)
 }
 
-/** The reason recorded for an attempt that ran out of time. */
-export function noConnectionAfter(transport: DirectTransport, elapsedMs: number): string {
-  const after = `no connection after ${(elapsedMs / 1000).toFixed(1)} s`
+/** The reason recorded for an attempt that ran out of time, `elapsedMs` after `since` (or its start). */
+export function noConnectionAfter(transport: DirectTransport, elapsedMs: number, since?: string): string {
+  const after =
+    since === undefined
+      ? `no connection after ${seconds(elapsedMs)}`
+      : `no connection ${seconds(elapsedMs)} after ${since}`
   return transport === 'webrtc'
     ? `${after} (ICE found no working UDP path: symmetric NAT or UDP blocked?)`
     : after
+}
+
+function seconds(ms: number): string {
+  return `${(ms / 1000).toFixed(1)} s`
+}
+
+/** The connection when it is direct; a dial that came back relayed is a failure here. */
+function direct(conn: Connection): Connection {
+  if (!conn.direct) {
+    throw new Error('the dial returned a relayed connection')
+  }
+  return conn
 }
 
 /** A relayed connection this node dialled: the kind it upgrades. */

@@ -68,6 +68,10 @@ describe('noConnectionAfter', () => {
       noConnectionAfter('webrtc', 6_049),
       'no connection after 6.0 s (ICE found no working UDP path: symmetric NAT or UDP blocked?)',
     )
+    assert.equal(
+      noConnectionAfter('webrtc', 15_000, "the peer's SDP answer"),
+      "no connection 15.0 s after the peer's SDP answer (ICE found no working UDP path: symmetric NAT or UDP blocked?)",
+    )
   })
 })
 
