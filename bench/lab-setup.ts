@@ -84,6 +84,7 @@ export const PORTS = {
   proxySshRelayed: 8203,
   proxySshRelayedNoDaemon: 8204,
   proxyRelayedPlain: 8205,
+  proxyDirectWebrtc: 8206,
   capacityRelay: 7777,
 } as const
 
@@ -533,6 +534,22 @@ async function populate(
     await startProxy(a, ['b', 'bench'], PORTS.proxyDirect, 'proxy-direct')
     await connect(a, 'bench', PORTS.connectDirect)
   }
+  // The fallback's figure: a node of its own on a with the punch off goes DIRECT over WebRTC.
+  const webrtc = await startProxy(
+    a,
+    ['--no-daemon', '--log-level', 'info', 'b', 'bench'],
+    PORTS.proxyDirectWebrtc,
+    'proxy-direct-webrtc',
+    { PEERUP_PUNCH: 'off' },
+  )
+    .then((p) => p.waitForOutput(/"msg":"direct path up".*"transport":"webrtc"/, 30_000))
+    .then(
+      () => true,
+      (err: unknown) => {
+        log(`a → b never went direct over WebRTC (punch off): ${(err as Error).message}`)
+        return false
+      },
+    )
   await startProxy(a2, ['b', 'bench'], PORTS.proxyRelayed, 'proxy-relayed')
   await startProxy(a2plain, ['b', 'bench'], PORTS.proxyRelayedPlain, 'proxy-relayed-plain')
   await connect(a2, 'bench', PORTS.connectRelayed)
@@ -650,6 +667,19 @@ async function populate(
             host: a.host,
             ip: '127.0.0.1',
             port: PORTS.connectDirect,
+          } as const,
+        ]
+      : []),
+    ...(webrtc
+      ? [
+          {
+            id: 'peerup-direct-webrtc',
+            label: 'peerup proxy --no-daemon over WebRTC (punch off)',
+            path: 'direct',
+            kind: 'peerup',
+            host: a.host,
+            ip: '127.0.0.1',
+            port: PORTS.proxyDirectWebrtc,
           } as const,
         ]
       : []),

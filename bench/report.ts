@@ -107,6 +107,12 @@ export function renderMarkdown(results: Results): string {
   )
   groupTable('`peerup ping`: time to the first reply', (f) => f.group === 'ping')
   groupTable(
+    'Time to a direct path (`peerup ping --until-direct --no-daemon` on a: first dial → DIRECT)',
+    (f) => f.group === 'direct',
+    undefined,
+    false,
+  )
+  groupTable(
     'Resumable sessions: what they cost, how fast data flows again, how fast they move',
     (f) => f.group === 'sessions',
     undefined,

@@ -30,6 +30,7 @@ import { benchLabSupport, createBenchLab, EXE, ensureBuilt, ROOT } from './lab-s
 import { benchPeerId } from './loadgen.ts'
 import { measureCapacity } from './measure/capacity.ts'
 import { measureCli } from './measure/cli.ts'
+import { measureDirect } from './measure/direct.ts'
 import { measureLatency } from './measure/latency.ts'
 import { measureHeldConnections, measureIdleMemory, measureRelayMemory } from './measure/memory.ts'
 import { measureProfiles } from './measure/profile.ts'
@@ -46,6 +47,7 @@ const MEASUREMENTS: Array<[string, (ctx: BenchContext) => Promise<void>]> = [
   // Before the other transfers, so that "idle" is the relay as started, not after gigabytes.
   ['relay-memory', measureRelayMemory],
   ['ttfb', measureTtfb],
+  ['direct', measureDirect],
   ['throughput', measureThroughput],
   ['latency', measureLatency],
   ['held', measureHeldConnections],

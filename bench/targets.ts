@@ -52,6 +52,19 @@ export function checkTargets(results: Results, settings: Settings, quick: boolea
     'ssh -L',
   )
 
+  const webrtc = med('throughput.peerup-direct-webrtc')
+  if (webrtc === undefined) {
+    na('direct throughput over WebRTC (the fallback)', '≥ 60 MB/s', 'missing throughput.peerup-direct-webrtc')
+  } else {
+    results.check({
+      what: 'direct throughput over WebRTC (the fallback)',
+      target: '≥ 60 MB/s',
+      measured: `${fmt(webrtc)} MB/s (peerup proxy --no-daemon, punch off)`,
+      met: webrtc >= 60,
+      margin: webrtc >= 60 ? `${fmt(webrtc - 60)} MB/s to spare` : `missed by ${fmt(60 - webrtc)} MB/s`,
+    })
+  }
+
   const cost = results.get('sessions.cost.ratio')
   const withSessions = med('sessions.cost.session')
   const plain = med('sessions.cost.plain')

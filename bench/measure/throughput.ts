@@ -17,7 +17,10 @@ function carriers(ctx: BenchContext, e: Endpoint): Array<[string, number | undef
   if (e.id === 'peerup-direct') list.push(['proxy', bl.proxies['proxy-direct']?.pid])
   if (e.id === 'peerup-relayed') list.push(['proxy', bl.proxies['proxy-relayed']?.pid])
   if (e.id === 'peerup-relayed-nodaemon') list.push(['proxy', bl.proxies['proxy-relayed-nodaemon']?.pid])
-  if (e.id !== 'peerup-relayed-nodaemon') list.push(['client daemon', client.pid])
+  if (e.id === 'peerup-direct-webrtc') list.push(['proxy', bl.proxies['proxy-direct-webrtc']?.pid])
+  if (e.id !== 'peerup-relayed-nodaemon' && e.id !== 'peerup-direct-webrtc') {
+    list.push(['client daemon', client.pid])
+  }
   if (e.path === 'relayed') list.push(['relay', bl.relay.process.pid])
   list.push(['target daemon', bl.daemons.b.pid])
   return list
