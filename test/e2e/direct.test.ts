@@ -4,6 +4,8 @@
  * - cone NAT on both routers: a relayed connection between a and b becomes DIRECT (WebRTC, ICE with
  *   the relay's STUN) within 10 s; an SSH session that began on the relay survives the upgrade; a
  *   100 MiB transfer started after it does not cross the relay (its iptables byte counters say so);
+ * - a transfer that began on the relay while the punch could not connect (router-a dropping what a
+ *   sends to router-b) is byte-exact after a later round punches through, and its session moves;
  * - a and a2 on one LAN: they go DIRECT over TCP between their private addresses, not through the relay;
  * - symmetric (`--random-fully`) NAT on both routers: the upgrade fails, `ping --until-direct` says
  *   so, and proxied traffic keeps flowing through the relay.
@@ -206,6 +208,63 @@ describe('the direct path with cone NAT, and on a LAN', { skip, timeout: 600_000
       })
     })
   }
+
+  it('a transfer running on the relay when the punch comes up is byte-exact, and moves to the punched connection', async (t) => {
+    await withLabLogs(t, lab, async () => {
+      // Everything from a to router-b's public address is dropped on router-a, so the first punch
+      // round (and WebRTC) cannot connect while the transfer starts on the relay; the block is
+      // lifted a moment after, and a later round, from fresh ports, punches through mid-transfer.
+      const routerA = lab.host('router-a')
+      const block = ['FORWARD', '-s', a.host.ip, '-d', lab.host('router-b').publicIp, '-j', 'DROP']
+      await routerA.mustRun(lab.iptables, ['-w', '-I', ...block])
+      let blocked = true
+      const proxy = a.spawn(
+        ['proxy', 'b', 'ssh', '2224', '--config', a.config, '--log-level', 'info'],
+        'proxy-b-race',
+      )
+      try {
+        await proxy.waitForOutput(/forwarding 127\.0\.0\.1:2224/, 30_000)
+        const file = path.join(a.dir, 'payload-race')
+        await a.host.mustRun('sh', ['-c', `head -c ${64 * MiB} /dev/urandom > ${file}`])
+        const want = (await a.host.mustRun('sha256sum', [file])).stdout.split(' ')[0]
+        // 1 MiB every 50 ms: about 3 s on the wire whatever the path, long enough to be moved.
+        const paced = `for i in $(seq 0 63); do dd if=${file} bs=1M skip=$i count=1 status=none; sleep 0.05; done`
+        const transfer = a.host.run(
+          'sh',
+          ['-c', `(${paced}) | ssh ${sshdB.sshArgs('b', { port: 2224 }).join(' ')} 127.0.0.1 sha256sum`],
+          { timeoutMs: 120_000 },
+        )
+        await proxy.waitForOutput(/"msg":"service session opened".*"path":"RELAYED via /, 30_000)
+        await new Promise((resolve) => setTimeout(resolve, 500))
+        await routerA.mustRun(lab.iptables, ['-w', '-D', ...block])
+        blocked = false
+        const liftedAt = new Date().toISOString()
+        const r = await transfer
+        assert.equal(r.code, 0, r.stderr)
+        assert.equal(r.stdout.split(' ')[0], want)
+        const punched = logLines(proxy, 'tcp punched')[0]
+        for (const msg of [
+          'service session opened',
+          'direct path failed; traffic stays on the relay',
+          'tcp punched',
+          'session moved to a direct path',
+        ]) {
+          for (const l of logLines(proxy, msg)) {
+            t.diagnostic(`${l.time} ${msg} ${String(l.error ?? l.lead ?? l.path ?? '').slice(0, 160)}`)
+          }
+        }
+        t.diagnostic(`block lifted at ${liftedAt}`)
+        assert.ok(punched !== undefined, 'the punch connected')
+        assert.equal(logLines(proxy, 'direct path up')[0]?.transport, 'tcp')
+        assert.equal(logLines(proxy, 'session moved to a direct path').length, 1)
+      } finally {
+        if (blocked) {
+          await routerA.mustRun(lab.iptables, ['-w', '-D', ...block])
+        }
+        await proxy.stop()
+      }
+    })
+  })
 
   it('two nodes on one LAN go DIRECT over TCP between their private addresses, not through the relay', async (t) => {
     await withLabLogs(t, lab, async () => {
