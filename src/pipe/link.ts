@@ -10,7 +10,7 @@
 import type { Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 import type { Chunk } from './end.ts'
 import { FrameError } from './errors.ts'
-import { FRAME, type Frame, FrameParser } from './frames.ts'
+import { FRAME, type Frame, FrameParser, resetFrame } from './frames.ts'
 import { Listeners } from './listeners.ts'
 
 /** The protocol of resumable sessions: one for every service, named in the first frame. */
@@ -49,6 +49,17 @@ export interface Link {
   probe?(signal: AbortSignal): Promise<void>
   /** Aborts the connection under the link (it stopped answering): every link over it goes. */
   sever?(err: Error): void
+}
+
+/** Tells the other side why with a RESET, then closes; a link that cannot send any more is aborted. */
+export function sendReset(link: Link, err: Error): Promise<void> {
+  try {
+    link.send(resetFrame(err.message))
+    return link.close()
+  } catch {
+    link.abort(err)
+    return Promise.resolve()
+  }
 }
 
 /** What a stream's link can do to the connection under it. */

@@ -15,6 +15,7 @@
  */
 
 import { Uint8ArrayList } from 'uint8arraylist'
+import type { SessionCountsState } from '../api/index.ts'
 import { PeerupError } from '../errors.ts'
 import type { Logger } from '../log/index.ts'
 import { backoffDelayMs, sleep } from '../util/retry.ts'
@@ -28,10 +29,9 @@ import {
   type Frame,
   FrameQueue,
   finFrame,
-  resetFrame,
   SESSION_ID_BYTES,
 } from './frames.ts'
-import { type Link, type LinkEvents, SESSION_MAX_FRAME_BYTES } from './link.ts'
+import { type Link, type LinkEvents, SESSION_MAX_FRAME_BYTES, sendReset } from './link.ts'
 
 /** Bytes a side may have sent and not had acknowledged: the memory a session may hold each way. */
 export const SESSION_WINDOW_BYTES = 4 * 1024 * 1024
@@ -139,18 +139,7 @@ export interface SessionInit {
 }
 
 /** What one side's sessions are doing, and what they did since the node started. */
-export interface SessionCounts {
-  /** Sessions not over: attached, or waiting for their link to come back. */
-  open: number
-  /** Of those, the ones without a link now (within their grace period). */
-  waiting: number
-  /** Times a session that had lost its link was attached again. */
-  resumed: number
-  /** Times a session moved on purpose to a better (direct) path. */
-  moved: number
-  /** Sessions whose link did not come back within the grace period. */
-  expired: number
-}
+export type SessionCounts = SessionCountsState
 
 /**
  * Counts what a side's sessions do: {@link SessionTally.watch} gives the callbacks of a
@@ -299,12 +288,7 @@ export class Session implements ByteEnd {
     const link = this.#link
     this.#over(err)
     if (link !== undefined) {
-      try {
-        link.send(resetFrame(err.message))
-        await link.close()
-      } catch {
-        link.abort(err)
-      }
+      await sendReset(link, err)
     }
   }
 
@@ -373,7 +357,7 @@ export class Session implements ByteEnd {
     }
     // Frames of the old link not yet delivered come again over the new one.
     this.#received = this.#requeue()
-    link.send(attachFrame({ id: this.id, resume: true, received: this.#delivered, service: '' }))
+    link.send(attachFrame(this.#resuming()))
     this.attach(link, theirReceived)
   }
 
@@ -387,11 +371,11 @@ export class Session implements ByteEnd {
       link.abort(new TransferInterruptedError('the session is not attached'))
       return
     }
-    const declared = this.#delivered
+    const attach = this.#resuming()
     this.#moving = true
     let theirs: number
     try {
-      theirs = await handshake(link, { id: this.id, resume: true, received: declared, service: '' }, signal)
+      theirs = await handshake(link, attach, signal)
     } catch (err) {
       this.#moving = false
       if (this.#state === 'attached' && this.#link === undefined) {
@@ -412,11 +396,16 @@ export class Session implements ByteEnd {
       old.listen(IGNORE)
       old.close()
     }
-    // The other side sends again from `declared`; what came since over the old link is not
+    // The other side sends again from what we declared; what came since over the old link is not
     // delivered twice.
     this.#received = this.#requeue()
-    this.#skip = this.#delivered - declared
+    this.#skip = this.#delivered - attach.received
     this.attach(link, theirs)
+  }
+
+  /** What our ATTACH says when the session comes back: where our reading stands. */
+  #resuming(): Attach {
+    return { id: this.id, resume: true, received: this.#delivered, service: '' }
   }
 
   #linkEvents(link: Link): LinkEvents {
@@ -619,7 +608,7 @@ export class Session implements ByteEnd {
           link.sever?.(error)
           link.abort(error)
           if (this.#link === link) {
-            this.#lost(err instanceof Error ? err : new Error(String(err)))
+            this.#lost(error)
           }
         },
       )
@@ -632,17 +621,14 @@ export class Session implements ByteEnd {
     if (this.#state !== 'attached') {
       return
     }
-    if (this.#moving) {
-      // The other side dropped the old link as it took the new one.
-      this.#link = undefined
-      this.#linkBlocked = false
-      this.#received = this.#requeue()
-      return
-    }
-    this.#state = 'detached'
     this.#link = undefined
     this.#linkBlocked = false
     this.#received = this.#requeue()
+    if (this.#moving) {
+      // The other side dropped the old link as it took the new one.
+      return
+    }
+    this.#state = 'detached'
     clearTimeout(this.#ackTimer)
     this.#ackTimer = undefined
     clearTimeout(this.#stallTimer)
@@ -676,8 +662,7 @@ export class Session implements ByteEnd {
     for (let attempt = 1; this.#state === 'detached' && !controller.signal.aborted; attempt++) {
       try {
         const link = await reconnect(controller.signal)
-        const attach = { id: this.id, resume: true, received: this.#delivered, service: '' }
-        const theirs = await handshake(link, attach, controller.signal)
+        const theirs = await handshake(link, this.#resuming(), controller.signal)
         if (this.#state === 'detached') {
           this.attach(link, theirs)
         } else {
@@ -718,12 +703,7 @@ export class Session implements ByteEnd {
     this.#over(err)
     if (err instanceof SessionProtocolError && link !== undefined) {
       // The other side broke the protocol: it is told, not left to wait out its grace period.
-      try {
-        link.send(resetFrame(err.message))
-        link.close()
-      } catch {
-        link.abort(err)
-      }
+      void sendReset(link, err)
     } else {
       link?.abort(err)
     }

@@ -10,8 +10,8 @@
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import type { Logger } from '../log/index.ts'
 import { TransferInterruptedError } from '../pipe/errors.ts'
-import { type Attach, attachFrame, resetFrame } from '../pipe/frames.ts'
-import { type Link, SESSION_PROTOCOL, streamLink } from '../pipe/link.ts'
+import { type Attach, attachFrame } from '../pipe/frames.ts'
+import { type Link, SESSION_PROTOCOL, sendReset, streamLink } from '../pipe/link.ts'
 import {
   DEFAULT_RESUME_GRACE_MS,
   Session,
@@ -124,12 +124,7 @@ export class SessionService implements Component {
   }
 
   #refuse(link: Link, reason: string): void {
-    try {
-      link.send(resetFrame(reason))
-      link.close()
-    } catch {
-      link.abort(new TransferInterruptedError(reason))
-    }
+    void sendReset(link, new TransferInterruptedError(reason))
   }
 
   /** A session comes back: only from the peer that opened it (anyone else learns nothing). */
