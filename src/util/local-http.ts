@@ -240,19 +240,15 @@ export function remoteError(
   status: number,
 ): PeerupError {
   const options = body.hint === undefined ? {} : { hint: body.hint }
-  switch (body.name) {
-    case 'UsageError':
-      return new UsageError(body.error, options)
-    case 'NotFoundError':
-      return new NotFoundError(body.error, options)
-    case 'ConflictError':
-      return new ConflictError(body.error, options)
-    default: {
-      const err = new ApiResponseError(status, body.error, options)
-      if (body.name !== undefined) {
-        err.name = body.name
-      }
-      return err
-    }
+  if (body.name !== undefined && Object.hasOwn(KNOWN_ERRORS, body.name)) {
+    return new KNOWN_ERRORS[body.name as keyof typeof KNOWN_ERRORS](body.error, options)
   }
+  const err = new ApiResponseError(status, body.error, options)
+  if (body.name !== undefined) {
+    err.name = body.name
+  }
+  return err
 }
+
+/** The errors a client raises as themselves, by name. */
+const KNOWN_ERRORS = { UsageError, NotFoundError, ConflictError }
