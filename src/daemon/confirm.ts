@@ -22,7 +22,7 @@ import type { Logger } from '../log/index.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
 import type { Component } from '../util/components.ts'
 import { type FileWatch, watchFile } from '../util/watch.ts'
-import type { DaemonEvents } from './events.ts'
+import { type DaemonEvents, publishConfig } from './events.ts'
 
 /**
  * Before anything loads the config: an apply whose deadline passed while no daemon ran is undone,
@@ -124,13 +124,7 @@ export class ApplyConfirmation implements Component {
     const { config } = await loadNodeConfig(runtime.configFile)
     const { applied, restartNeeded } = await runtime.applyConfig(config)
     const what = `config apply of ${pending.appliedAt} was not confirmed by ${pending.deadline}: previous config restored`
-    events.publish({
-      type: 'config',
-      time: new Date().toISOString(),
-      action: 'reverted',
-      applied,
-      restartNeeded,
-    })
+    publishConfig(events, 'reverted', applied, restartNeeded)
     if (restartNeeded.length === 0) {
       log.error(`${what}, and running`, { applied: applied.join(',') })
       return
@@ -153,13 +147,7 @@ export class ApplyConfirmation implements Component {
         ) {
           log.info('config apply confirmed')
           await archiveLastGood(runtime.configFile)
-          events.publish({
-            type: 'config',
-            time: new Date().toISOString(),
-            action: 'confirmed',
-            applied: [],
-            restartNeeded: [],
-          })
+          publishConfig(events, 'confirmed')
         }
       })
       .catch(() => {})

@@ -114,6 +114,16 @@ export class DaemonEvents {
   }
 }
 
+/** Tells the watchers what a config change did. */
+export function publishConfig(
+  events: DaemonEvents,
+  action: 'reloaded' | 'reverted' | 'confirmed',
+  applied: string[] = [],
+  restartNeeded: string[] = [],
+): void {
+  events.publish({ type: 'config', time: now(), action, applied, restartNeeded })
+}
+
 /** The API's form of a path (the same fields: the contract is written down separately). */
 export function toApiPath(p: PathInfo): ApiPath {
   return {

@@ -128,18 +128,11 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonExit> {
   return { restart: daemon.confirmation.restart }
 }
 
-/** The daemon's components, and those of them {@link runDaemon} reads from. */
-interface AssembledDaemon {
-  /** In the order they start. */
-  list: Component[]
-  node: DaemonNode
-  api: DaemonApiSocket
-  metrics: MetricsServer | undefined
-  confirmation: ApplyConfirmation
-}
-
-/** Makes the daemon's components; nothing runs before they start. */
-async function assembleDaemon(options: DaemonOptions, stopping: AbortController): Promise<AssembledDaemon> {
+/**
+ * Makes the daemon's components (`list`, in the order they start), and returns those of them
+ * {@link runDaemon} reads from; nothing runs before they start.
+ */
+async function assembleDaemon(options: DaemonOptions, stopping: AbortController) {
   const { log } = options
   const env = options.env ?? readEnv()
   const { dir, config } = await loadNodeConfig(options.configFile)

@@ -6,6 +6,7 @@
  * @packageDocumentation
  */
 
+import { once } from 'node:events'
 import * as net from 'node:net'
 import type { Logger } from '../log/index.ts'
 import { DEFAULT_LISTEN_HOST, formatHostPort, type HostPort } from '../util/address.ts'
@@ -86,19 +87,11 @@ export async function startListener(init: ListenerInit): Promise<Listener> {
     active.set(socket, entry)
   })
 
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error): void => {
-      reject(
-        new ListenError(`cannot listen on ${formatHostPort(host, init.port)}: ${err.message}`, {
-          hint: 'choose another port, or stop what is using this one',
-          cause: err,
-        }),
-      )
-    }
-    server.once('error', onError)
-    server.listen({ host, port: init.port }, () => {
-      server.off('error', onError)
-      resolve()
+  server.listen({ host, port: init.port })
+  await once(server, 'listening').catch((err: Error) => {
+    throw new ListenError(`cannot listen on ${formatHostPort(host, init.port)}: ${err.message}`, {
+      hint: 'choose another port, or stop what is using this one',
+      cause: err,
     })
   })
   // After a successful listen, errors are per connection (handled there); log anything else.

@@ -94,11 +94,6 @@ export function persistentProxiesOf(ctx: DaemonContext): PersistentProxies {
   return ctx.persistentProxies
 }
 
-/** The name a peer has under `names:`, if any. */
-export function nameOf(ctx: DaemonContext, peerId: string): string | undefined {
-  return Object.entries(ctx.rt.config.names).find(([, id]) => id === peerId)?.[0]
-}
-
 /** The first problem zod found, as a usage error that names the field (`allowedPeers[2]: …`). */
 function refusal(error: z.ZodError): UsageError {
   const issue = error.issues[0]
