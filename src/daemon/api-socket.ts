@@ -27,7 +27,6 @@ export interface DaemonApiSocketComponents {
   log: Logger
 }
 
-/** Settings of {@link DaemonApiSocket}. */
 export interface DaemonApiSocketInit {
   socketPath: string
   cookieFile: string
@@ -134,7 +133,6 @@ export class DaemonApi implements Component {
     this.#components = components
   }
 
-  /** Serves the routes and writes the cookie. */
   async start(): Promise<void> {
     const { api, runtime, proxies, persistentProxies, events, observer, log, shutdown } = this.#components
     await api.open(
@@ -151,7 +149,6 @@ export class DaemonApi implements Component {
     )
   }
 
-  /** Takes no new connections and tells the watchers. */
   stop(): void {
     this.#components.api.refuseNew()
     this.#components.events.publish({ type: 'stopping', time: new Date().toISOString() })

@@ -76,7 +76,6 @@ export class ApplyConfirmation implements Component {
     return this.#restart
   }
 
-  /** Watches the pending file and arms the deadline of an apply that waits. */
   async start(): Promise<void> {
     const configFile = this.#components.runtime.configFile
     this.#watch = watchFile(safetyFiles(configFile).pending, () => this.#pendingChanged())
@@ -88,7 +87,6 @@ export class ApplyConfirmation implements Component {
     }
   }
 
-  /** Ends the watch and disarms the deadline. */
   stop(): void {
     this.#watch?.close()
     this.#watch = undefined

@@ -76,14 +76,12 @@ export class DaemonEvents {
     )
   }
 
-  /** Stops listening to them. */
   stop(): void {
     for (const off of this.#unsubscribe.splice(0)) {
       off()
     }
   }
 
-  /** Subscribes; returns the unsubscribe function. */
   subscribe(listener: EventListener): () => void {
     this.#listeners.add(listener)
     return () => this.#listeners.delete(listener)

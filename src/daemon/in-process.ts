@@ -15,7 +15,6 @@ import { DaemonEvents } from './events.ts'
 import { ProxyManager } from './proxies.ts'
 import { checkInput, type HandlerContext, handlersFor, reportOf } from './routes/index.ts'
 
-/** Options of {@link startInProcessClient}. */
 export interface InProcessOptions {
   configFile: string
   log: Logger

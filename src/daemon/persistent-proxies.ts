@@ -140,7 +140,6 @@ export class PersistentProxies implements Component {
     })
   }
 
-  /** Removes a proxy from config.yaml and closes it. */
   remove(name: string): Promise<ProxyInfo> {
     return this.#serial(async () => {
       const info = await removeProxyFromFile(this.#components.runtime.configFile, name)
@@ -184,7 +183,6 @@ export class PersistentProxies implements Component {
     })
   }
 
-  /** Every proxy with its state. */
   list(): PersistentProxyState[] {
     return [...this.#entries.values()].map((e) => this.#describe(e))
   }

@@ -67,7 +67,6 @@ export class ProxyManager {
   /** Nothing to start: listeners are added on request. */
   start(): void {}
 
-  /** Closes every listener. */
   async stop(): Promise<void> {
     await this.closeAll()
   }
@@ -119,7 +118,6 @@ export class ProxyManager {
     return this.#entries.size
   }
 
-  /** Stops every listener. */
   async closeAll(): Promise<void> {
     const all = [...this.#entries.values()]
     this.#entries.clear()

@@ -41,7 +41,6 @@ export class FileFollower implements Component {
     this.#components = components
   }
 
-  /** Watches both files and listens for SIGHUP. */
   start(): void {
     const rt = this.#components.runtime
     try {
@@ -58,7 +57,6 @@ export class FileFollower implements Component {
     process.on('SIGHUP', this.#onHup)
   }
 
-  /** Stops listening and watching. */
   stop(): void {
     process.off('SIGHUP', this.#onHup)
     for (const watch of this.#watches.splice(0).reverse()) {

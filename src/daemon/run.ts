@@ -49,7 +49,6 @@ export interface DaemonReady {
   upgrades: readonly UpgradeRoute[]
 }
 
-/** Options of {@link runDaemon}. */
 export interface DaemonOptions {
   configFile: string
   log: Logger
@@ -83,7 +82,6 @@ export interface DaemonComponents {
   shutdown(reason: Error): void
 }
 
-/** How the daemon ended. */
 export interface DaemonExit {
   /**
    * Config keys that need the daemon to run again (an unconfirmed apply was undone, and what it

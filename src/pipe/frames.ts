@@ -20,13 +20,10 @@
 import { Uint8ArrayList } from 'uint8arraylist'
 import { FrameError } from './errors.ts'
 
-/** Frame types. */
 export const FRAME = { DATA: 0, FIN: 1, RESET: 2, CREDIT: 3, ATTACH: 4, ACK: 5 } as const
 
-/** Bytes of a frame header. */
 export const FRAME_HEADER_BYTES = 5
 
-/** A parsed frame. */
 export type Frame =
   | { type: 'data'; payload: Uint8ArrayList }
   | { type: 'fin' }
@@ -35,7 +32,6 @@ export type Frame =
   | ({ type: 'attach' } & Attach)
   | { type: 'ack'; position: number }
 
-/** What an ATTACH frame says. */
 export interface Attach {
   /** The session's id, 16 random bytes chosen by the side that opened it. */
   id: Uint8Array
@@ -47,7 +43,6 @@ export interface Attach {
   service: string
 }
 
-/** Bytes of a session id. */
 export const SESSION_ID_BYTES = 16
 
 const ATTACH_VERSION = 1
@@ -65,7 +60,6 @@ export function dataFrame(payload: Uint8Array | Uint8ArrayList): Uint8ArrayList 
   return new Uint8ArrayList(header(FRAME.DATA, payload.byteLength), payload)
 }
 
-/** A FIN frame. */
 export function finFrame(): Uint8Array {
   return header(FRAME.FIN, 0)
 }
@@ -85,7 +79,6 @@ export function creditFrame(n: number): Uint8Array {
   return frame
 }
 
-/** An ATTACH frame. */
 export function attachFrame(a: Attach): Uint8Array {
   const service = new TextEncoder().encode(a.service)
   const length = 2 + SESSION_ID_BYTES + 8 + service.byteLength
@@ -196,7 +189,6 @@ export class FrameQueue {
   /** A FIN has been received (it may still be queued). */
   finParsed = false
 
-  /** Queues frames as they were parsed. */
   push(frames: Frame[]): void {
     for (const frame of frames) {
       this.finParsed ||= frame.type === 'fin'

@@ -19,7 +19,6 @@ export const SESSION_PROTOCOL = '/peerup/session/1.0.0'
 /** Largest DATA payload of a session frame. */
 export const SESSION_MAX_FRAME_BYTES = 256 * 1024
 
-/** What a link reports to whoever listens to it. */
 export interface LinkEvents {
   frame(frame: Frame): void
   /** The link takes sends again after one returned false. */
@@ -28,7 +27,6 @@ export interface LinkEvents {
   gone(err?: Error): void
 }
 
-/** A link. */
 export interface Link {
   /** The remote peer id, which authenticated the link. */
   readonly peer: string

@@ -30,7 +30,6 @@ export type ListenerEvent =
   | { type: 'open-failed'; error: Error }
   | { type: 'closed'; result: PipeResult; durationMs: number }
 
-/** Options of {@link startListener}. */
 export interface ListenerInit {
   /** Address to bind; loopback unless the user asked otherwise. */
   host?: string
@@ -47,7 +46,6 @@ export interface ListenerInit {
   onBytes?: (direction: Direction, n: number) => void
 }
 
-/** A running listener. */
 export interface Listener {
   /** The bound address (the real port when 0 was asked for). */
   readonly address: HostPort

@@ -116,7 +116,6 @@ export function handshake(link: Link, attach: Attach, signal: AbortSignal): Prom
   })
 }
 
-/** Options of a {@link Session}. */
 export interface SessionInit {
   id: Uint8Array
   /** What it is, for logs. */
@@ -181,7 +180,6 @@ export class SessionTally {
   }
 }
 
-/** A resumable session, as an end of a pipe. */
 export class Session implements ByteEnd {
   readonly id: Uint8Array
   readonly name: string
@@ -226,12 +224,10 @@ export class Session implements ByteEnd {
     return this.#state
   }
 
-  /** The link carrying the session now, if any. */
   get link(): Link | undefined {
     return this.#link
   }
 
-  /** Whether a link carries the session now. */
   get attached(): boolean {
     return this.#state === 'attached'
   }

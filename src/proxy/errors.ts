@@ -7,7 +7,6 @@
 
 import { PeerupError } from '../errors.ts'
 
-/** Base class of the proxy's errors. */
 export class ProxyError extends PeerupError {
   override name = 'ProxyError'
 }
@@ -15,7 +14,6 @@ export class ProxyError extends PeerupError {
 /** The local TCP service of an exposed service refused the connection or did not answer in time. */
 export class LocalServiceUnavailableError extends ProxyError {
   override name = 'LocalServiceUnavailableError'
-  /** The service name from the config. */
   readonly service: string
   /** The `host:port` that was dialled. */
   readonly localAddress: string
@@ -33,9 +31,7 @@ export class LocalServiceUnavailableError extends ProxyError {
 /** A peer asked for a service whose `allowed_peers` does not include it. */
 export class PeerNotAllowedError extends ProxyError {
   override name = 'PeerNotAllowedError'
-  /** The refused peer id. */
   readonly peer: string
-  /** The service name. */
   readonly service: string
 
   constructor(service: string, peer: string) {

@@ -25,7 +25,6 @@ export type ServiceEvent =
   | { type: 'opened'; service: string; peer: string }
   | { type: 'closed'; service: string; peer: string; result: PipeResult; durationMs: number }
 
-/** Options of {@link createServiceHandler}. */
 export interface ServiceHandlerInit {
   /** The service name from the config (`ssh`). */
   name: string

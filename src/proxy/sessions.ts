@@ -26,14 +26,12 @@ import type { ServiceRegistry } from './registry.ts'
 /** Sessions one peer may hold at once (live or waiting to be taken up again). */
 export const MAX_SESSIONS_PER_PEER = 1024
 
-/** What the session service uses. */
 export interface SessionServiceComponents {
   node: Libp2p
   services: ServiceRegistry
   log: Logger
 }
 
-/** Options of {@link SessionService}. */
 export interface SessionServiceInit {
   /** How long a session waits for its opener to come back (config `proxy.resume_grace`). */
   graceMs?: () => number

@@ -110,14 +110,12 @@ export class Deferred<T extends Component> implements Component {
     return this.#value
   }
 
-  /** Makes the component and starts it. */
   async start(): Promise<void> {
     const value = this.#make()
     await value.start()
     this.#value = value
   }
 
-  /** Stops the component. */
   async stop(): Promise<void> {
     await this.#value?.stop()
   }

@@ -16,7 +16,6 @@ export class FileModeError extends PeerupError {
   override name = 'FileModeError'
 }
 
-/** Options for {@link atomicWriteFile}. */
 export interface AtomicWriteOptions {
   /** Mode of the new file; defaults to the existing file's mode, or 0600 for a new one. */
   mode?: number

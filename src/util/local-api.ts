@@ -57,7 +57,6 @@ export class ApiError extends PeerupError {
   }
 }
 
-/** What a handler gets. */
 export interface ApiRequest {
   method: string
   /** The matched route pattern, like `/v1/auth/:peer` (for metrics: bounded cardinality). */
@@ -74,7 +73,6 @@ export interface ApiRequest {
 /** What a handler returns: data for the envelope, or a response it writes itself (streams). */
 export type ApiResult = { data: unknown; status?: number } | { stream: (res: http.ServerResponse) => void }
 
-/** One route. */
 export interface Route {
   method: 'GET' | 'POST' | 'DELETE'
   /** `/v1/auth/:peer`: segments starting with `:` are parameters. */
@@ -100,7 +98,6 @@ export interface AccessRecord {
   durationMs: number
 }
 
-/** Options of {@link createLocalApiServer}. */
 export interface LocalApiOptions {
   routes: Route[]
   upgrades?: UpgradeRoute[]
@@ -330,7 +327,6 @@ class Deadlines {
     this.#request = setTimeout(cut, this.#limits.requestTimeoutMs).unref()
   }
 
-  /** Stops both clocks. */
   clear(): void {
     clearTimeout(this.#headers)
     clearTimeout(this.#request)

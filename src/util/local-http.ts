@@ -17,7 +17,6 @@ export class DaemonNotRunningError extends PeerupError {
   override name = 'DaemonNotRunningError'
 }
 
-/** The API answered with an error. */
 export class ApiResponseError extends PeerupError {
   override name = 'ApiResponseError'
   readonly status: number
@@ -28,7 +27,6 @@ export class ApiResponseError extends PeerupError {
   }
 }
 
-/** Options of {@link LocalHttpClient}. */
 export interface LocalHttpClientOptions {
   socketPath: string
   cookieFile: string
@@ -40,7 +38,6 @@ export interface LocalHttpClientOptions {
   onServerVersion?: (version: string) => void
 }
 
-/** Requests to one local API. */
 export class LocalHttpClient {
   readonly #options: LocalHttpClientOptions
   #cookie: string | undefined

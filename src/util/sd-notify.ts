@@ -12,12 +12,10 @@ import type { DgramSocket } from 'node-unix-socket'
 import type { Logger } from '../log/index.ts'
 import type { Component } from './components.ts'
 
-/** What {@link SystemdNotify} uses. */
 export interface SystemdNotifyComponents {
   log: Logger
 }
 
-/** Settings of {@link SystemdNotify}. */
 export interface SystemdNotifyInit {
   /** `NOTIFY_SOCKET`; none by default (outside systemd), and then nothing is sent. */
   notifySocket?: string | undefined

@@ -25,7 +25,6 @@ export class SocketSetupError extends PeerupError {
   override name = 'SocketSetupError'
 }
 
-/** Options of {@link listenOnSocket}. */
 export interface ListenOptions {
   /** What runs here, for messages: `a daemon`, `a relay`. */
   what: string

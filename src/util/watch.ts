@@ -11,7 +11,6 @@ import * as path from 'node:path'
 /** How long a burst of changes must be quiet before the callback runs. */
 export const DEFAULT_WATCH_DEBOUNCE_MS = 100
 
-/** A running watch. */
 export interface FileWatch {
   close(): void
 }

@@ -16,7 +16,6 @@ import { streamHandlers } from './streams.ts'
 export type { DaemonContext, Dialled, HandlerContext, Handlers } from './context.ts'
 export { checkInput, reportOf, statusOf } from './context.ts'
 
-/** The handlers of every route, working on `ctx`. */
 export function handlersFor(ctx: DaemonContext): Handlers {
   return {
     ...statusHandlers(ctx),

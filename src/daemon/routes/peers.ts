@@ -25,7 +25,6 @@ function isPeerup(agent: string | undefined): boolean {
   return agent?.startsWith('peerup/') === true || agent?.startsWith('relay-server/') === true
 }
 
-/** The handlers of the routes about peers. */
 export function peerHandlers(ctx: DaemonContext): Pick<Handlers, 'peers' | 'paths' | 'resolve'> {
   const { rt } = ctx
   return {

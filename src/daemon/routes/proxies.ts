@@ -10,7 +10,6 @@ import { type DaemonContext, type Handlers, peerIdOf, persistentProxiesOf } from
 
 type ProxyRoutes = 'proxyList' | 'proxyAdd' | 'proxyRemove' | 'proxyEnable' | 'proxyDisable'
 
-/** The handlers of the routes of config.yaml's proxies. */
 function persistentProxyHandlers(ctx: DaemonContext): Pick<Handlers, ProxyRoutes> {
   return {
     proxyList: async () => ctx.persistentProxies?.list() ?? [],
@@ -24,7 +23,6 @@ function persistentProxyHandlers(ctx: DaemonContext): Pick<Handlers, ProxyRoutes
   }
 }
 
-/** The handlers of the proxy and service routes. */
 export function proxyHandlers(
   ctx: DaemonContext,
 ): Pick<

@@ -37,7 +37,6 @@ function pairingHost(ctx: DaemonContext): PairingHost {
   }
 }
 
-/** The handlers of `events`, `invite` and `dial`. */
 export function streamHandlers(ctx: DaemonContext): Pick<Handlers, 'events' | 'invite' | 'dial'> {
   const { rt } = ctx
   let inviting = false
