@@ -134,15 +134,11 @@ export class DaemonApi implements Component {
   }
 
   async start(): Promise<void> {
-    const { api, runtime, proxies, persistentProxies, events, observer, log, shutdown } = this.#components
+    const { api, runtime, shutdown, ...shared } = this.#components
     await api.open(
       daemonRoutes({
+        ...shared,
         rt: runtime,
-        proxies,
-        persistentProxies,
-        events,
-        observer,
-        log,
         startedAt: new Date(),
         shutdown: () => shutdown(new Error('shutdown requested through the API')),
       }),

@@ -169,14 +169,9 @@ export class SessionTally {
   }
 
   /** The counts, with `sessions` the ones not over. */
-  counts(sessions: Iterable<Session>): SessionCounts {
-    let open = 0
-    let waiting = 0
-    for (const s of sessions) {
-      open++
-      waiting += s.state === 'detached' ? 1 : 0
-    }
-    return { open, waiting, resumed: this.resumed, moved: this.moved, expired: this.expired }
+  counts(sessions: Session[]): SessionCounts {
+    const waiting = sessions.filter((s) => s.state === 'detached').length
+    return { open: sessions.length, waiting, resumed: this.resumed, moved: this.moved, expired: this.expired }
   }
 }
 

@@ -25,11 +25,6 @@ export class SocketSetupError extends PeerupError {
   override name = 'SocketSetupError'
 }
 
-export interface ListenOptions {
-  /** What runs here, for messages: `a daemon`, `a relay`. */
-  what: string
-}
-
 /**
  * Makes `server` listen on `socketPath` (0600, in a 0700 directory). Resolves with a function that
  * closes the server and removes the socket.
@@ -37,7 +32,8 @@ export interface ListenOptions {
 export async function listenOnSocket(
   server: net.Server,
   socketPath: string,
-  options: ListenOptions,
+  /** `what` runs here, for messages: `a daemon`, `a relay`. */
+  options: { what: string },
 ): Promise<() => Promise<void>> {
   if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH_BYTES) {
     throw new SocketSetupError(`socket path ${socketPath} is too long for a Unix socket`, {
