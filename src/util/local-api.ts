@@ -189,8 +189,8 @@ function answerRequest(
     const message =
       status >= 500 && !(err instanceof PeerupError)
         ? `internal error: ${(err as Error)?.message}`
-        : undefined
-    sendError(res, status, message ?? (err as Error).message, errorFields(err), wantsText)
+        : (err as Error).message
+    sendError(res, status, message, errorFields(err), wantsText)
   }
   const refusal = refuse(req, options)
   if (refusal !== undefined) {
