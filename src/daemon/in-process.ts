@@ -48,9 +48,11 @@ export async function startInProcessClient(options: InProcessOptions): Promise<C
     signal: AbortSignal | undefined,
     streaming: boolean,
   ) => {
-    const spec: RouteSpec = ROUTES[route]
     const handler = handlers[route] as AnyHandler
-    return handler(checkInput(spec, input), { signal: signal ?? new AbortController().signal, streaming })
+    return handler(checkInput(ROUTES[route], input), {
+      signal: signal ?? new AbortController().signal,
+      streaming,
+    })
   }
   return {
     call: async (route, input, signal) => {

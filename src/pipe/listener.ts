@@ -120,10 +120,6 @@ export async function startListener(init: ListenerInit): Promise<Listener> {
   }
 }
 
-function errorText(error: Error, cause: unknown): string {
-  return cause instanceof Error && cause !== error ? `${error.message}: ${cause.message}` : error.message
-}
-
 /** Opens the far end for one accepted connection and pipes the two until both are done. */
 async function serve(init: ListenerInit, socket: net.Socket, signal: AbortSignal): Promise<void> {
   const { log } = init
@@ -160,7 +156,8 @@ async function serve(init: ListenerInit, socket: net.Socket, signal: AbortSignal
             hint: 'check that the peer is reachable (`peerup ping`) and offers the service',
             cause: err,
           })
-    log.warn('open failed, resetting client', { client, error: errorText(error, err) })
+    const text = err instanceof Error && err !== error ? `${error.message}: ${err.message}` : error.message
+    log.warn('open failed, resetting client', { client, error: text })
     resetSocket(socket)
     init.onConnection?.({ type: 'open-failed', error })
     return

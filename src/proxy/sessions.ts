@@ -84,13 +84,8 @@ export class SessionService implements Component {
    * Resolves once the RESETs have left, so that hanging up on the peer after it does not lose them.
    */
   async resetPeer(peer: string, err: Error): Promise<void> {
-    const sent: Array<Promise<void>> = []
-    for (const { session, peer: owner } of [...this.#sessions.values()]) {
-      if (owner === peer) {
-        sent.push(session.cut(err))
-      }
-    }
-    await Promise.all(sent)
+    const theirs = [...this.#sessions.values()].filter((e) => e.peer === peer)
+    await Promise.all(theirs.map(({ session }) => session.cut(err)))
   }
 
   /** A link made over `connection`: its probe pings the connection, severing it aborts it. */
@@ -147,10 +142,7 @@ export class SessionService implements Component {
       this.#refuse(link, 'a session with this id exists')
       return
     }
-    let held = 0
-    for (const entry of this.#sessions.values()) {
-      held += entry.peer === link.peer ? 1 : 0
-    }
+    const held = [...this.#sessions.values()].filter((e) => e.peer === link.peer).length
     if (held >= MAX_SESSIONS_PER_PEER) {
       this.#refuse(link, `too many sessions from ${link.peer}`)
       return
