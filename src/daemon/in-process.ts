@@ -73,7 +73,7 @@ export async function startInProcessClient(options: InProcessOptions): Promise<C
         )
       ).end,
     close: async () => {
-      await proxies.closeAll()
+      await proxies.stop()
       await rt.stop()
     },
   }

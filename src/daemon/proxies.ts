@@ -67,8 +67,11 @@ export class ProxyManager {
   /** Nothing to start: listeners are added on request. */
   start(): void {}
 
+  /** Stops every listener, resetting their connections. */
   async stop(): Promise<void> {
-    await this.closeAll()
+    const all = [...this.#entries.values()]
+    this.#entries.clear()
+    await Promise.all(all.map((e) => e.listener.close()))
   }
 
   /** Starts a listener; the peer is reached once first, so a wrong name or a refusal is an error now. */
@@ -116,12 +119,6 @@ export class ProxyManager {
 
   get size(): number {
     return this.#entries.size
-  }
-
-  async closeAll(): Promise<void> {
-    const all = [...this.#entries.values()]
-    this.#entries.clear()
-    await Promise.all(all.map((e) => e.listener.close()))
   }
 
   #describe(e: Entry): ProxyState {

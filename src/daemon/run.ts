@@ -1,13 +1,9 @@
 /**
  * `runDaemon()`: the long-running agent in the foreground, assembled as an ordered list of
- * components (src/util/components.ts). In order: claim the local API socket (so a second daemon
- * on the same config stops before it touches the network), open the telemetry, start the node
- * with its services and reservations, then what runs on it — events, `/metrics`, proxies (those of
- * `daemon connect`, and the persistent ones of config.yaml's `proxies:`), group
- * catch-up, the reload of authorized_keys and config.yaml, the confirmation of a config apply —
- * serve the API and write the cookie, tell systemd READY. It stops in the reverse order when its
- * signal fires or a client asks (`POST /v1/shutdown`); a start that fails half-way stops what
- * had started.
+ * components (src/util/components.ts; the order is {@link assembleDaemon}'s list). The local API
+ * socket comes first, so a second daemon on the same config stops before it touches the network.
+ * It stops in the reverse order when its signal fires or a client asks (`POST /v1/shutdown`); a
+ * start that fails half-way stops what had started.
  *
  * @packageDocumentation
  */
