@@ -65,13 +65,11 @@ export async function startInProcessClient(options: InProcessOptions): Promise<C
     },
     lines: (route, input, signal) =>
       (invoke(route, input, signal, true) as AsyncIterable<never>)[Symbol.asyncIterator]() as never,
-    dial: async (peer, service, signal, options = {}) =>
-      (
-        await handlers.dial(
-          { peer, service, ...(options.waitMs === undefined ? {} : { waitMs: options.waitMs }) },
-          { signal: signal ?? new AbortController().signal, streaming: false },
-        )
-      ).end,
+    dial: (peer, service, signal, options = {}) =>
+      handlers.dial(
+        { peer, service, ...(options.waitMs === undefined ? {} : { waitMs: options.waitMs }) },
+        { signal: signal ?? new AbortController().signal, streaming: false },
+      ),
     close: async () => {
       await proxies.stop()
       await rt.stop()
