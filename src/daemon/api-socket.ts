@@ -35,10 +35,8 @@ export interface DaemonApiSocketInit {
 }
 
 /**
- * The API server on its Unix socket: `start()` claims the socket, {@link DaemonApiSocket.open}
- * puts the routes in and writes the cookie, `stop()` closes the socket and every connection, then
- * removes the cookie — only one this daemon wrote: a second daemon refused at the socket must not
- * delete the first one's.
+ * The API server on its Unix socket. `stop()` removes the cookie only when this daemon wrote it: a
+ * second daemon refused at the socket must not delete the first one's.
  */
 export class DaemonApiSocket implements Component {
   /** The route table as served, filled by {@link DaemonApiSocket.open}. */
@@ -122,9 +120,8 @@ export interface DaemonApiComponents {
 }
 
 /**
- * The daemon's routes (src/daemon/server.ts) on its API socket: `start()` serves them and writes
- * the cookie; `stop()` takes no new connections and tells the watchers (`GET /v1/events`) that
- * the daemon stops, so their streams end.
+ * The daemon's routes (src/daemon/server.ts) on its API socket; at stop the watchers
+ * (`GET /v1/events`) are told, so their streams end.
  */
 export class DaemonApi implements Component {
   readonly #components: DaemonApiComponents

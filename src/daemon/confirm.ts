@@ -53,10 +53,8 @@ export interface ApplyConfirmationComponents {
 
 /**
  * Waits for the confirmation of a pending apply: `start()` watches the pending file and arms the
- * deadline of an apply that waits; `stop()` ends the watch and disarms the deadline. At the
- * deadline the previous config is restored and applied to the running daemon; where that needs
- * a restart, the daemon stops with {@link ApplyConfirmation.restart} set. A confirmation archives
- * the config as the last good one.
+ * deadline of an apply that waits. At the deadline the previous config is restored (see
+ * {@link ApplyConfirmation.restart}); a confirmation archives the config as the last good one.
  */
 export class ApplyConfirmation implements Component {
   readonly #components: ApplyConfirmationComponents

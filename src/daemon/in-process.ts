@@ -41,22 +41,14 @@ export async function startInProcessClient(options: InProcessOptions): Promise<C
     shutdown: () => {},
     observer: NO_OBSERVER,
   })
-  type AnyHandler = (input: unknown, r: HandlerContext) => unknown
-  const invoke = (
-    route: keyof typeof ROUTES,
-    input: unknown,
-    signal: AbortSignal | undefined,
-    streaming: boolean,
-  ) => {
-    const handler = handlers[route] as AnyHandler
-    return handler(checkInput(ROUTES[route], input), {
+  const invoke = (route: keyof typeof ROUTES, input: unknown, signal?: AbortSignal, streaming = false) =>
+    (handlers[route] as (input: unknown, r: HandlerContext) => unknown)(checkInput(ROUTES[route], input), {
       signal: signal ?? new AbortController().signal,
       streaming,
     })
-  }
   return {
     call: async (route, input, signal) => {
-      const answer = invoke(route, input, signal, false)
+      const answer = invoke(route, input, signal)
       return (
         (ROUTES[route] as RouteSpec).lines === undefined
           ? await answer
