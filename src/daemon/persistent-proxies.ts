@@ -1,11 +1,10 @@
 /**
- * The proxies of config.yaml's `proxies:` (`peerup proxy add`), run by the daemon for as long as
- * they are in the file. Each listens from the daemon's start, whether its peer can be reached or
- * not; each accepted connection waits (bounded by `proxy.connect_timeout`, src/p2p/wait.ts) for
- * the peer, so a proxy comes back by itself after a restart of the daemon, the relay or the peer.
- * config.yaml is the one truth: every change — the API's, `peerup proxy …` without a daemon, an
- * editor, `config apply` — ends in {@link PersistentProxies.sync}, which reads the file and brings
- * the listeners in line.
+ * The proxies of config.yaml's `proxies:` (`peerup proxy add`), run by the daemon while they are
+ * in the file. Each listens whether its peer can be reached or not; each accepted connection waits
+ * for the peer (up to `proxy.connect_timeout`, src/p2p/wait.ts), so a proxy comes back by itself
+ * after a restart of the daemon, the relay or the peer. config.yaml is the one truth: every change
+ * (the API, `peerup proxy …` without a daemon, an editor, `config apply`) ends in
+ * {@link PersistentProxies.sync}.
  *
  * @packageDocumentation
  */
@@ -114,20 +113,13 @@ export class PersistentProxies implements Component {
     return this.#serial(async () => {
       const config = await this.#sync().then(() => this.#config())
       const checked = checkNewProxy(config, p)
-      const entry = new Entry({
-        name: checked.name,
-        peer: checked.peer,
-        service: checked.service,
-        bind: '',
-        enabled: checked.enabled,
-      })
+      const { listen, ...info } = checked
+      const entry = new Entry({ ...info, bind: '' })
       // Listening first: the port it got is the one recorded (a free one when none was given).
-      const listener = checked.enabled ? await this.#startListener(entry, checked.listen) : undefined
+      const listener = checked.enabled ? await this.#startListener(entry, listen) : undefined
       try {
         // Switched off: its port is recorded as given, or a free one is picked now.
-        const bound =
-          listener?.address ??
-          (checked.listen.port === 0 ? await probeListen(checked.listen) : checked.listen)
+        const bound = listener?.address ?? (listen.port === 0 ? await probeListen(listen) : listen)
         entry.info = await addProxyToFile(this.#components.runtime.configFile, checked, bound)
       } catch (err) {
         await listener?.close()
