@@ -227,11 +227,6 @@ export class Session implements ByteEnd {
     return this.#state === 'attached'
   }
 
-  /** Where our reading of the other side stands: what an ATTACH of ours says. */
-  get received(): number {
-    return this.#delivered
-  }
-
   // ---- the end of a pipe ----
 
   start(events: EndEvents): void {
@@ -292,10 +287,7 @@ export class Session implements ByteEnd {
    * and the local end the error, so that its pipe resets the local socket too.
    */
   cut(err: Error): Promise<void> {
-    if (this.#state === 'over') {
-      return Promise.resolve()
-    }
-    const events = this.#events
+    const events = this.#state === 'over' ? undefined : this.#events
     const sent = this.#resetLink(err)
     events?.error(err)
     return sent

@@ -88,18 +88,14 @@ export class SessionService implements Component {
     await Promise.all(theirs.map(({ session }) => session.cut(err)))
   }
 
-  /** A link made over `connection`: its probe pings the connection, severing it aborts it. */
-  linkOf(stream: Stream, connection: Connection): Link {
+  #accept(stream: Stream, connection: Connection): void {
+    // Its probe pings the connection; severing it aborts the connection.
     const probe = this.#init.probe
-    return streamLink(stream, connection.remotePeer.toString(), {
+    const link = streamLink(stream, connection.remotePeer.toString(), {
       sever: (err) =>
         this.#init.sever === undefined ? connection.abort(err) : this.#init.sever(connection, err),
       ...(probe === undefined ? {} : { probe: (signal: AbortSignal) => probe(connection, signal) }),
     })
-  }
-
-  #accept(stream: Stream, connection: Connection): void {
-    const link = this.linkOf(stream, connection)
     link.listen({
       frame: (frame) => {
         link.hold()
