@@ -71,18 +71,13 @@ export async function startListener(init: ListenerInit): Promise<Listener> {
 
   server.on('connection', (socket) => {
     const controller = new AbortController()
-    const entry = {
-      controller,
-      done: serve(init, socket, controller.signal)
-        .catch((err: unknown) => {
-          log.error('proxied connection failed', { error: err instanceof Error ? err : String(err) })
-          resetSocket(socket)
-        })
-        .finally(() => {
-          active.delete(socket)
-        }),
-    }
-    active.set(socket, entry)
+    const done = serve(init, socket, controller.signal)
+      .catch((err: unknown) => {
+        log.error('proxied connection failed', { error: err instanceof Error ? err : String(err) })
+        resetSocket(socket)
+      })
+      .finally(() => active.delete(socket))
+    active.set(socket, { controller, done })
   })
 
   server.listen({ host, port: init.port })
