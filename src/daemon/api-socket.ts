@@ -27,7 +27,6 @@ export interface DaemonApiSocketComponents {
   log: Logger
 }
 
-/** Settings of {@link DaemonApiSocket}. */
 export interface DaemonApiSocketInit {
   socketPath: string
   cookieFile: string
@@ -36,10 +35,8 @@ export interface DaemonApiSocketInit {
 }
 
 /**
- * The API server on its Unix socket: `start()` claims the socket, {@link DaemonApiSocket.open}
- * puts the routes in and writes the cookie, `stop()` closes the socket and every connection, then
- * removes the cookie — only one this daemon wrote: a second daemon refused at the socket must not
- * delete the first one's.
+ * The API server on its Unix socket. `stop()` removes the cookie only when this daemon wrote it: a
+ * second daemon refused at the socket must not delete the first one's.
  */
 export class DaemonApiSocket implements Component {
   /** The route table as served, filled by {@link DaemonApiSocket.open}. */
@@ -123,9 +120,8 @@ export interface DaemonApiComponents {
 }
 
 /**
- * The daemon's routes (src/daemon/server.ts) on its API socket: `start()` serves them and writes
- * the cookie; `stop()` takes no new connections and tells the watchers (`GET /v1/events`) that
- * the daemon stops, so their streams end.
+ * The daemon's routes (src/daemon/server.ts) on its API socket; at stop the watchers
+ * (`GET /v1/events`) are told, so their streams end.
  */
 export class DaemonApi implements Component {
   readonly #components: DaemonApiComponents
@@ -134,24 +130,18 @@ export class DaemonApi implements Component {
     this.#components = components
   }
 
-  /** Serves the routes and writes the cookie. */
   async start(): Promise<void> {
-    const { api, runtime, proxies, persistentProxies, events, observer, log, shutdown } = this.#components
+    const { api, runtime, shutdown, ...shared } = this.#components
     await api.open(
       daemonRoutes({
+        ...shared,
         rt: runtime,
-        proxies,
-        persistentProxies,
-        events,
-        observer,
-        log,
         startedAt: new Date(),
         shutdown: () => shutdown(new Error('shutdown requested through the API')),
       }),
     )
   }
 
-  /** Takes no new connections and tells the watchers. */
   stop(): void {
     this.#components.api.refuseNew()
     this.#components.events.publish({ type: 'stopping', time: new Date().toISOString() })

@@ -22,7 +22,7 @@ import type { Logger } from '../log/index.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
 import type { Component } from '../util/components.ts'
 import { type FileWatch, watchFile } from '../util/watch.ts'
-import type { DaemonEvents } from './events.ts'
+import { type DaemonEvents, publishConfig } from './events.ts'
 
 /**
  * Before anything loads the config: an apply whose deadline passed while no daemon ran is undone,
@@ -53,10 +53,8 @@ export interface ApplyConfirmationComponents {
 
 /**
  * Waits for the confirmation of a pending apply: `start()` watches the pending file and arms the
- * deadline of an apply that waits; `stop()` ends the watch and disarms the deadline. At the
- * deadline the previous config is restored and applied to the running daemon; where that needs
- * a restart, the daemon stops with {@link ApplyConfirmation.restart} set. A confirmation archives
- * the config as the last good one.
+ * deadline of an apply that waits. At the deadline the previous config is restored (see
+ * {@link ApplyConfirmation.restart}); a confirmation archives the config as the last good one.
  */
 export class ApplyConfirmation implements Component {
   readonly #components: ApplyConfirmationComponents
@@ -76,7 +74,6 @@ export class ApplyConfirmation implements Component {
     return this.#restart
   }
 
-  /** Watches the pending file and arms the deadline of an apply that waits. */
   async start(): Promise<void> {
     const configFile = this.#components.runtime.configFile
     this.#watch = watchFile(safetyFiles(configFile).pending, () => this.#pendingChanged())
@@ -88,7 +85,6 @@ export class ApplyConfirmation implements Component {
     }
   }
 
-  /** Ends the watch and disarms the deadline. */
   stop(): void {
     this.#watch?.close()
     this.#watch = undefined
@@ -124,13 +120,7 @@ export class ApplyConfirmation implements Component {
     const { config } = await loadNodeConfig(runtime.configFile)
     const { applied, restartNeeded } = await runtime.applyConfig(config)
     const what = `config apply of ${pending.appliedAt} was not confirmed by ${pending.deadline}: previous config restored`
-    events.publish({
-      type: 'config',
-      time: new Date().toISOString(),
-      action: 'reverted',
-      applied,
-      restartNeeded,
-    })
+    publishConfig(events, 'reverted', applied, restartNeeded)
     if (restartNeeded.length === 0) {
       log.error(`${what}, and running`, { applied: applied.join(',') })
       return
@@ -153,13 +143,7 @@ export class ApplyConfirmation implements Component {
         ) {
           log.info('config apply confirmed')
           await archiveLastGood(runtime.configFile)
-          events.publish({
-            type: 'config',
-            time: new Date().toISOString(),
-            action: 'confirmed',
-            applied: [],
-            restartNeeded: [],
-          })
+          publishConfig(events, 'confirmed')
         }
       })
       .catch(() => {})

@@ -76,14 +76,12 @@ export class DaemonEvents {
     )
   }
 
-  /** Stops listening to them. */
   stop(): void {
     for (const off of this.#unsubscribe.splice(0)) {
       off()
     }
   }
 
-  /** Subscribes; returns the unsubscribe function. */
   subscribe(listener: EventListener): () => void {
     this.#listeners.add(listener)
     return () => this.#listeners.delete(listener)
@@ -112,6 +110,16 @@ export class DaemonEvents {
   nameOf(peerId: string): string | undefined {
     return Object.entries(this.#rt.config.names).find(([, id]) => id === peerId)?.[0]
   }
+}
+
+/** Tells the watchers what a config change did. */
+export function publishConfig(
+  events: DaemonEvents,
+  action: 'reloaded' | 'reverted' | 'confirmed',
+  applied: string[] = [],
+  restartNeeded: string[] = [],
+): void {
+  events.publish({ type: 'config', time: now(), action, applied, restartNeeded })
 }
 
 /** The API's form of a path (the same fields: the contract is written down separately). */

@@ -15,7 +15,6 @@ import { DaemonEvents } from './events.ts'
 import { ProxyManager } from './proxies.ts'
 import { checkInput, type HandlerContext, handlersFor, reportOf } from './routes/index.ts'
 
-/** Options of {@link startInProcessClient}. */
 export interface InProcessOptions {
   configFile: string
   log: Logger
@@ -42,20 +41,14 @@ export async function startInProcessClient(options: InProcessOptions): Promise<C
     shutdown: () => {},
     observer: NO_OBSERVER,
   })
-  type AnyHandler = (input: unknown, r: HandlerContext) => unknown
-  const invoke = (
-    route: keyof typeof ROUTES,
-    input: unknown,
-    signal: AbortSignal | undefined,
-    streaming: boolean,
-  ) => {
-    const spec: RouteSpec = ROUTES[route]
-    const handler = handlers[route] as AnyHandler
-    return handler(checkInput(spec, input), { signal: signal ?? new AbortController().signal, streaming })
-  }
+  const invoke = (route: keyof typeof ROUTES, input: unknown, signal?: AbortSignal, streaming = false) =>
+    (handlers[route] as (input: unknown, r: HandlerContext) => unknown)(checkInput(ROUTES[route], input), {
+      signal: signal ?? new AbortController().signal,
+      streaming,
+    })
   return {
     call: async (route, input, signal) => {
-      const answer = invoke(route, input, signal, false)
+      const answer = invoke(route, input, signal)
       return (
         (ROUTES[route] as RouteSpec).lines === undefined
           ? await answer
@@ -64,15 +57,13 @@ export async function startInProcessClient(options: InProcessOptions): Promise<C
     },
     lines: (route, input, signal) =>
       (invoke(route, input, signal, true) as AsyncIterable<never>)[Symbol.asyncIterator]() as never,
-    dial: async (peer, service, signal, options = {}) =>
-      (
-        await handlers.dial(
-          { peer, service, ...(options.waitMs === undefined ? {} : { waitMs: options.waitMs }) },
-          { signal: signal ?? new AbortController().signal, streaming: false },
-        )
-      ).end,
+    dial: (peer, service, signal, options = {}) =>
+      handlers.dial(
+        { peer, service, ...(options.waitMs === undefined ? {} : { waitMs: options.waitMs }) },
+        { signal: signal ?? new AbortController().signal, streaming: false },
+      ),
     close: async () => {
-      await proxies.closeAll()
+      await proxies.stop()
       await rt.stop()
     },
   }

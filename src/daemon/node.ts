@@ -19,7 +19,6 @@ export interface DaemonNodeComponents {
   log: Logger
 }
 
-/** Settings of {@link DaemonNode}. */
 export interface DaemonNodeInit {
   configFile: string
   /** The daemon's metric families, into whose registry libp2p's metrics go; none when metrics are off. */
@@ -49,7 +48,6 @@ export class DaemonNode implements Component {
     return this.#runtime
   }
 
-  /** Starts the node. */
   async start(): Promise<void> {
     const { metrics, configFile } = this.#init
     this.#runtime = await startNodeRuntime({
@@ -61,7 +59,6 @@ export class DaemonNode implements Component {
     })
   }
 
-  /** Stops it. */
   async stop(): Promise<void> {
     await this.#runtime?.stop()
   }

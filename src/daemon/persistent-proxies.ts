@@ -1,11 +1,10 @@
 /**
- * The proxies of config.yaml's `proxies:` (`peerup proxy add`), run by the daemon for as long as
- * they are in the file. Each listens from the daemon's start, whether its peer can be reached or
- * not; each accepted connection waits (bounded by `proxy.connect_timeout`, src/p2p/wait.ts) for
- * the peer, so a proxy comes back by itself after a restart of the daemon, the relay or the peer.
- * config.yaml is the one truth: every change — the API's, `peerup proxy …` without a daemon, an
- * editor, `config apply` — ends in {@link PersistentProxies.sync}, which reads the file and brings
- * the listeners in line.
+ * The proxies of config.yaml's `proxies:` (`peerup proxy add`), run by the daemon while they are
+ * in the file. Each listens whether its peer can be reached or not; each accepted connection waits
+ * for the peer (up to `proxy.connect_timeout`, src/p2p/wait.ts), so a proxy comes back by itself
+ * after a restart of the daemon, the relay or the peer. config.yaml is the one truth: every change
+ * (the API, `peerup proxy …` without a daemon, an editor, `config apply`) ends in
+ * {@link PersistentProxies.sync}.
  *
  * @packageDocumentation
  */
@@ -27,11 +26,12 @@ import type { Logger } from '../log/index.ts'
 import type { Observer } from '../metrics/observer.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
 import { ListenError, OpenError } from '../pipe/errors.ts'
-import { type Listener, type ListenerEvent, startListener } from '../pipe/listener.ts'
+import { type Listener, startListener } from '../pipe/listener.ts'
 import { type HostPort, parseHostPort } from '../util/address.ts'
 import type { Component } from '../util/components.ts'
 import { listenFailure, probeListen } from '../util/port.ts'
 import { backoffDelayMs } from '../util/retry.ts'
+import { proxyCounting } from './proxies.ts'
 
 /** First delay before a proxy whose port could not be bound tries again; it doubles up to the next. */
 const REBIND_BASE_MS = 1_000
@@ -46,48 +46,29 @@ export interface PersistentProxiesComponents {
 }
 
 /** One proxy as it runs. */
-interface Entry {
+class Entry {
   info: ProxyInfo
   listener: Listener | undefined
   /** Why an enabled proxy does not listen. */
   reason: string | undefined
-  since: Date
-  rebind: { timer: NodeJS.Timeout | undefined; attempts: number }
-  total: number
-  failed: number
-  lastError: string | undefined
-  bytesIn: number
-  bytesOut: number
-}
-
-function newEntry(info: ProxyInfo): Entry {
-  return {
-    info,
-    listener: undefined,
-    reason: undefined,
-    since: new Date(),
-    rebind: { timer: undefined, attempts: 0 },
-    total: 0,
-    failed: 0,
-    lastError: undefined,
+  since = new Date()
+  rebind: { timer: NodeJS.Timeout | undefined; attempts: number } = { timer: undefined, attempts: 0 }
+  /** In the order `proxy list` shows them. */
+  readonly counts = {
+    totalConnections: 0,
+    failedConnections: 0,
+    lastError: undefined as string | undefined,
     bytesIn: 0,
     bytesOut: 0,
+  }
+
+  constructor(info: ProxyInfo) {
+    this.info = info
   }
 }
 
 function sameProxy(a: ProxyInfo, b: ProxyInfo): boolean {
-  return (
-    a.name === b.name &&
-    a.peer === b.peer &&
-    a.service === b.service &&
-    a.bind === b.bind &&
-    a.enabled === b.enabled
-  )
-}
-
-/** Why an accepted connection could not be proxied, for `proxy list`. */
-function failureText(error: Error): string {
-  return formatError(error instanceof OpenError && error.cause instanceof Error ? error.cause : error)
+  return (['name', 'peer', 'service', 'bind', 'enabled'] as const).every((key) => a[key] === b[key])
 }
 
 /**
@@ -132,20 +113,13 @@ export class PersistentProxies implements Component {
     return this.#serial(async () => {
       const config = await this.#sync().then(() => this.#config())
       const checked = checkNewProxy(config, p)
-      const entry = newEntry({
-        name: checked.name,
-        peer: checked.peer,
-        service: checked.service,
-        bind: '',
-        enabled: checked.enabled,
-      })
+      const { listen, ...info } = checked
+      const entry = new Entry({ ...info, bind: '' })
       // Listening first: the port it got is the one recorded (a free one when none was given).
-      const listener = checked.enabled ? await this.#startListener(entry, checked.listen) : undefined
+      const listener = checked.enabled ? await this.#startListener(entry, listen) : undefined
       try {
         // Switched off: its port is recorded as given, or a free one is picked now.
-        const bound =
-          listener?.address ??
-          (checked.listen.port === 0 ? await probeListen(checked.listen) : checked.listen)
+        const bound = listener?.address ?? (listen.port === 0 ? await probeListen(listen) : listen)
         entry.info = await addProxyToFile(this.#components.runtime.configFile, checked, bound)
       } catch (err) {
         await listener?.close()
@@ -158,7 +132,6 @@ export class PersistentProxies implements Component {
     })
   }
 
-  /** Removes a proxy from config.yaml and closes it. */
   remove(name: string): Promise<ProxyInfo> {
     return this.#serial(async () => {
       const info = await removeProxyFromFile(this.#components.runtime.configFile, name)
@@ -180,7 +153,7 @@ export class PersistentProxies implements Component {
     return this.#serial(async () => {
       const config = await this.#sync().then(() => this.#config())
       const info = requireProxy(config, name)
-      const entry = this.#entries.get(name) ?? newEntry(info)
+      const entry = this.#entries.get(name) ?? new Entry(info)
       let listener: Listener | undefined
       if (enabled && entry.listener === undefined) {
         listener = await this.#startListener(entry, parseHostPort(info.bind))
@@ -202,7 +175,6 @@ export class PersistentProxies implements Component {
     })
   }
 
-  /** Every proxy with its state. */
   list(): PersistentProxyState[] {
     return [...this.#entries.values()].map((e) => this.#describe(e))
   }
@@ -246,7 +218,7 @@ export class PersistentProxies implements Component {
       if (entry !== undefined) {
         await this.#close(entry)
       }
-      const next = newEntry(info)
+      const next = new Entry(info)
       this.#entries.set(info.name, next)
       if (info.enabled) {
         await this.#bind(next)
@@ -307,47 +279,37 @@ export class PersistentProxies implements Component {
    * connection; a port that cannot be bound is an error that says why (in use: a conflict).
    */
   async #startListener(entry: Entry, at: HostPort): Promise<Listener> {
+    const { runtime: rt, log, observer } = this.#components
+    const { counts } = entry
     try {
-      return await this.#listen(entry, at)
+      return await startListener({
+        host: at.host,
+        port: at.port,
+        log: log.child(`proxy.${entry.info.name}`),
+        open: async (signal) => {
+          const { peer, service } = entry.info
+          const waitMs = rt.config.proxy.connect_timeout
+          return (await rt.openSession(peer, service, { signal, waitMs })).end
+        },
+        // The wait above is the retry: it ends only when waiting cannot help or the bound passed.
+        retry: { attempts: 1 },
+        ...proxyCounting(
+          counts,
+          () => entry.info.service,
+          observer,
+          (error) => {
+            counts.failedConnections++
+            // Why it could not be proxied, for `proxy list`.
+            counts.lastError = formatError(
+              error instanceof OpenError && error.cause instanceof Error ? error.cause : error,
+            )
+          },
+        ),
+      })
     } catch (err) {
       const cause = err instanceof ListenError ? (err.cause as NodeJS.ErrnoException | undefined) : undefined
       throw cause?.code === undefined ? err : listenFailure(at, cause)
     }
-  }
-
-  #listen(entry: Entry, at: HostPort): Promise<Listener> {
-    const { runtime: rt, log, observer } = this.#components
-    return startListener({
-      host: at.host,
-      port: at.port,
-      log: log.child(`proxy.${entry.info.name}`),
-      open: async (signal) => {
-        const { peer, service } = entry.info
-        const waitMs = rt.config.proxy.connect_timeout
-        return (await rt.openSession(peer, service, { signal, waitMs })).end
-      },
-      // The wait above is the retry: it ends only when waiting cannot help or the bound passed.
-      retry: { attempts: 1 },
-      onConnection: (e: ListenerEvent) => {
-        if (e.type === 'opened') {
-          entry.total++
-          observer.proxyOpened(entry.info.service, 'outbound')
-        } else if (e.type === 'closed') {
-          observer.proxyClosed(entry.info.service, 'outbound')
-        } else {
-          entry.failed++
-          entry.lastError = failureText(e.error)
-        }
-      },
-      onBytes: (direction, n) => {
-        if (direction === 'in') {
-          entry.bytesIn += n
-        } else {
-          entry.bytesOut += n
-        }
-        observer.proxyBytes(entry.info.service, direction, n)
-      },
-    })
   }
 
   #describe(e: Entry): PersistentProxyState {
@@ -371,11 +333,7 @@ export class PersistentProxies implements Component {
       reason: e.info.enabled && e.listener === undefined ? (e.reason ?? 'starting') : undefined,
       since: e.since.toISOString(),
       activeConnections: e.listener?.connections ?? 0,
-      totalConnections: e.total,
-      failedConnections: e.failed,
-      lastError: e.lastError,
-      bytesIn: e.bytesIn,
-      bytesOut: e.bytesOut,
+      ...e.counts,
     }
   }
 }

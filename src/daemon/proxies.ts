@@ -11,8 +11,37 @@ import { NotFoundError } from '../errors.ts'
 import type { Logger } from '../log/index.ts'
 import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
-import { type Listener, startListener } from '../pipe/listener.ts'
+import { type Listener, type ListenerInit, startListener } from '../pipe/listener.ts'
 import { formatHostPort, parseListenAddress } from '../util/address.ts'
+
+/**
+ * A proxy listener's hooks: its connections and bytes counted in `counts` and reported to
+ * `observer` under `service()` as it is at each; a connection that could not be opened goes to
+ * `onFailed`.
+ */
+export function proxyCounting(
+  counts: { totalConnections: number; bytesIn: number; bytesOut: number },
+  service: () => string,
+  observer: Observer,
+  onFailed: (error: Error) => void = () => {},
+): Pick<ListenerInit, 'onConnection' | 'onBytes'> {
+  return {
+    onConnection: (e) => {
+      if (e.type === 'opened') {
+        counts.totalConnections++
+        observer.proxyOpened(service(), 'outbound')
+      } else if (e.type === 'closed') {
+        observer.proxyClosed(service(), 'outbound')
+      } else {
+        onFailed(e.error)
+      }
+    },
+    onBytes: (direction, n) => {
+      counts[direction === 'in' ? 'bytesIn' : 'bytesOut'] += n
+      observer.proxyBytes(service(), direction, n)
+    },
+  }
+}
 
 interface Entry {
   state: Omit<ProxyState, 'activeConnections'>
@@ -38,9 +67,11 @@ export class ProxyManager {
   /** Nothing to start: listeners are added on request. */
   start(): void {}
 
-  /** Closes every listener. */
+  /** Stops every listener, resetting their connections. */
   async stop(): Promise<void> {
-    await this.closeAll()
+    const all = [...this.#entries.values()]
+    this.#entries.clear()
+    await Promise.all(all.map((e) => e.listener.close()))
   }
 
   /** Starts a listener; the peer is reached once first, so a wrong name or a refusal is an error now. */
@@ -64,22 +95,7 @@ export class ProxyManager {
       port,
       log: this.#log.child(`proxy.${id}`),
       open: async (s) => (await this.#rt.openSession(peer, req.service, { signal: s })).end,
-      onConnection: (e) => {
-        if (e.type === 'opened') {
-          state.totalConnections++
-          this.#observer.proxyOpened(req.service, 'outbound')
-        } else if (e.type === 'closed') {
-          this.#observer.proxyClosed(req.service, 'outbound')
-        }
-      },
-      onBytes: (direction, n) => {
-        if (direction === 'in') {
-          state.bytesIn += n
-        } else {
-          state.bytesOut += n
-        }
-        this.#observer.proxyBytes(req.service, direction, n)
-      },
+      ...proxyCounting(state, () => req.service, this.#observer),
     })
     const a = listener.address
     state.listen = formatHostPort(a.host, a.port)
@@ -103,13 +119,6 @@ export class ProxyManager {
 
   get size(): number {
     return this.#entries.size
-  }
-
-  /** Stops every listener. */
-  async closeAll(): Promise<void> {
-    const all = [...this.#entries.values()]
-    this.#entries.clear()
-    await Promise.all(all.map((e) => e.listener.close()))
   }
 
   #describe(e: Entry): ProxyState {

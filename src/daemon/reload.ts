@@ -13,7 +13,7 @@ import type { Logger } from '../log/index.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
 import type { Component } from '../util/components.ts'
 import { type FileWatch, watchFile } from '../util/watch.ts'
-import type { DaemonEvents } from './events.ts'
+import { type DaemonEvents, publishConfig } from './events.ts'
 import type { PersistentProxies } from './persistent-proxies.ts'
 
 /** What {@link FileFollower} uses; read at start and later. */
@@ -41,7 +41,6 @@ export class FileFollower implements Component {
     this.#components = components
   }
 
-  /** Watches both files and listens for SIGHUP. */
   start(): void {
     const rt = this.#components.runtime
     try {
@@ -58,7 +57,6 @@ export class FileFollower implements Component {
     process.on('SIGHUP', this.#onHup)
   }
 
-  /** Stops listening and watching. */
   stop(): void {
     process.off('SIGHUP', this.#onHup)
     for (const watch of this.#watches.splice(0).reverse()) {
@@ -88,13 +86,7 @@ export class FileFollower implements Component {
       .then(({ config }) => runtime.applyConfig(config))
       .then(async ({ applied, restartNeeded }) => {
         applied.push(...(await persistentProxies.sync()))
-        events.publish({
-          type: 'config',
-          time: new Date().toISOString(),
-          action: 'reloaded',
-          applied,
-          restartNeeded,
-        })
+        publishConfig(events, 'reloaded', applied, restartNeeded)
         if (applied.length > 0 || why === 'SIGHUP') {
           log.info('config reloaded', { why, applied: applied.join(',') })
         }

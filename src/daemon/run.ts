@@ -1,13 +1,9 @@
 /**
  * `runDaemon()`: the long-running agent in the foreground, assembled as an ordered list of
- * components (src/util/components.ts). In order: claim the local API socket (so a second daemon
- * on the same config stops before it touches the network), open the telemetry, start the node
- * with its services and reservations, then what runs on it — events, `/metrics`, proxies (those of
- * `daemon connect`, and the persistent ones of config.yaml's `proxies:`), group
- * catch-up, the reload of authorized_keys and config.yaml, the confirmation of a config apply —
- * serve the API and write the cookie, tell systemd READY. It stops in the reverse order when its
- * signal fires or a client asks (`POST /v1/shutdown`); a start that fails half-way stops what
- * had started.
+ * components (src/util/components.ts; the order is {@link assembleDaemon}'s list). The local API
+ * socket comes first, so a second daemon on the same config stops before it touches the network.
+ * It stops in the reverse order when its signal fires or a client asks (`POST /v1/shutdown`); a
+ * start that fails half-way stops what had started.
  *
  * @packageDocumentation
  */
@@ -49,7 +45,6 @@ export interface DaemonReady {
   upgrades: readonly UpgradeRoute[]
 }
 
-/** Options of {@link runDaemon}. */
 export interface DaemonOptions {
   configFile: string
   log: Logger
@@ -83,7 +78,6 @@ export interface DaemonComponents {
   shutdown(reason: Error): void
 }
 
-/** How the daemon ended. */
 export interface DaemonExit {
   /**
    * Config keys that need the daemon to run again (an unconfirmed apply was undone, and what it
@@ -128,18 +122,11 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonExit> {
   return { restart: daemon.confirmation.restart }
 }
 
-/** The daemon's components, and those of them {@link runDaemon} reads from. */
-interface AssembledDaemon {
-  /** In the order they start. */
-  list: Component[]
-  node: DaemonNode
-  api: DaemonApiSocket
-  metrics: MetricsServer | undefined
-  confirmation: ApplyConfirmation
-}
-
-/** Makes the daemon's components; nothing runs before they start. */
-async function assembleDaemon(options: DaemonOptions, stopping: AbortController): Promise<AssembledDaemon> {
+/**
+ * Makes the daemon's components (`list`, in the order they start), and returns those of them
+ * {@link runDaemon} reads from; nothing runs before they start.
+ */
+async function assembleDaemon(options: DaemonOptions, stopping: AbortController) {
   const { log } = options
   const env = options.env ?? readEnv()
   const { dir, config } = await loadNodeConfig(options.configFile)

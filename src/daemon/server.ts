@@ -139,7 +139,8 @@ function dialRoute(ctx: DaemonContext, dial: Handlers['dial']): UpgradeRoute {
     protocol: DIAL_PROTOCOL,
     handler: async (r, socket: Duplex, head: Buffer) => {
       const input = checkedInput(ROUTES.dial, { ...r, body: undefined }) as Parameters<typeof dial>[0]
-      const { end, service, peer } = await dial(input, { signal: r.signal, streaming: false })
+      const end = await dial(input, { signal: r.signal, streaming: false })
+      const { service, peer } = input
       socket.write(
         `HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${DIAL_PROTOCOL}\r\nConnection: Upgrade\r\n\r\n`,
       )

@@ -14,7 +14,6 @@ export type Chunk = Uint8Array | Uint8ArrayList
 
 /** What an end reports to the pipe that started it. */
 export interface EndEvents {
-  /** Bytes this end received. */
   data(chunk: Chunk): void
   /** This end's sender ended cleanly (half-close): no more data will come from it. */
   end(): void
@@ -26,7 +25,6 @@ export interface EndEvents {
   error(err: Error): void
 }
 
-/** One end of a connection. */
 export interface ByteEnd {
   /** What it is, for logs (`tcp 127.0.0.1:50412`, `stream /peerup/ssh/1.0.0`). */
   readonly name: string

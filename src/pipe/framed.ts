@@ -18,12 +18,12 @@ import { Listeners } from './listeners.ts'
 export const MAX_DIAL_FRAME_PAYLOAD = 1024 * 1024
 
 /** `socket` (after the HTTP upgrade; `head`: bytes that came with it) as an end. */
-export function framedEnd(socket: Duplex, head?: Buffer, name = 'daemon dial socket'): ByteEnd {
-  return new FramedEnd(socket, head, name)
+export function framedEnd(socket: Duplex, head?: Buffer): ByteEnd {
+  return new FramedEnd(socket, head)
 }
 
 class FramedEnd implements ByteEnd {
-  readonly name: string
+  readonly name = 'daemon dial socket'
   readonly #socket: Duplex
   readonly #head: Buffer | undefined
   readonly #parser = new FrameParser(MAX_DIAL_FRAME_PAYLOAD, [FRAME.DATA, FRAME.FIN, FRAME.RESET])
@@ -36,10 +36,9 @@ class FramedEnd implements ByteEnd {
   #wantDrain = false
   #resetDone = false
 
-  constructor(socket: Duplex, head: Buffer | undefined, name: string) {
+  constructor(socket: Duplex, head: Buffer | undefined) {
     this.#socket = socket
     this.#head = head
-    this.name = name
   }
 
   start(events: EndEvents): void {

@@ -20,13 +20,10 @@
 import { Uint8ArrayList } from 'uint8arraylist'
 import { FrameError } from './errors.ts'
 
-/** Frame types. */
 export const FRAME = { DATA: 0, FIN: 1, RESET: 2, CREDIT: 3, ATTACH: 4, ACK: 5 } as const
 
-/** Bytes of a frame header. */
 export const FRAME_HEADER_BYTES = 5
 
-/** A parsed frame. */
 export type Frame =
   | { type: 'data'; payload: Uint8ArrayList }
   | { type: 'fin' }
@@ -35,7 +32,6 @@ export type Frame =
   | ({ type: 'attach' } & Attach)
   | { type: 'ack'; position: number }
 
-/** What an ATTACH frame says. */
 export interface Attach {
   /** The session's id, 16 random bytes chosen by the side that opened it. */
   id: Uint8Array
@@ -47,13 +43,13 @@ export interface Attach {
   service: string
 }
 
-/** Bytes of a session id. */
 export const SESSION_ID_BYTES = 16
 
 const ATTACH_VERSION = 1
 
-function header(type: number, length: number): Uint8Array {
-  const h = new Uint8Array(FRAME_HEADER_BYTES)
+/** A frame's header, and room after it for a payload of `room` bytes (written by the caller). */
+function header(type: number, length: number, room = 0): Uint8Array {
+  const h = new Uint8Array(FRAME_HEADER_BYTES + room)
   h[0] = type
   new DataView(h.buffer).setUint32(1, length)
   return h
@@ -64,7 +60,6 @@ export function dataFrame(payload: Uint8Array | Uint8ArrayList): Uint8ArrayList 
   return new Uint8ArrayList(header(FRAME.DATA, payload.byteLength), payload)
 }
 
-/** A FIN frame. */
 export function finFrame(): Uint8Array {
   return header(FRAME.FIN, 0)
 }
@@ -72,40 +67,34 @@ export function finFrame(): Uint8Array {
 /** A RESET frame saying why, in one line. */
 export function resetFrame(reason: string): Uint8Array {
   const text = new TextEncoder().encode((reason.split('\n')[0] ?? '').slice(0, 512) || 'reset')
-  const frame = new Uint8Array(FRAME_HEADER_BYTES + text.byteLength)
-  frame.set(header(FRAME.RESET, text.byteLength))
+  const frame = header(FRAME.RESET, text.byteLength, text.byteLength)
   frame.set(text, FRAME_HEADER_BYTES)
   return frame
 }
 
 /** A CREDIT frame granting `n` more bytes. */
 export function creditFrame(n: number): Uint8Array {
-  const frame = new Uint8Array(FRAME_HEADER_BYTES + 4)
-  frame.set(header(FRAME.CREDIT, 4))
+  const frame = header(FRAME.CREDIT, 4, 4)
   new DataView(frame.buffer).setUint32(FRAME_HEADER_BYTES, n)
   return frame
 }
 
-/** An ATTACH frame. */
 export function attachFrame(a: Attach): Uint8Array {
   const service = new TextEncoder().encode(a.service)
-  const payload = new Uint8Array(2 + SESSION_ID_BYTES + 8 + service.byteLength)
-  const view = new DataView(payload.buffer)
-  payload[0] = ATTACH_VERSION
-  payload[1] = a.resume ? 1 : 0
-  payload.set(a.id, 2)
-  view.setBigUint64(2 + SESSION_ID_BYTES, BigInt(a.received))
-  payload.set(service, 2 + SESSION_ID_BYTES + 8)
-  const frame = new Uint8Array(FRAME_HEADER_BYTES + payload.byteLength)
-  frame.set(header(FRAME.ATTACH, payload.byteLength))
-  frame.set(payload, FRAME_HEADER_BYTES)
+  const length = 2 + SESSION_ID_BYTES + 8 + service.byteLength
+  const frame = header(FRAME.ATTACH, length, length)
+  const at = FRAME_HEADER_BYTES
+  frame[at] = ATTACH_VERSION
+  frame[at + 1] = a.resume ? 1 : 0
+  frame.set(a.id, at + 2)
+  new DataView(frame.buffer).setBigUint64(at + 2 + SESSION_ID_BYTES, BigInt(a.received))
+  frame.set(service, at + 2 + SESSION_ID_BYTES + 8)
   return frame
 }
 
 /** An ACK frame: everything up to `position` was delivered. */
 export function ackFrame(position: number): Uint8Array {
-  const frame = new Uint8Array(FRAME_HEADER_BYTES + 8)
-  frame.set(header(FRAME.ACK, 8))
+  const frame = header(FRAME.ACK, 8, 8)
   new DataView(frame.buffer).setBigUint64(FRAME_HEADER_BYTES, BigInt(position))
   return frame
 }
@@ -178,11 +167,7 @@ export class FrameParser {
       } else if (type === FRAME.CREDIT) {
         frames.push({ type: 'credit', bytes: this.#buf.getUint32(FRAME_HEADER_BYTES) })
       } else if (type === FRAME.ACK) {
-        const position = this.#buf.subarray(FRAME_HEADER_BYTES, end)
-        frames.push({
-          type: 'ack',
-          position: Number(new DataView(position.buffer, position.byteOffset, 8).getBigUint64(0)),
-        })
+        frames.push({ type: 'ack', position: Number(this.#buf.getBigUint64(FRAME_HEADER_BYTES)) })
       } else {
         frames.push({ type: 'attach', ...parseAttach(this.#buf.subarray(FRAME_HEADER_BYTES, end)) })
       }
@@ -204,7 +189,6 @@ export class FrameQueue {
   /** A FIN has been received (it may still be queued). */
   finParsed = false
 
-  /** Queues frames as they were parsed. */
   push(frames: Frame[]): void {
     for (const frame of frames) {
       this.finParsed ||= frame.type === 'fin'

@@ -10,7 +10,7 @@
 import type { Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 import type { Chunk } from './end.ts'
 import { FrameError } from './errors.ts'
-import { FRAME, type Frame, FrameParser } from './frames.ts'
+import { FRAME, type Frame, FrameParser, resetFrame } from './frames.ts'
 import { Listeners } from './listeners.ts'
 
 /** The protocol of resumable sessions: one for every service, named in the first frame. */
@@ -19,7 +19,6 @@ export const SESSION_PROTOCOL = '/peerup/session/1.0.0'
 /** Largest DATA payload of a session frame. */
 export const SESSION_MAX_FRAME_BYTES = 256 * 1024
 
-/** What a link reports to whoever listens to it. */
 export interface LinkEvents {
   frame(frame: Frame): void
   /** The link takes sends again after one returned false. */
@@ -28,7 +27,6 @@ export interface LinkEvents {
   gone(err?: Error): void
 }
 
-/** A link. */
 export interface Link {
   /** The remote peer id, which authenticated the link. */
   readonly peer: string
@@ -49,6 +47,17 @@ export interface Link {
   probe?(signal: AbortSignal): Promise<void>
   /** Aborts the connection under the link (it stopped answering): every link over it goes. */
   sever?(err: Error): void
+}
+
+/** Tells the other side why with a RESET, then closes; a link that cannot send any more is aborted. */
+export function sendReset(link: Link, err: Error): Promise<void> {
+  try {
+    link.send(resetFrame(err.message))
+    return link.close()
+  } catch {
+    link.abort(err)
+    return Promise.resolve()
+  }
 }
 
 /** What a stream's link can do to the connection under it. */

@@ -6,6 +6,7 @@
  * @packageDocumentation
  */
 
+import { once } from 'node:events'
 import * as net from 'node:net'
 import type { Logger } from '../log/index.ts'
 import { DEFAULT_LISTEN_HOST, formatHostPort, type HostPort } from '../util/address.ts'
@@ -29,7 +30,6 @@ export type ListenerEvent =
   | { type: 'open-failed'; error: Error }
   | { type: 'closed'; result: PipeResult; durationMs: number }
 
-/** Options of {@link startListener}. */
 export interface ListenerInit {
   /** Address to bind; loopback unless the user asked otherwise. */
   host?: string
@@ -46,7 +46,6 @@ export interface ListenerInit {
   onBytes?: (direction: Direction, n: number) => void
 }
 
-/** A running listener. */
 export interface Listener {
   /** The bound address (the real port when 0 was asked for). */
   readonly address: HostPort
@@ -72,33 +71,20 @@ export async function startListener(init: ListenerInit): Promise<Listener> {
 
   server.on('connection', (socket) => {
     const controller = new AbortController()
-    const entry = {
-      controller,
-      done: serve(init, socket, controller.signal)
-        .catch((err: unknown) => {
-          log.error('proxied connection failed', { error: err instanceof Error ? err : String(err) })
-          resetSocket(socket)
-        })
-        .finally(() => {
-          active.delete(socket)
-        }),
-    }
-    active.set(socket, entry)
+    const done = serve(init, socket, controller.signal)
+      .catch((err: unknown) => {
+        log.error('proxied connection failed', { error: err instanceof Error ? err : String(err) })
+        resetSocket(socket)
+      })
+      .finally(() => active.delete(socket))
+    active.set(socket, { controller, done })
   })
 
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error): void => {
-      reject(
-        new ListenError(`cannot listen on ${formatHostPort(host, init.port)}: ${err.message}`, {
-          hint: 'choose another port, or stop what is using this one',
-          cause: err,
-        }),
-      )
-    }
-    server.once('error', onError)
-    server.listen({ host, port: init.port }, () => {
-      server.off('error', onError)
-      resolve()
+  server.listen({ host, port: init.port })
+  await once(server, 'listening').catch((err: Error) => {
+    throw new ListenError(`cannot listen on ${formatHostPort(host, init.port)}: ${err.message}`, {
+      hint: 'choose another port, or stop what is using this one',
+      cause: err,
     })
   })
   // After a successful listen, errors are per connection (handled there); log anything else.
@@ -127,10 +113,6 @@ export async function startListener(init: ListenerInit): Promise<Listener> {
       return closing
     },
   }
-}
-
-function errorText(error: Error, cause: unknown): string {
-  return cause instanceof Error && cause !== error ? `${error.message}: ${cause.message}` : error.message
 }
 
 /** Opens the far end for one accepted connection and pipes the two until both are done. */
@@ -169,7 +151,8 @@ async function serve(init: ListenerInit, socket: net.Socket, signal: AbortSignal
             hint: 'check that the peer is reachable (`peerup ping`) and offers the service',
             cause: err,
           })
-    log.warn('open failed, resetting client', { client, error: errorText(error, err) })
+    const text = err instanceof Error && err !== error ? `${error.message}: ${err.message}` : error.message
+    log.warn('open failed, resetting client', { client, error: text })
     resetSocket(socket)
     init.onConnection?.({ type: 'open-failed', error })
     return

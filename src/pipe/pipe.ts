@@ -15,7 +15,6 @@ import type { ByteEnd, Chunk, EndEvents } from './end.ts'
  */
 export type Direction = 'in' | 'out'
 
-/** Options of {@link pipe}. */
 export interface PipeOptions {
   /** Where a reset is logged (debug level; callers log the outcome). */
   log?: Logger
@@ -33,7 +32,6 @@ export interface PipeResult {
   bytesOut: number
   /** True when the connection was reset (by either side, or by the signal) rather than finished. */
   reset: boolean
-  /** Why it was reset. */
   error?: Error
 }
 

@@ -15,6 +15,7 @@
  */
 
 import { Uint8ArrayList } from 'uint8arraylist'
+import type { SessionCountsState } from '../api/index.ts'
 import { PeerupError } from '../errors.ts'
 import type { Logger } from '../log/index.ts'
 import { backoffDelayMs, sleep } from '../util/retry.ts'
@@ -28,10 +29,9 @@ import {
   type Frame,
   FrameQueue,
   finFrame,
-  resetFrame,
   SESSION_ID_BYTES,
 } from './frames.ts'
-import { type Link, type LinkEvents, SESSION_MAX_FRAME_BYTES } from './link.ts'
+import { type Link, type LinkEvents, SESSION_MAX_FRAME_BYTES, sendReset } from './link.ts'
 
 /** Bytes a side may have sent and not had acknowledged: the memory a session may hold each way. */
 export const SESSION_WINDOW_BYTES = 4 * 1024 * 1024
@@ -116,7 +116,6 @@ export function handshake(link: Link, attach: Attach, signal: AbortSignal): Prom
   })
 }
 
-/** Options of a {@link Session}. */
 export interface SessionInit {
   id: Uint8Array
   /** What it is, for logs. */
@@ -139,18 +138,7 @@ export interface SessionInit {
 }
 
 /** What one side's sessions are doing, and what they did since the node started. */
-export interface SessionCounts {
-  /** Sessions not over: attached, or waiting for their link to come back. */
-  open: number
-  /** Of those, the ones without a link now (within their grace period). */
-  waiting: number
-  /** Times a session that had lost its link was attached again. */
-  resumed: number
-  /** Times a session moved on purpose to a better (direct) path. */
-  moved: number
-  /** Sessions whose link did not come back within the grace period. */
-  expired: number
-}
+export type SessionCounts = SessionCountsState
 
 /**
  * Counts what a side's sessions do: {@link SessionTally.watch} gives the callbacks of a
@@ -181,18 +169,12 @@ export class SessionTally {
   }
 
   /** The counts, with `sessions` the ones not over. */
-  counts(sessions: Iterable<Session>): SessionCounts {
-    let open = 0
-    let waiting = 0
-    for (const s of sessions) {
-      open++
-      waiting += s.state === 'detached' ? 1 : 0
-    }
-    return { open, waiting, resumed: this.resumed, moved: this.moved, expired: this.expired }
+  counts(sessions: Session[]): SessionCounts {
+    const waiting = sessions.filter((s) => s.state === 'detached').length
+    return { open: sessions.length, waiting, resumed: this.resumed, moved: this.moved, expired: this.expired }
   }
 }
 
-/** A resumable session, as an end of a pipe. */
 export class Session implements ByteEnd {
   readonly id: Uint8Array
   readonly name: string
@@ -237,19 +219,12 @@ export class Session implements ByteEnd {
     return this.#state
   }
 
-  /** The link carrying the session now, if any. */
   get link(): Link | undefined {
     return this.#link
   }
 
-  /** Whether a link carries the session now. */
   get attached(): boolean {
     return this.#state === 'attached'
-  }
-
-  /** Where our reading of the other side stands: what an ATTACH of ours says. */
-  get received(): number {
-    return this.#delivered
   }
 
   // ---- the end of a pipe ----
@@ -299,12 +274,7 @@ export class Session implements ByteEnd {
     const link = this.#link
     this.#over(err)
     if (link !== undefined) {
-      try {
-        link.send(resetFrame(err.message))
-        await link.close()
-      } catch {
-        link.abort(err)
-      }
+      await sendReset(link, err)
     }
   }
 
@@ -317,10 +287,7 @@ export class Session implements ByteEnd {
    * and the local end the error, so that its pipe resets the local socket too.
    */
   cut(err: Error): Promise<void> {
-    if (this.#state === 'over') {
-      return Promise.resolve()
-    }
-    const events = this.#events
+    const events = this.#state === 'over' ? undefined : this.#events
     const sent = this.#resetLink(err)
     events?.error(err)
     return sent
@@ -373,7 +340,7 @@ export class Session implements ByteEnd {
     }
     // Frames of the old link not yet delivered come again over the new one.
     this.#received = this.#requeue()
-    link.send(attachFrame({ id: this.id, resume: true, received: this.#delivered, service: '' }))
+    link.send(attachFrame(this.#resuming()))
     this.attach(link, theirReceived)
   }
 
@@ -387,11 +354,11 @@ export class Session implements ByteEnd {
       link.abort(new TransferInterruptedError('the session is not attached'))
       return
     }
-    const declared = this.#delivered
+    const attach = this.#resuming()
     this.#moving = true
     let theirs: number
     try {
-      theirs = await handshake(link, { id: this.id, resume: true, received: declared, service: '' }, signal)
+      theirs = await handshake(link, attach, signal)
     } catch (err) {
       this.#moving = false
       if (this.#state === 'attached' && this.#link === undefined) {
@@ -412,11 +379,16 @@ export class Session implements ByteEnd {
       old.listen(IGNORE)
       old.close()
     }
-    // The other side sends again from `declared`; what came since over the old link is not
+    // The other side sends again from what we declared; what came since over the old link is not
     // delivered twice.
     this.#received = this.#requeue()
-    this.#skip = this.#delivered - declared
+    this.#skip = this.#delivered - attach.received
     this.attach(link, theirs)
+  }
+
+  /** What our ATTACH says when the session comes back: where our reading stands. */
+  #resuming(): Attach {
+    return { id: this.id, resume: true, received: this.#delivered, service: '' }
   }
 
   #linkEvents(link: Link): LinkEvents {
@@ -619,7 +591,7 @@ export class Session implements ByteEnd {
           link.sever?.(error)
           link.abort(error)
           if (this.#link === link) {
-            this.#lost(err instanceof Error ? err : new Error(String(err)))
+            this.#lost(error)
           }
         },
       )
@@ -632,17 +604,14 @@ export class Session implements ByteEnd {
     if (this.#state !== 'attached') {
       return
     }
-    if (this.#moving) {
-      // The other side dropped the old link as it took the new one.
-      this.#link = undefined
-      this.#linkBlocked = false
-      this.#received = this.#requeue()
-      return
-    }
-    this.#state = 'detached'
     this.#link = undefined
     this.#linkBlocked = false
     this.#received = this.#requeue()
+    if (this.#moving) {
+      // The other side dropped the old link as it took the new one.
+      return
+    }
+    this.#state = 'detached'
     clearTimeout(this.#ackTimer)
     this.#ackTimer = undefined
     clearTimeout(this.#stallTimer)
@@ -676,8 +645,7 @@ export class Session implements ByteEnd {
     for (let attempt = 1; this.#state === 'detached' && !controller.signal.aborted; attempt++) {
       try {
         const link = await reconnect(controller.signal)
-        const attach = { id: this.id, resume: true, received: this.#delivered, service: '' }
-        const theirs = await handshake(link, attach, controller.signal)
+        const theirs = await handshake(link, this.#resuming(), controller.signal)
         if (this.#state === 'detached') {
           this.attach(link, theirs)
         } else {
@@ -718,12 +686,7 @@ export class Session implements ByteEnd {
     this.#over(err)
     if (err instanceof SessionProtocolError && link !== undefined) {
       // The other side broke the protocol: it is told, not left to wait out its grace period.
-      try {
-        link.send(resetFrame(err.message))
-        link.close()
-      } catch {
-        link.abort(err)
-      }
+      void sendReset(link, err)
     } else {
       link?.abort(err)
     }

@@ -38,7 +38,7 @@ export function isFlowControlled(protocol: string | undefined): boolean {
 
 /** A service stream as an end: flow-controlled when its protocol says so, raw otherwise. */
 export function serviceStreamEnd(stream: Stream): ByteEnd {
-  return isFlowControlled(stream.protocol) ? flowStreamEnd(stream) : rawStreamEnd(stream)
+  return isFlowControlled(stream.protocol) ? new FlowStreamEnd(stream) : rawStreamEnd(stream)
 }
 
 /**
@@ -48,7 +48,7 @@ export function serviceStreamEnd(stream: Stream): ByteEnd {
  * did not ask for, before both directions ended, is turned into a failure, which the pipe answers
  * with a reset.
  */
-abstract class StreamEnd implements ByteEnd {
+abstract class StreamEnd {
   readonly name: string
   protected readonly stream: Stream
   protected events: EndEvents | undefined
@@ -75,10 +75,6 @@ abstract class StreamEnd implements ByteEnd {
   protected abstract onDrain(): void
   protected abstract onEnd(): void
   protected abstract onClose(evt: StreamCloseEvent): void
-  abstract pause(): void
-  abstract resume(): void
-  abstract write(chunk: Chunk): boolean
-  abstract end(): void
 
   start(events: EndEvents): void {
     this.events = events
@@ -131,7 +127,7 @@ export function rawStreamEnd(stream: Stream): ByteEnd {
   return new RawStreamEnd(stream)
 }
 
-class RawStreamEnd extends StreamEnd {
+class RawStreamEnd extends StreamEnd implements ByteEnd {
   #ended = false
   #endCalled = false
   #pausedByUs = false
@@ -258,11 +254,7 @@ class RawStreamEnd extends StreamEnd {
  * in flight or buffered. A direction ends with a FIN frame (the stream's own half-close cannot be
  * used: credit must still flow back after it); once both FINs crossed, the stream is closed.
  */
-export function flowStreamEnd(stream: Stream): ByteEnd {
-  return new FlowStreamEnd(stream)
-}
-
-class FlowStreamEnd extends StreamEnd {
+class FlowStreamEnd extends StreamEnd implements ByteEnd {
   readonly #parser = new FrameParser(FLOW_MAX_FRAME_BYTES, [FRAME.DATA, FRAME.FIN, FRAME.CREDIT])
   readonly #received = new FrameQueue()
   readonly #unsent: Chunk[] = []

@@ -7,7 +7,6 @@
 
 import { PeerupError } from '../errors.ts'
 
-/** Base class of the proxy's errors. */
 export class ProxyError extends PeerupError {
   override name = 'ProxyError'
 }
@@ -15,35 +14,23 @@ export class ProxyError extends PeerupError {
 /** The local TCP service of an exposed service refused the connection or did not answer in time. */
 export class LocalServiceUnavailableError extends ProxyError {
   override name = 'LocalServiceUnavailableError'
-  /** The service name from the config. */
-  readonly service: string
-  /** The `host:port` that was dialled. */
-  readonly localAddress: string
 
   constructor(service: string, localAddress: string, reason: string, options: { cause?: unknown } = {}) {
     super(`service ${service}: local address ${localAddress} ${reason}`, {
       hint: `check that the service listens on ${localAddress} on this machine`,
       cause: options.cause,
     })
-    this.service = service
-    this.localAddress = localAddress
   }
 }
 
 /** A peer asked for a service whose `allowed_peers` does not include it. */
 export class PeerNotAllowedError extends ProxyError {
   override name = 'PeerNotAllowedError'
-  /** The refused peer id. */
-  readonly peer: string
-  /** The service name. */
-  readonly service: string
 
   constructor(service: string, peer: string) {
     super(`peer ${peer} is not allowed to use service ${service}`, {
       hint: `add the peer to allowed_peers of service ${service} if it should have access`,
     })
-    this.peer = peer
-    this.service = service
   }
 }
 

@@ -14,12 +14,10 @@ import { flowControlledProtocol } from '../pipe/stream.ts'
 import { SERVICE_HANDLE_OPTIONS } from './constants.ts'
 import { createServiceHandler, type ServiceEvent, type ServiceHandler } from './service.ts'
 
-/** The protocol a service is offered on. */
 export function serviceProtocolFor(name: string): string {
   return `/peerup/${name}/1.0.0`
 }
 
-/** What to offer. */
 export interface ServiceSpec {
   name: string
   localAddress: string
@@ -34,7 +32,6 @@ export interface OfferedService extends ServiceSpec {
   activeConnections: number
 }
 
-/** Options of {@link ServiceRegistry}. */
 export interface ServiceRegistryInit {
   log: Logger
   /**
@@ -46,7 +43,6 @@ export interface ServiceRegistryInit {
   onBytes?: (service: string, direction: Direction, n: number) => void
 }
 
-/** The services of one node. */
 export class ServiceRegistry {
   readonly #node: Libp2p
   readonly #init: ServiceRegistryInit
@@ -116,7 +112,6 @@ export class ServiceRegistry {
     return this.#services.get(name)?.handler
   }
 
-  /** Every offered service. */
   list(): OfferedService[] {
     return [...this.#services.values()].map(({ spec, handler }) => this.#describe(spec, handler))
   }

@@ -5,6 +5,7 @@
  * @packageDocumentation
  */
 
+import { once } from 'node:events'
 import * as net from 'node:net'
 import type { Connection, Stream, StreamHandler } from '@libp2p/interface'
 import type { Logger } from '../log/index.ts'
@@ -24,7 +25,6 @@ export type ServiceEvent =
   | { type: 'opened'; service: string; peer: string }
   | { type: 'closed'; service: string; peer: string; result: PipeResult; durationMs: number }
 
-/** Options of {@link createServiceHandler}. */
 export interface ServiceHandlerInit {
   /** The service name from the config (`ssh`). */
   name: string
@@ -182,37 +182,16 @@ export function createServiceHandler(init: ServiceHandlerInit): ServiceHandler {
  * Connects to the local service, giving up after `timeoutMs` or when `signal` fires first (the
  * peer gave up, the service closed): no socket is left behind either way.
  */
-function dialLocal(target: HostPort, timeoutMs: number, signal: AbortSignal): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true })
-    const cleanup = (): void => {
-      clearTimeout(timer)
-      socket.off('connect', onConnect)
-      socket.off('error', onError)
-      signal.removeEventListener('abort', onAbort)
-    }
-    const onConnect = (): void => {
-      cleanup()
-      resolve(socket)
-    }
-    const onError = (err: Error): void => {
-      cleanup()
-      socket.destroy()
-      reject(err)
-    }
-    const onAbort = (): void =>
-      onError(new TransferInterruptedError('given up while the local service was dialled'))
-    const timer = setTimeout(() => {
-      onError(new Error(`no answer within ${timeoutMs} ms`))
-    }, timeoutMs)
-    socket.once('connect', onConnect)
-    socket.once('error', onError)
-    if (signal.aborted) {
-      onAbort()
-      return
-    }
-    signal.addEventListener('abort', onAbort, { once: true })
-  })
+async function dialLocal(target: HostPort, timeoutMs: number, signal: AbortSignal): Promise<net.Socket> {
+  const socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true })
+  const timeout = AbortSignal.timeout(timeoutMs)
+  try {
+    await once(socket, 'connect', { signal: AbortSignal.any([signal, timeout]) })
+    return socket
+  } catch (err) {
+    socket.destroy()
+    throw timeout.aborted && !signal.aborted ? new Error(`no answer within ${timeoutMs} ms`) : err
+  }
 }
 
 function describeDialError(err: unknown): string {
@@ -220,8 +199,5 @@ function describeDialError(err: unknown): string {
   if (code === 'ECONNREFUSED') {
     return 'refused the connection'
   }
-  if (err instanceof Error) {
-    return `is unreachable: ${err.message}`
-  }
-  return `is unreachable: ${String(err)}`
+  return `is unreachable: ${err instanceof Error ? err.message : String(err)}`
 }

@@ -10,8 +10,8 @@
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import type { Logger } from '../log/index.ts'
 import { TransferInterruptedError } from '../pipe/errors.ts'
-import { type Attach, attachFrame, resetFrame } from '../pipe/frames.ts'
-import { type Link, SESSION_PROTOCOL, streamLink } from '../pipe/link.ts'
+import { type Attach, attachFrame } from '../pipe/frames.ts'
+import { type Link, SESSION_PROTOCOL, sendReset, streamLink } from '../pipe/link.ts'
 import {
   DEFAULT_RESUME_GRACE_MS,
   Session,
@@ -26,14 +26,12 @@ import type { ServiceRegistry } from './registry.ts'
 /** Sessions one peer may hold at once (live or waiting to be taken up again). */
 export const MAX_SESSIONS_PER_PEER = 1024
 
-/** What the session service uses. */
 export interface SessionServiceComponents {
   node: Libp2p
   services: ServiceRegistry
   log: Logger
 }
 
-/** Options of {@link SessionService}. */
 export interface SessionServiceInit {
   /** How long a session waits for its opener to come back (config `proxy.resume_grace`). */
   graceMs?: () => number
@@ -86,27 +84,18 @@ export class SessionService implements Component {
    * Resolves once the RESETs have left, so that hanging up on the peer after it does not lose them.
    */
   async resetPeer(peer: string, err: Error): Promise<void> {
-    const sent: Array<Promise<void>> = []
-    for (const { session, peer: owner } of [...this.#sessions.values()]) {
-      if (owner === peer) {
-        sent.push(session.cut(err))
-      }
-    }
-    await Promise.all(sent)
+    const theirs = [...this.#sessions.values()].filter((e) => e.peer === peer)
+    await Promise.all(theirs.map(({ session }) => session.cut(err)))
   }
 
-  /** A link made over `connection`: its probe pings the connection, severing it aborts it. */
-  linkOf(stream: Stream, connection: Connection): Link {
+  #accept(stream: Stream, connection: Connection): void {
+    // Its probe pings the connection; severing it aborts the connection.
     const probe = this.#init.probe
-    return streamLink(stream, connection.remotePeer.toString(), {
+    const link = streamLink(stream, connection.remotePeer.toString(), {
       sever: (err) =>
         this.#init.sever === undefined ? connection.abort(err) : this.#init.sever(connection, err),
       ...(probe === undefined ? {} : { probe: (signal: AbortSignal) => probe(connection, signal) }),
     })
-  }
-
-  #accept(stream: Stream, connection: Connection): void {
-    const link = this.linkOf(stream, connection)
     link.listen({
       frame: (frame) => {
         link.hold()
@@ -124,12 +113,7 @@ export class SessionService implements Component {
   }
 
   #refuse(link: Link, reason: string): void {
-    try {
-      link.send(resetFrame(reason))
-      link.close()
-    } catch {
-      link.abort(new TransferInterruptedError(reason))
-    }
+    void sendReset(link, new TransferInterruptedError(reason))
   }
 
   /** A session comes back: only from the peer that opened it (anyone else learns nothing). */
@@ -154,10 +138,7 @@ export class SessionService implements Component {
       this.#refuse(link, 'a session with this id exists')
       return
     }
-    let held = 0
-    for (const entry of this.#sessions.values()) {
-      held += entry.peer === link.peer ? 1 : 0
-    }
+    const held = [...this.#sessions.values()].filter((e) => e.peer === link.peer).length
     if (held >= MAX_SESSIONS_PER_PEER) {
       this.#refuse(link, `too many sessions from ${link.peer}`)
       return

@@ -7,7 +7,6 @@
 
 import { UsageError } from '../errors.ts'
 
-/** A host and port. */
 export interface HostPort {
   host: string
   port: number

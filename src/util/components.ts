@@ -1,14 +1,10 @@
 /**
  * Components, the way js-libp2p's services are built: a class whose `start()` acquires what it
  * needs (a listener, a timer, a subscription, a socket) and whose `stop()` gives back exactly
- * that. A role (the daemon, the relay, a node) is an ordered list of them: {@link startAll} starts
- * them in order and, when one fails, stops those already started in reverse before the error
- * goes on; {@link stopAll} stops them in reverse. Cleanup then lives beside what it cleans up,
- * not in one long function's `finally`.
- *
- * A component reads what other components provide (the libp2p node, a running runtime) from the
- * `Components` object it was given, at start or later: by then the components before it in the
- * list have started.
+ * that, so cleanup lives beside what it cleans up, not in one long function's `finally`. A role
+ * (the daemon, the relay, a node) is an ordered list of them. A component reads what others
+ * provide (the libp2p node, a running runtime) from the `Components` object it was given, at
+ * start or later: by then the components before it in the list have started.
  *
  * @packageDocumentation
  */
@@ -110,14 +106,12 @@ export class Deferred<T extends Component> implements Component {
     return this.#value
   }
 
-  /** Makes the component and starts it. */
   async start(): Promise<void> {
     const value = this.#make()
     await value.start()
     this.#value = value
   }
 
-  /** Stops the component. */
   async stop(): Promise<void> {
     await this.#value?.stop()
   }

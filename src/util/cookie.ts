@@ -34,17 +34,16 @@ export async function readCookie(file: string): Promise<string> {
   try {
     text = await fs.readFile(file, 'utf8')
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    throw new CookieMissingError(
-      code === 'EACCES' ? `cannot read ${file}: permission denied` : `no cookie at ${file}`,
-      {
-        hint:
-          code === 'EACCES'
-            ? 'run the command as the user the daemon runs as'
-            : 'is the daemon running? start it with `peerup daemon`',
+    if ((err as NodeJS.ErrnoException).code === 'EACCES') {
+      throw new CookieMissingError(`cannot read ${file}: permission denied`, {
+        hint: 'run the command as the user the daemon runs as',
         cause: err,
-      },
-    )
+      })
+    }
+    throw new CookieMissingError(`no cookie at ${file}`, {
+      hint: 'is the daemon running? start it with `peerup daemon`',
+      cause: err,
+    })
   }
   await checkFileMode(file, 'secret')
   const cookie = text.trim()

@@ -16,7 +16,6 @@ export class FileModeError extends PeerupError {
   override name = 'FileModeError'
 }
 
-/** Options for {@link atomicWriteFile}. */
 export interface AtomicWriteOptions {
   /** Mode of the new file; defaults to the existing file's mode, or 0600 for a new one. */
   mode?: number
@@ -35,14 +34,12 @@ export async function atomicWriteFile(
   options: AtomicWriteOptions = {},
 ): Promise<void> {
   const dir = path.dirname(file)
-  let mode = options.mode
-  if (mode === undefined) {
-    try {
-      mode = (await fs.stat(file)).mode & 0o777
-    } catch {
-      mode = 0o600
-    }
-  }
+  const mode =
+    options.mode ??
+    (await fs.stat(file).then(
+      (st) => st.mode & 0o777,
+      () => 0o600,
+    ))
   const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`)
   // 'wx' + an explicit mode: the temp file never exists with a wider mode, whatever the umask.
   const handle = await fs.open(tmp, 'wx', mode)
@@ -95,13 +92,11 @@ export async function checkFileMode(file: string, kind: FileKind): Promise<void>
   if (process.platform === 'win32') {
     return
   }
-  const st = await fs.stat(file)
-  const mode = st.mode & 0o777
-  const forbidden = kind === 'secret' ? 0o077 : 0o022
+  const mode = (await fs.stat(file)).mode & 0o777
+  const [forbidden, wanted, what] =
+    kind === 'secret' ? [0o077, '600', 'readable'] : [0o022, 'go-w', 'writable']
   if ((mode & forbidden) !== 0) {
-    const wanted = kind === 'secret' ? '600' : 'go-w'
-    const what = kind === 'secret' ? 'readable by other users' : 'writable by other users'
-    throw new FileModeError(`${file} has mode ${mode.toString(8).padStart(4, '0')}, ${what}`, {
+    throw new FileModeError(`${file} has mode ${mode.toString(8).padStart(4, '0')}, ${what} by other users`, {
       hint: `run: chmod ${wanted} ${file}`,
     })
   }

@@ -57,7 +57,6 @@ export class ApiError extends PeerupError {
   }
 }
 
-/** What a handler gets. */
 export interface ApiRequest {
   method: string
   /** The matched route pattern, like `/v1/auth/:peer` (for metrics: bounded cardinality). */
@@ -74,7 +73,6 @@ export interface ApiRequest {
 /** What a handler returns: data for the envelope, or a response it writes itself (streams). */
 export type ApiResult = { data: unknown; status?: number } | { stream: (res: http.ServerResponse) => void }
 
-/** One route. */
 export interface Route {
   method: 'GET' | 'POST' | 'DELETE'
   /** `/v1/auth/:peer`: segments starting with `:` are parameters. */
@@ -100,7 +98,6 @@ export interface AccessRecord {
   durationMs: number
 }
 
-/** Options of {@link createLocalApiServer}. */
 export interface LocalApiOptions {
   routes: Route[]
   upgrades?: UpgradeRoute[]
@@ -171,19 +168,11 @@ function answerRequest(
   req: http.IncomingMessage,
   res: http.ServerResponse,
 ): void {
-  const statusOf = (err: unknown): number => errorStatus(err, options.statusOf)
   deadlines.get(req.socket)?.requestStarted(req, res)
-  const started = performance.now()
+  const access = accessReporter(options, req)
   let route = 'unmatched'
   res.setHeader('X-Peerup-Version', options.version)
-  const finish = (): void => {
-    options.onAccess?.({
-      method: req.method ?? '',
-      route,
-      status: res.statusCode,
-      durationMs: performance.now() - started,
-    })
-  }
+  const finish = (): void => access(route, res.statusCode)
   res.once('finish', finish)
   res.once('close', () => {
     if (!res.writableFinished) {
@@ -192,7 +181,7 @@ function answerRequest(
   })
   const wantsText = /\btext\/plain\b/.test(req.headers.accept ?? '')
   const fail = (err: unknown): void => {
-    const status = statusOf(err)
+    const status = errorStatus(err, options.statusOf)
     if (status === 413) {
       // The rest of an oversized body is not read: the connection cannot be reused.
       res.setHeader('Connection', 'close')
@@ -200,10 +189,10 @@ function answerRequest(
     const message =
       status >= 500 && !(err instanceof PeerupError)
         ? `internal error: ${(err as Error)?.message}`
-        : undefined
-    sendError(res, status, message ?? (err as Error).message, errorFields(err), wantsText)
+        : (err as Error).message
+    sendError(res, status, message, errorFields(err), wantsText)
   }
-  const refusal = refuse(req, options.cookie(), options.cookieFileName ?? '.daemon-cookie')
+  const refusal = refuse(req, options)
   if (refusal !== undefined) {
     // Drain nothing: the connection is closed after the answer.
     res.setHeader('Connection', 'close')
@@ -260,10 +249,9 @@ function answerUpgrade(
   socket: Duplex,
   head: Buffer,
 ): void {
-  const statusOf = (err: unknown): number => errorStatus(err, options.statusOf)
   // The request is in; what follows on the socket is the route's own protocol, for as long as it lasts.
   deadlines.get(socket)?.clear()
-  const started = performance.now()
+  const access = accessReporter(options, req)
   const url = new URL(req.url ?? '/', 'http://local')
   const route = (options.upgrades ?? []).find((u) => u.path === url.pathname)
   const answer = (status: number, message: string, fields: { hint?: string; name?: string } = {}): void => {
@@ -272,15 +260,10 @@ function answerUpgrade(
       `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\nContent-Type: application/json\r\n` +
         `Content-Length: ${Buffer.byteLength(body)}\r\nX-Peerup-Version: ${options.version}\r\nConnection: close\r\n\r\n${body}`,
     )
-    options.onAccess?.({
-      method: req.method ?? '',
-      route: route?.path ?? 'unmatched',
-      status,
-      durationMs: performance.now() - started,
-    })
+    access(route?.path ?? 'unmatched', status)
   }
   socket.on('error', () => {})
-  const refusal = refuse(req, options.cookie(), options.cookieFileName ?? '.daemon-cookie')
+  const refusal = refuse(req, options)
   if (refusal !== undefined) {
     answer(refusal.status, refusal.message, refusal.hint === undefined ? {} : { hint: refusal.hint })
     return
@@ -304,17 +287,10 @@ function answerUpgrade(
       socket,
       head,
     )
-    .then(() =>
-      options.onAccess?.({
-        method: req.method ?? '',
-        route: route.path,
-        status: 101,
-        durationMs: performance.now() - started,
-      }),
-    )
+    .then(() => access(route.path, 101))
     .catch((err: unknown) => {
       if (socket.writable) {
-        answer(statusOf(err), (err as Error).message, errorFields(err))
+        answer(errorStatus(err, options.statusOf), (err as Error).message, errorFields(err))
       } else {
         socket.destroy()
       }
@@ -351,7 +327,6 @@ class Deadlines {
     this.#request = setTimeout(cut, this.#limits.requestTimeoutMs).unref()
   }
 
-  /** Stops both clocks. */
   clear(): void {
     clearTimeout(this.#headers)
     clearTimeout(this.#request)
@@ -384,12 +359,19 @@ class Deadlines {
   }
 }
 
-/** Why a request is refused before any route runs, or undefined. */
-function refuse(
+/** Reports one request to `onAccess`, timed from now. */
+function accessReporter(
+  options: LocalApiOptions,
   req: http.IncomingMessage,
-  cookie: string | undefined,
-  cookieFile: string,
-): ApiError | undefined {
+): (route: string, status: number) => void {
+  const started = performance.now()
+  return (route, status) =>
+    options.onAccess?.({ method: req.method ?? '', route, status, durationMs: performance.now() - started })
+}
+
+/** Why a request is refused before any route runs, or undefined. */
+function refuse(req: http.IncomingMessage, options: LocalApiOptions): ApiError | undefined {
+  const cookie = options.cookie()
   if (req.headers.origin !== undefined || req.headers.referer !== undefined) {
     return new ApiError(403, 'requests from web pages are refused (Origin/Referer header present)')
   }
@@ -398,7 +380,7 @@ function refuse(
   }
   if (!bearerMatches(req.headers.authorization, cookie)) {
     return new ApiError(401, 'missing or wrong cookie', {
-      hint: `send the cookie from the ${cookieFile} file beside the socket as \`Authorization: Bearer <cookie>\``,
+      hint: `send the cookie from the ${options.cookieFileName ?? '.daemon-cookie'} file beside the socket as \`Authorization: Bearer <cookie>\``,
     })
   }
   return undefined
@@ -413,28 +395,22 @@ function matchRoute(
   let methodMismatch = false
   for (const route of routes) {
     const pattern = route.path.split('/').filter((p) => p !== '')
-    if (pattern.length !== parts.length) {
-      continue
-    }
     const params: Record<string, string> = {}
-    let ok = true
-    for (let i = 0; i < pattern.length; i++) {
-      const want = pattern[i] as string
-      const got = parts[i] as string
-      if (want.startsWith(':')) {
+    const matches =
+      pattern.length === parts.length &&
+      pattern.every((want, i) => {
+        const got = parts[i] as string
+        if (!want.startsWith(':')) {
+          return want === got
+        }
         try {
           params[want.slice(1)] = decodeURIComponent(got)
+          return true
         } catch {
-          ok = false
+          return false
         }
-      } else if (want !== got) {
-        ok = false
-      }
-      if (!ok) {
-        break
-      }
-    }
-    if (!ok) {
+      })
+    if (!matches) {
       continue
     }
     if (route.method !== method) {
@@ -448,30 +424,27 @@ function matchRoute(
 
 /** Reads a JSON body of at most {@link MAX_BODY_BYTES}. */
 function readBody(req: http.IncomingMessage): Promise<unknown> {
-  const declared = Number(req.headers['content-length'] ?? 0)
-  if (declared > MAX_BODY_BYTES) {
+  const tooLarge = (): ApiError => new ApiError(413, `request body over ${MAX_BODY_BYTES} bytes`)
+  if (Number(req.headers['content-length'] ?? 0) > MAX_BODY_BYTES) {
     req.resume()
-    return Promise.reject(new ApiError(413, `request body over ${MAX_BODY_BYTES} bytes`))
+    return Promise.reject(tooLarge())
   }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0
-    let failed = false
     req.on('data', (chunk: Buffer) => {
       size += chunk.length
-      if (size > MAX_BODY_BYTES && !failed) {
-        failed = true
-        req.pause()
-        reject(new ApiError(413, `request body over ${MAX_BODY_BYTES} bytes`))
-        return
-      }
-      if (!failed) {
+      if (size <= MAX_BODY_BYTES) {
         chunks.push(chunk)
+      } else if (size - chunk.length <= MAX_BODY_BYTES) {
+        // The first chunk over the limit: the rest is not read.
+        req.pause()
+        reject(tooLarge())
       }
     })
     req.once('error', reject)
     req.once('end', () => {
-      if (failed) {
+      if (size > MAX_BODY_BYTES) {
         return
       }
       if (size === 0) {

@@ -17,7 +17,6 @@ export class DaemonNotRunningError extends PeerupError {
   override name = 'DaemonNotRunningError'
 }
 
-/** The API answered with an error. */
 export class ApiResponseError extends PeerupError {
   override name = 'ApiResponseError'
   readonly status: number
@@ -28,7 +27,6 @@ export class ApiResponseError extends PeerupError {
   }
 }
 
-/** Options of {@link LocalHttpClient}. */
 export interface LocalHttpClientOptions {
   socketPath: string
   cookieFile: string
@@ -40,7 +38,6 @@ export interface LocalHttpClientOptions {
   onServerVersion?: (version: string) => void
 }
 
-/** Requests to one local API. */
 export class LocalHttpClient {
   readonly #options: LocalHttpClientOptions
   #cookie: string | undefined
@@ -240,19 +237,15 @@ export function remoteError(
   status: number,
 ): PeerupError {
   const options = body.hint === undefined ? {} : { hint: body.hint }
-  switch (body.name) {
-    case 'UsageError':
-      return new UsageError(body.error, options)
-    case 'NotFoundError':
-      return new NotFoundError(body.error, options)
-    case 'ConflictError':
-      return new ConflictError(body.error, options)
-    default: {
-      const err = new ApiResponseError(status, body.error, options)
-      if (body.name !== undefined) {
-        err.name = body.name
-      }
-      return err
-    }
+  if (body.name !== undefined && Object.hasOwn(KNOWN_ERRORS, body.name)) {
+    return new KNOWN_ERRORS[body.name as keyof typeof KNOWN_ERRORS](body.error, options)
   }
+  const err = new ApiResponseError(status, body.error, options)
+  if (body.name !== undefined) {
+    err.name = body.name
+  }
+  return err
 }
+
+/** The errors a client raises as themselves, by name. */
+const KNOWN_ERRORS = { UsageError, NotFoundError, ConflictError }

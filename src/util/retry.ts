@@ -11,7 +11,6 @@ export const DEFAULT_RETRY_BASE_MS = 1_000
 /** Longest delay between two attempts. */
 export const DEFAULT_RETRY_MAX_MS = 60_000
 
-/** Options of {@link withRetry}. */
 export interface RetryOptions {
   /** Aborting stops at once, also in the middle of a delay; the promise rejects with the reason. */
   signal?: AbortSignal
@@ -19,7 +18,6 @@ export interface RetryOptions {
   attempts?: number
   /** Delay before the second attempt; each later delay doubles it. */
   baseMs?: number
-  /** Longest delay. */
   maxMs?: number
   /**
    * Fraction of each delay that is randomised, 0 to 1: 0.2 turns 4 s into 3.2–4 s, so many clients

@@ -8,69 +8,14 @@
  * @packageDocumentation
  */
 
+import type { DgramSocket } from 'node-unix-socket'
 import type { Logger } from '../log/index.ts'
 import type { Component } from './components.ts'
 
-/** Sends notifications to systemd; a no-op without `NOTIFY_SOCKET`. */
-export interface Notifier {
-  readonly enabled: boolean
-  notify(state: string): Promise<void>
-  close(): void
-}
-
-/** A notifier that does nothing (no `NOTIFY_SOCKET`). */
-export const NO_NOTIFIER: Notifier = {
-  enabled: false,
-  notify: async () => {},
-  close: () => {},
-}
-
-/**
- * A notifier for `socketPath` (the value of `NOTIFY_SOCKET`: a path, or `@name` for an abstract
- * socket). The addon is loaded only here, so a daemon outside systemd never loads it.
- */
-export async function createNotifier(socketPath: string | undefined, log: Logger): Promise<Notifier> {
-  if (socketPath === undefined) {
-    return NO_NOTIFIER
-  }
-  const { DgramSocket } = await import('node-unix-socket')
-  const socket = new DgramSocket()
-  socket.on('error', (err: Error) => log.warn('sd_notify socket error', { error: err }))
-  // An abstract socket name starts with NUL on the wire; systemd writes it with a leading '@'.
-  const dest = socketPath.startsWith('@') ? `\0${socketPath.slice(1)}` : socketPath
-  let closed = false
-  return {
-    enabled: true,
-    notify: (state) =>
-      new Promise<void>((resolve) => {
-        if (closed) {
-          resolve()
-          return
-        }
-        const buf = Buffer.from(state)
-        socket.sendTo(buf, 0, buf.length, dest, (err) => {
-          if (err !== undefined && err !== null) {
-            // systemd gone or the socket unwritable: the daemon keeps running, as sd_notify does.
-            log.warn('sd_notify failed', { state: state.split('\n')[0], error: err })
-          }
-          resolve()
-        })
-      }),
-    close: () => {
-      if (!closed) {
-        closed = true
-        socket.close()
-      }
-    },
-  }
-}
-
-/** What {@link SystemdNotify} uses. */
 export interface SystemdNotifyComponents {
   log: Logger
 }
 
-/** Settings of {@link SystemdNotify}. */
 export interface SystemdNotifyInit {
   /** `NOTIFY_SOCKET`; none by default (outside systemd), and then nothing is sent. */
   notifySocket?: string | undefined
@@ -95,7 +40,8 @@ export interface SystemdNotifyInit {
 export class SystemdNotify implements Component {
   readonly #log: Logger
   readonly #init: SystemdNotifyInit
-  #notifier: Notifier = NO_NOTIFIER
+  /** Open while started under systemd (`NOTIFY_SOCKET`); without it nothing is sent. */
+  #socket: DgramSocket | undefined
   #watchdog: NodeJS.Timeout | undefined
 
   constructor(components: SystemdNotifyComponents, init: SystemdNotifyInit) {
@@ -105,23 +51,27 @@ export class SystemdNotify implements Component {
 
   /** Opens the socket, sends `READY=1` and arms the watchdog. */
   async start(): Promise<void> {
-    const notifier = await createNotifier(this.#init.notifySocket, this.#log)
+    if (this.#init.notifySocket !== undefined) {
+      // The addon is loaded only here, so a daemon outside systemd never loads it.
+      const { DgramSocket } = await import('node-unix-socket')
+      this.#socket = new DgramSocket()
+      this.#socket.on('error', (err: Error) => this.#log.warn('sd_notify socket error', { error: err }))
+    }
     try {
       const status = await this.#init.announce()
-      await notifier.notify(`READY=1\nSTATUS=${status}`)
+      await this.#notify(`READY=1\nSTATUS=${status}`)
     } catch (err) {
-      notifier.close()
+      this.#close()
       throw err
     }
-    this.#notifier = notifier
     const usec = this.#init.watchdogUsec
-    if (notifier.enabled && usec !== undefined) {
+    if (this.#socket !== undefined && usec !== undefined) {
       const healthy = this.#init.healthy ?? (() => true)
       this.#watchdog = setInterval(
         () => {
           Promise.resolve()
             .then(healthy)
-            .then((ok) => (ok ? notifier.notify('WATCHDOG=1') : this.#init.onUnhealthy?.()))
+            .then((ok) => (ok ? this.#notify('WATCHDOG=1') : this.#init.onUnhealthy?.()))
             .catch(() => {})
         },
         Math.max(Math.floor(usec / 2000), 100),
@@ -133,9 +83,32 @@ export class SystemdNotify implements Component {
   async stop(): Promise<void> {
     clearInterval(this.#watchdog)
     this.#watchdog = undefined
-    const notifier = this.#notifier
-    this.#notifier = NO_NOTIFIER
-    await notifier.notify('STOPPING=1')
-    notifier.close()
+    await this.#notify('STOPPING=1')
+    this.#close()
+  }
+
+  #close(): void {
+    this.#socket?.close()
+    this.#socket = undefined
+  }
+
+  /** Sends `state`; a failure is logged, never thrown (the role keeps running, as with sd_notify). */
+  #notify(state: string): Promise<void> {
+    const socket = this.#socket
+    const path = this.#init.notifySocket
+    if (socket === undefined || path === undefined) {
+      return Promise.resolve()
+    }
+    // An abstract socket name starts with NUL on the wire; systemd writes it with a leading '@'.
+    const dest = path.startsWith('@') ? `\0${path.slice(1)}` : path
+    const buf = Buffer.from(state)
+    return new Promise<void>((resolve) => {
+      socket.sendTo(buf, 0, buf.length, dest, (err) => {
+        if (err !== undefined && err !== null) {
+          this.#log.warn('sd_notify failed', { state: state.split('\n')[0], error: err })
+        }
+        resolve()
+      })
+    })
   }
 }

@@ -6,6 +6,7 @@
  * @packageDocumentation
  */
 
+import { once } from 'node:events'
 import * as fs from 'node:fs/promises'
 import * as net from 'node:net'
 import * as path from 'node:path'
@@ -24,12 +25,6 @@ export class SocketSetupError extends PeerupError {
   override name = 'SocketSetupError'
 }
 
-/** Options of {@link listenOnSocket}. */
-export interface ListenOptions {
-  /** What runs here, for messages: `a daemon`, `a relay`. */
-  what: string
-}
-
 /**
  * Makes `server` listen on `socketPath` (0600, in a 0700 directory). Resolves with a function that
  * closes the server and removes the socket.
@@ -37,7 +32,8 @@ export interface ListenOptions {
 export async function listenOnSocket(
   server: net.Server,
   socketPath: string,
-  options: ListenOptions,
+  /** `what` runs here, for messages: `a daemon`, `a relay`. */
+  options: { what: string },
 ): Promise<() => Promise<void>> {
   if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH_BYTES) {
     throw new SocketSetupError(`socket path ${socketPath} is too long for a Unix socket`, {
@@ -50,28 +46,16 @@ export async function listenOnSocket(
   // the start, instead of a chmod after a window where anyone could connect.
   const previous = process.umask(0o177)
   try {
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException): void => {
-        server.off('listening', onListening)
-        if (err.code === 'EADDRINUSE') {
-          // Another process bound it between our check and our bind.
-          reject(
-            new SocketInUseError(`${options.what} is already running here (${socketPath})`, {
-              hint: 'stop it first, or use another --config directory',
-            }),
-          )
-        } else {
-          reject(err)
-        }
-      }
-      const onListening = (): void => {
-        server.off('error', onError)
-        resolve()
-      }
-      server.once('error', onError)
-      server.once('listening', onListening)
-      server.listen(socketPath)
-    })
+    server.listen(socketPath)
+    await once(server, 'listening')
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      // Another process bound it between our check and our bind.
+      throw new SocketInUseError(`${options.what} is already running here (${socketPath})`, {
+        hint: 'stop it first, or use another --config directory',
+      })
+    }
+    throw err
   } finally {
     process.umask(previous)
   }

@@ -11,7 +11,6 @@ import * as path from 'node:path'
 /** How long a burst of changes must be quiet before the callback runs. */
 export const DEFAULT_WATCH_DEBOUNCE_MS = 100
 
-/** A running watch. */
 export interface FileWatch {
   close(): void
 }
@@ -21,18 +20,14 @@ export interface FileWatch {
  * file: `peerup auth add`, editors and `mv` replace the file (a new inode), which a watch on the
  * file itself stops seeing after the first rename.
  */
-export function watchFile(
-  file: string,
-  onChange: () => void,
-  debounceMs: number = DEFAULT_WATCH_DEBOUNCE_MS,
-): FileWatch {
+export function watchFile(file: string, onChange: () => void): FileWatch {
   const name = path.basename(file)
   let pending: NodeJS.Timeout | undefined
   const watcher = fs.watch(path.dirname(file), (_event, changed) => {
     // Some platforms do not report the name: reload then too, it is cheap.
     if (changed === null || changed === name) {
       clearTimeout(pending)
-      pending = setTimeout(onChange, debounceMs)
+      pending = setTimeout(onChange, DEFAULT_WATCH_DEBOUNCE_MS)
       pending.unref()
     }
   })

@@ -12,7 +12,6 @@ import { setPeerName } from '../../config/ops.ts'
 import { ConflictError } from '../../errors.ts'
 import { type DaemonContext, type Handlers, peerIdOf } from './context.ts'
 
-/** The handlers of the authorized_keys routes. */
 export function authHandlers(ctx: DaemonContext): Pick<Handlers, 'authList' | 'authAdd' | 'authRemove'> {
   const { rt } = ctx
   const keysFile = resolveIn(rt.dir, rt.config.security.authorized_keys_file)

@@ -48,20 +48,13 @@ export interface HandlerContext {
   streaming: boolean
 }
 
-/** A service stream opened for the dial route, for the caller to pipe. */
-export interface Dialled {
-  end: ByteEnd
-  peer: string
-  service: string
-}
-
-/** One handler per route. */
+/** One handler per route; the dial route's opens a service stream, for the caller to pipe. */
 export type Handlers = {
   [K in RouteName]: K extends LinesRoute
     ? (input: Checked<K>, r: HandlerContext) => AsyncIterable<Line<K>>
     : K extends CallRoute
       ? (input: Checked<K>, r: HandlerContext) => Promise<Output<K>>
-      : (input: Checked<K>, r: HandlerContext) => Promise<Dialled>
+      : (input: Checked<K>, r: HandlerContext) => Promise<ByteEnd>
 }
 
 /** Maps errors of the network layer to the statuses of the contract. */
@@ -92,11 +85,6 @@ export function persistentProxiesOf(ctx: DaemonContext): PersistentProxies {
     })
   }
   return ctx.persistentProxies
-}
-
-/** The name a peer has under `names:`, if any. */
-export function nameOf(ctx: DaemonContext, peerId: string): string | undefined {
-  return Object.entries(ctx.rt.config.names).find(([, id]) => id === peerId)?.[0]
 }
 
 /** The first problem zod found, as a usage error that names the field (`allowedPeers[2]: …`). */

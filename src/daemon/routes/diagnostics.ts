@@ -10,7 +10,6 @@ import { pingPeer, traceroutePeer } from '../../p2p/diagnostics.ts'
 import { Channel } from '../../util/channel.ts'
 import { type DaemonContext, type Handlers, peerIdOf } from './context.ts'
 
-/** The handlers of `ping` and `traceroute`. */
 export function diagnosticHandlers(ctx: DaemonContext): Pick<Handlers, 'ping' | 'traceroute'> {
   const { rt } = ctx
   return {

@@ -13,10 +13,9 @@ import { proxyHandlers } from './proxies.ts'
 import { statusHandlers } from './status.ts'
 import { streamHandlers } from './streams.ts'
 
-export type { DaemonContext, Dialled, HandlerContext, Handlers } from './context.ts'
+export type { DaemonContext, HandlerContext, Handlers } from './context.ts'
 export { checkInput, reportOf, statusOf } from './context.ts'
 
-/** The handlers of every route, working on `ctx`. */
 export function handlersFor(ctx: DaemonContext): Handlers {
   return {
     ...statusHandlers(ctx),

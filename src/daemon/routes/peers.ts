@@ -8,7 +8,7 @@ import type { Connection, PeerId } from '@libp2p/interface'
 import type { PeerState } from '../../api/index.ts'
 import { resolvePeer } from '../../config/ops.ts'
 import { bestConnection, classifyConnection } from '../../p2p/path.ts'
-import { type DaemonContext, type Handlers, nameOf } from './context.ts'
+import type { DaemonContext, Handlers } from './context.ts'
 
 /** The identify user agent a peer told us, if any. */
 async function agentOf(ctx: DaemonContext, peer: PeerId): Promise<string | undefined> {
@@ -25,7 +25,6 @@ function isPeerup(agent: string | undefined): boolean {
   return agent?.startsWith('peerup/') === true || agent?.startsWith('relay-server/') === true
 }
 
-/** The handlers of the routes about peers. */
 export function peerHandlers(ctx: DaemonContext): Pick<Handlers, 'peers' | 'paths' | 'resolve'> {
   const { rt } = ctx
   return {
@@ -46,7 +45,7 @@ export function peerHandlers(ctx: DaemonContext): Pick<Handlers, 'peers' | 'path
         }
         out.push({
           peerId: id,
-          name: nameOf(ctx, id),
+          name: ctx.events.nameOf(id),
           agent,
           authorized: rt.authorized.has(id),
           path: classifyConnection(best),

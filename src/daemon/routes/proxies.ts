@@ -10,8 +10,13 @@ import { type DaemonContext, type Handlers, peerIdOf, persistentProxiesOf } from
 
 type ProxyRoutes = 'proxyList' | 'proxyAdd' | 'proxyRemove' | 'proxyEnable' | 'proxyDisable'
 
-/** The handlers of the routes of config.yaml's proxies. */
-function persistentProxyHandlers(ctx: DaemonContext): Pick<Handlers, ProxyRoutes> {
+export function proxyHandlers(
+  ctx: DaemonContext,
+): Pick<
+  Handlers,
+  ProxyRoutes | 'connectList' | 'connectAdd' | 'connectRemove' | 'exposeAdd' | 'exposeRemove'
+> {
+  const { rt, proxies } = ctx
   return {
     proxyList: async () => ctx.persistentProxies?.list() ?? [],
     proxyAdd: (req) => persistentProxiesOf(ctx).add(req),
@@ -21,19 +26,6 @@ function persistentProxyHandlers(ctx: DaemonContext): Pick<Handlers, ProxyRoutes
     },
     proxyEnable: ({ name }) => persistentProxiesOf(ctx).setEnabled(name, true),
     proxyDisable: ({ name }) => persistentProxiesOf(ctx).setEnabled(name, false),
-  }
-}
-
-/** The handlers of the proxy and service routes. */
-export function proxyHandlers(
-  ctx: DaemonContext,
-): Pick<
-  Handlers,
-  ProxyRoutes | 'connectList' | 'connectAdd' | 'connectRemove' | 'exposeAdd' | 'exposeRemove'
-> {
-  const { rt, proxies } = ctx
-  return {
-    ...persistentProxyHandlers(ctx),
     connectList: async () => proxies.list(),
     connectAdd: async (req, r) => {
       peerIdOf(ctx, req.peer)

@@ -9,7 +9,6 @@ import { VERSION } from '../../version.ts'
 import { sessionCounts } from '../node.ts'
 import type { DaemonContext, Handlers } from './context.ts'
 
-/** The services the node offers now. */
 function services(ctx: DaemonContext): ServiceState[] {
   return ctx.rt.services.list().map((s) => ({
     name: s.name,
@@ -21,7 +20,6 @@ function services(ctx: DaemonContext): ServiceState[] {
   }))
 }
 
-/** The handlers of the daemon's own routes. */
 export function statusHandlers(ctx: DaemonContext): Pick<Handlers, 'status' | 'services' | 'shutdown'> {
   const { rt } = ctx
   return {

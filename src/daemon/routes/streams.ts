@@ -37,7 +37,6 @@ function pairingHost(ctx: DaemonContext): PairingHost {
   }
 }
 
-/** The handlers of `events`, `invite` and `dial`. */
 export function streamHandlers(ctx: DaemonContext): Pick<Handlers, 'events' | 'invite' | 'dial'> {
   const { rt } = ctx
   let inviting = false
@@ -87,8 +86,7 @@ export function streamHandlers(ctx: DaemonContext): Pick<Handlers, 'events' | 'i
     },
     dial: async ({ peer, service, waitMs }, r) => {
       peerIdOf(ctx, peer)
-      const { end } = await rt.openSession(peer, service, { signal: r.signal, waitMs })
-      return { end, peer, service }
+      return (await rt.openSession(peer, service, { signal: r.signal, waitMs })).end
     },
   }
 }
