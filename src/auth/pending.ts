@@ -69,16 +69,6 @@ export class PendingSlots {
     timer.unref()
     return { release }
   }
-
-  /** Slots `key` holds now. */
-  count(key: string): number {
-    return this.#held.get(key) ?? 0
-  }
-
-  /** Slots held now, all keys together. */
-  get total(): number {
-    return this.#total
-  }
 }
 
 /** The IP address of a multiaddr's first component, when it has one. */
