@@ -27,36 +27,19 @@ export const RELAY_ADMIN_FILES = { socket: 'relay.sock', cookie: '.relay-cookie'
 /** Longest group lifetime `relay pair` accepts. */
 export const MAX_GROUP_TTL_MS = 7 * 24 * 3_600_000
 
-/** A running admin socket. */
-export interface RelayAdmin {
-  socketPath: string
-  close(): Promise<void>
-}
-
-/** What {@link RelayAdminServer} uses. */
-export interface RelayAdminServerComponents {
-  pairing: RelayPairing
-  log: Logger
-}
-
-/** Settings of {@link RelayAdminServer}. */
-export interface RelayAdminServerInit {
-  /** The relay's directory, where {@link RELAY_ADMIN_FILES} live. */
-  dir: string
-}
-
 /**
- * The admin socket of a running relay: `start()` claims the socket and then writes the cookie,
- * `stop()` removes the cookie and closes the socket.
+ * The admin socket of a running relay, its files ({@link RELAY_ADMIN_FILES}) in the relay's `dir`:
+ * `start()` claims the socket and then writes the cookie, `stop()` removes the cookie and closes
+ * the socket.
  */
-export class RelayAdminServer implements RelayAdmin, Component {
+export class RelayAdminServer implements Component {
   readonly socketPath: string
   readonly #cookieFile: string
-  readonly #components: RelayAdminServerComponents
+  readonly #components: { pairing: RelayPairing; log: Logger }
   #cookie: string | undefined
   #close: (() => Promise<void>) | undefined
 
-  constructor(components: RelayAdminServerComponents, init: RelayAdminServerInit) {
+  constructor(components: { pairing: RelayPairing; log: Logger }, init: { dir: string }) {
     this.#components = components
     this.socketPath = path.join(init.dir, RELAY_ADMIN_FILES.socket)
     this.#cookieFile = path.join(init.dir, RELAY_ADMIN_FILES.cookie)
@@ -101,7 +84,7 @@ export async function startRelayAdmin(options: {
   dir: string
   pairing: RelayPairing
   log: Logger
-}): Promise<RelayAdmin> {
+}): Promise<RelayAdminServer> {
   const admin = new RelayAdminServer({ pairing: options.pairing, log: options.log }, { dir: options.dir })
   await admin.start()
   return admin
@@ -114,9 +97,7 @@ function adminRoutes(pairing: RelayPairing): Route[] {
       method: 'POST',
       path: '/v1/pair',
       handler: async ({ body }) => {
-        const b = (body ?? {}) as { count?: unknown; ttl_ms?: unknown }
-        const count = b.count
-        const ttlMs = b.ttl_ms
+        const { count, ttl_ms: ttlMs } = (body ?? {}) as { count?: unknown; ttl_ms?: unknown }
         if (
           typeof count !== 'number' ||
           typeof ttlMs !== 'number' ||
@@ -125,8 +106,7 @@ function adminRoutes(pairing: RelayPairing): Route[] {
         ) {
           throw new UsageError('give count (1–100) and ttl_ms (1 s to 7 days)')
         }
-        const created: NewGroup = await pairing.createGroup({ count, ttlMs })
-        return { data: created, status: 201 }
+        return { data: await pairing.createGroup({ count, ttlMs }), status: 201 }
       },
     },
     {

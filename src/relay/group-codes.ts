@@ -21,28 +21,16 @@ import {
   WrongProofs,
 } from '../invite/inviter.ts'
 import { INVITE_PROTOCOL, INVITE_STREAM_OPTIONS, type PairingMessage } from '../invite/protocol.ts'
-import type { Logger } from '../log/index.ts'
-import type { Observer } from '../metrics/observer.ts'
 import type { Component } from '../util/components.ts'
-import { type CodeState, type Entry, type GroupState, type GroupStore, isLive } from './groups.ts'
-import type { RelayHandle } from './server.ts'
-import type { RelayKeys } from './sponsoring.ts'
-
-/** What {@link GroupCodes} uses. */
-export interface GroupCodesComponents {
-  relay: Pick<RelayHandle, 'node' | 'peerId' | 'invites'>
-  store: GroupStore
-  keys: RelayKeys
-  observer: Observer
-  log: Logger
-}
+import { type CodeState, type Entry, type GroupState, isLive } from './groups.ts'
+import type { PairingComponents } from './sponsoring.ts'
 
 /**
  * The code book of the relay's groups and its protocol handler: `start()` answers
  * `/peerup/invite/1.0.0`, `stop()` ends the joiners' waits for introductions and stops answering.
  */
 export class GroupCodes implements CodeBook<Entry>, Component {
-  readonly #components: GroupCodesComponents
+  readonly #components: PairingComponents
   /** Codes whose exchange is under way: a second joiner with the same code is told it is busy. */
   readonly #busy = new Set<string>()
   /**
@@ -57,7 +45,7 @@ export class GroupCodes implements CodeBook<Entry>, Component {
   readonly #waiters = new Map<string, Set<(m: PairingMessage) => void>>()
   #controller = new AbortController()
 
-  constructor(components: GroupCodesComponents) {
+  constructor(components: PairingComponents) {
     this.#components = components
   }
 

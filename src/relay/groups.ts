@@ -107,23 +107,17 @@ export function groupInfo(g: GroupState, now = Date.now()): GroupInfo {
   }
 }
 
-/** Settings of {@link GroupStore}. */
-export interface GroupStoreInit {
-  /** The relay's directory (relay-server.yaml's), where {@link GROUPS_FILE} lives. */
-  dir: string
-}
-
 /**
- * The groups, in memory and in their state file: `start()` reads the file (a missing one is no
- * groups), `stop()` waits for the writes under way. Whoever changes a group calls
- * {@link GroupStore.save} after.
+ * The groups, in memory and in their state file ({@link GROUPS_FILE} in `dir`, relay-server.yaml's):
+ * `start()` reads the file (a missing one is no groups), `stop()` waits for the writes under way.
+ * Whoever changes a group calls {@link GroupStore.save} after.
  */
 export class GroupStore implements Component {
   readonly file: string
   #groups: GroupState[] = []
   #saving = Promise.resolve()
 
-  constructor(init: GroupStoreInit) {
+  constructor(init: { dir: string }) {
     this.file = path.join(init.dir, GROUPS_FILE)
   }
 

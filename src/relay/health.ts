@@ -6,41 +6,23 @@
  */
 
 import * as http from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { parseHostPort } from '../util/address.ts'
 import type { Component } from '../util/components.ts'
 import { closeHttpServer } from '../util/socket.ts'
 
-/** What {@link HealthServer} reports. */
-export interface HealthServerComponents {
-  /** How many distinct peers are connected now. */
-  connectedPeers(): number
-}
-
-/** Settings of {@link HealthServer}. */
-export interface HealthServerInit {
-  /** `host:port` (config `health.listen_address`). */
-  listenAddress: string
-}
-
-/** The health endpoint: `start()` listens, `stop()` closes the listener and every connection. */
+/**
+ * The health endpoint: `start()` listens, `stop()` closes the listener and every connection.
+ * `connectedPeers` counts the distinct peers connected now; `listenAddress` is `host:port`
+ * (config `health.listen_address`).
+ */
 export class HealthServer implements Component {
-  readonly #components: HealthServerComponents
+  readonly #components: { connectedPeers(): number }
   readonly #listen: string
   #server: http.Server | undefined
-  #address: { host: string; port: number } | undefined
 
-  constructor(components: HealthServerComponents, init: HealthServerInit) {
+  constructor(components: { connectedPeers(): number }, init: { listenAddress: string }) {
     this.#components = components
     this.#listen = init.listenAddress
-  }
-
-  /** The bound address (the real port when the config said 0); only once started. */
-  get address(): { host: string; port: number } {
-    if (this.#address === undefined) {
-      throw new Error('the health endpoint is not listening')
-    }
-    return this.#address
   }
 
   /** Listens on the configured address; uptime counts from here. */
@@ -70,9 +52,7 @@ export class HealthServer implements Component {
         resolve()
       })
     })
-    const addr = server.address() as AddressInfo
     this.#server = server
-    this.#address = { host: addr.address, port: addr.port }
   }
 
   /** Closes the listener and every connection. */
@@ -83,10 +63,5 @@ export class HealthServer implements Component {
       return
     }
     await closeHttpServer(server)
-  }
-
-  /** The same as {@link HealthServer.stop}. */
-  close(): Promise<void> {
-    return this.stop()
   }
 }

@@ -68,8 +68,7 @@ export class OpenInvites {
 
   /** Whether `member` has an invite open now. */
   isOpen(member: string): boolean {
-    const invite = this.#live(member)
-    return invite !== undefined
+    return this.#live(member) !== undefined
   }
 
   /**

@@ -69,23 +69,18 @@ export class RelayPairingService implements RelayPairing, Component {
   constructor(options: RelayPairingOptions) {
     const { config, dir, log } = options
     this.#options = options
-    const observer = options.observer ?? NO_OBSERVER
-    const components = {
+    const parts = {
       get relay(): RelayHandle {
         return options.relay
       },
       store: new GroupStore({ dir }),
-      keys: new RelayKeys(
-        {
-          get relay(): RelayHandle {
-            return options.relay
-          },
-        },
-        { keysFile: resolveIn(dir, config.security.authorized_keys_file) },
-      ),
-      observer,
+      observer: options.observer ?? NO_OBSERVER,
       log,
     }
+    // Onto `parts` itself: a spread would read the relay now, before `relay serve` has started it.
+    const components = Object.assign(parts, {
+      keys: new RelayKeys(parts, { keysFile: resolveIn(dir, config.security.authorized_keys_file) }),
+    })
     this.#store = components.store
     this.#codes = new GroupCodes(components)
     this.#components = [

@@ -34,11 +34,14 @@ const REFUSAL_KINDS_KEPT = 256
  */
 const STRANGER_BUSY_PROTOCOLS = new Set([RELAY_HOP_PROTOCOL, INVITE_PROTOCOL])
 
-/** What {@link RefusalReport} reports to. */
-export interface RefusalReportComponents {
+/** What the parts below use, each a few of them (src/relay/server.ts makes them). */
+interface RelayComponents {
+  node: PeerupLibp2p<RelayServices>
+  authorized: AuthorizedPeers
   observer: Observer
   log: Logger
   events: TypedEventEmitter<RelayEvents>
+  refusals: RefusalReport
 }
 
 /**
@@ -48,10 +51,10 @@ export interface RefusalReportComponents {
  * {@link REFUSAL_LOG_INTERVAL_MS} saying how many were not logged.
  */
 export class RefusalReport {
-  readonly #components: RefusalReportComponents
+  readonly #components: Pick<RelayComponents, 'observer' | 'log' | 'events'>
   readonly #last = new Map<string, { at: number; suppressed: number }>()
 
-  constructor(components: RefusalReportComponents) {
+  constructor(components: Pick<RelayComponents, 'observer' | 'log' | 'events'>) {
     this.#components = components
   }
 
@@ -83,30 +86,20 @@ export class RefusalReport {
   }
 }
 
-/** What {@link RevokedRelayPeers} uses. */
-export interface RevokedRelayPeersComponents {
-  node: PeerupLibp2p<RelayServices>
-  authorized: AuthorizedPeers
-  observer: Observer
-  log: Logger
-}
-
-/** Settings of {@link RevokedRelayPeers}. */
-export interface RevokedRelayPeersInit {
-  /** relay_authorized_keys, as the audit log names it. */
-  keysFile: string
-}
-
 /**
- * Audits every change of relay_authorized_keys and disconnects the peers it removed, dropping
- * their reservations: gating does not touch connections that are already open.
+ * Audits every change of relay_authorized_keys (`keysFile`, as the audit log names it) and
+ * disconnects the peers it removed, dropping their reservations: gating does not touch
+ * connections that are already open.
  */
 export class RevokedRelayPeers implements Component {
-  readonly #components: RevokedRelayPeersComponents
+  readonly #components: Pick<RelayComponents, 'node' | 'authorized' | 'observer' | 'log'>
   readonly #keysFile: string
   #unsubscribe: (() => void) | undefined
 
-  constructor(components: RevokedRelayPeersComponents, init: RevokedRelayPeersInit) {
+  constructor(
+    components: Pick<RelayComponents, 'node' | 'authorized' | 'observer' | 'log'>,
+    init: { keysFile: string },
+  ) {
     this.#components = components
     this.#keysFile = init.keysFile
   }
@@ -145,14 +138,6 @@ export class RevokedRelayPeers implements Component {
   }
 }
 
-/** What {@link RelayNotices} uses. */
-export interface RelayNoticesComponents {
-  node: PeerupLibp2p<RelayServices>
-  authorized: AuthorizedPeers
-  events: TypedEventEmitter<RelayEvents>
-  log: Logger
-}
-
 /**
  * Tells a peer connected to the relay about its standing (`/peerup/relay-notify/1.0.0`,
  * src/p2p/relay-notify.ts): `authorized` when relay_authorized_keys gains it, so that its node
@@ -162,7 +147,7 @@ export interface RelayNoticesComponents {
  * let go after `unknown_peer_idle_timeout`) is told nothing: its own retries bring it back.
  */
 export class RelayNotices implements Component {
-  readonly #components: RelayNoticesComponents
+  readonly #components: Pick<RelayComponents, 'node' | 'authorized' | 'events' | 'log'>
   /** The refusal reasons each connection was told. */
   #told = new WeakMap<Connection, Set<string>>()
   #unsubscribe: (() => void) | undefined
@@ -181,7 +166,7 @@ export class RelayNotices implements Component {
     this.#send(connection, { type: 'refused', reason })
   }
 
-  constructor(components: RelayNoticesComponents) {
+  constructor(components: Pick<RelayComponents, 'node' | 'authorized' | 'events' | 'log'>) {
     this.#components = components
   }
 
@@ -228,33 +213,23 @@ export class RelayNotices implements Component {
   }
 }
 
-/** What {@link IdleStrangers} uses. */
-export interface IdleStrangersComponents {
-  node: PeerupLibp2p<RelayServices>
-  authorized: AuthorizedPeers
-  refusals: RefusalReport
-}
-
-/** Settings of {@link IdleStrangers}. */
-export interface IdleStrangersInit {
-  /** How long a stranger may stay without a circuit or a pairing exchange (`unknown_peer_idle_timeout`). */
-  idleMs: number
-  /** Gating on (`security.enable_connection_gating`): with it off nobody is a stranger. */
-  gating: boolean
-}
-
 /**
- * Lets strangers go that hold no circuit and no pairing exchange: an idle identity costs the
- * relay ~100 KB and a slot of its per-IP allowance (docs/decisions/0004-strangers.md). `start()`
- * arms the sweep (every third of the idle time), `stop()` disarms it.
+ * Lets strangers go that hold no circuit and no pairing exchange for `idleMs`
+ * (`unknown_peer_idle_timeout`): an idle identity costs the relay ~100 KB and a slot of its
+ * per-IP allowance (docs/decisions/0004-strangers.md). `start()` arms the sweep (every third of
+ * the idle time), `stop()` disarms it. With `gating` (`security.enable_connection_gating`) off,
+ * nobody is a stranger.
  */
 export class IdleStrangers implements Component {
-  readonly #components: IdleStrangersComponents
+  readonly #components: Pick<RelayComponents, 'node' | 'authorized' | 'refusals'>
   readonly #idleMs: number
   readonly #gating: boolean
   #timer: NodeJS.Timeout | undefined
 
-  constructor(components: IdleStrangersComponents, init: IdleStrangersInit) {
+  constructor(
+    components: Pick<RelayComponents, 'node' | 'authorized' | 'refusals'>,
+    init: { idleMs: number; gating: boolean },
+  ) {
     this.#components = components
     this.#idleMs = init.idleMs
     this.#gating = init.gating

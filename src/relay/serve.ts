@@ -16,12 +16,12 @@ import type { Logger } from '../log/index.ts'
 import { createRelayMetrics, libp2pMetricsInto, MetricsServer, type RelayMetrics } from '../metrics/index.ts'
 import type { Observer } from '../metrics/observer.ts'
 import { Telemetry } from '../metrics/telemetry.ts'
-import { type Component, componentName, Optional, startAll, stopAll } from '../util/components.ts'
+import { type Component, Optional, startAll, stopAll } from '../util/components.ts'
 import { SystemdNotify } from '../util/sd-notify.ts'
 import { type FileWatch, watchFile } from '../util/watch.ts'
 import { RelayAdminServer } from './admin.ts'
 import { RelayPairingService } from './pairing.ts'
-import { countCircuits, type RelayHandle, startRelay } from './server.ts'
+import { countCircuits, type RelayHandle, startRelay, stopFailedLogger } from './server.ts'
 
 /** Options of {@link runRelay}. */
 export interface RunRelayOptions {
@@ -102,11 +102,7 @@ export async function runRelay(options: RunRelayOptions): Promise<void> {
       },
     ),
   ]
-  const stopFailed = (err: unknown, component: Component): void =>
-    log.warn('stopping a part of the relay failed', {
-      component: componentName(component),
-      error: err as Error,
-    })
+  const stopFailed = stopFailedLogger(log)
   await startAll(components, stopFailed)
   try {
     options.onReady?.(relay.handle, { metricsAddress: metricsServer?.address })
@@ -121,28 +117,19 @@ export async function runRelay(options: RunRelayOptions): Promise<void> {
   }
 }
 
-/** What {@link RelayNode} reads when it starts. */
-interface RelayNodeComponents {
-  /** Where the relay reports (the telemetry's, started before it). */
-  observer: Observer
-}
+type RelayNodeInit = { config: RelayConfig; dir: string; log: Logger; metrics: RelayMetrics | undefined }
 
-/** Settings of {@link RelayNode}. */
-interface RelayNodeInit {
-  config: RelayConfig
-  dir: string
-  log: Logger
-  /** The relay's metric families, into whose registry libp2p's metrics go; none when metrics are off. */
-  metrics: RelayMetrics | undefined
-}
-
-/** The relay node (src/relay/server.ts) as a component of `relay serve`. */
+/**
+ * The relay node (src/relay/server.ts) as a component of `relay serve`. It reports to `observer`
+ * (the telemetry's, started before it); libp2p's metrics go into the registry of `metrics`, the
+ * relay's metric families (none when metrics are off).
+ */
 class RelayNode implements Component {
-  readonly #components: RelayNodeComponents
+  readonly #components: { observer: Observer }
   readonly #init: RelayNodeInit
   #handle: RelayHandle | undefined
 
-  constructor(components: RelayNodeComponents, init: RelayNodeInit) {
+  constructor(components: { observer: Observer }, init: RelayNodeInit) {
     this.#components = components
     this.#init = init
   }
@@ -173,29 +160,17 @@ class RelayNode implements Component {
   }
 }
 
-/** What {@link RelayKeysReload} reloads. */
-interface RelayKeysReloadComponents {
-  handle: RelayHandle
-}
-
-/** Settings of {@link RelayKeysReload}. */
-interface RelayKeysReloadInit {
-  /** relay_authorized_keys. */
-  keysFile: string
-  log: Logger
-}
-
 /**
- * Reloads relay_authorized_keys whenever the file changes, and on SIGHUP: `start()` watches the
- * file and listens for the signal, `stop()` ends both.
+ * Reloads relay_authorized_keys (`keysFile`) whenever the file changes, and on SIGHUP: `start()`
+ * watches the file and listens for the signal, `stop()` ends both.
  */
 class RelayKeysReload implements Component {
-  readonly #components: RelayKeysReloadComponents
-  readonly #init: RelayKeysReloadInit
+  readonly #components: { handle: RelayHandle }
+  readonly #init: { keysFile: string; log: Logger }
   #watch: FileWatch | undefined
   readonly #onHup = (): void => this.#reload('SIGHUP')
 
-  constructor(components: RelayKeysReloadComponents, init: RelayKeysReloadInit) {
+  constructor(components: { handle: RelayHandle }, init: { keysFile: string; log: Logger }) {
     this.#components = components
     this.#init = init
   }
@@ -256,25 +231,21 @@ function advertisedAddresses(config: RelayConfig, peerId: string): string[] {
 
 function expandWildcards(listen: string[]): string[] {
   const ifaces = Object.values(os.networkInterfaces()).flatMap((list) => list ?? [])
-  const out: string[] = []
-  for (const a of listen) {
-    const components = multiaddr(a).getComponents()
-    const ip = components[0]
-    const rest = a.slice(a.indexOf('/', 1 + (ip?.name.length ?? 0) + 1))
-    if (ip?.name === 'ip4' && ip.value === '0.0.0.0') {
-      for (const i of ifaces.filter((x) => x.family === 'IPv4' && !x.internal)) {
-        out.push(`/ip4/${i.address}${rest}`)
-      }
-    } else if (ip?.name === 'ip6' && ip.value === '::') {
-      // Link-local addresses are useless to a peer elsewhere.
-      for (const i of ifaces.filter(
-        (x) => x.family === 'IPv6' && !x.internal && !x.address.startsWith('fe80'),
-      )) {
-        out.push(`/ip6/${i.address}${rest}`)
-      }
-    } else {
-      out.push(a)
+  return listen.flatMap((a) => {
+    const ip = multiaddr(a).getComponents()[0]
+    const family =
+      ip?.name === 'ip4' && ip.value === '0.0.0.0'
+        ? 'IPv4'
+        : ip?.name === 'ip6' && ip.value === '::'
+          ? 'IPv6'
+          : ''
+    if (ip === undefined || family === '') {
+      return [a]
     }
-  }
-  return out
+    const rest = a.slice(a.indexOf('/', 1 + ip.name.length + 1))
+    // Link-local addresses are useless to a peer elsewhere.
+    return ifaces
+      .filter((x) => x.family === family && !x.internal && !x.address.startsWith('fe80'))
+      .map((x) => `/${ip.name}/${x.address}${rest}`)
+  })
 }

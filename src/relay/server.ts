@@ -19,7 +19,13 @@ import type { Logger } from '../log/index.ts'
 import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
 import { RELAY_AGENT, RELAY_STOP_PROTOCOL, RELAY_YAMUX_OPTIONS } from '../p2p/constants.ts'
 import { type BaseServices, baseLibp2pOptions, type PeerupLibp2p } from '../p2p/node.ts'
-import { type Component, componentName, startAll, stopAll } from '../util/components.ts'
+import {
+  type Component,
+  componentName,
+  type StopErrorHandler,
+  startAll,
+  stopAll,
+} from '../util/components.ts'
 import { VERSION } from '../version.ts'
 import { type RefusalWhat, relayGater } from './gater.ts'
 import { HealthServer } from './health.ts'
@@ -61,7 +67,6 @@ export interface RelayHandle {
   authorized: AuthorizedPeers
   /** The members' open invites: strangers reach only those members, and sponsoring follows them. */
   invites: OpenInvites
-  health: HealthServer | undefined
   /** The STUN responder nodes use for their direct (WebRTC) path; undefined when `stun.enabled` is false. */
   stun: StunResponder | undefined
   /** Multiaddrs the relay listens on, each ending in /p2p/<relay>. */
@@ -200,10 +205,7 @@ function gaterFor(
         const out: Array<{ peer: string; ip: string | undefined }> = []
         for (const [peer, reservation] of parts.node()?.services.relay.reservations ?? []) {
           if (connectionsOf(peer).some((c) => c.status === 'open')) {
-            const ip = reservation.addr
-              .getComponents()
-              .find((x) => x.name === 'ip4' || x.name === 'ip6')?.value
-            out.push({ peer: peer.toString(), ip })
+            out.push({ peer: peer.toString(), ip: ipOfAddr(reservation.addr) })
           }
         }
         return out
@@ -257,12 +259,8 @@ function relayServerInit(
 }
 
 /** What {@link assembleRelay} makes before the relay itself. */
-interface RelayParts {
-  node: PeerupLibp2p<RelayServices>
-  peerId: string
-  authorized: AuthorizedPeers
+type RelayParts = Pick<RelayHandle, 'node' | 'peerId' | 'authorized' | 'invites'> & {
   events: TypedEventEmitter<RelayEvents>
-  invites: OpenInvites
   refusals: RefusalReport
 }
 
@@ -277,9 +275,8 @@ class Relay implements RelayHandle, Component {
   readonly peerId: string
   readonly authorized: AuthorizedPeers
   readonly invites: OpenInvites
-  readonly health: HealthServer | undefined
   readonly stun: StunResponder | undefined
-  readonly #log: Logger
+  readonly #stopFailed: StopErrorHandler
   readonly #components: Component[]
 
   constructor(options: StartRelayOptions, parts: RelayParts) {
@@ -291,8 +288,8 @@ class Relay implements RelayHandle, Component {
     this.peerId = parts.peerId
     this.authorized = authorized
     this.invites = parts.invites
-    this.#log = log
-    this.health = config.health.enabled
+    this.#stopFailed = stopFailedLogger(log)
+    const health = config.health.enabled
       ? new HealthServer(
           { connectedPeers: () => new Set(node.getConnections().map((c) => c.remotePeer.toString())).size },
           { listenAddress: config.health.listen_address },
@@ -317,7 +314,7 @@ class Relay implements RelayHandle, Component {
         },
       ),
       // A relay that cannot bind its STUN port does not half-run: what started stops again.
-      ...(this.health === undefined ? [] : [this.health]),
+      ...(health === undefined ? [] : [health]),
       ...(this.stun === undefined ? [] : [this.stun]),
     ]
   }
@@ -332,13 +329,6 @@ class Relay implements RelayHandle, Component {
     await stopAll(this.#components, this.#stopFailed)
   }
 
-  readonly #stopFailed = (err: unknown, component: Component): void => {
-    this.#log.warn('stopping a part of the relay failed', {
-      component: componentName(component),
-      error: err as Error,
-    })
-  }
-
   addresses(): string[] {
     return this.node.getMultiaddrs().map((a) => a.toString())
   }
@@ -346,6 +336,15 @@ class Relay implements RelayHandle, Component {
   reloadAuthorized(): Promise<{ added: string[]; removed: string[] }> {
     return this.authorized.reloadFromFile()
   }
+}
+
+/** Logs a part of the relay whose `stop()` threw (the others stop all the same). */
+export function stopFailedLogger(log: Logger): StopErrorHandler {
+  return (err, component) =>
+    log.warn('stopping a part of the relay failed', {
+      component: componentName(component),
+      error: err as Error,
+    })
 }
 
 /** Relayed circuits open on the relay: each is one outbound stop stream to its target. */

@@ -29,23 +29,15 @@ import { withFileLock } from '../util/fs.ts'
 import type { GroupStore } from './groups.ts'
 import type { RelayHandle } from './server.ts'
 
-/** What {@link RelayKeys} uses. */
-export interface RelayKeysComponents {
-  relay: Pick<RelayHandle, 'reloadAuthorized'>
-}
-
-/** Settings of {@link RelayKeys}. */
-export interface RelayKeysInit {
-  /** relay_authorized_keys. */
-  keysFile: string
-}
-
-/** relay_authorized_keys as pairing writes it: peers are added, and the running relay takes them at once. */
+/**
+ * relay_authorized_keys (`keysFile`) as pairing writes it: peers are added, and the running relay
+ * takes them at once.
+ */
 export class RelayKeys {
-  readonly #components: RelayKeysComponents
+  readonly #components: { relay: Pick<RelayHandle, 'reloadAuthorized'> }
   readonly keysFile: string
 
-  constructor(components: RelayKeysComponents, init: RelayKeysInit) {
+  constructor(components: { relay: Pick<RelayHandle, 'reloadAuthorized'> }, init: { keysFile: string }) {
     this.#components = components
     this.keysFile = init.keysFile
   }
@@ -80,27 +72,24 @@ export class RelayKeys {
   }
 }
 
-/** What {@link RelayAdminProtocol} uses. */
-export interface RelayAdminProtocolComponents {
-  relay: Pick<RelayHandle, 'node' | 'authorized' | 'invites'>
+/** What the relay's pairing components use (src/relay/pairing.ts makes them). */
+export interface PairingComponents {
+  relay: Pick<RelayHandle, 'node' | 'peerId' | 'authorized' | 'invites'>
   store: GroupStore
   keys: RelayKeys
   observer: Observer
   log: Logger
 }
 
-/** Settings of {@link RelayAdminProtocol}. */
-export interface RelayAdminProtocolInit {
-  /** `security` of relay-server.yaml: gating and the sponsoring mode. */
-  security: RelayConfig['security']
-}
-
-/** The handler of `/peerup/relay-admin/1.0.0`: `start()` registers it, `stop()` removes it. */
+/**
+ * The handler of `/peerup/relay-admin/1.0.0`: `start()` registers it, `stop()` removes it.
+ * `security` of relay-server.yaml says whether gating is on and the sponsoring mode.
+ */
 export class RelayAdminProtocol implements Component {
-  readonly #components: RelayAdminProtocolComponents
+  readonly #components: PairingComponents
   readonly #security: RelayConfig['security']
 
-  constructor(components: RelayAdminProtocolComponents, init: RelayAdminProtocolInit) {
+  constructor(components: PairingComponents, init: { security: RelayConfig['security'] }) {
     this.#components = components
     this.#security = init.security
   }
