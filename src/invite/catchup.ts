@@ -59,22 +59,17 @@ export async function catchUpGroups(host: CatchUpHost, relay: Connection, log: L
   return added
 }
 
-/** What {@link GroupCatchUp} uses; read at start and later. */
-export interface GroupCatchUpComponents {
-  runtime: NodeRuntime
-  log: Logger
-}
-
 /**
  * Catches up with the relay groups each time a reservation is (re)gained, and at start on the
  * relays already reserved: `start()` subscribes to the reservation supervisor, `stop()`
  * unsubscribes.
  */
 export class GroupCatchUp implements Component {
-  readonly #components: GroupCatchUpComponents
+  readonly #components: { runtime: NodeRuntime; log: Logger }
   #unsubscribe: (() => void) | undefined
 
-  constructor(components: GroupCatchUpComponents) {
+  /** `runtime` is read at start and later. */
+  constructor(components: { runtime: NodeRuntime; log: Logger }) {
     this.#components = components
   }
 

@@ -64,14 +64,13 @@ export interface InviteCode {
 export type InviteCodeInput = Omit<InviteCode, 'version' | 'token'> & { token?: Uint8Array }
 
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
-const DECODE = new Map<string, number>()
-for (const [i, c] of [...ALPHABET].entries()) {
-  DECODE.set(c, i)
-}
-// Crockford: the letters people confuse with digits read as those digits.
-DECODE.set('I', 1)
-DECODE.set('L', 1)
-DECODE.set('O', 0)
+const DECODE = new Map([
+  ...[...ALPHABET].map((c, i) => [c, i] as const),
+  // Crockford: the letters people confuse with digits read as those digits.
+  ['I', 1],
+  ['L', 1],
+  ['O', 0],
+])
 
 const FLAG_GROUP = 1
 const FLAG_RELAY_ED25519 = 2
@@ -128,15 +127,10 @@ export function decodeInviteCode(text: string, options: { locateTypo?: boolean }
     values.push(v)
   }
   const bytes = base32Decode(values)
-  const locate = options.locateTypo !== false
-  if (bytes === undefined || bytes.length < 6) {
-    throw typo(values, locate)
+  if (!checksumMatches(bytes)) {
+    throw typo(values, options.locateTypo !== false)
   }
   const body = bytes.subarray(0, bytes.length - 4)
-  const sum = new DataView(bytes.buffer, bytes.byteOffset + bytes.length - 4, 4).getUint32(0)
-  if (crc32(body) >>> 0 !== sum) {
-    throw typo(values, locate)
-  }
   const version = body[0] as number
   if (version > CODE_VERSION) {
     throw new CodeVersionError(
@@ -201,13 +195,8 @@ function locateTypo(values: number[]): number | undefined {
         continue
       }
       trial[i] = v
-      const bytes = base32Decode(trial)
-      if (bytes !== undefined && bytes.length >= 6) {
-        const body = bytes.subarray(0, bytes.length - 4)
-        const sum = new DataView(bytes.buffer, bytes.byteOffset + bytes.length - 4, 4).getUint32(0)
-        if (crc32(body) >>> 0 === sum) {
-          found.add(Math.floor(i / 4) + 1)
-        }
+      if (checksumMatches(base32Decode(trial))) {
+        found.add(Math.floor(i / 4) + 1)
       }
     }
     trial[i] = values[i] as number
@@ -215,15 +204,16 @@ function locateTypo(values: number[]): number | undefined {
   return found.size === 1 ? [...found][0] : undefined
 }
 
-function toBytes(code: InviteCode): Uint8Array {
-  const out: number[] = []
-  const push = (...bytes: ArrayLike<number>[]): void => {
-    for (const b of bytes) {
-      for (let i = 0; i < b.length; i++) {
-        out.push(b[i] as number)
-      }
-    }
+/** Whether `bytes` (a record at least 6 bytes long) end with the CRC-32 of what comes before. */
+function checksumMatches(bytes: Uint8Array | undefined): bytes is Uint8Array {
+  if (bytes === undefined || bytes.length < 6) {
+    return false
   }
+  const sum = new DataView(bytes.buffer, bytes.byteOffset).getUint32(bytes.length - 4)
+  return crc32(bytes.subarray(0, bytes.length - 4)) >>> 0 === sum
+}
+
+function toBytes(code: InviteCode): Uint8Array {
   const relayId = peerIdBytes(code.relayPeerId)
   const inviterId = code.kind === 'group' ? undefined : peerIdBytes(code.inviterPeerId)
   if (code.kind === 'group' && code.inviterPeerId !== code.relayPeerId) {
@@ -239,28 +229,29 @@ function toBytes(code: InviteCode): Uint8Array {
   if (!Number.isInteger(seconds) || seconds < 0 || seconds > MAX_EXPIRY_S) {
     throw new RangeError('the expiry cannot be encoded')
   }
-  const expiry = new Uint8Array(4)
-  new DataView(expiry.buffer).setUint32(0, seconds)
-  push([CODE_VERSION, flags], code.token, expiry, relayId.bytes)
-  if (inviterId !== undefined) {
-    push(inviterId.bytes)
-  }
+  const expiry = Buffer.alloc(4)
+  expiry.writeUInt32BE(seconds)
   const addr = multiaddr(code.relayAddress)
   if (addr.getComponents().some((c) => c.name === 'p2p' || c.name === 'p2p-circuit')) {
     throw new RangeError('the relay address must not contain /p2p or /p2p-circuit')
   }
-  push(lengthPrefixed(addr.bytes, 'relay address'))
+  const address = lengthPrefixed(addr.bytes, 'relay address')
   if (!NETWORK_RE.test(code.network)) {
     throw new RangeError('invalid network name')
   }
-  push(lengthPrefixed(new TextEncoder().encode(code.network), 'network'))
-  const body = Uint8Array.from(out)
-  const sum = new Uint8Array(4)
-  new DataView(sum.buffer).setUint32(0, crc32(body) >>> 0)
-  const all = new Uint8Array(body.length + 4)
-  all.set(body)
-  all.set(sum, body.length)
-  return all
+  const network = lengthPrefixed(new TextEncoder().encode(code.network), 'network')
+  const body = Buffer.concat([
+    Uint8Array.of(CODE_VERSION, flags),
+    code.token,
+    expiry,
+    relayId.bytes,
+    inviterId?.bytes ?? new Uint8Array(),
+    address,
+    network,
+  ])
+  const sum = Buffer.alloc(4)
+  sum.writeUInt32BE(crc32(body) >>> 0)
+  return Buffer.concat([body, sum])
 }
 
 function fromBytes(body: Uint8Array): InviteCode {
@@ -282,18 +273,12 @@ function fromBytes(body: Uint8Array): InviteCode {
     throw new RangeError('a group code has no inviter id')
   }
   const token = Uint8Array.from(take(TOKEN_BYTES))
-  const seconds = new DataView(body.buffer, body.byteOffset + at, 4).getUint32(0)
-  take(4)
+  const seconds = Buffer.from(take(4)).readUInt32BE()
   const readId = (ed25519: boolean): string => {
-    if (ed25519) {
-      const key = take(32)
-      const mh = new Uint8Array(ED25519_PREFIX.length + 32)
-      mh.set(ED25519_PREFIX)
-      mh.set(key, ED25519_PREFIX.length)
-      return peerIdFromMultihash(Digest.decode(mh)).toString()
-    }
-    const len = take(1)[0] as number
-    return peerIdFromMultihash(Digest.decode(Uint8Array.from(take(len)))).toString()
+    const mh = ed25519
+      ? Buffer.concat([ED25519_PREFIX, take(32)])
+      : Uint8Array.from(take(take(1)[0] as number))
+    return peerIdFromMultihash(Digest.decode(mh)).toString()
   }
   const relayPeerId = readId((flags & FLAG_RELAY_ED25519) !== 0)
   const inviterPeerId = kind === 'group' ? relayPeerId : readId((flags & FLAG_INVITER_ED25519) !== 0)

@@ -20,7 +20,7 @@ import { type Component, startAll, stopAll } from '../util/components.ts'
 import { socketAnswers } from '../util/socket.ts'
 import { createInviteCode, encodeInviteCode, type InviteCode } from './code.ts'
 import { CodeExpiredError, InviteUnavailableError } from './errors.ts'
-import { type AcceptExtras, answerPairing, InviteSession, type Joiner } from './inviter.ts'
+import { answerPairing, InviteSession } from './inviter.ts'
 import { startPairingNode } from './node.ts'
 import { deriveKeys, INVITE_PROTOCOL, INVITE_STREAM_OPTIONS, MAX_FAILED_PROOFS } from './protocol.ts'
 import { askRelay, type RelayAdminRequest } from './relay-admin.ts'
@@ -143,7 +143,7 @@ export async function inviteOn(pn: PairingHost, options: InviteOnOptions): Promi
       },
     ),
     exchanges,
-    new JoinerAdmission({ host: pn }),
+    joinerAdmission(pn),
   ]
   await startAll(components)
   try {
@@ -267,49 +267,22 @@ function inviteSession(
       })
       // Gating reads the set, not the file: the joiner may now open the connection it needs.
       await pn.authorized.reloadFromFile()
-      const sponsored = await sponsor(pn, relayPeerId, joiner)
-      if (sponsored?.ok !== true) {
+      const sponsored = await askOwnRelay(
+        pn,
+        relayPeerId,
+        { type: 'sponsor', peer: joiner.peerId, ...(joiner.name === undefined ? {} : { name: joiner.name }) },
+        'the inviter lost its connection to the relay',
+      )
+      if (!sponsored.ok) {
         options.log.warn('the relay did not authorize the joiner', {
           peer: joiner.peerId,
-          reason: sponsored?.reason,
+          reason: sponsored.reason,
         })
       }
-      onResult({ peerId: trusted.peerId, name: trusted.name, sponsored: sponsored ?? { ok: false } })
+      onResult({ peerId: trusted.peerId, name: trusted.name, sponsored })
       return { ...(options.name === undefined ? {} : { name: options.name }), sponsored }
     },
   })
-}
-
-/** Asks the relay to authorize `joiner` (sponsoring); says why not when it does not. */
-async function sponsor(
-  pn: PairingHost,
-  relayPeerId: string,
-  joiner: Joiner,
-): Promise<AcceptExtras['sponsored']> {
-  const conn = pn.relayConnection(relayPeerId)
-  if (conn === undefined) {
-    return { ok: false, reason: 'the inviter lost its connection to the relay' }
-  }
-  try {
-    const answer = await askRelay(conn, {
-      type: 'sponsor',
-      peer: joiner.peerId,
-      ...(joiner.name === undefined ? {} : { name: joiner.name }),
-    })
-    return answer.ok ? { ok: true } : { ok: false, reason: answer.reason ?? 'refused' }
-  } catch (err) {
-    const message =
-      (err as Error).name === 'UnsupportedProtocolError'
-        ? 'the relay does not support sponsoring'
-        : (err as Error).message
-    return { ok: false, reason: message }
-  }
-}
-
-/** What the components of an invite use. */
-interface InviteComponents {
-  host: PairingHost
-  log: Logger
 }
 
 /** Settings of {@link RelayInvite}. */
@@ -331,38 +304,42 @@ interface RelayInviteInit {
  * likelier to be refused, and one that does not take `invite-spent` says "no invite open" instead.
  */
 class RelayInvite implements Component {
-  readonly #components: InviteComponents
+  readonly #components: { host: PairingHost; log: Logger }
   readonly #init: RelayInviteInit
 
-  constructor(components: InviteComponents, init: RelayInviteInit) {
+  constructor(components: { host: PairingHost; log: Logger }, init: RelayInviteInit) {
     this.#components = components
     this.#init = init
   }
 
   /** Registers the invite. */
   async start(): Promise<void> {
-    const { host, log } = this.#components
-    const answer = await tellRelay(host, this.#init.relayPeerId, {
+    const answer = await this.#tell({
       type: 'invite-open',
       ttl_ms: Math.max(this.#init.expires.getTime() - Date.now(), 1),
     })
     if (!answer.ok) {
-      log.warn('the relay did not register the invite; a joiner it does not know may be refused', {
-        reason: answer.reason,
-      })
+      this.#components.log.warn(
+        'the relay did not register the invite; a joiner it does not know may be refused',
+        {
+          reason: answer.reason,
+        },
+      )
     }
   }
 
   /** Ends it, and says whether its code was spent. */
   async stop(): Promise<void> {
-    const { host } = this.#components
-    const { relayPeerId, expires, spentId } = this.#init
-    await tellRelay(host, relayPeerId, { type: 'invite-close' })
+    await this.#tell({ type: 'invite-close' })
     const reason = this.#init.spent()
-    const left = expires.getTime() - Date.now()
+    const left = this.#init.expires.getTime() - Date.now()
     if (reason !== undefined && left > 0) {
-      await tellRelay(host, relayPeerId, { type: 'invite-spent', code: spentId, reason, ttl_ms: left })
+      await this.#tell({ type: 'invite-spent', code: this.#init.spentId, reason, ttl_ms: left })
     }
+  }
+
+  #tell(request: RelayAdminRequest): Promise<{ ok: boolean; reason?: string }> {
+    return askOwnRelay(this.#components.host, this.#init.relayPeerId, request, 'no connection to the relay')
   }
 }
 
@@ -371,12 +348,15 @@ class RelayInvite implements Component {
  * the exchanges still running and removes it.
  */
 class InviteExchanges implements Component {
-  readonly #components: InviteComponents & { observer: Observer }
+  readonly #components: { host: PairingHost; log: Logger; observer: Observer }
   readonly #session: InviteSession
   readonly #running = new Set<Promise<void>>()
   #controller = new AbortController()
 
-  constructor(components: InviteComponents & { observer: Observer }, init: { session: InviteSession }) {
+  constructor(
+    components: { host: PairingHost; log: Logger; observer: Observer },
+    init: { session: InviteSession },
+  ) {
     this.#components = components
     this.#session = init.session
   }
@@ -429,45 +409,40 @@ class InviteExchanges implements Component {
 }
 
 /** Lets the joiner, a peer nobody could have authorized yet, in over a relay while the code is open. */
-class JoinerAdmission implements Component {
-  readonly #host: PairingHost
-  #close: (() => void) | undefined
-
-  constructor(components: { host: PairingHost }) {
-    this.#host = components.host
-  }
-
-  /** Admits joiners. */
-  start(): void {
-    this.#close = this.#host.admitJoiners()
-  }
-
-  /** Stops admitting them. */
-  stop(): void {
-    this.#close?.()
-    this.#close = undefined
+function joinerAdmission(host: PairingHost): Component {
+  let close: (() => void) | undefined
+  return {
+    start: () => {
+      close = host.admitJoiners()
+    },
+    stop: () => close?.(),
   }
 }
 
 /**
- * Tells the relay that an invite opens or closes, or that its code is spent; never throws. A relay from before invites
- * were registered answers "unsupported protocol" only for the whole relay-admin protocol, and
- * lets strangers through anyway.
+ * Asks the relay `pn` holds a connection to (`noConnection` says why not when it holds none); never
+ * throws. A relay from before invites were registered answers "unsupported protocol" only for the
+ * whole relay-admin protocol, and lets strangers through anyway.
  */
-async function tellRelay(
+async function askOwnRelay(
   pn: PairingHost,
   relayPeerId: string,
-  request: Extract<RelayAdminRequest, { type: 'invite-open' | 'invite-close' | 'invite-spent' }>,
+  request: RelayAdminRequest,
+  noConnection: string,
 ): Promise<{ ok: boolean; reason?: string }> {
   const conn = pn.relayConnection(relayPeerId)
   if (conn === undefined) {
-    return { ok: false, reason: 'no connection to the relay' }
+    return { ok: false, reason: noConnection }
   }
   try {
     const answer = await askRelay(conn, request)
     return answer.ok ? { ok: true } : { ok: false, reason: answer.reason ?? 'refused' }
   } catch (err) {
-    return { ok: false, reason: (err as Error).message }
+    const unsupported = request.type === 'sponsor' && (err as Error).name === 'UnsupportedProtocolError'
+    return {
+      ok: false,
+      reason: unsupported ? 'the relay does not support sponsoring' : (err as Error).message,
+    }
   }
 }
 
@@ -490,23 +465,16 @@ function hungUp(connection: Connection, ms: number): Promise<void> {
   })
 }
 
-function raceSignals<T>(promise: Promise<T>, signals: AbortSignal[]): Promise<T> {
+/** `promise`, or a rejection with the reason of the first of `signals` to abort. */
+async function raceSignals<T>(promise: Promise<T>, signals: AbortSignal[]): Promise<T> {
   const any = AbortSignal.any(signals)
-  if (any.aborted) {
-    return Promise.reject(any.reason)
+  const aborted = Promise.withResolvers<never>()
+  const onAbort = (): void => aborted.reject(any.reason)
+  any.addEventListener('abort', onAbort, { once: true })
+  try {
+    any.throwIfAborted()
+    return await Promise.race([promise, aborted.promise])
+  } finally {
+    any.removeEventListener('abort', onAbort)
   }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(any.reason)
-    any.addEventListener('abort', onAbort, { once: true })
-    promise.then(
-      (v) => {
-        any.removeEventListener('abort', onAbort)
-        resolve(v)
-      },
-      (e: unknown) => {
-        any.removeEventListener('abort', onAbort)
-        reject(e)
-      },
-    )
-  })
 }

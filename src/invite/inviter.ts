@@ -31,6 +31,7 @@ import {
   proofMac,
   type RefusalReason,
   STEP_TIMEOUT_MS,
+  type TokenKeys,
 } from './protocol.ts'
 
 /** What the accept message carries besides the MAC. */
@@ -142,6 +143,10 @@ export async function answerPairing<E>(
   const joiner = connection.remotePeer.toString()
   const now = options.now ?? (() => new Date())
   const { log, book } = options
+  const audit = (
+    outcome: 'paired' | 'refused' | 'failed',
+    fields: { name?: string; reason?: string },
+  ): void => options.observer?.pairing({ role: options.role ?? 'inviter', outcome, peer: joiner, ...fields })
   let held: E | undefined
   let judged = false
   try {
@@ -163,12 +168,7 @@ export async function answerPairing<E>(
       } else {
         log.warn('pairing refused', fields)
       }
-      options.observer?.pairing({
-        role: options.role ?? 'inviter',
-        outcome: 'refused',
-        peer: joiner,
-        reason: opened.reason,
-      })
+      audit('refused', { reason: opened.reason })
       await framed.refuse(opened.reason, opened.remaining)
       return
     }
@@ -186,12 +186,7 @@ export async function answerPairing<E>(
       // The audit tells the three apart: one more wrong proof, this peer shut out, the code gone.
       const outcome = burned ? 'burned' : remaining === 0 ? 'shut-out' : 'wrong-proof'
       log.warn('wrong pairing proof', { peer: joiner, remaining, outcome })
-      options.observer?.pairing({
-        role: options.role ?? 'inviter',
-        outcome: 'refused',
-        peer: joiner,
-        reason: outcome,
-      })
+      audit('refused', { reason: outcome })
       await framed.refuse(remaining === 0 ? 'burned' : 'wrong-proof', remaining)
       return
     }
@@ -201,12 +196,7 @@ export async function answerPairing<E>(
       extras = await book.accept(opened.entry, accepted)
     } catch (err) {
       log.error('pairing failed after the proof', { peer: joiner, error: err as Error })
-      options.observer?.pairing({
-        role: options.role ?? 'inviter',
-        outcome: 'failed',
-        peer: joiner,
-        reason: (err as Error).name,
-      })
+      audit('failed', { reason: (err as Error).name })
       await framed.refuse(
         err instanceof CodeExpiredError ? 'expired' : err instanceof CodeUsedError ? 'used' : 'failed',
       )
@@ -214,12 +204,7 @@ export async function answerPairing<E>(
     }
     await framed.send({ type: 'accept', mac: proofMac(opened.key, 'inviter', ids, nonces), ...extras })
     log.info('peer paired', { peer: joiner, name: accepted.name })
-    options.observer?.pairing({
-      role: options.role ?? 'inviter',
-      outcome: 'paired',
-      peer: joiner,
-      ...(accepted.name === undefined ? {} : { name: accepted.name }),
-    })
+    audit('paired', accepted.name === undefined ? {} : { name: accepted.name })
     // The joiner says `done` when it has written its side (for a group: when it stops waiting
     // for the others); it may also just go away. Either ends the introductions.
     const ended = new AbortController()
@@ -268,22 +253,15 @@ export type InviteState = 'open' | 'busy' | 'used' | 'burned'
 
 /** The code book of a single-use invite. */
 export class InviteSession implements CodeBook<'invite'> {
-  readonly #codeId: string
-  readonly #key: Uint8Array
-  readonly #expires: Date
-  readonly #onJoin: InviteSessionOptions['onJoin']
-  readonly #onShutOut: InviteSessionOptions['onShutOut']
+  readonly #options: InviteSessionOptions
+  readonly #keys: TokenKeys
   #state: InviteState = 'open'
   readonly #wrong = new WrongProofs()
   readonly #joined = Promise.withResolvers<Joiner>()
 
   constructor(options: InviteSessionOptions) {
-    const keys = deriveKeys(options.token)
-    this.#codeId = keys.codeId
-    this.#key = keys.key
-    this.#expires = options.expires
-    this.#onJoin = options.onJoin
-    this.#onShutOut = options.onShutOut
+    this.#options = options
+    this.#keys = deriveKeys(options.token)
     // Nobody may be awaiting it yet: a burned code rejects it before `joined` is read.
     this.#joined.promise.catch(() => {})
   }
@@ -301,14 +279,14 @@ export class InviteSession implements CodeBook<'invite'> {
   open(codeId: string, joiner: string, now: Date): Opened<'invite'> {
     // Before anything else: whoever does not know the code id learns nothing of this code's state
     // from the answer, and costs it nothing (a 64-bit id derived from the token is not guessed online).
-    if (codeId !== this.#codeId) return { ok: false, reason: 'unknown-code' }
+    if (codeId !== this.#keys.codeId) return { ok: false, reason: 'unknown-code' }
     if (this.#state === 'used') return { ok: false, reason: 'used' }
     if (this.#state === 'burned') return { ok: false, reason: 'burned' }
-    if (now.getTime() >= this.#expires.getTime()) return { ok: false, reason: 'expired' }
+    if (now.getTime() >= this.#options.expires.getTime()) return { ok: false, reason: 'expired' }
     if (this.#wrong.shutOut(joiner)) return { ok: false, reason: 'burned', remaining: 0 }
     if (this.#state === 'busy') return { ok: false, reason: 'busy' }
     this.#state = 'busy'
-    return { ok: true, entry: 'invite', key: this.#key }
+    return { ok: true, entry: 'invite', key: this.#keys.key }
   }
 
   fail(_entry: 'invite', joiner: string): ProofFailure {
@@ -327,20 +305,20 @@ export class InviteSession implements CodeBook<'invite'> {
     }
     this.#state = 'open'
     if (failure.remaining === 0) {
-      this.#onShutOut?.(joiner)
+      this.#options.onShutOut?.(joiner)
     }
     return failure
   }
 
   async accept(_entry: 'invite', joiner: Joiner): Promise<AcceptExtras> {
-    if (Date.now() >= this.#expires.getTime()) {
+    if (Date.now() >= this.#options.expires.getTime()) {
       this.#state = 'open'
       throw new CodeExpiredError('the code expired during the exchange')
     }
     // Used from here on, even if writing fails below: a code is never good twice.
     this.#state = 'used'
     try {
-      const extras = await this.#onJoin(joiner)
+      const extras = await this.#options.onJoin(joiner)
       this.#joined.resolve(joiner)
       return extras
     } catch (err) {

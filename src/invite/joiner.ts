@@ -57,13 +57,13 @@ export async function proveToken(
 ): Promise<{ accept: Accept; complete: boolean }> {
   const framed = new Framed(stream)
   const { codeId, key } = deriveKeys(options.token)
-  const signal = options.signal
+  const { signal, answeredBy = 'inviter' } = options
   try {
     const nonces = { joiner: freshNonce(), inviter: '' }
     await framed.send({ type: 'hello', v: PAIRING_VERSION, code: codeId, nonce: nonces.joiner }, signal)
     const challenge = await framed.read(['challenge'], { signal })
     if (challenge.type === 'error') {
-      throw refusal(challenge.reason, challenge.remaining, options.answeredBy ?? 'inviter')
+      throw refusal(challenge.reason, challenge.remaining, answeredBy)
     }
     nonces.inviter = challenge.nonce
     const ids = { inviter: options.remotePeerId, joiner: options.localPeerId }
@@ -77,7 +77,7 @@ export async function proveToken(
     )
     const accept = await framed.read(['accept'], { signal })
     if (accept.type === 'error') {
-      throw refusal(accept.reason, accept.remaining, options.answeredBy ?? 'inviter')
+      throw refusal(accept.reason, accept.remaining, answeredBy)
     }
     if (!macEquals(accept.mac, proofMac(key, 'inviter', ids, nonces))) {
       throw new PairingProofError('the other side did not prove it knows the code: nothing was written', {
@@ -142,12 +142,13 @@ export async function askSpent(
 
 /** The error for a refusal; `reason` is any word, since a newer peerup may send one this build does not know. */
 function refusal(reason: string, remaining: number | undefined, by: 'inviter' | 'relay'): Error {
+  const askOperator = 'ask the relay operator for a new code (`peerup relay pair`)'
   switch (reason) {
     case 'unknown-code':
       return by === 'relay'
         ? new UnknownCodeError(
             "the relay has no group code like this one: it is another relay's, or the relay lost its pairing state",
-            { hint: 'ask the relay operator for a new code (`peerup relay pair`)' },
+            { hint: askOperator },
           )
         : new UnknownCodeError(
             "the inviter has no open invite with this code: it expired, was used, or is another invite's",
@@ -163,16 +164,13 @@ function refusal(reason: string, remaining: number | undefined, by: 'inviter' | 
       )
     case 'burned':
       return new CodeUsedError(`the ${by} refuses this code now: too many wrong proofs were made with it`, {
-        hint:
-          by === 'relay'
-            ? 'ask the relay operator for a new code (`peerup relay pair`)'
-            : 'ask the inviter for a new code (`peerup invite`)',
+        hint: by === 'relay' ? askOperator : 'ask the inviter for a new code (`peerup invite`)',
       })
     case 'used':
       return new CodeUsedError('this code was used already: a code pairs one machine, once', {
         hint:
           by === 'relay'
-            ? 'ask the relay operator for a new code (`peerup relay pair`)'
+            ? askOperator
             : 'ask the inviter for a new code (`peerup invite`); if this machine did not use it, someone else did, and `peerup auth list` there shows who',
       })
     case 'expired':

@@ -90,10 +90,11 @@ export const REFUSAL_REASONS = [
 /** One of {@link REFUSAL_REASONS}. */
 export type RefusalReason = (typeof REFUSAL_REASONS)[number]
 
-const member = z.strictObject({ peerId: peerIdText, name: peerName.optional() })
+/** A member of a relay group, as the relay introduces it (and lists it: src/invite/relay-admin.ts). */
+export const groupMember = z.strictObject({ peerId: peerIdText, name: peerName.optional() })
 
 /** A member of a relay group, as the relay introduces it. */
-export type GroupMember = z.infer<typeof member>
+export type GroupMember = z.infer<typeof groupMember>
 
 const messages = {
   hello: z.strictObject({
@@ -115,11 +116,11 @@ const messages = {
       .strictObject({
         id: z.string().max(64),
         size: z.number().int().min(1).max(1000),
-        members: z.array(member).max(1000),
+        members: z.array(groupMember).max(1000),
       })
       .optional(),
   }),
-  member: z.strictObject({ type: z.literal('member'), ...member.shape }),
+  member: z.strictObject({ type: z.literal('member'), ...groupMember.shape }),
   complete: z.strictObject({ type: z.literal('complete') }),
   done: z.strictObject({ type: z.literal('done') }),
   error: z.strictObject({

@@ -25,35 +25,31 @@ import type { Connection } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { z } from 'zod'
 import { PairingProtocolError } from './errors.ts'
-import { MAX_MESSAGE_BYTES, STEP_TIMEOUT_MS } from './protocol.ts'
+import { groupMember, MAX_MESSAGE_BYTES, STEP_TIMEOUT_MS } from './protocol.ts'
 
 /** The protocol id. */
 export const RELAY_ADMIN_PROTOCOL = '/peerup/relay-admin/1.0.0'
 
-const peerIdText = z.string().min(1).max(128)
+/** Longest an invite may be registered for (the CLI's `--ttl` is capped below this). */
+export const MAX_INVITE_TTL_MS = 7 * 24 * 3_600_000
+
+const ttlMs = z.number().int().min(1).max(MAX_INVITE_TTL_MS)
 
 /** A request to the relay. */
 export const relayAdminRequest = z.discriminatedUnion('type', [
-  z.strictObject({ type: z.literal('sponsor'), peer: peerIdText, name: z.string().max(63).optional() }),
-  z.strictObject({ type: z.literal('members') }),
   z.strictObject({
-    type: z.literal('invite-open'),
-    ttl_ms: z
-      .number()
-      .int()
-      .min(1)
-      .max(7 * 24 * 3_600_000),
+    type: z.literal('sponsor'),
+    peer: groupMember.shape.peerId,
+    name: groupMember.shape.name,
   }),
+  z.strictObject({ type: z.literal('members') }),
+  z.strictObject({ type: z.literal('invite-open'), ttl_ms: ttlMs }),
   z.strictObject({ type: z.literal('invite-close') }),
   z.strictObject({
     type: z.literal('invite-spent'),
     code: z.string().regex(/^[0-9a-f]{16}$/),
     reason: z.enum(['used', 'burned']),
-    ttl_ms: z
-      .number()
-      .int()
-      .min(1)
-      .max(7 * 24 * 3_600_000),
+    ttl_ms: ttlMs,
   }),
 ])
 
@@ -67,14 +63,7 @@ export const relayAdminResponse = z.strictObject({
   reason: z.string().max(300).optional(),
   /** For `members`: every group the caller is in, with its members (the caller included). */
   groups: z
-    .array(
-      z.strictObject({
-        id: z.string().max(64),
-        members: z
-          .array(z.strictObject({ peerId: peerIdText, name: z.string().max(63).optional() }))
-          .max(1000),
-      }),
-    )
+    .array(z.strictObject({ id: z.string().max(64), members: z.array(groupMember).max(1000) }))
     .max(100)
     .optional(),
 })

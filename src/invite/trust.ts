@@ -59,21 +59,20 @@ export async function trustPeer(options: TrustOptions): Promise<Trusted> {
       { createIfMissing: true },
     ),
   )
-  let name: string | undefined
-  if (options.configFile !== undefined) {
-    const { result } = await editConfigFile(options.configFile, nodeConfigSchema, (doc, current) => {
-      const existing = Object.entries(current.names).find(([, id]) => id === peerId)?.[0]
-      if (existing !== undefined || wanted === undefined) {
-        return existing
-      }
-      const free = freeName(wanted, current.names)
-      if (free !== undefined) {
-        ensureMap(doc, ['names']).set(free, peerId)
-      }
-      return free
-    })
-    name = result
+  if (options.configFile === undefined) {
+    return { peerId, name: undefined, added }
   }
+  const { result: name } = await editConfigFile(options.configFile, nodeConfigSchema, (doc, current) => {
+    const existing = Object.entries(current.names).find(([, id]) => id === peerId)?.[0]
+    if (existing !== undefined || wanted === undefined) {
+      return existing
+    }
+    const free = freeName(wanted, current.names)
+    if (free !== undefined) {
+      ensureMap(doc, ['names']).set(free, peerId)
+    }
+    return free
+  })
   return { peerId, name, added }
 }
 

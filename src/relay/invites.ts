@@ -15,8 +15,7 @@
  * @packageDocumentation
  */
 
-/** Longest an invite may be registered for (the CLI's `--ttl` is capped below this). */
-export const MAX_INVITE_TTL_MS = 7 * 24 * 3_600_000
+import { MAX_INVITE_TTL_MS } from '../invite/relay-admin.ts'
 
 /** Strangers remembered per open invite: enough for a joiner's retries, bounded against floods. */
 const MAX_JOINERS_PER_INVITE = 16
