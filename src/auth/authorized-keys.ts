@@ -74,11 +74,11 @@ export interface AddPeerOptions {
   attributes?: AuthorizedKeyAttributesInput
 }
 
-/** Options for {@link loadAuthorizedKeys} and {@link updateAuthorizedKeys}. */
-export interface LoadAuthorizedKeysOptions {
-  /** Treat a missing file as an empty one instead of failing; nothing is written until a save. */
-  createIfMissing?: boolean
-}
+/**
+ * Options for {@link loadAuthorizedKeys} and {@link updateAuthorizedKeys}: `createIfMissing` treats
+ * a missing file as an empty one instead of failing; nothing is written until a save.
+ */
+export type LoadAuthorizedKeysOptions = { createIfMissing?: boolean }
 
 /** The longest comment {@link sanitizeComment} keeps, in characters. */
 export const MAX_COMMENT_LENGTH = 200
@@ -180,13 +180,9 @@ export class AuthorizedKeys {
 
   /** The canonical ids of every entry still valid at `now`: what the daemon admits. */
   authorizedSet(now: Date = new Date()): Set<string> {
-    const ids = new Set<string>()
-    for (const [id, line] of this.#byId) {
-      if (!expiredAt(line.entry!.parsed.expires, now)) {
-        ids.add(id)
-      }
-    }
-    return ids
+    return new Set(
+      [...this.#byId].filter(([, line]) => !expiredAt(line.entry!.parsed.expires, now)).map(([id]) => id),
+    )
   }
 
   /**

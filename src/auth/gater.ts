@@ -74,7 +74,6 @@ export class AuthorizedPeers {
     return () => this.#listeners.delete(listener)
   }
 
-  /** Stops the expiry timer. */
   stop(): void {
     this.#armExpiry(undefined)
   }

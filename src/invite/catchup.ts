@@ -73,7 +73,6 @@ export class GroupCatchUp implements Component {
     this.#components = components
   }
 
-  /** Subscribes, and catches up on the relays reserved already. */
   start(): void {
     const supervisor = this.#components.runtime.supervisor
     this.#unsubscribe = supervisor.onChange((e) => {
@@ -86,7 +85,6 @@ export class GroupCatchUp implements Component {
     }
   }
 
-  /** Unsubscribes. */
   stop(): void {
     this.#unsubscribe?.()
     this.#unsubscribe = undefined

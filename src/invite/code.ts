@@ -313,10 +313,7 @@ function lengthPrefixed(bytes: Uint8Array, what: string): Uint8Array {
   if (bytes.length > 255) {
     throw new RangeError(`the ${what} is too long to encode`)
   }
-  const out = new Uint8Array(bytes.length + 1)
-  out[0] = bytes.length
-  out.set(bytes, 1)
-  return out
+  return Buffer.concat([Uint8Array.of(bytes.length), bytes])
 }
 
 function base32Encode(bytes: Uint8Array): string {

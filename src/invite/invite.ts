@@ -6,14 +6,13 @@
  * @packageDocumentation
  */
 
+import { once } from 'node:events'
 import * as path from 'node:path'
 import type { Connection } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import { NODE_FILES } from '../config/paths.ts'
-import type { NodeConfig } from '../config/schema.ts'
 import type { Logger } from '../log/index.ts'
 import { auditObserver, NO_OBSERVER, type Observer } from '../metrics/observer.ts'
-import type { PeerupLibp2p } from '../p2p/node.ts'
 import { shortId } from '../p2p/path.ts'
 import type { RelayState } from '../p2p/reservations.ts'
 import { type Component, startAll, stopAll } from '../util/components.ts'
@@ -21,7 +20,7 @@ import { socketAnswers } from '../util/socket.ts'
 import { createInviteCode, encodeInviteCode, type InviteCode } from './code.ts'
 import { CodeExpiredError, InviteUnavailableError } from './errors.ts'
 import { answerPairing, InviteSession } from './inviter.ts'
-import { startPairingNode } from './node.ts'
+import { type PairingHost, startPairingNode } from './node.ts'
 import { deriveKeys, INVITE_PROTOCOL, INVITE_STREAM_OPTIONS, MAX_FAILED_PROOFS } from './protocol.ts'
 import { askRelay, type RelayAdminRequest } from './relay-admin.ts'
 import { trustPeer } from './trust.ts'
@@ -76,27 +75,7 @@ export async function runInvite(options: InviteOptions): Promise<InviteResult> {
   }
 }
 
-/**
- * What an invite needs of a node: the short-lived pairing node of `peerup invite`, or a running
- * daemon's runtime (`POST /v1/invite`), so that its daemon takes the new peer at once.
- */
-export interface PairingHost {
-  node: PeerupLibp2p
-  config: NodeConfig
-  configFile: string
-  peerId: string
-  authorizedKeysFile: string
-  authorized: { reloadFromFile(): Promise<unknown> }
-  supervisor: {
-    waitForReservation(signal?: AbortSignal): Promise<void>
-    status(): RelayState[]
-    onUpdate(listener: (state: RelayState) => void): () => void
-  }
-  /** Lets the joiner (unknown, on a relayed connection) in until the returned function is called. */
-  admitJoiners(): () => void
-  /** The open, unlimited connection to a relay, if there is one. */
-  relayConnection(relayPeerId: string): Connection | undefined
-}
+export type { PairingHost } from './node.ts'
 
 /** Options of {@link inviteOn}. */
 export interface InviteOnOptions extends Omit<InviteOptions, 'configFile'> {
@@ -312,7 +291,6 @@ class RelayInvite implements Component {
     this.#init = init
   }
 
-  /** Registers the invite. */
   async start(): Promise<void> {
     const answer = await this.#tell({
       type: 'invite-open',
@@ -328,7 +306,6 @@ class RelayInvite implements Component {
     }
   }
 
-  /** Ends it, and says whether its code was spent. */
   async stop(): Promise<void> {
     await this.#tell({ type: 'invite-close' })
     const reason = this.#init.spent()
@@ -366,7 +343,6 @@ class InviteExchanges implements Component {
     await Promise.allSettled([...this.#running])
   }
 
-  /** Answers the invite protocol. */
   async start(): Promise<void> {
     const { host, log, observer } = this.#components
     this.#controller = new AbortController()
@@ -401,7 +377,6 @@ class InviteExchanges implements Component {
     )
   }
 
-  /** Aborts the exchanges still running and stops answering. */
   async stop(): Promise<void> {
     this.#controller.abort()
     await this.#components.host.node.unhandle(INVITE_PROTOCOL).catch(() => {})
@@ -450,19 +425,10 @@ async function askOwnRelay(
 const HANG_UP_WAIT_MS = 2_000
 
 /** Resolves once `connection` has closed, or after `ms`. */
-function hungUp(connection: Connection, ms: number): Promise<void> {
-  if (connection.status !== 'open') {
-    return Promise.resolve()
+async function hungUp(connection: Connection, ms: number): Promise<void> {
+  if (connection.status === 'open') {
+    await once(connection, 'close', { signal: AbortSignal.timeout(ms) }).catch(() => {})
   }
-  return new Promise<void>((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer)
-      connection.removeEventListener('close', done)
-      resolve()
-    }
-    const timer = setTimeout(done, ms)
-    connection.addEventListener('close', done)
-  })
 }
 
 /** `promise`, or a rejection with the reason of the first of `signals` to abort. */

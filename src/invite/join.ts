@@ -114,18 +114,14 @@ async function pairFrom(
     progress(
       code.kind === 'group' ? 'connecting to the relay…' : 'connecting to the inviter through the relay…',
     )
-    const stream = await dialInvite(pn, to, options.signal, STEP_TIMEOUT_MS * 2).catch(
-      async (err: unknown) => {
-        options.signal.throwIfAborted()
-        throw await spentOr(pn, code, explainJoinDial(code, err), options.signal)
-      },
+    const fail = async (err: unknown): Promise<never> => {
+      options.signal.throwIfAborted()
+      throw await spentOr(pn, code, err, options.signal)
+    }
+    const stream = await dialInvite(pn, to, options.signal, STEP_TIMEOUT_MS * 2).catch((err: unknown) =>
+      fail(explainJoinDial(code, err)),
     )
-    const proved = await proveAndTrust(pn, stream, options, audit.observer, onAccepted).catch(
-      async (err: unknown) => {
-        options.signal.throwIfAborted()
-        throw await spentOr(pn, code, err, options.signal)
-      },
-    )
+    const proved = await proveAndTrust(pn, stream, options, audit.observer, onAccepted).catch(fail)
     // The limited circuit has done its job; the next connection (from a new process) is a full one.
     await stream.close().catch(() => {})
     for (const c of pn.node.getConnections()) {

@@ -18,7 +18,7 @@ import { loadNodeConfig, resolveIn } from '../config/load.ts'
 import type { NodeConfig } from '../config/schema.ts'
 import type { Logger } from '../log/index.ts'
 import { createPeerupNode, type PeerupLibp2p } from '../p2p/node.ts'
-import { ReservationSupervisor } from '../p2p/reservations.ts'
+import { type RelayState, ReservationSupervisor } from '../p2p/reservations.ts'
 import { type Component, componentName, startAll, stopAll } from '../util/components.ts'
 
 /** Options of {@link startPairingNode}. */
@@ -29,23 +29,33 @@ export interface PairingNodeOptions {
   reserve: boolean
 }
 
-/** A running pairing node. */
-export interface PairingNode {
+/**
+ * What an invite needs of a node: the short-lived pairing node of `peerup invite`, or a running
+ * daemon's runtime (`POST /v1/invite`), so that its daemon takes the new peer at once.
+ */
+export interface PairingHost {
   node: PeerupLibp2p
   config: NodeConfig
-  dir: string
   configFile: string
   peerId: string
   authorizedKeysFile: string
-  authorized: AuthorizedPeers
-  supervisor: ReservationSupervisor
-  /**
-   * Admits unknown peers on relayed connections until the returned function is called (the
-   * inviter calls it while its code is open).
-   */
+  authorized: { reloadFromFile(): Promise<unknown> }
+  supervisor: {
+    waitForReservation(signal?: AbortSignal): Promise<void>
+    status(): RelayState[]
+    onUpdate(listener: (state: RelayState) => void): () => void
+  }
+  /** Lets the joiner (unknown, on a relayed connection) in until the returned function is called. */
   admitJoiners(): () => void
   /** The open, unlimited connection to a relay, if there is one. */
   relayConnection(relayPeerId: string): Connection | undefined
+}
+
+/** A running pairing node; the inviter admits joiners while its code is open. */
+export type PairingNode = PairingHost & {
+  dir: string
+  authorized: AuthorizedPeers
+  supervisor: ReservationSupervisor
   stop(): Promise<void>
 }
 
@@ -58,7 +68,8 @@ export async function startPairingNode(options: PairingNodeOptions): Promise<Pai
   const authorizedKeysFile = resolveIn(dir, config.security.authorized_keys_file)
   // Loaded when it starts, first of the components below.
   const authorized = new AuthorizedPeers([], authorizedKeysFile)
-  let admitting = 0
+  // One token per invite that admits joiners now.
+  const admitting = new Set<object>()
   const gating = config.security.enable_connection_gating
   const gater = {
     denyInboundEncryptedConnection: (peer: PeerId, maConn: MultiaddrConnection): boolean => {
@@ -67,7 +78,7 @@ export async function startPairingNode(options: PairingNodeOptions): Promise<Pai
         return false
       }
       const relayed = maConn.remoteAddr.toString().includes('/p2p-circuit')
-      if (admitting > 0 && relayed) {
+      if (admitting.size > 0 && relayed) {
         log.debug('admitting a peer to pair', { peer: id })
         return false
       }
@@ -101,14 +112,9 @@ export async function startPairingNode(options: PairingNodeOptions): Promise<Pai
     authorized,
     supervisor,
     admitJoiners: () => {
-      admitting++
-      let done = false
-      return () => {
-        if (!done) {
-          done = true
-          admitting--
-        }
-      }
+      const token = {}
+      admitting.add(token)
+      return () => admitting.delete(token)
     },
     relayConnection: (relayPeerId) =>
       node

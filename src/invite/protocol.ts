@@ -197,7 +197,6 @@ export class Framed {
     this.#lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES, maxBufferSize: 4 * MAX_MESSAGE_BYTES })
   }
 
-  /** Sends one message. */
   async send(message: PairingMessage, signal?: AbortSignal): Promise<void> {
     const bytes = new TextEncoder().encode(JSON.stringify(message))
     if (bytes.length > MAX_MESSAGE_BYTES) {

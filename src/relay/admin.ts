@@ -45,7 +45,6 @@ export class RelayAdminServer implements Component {
     this.#cookieFile = path.join(init.dir, RELAY_ADMIN_FILES.cookie)
   }
 
-  /** Listens on the socket and writes the cookie. */
   async start(): Promise<void> {
     const server = createLocalApiServer({
       version: VERSION,
@@ -61,7 +60,6 @@ export class RelayAdminServer implements Component {
     this.#cookie = await writeCookie(this.#cookieFile)
   }
 
-  /** Removes the cookie and closes the socket. */
   async stop(): Promise<void> {
     const close = this.#close
     this.#close = undefined
@@ -135,12 +133,10 @@ export class RelayAdminClient {
     })
   }
 
-  /** Creates a group of `count` single-use codes. */
   createGroup(count: number, ttlMs: number): Promise<NewGroup> {
     return this.#http.request<NewGroup>('POST', '/v1/pair', { count, ttl_ms: ttlMs })
   }
 
-  /** Lists the groups. */
   listGroups(): Promise<GroupInfo[]> {
     return this.#http.request<GroupInfo[]>('GET', '/v1/pair')
   }

@@ -117,13 +117,7 @@ class RateLimit {
 
 /** Relayed circuits `conn`'s peer has open through us: each is one inbound hop stream. */
 function hopStreams(conn: Connection): number {
-  let n = 0
-  for (const s of conn.streams) {
-    if (s.protocol === RELAY_HOP_PROTOCOL && s.direction === 'inbound') {
-      n++
-    }
-  }
-  return n
+  return conn.streams.filter((s) => s.protocol === RELAY_HOP_PROTOCOL && s.direction === 'inbound').length
 }
 
 /** The connection gater of a relay. */

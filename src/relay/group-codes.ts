@@ -49,7 +49,6 @@ export class GroupCodes implements CodeBook<Entry>, Component {
     this.#components = components
   }
 
-  /** Answers group codes from now on. */
   async start(): Promise<void> {
     const { relay, observer, log } = this.#components
     this.#controller = new AbortController()
@@ -70,7 +69,6 @@ export class GroupCodes implements CodeBook<Entry>, Component {
     )
   }
 
-  /** Ends the waits for introductions and stops answering. */
   async stop(): Promise<void> {
     this.#controller.abort()
     await this.#components.relay.node.unhandle(INVITE_PROTOCOL).catch(() => {})

@@ -126,12 +126,10 @@ export class GroupStore implements Component {
     return this.#groups
   }
 
-  /** Reads the state file. */
   async start(): Promise<void> {
     this.#groups = await loadGroups(this.file)
   }
 
-  /** Waits for the writes under way. */
   async stop(): Promise<void> {
     await this.#saving.catch(() => {})
   }

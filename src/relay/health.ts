@@ -55,7 +55,6 @@ export class HealthServer implements Component {
     this.#server = server
   }
 
-  /** Closes the listener and every connection. */
   async stop(): Promise<void> {
     const server = this.#server
     this.#server = undefined

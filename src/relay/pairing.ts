@@ -90,12 +90,10 @@ export class RelayPairingService implements RelayPairing, Component {
     ]
   }
 
-  /** Reads the groups and answers both protocols. */
   async start(): Promise<void> {
     await startAll(this.#components)
   }
 
-  /** Stops answering and waits for the state file's writes. */
   async stop(): Promise<void> {
     await stopAll(this.#components)
   }

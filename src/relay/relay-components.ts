@@ -58,7 +58,6 @@ export class RefusalReport {
     this.#components = components
   }
 
-  /** Reports one refusal. */
   report(what: RefusalWhat, peer: string, reason: string): void {
     const { observer, events } = this.#components
     observer.relayRefusal(what, peer, reason)
@@ -104,7 +103,6 @@ export class RevokedRelayPeers implements Component {
     this.#keysFile = init.keysFile
   }
 
-  /** Starts following relay_authorized_keys changes. */
   start(): void {
     const { authorized, observer, log } = this.#components
     this.#unsubscribe = authorized.onChange((added, removed) => {
@@ -115,7 +113,6 @@ export class RevokedRelayPeers implements Component {
     })
   }
 
-  /** Stops following them. */
   stop(): void {
     this.#unsubscribe?.()
     this.#unsubscribe = undefined
@@ -235,13 +232,11 @@ export class IdleStrangers implements Component {
     this.#gating = init.gating
   }
 
-  /** Arms the sweep. */
   start(): void {
     this.#timer = setInterval(() => this.#sweep(), Math.max(Math.floor(this.#idleMs / 3), 200))
     this.#timer.unref()
   }
 
-  /** Disarms it. */
   stop(): void {
     clearInterval(this.#timer)
     this.#timer = undefined

@@ -142,7 +142,6 @@ class RelayNode implements Component {
     return this.#handle
   }
 
-  /** Starts the relay. */
   async start(): Promise<void> {
     const { config, dir, log, metrics } = this.#init
     this.#handle = await startRelay({
@@ -175,13 +174,11 @@ class RelayKeysReload implements Component {
     this.#init = init
   }
 
-  /** Watches the file and listens for SIGHUP. */
   start(): void {
     this.#watch = watchFile(this.#init.keysFile, () => this.#reload('file changed'))
     process.on('SIGHUP', this.#onHup)
   }
 
-  /** Stops watching and listening. */
   stop(): void {
     process.off('SIGHUP', this.#onHup)
     this.#watch?.close()

@@ -112,27 +112,74 @@ export function circuitLimitFor(config: RelayConfig, sourceAuthorized: boolean):
   }
 }
 
-/** Starts a relay from its config. */
+/**
+ * Starts a relay from its config: its components in the order they start (relay_authorized_keys,
+ * the libp2p node, the disconnection of revoked peers, the notices to connected peers, the sweep
+ * of idle strangers, `/healthz`, the STUN responder), stopped in reverse.
+ */
 export async function startRelay(options: StartRelayOptions): Promise<RelayHandle> {
   assertRelayPatched()
-  const privateKey = await loadIdentity(resolveIn(options.dir, options.config.identity.key_file))
-  const relay = await assembleRelay(options, privateKey)
-  await relay.start()
-  return relay
-}
-
-/** Assembles a relay; nothing runs before its `start()`. */
-async function assembleRelay(options: StartRelayOptions, privateKey: PrivateKey): Promise<Relay> {
   const { config, dir, log } = options
+  const privateKey = await loadIdentity(resolveIn(dir, config.identity.key_file))
   const observer = options.observer ?? NO_OBSERVER
+  const keysFile = resolveIn(dir, config.security.authorized_keys_file)
   // Loaded when it starts, first of the components.
-  const authorized = new AuthorizedPeers([], resolveIn(dir, config.security.authorized_keys_file))
+  const authorized = new AuthorizedPeers([], keysFile)
   const events = new TypedEventEmitter<RelayEvents>()
   const invites = new OpenInvites()
   const refusals = new RefusalReport({ observer, log, events })
+  const node = await relayNode(options, privateKey, { authorized, invites, observer, refusals })
+  const health = config.health.enabled
+    ? new HealthServer(
+        { connectedPeers: () => new Set(node.getConnections().map((c) => c.remotePeer.toString())).size },
+        { listenAddress: config.health.listen_address },
+      )
+    : undefined
+  const stun = config.stun.enabled
+    ? new StunResponder({ log: log.child('stun') }, { listenAddress: config.stun.listen_address })
+    : undefined
+  const components: Component[] = [
+    authorized,
+    node,
+    new RevokedRelayPeers({ node, authorized, observer, log }, { keysFile }),
+    new RelayNotices({ node, authorized, events, log: log.child('notify') }),
+    new IdleStrangers(
+      { node, authorized, refusals },
+      {
+        idleMs: config.resources.unknown_peer_idle_timeout,
+        gating: config.security.enable_connection_gating,
+      },
+    ),
+    // A relay that cannot bind its STUN port does not half-run: what started stops again.
+    ...(health === undefined ? [] : [health]),
+    ...(stun === undefined ? [] : [stun]),
+  ]
+  const stopFailed = stopFailedLogger(log)
+  await startAll(components, stopFailed)
+  return {
+    node,
+    events,
+    peerId: peerIdOf(privateKey),
+    authorized,
+    invites,
+    stun,
+    addresses: () => node.getMultiaddrs().map((a) => a.toString()),
+    reloadAuthorized: () => authorized.reloadFromFile(),
+    stop: () => stopAll(components, stopFailed),
+  }
+}
+
+/** The relay's libp2p node, not started yet. */
+async function relayNode(
+  options: StartRelayOptions,
+  privateKey: PrivateKey,
+  parts: { authorized: AuthorizedPeers; invites: OpenInvites; observer: Observer; refusals: RefusalReport },
+): Promise<PeerupLibp2p<RelayServices>> {
+  const { config, log } = options
+  const { authorized, observer, refusals } = parts
   // The gater asks about connections and reservations, which only the node (made below) knows.
   let node: PeerupLibp2p<RelayServices> | undefined
-  const gater = gaterFor(config, { authorized, invites, observer, refusals, node: () => node })
+  const gater = gaterFor(config, { ...parts, node: () => node })
   const base = baseLibp2pOptions({
     privateKey,
     listen: config.network.listen_addresses,
@@ -178,7 +225,7 @@ async function assembleRelay(options: StartRelayOptions, privateKey: PrivateKey)
     start: false,
   } as unknown as Libp2pOptions<RelayServices>
   node = await createLibp2p(init)
-  return new Relay(options, { node, peerId: peerIdOf(privateKey), authorized, events, invites, refusals })
+  return node
 }
 
 /** The relay's gater: who may connect, reserve and open circuits (src/relay/gater.ts). */
@@ -237,7 +284,7 @@ function relayServerInit(
   authorized: AuthorizedPeers,
   observer: Observer,
 ): Parameters<typeof circuitRelayServer>[0] {
-  const init = {
+  return {
     reservations: {
       maxReservations: config.resources.max_reservations,
       reservationTtl: config.resources.reservation_ttl,
@@ -254,88 +301,7 @@ function relayServerInit(
     onRelayedBytes: (n: number) => observer.relayedBytes(n),
     connectLimit: (source: PeerId) =>
       circuitLimitFor(config, !config.security.enable_connection_gating || authorized.has(source.toString())),
-  }
-  return init as Parameters<typeof circuitRelayServer>[0]
-}
-
-/** What {@link assembleRelay} makes before the relay itself. */
-type RelayParts = Pick<RelayHandle, 'node' | 'peerId' | 'authorized' | 'invites'> & {
-  events: TypedEventEmitter<RelayEvents>
-  refusals: RefusalReport
-}
-
-/**
- * A relay: its components in the order they start (relay_authorized_keys, the libp2p node, the
- * disconnection of revoked peers, the notices to connected peers, the sweep of idle strangers,
- * `/healthz`, the STUN responder), stopped in reverse.
- */
-class Relay implements RelayHandle, Component {
-  readonly node: PeerupLibp2p<RelayServices>
-  readonly events: TypedEventEmitter<RelayEvents>
-  readonly peerId: string
-  readonly authorized: AuthorizedPeers
-  readonly invites: OpenInvites
-  readonly stun: StunResponder | undefined
-  readonly #stopFailed: StopErrorHandler
-  readonly #components: Component[]
-
-  constructor(options: StartRelayOptions, parts: RelayParts) {
-    const { config, dir, log } = options
-    const { node, authorized, refusals } = parts
-    const observer = options.observer ?? NO_OBSERVER
-    this.node = node
-    this.events = parts.events
-    this.peerId = parts.peerId
-    this.authorized = authorized
-    this.invites = parts.invites
-    this.#stopFailed = stopFailedLogger(log)
-    const health = config.health.enabled
-      ? new HealthServer(
-          { connectedPeers: () => new Set(node.getConnections().map((c) => c.remotePeer.toString())).size },
-          { listenAddress: config.health.listen_address },
-        )
-      : undefined
-    this.stun = config.stun.enabled
-      ? new StunResponder({ log: log.child('stun') }, { listenAddress: config.stun.listen_address })
-      : undefined
-    this.#components = [
-      authorized,
-      node,
-      new RevokedRelayPeers(
-        { node, authorized, observer, log },
-        { keysFile: resolveIn(dir, config.security.authorized_keys_file) },
-      ),
-      new RelayNotices({ node, authorized, events: parts.events, log: log.child('notify') }),
-      new IdleStrangers(
-        { node, authorized, refusals },
-        {
-          idleMs: config.resources.unknown_peer_idle_timeout,
-          gating: config.security.enable_connection_gating,
-        },
-      ),
-      // A relay that cannot bind its STUN port does not half-run: what started stops again.
-      ...(health === undefined ? [] : [health]),
-      ...(this.stun === undefined ? [] : [this.stun]),
-    ]
-  }
-
-  /** Starts the components in order; on a failure, those already started stop again. */
-  async start(): Promise<void> {
-    await startAll(this.#components, this.#stopFailed)
-  }
-
-  /** Stops the components in reverse order. */
-  async stop(): Promise<void> {
-    await stopAll(this.#components, this.#stopFailed)
-  }
-
-  addresses(): string[] {
-    return this.node.getMultiaddrs().map((a) => a.toString())
-  }
-
-  reloadAuthorized(): Promise<{ added: string[]; removed: string[] }> {
-    return this.authorized.reloadFromFile()
-  }
+  } as Parameters<typeof circuitRelayServer>[0]
 }
 
 /** Logs a part of the relay whose `stop()` threw (the others stop all the same). */
@@ -349,13 +315,7 @@ export function stopFailedLogger(log: Logger): StopErrorHandler {
 
 /** Relayed circuits open on the relay: each is one outbound stop stream to its target. */
 export function countCircuits(node: PeerupLibp2p<RelayServices> | undefined): number {
-  let n = 0
-  for (const conn of node?.getConnections() ?? []) {
-    for (const s of conn.streams) {
-      if (s.protocol === RELAY_STOP_PROTOCOL && s.direction === 'outbound') {
-        n++
-      }
-    }
-  }
-  return n
+  const stops = (c: Connection): number =>
+    c.streams.filter((s) => s.protocol === RELAY_STOP_PROTOCOL && s.direction === 'outbound').length
+  return (node?.getConnections() ?? []).reduce((n, c) => n + stops(c), 0)
 }

@@ -94,7 +94,6 @@ export class RelayAdminProtocol implements Component {
     this.#security = init.security
   }
 
-  /** Answers the protocol from now on. */
   async start(): Promise<void> {
     await this.#components.relay.node.handle(
       RELAY_ADMIN_PROTOCOL,
@@ -113,7 +112,6 @@ export class RelayAdminProtocol implements Component {
     )
   }
 
-  /** Stops answering it. */
   async stop(): Promise<void> {
     await this.#components.relay.node.unhandle(RELAY_ADMIN_PROTOCOL).catch(() => {})
   }

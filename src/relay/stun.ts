@@ -102,7 +102,6 @@ export class StunResponder implements Component {
     return this.#address
   }
 
-  /** Binds the socket and answers from then on. */
   async start(): Promise<void> {
     const { host, port } = parseHostPort(this.#listen)
     const socket = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4' })
