@@ -12,11 +12,8 @@ import type { ConnectionGater, MultiaddrConnection } from '@libp2p/interface'
 import { loadAuthorizedKeys } from './authorized-keys.ts'
 import { ipOfAddr, type PendingSlot, PendingSlots } from './pending.ts'
 
-/** Why the gater decided: recorded in metrics and the audit log. */
-export type AuthDecision = 'allow' | 'deny'
-
-/** Called for every decision the gater makes. */
-export type AuthDecisionCallback = (peerId: string, decision: AuthDecision, where: string) => void
+/** Called for every decision the gater makes; recorded in metrics and the audit log. */
+export type AuthDecisionCallback = (peerId: string, decision: 'allow' | 'deny', where: string) => void
 
 /**
  * The set of authorized peer ids, replaced whole on reload. Expiry is applied when the set is

@@ -15,50 +15,6 @@ import type { Component } from '../util/components.ts'
 import { askRelay } from './relay-admin.ts'
 import { trustPeer } from './trust.ts'
 
-/** What {@link catchUpGroups} needs of the node. */
-export interface CatchUpHost {
-  peerId: string
-  configFile: string
-  authorizedKeysFile: string
-  authorized: { has(peerId: string): boolean; reloadFromFile(): Promise<unknown> }
-}
-
-/** Asks the relay for the members of this node's groups; trusts the ones it does not know. Returns them. */
-export async function catchUpGroups(host: CatchUpHost, relay: Connection, log: Logger): Promise<string[]> {
-  let answer: Awaited<ReturnType<typeof askRelay>>
-  try {
-    answer = await askRelay(relay, { type: 'members' })
-  } catch (err) {
-    // A relay without pairing (older, or its pairing off) has nothing to tell.
-    log.debug('relay has no group members for us', {
-      relay: relay.remotePeer.toString(),
-      error: err as Error,
-    })
-    return []
-  }
-  const added: string[] = []
-  for (const group of answer.groups ?? []) {
-    for (const member of group.members) {
-      if (member.peerId === host.peerId || host.authorized.has(member.peerId)) {
-        continue
-      }
-      await trustPeer({
-        authorizedKeysFile: host.authorizedKeysFile,
-        configFile: host.configFile,
-        peerId: member.peerId,
-        ...(member.name === undefined ? {} : { name: member.name }),
-        group: group.id,
-      })
-      added.push(member.peerId)
-    }
-  }
-  if (added.length > 0) {
-    await host.authorized.reloadFromFile()
-    log.info('trusted group members learned from the relay', { count: added.length })
-  }
-  return added
-}
-
 /**
  * Catches up with the relay groups each time a reservation is (re)gained, and at start on the
  * relays already reserved: `start()` subscribes to the reservation supervisor, `stop()`
@@ -95,17 +51,47 @@ export class GroupCatchUp implements Component {
     const conn = rt.node
       .getConnections()
       .find((c) => c.remotePeer.toString() === relayId && c.status === 'open' && c.limits === undefined)
-    if (conn === undefined) {
+    if (conn !== undefined) {
+      this.#trustMembers(conn, log.child('groups')).catch((err: unknown) =>
+        log.warn('catching up with relay groups failed', { error: err as Error }),
+      )
+    }
+  }
+
+  /** Asks the relay for the members of this node's groups and trusts the ones it does not know. */
+  async #trustMembers(relay: Connection, log: Logger): Promise<void> {
+    const rt = this.#components.runtime
+    const authorizedKeysFile = resolveIn(rt.dir, rt.config.security.authorized_keys_file)
+    let answer: Awaited<ReturnType<typeof askRelay>>
+    try {
+      answer = await askRelay(relay, { type: 'members' })
+    } catch (err) {
+      // A relay without pairing (older, or its pairing off) has nothing to tell.
+      log.debug('relay has no group members for us', {
+        relay: relay.remotePeer.toString(),
+        error: err as Error,
+      })
       return
     }
-    const host = {
-      peerId: rt.peerId,
-      configFile: rt.configFile,
-      authorizedKeysFile: resolveIn(rt.dir, rt.config.security.authorized_keys_file),
-      authorized: rt.authorized,
+    let added = 0
+    for (const group of answer.groups ?? []) {
+      for (const member of group.members) {
+        if (member.peerId === rt.peerId || rt.authorized.has(member.peerId)) {
+          continue
+        }
+        await trustPeer({
+          authorizedKeysFile,
+          configFile: rt.configFile,
+          peerId: member.peerId,
+          ...(member.name === undefined ? {} : { name: member.name }),
+          group: group.id,
+        })
+        added++
+      }
     }
-    catchUpGroups(host, conn, log.child('groups')).catch((err: unknown) =>
-      log.warn('catching up with relay groups failed', { error: err as Error }),
-    )
+    if (added > 0) {
+      await rt.authorized.reloadFromFile()
+      log.info('trusted group members learned from the relay', { count: added })
+    }
   }
 }

@@ -3,13 +3,7 @@
  * src/invite/protocol.ts on one stream against a {@link CodeBook} that knows the codes (one for
  * `peerup invite`, many for a relay's group codes). {@link InviteSession} is the book of one
  * `peerup invite`: a single-use code that refuses itself once expired by *this* machine's clock,
- * and says who joined.
- *
- * Only a wrong proof against the real code id counts against a code, as {@link WrongProofs}
- * counts it: {@link MAX_FAILED_PROOFS} from one peer shut that peer out while the code stays open
- * for the others, {@link MAX_FAILED_PROOFS_PER_CODE} in all burn it. A hello naming a code id
- * that is not there is refused as `unknown-code` and counts for nothing, however often it comes:
- * anyone who knows the inviter's peer id and relay can send one.
+ * and says who joined. What counts against a code is {@link WrongProofs}'s rule.
  *
  * @packageDocumentation
  */

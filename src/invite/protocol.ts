@@ -74,21 +74,17 @@ const peerName = z.string().max(63)
 const peerIdText = z.string().min(1).max(128)
 
 /** Why a side refused. */
-export const REFUSAL_REASONS = [
+export type RefusalReason =
   /** The hello named a code this side does not have (open or not): it counts as nothing. */
-  'unknown-code',
-  'wrong-proof',
-  'burned',
-  'used',
-  'expired',
-  'busy',
-  'revoked',
-  'bad-message',
-  'failed',
-] as const
-
-/** One of {@link REFUSAL_REASONS}. */
-export type RefusalReason = (typeof REFUSAL_REASONS)[number]
+  | 'unknown-code'
+  | 'wrong-proof'
+  | 'burned'
+  | 'used'
+  | 'expired'
+  | 'busy'
+  | 'revoked'
+  | 'bad-message'
+  | 'failed'
 
 /** A member of a relay group, as the relay introduces it (and lists it: src/invite/relay-admin.ts). */
 export const groupMember = z.strictObject({ peerId: peerIdText, name: peerName.optional() })
@@ -125,7 +121,7 @@ const messages = {
   done: z.strictObject({ type: z.literal('done') }),
   error: z.strictObject({
     type: z.literal('error'),
-    // Any plain word, not only the REFUSAL_REASONS this build knows: a reason a newer peerup
+    // Any plain word, not only the RefusalReasons this build knows: a reason a newer peerup
     // adds then reads as a refusal, named, instead of as a malformed message (as `unknown-code`
     // does to a build from before it).
     reason: z.string().regex(/^[a-z0-9-]{1,32}$/),

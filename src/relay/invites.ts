@@ -6,11 +6,8 @@
  * peer's circuit to the member while its invite was open (docs/decisions/0004-strangers.md).
  *
  * When an invite's code is spent (used, or burned by wrong proofs) the member says so
- * (`invite-spent`), naming the code by its spent id (src/invite/protocol.ts). The member's own
- * node stops answering for the code, and this relay refuses strangers' circuits to it once its
- * invite closed, so nobody would be left to tell a second joiner why; instead the joiner asks here
- * (src/invite/join.ts) and the group codes' handler answers `used` or `burned`
- * (src/relay/group-codes.ts).
+ * (`invite-spent`, by its spent id: src/invite/protocol.ts): once its invite closed nobody else is
+ * left to tell a second joiner why, so the joiner asks here (src/relay/group-codes.ts answers).
  *
  * @packageDocumentation
  */
