@@ -257,9 +257,12 @@ export class Framed {
   }
 
   /** Closes the stream for writing, then entirely; never throws. */
-  async close(): Promise<void> {
-    await this.stream
-      .close({ signal: AbortSignal.timeout(2_000) })
-      .catch(() => this.stream.abort(new Error('closed')))
+  close(): Promise<void> {
+    return closeStream(this.stream)
   }
+}
+
+/** Closes `stream` for writing, then entirely (aborting it when that takes over 2 s); never throws. */
+export async function closeStream(stream: Stream): Promise<void> {
+  await stream.close({ signal: AbortSignal.timeout(2_000) }).catch(() => stream.abort(new Error('closed')))
 }

@@ -25,7 +25,7 @@ import type { Connection } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { z } from 'zod'
 import { PairingProtocolError } from './errors.ts'
-import { groupMember, MAX_MESSAGE_BYTES, STEP_TIMEOUT_MS } from './protocol.ts'
+import { closeStream, groupMember, MAX_MESSAGE_BYTES, STEP_TIMEOUT_MS } from './protocol.ts'
 
 /** The protocol id. */
 export const RELAY_ADMIN_PROTOCOL = '/peerup/relay-admin/1.0.0'
@@ -88,6 +88,6 @@ export async function askRelay(
     }
     return parsed.data
   } finally {
-    await stream.close({ signal: AbortSignal.timeout(2_000) }).catch(() => stream.abort(new Error('closed')))
+    await closeStream(stream)
   }
 }

@@ -15,7 +15,7 @@ import type { Connection, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { loadAuthorizedKeys, updateAuthorizedKeys } from '../auth/authorized-keys.ts'
 import type { RelayConfig } from '../config/schema.ts'
-import { MAX_MESSAGE_BYTES, STEP_TIMEOUT_MS } from '../invite/protocol.ts'
+import { closeStream, MAX_MESSAGE_BYTES, STEP_TIMEOUT_MS } from '../invite/protocol.ts'
 import {
   RELAY_ADMIN_PROTOCOL,
   type RelayAdminRequest,
@@ -102,11 +102,7 @@ export class RelayAdminProtocol implements Component {
           .catch((err: unknown) =>
             this.#components.log.debug('relay admin request failed', { error: err as Error }),
           )
-          .finally(() => {
-            stream
-              .close({ signal: AbortSignal.timeout(2_000) })
-              .catch(() => stream.abort(new Error('closed')))
-          })
+          .finally(() => closeStream(stream))
       },
       { maxInboundStreams: 8 },
     )
@@ -119,16 +115,17 @@ export class RelayAdminProtocol implements Component {
   async #answer(stream: Stream, connection: Connection): Promise<void> {
     const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
     const signal = AbortSignal.timeout(STEP_TIMEOUT_MS)
+    const reply = (response: RelayAdminResponse) =>
+      lp.write(new TextEncoder().encode(JSON.stringify(response)), { signal })
     const raw = (await lp.read({ signal })).subarray()
     let request: RelayAdminRequest
     try {
       request = relayAdminRequest.parse(JSON.parse(new TextDecoder().decode(raw)))
     } catch {
-      await reply(lp, { ok: false, reason: 'malformed request' }, signal)
+      await reply({ ok: false, reason: 'malformed request' })
       return
     }
-    const caller = connection.remotePeer.toString()
-    await reply(lp, await this.#decide(caller, request), signal)
+    await reply(await this.#decide(connection.remotePeer.toString(), request))
   }
 
   async #decide(caller: string, request: RelayAdminRequest): Promise<RelayAdminResponse> {
@@ -204,12 +201,4 @@ export class RelayAdminProtocol implements Component {
     })
     return { ok: true }
   }
-}
-
-async function reply(
-  lp: ReturnType<typeof lpStream<Stream>>,
-  response: RelayAdminResponse,
-  signal: AbortSignal,
-): Promise<void> {
-  await lp.write(new TextEncoder().encode(JSON.stringify(response)), { signal })
 }
