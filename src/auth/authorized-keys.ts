@@ -331,7 +331,7 @@ export function isExpired(entry: AuthorizedKey, now: Date = new Date()): boolean
 export function canonicalPeerId(text: string): string {
   const checked = checkPeerId(text)
   if (!checked.ok) {
-    throw new InvalidPeerIdError(text, checked.problem, { hint: checked.hint, cause: checked.cause })
+    throw new InvalidPeerIdError(checked.problem, { hint: checked.hint, cause: checked.cause })
   }
   return checked.value
 }
@@ -343,7 +343,7 @@ export function canonicalPeerId(text: string): string {
 export function parseAttributeAssignment(text: string): { key: AuthorizedKeyAttribute; value: string } {
   const eq = text.indexOf('=')
   if (eq <= 0) {
-    throw new InvalidAttributeError(text, `expected key=value, got ${JSON.stringify(text)}`, {
+    throw new InvalidAttributeError(`expected key=value, got ${JSON.stringify(text)}`, {
       hint: `known attributes are ${AUTHORIZED_KEY_ATTRIBUTES.join(', ')}`,
     })
   }
@@ -610,10 +610,10 @@ function checkInput(key: string, value: Date | string): { raw: string; value: Da
   let raw: string
   if (value instanceof Date) {
     if (key !== 'expires') {
-      throw new InvalidAttributeError(key, `${key} takes text, not a date`)
+      throw new InvalidAttributeError(`${key} takes text, not a date`)
     }
     if (Number.isNaN(value.getTime())) {
-      throw new InvalidAttributeError(key, 'bad expires value: invalid Date')
+      throw new InvalidAttributeError('bad expires value: invalid Date')
     }
     raw = value.toISOString().replace('.000Z', 'Z')
   } else {
@@ -621,13 +621,13 @@ function checkInput(key: string, value: Date | string): { raw: string; value: Da
   }
   const checked = checkAttribute(key, raw)
   if (!checked.ok) {
-    throw new InvalidAttributeError(key, checked.problem, { hint: checked.hint })
+    throw new InvalidAttributeError(checked.problem, { hint: checked.hint })
   }
   return { raw, value: checked.value.value }
 }
 
 function unknownAttributeInput(key: string): InvalidAttributeError {
-  return new InvalidAttributeError(key, `unknown attribute ${JSON.stringify(key)}`, {
+  return new InvalidAttributeError(`unknown attribute ${JSON.stringify(key)}`, {
     hint: `known attributes are ${AUTHORIZED_KEY_ATTRIBUTES.join(', ')}`,
   })
 }
