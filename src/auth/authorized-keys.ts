@@ -43,15 +43,8 @@ export interface AuthorizedKeyAttributes {
 }
 
 /** Attribute values given to {@link AuthorizedKeys.add}: text as it would appear in the file, or a Date for `expires`. */
-export interface AuthorizedKeyAttributesInput {
-  /** A Date, a date (`2026-01-31`, 00:00 UTC) or an RFC 3339 time (`2026-01-31T18:00:00Z`). */
+export type AuthorizedKeyAttributesInput = Omit<AuthorizedKeyAttributes, 'expires'> & {
   expires?: Date | string
-  /** Up to 128 characters of `[A-Za-z0-9:._+-]`. */
-  verified?: string
-  /** Up to 64 characters of `[A-Za-z0-9._-]`. */
-  group?: string
-  /** A peer id, or `yes`. */
-  sponsor?: string
 }
 
 /** One peer listed in the file. A snapshot: changing the document does not change it. */

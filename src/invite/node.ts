@@ -59,7 +59,6 @@ export type PairingNode = PairingHost & {
   stop(): Promise<void>
 }
 
-/** Starts the node. */
 export async function startPairingNode(options: PairingNodeOptions): Promise<PairingNode> {
   const { config, dir, file } = await loadNodeConfig(options.configFile)
   const log = options.log

@@ -120,7 +120,6 @@ function hopStreams(conn: Connection): number {
   return conn.streams.filter((s) => s.protocol === RELAY_HOP_PROTOCOL && s.direction === 'inbound').length
 }
 
-/** The connection gater of a relay. */
 export function relayGater(
   peers: AuthorizedPeers,
   state: RelayGaterState,

@@ -129,22 +129,16 @@ export class GroupCodes implements CodeBook<Entry>, Component {
         throw new ConflictError('the group is no longer live')
       }
       const before = group.members.filter((m) => m.peerId !== joiner.peerId)
+      const member = { peerId: joiner.peerId, ...(joiner.name === undefined ? {} : { name: joiner.name }) }
       code.state = 'used'
       code.usedBy = joiner.peerId
       if (before.length === group.members.length) {
-        group.members.push({
-          peerId: joiner.peerId,
-          ...(joiner.name === undefined ? {} : { name: joiner.name }),
-        })
+        group.members.push(member)
       }
       await store.save()
       await keys.authorize(joiner.peerId, { group: group.id }, joiner.name)
       log.info('group member joined', { group: group.id, peer: joiner.peerId, members: group.members.length })
-      this.notify(group, {
-        type: 'member',
-        peerId: joiner.peerId,
-        ...(joiner.name === undefined ? {} : { name: joiner.name }),
-      })
+      this.notify(group, { type: 'member', ...member })
       this.#toldByCode.set(code.id, new Set([...before.map((m) => m.peerId), joiner.peerId]))
       return { group: { id: group.id, size: group.size, members: before } }
     } finally {

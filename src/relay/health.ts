@@ -5,6 +5,7 @@
  * @packageDocumentation
  */
 
+import { once } from 'node:events'
 import * as http from 'node:http'
 import { parseHostPort } from '../util/address.ts'
 import type { Component } from '../util/components.ts'
@@ -45,13 +46,9 @@ export class HealthServer implements Component {
     })
     server.headersTimeout = 5_000
     server.requestTimeout = 5_000
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(port, host, () => {
-        server.off('error', reject)
-        resolve()
-      })
-    })
+    server.listen(port, host)
+    // Rejects with the listen error (a port taken, an address that is not here).
+    await once(server, 'listening')
     this.#server = server
   }
 

@@ -134,14 +134,6 @@ export class OpenInvites {
     return spent.reason
   }
 
-  /** How many invites are open (for /healthz and tests). */
-  get size(): number {
-    for (const member of [...this.#open.keys()]) {
-      this.#live(member)
-    }
-    return this.#open.size
-  }
-
   #live(member: string): OpenInvite | undefined {
     const invite = this.#open.get(member)
     if (invite === undefined) {

@@ -40,7 +40,6 @@ export interface CircuitLimit {
   data?: bigint
 }
 
-/** Services of the relay node. */
 export interface RelayServices extends BaseServices {
   relay: ReturnType<ReturnType<typeof circuitRelayServer>>
 }

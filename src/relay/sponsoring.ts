@@ -65,7 +65,6 @@ export class RelayKeys {
     await this.#components.relay.reloadAuthorized()
   }
 
-  /** Whether `peer` is marked `sponsor=yes`. */
   async isMarkedSponsor(peer: string): Promise<boolean> {
     const doc = await loadAuthorizedKeys(this.keysFile, { createIfMissing: true })
     return doc.get(peer)?.attributes.sponsor === 'yes'

@@ -10,6 +10,7 @@
  */
 
 import * as dgram from 'node:dgram'
+import { once } from 'node:events'
 import * as net from 'node:net'
 import stun from '@msimerson/stun'
 import type { Logger } from '../log/index.ts'
@@ -120,13 +121,8 @@ export class StunResponder implements Component {
       })
     })
     try {
-      await new Promise<void>((resolve, reject) => {
-        socket.once('error', reject)
-        socket.bind(port, host, () => {
-          socket.off('error', reject)
-          resolve()
-        })
-      })
+      socket.bind(port, host)
+      await once(socket, 'listening')
     } catch (err) {
       socket.close()
       throw new RelayStartError(`cannot listen for STUN on udp ${this.#listen}: ${(err as Error).message}`, {
