@@ -27,7 +27,6 @@ import {
 /** The attribute keys an entry may carry, in the order a new entry writes them. */
 export const AUTHORIZED_KEY_ATTRIBUTES = ['expires', 'verified', 'group', 'sponsor'] as const
 
-/** One of {@link AUTHORIZED_KEY_ATTRIBUTES}. */
 export type AuthorizedKeyAttribute = (typeof AUTHORIZED_KEY_ATTRIBUTES)[number]
 
 /** The parsed attributes of an entry; a key is absent when the line does not set it. */
@@ -59,7 +58,6 @@ export interface AuthorizedKey {
   readonly line: number
 }
 
-/** Options for {@link AuthorizedKeys.add}. */
 export interface AddPeerOptions {
   /** Free text for the line's comment; it is sanitised (see {@link sanitizeComment}). */
   comment?: string

@@ -99,7 +99,6 @@ export const DIRECT_PENDING_PER_IP = 8
 /** How long a node's inbound connection may take to authenticate (libp2p's default, kept). */
 export const NODE_HANDSHAKE_TIMEOUT_MS = 10_000
 
-/** Options of {@link nodeGater}. */
 export interface NodeGaterOptions {
   /** `security.enable_connection_gating`: false lets every peer connect. */
   enabled: boolean

@@ -15,7 +15,6 @@ export interface PendingSlot {
   release(): void
 }
 
-/** Options of {@link PendingSlots}. */
 export interface PendingSlotsOptions {
   /** Slots one key (an IP, a peer id) may hold at once. */
   perKey: number

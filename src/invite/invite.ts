@@ -31,7 +31,6 @@ const P2P_CODE = 421
 /** How long `invite` waits for a reservation before giving up. */
 export const RESERVATION_WAIT_MS = 30_000
 
-/** Options of {@link runInvite}. */
 export interface InviteOptions {
   configFile: string
   log: Logger
@@ -77,7 +76,6 @@ export async function runInvite(options: InviteOptions): Promise<InviteResult> {
 
 export type { PairingHost } from './node.ts'
 
-/** Options of {@link inviteOn}. */
 export interface InviteOnOptions extends Omit<InviteOptions, 'configFile'> {
   /** Pairing attempts go to the audit log through it. */
   observer?: Observer

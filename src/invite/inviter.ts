@@ -115,7 +115,6 @@ export interface CodeBook<E> {
   release(entry: E): void
 }
 
-/** Options of {@link answerPairing}. */
 export interface AnswerOptions<E> {
   localPeerId: string
   book: CodeBook<E>
@@ -226,7 +225,6 @@ export async function answerPairing<E>(
   }
 }
 
-/** Options of {@link InviteSession}. */
 export interface InviteSessionOptions {
   token: Uint8Array
   expires: Date

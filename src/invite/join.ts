@@ -27,7 +27,6 @@ import { type Trusted, trustPeer } from './trust.ts'
 /** Where the joiner's node lives: an existing config, or a directory to create one in. */
 export type JoinTarget = { configFile: string } | { createIn: string }
 
-/** Options of {@link runJoin}. */
 export interface JoinOptions {
   code: InviteCode
   target: JoinTarget

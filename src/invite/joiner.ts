@@ -26,10 +26,8 @@ import {
   proofMac,
 } from './protocol.ts'
 
-/** The inviter's accept. */
 export type Accept = Extract<PairingMessage, { type: 'accept' }>
 
-/** Options of {@link proveToken}. */
 export interface ProveOptions {
   localPeerId: string
   /** The inviter (the relay, for a group code), as authenticated by the connection. */

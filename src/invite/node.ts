@@ -21,7 +21,6 @@ import { createPeerupNode, type PeerupLibp2p } from '../p2p/node.ts'
 import { type RelayState, ReservationSupervisor } from '../p2p/reservations.ts'
 import { type Component, componentName, startAll, stopAll } from '../util/components.ts'
 
-/** Options of {@link startPairingNode}. */
 export interface PairingNodeOptions {
   configFile: string
   log: Logger

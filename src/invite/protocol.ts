@@ -29,7 +29,6 @@ import { lpStream } from '@libp2p/utils'
 import { z } from 'zod'
 import { PairingProtocolError } from './errors.ts'
 
-/** The protocol id. */
 export const INVITE_PROTOCOL = '/peerup/invite/1.0.0'
 
 /** Protocol version inside the hello. */

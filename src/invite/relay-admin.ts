@@ -27,7 +27,6 @@ import { z } from 'zod'
 import { PairingProtocolError } from './errors.ts'
 import { closeStream, groupMember, MAX_MESSAGE_BYTES, STEP_TIMEOUT_MS } from './protocol.ts'
 
-/** The protocol id. */
 export const RELAY_ADMIN_PROTOCOL = '/peerup/relay-admin/1.0.0'
 
 /** Longest an invite may be registered for (the CLI's `--ttl` is capped below this). */
@@ -53,7 +52,6 @@ export const relayAdminRequest = z.discriminatedUnion('type', [
   }),
 ])
 
-/** A request to the relay. */
 export type RelayAdminRequest = z.infer<typeof relayAdminRequest>
 
 /** The relay's answer. */
@@ -68,7 +66,6 @@ export const relayAdminResponse = z.strictObject({
     .optional(),
 })
 
-/** The relay's answer. */
 export type RelayAdminResponse = z.infer<typeof relayAdminResponse>
 
 /** Sends one request on a connection to the relay and returns its answer. */

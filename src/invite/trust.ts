@@ -12,7 +12,6 @@ import { nodeConfigSchema } from '../config/schema.ts'
 import { withFileLock } from '../util/fs.ts'
 import { usableName } from './names.ts'
 
-/** Options of {@link trustPeer}. */
 export interface TrustOptions {
   authorizedKeysFile: string
   /** The node's config.yaml, for `names:`; omit to record no name. */

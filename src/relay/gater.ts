@@ -19,7 +19,6 @@ import type { AuthDecisionCallback, AuthorizedPeers } from '../auth/gater.ts'
 import { ipOfAddr, type PendingSlot, PendingSlots } from '../auth/pending.ts'
 import { RELAY_HOP_PROTOCOL } from '../p2p/constants.ts'
 
-/** What a refusal was about. */
 export type RefusalWhat = 'connection' | 'reservation' | 'circuit' | 'dht' | 'routing-table'
 
 /** What the relay gater needs to know about the relay's live state. */
@@ -59,7 +58,6 @@ export const CIRCUITS_PER_STRANGER = 2
  */
 export const CONNECTIONS_PER_SECOND_PER_IP = 100
 
-/** Options of {@link relayGater}. */
 export interface RelayGaterOptions {
   enabled: boolean
   maxReservationsPerIp: number

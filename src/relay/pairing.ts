@@ -26,7 +26,6 @@ import { RelayAdminProtocol, RelayKeys } from './sponsoring.ts'
 
 export { GROUPS_FILE, type GroupInfo, MAX_GROUP_SIZE, type NewGroup } from './groups.ts'
 
-/** Options of {@link startRelayPairing}. */
 export interface RelayPairingOptions {
   relay: RelayHandle
   config: RelayConfig

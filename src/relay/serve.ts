@@ -13,17 +13,21 @@ import { archiveLastGood } from '../config/safety.ts'
 import type { RelayConfig } from '../config/schema.ts'
 import { type Env, readEnv } from '../env.ts'
 import type { Logger } from '../log/index.ts'
-import { createRelayMetrics, libp2pMetricsInto, MetricsServer, type RelayMetrics } from '../metrics/index.ts'
-import type { Observer } from '../metrics/observer.ts'
+import { createRelayMetrics, libp2pMetricsInto, MetricsServer } from '../metrics/index.ts'
 import { Telemetry } from '../metrics/telemetry.ts'
 import { type Component, Optional, startAll, stopAll } from '../util/components.ts'
 import { SystemdNotify } from '../util/sd-notify.ts'
 import { type FileWatch, watchFile } from '../util/watch.ts'
 import { RelayAdminServer } from './admin.ts'
 import { RelayPairingService } from './pairing.ts'
-import { countCircuits, type RelayHandle, startRelay, stopFailedLogger } from './server.ts'
+import {
+  countCircuits,
+  type RelayHandle,
+  type StartRelayOptions,
+  startRelay,
+  stopFailedLogger,
+} from './server.ts'
 
-/** Options of {@link runRelay}. */
 export interface RunRelayOptions {
   configFile: string
   log: Logger
@@ -45,7 +49,13 @@ export async function runRelay(options: RunRelayOptions): Promise<void> {
   const env = options.env ?? readEnv()
   const metrics = config.telemetry.metrics.enabled ? createRelayMetrics() : undefined
   const telemetry = new Telemetry({ relay: metrics, audit: config.telemetry.audit, dir })
-  const relay = new RelayNode(telemetry, { config, dir, log, metrics })
+  const relay = new RelayNode(() => ({
+    config,
+    dir,
+    log,
+    observer: telemetry.observer,
+    ...(metrics === undefined ? {} : { libp2pMetrics: libp2pMetricsInto(metrics.registry) }),
+  }))
   const metricsServer =
     metrics === undefined
       ? undefined
@@ -117,21 +127,16 @@ export async function runRelay(options: RunRelayOptions): Promise<void> {
   }
 }
 
-type RelayNodeInit = { config: RelayConfig; dir: string; log: Logger; metrics: RelayMetrics | undefined }
-
 /**
- * The relay node (src/relay/server.ts) as a component of `relay serve`. It reports to `observer`
- * (the telemetry's, started before it); libp2p's metrics go into the registry of `metrics`, the
- * relay's metric families (none when metrics are off).
+ * The relay node (src/relay/server.ts) as a component of `relay serve`. Its options are asked for
+ * when it starts: the observer is the telemetry's, started before it.
  */
 class RelayNode implements Component {
-  readonly #components: { observer: Observer }
-  readonly #init: RelayNodeInit
+  readonly #options: () => StartRelayOptions
   #handle: RelayHandle | undefined
 
-  constructor(components: { observer: Observer }, init: RelayNodeInit) {
-    this.#components = components
-    this.#init = init
+  constructor(options: () => StartRelayOptions) {
+    this.#options = options
   }
 
   /** The running relay; only once started. */
@@ -143,14 +148,7 @@ class RelayNode implements Component {
   }
 
   async start(): Promise<void> {
-    const { config, dir, log, metrics } = this.#init
-    this.#handle = await startRelay({
-      config,
-      dir,
-      log,
-      observer: this.#components.observer,
-      ...(metrics === undefined ? {} : { libp2pMetrics: libp2pMetricsInto(metrics.registry) }),
-    })
+    this.#handle = await startRelay(this.#options())
   }
 
   /** Stops it (the handle stays readable, for what still asks during the shutdown). */

@@ -75,7 +75,6 @@ export interface RelayHandle {
   stop(): Promise<void>
 }
 
-/** Options of {@link startRelay}. */
 export interface StartRelayOptions {
   config: RelayConfig
   /** Directory of relay-server.yaml: relative paths resolve against it. */
@@ -230,13 +229,7 @@ async function relayNode(
 /** The relay's gater: who may connect, reserve and open circuits (src/relay/gater.ts). */
 function gaterFor(
   config: RelayConfig,
-  parts: {
-    authorized: AuthorizedPeers
-    invites: OpenInvites
-    observer: Observer
-    refusals: RefusalReport
-    node: () => PeerupLibp2p<RelayServices> | undefined
-  },
+  parts: Parameters<typeof relayNode>[2] & { node: () => PeerupLibp2p<RelayServices> | undefined },
 ): ReturnType<typeof relayGater> {
   const { authorized, invites, observer, refusals } = parts
   const connectionsOf = (peer: PeerId): Connection[] => parts.node()?.getConnections(peer) ?? []

@@ -1,12 +1,9 @@
 /**
- * The relay's side of `/peerup/relay-admin/1.0.0` (docs/pairing.md): members open and close
- * their invites and say when an invite's code is spent (src/relay/invites.ts), ask for the members of their groups, and — after two peers
- * paired through this relay — the inviter asks it to authorize the joiner. The caller is the peer
- * id noise authenticated; it must be authorized here, and `security.sponsoring` decides whether
- * it may sponsor: `paired` (the default), only the peer whose circuit this relay carried to the
- * caller while the caller's invite was open, once per invite; `marked`, the same for
- * `sponsor=yes` peers only; `any`, any peer id; `off`. The joiner is recorded with
- * `sponsor=<caller>`.
+ * The relay's side of `/peerup/relay-admin/1.0.0` (its requests: src/invite/relay-admin.ts). The
+ * caller is the peer id noise authenticated; it must be authorized here, and `security.sponsoring`
+ * decides whether it may sponsor: `paired` (the default), only the peer whose circuit this relay
+ * carried to the caller while the caller's invite was open, once per invite; `marked`, the same for
+ * `sponsor=yes` peers only; `any`, any peer id; `off`. The joiner is recorded with `sponsor=<caller>`.
  *
  * @packageDocumentation
  */
