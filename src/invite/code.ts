@@ -115,16 +115,14 @@ export function decodeInviteCode(text: string, options: { locateTypo?: boolean }
       hint: 'paste only the code `peerup invite` printed',
     })
   }
-  const values: number[] = []
-  for (let i = 0; i < chars.length; i++) {
-    const v = DECODE.get(chars[i] as string)
-    if (v === undefined) {
-      throw new CodeTypoError(
-        `the pairing code has a character that cannot be in a code, in group ${Math.floor(i / 4) + 1}`,
-        { hint: 'codes use only digits and the letters A–Z without I, L, O and U; check that group' },
-      )
-    }
-    values.push(v)
+  // Every valid character is ASCII, so the first invalid one sits at the same index however counted.
+  const values = Array.from(chars, (c) => DECODE.get(c) ?? -1)
+  const bad = values.indexOf(-1)
+  if (bad !== -1) {
+    throw new CodeTypoError(
+      `the pairing code has a character that cannot be in a code, in group ${Math.floor(bad / 4) + 1}`,
+      { hint: 'codes use only digits and the letters A–Z without I, L, O and U; check that group' },
+    )
   }
   const bytes = base32Decode(values)
   if (!checksumMatches(bytes)) {

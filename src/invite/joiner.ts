@@ -88,21 +88,17 @@ export async function proveToken(
       const deadline = AbortSignal.timeout(options.groupWaitMs ?? 3_600_000)
       const waitSignal = signal === undefined ? deadline : AbortSignal.any([signal, deadline])
       for (;;) {
-        let m: Awaited<ReturnType<typeof framed.read<'member' | 'complete'>>>
-        try {
-          m = await framed.read(['member', 'complete'], { signal: waitSignal, timeoutMs: 2 ** 31 - 1 })
-        } catch (err) {
-          if (waitSignal.aborted) {
-            break
-          }
-          throw err
-        }
-        if (m.type === 'error') {
-          // The group stopped (expired, revoked): who joined so far is written already.
-          break
-        }
-        if (m.type === 'complete') {
-          complete = true
+        const m = await framed
+          .read(['member', 'complete'], { signal: waitSignal, timeoutMs: 2 ** 31 - 1 })
+          .catch((err: unknown) => {
+            if (!waitSignal.aborted) {
+              throw err
+            }
+          })
+        // The wait is over, the group is complete, or it stopped (expired, revoked): who joined so
+        // far is written already.
+        if (m?.type !== 'member') {
+          complete = m?.type === 'complete'
           break
         }
         await options.onMember?.({ peerId: m.peerId, ...(m.name === undefined ? {} : { name: m.name }) })
