@@ -54,6 +54,30 @@ export function markVerified(file: string, peerId: string, value: string): Promi
   return editPeer(file, peerId, (doc, id) => doc.setAttribute(id, 'verified', value))
 }
 
+/**
+ * Authorizes a peer that pairing brought (the file locked, created when missing); a peer listed
+ * already keeps its line and only gets the `group` attribute, when one is given. True when added.
+ */
+export function authorizePaired(file: string, peerId: string, options: AddPeerOptions): Promise<boolean> {
+  const group = options.attributes?.group
+  return withFileLock(file, () =>
+    updateAuthorizedKeys(
+      file,
+      (doc) => {
+        if (!doc.has(peerId)) {
+          doc.add(peerId, options)
+          return true
+        }
+        if (group !== undefined) {
+          doc.setAttribute(peerId, 'group', group)
+        }
+        return false
+      },
+      { createIfMissing: true },
+    ),
+  )
+}
+
 /** Changes one peer's line, with the file locked, and returns the peer as `auth list` shows it. */
 async function editPeer(
   file: string,

@@ -156,11 +156,7 @@ export async function answerPairing<E>(
       const fields = { peer: joiner, reason: opened.reason, remaining: opened.remaining }
       // Any stranger can name a code that is not there, as often as it likes: a line for the
       // logs, not a warning in the inviter's terminal. Everything else needed the real code id.
-      if (opened.reason === 'unknown-code') {
-        log.info('pairing refused', fields)
-      } else {
-        log.warn('pairing refused', fields)
-      }
+      log[opened.reason === 'unknown-code' ? 'info' : 'warn']('pairing refused', fields)
       audit('refused', { reason: opened.reason })
       await framed.refuse(opened.reason, opened.remaining)
       return

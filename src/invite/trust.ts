@@ -6,10 +6,10 @@
  * @packageDocumentation
  */
 
-import { canonicalPeerId, sanitizeComment, updateAuthorizedKeys } from '../auth/authorized-keys.ts'
+import { canonicalPeerId, sanitizeComment } from '../auth/authorized-keys.ts'
+import { authorizePaired } from '../auth/ops.ts'
 import { editConfigFile, ensureMap } from '../config/edit.ts'
 import { nodeConfigSchema } from '../config/schema.ts'
-import { withFileLock } from '../util/fs.ts'
 import { usableName } from './names.ts'
 
 export interface TrustOptions {
@@ -39,25 +39,10 @@ export async function trustPeer(options: TrustOptions): Promise<Trusted> {
   const peerId = canonicalPeerId(options.peerId)
   const wanted = usableName(options.name)
   const comment = sanitizeComment([wanted ?? options.name, options.note].filter(Boolean).join(' '))
-  const added = await withFileLock(options.authorizedKeysFile, () =>
-    updateAuthorizedKeys(
-      options.authorizedKeysFile,
-      (doc) => {
-        if (doc.has(peerId)) {
-          if (options.group !== undefined) {
-            doc.setAttribute(peerId, 'group', options.group)
-          }
-          return false
-        }
-        doc.add(peerId, {
-          ...(comment === undefined ? {} : { comment }),
-          attributes: options.group === undefined ? {} : { group: options.group },
-        })
-        return true
-      },
-      { createIfMissing: true },
-    ),
-  )
+  const added = await authorizePaired(options.authorizedKeysFile, peerId, {
+    ...(comment === undefined ? {} : { comment }),
+    attributes: options.group === undefined ? {} : { group: options.group },
+  })
   if (options.configFile === undefined) {
     return { peerId, name: undefined, added }
   }

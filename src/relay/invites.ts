@@ -64,7 +64,7 @@ export class OpenInvites {
 
   /** Whether `member` has an invite open now. */
   isOpen(member: string): boolean {
-    return this.#live(member) !== undefined
+    return this.#unexpired(this.#open, member) !== undefined
   }
 
   /**
@@ -72,7 +72,7 @@ export class OpenInvites {
    * circuit is then refused) or too many strangers already tried this one.
    */
   admit(member: string, joiner: string): boolean {
-    const invite = this.#live(member)
+    const invite = this.#unexpired(this.#open, member)
     if (invite === undefined) {
       return false
     }
@@ -88,7 +88,7 @@ export class OpenInvites {
    * its open invite. True at most once per invite: the invite is spent by it.
    */
   consume(member: string, joiner: string): boolean {
-    const invite = this.#live(member)
+    const invite = this.#unexpired(this.#open, member)
     if (invite === undefined || !invite.joiners.has(joiner)) {
       return false
     }
@@ -123,26 +123,16 @@ export class OpenInvites {
 
   /** Why the code with spent id `spentId` is spent, if a member said it is. */
   spent(spentId: string): SpentReason | undefined {
-    const spent = this.#spent.get(spentId)
-    if (spent === undefined) {
-      return undefined
-    }
-    if (spent.expires <= this.#now()) {
-      this.#spent.delete(spentId)
-      return undefined
-    }
-    return spent.reason
+    return this.#unexpired(this.#spent, spentId)?.reason
   }
 
-  #live(member: string): OpenInvite | undefined {
-    const invite = this.#open.get(member)
-    if (invite === undefined) {
+  /** `map`'s entry for `key` until it expires; an expired one is dropped. */
+  #unexpired<V extends { expires: number }>(map: Map<string, V>, key: string): V | undefined {
+    const value = map.get(key)
+    if (value !== undefined && value.expires <= this.#now()) {
+      map.delete(key)
       return undefined
     }
-    if (invite.expires <= this.#now()) {
-      this.#open.delete(member)
-      return undefined
-    }
-    return invite
+    return value
   }
 }

@@ -10,7 +10,8 @@
 
 import type { Connection, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
-import { loadAuthorizedKeys, updateAuthorizedKeys } from '../auth/authorized-keys.ts'
+import { loadAuthorizedKeys } from '../auth/authorized-keys.ts'
+import { authorizePaired } from '../auth/ops.ts'
 import type { RelayConfig } from '../config/schema.ts'
 import { closeStream, MAX_MESSAGE_BYTES, STEP_TIMEOUT_MS } from '../invite/protocol.ts'
 import {
@@ -22,7 +23,6 @@ import {
 import type { Logger } from '../log/index.ts'
 import type { Observer } from '../metrics/observer.ts'
 import type { Component } from '../util/components.ts'
-import { withFileLock } from '../util/fs.ts'
 import type { GroupStore } from './groups.ts'
 import type { RelayHandle } from './server.ts'
 
@@ -44,21 +44,10 @@ export class RelayKeys {
    * group attribute, when one is given.
    */
   async authorize(peer: string, attrs: { sponsor?: string; group?: string }, name?: string): Promise<void> {
-    await withFileLock(this.keysFile, () =>
-      updateAuthorizedKeys(
-        this.keysFile,
-        (doc) => {
-          if (doc.has(peer)) {
-            if (attrs.group !== undefined) {
-              doc.setAttribute(peer, 'group', attrs.group)
-            }
-            return
-          }
-          doc.add(peer, { ...(name === undefined ? {} : { comment: name }), attributes: attrs })
-        },
-        { createIfMissing: true },
-      ),
-    )
+    await authorizePaired(this.keysFile, peer, {
+      ...(name === undefined ? {} : { comment: name }),
+      attributes: attrs,
+    })
     await this.#components.relay.reloadAuthorized()
   }
 
