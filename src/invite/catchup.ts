@@ -12,6 +12,7 @@ import { resolveIn } from '../config/load.ts'
 import type { Logger } from '../log/index.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
 import type { Component } from '../util/components.ts'
+import { unlimitedConnection } from './node.ts'
 import { askRelay } from './relay-admin.ts'
 import { trustPeer } from './trust.ts'
 
@@ -48,9 +49,7 @@ export class GroupCatchUp implements Component {
 
   #catchUp(relayId: string): void {
     const { runtime: rt, log } = this.#components
-    const conn = rt.node
-      .getConnections()
-      .find((c) => c.remotePeer.toString() === relayId && c.status === 'open' && c.limits === undefined)
+    const conn = unlimitedConnection(rt.node, relayId)
     if (conn !== undefined) {
       this.#trustMembers(conn, log.child('groups')).catch((err: unknown) =>
         log.warn('catching up with relay groups failed', { error: err as Error }),

@@ -58,6 +58,16 @@ export type PairingNode = PairingHost & {
   stop(): Promise<void>
 }
 
+/** The open, unlimited (not relayed) connection of `node` to `peerId`, if there is one. */
+export function unlimitedConnection(
+  node: Pick<PeerupLibp2p, 'getConnections'>,
+  peerId: string,
+): Connection | undefined {
+  return node
+    .getConnections()
+    .find((c) => c.remotePeer.toString() === peerId && c.status === 'open' && c.limits === undefined)
+}
+
 export async function startPairingNode(options: PairingNodeOptions): Promise<PairingNode> {
   const { config, dir, file } = await loadNodeConfig(options.configFile)
   const log = options.log
@@ -114,12 +124,7 @@ export async function startPairingNode(options: PairingNodeOptions): Promise<Pai
       admitting.add(token)
       return () => admitting.delete(token)
     },
-    relayConnection: (relayPeerId) =>
-      node
-        .getConnections()
-        .find(
-          (c) => c.remotePeer.toString() === relayPeerId && c.status === 'open' && c.limits === undefined,
-        ),
+    relayConnection: (relayPeerId) => unlimitedConnection(node, relayPeerId),
     stop: () =>
       stopAll(components, (err, c) =>
         log.warn('stopping the pairing node failed', { component: componentName(c), error: err as Error }),

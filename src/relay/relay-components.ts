@@ -11,6 +11,7 @@
 import type { Connection, PeerId } from '@libp2p/interface'
 import type { TypedEventEmitter } from 'main-event'
 import type { AuthorizedPeers } from '../auth/gater.ts'
+import { unlimitedConnection } from '../invite/node.ts'
 import { INVITE_PROTOCOL } from '../invite/protocol.ts'
 import type { Logger } from '../log/index.ts'
 import type { Observer } from '../metrics/observer.ts'
@@ -150,7 +151,8 @@ export class RelayNotices implements Component {
   #unsubscribe: (() => void) | undefined
   readonly #onRefusal = (evt: CustomEvent<RelayRefusal>): void => {
     const { what, peer, reason } = evt.detail
-    const connection = what === 'reservation' ? this.#connectionOf(peer) : undefined
+    // A reservation is asked for on the peer's own connection to the relay.
+    const connection = what === 'reservation' ? unlimitedConnection(this.#components.node, peer) : undefined
     if (connection === undefined) {
       return
     }
@@ -172,7 +174,7 @@ export class RelayNotices implements Component {
     const { authorized, events } = this.#components
     const off = authorized.onChange((added) => {
       for (const id of added) {
-        const connection = this.#connectionOf(id)
+        const connection = unlimitedConnection(this.#components.node, id)
         if (connection !== undefined) {
           this.#send(connection, { type: 'authorized' })
         }
@@ -190,13 +192,6 @@ export class RelayNotices implements Component {
     this.#unsubscribe?.()
     this.#unsubscribe = undefined
     this.#told = new WeakMap()
-  }
-
-  /** The peer's open connection to the relay itself (a reservation is asked for on one). */
-  #connectionOf(peer: string): Connection | undefined {
-    return this.#components.node
-      .getConnections()
-      .find((c) => c.remotePeer.toString() === peer && c.status === 'open' && c.limits === undefined)
   }
 
   #send(connection: Connection, notice: RelayNotice): void {
