@@ -96,7 +96,7 @@ export const STRANGER_RELAYED_PENDING = 4
 /** Direct inbound handshakes under way at once from one IP address. */
 export const DIRECT_PENDING_PER_IP = 8
 
-/** How long a node's inbound connection may take to authenticate (libp2p's default, kept). */
+/** How long an inbound connection may take to authenticate (libp2p's default, kept); slots are freed then. */
 export const NODE_HANDSHAKE_TIMEOUT_MS = 10_000
 
 export interface NodeGaterOptions {
@@ -111,8 +111,6 @@ export interface NodeGaterOptions {
   admitRelayed?: () => boolean
   /** A handshake was not even started: too many strangers (or one IP) are in theirs already. */
   onShed?: (what: 'relayed' | 'direct', peer: string, reason: string) => void
-  /** Slots are freed after this at the latest; {@link NODE_HANDSHAKE_TIMEOUT_MS} by default. */
-  handshakeTimeoutMs?: number
 }
 
 /**
@@ -123,7 +121,7 @@ export interface NodeGaterOptions {
  */
 export function nodeGater(peers: AuthorizedPeers, options: NodeGaterOptions): ConnectionGater {
   const isAuthorized = (id: string): boolean => !options.enabled || peers.has(id)
-  const timeoutMs = options.handshakeTimeoutMs ?? NODE_HANDSHAKE_TIMEOUT_MS
+  const timeoutMs = NODE_HANDSHAKE_TIMEOUT_MS
   const relayedSlots = new PendingSlots({ perKey: 1, total: STRANGER_RELAYED_PENDING, timeoutMs })
   const heldRelayed = new Map<string, PendingSlot>()
   const directSlots = new PendingSlots({ perKey: DIRECT_PENDING_PER_IP, timeoutMs })

@@ -122,7 +122,6 @@ export interface AnswerOptions<E> {
   /** Pairing attempts go to the audit log through it; `role` says who answered. */
   observer?: Observer
   role?: 'inviter' | 'relay'
-  now?: () => Date
   signal?: AbortSignal
 }
 
@@ -134,7 +133,6 @@ export async function answerPairing<E>(
 ): Promise<void> {
   const framed = new Framed(stream)
   const joiner = connection.remotePeer.toString()
-  const now = options.now ?? (() => new Date())
   const { log, book } = options
   const audit = (
     outcome: 'paired' | 'refused' | 'failed',
@@ -151,7 +149,7 @@ export async function answerPairing<E>(
       await framed.refuse('bad-message')
       return
     }
-    const opened = book.open(hello.code, joiner, now())
+    const opened = book.open(hello.code, joiner, new Date())
     if (!opened.ok) {
       const fields = { peer: joiner, reason: opened.reason, remaining: opened.remaining }
       // Any stranger can name a code that is not there, as often as it likes: a line for the
