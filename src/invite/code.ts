@@ -262,6 +262,8 @@ function fromBytes(body: Uint8Array): InviteCode {
     at += n
     return out
   }
+  // A length byte, then that many bytes (a copy).
+  const takePrefixed = (): Uint8Array => Uint8Array.from(take(take(1)[0] as number))
   const [version, flags] = take(2) as unknown as [number, number]
   if ((flags & ~KNOWN_FLAGS) !== 0) {
     throw new RangeError('unknown flags')
@@ -273,17 +275,13 @@ function fromBytes(body: Uint8Array): InviteCode {
   const token = Uint8Array.from(take(TOKEN_BYTES))
   const seconds = Buffer.from(take(4)).readUInt32BE()
   const readId = (ed25519: boolean): string => {
-    const mh = ed25519
-      ? Buffer.concat([ED25519_PREFIX, take(32)])
-      : Uint8Array.from(take(take(1)[0] as number))
+    const mh = ed25519 ? Buffer.concat([ED25519_PREFIX, take(32)]) : takePrefixed()
     return peerIdFromMultihash(Digest.decode(mh)).toString()
   }
   const relayPeerId = readId((flags & FLAG_RELAY_ED25519) !== 0)
   const inviterPeerId = kind === 'group' ? relayPeerId : readId((flags & FLAG_INVITER_ED25519) !== 0)
-  const addrLen = take(1)[0] as number
-  const relayAddress = multiaddr(Uint8Array.from(take(addrLen))).toString()
-  const netLen = take(1)[0] as number
-  const network = new TextDecoder('utf-8', { fatal: true }).decode(take(netLen))
+  const relayAddress = multiaddr(takePrefixed()).toString()
+  const network = new TextDecoder('utf-8', { fatal: true }).decode(takePrefixed())
   if (!NETWORK_RE.test(network) || at !== body.length) {
     throw new RangeError('bad network or trailing bytes')
   }

@@ -1,10 +1,9 @@
 /**
  * The relay answering its own group codes on `/peerup/invite/1.0.0`: a joiner proves its code
  * straight to the relay, is authorized here with `group=<id>`, and learns the members that joined
- * before it; members still waiting are told about it as it joins. A hello naming the spent id of
- * a member's invite code that was used or burned is refused with that reason. What counts against a code is
- * what counts against an invite (src/invite/inviter.ts): a code id that is not ours never; three
- * wrong proofs shut that peer out; ten in all burn the code.
+ * before it; members still waiting are told about it as it joins. A hello naming the spent id of a
+ * member's invite code that was used or burned is refused with that reason. What counts against a
+ * code is what counts against an invite ({@link WrongProofs}).
  *
  * @packageDocumentation
  */

@@ -1,13 +1,8 @@
 /**
- * The relay's part in pairing (docs/pairing.md):
- *
- * - **Sponsoring** on `/peerup/relay-admin/1.0.0` (src/relay/sponsoring.ts): after two peers pair
- *   through this relay, the inviter asks it to authorize the joiner, as `security.sponsoring`
- *   allows.
- * - **Group codes** (`peerup relay pair --count N --ttl 1h`): N single-use codes whose inviter is
- *   the relay itself, answered on `/peerup/invite/1.0.0` (src/relay/group-codes.ts) and kept in
- *   `pairing-groups.json` beside relay-server.yaml (src/relay/groups.ts), so that codes and
- *   memberships survive a restart; any member can ask for the list later (`members`).
+ * The relay's part in pairing (docs/pairing.md): sponsoring (src/relay/sponsoring.ts), and group
+ * codes (`peerup relay pair --count N --ttl 1h`), N single-use codes whose inviter is the relay
+ * itself (src/relay/group-codes.ts), kept with their groups' members in `pairing-groups.json`
+ * (src/relay/groups.ts) so that both survive a restart.
  *
  * @packageDocumentation
  */

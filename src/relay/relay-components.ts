@@ -1,9 +1,6 @@
 /**
  * The small parts a relay (src/relay/server.ts) is assembled from, beside its libp2p node, the
- * health endpoint and the STUN responder: the report of a refusal (metrics and audit, a log that
- * a flood cannot fill, the relay's `refusal` event), the disconnection of peers removed from
- * relay_authorized_keys, the notices to connected peers about their standing, and the sweep that
- * lets idle strangers go.
+ * health endpoint and the STUN responder.
  *
  * @packageDocumentation
  */
