@@ -50,7 +50,6 @@ export type AuthorizedKeyAttributesInput = Omit<AuthorizedKeyAttributes, 'expire
 export interface AuthorizedKey {
   /** The canonical (`PeerId.toString()`) form of the id, whatever form the line wrote it in. */
   readonly peerId: string
-  /** The attributes the line sets. */
   readonly attributes: Readonly<AuthorizedKeyAttributes>
   /** The text after ` #`, trimmed; undefined when the line has none or it is empty. */
   readonly comment: string | undefined
@@ -181,14 +180,10 @@ export class AuthorizedKeys {
    * {@link AuthorizedKeys.authorizedSet} goes stale.
    */
   nextExpiry(now: Date = new Date()): Date | undefined {
-    let next: Date | undefined
-    for (const line of this.#byId.values()) {
-      const expires = line.entry!.parsed.expires
-      if (expires !== undefined && !expiredAt(expires, now) && (next === undefined || expires < next)) {
-        next = expires
-      }
-    }
-    return next === undefined ? undefined : new Date(next)
+    const ahead = [...this.#byId.values()]
+      .map((line) => line.entry!.parsed.expires?.getTime() ?? Number.NaN)
+      .filter((t) => t > now.getTime())
+    return ahead.length === 0 ? undefined : new Date(Math.min(...ahead))
   }
 
   /**
@@ -212,10 +207,9 @@ export class AuthorizedKeys {
       comment,
     }
     const given = options.attributes ?? {}
-    for (const key of Object.keys(given)) {
-      if (!isAttributeKey(key)) {
-        throw unknownAttributeInput(key)
-      }
+    const unknown = Object.keys(given).find((key) => !isAttributeKey(key))
+    if (unknown !== undefined) {
+      throw unknownAttributeInput(unknown)
     }
     for (const key of AUTHORIZED_KEY_ATTRIBUTES) {
       const value = given[key]

@@ -36,7 +36,6 @@ export class AuthorizedPeers {
     await this.reloadFromFile()
   }
 
-  /** Whether `peerId` is authorized now. */
   has(peerId: string): boolean {
     return this.#ids.has(peerId)
   }

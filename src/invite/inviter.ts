@@ -65,7 +65,6 @@ export class WrongProofs {
     this.#total = total
   }
 
-  /** Wrong proofs in all. */
   get total(): number {
     return this.#total
   }
@@ -75,7 +74,6 @@ export class WrongProofs {
     return this.#byPeer.size
   }
 
-  /** Whether the code has burned for everyone. */
   get burned(): boolean {
     return this.#total >= MAX_FAILED_PROOFS_PER_CODE
   }

@@ -44,7 +44,6 @@ export interface ProveOptions {
   onMember?: (member: GroupMember) => Promise<void>
   /** A relay group: wait for the group to fill (default), or return right after joining. */
   waitForGroup?: boolean
-  /** How long to wait for the group at most. */
   groupWaitMs?: number
 }
 

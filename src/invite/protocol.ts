@@ -139,7 +139,6 @@ type MessageOf<T extends PairingMessage['type']> = Extract<PairingMessage, { typ
 export interface TokenKeys {
   /** Names the code on the wire; reveals nothing about the key. */
   codeId: string
-  /** The MAC key. */
   key: Uint8Array
   /**
    * Names the code to its relay once the code is spent (used, or burned): the inviter tells the

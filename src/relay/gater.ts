@@ -27,9 +27,7 @@ export interface RelayGaterState {
   ipOf(peer: PeerId): string | undefined
   /** Peers holding a reservation while connected, with their IP. */
   reservedPeers(): Array<{ peer: string; ip: string | undefined }>
-  /** Relayed circuits open right now. */
   openCircuits(): number
-  /** The relay's open connections. */
   connections(): Connection[]
   /** Lets stranger `source` open a circuit to `member` if the member has an invite open (and notes it). */
   admitStranger(member: string, source: string): boolean

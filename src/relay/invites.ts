@@ -62,7 +62,6 @@ export class OpenInvites {
     this.#open.delete(member)
   }
 
-  /** Whether `member` has an invite open now. */
   isOpen(member: string): boolean {
     return this.#unexpired(this.#open, member) !== undefined
   }

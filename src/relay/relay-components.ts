@@ -166,7 +166,6 @@ export class RelayNotices implements Component {
     this.#components = components
   }
 
-  /** Starts following relay_authorized_keys and the refusals of reservations. */
   start(): void {
     const { authorized, events } = this.#components
     const off = authorized.onChange((added) => {
