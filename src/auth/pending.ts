@@ -74,6 +74,5 @@ export class PendingSlots {
 export function ipOfAddr(addr: {
   getComponents(): Array<{ name: string; value?: string }>
 }): string | undefined {
-  const c = addr.getComponents().find((x) => x.name === 'ip4' || x.name === 'ip6')
-  return c?.value
+  return addr.getComponents().find((x) => x.name === 'ip4' || x.name === 'ip6')?.value
 }

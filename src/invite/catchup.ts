@@ -61,19 +61,15 @@ export class GroupCatchUp implements Component {
   async #trustMembers(relay: Connection, log: Logger): Promise<void> {
     const rt = this.#components.runtime
     const authorizedKeysFile = resolveIn(rt.dir, rt.config.security.authorized_keys_file)
-    let answer: Awaited<ReturnType<typeof askRelay>>
-    try {
-      answer = await askRelay(relay, { type: 'members' })
-    } catch (err) {
+    const answer = await askRelay(relay, { type: 'members' }).catch((err: unknown) => {
       // A relay without pairing (older, or its pairing off) has nothing to tell.
       log.debug('relay has no group members for us', {
         relay: relay.remotePeer.toString(),
         error: err as Error,
       })
-      return
-    }
+    })
     let added = 0
-    for (const group of answer.groups ?? []) {
+    for (const group of answer?.groups ?? []) {
       for (const member of group.members) {
         if (member.peerId === rt.peerId || rt.authorized.has(member.peerId)) {
           continue

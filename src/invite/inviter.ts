@@ -264,8 +264,7 @@ export class InviteSession implements CodeBook<'invite'> {
     // Before anything else: whoever does not know the code id learns nothing of this code's state
     // from the answer, and costs it nothing (a 64-bit id derived from the token is not guessed online).
     if (codeId !== this.#keys.codeId) return { ok: false, reason: 'unknown-code' }
-    if (this.#state === 'used') return { ok: false, reason: 'used' }
-    if (this.#state === 'burned') return { ok: false, reason: 'burned' }
+    if (this.#state === 'used' || this.#state === 'burned') return { ok: false, reason: this.#state }
     if (now.getTime() >= this.#options.expires.getTime()) return { ok: false, reason: 'expired' }
     if (this.#wrong.shutOut(joiner)) return { ok: false, reason: 'burned', remaining: 0 }
     if (this.#state === 'busy') return { ok: false, reason: 'busy' }

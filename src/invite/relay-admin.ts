@@ -6,17 +6,14 @@
  *   records `sponsor=<caller>` and applies its `security.sponsoring` policy.
  * - `members`: the members of the relay groups I belong to, so a member that missed an
  *   introduction (it was offline when others joined) can catch up.
- * - `invite-open { ttl_ms }` / `invite-close`: I wait for a joiner now / no longer. Only while a
- *   member has an invite open may a peer the relay does not know open a circuit to it, and a
- *   `sponsor` is accepted (by default) only for a peer whose circuit the relay carried to the
- *   member during that invite (docs/decisions/0004-strangers.md).
+ * - `invite-open { ttl_ms }` / `invite-close`: I wait for a joiner now / no longer; only meanwhile
+ *   may a stranger reach me through the relay, and be sponsored (src/relay/invites.ts).
  * - `invite-spent { code, reason, ttl_ms }`: my invite's code was used (or burned); `code` is its
- *   spent id (src/invite/protocol.ts `deriveKeys`), never its code id. Until the code would have
- *   expired, the relay answers a hello naming that id with `reason`, so a joiner that finds no
- *   invite open learns that the code was used (src/relay/invites.ts).
+ *   spent id (src/invite/protocol.ts `deriveKeys`), never its code id, and until the code would
+ *   have expired the relay says so to a joiner that asks (src/relay/invites.ts).
  *
  * One request, one answer, each a length-prefixed JSON frame under {@link MAX_MESSAGE_BYTES}.
- * The wire contract lives here; the relay's side is src/relay/pairing.ts.
+ * The wire contract lives here; the relay's side is src/relay/sponsoring.ts.
  *
  * @packageDocumentation
  */

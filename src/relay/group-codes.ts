@@ -93,8 +93,7 @@ export class GroupCodes implements CodeBook<Entry>, Component {
     const { group, code } = entry
     if (group.revoked) return { ok: false, reason: 'revoked' }
     if (now.getTime() >= Date.parse(group.expires)) return { ok: false, reason: 'expired' }
-    if (code.state === 'used') return { ok: false, reason: 'used' }
-    if (code.state === 'burned') return { ok: false, reason: 'burned' }
+    if (code.state !== 'open') return { ok: false, reason: code.state }
     if (this.#wrongProofs(code).shutOut(joiner)) return { ok: false, reason: 'burned', remaining: 0 }
     if (this.#busy.has(code.id)) return { ok: false, reason: 'busy' }
     this.#busy.add(code.id)
