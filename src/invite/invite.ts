@@ -297,9 +297,7 @@ class RelayInvite implements Component {
     if (!answer.ok) {
       this.#components.log.warn(
         'the relay did not register the invite; a joiner it does not know may be refused',
-        {
-          reason: answer.reason,
-        },
+        { reason: answer.reason },
       )
     }
   }

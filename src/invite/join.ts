@@ -123,10 +123,8 @@ async function pairFrom(
     const proved = await proveAndTrust(pn, stream, options, audit.observer, onAccepted).catch(fail)
     // The limited circuit has done its job; the next connection (from a new process) is a full one.
     await stream.close().catch(() => {})
-    for (const c of pn.node.getConnections()) {
-      if (c.limits !== undefined) {
-        await c.close().catch(() => {})
-      }
+    for (const c of pn.node.getConnections().filter((c) => c.limits !== undefined)) {
+      await c.close().catch(() => {})
     }
     return { configFile, created, peerId: pn.peerId, ...proved }
   } finally {

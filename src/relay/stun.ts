@@ -27,11 +27,6 @@ const MAGIC_COOKIE = 0x2112a442
 /** A STUN header is 20 bytes; anything shorter is not STUN. */
 const HEADER_BYTES = 20
 
-/** Settings of a {@link StunResponder}: `host:port` or `[v6]:port` (config `stun.listen_address`). */
-interface StunResponderInit {
-  listenAddress: string
-}
-
 /**
  * Answers one datagram: the Binding success response to send back to `from`, or `undefined` when
  * the datagram is to be dropped silently (RFC 5389 §7.3: a server discards what it cannot parse
@@ -74,8 +69,8 @@ export function answerBinding(datagram: Buffer, from: { address: string; port: n
 }
 
 /**
- * The responder: `start()` binds the UDP socket and answers Binding requests on it, `stop()`
- * closes it. A relay that cannot bind its STUN port does not start (a {@link RelayStartError}
+ * The responder: `start()` binds the UDP socket on `listenAddress` (`host:port` or `[v6]:port`,
+ * config `stun.listen_address`) and answers Binding requests on it, `stop()` closes it. A relay that cannot bind its STUN port does not start (a {@link RelayStartError}
  * saying which config key to change): nodes would otherwise lose their direct path unnoticed.
  */
 export class StunResponder implements Component {
@@ -90,7 +85,7 @@ export class StunResponder implements Component {
   #address: { host: string; port: number } | undefined
   #closed: Promise<void> | undefined
 
-  constructor(components: { log: Logger }, init: StunResponderInit) {
+  constructor(components: { log: Logger }, init: { listenAddress: string }) {
     this.#log = components.log
     this.#listen = init.listenAddress
   }
@@ -157,9 +152,10 @@ export class StunResponder implements Component {
 }
 
 /** Starts a {@link StunResponder}; it answers until closed. */
-export async function startStunResponder(
-  options: StunResponderInit & { log: Logger },
-): Promise<StunResponder> {
+export async function startStunResponder(options: {
+  listenAddress: string
+  log: Logger
+}): Promise<StunResponder> {
   const responder = new StunResponder({ log: options.log }, { listenAddress: options.listenAddress })
   await responder.start()
   return responder
