@@ -301,9 +301,7 @@ export function parseAuthorizedKeys(text: string, file: string = DEFAULT_FILE): 
 /** Checks authorized_keys text and returns every problem, one per bad line, in line order (empty when valid). */
 export function validateAuthorizedKeys(text: string, file: string = DEFAULT_FILE): AuthorizedKeysError[] {
   const problems: AuthorizedKeysError[] = []
-  scan(text, file, (err) => {
-    problems.push(err)
-  })
+  scan(text, file, (err) => problems.push(err))
   return problems
 }
 

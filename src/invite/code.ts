@@ -94,8 +94,7 @@ export function createInviteCode(input: InviteCodeInput): InviteCode {
 
 /** Encodes a code as `XXXX-XXXX-…`. Throws RangeError on fields that cannot be encoded. */
 export function encodeInviteCode(code: InviteCode): string {
-  const bytes = toBytes(code)
-  return groups(base32Encode(bytes))
+  return groups(base32Encode(toBytes(code)))
 }
 
 /**

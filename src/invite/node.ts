@@ -85,8 +85,7 @@ export async function startPairingNode(options: PairingNodeOptions): Promise<Pai
       if (!gating || authorized.has(id)) {
         return false
       }
-      const relayed = maConn.remoteAddr.toString().includes('/p2p-circuit')
-      if (admitting.size > 0 && relayed) {
+      if (admitting.size > 0 && maConn.remoteAddr.toString().includes('/p2p-circuit')) {
         log.debug('admitting a peer to pair', { peer: id })
         return false
       }

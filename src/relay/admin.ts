@@ -77,7 +77,6 @@ export class RelayAdminServer implements Component {
   }
 }
 
-/** Starts the admin socket of a running relay. */
 export async function startRelayAdmin(options: {
   dir: string
   pairing: RelayPairing

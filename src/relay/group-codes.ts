@@ -208,11 +208,8 @@ export class GroupCodes implements CodeBook<Entry>, Component {
   }
 
   #wrongProofs(code: CodeState): WrongProofs {
-    let wrong = this.#wrongByCode.get(code.id)
-    if (wrong === undefined) {
-      wrong = new WrongProofs(code.failures)
-      this.#wrongByCode.set(code.id, wrong)
-    }
+    const wrong = this.#wrongByCode.get(code.id) ?? new WrongProofs(code.failures)
+    this.#wrongByCode.set(code.id, wrong)
     return wrong
   }
 }

@@ -174,7 +174,6 @@ export class GroupStore implements Component {
     }
     const now = Date.now()
     const expires = new Date(Math.floor((now + ttlMs) / 1000) * 1000)
-    const id = `g-${randomBytes(4).toString('hex')}`
     const issuer = options.issuer()
     const codes: string[] = []
     const states: CodeState[] = []
@@ -192,7 +191,7 @@ export class GroupStore implements Component {
       codes.push(encodeInviteCode(code))
     }
     const group: GroupState = {
-      id,
+      id: `g-${randomBytes(4).toString('hex')}`,
       created: new Date(now).toISOString(),
       expires: expires.toISOString(),
       size: count,
@@ -207,14 +206,13 @@ export class GroupStore implements Component {
 }
 
 async function loadGroups(file: string): Promise<GroupState[]> {
-  let text: string
-  try {
-    text = await fs.readFile(file, 'utf8')
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      return []
+  const text = await fs.readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') {
+      throw err
     }
-    throw err
+  })
+  if (text === undefined) {
+    return []
   }
   const parsed = stateFile.safeParse(JSON.parse(text))
   if (!parsed.success) {

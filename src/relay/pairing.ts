@@ -33,7 +33,6 @@ export interface RelayPairingOptions {
   observer?: Observer
 }
 
-/** The relay's pairing: sponsoring and group codes. */
 export interface RelayPairing {
   createGroup(options: { count: number; ttlMs: number }): Promise<NewGroup>
   listGroups(): GroupInfo[]
@@ -41,7 +40,6 @@ export interface RelayPairing {
   stop(): Promise<void>
 }
 
-/** Starts sponsoring and group codes on a running relay. */
 export async function startRelayPairing(options: RelayPairingOptions): Promise<RelayPairing> {
   const pairing = new RelayPairingService(options)
   await pairing.start()

@@ -216,13 +216,12 @@ async function relayNode(
   if (config.network.announce_addresses.length > 0) {
     base.addresses = { ...base.addresses, announce: config.network.announce_addresses }
   }
-  const init = {
+  node = await createLibp2p({
     ...base,
     ...(options.libp2pMetrics === undefined ? {} : { metrics: options.libp2pMetrics }),
     services: { ...base.services, relay: circuitRelayServer(relayServerInit(config, authorized, observer)) },
     start: false,
-  } as unknown as Libp2pOptions<RelayServices>
-  node = await createLibp2p(init)
+  } as unknown as Libp2pOptions<RelayServices>)
   return node
 }
 
