@@ -27,7 +27,6 @@ import {
 /** The attribute keys an entry may carry, in the order a new entry writes them. */
 export const AUTHORIZED_KEY_ATTRIBUTES = ['expires', 'verified', 'group', 'sponsor'] as const
 
-/** One of {@link AUTHORIZED_KEY_ATTRIBUTES}. */
 export type AuthorizedKeyAttribute = (typeof AUTHORIZED_KEY_ATTRIBUTES)[number]
 
 /** The parsed attributes of an entry; a key is absent when the line does not set it. */
@@ -43,22 +42,14 @@ export interface AuthorizedKeyAttributes {
 }
 
 /** Attribute values given to {@link AuthorizedKeys.add}: text as it would appear in the file, or a Date for `expires`. */
-export interface AuthorizedKeyAttributesInput {
-  /** A Date, a date (`2026-01-31`, 00:00 UTC) or an RFC 3339 time (`2026-01-31T18:00:00Z`). */
+export type AuthorizedKeyAttributesInput = Omit<AuthorizedKeyAttributes, 'expires'> & {
   expires?: Date | string
-  /** Up to 128 characters of `[A-Za-z0-9:._+-]`. */
-  verified?: string
-  /** Up to 64 characters of `[A-Za-z0-9._-]`. */
-  group?: string
-  /** A peer id, or `yes`. */
-  sponsor?: string
 }
 
 /** One peer listed in the file. A snapshot: changing the document does not change it. */
 export interface AuthorizedKey {
   /** The canonical (`PeerId.toString()`) form of the id, whatever form the line wrote it in. */
   readonly peerId: string
-  /** The attributes the line sets. */
   readonly attributes: Readonly<AuthorizedKeyAttributes>
   /** The text after ` #`, trimmed; undefined when the line has none or it is empty. */
   readonly comment: string | undefined
@@ -66,7 +57,6 @@ export interface AuthorizedKey {
   readonly line: number
 }
 
-/** Options for {@link AuthorizedKeys.add}. */
 export interface AddPeerOptions {
   /** Free text for the line's comment; it is sanitised (see {@link sanitizeComment}). */
   comment?: string
@@ -74,11 +64,11 @@ export interface AddPeerOptions {
   attributes?: AuthorizedKeyAttributesInput
 }
 
-/** Options for {@link loadAuthorizedKeys} and {@link updateAuthorizedKeys}. */
-export interface LoadAuthorizedKeysOptions {
-  /** Treat a missing file as an empty one instead of failing; nothing is written until a save. */
-  createIfMissing?: boolean
-}
+/**
+ * Options for {@link loadAuthorizedKeys} and {@link updateAuthorizedKeys}: `createIfMissing` treats
+ * a missing file as an empty one instead of failing; nothing is written until a save.
+ */
+export type LoadAuthorizedKeysOptions = { createIfMissing?: boolean }
 
 /** The longest comment {@link sanitizeComment} keeps, in characters. */
 export const MAX_COMMENT_LENGTH = 200
@@ -89,17 +79,15 @@ const DEFAULT_FILE = 'authorized_keys'
 const MAX_PEER_ID_LENGTH = 256
 const VERIFIED_RE = /^[A-Za-z0-9:._+-]{1,128}$/
 const GROUP_RE = /^[A-Za-z0-9._-]{1,64}$/
-const DATE_RE = /^(\d{4})-(\d{2})-(\d{2})$/
-const TIME_RE =
-  /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/
+// A date, or a date and time with an offset (RFC 3339).
+const EXPIRES_RE =
+  /^(\d{4})-(\d{2})-(\d{2})(?:[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?(?:[Zz]|([+-])(\d{2}):(\d{2})))?$/
 const PEER_ID_HINT = 'a peer id looks like 12D3KooW… (52 characters); check that it was copied whole'
 
 /** The result of checking one piece of text: the value, or why it is wrong and what to do. */
 type Check<T> = { ok: true; value: T } | { ok: false; problem: string; hint: string; cause?: unknown }
 
-type AttributeValue =
-  | { key: 'expires'; value: Date }
-  | { key: 'verified' | 'group' | 'sponsor'; value: string }
+type AttributeValue = { key: AuthorizedKeyAttribute; value: Date | string }
 
 /** An entry line, split into the parts a rewrite needs to re-render it. */
 interface EntryState {
@@ -160,13 +148,7 @@ export class AuthorizedKeys {
 
   /** Every entry in file order, expired ones included. */
   entries(): AuthorizedKey[] {
-    const out: AuthorizedKey[] = []
-    this.#lines.forEach((line, i) => {
-      if (line.entry !== undefined) {
-        out.push(snapshot(line.entry, i + 1))
-      }
-    })
-    return out
+    return this.#lines.flatMap((line, i) => (line.entry === undefined ? [] : [snapshot(line.entry, i + 1)]))
   }
 
   /** The entry for a peer (in any valid id form), or undefined when it is not listed or `peerId` is not an id. */
@@ -188,13 +170,9 @@ export class AuthorizedKeys {
 
   /** The canonical ids of every entry still valid at `now`: what the daemon admits. */
   authorizedSet(now: Date = new Date()): Set<string> {
-    const ids = new Set<string>()
-    for (const [id, line] of this.#byId) {
-      if (!expiredAt(line.entry!.parsed.expires, now)) {
-        ids.add(id)
-      }
-    }
-    return ids
+    return new Set(
+      [...this.#byId].filter(([, line]) => !expiredAt(line.entry!.parsed.expires, now)).map(([id]) => id),
+    )
   }
 
   /**
@@ -202,14 +180,10 @@ export class AuthorizedKeys {
    * {@link AuthorizedKeys.authorizedSet} goes stale.
    */
   nextExpiry(now: Date = new Date()): Date | undefined {
-    let next: Date | undefined
-    for (const line of this.#byId.values()) {
-      const expires = line.entry!.parsed.expires
-      if (expires !== undefined && !expiredAt(expires, now) && (next === undefined || expires < next)) {
-        next = expires
-      }
-    }
-    return next === undefined ? undefined : new Date(next)
+    const ahead = [...this.#byId.values()]
+      .map((line) => line.entry!.parsed.expires?.getTime() ?? Number.NaN)
+      .filter((t) => t > now.getTime())
+    return ahead.length === 0 ? undefined : new Date(Math.min(...ahead))
   }
 
   /**
@@ -223,30 +197,27 @@ export class AuthorizedKeys {
     if (existing !== undefined) {
       throw new DuplicatePeerError(this.file, id, this.#lineNumber(existing))
     }
+    const comment = sanitizeComment(options.comment)
     const entry: EntryState = {
       peerId: id,
       idToken: id,
       attrs: [],
       parsed: {},
-      commentSuffix: '',
-      comment: sanitizeComment(options.comment),
+      commentSuffix: comment === undefined ? '' : ` # ${comment}`,
+      comment,
     }
     const given = options.attributes ?? {}
-    for (const key of Object.keys(given)) {
-      if (!isAttributeKey(key)) {
-        throw unknownAttributeInput(key)
-      }
+    const unknown = Object.keys(given).find((key) => !isAttributeKey(key))
+    if (unknown !== undefined) {
+      throw unknownAttributeInput(unknown)
     }
     for (const key of AUTHORIZED_KEY_ATTRIBUTES) {
       const value = given[key]
       if (value !== undefined) {
         const checked = checkInput(key, value)
         entry.attrs.push({ key, raw: checked.raw })
-        assignParsed(entry.parsed, checked.value)
+        Object.assign(entry.parsed, { [key]: checked.value })
       }
-    }
-    if (entry.comment !== undefined) {
-      entry.commentSuffix = ` # ${entry.comment}`
     }
     const line: DocLine = { text: render(entry), eol: this.#eol, entry }
     this.#lines.push(line)
@@ -275,22 +246,16 @@ export class AuthorizedKeys {
     const line = this.#require(peerId)
     const entry = line.entry!
     const index = entry.attrs.findIndex((a) => a.key === key)
-    if (value === undefined) {
-      if (index !== -1) {
+    const checked = value === undefined ? undefined : checkInput(key, value)
+    if (checked?.raw !== entry.attrs[index]?.raw) {
+      if (checked === undefined) {
         entry.attrs.splice(index, 1)
         delete entry.parsed[key]
-        line.text = render(entry)
-      }
-    } else {
-      const checked = checkInput(key, value)
-      if (index === -1) {
-        entry.attrs.push({ key, raw: checked.raw })
-      } else if (entry.attrs[index]!.raw !== checked.raw) {
-        entry.attrs[index] = { key, raw: checked.raw }
       } else {
-        return snapshot(entry, this.#lineNumber(line))
+        // In place, or appended when the line did not set it.
+        entry.attrs.splice(index === -1 ? entry.attrs.length : index, 1, { key, raw: checked.raw })
+        Object.assign(entry.parsed, { [key]: checked.value })
       }
-      assignParsed(entry.parsed, checked.value)
       line.text = render(entry)
     }
     return snapshot(entry, this.#lineNumber(line))
@@ -336,9 +301,7 @@ export function parseAuthorizedKeys(text: string, file: string = DEFAULT_FILE): 
 /** Checks authorized_keys text and returns every problem, one per bad line, in line order (empty when valid). */
 export function validateAuthorizedKeys(text: string, file: string = DEFAULT_FILE): AuthorizedKeysError[] {
   const problems: AuthorizedKeysError[] = []
-  scan(text, file, (err) => {
-    problems.push(err)
-  })
+  scan(text, file, (err) => problems.push(err))
   return problems
 }
 
@@ -351,7 +314,7 @@ export function isExpired(entry: AuthorizedKey, now: Date = new Date()): boolean
 export function canonicalPeerId(text: string): string {
   const checked = checkPeerId(text)
   if (!checked.ok) {
-    throw new InvalidPeerIdError(text, checked.problem, { hint: checked.hint, cause: checked.cause })
+    throw new InvalidPeerIdError(checked.problem, { hint: checked.hint, cause: checked.cause })
   }
   return checked.value
 }
@@ -363,17 +326,14 @@ export function canonicalPeerId(text: string): string {
 export function parseAttributeAssignment(text: string): { key: AuthorizedKeyAttribute; value: string } {
   const eq = text.indexOf('=')
   if (eq <= 0) {
-    throw new InvalidAttributeError(text, `expected key=value, got ${JSON.stringify(text)}`, {
+    throw new InvalidAttributeError(`expected key=value, got ${JSON.stringify(text)}`, {
       hint: `known attributes are ${AUTHORIZED_KEY_ATTRIBUTES.join(', ')}`,
     })
   }
   const key = text.slice(0, eq)
   const value = text.slice(eq + 1)
-  const checked = checkAttribute(key, value)
-  if (!checked.ok) {
-    throw new InvalidAttributeError(key, checked.problem, { hint: checked.hint })
-  }
-  return { key: checked.value.key, value }
+  checkInput(key, value)
+  return { key: key as AuthorizedKeyAttribute, value }
 }
 
 /**
@@ -481,18 +441,10 @@ function scan(
 ): { lines: DocLine[]; bom: boolean; eol: string } {
   const bom = text.startsWith('\uFEFF')
   const body = bom ? text.slice(1) : text
-  const raw: Array<{ text: string; eol: string | undefined }> = []
-  let start = 0
-  while (start < body.length) {
-    const nl = body.indexOf('\n', start)
-    if (nl === -1) {
-      raw.push({ text: body.slice(start), eol: undefined })
-      break
-    }
-    const crlf = nl > start && body[nl - 1] === '\r'
-    raw.push({ text: body.slice(start, crlf ? nl - 1 : nl), eol: crlf ? '\r\n' : '\n' })
-    start = nl + 1
-  }
+  const raw = (body === '' ? [] : body.split(/(?<=\n)/)).map((l) => {
+    const eol = /\r?\n$/.exec(l)?.[0]
+    return { text: l.slice(0, l.length - (eol?.length ?? 0)), eol }
+  })
   // New lines (and a last line that had none) follow the file's own line ending.
   const eol = raw.find((l) => l.eol !== undefined)?.eol ?? '\n'
   const seen = new Map<string, number>()
@@ -569,7 +521,7 @@ function parseLine(text: string): Check<EntryState> | undefined {
       return { ok: false, problem: `attribute ${key} is set twice`, hint: 'keep one of them' }
     }
     entry.attrs.push({ key: checked.value.key, raw })
-    assignParsed(entry.parsed, checked.value)
+    Object.assign(entry.parsed, { [checked.value.key]: checked.value.value })
   }
   return { ok: true, value: entry }
 }
@@ -637,17 +589,14 @@ function checkAttribute(key: string, raw: string): Check<AttributeValue> {
 }
 
 /** Validates a value given by code or the command line, returning the text to write and the parsed value. */
-function checkInput(
-  key: AuthorizedKeyAttribute,
-  value: Date | string,
-): { raw: string; value: AttributeValue } {
+function checkInput(key: string, value: Date | string): { raw: string; value: Date | string } {
   let raw: string
   if (value instanceof Date) {
     if (key !== 'expires') {
-      throw new InvalidAttributeError(key, `${key} takes text, not a date`)
+      throw new InvalidAttributeError(`${key} takes text, not a date`)
     }
     if (Number.isNaN(value.getTime())) {
-      throw new InvalidAttributeError(key, 'bad expires value: invalid Date')
+      throw new InvalidAttributeError('bad expires value: invalid Date')
     }
     raw = value.toISOString().replace('.000Z', 'Z')
   } else {
@@ -655,13 +604,13 @@ function checkInput(
   }
   const checked = checkAttribute(key, raw)
   if (!checked.ok) {
-    throw new InvalidAttributeError(key, checked.problem, { hint: checked.hint })
+    throw new InvalidAttributeError(checked.problem, { hint: checked.hint })
   }
-  return { raw, value: checked.value }
+  return { raw, value: checked.value.value }
 }
 
 function unknownAttributeInput(key: string): InvalidAttributeError {
-  return new InvalidAttributeError(key, `unknown attribute ${JSON.stringify(key)}`, {
+  return new InvalidAttributeError(`unknown attribute ${JSON.stringify(key)}`, {
     hint: `known attributes are ${AUTHORIZED_KEY_ATTRIBUTES.join(', ')}`,
   })
 }
@@ -670,66 +619,26 @@ function isAttributeKey(key: string): key is AuthorizedKeyAttribute {
   return (AUTHORIZED_KEY_ATTRIBUTES as readonly string[]).includes(key)
 }
 
-function assignParsed(parsed: AuthorizedKeyAttributes, attr: AttributeValue): void {
-  if (attr.key === 'expires') {
-    parsed.expires = attr.value
-  } else {
-    parsed[attr.key] = attr.value
-  }
-}
-
 /** Parses `YYYY-MM-DD` (00:00 UTC that day, like OpenSSH's `expiry-time=YYYYMMDDZ`) or an RFC 3339 time. */
 function parseExpires(raw: string): Date | undefined {
-  const date = DATE_RE.exec(raw)
-  if (date !== null) {
-    return utcDate(Number(date[1]), Number(date[2]), Number(date[3]), 0, 0, 0, 0, 0)
-  }
-  const time = TIME_RE.exec(raw)
-  if (time === null) {
+  const match = EXPIRES_RE.exec(raw)
+  if (match === null) {
     return undefined
   }
-  const [, y, mo, d, h, mi, s, frac, zulu, sign, oh, om] = time
-  let offset = 0
-  if (zulu === undefined) {
-    if (Number(oh) > 23 || Number(om) > 59) {
-      return undefined
-    }
-    offset = (sign === '-' ? -1 : 1) * (Number(oh) * 60 + Number(om))
+  const [, y, mo, d, h = '00', mi = '00', s = '00', frac, sign, oh = '0', om = '0'] = match
+  if (Number(oh) > 23 || Number(om) > 59) {
+    return undefined
+  }
+  const fields = `${y}-${mo}-${d}T${h}:${mi}:${s}`
+  const date = new Date(`${fields}Z`)
+  // Date rolls a field out of range over into the next (Feb 30 is Mar 2, 24:00 the next day) or
+  // gives NaN; either way the text names no real instant.
+  if (Number.isNaN(date.getTime()) || date.toISOString().slice(0, 19) !== fields) {
+    return undefined
   }
   const ms = frac === undefined ? 0 : Math.floor(Number(`0${frac}`) * 1000)
-  return utcDate(Number(y), Number(mo), Number(d), Number(h), Number(mi), Number(s), ms, offset)
-}
-
-/** Builds a Date from calendar fields, or undefined when they name no real instant (Feb 30, 25:00). */
-function utcDate(
-  year: number,
-  month: number,
-  day: number,
-  hour: number,
-  minute: number,
-  second: number,
-  ms: number,
-  offsetMinutes: number,
-): Date | undefined {
-  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) {
-    return undefined
-  }
-  if (hour > 23 || minute > 59 || second > 59) {
-    return undefined
-  }
-  const date = new Date(0)
-  // setUTCFullYear, unlike Date.UTC, does not map years 0–99 to 1900–1999.
-  date.setUTCFullYear(year, month - 1, day)
-  date.setUTCHours(hour, minute, second, ms)
-  return new Date(date.getTime() - offsetMinutes * 60_000)
-}
-
-function daysInMonth(year: number, month: number): number {
-  if (month === 2) {
-    const leap = (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0
-    return leap ? 29 : 28
-  }
-  return [4, 6, 9, 11].includes(month) ? 30 : 31
+  const offset = (sign === '-' ? -1 : 1) * (Number(oh) * 60 + Number(om))
+  return new Date(date.getTime() + ms - offset * 60_000)
 }
 
 function expiredAt(expires: Date | undefined, now: Date): boolean {

@@ -31,15 +31,12 @@ export class AuthorizedKeysError extends PeerupError {
 /** The authorized_keys file does not exist and the caller did not ask for an empty one. */
 export class AuthorizedKeysMissingError extends NotFoundError {
   override name = 'AuthorizedKeysMissingError'
-  /** The path that was looked for. */
-  readonly file: string
 
   constructor(file: string, options: { cause?: unknown } = {}) {
     super(`${file} does not exist`, {
       hint: 'create it with `peerup init`, or authorize a first peer with `peerup auth add <peer-id>`',
       cause: options.cause,
     })
-    this.file = file
   }
 }
 
@@ -72,41 +69,23 @@ export class PeerNotFoundError extends NotFoundError {
   }
 }
 
-/** A string given as a peer id (on the command line, or by code) is not one. */
+/** A string given as a peer id (on the command line, or by code) is not one; the message names it. */
 export class InvalidPeerIdError extends UsageError {
   override name = 'InvalidPeerIdError'
-  /** The rejected text. */
-  readonly value: string
-
-  /** `reason` is the whole message: it already names the rejected text. */
-  constructor(value: string, reason: string, options: { hint?: string; cause?: unknown } = {}) {
-    super(reason, options)
-    this.value = value
-  }
 }
 
 /** An attribute given for an entry (on the command line, or by code) is unknown or has a bad value. */
 export class InvalidAttributeError extends UsageError {
   override name = 'InvalidAttributeError'
-  /** The attribute's key. */
-  readonly key: string
-
-  constructor(key: string, problem: string, options: { hint?: string } = {}) {
-    super(problem, options)
-    this.key = key
-  }
 }
 
 /** The file changed on disk between being read and being rewritten, so the rewrite was abandoned. */
 export class AuthorizedKeysChangedError extends ConflictError {
   override name = 'AuthorizedKeysChangedError'
-  /** The file that changed. */
-  readonly file: string
 
   constructor(file: string) {
     super(`${file} changed while it was being updated; nothing was written`, {
       hint: 'run the command again',
     })
-    this.file = file
   }
 }

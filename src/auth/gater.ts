@@ -8,15 +8,12 @@
  * @packageDocumentation
  */
 
-import type { ConnectionGater, MultiaddrConnection, PeerId } from '@libp2p/interface'
+import type { ConnectionGater, MultiaddrConnection } from '@libp2p/interface'
 import { loadAuthorizedKeys } from './authorized-keys.ts'
 import { ipOfAddr, type PendingSlot, PendingSlots } from './pending.ts'
 
-/** Why the gater decided: recorded in metrics and the audit log. */
-export type AuthDecision = 'allow' | 'deny'
-
-/** Called for every decision the gater makes. */
-export type AuthDecisionCallback = (peerId: string, decision: AuthDecision, where: string) => void
+/** Called for every decision the gater makes; recorded in metrics and the audit log. */
+export type AuthDecisionCallback = (peerId: string, decision: 'allow' | 'deny', where: string) => void
 
 /**
  * The set of authorized peer ids, replaced whole on reload. Expiry is applied when the set is
@@ -34,35 +31,27 @@ export class AuthorizedPeers {
     this.#file = file
   }
 
-  /** Loads the set from an authorized_keys file (a missing file is an empty set). */
-  static async fromFile(file: string): Promise<AuthorizedPeers> {
-    const peers = new AuthorizedPeers([], file)
-    await peers.start()
-    return peers
-  }
-
   /** Loads the set from its file, when it has one (a missing file is an empty set). */
   async start(): Promise<void> {
     await this.reloadFromFile()
   }
 
-  /** Whether `peerId` is authorized now. */
   has(peerId: string): boolean {
     return this.#ids.has(peerId)
-  }
-
-  /** The authorized ids. */
-  ids(): string[] {
-    return [...this.#ids]
   }
 
   get size(): number {
     return this.#ids.size
   }
 
-  /** Replaces the set; listeners learn who was added and who was removed. */
-  replace(ids: Iterable<string>): { added: string[]; removed: string[] } {
-    const next = new Set(ids)
+  /** Re-reads the file this set came from and replaces the set; listeners learn who was added and removed. */
+  async reloadFromFile(): Promise<{ added: string[]; removed: string[] }> {
+    if (this.#file === undefined) {
+      return { added: [], removed: [] }
+    }
+    const doc = await loadAuthorizedKeys(this.#file, { createIfMissing: true })
+    const now = new Date()
+    const next = doc.authorizedSet(now)
     const added = [...next].filter((id) => !this.#ids.has(id))
     const removed = [...this.#ids].filter((id) => !next.has(id))
     this.#ids = next
@@ -71,19 +60,8 @@ export class AuthorizedPeers {
         listener(added, removed)
       }
     }
-    return { added, removed }
-  }
-
-  /** Re-reads the file this set came from and replaces the set. */
-  async reloadFromFile(): Promise<{ added: string[]; removed: string[] }> {
-    if (this.#file === undefined) {
-      return { added: [], removed: [] }
-    }
-    const doc = await loadAuthorizedKeys(this.#file, { createIfMissing: true })
-    const now = new Date()
-    const result = this.replace(doc.authorizedSet(now))
     this.#armExpiry(doc.nextExpiry(now))
-    return result
+    return { added, removed }
   }
 
   /** Subscribes to changes; returns the unsubscribe function. */
@@ -92,10 +70,8 @@ export class AuthorizedPeers {
     return () => this.#listeners.delete(listener)
   }
 
-  /** Stops the expiry timer. */
   stop(): void {
-    clearTimeout(this.#expiryTimer)
-    this.#expiryTimer = undefined
+    this.#armExpiry(undefined)
   }
 
   #armExpiry(next: Date | undefined): void {
@@ -119,10 +95,9 @@ export const STRANGER_RELAYED_PENDING = 4
 /** Direct inbound handshakes under way at once from one IP address. */
 export const DIRECT_PENDING_PER_IP = 8
 
-/** How long a node's inbound connection may take to authenticate (libp2p's default, kept). */
+/** How long an inbound connection may take to authenticate (libp2p's default, kept); slots are freed then. */
 export const NODE_HANDSHAKE_TIMEOUT_MS = 10_000
 
-/** Options of {@link nodeGater}. */
 export interface NodeGaterOptions {
   /** `security.enable_connection_gating`: false lets every peer connect. */
   enabled: boolean
@@ -135,8 +110,6 @@ export interface NodeGaterOptions {
   admitRelayed?: () => boolean
   /** A handshake was not even started: too many strangers (or one IP) are in theirs already. */
   onShed?: (what: 'relayed' | 'direct', peer: string, reason: string) => void
-  /** Slots are freed after this at the latest; {@link NODE_HANDSHAKE_TIMEOUT_MS} by default. */
-  handshakeTimeoutMs?: number
 }
 
 /**
@@ -147,17 +120,7 @@ export interface NodeGaterOptions {
  */
 export function nodeGater(peers: AuthorizedPeers, options: NodeGaterOptions): ConnectionGater {
   const isAuthorized = (id: string): boolean => !options.enabled || peers.has(id)
-  const decide = (peer: PeerId, where: string, relayed: boolean): boolean => {
-    const id = peer.toString()
-    const allowed = isAuthorized(id)
-    if (!allowed && relayed && options.admitRelayed?.() === true) {
-      options.onDecision?.(id, 'allow', `${where}-pairing`)
-      return false
-    }
-    options.onDecision?.(id, allowed ? 'allow' : 'deny', where)
-    return !allowed
-  }
-  const timeoutMs = options.handshakeTimeoutMs ?? NODE_HANDSHAKE_TIMEOUT_MS
+  const timeoutMs = NODE_HANDSHAKE_TIMEOUT_MS
   const relayedSlots = new PendingSlots({ perKey: 1, total: STRANGER_RELAYED_PENDING, timeoutMs })
   const heldRelayed = new Map<string, PendingSlot>()
   const directSlots = new PendingSlots({ perKey: DIRECT_PENDING_PER_IP, timeoutMs })
@@ -203,12 +166,19 @@ export function nodeGater(peers: AuthorizedPeers, options: NodeGaterOptions): Co
     // relay would report that to the dialer as a vague CONNECTION_FAILED, while a refusal after
     // the handshake is recognisable, so the dialer can say "not authorized by the peer".
     denyInboundEncryptedConnection: (peer, maConn) => {
+      const id = peer.toString()
       const relayed = isRelayed(maConn)
       heldDirect.get(maConn)?.release()
       if (relayed) {
-        heldRelayed.get(peer.toString())?.release()
+        heldRelayed.get(id)?.release()
       }
-      return decide(peer, 'inbound', relayed)
+      const allowed = isAuthorized(id)
+      if (!allowed && relayed && options.admitRelayed?.() === true) {
+        options.onDecision?.(id, 'allow', 'inbound-pairing')
+        return false
+      }
+      options.onDecision?.(id, allowed ? 'allow' : 'deny', 'inbound')
+      return !allowed
     },
   }
 }

@@ -7,7 +7,9 @@
 import * as fs from 'node:fs/promises'
 import { withFileLock } from '../util/fs.ts'
 import {
-  type AuthorizedKeyAttributesInput,
+  type AddPeerOptions,
+  type AuthorizedKey,
+  type AuthorizedKeys,
   canonicalPeerId,
   isExpired,
   loadAuthorizedKeys,
@@ -30,35 +32,63 @@ export interface AuthorizedPeer {
   line: number
 }
 
-/** Options of {@link addAuthorizedPeer}. */
-export interface AddPeerOptions {
-  comment?: string
-  attributes?: AuthorizedKeyAttributesInput
-}
-
 /** Authorizes a peer; the file is locked, rewritten atomically and keeps its comments. */
-export async function addAuthorizedPeer(
+export function addAuthorizedPeer(
   file: string,
   peerId: string,
   options: AddPeerOptions = {},
 ): Promise<AuthorizedPeer> {
-  const id = canonicalPeerId(peerId)
+  return editPeer(file, peerId, (doc, id) => doc.add(id, options), true)
+}
+
+/** Removes a peer's authorization. */
+export function removeAuthorizedPeer(file: string, peerId: string): Promise<AuthorizedPeer> {
+  return editPeer(file, peerId, (doc, id) => doc.remove(id))
+}
+
+/**
+ * Records that a peer was verified out of band (`peerup verify`): `verified=<value>` on its line,
+ * which must exist. Returns the peer as `auth list` shows it.
+ */
+export function markVerified(file: string, peerId: string, value: string): Promise<AuthorizedPeer> {
+  return editPeer(file, peerId, (doc, id) => doc.setAttribute(id, 'verified', value))
+}
+
+/**
+ * Authorizes a peer that pairing brought (the file locked, created when missing); a peer listed
+ * already keeps its line and only gets the `group` attribute, when one is given. True when added.
+ */
+export function authorizePaired(file: string, peerId: string, options: AddPeerOptions): Promise<boolean> {
+  const group = options.attributes?.group
   return withFileLock(file, () =>
     updateAuthorizedKeys(
       file,
       (doc) => {
-        const entry = doc.add(id, options)
-        return toPeer(entry, {})
+        if (!doc.has(peerId)) {
+          doc.add(peerId, options)
+          return true
+        }
+        if (group !== undefined) {
+          doc.setAttribute(peerId, 'group', group)
+        }
+        return false
       },
       { createIfMissing: true },
     ),
   )
 }
 
-/** Removes a peer's authorization. */
-export async function removeAuthorizedPeer(file: string, peerId: string): Promise<AuthorizedPeer> {
+/** Changes one peer's line, with the file locked, and returns the peer as `auth list` shows it. */
+async function editPeer(
+  file: string,
+  peerId: string,
+  edit: (doc: AuthorizedKeys, id: string) => AuthorizedKey,
+  createIfMissing = false,
+): Promise<AuthorizedPeer> {
   const id = canonicalPeerId(peerId)
-  return withFileLock(file, () => updateAuthorizedKeys(file, (doc) => toPeer(doc.remove(id), {})))
+  return withFileLock(file, () =>
+    updateAuthorizedKeys(file, (doc) => toPeer(edit(doc, id), {}), { createIfMissing }),
+  )
 }
 
 /** Lists the authorized peers, with their names from config.yaml. */
@@ -82,36 +112,16 @@ export async function validateAuthorizedKeysFile(file: string): Promise<Authoriz
   return validateAuthorizedKeys(await fs.readFile(file, 'utf8'), file)
 }
 
-function toPeer(
-  entry: {
-    peerId: string
-    comment: string | undefined
-    line: number
-    attributes: { expires?: Date; verified?: string; group?: string; sponsor?: string }
-  },
-  names: Record<string, string>,
-  now: Date = new Date(),
-): AuthorizedPeer {
+function toPeer(entry: AuthorizedKey, names: Record<string, string>, now: Date = new Date()): AuthorizedPeer {
   return {
     peerId: entry.peerId,
     name: Object.entries(names).find(([, id]) => id === entry.peerId)?.[0],
     comment: entry.comment,
     expires: entry.attributes.expires?.toISOString(),
-    expired: isExpired(entry as Parameters<typeof isExpired>[0], now),
+    expired: isExpired(entry, now),
     verified: entry.attributes.verified,
     group: entry.attributes.group,
     sponsor: entry.attributes.sponsor,
     line: entry.line,
   }
-}
-
-/**
- * Records that a peer was verified out of band (`peerup verify`): `verified=<value>` on its line,
- * which must exist. Returns the peer as `auth list` shows it.
- */
-export async function markVerified(file: string, peerId: string, value: string): Promise<AuthorizedPeer> {
-  const id = canonicalPeerId(peerId)
-  return withFileLock(file, () =>
-    updateAuthorizedKeys(file, (doc) => toPeer(doc.setAttribute(id, 'verified', value), {})),
-  )
 }

@@ -15,7 +15,6 @@ export interface PendingSlot {
   release(): void
 }
 
-/** Options of {@link PendingSlots}. */
 export interface PendingSlotsOptions {
   /** Slots one key (an IP, a peer id) may hold at once. */
   perKey: number
@@ -69,22 +68,11 @@ export class PendingSlots {
     timer.unref()
     return { release }
   }
-
-  /** Slots `key` holds now. */
-  count(key: string): number {
-    return this.#held.get(key) ?? 0
-  }
-
-  /** Slots held now, all keys together. */
-  get total(): number {
-    return this.#total
-  }
 }
 
 /** The IP address of a multiaddr's first component, when it has one. */
 export function ipOfAddr(addr: {
   getComponents(): Array<{ name: string; value?: string }>
 }): string | undefined {
-  const c = addr.getComponents().find((x) => x.name === 'ip4' || x.name === 'ip6')
-  return c?.value
+  return addr.getComponents().find((x) => x.name === 'ip4' || x.name === 'ip6')?.value
 }

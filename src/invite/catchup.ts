@@ -12,58 +12,9 @@ import { resolveIn } from '../config/load.ts'
 import type { Logger } from '../log/index.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
 import type { Component } from '../util/components.ts'
+import { unlimitedConnection } from './node.ts'
 import { askRelay } from './relay-admin.ts'
 import { trustPeer } from './trust.ts'
-
-/** What {@link catchUpGroups} needs of the node. */
-export interface CatchUpHost {
-  peerId: string
-  configFile: string
-  authorizedKeysFile: string
-  authorized: { has(peerId: string): boolean; reloadFromFile(): Promise<unknown> }
-}
-
-/** Asks the relay for the members of this node's groups; trusts the ones it does not know. Returns them. */
-export async function catchUpGroups(host: CatchUpHost, relay: Connection, log: Logger): Promise<string[]> {
-  let answer: Awaited<ReturnType<typeof askRelay>>
-  try {
-    answer = await askRelay(relay, { type: 'members' })
-  } catch (err) {
-    // A relay without pairing (older, or its pairing off) has nothing to tell.
-    log.debug('relay has no group members for us', {
-      relay: relay.remotePeer.toString(),
-      error: err as Error,
-    })
-    return []
-  }
-  const added: string[] = []
-  for (const group of answer.groups ?? []) {
-    for (const member of group.members) {
-      if (member.peerId === host.peerId || host.authorized.has(member.peerId)) {
-        continue
-      }
-      await trustPeer({
-        authorizedKeysFile: host.authorizedKeysFile,
-        configFile: host.configFile,
-        peerId: member.peerId,
-        ...(member.name === undefined ? {} : { name: member.name }),
-        group: group.id,
-      })
-      added.push(member.peerId)
-    }
-  }
-  if (added.length > 0) {
-    await host.authorized.reloadFromFile()
-    log.info('trusted group members learned from the relay', { count: added.length })
-  }
-  return added
-}
-
-/** What {@link GroupCatchUp} uses; read at start and later. */
-export interface GroupCatchUpComponents {
-  runtime: NodeRuntime
-  log: Logger
-}
 
 /**
  * Catches up with the relay groups each time a reservation is (re)gained, and at start on the
@@ -71,14 +22,14 @@ export interface GroupCatchUpComponents {
  * unsubscribes.
  */
 export class GroupCatchUp implements Component {
-  readonly #components: GroupCatchUpComponents
+  readonly #components: { runtime: NodeRuntime; log: Logger }
   #unsubscribe: (() => void) | undefined
 
-  constructor(components: GroupCatchUpComponents) {
+  /** `runtime` is read at start and later. */
+  constructor(components: { runtime: NodeRuntime; log: Logger }) {
     this.#components = components
   }
 
-  /** Subscribes, and catches up on the relays reserved already. */
   start(): void {
     const supervisor = this.#components.runtime.supervisor
     this.#unsubscribe = supervisor.onChange((e) => {
@@ -91,7 +42,6 @@ export class GroupCatchUp implements Component {
     }
   }
 
-  /** Unsubscribes. */
   stop(): void {
     this.#unsubscribe?.()
     this.#unsubscribe = undefined
@@ -99,20 +49,44 @@ export class GroupCatchUp implements Component {
 
   #catchUp(relayId: string): void {
     const { runtime: rt, log } = this.#components
-    const conn = rt.node
-      .getConnections()
-      .find((c) => c.remotePeer.toString() === relayId && c.status === 'open' && c.limits === undefined)
-    if (conn === undefined) {
-      return
+    const conn = unlimitedConnection(rt.node, relayId)
+    if (conn !== undefined) {
+      this.#trustMembers(conn, log.child('groups')).catch((err: unknown) =>
+        log.warn('catching up with relay groups failed', { error: err as Error }),
+      )
     }
-    const host = {
-      peerId: rt.peerId,
-      configFile: rt.configFile,
-      authorizedKeysFile: resolveIn(rt.dir, rt.config.security.authorized_keys_file),
-      authorized: rt.authorized,
+  }
+
+  /** Asks the relay for the members of this node's groups and trusts the ones it does not know. */
+  async #trustMembers(relay: Connection, log: Logger): Promise<void> {
+    const rt = this.#components.runtime
+    const authorizedKeysFile = resolveIn(rt.dir, rt.config.security.authorized_keys_file)
+    const answer = await askRelay(relay, { type: 'members' }).catch((err: unknown) => {
+      // A relay without pairing (older, or its pairing off) has nothing to tell.
+      log.debug('relay has no group members for us', {
+        relay: relay.remotePeer.toString(),
+        error: err as Error,
+      })
+    })
+    let added = 0
+    for (const group of answer?.groups ?? []) {
+      for (const member of group.members) {
+        if (member.peerId === rt.peerId || rt.authorized.has(member.peerId)) {
+          continue
+        }
+        await trustPeer({
+          authorizedKeysFile,
+          configFile: rt.configFile,
+          peerId: member.peerId,
+          ...(member.name === undefined ? {} : { name: member.name }),
+          group: group.id,
+        })
+        added++
+      }
     }
-    catchUpGroups(host, conn, log.child('groups')).catch((err: unknown) =>
-      log.warn('catching up with relay groups failed', { error: err as Error }),
-    )
+    if (added > 0) {
+      await rt.authorized.reloadFromFile()
+      log.info('trusted group members learned from the relay', { count: added })
+    }
   }
 }

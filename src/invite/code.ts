@@ -64,14 +64,13 @@ export interface InviteCode {
 export type InviteCodeInput = Omit<InviteCode, 'version' | 'token'> & { token?: Uint8Array }
 
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
-const DECODE = new Map<string, number>()
-for (const [i, c] of [...ALPHABET].entries()) {
-  DECODE.set(c, i)
-}
-// Crockford: the letters people confuse with digits read as those digits.
-DECODE.set('I', 1)
-DECODE.set('L', 1)
-DECODE.set('O', 0)
+const DECODE = new Map([
+  ...[...ALPHABET].map((c, i) => [c, i] as const),
+  // Crockford: the letters people confuse with digits read as those digits.
+  ['I', 1],
+  ['L', 1],
+  ['O', 0],
+])
 
 const FLAG_GROUP = 1
 const FLAG_RELAY_ED25519 = 2
@@ -95,8 +94,7 @@ export function createInviteCode(input: InviteCodeInput): InviteCode {
 
 /** Encodes a code as `XXXX-XXXX-…`. Throws RangeError on fields that cannot be encoded. */
 export function encodeInviteCode(code: InviteCode): string {
-  const bytes = toBytes(code)
-  return groups(base32Encode(bytes))
+  return groups(base32Encode(toBytes(code)))
 }
 
 /**
@@ -116,27 +114,20 @@ export function decodeInviteCode(text: string, options: { locateTypo?: boolean }
       hint: 'paste only the code `peerup invite` printed',
     })
   }
-  const values: number[] = []
-  for (let i = 0; i < chars.length; i++) {
-    const v = DECODE.get(chars[i] as string)
-    if (v === undefined) {
-      throw new CodeTypoError(
-        `the pairing code has a character that cannot be in a code, in group ${Math.floor(i / 4) + 1}`,
-        { hint: 'codes use only digits and the letters A–Z without I, L, O and U; check that group' },
-      )
-    }
-    values.push(v)
+  // Every valid character is ASCII, so the first invalid one sits at the same index however counted.
+  const values = Array.from(chars, (c) => DECODE.get(c) ?? -1)
+  const bad = values.indexOf(-1)
+  if (bad !== -1) {
+    throw new CodeTypoError(
+      `the pairing code has a character that cannot be in a code, in group ${Math.floor(bad / 4) + 1}`,
+      { hint: 'codes use only digits and the letters A–Z without I, L, O and U; check that group' },
+    )
   }
   const bytes = base32Decode(values)
-  const locate = options.locateTypo !== false
-  if (bytes === undefined || bytes.length < 6) {
-    throw typo(values, locate)
+  if (!checksumMatches(bytes)) {
+    throw typo(values, options.locateTypo !== false)
   }
   const body = bytes.subarray(0, bytes.length - 4)
-  const sum = new DataView(bytes.buffer, bytes.byteOffset + bytes.length - 4, 4).getUint32(0)
-  if (crc32(body) >>> 0 !== sum) {
-    throw typo(values, locate)
-  }
   const version = body[0] as number
   if (version > CODE_VERSION) {
     throw new CodeVersionError(
@@ -201,13 +192,8 @@ function locateTypo(values: number[]): number | undefined {
         continue
       }
       trial[i] = v
-      const bytes = base32Decode(trial)
-      if (bytes !== undefined && bytes.length >= 6) {
-        const body = bytes.subarray(0, bytes.length - 4)
-        const sum = new DataView(bytes.buffer, bytes.byteOffset + bytes.length - 4, 4).getUint32(0)
-        if (crc32(body) >>> 0 === sum) {
-          found.add(Math.floor(i / 4) + 1)
-        }
+      if (checksumMatches(base32Decode(trial))) {
+        found.add(Math.floor(i / 4) + 1)
       }
     }
     trial[i] = values[i] as number
@@ -215,15 +201,16 @@ function locateTypo(values: number[]): number | undefined {
   return found.size === 1 ? [...found][0] : undefined
 }
 
-function toBytes(code: InviteCode): Uint8Array {
-  const out: number[] = []
-  const push = (...bytes: ArrayLike<number>[]): void => {
-    for (const b of bytes) {
-      for (let i = 0; i < b.length; i++) {
-        out.push(b[i] as number)
-      }
-    }
+/** Whether `bytes` (a record at least 6 bytes long) end with the CRC-32 of what comes before. */
+function checksumMatches(bytes: Uint8Array | undefined): bytes is Uint8Array {
+  if (bytes === undefined || bytes.length < 6) {
+    return false
   }
+  const sum = new DataView(bytes.buffer, bytes.byteOffset).getUint32(bytes.length - 4)
+  return crc32(bytes.subarray(0, bytes.length - 4)) >>> 0 === sum
+}
+
+function toBytes(code: InviteCode): Uint8Array {
   const relayId = peerIdBytes(code.relayPeerId)
   const inviterId = code.kind === 'group' ? undefined : peerIdBytes(code.inviterPeerId)
   if (code.kind === 'group' && code.inviterPeerId !== code.relayPeerId) {
@@ -239,28 +226,29 @@ function toBytes(code: InviteCode): Uint8Array {
   if (!Number.isInteger(seconds) || seconds < 0 || seconds > MAX_EXPIRY_S) {
     throw new RangeError('the expiry cannot be encoded')
   }
-  const expiry = new Uint8Array(4)
-  new DataView(expiry.buffer).setUint32(0, seconds)
-  push([CODE_VERSION, flags], code.token, expiry, relayId.bytes)
-  if (inviterId !== undefined) {
-    push(inviterId.bytes)
-  }
+  const expiry = Buffer.alloc(4)
+  expiry.writeUInt32BE(seconds)
   const addr = multiaddr(code.relayAddress)
   if (addr.getComponents().some((c) => c.name === 'p2p' || c.name === 'p2p-circuit')) {
     throw new RangeError('the relay address must not contain /p2p or /p2p-circuit')
   }
-  push(lengthPrefixed(addr.bytes, 'relay address'))
+  const address = lengthPrefixed(addr.bytes, 'relay address')
   if (!NETWORK_RE.test(code.network)) {
     throw new RangeError('invalid network name')
   }
-  push(lengthPrefixed(new TextEncoder().encode(code.network), 'network'))
-  const body = Uint8Array.from(out)
-  const sum = new Uint8Array(4)
-  new DataView(sum.buffer).setUint32(0, crc32(body) >>> 0)
-  const all = new Uint8Array(body.length + 4)
-  all.set(body)
-  all.set(sum, body.length)
-  return all
+  const network = lengthPrefixed(new TextEncoder().encode(code.network), 'network')
+  const body = Buffer.concat([
+    Uint8Array.of(CODE_VERSION, flags),
+    code.token,
+    expiry,
+    relayId.bytes,
+    inviterId?.bytes ?? new Uint8Array(),
+    address,
+    network,
+  ])
+  const sum = Buffer.alloc(4)
+  sum.writeUInt32BE(crc32(body) >>> 0)
+  return Buffer.concat([body, sum])
 }
 
 function fromBytes(body: Uint8Array): InviteCode {
@@ -273,6 +261,8 @@ function fromBytes(body: Uint8Array): InviteCode {
     at += n
     return out
   }
+  // A length byte, then that many bytes (a copy).
+  const takePrefixed = (): Uint8Array => Uint8Array.from(take(take(1)[0] as number))
   const [version, flags] = take(2) as unknown as [number, number]
   if ((flags & ~KNOWN_FLAGS) !== 0) {
     throw new RangeError('unknown flags')
@@ -282,25 +272,15 @@ function fromBytes(body: Uint8Array): InviteCode {
     throw new RangeError('a group code has no inviter id')
   }
   const token = Uint8Array.from(take(TOKEN_BYTES))
-  const seconds = new DataView(body.buffer, body.byteOffset + at, 4).getUint32(0)
-  take(4)
+  const seconds = Buffer.from(take(4)).readUInt32BE()
   const readId = (ed25519: boolean): string => {
-    if (ed25519) {
-      const key = take(32)
-      const mh = new Uint8Array(ED25519_PREFIX.length + 32)
-      mh.set(ED25519_PREFIX)
-      mh.set(key, ED25519_PREFIX.length)
-      return peerIdFromMultihash(Digest.decode(mh)).toString()
-    }
-    const len = take(1)[0] as number
-    return peerIdFromMultihash(Digest.decode(Uint8Array.from(take(len)))).toString()
+    const mh = ed25519 ? Buffer.concat([ED25519_PREFIX, take(32)]) : takePrefixed()
+    return peerIdFromMultihash(Digest.decode(mh)).toString()
   }
   const relayPeerId = readId((flags & FLAG_RELAY_ED25519) !== 0)
   const inviterPeerId = kind === 'group' ? relayPeerId : readId((flags & FLAG_INVITER_ED25519) !== 0)
-  const addrLen = take(1)[0] as number
-  const relayAddress = multiaddr(Uint8Array.from(take(addrLen))).toString()
-  const netLen = take(1)[0] as number
-  const network = new TextDecoder('utf-8', { fatal: true }).decode(take(netLen))
+  const relayAddress = multiaddr(takePrefixed()).toString()
+  const network = new TextDecoder('utf-8', { fatal: true }).decode(takePrefixed())
   if (!NETWORK_RE.test(network) || at !== body.length) {
     throw new RangeError('bad network or trailing bytes')
   }
@@ -328,10 +308,7 @@ function lengthPrefixed(bytes: Uint8Array, what: string): Uint8Array {
   if (bytes.length > 255) {
     throw new RangeError(`the ${what} is too long to encode`)
   }
-  const out = new Uint8Array(bytes.length + 1)
-  out[0] = bytes.length
-  out.set(bytes, 1)
-  return out
+  return Buffer.concat([Uint8Array.of(bytes.length), bytes])
 }
 
 function base32Encode(bytes: Uint8Array): string {

@@ -6,22 +6,21 @@
  * @packageDocumentation
  */
 
+import { once } from 'node:events'
 import * as path from 'node:path'
 import type { Connection } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import { NODE_FILES } from '../config/paths.ts'
-import type { NodeConfig } from '../config/schema.ts'
 import type { Logger } from '../log/index.ts'
 import { auditObserver, NO_OBSERVER, type Observer } from '../metrics/observer.ts'
-import type { PeerupLibp2p } from '../p2p/node.ts'
 import { shortId } from '../p2p/path.ts'
 import type { RelayState } from '../p2p/reservations.ts'
 import { type Component, startAll, stopAll } from '../util/components.ts'
 import { socketAnswers } from '../util/socket.ts'
 import { createInviteCode, encodeInviteCode, type InviteCode } from './code.ts'
 import { CodeExpiredError, InviteUnavailableError } from './errors.ts'
-import { type AcceptExtras, answerPairing, InviteSession, type Joiner } from './inviter.ts'
-import { startPairingNode } from './node.ts'
+import { answerPairing, InviteSession } from './inviter.ts'
+import { type PairingHost, startPairingNode } from './node.ts'
 import { deriveKeys, INVITE_PROTOCOL, INVITE_STREAM_OPTIONS, MAX_FAILED_PROOFS } from './protocol.ts'
 import { askRelay, type RelayAdminRequest } from './relay-admin.ts'
 import { trustPeer } from './trust.ts'
@@ -32,7 +31,6 @@ const P2P_CODE = 421
 /** How long `invite` waits for a reservation before giving up. */
 export const RESERVATION_WAIT_MS = 30_000
 
-/** Options of {@link runInvite}. */
 export interface InviteOptions {
   configFile: string
   log: Logger
@@ -76,29 +74,8 @@ export async function runInvite(options: InviteOptions): Promise<InviteResult> {
   }
 }
 
-/**
- * What an invite needs of a node: the short-lived pairing node of `peerup invite`, or a running
- * daemon's runtime (`POST /v1/invite`), so that its daemon takes the new peer at once.
- */
-export interface PairingHost {
-  node: PeerupLibp2p
-  config: NodeConfig
-  configFile: string
-  peerId: string
-  authorizedKeysFile: string
-  authorized: { reloadFromFile(): Promise<unknown> }
-  supervisor: {
-    waitForReservation(signal?: AbortSignal): Promise<void>
-    status(): RelayState[]
-    onUpdate(listener: (state: RelayState) => void): () => void
-  }
-  /** Lets the joiner (unknown, on a relayed connection) in until the returned function is called. */
-  admitJoiners(): () => void
-  /** The open, unlimited connection to a relay, if there is one. */
-  relayConnection(relayPeerId: string): Connection | undefined
-}
+export type { PairingHost } from './node.ts'
 
-/** Options of {@link inviteOn}. */
 export interface InviteOnOptions extends Omit<InviteOptions, 'configFile'> {
   /** Pairing attempts go to the audit log through it. */
   observer?: Observer
@@ -143,7 +120,7 @@ export async function inviteOn(pn: PairingHost, options: InviteOnOptions): Promi
       },
     ),
     exchanges,
-    new JoinerAdmission({ host: pn }),
+    joinerAdmission(pn),
   ]
   await startAll(components)
   try {
@@ -267,49 +244,22 @@ function inviteSession(
       })
       // Gating reads the set, not the file: the joiner may now open the connection it needs.
       await pn.authorized.reloadFromFile()
-      const sponsored = await sponsor(pn, relayPeerId, joiner)
-      if (sponsored?.ok !== true) {
+      const sponsored = await askOwnRelay(
+        pn,
+        relayPeerId,
+        { type: 'sponsor', peer: joiner.peerId, ...(joiner.name === undefined ? {} : { name: joiner.name }) },
+        'the inviter lost its connection to the relay',
+      )
+      if (!sponsored.ok) {
         options.log.warn('the relay did not authorize the joiner', {
           peer: joiner.peerId,
-          reason: sponsored?.reason,
+          reason: sponsored.reason,
         })
       }
-      onResult({ peerId: trusted.peerId, name: trusted.name, sponsored: sponsored ?? { ok: false } })
+      onResult({ peerId: trusted.peerId, name: trusted.name, sponsored })
       return { ...(options.name === undefined ? {} : { name: options.name }), sponsored }
     },
   })
-}
-
-/** Asks the relay to authorize `joiner` (sponsoring); says why not when it does not. */
-async function sponsor(
-  pn: PairingHost,
-  relayPeerId: string,
-  joiner: Joiner,
-): Promise<AcceptExtras['sponsored']> {
-  const conn = pn.relayConnection(relayPeerId)
-  if (conn === undefined) {
-    return { ok: false, reason: 'the inviter lost its connection to the relay' }
-  }
-  try {
-    const answer = await askRelay(conn, {
-      type: 'sponsor',
-      peer: joiner.peerId,
-      ...(joiner.name === undefined ? {} : { name: joiner.name }),
-    })
-    return answer.ok ? { ok: true } : { ok: false, reason: answer.reason ?? 'refused' }
-  } catch (err) {
-    const message =
-      (err as Error).name === 'UnsupportedProtocolError'
-        ? 'the relay does not support sponsoring'
-        : (err as Error).message
-    return { ok: false, reason: message }
-  }
-}
-
-/** What the components of an invite use. */
-interface InviteComponents {
-  host: PairingHost
-  log: Logger
 }
 
 /** Settings of {@link RelayInvite}. */
@@ -331,38 +281,38 @@ interface RelayInviteInit {
  * likelier to be refused, and one that does not take `invite-spent` says "no invite open" instead.
  */
 class RelayInvite implements Component {
-  readonly #components: InviteComponents
+  readonly #components: { host: PairingHost; log: Logger }
   readonly #init: RelayInviteInit
 
-  constructor(components: InviteComponents, init: RelayInviteInit) {
+  constructor(components: { host: PairingHost; log: Logger }, init: RelayInviteInit) {
     this.#components = components
     this.#init = init
   }
 
-  /** Registers the invite. */
   async start(): Promise<void> {
-    const { host, log } = this.#components
-    const answer = await tellRelay(host, this.#init.relayPeerId, {
+    const answer = await this.#tell({
       type: 'invite-open',
       ttl_ms: Math.max(this.#init.expires.getTime() - Date.now(), 1),
     })
     if (!answer.ok) {
-      log.warn('the relay did not register the invite; a joiner it does not know may be refused', {
-        reason: answer.reason,
-      })
+      this.#components.log.warn(
+        'the relay did not register the invite; a joiner it does not know may be refused',
+        { reason: answer.reason },
+      )
     }
   }
 
-  /** Ends it, and says whether its code was spent. */
   async stop(): Promise<void> {
-    const { host } = this.#components
-    const { relayPeerId, expires, spentId } = this.#init
-    await tellRelay(host, relayPeerId, { type: 'invite-close' })
+    await this.#tell({ type: 'invite-close' })
     const reason = this.#init.spent()
-    const left = expires.getTime() - Date.now()
+    const left = this.#init.expires.getTime() - Date.now()
     if (reason !== undefined && left > 0) {
-      await tellRelay(host, relayPeerId, { type: 'invite-spent', code: spentId, reason, ttl_ms: left })
+      await this.#tell({ type: 'invite-spent', code: this.#init.spentId, reason, ttl_ms: left })
     }
+  }
+
+  #tell(request: RelayAdminRequest): Promise<{ ok: boolean; reason?: string }> {
+    return askOwnRelay(this.#components.host, this.#init.relayPeerId, request, 'no connection to the relay')
   }
 }
 
@@ -371,12 +321,15 @@ class RelayInvite implements Component {
  * the exchanges still running and removes it.
  */
 class InviteExchanges implements Component {
-  readonly #components: InviteComponents & { observer: Observer }
+  readonly #components: { host: PairingHost; log: Logger; observer: Observer }
   readonly #session: InviteSession
   readonly #running = new Set<Promise<void>>()
   #controller = new AbortController()
 
-  constructor(components: InviteComponents & { observer: Observer }, init: { session: InviteSession }) {
+  constructor(
+    components: { host: PairingHost; log: Logger; observer: Observer },
+    init: { session: InviteSession },
+  ) {
     this.#components = components
     this.#session = init.session
   }
@@ -386,7 +339,6 @@ class InviteExchanges implements Component {
     await Promise.allSettled([...this.#running])
   }
 
-  /** Answers the invite protocol. */
   async start(): Promise<void> {
     const { host, log, observer } = this.#components
     this.#controller = new AbortController()
@@ -421,7 +373,6 @@ class InviteExchanges implements Component {
     )
   }
 
-  /** Aborts the exchanges still running and stops answering. */
   async stop(): Promise<void> {
     this.#controller.abort()
     await this.#components.host.node.unhandle(INVITE_PROTOCOL).catch(() => {})
@@ -429,45 +380,40 @@ class InviteExchanges implements Component {
 }
 
 /** Lets the joiner, a peer nobody could have authorized yet, in over a relay while the code is open. */
-class JoinerAdmission implements Component {
-  readonly #host: PairingHost
-  #close: (() => void) | undefined
-
-  constructor(components: { host: PairingHost }) {
-    this.#host = components.host
-  }
-
-  /** Admits joiners. */
-  start(): void {
-    this.#close = this.#host.admitJoiners()
-  }
-
-  /** Stops admitting them. */
-  stop(): void {
-    this.#close?.()
-    this.#close = undefined
+function joinerAdmission(host: PairingHost): Component {
+  let close: (() => void) | undefined
+  return {
+    start: () => {
+      close = host.admitJoiners()
+    },
+    stop: () => close?.(),
   }
 }
 
 /**
- * Tells the relay that an invite opens or closes, or that its code is spent; never throws. A relay from before invites
- * were registered answers "unsupported protocol" only for the whole relay-admin protocol, and
- * lets strangers through anyway.
+ * Asks the relay `pn` holds a connection to (`noConnection` says why not when it holds none); never
+ * throws. A relay from before invites were registered answers "unsupported protocol" only for the
+ * whole relay-admin protocol, and lets strangers through anyway.
  */
-async function tellRelay(
+async function askOwnRelay(
   pn: PairingHost,
   relayPeerId: string,
-  request: Extract<RelayAdminRequest, { type: 'invite-open' | 'invite-close' | 'invite-spent' }>,
+  request: RelayAdminRequest,
+  noConnection: string,
 ): Promise<{ ok: boolean; reason?: string }> {
   const conn = pn.relayConnection(relayPeerId)
   if (conn === undefined) {
-    return { ok: false, reason: 'no connection to the relay' }
+    return { ok: false, reason: noConnection }
   }
   try {
     const answer = await askRelay(conn, request)
     return answer.ok ? { ok: true } : { ok: false, reason: answer.reason ?? 'refused' }
   } catch (err) {
-    return { ok: false, reason: (err as Error).message }
+    const unsupported = request.type === 'sponsor' && (err as Error).name === 'UnsupportedProtocolError'
+    return {
+      ok: false,
+      reason: unsupported ? 'the relay does not support sponsoring' : (err as Error).message,
+    }
   }
 }
 
@@ -475,38 +421,22 @@ async function tellRelay(
 const HANG_UP_WAIT_MS = 2_000
 
 /** Resolves once `connection` has closed, or after `ms`. */
-function hungUp(connection: Connection, ms: number): Promise<void> {
-  if (connection.status !== 'open') {
-    return Promise.resolve()
+async function hungUp(connection: Connection, ms: number): Promise<void> {
+  if (connection.status === 'open') {
+    await once(connection, 'close', { signal: AbortSignal.timeout(ms) }).catch(() => {})
   }
-  return new Promise<void>((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer)
-      connection.removeEventListener('close', done)
-      resolve()
-    }
-    const timer = setTimeout(done, ms)
-    connection.addEventListener('close', done)
-  })
 }
 
-function raceSignals<T>(promise: Promise<T>, signals: AbortSignal[]): Promise<T> {
+/** `promise`, or a rejection with the reason of the first of `signals` to abort. */
+async function raceSignals<T>(promise: Promise<T>, signals: AbortSignal[]): Promise<T> {
   const any = AbortSignal.any(signals)
-  if (any.aborted) {
-    return Promise.reject(any.reason)
+  const aborted = Promise.withResolvers<never>()
+  const onAbort = (): void => aborted.reject(any.reason)
+  any.addEventListener('abort', onAbort, { once: true })
+  try {
+    any.throwIfAborted()
+    return await Promise.race([promise, aborted.promise])
+  } finally {
+    any.removeEventListener('abort', onAbort)
   }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(any.reason)
-    any.addEventListener('abort', onAbort, { once: true })
-    promise.then(
-      (v) => {
-        any.removeEventListener('abort', onAbort)
-        resolve(v)
-      },
-      (e: unknown) => {
-        any.removeEventListener('abort', onAbort)
-        reject(e)
-      },
-    )
-  })
 }

@@ -3,13 +3,7 @@
  * src/invite/protocol.ts on one stream against a {@link CodeBook} that knows the codes (one for
  * `peerup invite`, many for a relay's group codes). {@link InviteSession} is the book of one
  * `peerup invite`: a single-use code that refuses itself once expired by *this* machine's clock,
- * and says who joined.
- *
- * Only a wrong proof against the real code id counts against a code, as {@link WrongProofs}
- * counts it: {@link MAX_FAILED_PROOFS} from one peer shut that peer out while the code stays open
- * for the others, {@link MAX_FAILED_PROOFS_PER_CODE} in all burn it. A hello naming a code id
- * that is not there is refused as `unknown-code` and counts for nothing, however often it comes:
- * anyone who knows the inviter's peer id and relay can send one.
+ * and says who joined. What counts against a code is {@link WrongProofs}'s rule.
  *
  * @packageDocumentation
  */
@@ -31,6 +25,7 @@ import {
   proofMac,
   type RefusalReason,
   STEP_TIMEOUT_MS,
+  type TokenKeys,
 } from './protocol.ts'
 
 /** What the accept message carries besides the MAC. */
@@ -70,7 +65,6 @@ export class WrongProofs {
     this.#total = total
   }
 
-  /** Wrong proofs in all. */
   get total(): number {
     return this.#total
   }
@@ -80,7 +74,6 @@ export class WrongProofs {
     return this.#byPeer.size
   }
 
-  /** Whether the code has burned for everyone. */
   get burned(): boolean {
     return this.#total >= MAX_FAILED_PROOFS_PER_CODE
   }
@@ -120,7 +113,6 @@ export interface CodeBook<E> {
   release(entry: E): void
 }
 
-/** Options of {@link answerPairing}. */
 export interface AnswerOptions<E> {
   localPeerId: string
   book: CodeBook<E>
@@ -128,7 +120,6 @@ export interface AnswerOptions<E> {
   /** Pairing attempts go to the audit log through it; `role` says who answered. */
   observer?: Observer
   role?: 'inviter' | 'relay'
-  now?: () => Date
   signal?: AbortSignal
 }
 
@@ -140,8 +131,11 @@ export async function answerPairing<E>(
 ): Promise<void> {
   const framed = new Framed(stream)
   const joiner = connection.remotePeer.toString()
-  const now = options.now ?? (() => new Date())
   const { log, book } = options
+  const audit = (
+    outcome: 'paired' | 'refused' | 'failed',
+    fields: { name?: string; reason?: string },
+  ): void => options.observer?.pairing({ role: options.role ?? 'inviter', outcome, peer: joiner, ...fields })
   let held: E | undefined
   let judged = false
   try {
@@ -153,22 +147,13 @@ export async function answerPairing<E>(
       await framed.refuse('bad-message')
       return
     }
-    const opened = book.open(hello.code, joiner, now())
+    const opened = book.open(hello.code, joiner, new Date())
     if (!opened.ok) {
       const fields = { peer: joiner, reason: opened.reason, remaining: opened.remaining }
       // Any stranger can name a code that is not there, as often as it likes: a line for the
       // logs, not a warning in the inviter's terminal. Everything else needed the real code id.
-      if (opened.reason === 'unknown-code') {
-        log.info('pairing refused', fields)
-      } else {
-        log.warn('pairing refused', fields)
-      }
-      options.observer?.pairing({
-        role: options.role ?? 'inviter',
-        outcome: 'refused',
-        peer: joiner,
-        reason: opened.reason,
-      })
+      log[opened.reason === 'unknown-code' ? 'info' : 'warn']('pairing refused', fields)
+      audit('refused', { reason: opened.reason })
       await framed.refuse(opened.reason, opened.remaining)
       return
     }
@@ -186,12 +171,7 @@ export async function answerPairing<E>(
       // The audit tells the three apart: one more wrong proof, this peer shut out, the code gone.
       const outcome = burned ? 'burned' : remaining === 0 ? 'shut-out' : 'wrong-proof'
       log.warn('wrong pairing proof', { peer: joiner, remaining, outcome })
-      options.observer?.pairing({
-        role: options.role ?? 'inviter',
-        outcome: 'refused',
-        peer: joiner,
-        reason: outcome,
-      })
+      audit('refused', { reason: outcome })
       await framed.refuse(remaining === 0 ? 'burned' : 'wrong-proof', remaining)
       return
     }
@@ -201,12 +181,7 @@ export async function answerPairing<E>(
       extras = await book.accept(opened.entry, accepted)
     } catch (err) {
       log.error('pairing failed after the proof', { peer: joiner, error: err as Error })
-      options.observer?.pairing({
-        role: options.role ?? 'inviter',
-        outcome: 'failed',
-        peer: joiner,
-        reason: (err as Error).name,
-      })
+      audit('failed', { reason: (err as Error).name })
       await framed.refuse(
         err instanceof CodeExpiredError ? 'expired' : err instanceof CodeUsedError ? 'used' : 'failed',
       )
@@ -214,12 +189,7 @@ export async function answerPairing<E>(
     }
     await framed.send({ type: 'accept', mac: proofMac(opened.key, 'inviter', ids, nonces), ...extras })
     log.info('peer paired', { peer: joiner, name: accepted.name })
-    options.observer?.pairing({
-      role: options.role ?? 'inviter',
-      outcome: 'paired',
-      peer: joiner,
-      ...(accepted.name === undefined ? {} : { name: accepted.name }),
-    })
+    audit('paired', accepted.name === undefined ? {} : { name: accepted.name })
     // The joiner says `done` when it has written its side (for a group: when it stops waiting
     // for the others); it may also just go away. Either ends the introductions.
     const ended = new AbortController()
@@ -247,7 +217,6 @@ export async function answerPairing<E>(
   }
 }
 
-/** Options of {@link InviteSession}. */
 export interface InviteSessionOptions {
   token: Uint8Array
   expires: Date
@@ -268,22 +237,15 @@ export type InviteState = 'open' | 'busy' | 'used' | 'burned'
 
 /** The code book of a single-use invite. */
 export class InviteSession implements CodeBook<'invite'> {
-  readonly #codeId: string
-  readonly #key: Uint8Array
-  readonly #expires: Date
-  readonly #onJoin: InviteSessionOptions['onJoin']
-  readonly #onShutOut: InviteSessionOptions['onShutOut']
+  readonly #options: InviteSessionOptions
+  readonly #keys: TokenKeys
   #state: InviteState = 'open'
   readonly #wrong = new WrongProofs()
   readonly #joined = Promise.withResolvers<Joiner>()
 
   constructor(options: InviteSessionOptions) {
-    const keys = deriveKeys(options.token)
-    this.#codeId = keys.codeId
-    this.#key = keys.key
-    this.#expires = options.expires
-    this.#onJoin = options.onJoin
-    this.#onShutOut = options.onShutOut
+    this.#options = options
+    this.#keys = deriveKeys(options.token)
     // Nobody may be awaiting it yet: a burned code rejects it before `joined` is read.
     this.#joined.promise.catch(() => {})
   }
@@ -301,14 +263,13 @@ export class InviteSession implements CodeBook<'invite'> {
   open(codeId: string, joiner: string, now: Date): Opened<'invite'> {
     // Before anything else: whoever does not know the code id learns nothing of this code's state
     // from the answer, and costs it nothing (a 64-bit id derived from the token is not guessed online).
-    if (codeId !== this.#codeId) return { ok: false, reason: 'unknown-code' }
-    if (this.#state === 'used') return { ok: false, reason: 'used' }
-    if (this.#state === 'burned') return { ok: false, reason: 'burned' }
-    if (now.getTime() >= this.#expires.getTime()) return { ok: false, reason: 'expired' }
+    if (codeId !== this.#keys.codeId) return { ok: false, reason: 'unknown-code' }
+    if (this.#state === 'used' || this.#state === 'burned') return { ok: false, reason: this.#state }
+    if (now.getTime() >= this.#options.expires.getTime()) return { ok: false, reason: 'expired' }
     if (this.#wrong.shutOut(joiner)) return { ok: false, reason: 'burned', remaining: 0 }
     if (this.#state === 'busy') return { ok: false, reason: 'busy' }
     this.#state = 'busy'
-    return { ok: true, entry: 'invite', key: this.#key }
+    return { ok: true, entry: 'invite', key: this.#keys.key }
   }
 
   fail(_entry: 'invite', joiner: string): ProofFailure {
@@ -327,20 +288,20 @@ export class InviteSession implements CodeBook<'invite'> {
     }
     this.#state = 'open'
     if (failure.remaining === 0) {
-      this.#onShutOut?.(joiner)
+      this.#options.onShutOut?.(joiner)
     }
     return failure
   }
 
   async accept(_entry: 'invite', joiner: Joiner): Promise<AcceptExtras> {
-    if (Date.now() >= this.#expires.getTime()) {
+    if (Date.now() >= this.#options.expires.getTime()) {
       this.#state = 'open'
       throw new CodeExpiredError('the code expired during the exchange')
     }
     // Used from here on, even if writing fails below: a code is never good twice.
     this.#state = 'used'
     try {
-      const extras = await this.#onJoin(joiner)
+      const extras = await this.#options.onJoin(joiner)
       this.#joined.resolve(joiner)
       return extras
     } catch (err) {

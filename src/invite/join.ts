@@ -10,7 +10,7 @@
 
 import * as path from 'node:path'
 import type { Stream } from '@libp2p/interface'
-import { multiaddr } from '@multiformats/multiaddr'
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { initNode, removeMade } from '../config/init.ts'
 import { loadNodeConfig } from '../config/load.ts'
 import { addRelay, relayPeerId } from '../config/ops.ts'
@@ -27,7 +27,6 @@ import { type Trusted, trustPeer } from './trust.ts'
 /** Where the joiner's node lives: an existing config, or a directory to create one in. */
 export type JoinTarget = { configFile: string } | { createIn: string }
 
-/** Options of {@link runJoin}. */
 export interface JoinOptions {
   code: InviteCode
   target: JoinTarget
@@ -114,28 +113,18 @@ async function pairFrom(
     progress(
       code.kind === 'group' ? 'connecting to the relay…' : 'connecting to the inviter through the relay…',
     )
-    let stream: Stream
-    try {
-      stream = await pn.node.dialProtocol(to, INVITE_PROTOCOL, {
-        ...INVITE_STREAM_OPTIONS,
-        signal: AbortSignal.any([options.signal, AbortSignal.timeout(STEP_TIMEOUT_MS * 2)]),
-      })
-    } catch (err) {
+    const fail = async (err: unknown): Promise<never> => {
       options.signal.throwIfAborted()
-      throw await spentOr(pn, code, explainJoinDial(code, err), options.signal)
+      throw await spentOr(pn, code, err, options.signal)
     }
-    const proved = await proveAndTrust(pn, stream, options, audit.observer, onAccepted).catch(
-      async (err: unknown) => {
-        options.signal.throwIfAborted()
-        throw await spentOr(pn, code, err, options.signal)
-      },
+    const stream = await dialInvite(pn, to, options.signal, STEP_TIMEOUT_MS * 2).catch((err: unknown) =>
+      fail(explainJoinDial(code, err)),
     )
+    const proved = await proveAndTrust(pn, stream, options, audit.observer, onAccepted).catch(fail)
     // The limited circuit has done its job; the next connection (from a new process) is a full one.
     await stream.close().catch(() => {})
-    for (const c of pn.node.getConnections()) {
-      if (c.limits !== undefined) {
-        await c.close().catch(() => {})
-      }
+    for (const c of pn.node.getConnections().filter((c) => c.limits !== undefined)) {
+      await c.close().catch(() => {})
     }
     return { configFile, created, peerId: pn.peerId, ...proved }
   } finally {
@@ -276,14 +265,19 @@ async function spentOr(
     return err
   }
   try {
-    const stream = await pn.node.dialProtocol(multiaddr(relayMultiaddr(code)), INVITE_PROTOCOL, {
-      ...INVITE_STREAM_OPTIONS,
-      signal: AbortSignal.any([signal, AbortSignal.timeout(STEP_TIMEOUT_MS)]),
-    })
+    const stream = await dialInvite(pn, multiaddr(relayMultiaddr(code)), signal, STEP_TIMEOUT_MS)
     return (await askSpent(stream, code.token, signal)) ?? err
   } catch {
     return err
   }
+}
+
+/** Opens `/peerup/invite/1.0.0` to `to` (on a limited circuit too), within `timeoutMs`. */
+function dialInvite(pn: PairingNode, to: Multiaddr, signal: AbortSignal, timeoutMs: number): Promise<Stream> {
+  return pn.node.dialProtocol(to, INVITE_PROTOCOL, {
+    ...INVITE_STREAM_OPTIONS,
+    signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]),
+  })
 }
 
 function explainJoinDial(code: InviteCode, err: unknown): Error {
@@ -310,6 +304,5 @@ function explainJoinDial(code: InviteCode, err: unknown): Error {
       cause: err,
     })
   }
-  const explained = explainDialFailure(code.kind === 'group' ? code.relayPeerId : code.inviterPeerId, err)
-  return explained
+  return explainDialFailure(code.kind === 'group' ? code.relayPeerId : code.inviterPeerId, err)
 }

@@ -26,10 +26,8 @@ import {
   proofMac,
 } from './protocol.ts'
 
-/** The inviter's accept. */
 export type Accept = Extract<PairingMessage, { type: 'accept' }>
 
-/** Options of {@link proveToken}. */
 export interface ProveOptions {
   localPeerId: string
   /** The inviter (the relay, for a group code), as authenticated by the connection. */
@@ -46,7 +44,6 @@ export interface ProveOptions {
   onMember?: (member: GroupMember) => Promise<void>
   /** A relay group: wait for the group to fill (default), or return right after joining. */
   waitForGroup?: boolean
-  /** How long to wait for the group at most. */
   groupWaitMs?: number
 }
 
@@ -57,13 +54,13 @@ export async function proveToken(
 ): Promise<{ accept: Accept; complete: boolean }> {
   const framed = new Framed(stream)
   const { codeId, key } = deriveKeys(options.token)
-  const signal = options.signal
+  const { signal, answeredBy = 'inviter' } = options
   try {
     const nonces = { joiner: freshNonce(), inviter: '' }
     await framed.send({ type: 'hello', v: PAIRING_VERSION, code: codeId, nonce: nonces.joiner }, signal)
     const challenge = await framed.read(['challenge'], { signal })
     if (challenge.type === 'error') {
-      throw refusal(challenge.reason, challenge.remaining, options.answeredBy ?? 'inviter')
+      throw refusal(challenge.reason, challenge.remaining, answeredBy)
     }
     nonces.inviter = challenge.nonce
     const ids = { inviter: options.remotePeerId, joiner: options.localPeerId }
@@ -77,7 +74,7 @@ export async function proveToken(
     )
     const accept = await framed.read(['accept'], { signal })
     if (accept.type === 'error') {
-      throw refusal(accept.reason, accept.remaining, options.answeredBy ?? 'inviter')
+      throw refusal(accept.reason, accept.remaining, answeredBy)
     }
     if (!macEquals(accept.mac, proofMac(key, 'inviter', ids, nonces))) {
       throw new PairingProofError('the other side did not prove it knows the code: nothing was written', {
@@ -90,21 +87,17 @@ export async function proveToken(
       const deadline = AbortSignal.timeout(options.groupWaitMs ?? 3_600_000)
       const waitSignal = signal === undefined ? deadline : AbortSignal.any([signal, deadline])
       for (;;) {
-        let m: Awaited<ReturnType<typeof framed.read<'member' | 'complete'>>>
-        try {
-          m = await framed.read(['member', 'complete'], { signal: waitSignal, timeoutMs: 2 ** 31 - 1 })
-        } catch (err) {
-          if (waitSignal.aborted) {
-            break
-          }
-          throw err
-        }
-        if (m.type === 'error') {
-          // The group stopped (expired, revoked): who joined so far is written already.
-          break
-        }
-        if (m.type === 'complete') {
-          complete = true
+        const m = await framed
+          .read(['member', 'complete'], { signal: waitSignal, timeoutMs: 2 ** 31 - 1 })
+          .catch((err: unknown) => {
+            if (!waitSignal.aborted) {
+              throw err
+            }
+          })
+        // The wait is over, the group is complete, or it stopped (expired, revoked): who joined so
+        // far is written already.
+        if (m?.type !== 'member') {
+          complete = m?.type === 'complete'
           break
         }
         await options.onMember?.({ peerId: m.peerId, ...(m.name === undefined ? {} : { name: m.name }) })
@@ -142,12 +135,13 @@ export async function askSpent(
 
 /** The error for a refusal; `reason` is any word, since a newer peerup may send one this build does not know. */
 function refusal(reason: string, remaining: number | undefined, by: 'inviter' | 'relay'): Error {
+  const askOperator = 'ask the relay operator for a new code (`peerup relay pair`)'
   switch (reason) {
     case 'unknown-code':
       return by === 'relay'
         ? new UnknownCodeError(
             "the relay has no group code like this one: it is another relay's, or the relay lost its pairing state",
-            { hint: 'ask the relay operator for a new code (`peerup relay pair`)' },
+            { hint: askOperator },
           )
         : new UnknownCodeError(
             "the inviter has no open invite with this code: it expired, was used, or is another invite's",
@@ -163,16 +157,13 @@ function refusal(reason: string, remaining: number | undefined, by: 'inviter' | 
       )
     case 'burned':
       return new CodeUsedError(`the ${by} refuses this code now: too many wrong proofs were made with it`, {
-        hint:
-          by === 'relay'
-            ? 'ask the relay operator for a new code (`peerup relay pair`)'
-            : 'ask the inviter for a new code (`peerup invite`)',
+        hint: by === 'relay' ? askOperator : 'ask the inviter for a new code (`peerup invite`)',
       })
     case 'used':
       return new CodeUsedError('this code was used already: a code pairs one machine, once', {
         hint:
           by === 'relay'
-            ? 'ask the relay operator for a new code (`peerup relay pair`)'
+            ? askOperator
             : 'ask the inviter for a new code (`peerup invite`); if this machine did not use it, someone else did, and `peerup auth list` there shows who',
       })
     case 'expired':

@@ -18,10 +18,9 @@ import { loadNodeConfig, resolveIn } from '../config/load.ts'
 import type { NodeConfig } from '../config/schema.ts'
 import type { Logger } from '../log/index.ts'
 import { createPeerupNode, type PeerupLibp2p } from '../p2p/node.ts'
-import { ReservationSupervisor } from '../p2p/reservations.ts'
+import { type RelayState, ReservationSupervisor } from '../p2p/reservations.ts'
 import { type Component, componentName, startAll, stopAll } from '../util/components.ts'
 
-/** Options of {@link startPairingNode}. */
 export interface PairingNodeOptions {
   configFile: string
   log: Logger
@@ -29,27 +28,46 @@ export interface PairingNodeOptions {
   reserve: boolean
 }
 
-/** A running pairing node. */
-export interface PairingNode {
+/**
+ * What an invite needs of a node: the short-lived pairing node of `peerup invite`, or a running
+ * daemon's runtime (`POST /v1/invite`), so that its daemon takes the new peer at once.
+ */
+export interface PairingHost {
   node: PeerupLibp2p
   config: NodeConfig
-  dir: string
   configFile: string
   peerId: string
   authorizedKeysFile: string
-  authorized: AuthorizedPeers
-  supervisor: ReservationSupervisor
-  /**
-   * Admits unknown peers on relayed connections until the returned function is called (the
-   * inviter calls it while its code is open).
-   */
+  authorized: { reloadFromFile(): Promise<unknown> }
+  supervisor: {
+    waitForReservation(signal?: AbortSignal): Promise<void>
+    status(): RelayState[]
+    onUpdate(listener: (state: RelayState) => void): () => void
+  }
+  /** Lets the joiner (unknown, on a relayed connection) in until the returned function is called. */
   admitJoiners(): () => void
   /** The open, unlimited connection to a relay, if there is one. */
   relayConnection(relayPeerId: string): Connection | undefined
+}
+
+/** A running pairing node; the inviter admits joiners while its code is open. */
+export type PairingNode = PairingHost & {
+  dir: string
+  authorized: AuthorizedPeers
+  supervisor: ReservationSupervisor
   stop(): Promise<void>
 }
 
-/** Starts the node. */
+/** The open, unlimited (not relayed) connection of `node` to `peerId`, if there is one. */
+export function unlimitedConnection(
+  node: Pick<PeerupLibp2p, 'getConnections'>,
+  peerId: string,
+): Connection | undefined {
+  return node
+    .getConnections()
+    .find((c) => c.remotePeer.toString() === peerId && c.status === 'open' && c.limits === undefined)
+}
+
 export async function startPairingNode(options: PairingNodeOptions): Promise<PairingNode> {
   const { config, dir, file } = await loadNodeConfig(options.configFile)
   const log = options.log
@@ -58,7 +76,8 @@ export async function startPairingNode(options: PairingNodeOptions): Promise<Pai
   const authorizedKeysFile = resolveIn(dir, config.security.authorized_keys_file)
   // Loaded when it starts, first of the components below.
   const authorized = new AuthorizedPeers([], authorizedKeysFile)
-  let admitting = 0
+  // One token per invite that admits joiners now.
+  const admitting = new Set<object>()
   const gating = config.security.enable_connection_gating
   const gater = {
     denyInboundEncryptedConnection: (peer: PeerId, maConn: MultiaddrConnection): boolean => {
@@ -66,8 +85,7 @@ export async function startPairingNode(options: PairingNodeOptions): Promise<Pai
       if (!gating || authorized.has(id)) {
         return false
       }
-      const relayed = maConn.remoteAddr.toString().includes('/p2p-circuit')
-      if (admitting > 0 && relayed) {
+      if (admitting.size > 0 && maConn.remoteAddr.toString().includes('/p2p-circuit')) {
         log.debug('admitting a peer to pair', { peer: id })
         return false
       }
@@ -101,21 +119,11 @@ export async function startPairingNode(options: PairingNodeOptions): Promise<Pai
     authorized,
     supervisor,
     admitJoiners: () => {
-      admitting++
-      let done = false
-      return () => {
-        if (!done) {
-          done = true
-          admitting--
-        }
-      }
+      const token = {}
+      admitting.add(token)
+      return () => admitting.delete(token)
     },
-    relayConnection: (relayPeerId) =>
-      node
-        .getConnections()
-        .find(
-          (c) => c.remotePeer.toString() === relayPeerId && c.status === 'open' && c.limits === undefined,
-        ),
+    relayConnection: (relayPeerId) => unlimitedConnection(node, relayPeerId),
     stop: () =>
       stopAll(components, (err, c) =>
         log.warn('stopping the pairing node failed', { component: componentName(c), error: err as Error }),

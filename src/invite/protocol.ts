@@ -29,7 +29,6 @@ import { lpStream } from '@libp2p/utils'
 import { z } from 'zod'
 import { PairingProtocolError } from './errors.ts'
 
-/** The protocol id. */
 export const INVITE_PROTOCOL = '/peerup/invite/1.0.0'
 
 /** Protocol version inside the hello. */
@@ -74,26 +73,23 @@ const peerName = z.string().max(63)
 const peerIdText = z.string().min(1).max(128)
 
 /** Why a side refused. */
-export const REFUSAL_REASONS = [
+export type RefusalReason =
   /** The hello named a code this side does not have (open or not): it counts as nothing. */
-  'unknown-code',
-  'wrong-proof',
-  'burned',
-  'used',
-  'expired',
-  'busy',
-  'revoked',
-  'bad-message',
-  'failed',
-] as const
+  | 'unknown-code'
+  | 'wrong-proof'
+  | 'burned'
+  | 'used'
+  | 'expired'
+  | 'busy'
+  | 'revoked'
+  | 'bad-message'
+  | 'failed'
 
-/** One of {@link REFUSAL_REASONS}. */
-export type RefusalReason = (typeof REFUSAL_REASONS)[number]
-
-const member = z.strictObject({ peerId: peerIdText, name: peerName.optional() })
+/** A member of a relay group, as the relay introduces it (and lists it: src/invite/relay-admin.ts). */
+export const groupMember = z.strictObject({ peerId: peerIdText, name: peerName.optional() })
 
 /** A member of a relay group, as the relay introduces it. */
-export type GroupMember = z.infer<typeof member>
+export type GroupMember = z.infer<typeof groupMember>
 
 const messages = {
   hello: z.strictObject({
@@ -115,16 +111,16 @@ const messages = {
       .strictObject({
         id: z.string().max(64),
         size: z.number().int().min(1).max(1000),
-        members: z.array(member).max(1000),
+        members: z.array(groupMember).max(1000),
       })
       .optional(),
   }),
-  member: z.strictObject({ type: z.literal('member'), ...member.shape }),
+  member: z.strictObject({ type: z.literal('member'), ...groupMember.shape }),
   complete: z.strictObject({ type: z.literal('complete') }),
   done: z.strictObject({ type: z.literal('done') }),
   error: z.strictObject({
     type: z.literal('error'),
-    // Any plain word, not only the REFUSAL_REASONS this build knows: a reason a newer peerup
+    // Any plain word, not only the RefusalReasons this build knows: a reason a newer peerup
     // adds then reads as a refusal, named, instead of as a malformed message (as `unknown-code`
     // does to a build from before it).
     reason: z.string().regex(/^[a-z0-9-]{1,32}$/),
@@ -143,7 +139,6 @@ type MessageOf<T extends PairingMessage['type']> = Extract<PairingMessage, { typ
 export interface TokenKeys {
   /** Names the code on the wire; reveals nothing about the key. */
   codeId: string
-  /** The MAC key. */
   key: Uint8Array
   /**
    * Names the code to its relay once the code is spent (used, or burned): the inviter tells the
@@ -196,7 +191,6 @@ export class Framed {
     this.#lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES, maxBufferSize: 4 * MAX_MESSAGE_BYTES })
   }
 
-  /** Sends one message. */
   async send(message: PairingMessage, signal?: AbortSignal): Promise<void> {
     const bytes = new TextEncoder().encode(JSON.stringify(message))
     if (bytes.length > MAX_MESSAGE_BYTES) {
@@ -261,9 +255,12 @@ export class Framed {
   }
 
   /** Closes the stream for writing, then entirely; never throws. */
-  async close(): Promise<void> {
-    await this.stream
-      .close({ signal: AbortSignal.timeout(2_000) })
-      .catch(() => this.stream.abort(new Error('closed')))
+  close(): Promise<void> {
+    return closeStream(this.stream)
   }
+}
+
+/** Closes `stream` for writing, then entirely (aborting it when that takes over 2 s); never throws. */
+export async function closeStream(stream: Stream): Promise<void> {
+  await stream.close({ signal: AbortSignal.timeout(2_000) }).catch(() => stream.abort(new Error('closed')))
 }

@@ -6,17 +6,14 @@
  *   records `sponsor=<caller>` and applies its `security.sponsoring` policy.
  * - `members`: the members of the relay groups I belong to, so a member that missed an
  *   introduction (it was offline when others joined) can catch up.
- * - `invite-open { ttl_ms }` / `invite-close`: I wait for a joiner now / no longer. Only while a
- *   member has an invite open may a peer the relay does not know open a circuit to it, and a
- *   `sponsor` is accepted (by default) only for a peer whose circuit the relay carried to the
- *   member during that invite (docs/decisions/0004-strangers.md).
+ * - `invite-open { ttl_ms }` / `invite-close`: I wait for a joiner now / no longer; only meanwhile
+ *   may a stranger reach me through the relay, and be sponsored (src/relay/invites.ts).
  * - `invite-spent { code, reason, ttl_ms }`: my invite's code was used (or burned); `code` is its
- *   spent id (src/invite/protocol.ts `deriveKeys`), never its code id. Until the code would have
- *   expired, the relay answers a hello naming that id with `reason`, so a joiner that finds no
- *   invite open learns that the code was used (src/relay/invites.ts).
+ *   spent id (src/invite/protocol.ts `deriveKeys`), never its code id, and until the code would
+ *   have expired the relay says so to a joiner that asks (src/relay/invites.ts).
  *
  * One request, one answer, each a length-prefixed JSON frame under {@link MAX_MESSAGE_BYTES}.
- * The wire contract lives here; the relay's side is src/relay/pairing.ts.
+ * The wire contract lives here; the relay's side is src/relay/sponsoring.ts.
  *
  * @packageDocumentation
  */
@@ -25,39 +22,33 @@ import type { Connection } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { z } from 'zod'
 import { PairingProtocolError } from './errors.ts'
-import { MAX_MESSAGE_BYTES, STEP_TIMEOUT_MS } from './protocol.ts'
+import { closeStream, groupMember, MAX_MESSAGE_BYTES, STEP_TIMEOUT_MS } from './protocol.ts'
 
-/** The protocol id. */
 export const RELAY_ADMIN_PROTOCOL = '/peerup/relay-admin/1.0.0'
 
-const peerIdText = z.string().min(1).max(128)
+/** Longest an invite may be registered for (the CLI's `--ttl` is capped below this). */
+export const MAX_INVITE_TTL_MS = 7 * 24 * 3_600_000
+
+const ttlMs = z.number().int().min(1).max(MAX_INVITE_TTL_MS)
 
 /** A request to the relay. */
 export const relayAdminRequest = z.discriminatedUnion('type', [
-  z.strictObject({ type: z.literal('sponsor'), peer: peerIdText, name: z.string().max(63).optional() }),
-  z.strictObject({ type: z.literal('members') }),
   z.strictObject({
-    type: z.literal('invite-open'),
-    ttl_ms: z
-      .number()
-      .int()
-      .min(1)
-      .max(7 * 24 * 3_600_000),
+    type: z.literal('sponsor'),
+    peer: groupMember.shape.peerId,
+    name: groupMember.shape.name,
   }),
+  z.strictObject({ type: z.literal('members') }),
+  z.strictObject({ type: z.literal('invite-open'), ttl_ms: ttlMs }),
   z.strictObject({ type: z.literal('invite-close') }),
   z.strictObject({
     type: z.literal('invite-spent'),
     code: z.string().regex(/^[0-9a-f]{16}$/),
     reason: z.enum(['used', 'burned']),
-    ttl_ms: z
-      .number()
-      .int()
-      .min(1)
-      .max(7 * 24 * 3_600_000),
+    ttl_ms: ttlMs,
   }),
 ])
 
-/** A request to the relay. */
 export type RelayAdminRequest = z.infer<typeof relayAdminRequest>
 
 /** The relay's answer. */
@@ -67,19 +58,11 @@ export const relayAdminResponse = z.strictObject({
   reason: z.string().max(300).optional(),
   /** For `members`: every group the caller is in, with its members (the caller included). */
   groups: z
-    .array(
-      z.strictObject({
-        id: z.string().max(64),
-        members: z
-          .array(z.strictObject({ peerId: peerIdText, name: z.string().max(63).optional() }))
-          .max(1000),
-      }),
-    )
+    .array(z.strictObject({ id: z.string().max(64), members: z.array(groupMember).max(1000) }))
     .max(100)
     .optional(),
 })
 
-/** The relay's answer. */
 export type RelayAdminResponse = z.infer<typeof relayAdminResponse>
 
 /** Sends one request on a connection to the relay and returns its answer. */
@@ -99,6 +82,6 @@ export async function askRelay(
     }
     return parsed.data
   } finally {
-    await stream.close({ signal: AbortSignal.timeout(2_000) }).catch(() => stream.abort(new Error('closed')))
+    await closeStream(stream)
   }
 }

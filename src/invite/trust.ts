@@ -6,13 +6,12 @@
  * @packageDocumentation
  */
 
-import { canonicalPeerId, sanitizeComment, updateAuthorizedKeys } from '../auth/authorized-keys.ts'
+import { canonicalPeerId, sanitizeComment } from '../auth/authorized-keys.ts'
+import { authorizePaired } from '../auth/ops.ts'
 import { editConfigFile, ensureMap } from '../config/edit.ts'
 import { nodeConfigSchema } from '../config/schema.ts'
-import { withFileLock } from '../util/fs.ts'
 import { usableName } from './names.ts'
 
-/** Options of {@link trustPeer}. */
 export interface TrustOptions {
   authorizedKeysFile: string
   /** The node's config.yaml, for `names:`; omit to record no name. */
@@ -40,40 +39,24 @@ export async function trustPeer(options: TrustOptions): Promise<Trusted> {
   const peerId = canonicalPeerId(options.peerId)
   const wanted = usableName(options.name)
   const comment = sanitizeComment([wanted ?? options.name, options.note].filter(Boolean).join(' '))
-  const added = await withFileLock(options.authorizedKeysFile, () =>
-    updateAuthorizedKeys(
-      options.authorizedKeysFile,
-      (doc) => {
-        if (doc.has(peerId)) {
-          if (options.group !== undefined) {
-            doc.setAttribute(peerId, 'group', options.group)
-          }
-          return false
-        }
-        doc.add(peerId, {
-          ...(comment === undefined ? {} : { comment }),
-          attributes: options.group === undefined ? {} : { group: options.group },
-        })
-        return true
-      },
-      { createIfMissing: true },
-    ),
-  )
-  let name: string | undefined
-  if (options.configFile !== undefined) {
-    const { result } = await editConfigFile(options.configFile, nodeConfigSchema, (doc, current) => {
-      const existing = Object.entries(current.names).find(([, id]) => id === peerId)?.[0]
-      if (existing !== undefined || wanted === undefined) {
-        return existing
-      }
-      const free = freeName(wanted, current.names)
-      if (free !== undefined) {
-        ensureMap(doc, ['names']).set(free, peerId)
-      }
-      return free
-    })
-    name = result
+  const added = await authorizePaired(options.authorizedKeysFile, peerId, {
+    ...(comment === undefined ? {} : { comment }),
+    attributes: options.group === undefined ? {} : { group: options.group },
+  })
+  if (options.configFile === undefined) {
+    return { peerId, name: undefined, added }
   }
+  const { result: name } = await editConfigFile(options.configFile, nodeConfigSchema, (doc, current) => {
+    const existing = Object.entries(current.names).find(([, id]) => id === peerId)?.[0]
+    if (existing !== undefined || wanted === undefined) {
+      return existing
+    }
+    const free = freeName(wanted, current.names)
+    if (free !== undefined) {
+      ensureMap(doc, ['names']).set(free, peerId)
+    }
+    return free
+  })
   return { peerId, name, added }
 }
 

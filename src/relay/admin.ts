@@ -27,42 +27,24 @@ export const RELAY_ADMIN_FILES = { socket: 'relay.sock', cookie: '.relay-cookie'
 /** Longest group lifetime `relay pair` accepts. */
 export const MAX_GROUP_TTL_MS = 7 * 24 * 3_600_000
 
-/** A running admin socket. */
-export interface RelayAdmin {
-  socketPath: string
-  close(): Promise<void>
-}
-
-/** What {@link RelayAdminServer} uses. */
-export interface RelayAdminServerComponents {
-  pairing: RelayPairing
-  log: Logger
-}
-
-/** Settings of {@link RelayAdminServer}. */
-export interface RelayAdminServerInit {
-  /** The relay's directory, where {@link RELAY_ADMIN_FILES} live. */
-  dir: string
-}
-
 /**
- * The admin socket of a running relay: `start()` claims the socket and then writes the cookie,
- * `stop()` removes the cookie and closes the socket.
+ * The admin socket of a running relay, its files ({@link RELAY_ADMIN_FILES}) in the relay's `dir`:
+ * `start()` claims the socket and then writes the cookie, `stop()` removes the cookie and closes
+ * the socket.
  */
-export class RelayAdminServer implements RelayAdmin, Component {
+export class RelayAdminServer implements Component {
   readonly socketPath: string
   readonly #cookieFile: string
-  readonly #components: RelayAdminServerComponents
+  readonly #components: { pairing: RelayPairing; log: Logger }
   #cookie: string | undefined
   #close: (() => Promise<void>) | undefined
 
-  constructor(components: RelayAdminServerComponents, init: RelayAdminServerInit) {
+  constructor(components: { pairing: RelayPairing; log: Logger }, init: { dir: string }) {
     this.#components = components
     this.socketPath = path.join(init.dir, RELAY_ADMIN_FILES.socket)
     this.#cookieFile = path.join(init.dir, RELAY_ADMIN_FILES.cookie)
   }
 
-  /** Listens on the socket and writes the cookie. */
   async start(): Promise<void> {
     const server = createLocalApiServer({
       version: VERSION,
@@ -78,7 +60,6 @@ export class RelayAdminServer implements RelayAdmin, Component {
     this.#cookie = await writeCookie(this.#cookieFile)
   }
 
-  /** Removes the cookie and closes the socket. */
   async stop(): Promise<void> {
     const close = this.#close
     this.#close = undefined
@@ -96,12 +77,11 @@ export class RelayAdminServer implements RelayAdmin, Component {
   }
 }
 
-/** Starts the admin socket of a running relay. */
 export async function startRelayAdmin(options: {
   dir: string
   pairing: RelayPairing
   log: Logger
-}): Promise<RelayAdmin> {
+}): Promise<RelayAdminServer> {
   const admin = new RelayAdminServer({ pairing: options.pairing, log: options.log }, { dir: options.dir })
   await admin.start()
   return admin
@@ -114,9 +94,7 @@ function adminRoutes(pairing: RelayPairing): Route[] {
       method: 'POST',
       path: '/v1/pair',
       handler: async ({ body }) => {
-        const b = (body ?? {}) as { count?: unknown; ttl_ms?: unknown }
-        const count = b.count
-        const ttlMs = b.ttl_ms
+        const { count, ttl_ms: ttlMs } = (body ?? {}) as { count?: unknown; ttl_ms?: unknown }
         if (
           typeof count !== 'number' ||
           typeof ttlMs !== 'number' ||
@@ -125,8 +103,7 @@ function adminRoutes(pairing: RelayPairing): Route[] {
         ) {
           throw new UsageError('give count (1–100) and ttl_ms (1 s to 7 days)')
         }
-        const created: NewGroup = await pairing.createGroup({ count, ttlMs })
-        return { data: created, status: 201 }
+        return { data: await pairing.createGroup({ count, ttlMs }), status: 201 }
       },
     },
     {
@@ -155,12 +132,10 @@ export class RelayAdminClient {
     })
   }
 
-  /** Creates a group of `count` single-use codes. */
   createGroup(count: number, ttlMs: number): Promise<NewGroup> {
     return this.#http.request<NewGroup>('POST', '/v1/pair', { count, ttl_ms: ttlMs })
   }
 
-  /** Lists the groups. */
   listGroups(): Promise<GroupInfo[]> {
     return this.#http.request<GroupInfo[]>('GET', '/v1/pair')
   }

@@ -19,7 +19,6 @@ import type { AuthDecisionCallback, AuthorizedPeers } from '../auth/gater.ts'
 import { ipOfAddr, type PendingSlot, PendingSlots } from '../auth/pending.ts'
 import { RELAY_HOP_PROTOCOL } from '../p2p/constants.ts'
 
-/** What a refusal was about. */
 export type RefusalWhat = 'connection' | 'reservation' | 'circuit' | 'dht' | 'routing-table'
 
 /** What the relay gater needs to know about the relay's live state. */
@@ -28,9 +27,7 @@ export interface RelayGaterState {
   ipOf(peer: PeerId): string | undefined
   /** Peers holding a reservation while connected, with their IP. */
   reservedPeers(): Array<{ peer: string; ip: string | undefined }>
-  /** Relayed circuits open right now. */
   openCircuits(): number
-  /** The relay's open connections. */
   connections(): Connection[]
   /** Lets stranger `source` open a circuit to `member` if the member has an invite open (and notes it). */
   admitStranger(member: string, source: string): boolean
@@ -59,7 +56,6 @@ export const CIRCUITS_PER_STRANGER = 2
  */
 export const CONNECTIONS_PER_SECOND_PER_IP = 100
 
-/** Options of {@link relayGater}. */
 export interface RelayGaterOptions {
   enabled: boolean
   maxReservationsPerIp: number
@@ -117,16 +113,9 @@ class RateLimit {
 
 /** Relayed circuits `conn`'s peer has open through us: each is one inbound hop stream. */
 function hopStreams(conn: Connection): number {
-  let n = 0
-  for (const s of conn.streams) {
-    if (s.protocol === RELAY_HOP_PROTOCOL && s.direction === 'inbound') {
-      n++
-    }
-  }
-  return n
+  return conn.streams.filter((s) => s.protocol === RELAY_HOP_PROTOCOL && s.direction === 'inbound').length
 }
 
-/** The connection gater of a relay. */
 export function relayGater(
   peers: AuthorizedPeers,
   state: RelayGaterState,

@@ -1,10 +1,9 @@
 /**
  * The relay answering its own group codes on `/peerup/invite/1.0.0`: a joiner proves its code
  * straight to the relay, is authorized here with `group=<id>`, and learns the members that joined
- * before it; members still waiting are told about it as it joins. A hello naming the spent id of
- * a member's invite code that was used or burned is refused with that reason. What counts against a code is
- * what counts against an invite (src/invite/inviter.ts): a code id that is not ours never; three
- * wrong proofs shut that peer out; ten in all burn the code.
+ * before it; members still waiting are told about it as it joins. A hello naming the spent id of a
+ * member's invite code that was used or burned is refused with that reason. What counts against a
+ * code is what counts against an invite ({@link WrongProofs}).
  *
  * @packageDocumentation
  */
@@ -21,28 +20,16 @@ import {
   WrongProofs,
 } from '../invite/inviter.ts'
 import { INVITE_PROTOCOL, INVITE_STREAM_OPTIONS, type PairingMessage } from '../invite/protocol.ts'
-import type { Logger } from '../log/index.ts'
-import type { Observer } from '../metrics/observer.ts'
 import type { Component } from '../util/components.ts'
-import { type CodeState, type Entry, type GroupState, type GroupStore, isLive } from './groups.ts'
-import type { RelayHandle } from './server.ts'
-import type { RelayKeys } from './sponsoring.ts'
-
-/** What {@link GroupCodes} uses. */
-export interface GroupCodesComponents {
-  relay: Pick<RelayHandle, 'node' | 'peerId' | 'invites'>
-  store: GroupStore
-  keys: RelayKeys
-  observer: Observer
-  log: Logger
-}
+import { type CodeState, type Entry, type GroupState, isLive } from './groups.ts'
+import type { PairingComponents } from './sponsoring.ts'
 
 /**
  * The code book of the relay's groups and its protocol handler: `start()` answers
  * `/peerup/invite/1.0.0`, `stop()` ends the joiners' waits for introductions and stops answering.
  */
 export class GroupCodes implements CodeBook<Entry>, Component {
-  readonly #components: GroupCodesComponents
+  readonly #components: PairingComponents
   /** Codes whose exchange is under way: a second joiner with the same code is told it is busy. */
   readonly #busy = new Set<string>()
   /**
@@ -57,11 +44,10 @@ export class GroupCodes implements CodeBook<Entry>, Component {
   readonly #waiters = new Map<string, Set<(m: PairingMessage) => void>>()
   #controller = new AbortController()
 
-  constructor(components: GroupCodesComponents) {
+  constructor(components: PairingComponents) {
     this.#components = components
   }
 
-  /** Answers group codes from now on. */
   async start(): Promise<void> {
     const { relay, observer, log } = this.#components
     this.#controller = new AbortController()
@@ -82,7 +68,6 @@ export class GroupCodes implements CodeBook<Entry>, Component {
     )
   }
 
-  /** Ends the waits for introductions and stops answering. */
   async stop(): Promise<void> {
     this.#controller.abort()
     await this.#components.relay.node.unhandle(INVITE_PROTOCOL).catch(() => {})
@@ -108,8 +93,7 @@ export class GroupCodes implements CodeBook<Entry>, Component {
     const { group, code } = entry
     if (group.revoked) return { ok: false, reason: 'revoked' }
     if (now.getTime() >= Date.parse(group.expires)) return { ok: false, reason: 'expired' }
-    if (code.state === 'used') return { ok: false, reason: 'used' }
-    if (code.state === 'burned') return { ok: false, reason: 'burned' }
+    if (code.state !== 'open') return { ok: false, reason: code.state }
     if (this.#wrongProofs(code).shutOut(joiner)) return { ok: false, reason: 'burned', remaining: 0 }
     if (this.#busy.has(code.id)) return { ok: false, reason: 'busy' }
     this.#busy.add(code.id)
@@ -143,22 +127,16 @@ export class GroupCodes implements CodeBook<Entry>, Component {
         throw new ConflictError('the group is no longer live')
       }
       const before = group.members.filter((m) => m.peerId !== joiner.peerId)
+      const member = { peerId: joiner.peerId, ...(joiner.name === undefined ? {} : { name: joiner.name }) }
       code.state = 'used'
       code.usedBy = joiner.peerId
       if (before.length === group.members.length) {
-        group.members.push({
-          peerId: joiner.peerId,
-          ...(joiner.name === undefined ? {} : { name: joiner.name }),
-        })
+        group.members.push(member)
       }
       await store.save()
       await keys.authorize(joiner.peerId, { group: group.id }, joiner.name)
       log.info('group member joined', { group: group.id, peer: joiner.peerId, members: group.members.length })
-      this.notify(group, {
-        type: 'member',
-        peerId: joiner.peerId,
-        ...(joiner.name === undefined ? {} : { name: joiner.name }),
-      })
+      this.notify(group, { type: 'member', ...member })
       this.#toldByCode.set(code.id, new Set([...before.map((m) => m.peerId), joiner.peerId]))
       return { group: { id: group.id, size: group.size, members: before } }
     } finally {
@@ -230,11 +208,8 @@ export class GroupCodes implements CodeBook<Entry>, Component {
   }
 
   #wrongProofs(code: CodeState): WrongProofs {
-    let wrong = this.#wrongByCode.get(code.id)
-    if (wrong === undefined) {
-      wrong = new WrongProofs(code.failures)
-      this.#wrongByCode.set(code.id, wrong)
-    }
+    const wrong = this.#wrongByCode.get(code.id) ?? new WrongProofs(code.failures)
+    this.#wrongByCode.set(code.id, wrong)
     return wrong
   }
 }

@@ -107,23 +107,17 @@ export function groupInfo(g: GroupState, now = Date.now()): GroupInfo {
   }
 }
 
-/** Settings of {@link GroupStore}. */
-export interface GroupStoreInit {
-  /** The relay's directory (relay-server.yaml's), where {@link GROUPS_FILE} lives. */
-  dir: string
-}
-
 /**
- * The groups, in memory and in their state file: `start()` reads the file (a missing one is no
- * groups), `stop()` waits for the writes under way. Whoever changes a group calls
- * {@link GroupStore.save} after.
+ * The groups, in memory and in their state file ({@link GROUPS_FILE} in `dir`, relay-server.yaml's):
+ * `start()` reads the file (a missing one is no groups), `stop()` waits for the writes under way.
+ * Whoever changes a group calls {@link GroupStore.save} after.
  */
 export class GroupStore implements Component {
   readonly file: string
   #groups: GroupState[] = []
   #saving = Promise.resolve()
 
-  constructor(init: GroupStoreInit) {
+  constructor(init: { dir: string }) {
     this.file = path.join(init.dir, GROUPS_FILE)
   }
 
@@ -132,12 +126,10 @@ export class GroupStore implements Component {
     return this.#groups
   }
 
-  /** Reads the state file. */
   async start(): Promise<void> {
     this.#groups = await loadGroups(this.file)
   }
 
-  /** Waits for the writes under way. */
   async stop(): Promise<void> {
     await this.#saving.catch(() => {})
   }
@@ -182,7 +174,6 @@ export class GroupStore implements Component {
     }
     const now = Date.now()
     const expires = new Date(Math.floor((now + ttlMs) / 1000) * 1000)
-    const id = `g-${randomBytes(4).toString('hex')}`
     const issuer = options.issuer()
     const codes: string[] = []
     const states: CodeState[] = []
@@ -200,7 +191,7 @@ export class GroupStore implements Component {
       codes.push(encodeInviteCode(code))
     }
     const group: GroupState = {
-      id,
+      id: `g-${randomBytes(4).toString('hex')}`,
       created: new Date(now).toISOString(),
       expires: expires.toISOString(),
       size: count,
@@ -215,14 +206,13 @@ export class GroupStore implements Component {
 }
 
 async function loadGroups(file: string): Promise<GroupState[]> {
-  let text: string
-  try {
-    text = await fs.readFile(file, 'utf8')
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      return []
+  const text = await fs.readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') {
+      throw err
     }
-    throw err
+  })
+  if (text === undefined) {
+    return []
   }
   const parsed = stateFile.safeParse(JSON.parse(text))
   if (!parsed.success) {

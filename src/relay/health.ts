@@ -5,42 +5,25 @@
  * @packageDocumentation
  */
 
+import { once } from 'node:events'
 import * as http from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { parseHostPort } from '../util/address.ts'
 import type { Component } from '../util/components.ts'
 import { closeHttpServer } from '../util/socket.ts'
 
-/** What {@link HealthServer} reports. */
-export interface HealthServerComponents {
-  /** How many distinct peers are connected now. */
-  connectedPeers(): number
-}
-
-/** Settings of {@link HealthServer}. */
-export interface HealthServerInit {
-  /** `host:port` (config `health.listen_address`). */
-  listenAddress: string
-}
-
-/** The health endpoint: `start()` listens, `stop()` closes the listener and every connection. */
+/**
+ * The health endpoint: `start()` listens, `stop()` closes the listener and every connection.
+ * `connectedPeers` counts the distinct peers connected now; `listenAddress` is `host:port`
+ * (config `health.listen_address`).
+ */
 export class HealthServer implements Component {
-  readonly #components: HealthServerComponents
+  readonly #components: { connectedPeers(): number }
   readonly #listen: string
   #server: http.Server | undefined
-  #address: { host: string; port: number } | undefined
 
-  constructor(components: HealthServerComponents, init: HealthServerInit) {
+  constructor(components: { connectedPeers(): number }, init: { listenAddress: string }) {
     this.#components = components
     this.#listen = init.listenAddress
-  }
-
-  /** The bound address (the real port when the config said 0); only once started. */
-  get address(): { host: string; port: number } {
-    if (this.#address === undefined) {
-      throw new Error('the health endpoint is not listening')
-    }
-    return this.#address
   }
 
   /** Listens on the configured address; uptime counts from here. */
@@ -63,30 +46,17 @@ export class HealthServer implements Component {
     })
     server.headersTimeout = 5_000
     server.requestTimeout = 5_000
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(port, host, () => {
-        server.off('error', reject)
-        resolve()
-      })
-    })
-    const addr = server.address() as AddressInfo
+    server.listen(port, host)
+    // Rejects with the listen error (a port taken, an address that is not here).
+    await once(server, 'listening')
     this.#server = server
-    this.#address = { host: addr.address, port: addr.port }
   }
 
-  /** Closes the listener and every connection. */
   async stop(): Promise<void> {
     const server = this.#server
     this.#server = undefined
-    if (server === undefined) {
-      return
+    if (server !== undefined) {
+      await closeHttpServer(server)
     }
-    await closeHttpServer(server)
-  }
-
-  /** The same as {@link HealthServer.stop}. */
-  close(): Promise<void> {
-    return this.stop()
   }
 }

@@ -6,17 +6,13 @@
  * peer's circuit to the member while its invite was open (docs/decisions/0004-strangers.md).
  *
  * When an invite's code is spent (used, or burned by wrong proofs) the member says so
- * (`invite-spent`), naming the code by its spent id (src/invite/protocol.ts). The member's own
- * node stops answering for the code, and this relay refuses strangers' circuits to it once its
- * invite closed, so nobody would be left to tell a second joiner why; instead the joiner asks here
- * (src/invite/join.ts) and the group codes' handler answers `used` or `burned`
- * (src/relay/group-codes.ts).
+ * (`invite-spent`, by its spent id: src/invite/protocol.ts): once its invite closed nobody else is
+ * left to tell a second joiner why, so the joiner asks here (src/relay/group-codes.ts answers).
  *
  * @packageDocumentation
  */
 
-/** Longest an invite may be registered for (the CLI's `--ttl` is capped below this). */
-export const MAX_INVITE_TTL_MS = 7 * 24 * 3_600_000
+import { MAX_INVITE_TTL_MS } from '../invite/relay-admin.ts'
 
 /** Strangers remembered per open invite: enough for a joiner's retries, bounded against floods. */
 const MAX_JOINERS_PER_INVITE = 16
@@ -66,10 +62,8 @@ export class OpenInvites {
     this.#open.delete(member)
   }
 
-  /** Whether `member` has an invite open now. */
   isOpen(member: string): boolean {
-    const invite = this.#live(member)
-    return invite !== undefined
+    return this.#unexpired(this.#open, member) !== undefined
   }
 
   /**
@@ -77,7 +71,7 @@ export class OpenInvites {
    * circuit is then refused) or too many strangers already tried this one.
    */
   admit(member: string, joiner: string): boolean {
-    const invite = this.#live(member)
+    const invite = this.#unexpired(this.#open, member)
     if (invite === undefined) {
       return false
     }
@@ -93,7 +87,7 @@ export class OpenInvites {
    * its open invite. True at most once per invite: the invite is spent by it.
    */
   consume(member: string, joiner: string): boolean {
-    const invite = this.#live(member)
+    const invite = this.#unexpired(this.#open, member)
     if (invite === undefined || !invite.joiners.has(joiner)) {
       return false
     }
@@ -128,34 +122,16 @@ export class OpenInvites {
 
   /** Why the code with spent id `spentId` is spent, if a member said it is. */
   spent(spentId: string): SpentReason | undefined {
-    const spent = this.#spent.get(spentId)
-    if (spent === undefined) {
-      return undefined
-    }
-    if (spent.expires <= this.#now()) {
-      this.#spent.delete(spentId)
-      return undefined
-    }
-    return spent.reason
+    return this.#unexpired(this.#spent, spentId)?.reason
   }
 
-  /** How many invites are open (for /healthz and tests). */
-  get size(): number {
-    for (const member of [...this.#open.keys()]) {
-      this.#live(member)
-    }
-    return this.#open.size
-  }
-
-  #live(member: string): OpenInvite | undefined {
-    const invite = this.#open.get(member)
-    if (invite === undefined) {
+  /** `map`'s entry for `key` until it expires; an expired one is dropped. */
+  #unexpired<V extends { expires: number }>(map: Map<string, V>, key: string): V | undefined {
+    const value = map.get(key)
+    if (value !== undefined && value.expires <= this.#now()) {
+      map.delete(key)
       return undefined
     }
-    if (invite.expires <= this.#now()) {
-      this.#open.delete(member)
-      return undefined
-    }
-    return invite
+    return value
   }
 }

@@ -1,13 +1,8 @@
 /**
- * The relay's part in pairing (docs/pairing.md):
- *
- * - **Sponsoring** on `/peerup/relay-admin/1.0.0` (src/relay/sponsoring.ts): after two peers pair
- *   through this relay, the inviter asks it to authorize the joiner, as `security.sponsoring`
- *   allows.
- * - **Group codes** (`peerup relay pair --count N --ttl 1h`): N single-use codes whose inviter is
- *   the relay itself, answered on `/peerup/invite/1.0.0` (src/relay/group-codes.ts) and kept in
- *   `pairing-groups.json` beside relay-server.yaml (src/relay/groups.ts), so that codes and
- *   memberships survive a restart; any member can ask for the list later (`members`).
+ * The relay's part in pairing (docs/pairing.md): sponsoring (src/relay/sponsoring.ts), and group
+ * codes (`peerup relay pair --count N --ttl 1h`), N single-use codes whose inviter is the relay
+ * itself (src/relay/group-codes.ts), kept with their groups' members in `pairing-groups.json`
+ * (src/relay/groups.ts) so that both survive a restart.
  *
  * @packageDocumentation
  */
@@ -26,7 +21,6 @@ import { RelayAdminProtocol, RelayKeys } from './sponsoring.ts'
 
 export { GROUPS_FILE, type GroupInfo, MAX_GROUP_SIZE, type NewGroup } from './groups.ts'
 
-/** Options of {@link startRelayPairing}. */
 export interface RelayPairingOptions {
   relay: RelayHandle
   config: RelayConfig
@@ -39,7 +33,6 @@ export interface RelayPairingOptions {
   observer?: Observer
 }
 
-/** The relay's pairing: sponsoring and group codes. */
 export interface RelayPairing {
   createGroup(options: { count: number; ttlMs: number }): Promise<NewGroup>
   listGroups(): GroupInfo[]
@@ -47,7 +40,6 @@ export interface RelayPairing {
   stop(): Promise<void>
 }
 
-/** Starts sponsoring and group codes on a running relay. */
 export async function startRelayPairing(options: RelayPairingOptions): Promise<RelayPairing> {
   const pairing = new RelayPairingService(options)
   await pairing.start()
@@ -69,23 +61,18 @@ export class RelayPairingService implements RelayPairing, Component {
   constructor(options: RelayPairingOptions) {
     const { config, dir, log } = options
     this.#options = options
-    const observer = options.observer ?? NO_OBSERVER
-    const components = {
+    const parts = {
       get relay(): RelayHandle {
         return options.relay
       },
       store: new GroupStore({ dir }),
-      keys: new RelayKeys(
-        {
-          get relay(): RelayHandle {
-            return options.relay
-          },
-        },
-        { keysFile: resolveIn(dir, config.security.authorized_keys_file) },
-      ),
-      observer,
+      observer: options.observer ?? NO_OBSERVER,
       log,
     }
+    // Onto `parts` itself: a spread would read the relay now, before `relay serve` has started it.
+    const components = Object.assign(parts, {
+      keys: new RelayKeys(parts, { keysFile: resolveIn(dir, config.security.authorized_keys_file) }),
+    })
     this.#store = components.store
     this.#codes = new GroupCodes(components)
     this.#components = [
@@ -95,12 +82,10 @@ export class RelayPairingService implements RelayPairing, Component {
     ]
   }
 
-  /** Reads the groups and answers both protocols. */
   async start(): Promise<void> {
     await startAll(this.#components)
   }
 
-  /** Stops answering and waits for the state file's writes. */
   async stop(): Promise<void> {
     await stopAll(this.#components)
   }

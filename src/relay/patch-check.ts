@@ -33,10 +33,7 @@ export function isRelayPatched(): boolean {
   return RELAY_PATCH_MARKERS.every((m) => (circuitRelay as Record<string, unknown>)[m] === true)
 }
 
-/**
- * Throws {@link RelayNotPatchedError} unless our patch of @libp2p/circuit-relay-v2 is loaded. Called
- * when the relay starts.
- */
+/** Throws {@link RelayNotPatchedError} unless our patch is loaded; the relay calls it as it starts. */
 export function assertRelayPatched(): void {
   if (!isRelayPatched()) {
     throw new RelayNotPatchedError(

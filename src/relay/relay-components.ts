@@ -1,9 +1,6 @@
 /**
  * The small parts a relay (src/relay/server.ts) is assembled from, beside its libp2p node, the
- * health endpoint and the STUN responder: the report of a refusal (metrics and audit, a log that
- * a flood cannot fill, the relay's `refusal` event), the disconnection of peers removed from
- * relay_authorized_keys, the notices to connected peers about their standing, and the sweep that
- * lets idle strangers go.
+ * health endpoint and the STUN responder.
  *
  * @packageDocumentation
  */
@@ -11,6 +8,7 @@
 import type { Connection, PeerId } from '@libp2p/interface'
 import type { TypedEventEmitter } from 'main-event'
 import type { AuthorizedPeers } from '../auth/gater.ts'
+import { unlimitedConnection } from '../invite/node.ts'
 import { INVITE_PROTOCOL } from '../invite/protocol.ts'
 import type { Logger } from '../log/index.ts'
 import type { Observer } from '../metrics/observer.ts'
@@ -34,11 +32,14 @@ const REFUSAL_KINDS_KEPT = 256
  */
 const STRANGER_BUSY_PROTOCOLS = new Set([RELAY_HOP_PROTOCOL, INVITE_PROTOCOL])
 
-/** What {@link RefusalReport} reports to. */
-export interface RefusalReportComponents {
+/** What the parts below use, each a few of them (src/relay/server.ts makes them). */
+interface RelayComponents {
+  node: PeerupLibp2p<RelayServices>
+  authorized: AuthorizedPeers
   observer: Observer
   log: Logger
   events: TypedEventEmitter<RelayEvents>
+  refusals: RefusalReport
 }
 
 /**
@@ -48,14 +49,13 @@ export interface RefusalReportComponents {
  * {@link REFUSAL_LOG_INTERVAL_MS} saying how many were not logged.
  */
 export class RefusalReport {
-  readonly #components: RefusalReportComponents
+  readonly #components: Pick<RelayComponents, 'observer' | 'log' | 'events'>
   readonly #last = new Map<string, { at: number; suppressed: number }>()
 
-  constructor(components: RefusalReportComponents) {
+  constructor(components: Pick<RelayComponents, 'observer' | 'log' | 'events'>) {
     this.#components = components
   }
 
-  /** Reports one refusal. */
   report(what: RefusalWhat, peer: string, reason: string): void {
     const { observer, events } = this.#components
     observer.relayRefusal(what, peer, reason)
@@ -83,35 +83,24 @@ export class RefusalReport {
   }
 }
 
-/** What {@link RevokedRelayPeers} uses. */
-export interface RevokedRelayPeersComponents {
-  node: PeerupLibp2p<RelayServices>
-  authorized: AuthorizedPeers
-  observer: Observer
-  log: Logger
-}
-
-/** Settings of {@link RevokedRelayPeers}. */
-export interface RevokedRelayPeersInit {
-  /** relay_authorized_keys, as the audit log names it. */
-  keysFile: string
-}
-
 /**
- * Audits every change of relay_authorized_keys and disconnects the peers it removed, dropping
- * their reservations: gating does not touch connections that are already open.
+ * Audits every change of relay_authorized_keys (`keysFile`, as the audit log names it) and
+ * disconnects the peers it removed, dropping their reservations: gating does not touch
+ * connections that are already open.
  */
 export class RevokedRelayPeers implements Component {
-  readonly #components: RevokedRelayPeersComponents
+  readonly #components: Pick<RelayComponents, 'node' | 'authorized' | 'observer' | 'log'>
   readonly #keysFile: string
   #unsubscribe: (() => void) | undefined
 
-  constructor(components: RevokedRelayPeersComponents, init: RevokedRelayPeersInit) {
+  constructor(
+    components: Pick<RelayComponents, 'node' | 'authorized' | 'observer' | 'log'>,
+    init: { keysFile: string },
+  ) {
     this.#components = components
     this.#keysFile = init.keysFile
   }
 
-  /** Starts following relay_authorized_keys changes. */
   start(): void {
     const { authorized, observer, log } = this.#components
     this.#unsubscribe = authorized.onChange((added, removed) => {
@@ -122,7 +111,6 @@ export class RevokedRelayPeers implements Component {
     })
   }
 
-  /** Stops following them. */
   stop(): void {
     this.#unsubscribe?.()
     this.#unsubscribe = undefined
@@ -145,14 +133,6 @@ export class RevokedRelayPeers implements Component {
   }
 }
 
-/** What {@link RelayNotices} uses. */
-export interface RelayNoticesComponents {
-  node: PeerupLibp2p<RelayServices>
-  authorized: AuthorizedPeers
-  events: TypedEventEmitter<RelayEvents>
-  log: Logger
-}
-
 /**
  * Tells a peer connected to the relay about its standing (`/peerup/relay-notify/1.0.0`,
  * src/p2p/relay-notify.ts): `authorized` when relay_authorized_keys gains it, so that its node
@@ -162,13 +142,14 @@ export interface RelayNoticesComponents {
  * let go after `unknown_peer_idle_timeout`) is told nothing: its own retries bring it back.
  */
 export class RelayNotices implements Component {
-  readonly #components: RelayNoticesComponents
+  readonly #components: Pick<RelayComponents, 'node' | 'authorized' | 'events' | 'log'>
   /** The refusal reasons each connection was told. */
   #told = new WeakMap<Connection, Set<string>>()
   #unsubscribe: (() => void) | undefined
   readonly #onRefusal = (evt: CustomEvent<RelayRefusal>): void => {
     const { what, peer, reason } = evt.detail
-    const connection = what === 'reservation' ? this.#connectionOf(peer) : undefined
+    // A reservation is asked for on the peer's own connection to the relay.
+    const connection = what === 'reservation' ? unlimitedConnection(this.#components.node, peer) : undefined
     if (connection === undefined) {
       return
     }
@@ -181,16 +162,15 @@ export class RelayNotices implements Component {
     this.#send(connection, { type: 'refused', reason })
   }
 
-  constructor(components: RelayNoticesComponents) {
+  constructor(components: Pick<RelayComponents, 'node' | 'authorized' | 'events' | 'log'>) {
     this.#components = components
   }
 
-  /** Starts following relay_authorized_keys and the refusals of reservations. */
   start(): void {
     const { authorized, events } = this.#components
     const off = authorized.onChange((added) => {
       for (const id of added) {
-        const connection = this.#connectionOf(id)
+        const connection = unlimitedConnection(this.#components.node, id)
         if (connection !== undefined) {
           this.#send(connection, { type: 'authorized' })
         }
@@ -210,13 +190,6 @@ export class RelayNotices implements Component {
     this.#told = new WeakMap()
   }
 
-  /** The peer's open connection to the relay itself (a reservation is asked for on one). */
-  #connectionOf(peer: string): Connection | undefined {
-    return this.#components.node
-      .getConnections()
-      .find((c) => c.remotePeer.toString() === peer && c.status === 'open' && c.limits === undefined)
-  }
-
   #send(connection: Connection, notice: RelayNotice): void {
     const peer = connection.remotePeer.toString()
     sendRelayNotice(connection, notice).then(
@@ -228,45 +201,33 @@ export class RelayNotices implements Component {
   }
 }
 
-/** What {@link IdleStrangers} uses. */
-export interface IdleStrangersComponents {
-  node: PeerupLibp2p<RelayServices>
-  authorized: AuthorizedPeers
-  refusals: RefusalReport
-}
-
-/** Settings of {@link IdleStrangers}. */
-export interface IdleStrangersInit {
-  /** How long a stranger may stay without a circuit or a pairing exchange (`unknown_peer_idle_timeout`). */
-  idleMs: number
-  /** Gating on (`security.enable_connection_gating`): with it off nobody is a stranger. */
-  gating: boolean
-}
-
 /**
- * Lets strangers go that hold no circuit and no pairing exchange: an idle identity costs the
- * relay ~100 KB and a slot of its per-IP allowance (docs/decisions/0004-strangers.md). `start()`
- * arms the sweep (every third of the idle time), `stop()` disarms it.
+ * Lets strangers go that hold no circuit and no pairing exchange for `idleMs`
+ * (`unknown_peer_idle_timeout`): an idle identity costs the relay ~100 KB and a slot of its
+ * per-IP allowance (docs/decisions/0004-strangers.md). `start()` arms the sweep (every third of
+ * the idle time), `stop()` disarms it. With `gating` (`security.enable_connection_gating`) off,
+ * nobody is a stranger.
  */
 export class IdleStrangers implements Component {
-  readonly #components: IdleStrangersComponents
+  readonly #components: Pick<RelayComponents, 'node' | 'authorized' | 'refusals'>
   readonly #idleMs: number
   readonly #gating: boolean
   #timer: NodeJS.Timeout | undefined
 
-  constructor(components: IdleStrangersComponents, init: IdleStrangersInit) {
+  constructor(
+    components: Pick<RelayComponents, 'node' | 'authorized' | 'refusals'>,
+    init: { idleMs: number; gating: boolean },
+  ) {
     this.#components = components
     this.#idleMs = init.idleMs
     this.#gating = init.gating
   }
 
-  /** Arms the sweep. */
   start(): void {
     this.#timer = setInterval(() => this.#sweep(), Math.max(Math.floor(this.#idleMs / 3), 200))
     this.#timer.unref()
   }
 
-  /** Disarms it. */
   stop(): void {
     clearInterval(this.#timer)
     this.#timer = undefined

@@ -13,17 +13,21 @@ import { archiveLastGood } from '../config/safety.ts'
 import type { RelayConfig } from '../config/schema.ts'
 import { type Env, readEnv } from '../env.ts'
 import type { Logger } from '../log/index.ts'
-import { createRelayMetrics, libp2pMetricsInto, MetricsServer, type RelayMetrics } from '../metrics/index.ts'
-import type { Observer } from '../metrics/observer.ts'
+import { createRelayMetrics, libp2pMetricsInto, MetricsServer } from '../metrics/index.ts'
 import { Telemetry } from '../metrics/telemetry.ts'
-import { type Component, componentName, Optional, startAll, stopAll } from '../util/components.ts'
+import { type Component, Optional, startAll, stopAll } from '../util/components.ts'
 import { SystemdNotify } from '../util/sd-notify.ts'
 import { type FileWatch, watchFile } from '../util/watch.ts'
 import { RelayAdminServer } from './admin.ts'
 import { RelayPairingService } from './pairing.ts'
-import { countCircuits, type RelayHandle, startRelay } from './server.ts'
+import {
+  countCircuits,
+  type RelayHandle,
+  type StartRelayOptions,
+  startRelay,
+  stopFailedLogger,
+} from './server.ts'
 
-/** Options of {@link runRelay}. */
 export interface RunRelayOptions {
   configFile: string
   log: Logger
@@ -45,7 +49,13 @@ export async function runRelay(options: RunRelayOptions): Promise<void> {
   const env = options.env ?? readEnv()
   const metrics = config.telemetry.metrics.enabled ? createRelayMetrics() : undefined
   const telemetry = new Telemetry({ relay: metrics, audit: config.telemetry.audit, dir })
-  const relay = new RelayNode(telemetry, { config, dir, log, metrics })
+  const relay = new RelayNode(() => ({
+    config,
+    dir,
+    log,
+    observer: telemetry.observer,
+    ...(metrics === undefined ? {} : { libp2pMetrics: libp2pMetricsInto(metrics.registry) }),
+  }))
   const metricsServer =
     metrics === undefined
       ? undefined
@@ -102,11 +112,7 @@ export async function runRelay(options: RunRelayOptions): Promise<void> {
       },
     ),
   ]
-  const stopFailed = (err: unknown, component: Component): void =>
-    log.warn('stopping a part of the relay failed', {
-      component: componentName(component),
-      error: err as Error,
-    })
+  const stopFailed = stopFailedLogger(log)
   await startAll(components, stopFailed)
   try {
     options.onReady?.(relay.handle, { metricsAddress: metricsServer?.address })
@@ -121,30 +127,16 @@ export async function runRelay(options: RunRelayOptions): Promise<void> {
   }
 }
 
-/** What {@link RelayNode} reads when it starts. */
-interface RelayNodeComponents {
-  /** Where the relay reports (the telemetry's, started before it). */
-  observer: Observer
-}
-
-/** Settings of {@link RelayNode}. */
-interface RelayNodeInit {
-  config: RelayConfig
-  dir: string
-  log: Logger
-  /** The relay's metric families, into whose registry libp2p's metrics go; none when metrics are off. */
-  metrics: RelayMetrics | undefined
-}
-
-/** The relay node (src/relay/server.ts) as a component of `relay serve`. */
+/**
+ * The relay node (src/relay/server.ts) as a component of `relay serve`. Its options are asked for
+ * when it starts: the observer is the telemetry's, started before it.
+ */
 class RelayNode implements Component {
-  readonly #components: RelayNodeComponents
-  readonly #init: RelayNodeInit
+  readonly #options: () => StartRelayOptions
   #handle: RelayHandle | undefined
 
-  constructor(components: RelayNodeComponents, init: RelayNodeInit) {
-    this.#components = components
-    this.#init = init
+  constructor(options: () => StartRelayOptions) {
+    this.#options = options
   }
 
   /** The running relay; only once started. */
@@ -155,16 +147,8 @@ class RelayNode implements Component {
     return this.#handle
   }
 
-  /** Starts the relay. */
   async start(): Promise<void> {
-    const { config, dir, log, metrics } = this.#init
-    this.#handle = await startRelay({
-      config,
-      dir,
-      log,
-      observer: this.#components.observer,
-      ...(metrics === undefined ? {} : { libp2pMetrics: libp2pMetricsInto(metrics.registry) }),
-    })
+    this.#handle = await startRelay(this.#options())
   }
 
   /** Stops it (the handle stays readable, for what still asks during the shutdown). */
@@ -173,40 +157,26 @@ class RelayNode implements Component {
   }
 }
 
-/** What {@link RelayKeysReload} reloads. */
-interface RelayKeysReloadComponents {
-  handle: RelayHandle
-}
-
-/** Settings of {@link RelayKeysReload}. */
-interface RelayKeysReloadInit {
-  /** relay_authorized_keys. */
-  keysFile: string
-  log: Logger
-}
-
 /**
- * Reloads relay_authorized_keys whenever the file changes, and on SIGHUP: `start()` watches the
- * file and listens for the signal, `stop()` ends both.
+ * Reloads relay_authorized_keys (`keysFile`) whenever the file changes, and on SIGHUP: `start()`
+ * watches the file and listens for the signal, `stop()` ends both.
  */
 class RelayKeysReload implements Component {
-  readonly #components: RelayKeysReloadComponents
-  readonly #init: RelayKeysReloadInit
+  readonly #components: { handle: RelayHandle }
+  readonly #init: { keysFile: string; log: Logger }
   #watch: FileWatch | undefined
   readonly #onHup = (): void => this.#reload('SIGHUP')
 
-  constructor(components: RelayKeysReloadComponents, init: RelayKeysReloadInit) {
+  constructor(components: { handle: RelayHandle }, init: { keysFile: string; log: Logger }) {
     this.#components = components
     this.#init = init
   }
 
-  /** Watches the file and listens for SIGHUP. */
   start(): void {
     this.#watch = watchFile(this.#init.keysFile, () => this.#reload('file changed'))
     process.on('SIGHUP', this.#onHup)
   }
 
-  /** Stops watching and listening. */
   stop(): void {
     process.off('SIGHUP', this.#onHup)
     this.#watch?.close()
@@ -256,25 +226,21 @@ function advertisedAddresses(config: RelayConfig, peerId: string): string[] {
 
 function expandWildcards(listen: string[]): string[] {
   const ifaces = Object.values(os.networkInterfaces()).flatMap((list) => list ?? [])
-  const out: string[] = []
-  for (const a of listen) {
-    const components = multiaddr(a).getComponents()
-    const ip = components[0]
-    const rest = a.slice(a.indexOf('/', 1 + (ip?.name.length ?? 0) + 1))
-    if (ip?.name === 'ip4' && ip.value === '0.0.0.0') {
-      for (const i of ifaces.filter((x) => x.family === 'IPv4' && !x.internal)) {
-        out.push(`/ip4/${i.address}${rest}`)
-      }
-    } else if (ip?.name === 'ip6' && ip.value === '::') {
-      // Link-local addresses are useless to a peer elsewhere.
-      for (const i of ifaces.filter(
-        (x) => x.family === 'IPv6' && !x.internal && !x.address.startsWith('fe80'),
-      )) {
-        out.push(`/ip6/${i.address}${rest}`)
-      }
-    } else {
-      out.push(a)
+  return listen.flatMap((a) => {
+    const ip = multiaddr(a).getComponents()[0]
+    const family =
+      ip?.name === 'ip4' && ip.value === '0.0.0.0'
+        ? 'IPv4'
+        : ip?.name === 'ip6' && ip.value === '::'
+          ? 'IPv6'
+          : ''
+    if (ip === undefined || family === '') {
+      return [a]
     }
-  }
-  return out
+    const rest = a.slice(a.indexOf('/', 1 + ip.name.length + 1))
+    // Link-local addresses are useless to a peer elsewhere.
+    return ifaces
+      .filter((x) => x.family === family && !x.internal && !x.address.startsWith('fe80'))
+      .map((x) => `/${ip.name}/${x.address}${rest}`)
+  })
 }

@@ -19,7 +19,13 @@ import type { Logger } from '../log/index.ts'
 import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
 import { RELAY_AGENT, RELAY_STOP_PROTOCOL, RELAY_YAMUX_OPTIONS } from '../p2p/constants.ts'
 import { type BaseServices, baseLibp2pOptions, type PeerupLibp2p } from '../p2p/node.ts'
-import { type Component, componentName, startAll, stopAll } from '../util/components.ts'
+import {
+  type Component,
+  componentName,
+  type StopErrorHandler,
+  startAll,
+  stopAll,
+} from '../util/components.ts'
 import { VERSION } from '../version.ts'
 import { type RefusalWhat, relayGater } from './gater.ts'
 import { HealthServer } from './health.ts'
@@ -34,7 +40,6 @@ export interface CircuitLimit {
   data?: bigint
 }
 
-/** Services of the relay node. */
 export interface RelayServices extends BaseServices {
   relay: ReturnType<ReturnType<typeof circuitRelayServer>>
 }
@@ -61,7 +66,6 @@ export interface RelayHandle {
   authorized: AuthorizedPeers
   /** The members' open invites: strangers reach only those members, and sponsoring follows them. */
   invites: OpenInvites
-  health: HealthServer | undefined
   /** The STUN responder nodes use for their direct (WebRTC) path; undefined when `stun.enabled` is false. */
   stun: StunResponder | undefined
   /** Multiaddrs the relay listens on, each ending in /p2p/<relay>. */
@@ -71,7 +75,6 @@ export interface RelayHandle {
   stop(): Promise<void>
 }
 
-/** Options of {@link startRelay}. */
 export interface StartRelayOptions {
   config: RelayConfig
   /** Directory of relay-server.yaml: relative paths resolve against it. */
@@ -107,27 +110,74 @@ export function circuitLimitFor(config: RelayConfig, sourceAuthorized: boolean):
   }
 }
 
-/** Starts a relay from its config. */
+/**
+ * Starts a relay from its config: its components in the order they start (relay_authorized_keys,
+ * the libp2p node, the disconnection of revoked peers, the notices to connected peers, the sweep
+ * of idle strangers, `/healthz`, the STUN responder), stopped in reverse.
+ */
 export async function startRelay(options: StartRelayOptions): Promise<RelayHandle> {
   assertRelayPatched()
-  const privateKey = await loadIdentity(resolveIn(options.dir, options.config.identity.key_file))
-  const relay = await assembleRelay(options, privateKey)
-  await relay.start()
-  return relay
-}
-
-/** Assembles a relay; nothing runs before its `start()`. */
-async function assembleRelay(options: StartRelayOptions, privateKey: PrivateKey): Promise<Relay> {
   const { config, dir, log } = options
+  const privateKey = await loadIdentity(resolveIn(dir, config.identity.key_file))
   const observer = options.observer ?? NO_OBSERVER
+  const keysFile = resolveIn(dir, config.security.authorized_keys_file)
   // Loaded when it starts, first of the components.
-  const authorized = new AuthorizedPeers([], resolveIn(dir, config.security.authorized_keys_file))
+  const authorized = new AuthorizedPeers([], keysFile)
   const events = new TypedEventEmitter<RelayEvents>()
   const invites = new OpenInvites()
   const refusals = new RefusalReport({ observer, log, events })
+  const node = await relayNode(options, privateKey, { authorized, invites, observer, refusals })
+  const health = config.health.enabled
+    ? new HealthServer(
+        { connectedPeers: () => new Set(node.getConnections().map((c) => c.remotePeer.toString())).size },
+        { listenAddress: config.health.listen_address },
+      )
+    : undefined
+  const stun = config.stun.enabled
+    ? new StunResponder({ log: log.child('stun') }, { listenAddress: config.stun.listen_address })
+    : undefined
+  const components: Component[] = [
+    authorized,
+    node,
+    new RevokedRelayPeers({ node, authorized, observer, log }, { keysFile }),
+    new RelayNotices({ node, authorized, events, log: log.child('notify') }),
+    new IdleStrangers(
+      { node, authorized, refusals },
+      {
+        idleMs: config.resources.unknown_peer_idle_timeout,
+        gating: config.security.enable_connection_gating,
+      },
+    ),
+    // A relay that cannot bind its STUN port does not half-run: what started stops again.
+    ...(health === undefined ? [] : [health]),
+    ...(stun === undefined ? [] : [stun]),
+  ]
+  const stopFailed = stopFailedLogger(log)
+  await startAll(components, stopFailed)
+  return {
+    node,
+    events,
+    peerId: peerIdOf(privateKey),
+    authorized,
+    invites,
+    stun,
+    addresses: () => node.getMultiaddrs().map((a) => a.toString()),
+    reloadAuthorized: () => authorized.reloadFromFile(),
+    stop: () => stopAll(components, stopFailed),
+  }
+}
+
+/** The relay's libp2p node, not started yet. */
+async function relayNode(
+  options: StartRelayOptions,
+  privateKey: PrivateKey,
+  parts: { authorized: AuthorizedPeers; invites: OpenInvites; observer: Observer; refusals: RefusalReport },
+): Promise<PeerupLibp2p<RelayServices>> {
+  const { config, log } = options
+  const { authorized, observer, refusals } = parts
   // The gater asks about connections and reservations, which only the node (made below) knows.
   let node: PeerupLibp2p<RelayServices> | undefined
-  const gater = gaterFor(config, { authorized, invites, observer, refusals, node: () => node })
+  const gater = gaterFor(config, { ...parts, node: () => node })
   const base = baseLibp2pOptions({
     privateKey,
     listen: config.network.listen_addresses,
@@ -166,26 +216,19 @@ async function assembleRelay(options: StartRelayOptions, privateKey: PrivateKey)
   if (config.network.announce_addresses.length > 0) {
     base.addresses = { ...base.addresses, announce: config.network.announce_addresses }
   }
-  const init = {
+  node = await createLibp2p({
     ...base,
     ...(options.libp2pMetrics === undefined ? {} : { metrics: options.libp2pMetrics }),
     services: { ...base.services, relay: circuitRelayServer(relayServerInit(config, authorized, observer)) },
     start: false,
-  } as unknown as Libp2pOptions<RelayServices>
-  node = await createLibp2p(init)
-  return new Relay(options, { node, peerId: peerIdOf(privateKey), authorized, events, invites, refusals })
+  } as unknown as Libp2pOptions<RelayServices>)
+  return node
 }
 
 /** The relay's gater: who may connect, reserve and open circuits (src/relay/gater.ts). */
 function gaterFor(
   config: RelayConfig,
-  parts: {
-    authorized: AuthorizedPeers
-    invites: OpenInvites
-    observer: Observer
-    refusals: RefusalReport
-    node: () => PeerupLibp2p<RelayServices> | undefined
-  },
+  parts: Parameters<typeof relayNode>[2] & { node: () => PeerupLibp2p<RelayServices> | undefined },
 ): ReturnType<typeof relayGater> {
   const { authorized, invites, observer, refusals } = parts
   const connectionsOf = (peer: PeerId): Connection[] => parts.node()?.getConnections(peer) ?? []
@@ -200,10 +243,7 @@ function gaterFor(
         const out: Array<{ peer: string; ip: string | undefined }> = []
         for (const [peer, reservation] of parts.node()?.services.relay.reservations ?? []) {
           if (connectionsOf(peer).some((c) => c.status === 'open')) {
-            const ip = reservation.addr
-              .getComponents()
-              .find((x) => x.name === 'ip4' || x.name === 'ip6')?.value
-            out.push({ peer: peer.toString(), ip })
+            out.push({ peer: peer.toString(), ip: ipOfAddr(reservation.addr) })
           }
         }
         return out
@@ -235,7 +275,7 @@ function relayServerInit(
   authorized: AuthorizedPeers,
   observer: Observer,
 ): Parameters<typeof circuitRelayServer>[0] {
-  const init = {
+  return {
     reservations: {
       maxReservations: config.resources.max_reservations,
       reservationTtl: config.resources.reservation_ttl,
@@ -252,111 +292,21 @@ function relayServerInit(
     onRelayedBytes: (n: number) => observer.relayedBytes(n),
     connectLimit: (source: PeerId) =>
       circuitLimitFor(config, !config.security.enable_connection_gating || authorized.has(source.toString())),
-  }
-  return init as Parameters<typeof circuitRelayServer>[0]
+  } as Parameters<typeof circuitRelayServer>[0]
 }
 
-/** What {@link assembleRelay} makes before the relay itself. */
-interface RelayParts {
-  node: PeerupLibp2p<RelayServices>
-  peerId: string
-  authorized: AuthorizedPeers
-  events: TypedEventEmitter<RelayEvents>
-  invites: OpenInvites
-  refusals: RefusalReport
-}
-
-/**
- * A relay: its components in the order they start (relay_authorized_keys, the libp2p node, the
- * disconnection of revoked peers, the notices to connected peers, the sweep of idle strangers,
- * `/healthz`, the STUN responder), stopped in reverse.
- */
-class Relay implements RelayHandle, Component {
-  readonly node: PeerupLibp2p<RelayServices>
-  readonly events: TypedEventEmitter<RelayEvents>
-  readonly peerId: string
-  readonly authorized: AuthorizedPeers
-  readonly invites: OpenInvites
-  readonly health: HealthServer | undefined
-  readonly stun: StunResponder | undefined
-  readonly #log: Logger
-  readonly #components: Component[]
-
-  constructor(options: StartRelayOptions, parts: RelayParts) {
-    const { config, dir, log } = options
-    const { node, authorized, refusals } = parts
-    const observer = options.observer ?? NO_OBSERVER
-    this.node = node
-    this.events = parts.events
-    this.peerId = parts.peerId
-    this.authorized = authorized
-    this.invites = parts.invites
-    this.#log = log
-    this.health = config.health.enabled
-      ? new HealthServer(
-          { connectedPeers: () => new Set(node.getConnections().map((c) => c.remotePeer.toString())).size },
-          { listenAddress: config.health.listen_address },
-        )
-      : undefined
-    this.stun = config.stun.enabled
-      ? new StunResponder({ log: log.child('stun') }, { listenAddress: config.stun.listen_address })
-      : undefined
-    this.#components = [
-      authorized,
-      node,
-      new RevokedRelayPeers(
-        { node, authorized, observer, log },
-        { keysFile: resolveIn(dir, config.security.authorized_keys_file) },
-      ),
-      new RelayNotices({ node, authorized, events: parts.events, log: log.child('notify') }),
-      new IdleStrangers(
-        { node, authorized, refusals },
-        {
-          idleMs: config.resources.unknown_peer_idle_timeout,
-          gating: config.security.enable_connection_gating,
-        },
-      ),
-      // A relay that cannot bind its STUN port does not half-run: what started stops again.
-      ...(this.health === undefined ? [] : [this.health]),
-      ...(this.stun === undefined ? [] : [this.stun]),
-    ]
-  }
-
-  /** Starts the components in order; on a failure, those already started stop again. */
-  async start(): Promise<void> {
-    await startAll(this.#components, this.#stopFailed)
-  }
-
-  /** Stops the components in reverse order. */
-  async stop(): Promise<void> {
-    await stopAll(this.#components, this.#stopFailed)
-  }
-
-  readonly #stopFailed = (err: unknown, component: Component): void => {
-    this.#log.warn('stopping a part of the relay failed', {
+/** Logs a part of the relay whose `stop()` threw (the others stop all the same). */
+export function stopFailedLogger(log: Logger): StopErrorHandler {
+  return (err, component) =>
+    log.warn('stopping a part of the relay failed', {
       component: componentName(component),
       error: err as Error,
     })
-  }
-
-  addresses(): string[] {
-    return this.node.getMultiaddrs().map((a) => a.toString())
-  }
-
-  reloadAuthorized(): Promise<{ added: string[]; removed: string[] }> {
-    return this.authorized.reloadFromFile()
-  }
 }
 
 /** Relayed circuits open on the relay: each is one outbound stop stream to its target. */
 export function countCircuits(node: PeerupLibp2p<RelayServices> | undefined): number {
-  let n = 0
-  for (const conn of node?.getConnections() ?? []) {
-    for (const s of conn.streams) {
-      if (s.protocol === RELAY_STOP_PROTOCOL && s.direction === 'outbound') {
-        n++
-      }
-    }
-  }
-  return n
+  const stops = (c: Connection): number =>
+    c.streams.filter((s) => s.protocol === RELAY_STOP_PROTOCOL && s.direction === 'outbound').length
+  return (node?.getConnections() ?? []).reduce((n, c) => n + stops(c), 0)
 }

@@ -1,21 +1,19 @@
 /**
- * The relay's side of `/peerup/relay-admin/1.0.0` (docs/pairing.md): members open and close
- * their invites and say when an invite's code is spent (src/relay/invites.ts), ask for the members of their groups, and — after two peers
- * paired through this relay — the inviter asks it to authorize the joiner. The caller is the peer
- * id noise authenticated; it must be authorized here, and `security.sponsoring` decides whether
- * it may sponsor: `paired` (the default), only the peer whose circuit this relay carried to the
- * caller while the caller's invite was open, once per invite; `marked`, the same for
- * `sponsor=yes` peers only; `any`, any peer id; `off`. The joiner is recorded with
- * `sponsor=<caller>`.
+ * The relay's side of `/peerup/relay-admin/1.0.0` (its requests: src/invite/relay-admin.ts). The
+ * caller is the peer id noise authenticated; it must be authorized here, and `security.sponsoring`
+ * decides whether it may sponsor: `paired` (the default), only the peer whose circuit this relay
+ * carried to the caller while the caller's invite was open, once per invite; `marked`, the same for
+ * `sponsor=yes` peers only; `any`, any peer id; `off`. The joiner is recorded with `sponsor=<caller>`.
  *
  * @packageDocumentation
  */
 
 import type { Connection, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
-import { loadAuthorizedKeys, updateAuthorizedKeys } from '../auth/authorized-keys.ts'
+import { loadAuthorizedKeys } from '../auth/authorized-keys.ts'
+import { authorizePaired } from '../auth/ops.ts'
 import type { RelayConfig } from '../config/schema.ts'
-import { MAX_MESSAGE_BYTES, STEP_TIMEOUT_MS } from '../invite/protocol.ts'
+import { closeStream, MAX_MESSAGE_BYTES, STEP_TIMEOUT_MS } from '../invite/protocol.ts'
 import {
   RELAY_ADMIN_PROTOCOL,
   type RelayAdminRequest,
@@ -25,27 +23,18 @@ import {
 import type { Logger } from '../log/index.ts'
 import type { Observer } from '../metrics/observer.ts'
 import type { Component } from '../util/components.ts'
-import { withFileLock } from '../util/fs.ts'
 import type { GroupStore } from './groups.ts'
 import type { RelayHandle } from './server.ts'
 
-/** What {@link RelayKeys} uses. */
-export interface RelayKeysComponents {
-  relay: Pick<RelayHandle, 'reloadAuthorized'>
-}
-
-/** Settings of {@link RelayKeys}. */
-export interface RelayKeysInit {
-  /** relay_authorized_keys. */
-  keysFile: string
-}
-
-/** relay_authorized_keys as pairing writes it: peers are added, and the running relay takes them at once. */
+/**
+ * relay_authorized_keys (`keysFile`) as pairing writes it: peers are added, and the running relay
+ * takes them at once.
+ */
 export class RelayKeys {
-  readonly #components: RelayKeysComponents
+  readonly #components: { relay: Pick<RelayHandle, 'reloadAuthorized'> }
   readonly keysFile: string
 
-  constructor(components: RelayKeysComponents, init: RelayKeysInit) {
+  constructor(components: { relay: Pick<RelayHandle, 'reloadAuthorized'> }, init: { keysFile: string }) {
     this.#components = components
     this.keysFile = init.keysFile
   }
@@ -55,57 +44,41 @@ export class RelayKeys {
    * group attribute, when one is given.
    */
   async authorize(peer: string, attrs: { sponsor?: string; group?: string }, name?: string): Promise<void> {
-    await withFileLock(this.keysFile, () =>
-      updateAuthorizedKeys(
-        this.keysFile,
-        (doc) => {
-          if (doc.has(peer)) {
-            if (attrs.group !== undefined) {
-              doc.setAttribute(peer, 'group', attrs.group)
-            }
-            return
-          }
-          doc.add(peer, { ...(name === undefined ? {} : { comment: name }), attributes: attrs })
-        },
-        { createIfMissing: true },
-      ),
-    )
+    await authorizePaired(this.keysFile, peer, {
+      ...(name === undefined ? {} : { comment: name }),
+      attributes: attrs,
+    })
     await this.#components.relay.reloadAuthorized()
   }
 
-  /** Whether `peer` is marked `sponsor=yes`. */
   async isMarkedSponsor(peer: string): Promise<boolean> {
     const doc = await loadAuthorizedKeys(this.keysFile, { createIfMissing: true })
     return doc.get(peer)?.attributes.sponsor === 'yes'
   }
 }
 
-/** What {@link RelayAdminProtocol} uses. */
-export interface RelayAdminProtocolComponents {
-  relay: Pick<RelayHandle, 'node' | 'authorized' | 'invites'>
+/** What the relay's pairing components use (src/relay/pairing.ts makes them). */
+export interface PairingComponents {
+  relay: Pick<RelayHandle, 'node' | 'peerId' | 'authorized' | 'invites'>
   store: GroupStore
   keys: RelayKeys
   observer: Observer
   log: Logger
 }
 
-/** Settings of {@link RelayAdminProtocol}. */
-export interface RelayAdminProtocolInit {
-  /** `security` of relay-server.yaml: gating and the sponsoring mode. */
-  security: RelayConfig['security']
-}
-
-/** The handler of `/peerup/relay-admin/1.0.0`: `start()` registers it, `stop()` removes it. */
+/**
+ * The handler of `/peerup/relay-admin/1.0.0`: `start()` registers it, `stop()` removes it.
+ * `security` of relay-server.yaml says whether gating is on and the sponsoring mode.
+ */
 export class RelayAdminProtocol implements Component {
-  readonly #components: RelayAdminProtocolComponents
+  readonly #components: PairingComponents
   readonly #security: RelayConfig['security']
 
-  constructor(components: RelayAdminProtocolComponents, init: RelayAdminProtocolInit) {
+  constructor(components: PairingComponents, init: { security: RelayConfig['security'] }) {
     this.#components = components
     this.#security = init.security
   }
 
-  /** Answers the protocol from now on. */
   async start(): Promise<void> {
     await this.#components.relay.node.handle(
       RELAY_ADMIN_PROTOCOL,
@@ -114,17 +87,12 @@ export class RelayAdminProtocol implements Component {
           .catch((err: unknown) =>
             this.#components.log.debug('relay admin request failed', { error: err as Error }),
           )
-          .finally(() => {
-            stream
-              .close({ signal: AbortSignal.timeout(2_000) })
-              .catch(() => stream.abort(new Error('closed')))
-          })
+          .finally(() => closeStream(stream))
       },
       { maxInboundStreams: 8 },
     )
   }
 
-  /** Stops answering it. */
   async stop(): Promise<void> {
     await this.#components.relay.node.unhandle(RELAY_ADMIN_PROTOCOL).catch(() => {})
   }
@@ -132,16 +100,17 @@ export class RelayAdminProtocol implements Component {
   async #answer(stream: Stream, connection: Connection): Promise<void> {
     const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
     const signal = AbortSignal.timeout(STEP_TIMEOUT_MS)
+    const reply = (response: RelayAdminResponse) =>
+      lp.write(new TextEncoder().encode(JSON.stringify(response)), { signal })
     const raw = (await lp.read({ signal })).subarray()
     let request: RelayAdminRequest
     try {
       request = relayAdminRequest.parse(JSON.parse(new TextDecoder().decode(raw)))
     } catch {
-      await reply(lp, { ok: false, reason: 'malformed request' }, signal)
+      await reply({ ok: false, reason: 'malformed request' })
       return
     }
-    const caller = connection.remotePeer.toString()
-    await reply(lp, await this.#decide(caller, request), signal)
+    await reply(await this.#decide(connection.remotePeer.toString(), request))
   }
 
   async #decide(caller: string, request: RelayAdminRequest): Promise<RelayAdminResponse> {
@@ -217,12 +186,4 @@ export class RelayAdminProtocol implements Component {
     })
     return { ok: true }
   }
-}
-
-async function reply(
-  lp: ReturnType<typeof lpStream<Stream>>,
-  response: RelayAdminResponse,
-  signal: AbortSignal,
-): Promise<void> {
-  await lp.write(new TextEncoder().encode(JSON.stringify(response)), { signal })
 }

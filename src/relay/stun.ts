@@ -10,6 +10,7 @@
  */
 
 import * as dgram from 'node:dgram'
+import { once } from 'node:events'
 import * as net from 'node:net'
 import stun from '@msimerson/stun'
 import type { Logger } from '../log/index.ts'
@@ -18,39 +19,13 @@ import type { Component } from '../util/components.ts'
 import { VERSION } from '../version.ts'
 import { RelayStartError } from './errors.ts'
 
-const { STUN_BINDING_REQUEST, STUN_BINDING_RESPONSE, STUN_ATTR_FINGERPRINT } = stun.constants as {
-  STUN_BINDING_REQUEST: number
-  STUN_BINDING_RESPONSE: number
-  STUN_ATTR_FINGERPRINT: number
-}
+const { STUN_BINDING_REQUEST, STUN_BINDING_RESPONSE, STUN_ATTR_FINGERPRINT } = stun.constants
 
 /** RFC 5389 §6: the fixed value in bytes 4–7 of every message that is not RFC 3489 legacy. */
 const MAGIC_COOKIE = 0x2112a442
 
 /** A STUN header is 20 bytes; anything shorter is not STUN. */
 const HEADER_BYTES = 20
-
-/** What the responder has done since it started (for logs, tests and, later, metrics). */
-export interface StunCounters {
-  /** Binding requests answered. */
-  answered: number
-  /** Datagrams dropped: not STUN, not a Binding request, malformed, or a bad FINGERPRINT. */
-  dropped: number
-}
-
-/** What a {@link StunResponder} uses. */
-export interface StunResponderComponents {
-  log: Logger
-}
-
-/** Settings of a {@link StunResponder}. */
-export interface StunResponderInit {
-  /** `host:port` or `[v6]:port` (config `stun.listen_address`). */
-  listenAddress: string
-}
-
-/** Options of {@link startStunResponder}. */
-export interface StunResponderOptions extends StunResponderInit, StunResponderComponents {}
 
 /**
  * Answers one datagram: the Binding success response to send back to `from`, or `undefined` when
@@ -94,20 +69,23 @@ export function answerBinding(datagram: Buffer, from: { address: string; port: n
 }
 
 /**
- * The responder: `start()` binds the UDP socket and answers Binding requests on it, `stop()`
- * closes it. A relay that cannot bind its STUN port does not start (a {@link RelayStartError}
+ * The responder: `start()` binds the UDP socket on `listenAddress` (`host:port` or `[v6]:port`,
+ * config `stun.listen_address`) and answers Binding requests on it, `stop()` closes it. A relay that cannot bind its STUN port does not start (a {@link RelayStartError}
  * saying which config key to change): nodes would otherwise lose their direct path unnoticed.
  */
 export class StunResponder implements Component {
-  /** What the responder has done since it started. */
-  readonly counters: StunCounters = { answered: 0, dropped: 0 }
+  /**
+   * What the responder has done since it started (for logs and tests): Binding requests answered,
+   * and datagrams dropped (not STUN, not a Binding request, malformed, or a bad FINGERPRINT).
+   */
+  readonly counters = { answered: 0, dropped: 0 }
   readonly #log: Logger
   readonly #listen: string
   #socket: dgram.Socket | undefined
   #address: { host: string; port: number } | undefined
   #closed: Promise<void> | undefined
 
-  constructor(components: StunResponderComponents, init: StunResponderInit) {
+  constructor(components: { log: Logger }, init: { listenAddress: string }) {
     this.#log = components.log
     this.#listen = init.listenAddress
   }
@@ -120,7 +98,6 @@ export class StunResponder implements Component {
     return this.#address
   }
 
-  /** Binds the socket and answers from then on. */
   async start(): Promise<void> {
     const { host, port } = parseHostPort(this.#listen)
     const socket = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4' })
@@ -139,13 +116,8 @@ export class StunResponder implements Component {
       })
     })
     try {
-      await new Promise<void>((resolve, reject) => {
-        socket.once('error', reject)
-        socket.bind(port, host, () => {
-          socket.off('error', reject)
-          resolve()
-        })
-      })
+      socket.bind(port, host)
+      await once(socket, 'listening')
     } catch (err) {
       socket.close()
       throw new RelayStartError(`cannot listen for STUN on udp ${this.#listen}: ${(err as Error).message}`, {
@@ -180,7 +152,10 @@ export class StunResponder implements Component {
 }
 
 /** Starts a {@link StunResponder}; it answers until closed. */
-export async function startStunResponder(options: StunResponderOptions): Promise<StunResponder> {
+export async function startStunResponder(options: {
+  listenAddress: string
+  log: Logger
+}): Promise<StunResponder> {
   const responder = new StunResponder({ log: options.log }, { listenAddress: options.listenAddress })
   await responder.start()
   return responder
