@@ -5,22 +5,32 @@
  * @packageDocumentation
  */
 
-import { type Command, Option } from 'commander'
+import { Command, Option } from 'commander'
 import type { GlobalOptions } from './context.ts'
 
-/**
- * Adds the options every command takes, so they work after the subcommand too
- * (`peerup status --json`), which positional option parsing needs for `peerup ssh` pass-through.
- */
-export function withCommonOptions(cmd: Command, options: { json?: boolean } = { json: true }): Command {
-  cmd.addOption(new Option('--config <file>', 'config file to use').hideHelp())
-  if (options.json !== false) {
-    cmd.option('--json', 'print the result as JSON')
+/** The program's commands: each subcommand is one too, so every command has {@link CliCommand.run}. */
+export class CliCommand extends Command {
+  override createCommand(name?: string): CliCommand {
+    return new CliCommand(name)
   }
-  return cmd
-}
 
-/** The options of a command merged with its parents' (`--config` may come before the noun). */
-export function globalOpts<T extends object = object>(cmd: Command): GlobalOptions & T {
-  return cmd.optsWithGlobals() as GlobalOptions & T
+  /**
+   * Adds the options every command takes, so they work after the subcommand too (`peerup status
+   * --json`), which positional option parsing needs for `peerup ssh` pass-through; then makes `fn`
+   * the action. `fn` receives the options merged with its parents' (`--config` may come before
+   * the noun), then the positional arguments.
+   */
+  run<O extends GlobalOptions, A extends unknown[]>(
+    fn: (opts: O, ...args: A) => void | Promise<void>,
+    options: { json?: boolean } = { json: true },
+  ): this {
+    this.addOption(new Option('--config <file>', 'config file to use').hideHelp())
+    if (options.json !== false) {
+      this.option('--json', 'print the result as JSON')
+    }
+    // Commander calls an action with the arguments, then the command's own options, then the command.
+    return this.action((...args: unknown[]) =>
+      fn((args.at(-1) as Command).optsWithGlobals() as O, ...(args.slice(0, -2) as A)),
+    )
+  }
 }

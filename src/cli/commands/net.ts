@@ -28,7 +28,7 @@ import { selfCommand } from '../../util/self.ts'
 import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
 import { loadInProcessClient, loadP2pErrors } from '../lazy.ts'
 import { loadNode, nodeConfigFile } from '../load.ts'
-import { globalOpts, withCommonOptions } from '../options.ts'
+import type { CliCommand } from '../options.ts'
 import { emit, note } from '../output.ts'
 import { registerProxyConfig } from './proxy.ts'
 
@@ -305,7 +305,7 @@ async function proxyListen(
 async function ssh(ctx: CliContext, cmd: Command, target: string, args: string[]): Promise<void> {
   const { sshArgv, sshTarget, takePeerupOptions } = await import('../ssh.ts')
   const own = takePeerupOptions(args)
-  const opts = globalOpts(cmd)
+  const opts: GlobalOptions = cmd.optsWithGlobals()
   const configFile = await nodeConfigFile(
     ctx,
     own.config === undefined ? opts : { ...opts, config: own.config },
@@ -328,51 +328,45 @@ async function ssh(ctx: CliContext, cmd: Command, target: string, args: string[]
 }
 
 /** Registers the network commands. */
-export function registerNet(program: Command, ctx: CliContext): void {
-  withCommonOptions(
-    program
-      .command('ping')
-      .description('round-trip time to a peer, and the path (DIRECT or RELAYED via which relay)')
-      .argument('<peer>', 'a name from names: or a peer id')
-      .option('-c, --count <n>', 'number of pings (0 = until Ctrl+C)', '4')
-      .option('--interval <duration>', 'time between pings', '1s')
-      .option(
-        '--until-direct',
-        'keep pinging until the path is DIRECT; exit 1 if the upgrade fails or the deadline passes',
-      )
-      .option('-w, --deadline <duration>', 'stop after this long (default with --until-direct: 30s)')
-      .option('--no-daemon', NO_DAEMON_HELP)
-      .option('--log-level <level>', LOG_LEVEL_HELP),
-  ).action((peer: string, _flags: object, cmd: Command) => ping(ctx, peer, globalOpts<PingFlags>(cmd)))
+export function registerNet(program: CliCommand, ctx: CliContext): void {
+  program
+    .command('ping')
+    .description('round-trip time to a peer, and the path (DIRECT or RELAYED via which relay)')
+    .argument('<peer>', 'a name from names: or a peer id')
+    .option('-c, --count <n>', 'number of pings (0 = until Ctrl+C)', '4')
+    .option('--interval <duration>', 'time between pings', '1s')
+    .option(
+      '--until-direct',
+      'keep pinging until the path is DIRECT; exit 1 if the upgrade fails or the deadline passes',
+    )
+    .option('-w, --deadline <duration>', 'stop after this long (default with --until-direct: 30s)')
+    .option('--no-daemon', NO_DAEMON_HELP)
+    .option('--log-level <level>', LOG_LEVEL_HELP)
+    .run((opts: PingFlags, peer: string) => ping(ctx, peer, opts))
 
-  withCommonOptions(
-    program
-      .command('traceroute')
-      .description('the path to a peer hop by hop (relay, peer) with round-trip times')
-      .argument('<peer>', 'a name from names: or a peer id')
-      .option('--no-daemon', NO_DAEMON_HELP)
-      .option('--log-level <level>', LOG_LEVEL_HELP),
-  ).action(async (peer: string, _flags: object, cmd: Command) => {
-    const opts = globalOpts<{ logLevel?: string; daemon?: boolean }>(cmd)
-    const report = await withClient(ctx, opts, (client) => client.call('traceroute', { peer }, ctx.signal))
-    emit(ctx, opts, report, tracerouteText)
-  })
+  program
+    .command('traceroute')
+    .description('the path to a peer hop by hop (relay, peer) with round-trip times')
+    .argument('<peer>', 'a name from names: or a peer id')
+    .option('--no-daemon', NO_DAEMON_HELP)
+    .option('--log-level <level>', LOG_LEVEL_HELP)
+    .run(async (opts: GlobalOptions & { logLevel?: string; daemon?: boolean }, peer: string) => {
+      const report = await withClient(ctx, opts, (client) => client.call('traceroute', { peer }, ctx.signal))
+      emit(ctx, opts, report, tracerouteText)
+    })
 
-  const proxy = withCommonOptions(
-    program
-      .command('proxy')
-      .description(
-        "forward local TCP connections to a peer's service (or one connection on stdin/stdout with --stdio)",
-      )
-      .argument('<peer>', 'a name from names: or a peer id')
-      .argument('<service>', 'the service name on that peer, like ssh')
-      .argument('[listen]', '[host:]port to listen on (default host 127.0.0.1); not with --stdio')
-      .option('--stdio', 'proxy one connection over stdin/stdout (an ssh ProxyCommand)')
-      .option('--no-daemon', NO_DAEMON_HELP)
-      .option('--log-level <level>', LOG_LEVEL_HELP),
-  ).action(
-    async (peer: string, service: string, listen: string | undefined, _flags: object, cmd: Command) => {
-      const opts = globalOpts<ProxyFlags>(cmd)
+  const proxy = program
+    .command('proxy')
+    .description(
+      "forward local TCP connections to a peer's service (or one connection on stdin/stdout with --stdio)",
+    )
+    .argument('<peer>', 'a name from names: or a peer id')
+    .argument('<service>', 'the service name on that peer, like ssh')
+    .argument('[listen]', '[host:]port to listen on (default host 127.0.0.1); not with --stdio')
+    .option('--stdio', 'proxy one connection over stdin/stdout (an ssh ProxyCommand)')
+    .option('--no-daemon', NO_DAEMON_HELP)
+    .option('--log-level <level>', LOG_LEVEL_HELP)
+    .run(async (opts: ProxyFlags, peer: string, service: string, listen: string | undefined) => {
       if (opts.stdio === true) {
         if (listen !== undefined) {
           throw new UsageError('--stdio takes no listen address', {
@@ -387,8 +381,7 @@ export function registerNet(program: Command, ctx: CliContext): void {
         })
       }
       return proxyListen(ctx, opts, { peer, service, listen })
-    },
-  )
+    })
   registerProxyConfig(proxy, ctx)
 
   program
