@@ -6,6 +6,7 @@
  */
 
 import { Command, Option } from 'commander'
+import { UsageError } from '../errors.ts'
 import type { GlobalOptions } from './context.ts'
 
 /** The program's commands: each subcommand is one too, so every command has {@link CliCommand.run}. */
@@ -33,4 +34,29 @@ export class CliCommand extends Command {
       fn((args.at(-1) as Command).optsWithGlobals() as O, ...(args.slice(0, -2) as A)),
     )
   }
+}
+
+/**
+ * The number `--<name> <value>` stands for, read by `parse` (a duration, a count); a usage error
+ * with `hint` unless it reads as one from `min` to `max`.
+ */
+export function numberFlag(
+  name: string,
+  value: string,
+  hint: string,
+  parse: (text: string) => number | undefined,
+  min = 0,
+  max = Number.POSITIVE_INFINITY,
+): number {
+  const n = parse(value)
+  if (n === undefined || n < min || n > max) {
+    throw new UsageError(`invalid --${name} ${JSON.stringify(value)}`, { hint })
+  }
+  return n
+}
+
+/** A whole number, for {@link numberFlag}. */
+export function wholeNumber(text: string): number | undefined {
+  const n = Number(text)
+  return Number.isInteger(n) ? n : undefined
 }

@@ -10,15 +10,14 @@ import {
   removeAuthorizedPeer,
   validateAuthorizedKeysFile,
 } from '../../auth/ops.ts'
-import { isDaemonAbsent, LocalClient } from '../../client/local.ts'
 import { resolveIn } from '../../config/load.ts'
 import { checkPeerName, setPeerName } from '../../config/ops.ts'
 import type { NodeConfig } from '../../config/schema.ts'
 import { ConflictError, PeerupError } from '../../errors.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
-import { loadNode } from '../load.ts'
+import { loadNode, viaDaemon } from '../load.ts'
 import type { CliCommand } from '../options.ts'
-import { emit, note, table } from '../output.ts'
+import { emit, table } from '../output.ts'
 
 function authorizedKeysFile(dir: string, config: NodeConfig): string {
   return resolveIn(dir, config.security.authorized_keys_file)
@@ -80,27 +79,27 @@ export function registerAuth(program: CliCommand, ctx: CliContext): void {
     .description('revoke a peer')
     .argument('<peer>', 'peer id or a name from names:')
     .run(async (opts, peer: string) => {
-      const { dir, config, file } = await loadNode(ctx, opts)
+      const { dir, config } = await loadNode(ctx, opts)
       const id = peerArg(config, peer)
       // A running daemon revokes it itself: the file is edited and the peer's connections are closed
       // before the answer comes back. Without one, the file is all there is.
-      const client = new LocalClient({ configFile: file, warn: (m) => note(ctx, m) })
-      try {
-        const r = await client.call('authRemove', { peer: id })
-        emit(
-          ctx,
-          opts,
-          r,
-          (p) => `revoked ${p.peerId}; the daemon closed ${p.closedConnections} connection(s)`,
-        )
-        return
-      } catch (err) {
-        if (!isDaemonAbsent(err)) {
-          throw err
-        }
-      }
-      const removed = await removeAuthorizedPeer(authorizedKeysFile(dir, config), id)
-      emit(ctx, opts, { ...removed, closedConnections: 0 }, (p) => `revoked ${p.peerId}`)
+      await viaDaemon(
+        ctx,
+        opts,
+        async (client) => {
+          const r = await client.call('authRemove', { peer: id })
+          emit(
+            ctx,
+            opts,
+            r,
+            (p) => `revoked ${p.peerId}; the daemon closed ${p.closedConnections} connection(s)`,
+          )
+        },
+        async () => {
+          const removed = await removeAuthorizedPeer(authorizedKeysFile(dir, config), id)
+          emit(ctx, opts, { ...removed, closedConnections: 0 }, (p) => `revoked ${p.peerId}`)
+        },
+      )
     })
 
   auth

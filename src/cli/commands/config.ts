@@ -15,10 +15,10 @@ import {
 import { ConfigNotFoundError } from '../../config/errors.ts'
 import { applyConfig, confirmConfig, readPending, rollbackConfig } from '../../config/safety.ts'
 import { parseDurationMs } from '../../config/units.ts'
-import { PeerupError, UsageError } from '../../errors.ts'
+import { PeerupError } from '../../errors.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
 import { loadNode, nodeConfigFile } from '../load.ts'
-import type { CliCommand } from '../options.ts'
+import { type CliCommand, numberFlag } from '../options.ts'
 import { emit } from '../output.ts'
 
 /**
@@ -117,12 +117,13 @@ function registerConfigChange(config: CliCommand, ctx: CliContext): void {
     .argument('<file>', 'the new config')
     .option('--confirm-timeout <duration>', 'how long to wait for `peerup config confirm`', '5m')
     .run(async (opts: GlobalOptions & { confirmTimeout: string }, newFile: string) => {
-      const timeoutMs = parseDurationMs(opts.confirmTimeout)
-      if (timeoutMs === undefined || timeoutMs <= 0) {
-        throw new UsageError(`invalid --confirm-timeout ${JSON.stringify(opts.confirmTimeout)}`, {
-          hint: 'write it like 5m or 90s',
-        })
-      }
+      const timeoutMs = numberFlag(
+        'confirm-timeout',
+        opts.confirmTimeout,
+        'write it like 5m or 90s',
+        parseDurationMs,
+        1,
+      )
       const target = await nodeConfigFile(ctx, opts)
       const text = await readNewConfig(ctx, newFile)
       const pending = await applyConfig(target, text, {

@@ -13,19 +13,18 @@ import {
   servicesText,
   statusText,
 } from '../../api/index.ts'
-import { LocalClient } from '../../client/local.ts'
+import type { LocalClient } from '../../client/local.ts'
 import { parseDurationMs } from '../../config/units.ts'
-import { UsageError } from '../../errors.ts'
-import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
+import { createLogger } from '../../log/index.ts'
 import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
 import { loadDaemon } from '../lazy.ts'
-import { loadNode, nodeConfigFile } from '../load.ts'
-import type { CliCommand } from '../options.ts'
-import { emit, note } from '../output.ts'
+import { daemonClient, loadNode, nodeConfigFile } from '../load.ts'
+import { type CliCommand, numberFlag } from '../options.ts'
+import { emit, logToStderr } from '../output.ts'
 
 /** A client of the daemon serving this invocation's config. */
 async function client(ctx: CliContext, opts: GlobalOptions): Promise<LocalClient> {
-  return new LocalClient({ configFile: await nodeConfigFile(ctx, opts), warn: (m) => note(ctx, m) })
+  return daemonClient(ctx, await nodeConfigFile(ctx, opts))
 }
 
 /** `daemon [start]`: the daemon itself, in the foreground. */
@@ -37,10 +36,7 @@ function registerDaemonRun(daemon: CliCommand, ctx: CliContext): void {
     .run(
       async (opts: GlobalOptions & { logLevel?: string }) => {
         const { file, config } = await loadNode(ctx, opts)
-        configureLogging({
-          level: (opts.logLevel as LogLevel | undefined) ?? config.log.level,
-          format: ctx.stderr.isTTY === true ? 'text' : 'json',
-        })
+        logToStderr(ctx, opts.logLevel, config.log.level)
         const { runDaemon } = await loadDaemon()
         const exit = await graceful(ctx, () =>
           runDaemon({ configFile: file, log: createLogger('daemon'), signal: ctx.signal, env: ctx.env }),
@@ -115,12 +111,7 @@ function registerDaemonActions(daemon: CliCommand, ctx: CliContext): void {
     .run(async (opts: GlobalOptions & { count: string; interval: string }, peer: string) => {
       // The API checks the count (1 to 1000 pings in one answer) and says so as a usage error.
       const count = Number(opts.count)
-      const intervalMs = parseDurationMs(opts.interval)
-      if (intervalMs === undefined) {
-        throw new UsageError(`invalid --interval ${JSON.stringify(opts.interval)}`, {
-          hint: 'write it like 500ms or 2s',
-        })
-      }
+      const intervalMs = numberFlag('interval', opts.interval, 'write it like 500ms or 2s', parseDurationMs)
       const report = await (await client(ctx, opts)).call('ping', { peer, count, intervalMs }, ctx.signal)
       emit(ctx, opts, report, (r) => pingReportText(r))
     })

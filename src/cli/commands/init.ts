@@ -40,16 +40,12 @@ export function registerInit(program: CliCommand, ctx: CliContext): void {
       let relays = opts.relay
       let network = opts.network ?? ''
       if (canPrompt(ctx, opts.nonInteractive)) {
-        const prompter = new Prompter(ctx)
-        try {
-          if (relays.length === 0) {
-            relays = await askRelays(ctx, prompter)
-          }
-          if (opts.network === undefined) {
-            network = await prompter.ask('Private network name (empty for the default)', '')
-          }
-        } finally {
-          prompter.close()
+        using prompter = new Prompter(ctx)
+        if (relays.length === 0) {
+          relays = await askRelays(ctx, prompter)
+        }
+        if (opts.network === undefined) {
+          network = await prompter.ask('Private network name (empty for the default)', '')
         }
       }
       const result = await initNode({ dir: opts.dir ?? defaultNodeDir(ctx.env, ctx.cwd), relays, network })

@@ -7,17 +7,16 @@
 
 import { renderUnicodeCompact } from 'uqr'
 import type { InviteLine } from '../../api/index.ts'
-import { ApiResponseError, isDaemonAbsent, LocalClient } from '../../client/local.ts'
+import { ApiResponseError, type LocalClient } from '../../client/local.ts'
 import { checkPeerName } from '../../config/ops.ts'
 import { parseDurationMs } from '../../config/units.ts'
-import { UsageError } from '../../errors.ts'
 import { defaultMachineName } from '../../invite/names.ts'
-import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
+import { createLogger } from '../../log/index.ts'
 import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
 import { loadInvite } from '../lazy.ts'
-import { nodeConfigFile } from '../load.ts'
-import type { CliCommand } from '../options.ts'
-import { note } from '../output.ts'
+import { viaDaemon } from '../load.ts'
+import { type CliCommand, numberFlag } from '../options.ts'
+import { logToStderr, note } from '../output.ts'
 
 const MIN_TTL_MS = 30_000
 const MAX_TTL_MS = 24 * 3_600_000
@@ -45,22 +44,14 @@ export function registerInvite(program: CliCommand, ctx: CliContext): void {
     .option('--non-interactive', 'print only the code on stdout (no QR code), progress on stderr')
     .option('--log-level <level>', 'log level on stderr: debug, info, warn, error')
     .run(async (opts: GlobalOptions & InviteFlags) => {
-      const ttlMs = parseDurationMs(opts.ttl)
-      if (ttlMs === undefined || ttlMs < MIN_TTL_MS || ttlMs > MAX_TTL_MS) {
-        throw new UsageError(`invalid --ttl ${JSON.stringify(opts.ttl)}`, {
-          hint: 'give a duration from 30s to 24h, like 10m or 1h',
-        })
-      }
+      const hint = 'give a duration from 30s to 24h, like 10m or 1h'
+      const ttlMs = numberFlag('ttl', opts.ttl, hint, parseDurationMs, MIN_TTL_MS, MAX_TTL_MS)
       if (opts.name !== undefined) {
         checkPeerName(opts.name)
       }
       const name = opts.name ?? defaultMachineName()
       const interactive = opts.nonInteractive !== true && ctx.stdout.isTTY === true && opts.json !== true
-      configureLogging({
-        level: (opts.logLevel as LogLevel | undefined) ?? 'warn',
-        format: ctx.stderr.isTTY === true ? 'text' : 'json',
-      })
-      const configFile = await nodeConfigFile(ctx, opts)
+      logToStderr(ctx, opts.logLevel, 'warn')
       const showCode = (text: string, code: { expires: Date }): void => {
         if (opts.json === true) {
           ctx.stdout.write(`${JSON.stringify({ code: text, expires: code.expires.toISOString() })}\n`)
@@ -85,30 +76,21 @@ export function registerInvite(program: CliCommand, ctx: CliContext): void {
       }
       // A running daemon answers the invite itself, so it takes the new peer at once; without
       // one, a short-lived node of our own does.
-      const viaDaemon = async (): Promise<InviteOutcome | undefined> => {
-        const client = new LocalClient({ configFile, warn: (m) => note(ctx, m) })
-        try {
-          for await (const line of client.lines('invite', { name, ttlMs }, ctx.signal)) {
-            if (line.type === 'code') {
-              showCode(line.code, { expires: new Date(line.expires) })
-            } else if (line.type === 'progress') {
-              note(ctx, line.message)
-            } else {
-              return line.result
-            }
+      const daemonInvite = async (client: LocalClient): Promise<InviteOutcome> => {
+        for await (const line of client.lines('invite', { name, ttlMs }, ctx.signal)) {
+          if (line.type === 'code') {
+            showCode(line.code, { expires: new Date(line.expires) })
+          } else if (line.type === 'progress') {
+            note(ctx, line.message)
+          } else {
+            return line.result
           }
-        } catch (err) {
-          if (isDaemonAbsent(err)) {
-            return undefined
-          }
-          throw err
         }
         ctx.signal.throwIfAborted()
         throw new ApiResponseError(502, 'the daemon stopped during the invite')
       }
-      const result =
-        (await graceful(ctx, viaDaemon)) ??
-        (await graceful(ctx, async () => {
+      const result = await graceful(ctx, () =>
+        viaDaemon(ctx, opts, daemonInvite, async (configFile) => {
           const { runInvite } = await loadInvite()
           return runInvite({
             configFile,
@@ -119,7 +101,8 @@ export function registerInvite(program: CliCommand, ctx: CliContext): void {
             onProgress: (m) => note(ctx, m),
             onCode: showCode,
           })
-        }))
+        }),
+      )
       const who = result.name === undefined ? result.peerId : `${result.name} (${result.peerId})`
       if (!result.sponsored.ok) {
         note(

@@ -12,12 +12,12 @@ import { CONFIG_FILE_NAME, defaultNodeDir, nodeConfigCandidates } from '../../co
 import { UsageError } from '../../errors.ts'
 import { decodeInviteCode } from '../../invite/code.ts'
 import { defaultMachineName } from '../../invite/names.ts'
-import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
+import { createLogger } from '../../log/index.ts'
 import { exists } from '../../util/fs.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
 import { loadJoin } from '../lazy.ts'
 import type { CliCommand } from '../options.ts'
-import { emit, note } from '../output.ts'
+import { emit, logToStderr, note } from '../output.ts'
 import { canPrompt, Prompter } from '../prompt.ts'
 
 interface JoinFlags {
@@ -50,10 +50,7 @@ export function registerJoin(program: CliCommand, ctx: CliContext): void {
       const text = arg ?? ctx.env.inviteCode ?? (await codeFromStdin(ctx, opts.nonInteractive))
       // Decoded before anything is created or dialled: a typo costs nothing.
       const code = decodeInviteCode(text)
-      configureLogging({
-        level: (opts.logLevel as LogLevel | undefined) ?? 'warn',
-        format: ctx.stderr.isTTY === true ? 'text' : 'json',
-      })
+      logToStderr(ctx, opts.logLevel, 'warn')
       const target = await joinTarget(ctx, opts.config)
       const { runJoin } = await loadJoin()
       const result = await runJoin({
@@ -109,12 +106,8 @@ async function codeFromStdin(ctx: CliContext, nonInteractive: boolean | undefine
         hint: 'pass it as an argument, in PEERUP_INVITE_CODE, or on stdin',
       })
     }
-    const prompter = new Prompter(ctx)
-    try {
-      return await prompter.ask('Pairing code')
-    } finally {
-      prompter.close()
-    }
+    using prompter = new Prompter(ctx)
+    return await prompter.ask('Pairing code')
   }
   let text = ''
   for await (const chunk of ctx.stdin) {

@@ -17,19 +17,18 @@ import {
   tracerouteText,
 } from '../../api/index.ts'
 import type { Client } from '../../client/client.ts'
-import { isDaemonAbsent, LocalClient } from '../../client/local.ts'
 import { loadNodeConfig } from '../../config/load.ts'
 import { checkServiceName, resolvePeer } from '../../config/ops.ts'
 import { parseDurationMs } from '../../config/units.ts'
 import { ExitStatus, formatError, PeerupError, UsageError } from '../../errors.ts'
-import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
+import { createLogger } from '../../log/index.ts'
 import { formatHostPort, parseListenAddress } from '../../util/address.ts'
 import { selfCommand } from '../../util/self.ts'
 import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
 import { loadInProcessClient, loadP2pErrors } from '../lazy.ts'
-import { loadNode, nodeConfigFile } from '../load.ts'
-import type { CliCommand } from '../options.ts'
-import { emit, note } from '../output.ts'
+import { loadNode, nodeConfigFile, viaDaemon } from '../load.ts'
+import { type CliCommand, numberFlag, wholeNumber } from '../options.ts'
+import { emit, logToStderr, note } from '../output.ts'
 import { registerProxyConfig } from './proxy.ts'
 
 /** How long `proxy --stdio` stays after a SIGHUP to end its session in order. */
@@ -66,21 +65,8 @@ async function withClient<T>(
   opts: GlobalOptions & { logLevel?: string; daemon?: boolean },
   fn: (client: Client) => Promise<T>,
 ): Promise<T> {
-  const configFile = await nodeConfigFile(ctx, opts)
-  return graceful(ctx, async () => {
-    if (opts.daemon !== false) {
-      try {
-        return await fn(new LocalClient({ configFile, warn: (message) => note(ctx, message) }))
-      } catch (err) {
-        if (!isDaemonAbsent(err)) {
-          throw err
-        }
-      }
-    }
-    configureLogging({
-      level: (opts.logLevel as LogLevel | undefined) ?? 'warn',
-      format: ctx.stderr.isTTY === true ? 'text' : 'json',
-    })
+  const alone = async (configFile: string): Promise<T> => {
+    logToStderr(ctx, opts.logLevel, 'warn')
     const { startInProcessClient } = await loadInProcessClient()
     const client = await startInProcessClient({ configFile, log: createLogger('peerup') })
     try {
@@ -88,7 +74,10 @@ async function withClient<T>(
     } finally {
       await client.close()
     }
-  })
+  }
+  return graceful(ctx, async () =>
+    opts.daemon === false ? alone(await nodeConfigFile(ctx, opts)) : viaDaemon(ctx, opts, fn, alone),
+  )
 }
 
 const NO_DAEMON_HELP = 'run a node of its own even when a daemon runs'
@@ -126,26 +115,14 @@ interface PingFlags extends GlobalOptions {
 
 /** `ping`'s flags checked: a usage error names the flag that is wrong. */
 function pingRequest(peer: string, opts: PingFlags) {
-  const count = Number(opts.count)
-  const intervalMs = parseDurationMs(opts.interval)
-  if (!Number.isInteger(count) || count < 0) {
-    throw new UsageError(`invalid --count ${JSON.stringify(opts.count)}`, {
-      hint: 'give a whole number, 0 for no end',
-    })
-  }
-  if (intervalMs === undefined) {
-    throw new UsageError(`invalid --interval ${JSON.stringify(opts.interval)}`, {
-      hint: 'write it like 500ms or 2s',
-    })
-  }
+  const count = numberFlag('count', opts.count, 'give a whole number, 0 for no end', wholeNumber)
+  const intervalMs = numberFlag('interval', opts.interval, 'write it like 500ms or 2s', parseDurationMs)
   const untilDirect = opts.untilDirect === true
   const deadline = opts.deadline ?? (untilDirect ? DEFAULT_UNTIL_DIRECT_DEADLINE : undefined)
-  const deadlineMs = deadline === undefined ? undefined : parseDurationMs(deadline)
-  if (deadline !== undefined && (deadlineMs === undefined || deadlineMs <= 0)) {
-    throw new UsageError(`invalid --deadline ${JSON.stringify(opts.deadline)}`, {
-      hint: 'write it like 30s or 2m',
-    })
-  }
+  const deadlineMs =
+    deadline === undefined
+      ? undefined
+      : numberFlag('deadline', deadline, 'write it like 30s or 2m', parseDurationMs, 1)
   return {
     peer,
     count,

@@ -10,7 +10,6 @@
  */
 
 import { type PersistentProxyState, persistentProxiesText, persistentProxyLine } from '../../api/index.ts'
-import { isDaemonAbsent, LocalClient } from '../../client/local.ts'
 import { loadNodeConfig } from '../../config/load.ts'
 import {
   addProxyToFile,
@@ -25,9 +24,9 @@ import {
 } from '../../config/proxies.ts'
 import { probeListen } from '../../util/port.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
-import { nodeConfigFile } from '../load.ts'
+import { viaDaemon } from '../load.ts'
 import type { CliCommand } from '../options.ts'
-import { emit, note } from '../output.ts'
+import { emit } from '../output.ts'
 
 /** What a proxy's state reads as when no daemon runs it. */
 const NO_DAEMON = 'the daemon is not running (`peerup daemon` starts it)'
@@ -45,27 +44,6 @@ function offline(p: ProxyInfo): PersistentProxyState {
     bytesIn: 0,
     bytesOut: 0,
   }
-}
-
-/**
- * Runs `daemon` with a client of the running daemon, or `alone` with the config file when none
- * runs (any other failure of the daemon's is the command's).
- */
-async function viaDaemon<T>(
-  ctx: CliContext,
-  opts: GlobalOptions,
-  daemon: (client: LocalClient) => Promise<T>,
-  alone: (configFile: string) => Promise<T>,
-): Promise<T> {
-  const configFile = await nodeConfigFile(ctx, opts)
-  try {
-    return await daemon(new LocalClient({ configFile, warn: (m) => note(ctx, m) }))
-  } catch (err) {
-    if (!isDaemonAbsent(err)) {
-      throw err
-    }
-  }
-  return alone(configFile)
 }
 
 /** `proxy add` without a daemon: checked, the port tried (or a free one picked), then written. */

@@ -11,8 +11,7 @@ import { loadRelayConfig, resolveIn } from '../../config/load.ts'
 import { addRelay, listRelays, removeRelay } from '../../config/ops.ts'
 import { rollbackConfig } from '../../config/safety.ts'
 import { parseDurationMs } from '../../config/units.ts'
-import { UsageError } from '../../errors.ts'
-import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
+import { createLogger } from '../../log/index.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
 
 /** A relay group as the admin socket lists it. */
@@ -28,8 +27,8 @@ interface GroupInfoView {
 
 import { loadRelayAdmin, loadRelay as loadRelayModule } from '../lazy.ts'
 import { loadNode, loadRelay, nodeConfigFile, relayConfigFile } from '../load.ts'
-import type { CliCommand } from '../options.ts'
-import { emit, note, table } from '../output.ts'
+import { type CliCommand, numberFlag, wholeNumber } from '../options.ts'
+import { emit, logToStderr, note, table } from '../output.ts'
 
 /** `relay add|remove|list`: the relays this node uses. */
 function registerRelayUse(relay: CliCommand, ctx: CliContext): void {
@@ -95,10 +94,7 @@ function registerRelayServe(relay: CliCommand, ctx: CliContext): void {
     .run(
       async (opts: GlobalOptions & { logLevel?: string }) => {
         const { file, config } = await loadRelay(ctx, opts)
-        configureLogging({
-          level: (opts.logLevel as LogLevel | undefined) ?? config.log.level,
-          format: ctx.stderr.isTTY === true ? 'text' : 'json',
-        })
+        logToStderr(ctx, opts.logLevel, config.log.level)
         const { runRelay } = await loadRelayModule()
         await runRelay({ configFile: file, log: createLogger('relay'), signal: ctx.signal })
       },
@@ -219,18 +215,9 @@ function registerRelayPair(relay: CliCommand, ctx: CliContext): void {
         )
         return
       }
-      const count = Number(opts.count)
-      const ttlMs = parseDurationMs(opts.ttl)
-      if (!Number.isInteger(count) || count < 1 || count > 100) {
-        throw new UsageError(`invalid --count ${JSON.stringify(opts.count)}`, {
-          hint: 'give a whole number from 1 to 100',
-        })
-      }
-      if (ttlMs === undefined || ttlMs < 60_000 || ttlMs > 7 * 24 * 3_600_000) {
-        throw new UsageError(`invalid --ttl ${JSON.stringify(opts.ttl)}`, {
-          hint: 'give a duration from 1m to 7d, like 1h',
-        })
-      }
+      const count = numberFlag('count', opts.count, 'give a whole number from 1 to 100', wholeNumber, 1, 100)
+      const hint = 'give a duration from 1m to 7d, like 1h'
+      const ttlMs = numberFlag('ttl', opts.ttl, hint, parseDurationMs, 60_000, 7 * 24 * 3_600_000)
       const created = await client.createGroup(count, ttlMs)
       emit(ctx, opts, created, (r) => (opts.json === true ? '' : [...r.codes, ''].join('\n')))
       note(

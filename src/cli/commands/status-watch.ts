@@ -9,9 +9,8 @@
 
 import { type ApiPath, ago, type DaemonEvent, describePath, table } from '../../api/index.ts'
 import type { Client } from '../../client/client.ts'
-import { LocalClient } from '../../client/local.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
-import { note } from '../output.ts'
+import { daemonClient } from '../load.ts'
 
 /** How often the round-trip time of each peer is measured. */
 const RTT_INTERVAL_MS = 5_000
@@ -81,7 +80,7 @@ export async function watchStatus(
   configFile: string,
   options: WatchOptions = {},
 ): Promise<void> {
-  const client = new LocalClient({ configFile, warn: (m) => note(ctx, m) })
+  const client = daemonClient(ctx, configFile)
   const status = await client.call('status', {})
   const relays = new Set(status.relays.map((r) => r.peerId))
   const rows = new Map<string, Row>()

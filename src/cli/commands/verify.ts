@@ -50,16 +50,12 @@ export function registerVerify(program: CliCommand, ctx: CliContext): void {
           ctx,
           `Run \`peerup verify <this machine>\` on ${label} and compare. This machine shows:\n\n    ${sas}\n`,
         )
-        const prompter = new Prompter(ctx)
-        try {
-          const answer = (await prompter.ask(`Does ${label} show exactly ${sas}? (y/N)`, 'n')).toLowerCase()
-          if (answer !== 'y' && answer !== 'yes') {
-            throw new VerificationMismatchError(`not verified: ${label} was not marked`, {
-              hint: `if the numbers differ, someone else may have paired in its place: \`peerup auth remove ${label}\` and pair again`,
-            })
-          }
-        } finally {
-          prompter.close()
+        using prompter = new Prompter(ctx)
+        const answer = (await prompter.ask(`Does ${label} show exactly ${sas}? (y/N)`, 'n')).toLowerCase()
+        if (answer !== 'y' && answer !== 'yes') {
+          throw new VerificationMismatchError(`not verified: ${label} was not marked`, {
+            hint: `if the numbers differ, someone else may have paired in its place: \`peerup auth remove ${label}\` and pair again`,
+          })
         }
         confirmed = true
       }
