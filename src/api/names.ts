@@ -41,20 +41,20 @@ function quote(value: string): string {
 export const text = (what: string) =>
   z.string({ error: (i) => (i.input === undefined ? `is required (${what})` : `must be ${what}`) })
 
+/** A `what` (`service name`): text matching `pattern`, else `invalid <what> "…": <rule>`. */
+const named = (what: string, pattern: RegExp, rule: string) =>
+  text(`a ${what}`).refine((v) => pattern.test(v), {
+    error: (i) => `invalid ${what} ${quote(String(i.input))}: ${rule}`,
+  })
+
 /** A peer's name. */
-export const peerName = text('a name').refine((v) => NAME_PATTERN.test(v), {
-  error: (i) => `invalid name ${quote(String(i.input))}: ${NAME_RULE}`,
-})
+export const peerName = named('name', NAME_PATTERN, NAME_RULE)
 
 /** A service's name. */
-export const serviceName = text('a service name').refine((v) => SERVICE_NAME_PATTERN.test(v), {
-  error: (i) => `invalid service name ${quote(String(i.input))}: ${SERVICE_NAME_RULE}`,
-})
+export const serviceName = named('service name', SERVICE_NAME_PATTERN, SERVICE_NAME_RULE)
 
 /** A proxy's name. */
-export const proxyName = text('a proxy name').refine((v) => NAME_PATTERN.test(v), {
-  error: (i) => `invalid proxy name ${quote(String(i.input))}: ${PROXY_NAME_RULE}`,
-})
+export const proxyName = named('proxy name', NAME_PATTERN, PROXY_NAME_RULE)
 
 /** A peer: a name from `names:` or a peer id. */
 export const peerRef = text('a peer id or a name').refine(

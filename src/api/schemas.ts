@@ -445,19 +445,7 @@ export const dialRequest = z.object({
   waitMs: msParam(DAY_MS).optional(),
 })
 
-/**
- * An error: what failed, what to do, and the error's name (`PeerUnreachableError`), so that it
- * crosses the socket as the same kind of error. In a stream of lines it comes as `type: 'error'`.
- */
-export const errorBody = z.object({
-  error: z.string(),
-  hint: maybe(z.string()),
-  name: maybe(z.string()),
-  status: maybe(z.number()),
-})
-
 export type ApiPath = z.infer<typeof apiPath>
-export type PathType = z.infer<typeof pathType>
 export type UpgradeStatus = z.infer<typeof upgradeStatus>
 export type RelayState = z.infer<typeof relayState>
 export type ServiceState = z.infer<typeof serviceState>
@@ -465,25 +453,14 @@ export type StatusResponse = z.infer<typeof statusResponse>
 export type SessionCountsState = z.infer<typeof sessionCounts>
 export type PeerState = z.infer<typeof peerState>
 export type PathState = z.infer<typeof pathState>
-export type AuthEntry = z.infer<typeof authEntry>
-export type AuthAddRequest = z.infer<typeof authAddRequest>
-export type AuthChangeResponse = z.infer<typeof authChangeResponse>
-export type PingRequest = z.infer<typeof pingRequest>
 export type PingReply = z.infer<typeof pingReply>
 export type PingPathChange = z.infer<typeof pingPathChange>
 export type PingResponse = z.infer<typeof pingResponse>
 export type PingLine = z.infer<typeof pingLine>
-export type TracerouteRequest = z.infer<typeof tracerouteRequest>
 export type Hop = z.infer<typeof hop>
 export type TracerouteResponse = z.infer<typeof tracerouteResponse>
-export type ResolveResponse = z.infer<typeof resolveResponse>
 export type ConnectRequest = z.infer<typeof connectRequest>
 export type ProxyState = z.infer<typeof proxyState>
-export type ProxyAddRequest = z.infer<typeof proxyAddRequest>
 export type PersistentProxyState = z.infer<typeof persistentProxyState>
-export type ExposeRequest = z.infer<typeof exposeRequest>
 export type DaemonEvent = z.infer<typeof daemonEvent>
-export type InviteRequest = z.infer<typeof inviteRequest>
 export type InviteLine = z.infer<typeof inviteLine>
-export type DialRequest = z.infer<typeof dialRequest>
-export type ErrorBody = z.infer<typeof errorBody>

@@ -7,14 +7,14 @@
 
 import { isDaemonAbsent, LocalClient } from '../client/local.ts'
 import { type Loaded, loadNodeConfig, loadRelayConfig } from '../config/load.ts'
-import { findConfigFile, nodeConfigCandidates, relayConfigCandidates } from '../config/paths.ts'
+import { findConfigFile } from '../config/paths.ts'
 import type { NodeConfig, RelayConfig } from '../config/schema.ts'
 import type { CliContext, GlobalOptions } from './context.ts'
 import { note } from './output.ts'
 
 /** The path of the node config this invocation uses. */
 export function nodeConfigFile(ctx: CliContext, opts: GlobalOptions): Promise<string> {
-  return findConfigFile(opts.config, nodeConfigCandidates(ctx.env, ctx.cwd), ctx.cwd, 'node')
+  return findConfigFile(opts.config, ctx.env, ctx.cwd, 'node')
 }
 
 /** Loads the node config this invocation uses. */
@@ -24,7 +24,7 @@ export async function loadNode(ctx: CliContext, opts: GlobalOptions): Promise<Lo
 
 /** The path of the relay config this invocation uses. */
 export function relayConfigFile(ctx: CliContext, opts: GlobalOptions): Promise<string> {
-  return findConfigFile(opts.config, relayConfigCandidates(ctx.env, ctx.cwd), ctx.cwd, 'relay')
+  return findConfigFile(opts.config, ctx.env, ctx.cwd, 'relay')
 }
 
 /** Loads the relay config this invocation uses. */

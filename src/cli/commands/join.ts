@@ -8,7 +8,7 @@
 
 import * as path from 'node:path'
 import { checkPeerName } from '../../config/ops.ts'
-import { CONFIG_FILE_NAME, defaultNodeDir, nodeConfigCandidates } from '../../config/paths.ts'
+import { CONFIG_FILE_NAME, configCandidates, defaultNodeDir } from '../../config/paths.ts'
 import { UsageError } from '../../errors.ts'
 import { decodeInviteCode } from '../../invite/code.ts'
 import { defaultMachineName } from '../../invite/names.ts'
@@ -141,7 +141,7 @@ async function joinTarget(
     }
     return { createIn: path.dirname(file) }
   }
-  for (const file of nodeConfigCandidates(ctx.env, ctx.cwd)) {
+  for (const file of configCandidates(ctx.env, ctx.cwd, 'node')) {
     if (await exists(file)) {
       return { configFile: file }
     }
