@@ -24,7 +24,6 @@ const SOURCE_VERSION = '0.1.0'
 /** The version string peerup reports and sends in identify (`peerup/<version>`). */
 export const VERSION: string = typeof __PEERUP_VERSION__ === 'string' ? __PEERUP_VERSION__ : SOURCE_VERSION
 
-/** Returns the build information of the running program. */
 export function buildInfo(): BuildInfo {
   return {
     version: VERSION,

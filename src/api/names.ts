@@ -47,13 +47,10 @@ const named = (what: string, pattern: RegExp, rule: string) =>
     error: (i) => `invalid ${what} ${quote(String(i.input))}: ${rule}`,
   })
 
-/** A peer's name. */
 export const peerName = named('name', NAME_PATTERN, NAME_RULE)
 
-/** A service's name. */
 export const serviceName = named('service name', SERVICE_NAME_PATTERN, SERVICE_NAME_RULE)
 
-/** A proxy's name. */
 export const proxyName = named('proxy name', NAME_PATTERN, PROXY_NAME_RULE)
 
 /** A peer: a name from `names:` or a peer id. */

@@ -17,7 +17,6 @@ export const DIAL_PROTOCOL = 'peerup-stream'
 /** Bumped when a route changes incompatibly. */
 export const API_VERSION = 1
 
-/** One route. */
 export interface RouteSpec {
   method: 'GET' | 'POST' | 'DELETE'
   /** `:name` segments are URL-encoded parameters, part of the input. */
@@ -46,7 +45,6 @@ const flag = z
   .union([z.boolean(), z.enum(['true', 'false'])], { error: 'must be true or false' })
   .transform((v) => v === true || v === 'true')
 
-/** Every route, by name. */
 export const ROUTES = {
   status: { method: 'GET', path: '/v1/status', input: none, output: s.statusResponse },
   services: { method: 'GET', path: '/v1/services', input: none, output: z.array(s.serviceState) },
@@ -155,7 +153,6 @@ export const ROUTES = {
   },
 } as const satisfies Record<string, RouteSpec>
 
-/** A route's name. */
 export type RouteName = keyof typeof ROUTES
 
 type Spec<K extends RouteName> = (typeof ROUTES)[K]

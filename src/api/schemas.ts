@@ -221,7 +221,6 @@ export const pingRequest = z.object({
   deadlineMs: count(DAY_MS).optional(),
 })
 
-/** One ping. */
 export const pingReply = z.object({
   seq: z.number(),
   rttMs: maybe(z.number()),
@@ -276,7 +275,6 @@ export const pingLine = z.discriminatedUnion('type', [
 /** `POST /v1/traceroute` */
 export const tracerouteRequest = z.object({ peer: peerRef })
 
-/** One hop. */
 export const hop = z.object({
   hop: z.number(),
   peerId: z.string(),

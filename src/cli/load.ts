@@ -17,7 +17,6 @@ export function nodeConfigFile(ctx: CliContext, opts: GlobalOptions): Promise<st
   return findConfigFile(opts.config, ctx.env, ctx.cwd, 'node')
 }
 
-/** Loads the node config this invocation uses. */
 export async function loadNode(ctx: CliContext, opts: GlobalOptions): Promise<Loaded<NodeConfig>> {
   return loadNodeConfig(await nodeConfigFile(ctx, opts))
 }
@@ -27,7 +26,6 @@ export function relayConfigFile(ctx: CliContext, opts: GlobalOptions): Promise<s
   return findConfigFile(opts.config, ctx.env, ctx.cwd, 'relay')
 }
 
-/** Loads the relay config this invocation uses. */
 export async function loadRelay(ctx: CliContext, opts: GlobalOptions): Promise<Loaded<RelayConfig>> {
   return loadRelayConfig(await relayConfigFile(ctx, opts))
 }

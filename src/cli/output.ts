@@ -20,7 +20,6 @@ export function emit<T>(ctx: CliContext, opts: GlobalOptions, data: T, human: (d
   }
 }
 
-/** Writes a progress line or a warning to stderr. */
 export function note(ctx: CliContext, message: string): void {
   ctx.stderr.write(`${message}\n`)
 }

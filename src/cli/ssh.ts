@@ -47,7 +47,6 @@ export function takePeerupOptions(args: string[]): { config: string | undefined;
   return { config, args: [...out, ...args.slice(i)] }
 }
 
-/** Options of {@link sshArgv}. */
 export interface SshArgvOptions {
   /** `[user@]peer` */
   target: string

@@ -29,7 +29,6 @@ export { ApiResponseError, DaemonNotRunningError }
 
 let warnedVersion = false
 
-/** Options of {@link LocalClient}. */
 export interface LocalClientOptions {
   /** The node's config file: the socket and cookie live beside it. */
   configFile: string

@@ -326,12 +326,10 @@ export async function loadConfigFile<S extends z.ZodType>(
   return { file: abs, dir: path.dirname(abs), config: parseConfigText(text, abs, schema) }
 }
 
-/** Loads a node config (`config.yaml`). */
 export function loadNodeConfig(file: string): Promise<Loaded<NodeConfig>> {
   return loadConfigFile(file, nodeConfigSchema)
 }
 
-/** Loads a relay config (`relay-server.yaml`). */
 export function loadRelayConfig(file: string): Promise<Loaded<RelayConfig>> {
   return loadConfigFile(file, relayConfigSchema)
 }

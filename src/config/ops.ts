@@ -33,7 +33,6 @@ export function serviceProtocol(name: string): string {
   return `/peerup/${name}/1.0.0`
 }
 
-/** Lists the configured services. */
 export function listServices(config: NodeConfig): ServiceInfo[] {
   return Object.entries(config.services).map(([name, s]) => ({
     name,
@@ -44,7 +43,6 @@ export function listServices(config: NodeConfig): ServiceInfo[] {
   }))
 }
 
-/** Checks a service name given on the command line. */
 export function checkServiceName(name: string): void {
   if (!SERVICE_NAME_PATTERN.test(name)) {
     throw new UsageError(`invalid service name ${JSON.stringify(name)}`, {
@@ -64,13 +62,11 @@ export function normaliseLocalAddress(address: string): string {
   return value
 }
 
-/** Options of {@link addService}. */
 export interface AddServiceOptions {
   allowedPeers?: string[]
   enabled?: boolean
 }
 
-/** Adds a service to the config file. */
 export async function addService(
   file: string,
   name: string,
@@ -102,7 +98,6 @@ export async function addService(
   return listServices(config).find((s) => s.name === name) as ServiceInfo
 }
 
-/** Removes a service from the config file. */
 export async function removeService(file: string, name: string): Promise<void> {
   await editConfigFile(file, nodeConfigSchema, (doc, current) => {
     requireService(current, name)
@@ -145,7 +140,6 @@ export function relayPeerId(address: string): string {
   return p2p?.value ?? ''
 }
 
-/** Lists the configured relays. */
 export function listRelays(config: NodeConfig): RelayInfo[] {
   return config.relay.addresses.map((address) => ({ address, peerId: relayPeerId(address) }))
 }
@@ -208,7 +202,6 @@ export async function removeRelay(file: string, target: string, force = false): 
   return result
 }
 
-/** What `resolve` found. */
 export interface Resolved {
   name: string | undefined
   peerId: string
@@ -239,7 +232,6 @@ export function resolvePeer(config: NodeConfig, nameOrId: string): Resolved {
   })
 }
 
-/** Checks a peer name given on the command line. */
 export function checkPeerName(name: string): void {
   if (!NAME_PATTERN.test(name)) {
     throw new UsageError(`invalid name ${JSON.stringify(name)}`, {

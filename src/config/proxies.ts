@@ -25,7 +25,6 @@ export interface ProxyInfo {
   enabled: boolean
 }
 
-/** The proxies of a config. */
 export function listProxies(config: NodeConfig): ProxyInfo[] {
   return Object.entries(config.proxies).map(([name, p]) => ({
     name,
@@ -55,7 +54,6 @@ export interface CheckedProxy {
   listen: HostPort
 }
 
-/** Checks a proxy name given on the command line. */
 export function checkProxyName(name: string): void {
   if (!NAME_PATTERN.test(name)) {
     throw new UsageError(`invalid proxy name ${JSON.stringify(name)}`, {

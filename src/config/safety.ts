@@ -37,7 +37,6 @@ export function safetyFiles(configFile: string): { lastGood: string; previous: s
   }
 }
 
-/** A pending apply. */
 export interface PendingApply {
   appliedAt: string
   /** RFC 3339: when the previous config comes back unless confirmed. */
@@ -72,7 +71,6 @@ function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex')
 }
 
-/** The pending apply, if any. */
 export async function readPending(configFile: string): Promise<PendingApply | undefined> {
   try {
     return JSON.parse(await fs.readFile(safetyFiles(configFile).pending, 'utf8')) as PendingApply
@@ -91,7 +89,6 @@ export async function archiveLastGood(configFile: string): Promise<void> {
   await atomicWriteFile(safetyFiles(configFile).lastGood, text, { mode: 0o600 })
 }
 
-/** Options of {@link applyConfig}. */
 export interface ApplyOptions {
   /** Checks the new config; throws to refuse it. Runs on a temp copy in the config's directory, so relative paths resolve as they will. */
   validate: (candidateFile: string) => Promise<void>
@@ -148,7 +145,6 @@ export async function confirmConfig(configFile: string): Promise<PendingApply> {
   })
 }
 
-/** Where a restore came from. */
 export type RestoreSource = 'previous' | 'last-good'
 
 /**

@@ -9,7 +9,6 @@
 /** Log levels, least to most severe. */
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const
 
-/** One of {@link LOG_LEVELS}. */
 export type LogLevel = (typeof LOG_LEVELS)[number]
 
 /** Structured fields of a log line; values should be strings, numbers or booleans. */
@@ -48,7 +47,6 @@ export function configureLogging(options: Partial<LogSink>): void {
   Object.assign(sink, options)
 }
 
-/** Creates a logger for `component`. */
 export function createLogger(component: string): Logger {
   const emit = (level: LogLevel, msg: string, fields: LogFields | undefined): void => {
     if (LOG_LEVELS.indexOf(level) < LOG_LEVELS.indexOf(sink.level)) {

@@ -30,7 +30,6 @@ function peerArg(config: NodeConfig, peer: string): string {
 
 type AddFlags = GlobalOptions & { comment?: string; name?: string; expires?: string; group?: string }
 
-/** Registers `auth`. */
 export function registerAuth(program: CliCommand, ctx: CliContext): void {
   const auth = program
     .command('auth')

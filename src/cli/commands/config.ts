@@ -184,7 +184,6 @@ function registerConfigChange(config: CliCommand, ctx: CliContext): void {
     })
 }
 
-/** Registers `config`. */
 export function registerConfig(program: CliCommand, ctx: CliContext): void {
   const config = program.command('config').description('check and show the node config')
   registerConfigCheck(config, ctx)

@@ -141,7 +141,6 @@ function registerDaemonActions(daemon: CliCommand, ctx: CliContext): void {
     })
 }
 
-/** Registers `daemon` and its subcommands. */
 export function registerDaemon(program: CliCommand, ctx: CliContext): void {
   const daemon = program.command('daemon').description('the long-running agent, and talking to it')
   registerDaemonRun(daemon, ctx)

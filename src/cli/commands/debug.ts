@@ -9,7 +9,6 @@ import type { CliContext } from '../context.ts'
 import type { CliCommand } from '../options.ts'
 import { emit } from '../output.ts'
 
-/** Registers `debug`. */
 export function registerDebug(program: CliCommand, ctx: CliContext): void {
   const debug = program.command('debug').description('diagnostics of this executable')
   debug

@@ -8,7 +8,6 @@ import { type CliContext, graceful } from '../context.ts'
 import { loadDemo } from '../lazy.ts'
 import type { CliCommand } from '../options.ts'
 
-/** Registers `demo`. */
 export function registerDemo(program: CliCommand, ctx: CliContext): void {
   program
     .command('demo')

@@ -22,7 +22,6 @@ interface InitFlags {
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value]
 
-/** Registers `init`. */
 export function registerInit(program: CliCommand, ctx: CliContext): void {
   program
     .command('init')

@@ -31,7 +31,6 @@ interface InviteFlags {
   logLevel?: string
 }
 
-/** Registers `invite`. */
 export function registerInvite(program: CliCommand, ctx: CliContext): void {
   program
     .command('invite')

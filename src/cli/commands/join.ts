@@ -30,7 +30,6 @@ interface JoinFlags {
 // A code is about 200 characters; stdin beyond this is not a code.
 const MAX_STDIN_BYTES = 8192
 
-/** Registers `join`. */
 export function registerJoin(program: CliCommand, ctx: CliContext): void {
   program
     .command('join')

@@ -82,12 +82,6 @@ async function withClient<T>(
 
 const NO_DAEMON_HELP = 'run a node of its own even when a daemon runs'
 
-/** The names of this node's config, for rendering paths (the relay's name, say). */
-async function loadNames(ctx: CliContext, opts: GlobalOptions): Promise<Record<string, string>> {
-  const { loadNode } = await import('../load.ts')
-  return (await loadNode(ctx, opts)).config.names
-}
-
 const LOG_LEVEL_HELP = 'log level on stderr: debug, info, warn, error'
 
 /** How long `ping --until-direct` waits for the upgrade unless `--deadline` says otherwise. */
@@ -103,7 +97,6 @@ async function loadPipe() {
   return { pipe, stdioEnd, startListener }
 }
 
-/** Options of `ping`. */
 interface PingFlags extends GlobalOptions {
   count: string
   interval: string
@@ -136,7 +129,8 @@ function pingRequest(peer: string, opts: PingFlags) {
 /** `ping`: each line as it happens, the summary, and an error when nothing answered or the path stayed relayed. */
 async function ping(ctx: CliContext, peer: string, opts: PingFlags): Promise<void> {
   const { deadline, ...request } = pingRequest(peer, opts)
-  const names = await loadNames(ctx, opts)
+  // The names of this node's config, for rendering paths (the relay's name, say).
+  const { names } = (await loadNode(ctx, opts)).config
   const report: PingResponse = await withClient(ctx, opts, async (client) => {
     for await (const line of client.lines('ping', request, ctx.signal)) {
       if (line.type === 'done') {
@@ -173,7 +167,6 @@ async function ping(ctx: CliContext, peer: string, opts: PingFlags): Promise<voi
   }
 }
 
-/** Options of `proxy`. */
 interface ProxyFlags extends GlobalOptions {
   stdio?: boolean
   logLevel?: string
@@ -304,7 +297,6 @@ async function ssh(ctx: CliContext, cmd: Command, target: string, args: string[]
   }
 }
 
-/** Registers the network commands. */
 export function registerNet(program: CliCommand, ctx: CliContext): void {
   program
     .command('ping')

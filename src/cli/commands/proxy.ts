@@ -69,7 +69,6 @@ async function setEnabledAlone(
   return offline(await setProxyEnabledInFile(configFile, name, enabled))
 }
 
-/** `proxy add`. */
 function registerAdd(proxy: CliCommand, ctx: CliContext): void {
   proxy
     .command('add')

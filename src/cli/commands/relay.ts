@@ -14,17 +14,6 @@ import { parseDurationMs } from '../../config/units.ts'
 import { createLogger } from '../../log/index.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
 
-/** A relay group as the admin socket lists it. */
-interface GroupInfoView {
-  id: string
-  expires: string
-  expired: boolean
-  revoked: boolean
-  size: number
-  burned: number
-  members: Array<{ peerId: string; name?: string }>
-}
-
 import { loadRelayAdmin, loadRelay as loadRelayModule } from '../lazy.ts'
 import { loadNode, loadRelay, nodeConfigFile, relayConfigFile } from '../load.ts'
 import { type CliCommand, numberFlag, wholeNumber } from '../options.ts'
@@ -186,9 +175,6 @@ function registerRelayPair(relay: CliCommand, ctx: CliContext): void {
       const { dir } = await loadRelay(ctx, opts)
       const { RelayAdminClient } = await loadRelayAdmin()
       const client = new RelayAdminClient(dir)
-      const describeGroup = (g: GroupInfoView): string =>
-        `${g.id}  ${g.revoked ? 'revoked' : g.expired ? 'expired' : `until ${g.expires}`}  ${g.members.length}/${g.size} joined` +
-        (g.burned > 0 ? `, ${g.burned} burned` : '')
       if (opts.list === true) {
         const groups = await client.listGroups()
         emit(ctx, opts, groups, (list) =>
@@ -197,7 +183,8 @@ function registerRelayPair(relay: CliCommand, ctx: CliContext): void {
             : list
                 .map((g) =>
                   [
-                    describeGroup(g),
+                    `${g.id}  ${g.revoked ? 'revoked' : g.expired ? 'expired' : `until ${g.expires}`}  ${g.members.length}/${g.size} joined` +
+                      (g.burned > 0 ? `, ${g.burned} burned` : ''),
                     ...g.members.map((m) => `    ${m.peerId}${m.name === undefined ? '' : `  ${m.name}`}`),
                   ].join('\n'),
                 )
@@ -257,7 +244,6 @@ function registerRelayConfig(relay: CliCommand, ctx: CliContext): void {
     })
 }
 
-/** Registers `relay`. */
 export function registerRelay(program: CliCommand, ctx: CliContext): void {
   const relay = program.command('relay').description('the relays this node uses, and running a relay')
   registerRelayUse(relay, ctx)

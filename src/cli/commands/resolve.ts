@@ -10,7 +10,6 @@ import { loadNode } from '../load.ts'
 import type { CliCommand } from '../options.ts'
 import { emit } from '../output.ts'
 
-/** Registers `resolve`. */
 export function registerResolve(program: CliCommand, ctx: CliContext): void {
   program
     .command('resolve')

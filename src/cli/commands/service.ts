@@ -25,7 +25,6 @@ function describeService(s: ServiceInfo): string {
 
 type AddFlags = GlobalOptions & { allow: string[]; disabled?: boolean }
 
-/** Registers `service`. */
 export function registerService(program: CliCommand, ctx: CliContext): void {
   const service = program
     .command('service')

@@ -23,7 +23,6 @@ interface Row {
   rttMs: number | undefined
 }
 
-/** Options of {@link watchStatus}. */
 export interface WatchOptions {
   /** Called once the event stream is open (for tests: nothing before it is missed after it). */
   onReady?: () => void

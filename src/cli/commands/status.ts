@@ -40,7 +40,6 @@ function render(s: NodeSummary): string {
   return lines.join('\n')
 }
 
-/** Registers `status`. */
 export function registerStatus(program: CliCommand, ctx: CliContext): void {
   program
     .command('status')

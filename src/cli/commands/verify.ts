@@ -23,7 +23,6 @@ export class VerificationMismatchError extends PeerupError {
   override name = 'VerificationMismatchError'
 }
 
-/** Registers `verify`. */
 export function registerVerify(program: CliCommand, ctx: CliContext): void {
   program
     .command('verify')

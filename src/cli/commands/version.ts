@@ -9,7 +9,6 @@ import type { CliContext } from '../context.ts'
 import type { CliCommand } from '../options.ts'
 import { emit } from '../output.ts'
 
-/** Registers `version`. */
 export function registerVersion(program: CliCommand, ctx: CliContext): void {
   program
     .command('version')

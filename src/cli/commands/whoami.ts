@@ -11,7 +11,6 @@ import { loadNode } from '../load.ts'
 import type { CliCommand } from '../options.ts'
 import { emit } from '../output.ts'
 
-/** Registers `whoami`. */
 export function registerWhoami(program: CliCommand, ctx: CliContext): void {
   program
     .command('whoami')
