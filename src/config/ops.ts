@@ -20,20 +20,14 @@ import {
 } from './schema.ts'
 
 /** A service as `service list` shows it. */
-export interface ServiceInfo {
-  name: string
-  enabled: boolean
-  localAddress: string
-  allowedPeers: string[]
-  protocol: string
-}
+export type ServiceInfo = ReturnType<typeof listServices>[number]
 
 /** The libp2p protocol a service is offered on. */
 export function serviceProtocol(name: string): string {
   return `/peerup/${name}/1.0.0`
 }
 
-export function listServices(config: NodeConfig): ServiceInfo[] {
+export function listServices(config: NodeConfig) {
   return Object.entries(config.services).map(([name, s]) => ({
     name,
     enabled: s.enabled,
@@ -127,10 +121,7 @@ function requireService(config: NodeConfig, name: string): void {
 }
 
 /** A relay as `relay list` shows it. */
-export interface RelayInfo {
-  address: string
-  peerId: string
-}
+export type RelayInfo = ReturnType<typeof listRelays>[number]
 
 /** The peer id in a relay's multiaddr. */
 export function relayPeerId(address: string): string {
@@ -140,7 +131,7 @@ export function relayPeerId(address: string): string {
   return p2p?.value ?? ''
 }
 
-export function listRelays(config: NodeConfig): RelayInfo[] {
+export function listRelays(config: NodeConfig) {
   return config.relay.addresses.map((address) => ({ address, peerId: relayPeerId(address) }))
 }
 

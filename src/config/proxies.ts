@@ -14,18 +14,11 @@ import { editConfigFile, ensureMap } from './edit.ts'
 import { checkServiceName, resolvePeer } from './ops.ts'
 import { type NodeConfig, nodeConfigSchema } from './schema.ts'
 
-/** A proxy as config.yaml holds it. */
-export interface ProxyInfo {
-  name: string
-  /** A name from `names:` or a peer id, as written. */
-  peer: string
-  service: string
-  /** `host:port`. */
-  bind: string
-  enabled: boolean
-}
+/** A proxy as config.yaml holds it: `peer` as written (a name from `names:` or a peer id), `bind` as `host:port`. */
+export type ProxyInfo = NodeConfig['proxies'][string] & { name: string }
 
 export function listProxies(config: NodeConfig): ProxyInfo[] {
+  // Field by field: this order is the order of `proxy list --json`.
   return Object.entries(config.proxies).map(([name, p]) => ({
     name,
     peer: p.peer,
@@ -46,13 +39,7 @@ export interface NewProxy {
 }
 
 /** A new proxy checked: its fields, and the address to bind (port 0: pick one, then record it). */
-export interface CheckedProxy {
-  name: string
-  peer: string
-  service: string
-  enabled: boolean
-  listen: HostPort
-}
+export type CheckedProxy = Omit<ProxyInfo, 'bind'> & { listen: HostPort }
 
 export function checkProxyName(name: string): void {
   if (!NAME_PATTERN.test(name)) {

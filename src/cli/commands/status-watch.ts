@@ -33,28 +33,18 @@ export interface WatchOptions {
 /**
  * Measures peers' round-trip times through the daemon (one ping each): a peer as soon as it is
  * shown or its path changes, and every peer again each interval, one ping per peer at a time. A
- * peer that did not answer shows no time rather than its last one.
+ * peer that did not answer shows no time rather than its last one. The function it returns pings
+ * a row's peer, unless a ping to it is under way, and fills in `row.rttMs`.
  */
-class RttProbe {
-  readonly #client: Client
-  readonly #signal: AbortSignal
-  readonly #measured: () => void
-  readonly #pending = new Set<string>()
-
-  constructor(client: Client, signal: AbortSignal, measured: () => void) {
-    this.#client = client
-    this.#signal = signal
-    this.#measured = measured
-  }
-
-  /** Pings `row`'s peer, unless a ping to it is under way; fills in `row.rttMs`. */
-  measure(row: Row): void {
-    if (this.#pending.has(row.peerId) || this.#signal.aborted) {
+function rttProbe(client: Client, signal: AbortSignal, measured: () => void): (row: Row) => void {
+  const pending = new Set<string>()
+  return (row) => {
+    if (pending.has(row.peerId) || signal.aborted) {
       return
     }
-    this.#pending.add(row.peerId)
-    this.#client
-      .call('ping', { peer: row.peerId, count: 1, intervalMs: 0 }, this.#signal)
+    pending.add(row.peerId)
+    client
+      .call('ping', { peer: row.peerId, count: 1, intervalMs: 0 }, signal)
       .then(
         (r) => {
           row.rttMs = r.replies[0]?.rttMs ?? undefined
@@ -64,9 +54,9 @@ class RttProbe {
         },
       )
       .finally(() => {
-        this.#pending.delete(row.peerId)
-        if (!this.#signal.aborted) {
-          this.#measured()
+        pending.delete(row.peerId)
+        if (!signal.aborted) {
+          measured()
         }
       })
   }
@@ -124,10 +114,10 @@ export async function watchStatus(
   const stop = (): void => controller.abort()
   ctx.signal.addEventListener('abort', stop, { once: true })
   // Only on a terminal is there an RTT column to fill.
-  const probe = tty ? new RttProbe(client, controller.signal, draw) : undefined
+  const measure = tty ? rttProbe(client, controller.signal, draw) : undefined
   const measureAll = (): void => {
     for (const row of rows.values()) {
-      probe?.measure(row)
+      measure?.(row)
     }
   }
   const rtt = setInterval(() => {
@@ -148,7 +138,7 @@ export async function watchStatus(
       // A peer just shown, or on a new path: its time now, not at the next round.
       const row = e.type === 'peer-connected' || e.type === 'path-changed' ? rows.get(e.peerId) : undefined
       if (row !== undefined) {
-        probe?.measure(row)
+        measure?.(row)
       }
       draw()
     }
