@@ -71,19 +71,11 @@ export function createLogger(component: string): Logger {
   }
 }
 
-function redact(fields: LogFields | undefined): LogFields {
-  if (fields === undefined) {
-    return {}
-  }
-  const out: LogFields = {}
-  for (const [k, v] of Object.entries(fields)) {
-    if (SECRET_KEY.test(k)) {
-      out[k] = '[redacted]'
-    } else if (v instanceof Error) {
-      out[k] = v.message
-    } else {
-      out[k] = v
-    }
-  }
-  return out
+function redact(fields: LogFields = {}): LogFields {
+  return Object.fromEntries(
+    Object.entries(fields).map(([k, v]) => [
+      k,
+      SECRET_KEY.test(k) ? '[redacted]' : v instanceof Error ? v.message : v,
+    ]),
+  )
 }
