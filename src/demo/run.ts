@@ -31,6 +31,8 @@ export class DemoError extends PeerupError {
 interface Child {
   proc: ChildProcessByStdio<null, Readable, Readable>
   label: string
+  /** The demo's: aborted when it is stopped. */
+  signal: AbortSignal | undefined
   /** The last lines of its stderr, for an error message. */
   tail: string[]
   exited: Promise<number | null>
@@ -132,6 +134,7 @@ class Demo {
     const child: Child = {
       proc,
       label,
+      signal: this.signal,
       tail: [],
       exited: new Promise((resolve) => proc.once('exit', (code) => resolve(code))),
     }
@@ -175,7 +178,7 @@ async function startRelay(demo: Demo): Promise<{ configFile: string; address: st
     doc.setIn(['health', 'enabled'], false)
   })
   const serving = demo.start('relay', ['relay', 'serve', '--config', setup.configFile, '--log-level', 'info'])
-  const started = await logLine(serving, (l) => l.msg === 'relay started', demo.signal)
+  const started = await logLine(serving, (l) => l.msg === 'relay started')
   const address = String(started.addresses ?? '')
     .split(' ')
     .find((a) => a.startsWith('/ip4/127.0.0.1/'))
@@ -238,7 +241,7 @@ async function serveHome(demo: Demo, home: Machine): Promise<void> {
   say(`   $ peerup service add greet 127.0.0.1:${service.port} && peerup daemon`)
   await demo.peerup(['service', 'add', 'greet', `127.0.0.1:${service.port}`, '--config', home.configFile])
   const daemon = demo.start('home daemon', ['daemon', '--config', home.configFile, '--log-level', 'info'])
-  await logLine(daemon, (l) => l.msg === 'reservation held', demo.signal)
+  await logLine(daemon, (l) => l.msg === 'reservation held')
   say(
     `   home holds a reservation on the relay: reachable at <relay>/p2p-circuit/p2p/${short(home.peerId)}\n`,
   )
@@ -253,8 +256,8 @@ async function reachHome(demo: Demo, laptop: Machine): Promise<void> {
   const proxy = demo.start('laptop proxy', ['proxy', 'home', 'greet', '127.0.0.1:0', '--json', ...config])
   // It listens at once, then says on stderr whether home answers and by which path.
   const [forwarding, path] = await Promise.all([
-    firstStdoutJson(proxy, demo.signal),
-    awaitLine(proxy, proxy.proc.stderr, demo.signal, (line) => {
+    firstStdoutJson(proxy),
+    awaitLine(proxy, proxy.proc.stderr, (line) => {
       const m = /^home answers: (\w+)(?: via (\S+))?/.exec(line)
       return m === null ? undefined : `${m[1]}${m[2] === undefined ? '' : ` via ${m[2]}`}`
     }),
@@ -289,9 +292,8 @@ async function stopChild(child: Child): Promise<void> {
 function logLine(
   child: Child,
   match: (line: Record<string, unknown>) => boolean,
-  signal: AbortSignal | undefined,
 ): Promise<Record<string, unknown>> {
-  return awaitLine(child, child.proc.stderr, signal, (text) => {
+  return awaitLine(child, child.proc.stderr, (text) => {
     try {
       const parsed = JSON.parse(text) as Record<string, unknown>
       return match(parsed) ? parsed : undefined
@@ -302,9 +304,9 @@ function logLine(
 }
 
 /** Resolves with the first JSON document `child` writes to stdout (`--json` output is indented). */
-function firstStdoutJson(child: Child, signal: AbortSignal | undefined): Promise<Record<string, unknown>> {
+function firstStdoutJson(child: Child): Promise<Record<string, unknown>> {
   let text = ''
-  return awaitLine(child, child.proc.stdout, signal, (line) => {
+  return awaitLine(child, child.proc.stdout, (line) => {
     text += `${line}\n`
     try {
       return JSON.parse(text) as Record<string, unknown>
@@ -314,12 +316,12 @@ function firstStdoutJson(child: Child, signal: AbortSignal | undefined): Promise
   })
 }
 
-function awaitLine<T>(
-  child: Child,
-  input: NodeJS.ReadableStream,
-  signal: AbortSignal | undefined,
-  pick: (line: string) => T | undefined,
-): Promise<T> {
+/**
+ * Resolves with the first value `pick` finds in the lines of `input`; fails when `child` exits, the
+ * step times out or the demo is stopped.
+ */
+function awaitLine<T>(child: Child, input: Readable, pick: (line: string) => T | undefined): Promise<T> {
+  const { signal } = child
   return new Promise((resolve, reject) => {
     const rl = createInterface({ input })
     const timeout = AbortSignal.timeout(STEP_TIMEOUT_MS)

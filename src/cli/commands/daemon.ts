@@ -6,6 +6,8 @@
  */
 
 import {
+  type Input,
+  type Output,
   pathsText,
   peersText,
   pingReportText,
@@ -53,12 +55,19 @@ function registerDaemonRun(daemon: CliCommand, ctx: CliContext): void {
 
 /** `daemon status|stop|peers|paths|services|proxies`: what the running daemon is doing. */
 function registerDaemonQueries(daemon: CliCommand, ctx: CliContext): void {
-  daemon
-    .command('status')
-    .description('what the running daemon is doing')
-    .run(async (opts) => {
-      emit(ctx, opts, await (await client(ctx, opts)).call('status', {}), statusText)
-    })
+  // A command that prints one route's answer, which takes no input.
+  const query = <K extends 'status' | 'paths' | 'services' | 'connectList'>(
+    name: string,
+    description: string,
+    route: K,
+    text: (data: Output<K>) => string,
+  ): void => {
+    daemon
+      .command(name)
+      .description(description)
+      .run(async (opts) => emit(ctx, opts, await (await client(ctx, opts)).call(route, {} as Input<K>), text))
+  }
+  query('status', 'what the running daemon is doing', 'status', statusText)
 
   daemon
     .command('stop')
@@ -78,26 +87,9 @@ function registerDaemonQueries(daemon: CliCommand, ctx: CliContext): void {
       emit(ctx, opts, await (await client(ctx, opts)).call('peers', { all: opts.all === true }), peersText)
     })
 
-  daemon
-    .command('paths')
-    .description('the path to each peer (DIRECT or RELAYED), since when, and upgrades')
-    .run(async (opts) => {
-      emit(ctx, opts, await (await client(ctx, opts)).call('paths', {}), pathsText)
-    })
-
-  daemon
-    .command('services')
-    .description('the services the daemon offers')
-    .run(async (opts) => {
-      emit(ctx, opts, await (await client(ctx, opts)).call('services', {}), servicesText)
-    })
-
-  daemon
-    .command('proxies')
-    .description('the proxy listeners the daemon runs (`daemon connect`)')
-    .run(async (opts) => {
-      emit(ctx, opts, await (await client(ctx, opts)).call('connectList', {}), proxiesText)
-    })
+  query('paths', 'the path to each peer (DIRECT or RELAYED), since when, and upgrades', 'paths', pathsText)
+  query('services', 'the services the daemon offers', 'services', servicesText)
+  query('proxies', 'the proxy listeners the daemon runs (`daemon connect`)', 'connectList', proxiesText)
 }
 
 /** `daemon ping|connect|disconnect`: asking the running daemon to do something. */
