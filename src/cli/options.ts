@@ -60,3 +60,6 @@ export function wholeNumber(text: string): number | undefined {
   const n = Number(text)
   return Number.isInteger(n) ? n : undefined
 }
+
+/** Collects the values of an option given more than once (`--relay a --relay b`). */
+export const collect = (value: string, previous: string[]): string[] => [...previous, value]

@@ -168,17 +168,10 @@ export function parseConfigText<S extends z.ZodType>(text: string, file: string,
   }
   const version = (data as Record<string, unknown>).version
   if (typeof version === 'number' && version > CONFIG_VERSION) {
-    throw new ConfigVersionError(
-      file,
-      [
-        {
-          line: lineOf(doc, lines, ['version']),
-          key: 'version',
-          message: `version ${version} is newer than this peerup understands (${CONFIG_VERSION})`,
-        },
-      ],
-      { hint: 'upgrade peerup to read this config' },
-    )
+    const message = `version ${version} is newer than this peerup understands (${CONFIG_VERSION})`
+    throw new ConfigVersionError(file, [{ line: lineOf(doc, lines, ['version']), key: 'version', message }], {
+      hint: 'upgrade peerup to read this config',
+    })
   }
   if (version === undefined) {
     throw new ConfigError(file, [{ line: 1, key: 'version', message: 'missing' }], {

@@ -37,13 +37,20 @@ export function listServices(config: NodeConfig) {
   }))
 }
 
-export function checkServiceName(name: string): void {
-  if (!SERVICE_NAME_PATTERN.test(name)) {
-    throw new UsageError(`invalid service name ${JSON.stringify(name)}`, {
-      hint: 'use lowercase letters, digits, - and _ (at most 32), like ssh or web-admin',
-    })
+/** A check of a `what` given on the command line: a usage error with `hint` unless it matches `pattern`. */
+export function nameCheck(what: string, pattern: RegExp, hint: string): (name: string) => void {
+  return (name) => {
+    if (!pattern.test(name)) {
+      throw new UsageError(`invalid ${what} ${JSON.stringify(name)}`, { hint })
+    }
   }
 }
+
+export const checkServiceName = nameCheck(
+  'service name',
+  SERVICE_NAME_PATTERN,
+  'use lowercase letters, digits, - and _ (at most 32), like ssh or web-admin',
+)
 
 /** Normalises a local address from the command line: `22` means `localhost:22`. */
 export function normaliseLocalAddress(address: string): string {
@@ -223,13 +230,11 @@ export function resolvePeer(config: NodeConfig, nameOrId: string): Resolved {
   })
 }
 
-export function checkPeerName(name: string): void {
-  if (!NAME_PATTERN.test(name)) {
-    throw new UsageError(`invalid name ${JSON.stringify(name)}`, {
-      hint: 'use letters, digits, . _ - (at most 63), like home or laptop-2',
-    })
-  }
-}
+export const checkPeerName = nameCheck(
+  'name',
+  NAME_PATTERN,
+  'use letters, digits, . _ - (at most 63), like home or laptop-2',
+)
 
 /**
  * Records `name` for `peerId` under `names:`, so commands take the name wherever they take a

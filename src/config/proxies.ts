@@ -11,7 +11,7 @@ import { NAME_PATTERN, PROXY_NAME_RULE, SERVICE_NAME_RULE } from '../api/names.t
 import { ConflictError, NotFoundError, UsageError } from '../errors.ts'
 import { formatHostPort, type HostPort, parseListenAddress } from '../util/address.ts'
 import { editConfigFile, ensureMap } from './edit.ts'
-import { checkServiceName, resolvePeer } from './ops.ts'
+import { checkServiceName, nameCheck, resolvePeer } from './ops.ts'
 import { type NodeConfig, nodeConfigSchema } from './schema.ts'
 
 /** A proxy as config.yaml holds it: `peer` as written (a name from `names:` or a peer id), `bind` as `host:port`. */
@@ -41,13 +41,7 @@ export interface NewProxy {
 /** A new proxy checked: its fields, and the address to bind (port 0: pick one, then record it). */
 export type CheckedProxy = Omit<ProxyInfo, 'bind'> & { listen: HostPort }
 
-export function checkProxyName(name: string): void {
-  if (!NAME_PATTERN.test(name)) {
-    throw new UsageError(`invalid proxy name ${JSON.stringify(name)}`, {
-      hint: `${PROXY_NAME_RULE}, like home-ssh`,
-    })
-  }
-}
+export const checkProxyName = nameCheck('proxy name', NAME_PATTERN, `${PROXY_NAME_RULE}, like home-ssh`)
 
 /** `[host:]port` to listen on, checked: a usage error that says how to write it otherwise. */
 export function parseBind(bind: string | undefined): HostPort {

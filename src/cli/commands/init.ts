@@ -9,7 +9,7 @@ import { checkRelayAddress } from '../../config/ops.ts'
 import { defaultNodeDir } from '../../config/paths.ts'
 import { PeerupError } from '../../errors.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
-import type { CliCommand } from '../options.ts'
+import { type CliCommand, collect } from '../options.ts'
 import { emit, note } from '../output.ts'
 import { canPrompt, Prompter } from '../prompt.ts'
 
@@ -19,8 +19,6 @@ interface InitFlags {
   network?: string
   nonInteractive?: boolean
 }
-
-const collect = (value: string, previous: string[]): string[] => [...previous, value]
 
 export function registerInit(program: CliCommand, ctx: CliContext): void {
   program

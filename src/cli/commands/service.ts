@@ -13,10 +13,8 @@ import {
 } from '../../config/ops.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
 import { loadNode, nodeConfigFile } from '../load.ts'
-import type { CliCommand } from '../options.ts'
+import { type CliCommand, collect } from '../options.ts'
 import { emit, table } from '../output.ts'
-
-const collect = (value: string, previous: string[]): string[] => [...previous, value]
 
 function describeService(s: ServiceInfo): string {
   const who = s.allowedPeers.length === 0 ? 'all authorized peers' : s.allowedPeers.join(', ')
