@@ -164,17 +164,11 @@ export async function rollbackConfig(
     try {
       text = await fs.readFile(from, 'utf8')
     } catch {
-      throw new NotFoundError(
-        source === 'previous'
-          ? `the config to restore (${from}) is missing`
-          : 'no last-known-good config yet',
-        {
-          hint:
-            source === 'previous'
-              ? 'fix config.yaml by hand'
-              : 'it is archived by every successful start of the daemon',
-        },
-      )
+      throw source === 'previous'
+        ? new NotFoundError(`the config to restore (${from}) is missing`, { hint: 'fix config.yaml by hand' })
+        : new NotFoundError('no last-known-good config yet', {
+            hint: 'it is archived by every successful start of the daemon',
+          })
     }
     if (validate !== undefined) {
       await validateBeside(configFile, text, validate)

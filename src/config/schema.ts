@@ -19,6 +19,7 @@ import {
   SERVICE_NAME_PATTERN,
   SERVICE_NAME_RULE,
 } from '../api/names.ts'
+import { LOG_LEVELS } from '../log/index.ts'
 import { formatHostPort, parseListenAddress } from '../util/address.ts'
 import { parseByteSize, parseDurationMs } from './units.ts'
 
@@ -33,8 +34,6 @@ export const DEFAULT_STUN_PORT = 3478
 
 // What a name is, the same rule here as in the API and on the command line (src/api/names.ts).
 export { NAME_PATTERN, SERVICE_NAME_PATTERN }
-
-const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const
 
 function describe(value: unknown): string {
   return typeof value === 'string' ? JSON.stringify(value) : String(value)
