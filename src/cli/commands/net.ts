@@ -56,13 +56,19 @@ async function outlastHangup<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** The options of the commands that reach peers: `--log-level` and `--no-daemon`. */
+interface NodeFlags extends GlobalOptions {
+  logLevel?: string
+  daemon?: boolean
+}
+
 /**
  * Runs `fn` with a client of this config's node: the running daemon's, or — when none runs, or
  * with `--no-daemon` — a node started in this process for the command and stopped after it.
  */
 async function withClient<T>(
   ctx: CliContext,
-  opts: GlobalOptions & { logLevel?: string; daemon?: boolean },
+  opts: NodeFlags,
   fn: (client: Client) => Promise<T>,
 ): Promise<T> {
   const alone = async (configFile: string): Promise<T> => {
@@ -97,13 +103,11 @@ async function loadPipe() {
   return { pipe, stdioEnd, startListener }
 }
 
-interface PingFlags extends GlobalOptions {
+interface PingFlags extends NodeFlags {
   count: string
   interval: string
   untilDirect?: boolean
   deadline?: string
-  logLevel?: string
-  daemon?: boolean
 }
 
 /** `ping`'s flags checked: a usage error names the flag that is wrong. */
@@ -167,10 +171,8 @@ async function ping(ctx: CliContext, peer: string, opts: PingFlags): Promise<voi
   }
 }
 
-interface ProxyFlags extends GlobalOptions {
+interface ProxyFlags extends NodeFlags {
   stdio?: boolean
-  logLevel?: string
-  daemon?: boolean
 }
 
 /** How long `proxy --stdio` waits for its peer before saying that it waits. */
@@ -319,7 +321,7 @@ export function registerNet(program: CliCommand, ctx: CliContext): void {
     .argument('<peer>', 'a name from names: or a peer id')
     .option('--no-daemon', NO_DAEMON_HELP)
     .option('--log-level <level>', LOG_LEVEL_HELP)
-    .run(async (opts: GlobalOptions & { logLevel?: string; daemon?: boolean }, peer: string) => {
+    .run(async (opts: NodeFlags, peer: string) => {
       const report = await withClient(ctx, opts, (client) => client.call('traceroute', { peer }, ctx.signal))
       emit(ctx, opts, report, tracerouteText)
     })

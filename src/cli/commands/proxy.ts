@@ -16,6 +16,7 @@ import {
   checkNewProxy,
   checkProxyName,
   listProxies,
+  type NewProxy,
   type ProxyInfo,
   parseBind,
   removeProxyFromFile,
@@ -47,12 +48,10 @@ function offline(p: ProxyInfo): PersistentProxyState {
 }
 
 /** `proxy add` without a daemon: checked, the port tried (or a free one picked), then written. */
-async function addAlone(
-  configFile: string,
-  p: { name: string; peer: string; service: string; bind?: string | undefined; enabled: boolean },
-): Promise<PersistentProxyState> {
+async function addAlone(configFile: string, p: NewProxy): Promise<PersistentProxyState> {
   const checked = checkNewProxy((await loadNodeConfig(configFile)).config, p)
-  const bound = p.enabled || checked.listen.port === 0 ? await probeListen(checked.listen) : checked.listen
+  const bound =
+    checked.enabled || checked.listen.port === 0 ? await probeListen(checked.listen) : checked.listen
   return offline(await addProxyToFile(configFile, checked, bound))
 }
 

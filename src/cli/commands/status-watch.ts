@@ -20,7 +20,7 @@ interface Row {
   name: string | undefined
   path: ApiPath | undefined
   since: string
-  rttMs: number | undefined
+  rttMs?: number | undefined
 }
 
 export interface WatchOptions {
@@ -75,7 +75,7 @@ export async function watchStatus(
   const rows = new Map<string, Row>()
   for (const p of await client.call('paths', {})) {
     if (!relays.has(p.peerId) && p.path !== undefined) {
-      rows.set(p.peerId, { peerId: p.peerId, name: p.name, path: p.path, since: p.since, rttMs: undefined })
+      rows.set(p.peerId, { peerId: p.peerId, name: p.name, path: p.path, since: p.since })
     }
   }
   const tty = ctx.stdout.isTTY === true && opts.json !== true
@@ -160,13 +160,7 @@ function applyEvent(rows: Map<string, Row>, relays: Set<string>, e: DaemonEvent)
       return undefined
     case 'peer-connected':
       if (!relays.has(e.peerId)) {
-        rows.set(e.peerId, {
-          peerId: e.peerId,
-          name: e.name,
-          path: e.path,
-          since: e.time,
-          rttMs: undefined,
-        })
+        rows.set(e.peerId, { peerId: e.peerId, name: e.name, path: e.path, since: e.time })
         return `connected ${e.name ?? e.peerId} ${describePath(e.path)}`
       }
       return undefined
