@@ -142,11 +142,8 @@ export const peerMultiaddrString = z.string().transform((raw, ctx) => {
 function hostPortWithin(minPort: number) {
   return z.string().refine(
     (raw) => {
-      const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(raw.trim())
-      if (m === null) {
-        return false
-      }
-      const port = Number(m[3])
+      // NaN, and so false, when it is not host:port at all.
+      const port = Number(/^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(raw.trim())?.[3])
       return port >= minPort && port <= 65535
     },
     {
