@@ -295,17 +295,13 @@ export const nodeConfigSchema = z
     // allowed_peers may name peers through `names:`; anything else must be a peer id.
     for (const [name, svc] of Object.entries(config.services)) {
       svc.allowed_peers.forEach((entry, i) => {
-        if (config.names[entry] !== undefined) {
-          return
+        if (config.names[entry] === undefined && !peerIdString.safeParse(entry).success) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['services', name, 'allowed_peers', i],
+            message: `${describe(entry)} is neither a peer id nor a name defined under names:`,
+          })
         }
-        if (peerIdString.safeParse(entry).success) {
-          return
-        }
-        ctx.addIssue({
-          code: 'custom',
-          path: ['services', name, 'allowed_peers', i],
-          message: `${describe(entry)} is neither a peer id nor a name defined under names:`,
-        })
       })
     }
   })
