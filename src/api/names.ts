@@ -15,8 +15,7 @@ export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/
 export const NAME_RULE = 'a name is letters, digits, . _ - (at most 63, starting with a letter or digit)'
 
 /** What a proxy's name (under `proxies:` in config.yaml) must look like, in words: a peer's name's rule. */
-export const PROXY_NAME_RULE =
-  'a proxy name is letters, digits, . _ - (at most 63, starting with a letter or digit)'
+export const PROXY_NAME_RULE = NAME_RULE.replace('a name', 'a proxy name')
 
 /** A service's name: it becomes the protocol `/peerup/<name>/1.0.0`. */
 export const SERVICE_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,31}$/

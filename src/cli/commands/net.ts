@@ -278,10 +278,7 @@ async function ssh(ctx: CliContext, cmd: Command, target: string, args: string[]
   const { sshArgv, sshTarget, takePeerupOptions } = await import('../ssh.ts')
   const own = takePeerupOptions(args)
   const opts: GlobalOptions = cmd.optsWithGlobals()
-  const configFile = await nodeConfigFile(
-    ctx,
-    own.config === undefined ? opts : { ...opts, config: own.config },
-  )
+  const configFile = await nodeConfigFile(ctx, { ...opts, config: own.config ?? opts.config })
   // The peer is looked up before ssh runs: inside ssh's ProxyCommand an unknown name would be
   // reported all the same, but followed by ssh's own lines ("kex_exchange_identification:
   // Connection closed by remote host") and ssh's exit status 255.
