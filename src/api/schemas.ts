@@ -351,28 +351,22 @@ export const removedResponse = z.object({ removed: z.string() })
 
 // ---- events, invites ----
 
+/** An event of `type` at `time`, with the fields of `shape`. */
+const event = <T extends string, S extends z.ZodRawShape>(type: T, shape: S) =>
+  z.object({ type: z.literal(type), time, ...shape })
+
 /** A line of `GET /v1/events`. Every event has `type` and `time` (RFC 3339). */
 export const daemonEvent = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('hello'), time, version: z.string(), peerId: z.string() }),
-  z.object({
-    type: z.literal('peer-connected'),
-    time,
-    peerId: z.string(),
-    name: z.string().optional(),
-    path: apiPath,
-  }),
-  z.object({ type: z.literal('peer-disconnected'), time, peerId: z.string(), name: z.string().optional() }),
-  z.object({
-    type: z.literal('path-changed'),
-    time,
+  event('hello', { version: z.string(), peerId: z.string() }),
+  event('peer-connected', { peerId: z.string(), name: z.string().optional(), path: apiPath }),
+  event('peer-disconnected', { peerId: z.string(), name: z.string().optional() }),
+  event('path-changed', {
     peerId: z.string(),
     name: z.string().optional(),
     from: apiPath.optional(),
     to: apiPath,
   }),
-  z.object({
-    type: z.literal('upgrade'),
-    time,
+  event('upgrade', {
     peerId: z.string(),
     outcome: z.enum(['started', 'succeeded', 'failed']),
     attempt: z.number(),
@@ -380,22 +374,15 @@ export const daemonEvent = z.discriminatedUnion('type', [
     elapsedMs: z.number().optional(),
     error: z.string().optional(),
   }),
-  z.object({ type: z.literal('reservation'), time, relay: z.string(), reserved: z.boolean() }),
-  z.object({
-    type: z.literal('auth-changed'),
-    time,
-    added: z.array(z.string()),
-    removed: z.array(z.string()),
-  }),
-  z.object({
-    type: z.literal('config'),
-    time,
+  event('reservation', { relay: z.string(), reserved: z.boolean() }),
+  event('auth-changed', { added: z.array(z.string()), removed: z.array(z.string()) }),
+  event('config', {
     /** `reloaded`: config.yaml changed and was applied; `confirmed`/`reverted`: a commit-confirmed apply ended. */
     action: z.enum(['reloaded', 'confirmed', 'reverted']),
     applied: z.array(z.string()),
     restartNeeded: z.array(z.string()),
   }),
-  z.object({ type: z.literal('stopping'), time }),
+  event('stopping', {}),
 ])
 
 /** `POST /v1/invite`: an invite answered by the daemon's own node (one at a time). */
