@@ -22,8 +22,6 @@ export interface Env {
   configHome: string
   /** `PEERUP_CACHE_DIR`, else `XDG_CACHE_HOME/peerup` or `~/.cache/peerup`: where native addons are unpacked. */
   cacheDir: string
-  /** `NO_COLOR` set: never colour output. */
-  noColor: boolean
   /** `NOTIFY_SOCKET`: systemd's notification socket, when run as a `Type=notify` service. */
   notifySocket: string | undefined
   /** `WATCHDOG_USEC`, when `WATCHDOG_PID` is unset or this process: systemd's watchdog period in µs. */
@@ -56,7 +54,6 @@ export function readEnv(vars: NodeJS.ProcessEnv = process.env): Env {
     home,
     configHome,
     cacheDir,
-    noColor: vars.NO_COLOR !== undefined && vars.NO_COLOR !== '',
     notifySocket: nonEmpty(vars.NOTIFY_SOCKET),
     watchdogUsec: watchdog(vars),
     sessions: vars.PEERUP_SESSIONS !== 'off',

@@ -52,9 +52,6 @@ function report(err: unknown, ctx: CliContext): number {
     if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) {
       return EXIT.ok
     }
-    if (err.code === 'commander.help') {
-      return EXIT.usage
-    }
     return EXIT.usage
   }
   const name = ctx.programName

@@ -9,23 +9,14 @@ declare const __PEERUP_VERSION__: string | undefined
 declare const __PEERUP_COMMIT__: string | undefined
 declare const __PEERUP_BUILD_DATE__: string | undefined
 
-/** The version, commit and build date of this executable. */
-export interface BuildInfo {
-  version: string
-  commit: string
-  buildDate: string
-  node: string
-  platform: string
-}
-
 // Kept in step with package.json by a unit test; the build embeds package.json's value.
 const SOURCE_VERSION = '0.1.0'
 
 /** The version string peerup reports and sends in identify (`peerup/<version>`). */
 export const VERSION: string = typeof __PEERUP_VERSION__ === 'string' ? __PEERUP_VERSION__ : SOURCE_VERSION
 
-/** Returns the build information of the running program. */
-export function buildInfo(): BuildInfo {
+/** The version, commit and build date of this executable, and the runtime it runs on. */
+export function buildInfo() {
   return {
     version: VERSION,
     commit: typeof __PEERUP_COMMIT__ === 'string' ? __PEERUP_COMMIT__ : 'dev',

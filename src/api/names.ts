@@ -15,8 +15,7 @@ export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/
 export const NAME_RULE = 'a name is letters, digits, . _ - (at most 63, starting with a letter or digit)'
 
 /** What a proxy's name (under `proxies:` in config.yaml) must look like, in words: a peer's name's rule. */
-export const PROXY_NAME_RULE =
-  'a proxy name is letters, digits, . _ - (at most 63, starting with a letter or digit)'
+export const PROXY_NAME_RULE = NAME_RULE.replace('a name', 'a proxy name')
 
 /** A service's name: it becomes the protocol `/peerup/<name>/1.0.0`. */
 export const SERVICE_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,31}$/
@@ -41,20 +40,17 @@ function quote(value: string): string {
 export const text = (what: string) =>
   z.string({ error: (i) => (i.input === undefined ? `is required (${what})` : `must be ${what}`) })
 
-/** A peer's name. */
-export const peerName = text('a name').refine((v) => NAME_PATTERN.test(v), {
-  error: (i) => `invalid name ${quote(String(i.input))}: ${NAME_RULE}`,
-})
+/** A `what` (`service name`): text matching `pattern`, else `invalid <what> "…": <rule>`. */
+const named = (what: string, pattern: RegExp, rule: string) =>
+  text(`a ${what}`).refine((v) => pattern.test(v), {
+    error: (i) => `invalid ${what} ${quote(String(i.input))}: ${rule}`,
+  })
 
-/** A service's name. */
-export const serviceName = text('a service name').refine((v) => SERVICE_NAME_PATTERN.test(v), {
-  error: (i) => `invalid service name ${quote(String(i.input))}: ${SERVICE_NAME_RULE}`,
-})
+export const peerName = named('name', NAME_PATTERN, NAME_RULE)
 
-/** A proxy's name. */
-export const proxyName = text('a proxy name').refine((v) => NAME_PATTERN.test(v), {
-  error: (i) => `invalid proxy name ${quote(String(i.input))}: ${PROXY_NAME_RULE}`,
-})
+export const serviceName = named('service name', SERVICE_NAME_PATTERN, SERVICE_NAME_RULE)
+
+export const proxyName = named('proxy name', NAME_PATTERN, PROXY_NAME_RULE)
 
 /** A peer: a name from `names:` or a peer id. */
 export const peerRef = text('a peer id or a name').refine(

@@ -17,7 +17,6 @@ export const DIAL_PROTOCOL = 'peerup-stream'
 /** Bumped when a route changes incompatibly. */
 export const API_VERSION = 1
 
-/** One route. */
 export interface RouteSpec {
   method: 'GET' | 'POST' | 'DELETE'
   /** `:name` segments are URL-encoded parameters, part of the input. */
@@ -46,104 +45,44 @@ const flag = z
   .union([z.boolean(), z.enum(['true', 'false'])], { error: 'must be true or false' })
   .transform((v) => v === true || v === 'true')
 
+/** A route on `method path` that takes `input` and answers with `output` as its `data`. */
+function route<M extends RouteSpec['method'], I extends z.ZodObject, O extends z.ZodType>(
+  method: M,
+  path: string,
+  input: I,
+  output: O,
+) {
+  return { method, path, input, output }
+}
+
+const byProxy = z.object({ name: proxyName })
+
 /** Every route, by name. */
 export const ROUTES = {
-  status: { method: 'GET', path: '/v1/status', input: none, output: s.statusResponse },
-  services: { method: 'GET', path: '/v1/services', input: none, output: z.array(s.serviceState) },
+  status: route('GET', '/v1/status', none, s.statusResponse),
+  services: route('GET', '/v1/services', none, z.array(s.serviceState)),
   peers: {
-    method: 'GET',
-    path: '/v1/peers',
-    input: z.object({ all: flag.optional() }),
+    ...route('GET', '/v1/peers', z.object({ all: flag.optional() }), z.array(s.peerState)),
     query: ['all'],
-    output: z.array(s.peerState),
   },
-  paths: { method: 'GET', path: '/v1/paths', input: none, output: z.array(s.pathState) },
-  authList: { method: 'GET', path: '/v1/auth', input: none, output: z.array(s.authEntry) },
-  authAdd: {
-    method: 'POST',
-    path: '/v1/auth',
-    input: s.authAddRequest,
-    output: s.authChangeResponse,
-    creates: true,
-  },
-  authRemove: {
-    method: 'DELETE',
-    path: '/v1/auth/:peer',
-    input: z.object({ peer: peerRef }),
-    output: s.authChangeResponse,
-  },
-  ping: { method: 'POST', path: '/v1/ping', input: s.pingRequest, output: s.pingResponse, lines: s.pingLine },
-  traceroute: {
-    method: 'POST',
-    path: '/v1/traceroute',
-    input: s.tracerouteRequest,
-    output: s.tracerouteResponse,
-  },
-  resolve: {
-    method: 'GET',
-    path: '/v1/resolve/:name',
-    input: z.object({ name: peerRef }),
-    output: s.resolveResponse,
-  },
-  connectList: { method: 'GET', path: '/v1/connect', input: none, output: z.array(s.proxyState) },
-  connectAdd: {
-    method: 'POST',
-    path: '/v1/connect',
-    input: s.connectRequest,
-    output: s.proxyState,
-    creates: true,
-  },
-  connectRemove: {
-    method: 'DELETE',
-    path: '/v1/connect/:id',
-    input: z.object({ id: text('a proxy id') }),
-    output: s.removedResponse,
-  },
-  proxyList: { method: 'GET', path: '/v1/proxies', input: none, output: z.array(s.persistentProxyState) },
-  proxyAdd: {
-    method: 'POST',
-    path: '/v1/proxies',
-    input: s.proxyAddRequest,
-    output: s.persistentProxyState,
-    creates: true,
-  },
-  proxyRemove: {
-    method: 'DELETE',
-    path: '/v1/proxies/:name',
-    input: z.object({ name: proxyName }),
-    output: s.removedResponse,
-  },
-  proxyEnable: {
-    method: 'POST',
-    path: '/v1/proxies/:name/enable',
-    input: z.object({ name: proxyName }),
-    output: s.persistentProxyState,
-  },
-  proxyDisable: {
-    method: 'POST',
-    path: '/v1/proxies/:name/disable',
-    input: z.object({ name: proxyName }),
-    output: s.persistentProxyState,
-  },
-  exposeAdd: {
-    method: 'POST',
-    path: '/v1/expose',
-    input: s.exposeRequest,
-    output: s.serviceState,
-    creates: true,
-  },
-  exposeRemove: {
-    method: 'DELETE',
-    path: '/v1/expose/:name',
-    input: z.object({ name: serviceName }),
-    output: s.removedResponse,
-  },
-  shutdown: {
-    method: 'POST',
-    path: '/v1/shutdown',
-    input: none,
-    output: z.object({ stopping: z.literal(true) }),
-  },
+  paths: route('GET', '/v1/paths', none, z.array(s.pathState)),
+  authList: route('GET', '/v1/auth', none, z.array(s.authEntry)),
+  authAdd: { ...route('POST', '/v1/auth', s.authAddRequest, s.authChangeResponse), creates: true },
+  authRemove: route('DELETE', '/v1/auth/:peer', z.object({ peer: peerRef }), s.authChangeResponse),
+  ping: { ...route('POST', '/v1/ping', s.pingRequest, s.pingResponse), lines: s.pingLine },
+  traceroute: route('POST', '/v1/traceroute', s.tracerouteRequest, s.tracerouteResponse),
+  resolve: route('GET', '/v1/resolve/:name', z.object({ name: peerRef }), s.resolveResponse),
+  connectList: route('GET', '/v1/connect', none, z.array(s.proxyState)),
+  connectAdd: { ...route('POST', '/v1/connect', s.connectRequest, s.proxyState), creates: true },
+  connectRemove: route('DELETE', '/v1/connect/:id', z.object({ id: text('a proxy id') }), s.removedResponse),
+  proxyList: route('GET', '/v1/proxies', none, z.array(s.persistentProxyState)),
+  proxyAdd: { ...route('POST', '/v1/proxies', s.proxyAddRequest, s.persistentProxyState), creates: true },
+  proxyRemove: route('DELETE', '/v1/proxies/:name', byProxy, s.removedResponse),
+  proxyEnable: route('POST', '/v1/proxies/:name/enable', byProxy, s.persistentProxyState),
+  proxyDisable: route('POST', '/v1/proxies/:name/disable', byProxy, s.persistentProxyState),
+  exposeAdd: { ...route('POST', '/v1/expose', s.exposeRequest, s.serviceState), creates: true },
+  exposeRemove: route('DELETE', '/v1/expose/:name', z.object({ name: serviceName }), s.removedResponse),
+  shutdown: route('POST', '/v1/shutdown', none, z.object({ stopping: z.literal(true) })),
   events: { method: 'GET', path: '/v1/events', input: none, lines: s.daemonEvent },
   invite: { method: 'POST', path: '/v1/invite', input: s.inviteRequest, lines: s.inviteLine },
   dial: {
@@ -155,7 +94,6 @@ export const ROUTES = {
   },
 } as const satisfies Record<string, RouteSpec>
 
-/** A route's name. */
 export type RouteName = keyof typeof ROUTES
 
 type Spec<K extends RouteName> = (typeof ROUTES)[K]

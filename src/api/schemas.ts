@@ -9,7 +9,6 @@
 import { z } from 'zod'
 import { peerName, peerRef, proxyName, serviceName, text } from './names.ts'
 
-const maybe = <T extends z.ZodType>(schema: T) => schema.optional()
 const time = z.string()
 
 // ---- paths and peers ----
@@ -21,7 +20,7 @@ export const pathType = z.enum(['DIRECT', 'RELAYED'])
 export const apiPath = z.object({
   type: pathType,
   /** The relay's peer id when relayed. */
-  relay: maybe(z.string()),
+  relay: z.string().optional(),
   /** `tcp`, `webrtc`, …: the transport of the direct link (relayed: of the hop to the relay). */
   transport: z.string(),
   remoteAddr: z.string(),
@@ -35,13 +34,13 @@ export const upgradeStatus = z.object({
   state: z.enum(['none', 'upgrading', 'direct', 'failed', 'unavailable']),
   attempts: z.number(),
   failures: z.number(),
-  lastError: maybe(z.string()),
+  lastError: z.string().optional(),
   /** ms since the epoch. */
-  lastAttemptAt: maybe(z.number()),
+  lastAttemptAt: z.number().optional(),
   /** ms since the epoch; set while a retry is scheduled. */
-  nextRetryAt: maybe(z.number()),
-  timeToDirectMs: maybe(z.number()),
-  transport: maybe(z.enum(['tcp', 'webrtc'])),
+  nextRetryAt: z.number().optional(),
+  timeToDirectMs: z.number().optional(),
+  transport: z.enum(['tcp', 'webrtc']).optional(),
 })
 
 /** One configured relay as the reservation supervisor sees it. */
@@ -53,16 +52,16 @@ export const relayState = z.object({
   /** When `reserved` last changed (RFC 3339). */
   since: time,
   /** Why the last dial of the relay failed. */
-  lastError: maybe(z.string()),
+  lastError: z.string().optional(),
   /**
    * Why no reservation is held: the relay's refusal (`refused by the relay: not in
    * relay_authorized_keys`) or why it could not be asked. Absent while one is held.
    */
-  reason: maybe(z.string()),
+  reason: z.string().optional(),
   /** Tries in a row that failed (0 once a reservation is held). */
-  failures: maybe(z.number()),
+  failures: z.number().optional(),
   /** When the next try is due (RFC 3339); absent while a reservation is held. */
-  nextAttemptAt: maybe(time),
+  nextAttemptAt: time.optional(),
 })
 
 /** A service this daemon offers. */
@@ -82,16 +81,16 @@ export const persistentProxyState = z.object({
   /** As written: a name from `names:` (resolved at each connection) or a peer id. */
   peer: z.string(),
   /** The peer id `peer` stands for now; absent when it does not resolve (see `peerError`). */
-  peerId: maybe(z.string()),
+  peerId: z.string().optional(),
   /** Why `peer` does not resolve (a name no longer under `names:`). */
-  peerError: maybe(z.string()),
+  peerError: z.string().optional(),
   service: z.string(),
   /** `host:port` it listens on. */
   bind: z.string(),
   enabled: z.boolean(),
   listening: z.boolean(),
   /** Why an enabled proxy is not listening (its port is in use, …); it tries again by itself. */
-  reason: maybe(z.string()),
+  reason: z.string().optional(),
   /** Since when it listens, or since when it has not (RFC 3339). */
   since: time,
   activeConnections: z.number(),
@@ -99,7 +98,7 @@ export const persistentProxyState = z.object({
   /** Local connections closed because the peer could not be reached in time (or refused). */
   failedConnections: z.number(),
   /** Why the last failed connection failed. */
-  lastError: maybe(z.string()),
+  lastError: z.string().optional(),
   bytesIn: z.number(),
   bytesOut: z.number(),
 })
@@ -136,17 +135,17 @@ export const statusResponse = z.object({
   /** The listeners made with `POST /v1/connect` (`daemon connect`). */
   proxies: z.number(),
   /** The proxies of config.yaml's `proxies:` (`peerup proxy add`), each with its state (an older daemon sends none). */
-  persistentProxies: maybe(z.array(persistentProxyState)),
+  persistentProxies: z.array(persistentProxyState).optional(),
   /** Resumable sessions: `opened` to peers' services, `accepted` for ours (an older daemon sends none). */
-  sessions: maybe(z.object({ opened: sessionCounts, accepted: sessionCounts })),
+  sessions: z.object({ opened: sessionCounts, accepted: sessionCounts }).optional(),
 })
 
 /** A connected peer. */
 export const peerState = z.object({
   peerId: z.string(),
-  name: maybe(z.string()),
+  name: z.string().optional(),
   /** Identify user agent: `peerup/0.1.0`, `relay-server/0.1.0`, … */
-  agent: maybe(z.string()),
+  agent: z.string().optional(),
   authorized: z.boolean(),
   /** The best open connection's path. */
   path: apiPath,
@@ -158,12 +157,12 @@ export const peerState = z.object({
 /** The path new streams to a known peer take, and when it last changed. */
 export const pathState = z.object({
   peerId: z.string(),
-  name: maybe(z.string()),
+  name: z.string().optional(),
   /** Undefined while no connection is open (a peer remembered for its upgrade history). */
-  path: maybe(apiPath),
+  path: apiPath.optional(),
   /** When `path` last changed (RFC 3339). */
   since: time,
-  previous: maybe(apiPath),
+  previous: apiPath.optional(),
   /** Open connections (a relayed one can linger beside a direct one while its streams finish). */
   connections: z.number(),
   upgrade: upgradeStatus,
@@ -174,12 +173,12 @@ export const pathState = z.object({
 /** One line of authorized_keys. */
 export const authEntry = z.object({
   peerId: z.string(),
-  name: maybe(z.string()),
-  comment: maybe(z.string()),
-  verified: maybe(z.string()),
-  expires: maybe(z.string()),
+  name: z.string().optional(),
+  comment: z.string().optional(),
+  verified: z.string().optional(),
+  expires: z.string().optional(),
   expired: z.boolean(),
-  group: maybe(z.string()),
+  group: z.string().optional(),
 })
 
 /** `POST /v1/auth` */
@@ -221,11 +220,10 @@ export const pingRequest = z.object({
   deadlineMs: count(DAY_MS).optional(),
 })
 
-/** One ping. */
 export const pingReply = z.object({
   seq: z.number(),
-  rttMs: maybe(z.number()),
-  error: maybe(z.string()),
+  rttMs: z.number().optional(),
+  error: z.string().optional(),
   /** The path of the connection this ping went over. */
   path: apiPath,
   /** The path differs from the previous reply's (for the first: from the connect path). */
@@ -254,15 +252,15 @@ export const pingResponse = z.object({
   replies: z.array(pingReply),
   sent: z.number(),
   received: z.number(),
-  minMs: maybe(z.number()),
-  avgMs: maybe(z.number()),
-  maxMs: maybe(z.number()),
+  minMs: z.number().optional(),
+  avgMs: z.number().optional(),
+  maxMs: z.number().optional(),
   /** Every change of path during the run, in order. */
   pathChanges: z.array(pingPathChange),
   /** The path of the last reply (or the connect path when there was none). */
   finalPath: apiPath,
   /** The upgrade to a direct path as the node saw it at the end (undefined: never attempted). */
-  upgrade: maybe(upgradeStatus),
+  upgrade: upgradeStatus.optional(),
 })
 
 /** A line of a ping as it goes: connected, each reply, each change of path, then the report. */
@@ -276,14 +274,13 @@ export const pingLine = z.discriminatedUnion('type', [
 /** `POST /v1/traceroute` */
 export const tracerouteRequest = z.object({ peer: peerRef })
 
-/** One hop. */
 export const hop = z.object({
   hop: z.number(),
   peerId: z.string(),
   role: z.enum(['relay', 'peer']),
   address: z.string(),
-  rttMs: maybe(z.number()),
-  error: maybe(z.string()),
+  rttMs: z.number().optional(),
+  error: z.string().optional(),
 })
 
 /** `POST /v1/traceroute` */
@@ -293,13 +290,13 @@ export const tracerouteResponse = z.object({
   path: apiPath,
   summary: z.string(),
   hops: z.array(hop),
-  since: maybe(time),
-  previous: maybe(apiPath),
-  upgrade: maybe(upgradeStatus),
+  since: time.optional(),
+  previous: apiPath.optional(),
+  upgrade: upgradeStatus.optional(),
 })
 
 /** `GET /v1/resolve/:name` */
-export const resolveResponse = z.object({ name: maybe(z.string()), peerId: z.string() })
+export const resolveResponse = z.object({ name: z.string().optional(), peerId: z.string() })
 
 // ---- proxies and services ----
 
@@ -354,51 +351,38 @@ export const removedResponse = z.object({ removed: z.string() })
 
 // ---- events, invites ----
 
+/** An event of `type` at `time`, with the fields of `shape`. */
+const event = <T extends string, S extends z.ZodRawShape>(type: T, shape: S) =>
+  z.object({ type: z.literal(type), time, ...shape })
+
 /** A line of `GET /v1/events`. Every event has `type` and `time` (RFC 3339). */
 export const daemonEvent = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('hello'), time, version: z.string(), peerId: z.string() }),
-  z.object({
-    type: z.literal('peer-connected'),
-    time,
+  event('hello', { version: z.string(), peerId: z.string() }),
+  event('peer-connected', { peerId: z.string(), name: z.string().optional(), path: apiPath }),
+  event('peer-disconnected', { peerId: z.string(), name: z.string().optional() }),
+  event('path-changed', {
     peerId: z.string(),
-    name: maybe(z.string()),
-    path: apiPath,
-  }),
-  z.object({ type: z.literal('peer-disconnected'), time, peerId: z.string(), name: maybe(z.string()) }),
-  z.object({
-    type: z.literal('path-changed'),
-    time,
-    peerId: z.string(),
-    name: maybe(z.string()),
-    from: maybe(apiPath),
+    name: z.string().optional(),
+    from: apiPath.optional(),
     to: apiPath,
   }),
-  z.object({
-    type: z.literal('upgrade'),
-    time,
+  event('upgrade', {
     peerId: z.string(),
     outcome: z.enum(['started', 'succeeded', 'failed']),
     attempt: z.number(),
-    transport: maybe(z.enum(['tcp', 'webrtc'])),
-    elapsedMs: maybe(z.number()),
-    error: maybe(z.string()),
+    transport: z.enum(['tcp', 'webrtc']).optional(),
+    elapsedMs: z.number().optional(),
+    error: z.string().optional(),
   }),
-  z.object({ type: z.literal('reservation'), time, relay: z.string(), reserved: z.boolean() }),
-  z.object({
-    type: z.literal('auth-changed'),
-    time,
-    added: z.array(z.string()),
-    removed: z.array(z.string()),
-  }),
-  z.object({
-    type: z.literal('config'),
-    time,
+  event('reservation', { relay: z.string(), reserved: z.boolean() }),
+  event('auth-changed', { added: z.array(z.string()), removed: z.array(z.string()) }),
+  event('config', {
     /** `reloaded`: config.yaml changed and was applied; `confirmed`/`reverted`: a commit-confirmed apply ended. */
     action: z.enum(['reloaded', 'confirmed', 'reverted']),
     applied: z.array(z.string()),
     restartNeeded: z.array(z.string()),
   }),
-  z.object({ type: z.literal('stopping'), time }),
+  event('stopping', {}),
 ])
 
 /** `POST /v1/invite`: an invite answered by the daemon's own node (one at a time). */
@@ -424,8 +408,8 @@ export const inviteLine = z.discriminatedUnion('type', [
     type: z.literal('paired'),
     result: z.object({
       peerId: z.string(),
-      name: maybe(z.string()),
-      sponsored: z.object({ ok: z.boolean(), reason: maybe(z.string()) }),
+      name: z.string().optional(),
+      sponsored: z.object({ ok: z.boolean(), reason: z.string().optional() }),
     }),
   }),
 ])
@@ -445,19 +429,7 @@ export const dialRequest = z.object({
   waitMs: msParam(DAY_MS).optional(),
 })
 
-/**
- * An error: what failed, what to do, and the error's name (`PeerUnreachableError`), so that it
- * crosses the socket as the same kind of error. In a stream of lines it comes as `type: 'error'`.
- */
-export const errorBody = z.object({
-  error: z.string(),
-  hint: maybe(z.string()),
-  name: maybe(z.string()),
-  status: maybe(z.number()),
-})
-
 export type ApiPath = z.infer<typeof apiPath>
-export type PathType = z.infer<typeof pathType>
 export type UpgradeStatus = z.infer<typeof upgradeStatus>
 export type RelayState = z.infer<typeof relayState>
 export type ServiceState = z.infer<typeof serviceState>
@@ -465,25 +437,14 @@ export type StatusResponse = z.infer<typeof statusResponse>
 export type SessionCountsState = z.infer<typeof sessionCounts>
 export type PeerState = z.infer<typeof peerState>
 export type PathState = z.infer<typeof pathState>
-export type AuthEntry = z.infer<typeof authEntry>
-export type AuthAddRequest = z.infer<typeof authAddRequest>
-export type AuthChangeResponse = z.infer<typeof authChangeResponse>
-export type PingRequest = z.infer<typeof pingRequest>
 export type PingReply = z.infer<typeof pingReply>
 export type PingPathChange = z.infer<typeof pingPathChange>
 export type PingResponse = z.infer<typeof pingResponse>
 export type PingLine = z.infer<typeof pingLine>
-export type TracerouteRequest = z.infer<typeof tracerouteRequest>
 export type Hop = z.infer<typeof hop>
 export type TracerouteResponse = z.infer<typeof tracerouteResponse>
-export type ResolveResponse = z.infer<typeof resolveResponse>
 export type ConnectRequest = z.infer<typeof connectRequest>
 export type ProxyState = z.infer<typeof proxyState>
-export type ProxyAddRequest = z.infer<typeof proxyAddRequest>
 export type PersistentProxyState = z.infer<typeof persistentProxyState>
-export type ExposeRequest = z.infer<typeof exposeRequest>
 export type DaemonEvent = z.infer<typeof daemonEvent>
-export type InviteRequest = z.infer<typeof inviteRequest>
 export type InviteLine = z.infer<typeof inviteLine>
-export type DialRequest = z.infer<typeof dialRequest>
-export type ErrorBody = z.infer<typeof errorBody>

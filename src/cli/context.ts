@@ -8,7 +8,6 @@
 import type { Readable, Writable } from 'node:stream'
 import type { Env } from '../env.ts'
 
-/** The streams, environment and working directory a command runs with. */
 export interface CliContext {
   /** The name the program was invoked as: `peerup`, or `relay-server` for the relay role. */
   programName: string
@@ -21,7 +20,6 @@ export interface CliContext {
   signal: AbortSignal
 }
 
-/** Options every command accepts. */
 export interface GlobalOptions {
   config?: string
   json?: boolean

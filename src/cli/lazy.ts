@@ -8,17 +8,11 @@
 
 /** A node started in this process behind the client interface, when no daemon runs. */
 export const loadInProcessClient = () => import('../daemon/in-process.ts')
-/** Network errors. */
 export const loadP2pErrors = () => import('../p2p/errors.ts')
-/** The daemon. */
 export const loadDaemon = () => import('../daemon/run.ts')
-/** The relay role. */
 export const loadRelay = () => import('../relay/serve.ts')
-/** `peerup demo`. */
 export const loadDemo = () => import('../demo/run.ts')
-/** `peerup invite`. */
 export const loadInvite = () => import('../invite/invite.ts')
-/** `peerup join`. */
 export const loadJoin = () => import('../invite/join.ts')
 /** The relay's admin socket client, for `relay pair`. */
 export const loadRelayAdmin = () => import('../relay/admin.ts')

@@ -5,22 +5,61 @@
  * @packageDocumentation
  */
 
-import { type Command, Option } from 'commander'
+import { Command, Option } from 'commander'
+import { UsageError } from '../errors.ts'
 import type { GlobalOptions } from './context.ts'
 
-/**
- * Adds the options every command takes, so they work after the subcommand too
- * (`peerup status --json`), which positional option parsing needs for `peerup ssh` pass-through.
- */
-export function withCommonOptions(cmd: Command, options: { json?: boolean } = { json: true }): Command {
-  cmd.addOption(new Option('--config <file>', 'config file to use').hideHelp())
-  if (options.json !== false) {
-    cmd.option('--json', 'print the result as JSON')
+/** The program's commands: each subcommand is one too, so every command has {@link CliCommand.run}. */
+export class CliCommand extends Command {
+  override createCommand(name?: string): CliCommand {
+    return new CliCommand(name)
   }
-  return cmd
+
+  /**
+   * Adds the options every command takes, so they work after the subcommand too (`peerup status
+   * --json`), which positional option parsing needs for `peerup ssh` pass-through; then makes `fn`
+   * the action. `fn` receives the options merged with its parents' (`--config` may come before
+   * the noun), then the positional arguments.
+   */
+  run<O extends GlobalOptions, A extends unknown[]>(
+    fn: (opts: O, ...args: A) => void | Promise<void>,
+    options: { json?: boolean } = { json: true },
+  ): this {
+    this.addOption(new Option('--config <file>', 'config file to use').hideHelp())
+    if (options.json !== false) {
+      this.option('--json', 'print the result as JSON')
+    }
+    // Commander calls an action with the arguments, then the command's own options, then the command.
+    return this.action((...args: unknown[]) =>
+      fn((args.at(-1) as Command).optsWithGlobals() as O, ...(args.slice(0, -2) as A)),
+    )
+  }
 }
 
-/** The options of a command merged with its parents' (`--config` may come before the noun). */
-export function globalOpts<T extends object = object>(cmd: Command): GlobalOptions & T {
-  return cmd.optsWithGlobals() as GlobalOptions & T
+/**
+ * The number `--<name> <value>` stands for, read by `parse` (a duration, a count); a usage error
+ * with `hint` unless it reads as one from `min` to `max`.
+ */
+export function numberFlag(
+  name: string,
+  value: string,
+  hint: string,
+  parse: (text: string) => number | undefined,
+  min = 0,
+  max = Number.POSITIVE_INFINITY,
+): number {
+  const n = parse(value)
+  if (n === undefined || n < min || n > max) {
+    throw new UsageError(`invalid --${name} ${JSON.stringify(value)}`, { hint })
+  }
+  return n
 }
+
+/** A whole number, for {@link numberFlag}. */
+export function wholeNumber(text: string): number | undefined {
+  const n = Number(text)
+  return Number.isInteger(n) ? n : undefined
+}
+
+/** Collects the values of an option given more than once (`--relay a --relay b`). */
+export const collect = (value: string, previous: string[]): string[] => [...previous, value]

@@ -5,6 +5,7 @@
  * @packageDocumentation
  */
 
+import { configureLogging, type LogLevel } from '../log/index.ts'
 import type { CliContext, GlobalOptions } from './context.ts'
 
 /** Prints a command's result: `data` as JSON with `--json`, else the text `human` renders. */
@@ -19,9 +20,16 @@ export function emit<T>(ctx: CliContext, opts: GlobalOptions, data: T, human: (d
   }
 }
 
-/** Writes a progress line or a warning to stderr. */
 export function note(ctx: CliContext, message: string): void {
   ctx.stderr.write(`${message}\n`)
+}
+
+/** Log lines go to stderr at `level` (`--log-level`), else `fallback`: text on a terminal, JSON lines otherwise. */
+export function logToStderr(ctx: CliContext, level: string | undefined, fallback: LogLevel): void {
+  configureLogging({
+    level: (level as LogLevel | undefined) ?? fallback,
+    format: ctx.stderr.isTTY === true ? 'text' : 'json',
+  })
 }
 
 export { table } from '../api/text.ts'

@@ -5,7 +5,7 @@
  * @packageDocumentation
  */
 
-import { Command } from 'commander'
+import type { Command } from 'commander'
 import { buildInfo } from '../version.ts'
 import { registerAuth } from './commands/auth.ts'
 import { registerConfig } from './commands/config.ts'
@@ -24,6 +24,7 @@ import { registerVerify } from './commands/verify.ts'
 import { registerVersion } from './commands/version.ts'
 import { registerWhoami } from './commands/whoami.ts'
 import type { CliContext } from './context.ts'
+import { CliCommand } from './options.ts'
 
 /** The text `--version` prints. */
 export function versionLine(programName: string): string {
@@ -33,7 +34,7 @@ export function versionLine(programName: string): string {
 
 /** Builds the `peerup` program for one invocation. */
 export function buildProgram(ctx: CliContext): Command {
-  const program = new Command(ctx.programName)
+  const program = new CliCommand(ctx.programName)
   program
     .description(
       'Reach TCP services (SSH first) on machines behind NAT through your own private libp2p mesh.',

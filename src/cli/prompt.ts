@@ -56,8 +56,8 @@ export class Prompter {
     return answer === '' ? fallback : answer
   }
 
-  /** Releases stdin. */
-  close(): void {
+  /** Releases stdin (`using prompter = new Prompter(ctx)` does it at the end of the block). */
+  [Symbol.dispose](): void {
     this.#rl.close()
   }
 }

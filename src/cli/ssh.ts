@@ -7,6 +7,12 @@
 // OpenSSH options that take a value (from ssh(1)'s synopsis): `-l user` consumes the next word.
 const SSH_OPTIONS_WITH_VALUE = new Set('BbcDEeFIiJLlmOoPpQRSWw'.split(''))
 
+/** How many words the option at `args[i]` takes: `-l user` two (value in the next word), `-luser` or `-v` one. */
+function optionWords(args: string[], i: number): number {
+  const arg = args[i] as string
+  return arg.length === 2 && SSH_OPTIONS_WITH_VALUE.has(arg[1] as string) && i + 1 < args.length ? 2 : 1
+}
+
 /** Quotes a word for the shell ssh runs its ProxyCommand with. */
 export function shellQuote(word: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`
@@ -37,17 +43,13 @@ export function takePeerupOptions(args: string[]): { config: string | undefined;
       i++
       continue
     }
-    out.push(arg)
-    if (arg.length === 2 && SSH_OPTIONS_WITH_VALUE.has(arg[1] as string) && i + 1 < args.length) {
-      out.push(args[i + 1] as string)
-      i++
-    }
-    i++
+    const n = optionWords(args, i)
+    out.push(...args.slice(i, i + n))
+    i += n
   }
   return { config, args: [...out, ...args.slice(i)] }
 }
 
-/** Options of {@link sshArgv}. */
 export interface SshArgvOptions {
   /** `[user@]peer` */
   target: string
@@ -84,13 +86,9 @@ export function sshArgv(options: SshArgvOptions): string[] {
     if (!arg.startsWith('-') || arg === '-') {
       break
     }
-    before.push(arg)
-    // `-l user` (value in the next word) but not `-luser` or `-v`.
-    if (arg.length === 2 && SSH_OPTIONS_WITH_VALUE.has(arg[1] as string) && i + 1 < options.args.length) {
-      before.push(options.args[i + 1] as string)
-      i++
-    }
-    i++
+    const n = optionWords(options.args, i)
+    before.push(...options.args.slice(i, i + n))
+    i += n
   }
   const proxy = [...options.self, '--config', options.configFile, 'proxy', '--stdio', peer, 'ssh']
     .map(shellQuote)

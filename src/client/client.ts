@@ -10,13 +10,11 @@
 import type { CallRoute, Input, Line, LinesRoute, Output } from '../api/index.ts'
 import type { ByteEnd } from '../pipe/end.ts'
 
-/** Options of {@link Client.dial}. */
 export interface DialOptions {
   /** How long to wait for a peer that cannot be reached yet. */
   waitMs?: number
 }
 
-/** A client of a node. */
 export interface Client {
   /** Calls a route that answers with data. */
   call<K extends CallRoute>(route: K, input: Input<K>, signal?: AbortSignal): Promise<Output<K>>

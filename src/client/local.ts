@@ -29,7 +29,6 @@ export { ApiResponseError, DaemonNotRunningError }
 
 let warnedVersion = false
 
-/** Options of {@link LocalClient}. */
 export interface LocalClientOptions {
   /** The node's config file: the socket and cookie live beside it. */
   configFile: string
@@ -62,26 +61,15 @@ export class LocalClient implements Client {
   }
 
   call<K extends CallRoute>(route: K, input: Input<K>, signal?: AbortSignal): Promise<Output<K>> {
-    const spec: RouteSpec = ROUTES[route]
-    const { path: p, query, body } = placeInput(spec, input as Record<string, unknown>)
-    const q = query.size === 0 ? '' : `?${query}`
-    return this.#http.request<Output<K>>(
-      spec.method,
-      `${p}${q}`,
-      body,
-      signal === undefined ? {} : { signal },
-    )
+    const { method, url, body } = target(ROUTES[route], input, false)
+    return this.#http.request<Output<K>>(method, url, body, { signal })
   }
 
   lines<K extends LinesRoute>(route: K, input: Input<K>, signal?: AbortSignal): AsyncGenerator<Line<K>> {
+    // A route that answers either way streams when asked to.
     const spec: RouteSpec = ROUTES[route]
-    const { path: p, query, body } = placeInput(spec, input as Record<string, unknown>)
-    if (spec.output !== undefined) {
-      // A route that answers either way streams when asked to.
-      query.set('stream', 'true')
-    }
-    const q = query.size === 0 ? '' : `?${query}`
-    return this.#http.lines<Line<K>>(spec.method as 'GET' | 'POST', `${p}${q}`, body, signal)
+    const { method, url, body } = target(spec, input, spec.output !== undefined)
+    return this.#http.lines<Line<K>>(method as 'GET' | 'POST', url, body, signal)
   }
 
   async dial(
@@ -97,6 +85,15 @@ export class LocalClient implements Client {
 
   /** Nothing to release: every call is its own request. */
   async close(): Promise<void> {}
+}
+
+/** The method, the path with its query, and the body of a request to the route `spec` with `input`. */
+function target(spec: RouteSpec, input: unknown, stream: boolean) {
+  const { path: p, query, body } = placeInput(spec, input as Record<string, unknown>)
+  if (stream) {
+    query.set('stream', 'true')
+  }
+  return { method: spec.method, url: query.size === 0 ? p : `${p}?${query}`, body }
 }
 
 /** Whether an error means "no daemon here" (so a command may run its own node instead). */

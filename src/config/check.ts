@@ -11,7 +11,7 @@ import { validateAuthorizedKeysFile } from '../auth/ops.ts'
 import { formatError } from '../errors.ts'
 import { checkFileMode } from '../util/fs.ts'
 import { ConfigError, formatProblem } from './errors.ts'
-import { loadNodeConfig, MAX_CONFIG_BYTES, parseConfigText, resolveIn } from './load.ts'
+import { loadNodeConfig, parseConfigText, refuseOversize, resolveIn } from './load.ts'
 import { type NodeConfig, nodeConfigSchema } from './schema.ts'
 import { formatDurationMs } from './units.ts'
 
@@ -48,12 +48,7 @@ export async function checkReplacement(
   await checkFileMode(dir, 'trust')
   let config: NodeConfig
   try {
-    const size = Buffer.byteLength(text)
-    if (size > MAX_CONFIG_BYTES) {
-      throw new ConfigError(shownAs, [
-        { line: undefined, key: '', message: `${size} bytes: larger than any peerup config (at most 1 MiB)` },
-      ])
-    }
+    refuseOversize(shownAs, Buffer.byteLength(text))
     config = parseConfigText(text, shownAs, nodeConfigSchema)
   } catch (err) {
     return configProblems(err)

@@ -35,6 +35,16 @@ export interface Loaded<T> {
  */
 export const MAX_CONFIG_BYTES = 1024 * 1024
 
+/** Refuses a config of `size` bytes, more than {@link MAX_CONFIG_BYTES}. */
+export function refuseOversize(file: string, size: number): void {
+  if (size > MAX_CONFIG_BYTES) {
+    const message = `${size} bytes: larger than any peerup config (at most 1 MiB)`
+    throw new ConfigError(file, [{ line: undefined, key: '', message }], {
+      hint: 'is this the right file? a config is a few hundred lines (configs/*.example.yaml)',
+    })
+  }
+}
+
 /**
  * Deepest nesting of mappings and lists accepted. Ours is 4 levels deep; the parser recurses once
  * per level, and 50,000 levels overflowed its stack.
@@ -158,17 +168,10 @@ export function parseConfigText<S extends z.ZodType>(text: string, file: string,
   }
   const version = (data as Record<string, unknown>).version
   if (typeof version === 'number' && version > CONFIG_VERSION) {
-    throw new ConfigVersionError(
-      file,
-      [
-        {
-          line: lineOf(doc, lines, ['version']),
-          key: 'version',
-          message: `version ${version} is newer than this peerup understands (${CONFIG_VERSION})`,
-        },
-      ],
-      { hint: 'upgrade peerup to read this config' },
-    )
+    const message = `version ${version} is newer than this peerup understands (${CONFIG_VERSION})`
+    throw new ConfigVersionError(file, [{ line: lineOf(doc, lines, ['version']), key: 'version', message }], {
+      hint: 'upgrade peerup to read this config',
+    })
   }
   if (version === undefined) {
     throw new ConfigError(file, [{ line: 1, key: 'version', message: 'missing' }], {
@@ -296,20 +299,7 @@ export async function loadConfigFile<S extends z.ZodType>(
   try {
     await checkFileMode(abs, 'trust')
     await checkFileMode(path.dirname(abs), 'trust')
-    const size = (await fs.stat(abs)).size
-    if (size > MAX_CONFIG_BYTES) {
-      throw new ConfigError(
-        abs,
-        [
-          {
-            line: undefined,
-            key: '',
-            message: `${size} bytes: larger than any peerup config (at most 1 MiB)`,
-          },
-        ],
-        { hint: 'is this the right file? a config is a few hundred lines (configs/*.example.yaml)' },
-      )
-    }
+    refuseOversize(abs, (await fs.stat(abs)).size)
     text = await fs.readFile(abs, 'utf8')
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
@@ -326,12 +316,10 @@ export async function loadConfigFile<S extends z.ZodType>(
   return { file: abs, dir: path.dirname(abs), config: parseConfigText(text, abs, schema) }
 }
 
-/** Loads a node config (`config.yaml`). */
 export function loadNodeConfig(file: string): Promise<Loaded<NodeConfig>> {
   return loadConfigFile(file, nodeConfigSchema)
 }
 
-/** Loads a relay config (`relay-server.yaml`). */
 export function loadRelayConfig(file: string): Promise<Loaded<RelayConfig>> {
   return loadConfigFile(file, relayConfigSchema)
 }

@@ -20,21 +20,14 @@ import {
 } from './schema.ts'
 
 /** A service as `service list` shows it. */
-export interface ServiceInfo {
-  name: string
-  enabled: boolean
-  localAddress: string
-  allowedPeers: string[]
-  protocol: string
-}
+export type ServiceInfo = ReturnType<typeof listServices>[number]
 
 /** The libp2p protocol a service is offered on. */
 export function serviceProtocol(name: string): string {
   return `/peerup/${name}/1.0.0`
 }
 
-/** Lists the configured services. */
-export function listServices(config: NodeConfig): ServiceInfo[] {
+export function listServices(config: NodeConfig) {
   return Object.entries(config.services).map(([name, s]) => ({
     name,
     enabled: s.enabled,
@@ -44,14 +37,20 @@ export function listServices(config: NodeConfig): ServiceInfo[] {
   }))
 }
 
-/** Checks a service name given on the command line. */
-export function checkServiceName(name: string): void {
-  if (!SERVICE_NAME_PATTERN.test(name)) {
-    throw new UsageError(`invalid service name ${JSON.stringify(name)}`, {
-      hint: 'use lowercase letters, digits, - and _ (at most 32), like ssh or web-admin',
-    })
+/** A check of a `what` given on the command line: a usage error with `hint` unless it matches `pattern`. */
+export function nameCheck(what: string, pattern: RegExp, hint: string): (name: string) => void {
+  return (name) => {
+    if (!pattern.test(name)) {
+      throw new UsageError(`invalid ${what} ${JSON.stringify(name)}`, { hint })
+    }
   }
 }
+
+export const checkServiceName = nameCheck(
+  'service name',
+  SERVICE_NAME_PATTERN,
+  'use lowercase letters, digits, - and _ (at most 32), like ssh or web-admin',
+)
 
 /** Normalises a local address from the command line: `22` means `localhost:22`. */
 export function normaliseLocalAddress(address: string): string {
@@ -64,13 +63,11 @@ export function normaliseLocalAddress(address: string): string {
   return value
 }
 
-/** Options of {@link addService}. */
 export interface AddServiceOptions {
   allowedPeers?: string[]
   enabled?: boolean
 }
 
-/** Adds a service to the config file. */
 export async function addService(
   file: string,
   name: string,
@@ -102,7 +99,6 @@ export async function addService(
   return listServices(config).find((s) => s.name === name) as ServiceInfo
 }
 
-/** Removes a service from the config file. */
 export async function removeService(file: string, name: string): Promise<void> {
   await editConfigFile(file, nodeConfigSchema, (doc, current) => {
     requireService(current, name)
@@ -132,10 +128,7 @@ function requireService(config: NodeConfig, name: string): void {
 }
 
 /** A relay as `relay list` shows it. */
-export interface RelayInfo {
-  address: string
-  peerId: string
-}
+export type RelayInfo = ReturnType<typeof listRelays>[number]
 
 /** The peer id in a relay's multiaddr. */
 export function relayPeerId(address: string): string {
@@ -145,8 +138,7 @@ export function relayPeerId(address: string): string {
   return p2p?.value ?? ''
 }
 
-/** Lists the configured relays. */
-export function listRelays(config: NodeConfig): RelayInfo[] {
+export function listRelays(config: NodeConfig) {
   return config.relay.addresses.map((address) => ({ address, peerId: relayPeerId(address) }))
 }
 
@@ -208,7 +200,6 @@ export async function removeRelay(file: string, target: string, force = false): 
   return result
 }
 
-/** What `resolve` found. */
 export interface Resolved {
   name: string | undefined
   peerId: string
@@ -239,14 +230,11 @@ export function resolvePeer(config: NodeConfig, nameOrId: string): Resolved {
   })
 }
 
-/** Checks a peer name given on the command line. */
-export function checkPeerName(name: string): void {
-  if (!NAME_PATTERN.test(name)) {
-    throw new UsageError(`invalid name ${JSON.stringify(name)}`, {
-      hint: 'use letters, digits, . _ - (at most 63), like home or laptop-2',
-    })
-  }
-}
+export const checkPeerName = nameCheck(
+  'name',
+  NAME_PATTERN,
+  'use letters, digits, . _ - (at most 63), like home or laptop-2',
+)
 
 /**
  * Records `name` for `peerId` under `names:`, so commands take the name wherever they take a

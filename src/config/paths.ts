@@ -20,35 +20,23 @@ export const RELAY_CONFIG_FILE_NAME = 'relay-server.yaml'
 export const NODE_FILES = {
   socket: 'peerup.sock',
   cookie: '.daemon-cookie',
-  lastGood: '.config.last-good.yaml',
 } as const
 
-/** The places a node config is looked for, in order. */
-export function nodeConfigCandidates(env: Env, cwd: string): string[] {
-  const candidates: string[] = []
-  if (env.peerupHome !== undefined) {
-    candidates.push(path.resolve(cwd, env.peerupHome, CONFIG_FILE_NAME))
-  }
-  candidates.push(
-    path.resolve(cwd, 'peerup.yaml'),
-    path.join(env.configHome, 'peerup', CONFIG_FILE_NAME),
-    path.join('/etc/peerup', CONFIG_FILE_NAME),
-  )
-  return candidates
+/** A node's config and a relay's: the file's name, its name in the current directory, the command making one. */
+const KINDS = {
+  node: { file: CONFIG_FILE_NAME, inCwd: 'peerup.yaml', init: 'peerup init' },
+  relay: { file: RELAY_CONFIG_FILE_NAME, inCwd: RELAY_CONFIG_FILE_NAME, init: 'peerup relay setup' },
 }
 
-/** The places a relay config is looked for, in order. */
-export function relayConfigCandidates(env: Env, cwd: string): string[] {
-  const candidates: string[] = []
-  if (env.peerupHome !== undefined) {
-    candidates.push(path.resolve(cwd, env.peerupHome, RELAY_CONFIG_FILE_NAME))
-  }
-  candidates.push(
-    path.resolve(cwd, RELAY_CONFIG_FILE_NAME),
-    path.join(env.configHome, 'peerup', RELAY_CONFIG_FILE_NAME),
-    path.join('/etc/peerup', RELAY_CONFIG_FILE_NAME),
-  )
-  return candidates
+/** The places a node's (or relay's) config is looked for, in order. */
+export function configCandidates(env: Env, cwd: string, kind: 'node' | 'relay'): string[] {
+  const { file, inCwd } = KINDS[kind]
+  return [
+    ...(env.peerupHome === undefined ? [] : [path.resolve(cwd, env.peerupHome, file)]),
+    path.resolve(cwd, inCwd),
+    path.join(env.configHome, 'peerup', file),
+    path.join('/etc/peerup', file),
+  ]
 }
 
 /** The directory `peerup init` writes to when no `--dir` is given. */
@@ -64,31 +52,26 @@ export function defaultNodeDir(env: Env, cwd: string): string {
  */
 export async function findConfigFile(
   explicit: string | undefined,
-  candidates: string[],
+  env: Env,
   cwd: string,
-  what: 'node' | 'relay',
+  kind: 'node' | 'relay',
 ): Promise<string> {
   if (explicit !== undefined) {
     const file = path.resolve(cwd, explicit)
     if (!(await exists(file))) {
       throw new ConfigNotFoundError(`config file ${file} does not exist`, {
-        hint:
-          what === 'node'
-            ? 'create it with `peerup init --dir <dir>`'
-            : 'create it with `peerup relay setup`',
+        hint: `create it with \`${KINDS[kind].init}${kind === 'node' ? ' --dir <dir>' : ''}\``,
       })
     }
     return file
   }
+  const candidates = configCandidates(env, cwd, kind)
   for (const file of candidates) {
     if (await exists(file)) {
       return file
     }
   }
-  throw new ConfigNotFoundError(`no ${what} config found (looked in ${candidates.join(', ')})`, {
-    hint:
-      what === 'node'
-        ? 'run `peerup init` first, or pass --config FILE'
-        : 'run `peerup relay setup` first, or pass --config FILE',
+  throw new ConfigNotFoundError(`no ${kind} config found (looked in ${candidates.join(', ')})`, {
+    hint: `run \`${KINDS[kind].init}\` first, or pass --config FILE`,
   })
 }

@@ -11,22 +11,14 @@ import { NAME_PATTERN, PROXY_NAME_RULE, SERVICE_NAME_RULE } from '../api/names.t
 import { ConflictError, NotFoundError, UsageError } from '../errors.ts'
 import { formatHostPort, type HostPort, parseListenAddress } from '../util/address.ts'
 import { editConfigFile, ensureMap } from './edit.ts'
-import { checkServiceName, resolvePeer } from './ops.ts'
+import { checkServiceName, nameCheck, resolvePeer } from './ops.ts'
 import { type NodeConfig, nodeConfigSchema } from './schema.ts'
 
-/** A proxy as config.yaml holds it. */
-export interface ProxyInfo {
-  name: string
-  /** A name from `names:` or a peer id, as written. */
-  peer: string
-  service: string
-  /** `host:port`. */
-  bind: string
-  enabled: boolean
-}
+/** A proxy as config.yaml holds it: `peer` as written (a name from `names:` or a peer id), `bind` as `host:port`. */
+export type ProxyInfo = NodeConfig['proxies'][string] & { name: string }
 
-/** The proxies of a config. */
 export function listProxies(config: NodeConfig): ProxyInfo[] {
+  // Field by field: this order is the order of `proxy list --json`.
   return Object.entries(config.proxies).map(([name, p]) => ({
     name,
     peer: p.peer,
@@ -47,22 +39,9 @@ export interface NewProxy {
 }
 
 /** A new proxy checked: its fields, and the address to bind (port 0: pick one, then record it). */
-export interface CheckedProxy {
-  name: string
-  peer: string
-  service: string
-  enabled: boolean
-  listen: HostPort
-}
+export type CheckedProxy = Omit<ProxyInfo, 'bind'> & { listen: HostPort }
 
-/** Checks a proxy name given on the command line. */
-export function checkProxyName(name: string): void {
-  if (!NAME_PATTERN.test(name)) {
-    throw new UsageError(`invalid proxy name ${JSON.stringify(name)}`, {
-      hint: `${PROXY_NAME_RULE}, like home-ssh`,
-    })
-  }
-}
+export const checkProxyName = nameCheck('proxy name', NAME_PATTERN, `${PROXY_NAME_RULE}, like home-ssh`)
 
 /** `[host:]port` to listen on, checked: a usage error that says how to write it otherwise. */
 export function parseBind(bind: string | undefined): HostPort {

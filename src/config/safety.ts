@@ -37,7 +37,6 @@ export function safetyFiles(configFile: string): { lastGood: string; previous: s
   }
 }
 
-/** A pending apply. */
 export interface PendingApply {
   appliedAt: string
   /** RFC 3339: when the previous config comes back unless confirmed. */
@@ -46,11 +45,32 @@ export interface PendingApply {
   sha256: string
 }
 
+/** Runs `validate` on `text` written beside `configFile`, so relative paths in it resolve as they will. */
+async function validateBeside(
+  configFile: string,
+  text: string,
+  validate: (candidateFile: string) => Promise<void>,
+): Promise<void> {
+  const candidate = path.join(path.dirname(configFile), `.${path.basename(configFile)}.candidate`)
+  await atomicWriteFile(candidate, text, { mode: 0o600 })
+  try {
+    await validate(candidate)
+  } finally {
+    await fs.rm(candidate, { force: true })
+  }
+}
+
+/** Forgets a pending apply: its file and the config it replaced. */
+async function clearPending(configFile: string): Promise<void> {
+  const files = safetyFiles(configFile)
+  await fs.rm(files.pending, { force: true })
+  await fs.rm(files.previous, { force: true })
+}
+
 function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex')
 }
 
-/** The pending apply, if any. */
 export async function readPending(configFile: string): Promise<PendingApply | undefined> {
   try {
     return JSON.parse(await fs.readFile(safetyFiles(configFile).pending, 'utf8')) as PendingApply
@@ -69,7 +89,6 @@ export async function archiveLastGood(configFile: string): Promise<void> {
   await atomicWriteFile(safetyFiles(configFile).lastGood, text, { mode: 0o600 })
 }
 
-/** Options of {@link applyConfig}. */
 export interface ApplyOptions {
   /** Checks the new config; throws to refuse it. Runs on a temp copy in the config's directory, so relative paths resolve as they will. */
   validate: (candidateFile: string) => Promise<void>
@@ -94,13 +113,7 @@ export async function applyConfig(
         hint: '`peerup config confirm` keeps it, `peerup config rollback` undoes it',
       })
     }
-    const candidate = path.join(path.dirname(configFile), `.${path.basename(configFile)}.candidate`)
-    await atomicWriteFile(candidate, newText, { mode: 0o600 })
-    try {
-      await options.validate(candidate)
-    } finally {
-      await fs.rm(candidate, { force: true })
-    }
+    await validateBeside(configFile, newText, options.validate)
     const current = await fs.readFile(configFile, 'utf8')
     const now = options.now ?? new Date()
     const pending: PendingApply = {
@@ -120,7 +133,6 @@ export async function applyConfig(
 
 /** Keeps the applied config: the pending apply is done. */
 export async function confirmConfig(configFile: string): Promise<PendingApply> {
-  const files = safetyFiles(configFile)
   return withFileLock(configFile, async () => {
     const pending = await readPending(configFile)
     if (pending === undefined) {
@@ -128,13 +140,11 @@ export async function confirmConfig(configFile: string): Promise<PendingApply> {
         hint: 'apply one with `peerup config apply <file> --confirm-timeout 5m`',
       })
     }
-    await fs.rm(files.pending, { force: true })
-    await fs.rm(files.previous, { force: true })
+    await clearPending(configFile)
     return pending
   })
 }
 
-/** Where a restore came from. */
 export type RestoreSource = 'previous' | 'last-good'
 
 /**
@@ -154,30 +164,17 @@ export async function rollbackConfig(
     try {
       text = await fs.readFile(from, 'utf8')
     } catch {
-      throw new NotFoundError(
-        source === 'previous'
-          ? `the config to restore (${from}) is missing`
-          : 'no last-known-good config yet',
-        {
-          hint:
-            source === 'previous'
-              ? 'fix config.yaml by hand'
-              : 'it is archived by every successful start of the daemon',
-        },
-      )
+      throw source === 'previous'
+        ? new NotFoundError(`the config to restore (${from}) is missing`, { hint: 'fix config.yaml by hand' })
+        : new NotFoundError('no last-known-good config yet', {
+            hint: 'it is archived by every successful start of the daemon',
+          })
     }
     if (validate !== undefined) {
-      const candidate = path.join(path.dirname(configFile), `.${path.basename(configFile)}.candidate`)
-      await atomicWriteFile(candidate, text, { mode: 0o600 })
-      try {
-        await validate(candidate)
-      } finally {
-        await fs.rm(candidate, { force: true })
-      }
+      await validateBeside(configFile, text, validate)
     }
     await atomicWriteFile(configFile, text)
-    await fs.rm(files.pending, { force: true })
-    await fs.rm(files.previous, { force: true })
+    await clearPending(configFile)
     return source
   })
 }
@@ -199,15 +196,11 @@ export async function settlePendingAtStart(configFile: string, now = new Date())
   if (pending === undefined) {
     return { action: 'none' }
   }
-  const files = safetyFiles(configFile)
   const current = await fs.readFile(configFile, 'utf8')
   if (pending.sha256 !== '' && sha256(current) !== pending.sha256) {
     // config.yaml is not what the apply wrote: it crashed before the swap, or someone edited the
     // file since. Either way the apply's promise no longer refers to this file.
-    await withFileLock(configFile, async () => {
-      await fs.rm(files.pending, { force: true })
-      await fs.rm(files.previous, { force: true })
-    })
+    await withFileLock(configFile, () => clearPending(configFile))
     return { action: 'cleared', pending }
   }
   const remainingMs = Date.parse(pending.deadline) - now.getTime()

@@ -19,6 +19,7 @@ import {
   SERVICE_NAME_PATTERN,
   SERVICE_NAME_RULE,
 } from '../api/names.ts'
+import { LOG_LEVELS } from '../log/index.ts'
 import { formatHostPort, parseListenAddress } from '../util/address.ts'
 import { parseByteSize, parseDurationMs } from './units.ts'
 
@@ -34,13 +35,14 @@ export const DEFAULT_STUN_PORT = 3478
 // What a name is, the same rule here as in the API and on the command line (src/api/names.ts).
 export { NAME_PATTERN, SERVICE_NAME_PATTERN }
 
-const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const
-
 function describe(value: unknown): string {
-  if (typeof value === 'string') {
-    return JSON.stringify(value)
-  }
-  return String(value)
+  return typeof value === 'string' ? JSON.stringify(value) : String(value)
+}
+
+/** Reports `message` as the problem of the value a transform reads: it has no value then. */
+function fail(ctx: z.core.$RefinementCtx, message: string): never {
+  ctx.addIssue({ code: 'custom', message })
+  return z.NEVER
 }
 
 /** Turns `null` (an empty YAML value such as `relay:` with nothing after it) into "not given". */
@@ -67,15 +69,10 @@ const durationMs = (min = 0) =>
   z.union([z.string(), z.number()]).transform((raw, ctx) => {
     const ms = typeof raw === 'number' ? (raw === 0 ? 0 : undefined) : parseDurationMs(raw)
     if (ms === undefined) {
-      ctx.addIssue({
-        code: 'custom',
-        message: `${describe(raw)} is not a duration (write it like 30s, 2m, 1h30m)`,
-      })
-      return z.NEVER
+      return fail(ctx, `${describe(raw)} is not a duration (write it like 30s, 2m, 1h30m)`)
     }
     if (ms < min) {
-      ctx.addIssue({ code: 'custom', message: `${describe(raw)} is too short (at least ${min / 1000}s)` })
-      return z.NEVER
+      return fail(ctx, `${describe(raw)} is too short (at least ${min / 1000}s)`)
     }
     return ms
   })
@@ -83,11 +80,7 @@ const durationMs = (min = 0) =>
 const byteSize = z.union([z.string(), z.number()]).transform((raw, ctx) => {
   const bytes = parseByteSize(raw)
   if (bytes === undefined) {
-    ctx.addIssue({
-      code: 'custom',
-      message: `${describe(raw)} is not a size (write it like 0, 128KiB, 1GiB)`,
-    })
-    return z.NEVER
+    return fail(ctx, `${describe(raw)} is not a size (write it like 0, 128KiB, 1GiB)`)
   }
   return bytes
 })
@@ -97,11 +90,7 @@ export const peerIdString = z.string().transform((raw, ctx) => {
   try {
     return peerIdFromString(raw.trim()).toString()
   } catch {
-    ctx.addIssue({
-      code: 'custom',
-      message: `${describe(raw)} is not a valid peer id (it looks like 12D3KooW…)`,
-    })
-    return z.NEVER
+    return fail(ctx, `${describe(raw)} is not a valid peer id (it looks like 12D3KooW…)`)
   }
 })
 
@@ -117,11 +106,7 @@ function parseMultiaddr(raw: string): ReturnType<typeof multiaddr> | undefined {
 export const multiaddrString = z.string().transform((raw, ctx) => {
   const ma = parseMultiaddr(raw)
   if (ma === undefined) {
-    ctx.addIssue({
-      code: 'custom',
-      message: `${describe(raw)} is not a valid multiaddr (write it like /ip4/203.0.113.7/tcp/7777)`,
-    })
-    return z.NEVER
+    return fail(ctx, `${describe(raw)} is not a valid multiaddr (write it like /ip4/203.0.113.7/tcp/7777)`)
   }
   return ma.toString()
 })
@@ -130,36 +115,26 @@ export const multiaddrString = z.string().transform((raw, ctx) => {
 export const peerMultiaddrString = z.string().transform((raw, ctx) => {
   const ma = parseMultiaddr(raw)
   if (ma === undefined) {
-    ctx.addIssue({
-      code: 'custom',
-      message: `${describe(raw)} is not a valid multiaddr (write it like /ip4/203.0.113.7/tcp/7777/p2p/12D3KooW…)`,
-    })
-    return z.NEVER
+    return fail(
+      ctx,
+      `${describe(raw)} is not a valid multiaddr (write it like /ip4/203.0.113.7/tcp/7777/p2p/12D3KooW…)`,
+    )
   }
   const components = ma.getComponents()
   const p2p = components.find((c) => c.name === 'p2p')
   if (p2p?.value === undefined) {
-    ctx.addIssue({
-      code: 'custom',
-      message: `${describe(raw)} does not end in /p2p/<peer id> (\`peerup relay info\` on the relay prints the full address)`,
-    })
-    return z.NEVER
+    return fail(
+      ctx,
+      `${describe(raw)} does not end in /p2p/<peer id> (\`peerup relay info\` on the relay prints the full address)`,
+    )
   }
   try {
     peerIdFromString(p2p.value)
   } catch {
-    ctx.addIssue({
-      code: 'custom',
-      message: `${describe(raw)} ends in an invalid peer id (was it copied whole?)`,
-    })
-    return z.NEVER
+    return fail(ctx, `${describe(raw)} ends in an invalid peer id (was it copied whole?)`)
   }
   if (components.some((c) => c.name === 'p2p-circuit')) {
-    ctx.addIssue({
-      code: 'custom',
-      message: `${describe(raw)} is a circuit address, not a relay's own address`,
-    })
-    return z.NEVER
+    return fail(ctx, `${describe(raw)} is a circuit address, not a relay's own address`)
   }
   return ma.toString()
 })
@@ -167,11 +142,8 @@ export const peerMultiaddrString = z.string().transform((raw, ctx) => {
 function hostPortWithin(minPort: number) {
   return z.string().refine(
     (raw) => {
-      const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(raw.trim())
-      if (m === null) {
-        return false
-      }
-      const port = Number(m[3])
+      // NaN, and so false, when it is not host:port at all.
+      const port = Number(/^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(raw.trim())?.[3])
       return port >= minPort && port <= 65535
     },
     {
@@ -192,8 +164,7 @@ export const listenHostPort = hostPortWithin(0)
  */
 export const proxyBind = z.unknown().transform((raw, ctx) => {
   if (raw === undefined || raw === null) {
-    ctx.addIssue({ code: 'custom', message: 'missing ([host:]port to listen on is required, like 2222)' })
-    return z.NEVER
+    return fail(ctx, 'missing ([host:]port to listen on is required, like 2222)')
   }
   const text = typeof raw === 'string' || typeof raw === 'number' ? String(raw) : undefined
   let parsed: ReturnType<typeof parseListenAddress> | undefined
@@ -203,11 +174,10 @@ export const proxyBind = z.unknown().transform((raw, ctx) => {
     parsed = undefined
   }
   if (parsed === undefined || parsed.port === 0) {
-    ctx.addIssue({
-      code: 'custom',
-      message: `${text === undefined ? JSON.stringify(raw) : describe(raw)} is not [host:]port with a port from 1 to 65535 (like 2222 or 127.0.0.1:2222)`,
-    })
-    return z.NEVER
+    return fail(
+      ctx,
+      `${text === undefined ? JSON.stringify(raw) : describe(raw)} is not [host:]port with a port from 1 to 65535 (like 2222 or 127.0.0.1:2222)`,
+    )
   }
   return formatHostPort(parsed.host, parsed.port)
 })
@@ -325,17 +295,13 @@ export const nodeConfigSchema = z
     // allowed_peers may name peers through `names:`; anything else must be a peer id.
     for (const [name, svc] of Object.entries(config.services)) {
       svc.allowed_peers.forEach((entry, i) => {
-        if (config.names[entry] !== undefined) {
-          return
+        if (config.names[entry] === undefined && !peerIdString.safeParse(entry).success) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['services', name, 'allowed_peers', i],
+            message: `${describe(entry)} is neither a peer id nor a name defined under names:`,
+          })
         }
-        if (peerIdString.safeParse(entry).success) {
-          return
-        }
-        ctx.addIssue({
-          code: 'custom',
-          path: ['services', name, 'allowed_peers', i],
-          message: `${describe(entry)} is neither a peer id nor a name defined under names:`,
-        })
       })
     }
   })

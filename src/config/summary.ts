@@ -6,28 +6,17 @@
 
 import * as path from 'node:path'
 import { loadIdentity, peerIdOf } from '../auth/identity.ts'
-import { type AuthorizedPeer, listAuthorizedPeers } from '../auth/ops.ts'
+import { listAuthorizedPeers } from '../auth/ops.ts'
 import { socketAnswers } from '../util/socket.ts'
 import { loadNodeConfig, resolveIn } from './load.ts'
-import { listRelays, listServices, type RelayInfo, type ServiceInfo } from './ops.ts'
+import { listRelays, listServices } from './ops.ts'
 import { NODE_FILES } from './paths.ts'
 
 /** The offline summary of a node. */
-export interface NodeSummary {
-  peerId: string
-  network: string
-  files: { config: string; identity: string; authorizedKeys: string; socket: string }
-  daemon: { running: boolean }
-  relays: RelayInfo[]
-  services: ServiceInfo[]
-  names: Record<string, string>
-  authorizedPeers: AuthorizedPeer[]
-  /** Authorized peers whose identity nobody has compared out of band yet (`peerup verify`). */
-  unverifiedPeers: number
-}
+export type NodeSummary = Awaited<ReturnType<typeof summarizeNode>>
 
 /** Reads the node's files and summarises them. */
-export async function summarizeNode(configFile: string): Promise<NodeSummary> {
+export async function summarizeNode(configFile: string) {
   const { dir, config } = await loadNodeConfig(configFile)
   const identity = resolveIn(dir, config.identity.key_file)
   const authorizedKeys = resolveIn(dir, config.security.authorized_keys_file)
@@ -42,6 +31,7 @@ export async function summarizeNode(configFile: string): Promise<NodeSummary> {
     services: listServices(config),
     names: config.names,
     authorizedPeers: peers,
+    // Authorized peers whose identity nobody has compared out of band yet (`peerup verify`).
     unverifiedPeers: peers.filter((p) => p.verified === undefined && !p.expired).length,
   }
 }

@@ -8,18 +8,12 @@
 
 import { CONFIG_VERSION, DEFAULT_RELAY_PORT, DEFAULT_STUN_PORT } from './schema.ts'
 
-/** What `peerup init` asks for. */
-export interface NodeTemplateOptions {
-  relays: string[]
-  network: string
-}
-
 function yamlList(items: string[], indent: string): string {
   return items.length === 0 ? ' []' : `\n${items.map((i) => `${indent}- ${i}`).join('\n')}`
 }
 
-/** The node's config.yaml as `peerup init` writes it. */
-export function renderNodeConfig(options: NodeTemplateOptions): string {
+/** The node's config.yaml as `peerup init` writes it, with what `peerup init` asks for. */
+export function renderNodeConfig(options: { relays: string[]; network: string }): string {
   return `# peerup node configuration. Every key and its default: configs/peerup.example.yaml.
 # Check it with \`peerup config validate\`.
 version: ${CONFIG_VERSION}

@@ -46,13 +46,8 @@ export function formatDurationMs(ms: number): string {
   }
   const parts: string[] = []
   let rest = ms
-  for (const [unit, size] of [
-    ['d', 86_400_000],
-    ['h', 3_600_000],
-    ['m', 60_000],
-    ['s', 1000],
-    ['ms', 1],
-  ] as const) {
+  // Largest unit first.
+  for (const [unit, size] of Object.entries(DURATION_UNITS_MS).reverse()) {
     if (rest >= size) {
       const n = Math.floor(rest / size)
       parts.push(`${n}${unit}`)

@@ -7,12 +7,13 @@
  * @packageDocumentation
  */
 
-import { type ChildProcess, spawn } from 'node:child_process'
+import { type ChildProcessByStdio, spawn } from 'node:child_process'
 import * as fs from 'node:fs/promises'
 import * as net from 'node:net'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import { createInterface } from 'node:readline'
+import type { Readable } from 'node:stream'
 import { editConfigFile } from '../config/edit.ts'
 import { nodeConfigSchema, relayConfigSchema } from '../config/schema.ts'
 import { PeerupError } from '../errors.ts'
@@ -28,14 +29,15 @@ export class DemoError extends PeerupError {
 
 /** A peerup child process and the log lines it wrote. */
 interface Child {
-  proc: ChildProcess
+  proc: ChildProcessByStdio<null, Readable, Readable>
   label: string
+  /** The demo's: aborted when it is stopped. */
+  signal: AbortSignal | undefined
   /** The last lines of its stderr, for an error message. */
   tail: string[]
   exited: Promise<number | null>
 }
 
-/** Options of {@link runDemo}. */
 export interface DemoOptions {
   signal?: AbortSignal
   /** How to run peerup (argv prefix); default: this same executable or dev entry. */
@@ -44,17 +46,17 @@ export interface DemoOptions {
 
 /** Runs the demo, writing its narration with `say`. */
 export async function runDemo(say: (line: string) => void, options: DemoOptions = {}): Promise<void> {
-  const demo = new Demo(await fs.mkdtemp(path.join(os.tmpdir(), 'peerup-demo-')), options)
+  const demo = new Demo(await fs.mkdtemp(path.join(os.tmpdir(), 'peerup-demo-')), say, options)
   try {
     say(`peerup demo — everything lives in ${demo.root} and on 127.0.0.1, and is removed at the end.`)
     say(
       `Each step runs the real command (${demo.self.map((a) => path.basename(a)).join(' ')}) as its own process.\n`,
     )
-    const relay = await startRelay(demo, say)
-    const { home, laptop } = await initMachines(demo, relay.address, say)
-    await trustEachOther(demo, relay.configFile, home, laptop, say)
-    await serveHome(demo, home, say)
-    await reachHome(demo, laptop, say)
+    const relay = await startRelay(demo)
+    const { home, laptop } = await initMachines(demo, relay.address)
+    await trustEachOther(demo, relay.configFile, home, laptop)
+    await serveHome(demo, home)
+    await reachHome(demo, laptop)
     say('Done. On real machines: docs/relay-vps.md — `peerup ssh home` once home runs sshd and offers ssh.')
   } finally {
     await demo.close()
@@ -75,32 +77,35 @@ interface Machine {
 class Demo {
   readonly root: string
   readonly self: string[]
-  readonly #signal: AbortSignal | undefined
+  /** Writes a line of the narration. */
+  readonly say: (line: string) => void
+  /** Aborts the demo's waits and commands (the CLI's SIGINT). */
+  readonly signal: AbortSignal | undefined
   readonly #env: NodeJS.ProcessEnv
   readonly #children: Child[] = []
   readonly #stops: Array<() => Promise<unknown>> = []
 
-  constructor(root: string, options: DemoOptions) {
+  constructor(root: string, say: (line: string) => void, options: DemoOptions) {
     this.root = root
     this.self = options.peerup ?? selfCommand()
-    this.#signal = options.signal
+    this.say = say
+    this.signal = options.signal
     this.#env = { ...process.env, PEERUP_HOME: root }
     delete this.#env.PEERUP_DEBUG
   }
 
-  /** Aborts the demo's waits and commands (the CLI's SIGINT). */
-  get signal(): AbortSignal | undefined {
-    return this.#signal
+  #spawn(args: string[], signal?: AbortSignal): ChildProcessByStdio<null, Readable, Readable> {
+    return spawn(this.self[0] as string, [...this.self.slice(1), ...args], {
+      env: this.#env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      signal,
+    })
   }
 
   /** Runs `peerup args…` to completion; its stdout, or a DemoError with its stderr. */
   peerup(args: string[]): Promise<string> {
     return new Promise((resolve, reject) => {
-      const proc = spawn(this.self[0] as string, [...this.self.slice(1), ...args], {
-        env: this.#env,
-        stdio: ['ignore', 'pipe', 'pipe'],
-        signal: this.#signal,
-      })
+      const proc = this.#spawn(args, this.signal)
       let out = ''
       let err = ''
       proc.stdout.setEncoding('utf8').on('data', (d: string) => {
@@ -118,20 +123,23 @@ class Demo {
     })
   }
 
+  /** Runs `peerup args… --json` to completion; what it printed, parsed. */
+  async json<T>(args: string[]): Promise<T> {
+    return JSON.parse(await this.peerup([...args, '--json'])) as T
+  }
+
   /** Starts a long-running `peerup args…`; it is stopped (SIGTERM) when the demo ends. */
   start(label: string, args: string[]): Child {
-    const proc = spawn(this.self[0] as string, [...this.self.slice(1), ...args], {
-      env: this.#env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
+    const proc = this.#spawn(args)
     const child: Child = {
       proc,
       label,
+      signal: this.signal,
       tail: [],
       exited: new Promise((resolve) => proc.once('exit', (code) => resolve(code))),
     }
     proc.once('error', () => {})
-    createInterface({ input: proc.stderr as NodeJS.ReadableStream }).on('line', (line) => {
+    createInterface({ input: proc.stderr }).on('line', (line) => {
       child.tail.push(line)
       child.tail.splice(0, child.tail.length - 20)
     })
@@ -157,67 +165,38 @@ class Demo {
 }
 
 /** Step 1: a relay, on loopback only; returns its config file and loopback address. */
-async function startRelay(
-  demo: Demo,
-  say: (line: string) => void,
-): Promise<{ configFile: string; address: string }> {
+async function startRelay(demo: Demo): Promise<{ configFile: string; address: string }> {
+  const { say } = demo
   say('1. A relay (on a real network: a small VPS you run).')
   say('   $ peerup relay setup && peerup relay serve')
-  const relaySetup = JSON.parse(
-    await demo.peerup([
-      'relay',
-      'setup',
-      '--dir',
-      path.join(demo.root, 'relay'),
-      '--non-interactive',
-      '--json',
-    ]),
-  ) as { peerId: string; configFile: string }
-  await editConfigFile(relaySetup.configFile, relayConfigSchema, (doc) => {
+  const dir = path.join(demo.root, 'relay')
+  const setup = await demo.json<Machine>(['relay', 'setup', '--dir', dir, '--non-interactive'])
+  await editConfigFile(setup.configFile, relayConfigSchema, (doc) => {
     // Loopback only, any free port; STUN and /healthz are not needed here.
     doc.setIn(['network', 'listen_addresses'], doc.createNode(['/ip4/127.0.0.1/tcp/0']))
     doc.setIn(['stun', 'enabled'], false)
     doc.setIn(['health', 'enabled'], false)
   })
-  const relay = demo.start('relay', [
-    'relay',
-    'serve',
-    '--config',
-    relaySetup.configFile,
-    '--log-level',
-    'info',
-  ])
-  const started = await logLine(relay, (l) => l.msg === 'relay started', demo.signal)
+  const serving = demo.start('relay', ['relay', 'serve', '--config', setup.configFile, '--log-level', 'info'])
+  const started = await logLine(serving, (l) => l.msg === 'relay started')
   const address = String(started.addresses ?? '')
     .split(' ')
     .find((a) => a.startsWith('/ip4/127.0.0.1/'))
   if (address === undefined) {
     throw new DemoError(`the relay announced no loopback address: ${String(started.addresses)}`)
   }
-  say(`   relay ${short(relaySetup.peerId)} listening at ${address}\n`)
-  return { configFile: relaySetup.configFile, address }
+  say(`   relay ${short(setup.peerId)} listening at ${address}\n`)
+  return { configFile: setup.configFile, address }
 }
 
 /** Step 2: "home" and "laptop", each reachable only through the relay, as behind NAT. */
-async function initMachines(
-  demo: Demo,
-  relayAddr: string,
-  say: (line: string) => void,
-): Promise<{ home: Machine; laptop: Machine }> {
+async function initMachines(demo: Demo, relayAddr: string): Promise<{ home: Machine; laptop: Machine }> {
+  const { say } = demo
   say('2. Two machines: "home" (behind NAT, offers a service) and "laptop".')
   say('   $ peerup init --relay <relay address>')
   const init = async (name: string): Promise<Machine> => {
-    const r = JSON.parse(
-      await demo.peerup([
-        'init',
-        '--non-interactive',
-        '--relay',
-        relayAddr,
-        '--dir',
-        path.join(demo.root, name),
-        '--json',
-      ]),
-    ) as Machine
+    const dir = path.join(demo.root, name)
+    const r = await demo.json<Machine>(['init', '--non-interactive', '--relay', relayAddr, '--dir', dir])
     // Like a machine behind NAT: no listening port anyone could dial, only the relay reservation.
     await editConfigFile(r.configFile, nodeConfigSchema, (doc) => {
       doc.setIn(['network', 'listen_addresses'], doc.createNode([]))
@@ -237,8 +216,8 @@ async function trustEachOther(
   relayConfig: string,
   home: Machine,
   laptop: Machine,
-  say: (line: string) => void,
 ): Promise<void> {
+  const { say } = demo
   say('3. Trust: the relay serves both, home and laptop know each other by name.')
   say('   $ peerup relay authorize <id>            (on the relay, for each)')
   say('   $ peerup auth add <id> --name <name>     (on home, and on laptop)')
@@ -254,36 +233,31 @@ async function trustEachOther(
 }
 
 /** Step 4: home offers a small TCP service and runs its daemon, which holds a reservation. */
-async function serveHome(demo: Demo, home: Machine, say: (line: string) => void): Promise<void> {
+async function serveHome(demo: Demo, home: Machine): Promise<void> {
+  const { say } = demo
   say('4. home offers a local TCP service and runs its daemon.')
   const service = await startGreeter()
   demo.onClose(() => service.close())
   say(`   $ peerup service add greet 127.0.0.1:${service.port} && peerup daemon`)
   await demo.peerup(['service', 'add', 'greet', `127.0.0.1:${service.port}`, '--config', home.configFile])
   const daemon = demo.start('home daemon', ['daemon', '--config', home.configFile, '--log-level', 'info'])
-  await logLine(daemon, (l) => l.msg === 'reservation held', demo.signal)
+  await logLine(daemon, (l) => l.msg === 'reservation held')
   say(
     `   home holds a reservation on the relay: reachable at <relay>/p2p-circuit/p2p/${short(home.peerId)}\n`,
   )
 }
 
 /** Steps 5 and 6: laptop forwards a local port to home's service, then pings home. */
-async function reachHome(demo: Demo, laptop: Machine, say: (line: string) => void): Promise<void> {
+async function reachHome(demo: Demo, laptop: Machine): Promise<void> {
+  const { say } = demo
+  const config = ['--config', laptop.configFile]
   say("5. laptop forwards a local port to home's service.")
   say('   $ peerup proxy home greet 127.0.0.1:0')
-  const proxy = demo.start('laptop proxy', [
-    'proxy',
-    'home',
-    'greet',
-    '127.0.0.1:0',
-    '--json',
-    '--config',
-    laptop.configFile,
-  ])
+  const proxy = demo.start('laptop proxy', ['proxy', 'home', 'greet', '127.0.0.1:0', '--json', ...config])
   // It listens at once, then says on stderr whether home answers and by which path.
   const [forwarding, path] = await Promise.all([
-    firstStdoutJson(proxy, demo.signal),
-    awaitLine(proxy, proxy.proc.stderr as NodeJS.ReadableStream, demo.signal, (line) => {
+    firstStdoutJson(proxy),
+    awaitLine(proxy, proxy.proc.stderr, (line) => {
       const m = /^home answers: (\w+)(?: via (\S+))?/.exec(line)
       return m === null ? undefined : `${m[1]}${m[2] === undefined ? '' : ` via ${m[2]}`}`
     }),
@@ -296,16 +270,7 @@ async function reachHome(demo: Demo, laptop: Machine, say: (line: string) => voi
 
   say('6. laptop pings home.')
   say('   $ peerup ping home -c 3 --interval 200ms')
-  const pinged = await demo.peerup([
-    'ping',
-    'home',
-    '-c',
-    '3',
-    '--interval',
-    '200ms',
-    '--config',
-    laptop.configFile,
-  ])
+  const pinged = await demo.peerup(['ping', 'home', '-c', '3', '--interval', '200ms', ...config])
   for (const line of pinged.trimEnd().split('\n')) {
     say(`   ${line}`)
   }
@@ -327,9 +292,8 @@ async function stopChild(child: Child): Promise<void> {
 function logLine(
   child: Child,
   match: (line: Record<string, unknown>) => boolean,
-  signal: AbortSignal | undefined,
 ): Promise<Record<string, unknown>> {
-  return awaitLine(child, child.proc.stderr as NodeJS.ReadableStream, signal, (text) => {
+  return awaitLine(child, child.proc.stderr, (text) => {
     try {
       const parsed = JSON.parse(text) as Record<string, unknown>
       return match(parsed) ? parsed : undefined
@@ -340,9 +304,9 @@ function logLine(
 }
 
 /** Resolves with the first JSON document `child` writes to stdout (`--json` output is indented). */
-function firstStdoutJson(child: Child, signal: AbortSignal | undefined): Promise<Record<string, unknown>> {
+function firstStdoutJson(child: Child): Promise<Record<string, unknown>> {
   let text = ''
-  return awaitLine(child, child.proc.stdout as NodeJS.ReadableStream, signal, (line) => {
+  return awaitLine(child, child.proc.stdout, (line) => {
     text += `${line}\n`
     try {
       return JSON.parse(text) as Record<string, unknown>
@@ -352,12 +316,12 @@ function firstStdoutJson(child: Child, signal: AbortSignal | undefined): Promise
   })
 }
 
-function awaitLine<T>(
-  child: Child,
-  input: NodeJS.ReadableStream,
-  signal: AbortSignal | undefined,
-  pick: (line: string) => T | undefined,
-): Promise<T> {
+/**
+ * Resolves with the first value `pick` finds in the lines of `input`; fails when `child` exits, the
+ * step times out or the demo is stopped.
+ */
+function awaitLine<T>(child: Child, input: Readable, pick: (line: string) => T | undefined): Promise<T> {
+  const { signal } = child
   return new Promise((resolve, reject) => {
     const rl = createInterface({ input })
     const timeout = AbortSignal.timeout(STEP_TIMEOUT_MS)

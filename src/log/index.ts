@@ -9,7 +9,6 @@
 /** Log levels, least to most severe. */
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const
 
-/** One of {@link LOG_LEVELS}. */
 export type LogLevel = (typeof LOG_LEVELS)[number]
 
 /** Structured fields of a log line; values should be strings, numbers or booleans. */
@@ -48,7 +47,6 @@ export function configureLogging(options: Partial<LogSink>): void {
   Object.assign(sink, options)
 }
 
-/** Creates a logger for `component`. */
 export function createLogger(component: string): Logger {
   const emit = (level: LogLevel, msg: string, fields: LogFields | undefined): void => {
     if (LOG_LEVELS.indexOf(level) < LOG_LEVELS.indexOf(sink.level)) {
@@ -73,19 +71,11 @@ export function createLogger(component: string): Logger {
   }
 }
 
-function redact(fields: LogFields | undefined): LogFields {
-  if (fields === undefined) {
-    return {}
-  }
-  const out: LogFields = {}
-  for (const [k, v] of Object.entries(fields)) {
-    if (SECRET_KEY.test(k)) {
-      out[k] = '[redacted]'
-    } else if (v instanceof Error) {
-      out[k] = v.message
-    } else {
-      out[k] = v
-    }
-  }
-  return out
+function redact(fields: LogFields = {}): LogFields {
+  return Object.fromEntries(
+    Object.entries(fields).map(([k, v]) => [
+      k,
+      SECRET_KEY.test(k) ? '[redacted]' : v instanceof Error ? v.message : v,
+    ]),
+  )
 }

@@ -5,8 +5,9 @@
  * @packageDocumentation
  */
 
-import type { Command } from 'commander'
 import {
+  type Input,
+  type Output,
   pathsText,
   peersText,
   pingReportText,
@@ -14,158 +15,125 @@ import {
   servicesText,
   statusText,
 } from '../../api/index.ts'
-import { LocalClient } from '../../client/local.ts'
+import type { LocalClient } from '../../client/local.ts'
 import { parseDurationMs } from '../../config/units.ts'
-import { UsageError } from '../../errors.ts'
-import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
+import { createLogger } from '../../log/index.ts'
 import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
 import { loadDaemon } from '../lazy.ts'
-import { loadNode, nodeConfigFile } from '../load.ts'
-import { globalOpts, withCommonOptions } from '../options.ts'
-import { emit, note } from '../output.ts'
+import { daemonClient, loadNode, nodeConfigFile } from '../load.ts'
+import { type CliCommand, numberFlag } from '../options.ts'
+import { emit, logToStderr } from '../output.ts'
 
 /** A client of the daemon serving this invocation's config. */
 async function client(ctx: CliContext, opts: GlobalOptions): Promise<LocalClient> {
-  return new LocalClient({ configFile: await nodeConfigFile(ctx, opts), warn: (m) => note(ctx, m) })
+  return daemonClient(ctx, await nodeConfigFile(ctx, opts))
 }
 
 /** `daemon [start]`: the daemon itself, in the foreground. */
-function registerDaemonRun(daemon: Command, ctx: CliContext): void {
-  withCommonOptions(
-    daemon
-      .command('start', { isDefault: true })
-      .description('run the daemon in the foreground (what `peerup daemon` does)')
-      .option('--log-level <level>', 'debug, info, warn, error (default: log.level in the config)'),
-    { json: false },
-  ).action(async (_flags: object, cmd: Command) => {
-    const opts = globalOpts<{ logLevel?: string }>(cmd)
-    const { file, config } = await loadNode(ctx, opts)
-    configureLogging({
-      level: (opts.logLevel as LogLevel | undefined) ?? config.log.level,
-      format: ctx.stderr.isTTY === true ? 'text' : 'json',
-    })
-    const { runDaemon } = await loadDaemon()
-    const exit = await graceful(ctx, () =>
-      runDaemon({ configFile: file, log: createLogger('daemon'), signal: ctx.signal, env: ctx.env }),
+function registerDaemonRun(daemon: CliCommand, ctx: CliContext): void {
+  daemon
+    .command('start', { isDefault: true })
+    .description('run the daemon in the foreground (what `peerup daemon` does)')
+    .option('--log-level <level>', 'debug, info, warn, error (default: log.level in the config)')
+    .run(
+      async (opts: GlobalOptions & { logLevel?: string }) => {
+        const { file, config } = await loadNode(ctx, opts)
+        logToStderr(ctx, opts.logLevel, config.log.level)
+        const { runDaemon } = await loadDaemon()
+        const exit = await graceful(ctx, () =>
+          runDaemon({ configFile: file, log: createLogger('daemon'), signal: ctx.signal, env: ctx.env }),
+        )
+        if (exit.restart !== undefined) {
+          // The config an unconfirmed apply replaced is back, and part of it needs a fresh start.
+          const { runAgainInPlace } = await import('../../util/self.ts')
+          runAgainInPlace()
+        }
+      },
+      { json: false },
     )
-    if (exit.restart !== undefined) {
-      // The config an unconfirmed apply replaced is back, and part of it needs a fresh start.
-      const { runAgainInPlace } = await import('../../util/self.ts')
-      runAgainInPlace()
-    }
-  })
 }
 
 /** `daemon status|stop|peers|paths|services|proxies`: what the running daemon is doing. */
-function registerDaemonQueries(daemon: Command, ctx: CliContext): void {
-  withCommonOptions(daemon.command('status').description('what the running daemon is doing')).action(
-    async (_flags: object, cmd: Command) => {
-      const opts = globalOpts(cmd)
-      emit(ctx, opts, await (await client(ctx, opts)).call('status', {}), statusText)
-    },
-  )
-
-  withCommonOptions(
-    daemon.command('stop').description('stop the running daemon (in order, like SIGTERM)'),
-  ).action(async (_flags: object, cmd: Command) => {
-    const opts = globalOpts(cmd)
-    const c = await client(ctx, opts)
-    const status = await c.call('status', {})
-    await c.call('shutdown', {})
-    emit(ctx, opts, { stopping: true, pid: status.pid }, (r) => `daemon (pid ${r.pid}) is stopping`)
-  })
-
-  withCommonOptions(
+function registerDaemonQueries(daemon: CliCommand, ctx: CliContext): void {
+  // A command that prints one route's answer, which takes no input.
+  const query = <K extends 'status' | 'paths' | 'services' | 'connectList'>(
+    name: string,
+    description: string,
+    route: K,
+    text: (data: Output<K>) => string,
+  ): void => {
     daemon
-      .command('peers')
-      .description('connected peers (peerup nodes and relays; --all for every libp2p peer)')
-      .option('--all', 'every connected peer'),
-  ).action(async (_flags: object, cmd: Command) => {
-    const opts = globalOpts<{ all?: boolean }>(cmd)
-    emit(ctx, opts, await (await client(ctx, opts)).call('peers', { all: opts.all === true }), peersText)
-  })
+      .command(name)
+      .description(description)
+      .run(async (opts) => emit(ctx, opts, await (await client(ctx, opts)).call(route, {} as Input<K>), text))
+  }
+  query('status', 'what the running daemon is doing', 'status', statusText)
 
-  withCommonOptions(
-    daemon
-      .command('paths')
-      .description('the path to each peer (DIRECT or RELAYED), since when, and upgrades'),
-  ).action(async (_flags: object, cmd: Command) => {
-    const opts = globalOpts(cmd)
-    emit(ctx, opts, await (await client(ctx, opts)).call('paths', {}), pathsText)
-  })
+  daemon
+    .command('stop')
+    .description('stop the running daemon (in order, like SIGTERM)')
+    .run(async (opts) => {
+      const c = await client(ctx, opts)
+      const status = await c.call('status', {})
+      await c.call('shutdown', {})
+      emit(ctx, opts, { stopping: true, pid: status.pid }, (r) => `daemon (pid ${r.pid}) is stopping`)
+    })
 
-  withCommonOptions(daemon.command('services').description('the services the daemon offers')).action(
-    async (_flags: object, cmd: Command) => {
-      const opts = globalOpts(cmd)
-      emit(ctx, opts, await (await client(ctx, opts)).call('services', {}), servicesText)
-    },
-  )
+  daemon
+    .command('peers')
+    .description('connected peers (peerup nodes and relays; --all for every libp2p peer)')
+    .option('--all', 'every connected peer')
+    .run(async (opts: GlobalOptions & { all?: boolean }) => {
+      emit(ctx, opts, await (await client(ctx, opts)).call('peers', { all: opts.all === true }), peersText)
+    })
 
-  withCommonOptions(
-    daemon.command('proxies').description('the proxy listeners the daemon runs (`daemon connect`)'),
-  ).action(async (_flags: object, cmd: Command) => {
-    const opts = globalOpts(cmd)
-    emit(ctx, opts, await (await client(ctx, opts)).call('connectList', {}), proxiesText)
-  })
+  query('paths', 'the path to each peer (DIRECT or RELAYED), since when, and upgrades', 'paths', pathsText)
+  query('services', 'the services the daemon offers', 'services', servicesText)
+  query('proxies', 'the proxy listeners the daemon runs (`daemon connect`)', 'connectList', proxiesText)
 }
 
 /** `daemon ping|connect|disconnect`: asking the running daemon to do something. */
-function registerDaemonActions(daemon: Command, ctx: CliContext): void {
-  withCommonOptions(
-    daemon
-      .command('ping')
-      .description('ping a peer through the daemon')
-      .argument('<peer>', 'a name from names: or a peer id')
-      .option('-c, --count <n>', 'number of pings', '4')
-      .option('--interval <duration>', 'time between pings', '1s'),
-  ).action(async (peer: string, _flags: object, cmd: Command) => {
-    const opts = globalOpts<{ count: string; interval: string }>(cmd)
-    // The API checks the count (1 to 1000 pings in one answer) and says so as a usage error.
-    const count = Number(opts.count)
-    const intervalMs = parseDurationMs(opts.interval)
-    if (intervalMs === undefined) {
-      throw new UsageError(`invalid --interval ${JSON.stringify(opts.interval)}`, {
-        hint: 'write it like 500ms or 2s',
-      })
-    }
-    const report = await (await client(ctx, opts)).call('ping', { peer, count, intervalMs }, ctx.signal)
-    emit(ctx, opts, report, (r) => pingReportText(r))
-  })
-
-  withCommonOptions(
-    daemon
-      .command('connect')
-      .description("make the daemon forward a local port to a peer's service until `daemon disconnect`")
-      .requiredOption('--peer <peer>', 'a name from names: or a peer id')
-      .requiredOption('--service <name>', 'the service on that peer, like ssh')
-      .requiredOption(
-        '--listen <[host:]port>',
-        'where to listen (host 127.0.0.1 by default; port 0 picks one)',
-      ),
-  ).action(async (_flags: object, cmd: Command) => {
-    const opts = globalOpts<{ peer: string; service: string; listen: string }>(cmd)
-    const proxy = await (await client(ctx, opts)).call('connectAdd', {
-      peer: opts.peer,
-      service: opts.service,
-      listen: opts.listen,
+function registerDaemonActions(daemon: CliCommand, ctx: CliContext): void {
+  daemon
+    .command('ping')
+    .description('ping a peer through the daemon')
+    .argument('<peer>', 'a name from names: or a peer id')
+    .option('-c, --count <n>', 'number of pings', '4')
+    .option('--interval <duration>', 'time between pings', '1s')
+    .run(async (opts: GlobalOptions & { count: string; interval: string }, peer: string) => {
+      // The API checks the count (1 to 1000 pings in one answer) and says so as a usage error.
+      const count = Number(opts.count)
+      const intervalMs = numberFlag('interval', opts.interval, 'write it like 500ms or 2s', parseDurationMs)
+      const report = await (await client(ctx, opts)).call('ping', { peer, count, intervalMs }, ctx.signal)
+      emit(ctx, opts, report, (r) => pingReportText(r))
     })
-    emit(ctx, opts, proxy, (p) => `${p.id} ${p.listen} → ${p.peer}/${p.service}`)
-  })
 
-  withCommonOptions(
-    daemon
-      .command('disconnect')
-      .description('stop a proxy listener of the daemon')
-      .argument('<id>', 'the id `daemon connect` printed'),
-  ).action(async (id: string, _flags: object, cmd: Command) => {
-    const opts = globalOpts(cmd)
-    const r = await (await client(ctx, opts)).call('connectRemove', { id })
-    emit(ctx, opts, r, (x) => `removed proxy ${x.removed}`)
-  })
+  daemon
+    .command('connect')
+    .description("make the daemon forward a local port to a peer's service until `daemon disconnect`")
+    .requiredOption('--peer <peer>', 'a name from names: or a peer id')
+    .requiredOption('--service <name>', 'the service on that peer, like ssh')
+    .requiredOption('--listen <[host:]port>', 'where to listen (host 127.0.0.1 by default; port 0 picks one)')
+    .run(async (opts: GlobalOptions & { peer: string; service: string; listen: string }) => {
+      const proxy = await (await client(ctx, opts)).call('connectAdd', {
+        peer: opts.peer,
+        service: opts.service,
+        listen: opts.listen,
+      })
+      emit(ctx, opts, proxy, (p) => `${p.id} ${p.listen} → ${p.peer}/${p.service}`)
+    })
+
+  daemon
+    .command('disconnect')
+    .description('stop a proxy listener of the daemon')
+    .argument('<id>', 'the id `daemon connect` printed')
+    .run(async (opts, id: string) => {
+      const r = await (await client(ctx, opts)).call('connectRemove', { id })
+      emit(ctx, opts, r, (x) => `removed proxy ${x.removed}`)
+    })
 }
 
-/** Registers `daemon` and its subcommands. */
-export function registerDaemon(program: Command, ctx: CliContext): void {
+export function registerDaemon(program: CliCommand, ctx: CliContext): void {
   const daemon = program.command('daemon').description('the long-running agent, and talking to it')
   registerDaemonRun(daemon, ctx)
   registerDaemonQueries(daemon, ctx)

@@ -4,12 +4,11 @@
  * @packageDocumentation
  */
 
-import type { Command } from 'commander'
 import { type CliContext, graceful } from '../context.ts'
 import { loadDemo } from '../lazy.ts'
+import type { CliCommand } from '../options.ts'
 
-/** Registers `demo`. */
-export function registerDemo(program: Command, ctx: CliContext): void {
+export function registerDemo(program: CliCommand, ctx: CliContext): void {
   program
     .command('demo')
     .description(

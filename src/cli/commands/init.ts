@@ -4,13 +4,12 @@
  * @packageDocumentation
  */
 
-import type { Command } from 'commander'
 import { initNode } from '../../config/init.ts'
 import { checkRelayAddress } from '../../config/ops.ts'
 import { defaultNodeDir } from '../../config/paths.ts'
 import { PeerupError } from '../../errors.ts'
-import type { CliContext } from '../context.ts'
-import { globalOpts, withCommonOptions } from '../options.ts'
+import type { CliContext, GlobalOptions } from '../context.ts'
+import { type CliCommand, collect } from '../options.ts'
 import { emit, note } from '../output.ts'
 import { canPrompt, Prompter } from '../prompt.ts'
 
@@ -21,59 +20,50 @@ interface InitFlags {
   nonInteractive?: boolean
 }
 
-const collect = (value: string, previous: string[]): string[] => [...previous, value]
-
-/** Registers `init`. */
-export function registerInit(program: Command, ctx: CliContext): void {
-  withCommonOptions(
-    program
-      .command('init')
-      .description('create this node: identity, config and an empty authorized_keys (never overwrites)')
-      .option('--dir <dir>', 'directory to create the node in (default: $PEERUP_HOME or ~/.config/peerup)')
-      .option(
-        '--relay <multiaddr>',
-        'a relay to use, as printed by `peerup relay info` (repeatable)',
-        collect,
-        [],
-      )
-      .option('--network <name>', 'private network name (default: none)')
-      .option('--non-interactive', 'never prompt; take everything from flags'),
-  ).action(async (_flags: InitFlags, cmd: Command) => {
-    const opts = globalOpts<InitFlags>(cmd)
-    let relays = opts.relay
-    let network = opts.network ?? ''
-    if (canPrompt(ctx, opts.nonInteractive)) {
-      const prompter = new Prompter(ctx)
-      try {
+export function registerInit(program: CliCommand, ctx: CliContext): void {
+  program
+    .command('init')
+    .description('create this node: identity, config and an empty authorized_keys (never overwrites)')
+    .option('--dir <dir>', 'directory to create the node in (default: $PEERUP_HOME or ~/.config/peerup)')
+    .option(
+      '--relay <multiaddr>',
+      'a relay to use, as printed by `peerup relay info` (repeatable)',
+      collect,
+      [],
+    )
+    .option('--network <name>', 'private network name (default: none)')
+    .option('--non-interactive', 'never prompt; take everything from flags')
+    .run(async (opts: GlobalOptions & InitFlags) => {
+      let relays = opts.relay
+      let network = opts.network ?? ''
+      if (canPrompt(ctx, opts.nonInteractive)) {
+        using prompter = new Prompter(ctx)
         if (relays.length === 0) {
           relays = await askRelays(ctx, prompter)
         }
         if (opts.network === undefined) {
           network = await prompter.ask('Private network name (empty for the default)', '')
         }
-      } finally {
-        prompter.close()
       }
-    }
-    const result = await initNode({ dir: opts.dir ?? defaultNodeDir(ctx.env, ctx.cwd), relays, network })
-    if (relays.length === 0) {
-      note(
-        ctx,
-        'warning: no relay configured; peers behind other NATs cannot reach this node until you run `peerup relay add <address>`',
+      const result = await initNode({ dir: opts.dir ?? defaultNodeDir(ctx.env, ctx.cwd), relays, network })
+      if (relays.length === 0) {
+        note(
+          ctx,
+          'warning: no relay configured; peers behind other NATs cannot reach this node until you run `peerup relay add <address>`',
+        )
+      }
+      emit(ctx, opts, result, (r) =>
+        [
+          `Initialised ${r.dir}`,
+          `  peer id         ${r.peerId}${r.createdIdentity ? '' : ' (existing identity kept)'}`,
+          `  config          ${r.configFile}`,
+          `  identity        ${r.identityFile}`,
+          `  authorized_keys ${r.authorizedKeysFile}`,
+          '',
+          'Next: `peerup service add ssh localhost:22`, then `peerup daemon`; pair with `peerup invite`.',
+        ].join('\n'),
       )
-    }
-    emit(ctx, opts, result, (r) =>
-      [
-        `Initialised ${r.dir}`,
-        `  peer id         ${r.peerId}${r.createdIdentity ? '' : ' (existing identity kept)'}`,
-        `  config          ${r.configFile}`,
-        `  identity        ${r.identityFile}`,
-        `  authorized_keys ${r.authorizedKeysFile}`,
-        '',
-        'Next: `peerup service add ssh localhost:22`, then `peerup daemon`; pair with `peerup invite`.',
-      ].join('\n'),
-    )
-  })
+    })
 }
 
 async function askRelays(ctx: CliContext, prompter: Prompter): Promise<string[]> {

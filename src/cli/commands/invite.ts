@@ -5,20 +5,18 @@
  * @packageDocumentation
  */
 
-import type { Command } from 'commander'
 import { renderUnicodeCompact } from 'uqr'
 import type { InviteLine } from '../../api/index.ts'
-import { ApiResponseError, isDaemonAbsent, LocalClient } from '../../client/local.ts'
+import { ApiResponseError, type LocalClient } from '../../client/local.ts'
 import { checkPeerName } from '../../config/ops.ts'
 import { parseDurationMs } from '../../config/units.ts'
-import { UsageError } from '../../errors.ts'
 import { defaultMachineName } from '../../invite/names.ts'
-import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
-import { type CliContext, graceful } from '../context.ts'
+import { createLogger } from '../../log/index.ts'
+import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
 import { loadInvite } from '../lazy.ts'
-import { nodeConfigFile } from '../load.ts'
-import { globalOpts, withCommonOptions } from '../options.ts'
-import { note } from '../output.ts'
+import { viaDaemon } from '../load.ts'
+import { type CliCommand, numberFlag } from '../options.ts'
+import { logToStderr, note } from '../output.ts'
 
 const MIN_TTL_MS = 30_000
 const MAX_TTL_MS = 24 * 3_600_000
@@ -33,64 +31,51 @@ interface InviteFlags {
   logLevel?: string
 }
 
-/** Registers `invite`. */
-export function registerInvite(program: Command, ctx: CliContext): void {
-  withCommonOptions(
-    program
-      .command('invite')
-      .description('print a single-use pairing code and wait for another machine to `peerup join` with it')
-      .option(
-        '--name <name>',
-        "this machine's name, recorded by the joiner under names: (default: the hostname)",
-      )
-      .option('--ttl <duration>', 'how long the code stays valid', '10m')
-      .option('--non-interactive', 'print only the code on stdout (no QR code), progress on stderr')
-      .option('--log-level <level>', 'log level on stderr: debug, info, warn, error'),
-  ).action(async (_flags: object, cmd: Command) => {
-    const opts = globalOpts<InviteFlags>(cmd)
-    const ttlMs = parseDurationMs(opts.ttl)
-    if (ttlMs === undefined || ttlMs < MIN_TTL_MS || ttlMs > MAX_TTL_MS) {
-      throw new UsageError(`invalid --ttl ${JSON.stringify(opts.ttl)}`, {
-        hint: 'give a duration from 30s to 24h, like 10m or 1h',
-      })
-    }
-    if (opts.name !== undefined) {
-      checkPeerName(opts.name)
-    }
-    const name = opts.name ?? defaultMachineName()
-    const interactive = opts.nonInteractive !== true && ctx.stdout.isTTY === true && opts.json !== true
-    configureLogging({
-      level: (opts.logLevel as LogLevel | undefined) ?? 'warn',
-      format: ctx.stderr.isTTY === true ? 'text' : 'json',
-    })
-    const configFile = await nodeConfigFile(ctx, opts)
-    const showCode = (text: string, code: { expires: Date }): void => {
-      if (opts.json === true) {
-        ctx.stdout.write(`${JSON.stringify({ code: text, expires: code.expires.toISOString() })}\n`)
-        return
+export function registerInvite(program: CliCommand, ctx: CliContext): void {
+  program
+    .command('invite')
+    .description('print a single-use pairing code and wait for another machine to `peerup join` with it')
+    .option(
+      '--name <name>',
+      "this machine's name, recorded by the joiner under names: (default: the hostname)",
+    )
+    .option('--ttl <duration>', 'how long the code stays valid', '10m')
+    .option('--non-interactive', 'print only the code on stdout (no QR code), progress on stderr')
+    .option('--log-level <level>', 'log level on stderr: debug, info, warn, error')
+    .run(async (opts: GlobalOptions & InviteFlags) => {
+      const hint = 'give a duration from 30s to 24h, like 10m or 1h'
+      const ttlMs = numberFlag('ttl', opts.ttl, hint, parseDurationMs, MIN_TTL_MS, MAX_TTL_MS)
+      if (opts.name !== undefined) {
+        checkPeerName(opts.name)
       }
-      if (!interactive) {
-        ctx.stdout.write(`${text}\n`)
-        return
+      const name = opts.name ?? defaultMachineName()
+      const interactive = opts.nonInteractive !== true && ctx.stdout.isTTY === true && opts.json !== true
+      logToStderr(ctx, opts.logLevel, 'warn')
+      const showCode = (text: string, code: { expires: Date }): void => {
+        if (opts.json === true) {
+          ctx.stdout.write(`${JSON.stringify({ code: text, expires: code.expires.toISOString() })}\n`)
+          return
+        }
+        if (!interactive) {
+          ctx.stdout.write(`${text}\n`)
+          return
+        }
+        ctx.stdout.write(
+          [
+            '',
+            'On the other machine, run:',
+            '',
+            `  peerup join ${text}`,
+            '',
+            renderUnicodeCompact(text.replaceAll('-', ''), { ecc: 'L', border: 2 }),
+            `The code works once, until ${code.expires.toLocaleTimeString()}. Anyone who has it can pair with this machine: share it only with the person you mean.`,
+            '',
+          ].join('\n'),
+        )
       }
-      ctx.stdout.write(
-        [
-          '',
-          'On the other machine, run:',
-          '',
-          `  peerup join ${text}`,
-          '',
-          renderUnicodeCompact(text.replaceAll('-', ''), { ecc: 'L', border: 2 }),
-          `The code works once, until ${code.expires.toLocaleTimeString()}. Anyone who has it can pair with this machine: share it only with the person you mean.`,
-          '',
-        ].join('\n'),
-      )
-    }
-    // A running daemon answers the invite itself, so it takes the new peer at once; without
-    // one, a short-lived node of our own does.
-    const viaDaemon = async (): Promise<InviteOutcome | undefined> => {
-      const client = new LocalClient({ configFile, warn: (m) => note(ctx, m) })
-      try {
+      // A running daemon answers the invite itself, so it takes the new peer at once; without
+      // one, a short-lived node of our own does.
+      const daemonInvite = async (client: LocalClient): Promise<InviteOutcome> => {
         for await (const line of client.lines('invite', { name, ttlMs }, ctx.signal)) {
           if (line.type === 'code') {
             showCode(line.code, { expires: new Date(line.expires) })
@@ -100,43 +85,37 @@ export function registerInvite(program: Command, ctx: CliContext): void {
             return line.result
           }
         }
-      } catch (err) {
-        if (isDaemonAbsent(err)) {
-          return undefined
-        }
-        throw err
+        ctx.signal.throwIfAborted()
+        throw new ApiResponseError(502, 'the daemon stopped during the invite')
       }
-      ctx.signal.throwIfAborted()
-      throw new ApiResponseError(502, 'the daemon stopped during the invite')
-    }
-    const result =
-      (await graceful(ctx, viaDaemon)) ??
-      (await graceful(ctx, async () => {
-        const { runInvite } = await loadInvite()
-        return runInvite({
-          configFile,
-          log: createLogger('invite'),
-          name,
-          ttlMs,
-          signal: ctx.signal,
-          onProgress: (m) => note(ctx, m),
-          onCode: showCode,
-        })
-      }))
-    const who = result.name === undefined ? result.peerId : `${result.name} (${result.peerId})`
-    if (!result.sponsored.ok) {
-      note(
-        ctx,
-        `warning: the relay did not authorize ${who}: ${result.sponsored.reason ?? 'refused'} — on the relay: \`peerup relay authorize ${result.peerId}\``,
+      const result = await graceful(ctx, () =>
+        viaDaemon(ctx, opts, daemonInvite, async (configFile) => {
+          const { runInvite } = await loadInvite()
+          return runInvite({
+            configFile,
+            log: createLogger('invite'),
+            name,
+            ttlMs,
+            signal: ctx.signal,
+            onProgress: (m) => note(ctx, m),
+            onCode: showCode,
+          })
+        }),
       )
-    }
-    if (opts.json === true) {
-      // One JSON object per line: the code first, then this (NDJSON, so a script can read both).
-      ctx.stdout.write(`${JSON.stringify({ paired: result })}\n`)
-    } else if (interactive) {
-      ctx.stdout.write(`paired with ${who}\n`)
-    } else {
-      note(ctx, `paired with ${who}`)
-    }
-  })
+      const who = result.name === undefined ? result.peerId : `${result.name} (${result.peerId})`
+      if (!result.sponsored.ok) {
+        note(
+          ctx,
+          `warning: the relay did not authorize ${who}: ${result.sponsored.reason ?? 'refused'} — on the relay: \`peerup relay authorize ${result.peerId}\``,
+        )
+      }
+      if (opts.json === true) {
+        // One JSON object per line: the code first, then this (NDJSON, so a script can read both).
+        ctx.stdout.write(`${JSON.stringify({ paired: result })}\n`)
+      } else if (interactive) {
+        ctx.stdout.write(`paired with ${who}\n`)
+      } else {
+        note(ctx, `paired with ${who}`)
+      }
+    })
 }

@@ -7,18 +7,17 @@
  */
 
 import * as path from 'node:path'
-import type { Command } from 'commander'
 import { checkPeerName } from '../../config/ops.ts'
-import { CONFIG_FILE_NAME, defaultNodeDir, nodeConfigCandidates } from '../../config/paths.ts'
+import { CONFIG_FILE_NAME, configCandidates, defaultNodeDir } from '../../config/paths.ts'
 import { UsageError } from '../../errors.ts'
 import { decodeInviteCode } from '../../invite/code.ts'
 import { defaultMachineName } from '../../invite/names.ts'
-import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
+import { createLogger } from '../../log/index.ts'
 import { exists } from '../../util/fs.ts'
-import type { CliContext } from '../context.ts'
+import type { CliContext, GlobalOptions } from '../context.ts'
 import { loadJoin } from '../lazy.ts'
-import { globalOpts, withCommonOptions } from '../options.ts'
-import { emit, note } from '../output.ts'
+import type { CliCommand } from '../options.ts'
+import { emit, logToStderr, note } from '../output.ts'
 import { canPrompt, Prompter } from '../prompt.ts'
 
 interface JoinFlags {
@@ -31,78 +30,72 @@ interface JoinFlags {
 // A code is about 200 characters; stdin beyond this is not a code.
 const MAX_STDIN_BYTES = 8192
 
-/** Registers `join`. */
-export function registerJoin(program: Command, ctx: CliContext): void {
-  withCommonOptions(
-    program
-      .command('join')
-      .description('pair with the machine (or relay group) that made a code; creates this node if needed')
-      .argument('[code]', 'the pairing code (default: $PEERUP_INVITE_CODE, else read from stdin)')
-      .option(
-        '--name <name>',
-        "this machine's name, recorded by the other side under names: (default: the hostname)",
-      )
-      .option('--non-interactive', 'never prompt: the code comes from the argument, the environment or stdin')
-      .option('--no-wait', 'with a relay group code: return once joined, without waiting for the others')
-      .option('--log-level <level>', 'log level on stderr: debug, info, warn, error'),
-  ).action(async (arg: string | undefined, _flags: object, cmd: Command) => {
-    const opts = globalOpts<JoinFlags>(cmd)
-    if (opts.name !== undefined) {
-      checkPeerName(opts.name)
-    }
-    const text = arg ?? ctx.env.inviteCode ?? (await codeFromStdin(ctx, opts.nonInteractive))
-    // Decoded before anything is created or dialled: a typo costs nothing.
-    const code = decodeInviteCode(text)
-    configureLogging({
-      level: (opts.logLevel as LogLevel | undefined) ?? 'warn',
-      format: ctx.stderr.isTTY === true ? 'text' : 'json',
-    })
-    const target = await joinTarget(ctx, opts.config)
-    const { runJoin } = await loadJoin()
-    const result = await runJoin({
-      code,
-      target,
-      name: opts.name ?? defaultMachineName(),
-      log: createLogger('join'),
-      signal: ctx.signal,
-      waitForGroup: opts.wait,
-      onProgress: (m) => note(ctx, m),
-    })
-    if (result.sponsored !== undefined && !result.sponsored.ok) {
-      note(
-        ctx,
-        `warning: the relay did not authorize this node (${result.sponsored.reason ?? 'refused'}); peers reach it only once the relay operator runs \`peerup relay authorize ${result.peerId}\``,
-      )
-    }
-    if (result.group !== undefined && !result.group.complete && opts.wait) {
-      note(
-        ctx,
-        `warning: the group did not fill before it expired or was revoked; members that join later are not authorized here`,
-      )
-    }
-    emit(ctx, opts, result, (r) => {
-      const lines: string[] = []
-      if (r.created) {
-        lines.push(`created this node (${r.peerId}) in ${path.dirname(r.configFile)}`)
+export function registerJoin(program: CliCommand, ctx: CliContext): void {
+  program
+    .command('join')
+    .description('pair with the machine (or relay group) that made a code; creates this node if needed')
+    .argument('[code]', 'the pairing code (default: $PEERUP_INVITE_CODE, else read from stdin)')
+    .option(
+      '--name <name>',
+      "this machine's name, recorded by the other side under names: (default: the hostname)",
+    )
+    .option('--non-interactive', 'never prompt: the code comes from the argument, the environment or stdin')
+    .option('--no-wait', 'with a relay group code: return once joined, without waiting for the others')
+    .option('--log-level <level>', 'log level on stderr: debug, info, warn, error')
+    .run(async (opts: GlobalOptions & JoinFlags, arg: string | undefined) => {
+      if (opts.name !== undefined) {
+        checkPeerName(opts.name)
       }
-      if (r.group === undefined) {
-        const name = r.inviter.name === undefined ? '' : ` as ${r.inviter.name}`
-        lines.push(`paired with ${r.inviter.peerId}${name}`)
-        if (r.inviter.name !== undefined) {
-          lines.push(`reach it with: peerup ssh ${r.inviter.name}`)
-        }
-      } else {
-        lines.push(`joined group ${r.group.id} (${r.group.members.length + 1} of ${r.group.size} members)`)
-        for (const m of r.group.members) {
-          lines.push(`  ${m.peerId}${m.name === undefined ? '' : `  ${m.name}`}`)
-        }
+      const text = arg ?? ctx.env.inviteCode ?? (await codeFromStdin(ctx, opts.nonInteractive))
+      // Decoded before anything is created or dialled: a typo costs nothing.
+      const code = decodeInviteCode(text)
+      logToStderr(ctx, opts.logLevel, 'warn')
+      const target = await joinTarget(ctx, opts.config)
+      const { runJoin } = await loadJoin()
+      const result = await runJoin({
+        code,
+        target,
+        name: opts.name ?? defaultMachineName(),
+        log: createLogger('join'),
+        signal: ctx.signal,
+        waitForGroup: opts.wait,
+        onProgress: (m) => note(ctx, m),
+      })
+      if (result.sponsored !== undefined && !result.sponsored.ok) {
+        note(
+          ctx,
+          `warning: the relay did not authorize this node (${result.sponsored.reason ?? 'refused'}); peers reach it only once the relay operator runs \`peerup relay authorize ${result.peerId}\``,
+        )
       }
-      lines.push(
-        'compare the numbers of `peerup verify <peer>` on both machines to be sure nobody else paired',
-      )
-      return lines.join('\n')
+      if (result.group !== undefined && !result.group.complete && opts.wait) {
+        note(
+          ctx,
+          `warning: the group did not fill before it expired or was revoked; members that join later are not authorized here`,
+        )
+      }
+      emit(ctx, opts, result, (r) => {
+        const lines: string[] = []
+        if (r.created) {
+          lines.push(`created this node (${r.peerId}) in ${path.dirname(r.configFile)}`)
+        }
+        if (r.group === undefined) {
+          const name = r.inviter.name === undefined ? '' : ` as ${r.inviter.name}`
+          lines.push(`paired with ${r.inviter.peerId}${name}`)
+          if (r.inviter.name !== undefined) {
+            lines.push(`reach it with: peerup ssh ${r.inviter.name}`)
+          }
+        } else {
+          lines.push(`joined group ${r.group.id} (${r.group.members.length + 1} of ${r.group.size} members)`)
+          for (const m of r.group.members) {
+            lines.push(`  ${m.peerId}${m.name === undefined ? '' : `  ${m.name}`}`)
+          }
+        }
+        lines.push(
+          'compare the numbers of `peerup verify <peer>` on both machines to be sure nobody else paired',
+        )
+        return lines.join('\n')
+      })
     })
-  })
 }
 
 async function codeFromStdin(ctx: CliContext, nonInteractive: boolean | undefined): Promise<string> {
@@ -112,12 +105,8 @@ async function codeFromStdin(ctx: CliContext, nonInteractive: boolean | undefine
         hint: 'pass it as an argument, in PEERUP_INVITE_CODE, or on stdin',
       })
     }
-    const prompter = new Prompter(ctx)
-    try {
-      return await prompter.ask('Pairing code')
-    } finally {
-      prompter.close()
-    }
+    using prompter = new Prompter(ctx)
+    return await prompter.ask('Pairing code')
   }
   let text = ''
   for await (const chunk of ctx.stdin) {
@@ -151,7 +140,7 @@ async function joinTarget(
     }
     return { createIn: path.dirname(file) }
   }
-  for (const file of nodeConfigCandidates(ctx.env, ctx.cwd)) {
+  for (const file of configCandidates(ctx.env, ctx.cwd, 'node')) {
     if (await exists(file)) {
       return { configFile: file }
     }

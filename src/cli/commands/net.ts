@@ -17,19 +17,18 @@ import {
   tracerouteText,
 } from '../../api/index.ts'
 import type { Client } from '../../client/client.ts'
-import { isDaemonAbsent, LocalClient } from '../../client/local.ts'
 import { loadNodeConfig } from '../../config/load.ts'
 import { checkServiceName, resolvePeer } from '../../config/ops.ts'
 import { parseDurationMs } from '../../config/units.ts'
 import { ExitStatus, formatError, PeerupError, UsageError } from '../../errors.ts'
-import { configureLogging, createLogger, type LogLevel } from '../../log/index.ts'
+import { createLogger } from '../../log/index.ts'
 import { formatHostPort, parseListenAddress } from '../../util/address.ts'
 import { selfCommand } from '../../util/self.ts'
 import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
 import { loadInProcessClient, loadP2pErrors } from '../lazy.ts'
-import { loadNode, nodeConfigFile } from '../load.ts'
-import { globalOpts, withCommonOptions } from '../options.ts'
-import { emit, note } from '../output.ts'
+import { loadNode, nodeConfigFile, viaDaemon } from '../load.ts'
+import { type CliCommand, numberFlag, wholeNumber } from '../options.ts'
+import { emit, logToStderr, note } from '../output.ts'
 import { registerProxyConfig } from './proxy.ts'
 
 /** How long `proxy --stdio` stays after a SIGHUP to end its session in order. */
@@ -57,30 +56,23 @@ async function outlastHangup<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** The options of the commands that reach peers: `--log-level` and `--no-daemon`. */
+interface NodeFlags extends GlobalOptions {
+  logLevel?: string
+  daemon?: boolean
+}
+
 /**
  * Runs `fn` with a client of this config's node: the running daemon's, or — when none runs, or
  * with `--no-daemon` — a node started in this process for the command and stopped after it.
  */
 async function withClient<T>(
   ctx: CliContext,
-  opts: GlobalOptions & { logLevel?: string; daemon?: boolean },
+  opts: NodeFlags,
   fn: (client: Client) => Promise<T>,
 ): Promise<T> {
-  const configFile = await nodeConfigFile(ctx, opts)
-  return graceful(ctx, async () => {
-    if (opts.daemon !== false) {
-      try {
-        return await fn(new LocalClient({ configFile, warn: (message) => note(ctx, message) }))
-      } catch (err) {
-        if (!isDaemonAbsent(err)) {
-          throw err
-        }
-      }
-    }
-    configureLogging({
-      level: (opts.logLevel as LogLevel | undefined) ?? 'warn',
-      format: ctx.stderr.isTTY === true ? 'text' : 'json',
-    })
+  const alone = async (configFile: string): Promise<T> => {
+    logToStderr(ctx, opts.logLevel, 'warn')
     const { startInProcessClient } = await loadInProcessClient()
     const client = await startInProcessClient({ configFile, log: createLogger('peerup') })
     try {
@@ -88,16 +80,13 @@ async function withClient<T>(
     } finally {
       await client.close()
     }
-  })
+  }
+  return graceful(ctx, async () =>
+    opts.daemon === false ? alone(await nodeConfigFile(ctx, opts)) : viaDaemon(ctx, opts, fn, alone),
+  )
 }
 
 const NO_DAEMON_HELP = 'run a node of its own even when a daemon runs'
-
-/** The names of this node's config, for rendering paths (the relay's name, say). */
-async function loadNames(ctx: CliContext, opts: GlobalOptions): Promise<Record<string, string>> {
-  const { loadNode } = await import('../load.ts')
-  return (await loadNode(ctx, opts)).config.names
-}
 
 const LOG_LEVEL_HELP = 'log level on stderr: debug, info, warn, error'
 
@@ -114,38 +103,23 @@ async function loadPipe() {
   return { pipe, stdioEnd, startListener }
 }
 
-/** Options of `ping`. */
-interface PingFlags extends GlobalOptions {
+interface PingFlags extends NodeFlags {
   count: string
   interval: string
   untilDirect?: boolean
   deadline?: string
-  logLevel?: string
-  daemon?: boolean
 }
 
 /** `ping`'s flags checked: a usage error names the flag that is wrong. */
 function pingRequest(peer: string, opts: PingFlags) {
-  const count = Number(opts.count)
-  const intervalMs = parseDurationMs(opts.interval)
-  if (!Number.isInteger(count) || count < 0) {
-    throw new UsageError(`invalid --count ${JSON.stringify(opts.count)}`, {
-      hint: 'give a whole number, 0 for no end',
-    })
-  }
-  if (intervalMs === undefined) {
-    throw new UsageError(`invalid --interval ${JSON.stringify(opts.interval)}`, {
-      hint: 'write it like 500ms or 2s',
-    })
-  }
+  const count = numberFlag('count', opts.count, 'give a whole number, 0 for no end', wholeNumber)
+  const intervalMs = numberFlag('interval', opts.interval, 'write it like 500ms or 2s', parseDurationMs)
   const untilDirect = opts.untilDirect === true
   const deadline = opts.deadline ?? (untilDirect ? DEFAULT_UNTIL_DIRECT_DEADLINE : undefined)
-  const deadlineMs = deadline === undefined ? undefined : parseDurationMs(deadline)
-  if (deadline !== undefined && (deadlineMs === undefined || deadlineMs <= 0)) {
-    throw new UsageError(`invalid --deadline ${JSON.stringify(opts.deadline)}`, {
-      hint: 'write it like 30s or 2m',
-    })
-  }
+  const deadlineMs =
+    deadline === undefined
+      ? undefined
+      : numberFlag('deadline', deadline, 'write it like 30s or 2m', parseDurationMs, 1)
   return {
     peer,
     count,
@@ -159,7 +133,8 @@ function pingRequest(peer: string, opts: PingFlags) {
 /** `ping`: each line as it happens, the summary, and an error when nothing answered or the path stayed relayed. */
 async function ping(ctx: CliContext, peer: string, opts: PingFlags): Promise<void> {
   const { deadline, ...request } = pingRequest(peer, opts)
-  const names = await loadNames(ctx, opts)
+  // The names of this node's config, for rendering paths (the relay's name, say).
+  const { names } = (await loadNode(ctx, opts)).config
   const report: PingResponse = await withClient(ctx, opts, async (client) => {
     for await (const line of client.lines('ping', request, ctx.signal)) {
       if (line.type === 'done') {
@@ -196,11 +171,8 @@ async function ping(ctx: CliContext, peer: string, opts: PingFlags): Promise<voi
   }
 }
 
-/** Options of `proxy`. */
-interface ProxyFlags extends GlobalOptions {
+interface ProxyFlags extends NodeFlags {
   stdio?: boolean
-  logLevel?: string
-  daemon?: boolean
 }
 
 /** How long `proxy --stdio` waits for its peer before saying that it waits. */
@@ -305,11 +277,8 @@ async function proxyListen(
 async function ssh(ctx: CliContext, cmd: Command, target: string, args: string[]): Promise<void> {
   const { sshArgv, sshTarget, takePeerupOptions } = await import('../ssh.ts')
   const own = takePeerupOptions(args)
-  const opts = globalOpts(cmd)
-  const configFile = await nodeConfigFile(
-    ctx,
-    own.config === undefined ? opts : { ...opts, config: own.config },
-  )
+  const opts: GlobalOptions = cmd.optsWithGlobals()
+  const configFile = await nodeConfigFile(ctx, { ...opts, config: own.config ?? opts.config })
   // The peer is looked up before ssh runs: inside ssh's ProxyCommand an unknown name would be
   // reported all the same, but followed by ssh's own lines ("kex_exchange_identification:
   // Connection closed by remote host") and ssh's exit status 255.
@@ -327,52 +296,45 @@ async function ssh(ctx: CliContext, cmd: Command, target: string, args: string[]
   }
 }
 
-/** Registers the network commands. */
-export function registerNet(program: Command, ctx: CliContext): void {
-  withCommonOptions(
-    program
-      .command('ping')
-      .description('round-trip time to a peer, and the path (DIRECT or RELAYED via which relay)')
-      .argument('<peer>', 'a name from names: or a peer id')
-      .option('-c, --count <n>', 'number of pings (0 = until Ctrl+C)', '4')
-      .option('--interval <duration>', 'time between pings', '1s')
-      .option(
-        '--until-direct',
-        'keep pinging until the path is DIRECT; exit 1 if the upgrade fails or the deadline passes',
-      )
-      .option('-w, --deadline <duration>', 'stop after this long (default with --until-direct: 30s)')
-      .option('--no-daemon', NO_DAEMON_HELP)
-      .option('--log-level <level>', LOG_LEVEL_HELP),
-  ).action((peer: string, _flags: object, cmd: Command) => ping(ctx, peer, globalOpts<PingFlags>(cmd)))
+export function registerNet(program: CliCommand, ctx: CliContext): void {
+  program
+    .command('ping')
+    .description('round-trip time to a peer, and the path (DIRECT or RELAYED via which relay)')
+    .argument('<peer>', 'a name from names: or a peer id')
+    .option('-c, --count <n>', 'number of pings (0 = until Ctrl+C)', '4')
+    .option('--interval <duration>', 'time between pings', '1s')
+    .option(
+      '--until-direct',
+      'keep pinging until the path is DIRECT; exit 1 if the upgrade fails or the deadline passes',
+    )
+    .option('-w, --deadline <duration>', 'stop after this long (default with --until-direct: 30s)')
+    .option('--no-daemon', NO_DAEMON_HELP)
+    .option('--log-level <level>', LOG_LEVEL_HELP)
+    .run((opts: PingFlags, peer: string) => ping(ctx, peer, opts))
 
-  withCommonOptions(
-    program
-      .command('traceroute')
-      .description('the path to a peer hop by hop (relay, peer) with round-trip times')
-      .argument('<peer>', 'a name from names: or a peer id')
-      .option('--no-daemon', NO_DAEMON_HELP)
-      .option('--log-level <level>', LOG_LEVEL_HELP),
-  ).action(async (peer: string, _flags: object, cmd: Command) => {
-    const opts = globalOpts<{ logLevel?: string; daemon?: boolean }>(cmd)
-    const report = await withClient(ctx, opts, (client) => client.call('traceroute', { peer }, ctx.signal))
-    emit(ctx, opts, report, tracerouteText)
-  })
+  program
+    .command('traceroute')
+    .description('the path to a peer hop by hop (relay, peer) with round-trip times')
+    .argument('<peer>', 'a name from names: or a peer id')
+    .option('--no-daemon', NO_DAEMON_HELP)
+    .option('--log-level <level>', LOG_LEVEL_HELP)
+    .run(async (opts: NodeFlags, peer: string) => {
+      const report = await withClient(ctx, opts, (client) => client.call('traceroute', { peer }, ctx.signal))
+      emit(ctx, opts, report, tracerouteText)
+    })
 
-  const proxy = withCommonOptions(
-    program
-      .command('proxy')
-      .description(
-        "forward local TCP connections to a peer's service (or one connection on stdin/stdout with --stdio)",
-      )
-      .argument('<peer>', 'a name from names: or a peer id')
-      .argument('<service>', 'the service name on that peer, like ssh')
-      .argument('[listen]', '[host:]port to listen on (default host 127.0.0.1); not with --stdio')
-      .option('--stdio', 'proxy one connection over stdin/stdout (an ssh ProxyCommand)')
-      .option('--no-daemon', NO_DAEMON_HELP)
-      .option('--log-level <level>', LOG_LEVEL_HELP),
-  ).action(
-    async (peer: string, service: string, listen: string | undefined, _flags: object, cmd: Command) => {
-      const opts = globalOpts<ProxyFlags>(cmd)
+  const proxy = program
+    .command('proxy')
+    .description(
+      "forward local TCP connections to a peer's service (or one connection on stdin/stdout with --stdio)",
+    )
+    .argument('<peer>', 'a name from names: or a peer id')
+    .argument('<service>', 'the service name on that peer, like ssh')
+    .argument('[listen]', '[host:]port to listen on (default host 127.0.0.1); not with --stdio')
+    .option('--stdio', 'proxy one connection over stdin/stdout (an ssh ProxyCommand)')
+    .option('--no-daemon', NO_DAEMON_HELP)
+    .option('--log-level <level>', LOG_LEVEL_HELP)
+    .run(async (opts: ProxyFlags, peer: string, service: string, listen: string | undefined) => {
       if (opts.stdio === true) {
         if (listen !== undefined) {
           throw new UsageError('--stdio takes no listen address', {
@@ -387,8 +349,7 @@ export function registerNet(program: Command, ctx: CliContext): void {
         })
       }
       return proxyListen(ctx, opts, { peer, service, listen })
-    },
-  )
+    })
   registerProxyConfig(proxy, ctx)
 
   program

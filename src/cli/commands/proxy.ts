@@ -9,15 +9,14 @@
  * @packageDocumentation
  */
 
-import type { Command } from 'commander'
 import { type PersistentProxyState, persistentProxiesText, persistentProxyLine } from '../../api/index.ts'
-import { isDaemonAbsent, LocalClient } from '../../client/local.ts'
 import { loadNodeConfig } from '../../config/load.ts'
 import {
   addProxyToFile,
   checkNewProxy,
   checkProxyName,
   listProxies,
+  type NewProxy,
   type ProxyInfo,
   parseBind,
   removeProxyFromFile,
@@ -26,9 +25,9 @@ import {
 } from '../../config/proxies.ts'
 import { probeListen } from '../../util/port.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
-import { nodeConfigFile } from '../load.ts'
-import { globalOpts, withCommonOptions } from '../options.ts'
-import { emit, note } from '../output.ts'
+import { viaDaemon } from '../load.ts'
+import type { CliCommand } from '../options.ts'
+import { emit } from '../output.ts'
 
 /** What a proxy's state reads as when no daemon runs it. */
 const NO_DAEMON = 'the daemon is not running (`peerup daemon` starts it)'
@@ -48,34 +47,11 @@ function offline(p: ProxyInfo): PersistentProxyState {
   }
 }
 
-/**
- * Runs `daemon` with a client of the running daemon, or `alone` with the config file when none
- * runs (any other failure of the daemon's is the command's).
- */
-async function viaDaemon<T>(
-  ctx: CliContext,
-  opts: GlobalOptions,
-  daemon: (client: LocalClient) => Promise<T>,
-  alone: (configFile: string) => Promise<T>,
-): Promise<T> {
-  const configFile = await nodeConfigFile(ctx, opts)
-  try {
-    return await daemon(new LocalClient({ configFile, warn: (m) => note(ctx, m) }))
-  } catch (err) {
-    if (!isDaemonAbsent(err)) {
-      throw err
-    }
-  }
-  return alone(configFile)
-}
-
 /** `proxy add` without a daemon: checked, the port tried (or a free one picked), then written. */
-async function addAlone(
-  configFile: string,
-  p: { name: string; peer: string; service: string; bind?: string | undefined; enabled: boolean },
-): Promise<PersistentProxyState> {
+async function addAlone(configFile: string, p: NewProxy): Promise<PersistentProxyState> {
   const checked = checkNewProxy((await loadNodeConfig(configFile)).config, p)
-  const bound = p.enabled || checked.listen.port === 0 ? await probeListen(checked.listen) : checked.listen
+  const bound =
+    checked.enabled || checked.listen.port === 0 ? await probeListen(checked.listen) : checked.listen
   return offline(await addProxyToFile(configFile, checked, bound))
 }
 
@@ -92,102 +68,94 @@ async function setEnabledAlone(
   return offline(await setProxyEnabledInFile(configFile, name, enabled))
 }
 
-/** `proxy add`. */
-function registerAdd(proxy: Command, ctx: CliContext): void {
-  withCommonOptions(
-    proxy
-      .command('add')
-      .description(
-        "keep a local port forwarded to a peer's service, from the daemon's start (config.yaml proxies:)",
-      )
-      .argument('<name>', 'a name for the proxy, like home-ssh')
-      .argument('<peer>', 'a name from names: or a peer id')
-      .argument('<service>', 'the service on that peer, like ssh')
-      .argument(
-        '[bind]',
-        '[host:]port to listen on (host 127.0.0.1 by default; left out: a free port, recorded)',
-      )
-      .option('--disabled', 'record it switched off'),
-  ).action(
-    async (
-      name: string,
-      peer: string,
-      service: string,
-      bind: string | undefined,
-      _f: object,
-      cmd: Command,
-    ) => {
-      const opts = globalOpts<{ disabled?: boolean }>(cmd)
-      const enabled = opts.disabled !== true
-      const req = { name, peer, service, enabled, ...(bind === undefined ? {} : { bind }) }
-      const state = await viaDaemon(
-        ctx,
-        opts,
-        (client) => client.call('proxyAdd', req),
-        (configFile) => addAlone(configFile, req),
-      )
-      emit(ctx, opts, state, (p) => `added proxy ${persistentProxyLine(p)}`)
-    },
-  )
+function registerAdd(proxy: CliCommand, ctx: CliContext): void {
+  proxy
+    .command('add')
+    .description(
+      "keep a local port forwarded to a peer's service, from the daemon's start (config.yaml proxies:)",
+    )
+    .argument('<name>', 'a name for the proxy, like home-ssh')
+    .argument('<peer>', 'a name from names: or a peer id')
+    .argument('<service>', 'the service on that peer, like ssh')
+    .argument(
+      '[bind]',
+      '[host:]port to listen on (host 127.0.0.1 by default; left out: a free port, recorded)',
+    )
+    .option('--disabled', 'record it switched off')
+    .run(
+      async (
+        opts: GlobalOptions & { disabled?: boolean },
+        name: string,
+        peer: string,
+        service: string,
+        bind: string | undefined,
+      ) => {
+        const enabled = opts.disabled !== true
+        const req = { name, peer, service, enabled, ...(bind === undefined ? {} : { bind }) }
+        const state = await viaDaemon(
+          ctx,
+          opts,
+          (client) => client.call('proxyAdd', req),
+          (configFile) => addAlone(configFile, req),
+        )
+        emit(ctx, opts, state, (p) => `added proxy ${persistentProxyLine(p)}`)
+      },
+    )
 }
 
 /** Registers `proxy add|list|remove|enable|disable` under `proxy`. */
-export function registerProxyConfig(proxy: Command, ctx: CliContext): void {
+export function registerProxyConfig(proxy: CliCommand, ctx: CliContext): void {
   registerAdd(proxy, ctx)
 
-  withCommonOptions(
-    proxy.command('list').description('the proxies of config.yaml, and how each is doing in the daemon'),
-  ).action(async (_flags: object, cmd: Command) => {
-    const opts = globalOpts(cmd)
-    const list = await viaDaemon(
-      ctx,
-      opts,
-      (client) => client.call('proxyList', {}),
-      async (configFile) => listProxies((await loadNodeConfig(configFile)).config).map(offline),
-    )
-    emit(ctx, opts, list, persistentProxiesText)
-  })
+  proxy
+    .command('list')
+    .description('the proxies of config.yaml, and how each is doing in the daemon')
+    .run(async (opts) => {
+      const list = await viaDaemon(
+        ctx,
+        opts,
+        (client) => client.call('proxyList', {}),
+        async (configFile) => listProxies((await loadNodeConfig(configFile)).config).map(offline),
+      )
+      emit(ctx, opts, list, persistentProxiesText)
+    })
 
-  withCommonOptions(
-    proxy
-      .command('remove')
-      .description('stop a proxy and remove it from config.yaml (its connections are reset)')
-      .argument('<name>'),
-  ).action(async (name: string, _flags: object, cmd: Command) => {
-    const opts = globalOpts(cmd)
-    checkProxyName(name)
-    await viaDaemon(
-      ctx,
-      opts,
-      (client) => client.call('proxyRemove', { name }),
-      async (configFile) => ({ removed: (await removeProxyFromFile(configFile, name)).name }),
-    )
-    emit(ctx, opts, { removed: name }, () => `removed proxy ${name}`)
-  })
+  proxy
+    .command('remove')
+    .description('stop a proxy and remove it from config.yaml (its connections are reset)')
+    .argument('<name>')
+    .run(async (opts, name: string) => {
+      checkProxyName(name)
+      await viaDaemon(
+        ctx,
+        opts,
+        (client) => client.call('proxyRemove', { name }),
+        async (configFile) => ({ removed: (await removeProxyFromFile(configFile, name)).name }),
+      )
+      emit(ctx, opts, { removed: name }, () => `removed proxy ${name}`)
+    })
 
   for (const [verb, enabled] of [
     ['enable', true],
     ['disable', false],
   ] as const) {
-    withCommonOptions(
-      proxy
-        .command(verb)
-        .description(
-          enabled
-            ? 'switch a proxy of config.yaml on (it listens at once)'
-            : 'switch a proxy of config.yaml off, keeping it (its connections are reset)',
-        )
-        .argument('<name>'),
-    ).action(async (name: string, _flags: object, cmd: Command) => {
-      const opts = globalOpts(cmd)
-      checkProxyName(name)
-      const state = await viaDaemon(
-        ctx,
-        opts,
-        (client) => client.call(enabled ? 'proxyEnable' : 'proxyDisable', { name }),
-        (configFile) => setEnabledAlone(configFile, name, enabled),
+    proxy
+      .command(verb)
+      .description(
+        enabled
+          ? 'switch a proxy of config.yaml on (it listens at once)'
+          : 'switch a proxy of config.yaml off, keeping it (its connections are reset)',
       )
-      emit(ctx, opts, state, (p) => `${verb}d proxy ${persistentProxyLine(p)}`)
-    })
+      .argument('<name>')
+      .run(async (opts, name: string) => {
+        checkProxyName(name)
+        const state = await viaDaemon(
+          ctx,
+          opts,
+          (client) => client.call(enabled ? 'proxyEnable' : 'proxyDisable', { name }),
+          (configFile) => setEnabledAlone(configFile, name, enabled),
+        )
+        emit(ctx, opts, state, (p) => `${verb}d proxy ${persistentProxyLine(p)}`)
+      })
   }
 }

@@ -4,7 +4,6 @@
  * @packageDocumentation
  */
 
-import type { Command } from 'commander'
 import {
   addService,
   listServices,
@@ -12,70 +11,70 @@ import {
   type ServiceInfo,
   setServiceEnabled,
 } from '../../config/ops.ts'
-import type { CliContext } from '../context.ts'
+import type { CliContext, GlobalOptions } from '../context.ts'
 import { loadNode, nodeConfigFile } from '../load.ts'
-import { globalOpts, withCommonOptions } from '../options.ts'
+import { type CliCommand, collect } from '../options.ts'
 import { emit, table } from '../output.ts'
-
-const collect = (value: string, previous: string[]): string[] => [...previous, value]
 
 function describeService(s: ServiceInfo): string {
   const who = s.allowedPeers.length === 0 ? 'all authorized peers' : s.allowedPeers.join(', ')
   return `${s.name} → ${s.localAddress} (${s.enabled ? 'enabled' : 'disabled'}; ${who})`
 }
 
-/** Registers `service`. */
-export function registerService(program: Command, ctx: CliContext): void {
+type AddFlags = GlobalOptions & { allow: string[]; disabled?: boolean }
+
+export function registerService(program: CliCommand, ctx: CliContext): void {
   const service = program
     .command('service')
     .description('manage the local services this node offers to its peers')
 
-  withCommonOptions(
-    service
-      .command('add')
-      .description('offer a local TCP service to authorized peers')
-      .argument('<name>', 'service name, like ssh (peers use it: `peerup proxy <peer> <name> …`)')
-      .argument('<address>', 'local host:port it forwards to, like localhost:22')
-      .option(
-        '--allow <peer>',
-        'only this peer (id or name) may use it (repeatable; default: every authorized peer)',
-        collect,
-        [],
-      )
-      .option('--disabled', 'add it switched off'),
-  ).action(async (name: string, address: string, _flags: object, cmd: Command) => {
-    const opts = globalOpts<{ allow: string[]; disabled?: boolean }>(cmd)
-    const info = await addService(await nodeConfigFile(ctx, opts), name, address, {
-      allowedPeers: opts.allow,
-      enabled: opts.disabled !== true,
+  service
+    .command('add')
+    .description('offer a local TCP service to authorized peers')
+    .argument('<name>', 'service name, like ssh (peers use it: `peerup proxy <peer> <name> …`)')
+    .argument('<address>', 'local host:port it forwards to, like localhost:22')
+    .option(
+      '--allow <peer>',
+      'only this peer (id or name) may use it (repeatable; default: every authorized peer)',
+      collect,
+      [],
+    )
+    .option('--disabled', 'add it switched off')
+    .run(async (opts: AddFlags, name: string, address: string) => {
+      const info = await addService(await nodeConfigFile(ctx, opts), name, address, {
+        allowedPeers: opts.allow,
+        enabled: opts.disabled !== true,
+      })
+      emit(ctx, opts, info, (s) => `added service ${describeService(s)}`)
     })
-    emit(ctx, opts, info, (s) => `added service ${describeService(s)}`)
-  })
 
-  withCommonOptions(
-    service.command('remove').description('stop offering a service and forget it').argument('<name>'),
-  ).action(async (name: string, _flags: object, cmd: Command) => {
-    const opts = globalOpts(cmd)
-    await removeService(await nodeConfigFile(ctx, opts), name)
-    emit(ctx, opts, { removed: name }, () => `removed service ${name}`)
-  })
+  service
+    .command('remove')
+    .description('stop offering a service and forget it')
+    .argument('<name>')
+    .run(async (opts, name: string) => {
+      await removeService(await nodeConfigFile(ctx, opts), name)
+      emit(ctx, opts, { removed: name }, () => `removed service ${name}`)
+    })
 
   for (const [verb, enabled] of [
     ['enable', true],
     ['disable', false],
   ] as const) {
-    withCommonOptions(
-      service.command(verb).description(`${verb} a configured service`).argument('<name>'),
-    ).action(async (name: string, _flags: object, cmd: Command) => {
-      const opts = globalOpts(cmd)
-      const info = await setServiceEnabled(await nodeConfigFile(ctx, opts), name, enabled)
-      emit(ctx, opts, info, (s) => `${verb}d service ${describeService(s)}`)
-    })
+    service
+      .command(verb)
+      .description(`${verb} a configured service`)
+      .argument('<name>')
+      .run(async (opts, name: string) => {
+        const info = await setServiceEnabled(await nodeConfigFile(ctx, opts), name, enabled)
+        emit(ctx, opts, info, (s) => `${verb}d service ${describeService(s)}`)
+      })
   }
 
-  withCommonOptions(service.command('list').description('list the configured services')).action(
-    async (_flags: object, cmd: Command) => {
-      const opts = globalOpts(cmd)
+  service
+    .command('list')
+    .description('list the configured services')
+    .run(async (opts) => {
       const { config } = await loadNode(ctx, opts)
       emit(ctx, opts, listServices(config), (list) =>
         list.length === 0
@@ -90,6 +89,5 @@ export function registerService(program: Command, ctx: CliContext): void {
               ]),
             ]),
       )
-    },
-  )
+    })
 }

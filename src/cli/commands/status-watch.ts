@@ -9,9 +9,8 @@
 
 import { type ApiPath, ago, type DaemonEvent, describePath, table } from '../../api/index.ts'
 import type { Client } from '../../client/client.ts'
-import { LocalClient } from '../../client/local.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
-import { note } from '../output.ts'
+import { daemonClient } from '../load.ts'
 
 /** How often the round-trip time of each peer is measured. */
 const RTT_INTERVAL_MS = 5_000
@@ -21,10 +20,9 @@ interface Row {
   name: string | undefined
   path: ApiPath | undefined
   since: string
-  rttMs: number | undefined
+  rttMs?: number | undefined
 }
 
-/** Options of {@link watchStatus}. */
 export interface WatchOptions {
   /** Called once the event stream is open (for tests: nothing before it is missed after it). */
   onReady?: () => void
@@ -35,28 +33,18 @@ export interface WatchOptions {
 /**
  * Measures peers' round-trip times through the daemon (one ping each): a peer as soon as it is
  * shown or its path changes, and every peer again each interval, one ping per peer at a time. A
- * peer that did not answer shows no time rather than its last one.
+ * peer that did not answer shows no time rather than its last one. The function it returns pings
+ * a row's peer, unless a ping to it is under way, and fills in `row.rttMs`.
  */
-class RttProbe {
-  readonly #client: Client
-  readonly #signal: AbortSignal
-  readonly #measured: () => void
-  readonly #pending = new Set<string>()
-
-  constructor(client: Client, signal: AbortSignal, measured: () => void) {
-    this.#client = client
-    this.#signal = signal
-    this.#measured = measured
-  }
-
-  /** Pings `row`'s peer, unless a ping to it is under way; fills in `row.rttMs`. */
-  measure(row: Row): void {
-    if (this.#pending.has(row.peerId) || this.#signal.aborted) {
+function rttProbe(client: Client, signal: AbortSignal, measured: () => void): (row: Row) => void {
+  const pending = new Set<string>()
+  return (row) => {
+    if (pending.has(row.peerId) || signal.aborted) {
       return
     }
-    this.#pending.add(row.peerId)
-    this.#client
-      .call('ping', { peer: row.peerId, count: 1, intervalMs: 0 }, this.#signal)
+    pending.add(row.peerId)
+    client
+      .call('ping', { peer: row.peerId, count: 1, intervalMs: 0 }, signal)
       .then(
         (r) => {
           row.rttMs = r.replies[0]?.rttMs ?? undefined
@@ -66,9 +54,9 @@ class RttProbe {
         },
       )
       .finally(() => {
-        this.#pending.delete(row.peerId)
-        if (!this.#signal.aborted) {
-          this.#measured()
+        pending.delete(row.peerId)
+        if (!signal.aborted) {
+          measured()
         }
       })
   }
@@ -81,13 +69,13 @@ export async function watchStatus(
   configFile: string,
   options: WatchOptions = {},
 ): Promise<void> {
-  const client = new LocalClient({ configFile, warn: (m) => note(ctx, m) })
+  const client = daemonClient(ctx, configFile)
   const status = await client.call('status', {})
   const relays = new Set(status.relays.map((r) => r.peerId))
   const rows = new Map<string, Row>()
   for (const p of await client.call('paths', {})) {
     if (!relays.has(p.peerId) && p.path !== undefined) {
-      rows.set(p.peerId, { peerId: p.peerId, name: p.name, path: p.path, since: p.since, rttMs: undefined })
+      rows.set(p.peerId, { peerId: p.peerId, name: p.name, path: p.path, since: p.since })
     }
   }
   const tty = ctx.stdout.isTTY === true && opts.json !== true
@@ -126,10 +114,10 @@ export async function watchStatus(
   const stop = (): void => controller.abort()
   ctx.signal.addEventListener('abort', stop, { once: true })
   // Only on a terminal is there an RTT column to fill.
-  const probe = tty ? new RttProbe(client, controller.signal, draw) : undefined
+  const measure = tty ? rttProbe(client, controller.signal, draw) : undefined
   const measureAll = (): void => {
     for (const row of rows.values()) {
-      probe?.measure(row)
+      measure?.(row)
     }
   }
   const rtt = setInterval(() => {
@@ -150,7 +138,7 @@ export async function watchStatus(
       // A peer just shown, or on a new path: its time now, not at the next round.
       const row = e.type === 'peer-connected' || e.type === 'path-changed' ? rows.get(e.peerId) : undefined
       if (row !== undefined) {
-        probe?.measure(row)
+        measure?.(row)
       }
       draw()
     }
@@ -172,13 +160,7 @@ function applyEvent(rows: Map<string, Row>, relays: Set<string>, e: DaemonEvent)
       return undefined
     case 'peer-connected':
       if (!relays.has(e.peerId)) {
-        rows.set(e.peerId, {
-          peerId: e.peerId,
-          name: e.name,
-          path: e.path,
-          since: e.time,
-          rttMs: undefined,
-        })
+        rows.set(e.peerId, { peerId: e.peerId, name: e.name, path: e.path, since: e.time })
         return `connected ${e.name ?? e.peerId} ${describePath(e.path)}`
       }
       return undefined

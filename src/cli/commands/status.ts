@@ -4,11 +4,10 @@
  * @packageDocumentation
  */
 
-import type { Command } from 'commander'
 import { type NodeSummary, summarizeNode } from '../../config/summary.ts'
-import { type CliContext, graceful } from '../context.ts'
+import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
 import { nodeConfigFile } from '../load.ts'
-import { globalOpts, withCommonOptions } from '../options.ts'
+import type { CliCommand } from '../options.ts'
 import { emit } from '../output.ts'
 import { watchStatus } from './status-watch.ts'
 
@@ -41,20 +40,17 @@ function render(s: NodeSummary): string {
   return lines.join('\n')
 }
 
-/** Registers `status`. */
-export function registerStatus(program: Command, ctx: CliContext): void {
-  withCommonOptions(
-    program
-      .command('status')
-      .description('summarise this node: identity, relays, peers, services, names')
-      .option('--watch', 'a live view of the peers of the running daemon (path, rtt, since); Ctrl+C to stop'),
-  ).action(async (_flags: object, cmd: Command) => {
-    const opts = globalOpts<{ watch?: boolean }>(cmd)
-    const configFile = await nodeConfigFile(ctx, opts)
-    if (opts.watch === true) {
-      await graceful(ctx, () => watchStatus(ctx, opts, configFile))
-      return
-    }
-    emit(ctx, opts, await summarizeNode(configFile), render)
-  })
+export function registerStatus(program: CliCommand, ctx: CliContext): void {
+  program
+    .command('status')
+    .description('summarise this node: identity, relays, peers, services, names')
+    .option('--watch', 'a live view of the peers of the running daemon (path, rtt, since); Ctrl+C to stop')
+    .run(async (opts: GlobalOptions & { watch?: boolean }) => {
+      const configFile = await nodeConfigFile(ctx, opts)
+      if (opts.watch === true) {
+        await graceful(ctx, () => watchStatus(ctx, opts, configFile))
+        return
+      }
+      emit(ctx, opts, await summarizeNode(configFile), render)
+    })
 }

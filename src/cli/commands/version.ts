@@ -4,17 +4,16 @@
  * @packageDocumentation
  */
 
-import type { Command } from 'commander'
 import { buildInfo } from '../../version.ts'
 import type { CliContext } from '../context.ts'
-import { globalOpts, withCommonOptions } from '../options.ts'
+import type { CliCommand } from '../options.ts'
 import { emit } from '../output.ts'
 
-/** Registers `version`. */
-export function registerVersion(program: Command, ctx: CliContext): void {
-  withCommonOptions(program.command('version').description('print version, commit and build date')).action(
-    (_flags: object, cmd: Command) => {
-      const opts = globalOpts(cmd)
+export function registerVersion(program: CliCommand, ctx: CliContext): void {
+  program
+    .command('version')
+    .description('print version, commit and build date')
+    .run((opts) => {
       const info = buildInfo()
       emit(ctx, opts, { program: ctx.programName, ...info }, (i) =>
         [
@@ -24,6 +23,5 @@ export function registerVersion(program: Command, ctx: CliContext): void {
           `runtime  node ${i.node} ${i.platform}`,
         ].join('\n'),
       )
-    },
-  )
+    })
 }
