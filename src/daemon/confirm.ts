@@ -8,7 +8,6 @@
  * @packageDocumentation
  */
 
-import { loadNodeConfig } from '../config/load.ts'
 import {
   archiveLastGood,
   ConfigNotConfirmedError,
@@ -23,6 +22,7 @@ import type { NodeRuntime } from '../p2p/runtime.ts'
 import type { Component } from '../util/components.ts'
 import { type FileWatch, watchFile } from '../util/watch.ts'
 import { type DaemonEvents, publishConfig } from './events.ts'
+import type { ConfigApplier } from './reload.ts'
 
 /**
  * Before anything loads the config: an apply whose deadline passed while no daemon ran is undone,
@@ -46,6 +46,7 @@ export async function settleApplyAtStart(configFile: string, log: Logger): Promi
 export interface ApplyConfirmationComponents {
   runtime: NodeRuntime
   events: DaemonEvents
+  configApplier: ConfigApplier
   log: Logger
   /** Starts the orderly shutdown (the same as SIGTERM). */
   shutdown(reason: Error): void
@@ -111,14 +112,14 @@ export class ApplyConfirmation implements Component {
 
   /** The deadline of `pending` passed: unless it was confirmed (or replaced) meanwhile, undo it. */
   async #expired(pending: PendingApply): Promise<void> {
-    const { runtime, events, log, shutdown } = this.#components
+    const { runtime, events, configApplier, log, shutdown } = this.#components
     const still = await readPending(runtime.configFile)
     if (still?.appliedAt !== pending.appliedAt) {
       return
     }
     await rollbackConfig(runtime.configFile)
-    const { config } = await loadNodeConfig(runtime.configFile)
-    const { applied, restartNeeded } = await runtime.applyConfig(config)
+    // Undefined: the running config is this text already (the apply never got to run).
+    const { applied, restartNeeded } = (await configApplier.apply()) ?? { applied: [], restartNeeded: [] }
     const what = `config apply of ${pending.appliedAt} was not confirmed by ${pending.deadline}: previous config restored`
     publishConfig(events, 'reverted', applied, restartNeeded)
     if (restartNeeded.length === 0) {

@@ -8,6 +8,7 @@
  * @packageDocumentation
  */
 
+import * as fs from 'node:fs/promises'
 import { loadNodeConfig, resolveIn } from '../config/load.ts'
 import type { Logger } from '../log/index.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
@@ -16,12 +17,60 @@ import { type FileWatch, watchFile } from '../util/watch.ts'
 import { type DaemonEvents, publishConfig } from './events.ts'
 import type { PersistentProxies } from './persistent-proxies.ts'
 
+/** What a {@link ConfigApplier} uses; read when it applies. */
+export interface ConfigApplierComponents {
+  runtime: NodeRuntime
+  /** Brought in line with config.yaml's `proxies:` at each apply. */
+  persistentProxies: PersistentProxies
+}
+
+/** What applying config.yaml changed in the running daemon. */
+export interface ConfigApplied {
+  applied: string[]
+  restartNeeded: string[]
+}
+
+/**
+ * Applies config.yaml to the running daemon, one apply at a time, and only when the file's text is
+ * not the text it applied last. Two components apply it: the file watcher ({@link FileFollower}),
+ * and the rollback of an unconfirmed `config apply` (src/daemon/confirm.ts), which restores the file
+ * and applies it at once — a write the watcher sees too, 100 ms later. Without this the watcher
+ * could apply the restored file first (a loaded machine), and the rollback would report that it
+ * put nothing back.
+ */
+export class ConfigApplier {
+  readonly #components: ConfigApplierComponents
+  #queue: Promise<unknown> = Promise.resolve()
+  #text: string | undefined
+
+  constructor(components: ConfigApplierComponents) {
+    this.#components = components
+  }
+
+  /** Applies config.yaml as it is now; undefined when its text is what was applied last. */
+  apply(): Promise<ConfigApplied | undefined> {
+    const next = this.#queue.then(async () => {
+      const { runtime, persistentProxies } = this.#components
+      const text = await fs.readFile(runtime.configFile, 'utf8')
+      if (text === this.#text) {
+        return undefined
+      }
+      const { config } = await loadNodeConfig(runtime.configFile)
+      const { applied, restartNeeded } = await runtime.applyConfig(config)
+      applied.push(...(await persistentProxies.sync()))
+      this.#text = text
+      return { applied, restartNeeded }
+    })
+    this.#queue = next.catch(() => {})
+    return next
+  }
+}
+
 /** What {@link FileFollower} uses; read at start and later. */
 export interface FileFollowerComponents {
   runtime: NodeRuntime
   events: DaemonEvents
-  /** Brought in line with config.yaml's `proxies:` at each reload. */
-  persistentProxies: PersistentProxies
+  configApplier: ConfigApplier
   log: Logger
 }
 
@@ -81,11 +130,17 @@ export class FileFollower implements Component {
 
   /** Re-reads config.yaml and applies what can be applied live; `why` is logged. */
   reloadConfig(why: string): void {
-    const { runtime, events, persistentProxies, log } = this.#components
-    loadNodeConfig(runtime.configFile)
-      .then(({ config }) => runtime.applyConfig(config))
-      .then(async ({ applied, restartNeeded }) => {
-        applied.push(...(await persistentProxies.sync()))
+    const { events, configApplier, log } = this.#components
+    configApplier
+      .apply()
+      .then((done) => {
+        if (done === undefined) {
+          if (why === 'SIGHUP') {
+            log.info('config reloaded', { why, applied: '' })
+          }
+          return
+        }
+        const { applied, restartNeeded } = done
         publishConfig(events, 'reloaded', applied, restartNeeded)
         if (applied.length > 0 || why === 'SIGHUP') {
           log.info('config reloaded', { why, applied: applied.join(',') })

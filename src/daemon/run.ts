@@ -29,7 +29,7 @@ import { DaemonEvents } from './events.ts'
 import { DaemonNode, refreshNodeMetrics } from './node.ts'
 import { PersistentProxies } from './persistent-proxies.ts'
 import { ProxyManager } from './proxies.ts'
-import { FileFollower } from './reload.ts'
+import { ConfigApplier, FileFollower } from './reload.ts'
 
 /** What a started daemon tells its caller. */
 export interface DaemonReady {
@@ -73,6 +73,8 @@ export interface DaemonComponents {
   proxies: ProxyManager
   /** The proxies of config.yaml's `proxies:`. */
   persistentProxies: PersistentProxies
+  /** Applies config.yaml, for the file watcher and the rollback of an unconfirmed apply alike. */
+  configApplier: ConfigApplier
   api: DaemonApiSocket
   /** Starts the orderly shutdown (the same as SIGTERM). */
   shutdown(reason: Error): void
@@ -147,6 +149,9 @@ async function assembleDaemon(options: DaemonOptions, stopping: AbortController)
     get persistentProxies() {
       return persistentProxies
     },
+    get configApplier() {
+      return configApplier
+    },
     get api() {
       return api
     },
@@ -176,6 +181,7 @@ async function assembleDaemon(options: DaemonOptions, stopping: AbortController)
   const proxies = new Deferred(() => new ProxyManager(node.runtime, log.child('proxies'), telemetry.observer))
   // Listening as soon as the node runs, whether their peers can be reached or not.
   const persistentProxies = new PersistentProxies(shared)
+  const configApplier = new ConfigApplier(shared)
   const confirmation = new ApplyConfirmation(shared)
   const list: Component[] = [
     api,
