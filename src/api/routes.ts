@@ -85,6 +85,13 @@ export const ROUTES = {
   shutdown: route('POST', '/v1/shutdown', none, z.object({ stopping: z.literal(true) })),
   events: { method: 'GET', path: '/v1/events', input: none, lines: s.daemonEvent },
   invite: { method: 'POST', path: '/v1/invite', input: s.inviteRequest, lines: s.inviteLine },
+  // A proxy listener that lives as long as this request: `peerup proxy PEER SERVICE PORT`.
+  connectHold: {
+    method: 'POST',
+    path: '/v1/connect/hold',
+    input: s.connectRequest,
+    lines: s.connectHoldLine,
+  },
   dial: {
     method: 'POST',
     path: '/v1/dial',

@@ -401,6 +401,15 @@ export const inviteRequest = z.object({
  * A line of an invite: the code (a secret: show it, never log it), progress, then `paired`.
  * Closing the request cancels the invite.
  */
+/**
+ * A line of a held proxy listener (`peerup proxy PEER SERVICE PORT`): first `listening`, then a
+ * line for each connection that could not be forwarded, until the caller goes away.
+ */
+export const connectHoldLine = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('listening'), proxy: proxyState }),
+  z.object({ type: z.literal('failed'), error: z.string() }),
+])
+
 export const inviteLine = z.discriminatedUnion('type', [
   z.object({ type: z.literal('code'), code: z.string(), expires: time }),
   z.object({ type: z.literal('progress'), message: z.string() }),
@@ -445,6 +454,7 @@ export type Hop = z.infer<typeof hop>
 export type TracerouteResponse = z.infer<typeof tracerouteResponse>
 export type ConnectRequest = z.infer<typeof connectRequest>
 export type ProxyState = z.infer<typeof proxyState>
+export type ConnectHoldLine = z.infer<typeof connectHoldLine>
 export type PersistentProxyState = z.infer<typeof persistentProxyState>
 export type DaemonEvent = z.infer<typeof daemonEvent>
 export type InviteLine = z.infer<typeof inviteLine>

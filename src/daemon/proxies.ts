@@ -1,18 +1,25 @@
 /**
  * The proxy listeners a daemon runs for `POST /v1/connect` (`peerup daemon connect`): each a local
- * TCP port forwarded to a peer's service, kept until `DELETE /v1/connect/:id` or the daemon stops.
+ * TCP port forwarded to a peer's service, kept until `DELETE /v1/connect/:id` or the daemon stops;
+ * and those held for as long as a request lasts (`POST /v1/connect/hold`: `peerup proxy PEER
+ * SERVICE PORT`, whose bytes then go through the daemon alone, not through the command's process
+ * as well: docs/decisions/0008-proxy-in-the-daemon.md).
  *
  * @packageDocumentation
  */
 
 import { randomBytes } from 'node:crypto'
-import type { ConnectRequest, ProxyState } from '../api/index.ts'
+import type { ConnectHoldLine, ConnectRequest, ProxyState } from '../api/index.ts'
 import { NotFoundError } from '../errors.ts'
 import type { Logger } from '../log/index.ts'
 import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
 import { type Listener, type ListenerInit, startListener } from '../pipe/listener.ts'
 import { formatHostPort, parseListenAddress } from '../util/address.ts'
+import { Channel } from '../util/channel.ts'
+
+/** Failed connections a held listener's caller may fall behind on before its lines are cut off. */
+const HOLD_BACKLOG = 256
 
 /**
  * A proxy listener's hooks: its connections and bytes counted in `counts` and reported to
@@ -76,9 +83,44 @@ export class ProxyManager {
 
   /** Starts a listener; the peer is reached once first, so a wrong name or a refusal is an error now. */
   async add(req: ConnectRequest, signal?: AbortSignal): Promise<ProxyState> {
+    await this.#rt.reach(req.peer, signal)
+    return this.#start(req, {
+      open: async (s) => (await this.#rt.openSession(req.peer, req.service, { signal: s })).end,
+    })
+  }
+
+  /**
+   * A listener held for as long as `signal` is not aborted: it listens at once, whether the peer
+   * answers or not, and each connection waits up to `waitMs` for the peer (src/p2p/wait.ts), whose
+   * answer is then final. Yields `listening`, then a line for each connection that failed; the
+   * listener closes (resetting its connections) when the caller goes away.
+   */
+  async *hold(req: ConnectRequest, waitMs: number, signal: AbortSignal): AsyncGenerator<ConnectHoldLine> {
+    const failed = new Channel<ConnectHoldLine>(HOLD_BACKLOG)
+    const proxy = await this.#start(req, {
+      open: async (s) => (await this.#rt.openSession(req.peer, req.service, { signal: s, waitMs })).end,
+      retry: { attempts: 1 },
+      onFailed: (err) => failed.push({ type: 'failed', error: err.message }),
+    })
+    const end = (): void => failed.end()
+    signal.addEventListener('abort', end, { once: true })
+    try {
+      yield { type: 'listening', proxy }
+      if (!signal.aborted) {
+        yield* failed
+      }
+    } finally {
+      signal.removeEventListener('abort', end)
+      await this.remove(proxy.id).catch(() => {})
+    }
+  }
+
+  async #start(
+    req: ConnectRequest,
+    how: Pick<ListenerInit, 'open' | 'retry'> & { onFailed?: (err: Error) => void },
+  ): Promise<ProxyState> {
     const { host, port } = parseListenAddress(req.listen)
     const peer = req.peer
-    await this.#rt.reach(peer, signal)
     const id = randomBytes(4).toString('hex')
     const state: Entry['state'] = {
       id,
@@ -94,8 +136,9 @@ export class ProxyManager {
       host,
       port,
       log: this.#log.child(`proxy.${id}`),
-      open: async (s) => (await this.#rt.openSession(peer, req.service, { signal: s })).end,
-      ...proxyCounting(state, () => req.service, this.#observer),
+      open: how.open,
+      ...(how.retry === undefined ? {} : { retry: how.retry }),
+      ...proxyCounting(state, () => req.service, this.#observer, how.onFailed),
     })
     const a = listener.address
     state.listen = formatHostPort(a.host, a.port)

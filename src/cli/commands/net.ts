@@ -22,7 +22,7 @@ import { checkServiceName, resolvePeer } from '../../config/ops.ts'
 import { parseDurationMs } from '../../config/units.ts'
 import { ExitStatus, formatError, PeerupError, UsageError } from '../../errors.ts'
 import { createLogger } from '../../log/index.ts'
-import { formatHostPort, parseListenAddress } from '../../util/address.ts'
+import { parseListenAddress } from '../../util/address.ts'
 import { selfCommand } from '../../util/self.ts'
 import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
 import { loadInProcessClient, loadP2pErrors } from '../lazy.ts'
@@ -93,14 +93,13 @@ const LOG_LEVEL_HELP = 'log level on stderr: debug, info, warn, error'
 /** How long `ping --until-direct` waits for the upgrade unless `--deadline` says otherwise. */
 const DEFAULT_UNTIL_DIRECT_DEADLINE = '30s'
 
-/** The data plane's parts a command uses (no libp2p): the pipe, the stdio end, the listener. */
+/** The data plane's parts a command uses (no libp2p): the pipe and the stdio end. */
 async function loadPipe() {
-  const [{ pipe }, { stdioEnd }, { startListener }] = await Promise.all([
+  const [{ pipe }, { stdioEnd }] = await Promise.all([
     import('../../pipe/pipe.ts'),
     import('../../pipe/node.ts'),
-    import('../../pipe/listener.ts'),
   ])
-  return { pipe, stdioEnd, startListener }
+  return { pipe, stdioEnd }
 }
 
 interface PingFlags extends NodeFlags {
@@ -238,8 +237,8 @@ async function proxyListen(
   opts: ProxyFlags,
   target: { peer: string; service: string; listen: string },
 ): Promise<void> {
-  const { peer, service } = target
-  const { host, port } = parseListenAddress(target.listen)
+  const { peer, service, listen } = target
+  parseListenAddress(listen)
   checkServiceName(service)
   const { config } = await loadNode(ctx, opts)
   resolvePeer(config, peer)
@@ -247,28 +246,36 @@ async function proxyListen(
   await withClient(ctx, opts, async (client) => {
     // The first call to the client: with no daemon it fails here, and a node of our own is started.
     await client.call('resolve', { name: peer }, ctx.signal)
-    const { startListener } = await loadPipe()
-    const listener = await startListener({
-      host,
-      port,
-      log: createLogger('proxy'),
-      open: (signal) => client.dial(peer, service, signal, { waitMs }),
-      // The dial waits for the peer itself (up to waitMs): its answer is final.
-      retry: { attempts: 1 },
-    })
+    // The listener is the node's — the daemon's, or our own node's in this process — held until
+    // Ctrl+C: the bytes cross no process of their own (docs/decisions/0008-proxy-in-the-daemon.md).
+    const lines = client.lines('connectHold', { peer, service, listen }, ctx.signal)
+    const first = await lines.next()
+    if (first.done === true || first.value.type !== 'listening') {
+      ctx.signal.throwIfAborted()
+      throw new PeerupError('the daemon stopped before the proxy listened')
+    }
     const telling = new AbortController()
     try {
-      const where = formatHostPort(listener.address.host, listener.address.port)
+      const where = first.value.proxy.listen
       note(ctx, `forwarding ${where} → ${peer}/${service}; Ctrl+C to stop`)
       emit(ctx, opts, { listen: where, peer, service }, (r) => r.listen)
       void tellReach(ctx, client, { peer, names: config.names, waitMs }, telling.signal)
-      await new Promise<void>((resolve) => {
-        if (ctx.signal.aborted) resolve()
-        ctx.signal.addEventListener('abort', () => resolve(), { once: true })
-      })
+      for await (const line of lines) {
+        if (line.type === 'failed') {
+          note(ctx, `a connection to ${peer}/${service} failed: ${line.error}`)
+        }
+      }
+      if (!ctx.signal.aborted) {
+        throw new PeerupError('the daemon stopped: the proxy no longer listens', {
+          hint: 'start the daemon again, then the proxy',
+        })
+      }
     } finally {
       telling.abort()
-      await listener.close()
+      // Closed before the command returns, so that the port is free for the next one at once
+      // (the daemon would close it too, a moment after it sees the request end).
+      await client.call('connectRemove', { id: first.value.proxy.id }).catch(() => {})
+      await lines.return(undefined)
     }
   })
 }

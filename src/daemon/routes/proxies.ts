@@ -14,7 +14,7 @@ export function proxyHandlers(
   ctx: DaemonContext,
 ): Pick<
   Handlers,
-  ProxyRoutes | 'connectList' | 'connectAdd' | 'connectRemove' | 'exposeAdd' | 'exposeRemove'
+  ProxyRoutes | 'connectList' | 'connectAdd' | 'connectHold' | 'connectRemove' | 'exposeAdd' | 'exposeRemove'
 > {
   const { rt, proxies } = ctx
   return {
@@ -30,6 +30,10 @@ export function proxyHandlers(
     connectAdd: async (req, r) => {
       peerIdOf(ctx, req.peer)
       return proxies.add(req, r.signal)
+    },
+    connectHold: (req, r) => {
+      peerIdOf(ctx, req.peer)
+      return proxies.hold(req, rt.config.proxy.connect_timeout, r.signal)
     },
     connectRemove: async ({ id }) => {
       await proxies.remove(id)

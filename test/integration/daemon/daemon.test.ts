@@ -249,6 +249,40 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
     assert.equal((await c.call('connectList', {})).length, 0)
   })
 
+  it('proxy PEER SERVICE PORT with a daemon listens in the daemon until Ctrl+C, then the port is closed', async () => {
+    const c = new LocalClient({ configFile: a.configFile })
+    const controller = new AbortController()
+    const running = runCli(['proxy', 'b', 'echo', '127.0.0.1:0', '--json', '--config', a.configFile], root, {
+      signal: controller.signal,
+    })
+    // Listed by the daemon while the command runs: the bytes take no hop through the command.
+    let held = await c.call('connectList', {})
+    for (let i = 0; held.length === 0 && i < 100; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      held = await c.call('connectList', {})
+    }
+    assert.equal(held.length, 1)
+    assert.deepEqual([held[0]?.peer, held[0]?.service], ['b', 'echo'])
+    const port = Number(held[0]?.listen.split(':').pop())
+    const sock = net.connect({ host: '127.0.0.1', port })
+    await once(sock, 'connect')
+    sock.end('through the daemon\n')
+    const [data] = (await once(sock, 'data')) as [Buffer]
+    assert.equal(data.toString(), 'through the daemon\n')
+    controller.abort()
+    const r = await running
+    assert.equal(r.code, 0, r.stderr)
+    assert.equal(JSON.parse(r.stdout).listen, held[0]?.listen)
+    assert.match(r.stderr, /forwarding 127\.0\.0\.1:\d+ → b\/echo/)
+    assert.deepEqual(await c.call('connectList', {}), [])
+    await assert.rejects(
+      new Promise((resolve, reject) =>
+        net.connect({ host: '127.0.0.1', port }).once('connect', resolve).once('error', reject),
+      ),
+      /ECONNREFUSED/,
+    )
+  })
+
   it('the events stream reports a peer joining and leaving', async () => {
     const controller = new AbortController()
     const events = new LocalClient({ configFile: b.configFile }).lines('events', {}, controller.signal)
