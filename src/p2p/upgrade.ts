@@ -234,7 +234,7 @@ export class DirectUpgrader {
     }
     const known = await this.#node.peerStore.get(peer).catch(() => undefined)
     const addrs = known?.addresses.map((a) => a.multiaddr) ?? []
-    const tcp = lanTcpAddresses(addrs, id)
+    const tcp = tcpAddresses(addrs, id)
     const webrtc =
       this.#webrtc &&
       (known?.protocols.includes(WEBRTC_SIGNALING_PROTOCOL) ?? false) &&
@@ -243,7 +243,8 @@ export class DirectUpgrader {
         : undefined
     // A peer that has not told us (identify) it takes punch requests is an older peerup.
     const plan = attemptPlan({
-      lanTcp: tcp.length > 0,
+      lanTcp: tcp.lan.length > 0,
+      publicTcp: tcp.public.length > 0,
       punch: this.#puncher !== undefined && (known?.protocols.includes(PUNCH_PROTOCOL) ?? false),
       webrtc: webrtc !== undefined,
       webrtcHere: this.#webrtc,
@@ -263,15 +264,25 @@ export class DirectUpgrader {
     let conn: Connection | undefined
     let transport: DirectTransport = 'tcp'
     let method: DirectMethod = 'lan'
-    if (plan.methods.includes('lan')) {
+    // Then the peer's public addresses (a public IP, or a port forward it announces).
+    for (const [m, target] of [
+      ['lan', tcp.lan],
+      ['public', tcp.public],
+    ] as const) {
+      if (conn !== undefined || !plan.methods.includes(m) || !this.#running) {
+        continue
+      }
       const signal = AbortSignal.any([this.#controller.signal, AbortSignal.timeout(this.#tcpTimeoutMs)])
       const t0 = performance.now()
       try {
-        conn = direct(await this.#node.dial(tcp, { signal }))
+        conn = direct(await this.#node.dial(target, { signal }))
+        method = m
       } catch (err) {
         // libp2p's dial queue also bounds each address (6 s): either timeout reads the same.
         const timedOut = signal.aborted || (err as Error)?.name === 'TimeoutError'
-        errors.push(`tcp: ${timedOut ? noConnectionAfter('tcp', performance.now() - t0) : describe(err)}`)
+        errors.push(
+          `${m === 'lan' ? 'tcp' : 'public tcp'}: ${timedOut ? noConnectionAfter('tcp', performance.now() - t0) : describe(err)}`,
+        )
       }
     }
     // Then TCP punched through both NATs: when it works it carries what LAN TCP does (ADR 0007:
@@ -409,12 +420,14 @@ export class DirectUpgrader {
 }
 
 /** A way to a direct connection, in the order they are tried. */
-export type DirectMethod = 'lan' | 'punch' | 'webrtc'
+export type DirectMethod = 'lan' | 'public' | 'punch' | 'webrtc'
 
 /** What {@link attemptPlan} knows of a peer and of this node. */
 export interface AttemptFacts {
   /** The peer has a plain TCP address on a network of ours. */
   lanTcp: boolean
+  /** The peer has a plain TCP address on the public internet. */
+  publicTcp: boolean
   /** This node punches and the peer takes punch requests. */
   punch: boolean
   /** Both sides have WebRTC: we can dial it, the peer listens for it. */
@@ -425,18 +438,20 @@ export interface AttemptFacts {
 
 /**
  * The methods to try with a peer, in order — TCP on a LAN (answers at once and carries the most),
- * the TCP punch (as fast as LAN TCP where the NATs allow it), WebRTC (gets through more NATs,
- * carries far less) — or why there is nothing to try.
+ * TCP to its public address, the TCP punch (as fast as plain TCP where the NATs allow it), WebRTC
+ * (gets through more NATs, carries far less) — or why there is nothing to try.
  */
 export function attemptPlan(facts: AttemptFacts): { methods: DirectMethod[] } | { unavailable: string } {
-  const methods = (['lan', 'punch', 'webrtc'] as const).filter((m) => (m === 'lan' ? facts.lanTcp : facts[m]))
+  const methods = (['lan', 'public', 'punch', 'webrtc'] as const).filter((m) =>
+    m === 'lan' ? facts.lanTcp : m === 'public' ? facts.publicTcp : facts[m],
+  )
   if (methods.length > 0) {
     return { methods }
   }
   return {
     unavailable: facts.webrtcHere
-      ? 'the peer listens for neither WebRTC (/webrtc in its network.listen_addresses) nor TCP on a network of ours, and takes no TCP punch'
-      : 'WebRTC is off here (/webrtc is not in network.listen_addresses), the peer has no TCP address on a network of ours and takes no TCP punch',
+      ? 'the peer listens for neither WebRTC (/webrtc in its network.listen_addresses) nor TCP on a network of ours or a public address, and takes no TCP punch'
+      : 'WebRTC is off here (/webrtc is not in network.listen_addresses), the peer has no TCP address on a network of ours or a public one, and takes no TCP punch',
   }
 }
 
@@ -492,16 +507,45 @@ export function webrtcAddressVia(relayed: Connection, peer: string): Multiaddr |
 }
 
 /**
- * The peer's plain TCP addresses that lie on a network one of our interfaces is on. Addresses
- * elsewhere are private networks of other sites, or public ones the DHT already offered: dialling
- * them would mostly wait for a timeout. Its loopback addresses count only when the peer is on this
- * very machine: it has no other address, or one that is ours.
+ * Addresses that are not on the public internet: private (RFC 1918, unique local), shared
+ * (CGNAT, 100.64.0.0/10), loopback, link-local and unspecified. What a NATed peer announces.
  */
-export function lanTcpAddresses(
+const NOT_PUBLIC = (() => {
+  const list = new net.BlockList()
+  for (const [address, prefix] of [
+    ['10.0.0.0', 8],
+    ['172.16.0.0', 12],
+    ['192.168.0.0', 16],
+    ['100.64.0.0', 10],
+    ['127.0.0.0', 8],
+    ['169.254.0.0', 16],
+    ['0.0.0.0', 8],
+  ] as const) {
+    list.addSubnet(address, prefix, 'ipv4')
+  }
+  for (const [address, prefix] of [
+    ['fc00::', 7],
+    ['fe80::', 10],
+    ['::1', 128],
+    ['::', 128],
+  ] as const) {
+    list.addSubnet(address, prefix, 'ipv6')
+  }
+  return list
+})()
+
+/**
+ * The peer's plain TCP addresses worth a direct dial: `lan`, those on a network one of our
+ * interfaces is on (its loopback ones only when the peer is on this very machine: it has no other
+ * address, or one that is ours); `public`, those on the public internet (a peer with a public
+ * address or a port forward it announces). Other private addresses are other sites' networks:
+ * dialling them would only wait for a timeout.
+ */
+export function tcpAddresses(
   addrs: Multiaddr[],
   peer: string,
   interfaces = os.networkInterfaces(),
-): Multiaddr[] {
+): { lan: Multiaddr[]; public: Multiaddr[] } {
   const local = new net.BlockList()
   const own = new Set<string>()
   for (const list of Object.values(interfaces)) {
@@ -529,17 +573,19 @@ export function lanTcpAddresses(
   }
   const others = tcp.filter((a) => !a.loopback)
   const sameMachine = others.length === 0 || others.some((a) => own.has(a.ip))
-  const out = new Map<string, Multiaddr>()
+  const lan = new Map<string, Multiaddr>()
+  const pub = new Map<string, Multiaddr>()
   for (const a of tcp) {
-    if ((a.loopback && !sameMachine) || !local.check(a.ip, a.family)) {
-      continue
-    }
     const withPeer = a.ma.getComponents().some((c) => c.name === 'p2p')
       ? a.ma
       : a.ma.encapsulate(`/p2p/${peer}`)
-    out.set(withPeer.toString(), withPeer)
+    if (local.check(a.ip, a.family) && (!a.loopback || sameMachine)) {
+      lan.set(withPeer.toString(), withPeer)
+    } else if (!a.loopback && !NOT_PUBLIC.check(a.ip, a.family)) {
+      pub.set(withPeer.toString(), withPeer)
+    }
   }
-  return [...out.values()]
+  return { lan: [...lan.values()], public: [...pub.values()] }
 }
 
 function describe(err: unknown): string {

@@ -16,11 +16,17 @@ import {
 } from '../../../src/p2p/upgrade.ts'
 
 describe('attemptPlan', () => {
-  const none = { lanTcp: false, punch: false, webrtc: false, webrtcHere: true }
+  const none = { lanTcp: false, publicTcp: false, punch: false, webrtc: false, webrtcHere: true }
 
-  it('tries LAN TCP, then the punch, then WebRTC, each only where it can work', () => {
-    assert.deepEqual(attemptPlan({ ...none, lanTcp: true, punch: true, webrtc: true }), {
-      methods: ['lan', 'punch', 'webrtc'],
+  it('tries LAN TCP, public TCP, then the punch, then WebRTC, each only where it can work', () => {
+    assert.deepEqual(
+      attemptPlan({ lanTcp: true, publicTcp: true, punch: true, webrtc: true, webrtcHere: true }),
+      {
+        methods: ['lan', 'public', 'punch', 'webrtc'],
+      },
+    )
+    assert.deepEqual(attemptPlan({ ...none, publicTcp: true, webrtc: true }), {
+      methods: ['public', 'webrtc'],
     })
     assert.deepEqual(attemptPlan({ ...none, punch: true, webrtc: true }), { methods: ['punch', 'webrtc'] })
     assert.deepEqual(attemptPlan({ ...none, webrtc: true }), { methods: ['webrtc'] })
@@ -30,7 +36,10 @@ describe('attemptPlan', () => {
   it('says why there is nothing to try, naming what is missing here or there', () => {
     const there = attemptPlan(none)
     assert.ok('unavailable' in there)
-    assert.match(there.unavailable, /the peer listens for neither WebRTC .* and takes no TCP punch/)
+    assert.match(
+      there.unavailable,
+      /the peer listens for neither WebRTC .* or a public address, and takes no TCP punch/,
+    )
     const here = attemptPlan({ ...none, webrtcHere: false })
     assert.ok('unavailable' in here)
     assert.match(here.unavailable, /^WebRTC is off here \(\/webrtc is not in network\.listen_addresses\)/)

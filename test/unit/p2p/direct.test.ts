@@ -10,7 +10,7 @@ import type { Connection } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import { iceServersFor, rtcConfigurationFor } from '../../../src/p2p/node.ts'
 import { bestConnection, classifyConnection } from '../../../src/p2p/path.ts'
-import { lanTcpAddresses, webrtcAddressVia } from '../../../src/p2p/upgrade.ts'
+import { tcpAddresses, webrtcAddressVia } from '../../../src/p2p/upgrade.ts'
 
 const RELAY = '12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN'
 const PEER = '12D3KooWNDrdH7S8uBZXesopGFvkjS8bDixdZbY8dzgEzzyqWk65'
@@ -72,9 +72,10 @@ const lab: NodeJS.Dict<os.NetworkInterfaceInfo[]> = {
   ],
 }
 
-describe('lanTcpAddresses', () => {
+describe('tcpAddresses', () => {
   const addrs = (...list: string[]) => list.map((a) => multiaddr(a))
-  const dialled = (list: string[]) => lanTcpAddresses(addrs(...list), PEER, lab).map(String)
+  const dialled = (list: string[]) => tcpAddresses(addrs(...list), PEER, lab).lan.map(String)
+  const publicOnes = (list: string[]) => tcpAddresses(addrs(...list), PEER, lab).public.map(String)
 
   const cases: Array<[string, string[], string[]]> = [
     [
@@ -110,6 +111,31 @@ describe('lanTcpAddresses', () => {
   for (const [what, input, want] of cases) {
     it(what, () => assert.deepEqual(dialled(input), want))
   }
+
+  it('public: the peer’s addresses on the internet, never private, shared (CGNAT), loopback or link-local ones', () => {
+    assert.deepEqual(
+      publicOnes([
+        '/ip4/198.18.0.9/tcp/4001',
+        '/ip6/2001:db8::1/tcp/4001',
+        '/ip4/100.64.2.2/tcp/4001',
+        '/ip4/192.168.1.10/tcp/4001',
+        '/ip4/10.1.2.3/tcp/4001',
+        '/ip4/172.20.0.1/tcp/4001',
+        '/ip4/169.254.1.1/tcp/4001',
+        '/ip4/127.0.0.1/tcp/4001',
+        '/ip6/fd00::1/tcp/4001',
+        '/ip6/fe80::1/tcp/4001',
+        `/ip4/198.18.0.1/tcp/7777/p2p/${RELAY}/p2p-circuit`,
+      ]),
+      [`/ip4/198.18.0.9/tcp/4001/p2p/${PEER}`, `/ip6/2001:db8::1/tcp/4001/p2p/${PEER}`],
+    )
+  })
+
+  it('an address on our own network is LAN, not public', () => {
+    const onLab = tcpAddresses(addrs('/ip4/100.64.1.3/tcp/4001'), PEER, lab)
+    assert.equal(onLab.lan.length, 1)
+    assert.deepEqual(onLab.public, [])
+  })
 })
 
 /** Just what classifyConnection and bestConnection read. */
