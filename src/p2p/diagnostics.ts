@@ -12,6 +12,7 @@ import { pingConnection } from './liveness.ts'
 import { bestConnection, classifyConnection, describePath, type PathInfo, samePath } from './path.ts'
 import type { PeerPath, UpgradeEvent } from './paths.ts'
 import type { NodeRuntime } from './runtime.ts'
+import { nextEvent } from './wait.ts'
 
 /** Options of {@link pingPeer}. */
 export interface PingOptions {
@@ -102,7 +103,9 @@ export async function pingPeer(rt: NodeRuntime, peer: string, options: PingOptio
       if (now !== undefined && !samePath(classifyConnection(now), last)) {
         continue
       }
-      await waitForPathChange(rt, peerId, options.intervalMs, AbortSignal.any([signal, upgradeGaveUp.signal]))
+      // The interval, or less when the path to the peer changes.
+      const wakeUp = AbortSignal.any([signal, upgradeGaveUp.signal])
+      await nextEvent(rt.paths, 'path', (evt) => evt.detail.peer === peerId, options.intervalMs, wakeUp)
     }
   } finally {
     rt.paths.removeEventListener('upgrade', onUpgrade)
@@ -142,40 +145,9 @@ async function upgradeSettled(rt: NodeRuntime, peerId: string, signal: AbortSign
   if (rt.paths.get(peerId)?.upgrade.state !== 'upgrading' || signal.aborted) {
     return
   }
-  await new Promise<void>((resolve) => {
-    const done = (): void => {
-      rt.paths.removeEventListener('upgrade', onUpgrade)
-      signal.removeEventListener('abort', done)
-      resolve()
-    }
-    const onUpgrade = (evt: CustomEvent<UpgradeEvent>): void => {
-      if (evt.detail.peer === peerId && evt.detail.outcome !== 'started') {
-        done()
-      }
-    }
-    rt.paths.addEventListener('upgrade', onUpgrade)
-    signal.addEventListener('abort', done, { once: true })
-  })
-}
-
-/** Waits `ms`, or less when the path to `peer` changes or `signal` fires. */
-function waitForPathChange(rt: NodeRuntime, peer: string, ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms)
-    function onPath(evt: CustomEvent<{ peer: string }>): void {
-      if (evt.detail.peer === peer) {
-        done()
-      }
-    }
-    function done(): void {
-      clearTimeout(timer)
-      signal.removeEventListener('abort', done)
-      rt.paths.removeEventListener('path', onPath)
-      resolve()
-    }
-    signal.addEventListener('abort', done, { once: true })
-    rt.paths.addEventListener('path', onPath)
-  })
+  const settled = (evt: CustomEvent<UpgradeEvent>): boolean =>
+    evt.detail.peer === peerId && evt.detail.outcome !== 'started'
+  await nextEvent(rt.paths, 'upgrade', settled, undefined, signal)
 }
 
 /** Traces the path to `peer`: the relay (when relayed) and the peer, with a round trip to each. */

@@ -102,19 +102,6 @@ export interface UpgradeCounters {
 /** How many time-to-direct samples are kept. */
 export const TIME_TO_DIRECT_SAMPLES = 256
 
-function emptyUpgrade(): UpgradeStatus {
-  return {
-    state: 'none',
-    attempts: 0,
-    failures: 0,
-    lastError: undefined,
-    lastAttemptAt: undefined,
-    nextRetryAt: undefined,
-    timeToDirectMs: undefined,
-    transport: undefined,
-  }
-}
-
 /** What a {@link PathTracker} uses. */
 export interface PathTrackerComponents {
   node: PeerupLibp2p
@@ -219,21 +206,10 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
     const conns = this.#node.getConnections(peerId).filter((c) => c.status === 'open')
     const best = bestConnection(conns)
     const current = best === undefined ? undefined : classifyConnection(best)
-    let state = this.#peers.get(peer)
-    if (state === undefined) {
-      if (current === undefined) {
-        return
-      }
-      state = {
-        peer,
-        path: undefined,
-        since: Date.now(),
-        previous: undefined,
-        connections: 0,
-        upgrade: emptyUpgrade(),
-      }
-      this.#peers.set(peer, state)
+    if (current === undefined && !this.#peers.has(peer)) {
+      return
     }
+    const state = this.#stateOf(peer)
     state.connections = conns.length
     if (samePath(state.path, current)) {
       return
@@ -299,21 +275,10 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
     u.lastError = reason
     u.nextRetryAt = undefined
     // Not an attempt, but waiters (ping --until-direct) want to know at once.
-    this.safeDispatchEvent('upgrade', {
-      detail: {
-        peer,
-        outcome: 'failed',
-        attempt: u.attempts,
-        transport: undefined,
-        elapsedMs: undefined,
-        error: reason,
-        retryInMs: undefined,
-        at: Date.now(),
-      },
-    })
+    this.#emitUpgrade(peer, 'failed', { error: reason })
   }
 
-  #upgradeOf(peer: string): UpgradeStatus {
+  #stateOf(peer: string): PeerPath {
     let state = this.#peers.get(peer)
     if (state === undefined) {
       state = {
@@ -322,11 +287,24 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
         since: Date.now(),
         previous: undefined,
         connections: 0,
-        upgrade: emptyUpgrade(),
+        upgrade: {
+          state: 'none',
+          attempts: 0,
+          failures: 0,
+          lastError: undefined,
+          lastAttemptAt: undefined,
+          nextRetryAt: undefined,
+          timeToDirectMs: undefined,
+          transport: undefined,
+        },
       }
       this.#peers.set(peer, state)
     }
-    return state.upgrade
+    return state
+  }
+
+  #upgradeOf(peer: string): UpgradeStatus {
+    return this.#stateOf(peer).upgrade
   }
 
   #emitUpgrade(

@@ -11,6 +11,7 @@
  */
 
 import type { PeerId } from '@libp2p/interface'
+import type { TypedEventTarget } from 'main-event'
 import { formatError, NotFoundError, UsageError } from '../errors.ts'
 import { backoffDelayMs } from '../util/retry.ts'
 import { PeerRefusedError, PeerUnreachableError, ServiceRefusedError } from './errors.ts'
@@ -76,7 +77,12 @@ export async function untilReachable<T>(
     if (!deadline.aborted) {
       const delayMs = backoffDelayMs(i, { baseMs: WAIT_RETRY_BASE_MS, maxMs: WAIT_RETRY_MAX_MS })
       options.onRetry?.({ attempt: i, delayMs, error: last })
-      await wake(options.node, options.peerId(), delayMs, signal)
+      // A connection to the peer opening ends the delay early.
+      const peerId = options.peerId()
+      const opened = (evt: CustomEvent<PeerId>): boolean => evt.detail.toString() === peerId
+      if (!signal.aborted) {
+        await nextEvent(options.node, 'peer:connect', opened, delayMs, signal)
+      }
       options.signal?.throwIfAborted()
     }
     if (deadline.aborted) {
@@ -92,30 +98,32 @@ export async function untilReachable<T>(
   }
 }
 
-/** Resolves after `ms`, when a connection to `peerId` opens, or when `signal` aborts. */
-function wake(
-  node: PeerupLibp2p,
-  peerId: string | undefined,
-  ms: number,
+/**
+ * Resolves when `target` emits `type` with an event `match` accepts, after `ms` (when given), or
+ * when `signal` aborts later (a signal already aborted does not end the wait).
+ */
+// biome-ignore lint/suspicious/noExplicitAny: TypedEventTarget's own constraint (an interface of events is no Record<string, unknown>)
+export function nextEvent<M extends Record<string, any>, K extends keyof M & string>(
+  target: TypedEventTarget<M>,
+  type: K,
+  match: (evt: M[K]) => boolean,
+  ms: number | undefined,
   signal: AbortSignal,
 ): Promise<void> {
   return new Promise((resolve) => {
     const done = (): void => {
       clearTimeout(timer)
-      node.removeEventListener('peer:connect', onConnect)
+      target.removeEventListener(type, onEvent)
       signal.removeEventListener('abort', done)
       resolve()
     }
-    const onConnect = (evt: CustomEvent<PeerId>): void => {
-      if (evt.detail.toString() === peerId) {
+    const onEvent = (evt: M[K]): void => {
+      if (match(evt)) {
         done()
       }
     }
-    const timer = setTimeout(done, ms)
-    node.addEventListener('peer:connect', onConnect)
+    const timer = ms === undefined ? undefined : setTimeout(done, ms)
+    target.addEventListener(type, onEvent)
     signal.addEventListener('abort', done, { once: true })
-    if (signal.aborted) {
-      done()
-    }
   })
 }
