@@ -62,69 +62,7 @@ export interface RuntimeOptions {
 }
 
 /** A running node with everything around it. */
-export interface NodeRuntime {
-  node: PeerupLibp2p
-  config: NodeConfig
-  dir: string
-  configFile: string
-  peerId: string
-  authorized: AuthorizedPeers
-  supervisor: ReservationSupervisor
-  /**
-   * The path to every connected peer (DIRECT via tcp/webrtc or RELAYED via which relay), when it
-   * changed, and how the upgrade to a direct path went: events and counters for the daemon API,
-   * `status --watch` and metrics.
-   */
-  paths: PathTracker
-  /** The services this node offers (config ones when started with `exposeServices`, plus run-time ones). */
-  services: ServiceRegistry
-  /**
-   * Reaches a peer (name or id) and reports the path: a live connection, else the relays raced
-   * against a DHT lookup (only the relays with `useDht: false`).
-   */
-  reach(peer: string, signal?: AbortSignal, options?: { useDht?: boolean }): Promise<Reached>
-  /**
-   * Opens a resumable session to a peer's service (a plain stream with a peer that has no
-   * sessions), reaching it first; retried with backoff on transient failures. With `waitMs`, it
-   * waits that long for a peer that cannot be reached yet (src/p2p/wait.ts) instead of giving up
-   * after `attempts`.
-   */
-  openSession(
-    peer: string,
-    service: string,
-    options?: { signal?: AbortSignal | undefined; attempts?: number; waitMs?: number | undefined },
-  ): Promise<Opened>
-  /** Punches direct TCP connections over relayed ones (the direct-path upgrader uses it). */
-  puncher: TcpPuncher
-  /** The sessions this node opened (they move to a direct path when one appears). */
-  sessions: SessionOpener
-  /** The sessions this node accepted for its services (absent on a node that offers none). */
-  acceptedSessions: SessionService | undefined
-  /** Opens a plain stream to a peer's service, reaching it first; retried with backoff on transient failures. */
-  openService(
-    peer: string,
-    service: string,
-    options?: { signal?: AbortSignal; attempts?: number },
-  ): Promise<{ stream: Stream; path: PathInfo }>
-  /**
-   * Resolves a name from `names:` (or a peer id) to a peer id, by the names in effect now; an
-   * unknown name is a NotFoundError that lists the known ones.
-   */
-  resolve(peer: string): string
-  /** Re-reads authorized_keys and closes connections of peers that lost authorization. */
-  reloadAuthorized(): Promise<{ added: string[]; removed: string[] }>
-  /**
-   * Lets peers not in authorized_keys connect over a relay (limited connections: no services)
-   * until the returned function is called: the joiner of an open invite.
-   */
-  admitJoiners(): () => void
-  /**
-   * Applies a changed config without a restart where that can be done: names, services (with
-   * `exposeServices`), relays. Reports what took effect and what needs a restart.
-   */
-  applyConfig(next: NodeConfig): Promise<ConfigChanges>
-  stop(): Promise<void>
-}
+export type NodeRuntime = Omit<Runtime, 'start'>
 
 /** What {@link NodeRuntime.applyConfig} did. */
 export interface ConfigChanges {
@@ -167,16 +105,12 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
   return runtime
 }
 
-/** What is read from the config directory before anything is assembled. */
-interface Loaded {
+/** What a runtime is made from: what the config directory holds, and the node with its gate. */
+interface Parts {
   config: NodeConfig
   dir: string
   file: string
   privateKey: PrivateKey
-}
-
-/** What {@link assembleRuntime} makes before the runtime itself: the node and its gate. */
-interface Made {
   node: PeerupLibp2p
   authorized: AuthorizedPeers
   admission: JoinerAdmission
@@ -186,7 +120,10 @@ interface Made {
 }
 
 /** Assembles a runtime from what `loaded` holds; nothing runs before its `start()`. */
-async function assembleRuntime(options: RuntimeOptions, loaded: Loaded): Promise<Runtime> {
+async function assembleRuntime(
+  options: RuntimeOptions,
+  loaded: Pick<Parts, 'config' | 'dir' | 'file' | 'privateKey'>,
+): Promise<Runtime> {
   const { config, dir } = loaded
   const log = options.log
   const observer = options.observer ?? NO_OBSERVER
@@ -207,7 +144,7 @@ async function assembleRuntime(options: RuntimeOptions, loaded: Loaded): Promise
     gater,
     members,
     ...(webrtc ? { webrtc: { iceServers: iceServersFor(relays, config.relay.stun_port) } } : {}),
-    ...(options.libp2pMetrics === undefined ? {} : { metrics: options.libp2pMetrics }),
+    metrics: options.libp2pMetrics,
     liveness: {
       onDead: (connection, err) =>
         log.info('connection stopped answering; closed', {
@@ -218,7 +155,7 @@ async function assembleRuntime(options: RuntimeOptions, loaded: Loaded): Promise
     },
     start: false,
   })
-  return new Runtime(options, loaded, { node, authorized, admission, observer, webrtc })
+  return new Runtime(options, { ...loaded, node, authorized, admission, observer, webrtc })
 }
 
 /**
@@ -226,7 +163,7 @@ async function assembleRuntime(options: RuntimeOptions, loaded: Loaded): Promise
  * services, the path tracker and its log, the direct-path upgrader, the hang-up of revoked peers,
  * the bootstrap dials, the reservation supervisor), and what the daemon and the commands ask of it.
  */
-class Runtime implements NodeRuntime, Component {
+class Runtime implements Component {
   readonly node: PeerupLibp2p
   readonly config: NodeConfig
   readonly dir: string
@@ -234,10 +171,19 @@ class Runtime implements NodeRuntime, Component {
   readonly peerId: string
   readonly authorized: AuthorizedPeers
   readonly supervisor: ReservationSupervisor
+  /**
+   * The path to every connected peer (DIRECT via tcp/webrtc or RELAYED via which relay), when it
+   * changed, and how the upgrade to a direct path went: events and counters for the daemon API,
+   * `status --watch` and metrics.
+   */
   readonly paths: PathTracker
+  /** The services this node offers (config ones when started with `exposeServices`, plus run-time ones). */
   readonly services: ServiceRegistry
+  /** The sessions this node opened (they move to a direct path when one appears). */
   readonly sessions: SessionOpener
+  /** Punches direct TCP connections over relayed ones (the direct-path upgrader uses it). */
   readonly puncher: TcpPuncher
+  /** The sessions this node accepted for its services (absent on a node that offers none). */
   readonly acceptedSessions: SessionService | undefined
   readonly #log: Logger
   readonly #observer: Observer
@@ -250,19 +196,18 @@ class Runtime implements NodeRuntime, Component {
   readonly #atStart: NodeConfig
   readonly #components: Component[]
 
-  constructor(options: RuntimeOptions, loaded: Loaded, made: Made) {
-    const { config, dir } = loaded
-    const { node, authorized, observer } = made
+  constructor(options: RuntimeOptions, parts: Parts) {
+    const { config, dir, node, authorized, observer } = parts
     const log = options.log
     this.node = node
     this.config = config
     this.dir = dir
-    this.configFile = loaded.file
-    this.peerId = peerIdOf(loaded.privateKey)
+    this.configFile = parts.file
+    this.peerId = peerIdOf(parts.privateKey)
     this.authorized = authorized
     this.#log = log
     this.#observer = observer
-    this.#admission = made.admission
+    this.#admission = parts.admission
     this.#reserve = options.reserve ?? options.exposeServices
     this.#exposeServices = options.exposeServices
     this.#relaysAtStart = relayCount(config.relay.addresses)
@@ -330,7 +275,7 @@ class Runtime implements NodeRuntime, Component {
           log: log.child('direct'),
           ...((options.env ?? readEnv()).punch ? { puncher } : {}),
         },
-        { webrtc: made.webrtc },
+        { webrtc: parts.webrtc },
       ),
       new RevokedPeers({ ...components, acceptedSessions: this.acceptedSessions }),
       new BootstrapDials(components),
@@ -355,16 +300,24 @@ class Runtime implements NodeRuntime, Component {
     })
   }
 
+  /**
+   * Resolves a name from `names:` (or a peer id) to a peer id, by the names in effect now; an
+   * unknown name is a NotFoundError that lists the known ones.
+   */
   resolve(peer: string): string {
     return resolvePeer(this.config, peer).peerId
   }
 
+  /**
+   * Reaches a peer (name or id) and reports the path: a live connection, else the relays raced
+   * against a DHT lookup (only the relays with `useDht: false`).
+   */
   reach(peer: string, signal?: AbortSignal, options: { useDht?: boolean } = {}): Promise<Reached> {
     // The relays of the config in effect: a reload may change them.
     return reachPeer(this.node, this.resolve(peer), {
       relays: this.config.relay.addresses,
-      ...(signal === undefined ? {} : { signal }),
-      ...(options.useDht === false ? { useDht: false } : {}),
+      signal,
+      useDht: options.useDht,
     }).then(
       (reached) => {
         if (reached.via !== 'existing') {
@@ -379,6 +332,12 @@ class Runtime implements NodeRuntime, Component {
     )
   }
 
+  /**
+   * Opens a resumable session to a peer's service (a plain stream with a peer that has no
+   * sessions), reaching it first; retried with backoff on transient failures. With `waitMs`, it
+   * waits that long for a peer that cannot be reached yet (src/p2p/wait.ts) instead of giving up
+   * after `attempts`.
+   */
   openSession(
     peer: string,
     service: string,
@@ -409,13 +368,26 @@ class Runtime implements NodeRuntime, Component {
         },
       })
     }
-    return withRetry(() => this.#openSessionOnce(peer, service, opts.signal), {
+    return this.#retried('opening the session failed, retrying', peer, service, opts, () =>
+      this.#openSessionOnce(peer, service, opts.signal),
+    )
+  }
+
+  /** `open` retried with backoff on transient failures, each retry logged as `message`. */
+  #retried<T>(
+    message: string,
+    peer: string,
+    service: string,
+    opts: { signal?: AbortSignal | undefined; attempts?: number },
+    open: () => Promise<T>,
+  ): Promise<T> {
+    return withRetry(open, {
       attempts: opts.attempts ?? 3,
-      ...(opts.signal === undefined ? {} : { signal: opts.signal }),
+      signal: opts.signal,
       // A refusal will not change by retrying; a flaky relay path might.
       shouldRetry: (err: unknown) => !(err instanceof ServiceRefusedError || err instanceof PeerRefusedError),
       onRetry: ({ attempt, delayMs, error }) =>
-        log.warn('opening the session failed, retrying', {
+        this.#log.warn(message, {
           peer,
           service,
           attempt,
@@ -451,26 +423,15 @@ class Runtime implements NodeRuntime, Component {
     }
   }
 
+  /** Opens a plain stream to a peer's service, reaching it first; retried with backoff on transient failures. */
   openService(
     peer: string,
     service: string,
     opts: { signal?: AbortSignal; attempts?: number } = {},
   ): Promise<{ stream: Stream; path: PathInfo }> {
-    const log = this.#log
-    return withRetry(() => this.#openServiceOnce(peer, service, opts.signal), {
-      attempts: opts.attempts ?? 3,
-      ...(opts.signal === undefined ? {} : { signal: opts.signal }),
-      // A refusal will not change by retrying; a flaky relay path might.
-      shouldRetry: (err: unknown) => !(err instanceof ServiceRefusedError || err instanceof PeerRefusedError),
-      onRetry: ({ attempt, delayMs, error }) =>
-        log.warn('opening the stream failed, retrying', {
-          peer,
-          service,
-          attempt,
-          delayMs,
-          error: error as Error,
-        }),
-    })
+    return this.#retried('opening the stream failed, retrying', peer, service, opts, () =>
+      this.#openServiceOnce(peer, service, opts.signal),
+    )
   }
 
   async #openServiceOnce(
@@ -505,10 +466,15 @@ class Runtime implements NodeRuntime, Component {
     }
   }
 
+  /** Re-reads authorized_keys and closes connections of peers that lost authorization. */
   reloadAuthorized(): Promise<{ added: string[]; removed: string[] }> {
     return this.authorized.reloadFromFile()
   }
 
+  /**
+   * Lets peers not in authorized_keys connect over a relay (limited connections: no services)
+   * until the returned function is called: the joiner of an open invite.
+   */
   admitJoiners(): () => void {
     const close = this.#admission.open()
     return () => {
@@ -536,6 +502,10 @@ class Runtime implements NodeRuntime, Component {
     }
   }
 
+  /**
+   * Applies a changed config without a restart where that can be done: names, services (with
+   * `exposeServices`), relays. Reports what took effect and what needs a restart.
+   */
   async applyConfig(next: NodeConfig): Promise<ConfigChanges> {
     const config = this.config
     const applied: string[] = []
