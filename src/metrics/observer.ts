@@ -30,49 +30,24 @@ export interface Observer {
   relayedBytes(n: number): void
 }
 
-/** Records nothing. */
-export const NO_OBSERVER: Observer = {
-  authDecision: () => {},
-  authChanged: () => {},
-  serviceDenied: () => {},
-  proxyOpened: () => {},
-  proxyClosed: () => {},
-  proxyBytes: () => {},
-  apiAccess: () => {},
-  pathDial: () => {},
-  pairing: () => {},
-  relayRefusal: () => {},
-  nodeRefusal: () => {},
-  relayedBytes: () => {},
-}
+/** Records nothing: an observer of no metrics and no audit log. */
+export const NO_OBSERVER: Observer = createObserver({})
+
+/** The label of a refusal by what its reason says, the first that matches. */
+const REFUSAL_REASONS: Array<[RegExp, string]> = [
+  [/not in relay_authorized_keys|not authorized/, 'unauthorized'],
+  [/circuit requests|handshakes at once/, 'rate_limit'],
+  [/too many reservations|from \S+$/, 'per_ip_limit'],
+  [/too many relayed/, 'circuit_limit'],
+  [/no invite open/, 'no_invite'],
+  [/this unknown peer/, 'per_peer_limit'],
+  [/idle/, 'idle'],
+  [/not a member|strangers/, 'not_member'],
+]
 
 /** The label a relay refusal is counted under: a bounded set, not the free-text reason. */
 export function refusalReason(reason: string): string {
-  if (/not in relay_authorized_keys|not authorized/.test(reason)) {
-    return 'unauthorized'
-  }
-  if (/circuit requests|handshakes at once/.test(reason)) {
-    return 'rate_limit'
-  }
-  if (/too many reservations|from \S+$/.test(reason)) {
-    return 'per_ip_limit'
-  }
-  if (/too many relayed/.test(reason)) {
-    return 'circuit_limit'
-  }
-  if (/no invite open/.test(reason)) {
-    return 'no_invite'
-  }
-  if (/this unknown peer/.test(reason)) {
-    return 'per_peer_limit'
-  }
-  if (/idle/.test(reason)) {
-    return 'idle'
-  }
-  if (/not a member|strangers/.test(reason)) {
-    return 'not_member'
-  }
-  return 'other'
+  return REFUSAL_REASONS.find(([pattern]) => pattern.test(reason))?.[1] ?? 'other'
 }
 
 /** An observer that updates `metrics` and writes `audit`, either of which may be absent. */
