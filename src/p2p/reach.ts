@@ -52,22 +52,16 @@ export async function reachPeer(node: PeerupLibp2p, peerId: string, options: Rea
     AbortSignal.timeout(REACH_TIMEOUT_MS),
     ...(options.signal === undefined ? [] : [options.signal]),
   ])
-  const attempts: Array<Promise<{ connection: Connection; via: Reached['via'] }>> = []
-  const relays = [...new Set(options.relays)].filter((r) => !r.endsWith(`/p2p/${peerId}`))
-  for (const relay of relays) {
-    attempts.push(
-      node
-        .dial(circuitAddress(relay, peerId), { signal })
-        .then((connection) => confirmAccepted(node, peer, connection, signal))
-        .then((connection) => ({ connection, via: 'relay' as const })),
-    )
-  }
+  const confirmed = (dial: Promise<Connection>, via: Reached['via']) =>
+    dial
+      .then((connection) => confirmAccepted(node, peer, connection, signal))
+      .then((connection) => ({ connection, via }))
+  const attempts = [...new Set(options.relays)]
+    .filter((r) => !r.endsWith(`/p2p/${peerId}`))
+    .map((relay) => confirmed(node.dial(circuitAddress(relay, peerId), { signal }), 'relay'))
   if (options.useDht !== false) {
-    attempts.push(
-      dialViaDht(node, peer, AbortSignal.any([signal, AbortSignal.timeout(DHT_TIMEOUT_MS)]))
-        .then((connection) => confirmAccepted(node, peer, connection, signal))
-        .then((connection) => ({ connection, via: 'dht' as const })),
-    )
+    const dhtSignal = AbortSignal.any([signal, AbortSignal.timeout(DHT_TIMEOUT_MS)])
+    attempts.push(confirmed(dialViaDht(node, peer, dhtSignal), 'dht'))
   }
   if (attempts.length === 0) {
     throw new PeerUnreachableError(`cannot reach ${peerId}: no relay is configured and the DHT is off`, {
@@ -111,13 +105,8 @@ function confirmAccepted(
   connection: Connection,
   signal: AbortSignal,
 ): Promise<Connection> {
-  const refused = (cause?: unknown): PeerRefusedError =>
-    new PeerRefusedError(`peer ${peer.toString()} refused the connection (not authorized by the peer)`, {
-      hint: 'ask its owner to run `peerup auth add <your peer id>` (see `peerup whoami`), or pair with `peerup invite`/`peerup join`',
-      cause,
-    })
   if (connection.status !== 'open') {
-    return Promise.reject(refused())
+    return Promise.reject(refusedBy(peer.toString()))
   }
   if (Date.now() - connection.timeline.open > SETTLED_CONNECTION_MS) {
     return Promise.resolve(connection)
@@ -139,7 +128,7 @@ function confirmAccepted(
     const onClose = (evt: CustomEvent<Connection>): void => {
       if (evt.detail.id === connection.id) {
         done()
-        reject(refused())
+        reject(refusedBy(peer.toString()))
       }
     }
     const onAbort = (): void => {
@@ -174,10 +163,15 @@ async function dialViaDht(node: PeerupLibp2p, peer: PeerId, signal: AbortSignal)
 }
 
 function errorsOf(err: unknown): unknown[] {
-  if (err instanceof AggregateError) {
-    return err.errors.flatMap(errorsOf)
-  }
-  return [err]
+  return err instanceof AggregateError ? err.errors.flatMap(errorsOf) : [err]
+}
+
+/** The peer's gater refused our connection. */
+function refusedBy(peerId: string, cause?: unknown): PeerRefusedError {
+  return new PeerRefusedError(`peer ${peerId} refused the connection (not authorized by the peer)`, {
+    hint: 'ask its owner to run `peerup auth add <your peer id>` (see `peerup whoami`), or pair with `peerup invite`/`peerup join`',
+    cause,
+  })
 }
 
 /** Turns libp2p's dial errors into one error that tells the user what happened and what to do. */
@@ -193,10 +187,7 @@ export function explainDialFailure(peerId: string, err: unknown): Error {
   if (
     /UnexpectedEOF|unexpected end|stream ended before|Unexpected end of input|ECONNRESET.*noise/i.test(text)
   ) {
-    return new PeerRefusedError(`peer ${peerId} refused the connection (not authorized by the peer)`, {
-      hint: 'ask its owner to run `peerup auth add <your peer id>` (see `peerup whoami`), or pair with `peerup invite`/`peerup join`',
-      cause: err,
-    })
+    return refusedBy(peerId, err)
   }
   if (/CONNECTION_FAILED/.test(text)) {
     return new PeerUnreachableError(`the relay could not connect you to ${peerId}`, {

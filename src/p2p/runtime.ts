@@ -15,14 +15,12 @@ import type { NodeConfig } from '../config/schema.ts'
 import { type Env, readEnv } from '../env.ts'
 import type { Logger } from '../log/index.ts'
 import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
-import { flowControlledProtocol } from '../pipe/stream.ts'
 import { SERVICE_DIAL_OPTIONS } from '../proxy/constants.ts'
 import { ServiceRegistry } from '../proxy/registry.ts'
 import { SessionService } from '../proxy/sessions.ts'
 import { type Component, componentName, startAll, stopAll } from '../util/components.ts'
 import { withRetry } from '../util/retry.ts'
-import { serviceProtocolId } from './constants.ts'
-import { PeerRefusedError, ServiceRefusedError } from './errors.ts'
+import { noSuchService, PeerRefusedError, ServiceRefusedError } from './errors.ts'
 import { pingConnection, severConnection } from './liveness.ts'
 import { createPeerupNode, iceServersFor, type PeerupLibp2p, type PeerupNodeOptions } from './node.ts'
 import { classifyConnection, describePath, type PathInfo } from './path.ts'
@@ -39,7 +37,7 @@ import {
   PathLog,
   RevokedPeers,
 } from './runtime-components.ts'
-import { type Opened, SessionOpener } from './sessions.ts'
+import { type Opened, plainServiceProtocols, SessionOpener } from './sessions.ts'
 import { DirectUpgrader } from './upgrade.ts'
 import { untilReachable } from './wait.ts'
 
@@ -439,28 +437,18 @@ class Runtime implements Component {
     service: string,
     signal: AbortSignal | undefined,
   ): Promise<{ stream: Stream; path: PathInfo }> {
-    const protocol = serviceProtocolId(service)
     const reached = await this.reach(peer, signal)
+    const path = classifyConnection(reached.connection)
     try {
-      // A WebRTC stream has no backpressure: the service is framed with flow control there
-      // (src/pipe/stream.ts); a peer without it is asked for the plain protocol.
-      const protocols =
-        classifyConnection(reached.connection).transport === 'webrtc'
-          ? [flowControlledProtocol(service), protocol]
-          : [protocol]
-      const stream = await reached.connection.newStream(protocols, {
+      const stream = await reached.connection.newStream(plainServiceProtocols(service, path), {
         ...SERVICE_DIAL_OPTIONS,
         ...(signal === undefined ? {} : { signal }),
       })
-      const path = classifyConnection(reached.connection)
       this.#log.info('service stream opened', { peer, service, path: describePath(path, this.config.names) })
       return { stream, path }
     } catch (err) {
       if ((err as Error).name === 'UnsupportedProtocolError') {
-        throw new ServiceRefusedError(`${peer} does not offer a service named ${service}`, {
-          hint: `on ${peer}: \`peerup service add ${service} <host:port>\`, then restart its daemon`,
-          cause: err,
-        })
+        throw noSuchService(peer, service, err)
       }
       throw err
     }

@@ -23,11 +23,11 @@ import {
   SessionTally,
   sessionIdText,
 } from '../pipe/session.ts'
-import { serviceStreamEnd } from '../pipe/stream.ts'
+import { flowControlledProtocol, serviceStreamEnd } from '../pipe/stream.ts'
 import { SERVICE_DIAL_OPTIONS } from '../proxy/constants.ts'
 import type { Component } from '../util/components.ts'
 import { serviceProtocolId } from './constants.ts'
-import { PeerRefusedError, ServiceRefusedError } from './errors.ts'
+import { noSuchService, PeerRefusedError, ServiceRefusedError } from './errors.ts'
 import { pingConnection, severConnection } from './liveness.ts'
 import type { PeerupLibp2p } from './node.ts'
 import { bestConnection, classifyConnection, type PathInfo } from './path.ts'
@@ -44,6 +44,17 @@ const HANDSHAKE_TIMEOUT_MS = 10_000
  * than one, so that a handshake that merely broke (read as a refusal) does not end a session.
  */
 export const SESSION_REFUSALS_FINAL = 3
+
+/**
+ * The plain service protocols to offer over `path`: a WebRTC connection cannot pause a plain
+ * stream, so a peer without sessions is asked for the framed one (src/pipe/stream.ts) there first.
+ */
+export function plainServiceProtocols(service: string, path: PathInfo): string[] {
+  return [
+    ...(path.transport === 'webrtc' ? [flowControlledProtocol(service)] : []),
+    serviceProtocolId(service),
+  ]
+}
 
 /** What the session opener uses. */
 export interface SessionOpenerComponents {
@@ -122,11 +133,7 @@ export class SessionOpener implements Component {
   async open(peerId: string, service: string, reached: Reached, signal?: AbortSignal): Promise<Opened> {
     const connection = reached.connection
     const path = classifyConnection(connection)
-    // A WebRTC connection cannot pause a plain stream: a peer without sessions gets the framed one.
-    const fallback = [
-      ...(path.transport === 'webrtc' ? [`/peerup/${service}/fc/1.0.0`] : []),
-      serviceProtocolId(service),
-    ]
+    const fallback = plainServiceProtocols(service, path)
     const offer = this.#init.resumable === false ? fallback : [SESSION_PROTOCOL, ...fallback]
     const stream = await connection.newStream(offer, {
       ...SERVICE_DIAL_OPTIONS,
@@ -143,10 +150,7 @@ export class SessionOpener implements Component {
     } catch (err) {
       if (err instanceof SessionRefusedError) {
         throw /no service named/.test(err.message)
-          ? new ServiceRefusedError(`${peerId} does not offer a service named ${service}`, {
-              hint: `on ${peerId}: \`peerup service add ${service} <host:port>\`, then restart its daemon`,
-              cause: err,
-            })
+          ? noSuchService(peerId, service, err)
           : new ServiceRefusedError(err.message, {
               hint: `on ${peerId}: check allowed_peers of service ${service} and that the service runs`,
               cause: err,
@@ -218,11 +222,13 @@ export class SessionOpener implements Component {
   /** A new link to the peer's session endpoint, over the best connection there is (or a new one). */
   async #reconnect(peerId: string, signal: AbortSignal): Promise<Link> {
     const reached = await this.#components.reach(peerId, this.#timeout(signal))
-    const stream = await reached.connection.newStream(SESSION_PROTOCOL, {
-      ...SERVICE_DIAL_OPTIONS,
-      signal: this.#timeout(signal),
-    })
-    return this.#link(stream, reached.connection)
+    return this.#linkOver(reached.connection, this.#timeout(signal))
+  }
+
+  /** A new link over `connection` to the peer's session endpoint. */
+  async #linkOver(connection: Connection, signal: AbortSignal): Promise<Link> {
+    const stream = await connection.newStream(SESSION_PROTOCOL, { ...SERVICE_DIAL_OPTIONS, signal })
+    return this.#link(stream, connection)
   }
 
   #link(stream: Stream, connection: Connection): Link {
@@ -270,11 +276,7 @@ export class SessionOpener implements Component {
   }
 
   async #move(session: Session, connection: Connection): Promise<void> {
-    const stream = await connection.newStream(SESSION_PROTOCOL, {
-      ...SERVICE_DIAL_OPTIONS,
-      signal: this.#timeout(),
-    })
-    await session.moveTo(this.#link(stream, connection), this.#timeout())
+    await session.moveTo(await this.#linkOver(connection, this.#timeout()), this.#timeout())
     this.#tally.moved++
     this.#components.log.info('session moved to a direct path', { session: session.name })
   }
