@@ -36,6 +36,7 @@ import {
   OfferedServices,
   PathLog,
   RevokedPeers,
+  type RuntimeComponents,
 } from './runtime-components.ts'
 import { type Opened, plainServiceProtocols, SessionOpener } from './sessions.ts'
 import { DirectUpgrader } from './upgrade.ts'
@@ -231,7 +232,6 @@ class Runtime implements Component {
       { node, log: log.child('relays') },
       { relays: this.#reserve ? config.relay.addresses : [] },
     )
-    const components = { node, config, dir, authorized, observer, log, paths: this.paths }
     const graceMs = (): number => config.proxy.resume_grace
     this.sessions = new SessionOpener(
       { node, paths: this.paths, log, reach: (peerId, signal) => this.reach(peerId, signal) },
@@ -256,11 +256,23 @@ class Runtime implements Component {
       allowed: (peer) => !config.security.enable_connection_gating || authorized.has(peer),
     })
     this.puncher = puncher
+    const components: RuntimeComponents = {
+      node,
+      config,
+      dir,
+      authorized,
+      admission: parts.admission,
+      observer,
+      log,
+      paths: this.paths,
+      services: this.services,
+      acceptedSessions: this.acceptedSessions,
+    }
     // Stopped in reverse: the services' sessions are reset just before the node stops.
     this.#components = [
       authorized,
       node,
-      new OfferedServices({ services: this.services, config }, { exposeConfig: options.exposeServices }),
+      new OfferedServices(components, { exposeConfig: options.exposeServices }),
       ...(this.acceptedSessions === undefined ? [] : [this.acceptedSessions]),
       this.paths,
       this.sessions,
@@ -275,7 +287,7 @@ class Runtime implements Component {
         },
         { webrtc: parts.webrtc },
       ),
-      new RevokedPeers({ ...components, acceptedSessions: this.acceptedSessions }),
+      new RevokedPeers(components),
       new BootstrapDials(components),
       this.supervisor,
     ]
