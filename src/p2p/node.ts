@@ -149,7 +149,7 @@ export function baseLibp2pOptions(
       identify:
         members === undefined
           ? identify()
-          : membersOnlyIdentify({}, members, { strangerAgent: options.agent.split('/')[0] ?? NODE_AGENT }),
+          : membersOnlyIdentify({}, members, options.agent.split('/')[0] ?? NODE_AGENT),
       // libp2p's ping allows one outbound (and two inbound) ping streams per connection; the
       // connection monitor's own ping then makes `peerup ping` fail with "Too many outbound
       // protocol streams", and so would two pings through one daemon at once.
