@@ -176,7 +176,7 @@ interface Supervised {
  */
 export class ReservationSupervisor {
   readonly #node: PeerupLibp2p
-  readonly #relays: Map<string, Supervised>
+  readonly #relays = new Map<string, Supervised>()
   readonly #log: Logger
   readonly #tickMs: number
   readonly #changeListeners = new Set<(event: ReservationEvent) => void>()
@@ -185,7 +185,6 @@ export class ReservationSupervisor {
   #running = false
   #checking: Promise<void> | undefined
   #controller = new AbortController()
-  #listeners: Array<() => void> = []
 
   constructor(components: ReservationSupervisorComponents, init: ReservationSupervisorInit = {}) {
     this.#node = components.node
@@ -194,7 +193,6 @@ export class ReservationSupervisor {
     if (init.onChange !== undefined) {
       this.#changeListeners.add(init.onChange)
     }
-    this.#relays = new Map()
     this.#setRelays(init.relays ?? [])
   }
 
@@ -263,37 +261,34 @@ export class ReservationSupervisor {
     })
     this.#running = true
     this.#controller = new AbortController()
-    const onDisconnect = (evt: CustomEvent<PeerId>): void => {
-      const relay = this.#relays.get(evt.detail.toString())
-      if (relay !== undefined) {
-        relay.state.connected = false
-        relay.closedAt = Date.now()
-        // The reservation went with the connection (libp2p drops it on connection:close): said
-        // now, since our addresses change only after a debounce, and libp2p's own reconnection
-        // to a relay that restarted quickly can make a new reservation before that.
-        this.#refreshReserved()
-        this.#retrySoon(relay)
-      }
-    }
-    // Our own addresses change when a reservation is made or lost.
-    const onSelfUpdate = (): void => this.#refreshReserved()
-    this.#node.addEventListener('peer:disconnect', onDisconnect)
-    this.#node.addEventListener('self:peer:update', onSelfUpdate)
-    this.#listeners.push(() => {
-      this.#node.removeEventListener('peer:disconnect', onDisconnect)
-      this.#node.removeEventListener('self:peer:update', onSelfUpdate)
-    })
+    this.#node.addEventListener('peer:disconnect', this.#onDisconnect)
+    this.#node.addEventListener('self:peer:update', this.#onSelfUpdate)
     this.poke()
   }
+
+  readonly #onDisconnect = (evt: CustomEvent<PeerId>): void => {
+    const relay = this.#relays.get(evt.detail.toString())
+    if (relay !== undefined) {
+      relay.state.connected = false
+      relay.closedAt = Date.now()
+      // The reservation went with the connection (libp2p drops it on connection:close): said
+      // now, since our addresses change only after a debounce, and libp2p's own reconnection
+      // to a relay that restarted quickly can make a new reservation before that.
+      this.#refreshReserved()
+      this.#retrySoon(relay)
+    }
+  }
+
+  /** Our own addresses change when a reservation is made or lost. */
+  readonly #onSelfUpdate = (): void => this.#refreshReserved()
 
   /** Stops supervising (the relay connections stay until the node stops). */
   async stop(): Promise<void> {
     this.#running = false
     clearTimeout(this.#timer)
     this.#controller.abort()
-    for (const remove of this.#listeners.splice(0)) {
-      remove()
-    }
+    this.#node.removeEventListener('peer:disconnect', this.#onDisconnect)
+    this.#node.removeEventListener('self:peer:update', this.#onSelfUpdate)
     await this.#node.unhandle(RELAY_NOTIFY_PROTOCOL)
   }
 
@@ -497,12 +492,9 @@ export class ReservationSupervisor {
     const delayMs = at - now
     const changed = s.reason !== reason
     s.reason = reason
+    // At warn once per reason, then at debug.
     const fields = { relay: s.peerId, reason, failures: s.failures, retryInMs: delayMs }
-    if (changed) {
-      this.#log.warn('no reservation on relay', fields)
-    } else {
-      this.#log.debug('no reservation on relay', fields)
-    }
+    this.#log[changed ? 'warn' : 'debug']('no reservation on relay', fields)
     this.#updated(relay)
   }
 
@@ -577,8 +569,6 @@ export class ReservationSupervisor {
         relay.told = undefined
       } else {
         s.reason = 'the reservation was lost'
-      }
-      if (!reserved) {
         this.#retrySoon(relay)
       }
       this.#log.info(reserved ? 'reservation held' : 'reservation lost', { relay: s.peerId })
