@@ -64,22 +64,17 @@ export async function datachannelSelftest(options: SelftestOptions = {}): Promis
   try {
     const { sdp, candidates } = await waitForOffer(pc, timeoutMs, options.signal)
     const embedded = loadedAddon(DATACHANNEL_ADDON)
-    const result: SelftestResult = {
+    // Undefined fields stay out of the JSON.
+    return {
       ok: true,
       addon: embedded === undefined ? 'node_modules' : 'embedded',
       offerType: 'offer',
       sdpBytes: Buffer.byteLength(sdp),
       candidates,
       elapsedMs: Math.round(performance.now() - started),
+      addonPath: embedded?.path ?? requiredAddonPath(),
+      addonReused: embedded?.reused,
     }
-    const addonPath = embedded?.path ?? requiredAddonPath()
-    if (addonPath !== undefined) {
-      result.addonPath = addonPath
-    }
-    if (embedded !== undefined) {
-      result.addonReused = embedded.reused
-    }
-    return result
   } finally {
     pc.close()
     if (options.cleanup !== false) {
