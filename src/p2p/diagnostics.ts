@@ -62,23 +62,20 @@ export async function pingPeer(rt: NodeRuntime, peer: string, options: PingOptio
       if (signal.aborted) {
         break
       }
-      let reply: PingReply
       let conn: Connection | undefined
+      let rttMs: number | undefined
+      let error: string | undefined
       try {
         conn = bestConnection(rt.node.getConnections(remote)) ?? (await rt.reach(peer, signal)).connection
-        const path = classifyConnection(conn)
-        const rttMs = await pingConnection(
-          conn,
-          AbortSignal.any([AbortSignal.timeout(PING_TIMEOUT_MS), signal]),
-        )
-        reply = { seq, rttMs, error: undefined, path, changed: !samePath(path, last) }
+        rttMs = await pingConnection(conn, AbortSignal.any([AbortSignal.timeout(PING_TIMEOUT_MS), signal]))
       } catch (err) {
         if (signal.aborted) {
           break
         }
-        const path = conn === undefined ? last : classifyConnection(conn)
-        reply = { seq, rttMs: undefined, error: (err as Error).message, path, changed: !samePath(path, last) }
+        error = (err as Error).message
       }
+      const path = conn === undefined ? last : classifyConnection(conn)
+      const reply: PingReply = { seq, rttMs, error, path, changed: !samePath(path, last) }
       if (reply.changed) {
         const change = { seq, afterMs: performance.now() - connectedAt, from: last, to: reply.path }
         pathChanges.push(change)
@@ -87,14 +84,11 @@ export async function pingPeer(rt: NodeRuntime, peer: string, options: PingOptio
       last = reply.path
       replies.push(reply)
       options.onReply?.(reply)
-      if (options.untilDirect === true) {
-        if (
-          reply.rttMs !== undefined &&
-          (reply.path.type === 'DIRECT' || upgradeGaveUp.signal.aborted || unavailable)
-        ) {
-          break
-        }
-      } else if (options.count !== 0 && seq >= options.count) {
+      const done =
+        options.untilDirect === true
+          ? rttMs !== undefined && (path.type === 'DIRECT' || upgradeGaveUp.signal.aborted || unavailable)
+          : options.count !== 0 && seq >= options.count
+      if (done) {
         break
       }
       // A change of path (the upgrade finishing) wakes the wait, or skips it when it came during
