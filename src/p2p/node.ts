@@ -25,7 +25,6 @@ import {
   MAX_EARLY_STREAMS,
   MAX_READ_BUFFER_BYTES,
   NODE_AGENT,
-  type RELAY_YAMUX_OPTIONS,
   YAMUX_OPTIONS,
 } from './constants.ts'
 import { type LivenessInit, type LivenessMonitor, liveness } from './liveness.ts'
@@ -111,7 +110,7 @@ export function baseLibp2pOptions(
     /** How long an inbound connection may take to authenticate (libp2p's default: 10 s). */
     handshakeTimeoutMs?: number
     /** yamux settings; the nodes' {@link YAMUX_OPTIONS} by default (a relay passes its own). */
-    yamux?: typeof YAMUX_OPTIONS | typeof RELAY_YAMUX_OPTIONS
+    yamux?: typeof YAMUX_OPTIONS
   },
 ): Libp2pOptions<BaseServices> {
   const members = options.members
