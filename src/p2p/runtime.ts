@@ -95,15 +95,6 @@ function relayCount(addresses: string[]): number {
   return new Set(addresses.map((r) => r.split('/p2p/').pop())).size
 }
 
-/** Starts a node from its config file. */
-export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRuntime> {
-  const { config, dir, file } = await loadNodeConfig(options.configFile)
-  const privateKey = await loadIdentity(resolveIn(dir, config.identity.key_file))
-  const runtime = await assembleRuntime(options, { config, dir, file, privateKey })
-  await runtime.start()
-  return runtime
-}
-
 /** What a runtime is made from: what the config directory holds, and the node with its gate. */
 interface Parts {
   config: NodeConfig
@@ -118,12 +109,10 @@ interface Parts {
   webrtc: boolean
 }
 
-/** Assembles a runtime from what `loaded` holds; nothing runs before its `start()`. */
-async function assembleRuntime(
-  options: RuntimeOptions,
-  loaded: Pick<Parts, 'config' | 'dir' | 'file' | 'privateKey'>,
-): Promise<Runtime> {
-  const { config, dir } = loaded
+/** Starts a node from its config file: its parts are made, then started as the runtime's components. */
+export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRuntime> {
+  const { config, dir, file } = await loadNodeConfig(options.configFile)
+  const privateKey = await loadIdentity(resolveIn(dir, config.identity.key_file))
   const log = options.log
   const observer = options.observer ?? NO_OBSERVER
   // Loaded when it starts, first of the components.
@@ -136,7 +125,7 @@ async function assembleRuntime(
   // command listens on nothing but still upgrades the connection it makes.
   const webrtc = config.network.listen_addresses.some((a) => a.startsWith('/webrtc'))
   const node = await createPeerupNode({
-    privateKey: loaded.privateKey,
+    privateKey,
     listen: options.listen ?? config.network.listen_addresses,
     relayCount: reserve ? relayCount(relays) : 0,
     network: config.discovery.network,
@@ -154,7 +143,19 @@ async function assembleRuntime(
     },
     start: false,
   })
-  return new Runtime(options, { ...loaded, node, authorized, admission, observer, webrtc })
+  const runtime = new Runtime(options, {
+    config,
+    dir,
+    file,
+    privateKey,
+    node,
+    authorized,
+    admission,
+    observer,
+    webrtc,
+  })
+  await runtime.start()
+  return runtime
 }
 
 /**
