@@ -10,6 +10,7 @@
 
 import type { Connection, PeerId } from '@libp2p/interface'
 import { TypedEventEmitter } from 'main-event'
+import type { UpgradeStatus } from '../api/index.ts'
 import type { PeerupLibp2p } from './node.ts'
 import { bestConnection, classifyConnection, type PathInfo, samePath } from './path.ts'
 
@@ -23,7 +24,7 @@ export interface PathChange {
 }
 
 /** The direct-path transports an upgrade can end on. */
-export type DirectTransport = 'tcp' | 'webrtc'
+export type DirectTransport = NonNullable<UpgradeStatus['transport']>
 
 /** One step of an upgrade from relayed to direct. */
 export interface UpgradeEvent {
@@ -48,28 +49,6 @@ export interface PathEvents {
   upgrade: CustomEvent<UpgradeEvent>
 }
 
-/**
- * Where the upgrade to a direct path stands with one peer. `unavailable`: the peer offers no direct
- * path we can try (no `/webrtc` listener, no TCP address on one of our networks).
- */
-export type UpgradeState = 'none' | 'upgrading' | 'direct' | 'failed' | 'unavailable'
-
-/** The upgrade history with one peer. */
-export interface UpgradeStatus {
-  state: UpgradeState
-  attempts: number
-  failures: number
-  lastError: string | undefined
-  /** ms since the epoch. */
-  lastAttemptAt: number | undefined
-  /** ms since the epoch; set while a retry is scheduled. */
-  nextRetryAt: number | undefined
-  /** Time from the relayed connection to the direct one, for the last success. */
-  timeToDirectMs: number | undefined
-  /** The transport of the last success. */
-  transport: DirectTransport | undefined
-}
-
 /** What the tracker knows about one peer. */
 export interface PeerPath {
   peer: string
@@ -81,6 +60,7 @@ export interface PeerPath {
   previous: PathInfo | undefined
   /** Open connections to the peer (a relayed one can linger beside a direct one while streams finish). */
   connections: number
+  /** The upgrade history with the peer (the API's own type). */
   upgrade: UpgradeStatus
 }
 
