@@ -91,10 +91,8 @@ export async function pingConnection(conn: Connection, signal: AbortSignal): Pro
   }
 }
 
-/** Settings of {@link LivenessMonitor}; each has a default. */
+/** Settings of {@link LivenessMonitor}. */
 export interface LivenessInit {
-  intervalMs?: number
-  timeoutMs?: number
   /** Told of each connection aborted, for the log. */
   onDead?: (connection: Connection, err: ConnectionDeadError) => void
 }
@@ -107,8 +105,6 @@ export interface LivenessInit {
  */
 export class LivenessMonitor implements Startable {
   readonly #components: LivenessComponents
-  readonly #intervalMs: number
-  readonly #timeoutMs: number
   readonly #onDead: LivenessInit['onDead']
   readonly #pinging = new WeakSet<Connection>()
   /** Connections pinged because their peer opened a newer one. */
@@ -120,8 +116,6 @@ export class LivenessMonitor implements Startable {
 
   constructor(components: LivenessComponents, init: LivenessInit = {}) {
     this.#components = components
-    this.#intervalMs = init.intervalMs ?? LIVENESS_INTERVAL_MS
-    this.#timeoutMs = init.timeoutMs ?? LIVENESS_TIMEOUT_MS
     this.#onDead = init.onDead
   }
 
@@ -131,7 +125,7 @@ export class LivenessMonitor implements Startable {
 
   start(): void {
     this.#controller = new AbortController()
-    this.#timer = setInterval(() => this.#round(), this.#intervalMs)
+    this.#timer = setInterval(() => this.#round(), LIVENESS_INTERVAL_MS)
     this.#timer.unref()
     this.#components.events.addEventListener('connection:open', this.#onOpen)
   }
@@ -144,7 +138,7 @@ export class LivenessMonitor implements Startable {
 
   #round(): void {
     for (const connection of this.#components.connectionManager.getConnections()) {
-      this.#ping(connection, this.#timeoutMs)
+      this.#ping(connection, LIVENESS_TIMEOUT_MS)
     }
   }
 
@@ -201,7 +195,7 @@ export class LivenessMonitor implements Startable {
   /** Aborts `connection` if it missed its last ping round; whether it did. */
   #silent(connection: Connection): boolean {
     const silentMs = Date.now() - (this.#answered.get(connection) ?? connection.timeline.open)
-    if (silentMs <= this.#intervalMs * 1.5) {
+    if (silentMs <= LIVENESS_INTERVAL_MS * 1.5) {
       return false
     }
     this.#dead(connection, `no answer to a ping for ${(silentMs / 1000).toFixed(1)} s`)

@@ -144,13 +144,10 @@ export interface ReservationSupervisorComponents {
   log: Logger
 }
 
-/** Settings of a {@link ReservationSupervisor}; each has a default. */
+/** Settings of a {@link ReservationSupervisor}. */
 export interface ReservationSupervisorInit {
   /** The relays' multiaddrs, each ending in `/p2p/<relay>`; none by default (then it does nothing). */
   relays?: string[]
-  /** How often relays are checked once every reservation is held. */
-  tickMs?: number
-  onChange?: (event: ReservationEvent) => void
 }
 
 /** One supervised relay. */
@@ -178,7 +175,6 @@ export class ReservationSupervisor {
   readonly #node: PeerupLibp2p
   readonly #relays = new Map<string, Supervised>()
   readonly #log: Logger
-  readonly #tickMs: number
   readonly #changeListeners = new Set<(event: ReservationEvent) => void>()
   readonly #updateListeners = new Set<(state: RelayState) => void>()
   #timer: NodeJS.Timeout | undefined
@@ -189,10 +185,6 @@ export class ReservationSupervisor {
   constructor(components: ReservationSupervisorComponents, init: ReservationSupervisorInit = {}) {
     this.#node = components.node
     this.#log = components.log
-    this.#tickMs = init.tickMs ?? SUPERVISOR_TICK_MS
-    if (init.onChange !== undefined) {
-      this.#changeListeners.add(init.onChange)
-    }
     this.#setRelays(init.relays ?? [])
   }
 
@@ -363,7 +355,7 @@ export class ReservationSupervisor {
     }
     clearTimeout(this.#timer)
     const now = Date.now()
-    let at = now + this.#tickMs
+    let at = now + SUPERVISOR_TICK_MS
     for (const r of this.#relays.values()) {
       if (!r.state.reserved) {
         at = Math.min(at, r.state.nextAttemptAt ?? now + 1_000)
