@@ -185,7 +185,8 @@ export class ReservationSupervisor {
   constructor(components: ReservationSupervisorComponents, init: ReservationSupervisorInit = {}) {
     this.#node = components.node
     this.#log = components.log
-    this.#setRelays(init.relays ?? [])
+    // Not running yet: nothing to hang up, no check to run.
+    this.setRelays(init.relays ?? [])
   }
 
   /**
@@ -193,24 +194,14 @@ export class ReservationSupervisor {
    * a removed relay loses its keep-alive tag and is hung up; a new one is dialled at once.
    */
   setRelays(addresses: string[]): { added: string[]; removed: string[] } {
-    const result = this.#setRelays(addresses)
-    for (const id of result.removed) {
-      const peer = peerIdFromString(id)
-      this.#node.peerStore.merge(peer, { tags: { [RELAY_KEEP_ALIVE_TAG]: undefined } }).catch(() => {})
-      this.#node.hangUp(peer).catch(() => {})
-    }
-    if (result.added.length > 0) {
-      this.poke()
-    }
-    return result
-  }
-
-  #setRelays(addresses: string[]): { added: string[]; removed: string[] } {
     const next = groupRelays(addresses)
     const removed = [...this.#relays.keys()].filter((id) => !next.has(id))
     const added: string[] = []
     for (const id of removed) {
       this.#relays.delete(id)
+      const peer = peerIdFromString(id)
+      this.#node.peerStore.merge(peer, { tags: { [RELAY_KEEP_ALIVE_TAG]: undefined } }).catch(() => {})
+      this.#node.hangUp(peer).catch(() => {})
     }
     for (const [id, addrs] of next) {
       const existing = this.#relays.get(id)
@@ -239,6 +230,9 @@ export class ReservationSupervisor {
         closedAt: 0,
         told: undefined,
       })
+    }
+    if (added.length > 0) {
+      this.poke()
     }
     return { added, removed }
   }
