@@ -104,10 +104,17 @@ export async function pingPeer(rt: NodeRuntime, peer: string, options: PingOptio
   } finally {
     rt.paths.removeEventListener('upgrade', onUpgrade)
   }
-  if (options.untilDirect === true && last.type === 'DIRECT') {
+  if (
+    options.untilDirect === true &&
+    last.type === 'DIRECT' &&
+    rt.paths.get(peerId)?.upgrade.state === 'upgrading' &&
+    !signal.aborted
+  ) {
     // A punched connection (src/p2p/punch.ts) carries pings a moment before the upgrader has
     // confirmed it: the report waits for that outcome (bounded), so it says how long it took.
-    await upgradeSettled(rt, peerId, AbortSignal.any([signal, AbortSignal.timeout(UPGRADE_SETTLE_MS)]))
+    const settled = (evt: CustomEvent<UpgradeEvent>): boolean =>
+      evt.detail.peer === peerId && evt.detail.outcome !== 'started'
+    await nextEvent(rt.paths, 'upgrade', settled, UPGRADE_SETTLE_MS, signal)
   }
   const rtts = replies.flatMap((r) => (r.rttMs === undefined ? [] : [r.rttMs]))
   return {
@@ -133,16 +140,6 @@ const PING_TIMEOUT_MS = 10_000
 
 /** How long `--until-direct` waits, once a reply went DIRECT, for the upgrader's outcome. */
 const UPGRADE_SETTLE_MS = 5_000
-
-/** Resolves once the peer's upgrade is no longer under way (or `signal` fires). */
-async function upgradeSettled(rt: NodeRuntime, peerId: string, signal: AbortSignal): Promise<void> {
-  if (rt.paths.get(peerId)?.upgrade.state !== 'upgrading' || signal.aborted) {
-    return
-  }
-  const settled = (evt: CustomEvent<UpgradeEvent>): boolean =>
-    evt.detail.peer === peerId && evt.detail.outcome !== 'started'
-  await nextEvent(rt.paths, 'upgrade', settled, undefined, signal)
-}
 
 /** Traces the path to `peer`: the relay (when relayed) and the peer, with a round trip to each. */
 export async function traceroutePeer(

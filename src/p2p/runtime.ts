@@ -191,7 +191,6 @@ class Runtime implements Component {
   /** Whether reservations are held (a one-shot client needs none). */
   readonly #reserve: boolean
   readonly #exposeServices: boolean
-  readonly #relaysAtStart: number
   /** What the node was started with: keys that need a restart compare against it. */
   readonly #atStart: NodeConfig
   readonly #components: Component[]
@@ -210,7 +209,6 @@ class Runtime implements Component {
     this.#admission = parts.admission
     this.#reserve = options.reserve ?? options.exposeServices
     this.#exposeServices = options.exposeServices
-    this.#relaysAtStart = relayCount(config.relay.addresses)
     this.#atStart = structuredClone(config)
     this.services = new ServiceRegistry(node, {
       log,
@@ -523,7 +521,7 @@ class Runtime implements Component {
     if (!same(config.relay.addresses, next.relay.addresses)) {
       this.supervisor.setRelays(this.#reserve ? next.relay.addresses : [])
       applied.push('relay.addresses')
-      if (this.#reserve && relayCount(next.relay.addresses) > this.#relaysAtStart) {
+      if (this.#reserve && relayCount(next.relay.addresses) > relayCount(this.#atStart.relay.addresses)) {
         // One circuit listener per relay is made when the node starts (src/p2p/node.ts).
         restartNeeded.push(
           'relay.addresses (more relays than at start: reservations on the new ones after a restart)',

@@ -93,7 +93,12 @@ export class SessionOpener implements Component {
   /** The connection each link runs over. */
   readonly #connectionOf = new WeakMap<Link, Connection>()
   readonly #tally = new SessionTally()
-  readonly #onPath = (evt: CustomEvent<PathChange>): void => this.#pathChanged(evt.detail)
+  /** A direct path appeared: the sessions on a relayed connection move to it. */
+  readonly #onPath = (evt: CustomEvent<PathChange>): void => {
+    if (evt.detail.current?.type === 'DIRECT') {
+      this.#moveToDirect(evt.detail.peer)
+    }
+  }
 
   constructor(components: SessionOpenerComponents, init: SessionOpenerInit = {}) {
     this.#components = components
@@ -110,11 +115,7 @@ export class SessionOpener implements Component {
 
   /** Sessions this node opened that are not over. */
   get size(): number {
-    let n = 0
-    for (const set of this.#live.values()) {
-      n += set.size
-    }
-    return n
+    return [...this.#live.values()].reduce((n, set) => n + set.size, 0)
   }
 
   /** What the sessions this node opened are doing, and did. */
@@ -243,13 +244,6 @@ export class SessionOpener implements Component {
   #timeout(signal?: AbortSignal): AbortSignal {
     const timeout = AbortSignal.timeout(HANDSHAKE_TIMEOUT_MS)
     return signal === undefined ? timeout : AbortSignal.any([signal, timeout])
-  }
-
-  /** A direct path appeared: the sessions on a relayed connection move to it. */
-  #pathChanged(change: PathChange): void {
-    if (change.current?.type === 'DIRECT') {
-      this.#moveToDirect(change.peer)
-    }
   }
 
   /** Moves the peer's sessions that run over a relayed connection to its direct one, if it has one. */
