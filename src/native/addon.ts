@@ -44,15 +44,13 @@ export function loadedAddon(name: string): LoadedAddon | undefined {
 export function nativeCacheDirs(vars: NodeJS.ProcessEnv = process.env): string[] {
   const uid = process.getuid?.() ?? 'user'
   const fallback = path.join(os.tmpdir(), `peerup-${uid}`, 'native')
-  let cacheDir: string
   try {
-    cacheDir = readEnv(vars).cacheDir
+    return [path.join(readEnv(vars).cacheDir, 'native'), fallback]
   } catch {
     // No HOME and no passwd entry (a bare uid in a container): os.homedir() throws. WebRTC must still
     // load, so go straight to the temp directory.
     return [fallback]
   }
-  return [path.join(cacheDir, 'native'), fallback]
 }
 
 /**

@@ -156,7 +156,7 @@ export class LivenessMonitor implements Startable {
       if (connection !== fresh && !isRelayed(connection) && connection.timeline.open <= fresh.timeline.open) {
         // One that missed its last ping round goes now; the others get a ping of their own, apart
         // from the rounds' (one of those may be under way, with the long timeout).
-        if (!this.#silent(connection)) {
+        if (!this.suspect(connection)) {
           this.#ping(connection, SUPERSEDED_TIMEOUT_MS, this.#probing)
         }
       }
@@ -186,14 +186,9 @@ export class LivenessMonitor implements Startable {
   /**
    * Something over `connection` stopped answering (a session's probe over a circuit through it):
    * if the connection itself missed its last ping round, it is taken for dead now rather than at
-   * the end of its ping's timeout. One that answered lately is left alone.
+   * the end of its ping's timeout. One that answered lately is left alone. Tells whether it was.
    */
-  suspect(connection: Connection): void {
-    this.#silent(connection)
-  }
-
-  /** Aborts `connection` if it missed its last ping round; whether it did. */
-  #silent(connection: Connection): boolean {
+  suspect(connection: Connection): boolean {
     const silentMs = Date.now() - (this.#answered.get(connection) ?? connection.timeline.open)
     if (silentMs <= LIVENESS_INTERVAL_MS * 1.5) {
       return false
