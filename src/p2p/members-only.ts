@@ -35,6 +35,7 @@ import { publicKeyToProtobuf } from '@libp2p/crypto/keys'
 import { type Identify, type IdentifyComponents, identify } from '@libp2p/identify'
 import type { AbortOptions, Connection, PeerId, Stream, StreamHandler, Topology } from '@libp2p/interface'
 import { type KadDHT, type KadDHTComponents, kadDHT, type PeerInfoMapper } from '@libp2p/kad-dht'
+import { varint as multiformatsVarint } from 'multiformats'
 import { PING_PROTOCOL, RELAY_HOP_PROTOCOL } from './constants.ts'
 
 /** What was refused to a non-member: its DHT stream, or a place in the DHT routing table. */
@@ -289,12 +290,5 @@ function lengthPrefixed(bytes: Uint8Array): Uint8Array {
 }
 
 function varint(n: number): Uint8Array {
-  const out: number[] = []
-  let v = n
-  while (v >= 0x80) {
-    out.push((v & 0x7f) | 0x80)
-    v = Math.floor(v / 128)
-  }
-  out.push(v)
-  return Uint8Array.from(out)
+  return multiformatsVarint.encodeTo(n, new Uint8Array(multiformatsVarint.encodingLength(n)))
 }

@@ -247,14 +247,13 @@ class Runtime implements Component {
         )
       : undefined
     // Handles punch requests on relayed connections and punches for the upgrader (src/p2p/punch.ts).
-    const puncher = new TcpPuncher({
+    this.puncher = new TcpPuncher({
       node,
       upgrader: node.services.upgraderAccess.upgrader,
       logger: node.services.upgraderAccess.logger,
       log: log.child('punch'),
       allowed: (peer) => !config.security.enable_connection_gating || authorized.has(peer),
     })
-    this.puncher = puncher
     const components: RuntimeComponents = {
       node,
       config,
@@ -276,13 +275,13 @@ class Runtime implements Component {
       this.paths,
       this.sessions,
       new PathLog(components),
-      puncher,
+      this.puncher,
       new DirectUpgrader(
         {
           node,
           tracker: this.paths,
           log: log.child('direct'),
-          ...((options.env ?? readEnv()).punch ? { puncher } : {}),
+          ...((options.env ?? readEnv()).punch ? { puncher: this.puncher } : {}),
         },
         { webrtc: parts.webrtc },
       ),
@@ -292,12 +291,10 @@ class Runtime implements Component {
     ]
   }
 
-  /** Starts the components in order; on a failure, those already started stop again. */
   async start(): Promise<void> {
     await startAll(this.#components, this.#stopFailed)
   }
 
-  /** Stops the components in reverse order. */
   async stop(): Promise<void> {
     await stopAll(this.#components, this.#stopFailed)
   }
