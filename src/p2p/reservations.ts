@@ -19,6 +19,7 @@
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import type { RelayState as ApiRelayState } from '../api/index.ts'
 import type { Logger } from '../log/index.ts'
 import { backoffDelayMs } from '../util/retry.ts'
 import {
@@ -38,25 +39,13 @@ import {
   readRelayNotice,
 } from './relay-notify.ts'
 
-/** One relay as the supervisor sees it. */
-export interface RelayState {
-  peerId: string
-  addrs: string[]
-  connected: boolean
-  reserved: boolean
-  /** When `reserved` last changed (ms since epoch). */
+/** One relay as the supervisor sees it: the API's relay state, with its times in ms since the epoch. */
+export type RelayState = Omit<ApiRelayState, 'since' | 'failures' | 'nextAttemptAt'> & {
+  /** When `reserved` last changed. */
   since: number
-  /** Why the last dial of the relay failed; cleared when one succeeds. */
-  lastError: string | undefined
-  /**
-   * Why no reservation is held: the relay's refusal (`refused by the relay: not in
-   * relay_authorized_keys`) or why it could not be asked; undefined while one is held and before
-   * the first try has failed.
-   */
-  reason: string | undefined
   /** Tries in a row that failed; 0 once a reservation is held. */
   failures: number
-  /** When the next try is due (ms since epoch); undefined while a reservation is held. */
+  /** When the next try is due; undefined while a reservation is held. */
   nextAttemptAt: number | undefined
 }
 
