@@ -6,7 +6,7 @@
  * @packageDocumentation
  */
 
-import type { Connection, PeerId } from '@libp2p/interface'
+import type { Connection, IdentifyResult, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { formatError } from '../errors.ts'
@@ -14,6 +14,7 @@ import { REACH_TIMEOUT_MS } from './constants.ts'
 import { PeerRefusedError, PeerUnreachableError, RelayRefusedError } from './errors.ts'
 import type { PeerupLibp2p } from './node.ts'
 import { bestConnection, classifyConnection, type PathInfo } from './path.ts'
+import { nextEvent } from './wait.ts'
 
 /** How a peer was reached. */
 export interface Reached {
@@ -99,52 +100,38 @@ const SETTLED_CONNECTION_MS = 5_000
  * (libp2p's gater refuses after the handshake). The peer answering identify on this very connection proves it
  * was accepted; the connection closing first proves it was not.
  */
-function confirmAccepted(
+async function confirmAccepted(
   node: PeerupLibp2p,
   peer: PeerId,
   connection: Connection,
   signal: AbortSignal,
 ): Promise<Connection> {
   if (connection.status !== 'open') {
-    return Promise.reject(refusedBy(peer.toString()))
+    throw refusedBy(peer.toString())
   }
   if (Date.now() - connection.timeline.open > SETTLED_CONNECTION_MS) {
-    return Promise.resolve(connection)
+    return connection
   }
-  return new Promise((resolve, reject) => {
-    const timeout = AbortSignal.timeout(10_000)
-    const done = (): void => {
-      node.removeEventListener('peer:identify', onIdentify)
-      node.removeEventListener('connection:close', onClose)
-      signal.removeEventListener('abort', onAbort)
-      timeout.removeEventListener('abort', onTimeout)
+  // The first of the connection closing and `signal` ends the wait with its reason.
+  const closed = new AbortController()
+  const onClose = (evt: CustomEvent<Connection>): void => {
+    if (evt.detail.id === connection.id) {
+      closed.abort(refusedBy(peer.toString()))
     }
-    const onIdentify = (evt: CustomEvent<{ connection: Connection }>): void => {
-      if (evt.detail.connection.id === connection.id) {
-        done()
-        resolve(connection)
-      }
+  }
+  const ended = AbortSignal.any([signal, closed.signal])
+  node.addEventListener('connection:close', onClose)
+  try {
+    const identified = (evt: CustomEvent<IdentifyResult>): boolean =>
+      evt.detail.connection.id === connection.id
+    // A peer that keeps the connection but never answers identify (10 s) is not refusing us.
+    if ((await nextEvent(node, 'peer:identify', identified, 10_000, ended)) === undefined) {
+      ended.throwIfAborted()
     }
-    const onClose = (evt: CustomEvent<Connection>): void => {
-      if (evt.detail.id === connection.id) {
-        done()
-        reject(refusedBy(peer.toString()))
-      }
-    }
-    const onAbort = (): void => {
-      done()
-      reject(signal.reason)
-    }
-    const onTimeout = (): void => {
-      done()
-      // A peer that keeps the connection but never answers identify is not refusing us.
-      resolve(connection)
-    }
-    node.addEventListener('peer:identify', onIdentify as never)
-    node.addEventListener('connection:close', onClose)
-    signal.addEventListener('abort', onAbort)
-    timeout.addEventListener('abort', onTimeout)
-  })
+    return connection
+  } finally {
+    node.removeEventListener('connection:close', onClose)
+  }
 }
 
 async function dialViaDht(node: PeerupLibp2p, peer: PeerId, signal: AbortSignal): Promise<Connection> {

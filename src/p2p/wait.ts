@@ -99,8 +99,8 @@ export async function untilReachable<T>(
 }
 
 /**
- * Resolves when `target` emits `type` with an event `match` accepts, after `ms` (when given), or
- * when `signal` aborts later (a signal already aborted does not end the wait).
+ * Resolves with the event when `target` emits `type` with one `match` accepts; with undefined after
+ * `ms` (when given), or when `signal` aborts later (a signal already aborted does not end the wait).
  */
 // biome-ignore lint/suspicious/noExplicitAny: TypedEventTarget's own constraint (an interface of events is no Record<string, unknown>)
 export function nextEvent<M extends Record<string, any>, K extends keyof M & string>(
@@ -109,21 +109,22 @@ export function nextEvent<M extends Record<string, any>, K extends keyof M & str
   match: (evt: M[K]) => boolean,
   ms: number | undefined,
   signal: AbortSignal,
-): Promise<void> {
+): Promise<M[K] | undefined> {
   return new Promise((resolve) => {
-    const done = (): void => {
+    const done = (evt?: M[K]): void => {
       clearTimeout(timer)
       target.removeEventListener(type, onEvent)
-      signal.removeEventListener('abort', done)
-      resolve()
+      signal.removeEventListener('abort', onAbort)
+      resolve(evt)
     }
     const onEvent = (evt: M[K]): void => {
       if (match(evt)) {
-        done()
+        done(evt)
       }
     }
+    const onAbort = (): void => done()
     const timer = ms === undefined ? undefined : setTimeout(done, ms)
     target.addEventListener(type, onEvent)
-    signal.addEventListener('abort', done, { once: true })
+    signal.addEventListener('abort', onAbort, { once: true })
   })
 }
