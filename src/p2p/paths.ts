@@ -102,7 +102,6 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
     timeToDirectSumMs: 0,
     timeToDirectCount: 0,
   }
-  #running = false
   readonly #onConnection = (evt: CustomEvent<Connection>): void => this.refresh(evt.detail.remotePeer)
 
   constructor(components: PathTrackerComponents) {
@@ -112,10 +111,6 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
 
   /** Starts watching; connections already open are taken in at once. */
   start(): void {
-    if (this.#running) {
-      return
-    }
-    this.#running = true
     this.#node.addEventListener('connection:open', this.#onConnection)
     this.#node.addEventListener('connection:close', this.#onConnection)
     for (const conn of this.#node.getConnections()) {
@@ -125,7 +120,6 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
 
   /** Stops watching (what is known stays readable). */
   stop(): void {
-    this.#running = false
     this.#node.removeEventListener('connection:open', this.#onConnection)
     this.#node.removeEventListener('connection:close', this.#onConnection)
   }

@@ -366,11 +366,7 @@ class Runtime implements Component {
         onRetry: ({ attempt, delayMs, error }) => {
           const fields = { peer, service, attempt, delayMs, waitMs: opts.waitMs, error: error as Error }
           // Once per connection at info (this connection waits), then at debug.
-          if (attempt === 1) {
-            log.info('peer not reachable yet, waiting', fields)
-          } else {
-            log.debug('peer not reachable yet, waiting', fields)
-          }
+          log[attempt === 1 ? 'info' : 'debug']('peer not reachable yet, waiting', fields)
         },
       })
     }
