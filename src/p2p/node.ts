@@ -167,15 +167,13 @@ export async function createPeerupNode(options: PeerupNodeOptions): Promise<Peer
   // reservation supervisor keeps the relays connected: static `<relay>/p2p-circuit` listen
   // addresses are never re-made after a relay restarts (libp2p issue 3601) and make start-up
   // fail while a relay is down.
-  const circuits = Array.from({ length: Math.max(options.relayCount, 0) }, () => '/p2p-circuit')
   const webrtc = options.webrtc
-  const listen = [
-    ...options.listen.filter((a) => webrtc !== undefined || !a.startsWith('/webrtc')),
-    ...circuits,
-  ]
   const init = baseLibp2pOptions({
     ...options,
-    listen,
+    listen: [
+      ...options.listen.filter((a) => webrtc !== undefined || !a.startsWith('/webrtc')),
+      ...Array.from({ length: Math.max(options.relayCount, 0) }, () => '/p2p-circuit'),
+    ],
     agent: `${NODE_AGENT}/${VERSION}`,
     dhtServer: false,
     // The gater bounds strangers' share of these (src/auth/gater.ts); what is left must be
@@ -186,11 +184,8 @@ export async function createPeerupNode(options: PeerupNodeOptions): Promise<Peer
       ...(webrtc === undefined ? [] : [await webrtcTransport(webrtc.iceServers)]),
     ],
   })
-  return createLibp2p({
-    ...init,
-    start: options.start ?? true,
-    ...(options.metrics === undefined ? {} : { metrics: options.metrics }),
-  })
+  // libp2p reads an undefined `metrics` as none.
+  return createLibp2p({ ...init, start: options.start ?? true, metrics: options.metrics })
 }
 
 /** The largest data-channel message a stream sends (see {@link webrtcTransport}). */
