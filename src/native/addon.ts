@@ -21,13 +21,10 @@ declare const __PEERUP_NATIVE_ASSETS__: Record<string, string> | undefined
 
 /** Where and how an embedded addon was loaded. */
 export interface LoadedAddon {
-  name: string
   /** The unpacked file given to `process.dlopen`. */
   path: string
   /** True when a file from an earlier run was reused (after checking its bytes). */
   reused: boolean
-  /** Time spent unpacking (or checking) and loading, in milliseconds. */
-  elapsedMs: number
 }
 
 const loaded = new Map<string, { exports: unknown; info: LoadedAddon }>()
@@ -74,7 +71,6 @@ export function loadEmbeddedAddon(name: string): unknown {
       hint: 'rebuild with npm run build',
     })
   }
-  const started = performance.now()
   // Zero-copy view of the bytes mapped from the executable itself.
   const bytes = new Uint8Array(sea.getRawAsset(name))
   const unpacked = unpackAddon({
@@ -88,13 +84,7 @@ export function loadEmbeddedAddon(name: string): unknown {
       return module.exports
     },
   })
-  const info: LoadedAddon = {
-    name,
-    path: unpacked.path,
-    reused: unpacked.reused,
-    elapsedMs: performance.now() - started,
-  }
-  loaded.set(name, { exports: unpacked.loaded, info })
+  loaded.set(name, { exports: unpacked.loaded, info: { path: unpacked.path, reused: unpacked.reused } })
   return unpacked.loaded
 }
 

@@ -154,9 +154,7 @@ export async function traceroutePeer(
   const path = classifyConnection(conn)
   const timeout = (): AbortSignal =>
     AbortSignal.any([AbortSignal.timeout(PING_TIMEOUT_MS), ...(signal === undefined ? [] : [signal])])
-  const measure = async (
-    ping: () => Promise<number>,
-  ): Promise<{ rttMs: number | undefined; error: string | undefined }> => {
+  const measure = async (ping: () => Promise<number>): Promise<Pick<Hop, 'rttMs' | 'error'>> => {
     try {
       return { rttMs: await ping(), error: undefined }
     } catch (err) {
