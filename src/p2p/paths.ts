@@ -38,8 +38,6 @@ export interface UpgradeEvent {
   elapsedMs: number | undefined
   /** `failed`: what went wrong, per transport tried. */
   error: string | undefined
-  /** `failed`: when the next attempt is due, from now. */
-  retryInMs: number | undefined
   at: number
 }
 
@@ -236,7 +234,7 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
     u.lastError = error
     u.nextRetryAt = retryInMs === undefined ? undefined : Date.now() + retryInMs
     this.#counters.failures++
-    this.#emitUpgrade(peer, 'failed', { error, elapsedMs, retryInMs })
+    this.#emitUpgrade(peer, 'failed', { error, elapsedMs })
   }
 
   /** Records that the peer offers no direct path to try. */
@@ -284,7 +282,7 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
   #emitUpgrade(
     peer: string,
     outcome: UpgradeEvent['outcome'],
-    rest: Partial<Pick<UpgradeEvent, 'transport' | 'elapsedMs' | 'error' | 'retryInMs'>>,
+    rest: Partial<Pick<UpgradeEvent, 'transport' | 'elapsedMs' | 'error'>>,
   ): void {
     this.safeDispatchEvent('upgrade', {
       detail: {
@@ -294,7 +292,6 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
         transport: rest.transport,
         elapsedMs: rest.elapsedMs,
         error: rest.error,
-        retryInMs: rest.retryInMs,
         at: Date.now(),
       },
     })
