@@ -355,17 +355,11 @@ export class ReservationSupervisor {
     this.#schedule()
   }
 
-  #due(relay: Supervised, now: number): boolean {
-    return (
-      !relay.state.reserved && (relay.state.nextAttemptAt === undefined || relay.state.nextAttemptAt <= now)
-    )
-  }
-
   async #checkAll(): Promise<void> {
     const now = Date.now()
-    await Promise.all(
-      [...this.#relays.values()].map((r) => (this.#due(r, now) ? this.#attempt(r) : this.#look(r))),
-    )
+    // Due: no reservation, and no next try set (one was made) or its time has come.
+    const due = (r: Supervised): boolean => !r.state.reserved && (r.state.nextAttemptAt ?? now) <= now
+    await Promise.all([...this.#relays.values()].map((r) => (due(r) ? this.#attempt(r) : this.#look(r))))
     this.#refreshReserved()
   }
 
