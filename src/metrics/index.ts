@@ -168,13 +168,11 @@ export function libp2pMetricsInto(registry: Registry): ReturnType<typeof prometh
   return prometheusMetrics({ registry, preserveExistingMetrics: false, collectDefaultMetrics: true })
 }
 
-/** What a {@link MetricsServer} serves and logs to. */
 export interface MetricsServerComponents {
   registry: Registry
   log: Logger
 }
 
-/** Settings of a {@link MetricsServer}. */
 export interface MetricsServerInit {
   /** `host:port` (config `telemetry.metrics.listen_address`); loopback port 0 by default. */
   listenAddress?: string

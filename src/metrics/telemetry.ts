@@ -11,7 +11,6 @@ import { type AuditSink, openAuditLog } from './audit.ts'
 import type { NodeMetrics, RelayMetrics } from './index.ts'
 import { createObserver, NO_OBSERVER, type Observer } from './observer.ts'
 
-/** Settings of {@link Telemetry}. */
 export interface TelemetryInit {
   /** The daemon's metric families, when metrics are on. */
   node?: NodeMetrics | undefined

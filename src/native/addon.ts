@@ -88,7 +88,6 @@ export function loadEmbeddedAddon(name: string): unknown {
   return unpacked.loaded
 }
 
-/** Options for {@link unpackAddon}. */
 export interface UnpackOptions<T> {
   /** Asset name, used in the file name and in messages. */
   name: string
@@ -102,7 +101,6 @@ export interface UnpackOptions<T> {
   load?: (file: string) => T
 }
 
-/** The outcome of {@link unpackAddon}. */
 export interface UnpackResult<T> {
   path: string
   reused: boolean

@@ -14,7 +14,6 @@ import { DatachannelSelftestError } from './errors.ts'
 /** The SEA asset name of node-datachannel's addon (build.mjs embeds it under this name). */
 export const DATACHANNEL_ADDON = 'node_datachannel.node'
 
-/** Options for {@link datachannelSelftest}. */
 export interface SelftestOptions {
   signal?: AbortSignal
   /** How long to wait for the offer; 5 s by default. */

@@ -14,7 +14,6 @@ import type { PeerPath, UpgradeEvent } from './paths.ts'
 import type { NodeRuntime } from './runtime.ts'
 import { nextEvent } from './wait.ts'
 
-/** Options of {@link pingPeer}. */
 export interface PingOptions {
   /** Number of pings; 0 = until the signal fires (or, with `untilDirect`, until the path is direct). */
   count: number
@@ -135,7 +134,6 @@ export async function pingPeer(rt: NodeRuntime, peer: string, options: PingOptio
   }
 }
 
-/** Timeout of one ping. */
 const PING_TIMEOUT_MS = 10_000
 
 /** How long `--until-direct` waits, once a reply went DIRECT, for the upgrader's outcome. */

@@ -91,7 +91,6 @@ export async function pingConnection(conn: Connection, signal: AbortSignal): Pro
   }
 }
 
-/** Settings of {@link LivenessMonitor}. */
 export interface LivenessInit {
   /** Told of each connection aborted, for the log. */
   onDead?: (connection: Connection, err: ConnectionDeadError) => void

@@ -11,7 +11,6 @@ import type { ApiPath } from '../api/index.ts'
 /** A connection's path, as `ping`, `traceroute` and the daemon report it: the contract's own type. */
 export type PathInfo = ApiPath
 
-/** Classifies a connection. */
 export function classifyConnection(conn: Connection): PathInfo {
   const components = conn.remoteAddr.getComponents()
   const circuit = components.findIndex((c) => c.name === 'p2p-circuit')

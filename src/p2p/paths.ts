@@ -41,7 +41,6 @@ export interface UpgradeEvent {
   at: number
 }
 
-/** Events of a {@link PathTracker}. */
 export interface PathEvents {
   path: CustomEvent<PathChange>
   upgrade: CustomEvent<UpgradeEvent>
@@ -80,7 +79,6 @@ export interface UpgradeCounters {
 /** How many time-to-direct samples are kept. */
 export const TIME_TO_DIRECT_SAMPLES = 256
 
-/** What a {@link PathTracker} uses. */
 export interface PathTrackerComponents {
   node: PeerupLibp2p
 }

@@ -25,7 +25,6 @@ export interface Reached {
   elapsedMs: number
 }
 
-/** Options of {@link reachPeer}. */
 export interface ReachOptions {
   /** The configured relay multiaddrs (each ending in /p2p/<relay>). */
   relays: string[]

@@ -20,7 +20,6 @@ import type { Connection, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { z } from 'zod'
 
-/** The protocol id. */
 export const RELAY_NOTIFY_PROTOCOL = '/peerup/relay-notify/1.0.0'
 
 /** Largest notice either side handles. */
@@ -38,7 +37,6 @@ export const relayNotice = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('refused'), reason: z.string().min(1).max(300) }),
 ])
 
-/** A notice from a relay. */
 export type RelayNotice = z.infer<typeof relayNotice>
 
 /** Sends one notice on `connection` (the relay's side); rejects when the peer does not take it. */

@@ -127,19 +127,16 @@ export function describeReservationFailure(err: unknown, told: string | undefine
   return `reservation failed: ${message}`
 }
 
-/** What a {@link ReservationSupervisor} uses. */
 export interface ReservationSupervisorComponents {
   node: PeerupLibp2p
   log: Logger
 }
 
-/** Settings of a {@link ReservationSupervisor}. */
 export interface ReservationSupervisorInit {
   /** The relays' multiaddrs, each ending in `/p2p/<relay>`; none by default (then it does nothing). */
   relays?: string[]
 }
 
-/** One supervised relay. */
 interface Supervised {
   id: PeerId
   addrs: Multiaddr[]

@@ -42,7 +42,6 @@ import { type Opened, plainServiceProtocols, SessionOpener } from './sessions.ts
 import { DirectUpgrader } from './upgrade.ts'
 import { untilReachable } from './wait.ts'
 
-/** Options of {@link startNodeRuntime}. */
 export interface RuntimeOptions {
   configFile: string
   log: Logger

@@ -56,7 +56,6 @@ export function plainServiceProtocols(service: string, path: PathInfo): string[]
   ]
 }
 
-/** What the session opener uses. */
 export interface SessionOpenerComponents {
   node: PeerupLibp2p
   paths: PathTracker
@@ -65,7 +64,6 @@ export interface SessionOpenerComponents {
   reach: (peerId: string, signal?: AbortSignal) => Promise<Reached>
 }
 
-/** Options of {@link SessionOpener}. */
 export interface SessionOpenerInit {
   /** How long a session waits for a way back to its peer (config `proxy.resume_grace`). */
   graceMs?: () => number

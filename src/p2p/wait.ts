@@ -23,7 +23,6 @@ export const WAIT_RETRY_BASE_MS = 500
 /** Longest delay between two tries of a waiting connection. */
 export const WAIT_RETRY_MAX_MS = 2_000
 
-/** Options of {@link untilReachable}. */
 export interface WaitOptions {
   /** Its `peer:connect` events wake the wait early. */
   node: PeerupLibp2p
