@@ -8,7 +8,7 @@
 
 import type { Connection, IdentifyResult, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import { multiaddr } from '@multiformats/multiaddr'
 import { formatError } from '../errors.ts'
 import { REACH_TIMEOUT_MS } from './constants.ts'
 import { PeerRefusedError, PeerUnreachableError, RelayRefusedError } from './errors.ts'
@@ -33,11 +33,6 @@ export interface ReachOptions {
   useDht?: boolean
 }
 
-/** The circuit address of `peer` through a relay. */
-export function circuitAddress(relay: string, peer: string): Multiaddr {
-  return multiaddr(`${relay}/p2p-circuit/p2p/${peer}`)
-}
-
 /** Reaches `peerId`, returning the connection and how it was reached. */
 export async function reachPeer(node: PeerupLibp2p, peerId: string, options: ReachOptions): Promise<Reached> {
   const started = performance.now()
@@ -58,7 +53,9 @@ export async function reachPeer(node: PeerupLibp2p, peerId: string, options: Rea
       .then((connection) => ({ connection, via }))
   const attempts = [...new Set(options.relays)]
     .filter((r) => !r.endsWith(`/p2p/${peerId}`))
-    .map((relay) => confirmed(node.dial(circuitAddress(relay, peerId), { signal }), 'relay'))
+    .map((relay) =>
+      confirmed(node.dial(multiaddr(`${relay}/p2p-circuit/p2p/${peerId}`), { signal }), 'relay'),
+    )
   if (options.useDht !== false) {
     const dhtSignal = AbortSignal.any([signal, AbortSignal.timeout(DHT_TIMEOUT_MS)])
     attempts.push(confirmed(dialViaDht(node, peer, dhtSignal), 'dht'))

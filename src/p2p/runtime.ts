@@ -95,15 +95,9 @@ function relayCount(addresses: string[]): number {
 }
 
 /** What a runtime is made from: what the config directory holds, and the node with its gate. */
-interface Parts {
-  config: NodeConfig
-  dir: string
+type Parts = Pick<RuntimeComponents, 'config' | 'dir' | 'node' | 'authorized' | 'admission' | 'observer'> & {
   file: string
   privateKey: PrivateKey
-  node: PeerupLibp2p
-  authorized: AuthorizedPeers
-  admission: JoinerAdmission
-  observer: Observer
   /** The node dials (and, when listening on `/webrtc`, accepts) WebRTC. */
   webrtc: boolean
 }

@@ -14,7 +14,6 @@ import type { Logger } from '../log/index.ts'
 import type { ByteEnd } from '../pipe/end.ts'
 import { type Link, SESSION_PROTOCOL, streamLink } from '../pipe/link.ts'
 import {
-  DEFAULT_RESUME_GRACE_MS,
   handshake,
   newSessionId,
   Session,
@@ -66,7 +65,7 @@ export interface SessionOpenerComponents {
 
 export interface SessionOpenerInit {
   /** How long a session waits for a way back to its peer (config `proxy.resume_grace`). */
-  graceMs?: () => number
+  graceMs: () => number
   /**
    * False: open plain service streams only, as with a peer without sessions (`PEERUP_SESSIONS=off`,
    * the benchmark's baseline for what resumability costs). Default true.
@@ -98,7 +97,7 @@ export class SessionOpener implements Component {
     }
   }
 
-  constructor(components: SessionOpenerComponents, init: SessionOpenerInit = {}) {
+  constructor(components: SessionOpenerComponents, init: SessionOpenerInit) {
     this.#components = components
     this.#init = init
   }
@@ -174,7 +173,7 @@ export class SessionOpener implements Component {
       id,
       name: `${service} ${sessionIdText(id).slice(0, 8)} to ${peerId}`,
       role: 'opener',
-      graceMs: this.#init.graceMs?.() ?? DEFAULT_RESUME_GRACE_MS,
+      graceMs: this.#init.graceMs(),
       reconnect: this.#reconnector(peerId),
       probe: (link, signal) => link.probe?.(signal) ?? Promise.resolve(),
       log: log.child('session'),
