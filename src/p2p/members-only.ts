@@ -248,7 +248,8 @@ async function answerStranger(
     ...(observed === undefined ? {} : { observedAddr: observed }),
   })
   try {
-    stream.send(lengthPrefixed(message))
+    // Length-prefixed, as every identify message.
+    stream.send(Buffer.concat([varint(message.byteLength), message]))
     await stream.close({ signal })
   } catch (err) {
     stream.abort(err as Error)
@@ -283,10 +284,6 @@ export function encodeIdentify(m: {
     field(3, text.encode(p))
   }
   return Buffer.concat(parts)
-}
-
-function lengthPrefixed(bytes: Uint8Array): Uint8Array {
-  return Buffer.concat([varint(bytes.byteLength), bytes])
 }
 
 function varint(n: number): Uint8Array {
