@@ -186,15 +186,13 @@ export interface MetricsServerInit {
  */
 export class MetricsServer implements Component {
   readonly #components: MetricsServerComponents
-  readonly #listen: string
-  readonly #beforeScrape: (() => void) | undefined
+  readonly #init: MetricsServerInit
   #server: http.Server | undefined
   #address: string | undefined
 
   constructor(components: MetricsServerComponents, init: MetricsServerInit = {}) {
     this.#components = components
-    this.#listen = init.listenAddress ?? '127.0.0.1:0'
-    this.#beforeScrape = init.beforeScrape
+    this.#init = init
   }
 
   /** `host:port` it listens on; only once started. */
@@ -208,7 +206,7 @@ export class MetricsServer implements Component {
   /** Listens on the configured address. */
   async start(): Promise<void> {
     const { registry, log } = this.#components
-    const listen = this.#listen
+    const listen = this.#init.listenAddress ?? '127.0.0.1:0'
     const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen)
     const host = m?.[1] ?? m?.[2] ?? '127.0.0.1'
     const port = Number(m?.[3] ?? 0)
@@ -222,7 +220,7 @@ export class MetricsServer implements Component {
         res.writeHead(404, { 'Content-Type': 'text/plain' }).end('only GET /metrics here\n')
         return
       }
-      this.#beforeScrape?.()
+      this.#init.beforeScrape?.()
       registry
         .metrics()
         .then((text) => res.writeHead(200, { 'Content-Type': registry.contentType }).end(text))
