@@ -79,13 +79,10 @@ export class NotAMemberError extends Error {
  * aborted, non-members never enter the routing table and are never named in an answer.
  */
 export function membersOnlyKadDHT(
-  init: NonNullable<Parameters<typeof kadDHT>[0]>,
+  init: NonNullable<Parameters<typeof kadDHT>[0]> & { protocol: string },
   members: Members,
 ): (components: KadDHTComponents) => KadDHT {
   const protocol = init.protocol
-  if (protocol === undefined) {
-    throw new Error('membersOnlyKadDHT needs the DHT protocol')
-  }
   return (components) => {
     const self = components.peerId
     const mapper: PeerInfoMapper = init.peerInfoMapper ?? ((p) => p)
@@ -118,15 +115,12 @@ export function membersOnlyKadDHT(
  * `strangerAgent`, the handled {@link STRANGER_PROTOCOLS}, no listen addresses, no signed peer record.
  */
 export function membersOnlyIdentify(
-  init: NonNullable<Parameters<typeof identify>[0]>,
+  // No protocolPrefix: the wrapper recognises the identify handler by its default protocol id.
+  init: Omit<NonNullable<Parameters<typeof identify>[0]>, 'protocolPrefix'>,
   members: Members,
   /** The user agent a stranger sees: ours without the version (`peerup`, `relay-server`). */
   strangerAgent: string,
 ): (components: IdentifyComponents) => Identify {
-  if (init.protocolPrefix !== undefined && init.protocolPrefix !== 'ipfs') {
-    // The wrapper recognises the identify handler by its protocol id.
-    throw new Error('membersOnlyIdentify supports the default identify protocol only')
-  }
   const allowed = new Set(STRANGER_PROTOCOLS)
   return (components) => {
     const registrar = components.registrar
