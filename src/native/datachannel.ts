@@ -14,16 +14,8 @@ import { DatachannelSelftestError } from './errors.ts'
 /** The SEA asset name of node-datachannel's addon (build.mjs embeds it under this name). */
 export const DATACHANNEL_ADDON = 'node_datachannel.node'
 
-export interface SelftestOptions {
-  signal?: AbortSignal
-  /** How long to wait for the offer; 5 s by default. */
-  timeoutMs?: number
-  /**
-   * Call node-datachannel's `cleanup()` afterwards (default true) so a one-shot process can exit. It
-   * closes every peer connection in the process, so pass false inside a running daemon.
-   */
-  cleanup?: boolean
-}
+/** How long to wait for the offer. */
+const OFFER_TIMEOUT_MS = 5000
 
 /** What {@link datachannelSelftest} found. */
 export interface SelftestResult {
@@ -51,9 +43,8 @@ const GATHERING_GRACE_MS = 1000
  * offer. Throws {@link DatachannelSelftestError} on timeout, the signal's reason when aborted, and the
  * loader's error when the addon cannot be loaded.
  */
-export async function datachannelSelftest(options: SelftestOptions = {}): Promise<SelftestResult> {
+export async function datachannelSelftest(options: { signal?: AbortSignal } = {}): Promise<SelftestResult> {
   const started = performance.now()
-  const timeoutMs = options.timeoutMs ?? 5000
   options.signal?.throwIfAborted()
   // Imported here so that merely importing this module does not load a 9 MB library.
   const ndc = await import('node-datachannel')
@@ -61,7 +52,7 @@ export async function datachannelSelftest(options: SelftestOptions = {}): Promis
   // talk to public STUN servers.
   const pc = new ndc.PeerConnection('peerup-selftest', { iceServers: [] })
   try {
-    const { sdp, candidates } = await waitForOffer(pc, timeoutMs, options.signal)
+    const { sdp, candidates } = await waitForOffer(pc, OFFER_TIMEOUT_MS, options.signal)
     const embedded = loadedAddon(DATACHANNEL_ADDON)
     // Undefined fields stay out of the JSON.
     return {
@@ -76,10 +67,9 @@ export async function datachannelSelftest(options: SelftestOptions = {}): Promis
     }
   } finally {
     pc.close()
-    if (options.cleanup !== false) {
-      // Joins libdatachannel's threads; without it the process lingers after the test.
-      ndc.cleanup()
-    }
+    // Joins libdatachannel's threads; without it the process lingers after the test. It closes
+    // every peer connection in the process: never call this selftest inside a running daemon.
+    ndc.cleanup()
   }
 }
 
