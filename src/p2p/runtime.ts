@@ -45,12 +45,13 @@ import { untilReachable } from './wait.ts'
 export interface RuntimeOptions {
   configFile: string
   log: Logger
-  /** Offer the config's enabled services (the daemon does; one-shot commands do not). */
+  /**
+   * Offer the config's enabled services and hold reservations on the relays so peers can reach
+   * this node (the daemon does; one-shot commands do not).
+   */
   exposeServices: boolean
   /** Override the listen addresses (one-shot commands listen on nothing). */
   listen?: string[]
-  /** Hold reservations on the relays so peers can reach this node; default: when exposing services. */
-  reserve?: boolean
   /** Where metrics and audit events go (the daemon's); nothing by default. */
   observer?: Observer
   /** libp2p's metrics into the daemon's registry, when metrics are on. */
@@ -113,14 +114,13 @@ export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRun
   const admission = new JoinerAdmission()
   const { gater, members } = nodeGate({ authorized, admission, observer, log, config })
   const relays = config.relay.addresses
-  const reserve = options.reserve ?? options.exposeServices
   // `/webrtc` in the config turns the direct path across NAT on, for dialling too: a one-shot
   // command listens on nothing but still upgrades the connection it makes.
   const webrtc = config.network.listen_addresses.some((a) => a.startsWith('/webrtc'))
   const node = await createPeerupNode({
     privateKey,
     listen: options.listen ?? config.network.listen_addresses,
-    relayCount: reserve ? relayCount(relays) : 0,
+    relayCount: options.exposeServices ? relayCount(relays) : 0,
     network: config.discovery.network,
     gater,
     members,
@@ -181,8 +181,7 @@ class Runtime implements Component {
   readonly #log: Logger
   readonly #observer: Observer
   readonly #admission: JoinerAdmission
-  /** Whether reservations are held (a one-shot client needs none). */
-  readonly #reserve: boolean
+  /** Whether services are offered and reservations held (a one-shot client needs none). */
   readonly #exposeServices: boolean
   /** What the node was started with: keys that need a restart compare against it. */
   readonly #atStart: NodeConfig
@@ -200,7 +199,6 @@ class Runtime implements Component {
     this.#log = log
     this.#observer = observer
     this.#admission = parts.admission
-    this.#reserve = options.reserve ?? options.exposeServices
     this.#exposeServices = options.exposeServices
     this.#atStart = structuredClone(config)
     this.services = new ServiceRegistry(node, {
@@ -222,7 +220,7 @@ class Runtime implements Component {
     // A one-shot client needs no reservation: its dials to circuit addresses reach the relay themselves.
     this.supervisor = new ReservationSupervisor(
       { node, log: log.child('relays') },
-      { relays: this.#reserve ? config.relay.addresses : [] },
+      { relays: this.#exposeServices ? config.relay.addresses : [] },
     )
     const graceMs = (): number => config.proxy.resume_grace
     this.sessions = new SessionOpener(
@@ -505,9 +503,12 @@ class Runtime implements Component {
       applied.push(...(await this.#applyServices(config, next)))
     }
     if (!same(config.relay.addresses, next.relay.addresses)) {
-      this.supervisor.setRelays(this.#reserve ? next.relay.addresses : [])
+      this.supervisor.setRelays(this.#exposeServices ? next.relay.addresses : [])
       applied.push('relay.addresses')
-      if (this.#reserve && relayCount(next.relay.addresses) > relayCount(this.#atStart.relay.addresses)) {
+      if (
+        this.#exposeServices &&
+        relayCount(next.relay.addresses) > relayCount(this.#atStart.relay.addresses)
+      ) {
         // One circuit listener per relay is made when the node starts (src/p2p/node.ts).
         restartNeeded.push(
           'relay.addresses (more relays than at start: reservations on the new ones after a restart)',
