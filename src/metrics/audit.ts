@@ -46,13 +46,10 @@ export type AuditEvent =
     }
 
 /** Where audit lines go. */
-export interface AuditSink {
-  write(event: AuditEvent): void
-  close(): Promise<void>
-}
+export type AuditSink = Awaited<ReturnType<typeof openAuditLog>>
 
 /** Opens (appends to) `file`, 0600, creating its directory. */
-export async function openAuditLog(file: string): Promise<AuditSink> {
+export async function openAuditLog(file: string) {
   await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 })
   const stream = fs.createWriteStream(file, { flags: 'a', mode: 0o600 })
   await new Promise<void>((resolve, reject) => {
@@ -62,9 +59,9 @@ export async function openAuditLog(file: string): Promise<AuditSink> {
   // An existing file created wider (by hand) is narrowed: it names peers and what they did.
   await fsp.chmod(file, 0o600)
   return {
-    write: (event) => {
+    write: (event: AuditEvent): void => {
       stream.write(`${JSON.stringify({ time: new Date().toISOString(), ...event })}\n`)
     },
-    close: () => new Promise<void>((resolve) => stream.end(() => resolve())),
+    close: (): Promise<void> => new Promise<void>((resolve) => stream.end(() => resolve())),
   }
 }
