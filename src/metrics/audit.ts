@@ -21,7 +21,6 @@ export const AUDIT_EVENTS = [
   'refusal',
 ] as const
 
-/** One event. */
 export type AuditEvent =
   | { event: 'auth_decision'; peer: string; decision: 'allow' | 'deny'; where: string }
   | { event: 'auth_change'; added: string[]; removed: string[]; file: string }

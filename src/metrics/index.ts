@@ -35,10 +35,8 @@ function familiesIn(role: string) {
   return { registry, counter, gauge }
 }
 
-/** Families of a node (daemon). */
 export type NodeMetrics = ReturnType<typeof createNodeMetrics>
 
-/** Families of a relay. */
 export type RelayMetrics = ReturnType<typeof createRelayMetrics>
 
 /** The registry and families of a daemon. */
@@ -203,7 +201,6 @@ export class MetricsServer implements Component {
     return this.#address
   }
 
-  /** Listens on the configured address. */
   async start(): Promise<void> {
     const { registry, log } = this.#components
     const listen = this.#init.listenAddress ?? '127.0.0.1:0'
@@ -239,7 +236,6 @@ export class MetricsServer implements Component {
     log.info('metrics served', { listen: this.#address })
   }
 
-  /** Closes the listener and every connection. */
   async stop(): Promise<void> {
     const server = this.#server
     this.#server = undefined

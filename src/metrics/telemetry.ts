@@ -41,14 +41,12 @@ export class Telemetry implements Component {
     return this.#observer
   }
 
-  /** Opens the audit log, when it is on. */
   async start(): Promise<void> {
     const { node, relay, audit, dir } = this.#init
     this.#audit = audit?.enabled === true ? await openAuditLog(resolveIn(dir, audit.file)) : undefined
     this.#observer = createObserver({ node, relay, audit: this.#audit })
   }
 
-  /** Closes the audit log. */
   async stop(): Promise<void> {
     this.#observer = NO_OBSERVER
     const audit = this.#audit

@@ -91,7 +91,6 @@ export function loadEmbeddedAddon(name: string): unknown {
 export interface UnpackOptions<T> {
   /** Asset name, used in the file name and in messages. */
   name: string
-  /** The addon's bytes. */
   bytes: Uint8Array
   /** Hex sha256 of `bytes`; its first 16 digits name the file, so different builds never collide. */
   sha256: string

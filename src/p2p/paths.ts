@@ -126,7 +126,6 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
     return p === undefined ? undefined : copy(p)
   }
 
-  /** Every peer the tracker knows. */
   list(): PeerPath[] {
     return [...this.#peers.values()].map(copy)
   }

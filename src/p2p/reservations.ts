@@ -264,7 +264,6 @@ export class ReservationSupervisor {
     await this.#node.unhandle(RELAY_NOTIFY_PROTOCOL)
   }
 
-  /** The state of every relay. */
   status(): RelayState[] {
     return [...this.#relays.values()].map((r) => ({ ...r.state }))
   }

@@ -203,7 +203,6 @@ export function configService(config: NodeConfig, name: string): ServiceSpec | u
       }
 }
 
-/** Settings of {@link OfferedServices}. */
 export interface OfferedServicesInit {
   /** Offer the config's enabled services (the daemon does; one-shot commands do not); default false. */
   exposeConfig?: boolean
@@ -237,7 +236,6 @@ export class OfferedServices implements Component {
     }
   }
 
-  /** Resets every session of every service. */
   async stop(): Promise<void> {
     await this.#components.services.closeAll()
   }
@@ -254,7 +252,6 @@ export class BootstrapDials implements Component {
     this.#components = components
   }
 
-  /** Dials every bootstrap peer in the background. */
   start(): void {
     const { node, config } = this.#components
     for (const b of config.discovery.bootstrap_peers) {
