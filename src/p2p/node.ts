@@ -192,9 +192,10 @@ export async function createPeerupNode(options: PeerupNodeOptions): Promise<Peer
 export const WEBRTC_MESSAGE_BYTES = 64 * 1024
 
 /**
- * The WebRTC transport with ICE pointed at `iceServers` only. @libp2p/webrtc falls back to four
- * public STUN servers (Google, Twilio, Cloudflare, Mozilla) when `iceServers` is missing, so it is
- * always given, even empty; a fresh object per connection because the library writes into it.
+ * The WebRTC transport with ICE pointed at `iceServers` only. @libp2p/webrtc 6 falls back to four
+ * public STUN servers (Google, Twilio, Cloudflare, Mozilla) when `iceServers` is missing
+ * (`getRtcConfiguration()`), so it is always given, even empty; a fresh object per connection
+ * because the library writes into it.
  */
 export async function webrtcTransport(iceServers: string[]): Promise<ReturnType<typeof webRTC>> {
   // Loaded only when used: a relay, and a node without `/webrtc`, never load node-datachannel
@@ -217,11 +218,7 @@ export async function webrtcTransport(iceServers: string[]): Promise<ReturnType<
   })
 }
 
-/**
- * The RTCPeerConnection configuration for `iceServers`: a new object each time, with `iceServers`
- * always present (`getRtcConfiguration()` in @libp2p/webrtc 6 fills a missing one with public
- * servers, and writes into the object it is given).
- */
+/** The RTCPeerConnection configuration for `iceServers`: a new object each time (see {@link webrtcTransport}). */
 export function rtcConfigurationFor(iceServers: string[]): { iceServers: Array<{ urls: string[] }> } {
   return { iceServers: iceServers.map((url) => ({ urls: [url] })) }
 }

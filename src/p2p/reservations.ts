@@ -19,7 +19,7 @@
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
-import type { RelayState as ApiRelayState } from '../api/index.ts'
+import type { RelayState as ApiRelayState, DaemonEvent } from '../api/index.ts'
 import type { Logger } from '../log/index.ts'
 import { backoffDelayMs } from '../util/retry.ts'
 import {
@@ -49,11 +49,8 @@ export type RelayState = Omit<ApiRelayState, 'since' | 'failures' | 'nextAttempt
   nextAttemptAt: number | undefined
 }
 
-/** Events: `reservation` with `{ relay, reserved }` whenever a reservation is gained or lost. */
-export interface ReservationEvent {
-  relay: string
-  reserved: boolean
-}
+/** A reservation gained or lost: the API's `reservation` event without its type and time. */
+export type ReservationEvent = Omit<Extract<DaemonEvent, { type: 'reservation' }>, 'type' | 'time'>
 
 /**
  * The delay before the next try after `failures` failed tries in a row: 1 s, 2 s, 4 s … capped at
