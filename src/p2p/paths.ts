@@ -79,10 +79,6 @@ export interface UpgradeCounters {
 /** How many time-to-direct samples are kept. */
 export const TIME_TO_DIRECT_SAMPLES = 256
 
-export interface PathTrackerComponents {
-  node: PeerupLibp2p
-}
-
 /**
  * Watches the node's connections and keeps {@link PeerPath} per peer: a component whose `start()`
  * subscribes to the node's connection events and whose `stop()` unsubscribes.
@@ -100,7 +96,7 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
   }
   readonly #onConnection = (evt: CustomEvent<Connection>): void => this.refresh(evt.detail.remotePeer)
 
-  constructor(components: PathTrackerComponents) {
+  constructor(components: { node: PeerupLibp2p }) {
     super()
     this.#node = components.node
   }
