@@ -20,18 +20,13 @@ import { AddonLoadError, AddonNotEmbeddedError, UnsafeCacheDirError } from './er
 declare const __PEERUP_NATIVE_ASSETS__: Record<string, string> | undefined
 
 /** Where and how an embedded addon was loaded. */
-export interface LoadedAddon {
-  /** The unpacked file given to `process.dlopen`. */
-  path: string
-  /** True when a file from an earlier run was reused (after checking its bytes). */
-  reused: boolean
-}
+export type LoadedAddon = Pick<UnpackResult<unknown>, 'path' | 'reused'>
 
-const loaded = new Map<string, { exports: unknown; info: LoadedAddon }>()
+const loaded = new Map<string, UnpackResult<unknown>>()
 
 /** The load record of an embedded addon, or undefined when it was not loaded from the executable. */
 export function loadedAddon(name: string): LoadedAddon | undefined {
-  return loaded.get(name)?.info
+  return loaded.get(name)
 }
 
 /**
@@ -58,7 +53,7 @@ export function loadEmbeddedAddon(name: string): unknown {
   const cached = loaded.get(name)
   if (cached !== undefined) {
     // Both the ESM and the CJS build of a package may be bundled; load the library only once.
-    return cached.exports
+    return cached.loaded
   }
   if (!sea.isSea()) {
     throw new AddonNotEmbeddedError(`native addon ${name} is embedded only in the single executable`, {
@@ -84,7 +79,7 @@ export function loadEmbeddedAddon(name: string): unknown {
       return module.exports
     },
   })
-  loaded.set(name, { exports: unpacked.loaded, info: { path: unpacked.path, reused: unpacked.reused } })
+  loaded.set(name, unpacked)
   return unpacked.loaded
 }
 
@@ -101,7 +96,9 @@ export interface UnpackOptions<T> {
 }
 
 export interface UnpackResult<T> {
+  /** The unpacked file given to the loader (`process.dlopen`). */
   path: string
+  /** True when a file from an earlier run was reused (after checking its bytes). */
   reused: boolean
   loaded: T | undefined
   /** Why earlier directories were skipped, for diagnostics. */
@@ -118,8 +115,7 @@ export function unpackAddon<T>(options: UnpackOptions<T>): UnpackResult<T> {
   for (const dir of options.dirs) {
     try {
       const placed = placeAddonFile(dir, options.name, options.bytes, options.sha256)
-      const result = options.load?.(placed.path)
-      return { ...placed, loaded: result, skipped }
+      return { ...placed, loaded: options.load?.(placed.path), skipped }
     } catch (err) {
       skipped.push(`${dir}: ${err instanceof Error ? err.message : String(err)}`)
     }
