@@ -192,7 +192,7 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
 
   /** Records the start of an upgrade attempt (by the direct-path upgrader). */
   upgradeStarted(peer: string): void {
-    const u = this.#upgradeOf(peer)
+    const u = this.#stateOf(peer).upgrade
     u.state = 'upgrading'
     u.attempts++
     u.lastAttemptAt = Date.now()
@@ -203,7 +203,7 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
 
   /** Records a direct connection made by an upgrade attempt. */
   upgradeSucceeded(peer: string, transport: DirectTransport, timeToDirectMs: number): void {
-    const u = this.#upgradeOf(peer)
+    const u = this.#stateOf(peer).upgrade
     u.state = 'direct'
     u.lastError = undefined
     u.timeToDirectMs = timeToDirectMs
@@ -221,7 +221,7 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
 
   /** Records a failed attempt; `retryInMs` is when the next one is due (undefined: none planned). */
   upgradeFailed(peer: string, error: string, elapsedMs: number, retryInMs: number | undefined): void {
-    const u = this.#upgradeOf(peer)
+    const u = this.#stateOf(peer).upgrade
     u.state = 'failed'
     u.failures++
     u.lastError = error
@@ -232,7 +232,7 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
 
   /** Records that the peer offers no direct path to try. */
   upgradeUnavailable(peer: string, reason: string): void {
-    const u = this.#upgradeOf(peer)
+    const u = this.#stateOf(peer).upgrade
     if (u.state === 'unavailable' && u.lastError === reason) {
       return
     }
@@ -268,10 +268,6 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
     return state
   }
 
-  #upgradeOf(peer: string): UpgradeStatus {
-    return this.#stateOf(peer).upgrade
-  }
-
   #emitUpgrade(
     peer: string,
     outcome: UpgradeEvent['outcome'],
@@ -281,7 +277,7 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
       detail: {
         peer,
         outcome,
-        attempt: this.#upgradeOf(peer).attempts,
+        attempt: this.#stateOf(peer).upgrade.attempts,
         transport: rest.transport,
         elapsedMs: rest.elapsedMs,
         error: rest.error,

@@ -124,16 +124,6 @@ export function describeReservationFailure(err: unknown, told: string | undefine
   return `reservation failed: ${message}`
 }
 
-export interface ReservationSupervisorComponents {
-  node: PeerupLibp2p
-  log: Logger
-}
-
-export interface ReservationSupervisorInit {
-  /** The relays' multiaddrs, each ending in `/p2p/<relay>`; none by default (then it does nothing). */
-  relays?: string[]
-}
-
 interface Supervised {
   id: PeerId
   addrs: Multiaddr[]
@@ -165,7 +155,11 @@ export class ReservationSupervisor {
   #checking: Promise<void> | undefined
   #controller = new AbortController()
 
-  constructor(components: ReservationSupervisorComponents, init: ReservationSupervisorInit = {}) {
+  constructor(
+    components: { node: PeerupLibp2p; log: Logger },
+    /** `relays`: their multiaddrs, each ending in `/p2p/<relay>`; none by default (then it does nothing). */
+    init: { relays?: string[] } = {},
+  ) {
     this.#node = components.node
     this.#log = components.log
     // Not running yet: nothing to hang up, no check to run.
