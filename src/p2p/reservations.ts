@@ -214,7 +214,6 @@ export class ReservationSupervisor {
     return { added, removed }
   }
 
-  /** Starts supervising: handles the relays' notices; the first check runs at once. */
   async start(): Promise<void> {
     if (this.#running) {
       return
@@ -245,7 +244,6 @@ export class ReservationSupervisor {
   /** Our own addresses change when a reservation is made or lost. */
   readonly #onSelfUpdate = (): void => this.#refreshReserved()
 
-  /** Stops supervising (the relay connections stay until the node stops). */
   async stop(): Promise<void> {
     this.#running = false
     clearTimeout(this.#timer)
@@ -445,11 +443,10 @@ export class ReservationSupervisor {
       at = Math.min(at, Math.max(now, relay.triedAt + MIN_RETRY_INTERVAL_MS))
     }
     s.nextAttemptAt = at
-    const delayMs = at - now
     const changed = s.reason !== reason
     s.reason = reason
     // At warn once per reason, then at debug.
-    const fields = { relay: s.peerId, reason, failures: s.failures, retryInMs: delayMs }
+    const fields = { relay: s.peerId, reason, failures: s.failures, retryInMs: at - now }
     this.#log[changed ? 'warn' : 'debug']('no reservation on relay', fields)
     this.#updated(relay)
   }

@@ -340,7 +340,6 @@ class Runtime implements Component {
     service: string,
     opts: { signal?: AbortSignal | undefined; attempts?: number; waitMs?: number | undefined } = {},
   ): Promise<Opened> {
-    const log = this.#log
     if (opts.waitMs !== undefined) {
       // A lookup in the DHT takes seconds (5 s in the NAT lab) to find a peer or give up, and a
       // peer coming back (after its restart, or the relay's) is first seen on a relay: while
@@ -357,7 +356,7 @@ class Runtime implements Component {
         onRetry: ({ attempt, delayMs, error }) => {
           const fields = { peer, service, attempt, delayMs, waitMs: opts.waitMs, error: error as Error }
           // Once per connection at info (this connection waits), then at debug.
-          log[attempt === 1 ? 'info' : 'debug']('peer not reachable yet, waiting', fields)
+          this.#log[attempt === 1 ? 'info' : 'debug']('peer not reachable yet, waiting', fields)
         },
       })
     }
