@@ -9,6 +9,7 @@
  * @packageDocumentation
  */
 
+import { once } from 'node:events'
 import * as http from 'node:http'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { Counter, Gauge, Registry } from 'prom-client'
@@ -223,13 +224,8 @@ export class MetricsServer implements Component {
         .then((text) => res.writeHead(200, { 'Content-Type': registry.contentType }).end(text))
         .catch((err: unknown) => res.writeHead(500).end(`${(err as Error).message}\n`))
     })
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(port, host, () => {
-        server.off('error', reject)
-        resolve()
-      })
-    })
+    // Rejects with the listen error (a port in use), as 'error' comes instead of 'listening'.
+    await once(server.listen(port, host), 'listening')
     const bound = server.address() as { port: number }
     this.#server = server
     this.#address = host.includes(':') ? `[${host}]:${bound.port}` : `${host}:${bound.port}`
