@@ -7,6 +7,7 @@
  * @packageDocumentation
  */
 
+import { once } from 'node:events'
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
@@ -51,10 +52,8 @@ export type AuditSink = Awaited<ReturnType<typeof openAuditLog>>
 export async function openAuditLog(file: string) {
   await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 })
   const stream = fs.createWriteStream(file, { flags: 'a', mode: 0o600 })
-  await new Promise<void>((resolve, reject) => {
-    stream.once('open', () => resolve())
-    stream.once('error', reject)
-  })
+  // Rejects with the open error, as 'error' comes instead of 'open'.
+  await once(stream, 'open')
   // An existing file created wider (by hand) is narrowed: it names peers and what they did.
   await fsp.chmod(file, 0o600)
   return {
