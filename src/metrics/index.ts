@@ -235,9 +235,8 @@ export class MetricsServer implements Component {
   async stop(): Promise<void> {
     const server = this.#server
     this.#server = undefined
-    if (server === undefined) {
-      return
+    if (server !== undefined) {
+      await closeHttpServer(server)
     }
-    await closeHttpServer(server)
   }
 }

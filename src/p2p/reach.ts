@@ -67,12 +67,7 @@ export async function reachPeer(node: PeerupLibp2p, peerId: string, options: Rea
   }
   try {
     const won = await Promise.any(attempts)
-    return {
-      connection: won.connection,
-      path: classifyConnection(won.connection),
-      via: won.via,
-      elapsedMs: performance.now() - started,
-    }
+    return { ...won, path: classifyConnection(won.connection), elapsedMs: performance.now() - started }
   } catch (err) {
     options.signal?.throwIfAborted()
     throw explainDialFailure(peerId, err)

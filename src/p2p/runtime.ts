@@ -350,7 +350,14 @@ class Runtime implements Component {
       return untilReachable((signal, n) => this.#openSessionOnce(peer, service, signal, useDht(n)), {
         node: this.node,
         peer,
-        peerId: () => this.#tryResolve(peer),
+        // The peer id `peer` stands for now, or undefined when it does not resolve.
+        peerId: () => {
+          try {
+            return this.resolve(peer)
+          } catch {
+            return undefined
+          }
+        },
         waitMs: opts.waitMs,
         signal: opts.signal,
         onRetry: ({ attempt, delayMs, error }) => {
@@ -404,15 +411,6 @@ class Runtime implements Component {
       resumable: opened.session !== undefined,
     })
     return opened
-  }
-
-  /** The peer id `peer` stands for now, or undefined when it does not resolve. */
-  #tryResolve(peer: string): string | undefined {
-    try {
-      return this.resolve(peer)
-    } catch {
-      return undefined
-    }
   }
 
   /** Opens a plain stream to a peer's service, reaching it first; retried with backoff on transient failures. */
