@@ -52,7 +52,7 @@ export async function datachannelSelftest(options: { signal?: AbortSignal } = {}
   // talk to public STUN servers.
   const pc = new ndc.PeerConnection('peerup-selftest', { iceServers: [] })
   try {
-    const { sdp, candidates } = await waitForOffer(pc, OFFER_TIMEOUT_MS, options.signal)
+    const { sdp, candidates } = await waitForOffer(pc, options.signal)
     const embedded = loadedAddon(DATACHANNEL_ADDON)
     // Undefined fields stay out of the JSON.
     return {
@@ -77,7 +77,6 @@ type PeerConnection = InstanceType<typeof import('node-datachannel').PeerConnect
 
 function waitForOffer(
   pc: PeerConnection,
-  timeoutMs: number,
   signal: AbortSignal | undefined,
 ): Promise<{ sdp: string; candidates: number }> {
   return new Promise((resolve, reject) => {
@@ -99,10 +98,10 @@ function waitForOffer(
       // An offer without finished gathering still counts: the deadline only bounds the wait.
       finish(
         offer === undefined
-          ? new DatachannelSelftestError(`node-datachannel produced no local offer in ${timeoutMs} ms`)
+          ? new DatachannelSelftestError(`node-datachannel produced no local offer in ${OFFER_TIMEOUT_MS} ms`)
           : undefined,
       )
-    }, timeoutMs)
+    }, OFFER_TIMEOUT_MS)
     signal?.addEventListener('abort', onAbort, { once: true })
     pc.onLocalCandidate(() => {
       candidates++
