@@ -7,6 +7,7 @@
  * @packageDocumentation
  */
 
+import { once } from 'node:events'
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
@@ -21,7 +22,6 @@ export const AUDIT_EVENTS = [
   'refusal',
 ] as const
 
-/** One event. */
 export type AuditEvent =
   | { event: 'auth_decision'; peer: string; decision: 'allow' | 'deny'; where: string }
   | { event: 'auth_change'; added: string[]; removed: string[]; file: string }
@@ -46,25 +46,20 @@ export type AuditEvent =
     }
 
 /** Where audit lines go. */
-export interface AuditSink {
-  write(event: AuditEvent): void
-  close(): Promise<void>
-}
+export type AuditSink = Awaited<ReturnType<typeof openAuditLog>>
 
 /** Opens (appends to) `file`, 0600, creating its directory. */
-export async function openAuditLog(file: string): Promise<AuditSink> {
+export async function openAuditLog(file: string) {
   await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 })
   const stream = fs.createWriteStream(file, { flags: 'a', mode: 0o600 })
-  await new Promise<void>((resolve, reject) => {
-    stream.once('open', () => resolve())
-    stream.once('error', reject)
-  })
+  // Rejects with the open error, as 'error' comes instead of 'open'.
+  await once(stream, 'open')
   // An existing file created wider (by hand) is narrowed: it names peers and what they did.
   await fsp.chmod(file, 0o600)
   return {
-    write: (event) => {
+    write: (event: AuditEvent): void => {
       stream.write(`${JSON.stringify({ time: new Date().toISOString(), ...event })}\n`)
     },
-    close: () => new Promise<void>((resolve) => stream.end(() => resolve())),
+    close: (): Promise<void> => new Promise<void>((resolve) => stream.end(() => resolve())),
   }
 }

@@ -9,6 +9,7 @@
  * @packageDocumentation
  */
 
+import { once } from 'node:events'
 import * as http from 'node:http'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { Counter, Gauge, Registry } from 'prom-client'
@@ -17,146 +18,104 @@ import type { Component } from '../util/components.ts'
 import { closeHttpServer } from '../util/socket.ts'
 import { VERSION } from '../version.ts'
 
-/** Families of a node (daemon). */
-export interface NodeMetrics {
-  registry: Registry
-  proxyBytes: Counter<'direction' | 'service'>
-  proxyConnections: Counter<'service' | 'side'>
-  proxyActive: Gauge<'service' | 'side'>
-  authDecisions: Counter<'decision'>
-  serviceDenials: Counter<'service'>
-  daemonRequests: Counter<'method' | 'path' | 'status'>
-  pathDials: Counter<'path_type' | 'result'>
-  connectedPeers: Gauge<'path_type'>
-  refusals: Counter<'what' | 'reason'>
-  directAttempts: Counter
-  directSuccesses: Counter<'transport'>
-  directFailures: Counter
-  timeToDirectSum: Counter
-  timeToDirectCount: Counter
-  sessions: Gauge<'side' | 'state'>
-  sessionEvents: Counter<'side' | 'event'>
+/**
+ * A registry of our own with `peerup_info` (always 1, the version and `role` as labels), and the
+ * makers of the families registered in it.
+ */
+function familiesIn(role: string) {
+  const registry = new Registry()
+  const registers = [registry]
+  const counter = <L extends string = string>(name: string, help: string, labelNames: readonly L[] = []) =>
+    new Counter({ name, help, labelNames, registers })
+  const gauge = <L extends string = string>(name: string, help: string, labelNames: readonly L[] = []) =>
+    new Gauge({ name, help, labelNames, registers })
+  gauge('peerup_info', 'Build information: always 1, with the version as a label', ['version', 'role']).set(
+    { version: VERSION, role },
+    1,
+  )
+  return { registry, counter, gauge }
 }
 
-/** Families of a relay. */
-export interface RelayMetrics {
-  registry: Registry
-  reservations: Gauge
-  circuits: Gauge
-  relayedBytes: Counter
-  refusals: Counter<'what' | 'reason'>
-  authDecisions: Counter<'decision'>
-}
+export type NodeMetrics = ReturnType<typeof createNodeMetrics>
 
-function info(registry: Registry, role: string): void {
-  const g = new Gauge({
-    name: 'peerup_info',
-    help: 'Build information: always 1, with the version as a label',
-    labelNames: ['version', 'role'],
-    registers: [registry],
-  })
-  g.set({ version: VERSION, role }, 1)
-}
+export type RelayMetrics = ReturnType<typeof createRelayMetrics>
 
 /** The registry and families of a daemon. */
-export function createNodeMetrics(): NodeMetrics {
-  const registry = new Registry()
-  info(registry, 'node')
-  const registers = [registry]
+export function createNodeMetrics() {
+  const { registry, counter, gauge } = familiesIn('node')
   return {
     registry,
-    proxyBytes: new Counter({
-      name: 'peerup_proxy_bytes_total',
-      help: 'Bytes moved by proxied connections; direction in = from the peer, out = to the peer',
-      labelNames: ['direction', 'service'],
-      registers,
-    }),
-    proxyConnections: new Counter({
-      name: 'peerup_proxy_connections_total',
-      help: 'Proxied connections opened; side inbound = a peer used our service, outbound = we used a peer’s',
-      labelNames: ['service', 'side'],
-      registers,
-    }),
-    proxyActive: new Gauge({
-      name: 'peerup_proxy_active_connections',
-      help: 'Proxied connections open now',
-      labelNames: ['service', 'side'],
-      registers,
-    }),
-    authDecisions: new Counter({
-      name: 'peerup_auth_decisions_total',
-      help: 'Inbound connections checked against authorized_keys, by decision',
-      labelNames: ['decision'],
-      registers,
-    }),
-    serviceDenials: new Counter({
-      name: 'peerup_service_denials_total',
-      help: 'Service streams refused by allowed_peers',
-      labelNames: ['service'],
-      registers,
-    }),
-    refusals: new Counter({
-      name: 'peerup_refusals_total',
-      help: 'What peers not in authorized_keys asked for and were refused or shed, by what and why',
-      labelNames: ['what', 'reason'],
-      registers,
-    }),
-    daemonRequests: new Counter({
-      name: 'peerup_daemon_requests_total',
-      help: 'Local API requests, by method, route and status',
-      labelNames: ['method', 'path', 'status'],
-      registers,
-    }),
-    pathDials: new Counter({
-      name: 'peerup_path_dial_total',
-      help: 'Attempts to reach a peer, by the path that won (or unknown) and result',
-      labelNames: ['path_type', 'result'],
-      registers,
-    }),
-    connectedPeers: new Gauge({
-      name: 'peerup_connected_peers',
-      help: 'Peers connected now, by the path new streams take',
-      labelNames: ['path_type'],
-      registers,
-    }),
-    sessions: new Gauge({
-      name: 'peerup_sessions',
-      help: 'Resumable sessions not over; side opened = to a peer’s service, accepted = for ours; state attached or waiting (for their link to come back)',
-      labelNames: ['side', 'state'],
-      registers,
-    }),
-    sessionEvents: new Counter({
-      name: 'peerup_session_events_total',
-      help: 'What sessions did: resumed (attached again after losing their link), moved (to a direct path), expired (the grace period ended)',
-      labelNames: ['side', 'event'],
-      registers,
-    }),
-    directAttempts: new Counter({
-      name: 'peerup_direct_upgrade_attempts_total',
-      help: 'Attempts to upgrade a relayed connection to a direct one',
-      registers,
-    }),
-    directSuccesses: new Counter({
-      name: 'peerup_direct_upgrade_successes_total',
-      help: 'Relayed connections upgraded to direct, by the transport that worked',
-      labelNames: ['transport'],
-      registers,
-    }),
-    directFailures: new Counter({
-      name: 'peerup_direct_upgrade_failures_total',
-      help: 'Upgrade attempts that failed (symmetric NAT, blocked UDP)',
-      registers,
-    }),
-    timeToDirectSum: new Counter({
-      name: 'peerup_direct_time_to_direct_seconds_sum',
-      help: 'Sum of the times from a relayed connection to its direct upgrade',
-      registers,
-    }),
-    timeToDirectCount: new Counter({
-      name: 'peerup_direct_time_to_direct_seconds_count',
-      help: 'Number of upgrades timed in peerup_direct_time_to_direct_seconds_sum',
-      registers,
-    }),
+    proxyBytes: counter(
+      'peerup_proxy_bytes_total',
+      'Bytes moved by proxied connections; direction in = from the peer, out = to the peer',
+      ['direction', 'service'],
+    ),
+    proxyConnections: counter(
+      'peerup_proxy_connections_total',
+      'Proxied connections opened; side inbound = a peer used our service, outbound = we used a peer’s',
+      ['service', 'side'],
+    ),
+    proxyActive: gauge('peerup_proxy_active_connections', 'Proxied connections open now', [
+      'service',
+      'side',
+    ]),
+    authDecisions: counter(
+      'peerup_auth_decisions_total',
+      'Inbound connections checked against authorized_keys, by decision',
+      ['decision'],
+    ),
+    serviceDenials: counter('peerup_service_denials_total', 'Service streams refused by allowed_peers', [
+      'service',
+    ]),
+    refusals: counter(
+      'peerup_refusals_total',
+      'What peers not in authorized_keys asked for and were refused or shed, by what and why',
+      ['what', 'reason'],
+    ),
+    daemonRequests: counter(
+      'peerup_daemon_requests_total',
+      'Local API requests, by method, route and status',
+      ['method', 'path', 'status'],
+    ),
+    pathDials: counter(
+      'peerup_path_dial_total',
+      'Attempts to reach a peer, by the path that won (or unknown) and result',
+      ['path_type', 'result'],
+    ),
+    connectedPeers: gauge('peerup_connected_peers', 'Peers connected now, by the path new streams take', [
+      'path_type',
+    ]),
+    sessions: gauge(
+      'peerup_sessions',
+      'Resumable sessions not over; side opened = to a peer’s service, accepted = for ours; state attached or waiting (for their link to come back)',
+      ['side', 'state'],
+    ),
+    sessionEvents: counter(
+      'peerup_session_events_total',
+      'What sessions did: resumed (attached again after losing their link), moved (to a direct path), expired (the grace period ended)',
+      ['side', 'event'],
+    ),
+    directAttempts: counter(
+      'peerup_direct_upgrade_attempts_total',
+      'Attempts to upgrade a relayed connection to a direct one',
+    ),
+    directSuccesses: counter(
+      'peerup_direct_upgrade_successes_total',
+      'Relayed connections upgraded to direct, by the transport that worked',
+      ['transport'],
+    ),
+    directFailures: counter(
+      'peerup_direct_upgrade_failures_total',
+      'Upgrade attempts that failed (symmetric NAT, blocked UDP)',
+    ),
+    timeToDirectSum: counter(
+      'peerup_direct_time_to_direct_seconds_sum',
+      'Sum of the times from a relayed connection to its direct upgrade',
+    ),
+    timeToDirectCount: counter(
+      'peerup_direct_time_to_direct_seconds_count',
+      'Number of upgrades timed in peerup_direct_time_to_direct_seconds_sum',
+    ),
   }
 }
 
@@ -176,31 +135,26 @@ export function setCounter<L extends string>(
 }
 
 /** The registry and families of a relay. */
-export function createRelayMetrics(): RelayMetrics {
-  const registry = new Registry()
-  info(registry, 'relay')
-  const registers = [registry]
+export function createRelayMetrics() {
+  const { registry, counter, gauge } = familiesIn('relay')
   return {
     registry,
-    reservations: new Gauge({ name: 'peerup_relay_reservations', help: 'Reservations held now', registers }),
-    circuits: new Gauge({ name: 'peerup_relay_circuits', help: 'Relayed connections open now', registers }),
-    relayedBytes: new Counter({
-      name: 'peerup_relay_relayed_bytes_total',
-      help: 'Bytes forwarded between the two halves of relayed connections, both directions',
-      registers,
-    }),
-    refusals: new Counter({
-      name: 'peerup_relay_refusals_total',
-      help: 'Reservations and relayed connections refused, by what and why',
-      labelNames: ['what', 'reason'],
-      registers,
-    }),
-    authDecisions: new Counter({
-      name: 'peerup_auth_decisions_total',
-      help: 'Reservation requests checked against relay_authorized_keys, by decision',
-      labelNames: ['decision'],
-      registers,
-    }),
+    reservations: gauge('peerup_relay_reservations', 'Reservations held now'),
+    circuits: gauge('peerup_relay_circuits', 'Relayed connections open now'),
+    relayedBytes: counter(
+      'peerup_relay_relayed_bytes_total',
+      'Bytes forwarded between the two halves of relayed connections, both directions',
+    ),
+    refusals: counter(
+      'peerup_relay_refusals_total',
+      'Reservations and relayed connections refused, by what and why',
+      ['what', 'reason'],
+    ),
+    authDecisions: counter(
+      'peerup_auth_decisions_total',
+      'Reservation requests checked against relay_authorized_keys, by decision',
+      ['decision'],
+    ),
   }
 }
 
@@ -213,13 +167,11 @@ export function libp2pMetricsInto(registry: Registry): ReturnType<typeof prometh
   return prometheusMetrics({ registry, preserveExistingMetrics: false, collectDefaultMetrics: true })
 }
 
-/** What a {@link MetricsServer} serves and logs to. */
 export interface MetricsServerComponents {
   registry: Registry
   log: Logger
 }
 
-/** Settings of a {@link MetricsServer}. */
 export interface MetricsServerInit {
   /** `host:port` (config `telemetry.metrics.listen_address`); loopback port 0 by default. */
   listenAddress?: string
@@ -233,15 +185,13 @@ export interface MetricsServerInit {
  */
 export class MetricsServer implements Component {
   readonly #components: MetricsServerComponents
-  readonly #listen: string
-  readonly #beforeScrape: (() => void) | undefined
+  readonly #init: MetricsServerInit
   #server: http.Server | undefined
   #address: string | undefined
 
   constructor(components: MetricsServerComponents, init: MetricsServerInit = {}) {
     this.#components = components
-    this.#listen = init.listenAddress ?? '127.0.0.1:0'
-    this.#beforeScrape = init.beforeScrape
+    this.#init = init
   }
 
   /** `host:port` it listens on; only once started. */
@@ -252,10 +202,9 @@ export class MetricsServer implements Component {
     return this.#address
   }
 
-  /** Listens on the configured address. */
   async start(): Promise<void> {
     const { registry, log } = this.#components
-    const listen = this.#listen
+    const listen = this.#init.listenAddress ?? '127.0.0.1:0'
     const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen)
     const host = m?.[1] ?? m?.[2] ?? '127.0.0.1'
     const port = Number(m?.[3] ?? 0)
@@ -269,32 +218,25 @@ export class MetricsServer implements Component {
         res.writeHead(404, { 'Content-Type': 'text/plain' }).end('only GET /metrics here\n')
         return
       }
-      this.#beforeScrape?.()
+      this.#init.beforeScrape?.()
       registry
         .metrics()
         .then((text) => res.writeHead(200, { 'Content-Type': registry.contentType }).end(text))
         .catch((err: unknown) => res.writeHead(500).end(`${(err as Error).message}\n`))
     })
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(port, host, () => {
-        server.off('error', reject)
-        resolve()
-      })
-    })
+    // Rejects with the listen error (a port in use), as 'error' comes instead of 'listening'.
+    await once(server.listen(port, host), 'listening')
     const bound = server.address() as { port: number }
     this.#server = server
     this.#address = host.includes(':') ? `[${host}]:${bound.port}` : `${host}:${bound.port}`
     log.info('metrics served', { listen: this.#address })
   }
 
-  /** Closes the listener and every connection. */
   async stop(): Promise<void> {
     const server = this.#server
     this.#server = undefined
-    if (server === undefined) {
-      return
+    if (server !== undefined) {
+      await closeHttpServer(server)
     }
-    await closeHttpServer(server)
   }
 }

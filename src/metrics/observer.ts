@@ -12,67 +12,27 @@ import type { NodeMetrics, RelayMetrics } from './index.ts'
 /** Which side of a proxied connection: a peer using our service, or us using a peer's. */
 export type ProxySide = 'inbound' | 'outbound'
 
-/** What is reported. */
-export interface Observer {
-  authDecision(peer: string, decision: 'allow' | 'deny', where: string): void
-  authChanged(added: string[], removed: string[], file: string): void
-  serviceDenied(service: string, peer: string): void
-  proxyOpened(service: string, side: ProxySide): void
-  proxyClosed(service: string, side: ProxySide): void
-  proxyBytes(service: string, direction: 'in' | 'out', n: number): void
-  apiAccess(method: string, path: string, status: number, durationMs: number): void
-  pathDial(pathType: 'DIRECT' | 'RELAYED' | undefined, ok: boolean): void
-  pairing(event: Omit<Extract<AuditEvent, { event: 'pairing' }>, 'event'>): void
-  /** The relay refused a connection, reservation or circuit (`peer`: id, or IP before the handshake). */
-  relayRefusal(what: string, peer: string, reason: string): void
-  /** A node refused or shed what a peer it does not trust asked for (a relayed handshake, a DHT query). */
-  nodeRefusal(what: string, peer: string, reason: string): void
-  relayedBytes(n: number): void
-}
+/** What is reported: the methods of {@link createObserver}. */
+export type Observer = ReturnType<typeof createObserver>
 
-/** Records nothing. */
-export const NO_OBSERVER: Observer = {
-  authDecision: () => {},
-  authChanged: () => {},
-  serviceDenied: () => {},
-  proxyOpened: () => {},
-  proxyClosed: () => {},
-  proxyBytes: () => {},
-  apiAccess: () => {},
-  pathDial: () => {},
-  pairing: () => {},
-  relayRefusal: () => {},
-  nodeRefusal: () => {},
-  relayedBytes: () => {},
-}
+/** Records nothing: an observer of no metrics and no audit log. */
+export const NO_OBSERVER: Observer = createObserver({})
+
+/** The label of a refusal by what its reason says, the first that matches. */
+const REFUSAL_REASONS: Array<[RegExp, string]> = [
+  [/not in relay_authorized_keys|not authorized/, 'unauthorized'],
+  [/circuit requests|handshakes at once/, 'rate_limit'],
+  [/too many reservations|from \S+$/, 'per_ip_limit'],
+  [/too many relayed/, 'circuit_limit'],
+  [/no invite open/, 'no_invite'],
+  [/this unknown peer/, 'per_peer_limit'],
+  [/idle/, 'idle'],
+  [/not a member|strangers/, 'not_member'],
+]
 
 /** The label a relay refusal is counted under: a bounded set, not the free-text reason. */
 export function refusalReason(reason: string): string {
-  if (/not in relay_authorized_keys|not authorized/.test(reason)) {
-    return 'unauthorized'
-  }
-  if (/circuit requests|handshakes at once/.test(reason)) {
-    return 'rate_limit'
-  }
-  if (/too many reservations|from \S+$/.test(reason)) {
-    return 'per_ip_limit'
-  }
-  if (/too many relayed/.test(reason)) {
-    return 'circuit_limit'
-  }
-  if (/no invite open/.test(reason)) {
-    return 'no_invite'
-  }
-  if (/this unknown peer/.test(reason)) {
-    return 'per_peer_limit'
-  }
-  if (/idle/.test(reason)) {
-    return 'idle'
-  }
-  if (/not a member|strangers/.test(reason)) {
-    return 'not_member'
-  }
-  return 'other'
+  return REFUSAL_REASONS.find(([pattern]) => pattern.test(reason))?.[1] ?? 'other'
 }
 
 /** An observer that updates `metrics` and writes `audit`, either of which may be absent. */
@@ -80,50 +40,52 @@ export function createObserver(parts: {
   node?: NodeMetrics | undefined
   relay?: RelayMetrics | undefined
   audit?: AuditSink | undefined
-}): Observer {
+}) {
   const { node, relay, audit } = parts
   return {
-    authDecision: (peer, decision, where) => {
+    authDecision: (peer: string, decision: 'allow' | 'deny', where: string) => {
       node?.authDecisions.inc({ decision })
       relay?.authDecisions.inc({ decision })
       audit?.write({ event: 'auth_decision', peer, decision, where })
     },
-    authChanged: (added, removed, file) => {
+    authChanged: (added: string[], removed: string[], file: string) => {
       audit?.write({ event: 'auth_change', added, removed, file })
     },
-    serviceDenied: (service, peer) => {
+    serviceDenied: (service: string, peer: string) => {
       node?.serviceDenials.inc({ service })
       audit?.write({ event: 'service_denied', service, peer })
     },
-    proxyOpened: (service, side) => {
+    proxyOpened: (service: string, side: ProxySide) => {
       node?.proxyConnections.inc({ service, side })
       node?.proxyActive.inc({ service, side })
     },
-    proxyClosed: (service, side) => {
+    proxyClosed: (service: string, side: ProxySide) => {
       node?.proxyActive.dec({ service, side })
     },
-    proxyBytes: (service, direction, n) => {
+    proxyBytes: (service: string, direction: 'in' | 'out', n: number) => {
       node?.proxyBytes.inc({ service, direction }, n)
     },
-    apiAccess: (method, path, status, durationMs) => {
+    apiAccess: (method: string, path: string, status: number, durationMs: number) => {
       node?.daemonRequests.inc({ method, path, status: String(status) })
       audit?.write({ event: 'api_access', method, path, status, duration_ms: Math.round(durationMs) })
     },
-    pathDial: (pathType, ok) => {
+    pathDial: (pathType: 'DIRECT' | 'RELAYED' | undefined, ok: boolean) => {
       node?.pathDials.inc({ path_type: pathType ?? 'unknown', result: ok ? 'success' : 'failure' })
     },
-    pairing: (event) => {
+    pairing: (event: Omit<Extract<AuditEvent, { event: 'pairing' }>, 'event'>) => {
       audit?.write({ event: 'pairing', ...event })
     },
-    relayRefusal: (what, peer, reason) => {
+    /** The relay refused a connection, reservation or circuit (`peer`: id, or IP before the handshake). */
+    relayRefusal: (what: string, peer: string, reason: string) => {
       relay?.refusals.inc({ what, reason: refusalReason(reason) })
       audit?.write({ event: 'refusal', role: 'relay', what, peer, reason })
     },
-    nodeRefusal: (what, peer, reason) => {
+    /** A node refused or shed what a peer it does not trust asked for (a relayed handshake, a DHT query). */
+    nodeRefusal: (what: string, peer: string, reason: string) => {
       node?.refusals.inc({ what, reason: refusalReason(reason) })
       audit?.write({ event: 'refusal', role: 'node', what, peer, reason })
     },
-    relayedBytes: (n) => {
+    relayedBytes: (n: number) => {
       relay?.relayedBytes.inc(n)
     },
   }

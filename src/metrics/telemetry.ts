@@ -11,7 +11,6 @@ import { type AuditSink, openAuditLog } from './audit.ts'
 import type { NodeMetrics, RelayMetrics } from './index.ts'
 import { createObserver, NO_OBSERVER, type Observer } from './observer.ts'
 
-/** Settings of {@link Telemetry}. */
 export interface TelemetryInit {
   /** The daemon's metric families, when metrics are on. */
   node?: NodeMetrics | undefined
@@ -42,14 +41,12 @@ export class Telemetry implements Component {
     return this.#observer
   }
 
-  /** Opens the audit log, when it is on. */
   async start(): Promise<void> {
     const { node, relay, audit, dir } = this.#init
     this.#audit = audit?.enabled === true ? await openAuditLog(resolveIn(dir, audit.file)) : undefined
     this.#observer = createObserver({ node, relay, audit: this.#audit })
   }
 
-  /** Closes the audit log. */
   async stop(): Promise<void> {
     this.#observer = NO_OBSERVER
     const audit = this.#audit

@@ -20,21 +20,13 @@ import { AddonLoadError, AddonNotEmbeddedError, UnsafeCacheDirError } from './er
 declare const __PEERUP_NATIVE_ASSETS__: Record<string, string> | undefined
 
 /** Where and how an embedded addon was loaded. */
-export interface LoadedAddon {
-  name: string
-  /** The unpacked file given to `process.dlopen`. */
-  path: string
-  /** True when a file from an earlier run was reused (after checking its bytes). */
-  reused: boolean
-  /** Time spent unpacking (or checking) and loading, in milliseconds. */
-  elapsedMs: number
-}
+export type LoadedAddon = Pick<UnpackResult<unknown>, 'path' | 'reused'>
 
-const loaded = new Map<string, { exports: unknown; info: LoadedAddon }>()
+const loaded = new Map<string, UnpackResult<unknown>>()
 
 /** The load record of an embedded addon, or undefined when it was not loaded from the executable. */
 export function loadedAddon(name: string): LoadedAddon | undefined {
-  return loaded.get(name)?.info
+  return loaded.get(name)
 }
 
 /**
@@ -44,15 +36,13 @@ export function loadedAddon(name: string): LoadedAddon | undefined {
 export function nativeCacheDirs(vars: NodeJS.ProcessEnv = process.env): string[] {
   const uid = process.getuid?.() ?? 'user'
   const fallback = path.join(os.tmpdir(), `peerup-${uid}`, 'native')
-  let cacheDir: string
   try {
-    cacheDir = readEnv(vars).cacheDir
+    return [path.join(readEnv(vars).cacheDir, 'native'), fallback]
   } catch {
     // No HOME and no passwd entry (a bare uid in a container): os.homedir() throws. WebRTC must still
     // load, so go straight to the temp directory.
     return [fallback]
   }
-  return [path.join(cacheDir, 'native'), fallback]
 }
 
 /**
@@ -63,7 +53,7 @@ export function loadEmbeddedAddon(name: string): unknown {
   const cached = loaded.get(name)
   if (cached !== undefined) {
     // Both the ESM and the CJS build of a package may be bundled; load the library only once.
-    return cached.exports
+    return cached.loaded
   }
   if (!sea.isSea()) {
     throw new AddonNotEmbeddedError(`native addon ${name} is embedded only in the single executable`, {
@@ -76,7 +66,6 @@ export function loadEmbeddedAddon(name: string): unknown {
       hint: 'rebuild with npm run build',
     })
   }
-  const started = performance.now()
   // Zero-copy view of the bytes mapped from the executable itself.
   const bytes = new Uint8Array(sea.getRawAsset(name))
   const unpacked = unpackAddon({
@@ -90,21 +79,13 @@ export function loadEmbeddedAddon(name: string): unknown {
       return module.exports
     },
   })
-  const info: LoadedAddon = {
-    name,
-    path: unpacked.path,
-    reused: unpacked.reused,
-    elapsedMs: performance.now() - started,
-  }
-  loaded.set(name, { exports: unpacked.loaded, info })
+  loaded.set(name, unpacked)
   return unpacked.loaded
 }
 
-/** Options for {@link unpackAddon}. */
 export interface UnpackOptions<T> {
   /** Asset name, used in the file name and in messages. */
   name: string
-  /** The addon's bytes. */
   bytes: Uint8Array
   /** Hex sha256 of `bytes`; its first 16 digits name the file, so different builds never collide. */
   sha256: string
@@ -114,9 +95,10 @@ export interface UnpackOptions<T> {
   load?: (file: string) => T
 }
 
-/** The outcome of {@link unpackAddon}. */
 export interface UnpackResult<T> {
+  /** The unpacked file given to the loader (`process.dlopen`). */
   path: string
+  /** True when a file from an earlier run was reused (after checking its bytes). */
   reused: boolean
   loaded: T | undefined
   /** Why earlier directories were skipped, for diagnostics. */
@@ -133,8 +115,7 @@ export function unpackAddon<T>(options: UnpackOptions<T>): UnpackResult<T> {
   for (const dir of options.dirs) {
     try {
       const placed = placeAddonFile(dir, options.name, options.bytes, options.sha256)
-      const result = options.load?.(placed.path)
-      return { ...placed, loaded: result, skipped }
+      return { ...placed, loaded: options.load?.(placed.path), skipped }
     } catch (err) {
       skipped.push(`${dir}: ${err instanceof Error ? err.message : String(err)}`)
     }

@@ -14,17 +14,8 @@ import { DatachannelSelftestError } from './errors.ts'
 /** The SEA asset name of node-datachannel's addon (build.mjs embeds it under this name). */
 export const DATACHANNEL_ADDON = 'node_datachannel.node'
 
-/** Options for {@link datachannelSelftest}. */
-export interface SelftestOptions {
-  signal?: AbortSignal
-  /** How long to wait for the offer; 5 s by default. */
-  timeoutMs?: number
-  /**
-   * Call node-datachannel's `cleanup()` afterwards (default true) so a one-shot process can exit. It
-   * closes every peer connection in the process, so pass false inside a running daemon.
-   */
-  cleanup?: boolean
-}
+/** How long to wait for the offer. */
+const OFFER_TIMEOUT_MS = 5000
 
 /** What {@link datachannelSelftest} found. */
 export interface SelftestResult {
@@ -52,9 +43,8 @@ const GATHERING_GRACE_MS = 1000
  * offer. Throws {@link DatachannelSelftestError} on timeout, the signal's reason when aborted, and the
  * loader's error when the addon cannot be loaded.
  */
-export async function datachannelSelftest(options: SelftestOptions = {}): Promise<SelftestResult> {
+export async function datachannelSelftest(options: { signal?: AbortSignal } = {}): Promise<SelftestResult> {
   const started = performance.now()
-  const timeoutMs = options.timeoutMs ?? 5000
   options.signal?.throwIfAborted()
   // Imported here so that merely importing this module does not load a 9 MB library.
   const ndc = await import('node-datachannel')
@@ -62,30 +52,24 @@ export async function datachannelSelftest(options: SelftestOptions = {}): Promis
   // talk to public STUN servers.
   const pc = new ndc.PeerConnection('peerup-selftest', { iceServers: [] })
   try {
-    const { sdp, candidates } = await waitForOffer(pc, timeoutMs, options.signal)
+    const { sdp, candidates } = await waitForOffer(pc, options.signal)
     const embedded = loadedAddon(DATACHANNEL_ADDON)
-    const result: SelftestResult = {
+    // Undefined fields stay out of the JSON.
+    return {
       ok: true,
       addon: embedded === undefined ? 'node_modules' : 'embedded',
       offerType: 'offer',
       sdpBytes: Buffer.byteLength(sdp),
       candidates,
       elapsedMs: Math.round(performance.now() - started),
+      addonPath: embedded?.path ?? requiredAddonPath(),
+      addonReused: embedded?.reused,
     }
-    const addonPath = embedded?.path ?? requiredAddonPath()
-    if (addonPath !== undefined) {
-      result.addonPath = addonPath
-    }
-    if (embedded !== undefined) {
-      result.addonReused = embedded.reused
-    }
-    return result
   } finally {
     pc.close()
-    if (options.cleanup !== false) {
-      // Joins libdatachannel's threads; without it the process lingers after the test.
-      ndc.cleanup()
-    }
+    // Joins libdatachannel's threads; without it the process lingers after the test. It closes
+    // every peer connection in the process: never call this selftest inside a running daemon.
+    ndc.cleanup()
   }
 }
 
@@ -93,7 +77,6 @@ type PeerConnection = InstanceType<typeof import('node-datachannel').PeerConnect
 
 function waitForOffer(
   pc: PeerConnection,
-  timeoutMs: number,
   signal: AbortSignal | undefined,
 ): Promise<{ sdp: string; candidates: number }> {
   return new Promise((resolve, reject) => {
@@ -115,10 +98,10 @@ function waitForOffer(
       // An offer without finished gathering still counts: the deadline only bounds the wait.
       finish(
         offer === undefined
-          ? new DatachannelSelftestError(`node-datachannel produced no local offer in ${timeoutMs} ms`)
+          ? new DatachannelSelftestError(`node-datachannel produced no local offer in ${OFFER_TIMEOUT_MS} ms`)
           : undefined,
       )
-    }, timeoutMs)
+    }, OFFER_TIMEOUT_MS)
     signal?.addEventListener('abort', onAbort, { once: true })
     pc.onLocalCandidate(() => {
       candidates++

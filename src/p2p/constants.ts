@@ -83,17 +83,19 @@ export const MAX_READ_BUFFER_BYTES = 2 * MAX_STREAM_WINDOW_BYTES
  */
 export const MAX_EARLY_STREAMS = 256
 
+/** Options for `yamux()` with a stream window of `windowBytes` and a read buffer of twice that. */
+function yamuxOptions(windowBytes: number) {
+  return {
+    maxEarlyStreams: MAX_EARLY_STREAMS,
+    streamOptions: { maxStreamWindowSize: windowBytes, maxReadBufferLength: 2 * windowBytes },
+  } as const
+}
+
 /**
  * Options for `yamux()` on every peerup node. yamux's own connection limits (1000 streams each way)
  * are already above what the proxy asks for.
  */
-export const YAMUX_OPTIONS = {
-  maxEarlyStreams: MAX_EARLY_STREAMS,
-  streamOptions: {
-    maxStreamWindowSize: MAX_STREAM_WINDOW_BYTES,
-    maxReadBufferLength: MAX_READ_BUFFER_BYTES,
-  },
-} as const
+export const YAMUX_OPTIONS = yamuxOptions(MAX_STREAM_WINDOW_BYTES)
 
 /**
  * The relay's stream window: 2 MiB rather than the nodes' 4 MiB. A relay holds up to a window per
@@ -106,10 +108,4 @@ export const YAMUX_OPTIONS = {
 export const RELAY_STREAM_WINDOW_BYTES = 2 * 1024 * 1024
 
 /** yamux settings of a relay (see {@link RELAY_STREAM_WINDOW_BYTES}). */
-export const RELAY_YAMUX_OPTIONS = {
-  maxEarlyStreams: MAX_EARLY_STREAMS,
-  streamOptions: {
-    maxStreamWindowSize: RELAY_STREAM_WINDOW_BYTES,
-    maxReadBufferLength: 2 * RELAY_STREAM_WINDOW_BYTES,
-  },
-} as const
+export const RELAY_YAMUX_OPTIONS = yamuxOptions(RELAY_STREAM_WINDOW_BYTES)

@@ -12,8 +12,8 @@ import { pingConnection } from './liveness.ts'
 import { bestConnection, classifyConnection, describePath, type PathInfo, samePath } from './path.ts'
 import type { PeerPath, UpgradeEvent } from './paths.ts'
 import type { NodeRuntime } from './runtime.ts'
+import { nextEvent } from './wait.ts'
 
-/** Options of {@link pingPeer}. */
 export interface PingOptions {
   /** Number of pings; 0 = until the signal fires (or, with `untilDirect`, until the path is direct). */
   count: number
@@ -61,23 +61,20 @@ export async function pingPeer(rt: NodeRuntime, peer: string, options: PingOptio
       if (signal.aborted) {
         break
       }
-      let reply: PingReply
       let conn: Connection | undefined
+      let rttMs: number | undefined
+      let error: string | undefined
       try {
         conn = bestConnection(rt.node.getConnections(remote)) ?? (await rt.reach(peer, signal)).connection
-        const path = classifyConnection(conn)
-        const rttMs = await pingConnection(
-          conn,
-          AbortSignal.any([AbortSignal.timeout(PING_TIMEOUT_MS), signal]),
-        )
-        reply = { seq, rttMs, error: undefined, path, changed: !samePath(path, last) }
+        rttMs = await pingConnection(conn, AbortSignal.any([AbortSignal.timeout(PING_TIMEOUT_MS), signal]))
       } catch (err) {
         if (signal.aborted) {
           break
         }
-        const path = conn === undefined ? last : classifyConnection(conn)
-        reply = { seq, rttMs: undefined, error: (err as Error).message, path, changed: !samePath(path, last) }
+        error = (err as Error).message
       }
+      const path = conn === undefined ? last : classifyConnection(conn)
+      const reply: PingReply = { seq, rttMs, error, path, changed: !samePath(path, last) }
       if (reply.changed) {
         const change = { seq, afterMs: performance.now() - connectedAt, from: last, to: reply.path }
         pathChanges.push(change)
@@ -86,14 +83,11 @@ export async function pingPeer(rt: NodeRuntime, peer: string, options: PingOptio
       last = reply.path
       replies.push(reply)
       options.onReply?.(reply)
-      if (options.untilDirect === true) {
-        if (
-          reply.rttMs !== undefined &&
-          (reply.path.type === 'DIRECT' || upgradeGaveUp.signal.aborted || unavailable)
-        ) {
-          break
-        }
-      } else if (options.count !== 0 && seq >= options.count) {
+      const done =
+        options.untilDirect === true
+          ? rttMs !== undefined && (path.type === 'DIRECT' || upgradeGaveUp.signal.aborted || unavailable)
+          : options.count !== 0 && seq >= options.count
+      if (done) {
         break
       }
       // A change of path (the upgrade finishing) wakes the wait, or skips it when it came during
@@ -102,15 +96,24 @@ export async function pingPeer(rt: NodeRuntime, peer: string, options: PingOptio
       if (now !== undefined && !samePath(classifyConnection(now), last)) {
         continue
       }
-      await waitForPathChange(rt, peerId, options.intervalMs, AbortSignal.any([signal, upgradeGaveUp.signal]))
+      // The interval, or less when the path to the peer changes.
+      const wakeUp = AbortSignal.any([signal, upgradeGaveUp.signal])
+      await nextEvent(rt.paths, 'path', (evt) => evt.detail.peer === peerId, options.intervalMs, wakeUp)
     }
   } finally {
     rt.paths.removeEventListener('upgrade', onUpgrade)
   }
-  if (options.untilDirect === true && last.type === 'DIRECT') {
+  if (
+    options.untilDirect === true &&
+    last.type === 'DIRECT' &&
+    rt.paths.get(peerId)?.upgrade.state === 'upgrading' &&
+    !signal.aborted
+  ) {
     // A punched connection (src/p2p/punch.ts) carries pings a moment before the upgrader has
     // confirmed it: the report waits for that outcome (bounded), so it says how long it took.
-    await upgradeSettled(rt, peerId, AbortSignal.any([signal, AbortSignal.timeout(UPGRADE_SETTLE_MS)]))
+    const settled = (evt: CustomEvent<UpgradeEvent>): boolean =>
+      evt.detail.peer === peerId && evt.detail.outcome !== 'started'
+    await nextEvent(rt.paths, 'upgrade', settled, UPGRADE_SETTLE_MS, signal)
   }
   const rtts = replies.flatMap((r) => (r.rttMs === undefined ? [] : [r.rttMs]))
   return {
@@ -131,52 +134,10 @@ export async function pingPeer(rt: NodeRuntime, peer: string, options: PingOptio
   }
 }
 
-/** Timeout of one ping. */
 const PING_TIMEOUT_MS = 10_000
 
 /** How long `--until-direct` waits, once a reply went DIRECT, for the upgrader's outcome. */
 const UPGRADE_SETTLE_MS = 5_000
-
-/** Resolves once the peer's upgrade is no longer under way (or `signal` fires). */
-async function upgradeSettled(rt: NodeRuntime, peerId: string, signal: AbortSignal): Promise<void> {
-  if (rt.paths.get(peerId)?.upgrade.state !== 'upgrading' || signal.aborted) {
-    return
-  }
-  await new Promise<void>((resolve) => {
-    const done = (): void => {
-      rt.paths.removeEventListener('upgrade', onUpgrade)
-      signal.removeEventListener('abort', done)
-      resolve()
-    }
-    const onUpgrade = (evt: CustomEvent<UpgradeEvent>): void => {
-      if (evt.detail.peer === peerId && evt.detail.outcome !== 'started') {
-        done()
-      }
-    }
-    rt.paths.addEventListener('upgrade', onUpgrade)
-    signal.addEventListener('abort', done, { once: true })
-  })
-}
-
-/** Waits `ms`, or less when the path to `peer` changes or `signal` fires. */
-function waitForPathChange(rt: NodeRuntime, peer: string, ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms)
-    function onPath(evt: CustomEvent<{ peer: string }>): void {
-      if (evt.detail.peer === peer) {
-        done()
-      }
-    }
-    function done(): void {
-      clearTimeout(timer)
-      signal.removeEventListener('abort', done)
-      rt.paths.removeEventListener('path', onPath)
-      resolve()
-    }
-    signal.addEventListener('abort', done, { once: true })
-    rt.paths.addEventListener('path', onPath)
-  })
-}
 
 /** Traces the path to `peer`: the relay (when relayed) and the peer, with a round trip to each. */
 export async function traceroutePeer(
@@ -191,9 +152,7 @@ export async function traceroutePeer(
   const path = classifyConnection(conn)
   const timeout = (): AbortSignal =>
     AbortSignal.any([AbortSignal.timeout(PING_TIMEOUT_MS), ...(signal === undefined ? [] : [signal])])
-  const measure = async (
-    ping: () => Promise<number>,
-  ): Promise<{ rttMs: number | undefined; error: string | undefined }> => {
+  const measure = async (ping: () => Promise<number>): Promise<Pick<Hop, 'rttMs' | 'error'>> => {
     try {
       return { rttMs: await ping(), error: undefined }
     } catch (err) {

@@ -26,6 +26,14 @@ export class ServiceRefusedError extends PeerupError {
   override name = 'ServiceRefusedError'
 }
 
+/** The peer offers no service of that name. */
+export function noSuchService(peer: string, service: string, cause: unknown): ServiceRefusedError {
+  return new ServiceRefusedError(`${peer} does not offer a service named ${service}`, {
+    hint: `on ${peer}: \`peerup service add ${service} <host:port>\`, then restart its daemon`,
+    cause,
+  })
+}
+
 /** `ping --until-direct`: the path did not become direct (the upgrade failed, or the wait ran out). */
 export class NoDirectPathError extends PeerupError {
   override name = 'NoDirectPathError'

@@ -91,10 +91,7 @@ export async function pingConnection(conn: Connection, signal: AbortSignal): Pro
   }
 }
 
-/** Settings of {@link LivenessMonitor}; each has a default. */
 export interface LivenessInit {
-  intervalMs?: number
-  timeoutMs?: number
   /** Told of each connection aborted, for the log. */
   onDead?: (connection: Connection, err: ConnectionDeadError) => void
 }
@@ -107,8 +104,6 @@ export interface LivenessInit {
  */
 export class LivenessMonitor implements Startable {
   readonly #components: LivenessComponents
-  readonly #intervalMs: number
-  readonly #timeoutMs: number
   readonly #onDead: LivenessInit['onDead']
   readonly #pinging = new WeakSet<Connection>()
   /** Connections pinged because their peer opened a newer one. */
@@ -120,8 +115,6 @@ export class LivenessMonitor implements Startable {
 
   constructor(components: LivenessComponents, init: LivenessInit = {}) {
     this.#components = components
-    this.#intervalMs = init.intervalMs ?? LIVENESS_INTERVAL_MS
-    this.#timeoutMs = init.timeoutMs ?? LIVENESS_TIMEOUT_MS
     this.#onDead = init.onDead
   }
 
@@ -131,7 +124,7 @@ export class LivenessMonitor implements Startable {
 
   start(): void {
     this.#controller = new AbortController()
-    this.#timer = setInterval(() => this.#round(), this.#intervalMs)
+    this.#timer = setInterval(() => this.#round(), LIVENESS_INTERVAL_MS)
     this.#timer.unref()
     this.#components.events.addEventListener('connection:open', this.#onOpen)
   }
@@ -144,7 +137,7 @@ export class LivenessMonitor implements Startable {
 
   #round(): void {
     for (const connection of this.#components.connectionManager.getConnections()) {
-      this.#ping(connection, this.#timeoutMs)
+      this.#ping(connection, LIVENESS_TIMEOUT_MS)
     }
   }
 
@@ -162,7 +155,7 @@ export class LivenessMonitor implements Startable {
       if (connection !== fresh && !isRelayed(connection) && connection.timeline.open <= fresh.timeline.open) {
         // One that missed its last ping round goes now; the others get a ping of their own, apart
         // from the rounds' (one of those may be under way, with the long timeout).
-        if (!this.#silent(connection)) {
+        if (!this.suspect(connection)) {
           this.#ping(connection, SUPERSEDED_TIMEOUT_MS, this.#probing)
         }
       }
@@ -192,16 +185,11 @@ export class LivenessMonitor implements Startable {
   /**
    * Something over `connection` stopped answering (a session's probe over a circuit through it):
    * if the connection itself missed its last ping round, it is taken for dead now rather than at
-   * the end of its ping's timeout. One that answered lately is left alone.
+   * the end of its ping's timeout. One that answered lately is left alone. Tells whether it was.
    */
-  suspect(connection: Connection): void {
-    this.#silent(connection)
-  }
-
-  /** Aborts `connection` if it missed its last ping round; whether it did. */
-  #silent(connection: Connection): boolean {
+  suspect(connection: Connection): boolean {
     const silentMs = Date.now() - (this.#answered.get(connection) ?? connection.timeline.open)
-    if (silentMs <= this.#intervalMs * 1.5) {
+    if (silentMs <= LIVENESS_INTERVAL_MS * 1.5) {
       return false
     }
     this.#dead(connection, `no answer to a ping for ${(silentMs / 1000).toFixed(1)} s`)

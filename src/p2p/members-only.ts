@@ -35,6 +35,7 @@ import { publicKeyToProtobuf } from '@libp2p/crypto/keys'
 import { type Identify, type IdentifyComponents, identify } from '@libp2p/identify'
 import type { AbortOptions, Connection, PeerId, Stream, StreamHandler, Topology } from '@libp2p/interface'
 import { type KadDHT, type KadDHTComponents, kadDHT, type PeerInfoMapper } from '@libp2p/kad-dht'
+import { varint as multiformatsVarint } from 'multiformats'
 import { PING_PROTOCOL, RELAY_HOP_PROTOCOL } from './constants.ts'
 
 /** What was refused to a non-member: its DHT stream, or a place in the DHT routing table. */
@@ -78,16 +79,10 @@ export class NotAMemberError extends Error {
  * aborted, non-members never enter the routing table and are never named in an answer.
  */
 export function membersOnlyKadDHT(
-  init: NonNullable<Parameters<typeof kadDHT>[0]>,
+  init: NonNullable<Parameters<typeof kadDHT>[0]> & { protocol: string },
   members: Members,
 ): (components: KadDHTComponents) => KadDHT {
   const protocol = init.protocol
-  if (protocol === undefined) {
-    throw new Error('membersOnlyKadDHT needs the DHT protocol')
-  }
-  const refuse = (peer: PeerId | string, what: MembersOnlyRefusal): void => {
-    members.onRefused?.(peer.toString(), what)
-  }
   return (components) => {
     const self = components.peerId
     const mapper: PeerInfoMapper = init.peerInfoMapper ?? ((p) => p)
@@ -95,13 +90,9 @@ export function membersOnlyKadDHT(
     const guarded = overriding(components, {
       registrar: overriding(registrar, {
         handle: (p: string, handler: StreamHandler, options?: Parameters<typeof registrar.handle>[2]) =>
-          registrar.handle(p, p === protocol ? refusingHandler(handler, members, refuse) : handler, options),
+          registrar.handle(p, p === protocol ? refusingHandler(handler, members) : handler, options),
         register: (p: string, topology: Topology, options?: AbortOptions) =>
-          registrar.register(
-            p,
-            p === protocol ? refusingTopology(topology, members, refuse) : topology,
-            options,
-          ),
+          registrar.register(p, p === protocol ? refusingTopology(topology, members) : topology, options),
       }),
     })
     const dht = kadDHT({
@@ -114,7 +105,7 @@ export function membersOnlyKadDHT(
           ? mapper(peer)
           : { ...peer, multiaddrs: [] },
     })(guarded)
-    guardRoutingTable(dht, members, refuse)
+    guardRoutingTable(dht, members)
     return dht
   }
 }
@@ -124,25 +115,18 @@ export function membersOnlyKadDHT(
  * `strangerAgent`, the handled {@link STRANGER_PROTOCOLS}, no listen addresses, no signed peer record.
  */
 export function membersOnlyIdentify(
-  init: NonNullable<Parameters<typeof identify>[0]>,
+  // No protocolPrefix: the wrapper recognises the identify handler by its default protocol id.
+  init: Omit<NonNullable<Parameters<typeof identify>[0]>, 'protocolPrefix'>,
   members: Members,
-  options: {
-    /** The user agent a stranger sees: ours without the version (`peerup`, `relay-server`). */
-    strangerAgent: string
-    /** {@link STRANGER_PROTOCOLS} by default. */
-    strangerProtocols?: readonly string[]
-  },
+  /** The user agent a stranger sees: ours without the version (`peerup`, `relay-server`). */
+  strangerAgent: string,
 ): (components: IdentifyComponents) => Identify {
-  if (init.protocolPrefix !== undefined && init.protocolPrefix !== 'ipfs') {
-    // The wrapper recognises the identify handler by its protocol id.
-    throw new Error('membersOnlyIdentify supports the default identify protocol only')
-  }
-  const allowed = new Set(options.strangerProtocols ?? STRANGER_PROTOCOLS)
+  const allowed = new Set(STRANGER_PROTOCOLS)
   return (components) => {
     const registrar = components.registrar
     const reduced: StreamHandler = (stream, connection) =>
       answerStranger(stream, connection, {
-        agent: options.strangerAgent,
+        agent: strangerAgent,
         publicKey: publicKeyToProtobuf(components.privateKey.publicKey),
         protocols: registrar.getProtocols().filter((p) => allowed.has(p)),
         timeoutMs: init.timeout ?? 5_000,
@@ -184,15 +168,11 @@ function overriding<T extends object>(target: T, overrides: Partial<T>): T {
   })
 }
 
-function refusingHandler(
-  handler: StreamHandler,
-  members: Members,
-  refuse: (peer: PeerId, what: MembersOnlyRefusal) => void,
-): StreamHandler {
+function refusingHandler(handler: StreamHandler, members: Members): StreamHandler {
   return (stream, connection) => {
     const peer = connection.remotePeer
     if (!members.isMember(peer.toString())) {
-      refuse(peer, 'dht')
+      members.onRefused?.(peer.toString(), 'dht')
       // Negotiation has already said yes (the protocol list is per node, not per connection):
       // the stranger's request is dropped unread.
       stream.abort(new NotAMemberError('the DHT is for members only'))
@@ -202,17 +182,13 @@ function refusingHandler(
   }
 }
 
-function refusingTopology(
-  topology: Topology,
-  members: Members,
-  refuse: (peer: PeerId, what: MembersOnlyRefusal) => void,
-): Topology {
+function refusingTopology(topology: Topology, members: Members): Topology {
   return {
     ...topology,
     onConnect: (peer, connection) => {
       if (!members.isMember(peer.toString())) {
         // Identify listed the kad protocol: stock kad-dht would now add the peer to the table.
-        refuse(peer, 'routing-table')
+        members.onRefused?.(peer.toString(), 'routing-table')
         return
       }
       return topology.onConnect?.(peer, connection)
@@ -225,11 +201,7 @@ interface WithRoutingTable {
   routingTable?: { add?: (peer: PeerId, options?: AbortOptions) => Promise<void> }
 }
 
-function guardRoutingTable(
-  dht: KadDHT,
-  members: Members,
-  refuse: (peer: PeerId, what: MembersOnlyRefusal) => void,
-): void {
+function guardRoutingTable(dht: KadDHT, members: Members): void {
   const table = (dht as unknown as WithRoutingTable).routingTable
   const add = table?.add
   if (table === undefined || add === undefined) {
@@ -241,7 +213,7 @@ function guardRoutingTable(
   // of our queries (QueryManager: PEER_RESPONSE, not filtered by the mapper) and the peer store at start.
   table.add = async (peer, options) => {
     if (!members.isMember(peer.toString())) {
-      refuse(peer, 'routing-table')
+      members.onRefused?.(peer.toString(), 'routing-table')
       return
     }
     await add.call(table, peer, options)
@@ -270,7 +242,8 @@ async function answerStranger(
     ...(observed === undefined ? {} : { observedAddr: observed }),
   })
   try {
-    stream.send(lengthPrefixed(message))
+    // Length-prefixed, as every identify message.
+    stream.send(Buffer.concat([varint(message.byteLength), message]))
     await stream.close({ signal })
   } catch (err) {
     stream.abort(err as Error)
@@ -304,30 +277,9 @@ export function encodeIdentify(m: {
   for (const p of m.protocols) {
     field(3, text.encode(p))
   }
-  return concat(parts)
-}
-
-function lengthPrefixed(bytes: Uint8Array): Uint8Array {
-  return concat([varint(bytes.byteLength), bytes])
+  return Buffer.concat(parts)
 }
 
 function varint(n: number): Uint8Array {
-  const out: number[] = []
-  let v = n
-  while (v >= 0x80) {
-    out.push((v & 0x7f) | 0x80)
-    v = Math.floor(v / 128)
-  }
-  out.push(v)
-  return Uint8Array.from(out)
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
-  let offset = 0
-  for (const p of parts) {
-    out.set(p, offset)
-    offset += p.byteLength
-  }
-  return out
+  return multiformatsVarint.encodeTo(n, new Uint8Array(multiformatsVarint.encodingLength(n)))
 }

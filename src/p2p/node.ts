@@ -25,7 +25,6 @@ import {
   MAX_EARLY_STREAMS,
   MAX_READ_BUFFER_BYTES,
   NODE_AGENT,
-  type RELAY_YAMUX_OPTIONS,
   YAMUX_OPTIONS,
 } from './constants.ts'
 import { type LivenessInit, type LivenessMonitor, liveness } from './liveness.ts'
@@ -51,20 +50,27 @@ export interface BaseServices extends ServiceMap {
 /** A running peerup libp2p node. */
 export type PeerupLibp2p<S extends ServiceMap = BaseServices> = Libp2p<S>
 
-/** What a node is made of. */
-export interface PeerupNodeOptions {
+/** What every peerup libp2p node, a node's or a relay's, is made of. */
+interface CommonOptions {
   privateKey: PrivateKey
   /** Multiaddrs to listen on (config `network.listen_addresses`). */
   listen: string[]
-  /** How many relays reservations should be held on: one `/p2p-circuit` listener each. */
-  relayCount: number
   /** Private network name: the DHT protocol is `/peerup[/<network>]/kad/1.0.0`. */
   network: string
   gater: ConnectionGater
-  /** Identify user agent; `peerup/<version>` by default. */
-  agent?: string
-  /** Run the DHT in server mode (relays do; nodes behind NAT are clients). */
-  dhtServer?: boolean
+  /**
+   * Who may use the DHT and see the full identify record: relay_authorized_keys on a relay,
+   * authorized_keys plus the relays (and bootstrap peers) on a node. Undefined: everyone.
+   */
+  members?: Members
+  /** How dead connections are found (src/p2p/liveness.ts); its defaults otherwise. */
+  liveness?: LivenessInit
+}
+
+/** What a node is made of. */
+export interface PeerupNodeOptions extends CommonOptions {
+  /** How many relays reservations should be held on: one `/p2p-circuit` listener each. */
+  relayCount: number
   /**
    * The direct path across NAT (WebRTC, signalled through a relay), with the STUN servers ICE may
    * ask: only ever the configured relays' own ({@link iceServersFor}). Undefined: no WebRTC at all,
@@ -73,51 +79,40 @@ export interface PeerupNodeOptions {
   webrtc?: { iceServers: string[] }
   /** libp2p's metrics (`@libp2p/prometheus-metrics` into our own registry), when metrics are on. */
   metrics?: Libp2pOptions['metrics']
-  /** DHT and full identify for members only (see `baseLibp2pOptions`); undefined: everyone. */
-  members?: Members
   /**
    * Start the node before returning it (default true). False leaves it to the caller, which then
    * starts it as one component among others (src/util/components.ts).
    */
   start?: boolean
-  /** How dead connections are found (src/p2p/liveness.ts); its defaults otherwise. */
-  liveness?: LivenessInit
 }
 
 /**
  * The libp2p settings shared by nodes and relays: transports, encryption, muxing, connection
  * manager and monitor, identify, ping and the private DHT.
  */
-export function baseLibp2pOptions(options: {
-  privateKey: PrivateKey
-  listen: string[]
-  network: string
-  gater: ConnectionGater
-  agent: string
-  dhtServer: boolean
-  transports?: Libp2pOptions['transports']
-  /** Connections open at once; libp2p's default (300) is a node's, far too few for a relay. */
-  maxConnections?: number
-  /** Inbound connections in their handshake at once, everyone together (libp2p's default: 10). */
-  maxPendingConnections?: number
-  /**
-   * New inbound connections per second from one IP that libp2p accepts (default 100). A relay
-   * passes `Infinity` and limits them in its gater instead, where a refusal is audited and a
-   * member's connection is given back (src/relay/gater.ts).
-   */
-  inboundConnectionsPerSecondPerIp?: number
-  /** How long an inbound connection may take to authenticate (libp2p's default: 10 s). */
-  handshakeTimeoutMs?: number
-  /** yamux settings; the nodes' {@link YAMUX_OPTIONS} by default (a relay passes its own). */
-  yamux?: typeof YAMUX_OPTIONS | typeof RELAY_YAMUX_OPTIONS
-  /**
-   * Who may use the DHT and see the full identify record: relay_authorized_keys on a relay,
-   * authorized_keys plus the relays (and bootstrap peers) on a node. Undefined: everyone.
-   */
-  members?: Members
-  /** How dead connections are found (src/p2p/liveness.ts); its defaults otherwise. */
-  liveness?: LivenessInit
-}): Libp2pOptions<BaseServices> {
+export function baseLibp2pOptions(
+  options: CommonOptions & {
+    /** Identify user agent: `<name>/<version>`. */
+    agent: string
+    /** Run the DHT in server mode (relays do; nodes behind NAT are clients). */
+    dhtServer: boolean
+    transports?: Libp2pOptions['transports']
+    /** Connections open at once; libp2p's default (300) is a node's, far too few for a relay. */
+    maxConnections?: number
+    /** Inbound connections in their handshake at once, everyone together (libp2p's default: 10). */
+    maxPendingConnections?: number
+    /**
+     * New inbound connections per second from one IP that libp2p accepts (default 100). A relay
+     * passes `Infinity` and limits them in its gater instead, where a refusal is audited and a
+     * member's connection is given back (src/relay/gater.ts).
+     */
+    inboundConnectionsPerSecondPerIp?: number
+    /** How long an inbound connection may take to authenticate (libp2p's default: 10 s). */
+    handshakeTimeoutMs?: number
+    /** yamux settings; the nodes' {@link YAMUX_OPTIONS} by default (a relay passes its own). */
+    yamux?: typeof YAMUX_OPTIONS
+  },
+): Libp2pOptions<BaseServices> {
   const members = options.members
   const dht = {
     protocol: dhtProtocol(options.network),
@@ -137,13 +132,10 @@ export function baseLibp2pOptions(options: {
       // Many peers behind one NAT, or every node of a test on 127.0.0.1, share an address: the
       // default of 5 inbound connections per second per host refuses them.
       inboundConnectionThreshold: options.inboundConnectionsPerSecondPerIp ?? 100,
-      ...(options.maxConnections === undefined ? {} : { maxConnections: options.maxConnections }),
-      ...(options.maxPendingConnections === undefined
-        ? {}
-        : { maxIncomingPendingConnections: options.maxPendingConnections }),
-      ...(options.handshakeTimeoutMs === undefined
-        ? {}
-        : { inboundUpgradeTimeout: options.handshakeTimeoutMs }),
+      // Undefined is libp2p's default for each (it reads them with `??`).
+      maxConnections: options.maxConnections,
+      maxIncomingPendingConnections: options.maxPendingConnections,
+      inboundUpgradeTimeout: options.handshakeTimeoutMs,
     },
     // libp2p's monitor aborts a connection on the first failed ping of any kind (a busy peer, a
     // ping stream refused); src/p2p/liveness.ts pings instead and aborts only the silent ones.
@@ -156,7 +148,7 @@ export function baseLibp2pOptions(options: {
       identify:
         members === undefined
           ? identify()
-          : membersOnlyIdentify({}, members, { strangerAgent: options.agent.split('/')[0] ?? NODE_AGENT }),
+          : membersOnlyIdentify({}, members, options.agent.split('/')[0] ?? NODE_AGENT),
       // libp2p's ping allows one outbound (and two inbound) ping streams per connection; the
       // connection monitor's own ping then makes `peerup ping` fail with "Too many outbound
       // protocol streams", and so would two pings through one daemon at once.
@@ -175,43 +167,35 @@ export async function createPeerupNode(options: PeerupNodeOptions): Promise<Peer
   // reservation supervisor keeps the relays connected: static `<relay>/p2p-circuit` listen
   // addresses are never re-made after a relay restarts (libp2p issue 3601) and make start-up
   // fail while a relay is down.
-  const circuits = Array.from({ length: Math.max(options.relayCount, 0) }, () => '/p2p-circuit')
   const webrtc = options.webrtc
-  const listen = [
-    ...options.listen.filter((a) => webrtc !== undefined || !a.startsWith('/webrtc')),
-    ...circuits,
-  ]
   const init = baseLibp2pOptions({
-    privateKey: options.privateKey,
-    listen,
-    network: options.network,
-    gater: options.gater,
-    agent: options.agent ?? `${NODE_AGENT}/${VERSION}`,
-    dhtServer: options.dhtServer ?? false,
-    ...(options.members === undefined ? {} : { members: options.members }),
+    ...options,
+    listen: [
+      ...options.listen.filter((a) => webrtc !== undefined || !a.startsWith('/webrtc')),
+      ...Array.from({ length: Math.max(options.relayCount, 0) }, () => '/p2p-circuit'),
+    ],
+    agent: `${NODE_AGENT}/${VERSION}`,
+    dhtServer: false,
     // The gater bounds strangers' share of these (src/auth/gater.ts); what is left must be
     // plenty for authorized peers reconnecting all at once.
     maxPendingConnections: NODE_MAX_PENDING_CONNECTIONS,
-    ...(options.liveness === undefined ? {} : { liveness: options.liveness }),
     transports: [
       circuitRelayTransport(),
       ...(webrtc === undefined ? [] : [await webrtcTransport(webrtc.iceServers)]),
     ],
   })
-  return createLibp2p({
-    ...init,
-    start: options.start ?? true,
-    ...(options.metrics === undefined ? {} : { metrics: options.metrics }),
-  })
+  // libp2p reads an undefined `metrics` as none.
+  return createLibp2p({ ...init, start: options.start ?? true, metrics: options.metrics })
 }
 
 /** The largest data-channel message a stream sends (see {@link webrtcTransport}). */
 export const WEBRTC_MESSAGE_BYTES = 64 * 1024
 
 /**
- * The WebRTC transport with ICE pointed at `iceServers` only. @libp2p/webrtc falls back to four
- * public STUN servers (Google, Twilio, Cloudflare, Mozilla) when `iceServers` is missing, so it is
- * always given, even empty; a fresh object per connection because the library writes into it.
+ * The WebRTC transport with ICE pointed at `iceServers` only. @libp2p/webrtc 6 falls back to four
+ * public STUN servers (Google, Twilio, Cloudflare, Mozilla) when `iceServers` is missing
+ * (`getRtcConfiguration()`), so it is always given, even empty; a fresh object per connection
+ * because the library writes into it.
  */
 export async function webrtcTransport(iceServers: string[]): Promise<ReturnType<typeof webRTC>> {
   // Loaded only when used: a relay, and a node without `/webrtc`, never load node-datachannel
@@ -234,11 +218,7 @@ export async function webrtcTransport(iceServers: string[]): Promise<ReturnType<
   })
 }
 
-/**
- * The RTCPeerConnection configuration for `iceServers`: a new object each time, with `iceServers`
- * always present (`getRtcConfiguration()` in @libp2p/webrtc 6 fills a missing one with public
- * servers, and writes into the object it is given).
- */
+/** The RTCPeerConnection configuration for `iceServers`: a new object each time (see {@link webrtcTransport}). */
 export function rtcConfigurationFor(iceServers: string[]): { iceServers: Array<{ urls: string[] }> } {
   return { iceServers: iceServers.map((url) => ({ urls: [url] })) }
 }

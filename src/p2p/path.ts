@@ -11,7 +11,6 @@ import type { ApiPath } from '../api/index.ts'
 /** A connection's path, as `ping`, `traceroute` and the daemon report it: the contract's own type. */
 export type PathInfo = ApiPath
 
-/** Classifies a connection. */
 export function classifyConnection(conn: Connection): PathInfo {
   const components = conn.remoteAddr.getComponents()
   const circuit = components.findIndex((c) => c.name === 'p2p-circuit')
@@ -19,16 +18,8 @@ export function classifyConnection(conn: Connection): PathInfo {
   // (`<relay>/p2p-circuit/webrtc/p2p/<peer>`) although its bytes go straight over UDP.
   const webrtc = components.some((c, i) => c.name === 'webrtc' && i > circuit)
   const relayed = circuit >= 0 && !webrtc
-  let relay: string | undefined
-  if (relayed) {
-    for (let i = circuit - 1; i >= 0; i--) {
-      const c = components[i]
-      if (c?.name === 'p2p') {
-        relay = c.value
-        break
-      }
-    }
-  }
+  // The relay: the last peer id before the circuit.
+  const relay = relayed ? components.slice(0, circuit).findLast((c) => c.name === 'p2p')?.value : undefined
   const transport = webrtc
     ? 'webrtc'
     : components.some((c) => c.name === 'ws' || c.name === 'wss')

@@ -10,6 +10,7 @@
 
 import type { Connection, PeerId } from '@libp2p/interface'
 import { TypedEventEmitter } from 'main-event'
+import type { UpgradeStatus } from '../api/index.ts'
 import type { PeerupLibp2p } from './node.ts'
 import { bestConnection, classifyConnection, type PathInfo, samePath } from './path.ts'
 
@@ -23,7 +24,7 @@ export interface PathChange {
 }
 
 /** The direct-path transports an upgrade can end on. */
-export type DirectTransport = 'tcp' | 'webrtc'
+export type DirectTransport = NonNullable<UpgradeStatus['transport']>
 
 /** One step of an upgrade from relayed to direct. */
 export interface UpgradeEvent {
@@ -37,37 +38,12 @@ export interface UpgradeEvent {
   elapsedMs: number | undefined
   /** `failed`: what went wrong, per transport tried. */
   error: string | undefined
-  /** `failed`: when the next attempt is due, from now. */
-  retryInMs: number | undefined
   at: number
 }
 
-/** Events of a {@link PathTracker}. */
 export interface PathEvents {
   path: CustomEvent<PathChange>
   upgrade: CustomEvent<UpgradeEvent>
-}
-
-/**
- * Where the upgrade to a direct path stands with one peer. `unavailable`: the peer offers no direct
- * path we can try (no `/webrtc` listener, no TCP address on one of our networks).
- */
-export type UpgradeState = 'none' | 'upgrading' | 'direct' | 'failed' | 'unavailable'
-
-/** The upgrade history with one peer. */
-export interface UpgradeStatus {
-  state: UpgradeState
-  attempts: number
-  failures: number
-  lastError: string | undefined
-  /** ms since the epoch. */
-  lastAttemptAt: number | undefined
-  /** ms since the epoch; set while a retry is scheduled. */
-  nextRetryAt: number | undefined
-  /** Time from the relayed connection to the direct one, for the last success. */
-  timeToDirectMs: number | undefined
-  /** The transport of the last success. */
-  transport: DirectTransport | undefined
 }
 
 /** What the tracker knows about one peer. */
@@ -81,6 +57,7 @@ export interface PeerPath {
   previous: PathInfo | undefined
   /** Open connections to the peer (a relayed one can linger beside a direct one while streams finish). */
   connections: number
+  /** The upgrade history with the peer (the API's own type). */
   upgrade: UpgradeStatus
 }
 
@@ -102,24 +79,6 @@ export interface UpgradeCounters {
 /** How many time-to-direct samples are kept. */
 export const TIME_TO_DIRECT_SAMPLES = 256
 
-function emptyUpgrade(): UpgradeStatus {
-  return {
-    state: 'none',
-    attempts: 0,
-    failures: 0,
-    lastError: undefined,
-    lastAttemptAt: undefined,
-    nextRetryAt: undefined,
-    timeToDirectMs: undefined,
-    transport: undefined,
-  }
-}
-
-/** What a {@link PathTracker} uses. */
-export interface PathTrackerComponents {
-  node: PeerupLibp2p
-}
-
 /**
  * Watches the node's connections and keeps {@link PeerPath} per peer: a component whose `start()`
  * subscribes to the node's connection events and whose `stop()` unsubscribes.
@@ -135,20 +94,15 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
     timeToDirectSumMs: 0,
     timeToDirectCount: 0,
   }
-  #running = false
   readonly #onConnection = (evt: CustomEvent<Connection>): void => this.refresh(evt.detail.remotePeer)
 
-  constructor(components: PathTrackerComponents) {
+  constructor(components: { node: PeerupLibp2p }) {
     super()
     this.#node = components.node
   }
 
   /** Starts watching; connections already open are taken in at once. */
   start(): void {
-    if (this.#running) {
-      return
-    }
-    this.#running = true
     this.#node.addEventListener('connection:open', this.#onConnection)
     this.#node.addEventListener('connection:close', this.#onConnection)
     for (const conn of this.#node.getConnections()) {
@@ -158,7 +112,6 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
 
   /** Stops watching (what is known stays readable). */
   stop(): void {
-    this.#running = false
     this.#node.removeEventListener('connection:open', this.#onConnection)
     this.#node.removeEventListener('connection:close', this.#onConnection)
   }
@@ -169,7 +122,6 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
     return p === undefined ? undefined : copy(p)
   }
 
-  /** Every peer the tracker knows. */
   list(): PeerPath[] {
     return [...this.#peers.values()].map(copy)
   }
@@ -219,21 +171,10 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
     const conns = this.#node.getConnections(peerId).filter((c) => c.status === 'open')
     const best = bestConnection(conns)
     const current = best === undefined ? undefined : classifyConnection(best)
-    let state = this.#peers.get(peer)
-    if (state === undefined) {
-      if (current === undefined) {
-        return
-      }
-      state = {
-        peer,
-        path: undefined,
-        since: Date.now(),
-        previous: undefined,
-        connections: 0,
-        upgrade: emptyUpgrade(),
-      }
-      this.#peers.set(peer, state)
+    if (current === undefined && !this.#peers.has(peer)) {
+      return
     }
+    const state = this.#stateOf(peer)
     state.connections = conns.length
     if (samePath(state.path, current)) {
       return
@@ -251,7 +192,7 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
 
   /** Records the start of an upgrade attempt (by the direct-path upgrader). */
   upgradeStarted(peer: string): void {
-    const u = this.#upgradeOf(peer)
+    const u = this.#stateOf(peer).upgrade
     u.state = 'upgrading'
     u.attempts++
     u.lastAttemptAt = Date.now()
@@ -262,7 +203,7 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
 
   /** Records a direct connection made by an upgrade attempt. */
   upgradeSucceeded(peer: string, transport: DirectTransport, timeToDirectMs: number): void {
-    const u = this.#upgradeOf(peer)
+    const u = this.#stateOf(peer).upgrade
     u.state = 'direct'
     u.lastError = undefined
     u.timeToDirectMs = timeToDirectMs
@@ -280,18 +221,18 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
 
   /** Records a failed attempt; `retryInMs` is when the next one is due (undefined: none planned). */
   upgradeFailed(peer: string, error: string, elapsedMs: number, retryInMs: number | undefined): void {
-    const u = this.#upgradeOf(peer)
+    const u = this.#stateOf(peer).upgrade
     u.state = 'failed'
     u.failures++
     u.lastError = error
     u.nextRetryAt = retryInMs === undefined ? undefined : Date.now() + retryInMs
     this.#counters.failures++
-    this.#emitUpgrade(peer, 'failed', { error, elapsedMs, retryInMs })
+    this.#emitUpgrade(peer, 'failed', { error, elapsedMs })
   }
 
   /** Records that the peer offers no direct path to try. */
   upgradeUnavailable(peer: string, reason: string): void {
-    const u = this.#upgradeOf(peer)
+    const u = this.#stateOf(peer).upgrade
     if (u.state === 'unavailable' && u.lastError === reason) {
       return
     }
@@ -299,21 +240,10 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
     u.lastError = reason
     u.nextRetryAt = undefined
     // Not an attempt, but waiters (ping --until-direct) want to know at once.
-    this.safeDispatchEvent('upgrade', {
-      detail: {
-        peer,
-        outcome: 'failed',
-        attempt: u.attempts,
-        transport: undefined,
-        elapsedMs: undefined,
-        error: reason,
-        retryInMs: undefined,
-        at: Date.now(),
-      },
-    })
+    this.#emitUpgrade(peer, 'failed', { error: reason })
   }
 
-  #upgradeOf(peer: string): UpgradeStatus {
+  #stateOf(peer: string): PeerPath {
     let state = this.#peers.get(peer)
     if (state === undefined) {
       state = {
@@ -322,27 +252,35 @@ export class PathTracker extends TypedEventEmitter<PathEvents> {
         since: Date.now(),
         previous: undefined,
         connections: 0,
-        upgrade: emptyUpgrade(),
+        upgrade: {
+          state: 'none',
+          attempts: 0,
+          failures: 0,
+          lastError: undefined,
+          lastAttemptAt: undefined,
+          nextRetryAt: undefined,
+          timeToDirectMs: undefined,
+          transport: undefined,
+        },
       }
       this.#peers.set(peer, state)
     }
-    return state.upgrade
+    return state
   }
 
   #emitUpgrade(
     peer: string,
     outcome: UpgradeEvent['outcome'],
-    rest: Partial<Pick<UpgradeEvent, 'transport' | 'elapsedMs' | 'error' | 'retryInMs'>>,
+    rest: Partial<Pick<UpgradeEvent, 'transport' | 'elapsedMs' | 'error'>>,
   ): void {
     this.safeDispatchEvent('upgrade', {
       detail: {
         peer,
         outcome,
-        attempt: this.#upgradeOf(peer).attempts,
+        attempt: this.#stateOf(peer).upgrade.attempts,
         transport: rest.transport,
         elapsedMs: rest.elapsedMs,
         error: rest.error,
-        retryInMs: rest.retryInMs,
         at: Date.now(),
       },
     })

@@ -6,14 +6,15 @@
  * @packageDocumentation
  */
 
-import type { Connection, PeerId } from '@libp2p/interface'
+import type { Connection, IdentifyResult, PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
-import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import { multiaddr } from '@multiformats/multiaddr'
 import { formatError } from '../errors.ts'
 import { REACH_TIMEOUT_MS } from './constants.ts'
 import { PeerRefusedError, PeerUnreachableError, RelayRefusedError } from './errors.ts'
 import type { PeerupLibp2p } from './node.ts'
 import { bestConnection, classifyConnection, type PathInfo } from './path.ts'
+import { nextEvent } from './wait.ts'
 
 /** How a peer was reached. */
 export interface Reached {
@@ -24,18 +25,12 @@ export interface Reached {
   elapsedMs: number
 }
 
-/** Options of {@link reachPeer}. */
 export interface ReachOptions {
   /** The configured relay multiaddrs (each ending in /p2p/<relay>). */
   relays: string[]
   signal?: AbortSignal
   /** Skip the DHT (it cannot help a node whose only peers are relays it already tries). */
   useDht?: boolean
-}
-
-/** The circuit address of `peer` through a relay. */
-export function circuitAddress(relay: string, peer: string): Multiaddr {
-  return multiaddr(`${relay}/p2p-circuit/p2p/${peer}`)
 }
 
 /** Reaches `peerId`, returning the connection and how it was reached. */
@@ -52,22 +47,18 @@ export async function reachPeer(node: PeerupLibp2p, peerId: string, options: Rea
     AbortSignal.timeout(REACH_TIMEOUT_MS),
     ...(options.signal === undefined ? [] : [options.signal]),
   ])
-  const attempts: Array<Promise<{ connection: Connection; via: Reached['via'] }>> = []
-  const relays = [...new Set(options.relays)].filter((r) => !r.endsWith(`/p2p/${peerId}`))
-  for (const relay of relays) {
-    attempts.push(
-      node
-        .dial(circuitAddress(relay, peerId), { signal })
-        .then((connection) => confirmAccepted(node, peer, connection, signal))
-        .then((connection) => ({ connection, via: 'relay' as const })),
+  const confirmed = (dial: Promise<Connection>, via: Reached['via']) =>
+    dial
+      .then((connection) => confirmAccepted(node, peer, connection, signal))
+      .then((connection) => ({ connection, via }))
+  const attempts = [...new Set(options.relays)]
+    .filter((r) => !r.endsWith(`/p2p/${peerId}`))
+    .map((relay) =>
+      confirmed(node.dial(multiaddr(`${relay}/p2p-circuit/p2p/${peerId}`), { signal }), 'relay'),
     )
-  }
   if (options.useDht !== false) {
-    attempts.push(
-      dialViaDht(node, peer, AbortSignal.any([signal, AbortSignal.timeout(DHT_TIMEOUT_MS)]))
-        .then((connection) => confirmAccepted(node, peer, connection, signal))
-        .then((connection) => ({ connection, via: 'dht' as const })),
-    )
+    const dhtSignal = AbortSignal.any([signal, AbortSignal.timeout(DHT_TIMEOUT_MS)])
+    attempts.push(confirmed(dialViaDht(node, peer, dhtSignal), 'dht'))
   }
   if (attempts.length === 0) {
     throw new PeerUnreachableError(`cannot reach ${peerId}: no relay is configured and the DHT is off`, {
@@ -76,12 +67,7 @@ export async function reachPeer(node: PeerupLibp2p, peerId: string, options: Rea
   }
   try {
     const won = await Promise.any(attempts)
-    return {
-      connection: won.connection,
-      path: classifyConnection(won.connection),
-      via: won.via,
-      elapsedMs: performance.now() - started,
-    }
+    return { ...won, path: classifyConnection(won.connection), elapsedMs: performance.now() - started }
   } catch (err) {
     options.signal?.throwIfAborted()
     throw explainDialFailure(peerId, err)
@@ -105,57 +91,38 @@ const SETTLED_CONNECTION_MS = 5_000
  * (libp2p's gater refuses after the handshake). The peer answering identify on this very connection proves it
  * was accepted; the connection closing first proves it was not.
  */
-function confirmAccepted(
+async function confirmAccepted(
   node: PeerupLibp2p,
   peer: PeerId,
   connection: Connection,
   signal: AbortSignal,
 ): Promise<Connection> {
-  const refused = (cause?: unknown): PeerRefusedError =>
-    new PeerRefusedError(`peer ${peer.toString()} refused the connection (not authorized by the peer)`, {
-      hint: 'ask its owner to run `peerup auth add <your peer id>` (see `peerup whoami`), or pair with `peerup invite`/`peerup join`',
-      cause,
-    })
   if (connection.status !== 'open') {
-    return Promise.reject(refused())
+    throw refusedBy(peer.toString())
   }
   if (Date.now() - connection.timeline.open > SETTLED_CONNECTION_MS) {
-    return Promise.resolve(connection)
+    return connection
   }
-  return new Promise((resolve, reject) => {
-    const timeout = AbortSignal.timeout(10_000)
-    const done = (): void => {
-      node.removeEventListener('peer:identify', onIdentify)
-      node.removeEventListener('connection:close', onClose)
-      signal.removeEventListener('abort', onAbort)
-      timeout.removeEventListener('abort', onTimeout)
+  // The first of the connection closing and `signal` ends the wait with its reason.
+  const closed = new AbortController()
+  const onClose = (evt: CustomEvent<Connection>): void => {
+    if (evt.detail.id === connection.id) {
+      closed.abort(refusedBy(peer.toString()))
     }
-    const onIdentify = (evt: CustomEvent<{ connection: Connection }>): void => {
-      if (evt.detail.connection.id === connection.id) {
-        done()
-        resolve(connection)
-      }
+  }
+  const ended = AbortSignal.any([signal, closed.signal])
+  node.addEventListener('connection:close', onClose)
+  try {
+    const identified = (evt: CustomEvent<IdentifyResult>): boolean =>
+      evt.detail.connection.id === connection.id
+    // A peer that keeps the connection but never answers identify (10 s) is not refusing us.
+    if ((await nextEvent(node, 'peer:identify', identified, 10_000, ended)) === undefined) {
+      ended.throwIfAborted()
     }
-    const onClose = (evt: CustomEvent<Connection>): void => {
-      if (evt.detail.id === connection.id) {
-        done()
-        reject(refused())
-      }
-    }
-    const onAbort = (): void => {
-      done()
-      reject(signal.reason)
-    }
-    const onTimeout = (): void => {
-      done()
-      // A peer that keeps the connection but never answers identify is not refusing us.
-      resolve(connection)
-    }
-    node.addEventListener('peer:identify', onIdentify as never)
-    node.addEventListener('connection:close', onClose)
-    signal.addEventListener('abort', onAbort)
-    timeout.addEventListener('abort', onTimeout)
-  })
+    return connection
+  } finally {
+    node.removeEventListener('connection:close', onClose)
+  }
 }
 
 async function dialViaDht(node: PeerupLibp2p, peer: PeerId, signal: AbortSignal): Promise<Connection> {
@@ -174,10 +141,15 @@ async function dialViaDht(node: PeerupLibp2p, peer: PeerId, signal: AbortSignal)
 }
 
 function errorsOf(err: unknown): unknown[] {
-  if (err instanceof AggregateError) {
-    return err.errors.flatMap(errorsOf)
-  }
-  return [err]
+  return err instanceof AggregateError ? err.errors.flatMap(errorsOf) : [err]
+}
+
+/** The peer's gater refused our connection. */
+function refusedBy(peerId: string, cause?: unknown): PeerRefusedError {
+  return new PeerRefusedError(`peer ${peerId} refused the connection (not authorized by the peer)`, {
+    hint: 'ask its owner to run `peerup auth add <your peer id>` (see `peerup whoami`), or pair with `peerup invite`/`peerup join`',
+    cause,
+  })
 }
 
 /** Turns libp2p's dial errors into one error that tells the user what happened and what to do. */
@@ -193,10 +165,7 @@ export function explainDialFailure(peerId: string, err: unknown): Error {
   if (
     /UnexpectedEOF|unexpected end|stream ended before|Unexpected end of input|ECONNRESET.*noise/i.test(text)
   ) {
-    return new PeerRefusedError(`peer ${peerId} refused the connection (not authorized by the peer)`, {
-      hint: 'ask its owner to run `peerup auth add <your peer id>` (see `peerup whoami`), or pair with `peerup invite`/`peerup join`',
-      cause: err,
-    })
+    return refusedBy(peerId, err)
   }
   if (/CONNECTION_FAILED/.test(text)) {
     return new PeerUnreachableError(`the relay could not connect you to ${peerId}`, {

@@ -20,7 +20,6 @@ import type { Connection, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { z } from 'zod'
 
-/** The protocol id. */
 export const RELAY_NOTIFY_PROTOCOL = '/peerup/relay-notify/1.0.0'
 
 /** Largest notice either side handles. */
@@ -38,15 +37,11 @@ export const relayNotice = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('refused'), reason: z.string().min(1).max(300) }),
 ])
 
-/** A notice from a relay. */
 export type RelayNotice = z.infer<typeof relayNotice>
 
 /** Sends one notice on `connection` (the relay's side); rejects when the peer does not take it. */
-export async function sendRelayNotice(
-  connection: Connection,
-  notice: RelayNotice,
-  signal: AbortSignal = AbortSignal.timeout(NOTICE_TIMEOUT_MS),
-): Promise<void> {
+export async function sendRelayNotice(connection: Connection, notice: RelayNotice): Promise<void> {
+  const signal = AbortSignal.timeout(NOTICE_TIMEOUT_MS)
   const stream = await connection.newStream(RELAY_NOTIFY_PROTOCOL, { signal })
   try {
     await lpStream(stream, { maxDataLength: MAX_NOTICE_BYTES }).write(
@@ -62,10 +57,8 @@ export async function sendRelayNotice(
  * Reads the one notice of an inbound stream (the node's side) and closes the stream; rejects on
  * a timeout, an oversized or malformed frame.
  */
-export async function readRelayNotice(
-  stream: Stream,
-  signal: AbortSignal = AbortSignal.timeout(NOTICE_TIMEOUT_MS),
-): Promise<RelayNotice> {
+export async function readRelayNotice(stream: Stream): Promise<RelayNotice> {
+  const signal = AbortSignal.timeout(NOTICE_TIMEOUT_MS)
   try {
     const raw = (await lpStream(stream, { maxDataLength: MAX_NOTICE_BYTES }).read({ signal })).subarray()
     return relayNotice.parse(JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(raw)))

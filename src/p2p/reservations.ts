@@ -19,6 +19,7 @@
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
+import type { RelayState as ApiRelayState, DaemonEvent } from '../api/index.ts'
 import type { Logger } from '../log/index.ts'
 import { backoffDelayMs } from '../util/retry.ts'
 import {
@@ -38,33 +39,18 @@ import {
   readRelayNotice,
 } from './relay-notify.ts'
 
-/** One relay as the supervisor sees it. */
-export interface RelayState {
-  peerId: string
-  addrs: string[]
-  connected: boolean
-  reserved: boolean
-  /** When `reserved` last changed (ms since epoch). */
+/** One relay as the supervisor sees it: the API's relay state, with its times in ms since the epoch. */
+export type RelayState = Omit<ApiRelayState, 'since' | 'failures' | 'nextAttemptAt'> & {
+  /** When `reserved` last changed. */
   since: number
-  /** Why the last dial of the relay failed; cleared when one succeeds. */
-  lastError: string | undefined
-  /**
-   * Why no reservation is held: the relay's refusal (`refused by the relay: not in
-   * relay_authorized_keys`) or why it could not be asked; undefined while one is held and before
-   * the first try has failed.
-   */
-  reason: string | undefined
   /** Tries in a row that failed; 0 once a reservation is held. */
   failures: number
-  /** When the next try is due (ms since epoch); undefined while a reservation is held. */
+  /** When the next try is due; undefined while a reservation is held. */
   nextAttemptAt: number | undefined
 }
 
-/** Events: `reservation` with `{ relay, reserved }` whenever a reservation is gained or lost. */
-export interface ReservationEvent {
-  relay: string
-  reserved: boolean
-}
+/** A reservation gained or lost: the API's `reservation` event without its type and time. */
+export type ReservationEvent = Omit<Extract<DaemonEvent, { type: 'reservation' }>, 'type' | 'time'>
 
 /**
  * The delay before the next try after `failures` failed tries in a row: 1 s, 2 s, 4 s … capped at
@@ -138,22 +124,6 @@ export function describeReservationFailure(err: unknown, told: string | undefine
   return `reservation failed: ${message}`
 }
 
-/** What a {@link ReservationSupervisor} uses. */
-export interface ReservationSupervisorComponents {
-  node: PeerupLibp2p
-  log: Logger
-}
-
-/** Settings of a {@link ReservationSupervisor}; each has a default. */
-export interface ReservationSupervisorInit {
-  /** The relays' multiaddrs, each ending in `/p2p/<relay>`; none by default (then it does nothing). */
-  relays?: string[]
-  /** How often relays are checked once every reservation is held. */
-  tickMs?: number
-  onChange?: (event: ReservationEvent) => void
-}
-
-/** One supervised relay. */
 interface Supervised {
   id: PeerId
   addrs: Multiaddr[]
@@ -176,26 +146,24 @@ interface Supervised {
  */
 export class ReservationSupervisor {
   readonly #node: PeerupLibp2p
-  readonly #relays: Map<string, Supervised>
+  readonly #relays = new Map<string, Supervised>()
   readonly #log: Logger
-  readonly #tickMs: number
   readonly #changeListeners = new Set<(event: ReservationEvent) => void>()
   readonly #updateListeners = new Set<(state: RelayState) => void>()
   #timer: NodeJS.Timeout | undefined
   #running = false
   #checking: Promise<void> | undefined
   #controller = new AbortController()
-  #listeners: Array<() => void> = []
 
-  constructor(components: ReservationSupervisorComponents, init: ReservationSupervisorInit = {}) {
+  constructor(
+    components: { node: PeerupLibp2p; log: Logger },
+    /** `relays`: their multiaddrs, each ending in `/p2p/<relay>`; none by default (then it does nothing). */
+    init: { relays?: string[] } = {},
+  ) {
     this.#node = components.node
     this.#log = components.log
-    this.#tickMs = init.tickMs ?? SUPERVISOR_TICK_MS
-    if (init.onChange !== undefined) {
-      this.#changeListeners.add(init.onChange)
-    }
-    this.#relays = new Map()
-    this.#setRelays(init.relays ?? [])
+    // Not running yet: nothing to hang up, no check to run.
+    this.setRelays(init.relays ?? [])
   }
 
   /**
@@ -203,24 +171,14 @@ export class ReservationSupervisor {
    * a removed relay loses its keep-alive tag and is hung up; a new one is dialled at once.
    */
   setRelays(addresses: string[]): { added: string[]; removed: string[] } {
-    const result = this.#setRelays(addresses)
-    for (const id of result.removed) {
-      const peer = peerIdFromString(id)
-      this.#node.peerStore.merge(peer, { tags: { [RELAY_KEEP_ALIVE_TAG]: undefined } }).catch(() => {})
-      this.#node.hangUp(peer).catch(() => {})
-    }
-    if (result.added.length > 0) {
-      this.poke()
-    }
-    return result
-  }
-
-  #setRelays(addresses: string[]): { added: string[]; removed: string[] } {
     const next = groupRelays(addresses)
     const removed = [...this.#relays.keys()].filter((id) => !next.has(id))
     const added: string[] = []
     for (const id of removed) {
       this.#relays.delete(id)
+      const peer = peerIdFromString(id)
+      this.#node.peerStore.merge(peer, { tags: { [RELAY_KEEP_ALIVE_TAG]: undefined } }).catch(() => {})
+      this.#node.hangUp(peer).catch(() => {})
     }
     for (const [id, addrs] of next) {
       const existing = this.#relays.get(id)
@@ -250,10 +208,12 @@ export class ReservationSupervisor {
         told: undefined,
       })
     }
+    if (added.length > 0) {
+      this.poke()
+    }
     return { added, removed }
   }
 
-  /** Starts supervising: handles the relays' notices; the first check runs at once. */
   async start(): Promise<void> {
     if (this.#running) {
       return
@@ -263,41 +223,36 @@ export class ReservationSupervisor {
     })
     this.#running = true
     this.#controller = new AbortController()
-    const onDisconnect = (evt: CustomEvent<PeerId>): void => {
-      const relay = this.#relays.get(evt.detail.toString())
-      if (relay !== undefined) {
-        relay.state.connected = false
-        relay.closedAt = Date.now()
-        // The reservation went with the connection (libp2p drops it on connection:close): said
-        // now, since our addresses change only after a debounce, and libp2p's own reconnection
-        // to a relay that restarted quickly can make a new reservation before that.
-        this.#refreshReserved()
-        this.#retrySoon(relay)
-      }
-    }
-    // Our own addresses change when a reservation is made or lost.
-    const onSelfUpdate = (): void => this.#refreshReserved()
-    this.#node.addEventListener('peer:disconnect', onDisconnect)
-    this.#node.addEventListener('self:peer:update', onSelfUpdate)
-    this.#listeners.push(() => {
-      this.#node.removeEventListener('peer:disconnect', onDisconnect)
-      this.#node.removeEventListener('self:peer:update', onSelfUpdate)
-    })
+    this.#node.addEventListener('peer:disconnect', this.#onDisconnect)
+    this.#node.addEventListener('self:peer:update', this.#onSelfUpdate)
     this.poke()
   }
 
-  /** Stops supervising (the relay connections stay until the node stops). */
+  readonly #onDisconnect = (evt: CustomEvent<PeerId>): void => {
+    const relay = this.#relays.get(evt.detail.toString())
+    if (relay !== undefined) {
+      relay.state.connected = false
+      relay.closedAt = Date.now()
+      // The reservation went with the connection (libp2p drops it on connection:close): said
+      // now, since our addresses change only after a debounce, and libp2p's own reconnection
+      // to a relay that restarted quickly can make a new reservation before that.
+      this.#refreshReserved()
+      this.#retrySoon(relay)
+    }
+  }
+
+  /** Our own addresses change when a reservation is made or lost. */
+  readonly #onSelfUpdate = (): void => this.#refreshReserved()
+
   async stop(): Promise<void> {
     this.#running = false
     clearTimeout(this.#timer)
     this.#controller.abort()
-    for (const remove of this.#listeners.splice(0)) {
-      remove()
-    }
+    this.#node.removeEventListener('peer:disconnect', this.#onDisconnect)
+    this.#node.removeEventListener('self:peer:update', this.#onSelfUpdate)
     await this.#node.unhandle(RELAY_NOTIFY_PROTOCOL)
   }
 
-  /** The state of every relay. */
   status(): RelayState[] {
     return [...this.#relays.values()].map((r) => ({ ...r.state }))
   }
@@ -368,7 +323,7 @@ export class ReservationSupervisor {
     }
     clearTimeout(this.#timer)
     const now = Date.now()
-    let at = now + this.#tickMs
+    let at = now + SUPERVISOR_TICK_MS
     for (const r of this.#relays.values()) {
       if (!r.state.reserved) {
         at = Math.min(at, r.state.nextAttemptAt ?? now + 1_000)
@@ -385,17 +340,11 @@ export class ReservationSupervisor {
     this.#schedule()
   }
 
-  #due(relay: Supervised, now: number): boolean {
-    return (
-      !relay.state.reserved && (relay.state.nextAttemptAt === undefined || relay.state.nextAttemptAt <= now)
-    )
-  }
-
   async #checkAll(): Promise<void> {
     const now = Date.now()
-    await Promise.all(
-      [...this.#relays.values()].map((r) => (this.#due(r, now) ? this.#attempt(r) : this.#look(r))),
-    )
+    // Due: no reservation, and no next try set (one was made) or its time has come.
+    const due = (r: Supervised): boolean => !r.state.reserved && (r.state.nextAttemptAt ?? now) <= now
+    await Promise.all([...this.#relays.values()].map((r) => (due(r) ? this.#attempt(r) : this.#look(r))))
     this.#refreshReserved()
   }
 
@@ -494,15 +443,11 @@ export class ReservationSupervisor {
       at = Math.min(at, Math.max(now, relay.triedAt + MIN_RETRY_INTERVAL_MS))
     }
     s.nextAttemptAt = at
-    const delayMs = at - now
     const changed = s.reason !== reason
     s.reason = reason
-    const fields = { relay: s.peerId, reason, failures: s.failures, retryInMs: delayMs }
-    if (changed) {
-      this.#log.warn('no reservation on relay', fields)
-    } else {
-      this.#log.debug('no reservation on relay', fields)
-    }
+    // At warn once per reason, then at debug.
+    const fields = { relay: s.peerId, reason, failures: s.failures, retryInMs: at - now }
+    this.#log[changed ? 'warn' : 'debug']('no reservation on relay', fields)
     this.#updated(relay)
   }
 
@@ -577,8 +522,6 @@ export class ReservationSupervisor {
         relay.told = undefined
       } else {
         s.reason = 'the reservation was lost'
-      }
-      if (!reserved) {
         this.#retrySoon(relay)
       }
       this.#log.info(reserved ? 'reservation held' : 'reservation lost', { relay: s.peerId })

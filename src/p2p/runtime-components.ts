@@ -61,14 +61,21 @@ export class JoinerAdmission {
   }
 }
 
-/** What {@link nodeGate} needs. */
-export interface NodeGateComponents {
+/** What the parts of a runtime use; each takes those it needs. */
+export interface RuntimeComponents {
+  node: PeerupLibp2p
+  /** The config in effect: read at each use, since a reload changes it in place. */
+  config: NodeConfig
+  /** The config's directory, against which the authorized_keys file resolves. */
+  dir: string
   authorized: AuthorizedPeers
   admission: JoinerAdmission
   observer: Observer
   log: Logger
-  /** The config in effect: read at each decision, since a reload changes it in place. */
-  config: NodeConfig
+  paths: PathTracker
+  services: ServiceRegistry
+  /** The sessions this node accepted: a revoked peer's are reset, so its side learns at once. */
+  acceptedSessions: SessionService | undefined
 }
 
 /**
@@ -77,7 +84,9 @@ export interface NodeGateComponents {
  * node's relays and bootstrap peers. Refusals of strangers are counted in metrics and audited
  * one by one, but logged at most once per {@link STRANGER_LOG_INTERVAL_MS}.
  */
-export function nodeGate(components: NodeGateComponents): { gater: ConnectionGater; members: Members } {
+export function nodeGate(
+  components: Pick<RuntimeComponents, 'authorized' | 'admission' | 'observer' | 'log' | 'config'>,
+): { gater: ConnectionGater; members: Members } {
   const { authorized, admission, observer, log, config } = components
   let loggedAt = 0
   let notLogged = 0
@@ -120,17 +129,9 @@ export function nodeGate(components: NodeGateComponents): { gater: ConnectionGat
   return { gater, members }
 }
 
-/** What a {@link PathLog} uses. */
-export interface PathLogComponents {
-  paths: PathTracker
-  log: Logger
-  /** The config in effect, for the names of peers (a reload changes it in place). */
-  config: NodeConfig
-}
-
 /** Logs every change of the path to a peer, with the peer's name from `names:`. */
 export class PathLog implements Component {
-  readonly #components: PathLogComponents
+  readonly #components: Pick<RuntimeComponents, 'paths' | 'log' | 'config'>
   readonly #onPath = (evt: CustomEvent<PathChange>): void => {
     const { peer, previous, current } = evt.detail
     const names = this.#components.config.names
@@ -141,32 +142,17 @@ export class PathLog implements Component {
     })
   }
 
-  constructor(components: PathLogComponents) {
+  constructor(components: Pick<RuntimeComponents, 'paths' | 'log' | 'config'>) {
     this.#components = components
   }
 
-  /** Starts logging path changes. */
   start(): void {
     this.#components.paths.addEventListener('path', this.#onPath)
   }
 
-  /** Stops logging them. */
   stop(): void {
     this.#components.paths.removeEventListener('path', this.#onPath)
   }
-}
-
-/** What {@link RevokedPeers} uses. */
-export interface RevokedPeersComponents {
-  node: PeerupLibp2p
-  authorized: AuthorizedPeers
-  observer: Observer
-  log: Logger
-  /** The config in effect and its directory, for the authorized_keys file the audit log names. */
-  config: NodeConfig
-  dir: string
-  /** The sessions this node accepted: a revoked peer's are reset, so its side learns at once. */
-  acceptedSessions?: SessionService | undefined
 }
 
 /**
@@ -175,14 +161,13 @@ export interface RevokedPeersComponents {
  * connection alone would leave them waiting for it to come back.
  */
 export class RevokedPeers implements Component {
-  readonly #components: RevokedPeersComponents
+  readonly #components: RuntimeComponents
   #unsubscribe: (() => void) | undefined
 
-  constructor(components: RevokedPeersComponents) {
+  constructor(components: RuntimeComponents) {
     this.#components = components
   }
 
-  /** Starts following authorized_keys changes. */
   start(): void {
     const { node, authorized, observer, log, config, dir, acceptedSessions } = this.#components
     this.#unsubscribe = authorized.onChange((added, removed) => {
@@ -199,7 +184,6 @@ export class RevokedPeers implements Component {
     })
   }
 
-  /** Stops following them. */
   stop(): void {
     this.#unsubscribe?.()
     this.#unsubscribe = undefined
@@ -219,13 +203,6 @@ export function configService(config: NodeConfig, name: string): ServiceSpec | u
       }
 }
 
-/** What {@link OfferedServices} uses. */
-export interface OfferedServicesComponents {
-  services: ServiceRegistry
-  config: NodeConfig
-}
-
-/** Settings of {@link OfferedServices}. */
 export interface OfferedServicesInit {
   /** Offer the config's enabled services (the daemon does; one-shot commands do not); default false. */
   exposeConfig?: boolean
@@ -237,10 +214,10 @@ export interface OfferedServicesInit {
  * than the teardown of the connection when the node stops next (the node drops the handlers).
  */
 export class OfferedServices implements Component {
-  readonly #components: OfferedServicesComponents
+  readonly #components: Pick<RuntimeComponents, 'services' | 'config'>
   readonly #exposeConfig: boolean
 
-  constructor(components: OfferedServicesComponents, init: OfferedServicesInit = {}) {
+  constructor(components: Pick<RuntimeComponents, 'services' | 'config'>, init: OfferedServicesInit = {}) {
     this.#components = components
     this.#exposeConfig = init.exposeConfig ?? false
   }
@@ -259,16 +236,9 @@ export class OfferedServices implements Component {
     }
   }
 
-  /** Resets every session of every service. */
   async stop(): Promise<void> {
     await this.#components.services.closeAll()
   }
-}
-
-/** What {@link BootstrapDials} uses. */
-export interface BootstrapDialsComponents {
-  node: PeerupLibp2p
-  config: NodeConfig
 }
 
 /**
@@ -276,13 +246,12 @@ export interface BootstrapDialsComponents {
  * are the node's from then on, so `stop()` has nothing to undo.
  */
 export class BootstrapDials implements Component {
-  readonly #components: BootstrapDialsComponents
+  readonly #components: Pick<RuntimeComponents, 'node' | 'config'>
 
-  constructor(components: BootstrapDialsComponents) {
+  constructor(components: Pick<RuntimeComponents, 'node' | 'config'>) {
     this.#components = components
   }
 
-  /** Dials every bootstrap peer in the background. */
   start(): void {
     const { node, config } = this.#components
     for (const b of config.discovery.bootstrap_peers) {
@@ -290,6 +259,5 @@ export class BootstrapDials implements Component {
     }
   }
 
-  /** Nothing to undo. */
   stop(): void {}
 }

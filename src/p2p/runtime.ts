@@ -15,14 +15,12 @@ import type { NodeConfig } from '../config/schema.ts'
 import { type Env, readEnv } from '../env.ts'
 import type { Logger } from '../log/index.ts'
 import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
-import { flowControlledProtocol } from '../pipe/stream.ts'
 import { SERVICE_DIAL_OPTIONS } from '../proxy/constants.ts'
 import { ServiceRegistry } from '../proxy/registry.ts'
 import { SessionService } from '../proxy/sessions.ts'
 import { type Component, componentName, startAll, stopAll } from '../util/components.ts'
 import { withRetry } from '../util/retry.ts'
-import { serviceProtocolId } from './constants.ts'
-import { PeerRefusedError, ServiceRefusedError } from './errors.ts'
+import { noSuchService, PeerRefusedError, ServiceRefusedError } from './errors.ts'
 import { pingConnection, severConnection } from './liveness.ts'
 import { createPeerupNode, iceServersFor, type PeerupLibp2p, type PeerupNodeOptions } from './node.ts'
 import { classifyConnection, describePath, type PathInfo } from './path.ts'
@@ -38,21 +36,22 @@ import {
   OfferedServices,
   PathLog,
   RevokedPeers,
+  type RuntimeComponents,
 } from './runtime-components.ts'
-import { type Opened, SessionOpener } from './sessions.ts'
+import { type Opened, plainServiceProtocols, SessionOpener } from './sessions.ts'
 import { DirectUpgrader } from './upgrade.ts'
 import { untilReachable } from './wait.ts'
 
-/** Options of {@link startNodeRuntime}. */
 export interface RuntimeOptions {
   configFile: string
   log: Logger
-  /** Offer the config's enabled services (the daemon does; one-shot commands do not). */
+  /**
+   * Offer the config's enabled services and hold reservations on the relays so peers can reach
+   * this node (the daemon does; one-shot commands do not).
+   */
   exposeServices: boolean
   /** Override the listen addresses (one-shot commands listen on nothing). */
   listen?: string[]
-  /** Hold reservations on the relays so peers can reach this node; default: when exposing services. */
-  reserve?: boolean
   /** Where metrics and audit events go (the daemon's); nothing by default. */
   observer?: Observer
   /** libp2p's metrics into the daemon's registry, when metrics are on. */
@@ -62,69 +61,7 @@ export interface RuntimeOptions {
 }
 
 /** A running node with everything around it. */
-export interface NodeRuntime {
-  node: PeerupLibp2p
-  config: NodeConfig
-  dir: string
-  configFile: string
-  peerId: string
-  authorized: AuthorizedPeers
-  supervisor: ReservationSupervisor
-  /**
-   * The path to every connected peer (DIRECT via tcp/webrtc or RELAYED via which relay), when it
-   * changed, and how the upgrade to a direct path went: events and counters for the daemon API,
-   * `status --watch` and metrics.
-   */
-  paths: PathTracker
-  /** The services this node offers (config ones when started with `exposeServices`, plus run-time ones). */
-  services: ServiceRegistry
-  /**
-   * Reaches a peer (name or id) and reports the path: a live connection, else the relays raced
-   * against a DHT lookup (only the relays with `useDht: false`).
-   */
-  reach(peer: string, signal?: AbortSignal, options?: { useDht?: boolean }): Promise<Reached>
-  /**
-   * Opens a resumable session to a peer's service (a plain stream with a peer that has no
-   * sessions), reaching it first; retried with backoff on transient failures. With `waitMs`, it
-   * waits that long for a peer that cannot be reached yet (src/p2p/wait.ts) instead of giving up
-   * after `attempts`.
-   */
-  openSession(
-    peer: string,
-    service: string,
-    options?: { signal?: AbortSignal | undefined; attempts?: number; waitMs?: number | undefined },
-  ): Promise<Opened>
-  /** Punches direct TCP connections over relayed ones (the direct-path upgrader uses it). */
-  puncher: TcpPuncher
-  /** The sessions this node opened (they move to a direct path when one appears). */
-  sessions: SessionOpener
-  /** The sessions this node accepted for its services (absent on a node that offers none). */
-  acceptedSessions: SessionService | undefined
-  /** Opens a plain stream to a peer's service, reaching it first; retried with backoff on transient failures. */
-  openService(
-    peer: string,
-    service: string,
-    options?: { signal?: AbortSignal; attempts?: number },
-  ): Promise<{ stream: Stream; path: PathInfo }>
-  /**
-   * Resolves a name from `names:` (or a peer id) to a peer id, by the names in effect now; an
-   * unknown name is a NotFoundError that lists the known ones.
-   */
-  resolve(peer: string): string
-  /** Re-reads authorized_keys and closes connections of peers that lost authorization. */
-  reloadAuthorized(): Promise<{ added: string[]; removed: string[] }>
-  /**
-   * Lets peers not in authorized_keys connect over a relay (limited connections: no services)
-   * until the returned function is called: the joiner of an open invite.
-   */
-  admitJoiners(): () => void
-  /**
-   * Applies a changed config without a restart where that can be done: names, services (with
-   * `exposeServices`), relays. Reports what took effect and what needs a restart.
-   */
-  applyConfig(next: NodeConfig): Promise<ConfigChanges>
-  stop(): Promise<void>
-}
+export type NodeRuntime = Omit<Runtime, 'start'>
 
 /** What {@link NodeRuntime.applyConfig} did. */
 export interface ConfigChanges {
@@ -158,36 +95,18 @@ function relayCount(addresses: string[]): number {
   return new Set(addresses.map((r) => r.split('/p2p/').pop())).size
 }
 
-/** Starts a node from its config file. */
-export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRuntime> {
-  const { config, dir, file } = await loadNodeConfig(options.configFile)
-  const privateKey = await loadIdentity(resolveIn(dir, config.identity.key_file))
-  const runtime = await assembleRuntime(options, { config, dir, file, privateKey })
-  await runtime.start()
-  return runtime
-}
-
-/** What is read from the config directory before anything is assembled. */
-interface Loaded {
-  config: NodeConfig
-  dir: string
+/** What a runtime is made from: what the config directory holds, and the node with its gate. */
+type Parts = Pick<RuntimeComponents, 'config' | 'dir' | 'node' | 'authorized' | 'admission' | 'observer'> & {
   file: string
   privateKey: PrivateKey
-}
-
-/** What {@link assembleRuntime} makes before the runtime itself: the node and its gate. */
-interface Made {
-  node: PeerupLibp2p
-  authorized: AuthorizedPeers
-  admission: JoinerAdmission
-  observer: Observer
   /** The node dials (and, when listening on `/webrtc`, accepts) WebRTC. */
   webrtc: boolean
 }
 
-/** Assembles a runtime from what `loaded` holds; nothing runs before its `start()`. */
-async function assembleRuntime(options: RuntimeOptions, loaded: Loaded): Promise<Runtime> {
-  const { config, dir } = loaded
+/** Starts a node from its config file: its parts are made, then started as the runtime's components. */
+export async function startNodeRuntime(options: RuntimeOptions): Promise<NodeRuntime> {
+  const { config, dir, file } = await loadNodeConfig(options.configFile)
+  const privateKey = await loadIdentity(resolveIn(dir, config.identity.key_file))
   const log = options.log
   const observer = options.observer ?? NO_OBSERVER
   // Loaded when it starts, first of the components.
@@ -195,19 +114,18 @@ async function assembleRuntime(options: RuntimeOptions, loaded: Loaded): Promise
   const admission = new JoinerAdmission()
   const { gater, members } = nodeGate({ authorized, admission, observer, log, config })
   const relays = config.relay.addresses
-  const reserve = options.reserve ?? options.exposeServices
   // `/webrtc` in the config turns the direct path across NAT on, for dialling too: a one-shot
   // command listens on nothing but still upgrades the connection it makes.
   const webrtc = config.network.listen_addresses.some((a) => a.startsWith('/webrtc'))
   const node = await createPeerupNode({
-    privateKey: loaded.privateKey,
+    privateKey,
     listen: options.listen ?? config.network.listen_addresses,
-    relayCount: reserve ? relayCount(relays) : 0,
+    relayCount: options.exposeServices ? relayCount(relays) : 0,
     network: config.discovery.network,
     gater,
     members,
     ...(webrtc ? { webrtc: { iceServers: iceServersFor(relays, config.relay.stun_port) } } : {}),
-    ...(options.libp2pMetrics === undefined ? {} : { metrics: options.libp2pMetrics }),
+    metrics: options.libp2pMetrics,
     liveness: {
       onDead: (connection, err) =>
         log.info('connection stopped answering; closed', {
@@ -218,7 +136,19 @@ async function assembleRuntime(options: RuntimeOptions, loaded: Loaded): Promise
     },
     start: false,
   })
-  return new Runtime(options, loaded, { node, authorized, admission, observer, webrtc })
+  const runtime = new Runtime(options, {
+    config,
+    dir,
+    file,
+    privateKey,
+    node,
+    authorized,
+    admission,
+    observer,
+    webrtc,
+  })
+  await runtime.start()
+  return runtime
 }
 
 /**
@@ -226,7 +156,7 @@ async function assembleRuntime(options: RuntimeOptions, loaded: Loaded): Promise
  * services, the path tracker and its log, the direct-path upgrader, the hang-up of revoked peers,
  * the bootstrap dials, the reservation supervisor), and what the daemon and the commands ask of it.
  */
-class Runtime implements NodeRuntime, Component {
+class Runtime implements Component {
   readonly node: PeerupLibp2p
   readonly config: NodeConfig
   readonly dir: string
@@ -234,38 +164,42 @@ class Runtime implements NodeRuntime, Component {
   readonly peerId: string
   readonly authorized: AuthorizedPeers
   readonly supervisor: ReservationSupervisor
+  /**
+   * The path to every connected peer (DIRECT via tcp/webrtc or RELAYED via which relay), when it
+   * changed, and how the upgrade to a direct path went: events and counters for the daemon API,
+   * `status --watch` and metrics.
+   */
   readonly paths: PathTracker
+  /** The services this node offers (config ones when started with `exposeServices`, plus run-time ones). */
   readonly services: ServiceRegistry
+  /** The sessions this node opened (they move to a direct path when one appears). */
   readonly sessions: SessionOpener
+  /** Punches direct TCP connections over relayed ones (the direct-path upgrader uses it). */
   readonly puncher: TcpPuncher
+  /** The sessions this node accepted for its services (absent on a node that offers none). */
   readonly acceptedSessions: SessionService | undefined
   readonly #log: Logger
   readonly #observer: Observer
   readonly #admission: JoinerAdmission
-  /** Whether reservations are held (a one-shot client needs none). */
-  readonly #reserve: boolean
+  /** Whether services are offered and reservations held (a one-shot client needs none). */
   readonly #exposeServices: boolean
-  readonly #relaysAtStart: number
   /** What the node was started with: keys that need a restart compare against it. */
   readonly #atStart: NodeConfig
   readonly #components: Component[]
 
-  constructor(options: RuntimeOptions, loaded: Loaded, made: Made) {
-    const { config, dir } = loaded
-    const { node, authorized, observer } = made
+  constructor(options: RuntimeOptions, parts: Parts) {
+    const { config, dir, node, authorized, observer } = parts
     const log = options.log
     this.node = node
     this.config = config
     this.dir = dir
-    this.configFile = loaded.file
-    this.peerId = peerIdOf(loaded.privateKey)
+    this.configFile = parts.file
+    this.peerId = peerIdOf(parts.privateKey)
     this.authorized = authorized
     this.#log = log
     this.#observer = observer
-    this.#admission = made.admission
-    this.#reserve = options.reserve ?? options.exposeServices
+    this.#admission = parts.admission
     this.#exposeServices = options.exposeServices
-    this.#relaysAtStart = relayCount(config.relay.addresses)
     this.#atStart = structuredClone(config)
     this.services = new ServiceRegistry(node, {
       log,
@@ -286,9 +220,8 @@ class Runtime implements NodeRuntime, Component {
     // A one-shot client needs no reservation: its dials to circuit addresses reach the relay themselves.
     this.supervisor = new ReservationSupervisor(
       { node, log: log.child('relays') },
-      { relays: this.#reserve ? config.relay.addresses : [] },
+      { relays: this.#exposeServices ? config.relay.addresses : [] },
     )
-    const components = { node, config, dir, authorized, observer, log, paths: this.paths }
     const graceMs = (): number => config.proxy.resume_grace
     this.sessions = new SessionOpener(
       { node, paths: this.paths, log, reach: (peerId, signal) => this.reach(peerId, signal) },
@@ -305,45 +238,54 @@ class Runtime implements NodeRuntime, Component {
         )
       : undefined
     // Handles punch requests on relayed connections and punches for the upgrader (src/p2p/punch.ts).
-    const puncher = new TcpPuncher({
+    this.puncher = new TcpPuncher({
       node,
       upgrader: node.services.upgraderAccess.upgrader,
       logger: node.services.upgraderAccess.logger,
       log: log.child('punch'),
       allowed: (peer) => !config.security.enable_connection_gating || authorized.has(peer),
     })
-    this.puncher = puncher
+    const components: RuntimeComponents = {
+      node,
+      config,
+      dir,
+      authorized,
+      admission: parts.admission,
+      observer,
+      log,
+      paths: this.paths,
+      services: this.services,
+      acceptedSessions: this.acceptedSessions,
+    }
     // Stopped in reverse: the services' sessions are reset just before the node stops.
     this.#components = [
       authorized,
       node,
-      new OfferedServices({ services: this.services, config }, { exposeConfig: options.exposeServices }),
+      new OfferedServices(components, { exposeConfig: options.exposeServices }),
       ...(this.acceptedSessions === undefined ? [] : [this.acceptedSessions]),
       this.paths,
       this.sessions,
       new PathLog(components),
-      puncher,
+      this.puncher,
       new DirectUpgrader(
         {
           node,
           tracker: this.paths,
           log: log.child('direct'),
-          ...((options.env ?? readEnv()).punch ? { puncher } : {}),
+          ...((options.env ?? readEnv()).punch ? { puncher: this.puncher } : {}),
         },
-        { webrtc: made.webrtc },
+        { webrtc: parts.webrtc },
       ),
-      new RevokedPeers({ ...components, acceptedSessions: this.acceptedSessions }),
+      new RevokedPeers(components),
       new BootstrapDials(components),
       this.supervisor,
     ]
   }
 
-  /** Starts the components in order; on a failure, those already started stop again. */
   async start(): Promise<void> {
     await startAll(this.#components, this.#stopFailed)
   }
 
-  /** Stops the components in reverse order. */
   async stop(): Promise<void> {
     await stopAll(this.#components, this.#stopFailed)
   }
@@ -355,16 +297,24 @@ class Runtime implements NodeRuntime, Component {
     })
   }
 
+  /**
+   * Resolves a name from `names:` (or a peer id) to a peer id, by the names in effect now; an
+   * unknown name is a NotFoundError that lists the known ones.
+   */
   resolve(peer: string): string {
     return resolvePeer(this.config, peer).peerId
   }
 
+  /**
+   * Reaches a peer (name or id) and reports the path: a live connection, else the relays raced
+   * against a DHT lookup (only the relays with `useDht: false`).
+   */
   reach(peer: string, signal?: AbortSignal, options: { useDht?: boolean } = {}): Promise<Reached> {
     // The relays of the config in effect: a reload may change them.
     return reachPeer(this.node, this.resolve(peer), {
       relays: this.config.relay.addresses,
-      ...(signal === undefined ? {} : { signal }),
-      ...(options.useDht === false ? { useDht: false } : {}),
+      signal,
+      useDht: options.useDht,
     }).then(
       (reached) => {
         if (reached.via !== 'existing') {
@@ -379,12 +329,17 @@ class Runtime implements NodeRuntime, Component {
     )
   }
 
+  /**
+   * Opens a resumable session to a peer's service (a plain stream with a peer that has no
+   * sessions), reaching it first; retried with backoff on transient failures. With `waitMs`, it
+   * waits that long for a peer that cannot be reached yet (src/p2p/wait.ts) instead of giving up
+   * after `attempts`.
+   */
   openSession(
     peer: string,
     service: string,
     opts: { signal?: AbortSignal | undefined; attempts?: number; waitMs?: number | undefined } = {},
   ): Promise<Opened> {
-    const log = this.#log
     if (opts.waitMs !== undefined) {
       // A lookup in the DHT takes seconds (5 s in the NAT lab) to find a peer or give up, and a
       // peer coming back (after its restart, or the relay's) is first seen on a relay: while
@@ -395,27 +350,43 @@ class Runtime implements NodeRuntime, Component {
       return untilReachable((signal, n) => this.#openSessionOnce(peer, service, signal, useDht(n)), {
         node: this.node,
         peer,
-        peerId: () => this.#tryResolve(peer),
+        // The peer id `peer` stands for now, or undefined when it does not resolve.
+        peerId: () => {
+          try {
+            return this.resolve(peer)
+          } catch {
+            return undefined
+          }
+        },
         waitMs: opts.waitMs,
         signal: opts.signal,
         onRetry: ({ attempt, delayMs, error }) => {
           const fields = { peer, service, attempt, delayMs, waitMs: opts.waitMs, error: error as Error }
           // Once per connection at info (this connection waits), then at debug.
-          if (attempt === 1) {
-            log.info('peer not reachable yet, waiting', fields)
-          } else {
-            log.debug('peer not reachable yet, waiting', fields)
-          }
+          this.#log[attempt === 1 ? 'info' : 'debug']('peer not reachable yet, waiting', fields)
         },
       })
     }
-    return withRetry(() => this.#openSessionOnce(peer, service, opts.signal), {
+    return this.#retried('opening the session failed, retrying', peer, service, opts, () =>
+      this.#openSessionOnce(peer, service, opts.signal),
+    )
+  }
+
+  /** `open` retried with backoff on transient failures, each retry logged as `message`. */
+  #retried<T>(
+    message: string,
+    peer: string,
+    service: string,
+    opts: { signal?: AbortSignal | undefined; attempts?: number },
+    open: () => Promise<T>,
+  ): Promise<T> {
+    return withRetry(open, {
       attempts: opts.attempts ?? 3,
-      ...(opts.signal === undefined ? {} : { signal: opts.signal }),
+      signal: opts.signal,
       // A refusal will not change by retrying; a flaky relay path might.
       shouldRetry: (err: unknown) => !(err instanceof ServiceRefusedError || err instanceof PeerRefusedError),
       onRetry: ({ attempt, delayMs, error }) =>
-        log.warn('opening the session failed, retrying', {
+        this.#log.warn(message, {
           peer,
           service,
           attempt,
@@ -442,35 +413,15 @@ class Runtime implements NodeRuntime, Component {
     return opened
   }
 
-  /** The peer id `peer` stands for now, or undefined when it does not resolve. */
-  #tryResolve(peer: string): string | undefined {
-    try {
-      return this.resolve(peer)
-    } catch {
-      return undefined
-    }
-  }
-
+  /** Opens a plain stream to a peer's service, reaching it first; retried with backoff on transient failures. */
   openService(
     peer: string,
     service: string,
     opts: { signal?: AbortSignal; attempts?: number } = {},
   ): Promise<{ stream: Stream; path: PathInfo }> {
-    const log = this.#log
-    return withRetry(() => this.#openServiceOnce(peer, service, opts.signal), {
-      attempts: opts.attempts ?? 3,
-      ...(opts.signal === undefined ? {} : { signal: opts.signal }),
-      // A refusal will not change by retrying; a flaky relay path might.
-      shouldRetry: (err: unknown) => !(err instanceof ServiceRefusedError || err instanceof PeerRefusedError),
-      onRetry: ({ attempt, delayMs, error }) =>
-        log.warn('opening the stream failed, retrying', {
-          peer,
-          service,
-          attempt,
-          delayMs,
-          error: error as Error,
-        }),
-    })
+    return this.#retried('opening the stream failed, retrying', peer, service, opts, () =>
+      this.#openServiceOnce(peer, service, opts.signal),
+    )
   }
 
   async #openServiceOnce(
@@ -478,37 +429,32 @@ class Runtime implements NodeRuntime, Component {
     service: string,
     signal: AbortSignal | undefined,
   ): Promise<{ stream: Stream; path: PathInfo }> {
-    const protocol = serviceProtocolId(service)
     const reached = await this.reach(peer, signal)
+    const path = classifyConnection(reached.connection)
     try {
-      // A WebRTC stream has no backpressure: the service is framed with flow control there
-      // (src/pipe/stream.ts); a peer without it is asked for the plain protocol.
-      const protocols =
-        classifyConnection(reached.connection).transport === 'webrtc'
-          ? [flowControlledProtocol(service), protocol]
-          : [protocol]
-      const stream = await reached.connection.newStream(protocols, {
+      const stream = await reached.connection.newStream(plainServiceProtocols(service, path), {
         ...SERVICE_DIAL_OPTIONS,
         ...(signal === undefined ? {} : { signal }),
       })
-      const path = classifyConnection(reached.connection)
       this.#log.info('service stream opened', { peer, service, path: describePath(path, this.config.names) })
       return { stream, path }
     } catch (err) {
       if ((err as Error).name === 'UnsupportedProtocolError') {
-        throw new ServiceRefusedError(`${peer} does not offer a service named ${service}`, {
-          hint: `on ${peer}: \`peerup service add ${service} <host:port>\`, then restart its daemon`,
-          cause: err,
-        })
+        throw noSuchService(peer, service, err)
       }
       throw err
     }
   }
 
+  /** Re-reads authorized_keys and closes connections of peers that lost authorization. */
   reloadAuthorized(): Promise<{ added: string[]; removed: string[] }> {
     return this.authorized.reloadFromFile()
   }
 
+  /**
+   * Lets peers not in authorized_keys connect over a relay (limited connections: no services)
+   * until the returned function is called: the joiner of an open invite.
+   */
   admitJoiners(): () => void {
     const close = this.#admission.open()
     return () => {
@@ -536,6 +482,10 @@ class Runtime implements NodeRuntime, Component {
     }
   }
 
+  /**
+   * Applies a changed config without a restart where that can be done: names, services (with
+   * `exposeServices`), relays. Reports what took effect and what needs a restart.
+   */
   async applyConfig(next: NodeConfig): Promise<ConfigChanges> {
     const config = this.config
     const applied: string[] = []
@@ -550,9 +500,12 @@ class Runtime implements NodeRuntime, Component {
       applied.push(...(await this.#applyServices(config, next)))
     }
     if (!same(config.relay.addresses, next.relay.addresses)) {
-      this.supervisor.setRelays(this.#reserve ? next.relay.addresses : [])
+      this.supervisor.setRelays(this.#exposeServices ? next.relay.addresses : [])
       applied.push('relay.addresses')
-      if (this.#reserve && relayCount(next.relay.addresses) > this.#relaysAtStart) {
+      if (
+        this.#exposeServices &&
+        relayCount(next.relay.addresses) > relayCount(this.#atStart.relay.addresses)
+      ) {
         // One circuit listener per relay is made when the node starts (src/p2p/node.ts).
         restartNeeded.push(
           'relay.addresses (more relays than at start: reservations on the new ones after a restart)',

@@ -14,7 +14,6 @@ import type { Logger } from '../log/index.ts'
 import type { ByteEnd } from '../pipe/end.ts'
 import { type Link, SESSION_PROTOCOL, streamLink } from '../pipe/link.ts'
 import {
-  DEFAULT_RESUME_GRACE_MS,
   handshake,
   newSessionId,
   Session,
@@ -23,11 +22,11 @@ import {
   SessionTally,
   sessionIdText,
 } from '../pipe/session.ts'
-import { serviceStreamEnd } from '../pipe/stream.ts'
+import { flowControlledProtocol, serviceStreamEnd } from '../pipe/stream.ts'
 import { SERVICE_DIAL_OPTIONS } from '../proxy/constants.ts'
 import type { Component } from '../util/components.ts'
 import { serviceProtocolId } from './constants.ts'
-import { PeerRefusedError, ServiceRefusedError } from './errors.ts'
+import { noSuchService, PeerRefusedError, ServiceRefusedError } from './errors.ts'
 import { pingConnection, severConnection } from './liveness.ts'
 import type { PeerupLibp2p } from './node.ts'
 import { bestConnection, classifyConnection, type PathInfo } from './path.ts'
@@ -45,7 +44,17 @@ const HANDSHAKE_TIMEOUT_MS = 10_000
  */
 export const SESSION_REFUSALS_FINAL = 3
 
-/** What the session opener uses. */
+/**
+ * The plain service protocols to offer over `path`: a WebRTC connection cannot pause a plain
+ * stream, so a peer without sessions is asked for the framed one (src/pipe/stream.ts) there first.
+ */
+export function plainServiceProtocols(service: string, path: PathInfo): string[] {
+  return [
+    ...(path.transport === 'webrtc' ? [flowControlledProtocol(service)] : []),
+    serviceProtocolId(service),
+  ]
+}
+
 export interface SessionOpenerComponents {
   node: PeerupLibp2p
   paths: PathTracker
@@ -54,10 +63,9 @@ export interface SessionOpenerComponents {
   reach: (peerId: string, signal?: AbortSignal) => Promise<Reached>
 }
 
-/** Options of {@link SessionOpener}. */
 export interface SessionOpenerInit {
   /** How long a session waits for a way back to its peer (config `proxy.resume_grace`). */
-  graceMs?: () => number
+  graceMs: () => number
   /**
    * False: open plain service streams only, as with a peer without sessions (`PEERUP_SESSIONS=off`,
    * the benchmark's baseline for what resumability costs). Default true.
@@ -82,9 +90,14 @@ export class SessionOpener implements Component {
   /** The connection each link runs over. */
   readonly #connectionOf = new WeakMap<Link, Connection>()
   readonly #tally = new SessionTally()
-  readonly #onPath = (evt: CustomEvent<PathChange>): void => this.#pathChanged(evt.detail)
+  /** A direct path appeared: the sessions on a relayed connection move to it. */
+  readonly #onPath = (evt: CustomEvent<PathChange>): void => {
+    if (evt.detail.current?.type === 'DIRECT') {
+      this.#moveToDirect(evt.detail.peer)
+    }
+  }
 
-  constructor(components: SessionOpenerComponents, init: SessionOpenerInit = {}) {
+  constructor(components: SessionOpenerComponents, init: SessionOpenerInit) {
     this.#components = components
     this.#init = init
   }
@@ -99,11 +112,7 @@ export class SessionOpener implements Component {
 
   /** Sessions this node opened that are not over. */
   get size(): number {
-    let n = 0
-    for (const set of this.#live.values()) {
-      n += set.size
-    }
-    return n
+    return [...this.#live.values()].reduce((n, set) => n + set.size, 0)
   }
 
   /** What the sessions this node opened are doing, and did. */
@@ -122,11 +131,7 @@ export class SessionOpener implements Component {
   async open(peerId: string, service: string, reached: Reached, signal?: AbortSignal): Promise<Opened> {
     const connection = reached.connection
     const path = classifyConnection(connection)
-    // A WebRTC connection cannot pause a plain stream: a peer without sessions gets the framed one.
-    const fallback = [
-      ...(path.transport === 'webrtc' ? [`/peerup/${service}/fc/1.0.0`] : []),
-      serviceProtocolId(service),
-    ]
+    const fallback = plainServiceProtocols(service, path)
     const offer = this.#init.resumable === false ? fallback : [SESSION_PROTOCOL, ...fallback]
     const stream = await connection.newStream(offer, {
       ...SERVICE_DIAL_OPTIONS,
@@ -143,10 +148,7 @@ export class SessionOpener implements Component {
     } catch (err) {
       if (err instanceof SessionRefusedError) {
         throw /no service named/.test(err.message)
-          ? new ServiceRefusedError(`${peerId} does not offer a service named ${service}`, {
-              hint: `on ${peerId}: \`peerup service add ${service} <host:port>\`, then restart its daemon`,
-              cause: err,
-            })
+          ? noSuchService(peerId, service, err)
           : new ServiceRefusedError(err.message, {
               hint: `on ${peerId}: check allowed_peers of service ${service} and that the service runs`,
               cause: err,
@@ -171,7 +173,7 @@ export class SessionOpener implements Component {
       id,
       name: `${service} ${sessionIdText(id).slice(0, 8)} to ${peerId}`,
       role: 'opener',
-      graceMs: this.#init.graceMs?.() ?? DEFAULT_RESUME_GRACE_MS,
+      graceMs: this.#init.graceMs(),
       reconnect: this.#reconnector(peerId),
       probe: (link, signal) => link.probe?.(signal) ?? Promise.resolve(),
       log: log.child('session'),
@@ -218,11 +220,13 @@ export class SessionOpener implements Component {
   /** A new link to the peer's session endpoint, over the best connection there is (or a new one). */
   async #reconnect(peerId: string, signal: AbortSignal): Promise<Link> {
     const reached = await this.#components.reach(peerId, this.#timeout(signal))
-    const stream = await reached.connection.newStream(SESSION_PROTOCOL, {
-      ...SERVICE_DIAL_OPTIONS,
-      signal: this.#timeout(signal),
-    })
-    return this.#link(stream, reached.connection)
+    return this.#linkOver(reached.connection, this.#timeout(signal))
+  }
+
+  /** A new link over `connection` to the peer's session endpoint. */
+  async #linkOver(connection: Connection, signal: AbortSignal): Promise<Link> {
+    const stream = await connection.newStream(SESSION_PROTOCOL, { ...SERVICE_DIAL_OPTIONS, signal })
+    return this.#link(stream, connection)
   }
 
   #link(stream: Stream, connection: Connection): Link {
@@ -237,13 +241,6 @@ export class SessionOpener implements Component {
   #timeout(signal?: AbortSignal): AbortSignal {
     const timeout = AbortSignal.timeout(HANDSHAKE_TIMEOUT_MS)
     return signal === undefined ? timeout : AbortSignal.any([signal, timeout])
-  }
-
-  /** A direct path appeared: the sessions on a relayed connection move to it. */
-  #pathChanged(change: PathChange): void {
-    if (change.current?.type === 'DIRECT') {
-      this.#moveToDirect(change.peer)
-    }
   }
 
   /** Moves the peer's sessions that run over a relayed connection to its direct one, if it has one. */
@@ -270,11 +267,7 @@ export class SessionOpener implements Component {
   }
 
   async #move(session: Session, connection: Connection): Promise<void> {
-    const stream = await connection.newStream(SESSION_PROTOCOL, {
-      ...SERVICE_DIAL_OPTIONS,
-      signal: this.#timeout(),
-    })
-    await session.moveTo(this.#link(stream, connection), this.#timeout())
+    await session.moveTo(await this.#linkOver(connection, this.#timeout()), this.#timeout())
     this.#tally.moved++
     this.#components.log.info('session moved to a direct path', { session: session.name })
   }

@@ -11,6 +11,7 @@
  */
 
 import type { PeerId } from '@libp2p/interface'
+import type { TypedEventTarget } from 'main-event'
 import { formatError, NotFoundError, UsageError } from '../errors.ts'
 import { backoffDelayMs } from '../util/retry.ts'
 import { PeerRefusedError, PeerUnreachableError, ServiceRefusedError } from './errors.ts'
@@ -22,7 +23,6 @@ export const WAIT_RETRY_BASE_MS = 500
 /** Longest delay between two tries of a waiting connection. */
 export const WAIT_RETRY_MAX_MS = 2_000
 
-/** Options of {@link untilReachable}. */
 export interface WaitOptions {
   /** Its `peer:connect` events wake the wait early. */
   node: PeerupLibp2p
@@ -76,7 +76,12 @@ export async function untilReachable<T>(
     if (!deadline.aborted) {
       const delayMs = backoffDelayMs(i, { baseMs: WAIT_RETRY_BASE_MS, maxMs: WAIT_RETRY_MAX_MS })
       options.onRetry?.({ attempt: i, delayMs, error: last })
-      await wake(options.node, options.peerId(), delayMs, signal)
+      // A connection to the peer opening ends the delay early.
+      const peerId = options.peerId()
+      const opened = (evt: CustomEvent<PeerId>): boolean => evt.detail.toString() === peerId
+      if (!signal.aborted) {
+        await nextEvent(options.node, 'peer:connect', opened, delayMs, signal)
+      }
       options.signal?.throwIfAborted()
     }
     if (deadline.aborted) {
@@ -92,30 +97,33 @@ export async function untilReachable<T>(
   }
 }
 
-/** Resolves after `ms`, when a connection to `peerId` opens, or when `signal` aborts. */
-function wake(
-  node: PeerupLibp2p,
-  peerId: string | undefined,
-  ms: number,
+/**
+ * Resolves with the event when `target` emits `type` with one `match` accepts; with undefined after
+ * `ms` (when given), or when `signal` aborts later (a signal already aborted does not end the wait).
+ */
+// biome-ignore lint/suspicious/noExplicitAny: TypedEventTarget's own constraint (an interface of events is no Record<string, unknown>)
+export function nextEvent<M extends Record<string, any>, K extends keyof M & string>(
+  target: TypedEventTarget<M>,
+  type: K,
+  match: (evt: M[K]) => boolean,
+  ms: number | undefined,
   signal: AbortSignal,
-): Promise<void> {
+): Promise<M[K] | undefined> {
   return new Promise((resolve) => {
-    const done = (): void => {
+    const done = (evt?: M[K]): void => {
       clearTimeout(timer)
-      node.removeEventListener('peer:connect', onConnect)
-      signal.removeEventListener('abort', done)
-      resolve()
+      target.removeEventListener(type, onEvent)
+      signal.removeEventListener('abort', onAbort)
+      resolve(evt)
     }
-    const onConnect = (evt: CustomEvent<PeerId>): void => {
-      if (evt.detail.toString() === peerId) {
-        done()
+    const onEvent = (evt: M[K]): void => {
+      if (match(evt)) {
+        done(evt)
       }
     }
-    const timer = setTimeout(done, ms)
-    node.addEventListener('peer:connect', onConnect)
-    signal.addEventListener('abort', done, { once: true })
-    if (signal.aborted) {
-      done()
-    }
+    const onAbort = (): void => done()
+    const timer = ms === undefined ? undefined : setTimeout(done, ms)
+    target.addEventListener(type, onEvent)
+    signal.addEventListener('abort', onAbort, { once: true })
   })
 }
