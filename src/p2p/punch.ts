@@ -137,22 +137,6 @@ export interface TcpPuncherComponents {
   allowed: (peer: string) => boolean
 }
 
-/** Settings of a {@link TcpPuncher}; each has a default. */
-export interface TcpPuncherInit {
-  windowMs?: number
-  retryMs?: number
-  leadMs?: number
-  /** Who leads in each round, in order; default {@link PUNCH_ROUNDS}. */
-  rounds?: readonly Lead[]
-  /** Called with each side's socket once connected: tests check the port it left from. */
-  onConnected?: (info: {
-    role: 'initiator' | 'responder'
-    announced: PunchEndpoint
-    socket: net.Socket
-    lead: Lead
-  }) => void
-}
-
 /** libp2p's transport manager, as far as peerup uses it: a dial that bypasses the dial queue. */
 export interface TransportDialer {
   dial(
@@ -200,11 +184,6 @@ export class TcpPuncher {
   readonly #logger: ComponentLogger
   readonly #log: Logger
   readonly #allowed: (peer: string) => boolean
-  readonly #windowMs: number
-  readonly #retryMs: number
-  readonly #leadMs: number
-  readonly #rounds: readonly Lead[]
-  readonly #onConnected: TcpPuncherInit['onConnected']
   /** Our IP as each relay saw it (identify's observed address), by relay peer id. */
   readonly #observed = new Map<string, string>()
   #controller = new AbortController()
@@ -218,17 +197,12 @@ export class TcpPuncher {
     }
   }
 
-  constructor(components: TcpPuncherComponents, init: TcpPuncherInit = {}) {
+  constructor(components: TcpPuncherComponents) {
     this.#node = components.node
     this.#upgrader = components.upgrader
     this.#logger = components.logger
     this.#log = components.log
     this.#allowed = components.allowed
-    this.#windowMs = init.windowMs ?? PUNCH_WINDOW_MS
-    this.#retryMs = init.retryMs ?? PUNCH_RETRY_MS
-    this.#leadMs = init.leadMs ?? PUNCH_LEAD_MS
-    this.#rounds = init.rounds ?? PUNCH_ROUNDS
-    this.#onConnected = init.onConnected
   }
 
   async start(): Promise<void> {
@@ -264,7 +238,7 @@ export class TcpPuncher {
     }
     const all = AbortSignal.any([signal, this.#controller.signal])
     const failures: string[] = []
-    for (const lead of this.#rounds) {
+    for (const lead of PUNCH_ROUNDS) {
       try {
         const conn = await this.#round(relayed, lead, all)
         this.#log.info('tcp punched', { peer: relayed.remotePeer.toString(), lead, failed: failures })
@@ -323,13 +297,12 @@ export class TcpPuncher {
         ? err
         : new PunchError(`exchange over the relay failed: ${describe(err)}`)
     }
-    await sleep(roundStartMs(lead, 'initiator', rttMs, this.#leadMs), all)
+    await sleep(roundStartMs(lead, 'initiator', rttMs, PUNCH_LEAD_MS), all)
     const socket = await simultaneousOpen(theirs, own.port, {
-      windowMs: this.#windowMs,
-      retryMs: this.#retryMs,
+      windowMs: PUNCH_WINDOW_MS,
+      retryMs: PUNCH_RETRY_MS,
       signal: all,
     })
-    this.#onConnected?.({ role: 'initiator', announced: own, socket, lead })
     const conn = await this.#upgrade(socket, 'outbound', theirs, peer, all)
     // Our side of the upgrade can finish before the responder's: multistream-select lets the
     // dialler assume the muxer, so a responder whose gater refuses us after the noise handshake
@@ -383,13 +356,12 @@ export class TcpPuncher {
       return
     }
     try {
-      await sleep(roundStartMs(lead, 'responder', 0, this.#leadMs), this.#controller.signal)
+      await sleep(roundStartMs(lead, 'responder', 0, PUNCH_LEAD_MS), this.#controller.signal)
       const socket = await simultaneousOpen(theirs, own.port, {
-        windowMs: this.#windowMs,
-        retryMs: this.#retryMs,
+        windowMs: PUNCH_WINDOW_MS,
+        retryMs: PUNCH_RETRY_MS,
         signal: this.#controller.signal,
       })
-      this.#onConnected?.({ role: 'responder', announced: own, socket, lead })
       await this.#upgrade(socket, 'inbound', theirs, peer, this.#controller.signal)
       this.#log.debug('punched connection up', { peer: peer.toString() })
     } catch (err) {
@@ -603,7 +575,11 @@ function decode(bytes: Uint8Array): unknown {
   }
 }
 
-function describe(err: unknown): string {
+/** `Name: message` of an error, of each of an AggregateError's (a dial's, one per address). */
+export function describe(err: unknown): string {
+  if (err instanceof AggregateError) {
+    return err.errors.map(describe).join(', ')
+  }
   const e = err as Error
   return `${e?.name ?? 'Error'}: ${e?.message ?? String(err)}`
 }

@@ -24,7 +24,7 @@ import type { Logger } from '../log/index.ts'
 import type { PeerupLibp2p } from './node.ts'
 import { classifyConnection } from './path.ts'
 import type { DirectTransport, PathTracker } from './paths.ts'
-import { PUNCH_PROTOCOL, type TcpPuncher } from './punch.ts'
+import { describe, PUNCH_PROTOCOL, type TcpPuncher } from './punch.ts'
 
 /** The protocol @libp2p/webrtc signals on; a peer that does not offer it has no WebRTC transport. */
 export const WEBRTC_SIGNALING_PROTOCOL = '/webrtc-signaling/0.0.1'
@@ -73,18 +73,6 @@ export interface DirectUpgraderComponents {
   puncher?: TcpPuncher
 }
 
-/** Settings of a {@link DirectUpgrader}; each has a default. */
-export interface DirectUpgraderInit {
-  /** This node can dial WebRTC (its transport is configured); default false. */
-  webrtc?: boolean
-  tcpTimeoutMs?: number
-  punchTimeoutMs?: number
-  webrtcSignalTimeoutMs?: number
-  webrtcTimeoutMs?: number
-  retryBaseMs?: number
-  retryMaxMs?: number
-}
-
 interface PeerState {
   running: Promise<void> | undefined
   timer: NodeJS.Timeout | undefined
@@ -100,13 +88,7 @@ export class DirectUpgrader {
   readonly #tracker: PathTracker
   readonly #log: Logger
   readonly #webrtc: boolean
-  readonly #tcpTimeoutMs: number
   readonly #puncher: TcpPuncher | undefined
-  readonly #punchTimeoutMs: number
-  readonly #webrtcSignalTimeoutMs: number
-  readonly #webrtcTimeoutMs: number
-  readonly #retryBaseMs: number
-  readonly #retryMaxMs: number
   readonly #peers = new Map<string, PeerState>()
   readonly #idleWatch = new Set<string>()
   #controller = new AbortController()
@@ -133,18 +115,13 @@ export class DirectUpgrader {
     }
   }
 
-  constructor(components: DirectUpgraderComponents, init: DirectUpgraderInit = {}) {
+  /** `webrtc`: this node can dial WebRTC (its transport is configured). */
+  constructor(components: DirectUpgraderComponents, init: { webrtc: boolean }) {
     this.#node = components.node
     this.#tracker = components.tracker
     this.#log = components.log
-    this.#webrtc = init.webrtc ?? false
-    this.#tcpTimeoutMs = init.tcpTimeoutMs ?? DIRECT_TCP_TIMEOUT_MS
+    this.#webrtc = init.webrtc
     this.#puncher = components.puncher
-    this.#punchTimeoutMs = init.punchTimeoutMs ?? DIRECT_PUNCH_TIMEOUT_MS
-    this.#webrtcSignalTimeoutMs = init.webrtcSignalTimeoutMs ?? DIRECT_WEBRTC_SIGNAL_TIMEOUT_MS
-    this.#webrtcTimeoutMs = init.webrtcTimeoutMs ?? DIRECT_WEBRTC_TIMEOUT_MS
-    this.#retryBaseMs = init.retryBaseMs ?? UPGRADE_RETRY_BASE_MS
-    this.#retryMaxMs = init.retryMaxMs ?? UPGRADE_RETRY_MAX_MS
   }
 
   /** Starts upgrading the relayed connections this node dials from now on. */
@@ -272,7 +249,7 @@ export class DirectUpgrader {
       if (conn !== undefined || !plan.methods.includes(m) || !this.#running) {
         continue
       }
-      const signal = AbortSignal.any([this.#controller.signal, AbortSignal.timeout(this.#tcpTimeoutMs)])
+      const signal = AbortSignal.any([this.#controller.signal, AbortSignal.timeout(DIRECT_TCP_TIMEOUT_MS)])
       const t0 = performance.now()
       try {
         conn = direct(await this.#node.dial(target, { signal }))
@@ -294,7 +271,7 @@ export class DirectUpgrader {
       this.#puncher !== undefined &&
       this.#running
     ) {
-      const signal = AbortSignal.any([this.#controller.signal, AbortSignal.timeout(this.#punchTimeoutMs)])
+      const signal = AbortSignal.any([this.#controller.signal, AbortSignal.timeout(DIRECT_PUNCH_TIMEOUT_MS)])
       const t0 = performance.now()
       try {
         conn = await this.#puncher.punch(relayed, signal)
@@ -333,7 +310,7 @@ export class DirectUpgrader {
       return
     }
     const failures = (this.#tracker.get(id)?.upgrade.failures ?? 0) + 1
-    const retryInMs = upgradeRetryMs(failures, this.#retryBaseMs, this.#retryMaxMs)
+    const retryInMs = upgradeRetryMs(failures, UPGRADE_RETRY_BASE_MS, UPGRADE_RETRY_MAX_MS)
     const error = errors.join('; ')
     this.#tracker.upgradeFailed(id, error, performance.now() - started, retryInMs)
     this.#log.warn('direct path failed; traffic stays on the relay', { peer: id, error, retryInMs })
@@ -352,13 +329,13 @@ export class DirectUpgrader {
     const deadline = new AbortController()
     const t0 = performance.now()
     let answeredAt: number | undefined
-    let timer = setTimeout(() => deadline.abort(), this.#webrtcSignalTimeoutMs)
+    let timer = setTimeout(() => deadline.abort(), DIRECT_WEBRTC_SIGNAL_TIMEOUT_MS)
     // @libp2p/webrtc (private-to-private/initiate-connection.js) reports this once the answer is set.
     const onProgress = (evt: { type: string }): void => {
       if (evt.type === 'webrtc:read-ice-candidates' && answeredAt === undefined) {
         answeredAt = performance.now()
         clearTimeout(timer)
-        timer = setTimeout(() => deadline.abort(), this.#webrtcTimeoutMs)
+        timer = setTimeout(() => deadline.abort(), DIRECT_WEBRTC_TIMEOUT_MS)
       }
     }
     try {
@@ -586,12 +563,4 @@ export function tcpAddresses(
     }
   }
   return { lan: [...lan.values()], public: [...pub.values()] }
-}
-
-function describe(err: unknown): string {
-  if (err instanceof AggregateError) {
-    return err.errors.map(describe).join(', ')
-  }
-  const e = err as Error
-  return `${e?.name ?? 'Error'}: ${e?.message ?? String(err)}`
 }
