@@ -45,14 +45,17 @@ export async function pingPeer(rt: NodeRuntime, peer: string, options: PingOptio
   const replies: PingReply[] = []
   const pathChanges: PingPathChange[] = []
   let last = reached.path
-  // With --until-direct, an upgrade that fails (or cannot be tried) after we started ends the run.
+  // With --until-direct, an upgrade that fails (or cannot be tried) after we started ends the run;
+  // so does one that had failed already, whose next try waits for its backoff (up to 10 min):
+  // the report says why and when it tries again.
   const upgradeGaveUp = new AbortController()
   const onUpgrade = (evt: CustomEvent<UpgradeEvent>): void => {
     if (evt.detail.peer === peerId && evt.detail.outcome === 'failed') {
       upgradeGaveUp.abort()
     }
   }
-  const unavailable = rt.paths.get(peerId)?.upgrade.state === 'unavailable'
+  const state = rt.paths.get(peerId)?.upgrade.state
+  const unavailable = state === 'unavailable' || state === 'failed'
   if (options.untilDirect === true) {
     rt.paths.addEventListener('upgrade', onUpgrade)
   }

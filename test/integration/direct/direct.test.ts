@@ -282,9 +282,11 @@ describe('direct path upgrade', { timeout: 120_000 }, () => {
       pingPeer(ra, e.peerId, { count: 0, intervalMs: 1000, untilDirect: true, deadlineMs: 20_000 })
     let report = await untilDirect()
     // On a loaded machine a WebRTC attempt can fail (ICE gave up); ping --until-direct then stops,
-    // as documented, and the upgrader tries again 5 s later: run it again, as a user would.
+    // as documented, and the upgrader tries again 5 s later: once it does, run it again, as a user
+    // would (run before, it stops at once on the failed state, saying when the next try comes).
     for (let i = 0; i < 2 && report.finalPath.type !== 'DIRECT' && report.upgrade?.state === 'failed'; i++) {
       t.diagnostic(`upgrade attempt failed (${report.upgrade.lastError}); ping --until-direct again`)
+      await ra.paths.waitFor(e.peerId, (s) => s.upgrade.state !== 'failed', AbortSignal.timeout(30_000))
       report = await untilDirect()
     }
     assert.equal(report.path.type, 'RELAYED', 'reached through the relay')
