@@ -281,6 +281,24 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
       ),
       /ECONNREFUSED/,
     )
+    // A port in use: the daemon's refusal, in one line, exit 1, and nothing left listening.
+    const taken = net.createServer()
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+    const takenPort = (taken.address() as net.AddressInfo).port
+    try {
+      const busy = await runCli(['proxy', 'b', 'echo', String(takenPort), '--config', a.configFile], root)
+      assert.equal(busy.code, 1, busy.stderr)
+      assert.match(
+        busy.stderr,
+        new RegExp(
+          `^peerup: cannot listen on 127\\.0\\.0\\.1:${takenPort}: listen EADDRINUSE.* — choose another port`,
+        ),
+      )
+      assert.equal(busy.stderr.trim().split('\n').length, 1, busy.stderr)
+      assert.deepEqual(await c.call('connectList', {}), [])
+    } finally {
+      taken.close()
+    }
   })
 
   it('the events stream reports a peer joining and leaving', async () => {
