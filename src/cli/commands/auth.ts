@@ -17,7 +17,7 @@ import { ConflictError, PeerupError } from '../../errors.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
 import { loadNode, viaDaemon } from '../load.ts'
 import type { CliCommand } from '../options.ts'
-import { emit, table } from '../output.ts'
+import { emit, listTable } from '../output.ts'
 
 function authorizedKeysFile(dir: string, config: NodeConfig): string {
   return resolveIn(dir, config.security.authorized_keys_file)
@@ -108,18 +108,18 @@ export function registerAuth(program: CliCommand, ctx: CliContext): void {
       const { dir, config } = await loadNode(ctx, opts)
       const peers = await listAuthorizedPeers(authorizedKeysFile(dir, config), config.names)
       emit(ctx, opts, peers, (list) =>
-        list.length === 0
-          ? 'no authorized peers (pair with `peerup invite`/`peerup join`, or `peerup auth add <peer-id>`)'
-          : table([
-              ['PEER ID', 'NAME', 'VERIFIED', 'EXPIRES', 'COMMENT'],
-              ...list.map((p) => [
-                p.peerId,
-                p.name ?? '-',
-                p.verified === undefined ? 'no' : 'yes',
-                p.expires === undefined ? '-' : `${p.expires.slice(0, 10)}${p.expired ? ' (expired)' : ''}`,
-                p.comment ?? '',
-              ]),
-            ]),
+        listTable(
+          list,
+          'no authorized peers (pair with `peerup invite`/`peerup join`, or `peerup auth add <peer-id>`)',
+          ['PEER ID', 'NAME', 'VERIFIED', 'EXPIRES', 'COMMENT'],
+          (p) => [
+            p.peerId,
+            p.name ?? '-',
+            p.verified === undefined ? 'no' : 'yes',
+            p.expires === undefined ? '-' : `${p.expires.slice(0, 10)}${p.expired ? ' (expired)' : ''}`,
+            p.comment ?? '',
+          ],
+        ),
       )
     })
 

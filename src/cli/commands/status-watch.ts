@@ -7,7 +7,7 @@
  * @packageDocumentation
  */
 
-import { type ApiPath, ago, type DaemonEvent, describePath, table } from '../../api/index.ts'
+import { type ApiPath, ago, type DaemonEvent, describePath, listTable } from '../../api/index.ts'
 import type { Client } from '../../client/client.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
 import { daemonClient } from '../load.ts'
@@ -84,19 +84,13 @@ export async function watchStatus(
       return
     }
     const list = [...rows.values()].sort((a, b) => (a.name ?? a.peerId).localeCompare(b.name ?? b.peerId))
-    const body =
-      list.length === 0
-        ? 'no peers connected'
-        : table([
-            ['NAME', 'PEER', 'PATH', 'RTT', 'SINCE'],
-            ...list.map((r) => [
-              r.name ?? '-',
-              r.peerId,
-              describePath(r.path),
-              r.rttMs === undefined ? '-' : `${r.rttMs.toFixed(1)} ms`,
-              ago(r.since),
-            ]),
-          ])
+    const body = listTable(list, 'no peers connected', ['NAME', 'PEER', 'PATH', 'RTT', 'SINCE'], (r) => [
+      r.name ?? '-',
+      r.peerId,
+      describePath(r.path),
+      r.rttMs === undefined ? '-' : `${r.rttMs.toFixed(1)} ms`,
+      ago(r.since),
+    ])
     // Home, clear to the end: redraw in place.
     ctx.stdout.write(
       `\x1b[H\x1b[2J${status.peerId} — ${list.length} peers, ${new Date().toLocaleTimeString()} (Ctrl+C to stop)\n\n${body}\n`,
