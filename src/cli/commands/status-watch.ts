@@ -159,26 +159,21 @@ function applyEvent(rows: Map<string, Row>, relays: Set<string>, e: DaemonEvent)
       }
       return undefined
     case 'peer-disconnected':
-      if (rows.delete(e.peerId)) {
-        return `disconnected ${e.name ?? e.peerId}`
-      }
-      return undefined
+      return rows.delete(e.peerId) ? `disconnected ${e.name ?? e.peerId}` : undefined
     case 'path-changed': {
       const row = rows.get(e.peerId)
       if (row !== undefined) {
         row.path = e.to
         row.since = e.time
       }
-      if (!relays.has(e.peerId)) {
-        return `path ${e.name ?? e.peerId} ${describePath(e.from)} → ${describePath(e.to)}`
-      }
-      return undefined
+      return relays.has(e.peerId)
+        ? undefined
+        : `path ${e.name ?? e.peerId} ${describePath(e.from)} → ${describePath(e.to)}`
     }
     case 'upgrade':
-      if (e.outcome !== 'started') {
-        return `upgrade ${e.peerId} ${e.outcome}${e.transport === undefined ? '' : ` (${e.transport})`}${e.error === undefined ? '' : `: ${e.error}`}`
-      }
-      return undefined
+      return e.outcome === 'started'
+        ? undefined
+        : `upgrade ${e.peerId} ${e.outcome}${e.transport === undefined ? '' : ` (${e.transport})`}${e.error === undefined ? '' : `: ${e.error}`}`
     case 'reservation':
       return `reservation ${e.reserved ? 'held' : 'lost'} on ${e.relay}`
     case 'auth-changed':
