@@ -63,16 +63,11 @@ export function normaliseLocalAddress(address: string): string {
   return value
 }
 
-export interface AddServiceOptions {
-  allowedPeers?: string[]
-  enabled?: boolean
-}
-
 export async function addService(
   file: string,
   name: string,
   address: string,
-  options: AddServiceOptions = {},
+  options: { allowedPeers?: string[]; enabled?: boolean } = {},
 ): Promise<ServiceInfo> {
   checkServiceName(name)
   const localAddress = normaliseLocalAddress(address)
