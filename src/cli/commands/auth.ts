@@ -11,9 +11,9 @@ import {
   validateAuthorizedKeysFile,
 } from '../../auth/ops.ts'
 import { resolveIn } from '../../config/load.ts'
-import { checkPeerName, setPeerName } from '../../config/ops.ts'
+import { checkNameFree, checkPeerName, setPeerName } from '../../config/ops.ts'
 import type { NodeConfig } from '../../config/schema.ts'
-import { ConflictError, PeerupError } from '../../errors.ts'
+import { PeerupError } from '../../errors.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
 import { loadNode, viaDaemon } from '../load.ts'
 import type { CliCommand } from '../options.ts'
@@ -48,12 +48,7 @@ export function registerAuth(program: CliCommand, ctx: CliContext): void {
       if (opts.name !== undefined) {
         // Checked before anything is written, so a bad or taken name leaves both files as they were.
         checkPeerName(opts.name)
-        const taken = config.names[opts.name]
-        if (taken !== undefined && taken !== peerArg(config, peer)) {
-          throw new ConflictError(`the name ${opts.name} is already used for ${taken}`, {
-            hint: 'pick another name, or remove that line under names: first',
-          })
-        }
+        checkNameFree(config, opts.name, peerArg(config, peer))
       }
       const attributes: Record<string, string> = {}
       if (opts.expires !== undefined) attributes.expires = opts.expires
