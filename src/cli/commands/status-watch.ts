@@ -46,14 +46,11 @@ function rttProbe(client: Client, signal: AbortSignal, measured: () => void): (r
     client
       .call('ping', { peer: row.peerId, count: 1, intervalMs: 0 }, signal)
       .then(
-        (r) => {
-          row.rttMs = r.replies[0]?.rttMs ?? undefined
-        },
-        () => {
-          row.rttMs = undefined
-        },
+        (r) => r.replies[0]?.rttMs,
+        () => undefined,
       )
-      .finally(() => {
+      .then((rttMs) => {
+        row.rttMs = rttMs
         pending.delete(row.peerId)
         if (!signal.aborted) {
           measured()
