@@ -43,17 +43,15 @@ export interface Env {
 /** Reads {@link Env} from a process environment (by default the real one). */
 export function readEnv(vars: NodeJS.ProcessEnv = process.env): Env {
   const home = nonEmpty(vars.HOME) ?? safeHomedir()
-  const configHome = nonEmpty(vars.XDG_CONFIG_HOME) ?? path.join(home, '.config')
-  const cacheDir =
-    nonEmpty(vars.PEERUP_CACHE_DIR) ??
-    path.join(nonEmpty(vars.XDG_CACHE_HOME) ?? path.join(home, '.cache'), 'peerup')
   return {
     peerupHome: nonEmpty(vars.PEERUP_HOME),
     debug: vars.PEERUP_DEBUG === '1' || vars.PEERUP_DEBUG === 'true',
     inviteCode: nonEmpty(vars.PEERUP_INVITE_CODE),
     home,
-    configHome,
-    cacheDir,
+    configHome: nonEmpty(vars.XDG_CONFIG_HOME) ?? path.join(home, '.config'),
+    cacheDir:
+      nonEmpty(vars.PEERUP_CACHE_DIR) ??
+      path.join(nonEmpty(vars.XDG_CACHE_HOME) ?? path.join(home, '.cache'), 'peerup'),
     notifySocket: nonEmpty(vars.NOTIFY_SOCKET),
     watchdogUsec: watchdog(vars),
     sessions: vars.PEERUP_SESSIONS !== 'off',

@@ -37,10 +37,7 @@ export function formatError(err: unknown): string {
   if (err instanceof PeerupError) {
     return err.hint === undefined ? err.message : `${err.message} — ${err.hint}`
   }
-  if (err instanceof Error) {
-    return err.message
-  }
-  return String(err)
+  return err instanceof Error ? err.message : String(err)
 }
 
 /**

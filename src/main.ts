@@ -49,10 +49,9 @@ function report(err: unknown, ctx: CliContext): number {
   }
   if (err instanceof CommanderError) {
     // Commander printed its own message already (help, version, or a usage error).
-    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) {
-      return EXIT.ok
-    }
-    return EXIT.usage
+    return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0
+      ? EXIT.ok
+      : EXIT.usage
   }
   const name = ctx.programName
   if (err instanceof PeerupError) {

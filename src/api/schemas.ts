@@ -398,10 +398,6 @@ export const inviteRequest = z.object({
 })
 
 /**
- * A line of an invite: the code (a secret: show it, never log it), progress, then `paired`.
- * Closing the request cancels the invite.
- */
-/**
  * A line of a held proxy listener (`peerup proxy PEER SERVICE PORT`): first `listening`, then a
  * line for each connection that could not be forwarded, until the caller goes away.
  */
@@ -410,6 +406,10 @@ export const connectHoldLine = z.discriminatedUnion('type', [
   z.object({ type: z.literal('failed'), error: z.string() }),
 ])
 
+/**
+ * A line of an invite: the code (a secret: show it, never log it), progress, then `paired`.
+ * Closing the request cancels the invite.
+ */
 export const inviteLine = z.discriminatedUnion('type', [
   z.object({ type: z.literal('code'), code: z.string(), expires: time }),
   z.object({ type: z.literal('progress'), message: z.string() }),

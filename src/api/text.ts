@@ -39,7 +39,7 @@ export function table(rows: string[][]): string {
 }
 
 /** A table of `items` under `header`, or `none` when there are none. */
-function listTable<T>(items: T[], none: string, header: string[], row: (item: T) => string[]): string {
+export function listTable<T>(items: T[], none: string, header: string[], row: (item: T) => string[]): string {
   return items.length === 0 ? none : table([header, ...items.map(row)])
 }
 

@@ -5,7 +5,7 @@
  * @packageDocumentation
  */
 
-import { isDaemonAbsent, LocalClient } from '../client/local.ts'
+import { DaemonNotRunningError, LocalClient } from '../client/local.ts'
 import { type Loaded, loadNodeConfig, loadRelayConfig } from '../config/load.ts'
 import { findConfigFile } from '../config/paths.ts'
 import type { NodeConfig, RelayConfig } from '../config/schema.ts'
@@ -49,7 +49,7 @@ export async function viaDaemon<T>(
   try {
     return await daemon(daemonClient(ctx, configFile))
   } catch (err) {
-    if (!isDaemonAbsent(err)) {
+    if (!(err instanceof DaemonNotRunningError)) {
       throw err
     }
   }

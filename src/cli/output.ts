@@ -32,4 +32,4 @@ export function logToStderr(ctx: CliContext, level: string | undefined, fallback
   })
 }
 
-export { table } from '../api/text.ts'
+export { listTable } from '../api/text.ts'

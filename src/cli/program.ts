@@ -26,15 +26,9 @@ import { registerWhoami } from './commands/whoami.ts'
 import type { CliContext } from './context.ts'
 import { CliCommand } from './options.ts'
 
-/** The text `--version` prints. */
-export function versionLine(programName: string): string {
-  const info = buildInfo()
-  return `${programName} ${info.version} (commit ${info.commit}, built ${info.buildDate}, node ${info.node})`
-}
-
-/** Builds the `peerup` program for one invocation. */
 export function buildProgram(ctx: CliContext): Command {
   const program = new CliCommand(ctx.programName)
+  const info = buildInfo()
   program
     .description(
       'Reach TCP services (SSH first) on machines behind NAT through your own private libp2p mesh.',
@@ -44,7 +38,11 @@ export function buildProgram(ctx: CliContext): Command {
       'config file (default: $PEERUP_HOME/config.yaml, ./peerup.yaml, ~/.config/peerup/config.yaml, /etc/peerup/config.yaml)',
     )
     .option('--json', 'print results as JSON')
-    .version(versionLine(ctx.programName), '--version', 'print the version and exit')
+    .version(
+      `${ctx.programName} ${info.version} (commit ${info.commit}, built ${info.buildDate}, node ${info.node})`,
+      '--version',
+      'print the version and exit',
+    )
     .helpOption('-h, --help', 'show help')
     .enablePositionalOptions()
     .showSuggestionAfterError(true)

@@ -38,14 +38,12 @@ export interface LocalClientOptions {
 
 /** The daemon's API, typed by the contract. */
 export class LocalClient implements Client {
-  readonly socketPath: string
   readonly #http: LocalHttpClient
 
   constructor(options: LocalClientOptions) {
     const dir = path.dirname(options.configFile)
-    this.socketPath = path.join(dir, NODE_FILES.socket)
     this.#http = new LocalHttpClient({
-      socketPath: this.socketPath,
+      socketPath: path.join(dir, NODE_FILES.socket),
       cookieFile: path.join(dir, NODE_FILES.cookie),
       what: 'the peerup daemon',
       startHint: 'start it with `peerup daemon`',
@@ -94,9 +92,4 @@ function target(spec: RouteSpec, input: unknown, stream: boolean) {
     query.set('stream', 'true')
   }
   return { method: spec.method, url: query.size === 0 ? p : `${p}?${query}`, body }
-}
-
-/** Whether an error means "no daemon here" (so a command may run its own node instead). */
-export function isDaemonAbsent(err: unknown): boolean {
-  return err instanceof DaemonNotRunningError
 }

@@ -128,7 +128,6 @@ export async function removeMade(made: string[]): Promise<void> {
   }
 }
 
-/** Creates a node in `options.dir`. */
 export async function initNode(options: InitOptions): Promise<InitResult> {
   const relays = [...new Set(options.relays.map(checkRelayAddress))]
   if (!NETWORK_PATTERN.test(options.network)) {
@@ -159,7 +158,6 @@ export async function initNode(options: InitOptions): Promise<InitResult> {
   }
 }
 
-/** Creates a relay's files in `dir`. */
 export async function initRelay(dir: string): Promise<InitResult> {
   const abs = path.resolve(dir)
   const configFile = path.join(abs, RELAY_CONFIG_FILE_NAME)

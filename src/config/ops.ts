@@ -63,16 +63,11 @@ export function normaliseLocalAddress(address: string): string {
   return value
 }
 
-export interface AddServiceOptions {
-  allowedPeers?: string[]
-  enabled?: boolean
-}
-
 export async function addService(
   file: string,
   name: string,
   address: string,
-  options: AddServiceOptions = {},
+  options: { allowedPeers?: string[]; enabled?: boolean } = {},
 ): Promise<ServiceInfo> {
   checkServiceName(name)
   const localAddress = normaliseLocalAddress(address)
@@ -236,6 +231,16 @@ export const checkPeerName = nameCheck(
   'use letters, digits, . _ - (at most 63), like home or laptop-2',
 )
 
+/** Refuses `name` when `names:` already has it for another peer than `peerId`. */
+export function checkNameFree(config: NodeConfig, name: string, peerId: string): void {
+  const taken = config.names[name]
+  if (taken !== undefined && taken !== peerId) {
+    throw new ConflictError(`the name ${name} is already used for ${taken}`, {
+      hint: 'pick another name, or remove that line under names: first',
+    })
+  }
+}
+
 /**
  * Records `name` for `peerId` under `names:`, so commands take the name wherever they take a
  * peer id. A name already used for another peer is refused; a peer keeps one name (an older name
@@ -245,12 +250,7 @@ export async function setPeerName(file: string, name: string, peerId: string): P
   checkPeerName(name)
   const id = peerIdString.parse(peerId)
   await editConfigFile(file, nodeConfigSchema, (doc, current) => {
-    const taken = current.names[name]
-    if (taken !== undefined && taken !== id) {
-      throw new ConflictError(`the name ${name} is already used for ${taken}`, {
-        hint: 'pick another name, or remove that line under names: first',
-      })
-    }
+    checkNameFree(current, name, id)
     for (const [old, oldId] of Object.entries(current.names)) {
       if (oldId === id && old !== name) {
         doc.deleteIn(['names', old])

@@ -10,10 +10,8 @@ import type { Env } from '../env.ts'
 import { exists } from '../util/fs.ts'
 import { ConfigNotFoundError } from './errors.ts'
 
-/** The node's config file name inside its directory. */
 export const CONFIG_FILE_NAME = 'config.yaml'
 
-/** The relay's config file name inside its directory. */
 export const RELAY_CONFIG_FILE_NAME = 'relay-server.yaml'
 
 /** Files kept in a node's directory, beside its config. */

@@ -182,8 +182,7 @@ export async function rollbackConfig(
 /** What {@link settlePendingAtStart} did. */
 export type StartDecision =
   | { action: 'none' }
-  | { action: 'reverted'; pending: PendingApply }
-  | { action: 'cleared'; pending: PendingApply }
+  | { action: 'reverted' | 'cleared'; pending: PendingApply }
   | { action: 'armed'; pending: PendingApply; remainingMs: number }
 
 /**

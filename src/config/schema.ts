@@ -26,7 +26,6 @@ import { parseByteSize, parseDurationMs } from './units.ts'
 /** The config format version this build reads and writes. */
 export const CONFIG_VERSION = 1
 
-/** Default TCP port of a relay. */
 export const DEFAULT_RELAY_PORT = 7777
 
 /** Default UDP port of the relay's STUN responder. */
@@ -102,7 +101,6 @@ function parseMultiaddr(raw: string): ReturnType<typeof multiaddr> | undefined {
   }
 }
 
-/** Any multiaddr. */
 export const multiaddrString = z.string().transform((raw, ctx) => {
   const ma = parseMultiaddr(raw)
   if (ma === undefined) {

@@ -15,7 +15,6 @@ import { NODE_FILES } from './paths.ts'
 /** The offline summary of a node. */
 export type NodeSummary = Awaited<ReturnType<typeof summarizeNode>>
 
-/** Reads the node's files and summarises them. */
 export async function summarizeNode(configFile: string) {
   const { dir, config } = await loadNodeConfig(configFile)
   const identity = resolveIn(dir, config.identity.key_file)

@@ -221,12 +221,8 @@ async function trustEachOther(
   say('3. Trust: the relay serves both, home and laptop know each other by name.')
   say('   $ peerup relay authorize <id>            (on the relay, for each)')
   say('   $ peerup auth add <id> --name <name>     (on home, and on laptop)')
-  for (const [node, name] of [
-    [home, 'home'],
-    [laptop, 'laptop'],
-  ] as const) {
-    await demo.peerup(['relay', 'authorize', node.peerId, '--comment', name, '--config', relayConfig])
-  }
+  await demo.peerup(['relay', 'authorize', home.peerId, '--comment', 'home', '--config', relayConfig])
+  await demo.peerup(['relay', 'authorize', laptop.peerId, '--comment', 'laptop', '--config', relayConfig])
   await demo.peerup(['auth', 'add', laptop.peerId, '--name', 'laptop', '--config', home.configFile])
   await demo.peerup(['auth', 'add', home.peerId, '--name', 'home', '--config', laptop.configFile])
   say('   anyone else is refused by home and cannot hold a reservation on the relay\n')

@@ -14,12 +14,8 @@ export type LogLevel = (typeof LOG_LEVELS)[number]
 /** Structured fields of a log line; values should be strings, numbers or booleans. */
 export type LogFields = Record<string, unknown>
 
-/** A logger scoped to one component. */
-export interface Logger {
-  debug(msg: string, fields?: LogFields): void
-  info(msg: string, fields?: LogFields): void
-  warn(msg: string, fields?: LogFields): void
-  error(msg: string, fields?: LogFields): void
+/** A logger scoped to one component: a method for each of {@link LOG_LEVELS}. */
+export type Logger = Record<LogLevel, (msg: string, fields?: LogFields) => void> & {
   /** A logger for a sub-component (`relay.stun`). */
   child(component: string): Logger
 }

@@ -11,13 +11,13 @@ import {
   validateAuthorizedKeysFile,
 } from '../../auth/ops.ts'
 import { resolveIn } from '../../config/load.ts'
-import { checkPeerName, setPeerName } from '../../config/ops.ts'
+import { checkNameFree, checkPeerName, setPeerName } from '../../config/ops.ts'
 import type { NodeConfig } from '../../config/schema.ts'
-import { ConflictError, PeerupError } from '../../errors.ts'
+import { PeerupError } from '../../errors.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
 import { loadNode, viaDaemon } from '../load.ts'
 import type { CliCommand } from '../options.ts'
-import { emit, table } from '../output.ts'
+import { emit, listTable } from '../output.ts'
 
 function authorizedKeysFile(dir: string, config: NodeConfig): string {
   return resolveIn(dir, config.security.authorized_keys_file)
@@ -48,12 +48,7 @@ export function registerAuth(program: CliCommand, ctx: CliContext): void {
       if (opts.name !== undefined) {
         // Checked before anything is written, so a bad or taken name leaves both files as they were.
         checkPeerName(opts.name)
-        const taken = config.names[opts.name]
-        if (taken !== undefined && taken !== peerArg(config, peer)) {
-          throw new ConflictError(`the name ${opts.name} is already used for ${taken}`, {
-            hint: 'pick another name, or remove that line under names: first',
-          })
-        }
+        checkNameFree(config, opts.name, peerArg(config, peer))
       }
       const attributes: Record<string, string> = {}
       if (opts.expires !== undefined) attributes.expires = opts.expires
@@ -108,18 +103,18 @@ export function registerAuth(program: CliCommand, ctx: CliContext): void {
       const { dir, config } = await loadNode(ctx, opts)
       const peers = await listAuthorizedPeers(authorizedKeysFile(dir, config), config.names)
       emit(ctx, opts, peers, (list) =>
-        list.length === 0
-          ? 'no authorized peers (pair with `peerup invite`/`peerup join`, or `peerup auth add <peer-id>`)'
-          : table([
-              ['PEER ID', 'NAME', 'VERIFIED', 'EXPIRES', 'COMMENT'],
-              ...list.map((p) => [
-                p.peerId,
-                p.name ?? '-',
-                p.verified === undefined ? 'no' : 'yes',
-                p.expires === undefined ? '-' : `${p.expires.slice(0, 10)}${p.expired ? ' (expired)' : ''}`,
-                p.comment ?? '',
-              ]),
-            ]),
+        listTable(
+          list,
+          'no authorized peers (pair with `peerup invite`/`peerup join`, or `peerup auth add <peer-id>`)',
+          ['PEER ID', 'NAME', 'VERIFIED', 'EXPIRES', 'COMMENT'],
+          (p) => [
+            p.peerId,
+            p.name ?? '-',
+            p.verified === undefined ? 'no' : 'yes',
+            p.expires === undefined ? '-' : `${p.expires.slice(0, 10)}${p.expired ? ' (expired)' : ''}`,
+            p.comment ?? '',
+          ],
+        ),
       )
     })
 

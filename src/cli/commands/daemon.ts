@@ -115,11 +115,8 @@ function registerDaemonActions(daemon: CliCommand, ctx: CliContext): void {
     .requiredOption('--service <name>', 'the service on that peer, like ssh')
     .requiredOption('--listen <[host:]port>', 'where to listen (host 127.0.0.1 by default; port 0 picks one)')
     .run(async (opts: GlobalOptions & { peer: string; service: string; listen: string }) => {
-      const proxy = await (await client(ctx, opts)).call('connectAdd', {
-        peer: opts.peer,
-        service: opts.service,
-        listen: opts.listen,
-      })
+      const { peer, service, listen } = opts
+      const proxy = await (await client(ctx, opts)).call('connectAdd', { peer, service, listen })
       emit(ctx, opts, proxy, (p) => `${p.id} ${p.listen} → ${p.peer}/${p.service}`)
     })
 

@@ -30,6 +30,8 @@ interface JoinFlags {
 // A code is about 200 characters; stdin beyond this is not a code.
 const MAX_STDIN_BYTES = 8192
 
+const NO_CODE_HINT = 'pass it as an argument, in PEERUP_INVITE_CODE, or on stdin'
+
 export function registerJoin(program: CliCommand, ctx: CliContext): void {
   program
     .command('join')
@@ -101,9 +103,7 @@ export function registerJoin(program: CliCommand, ctx: CliContext): void {
 async function codeFromStdin(ctx: CliContext, nonInteractive: boolean | undefined): Promise<string> {
   if (ctx.stdin.isTTY === true) {
     if (!canPrompt(ctx, nonInteractive)) {
-      throw new UsageError('no pairing code given', {
-        hint: 'pass it as an argument, in PEERUP_INVITE_CODE, or on stdin',
-      })
+      throw new UsageError('no pairing code given', { hint: NO_CODE_HINT })
     }
     using prompter = new Prompter(ctx)
     return await prompter.ask('Pairing code')
@@ -116,9 +116,7 @@ async function codeFromStdin(ctx: CliContext, nonInteractive: boolean | undefine
     }
   }
   if (text.trim() === '') {
-    throw new UsageError('no pairing code given', {
-      hint: 'pass it as an argument, in PEERUP_INVITE_CODE, or on stdin',
-    })
+    throw new UsageError('no pairing code given', { hint: NO_CODE_HINT })
   }
   return text
 }

@@ -93,15 +93,6 @@ const LOG_LEVEL_HELP = 'log level on stderr: debug, info, warn, error'
 /** How long `ping --until-direct` waits for the upgrade unless `--deadline` says otherwise. */
 const DEFAULT_UNTIL_DIRECT_DEADLINE = '30s'
 
-/** The data plane's parts a command uses (no libp2p): the pipe and the stdio end. */
-async function loadPipe() {
-  const [{ pipe }, { stdioEnd }] = await Promise.all([
-    import('../../pipe/pipe.ts'),
-    import('../../pipe/node.ts'),
-  ])
-  return { pipe, stdioEnd }
-}
-
 interface PingFlags extends NodeFlags {
   count: string
   interval: string
@@ -194,7 +185,11 @@ async function proxyStdio(ctx: CliContext, opts: ProxyFlags, peer: string, servi
         STDIO_WAIT_NOTE_MS,
       )
       const far = await client.dial(peer, service, ctx.signal, { waitMs }).finally(() => clearTimeout(slow))
-      const { pipe, stdioEnd } = await loadPipe()
+      // The data plane's parts (no libp2p): the pipe and the stdio end.
+      const [{ pipe }, { stdioEnd }] = await Promise.all([
+        import('../../pipe/pipe.ts'),
+        import('../../pipe/node.ts'),
+      ])
       const result = await pipe(stdioEnd(ctx.stdin, ctx.stdout), far, { log: createLogger('proxy') })
       if (result.reset && result.error !== undefined) {
         throw result.error

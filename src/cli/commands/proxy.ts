@@ -29,15 +29,12 @@ import { viaDaemon } from '../load.ts'
 import type { CliCommand } from '../options.ts'
 import { emit } from '../output.ts'
 
-/** What a proxy's state reads as when no daemon runs it. */
-const NO_DAEMON = 'the daemon is not running (`peerup daemon` starts it)'
-
 /** A proxy of the file as `proxy list` shows it while no daemon runs. */
 function offline(p: ProxyInfo): PersistentProxyState {
   return {
     ...p,
     listening: false,
-    reason: p.enabled ? NO_DAEMON : undefined,
+    reason: p.enabled ? 'the daemon is not running (`peerup daemon` starts it)' : undefined,
     since: new Date().toISOString(),
     activeConnections: 0,
     totalConnections: 0,

@@ -17,7 +17,7 @@ import type { CliContext, GlobalOptions } from '../context.ts'
 import { loadRelayAdmin, loadRelay as loadRelayModule } from '../lazy.ts'
 import { loadNode, loadRelay, nodeConfigFile, relayConfigFile } from '../load.ts'
 import { type CliCommand, numberFlag, wholeNumber } from '../options.ts'
-import { emit, logToStderr, note, table } from '../output.ts'
+import { emit, listTable, logToStderr, note } from '../output.ts'
 
 /** `relay add|remove|list`: the relays this node uses. */
 function registerRelayUse(relay: CliCommand, ctx: CliContext): void {
@@ -46,9 +46,12 @@ function registerRelayUse(relay: CliCommand, ctx: CliContext): void {
     .run(async (opts) => {
       const { config } = await loadNode(ctx, opts)
       emit(ctx, opts, listRelays(config), (list) =>
-        list.length === 0
-          ? 'no relays (add one with `peerup relay add <multiaddr>`)'
-          : table([['PEER ID', 'ADDRESS'], ...list.map((r) => [r.peerId, r.address])]),
+        listTable(
+          list,
+          'no relays (add one with `peerup relay add <multiaddr>`)',
+          ['PEER ID', 'ADDRESS'],
+          (r) => [r.peerId, r.address],
+        ),
       )
     })
 }
@@ -145,17 +148,12 @@ function registerRelayPeers(relay: CliCommand, ctx: CliContext): void {
       const { dir, config } = await loadRelay(ctx, opts)
       const peers = await listAuthorizedPeers(resolveIn(dir, config.security.authorized_keys_file))
       emit(ctx, opts, peers, (list) =>
-        list.length === 0
-          ? 'no authorized peers (`peerup relay authorize <peer-id>`)'
-          : table([
-              ['PEER ID', 'SPONSOR', 'EXPIRES', 'COMMENT'],
-              ...list.map((p) => [
-                p.peerId,
-                p.sponsor ?? '-',
-                p.expires?.slice(0, 10) ?? '-',
-                p.comment ?? '',
-              ]),
-            ]),
+        listTable(
+          list,
+          'no authorized peers (`peerup relay authorize <peer-id>`)',
+          ['PEER ID', 'SPONSOR', 'EXPIRES', 'COMMENT'],
+          (p) => [p.peerId, p.sponsor ?? '-', p.expires?.slice(0, 10) ?? '-', p.comment ?? ''],
+        ),
       )
     })
 }

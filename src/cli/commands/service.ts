@@ -14,7 +14,7 @@ import {
 import type { CliContext, GlobalOptions } from '../context.ts'
 import { loadNode, nodeConfigFile } from '../load.ts'
 import { type CliCommand, collect } from '../options.ts'
-import { emit, table } from '../output.ts'
+import { emit, listTable } from '../output.ts'
 
 function describeService(s: ServiceInfo): string {
   const who = s.allowedPeers.length === 0 ? 'all authorized peers' : s.allowedPeers.join(', ')
@@ -77,17 +77,17 @@ export function registerService(program: CliCommand, ctx: CliContext): void {
     .run(async (opts) => {
       const { config } = await loadNode(ctx, opts)
       emit(ctx, opts, listServices(config), (list) =>
-        list.length === 0
-          ? 'no services (add one with `peerup service add ssh localhost:22`)'
-          : table([
-              ['NAME', 'ADDRESS', 'STATE', 'ALLOWED'],
-              ...list.map((s) => [
-                s.name,
-                s.localAddress,
-                s.enabled ? 'enabled' : 'disabled',
-                s.allowedPeers.length === 0 ? 'all authorized' : s.allowedPeers.join(','),
-              ]),
-            ]),
+        listTable(
+          list,
+          'no services (add one with `peerup service add ssh localhost:22`)',
+          ['NAME', 'ADDRESS', 'STATE', 'ALLOWED'],
+          (s) => [
+            s.name,
+            s.localAddress,
+            s.enabled ? 'enabled' : 'disabled',
+            s.allowedPeers.length === 0 ? 'all authorized' : s.allowedPeers.join(','),
+          ],
+        ),
       )
     })
 }

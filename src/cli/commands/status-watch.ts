@@ -7,7 +7,7 @@
  * @packageDocumentation
  */
 
-import { type ApiPath, ago, type DaemonEvent, describePath, table } from '../../api/index.ts'
+import { type ApiPath, ago, type DaemonEvent, describePath, listTable } from '../../api/index.ts'
 import type { Client } from '../../client/client.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
 import { daemonClient } from '../load.ts'
@@ -46,14 +46,11 @@ function rttProbe(client: Client, signal: AbortSignal, measured: () => void): (r
     client
       .call('ping', { peer: row.peerId, count: 1, intervalMs: 0 }, signal)
       .then(
-        (r) => {
-          row.rttMs = r.replies[0]?.rttMs ?? undefined
-        },
-        () => {
-          row.rttMs = undefined
-        },
+        (r) => r.replies[0]?.rttMs,
+        () => undefined,
       )
-      .finally(() => {
+      .then((rttMs) => {
+        row.rttMs = rttMs
         pending.delete(row.peerId)
         if (!signal.aborted) {
           measured()
@@ -84,19 +81,13 @@ export async function watchStatus(
       return
     }
     const list = [...rows.values()].sort((a, b) => (a.name ?? a.peerId).localeCompare(b.name ?? b.peerId))
-    const body =
-      list.length === 0
-        ? 'no peers connected'
-        : table([
-            ['NAME', 'PEER', 'PATH', 'RTT', 'SINCE'],
-            ...list.map((r) => [
-              r.name ?? '-',
-              r.peerId,
-              describePath(r.path),
-              r.rttMs === undefined ? '-' : `${r.rttMs.toFixed(1)} ms`,
-              ago(r.since),
-            ]),
-          ])
+    const body = listTable(list, 'no peers connected', ['NAME', 'PEER', 'PATH', 'RTT', 'SINCE'], (r) => [
+      r.name ?? '-',
+      r.peerId,
+      describePath(r.path),
+      r.rttMs === undefined ? '-' : `${r.rttMs.toFixed(1)} ms`,
+      ago(r.since),
+    ])
     // Home, clear to the end: redraw in place.
     ctx.stdout.write(
       `\x1b[H\x1b[2J${status.peerId} — ${list.length} peers, ${new Date().toLocaleTimeString()} (Ctrl+C to stop)\n\n${body}\n`,
@@ -165,26 +156,21 @@ function applyEvent(rows: Map<string, Row>, relays: Set<string>, e: DaemonEvent)
       }
       return undefined
     case 'peer-disconnected':
-      if (rows.delete(e.peerId)) {
-        return `disconnected ${e.name ?? e.peerId}`
-      }
-      return undefined
+      return rows.delete(e.peerId) ? `disconnected ${e.name ?? e.peerId}` : undefined
     case 'path-changed': {
       const row = rows.get(e.peerId)
       if (row !== undefined) {
         row.path = e.to
         row.since = e.time
       }
-      if (!relays.has(e.peerId)) {
-        return `path ${e.name ?? e.peerId} ${describePath(e.from)} → ${describePath(e.to)}`
-      }
-      return undefined
+      return relays.has(e.peerId)
+        ? undefined
+        : `path ${e.name ?? e.peerId} ${describePath(e.from)} → ${describePath(e.to)}`
     }
     case 'upgrade':
-      if (e.outcome !== 'started') {
-        return `upgrade ${e.peerId} ${e.outcome}${e.transport === undefined ? '' : ` (${e.transport})`}${e.error === undefined ? '' : `: ${e.error}`}`
-      }
-      return undefined
+      return e.outcome === 'started'
+        ? undefined
+        : `upgrade ${e.peerId} ${e.outcome}${e.transport === undefined ? '' : ` (${e.transport})`}${e.error === undefined ? '' : `: ${e.error}`}`
     case 'reservation':
       return `reservation ${e.reserved ? 'held' : 'lost'} on ${e.relay}`
     case 'auth-changed':
