@@ -290,14 +290,6 @@ export class AuthorizedKeys {
   }
 }
 
-/**
- * Parses authorized_keys text into a document. Throws {@link AuthorizedKeysError}
- * (`authorized_keys:7: …`) at the first bad line.
- */
-export function parseAuthorizedKeys(text: string, file: string = DEFAULT_FILE): AuthorizedKeys {
-  return new AuthorizedKeys(text, file)
-}
-
 /** Checks authorized_keys text and returns every problem, one per bad line, in line order (empty when valid). */
 export function validateAuthorizedKeys(text: string, file: string = DEFAULT_FILE): AuthorizedKeysError[] {
   const problems: AuthorizedKeysError[] = []

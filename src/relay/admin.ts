@@ -70,21 +70,6 @@ export class RelayAdminServer implements Component {
     await removeCookie(this.#cookieFile)
     await close()
   }
-
-  /** The same as {@link RelayAdminServer.stop}. */
-  close(): Promise<void> {
-    return this.stop()
-  }
-}
-
-export async function startRelayAdmin(options: {
-  dir: string
-  pairing: RelayPairing
-  log: Logger
-}): Promise<RelayAdminServer> {
-  const admin = new RelayAdminServer({ pairing: options.pairing, log: options.log }, { dir: options.dir })
-  await admin.start()
-  return admin
 }
 
 /** The admin API: make, list and revoke groups. */

@@ -40,12 +40,6 @@ export interface RelayPairing {
   stop(): Promise<void>
 }
 
-export async function startRelayPairing(options: RelayPairingOptions): Promise<RelayPairing> {
-  const pairing = new RelayPairingService(options)
-  await pairing.start()
-  return pairing
-}
-
 /**
  * Sponsoring and group codes as a component of the relay: the state file of the groups (read
  * first, its writes waited for last), the relay-admin protocol, and the group codes' handler of
