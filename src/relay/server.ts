@@ -234,15 +234,10 @@ function gaterFor(
         const conn = connectionsOf(peer).find((c) => c.status === 'open')
         return conn === undefined ? undefined : ipOfAddr(conn.remoteAddr)
       },
-      reservedPeers: () => {
-        const out: Array<{ peer: string; ip: string | undefined }> = []
-        for (const [peer, reservation] of parts.node()?.services.relay.reservations ?? []) {
-          if (connectionsOf(peer).some((c) => c.status === 'open')) {
-            out.push({ peer: peer.toString(), ip: ipOfAddr(reservation.addr) })
-          }
-        }
-        return out
-      },
+      reservedPeers: () =>
+        [...(parts.node()?.services.relay.reservations ?? [])]
+          .filter(([peer]) => connectionsOf(peer).some((c) => c.status === 'open'))
+          .map(([peer, reservation]) => ({ peer: peer.toString(), ip: ipOfAddr(reservation.addr) })),
       openCircuits: () => countCircuits(parts.node()),
       connections: () => parts.node()?.getConnections() ?? [],
       admitStranger: (member, source) => invites.admit(member, source),
