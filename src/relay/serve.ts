@@ -224,17 +224,14 @@ function advertisedAddresses(config: RelayConfig, peerId: string): string[] {
   return [...new Set(base.map((a) => (a.includes('/p2p/') ? a : `${a}/p2p/${peerId}`)))]
 }
 
+const WILDCARD_FAMILIES: Record<string, string> = { 'ip4/0.0.0.0': 'IPv4', 'ip6/::': 'IPv6' }
+
 function expandWildcards(listen: string[]): string[] {
   const ifaces = Object.values(os.networkInterfaces()).flatMap((list) => list ?? [])
   return listen.flatMap((a) => {
     const ip = multiaddr(a).getComponents()[0]
-    const family =
-      ip?.name === 'ip4' && ip.value === '0.0.0.0'
-        ? 'IPv4'
-        : ip?.name === 'ip6' && ip.value === '::'
-          ? 'IPv6'
-          : ''
-    if (ip === undefined || family === '') {
+    const family = ip === undefined ? undefined : WILDCARD_FAMILIES[`${ip.name}/${ip.value}`]
+    if (ip === undefined || family === undefined) {
       return [a]
     }
     const rest = a.slice(a.indexOf('/', 1 + ip.name.length + 1))
