@@ -64,12 +64,6 @@ export interface AddPeerOptions {
   attributes?: AuthorizedKeyAttributesInput
 }
 
-/**
- * Options for {@link loadAuthorizedKeys} and {@link updateAuthorizedKeys}: `createIfMissing` treats
- * a missing file as an empty one instead of failing; nothing is written until a save.
- */
-export type LoadAuthorizedKeysOptions = { createIfMissing?: boolean }
-
 /** The longest comment {@link sanitizeComment} keeps, in characters. */
 export const MAX_COMMENT_LENGTH = 200
 
@@ -290,14 +284,6 @@ export class AuthorizedKeys {
   }
 }
 
-/**
- * Parses authorized_keys text into a document. Throws {@link AuthorizedKeysError}
- * (`authorized_keys:7: …`) at the first bad line.
- */
-export function parseAuthorizedKeys(text: string, file: string = DEFAULT_FILE): AuthorizedKeys {
-  return new AuthorizedKeys(text, file)
-}
-
 /** Checks authorized_keys text and returns every problem, one per bad line, in line order (empty when valid). */
 export function validateAuthorizedKeys(text: string, file: string = DEFAULT_FILE): AuthorizedKeysError[] {
   const problems: AuthorizedKeysError[] = []
@@ -359,11 +345,11 @@ export function sanitizeComment(text: string | undefined): string | undefined {
 /**
  * Reads and parses an authorized_keys file. Refuses a file writable by group or others (as sshd's
  * StrictModes does) and throws {@link AuthorizedKeysMissingError} when it does not exist, unless
- * `createIfMissing` asks for an empty document instead.
+ * `createIfMissing` asks for an empty document instead (nothing is written until a save).
  */
 export async function loadAuthorizedKeys(
   file: string,
-  options: LoadAuthorizedKeysOptions = {},
+  options: { createIfMissing?: boolean } = {},
 ): Promise<AuthorizedKeys> {
   const text = await readTrustFile(file, options.createIfMissing === true)
   return new AuthorizedKeys(text ?? '', file)
@@ -391,14 +377,15 @@ export async function saveAuthorizedKeys(file: string, doc: AuthorizedKeys): Pro
 }
 
 /**
- * Loads the file, runs `mutate` on it and saves the result, all or nothing: when `mutate` throws,
- * or the file changed on disk meanwhile ({@link AuthorizedKeysChangedError}), nothing is written.
- * Nothing is written either when `mutate` leaves the document as it was. Returns what `mutate` returns.
+ * Loads the file (as {@link loadAuthorizedKeys} does), runs `mutate` on it and saves the result,
+ * all or nothing: when `mutate` throws, or the file changed on disk meanwhile
+ * ({@link AuthorizedKeysChangedError}), nothing is written. Nothing is written either when `mutate`
+ * leaves the document as it was. Returns what `mutate` returns.
  */
 export async function updateAuthorizedKeys<T>(
   file: string,
   mutate: (doc: AuthorizedKeys) => T | Promise<T>,
-  options: LoadAuthorizedKeysOptions = {},
+  options: { createIfMissing?: boolean } = {},
 ): Promise<T> {
   const before = await readTrustFile(file, options.createIfMissing === true)
   const doc = new AuthorizedKeys(before ?? '', file)

@@ -19,18 +19,7 @@ import {
 import type { AuthorizedKeysError } from './errors.ts'
 
 /** An authorized peer as `auth list` shows it. */
-export interface AuthorizedPeer {
-  peerId: string
-  /** Its name under `names:` in config.yaml, if it has one. */
-  name: string | undefined
-  comment: string | undefined
-  expires: string | undefined
-  expired: boolean
-  verified: string | undefined
-  group: string | undefined
-  sponsor: string | undefined
-  line: number
-}
+export type AuthorizedPeer = ReturnType<typeof toPeer>
 
 /** Authorizes a peer; the file is locked, rewritten atomically and keeps its comments. */
 export function addAuthorizedPeer(
@@ -112,9 +101,10 @@ export async function validateAuthorizedKeysFile(file: string): Promise<Authoriz
   return validateAuthorizedKeys(await fs.readFile(file, 'utf8'), file)
 }
 
-function toPeer(entry: AuthorizedKey, names: Record<string, string>, now: Date = new Date()): AuthorizedPeer {
+function toPeer(entry: AuthorizedKey, names: Record<string, string>, now: Date = new Date()) {
   return {
     peerId: entry.peerId,
+    // Its name under `names:` in config.yaml, if it has one.
     name: Object.entries(names).find(([, id]) => id === entry.peerId)?.[0],
     comment: entry.comment,
     expires: entry.attributes.expires?.toISOString(),

@@ -94,7 +94,8 @@ export function createInviteCode(input: InviteCodeInput): InviteCode {
 
 /** Encodes a code as `XXXX-XXXX-…`. Throws RangeError on fields that cannot be encoded. */
 export function encodeInviteCode(code: InviteCode): string {
-  return groups(base32Encode(toBytes(code)))
+  const chars = base32Encode(toBytes(code))
+  return chars.match(/.{1,4}/g)?.join('-') ?? ''
 }
 
 /**
@@ -158,11 +159,6 @@ export function assertNotExpired(code: InviteCode, now: Date = new Date()): void
 /** The relay's full address, `…/p2p/<relay>`: what the joiner's config gets under `relay.addresses`. */
 export function relayMultiaddr(code: InviteCode): string {
   return `${code.relayAddress}/p2p/${code.relayPeerId}`
-}
-
-/** Splits base32 text into dash-separated groups of 4. */
-function groups(chars: string): string {
-  return chars.match(/.{1,4}/g)?.join('-') ?? ''
 }
 
 function typo(values: number[], locate: boolean): CodeTypoError {

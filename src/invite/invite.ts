@@ -8,7 +8,6 @@
 
 import { once } from 'node:events'
 import * as path from 'node:path'
-import type { Connection } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import { NODE_FILES } from '../config/paths.ts'
 import type { Logger } from '../log/index.ts'
@@ -361,7 +360,11 @@ class InviteExchanges implements Component {
             // connection to the relay and the relay drops what it had not read yet. The joiner
             // then reads "the other side closed the connection" instead of why it was refused.
             if (this.#session.state !== 'busy') {
-              await hungUp(connection, HANG_UP_WAIT_MS)
+              if (connection.status === 'open') {
+                await once(connection, 'close', { signal: AbortSignal.timeout(HANG_UP_WAIT_MS) }).catch(
+                  () => {},
+                )
+              }
               connection.close().catch(() => {})
             }
           })
@@ -419,13 +422,6 @@ async function askOwnRelay(
 
 /** How long an inviter waits for a joiner to hang up after the exchange before closing itself. */
 const HANG_UP_WAIT_MS = 2_000
-
-/** Resolves once `connection` has closed, or after `ms`. */
-async function hungUp(connection: Connection, ms: number): Promise<void> {
-  if (connection.status === 'open') {
-    await once(connection, 'close', { signal: AbortSignal.timeout(ms) }).catch(() => {})
-  }
-}
 
 /** `promise`, or a rejection with the reason of the first of `signals` to abort. */
 async function raceSignals<T>(promise: Promise<T>, signals: AbortSignal[]): Promise<T> {

@@ -25,7 +25,6 @@ import {
   proofMac,
   type RefusalReason,
   STEP_TIMEOUT_MS,
-  type TokenKeys,
 } from './protocol.ts'
 
 /** What the accept message carries besides the MAC. */
@@ -238,7 +237,7 @@ export type InviteState = 'open' | 'busy' | 'used' | 'burned'
 /** The code book of a single-use invite. */
 export class InviteSession implements CodeBook<'invite'> {
   readonly #options: InviteSessionOptions
-  readonly #keys: TokenKeys
+  readonly #keys: ReturnType<typeof deriveKeys>
   #state: InviteState = 'open'
   readonly #wrong = new WrongProofs()
   readonly #joined = Promise.withResolvers<Joiner>()

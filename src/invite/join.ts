@@ -88,12 +88,7 @@ export async function runJoin(options: JoinOptions): Promise<JoinResult> {
 }
 
 /** Where a join runs from: the config, and whether it was created for it or lacks the code's relay. */
-interface JoinFrom {
-  configFile: string
-  created: boolean
-  /** An existing config without the code's relay: it gets it once the other side accepts. */
-  addRelay: boolean
-}
+type JoinFrom = Awaited<ReturnType<typeof joinTarget>>
 
 /** Connects to the inviter (the relay, for a group code) from `target`'s node and pairs. */
 async function pairFrom(
@@ -138,7 +133,7 @@ async function pairFrom(
  * inviter could not reach it afterwards), or a new identity and config made from the code, every
  * path of which goes into `made`.
  */
-async function joinTarget(options: JoinOptions, relay: string, made: string[]): Promise<JoinFrom> {
+async function joinTarget(options: JoinOptions, relay: string, made: string[]) {
   const { code, log } = options
   const progress = options.onProgress ?? (() => {})
   if (!('configFile' in options.target)) {
@@ -162,6 +157,7 @@ async function joinTarget(options: JoinOptions, relay: string, made: string[]): 
   return {
     configFile,
     created: false,
+    // An existing config without the code's relay gets it once the other side accepts.
     addRelay: !config.relay.addresses.some((a) => relayPeerId(a) === code.relayPeerId),
   }
 }

@@ -135,22 +135,15 @@ export type PairingMessage = {
 
 type MessageOf<T extends PairingMessage['type']> = Extract<PairingMessage, { type: T }>
 
-/** The keys derived from a token. */
-export interface TokenKeys {
-  /** Names the code on the wire; reveals nothing about the key. */
-  codeId: string
-  key: Uint8Array
-  /**
-   * Names the code to its relay once the code is spent (used, or burned): the inviter tells the
-   * relay, and a joiner that finds no invite open asks it in a hello, in place of the code id
-   * (src/relay/invites.ts). It reveals neither the code id nor the key, so asking costs a code
-   * that is still open nothing.
-   */
-  spentId: string
-}
-
-/** Derives the code id, the MAC key and the spent id from a token (HKDF-SHA256, distinct labels). */
-export function deriveKeys(token: Uint8Array): TokenKeys {
+/**
+ * Derives the code id, the MAC key and the spent id from a token (HKDF-SHA256, distinct labels).
+ * The code id names the code on the wire and reveals nothing about the key. The spent id names the
+ * code to its relay once the code is spent (used, or burned): the inviter tells the relay, and a
+ * joiner that finds no invite open asks it in a hello, in place of the code id
+ * (src/relay/invites.ts). It reveals neither the code id nor the key, so asking costs a code that
+ * is still open nothing.
+ */
+export function deriveKeys(token: Uint8Array) {
   const id = (label: string): string =>
     Buffer.from(hkdfSync('sha256', token, HKDF_SALT, label, CODE_ID_BYTES)).toString('hex')
   const key = new Uint8Array(hkdfSync('sha256', token, HKDF_SALT, 'proof key', 32))

@@ -25,17 +25,14 @@ export interface TrustOptions {
   note?: string
 }
 
-/** What {@link trustPeer} did. */
-export interface Trusted {
-  peerId: string
-  /** The name recorded under `names:` (the peer's existing one, if it had one). */
-  name: string | undefined
-  /** False when the peer was in authorized_keys already. */
-  added: boolean
-}
+/**
+ * What {@link trustPeer} did: the name recorded under `names:` (the peer's existing one, if it had
+ * one), and whether the peer was added (false when it was in authorized_keys already).
+ */
+export type Trusted = Awaited<ReturnType<typeof trustPeer>>
 
 /** Authorizes a peer and records its name. */
-export async function trustPeer(options: TrustOptions): Promise<Trusted> {
+export async function trustPeer(options: TrustOptions) {
   const peerId = canonicalPeerId(options.peerId)
   const wanted = usableName(options.name)
   const comment = sanitizeComment([wanted ?? options.name, options.note].filter(Boolean).join(' '))

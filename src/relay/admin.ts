@@ -19,10 +19,13 @@ import { createLocalApiServer, type Route } from '../util/local-api.ts'
 import { LocalHttpClient } from '../util/local-http.ts'
 import { listenOnSocket } from '../util/socket.ts'
 import { VERSION } from '../version.ts'
-import type { GroupInfo, NewGroup, RelayPairing } from './pairing.ts'
+import type { GroupInfo, NewGroup, RelayPairingService } from './pairing.ts'
 
 /** Files of the admin socket, in the relay's directory. */
 export const RELAY_ADMIN_FILES = { socket: 'relay.sock', cookie: '.relay-cookie' } as const
+
+/** What the admin socket asks of the relay's pairing. */
+type RelayPairing = Pick<RelayPairingService, 'createGroup' | 'listGroups' | 'revokeGroup'>
 
 /** Longest group lifetime `relay pair` accepts. */
 export const MAX_GROUP_TTL_MS = 7 * 24 * 3_600_000
@@ -70,21 +73,6 @@ export class RelayAdminServer implements Component {
     await removeCookie(this.#cookieFile)
     await close()
   }
-
-  /** The same as {@link RelayAdminServer.stop}. */
-  close(): Promise<void> {
-    return this.stop()
-  }
-}
-
-export async function startRelayAdmin(options: {
-  dir: string
-  pairing: RelayPairing
-  log: Logger
-}): Promise<RelayAdminServer> {
-  const admin = new RelayAdminServer({ pairing: options.pairing, log: options.log }, { dir: options.dir })
-  await admin.start()
-  return admin
 }
 
 /** The admin API: make, list and revoke groups. */

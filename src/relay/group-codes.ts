@@ -8,7 +8,6 @@
  * @packageDocumentation
  */
 
-import type { Connection, Stream } from '@libp2p/interface'
 import { ConflictError } from '../errors.ts'
 import {
   type AcceptExtras,
@@ -54,7 +53,7 @@ export class GroupCodes implements CodeBook<Entry>, Component {
     const signal = this.#controller.signal
     await relay.node.handle(
       INVITE_PROTOCOL,
-      (stream: Stream, connection: Connection) => {
+      (stream, connection) => {
         answerPairing(stream, connection, {
           localPeerId: relay.peerId,
           book: this,

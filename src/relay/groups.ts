@@ -58,19 +58,7 @@ export interface Entry {
 }
 
 /** A group as `relay pair --list` shows it (no secrets). */
-export interface GroupInfo {
-  id: string
-  created: string
-  expires: string
-  expired: boolean
-  revoked: boolean
-  size: number
-  /** Codes not yet used (nor burned), while the group is live. */
-  open: number
-  used: number
-  burned: number
-  members: Array<{ peerId: string; name?: string }>
-}
+export type GroupInfo = ReturnType<typeof groupInfo>
 
 /** A new group: its codes are shown once and never again. */
 export interface NewGroup {
@@ -92,7 +80,7 @@ export function isLive(group: GroupState, now = Date.now()): boolean {
 }
 
 /** What `relay pair --list` shows of `group`. */
-export function groupInfo(g: GroupState, now = Date.now()): GroupInfo {
+export function groupInfo(g: GroupState, now = Date.now()) {
   return {
     id: g.id,
     created: g.created,
@@ -100,6 +88,7 @@ export function groupInfo(g: GroupState, now = Date.now()): GroupInfo {
     expired: now >= Date.parse(g.expires),
     revoked: g.revoked,
     size: g.size,
+    // Codes not yet used (nor burned), while the group is live.
     open: g.codes.filter((c) => c.state === 'open').length,
     used: g.codes.filter((c) => c.state === 'used').length,
     burned: g.codes.filter((c) => c.state === 'burned').length,

@@ -33,26 +33,13 @@ export interface RelayPairingOptions {
   observer?: Observer
 }
 
-export interface RelayPairing {
-  createGroup(options: { count: number; ttlMs: number }): Promise<NewGroup>
-  listGroups(): GroupInfo[]
-  revokeGroup(id: string): Promise<GroupInfo>
-  stop(): Promise<void>
-}
-
-export async function startRelayPairing(options: RelayPairingOptions): Promise<RelayPairing> {
-  const pairing = new RelayPairingService(options)
-  await pairing.start()
-  return pairing
-}
-
 /**
  * Sponsoring and group codes as a component of the relay: the state file of the groups (read
  * first, its writes waited for last), the relay-admin protocol, and the group codes' handler of
  * the invite protocol, started in that order and stopped in reverse. The relay is read from
  * `options` when it starts, so `relay serve` can hand over one that starts just before.
  */
-export class RelayPairingService implements RelayPairing, Component {
+export class RelayPairingService implements Component {
   readonly #options: RelayPairingOptions
   readonly #store: GroupStore
   readonly #codes: GroupCodes

@@ -10,7 +10,6 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { loadIdentity, peerIdOf } from '../auth/identity.ts'
 import { loadRelayConfig, resolveIn } from '../config/load.ts'
 import { archiveLastGood } from '../config/safety.ts'
-import type { RelayConfig } from '../config/schema.ts'
 import { type Env, readEnv } from '../env.ts'
 import type { Logger } from '../log/index.ts'
 import { createRelayMetrics, libp2pMetricsInto, MetricsServer } from '../metrics/index.ts'
@@ -198,43 +197,31 @@ class RelayKeysReload implements Component {
   }
 }
 
-/** What `relay info` prints. */
-export interface RelayInfo {
-  peerId: string
-  /** Full addresses to give to `peerup init --relay`. */
-  addresses: string[]
-}
-
 /**
- * The relay's peer id and the addresses nodes should use, read from its files (the relay need
- * not be running): announce_addresses when set, else the listen addresses with wildcards replaced
- * by this machine's non-loopback interface addresses.
+ * What `relay info` prints: the relay's peer id and the full addresses nodes should use (to give
+ * to `peerup init --relay`), read from its files (the relay need not be running):
+ * announce_addresses when set, else the listen addresses with wildcards replaced by this
+ * machine's non-loopback interface addresses.
  */
-export async function relayInfo(configFile: string): Promise<RelayInfo> {
+export async function relayInfo(configFile: string) {
   const { config, dir } = await loadRelayConfig(configFile)
   const peerId = peerIdOf(await loadIdentity(resolveIn(dir, config.identity.key_file)))
-  return { peerId, addresses: advertisedAddresses(config, peerId) }
+  const { announce_addresses: announce, listen_addresses: listen } = config.network
+  const base = announce.length > 0 ? announce : expandWildcards(listen)
+  return {
+    peerId,
+    addresses: [...new Set(base.map((a) => (a.includes('/p2p/') ? a : `${a}/p2p/${peerId}`)))],
+  }
 }
 
-function advertisedAddresses(config: RelayConfig, peerId: string): string[] {
-  const base =
-    config.network.announce_addresses.length > 0
-      ? config.network.announce_addresses
-      : expandWildcards(config.network.listen_addresses)
-  return [...new Set(base.map((a) => (a.includes('/p2p/') ? a : `${a}/p2p/${peerId}`)))]
-}
+const WILDCARD_FAMILIES: Record<string, string> = { 'ip4/0.0.0.0': 'IPv4', 'ip6/::': 'IPv6' }
 
 function expandWildcards(listen: string[]): string[] {
   const ifaces = Object.values(os.networkInterfaces()).flatMap((list) => list ?? [])
   return listen.flatMap((a) => {
     const ip = multiaddr(a).getComponents()[0]
-    const family =
-      ip?.name === 'ip4' && ip.value === '0.0.0.0'
-        ? 'IPv4'
-        : ip?.name === 'ip6' && ip.value === '::'
-          ? 'IPv6'
-          : ''
-    if (ip === undefined || family === '') {
+    const family = ip === undefined ? undefined : WILDCARD_FAMILIES[`${ip.name}/${ip.value}`]
+    if (ip === undefined || family === undefined) {
       return [a]
     }
     const rest = a.slice(a.indexOf('/', 1 + ip.name.length + 1))

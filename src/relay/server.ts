@@ -34,12 +34,6 @@ import { assertRelayPatched } from './patch-check.ts'
 import { IdleStrangers, RefusalReport, RelayNotices, RevokedRelayPeers } from './relay-components.ts'
 import { StunResponder } from './stun.ts'
 
-/** The limit of one relayed connection: duration in ms, data in bytes (both directions together). */
-export interface CircuitLimit {
-  duration?: number
-  data?: bigint
-}
-
 export interface RelayServices extends BaseServices {
   relay: ReturnType<ReturnType<typeof circuitRelayServer>>
 }
@@ -95,9 +89,10 @@ const MAX_PENDING_CONNECTIONS = 512
 /**
  * The limit for a relayed connection from `source`: a peer the relay knows gets the configured
  * session limits (none by default: an SSH session lasts days); a peer it does not know gets just
- * enough for pairing and WebRTC signalling.
+ * enough for pairing and WebRTC signalling. The limit is a duration in ms and data in bytes (both
+ * directions together); undefined is no limit.
  */
-export function circuitLimitFor(config: RelayConfig, sourceAuthorized: boolean): CircuitLimit | undefined {
+function circuitLimitFor(config: RelayConfig, sourceAuthorized: boolean) {
   const r = config.resources
   const duration = sourceAuthorized ? r.session_duration : r.unknown_peer_session_duration
   const data = sourceAuthorized ? r.session_data_limit : r.unknown_peer_data_limit
@@ -239,15 +234,10 @@ function gaterFor(
         const conn = connectionsOf(peer).find((c) => c.status === 'open')
         return conn === undefined ? undefined : ipOfAddr(conn.remoteAddr)
       },
-      reservedPeers: () => {
-        const out: Array<{ peer: string; ip: string | undefined }> = []
-        for (const [peer, reservation] of parts.node()?.services.relay.reservations ?? []) {
-          if (connectionsOf(peer).some((c) => c.status === 'open')) {
-            out.push({ peer: peer.toString(), ip: ipOfAddr(reservation.addr) })
-          }
-        }
-        return out
-      },
+      reservedPeers: () =>
+        [...(parts.node()?.services.relay.reservations ?? [])]
+          .filter(([peer]) => connectionsOf(peer).some((c) => c.status === 'open'))
+          .map(([peer, reservation]) => ({ peer: peer.toString(), ip: ipOfAddr(reservation.addr) })),
       openCircuits: () => countCircuits(parts.node()),
       connections: () => parts.node()?.getConnections() ?? [],
       admitStranger: (member, source) => invites.admit(member, source),

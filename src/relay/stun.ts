@@ -144,19 +144,4 @@ export class StunResponder implements Component {
     this.#closed = new Promise<void>((resolve) => socket.close(() => resolve()))
     return this.#closed
   }
-
-  /** The same as {@link StunResponder.stop}. */
-  close(): Promise<void> {
-    return this.stop()
-  }
-}
-
-/** Starts a {@link StunResponder}; it answers until closed. */
-export async function startStunResponder(options: {
-  listenAddress: string
-  log: Logger
-}): Promise<StunResponder> {
-  const responder = new StunResponder({ log: options.log }, { listenAddress: options.listenAddress })
-  await responder.start()
-  return responder
 }

@@ -20,7 +20,7 @@ import { decodeInviteCode } from '../../../src/invite/code.ts'
 import { CodeUsedError } from '../../../src/invite/errors.ts'
 import { runJoin } from '../../../src/invite/join.ts'
 import { createLogger } from '../../../src/log/index.ts'
-import { startRelayPairing } from '../../../src/relay/pairing.ts'
+import { RelayPairingService } from '../../../src/relay/pairing.ts'
 import { tempDir } from '../../helpers/cli.ts'
 import { startTestDaemon, type TestDaemon } from '../../helpers/daemon.ts'
 import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
@@ -37,12 +37,13 @@ describe('invite through a running daemon', { timeout: 120_000 }, () => {
     relay = await startTestRelay(root)
     cleanups.unshift(() => relay.stop())
     const { config } = await loadRelayConfig(path.join(relay.dir, 'relay-server.yaml'))
-    const pairing = await startRelayPairing({
+    const pairing = new RelayPairingService({
       relay: relay.handle,
       config,
       dir: relay.dir,
       log: createLogger('pairing'),
     })
+    await pairing.start()
     cleanups.unshift(() => pairing.stop())
     home = await createTestNode(root, 'home', relay)
     await relay.authorize(home.peerId)

@@ -20,8 +20,8 @@ import { runJoin } from '../../../src/invite/join.ts'
 import { startPairingNode } from '../../../src/invite/node.ts'
 import { askRelay } from '../../../src/invite/relay-admin.ts'
 import { createLogger } from '../../../src/log/index.ts'
-import { RELAY_ADMIN_FILES, RelayAdminClient, startRelayAdmin } from '../../../src/relay/admin.ts'
-import { GROUPS_FILE, type RelayPairing, startRelayPairing } from '../../../src/relay/pairing.ts'
+import { RELAY_ADMIN_FILES, RelayAdminClient, RelayAdminServer } from '../../../src/relay/admin.ts'
+import { GROUPS_FILE, RelayPairingService } from '../../../src/relay/pairing.ts'
 import { tempDir } from '../../helpers/cli.ts'
 import { startTestDaemon } from '../../helpers/daemon.ts'
 import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
@@ -29,23 +29,25 @@ import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '.
 describe('relay group codes', { timeout: 180_000 }, () => {
   let root: string
   let relay: TestRelay
-  let pairing: RelayPairing
-  let admin: Awaited<ReturnType<typeof startRelayAdmin>>
+  let pairing: RelayPairingService
+  let admin: RelayAdminServer
   const cleanups: Array<() => Promise<unknown>> = []
 
   async function startPairing(): Promise<void> {
     const { config } = await loadRelayConfig(path.join(relay.dir, 'relay-server.yaml'))
-    pairing = await startRelayPairing({
+    pairing = new RelayPairingService({
       relay: relay.handle,
       config,
       dir: relay.dir,
       log: createLogger('pairing'),
     })
-    admin = await startRelayAdmin({ dir: relay.dir, pairing, log: createLogger('admin') })
+    await pairing.start()
+    admin = new RelayAdminServer({ pairing, log: createLogger('admin') }, { dir: relay.dir })
+    await admin.start()
   }
 
   async function stopPairing(): Promise<void> {
-    await admin.close()
+    await admin.stop()
     await pairing.stop()
   }
 

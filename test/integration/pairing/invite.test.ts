@@ -45,7 +45,7 @@ import {
   PAIRING_VERSION,
 } from '../../../src/invite/protocol.ts'
 import { configureLogging, createLogger } from '../../../src/log/index.ts'
-import { startRelayPairing } from '../../../src/relay/pairing.ts'
+import { RelayPairingService } from '../../../src/relay/pairing.ts'
 import { tempDir } from '../../helpers/cli.ts'
 import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
 
@@ -65,12 +65,13 @@ describe('pairing with invite/join through a relay', { timeout: 180_000 }, () =>
     relay = await startTestRelay(root)
     cleanups.unshift(() => relay.stop())
     const { config } = await loadRelayConfig(path.join(relay.dir, 'relay-server.yaml'))
-    const pairing = await startRelayPairing({
+    const pairing = new RelayPairingService({
       relay: relay.handle,
       config,
       dir: relay.dir,
       log: createLogger('pairing'),
     })
+    await pairing.start()
     cleanups.unshift(() => pairing.stop())
     b = await createTestNode(root, 'b', relay)
     await relay.authorize(b.peerId)

@@ -16,7 +16,7 @@ import type { RelayConfig } from '../../../src/config/schema.ts'
 import { type PairingNode, startPairingNode } from '../../../src/invite/node.ts'
 import { askRelay } from '../../../src/invite/relay-admin.ts'
 import { createLogger } from '../../../src/log/index.ts'
-import { type RelayPairing, startRelayPairing } from '../../../src/relay/pairing.ts'
+import { RelayPairingService } from '../../../src/relay/pairing.ts'
 import { tempDir } from '../../helpers/cli.ts'
 import { createTestNode, startTestRelay, type TestRelay } from '../../helpers/mesh.ts'
 
@@ -25,19 +25,20 @@ describe('sponsoring at the relay', { timeout: 120_000 }, () => {
   let config: RelayConfig
   let caller: PairingNode
   let stranger: PairingNode
-  let pairing: RelayPairing | undefined
+  let pairing: RelayPairingService | undefined
   const cleanups: Array<() => Promise<unknown>> = []
   const keys = () => path.join(relay.dir, 'relay_authorized_keys')
   const newPeer = async () => peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
 
   async function withPolicy(sponsoring: RelayConfig['security']['sponsoring']): Promise<void> {
     await pairing?.stop()
-    pairing = await startRelayPairing({
+    pairing = new RelayPairingService({
       relay: relay.handle,
       config: { ...config, security: { ...config.security, sponsoring } },
       dir: relay.dir,
       log: createLogger('pairing'),
     })
+    await pairing.start()
   }
 
   async function connect(pn: PairingNode) {

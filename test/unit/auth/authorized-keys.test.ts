@@ -12,7 +12,6 @@ import {
   loadAuthorizedKeys,
   MAX_COMMENT_LENGTH,
   parseAttributeAssignment,
-  parseAuthorizedKeys,
   sanitizeComment,
   saveAuthorizedKeys,
   updateAuthorizedKeys,
@@ -60,7 +59,7 @@ before(async () => {
   ;[A, B, C, D] = await Promise.all([newPeerId(), newPeerId(), newPeerId(), newPeerId()])
 })
 
-describe('parseAuthorizedKeys', () => {
+describe('new AuthorizedKeys', () => {
   test('reads entries, attributes and comments, and keeps every line', () => {
     const text = [
       '# peers allowed to reach this machine',
@@ -72,7 +71,7 @@ describe('parseAuthorizedKeys', () => {
       `${D} sponsor=${A} expires=2030-01-31T18:30:00+02:00`,
       '',
     ].join('\n')
-    const doc = parseAuthorizedKeys(text)
+    const doc = new AuthorizedKeys(text)
     assert.equal(doc.toString(), text)
     assert.equal(doc.size, 4)
     const entries = doc.entries()
@@ -92,22 +91,22 @@ describe('parseAuthorizedKeys', () => {
 
   test('an empty document is empty text', () => {
     assert.equal(new AuthorizedKeys().toString(), '')
-    assert.equal(parseAuthorizedKeys('').size, 0)
-    assert.equal(parseAuthorizedKeys('\n# only comments\n').size, 0)
+    assert.equal(new AuthorizedKeys('').size, 0)
+    assert.equal(new AuthorizedKeys('\n# only comments\n').size, 0)
   })
 
   test('keeps CRLF line endings and a BOM, and adds a missing final newline', () => {
     const crlf = `\uFEFF# c\r\n${A} # x\r\n${B}`
-    const doc = parseAuthorizedKeys(crlf)
+    const doc = new AuthorizedKeys(crlf)
     assert.equal(doc.toString(), `${crlf}\r\n`)
     doc.add(C)
     assert.equal(doc.toString(), `${crlf}\r\n${C}\r\n`)
-    assert.equal(parseAuthorizedKeys(`${A}`).toString(), `${A}\n`)
+    assert.equal(new AuthorizedKeys(`${A}`).toString(), `${A}\n`)
   })
 
   test('canonicalises other id forms, and finds peers by any form', async () => {
     const cid = cidForm(A)
-    const doc = parseAuthorizedKeys(`${cid} group=x\n`)
+    const doc = new AuthorizedKeys(`${cid} group=x\n`)
     assert.equal(doc.entries()[0]!.peerId, A)
     assert.ok(doc.has(A))
     assert.ok(doc.has(cid))
@@ -145,9 +144,9 @@ describe('parseAuthorizedKeys', () => {
     test(`expires=${value} ${iso === undefined ? 'is refused' : `is ${iso}`}`, () => {
       const text = `${A} expires=${value}\n`
       if (iso === undefined) {
-        assert.throws(() => parseAuthorizedKeys(text), AuthorizedKeysError)
+        assert.throws(() => new AuthorizedKeys(text), AuthorizedKeysError)
       } else {
-        assert.equal(parseAuthorizedKeys(text).get(A)?.attributes.expires?.toISOString(), iso)
+        assert.equal(new AuthorizedKeys(text).get(A)?.attributes.expires?.toISOString(), iso)
       }
     })
   }
@@ -215,7 +214,7 @@ describe('bad lines', () => {
   for (const c of cases) {
     test(`${c.name} is an error at authorized_keys:4`, () => {
       const text = `# header\n${B}\n\n${c.line()}\n${C}\n`
-      const err = thrown(() => parseAuthorizedKeys(text))
+      const err = thrown(() => new AuthorizedKeys(text))
       assert.ok(err instanceof AuthorizedKeysError, String(err))
       assert.equal(err.file, 'authorized_keys')
       assert.equal(err.line, 4)
@@ -235,7 +234,7 @@ describe('bad lines', () => {
 
   test('a duplicate written in another id form is still a duplicate', async () => {
     const text = `${A}\n${cidForm(A)}\n`
-    assert.throws(() => parseAuthorizedKeys(text, '/etc/peerup/authorized_keys'), {
+    assert.throws(() => new AuthorizedKeys(text, '/etc/peerup/authorized_keys'), {
       name: 'AuthorizedKeysError',
       message: new RegExp(`^/etc/peerup/authorized_keys:2: duplicate peer ${A}: already listed on line 1$`),
     })
@@ -266,7 +265,7 @@ describe('bad lines', () => {
     )
     assert.match(problems[2]!.problem, /already listed on line 1/)
     // parse stops at the first one.
-    assert.throws(() => parseAuthorizedKeys(text, 'keys'), { message: /^keys:2: / })
+    assert.throws(() => new AuthorizedKeys(text, 'keys'), { message: /^keys:2: / })
   })
 
   test('validate returns nothing for a good file', () => {
@@ -286,18 +285,18 @@ describe('editing', () => {
     ].join('\n')
 
   test('add appends a line and leaves every other line byte-identical', () => {
-    const doc = parseAuthorizedKeys(original())
+    const doc = new AuthorizedKeys(original())
     const added = doc.add(C, { comment: 'phone', attributes: { group: 'mobile', expires: '2030-01-01' } })
     assert.equal(added.line, 6)
     assert.deepEqual(added.attributes, { group: 'mobile', expires: new Date('2030-01-01T00:00:00Z') })
     assert.equal(doc.toString(), `${original()}${C} expires=2030-01-01 group=mobile # phone\n`)
     assert.equal(doc.get(C)?.line, 6)
     // And it parses back to the same thing.
-    assert.deepEqual(parseAuthorizedKeys(doc.toString()).get(C), doc.get(C))
+    assert.deepEqual(new AuthorizedKeys(doc.toString()).get(C), doc.get(C))
   })
 
   test('add then remove gives back the original text', () => {
-    const doc = parseAuthorizedKeys(original())
+    const doc = new AuthorizedKeys(original())
     doc.add(C, { comment: 'temp' })
     const removed = doc.remove(C)
     assert.equal(removed.peerId, C)
@@ -306,7 +305,7 @@ describe('editing', () => {
   })
 
   test('remove deletes only that line and renumbers the rest', () => {
-    const doc = parseAuthorizedKeys(original())
+    const doc = new AuthorizedKeys(original())
     const removed = doc.remove(A)
     assert.equal(removed.line, 2)
     assert.deepEqual(removed.attributes, { group: 'ops' })
@@ -325,7 +324,7 @@ describe('editing', () => {
   })
 
   test('adding a listed peer is a DuplicatePeerError, even in another form', async () => {
-    const doc = parseAuthorizedKeys(original())
+    const doc = new AuthorizedKeys(original())
     for (const id of [B, cidForm(B)]) {
       const err = thrown(() => doc.add(id))
       assert.ok(err instanceof DuplicatePeerError)
@@ -338,7 +337,7 @@ describe('editing', () => {
   })
 
   test('removing or editing an unlisted peer is a PeerNotFoundError', () => {
-    const doc = parseAuthorizedKeys(original())
+    const doc = new AuthorizedKeys(original())
     for (const op of [() => doc.remove(C), () => doc.setAttribute(C, 'group', 'x')]) {
       const err = thrown(op)
       assert.ok(err instanceof PeerNotFoundError)
@@ -387,7 +386,7 @@ describe('editing', () => {
   ]
   for (const c of badInputs) {
     test(`${c.name} is a usage error and changes nothing`, () => {
-      const doc = parseAuthorizedKeys(original())
+      const doc = new AuthorizedKeys(original())
       const err = thrown(() => c.run(doc))
       assert.ok(err instanceof c.type, String(err))
       assert.ok(err instanceof UsageError)
@@ -397,7 +396,7 @@ describe('editing', () => {
   }
 
   test('setAttribute rewrites only its line and keeps the comment verbatim', () => {
-    const doc = parseAuthorizedKeys(original())
+    const doc = new AuthorizedKeys(original())
     const updated = doc.setAttribute(A, 'verified', 'sha256:abcd')
     assert.deepEqual(updated.attributes, { group: 'ops', verified: 'sha256:abcd' })
     const lines = original().split('\n')
@@ -415,20 +414,20 @@ describe('editing', () => {
   })
 
   test('setAttribute that changes nothing leaves the line untouched', () => {
-    const doc = parseAuthorizedKeys(original())
+    const doc = new AuthorizedKeys(original())
     doc.setAttribute(B, 'verified', '2024-05-01')
     doc.setAttribute(B, 'group', undefined)
     assert.equal(doc.toString(), original())
   })
 
   test('setAttribute canonicalises a sponsor id', async () => {
-    const doc = parseAuthorizedKeys(original())
+    const doc = new AuthorizedKeys(original())
     doc.setAttribute(B, 'sponsor', cidForm(A))
     assert.equal(doc.get(B)?.attributes.sponsor, A)
   })
 
   test('entries are snapshots', () => {
-    const doc = parseAuthorizedKeys(`${A} expires=2030-01-01\n`)
+    const doc = new AuthorizedKeys(`${A} expires=2030-01-01\n`)
     const entry = doc.get(A)!
     assert.ok(Object.isFrozen(entry))
     entry.attributes.expires!.setTime(0)
@@ -463,11 +462,11 @@ describe('comments given to add', () => {
   })
 
   test('a comment with a newline cannot inject a second entry', () => {
-    const doc = parseAuthorizedKeys(`${A}\n`)
+    const doc = new AuthorizedKeys(`${A}\n`)
     doc.add(B, { comment: `friend\n${C}\r\n${D} sponsor=yes` })
     const text = doc.toString()
     assert.equal(text.split('\n').length, 3)
-    const reparsed = parseAuthorizedKeys(text)
+    const reparsed = new AuthorizedKeys(text)
     assert.deepEqual(
       reparsed.entries().map((e) => e.peerId),
       [A, B],
@@ -493,7 +492,7 @@ describe('expiry', () => {
         ['B', B],
         ['C', C],
       ])
-      const doc = parseAuthorizedKeys(text())
+      const doc = new AuthorizedKeys(text())
       const now = new Date(at)
       const ids = valid.map((n) => names.get(n)!)
       assert.deepEqual([...doc.authorizedSet(now)].sort(), [...ids].sort())
@@ -510,14 +509,14 @@ describe('expiry', () => {
   }
 
   test('nextExpiry is the earliest expiry still ahead', () => {
-    const doc = parseAuthorizedKeys(text())
+    const doc = new AuthorizedKeys(text())
     assert.equal(doc.nextExpiry(new Date('2029-01-01'))?.toISOString(), '2030-01-01T00:00:00.000Z')
     assert.equal(doc.nextExpiry(new Date('2030-01-01'))?.toISOString(), '2030-06-01T12:00:00.000Z')
     assert.equal(doc.nextExpiry(new Date('2031-01-01')), undefined)
   })
 
   test('an expired peer is still a duplicate', () => {
-    const doc = parseAuthorizedKeys(`${A} expires=2000-01-01\n`)
+    const doc = new AuthorizedKeys(`${A} expires=2000-01-01\n`)
     assert.equal(doc.isAuthorized(A), false)
     assert.throws(() => doc.add(A), DuplicatePeerError)
   })
@@ -618,7 +617,7 @@ describe('files', () => {
   for (const [from, to] of modeCases) {
     test(`save over a ${from.toString(8)} file leaves it ${to.toString(8)}`, { skip: !posix }, async () => {
       const file = await fresh(`${A}\n`, from)
-      const doc = parseAuthorizedKeys(`${A}\n`, file)
+      const doc = new AuthorizedKeys(`${A}\n`, file)
       doc.add(B)
       await saveAuthorizedKeys(file, doc)
       assert.equal(await modeOf(file), to)
@@ -628,7 +627,7 @@ describe('files', () => {
 
   test('save creates a missing directory', async () => {
     const file = path.join(dir, 'nested', 'deeper', 'authorized_keys')
-    await saveAuthorizedKeys(file, parseAuthorizedKeys(`${A}\n`))
+    await saveAuthorizedKeys(file, new AuthorizedKeys(`${A}\n`))
     assert.equal(await fs.readFile(file, 'utf8'), `${A}\n`)
   })
 

@@ -34,7 +34,7 @@ import { configureLogging, createLogger } from '../../../src/log/index.ts'
 import type { Observer } from '../../../src/metrics/observer.ts'
 import { NO_OBSERVER } from '../../../src/metrics/observer.ts'
 import { OpenInvites } from '../../../src/relay/invites.ts'
-import { type RelayPairing, startRelayPairing } from '../../../src/relay/pairing.ts'
+import { RelayPairingService } from '../../../src/relay/pairing.ts'
 import type { RelayHandle } from '../../../src/relay/server.ts'
 import { tempDir } from '../../helpers/cli.ts'
 
@@ -122,7 +122,7 @@ async function relayHarness(options: { expired?: boolean } = {}): Promise<Harnes
   const init = await initRelay(dir)
   const { config } = await loadRelayConfig(init.configFile)
   let handler: ((stream: Stream, connection: Connection) => void) | undefined
-  // What startRelayPairing uses of a relay; the invite protocol's handler is served by hand.
+  // What RelayPairingService uses of a relay; the invite protocol's handler is served by hand.
   const relay = {
     peerId: init.peerId,
     node: {
@@ -135,8 +135,18 @@ async function relayHarness(options: { expired?: boolean } = {}): Promise<Harnes
     reloadAuthorized: async () => ({ added: [], removed: [] }),
     invites: new OpenInvites(),
   } as unknown as RelayHandle
-  const start = () => startRelayPairing({ relay, config, dir, log, codeAddress: '/ip4/127.0.0.1/tcp/7777' })
-  let pairing: RelayPairing = await start()
+  const start = async () => {
+    const started = new RelayPairingService({
+      relay,
+      config,
+      dir,
+      log,
+      codeAddress: '/ip4/127.0.0.1/tcp/7777',
+    })
+    await started.start()
+    return started
+  }
+  let pairing = await start()
   cleanups.push(() => pairing.stop())
   const group = await pairing.createGroup({ count: 2, ttlMs: options.expired === true ? 0 : 60_000 })
   const token = decodeInviteCode(group.codes[0] as string).token

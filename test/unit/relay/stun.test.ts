@@ -11,7 +11,7 @@ import { once } from 'node:events'
 import { after, before, describe, it } from 'node:test'
 import * as zlib from 'node:zlib'
 import { createLogger } from '../../../src/log/index.ts'
-import { answerBinding, type StunResponder, startStunResponder } from '../../../src/relay/stun.ts'
+import { answerBinding, StunResponder } from '../../../src/relay/stun.ts'
 
 const COOKIE = 0x2112a442
 const XOR_MAPPED_ADDRESS = 0x0020
@@ -134,15 +134,16 @@ describe('answerBinding', () => {
   }
 })
 
-describe('startStunResponder', () => {
+describe('StunResponder', () => {
   let responder: StunResponder
 
   before(async () => {
-    responder = await startStunResponder({ listenAddress: '127.0.0.1:0', log: createLogger('stun') })
+    responder = new StunResponder({ log: createLogger('stun') }, { listenAddress: '127.0.0.1:0' })
+    await responder.start()
   })
 
   after(async () => {
-    await responder.close()
+    await responder.stop()
   })
 
   it('answers over UDP with the address and port the request came from', async () => {
@@ -174,10 +175,11 @@ describe('startStunResponder', () => {
     // can keep a process alive after cleanup() (murat-dogan/node-datachannel#349), which hung this
     // test file now and then.
     const script = `
-      const { startStunResponder } = await import(process.argv[1])
+      const { StunResponder } = await import(process.argv[1])
       const { createLogger } = await import(process.argv[2])
       const ndc = await import('node-datachannel')
-      const responder = await startStunResponder({ listenAddress: '127.0.0.1:0', log: createLogger('stun') })
+      const responder = new StunResponder({ log: createLogger('stun') }, { listenAddress: '127.0.0.1:0' })
+      await responder.start()
       const pc = new ndc.PeerConnection('stun-test', {
         iceServers: ['stun:127.0.0.1:' + responder.address.port],
       })
@@ -214,13 +216,15 @@ describe('startStunResponder', () => {
     }
   })
 
-  it('refuses an address that is already taken, and close() is idempotent', async () => {
-    await assert.rejects(
-      startStunResponder({ listenAddress: `127.0.0.1:${responder.address.port}`, log: createLogger('stun') }),
-      /EADDRINUSE/,
+  it('refuses an address that is already taken, and stop() is idempotent', async () => {
+    const taken = new StunResponder(
+      { log: createLogger('stun') },
+      { listenAddress: `127.0.0.1:${responder.address.port}` },
     )
-    const other = await startStunResponder({ listenAddress: '127.0.0.1:0', log: createLogger('stun') })
-    await other.close()
-    await other.close()
+    await assert.rejects(taken.start(), /EADDRINUSE/)
+    const other = new StunResponder({ log: createLogger('stun') }, { listenAddress: '127.0.0.1:0' })
+    await other.start()
+    await other.stop()
+    await other.stop()
   })
 })
