@@ -122,19 +122,25 @@ export class SimultaneousOpenError extends PunchError {
   override name = 'SimultaneousOpenError'
 }
 
-/** What a {@link TcpPuncher} uses. */
+/**
+ * What a {@link TcpPuncher} uses; libp2p's upgrader (noise, yamux, gater) and logger (for the
+ * MultiaddrConnection of a punched socket) it takes from the node's {@link upgraderAccess}.
+ */
 export interface TcpPuncherComponents {
   node: PeerupLibp2p
-  /** libp2p's upgrader (noise, yamux, gater): see {@link upgraderAccess}. */
-  upgrader: Upgrader
-  /** libp2p's logger, which the MultiaddrConnection of the punched socket logs to. */
-  logger: ComponentLogger
   log: Logger
   /**
    * Whether `peer` may ask us to punch: the responder connects to the address a request names, so
    * only peers this node would let in are answered (authorized_keys, or everyone with gating off).
    */
   allowed: (peer: string) => boolean
+}
+
+/** The components {@link upgraderAccess} hands out. */
+interface UpgraderAccess {
+  upgrader: Upgrader
+  logger: ComponentLogger
+  transportManager: TransportDialer
 }
 
 /** libp2p's transport manager, as far as peerup uses it: a dial that bypasses the dial queue. */
@@ -151,15 +157,7 @@ export interface TransportDialer {
  * class, not the `Libp2p` interface): the puncher needs the upgrader to turn its own socket into a
  * connection, the direct-path upgrader the transport manager to dial WebRTC on its own clock.
  */
-export function upgraderAccess(): (components: {
-  upgrader: Upgrader
-  logger: ComponentLogger
-  transportManager: TransportDialer
-}) => {
-  upgrader: Upgrader
-  logger: ComponentLogger
-  transportManager: TransportDialer
-} {
+export function upgraderAccess(): (components: UpgraderAccess) => UpgraderAccess {
   return (components) => ({
     get upgrader() {
       return components.upgrader
@@ -199,8 +197,8 @@ export class TcpPuncher {
 
   constructor(components: TcpPuncherComponents) {
     this.#node = components.node
-    this.#upgrader = components.upgrader
-    this.#logger = components.logger
+    this.#upgrader = components.node.services.upgraderAccess.upgrader
+    this.#logger = components.node.services.upgraderAccess.logger
     this.#log = components.log
     this.#allowed = components.allowed
   }

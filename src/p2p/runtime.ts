@@ -240,8 +240,6 @@ class Runtime implements Component {
     // Handles punch requests on relayed connections and punches for the upgrader (src/p2p/punch.ts).
     this.puncher = new TcpPuncher({
       node,
-      upgrader: node.services.upgraderAccess.upgrader,
-      logger: node.services.upgraderAccess.logger,
       log: log.child('punch'),
       allowed: (peer) => !config.security.enable_connection_gating || authorized.has(peer),
     })
