@@ -8,24 +8,16 @@
  * @packageDocumentation
  */
 
-import type { Logger } from '../log/index.ts'
-import type { Observer } from '../metrics/observer.ts'
-import type { NodeRuntime } from '../p2p/runtime.ts'
 import type { Component } from '../util/components.ts'
 import { removeCookie, writeCookie } from '../util/cookie.ts'
 import { type ApiLimits, createLocalApiServer, type Route, type UpgradeRoute } from '../util/local-api.ts'
 import { listenOnSocket } from '../util/socket.ts'
 import { VERSION } from '../version.ts'
-import type { DaemonEvents } from './events.ts'
-import type { PersistentProxies } from './persistent-proxies.ts'
-import type { ProxyManager } from './proxies.ts'
+import type { DaemonComponents } from './run.ts'
 import { daemonRoutes, statusOf } from './server.ts'
 
 /** What {@link DaemonApiSocket} uses; `observer` is read at each request. */
-export interface DaemonApiSocketComponents {
-  observer: Observer
-  log: Logger
-}
+type DaemonApiSocketComponents = Pick<DaemonComponents, 'observer' | 'log'>
 
 export interface DaemonApiSocketInit {
   socketPath: string
@@ -107,17 +99,10 @@ export class DaemonApiSocket implements Component {
 }
 
 /** What {@link DaemonApi} serves; each is read at start. */
-export interface DaemonApiComponents {
-  api: DaemonApiSocket
-  runtime: NodeRuntime
-  proxies: ProxyManager
-  persistentProxies: PersistentProxies
-  events: DaemonEvents
-  observer: Observer
-  log: Logger
-  /** Starts the orderly shutdown (the same as SIGTERM). */
-  shutdown(reason: Error): void
-}
+type DaemonApiComponents = Pick<
+  DaemonComponents,
+  'api' | 'runtime' | 'proxies' | 'persistentProxies' | 'events' | 'observer' | 'log' | 'shutdown'
+>
 
 /**
  * The daemon's routes (src/daemon/server.ts) on its API socket; at stop the watchers

@@ -18,11 +18,10 @@ import {
   settlePendingAtStart,
 } from '../config/safety.ts'
 import type { Logger } from '../log/index.ts'
-import type { NodeRuntime } from '../p2p/runtime.ts'
 import type { Component } from '../util/components.ts'
 import { type FileWatch, watchFile } from '../util/watch.ts'
-import { type DaemonEvents, publishConfig } from './events.ts'
-import type { ConfigApplier } from './reload.ts'
+import { publishConfig } from './events.ts'
+import type { DaemonComponents } from './run.ts'
 
 /**
  * Before anything loads the config: an apply whose deadline passed while no daemon ran is undone,
@@ -43,14 +42,10 @@ export async function settleApplyAtStart(configFile: string, log: Logger): Promi
 }
 
 /** What {@link ApplyConfirmation} uses; read at start and later. */
-export interface ApplyConfirmationComponents {
-  runtime: NodeRuntime
-  events: DaemonEvents
-  configApplier: ConfigApplier
-  log: Logger
-  /** Starts the orderly shutdown (the same as SIGTERM). */
-  shutdown(reason: Error): void
-}
+type ApplyConfirmationComponents = Pick<
+  DaemonComponents,
+  'runtime' | 'events' | 'configApplier' | 'log' | 'shutdown'
+>
 
 /**
  * Waits for the confirmation of a pending apply: `start()` watches the pending file and arms the

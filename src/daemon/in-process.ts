@@ -15,16 +15,11 @@ import { DaemonEvents } from './events.ts'
 import { ProxyManager } from './proxies.ts'
 import { checkInput, type HandlerContext, handlersFor, reportOf } from './routes/index.ts'
 
-export interface InProcessOptions {
-  configFile: string
-  log: Logger
-}
-
 /**
  * Starts a node that dials out only (no listening, no reservation, no services) and returns a
  * client of it; `close()` stops the node.
  */
-export async function startInProcessClient(options: InProcessOptions): Promise<Client> {
+export async function startInProcessClient(options: { configFile: string; log: Logger }): Promise<Client> {
   const rt = await startNodeRuntime({
     configFile: options.configFile,
     log: options.log,

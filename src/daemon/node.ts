@@ -5,19 +5,14 @@
  * @packageDocumentation
  */
 
-import type { Logger } from '../log/index.ts'
 import { libp2pMetricsInto, type NodeMetrics, setCounter } from '../metrics/index.ts'
-import type { Observer } from '../metrics/observer.ts'
 import { type NodeRuntime, startNodeRuntime } from '../p2p/runtime.ts'
 import type { SessionCounts } from '../pipe/session.ts'
 import type { Component } from '../util/components.ts'
+import type { DaemonComponents } from './run.ts'
 
-/** What {@link DaemonNode} reads when it starts. */
-export interface DaemonNodeComponents {
-  /** Where the node reports (the telemetry's, started before it). */
-  observer: Observer
-  log: Logger
-}
+/** What {@link DaemonNode} reads when it starts (the observer: the telemetry's, started before it). */
+type DaemonNodeComponents = Pick<DaemonComponents, 'observer' | 'log'>
 
 export interface DaemonNodeInit {
   configFile: string

@@ -22,9 +22,6 @@ import {
   setProxyEnabledInFile,
 } from '../config/proxies.ts'
 import { formatError } from '../errors.ts'
-import type { Logger } from '../log/index.ts'
-import type { Observer } from '../metrics/observer.ts'
-import type { NodeRuntime } from '../p2p/runtime.ts'
 import { ListenError, OpenError } from '../pipe/errors.ts'
 import { type Listener, startListener } from '../pipe/listener.ts'
 import { type HostPort, parseHostPort } from '../util/address.ts'
@@ -32,6 +29,7 @@ import type { Component } from '../util/components.ts'
 import { listenFailure, probeListen } from '../util/port.ts'
 import { backoffDelayMs } from '../util/retry.ts'
 import { proxyCounting } from './proxies.ts'
+import type { DaemonComponents } from './run.ts'
 
 /** First delay before a proxy whose port could not be bound tries again; it doubles up to the next. */
 const REBIND_BASE_MS = 1_000
@@ -39,11 +37,7 @@ const REBIND_BASE_MS = 1_000
 const REBIND_MAX_MS = 30_000
 
 /** What {@link PersistentProxies} uses; read at start and later. */
-export interface PersistentProxiesComponents {
-  runtime: NodeRuntime
-  log: Logger
-  observer: Observer
-}
+type PersistentProxiesComponents = Pick<DaemonComponents, 'runtime' | 'log' | 'observer'>
 
 /** One proxy as it runs. */
 class Entry {

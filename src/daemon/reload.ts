@@ -10,19 +10,13 @@
 
 import * as fs from 'node:fs/promises'
 import { loadNodeConfig, resolveIn } from '../config/load.ts'
-import type { Logger } from '../log/index.ts'
-import type { NodeRuntime } from '../p2p/runtime.ts'
 import type { Component } from '../util/components.ts'
 import { type FileWatch, watchFile } from '../util/watch.ts'
-import { type DaemonEvents, publishConfig } from './events.ts'
-import type { PersistentProxies } from './persistent-proxies.ts'
+import { publishConfig } from './events.ts'
+import type { DaemonComponents } from './run.ts'
 
-/** What a {@link ConfigApplier} uses; read when it applies. */
-export interface ConfigApplierComponents {
-  runtime: NodeRuntime
-  /** Brought in line with config.yaml's `proxies:` at each apply. */
-  persistentProxies: PersistentProxies
-}
+/** What a {@link ConfigApplier} uses (its `persistentProxies` brought in line with config.yaml at each apply). */
+type ConfigApplierComponents = Pick<DaemonComponents, 'runtime' | 'persistentProxies'>
 
 /** What applying config.yaml changed in the running daemon. */
 export interface ConfigApplied {
@@ -67,12 +61,7 @@ export class ConfigApplier {
 }
 
 /** What {@link FileFollower} uses; read at start and later. */
-export interface FileFollowerComponents {
-  runtime: NodeRuntime
-  events: DaemonEvents
-  configApplier: ConfigApplier
-  log: Logger
-}
+type FileFollowerComponents = Pick<DaemonComponents, 'runtime' | 'events' | 'configApplier' | 'log'>
 
 /**
  * `start()` watches authorized_keys and config.yaml and listens for SIGHUP; `stop()` ends all

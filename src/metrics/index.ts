@@ -14,6 +14,7 @@ import * as http from 'node:http'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
 import { Counter, Gauge, Registry } from 'prom-client'
 import type { Logger } from '../log/index.ts'
+import { formatHostPort, parseHostPort } from '../util/address.ts'
 import type { Component } from '../util/components.ts'
 import { closeHttpServer } from '../util/socket.ts'
 import { VERSION } from '../version.ts'
@@ -205,9 +206,7 @@ export class MetricsServer implements Component {
   async start(): Promise<void> {
     const { registry, log } = this.#components
     const listen = this.#init.listenAddress ?? '127.0.0.1:0'
-    const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen)
-    const host = m?.[1] ?? m?.[2] ?? '127.0.0.1'
-    const port = Number(m?.[3] ?? 0)
+    const { host, port } = parseHostPort(listen)
     if (!/^(127\.|::1$|localhost$)/.test(host)) {
       log.warn('metrics are served on a non-loopback address: anyone who reaches it can read them', {
         listen,
@@ -228,7 +227,7 @@ export class MetricsServer implements Component {
     await once(server.listen(port, host), 'listening')
     const bound = server.address() as { port: number }
     this.#server = server
-    this.#address = host.includes(':') ? `[${host}]:${bound.port}` : `${host}:${bound.port}`
+    this.#address = formatHostPort(host, bound.port)
     log.info('metrics served', { listen: this.#address })
   }
 

@@ -114,23 +114,21 @@ export interface LocalApiOptions {
   limits?: Partial<ApiLimits>
 }
 
+/** Our errors answered with a status of their own (an ApiError carries its own). */
+const ERROR_STATUS: Array<[new (message: string) => Error, number]> = [
+  [UsageError, 400],
+  [NotFoundError, 404],
+  [ConflictError, 409],
+]
+
 /**
  * The status an error is answered with: `custom`'s, else an ApiError's own, usage 400, not found
  * 404, conflict 409, anything else 500.
  */
 export function errorStatus(err: unknown, custom?: (err: unknown) => number | undefined): number {
-  return (
-    custom?.(err) ??
-    (err instanceof ApiError
-      ? err.status
-      : err instanceof UsageError
-        ? 400
-        : err instanceof NotFoundError
-          ? 404
-          : err instanceof ConflictError
-            ? 409
-            : 500)
-  )
+  const status =
+    err instanceof ApiError ? err.status : ERROR_STATUS.find(([type]) => err instanceof type)?.[1]
+  return custom?.(err) ?? status ?? 500
 }
 
 /** Creates the server (not listening yet: see `listenOnSocket`). */

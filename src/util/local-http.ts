@@ -9,6 +9,7 @@
 import * as http from 'node:http'
 import type { Socket } from 'node:net'
 import { createInterface } from 'node:readline'
+import { text as readAll } from 'node:stream/consumers'
 import { ConflictError, NotFoundError, PeerupError, UsageError } from '../errors.ts'
 import { CookieMissingError, readCookie } from './cookie.ts'
 
@@ -202,15 +203,6 @@ export class LocalHttpClient {
       req.end(payload)
     })
   }
-}
-
-function readAll(res: http.IncomingMessage): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = []
-    res.on('data', (c: Buffer) => chunks.push(c))
-    res.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')))
-    res.once('error', reject)
-  })
 }
 
 function unwrap<T>(status: number, text: string, what: string): T {

@@ -12,10 +12,6 @@ import type { DgramSocket } from 'node-unix-socket'
 import type { Logger } from '../log/index.ts'
 import type { Component } from './components.ts'
 
-export interface SystemdNotifyComponents {
-  log: Logger
-}
-
 export interface SystemdNotifyInit {
   /** `NOTIFY_SOCKET`; none by default (outside systemd), and then nothing is sent. */
   notifySocket?: string | undefined
@@ -44,7 +40,7 @@ export class SystemdNotify implements Component {
   #socket: DgramSocket | undefined
   #watchdog: NodeJS.Timeout | undefined
 
-  constructor(components: SystemdNotifyComponents, init: SystemdNotifyInit) {
+  constructor(components: { log: Logger }, init: SystemdNotifyInit) {
     this.#log = components.log
     this.#init = init
   }

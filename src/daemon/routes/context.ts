@@ -57,19 +57,16 @@ export type Handlers = {
       : (input: Checked<K>, r: HandlerContext) => Promise<ByteEnd>
 }
 
+const NETWORK_STATUS: Array<[new (message: string) => Error, number]> = [
+  [PeerUnreachableError, 502],
+  [PeerRefusedError, 502],
+  [RelayRefusedError, 502],
+  [ServiceRefusedError, 404],
+]
+
 /** Maps errors of the network layer to the statuses of the contract. */
 export function statusOf(err: unknown): number | undefined {
-  if (
-    err instanceof PeerUnreachableError ||
-    err instanceof PeerRefusedError ||
-    err instanceof RelayRefusedError
-  ) {
-    return 502
-  }
-  if (err instanceof ServiceRefusedError) {
-    return 404
-  }
-  return undefined
+  return NETWORK_STATUS.find(([type]) => err instanceof type)?.[1]
 }
 
 /** The peer id a name or peer id stands for; an unknown name is a 404, a bad id a 400. */
