@@ -58,6 +58,7 @@ import type { Logger } from '../log/index.ts'
 import { sleep } from '../util/retry.ts'
 import { pingConnection } from './liveness.ts'
 import type { PeerupLibp2p } from './node.ts'
+import { classifyConnection } from './path.ts'
 
 /** The protocol id. */
 export const PUNCH_PROTOCOL = '/peerup/punch/1.0.0'
@@ -380,7 +381,7 @@ export class TcpPuncher {
    * port is the local one; a NAT that changes it defeats the punch either way.
    */
   async #endpoint(relayed: Connection, signal: AbortSignal): Promise<PunchEndpoint> {
-    const relay = relayOf(relayed.remoteAddr)
+    const relay = classifyConnection(relayed).relay
     if (relay === undefined) {
       throw new PunchError(`not a relayed connection: ${relayed.remoteAddr.toString()}`)
     }
@@ -539,18 +540,6 @@ export async function simultaneousOpen(
   throw new SimultaneousOpenError(
     `no TCP connection to ${remote.ip}:${remote.port} from port ${localPort} within ${options.windowMs} ms (${tries} tries, last error: ${last})`,
   )
-}
-
-/** The relay's peer id in a circuit address (`…/p2p/<relay>/p2p-circuit/p2p/<peer>`). */
-function relayOf(addr: Multiaddr): string | undefined {
-  const components = addr.getComponents()
-  const circuit = components.findIndex((c) => c.name === 'p2p-circuit')
-  for (let i = circuit - 1; i >= 0; i--) {
-    if (components[i]?.name === 'p2p') {
-      return components[i]?.value
-    }
-  }
-  return undefined
 }
 
 /** The IP of an `/ip4/…` or `/ip6/…` address. */

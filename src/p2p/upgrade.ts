@@ -215,7 +215,7 @@ export class DirectUpgrader {
     const webrtc =
       this.#webrtc &&
       (known?.protocols.includes(WEBRTC_SIGNALING_PROTOCOL) ?? false) &&
-      addrs.some(isWebrtcAddress)
+      addrs.some((a) => a.getComponents().some((c) => c.name === 'webrtc'))
         ? webrtcAddressVia(relayed, id)
         : undefined
     // A peer that has not told us (identify) it takes punch requests is an older peerup.
@@ -468,10 +468,6 @@ function isUpgradable(conn: Connection): boolean {
   return conn.status === 'open' && !conn.direct && conn.direction === 'outbound'
 }
 
-function isWebrtcAddress(ma: Multiaddr): boolean {
-  return ma.getComponents().some((c) => c.name === 'webrtc')
-}
-
 /** `<relay>/p2p-circuit/webrtc/p2p/<peer>`, through the relay that carries `relayed`. */
 export function webrtcAddressVia(relayed: Connection, peer: string): Multiaddr | undefined {
   const components = relayed.remoteAddr.getComponents()
@@ -497,16 +493,12 @@ const NOT_PUBLIC = (() => {
     ['127.0.0.0', 8],
     ['169.254.0.0', 16],
     ['0.0.0.0', 8],
-  ] as const) {
-    list.addSubnet(address, prefix, 'ipv4')
-  }
-  for (const [address, prefix] of [
     ['fc00::', 7],
     ['fe80::', 10],
     ['::1', 128],
     ['::', 128],
   ] as const) {
-    list.addSubnet(address, prefix, 'ipv6')
+    list.addSubnet(address, prefix, net.isIPv6(address) ? 'ipv6' : 'ipv4')
   }
   return list
 })()
