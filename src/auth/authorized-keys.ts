@@ -306,23 +306,6 @@ export function canonicalPeerId(text: string): string {
 }
 
 /**
- * Parses a `key=value` argument the way the file does, so the command line can take attributes in
- * the file's own syntax. Throws {@link InvalidAttributeError}.
- */
-export function parseAttributeAssignment(text: string): { key: AuthorizedKeyAttribute; value: string } {
-  const eq = text.indexOf('=')
-  if (eq <= 0) {
-    throw new InvalidAttributeError(`expected key=value, got ${JSON.stringify(text)}`, {
-      hint: `known attributes are ${AUTHORIZED_KEY_ATTRIBUTES.join(', ')}`,
-    })
-  }
-  const key = text.slice(0, eq)
-  const value = text.slice(eq + 1)
-  checkInput(key, value)
-  return { key: key as AuthorizedKeyAttribute, value }
-}
-
-/**
  * Makes free text safe to write as a line's comment: control characters, line separators and
  * bidi overrides are removed (a comment must never start a second line or disguise the one it is
  * on), whitespace is collapsed, and the result is trimmed and capped at {@link MAX_COMMENT_LENGTH}

@@ -11,7 +11,6 @@ import {
   isExpired,
   loadAuthorizedKeys,
   MAX_COMMENT_LENGTH,
-  parseAttributeAssignment,
   sanitizeComment,
   saveAuthorizedKeys,
   updateAuthorizedKeys,
@@ -526,14 +525,6 @@ describe('helpers', () => {
   test('canonicalPeerId', async () => {
     assert.equal(canonicalPeerId(cidForm(A)), A)
     assert.throws(() => canonicalPeerId('x'), InvalidPeerIdError)
-  })
-
-  test('parseAttributeAssignment', () => {
-    assert.deepEqual(parseAttributeAssignment('group=ops'), { key: 'group', value: 'ops' })
-    assert.deepEqual(parseAttributeAssignment('expires=2030-01-01'), { key: 'expires', value: '2030-01-01' })
-    for (const bad of ['group', '=x', 'colour=red', 'expires=soon', 'group=a b']) {
-      assert.throws(() => parseAttributeAssignment(bad), InvalidAttributeError, bad)
-    }
   })
 })
 
