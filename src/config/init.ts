@@ -14,7 +14,7 @@ import { atomicWriteFile, exists, FileModeError } from '../util/fs.ts'
 import { parseConfigText } from './load.ts'
 import { checkRelayAddress } from './ops.ts'
 import { CONFIG_FILE_NAME, RELAY_CONFIG_FILE_NAME } from './paths.ts'
-import { nodeConfigSchema, relayConfigSchema } from './schema.ts'
+import { NETWORK_PATTERN, nodeConfigSchema, relayConfigSchema } from './schema.ts'
 import { renderNodeConfig, renderRelayConfig } from './template.ts'
 
 /** What `init` was asked to create. */
@@ -52,8 +52,6 @@ const RELAY_AUTHORIZED_KEYS_HEADER = `# Peers allowed to hold a reservation on t
 # Edit with \`peerup relay authorize|deauthorize\`; peers that pair through this relay are added
 # automatically when sponsoring is on (security.sponsoring in relay-server.yaml).
 `
-
-const NETWORK_PATTERN = /^$|^[a-z0-9][a-z0-9_-]{0,62}$/
 
 /** Creates `dir` (0700) unless it exists; returns the directories it created, outermost first. */
 async function prepareDir(dir: string, configFile: string, command: string): Promise<string[]> {

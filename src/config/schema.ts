@@ -182,7 +182,10 @@ export const proxyBind = z.unknown().transform((raw, ctx) => {
 
 const relativePath = z.string().min(1, { message: 'must not be empty' })
 
-const namespace = z.string().regex(/^$|^[a-z0-9][a-z0-9_-]{0,62}$/, {
+/** A network name (`discovery.network`): empty for the default network. */
+export const NETWORK_PATTERN = /^$|^[a-z0-9][a-z0-9_-]{0,62}$/
+
+const namespace = z.string().regex(NETWORK_PATTERN, {
   message: 'must be empty or lowercase letters, digits, - and _ (it becomes /peerup/<network>/kad/1.0.0)',
 })
 
