@@ -359,7 +359,9 @@ export async function measureMigration(ctx: BenchContext): Promise<void> {
     return
   }
   const runs = ctx.quick ? 2 : 3
-  const bytes = 128 * 2 ** 20
+  // Long enough to still run when ICE is up, ~1 s after the block is lifted: since `peerup proxy`
+  // listens in the daemon (docs/decisions/0008-proxy-in-the-daemon.md), 128 MiB were over first.
+  const bytes = (ctx.quick ? 256 : 512) * 2 ** 20
   const moves: number[] = []
   const afterMove: number[] = []
   const iceMs: number[] = []
