@@ -364,6 +364,9 @@ export class Session implements ByteEnd {
       if (this.#state === 'attached' && this.#link === undefined) {
         // The old link went while the move failed: lost like any other.
         this.#lost(err instanceof Error ? err : new Error(String(err)))
+      } else {
+        // What was read while the ACKs waited for the move.
+        this.#sendAck()
       }
       throw err
     }
@@ -484,7 +487,10 @@ export class Session implements ByteEnd {
   #sendAck(): void {
     clearTimeout(this.#ackTimer)
     this.#ackTimer = undefined
-    if (this.#link === undefined || this.#delivered === this.#ackSent) {
+    // While moving, our ATTACH on the new link has told the other side where our reading stood:
+    // an ACK past that on the old link, arriving first, would let it free bytes it must then send
+    // again from there ("the other side says it read …"). attach() acknowledges once moved.
+    if (this.#link === undefined || this.#moving || this.#delivered === this.#ackSent) {
       return
     }
     try {
