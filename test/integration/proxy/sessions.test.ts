@@ -156,9 +156,12 @@ describe('resumable sessions through a relay', { timeout: 240_000 }, () => {
 
   it('a transfer survives a relay restart: both directions byte-exact, no reset', async () => {
     const before = service.transfers.length
+    const openedBefore = opened.length
     const socket = await connect(listener.address.port)
     const received = receiveAll(socket)
     const sent = await sendInTwo(socket, 24 * MiB, 4 * MiB, async () => {
+      // The first 4 MiB can sit in socket buffers before the proxy has opened its session.
+      await waitFor(() => opened.length > openedBefore, 'session opened')
       const session = opened.at(-1) as Session
       await relay.restart()
       // The link went with the relay; the session waits for a new one and takes it.
@@ -185,9 +188,10 @@ describe('resumable sessions through a relay', { timeout: 240_000 }, () => {
   })
 
   it('a session id presented by another peer is refused, and the session goes on', async () => {
+    const openedBefore = opened.length
     const socket = await connect(listener.address.port)
     const received = receiveAll(socket)
-    await waitFor(() => opened.length > 0 && opened.at(-1)?.attached === true, 'session open')
+    await waitFor(() => opened.length > openedBefore && opened.at(-1)?.attached === true, 'session open')
     const session = opened.at(-1) as Session
     const rc = await c.start('client')
     cleanups.unshift(() => c.stop())
@@ -456,10 +460,11 @@ describe('a path that goes silent (a NAT that forgot its state)', { timeout: 120
 
   it('with bytes in flight: the silence is noticed, the session attaches anew, bytes intact', async () => {
     const before = service.transfers.length
+    const openedBefore = opened.length
     const socket = await connect(listener.address.port)
     const received = receiveAll(socket)
     const sent = await sendInTwo(socket, 16 * MiB, 2 * MiB, async () => {
-      await waitFor(() => opened.length > 0 && opened.at(-1)?.attached === true, 'session open')
+      await waitFor(() => opened.length > openedBefore && opened.at(-1)?.attached === true, 'session open')
       const session = opened.at(-1) as Session
       nat.blackhole()
       await waitFor(() => session.state === 'detached', 'silence noticed', 30_000)
