@@ -11,7 +11,7 @@
 import type { Duplex } from 'node:stream'
 import type { ByteEnd, Chunk, EndEvents } from './end.ts'
 import { FramingCutError, RemoteResetError } from './errors.ts'
-import { dataFrame, FRAME, type Frame, FrameParser, FrameQueue, finFrame, resetFrame } from './frames.ts'
+import { dataFrame, FRAME, type Frame, FrameParser, FrameReader, finFrame, resetFrame } from './frames.ts'
 import { Listeners } from './listeners.ts'
 
 /** The largest payload of one frame; larger writes are split. */
@@ -22,12 +22,11 @@ export function framedEnd(socket: Duplex, head?: Buffer): ByteEnd {
   return new FramedEnd(socket, head)
 }
 
-class FramedEnd implements ByteEnd {
+class FramedEnd extends FrameReader implements ByteEnd {
   readonly name = 'daemon dial socket'
   readonly #socket: Duplex
   readonly #head: Buffer | undefined
   readonly #parser = new FrameParser(MAX_DIAL_FRAME_PAYLOAD, [FRAME.DATA, FRAME.FIN, FRAME.RESET])
-  readonly #received = new FrameQueue()
   readonly #listeners = new Listeners()
   #events: EndEvents | undefined
   #gotFin = false
@@ -37,6 +36,7 @@ class FramedEnd implements ByteEnd {
   #resetDone = false
 
   constructor(socket: Duplex, head: Buffer | undefined) {
+    super()
     this.#socket = socket
     this.#head = head
   }
@@ -47,13 +47,13 @@ class FramedEnd implements ByteEnd {
     this.#listeners
       .on(socket, 'data', (chunk: Buffer) => this.#onData(chunk))
       .on(socket, 'end', () => {
-        if (!this.#received.finParsed && !this.#gotReset) {
+        if (!this.received.finParsed && !this.#gotReset) {
           this.#fail(new FramingCutError('the dial socket ended without saying how'))
         }
       })
       // Closed before both directions ended: what was still to be sent or received is lost.
       .on(socket, 'close', () => {
-        if (!this.#gotReset && (!this.#received.finParsed || !this.#finSent)) {
+        if (!this.#gotReset && (!this.received.finParsed || !this.#finSent)) {
           this.#fail(new FramingCutError('the dial socket closed without saying how'))
         }
       })
@@ -77,18 +77,18 @@ class FramedEnd implements ByteEnd {
 
   #onData(chunk: Buffer): void {
     try {
-      this.#received.push(this.#parser.push(chunk))
+      this.received.push(this.#parser.push(chunk))
     } catch {
       this.#fail(new FramingCutError('malformed frame on the dial socket'))
       this.#socket.destroy()
       return
     }
-    this.#deliver()
+    this.deliver()
   }
 
   // Frames are handed on in order, and only while the reader wants them.
-  #deliver(): void {
-    this.#received.drain((frame: Frame) => {
+  protected deliver(): void {
+    this.received.drain((frame: Frame) => {
       if (frame.type === 'data') {
         this.#events?.data(frame.payload)
       } else if (frame.type === 'fin') {
@@ -100,7 +100,7 @@ class FramedEnd implements ByteEnd {
       }
       return !this.#gotReset
     })
-    if (this.#received.paused) {
+    if (this.received.paused) {
       this.#socket.pause()
     }
   }
@@ -112,15 +112,14 @@ class FramedEnd implements ByteEnd {
     }
   }
 
-  pause(): void {
-    this.#received.paused = true
+  override pause(): void {
+    super.pause()
     this.#socket.pause()
   }
 
-  resume(): void {
-    this.#received.paused = false
-    this.#deliver()
-    if (!this.#received.paused && !this.#socket.destroyed) {
+  override resume(): void {
+    super.resume()
+    if (!this.received.paused && !this.#socket.destroyed) {
       this.#socket.resume()
     }
   }

@@ -205,3 +205,24 @@ export class FrameQueue {
     }
   }
 }
+
+/**
+ * An end that holds what it received in a {@link FrameQueue} until its reader wants it: the pipe's
+ * `pause()`/`resume()` for every framed end (the daemon's dial socket, a flow-controlled stream, a
+ * session), which differ only in what handing a frame on means ({@link FrameReader.deliver}).
+ */
+export abstract class FrameReader {
+  protected received = new FrameQueue()
+
+  pause(): void {
+    this.received.paused = true
+  }
+
+  resume(): void {
+    this.received.paused = false
+    this.deliver()
+  }
+
+  /** Hands on what is queued, as far as the reader wants it. */
+  protected abstract deliver(): void
+}

@@ -28,6 +28,7 @@ import {
   dataFrame,
   type Frame,
   FrameQueue,
+  FrameReader,
   finFrame,
   SESSION_ID_BYTES,
 } from './frames.ts'
@@ -175,7 +176,7 @@ export class SessionTally {
   }
 }
 
-export class Session implements ByteEnd {
+export class Session extends FrameReader implements ByteEnd {
   readonly id: Uint8Array
   readonly name: string
   readonly #init: SessionInit
@@ -194,7 +195,6 @@ export class Session implements ByteEnd {
   #finAcked = false
   #wantDrain = false
   // What we receive: frames not yet handed to the local end, and where delivery stands.
-  #received = new FrameQueue()
   #delivered = 0
   #ackSent = 0
   #skip = 0
@@ -208,6 +208,7 @@ export class Session implements ByteEnd {
   #moving = false
 
   constructor(init: SessionInit) {
+    super()
     this.#init = init
     this.id = init.id
     this.name = init.name
@@ -231,16 +232,7 @@ export class Session implements ByteEnd {
 
   start(events: EndEvents): void {
     this.#events = events
-    this.#deliver()
-  }
-
-  pause(): void {
-    this.#received.paused = true
-  }
-
-  resume(): void {
-    this.#received.paused = false
-    this.#deliver()
+    this.deliver()
   }
 
   write(chunk: Chunk): boolean {
@@ -339,7 +331,7 @@ export class Session implements ByteEnd {
       old.abort(new TransferInterruptedError('the session moved to another link'))
     }
     // Frames of the old link not yet delivered come again over the new one.
-    this.#received = this.#requeue()
+    this.received = this.#requeue()
     link.send(attachFrame(this.#resuming()))
     this.attach(link, theirReceived)
   }
@@ -384,7 +376,7 @@ export class Session implements ByteEnd {
     }
     // The other side sends again from what we declared; what came since over the old link is not
     // delivered twice.
-    this.#received = this.#requeue()
+    this.received = this.#requeue()
     this.#skip = this.#delivered - attach.received
     this.attach(link, theirs)
   }
@@ -440,27 +432,27 @@ export class Session implements ByteEnd {
         if (n === frame.payload.byteLength) {
           return
         }
-        this.#received.push([{ type: 'data', payload: frame.payload.sublist(n) }])
-        this.#deliver()
+        this.received.push([{ type: 'data', payload: frame.payload.sublist(n) }])
+        this.deliver()
         return
       }
     }
-    this.#received.push([frame])
-    this.#deliver()
+    this.received.push([frame])
+    this.deliver()
   }
 
   /** A queue with the frames of the one received not yet delivered dropped: they come again. */
   #requeue(): FrameQueue {
     const next = new FrameQueue()
-    next.paused = this.#received.paused
+    next.paused = this.received.paused
     return next
   }
 
-  #deliver(): void {
+  protected deliver(): void {
     if (this.#events === undefined) {
       return
     }
-    this.#received.drain((frame) => {
+    this.received.drain((frame) => {
       if (frame.type === 'data') {
         this.#delivered += frame.payload.byteLength
         this.#events?.data(frame.payload)
@@ -612,7 +604,7 @@ export class Session implements ByteEnd {
     }
     this.#link = undefined
     this.#linkBlocked = false
-    this.#received = this.#requeue()
+    this.received = this.#requeue()
     if (this.#moving) {
       // The other side dropped the old link as it took the new one.
       return
@@ -710,7 +702,7 @@ export class Session implements ByteEnd {
     clearImmediate(this.#flushImmediate)
     this.#flushImmediate = undefined
     this.#unacked.consume(this.#unacked.byteLength)
-    this.#received = this.#requeue()
+    this.received = this.#requeue()
     this.#init.onDone?.(err)
   }
 }

@@ -14,7 +14,7 @@
 import type { Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 import type { ByteEnd, Chunk, EndEvents } from './end.ts'
 import { FrameError, TransferInterruptedError } from './errors.ts'
-import { creditFrame, dataFrame, FRAME, type Frame, FrameParser, FrameQueue, finFrame } from './frames.ts'
+import { creditFrame, dataFrame, FRAME, type Frame, FrameParser, FrameReader, finFrame } from './frames.ts'
 import { Listeners } from './listeners.ts'
 
 /** Bytes a side may send ahead of the credit it was granted. Below the stream's read buffer limit. */
@@ -48,7 +48,7 @@ export function serviceStreamEnd(stream: Stream): ByteEnd {
  * did not ask for, before both directions ended, is turned into a failure, which the pipe answers
  * with a reset.
  */
-abstract class StreamEnd {
+abstract class StreamEnd extends FrameReader {
   readonly name: string
   protected readonly stream: Stream
   protected events: EndEvents | undefined
@@ -57,6 +57,7 @@ abstract class StreamEnd {
   readonly #guarded: Stream['close']
 
   constructor(stream: Stream) {
+    super()
     this.stream = stream
     this.name = `stream ${stream.protocol ?? ''}`.trim()
     this.#close = stream.close
@@ -94,6 +95,9 @@ abstract class StreamEnd {
 
   /** What a kind does once listening. */
   protected abstract started(): void
+
+  // A raw stream queues nothing here: the stream itself holds what arrives while it is paused.
+  protected deliver(): void {}
 
   /** Half-closes the stream ourselves: FIN after what is queued; `finish` once flushed. */
   protected closeStream(): void {
@@ -207,7 +211,7 @@ class RawStreamEnd extends StreamEnd implements ByteEnd {
     }
   }
 
-  pause(): void {
+  override pause(): void {
     if (this.#pausedByUs) {
       return
     }
@@ -221,7 +225,7 @@ class RawStreamEnd extends StreamEnd implements ByteEnd {
     }
   }
 
-  resume(): void {
+  override resume(): void {
     if (!this.#pausedByUs) {
       return
     }
@@ -256,7 +260,6 @@ class RawStreamEnd extends StreamEnd implements ByteEnd {
  */
 class FlowStreamEnd extends StreamEnd implements ByteEnd {
   readonly #parser = new FrameParser(FLOW_MAX_FRAME_BYTES, [FRAME.DATA, FRAME.FIN, FRAME.CREDIT])
-  readonly #received = new FrameQueue()
   readonly #unsent: Chunk[] = []
   #credit = FLOW_WINDOW_BYTES
   #handedOn = 0
@@ -330,8 +333,8 @@ class FlowStreamEnd extends StreamEnd implements ByteEnd {
   }
 
   // Hands received frames on while the reader wants them; credit goes back as bytes are handed on.
-  #deliver(): void {
-    this.#received.drain((frame: Frame) => {
+  protected override deliver(): void {
+    this.received.drain((frame: Frame) => {
       if (frame.type === 'data') {
         this.#handedOn += frame.payload.byteLength
         this.events?.data(frame.payload)
@@ -371,8 +374,8 @@ class FlowStreamEnd extends StreamEnd implements ByteEnd {
         this.#credit += frame.bytes
       }
     }
-    this.#received.push(frames.filter((f) => f.type !== 'credit'))
-    this.#deliver()
+    this.received.push(frames.filter((f) => f.type !== 'credit'))
+    this.deliver()
     this.#flush()
   }
 
@@ -387,7 +390,7 @@ class FlowStreamEnd extends StreamEnd implements ByteEnd {
   // ends when both sides closed it, which settles nothing more.)
   protected onEnd(): void {
     const status = this.stream.status
-    if (!this.#received.finParsed && status !== 'reset' && status !== 'aborted') {
+    if (!this.received.finParsed && status !== 'reset' && status !== 'aborted') {
       this.#fail(new TransferInterruptedError('the connection closed before the remote finished sending'))
     }
   }
@@ -395,19 +398,10 @@ class FlowStreamEnd extends StreamEnd implements ByteEnd {
   protected onClose(evt: StreamCloseEvent): void {
     if (evt.error != null) {
       this.#fail(evt.error)
-    } else if (!(this.#finSent && this.#received.finParsed)) {
+    } else if (!(this.#finSent && this.received.finParsed)) {
       // Both sides close the stream only once both are done: a close before is a cut.
       this.#fail(new TransferInterruptedError('the stream closed before the transfer finished'))
     }
-  }
-
-  pause(): void {
-    this.#received.paused = true
-  }
-
-  resume(): void {
-    this.#received.paused = false
-    this.#deliver()
   }
 
   write(chunk: Chunk): boolean {
