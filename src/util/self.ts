@@ -21,13 +21,36 @@ export function selfCommand(): string[] {
  * so a service manager that watches it sees no exit). Whatever the process held must be released
  * first; descriptors Node opened are close-on-exec.
  */
-export function runAgainInPlace(): never {
+export function runAgainInPlace(env: NodeJS.ProcessEnv = process.env): never {
   const [exe, ...prefix] = selfCommand()
   const execArgv = sea.isSea() ? [] : process.execArgv
-  process.execve?.(
-    exe as string,
-    [exe as string, ...execArgv, ...prefix, ...process.argv.slice(2)],
-    process.env,
-  )
+  process.execve?.(exe as string, [exe as string, ...execArgv, ...prefix, ...process.argv.slice(2)], env)
   throw new Error('this Node cannot replace its process (process.execve)')
+}
+
+/**
+ * How many malloc arenas the long-running commands (`relay serve`, `daemon`) run with unless the
+ * environment says otherwise. glibc gives every thread that allocates (V8's GC and libuv's
+ * workers do) an arena of its own, up to 8 per core, and keeps what was freed in each: relaying
+ * 1 GiB left the relay at 163.7 MB with the default and 145.8 MB with two (docs/benchmarks.md,
+ * "Relay memory"). The systemd unit and the Docker image set it too; this covers a relay or a
+ * daemon started by hand.
+ */
+export const MALLOC_ARENAS = '2'
+
+/**
+ * Runs this command again in place (same process id) with `MALLOC_ARENA_MAX` set to
+ * {@link MALLOC_ARENAS} when the environment leaves it unset — glibc reads it only at start.
+ * Called first thing, before anything is opened. A no-op where it is set (to any value: the
+ * user's choice stands), off Linux, or where Node cannot replace its process.
+ */
+export function withFewerMallocArenas(): void {
+  if (
+    process.env.MALLOC_ARENA_MAX !== undefined ||
+    process.platform !== 'linux' ||
+    typeof process.execve !== 'function'
+  ) {
+    return
+  }
+  runAgainInPlace({ ...process.env, MALLOC_ARENA_MAX: MALLOC_ARENAS })
 }

@@ -48,10 +48,11 @@ export async function startTestDaemon(
 }
 
 /** The real `peerup daemon` in a child process; resolves once its API answers. */
-export async function spawnDaemon(configFile: string): Promise<ChildProcess> {
+export async function spawnDaemon(configFile: string, env = process.env): Promise<ChildProcess> {
   const entry = path.resolve(import.meta.dirname, '../../bin/peerup.js')
   const child = spawn(process.execPath, [entry, 'daemon', '--config', configFile, '--log-level', 'info'], {
     stdio: ['ignore', 'ignore', 'pipe'],
+    env,
   })
   let err = ''
   child.stderr?.setEncoding('utf8').on('data', (d: string) => {

@@ -38,6 +38,9 @@ function registerDaemonRun(daemon: CliCommand, ctx: CliContext): void {
     .run(
       async (opts: GlobalOptions & { logLevel?: string }) => {
         const { file, config } = await loadNode(ctx, opts)
+        // Before anything is opened: this may start the command again in place.
+        const { withFewerMallocArenas } = await import('../../util/self.ts')
+        withFewerMallocArenas()
         logToStderr(ctx, opts.logLevel, config.log.level)
         const { runDaemon } = await loadDaemon()
         const exit = await graceful(ctx, () =>

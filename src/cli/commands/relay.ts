@@ -86,6 +86,9 @@ function registerRelayServe(relay: CliCommand, ctx: CliContext): void {
     .run(
       async (opts: GlobalOptions & { logLevel?: string }) => {
         const { file, config } = await loadRelay(ctx, opts)
+        // Before anything is opened: this may start the command again in place.
+        const { withFewerMallocArenas } = await import('../../util/self.ts')
+        withFewerMallocArenas()
         logToStderr(ctx, opts.logLevel, config.log.level)
         const { runRelay } = await loadRelayModule()
         await runRelay({ configFile: file, log: createLogger('relay'), signal: ctx.signal })

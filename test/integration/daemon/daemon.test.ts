@@ -473,6 +473,33 @@ describe('the daemon and its local API', { timeout: 180_000 }, () => {
     da = await startTestDaemon(a.configFile)
   })
 
+  it('runs with two malloc arenas unless the environment says otherwise, in the same process', {
+    skip: process.platform !== 'linux',
+  }, async () => {
+    await da.stop()
+    for (const [given, expected] of [
+      [undefined, '2'],
+      ['8', '8'],
+    ] as const) {
+      const env = { ...process.env }
+      delete env.MALLOC_ARENA_MAX
+      if (given !== undefined) {
+        env.MALLOC_ARENA_MAX = given
+      }
+      const child = await spawnDaemon(a.configFile, env)
+      // The process that answers is the one spawned (started again in place), with the variable set.
+      const environ = (await fs.readFile(`/proc/${child.pid}/environ`, 'utf8')).split('\0')
+      const exited = once(child, 'exit')
+      child.kill('SIGTERM')
+      await exited
+      assert.ok(
+        environ.includes(`MALLOC_ARENA_MAX=${expected}`),
+        `MALLOC_ARENA_MAX given ${given}: ${environ.filter((v) => v.startsWith('MALLOC'))}`,
+      )
+    }
+    da = await startTestDaemon(a.configFile)
+  })
+
   it('tells systemd READY=1, then WATCHDOG=1 while healthy, then STOPPING=1', async () => {
     await da.stop()
     const notifyPath = path.join(root, 'notify.sock')
