@@ -213,9 +213,51 @@ const log = section({
   level: z.enum(LOG_LEVELS).default('info'),
 })
 
+/** Ports as ranges, sorted and merged: `[[8000, 8010], [9000, 9000]]`. */
+export type PortRanges = Array<[number, number]>
+
+/**
+ * A service's `ports:`: a port (`8080`), a range (`8000-8010`), or a list of either (`[8000,
+ * 8005-8010]`, or the same as text with commas).
+ */
+const portRanges = z
+  .union([z.number(), z.string(), z.array(z.union([z.number(), z.string()]))])
+  .transform((raw, ctx) => {
+    const parts = (Array.isArray(raw) ? raw : [raw]).flatMap((p) => String(p).split(','))
+    const ranges: PortRanges = []
+    for (const part of parts) {
+      const m = /^\s*(\d{1,5})\s*(?:-\s*(\d{1,5})\s*)?$/.exec(part)
+      const lo = Number(m?.[1])
+      const hi = Number(m?.[2] ?? m?.[1])
+      if (m === null || lo < 1 || hi > 65535 || lo > hi) {
+        return fail(
+          ctx,
+          `${describe(part.trim())} is not a port or a range of ports (write it like 8080, 8000-8010 or [8000, 9000-9010], ports from 1 to 65535)`,
+        )
+      }
+      ranges.push([lo, hi])
+    }
+    ranges.sort((a, b) => a[0] - b[0])
+    return ranges.reduce<PortRanges>((out, r) => {
+      const last = out.at(-1)
+      if (last !== undefined && r[0] <= last[1] + 1) {
+        last[1] = Math.max(last[1], r[1])
+      } else {
+        out.push([r[0], r[1]])
+      }
+      return out
+    }, [])
+  })
+
 const service = z.strictObject({
   enabled: z.boolean().default(true),
   local_address: hostPort,
+  /**
+   * More ports of the same host, for a tool that opens several (a dev server and its live reload):
+   * a peer asking for one of them (`<peer>.peerup:<port>` through the SOCKS gateway) is connected
+   * to that port of local_address's host.
+   */
+  ports: nullAsMissing(portRanges.default([])),
   /** Peer ids or names from `names:`; empty means every authorized peer. */
   allowed_peers: nullAsMissing(z.array(z.string()).default([])),
 })
