@@ -3,7 +3,7 @@
  * offering real TCP services: SOCKS5 and HTTP CONNECT by name (`xfer.home.peerup`) and by port
  * (`home.peerup:<port>`, a `ports:` range included), byte-exact both ways with half-close; the
  * reply codes of refusals and their audit lines; `socks:` hot-reloaded, with a login; and
- * `peerup socks` holding a gateway of its own.
+ * `peerup socks` holding a gateway of its own, in the daemon or (`--no-daemon`) in a node of its own.
  */
 
 import assert from 'node:assert/strict'
@@ -249,6 +249,46 @@ describe('the gateway in the daemon', { timeout: 300_000 }, () => {
       assert.ok(i < 50, 'the gateway still listens 5 s after peerup socks stopped')
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
+  })
+
+  it('peerup socks --no-daemon runs the gateway in a node of its own, --http beside it', async () => {
+    const [port, http] = await Promise.all([freePort(), freePort()])
+    const cli = startCli(
+      ['socks', `127.0.0.1:${port}`, '--http', `127.0.0.1:${http}`, '--no-daemon', '--config', a.configFile],
+      root,
+    )
+    try {
+      await cli.stderr(
+        new RegExp(`SOCKS5 on 127\\.0\\.0\\.1:${port}, HTTP CONNECT on 127\\.0\\.0\\.1:${http}`),
+      )
+      const { socket, reply } = await socksConnect(port, 'xfer.home.peerup', 80)
+      assert.equal(reply, 0)
+      await transferThrough(socket)
+      const tunnel = await httpConnect(http, 'xfer.home.peerup:443')
+      assert.equal(tunnel.status, 200, tunnel.head)
+      await transferThrough(tunnel.socket)
+    } finally {
+      cli.stop()
+    }
+    const r = await cli.done
+    assert.equal(r.code, 0, r.stderr)
+    // Its own node stopped with it: nothing listens.
+    await assert.rejects(connect(port))
+  })
+
+  it('the password file must not be readable by other users: refused with a chmod hint', async () => {
+    const pw = path.join(a.dir, 'socks.pw')
+    await fs.chmod(pw, 0o644)
+    const { configGatewaySettings } = await import('../../../src/daemon/gateway.ts')
+    const { loadNodeConfig } = await import('../../../src/config/load.ts')
+    const { config, dir } = await loadNodeConfig(a.configFile)
+    await assert.rejects(configGatewaySettings(config, dir), (err: Error & { hint?: string }) => {
+      assert.match(err.message, /socks\.pw has mode 0644, readable by other users$/)
+      assert.equal(err.hint, `run: chmod 600 ${pw}`)
+      return true
+    })
+    await fs.chmod(pw, 0o600)
+    assert.equal((await configGatewaySettings(config, dir))?.credentials?.user, 'me')
   })
 
   it('peerup socks refuses an address beyond loopback in one line', async () => {
