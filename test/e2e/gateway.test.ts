@@ -30,13 +30,15 @@ import {
 import { type Sshd, startSshd } from './sshd.ts'
 
 const support = await labSupport()
-const missing = ['curl', 'rsync', 'scp'].filter(
+/** The tools this test runs, and the Debian packages they come in. */
+const TOOLS: Record<string, string> = { curl: 'curl', rsync: 'rsync', scp: 'openssh-client', git: 'git' }
+const missing = Object.keys(TOOLS).filter(
   (tool) => !['/usr/bin', '/bin'].some((dir) => fs.existsSync(path.join(dir, tool))),
 )
 const skip = !support.ok
   ? `network lab unavailable: ${support.reason}`
   : missing.length > 0
-    ? `missing ${missing.join(', ')} (apt-get install ${missing.join(' ')})`
+    ? `missing ${missing.join(', ')} (apt-get install ${missing.map((tool) => TOOLS[tool]).join(' ')})`
     : false
 
 const SOCKS = '127.0.0.1:1080'
