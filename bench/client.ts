@@ -2,8 +2,9 @@
  * The benchmark's client, run inside a lab namespace with the Node that runs the harness, so the
  * timings are taken on the host that would be the user's machine. Prints one JSON line.
  *
- * - `throughput <host> <port> <bytes> <seed>`: streams the payload to servers.ts, waits for its
- *   verdict; `{bytes, seconds}`.
+ * - `throughput <host> <port> <bytes> <seed> [<socks-host>:<socks-port>]`: streams the payload to
+ *   servers.ts, waits for its verdict; `{bytes, seconds}`. With a SOCKS gateway, `host` is a name
+ *   the gateway connects to (`bench.b.peerup`).
  * - `latency <host> <port> <count> <size> <warmup>`: round trips of `size` bytes on one connection;
  *   `{rttMs: [...]}` (warm-up round trips left out).
  * - `ttfb <host> <port> <runs>`: new connections, each timed from `connect()` to its first byte in
@@ -48,9 +49,41 @@ function connect(host: string, port: number): Promise<net.Socket> {
   })
 }
 
-async function throughput(host: string, port: number, bytes: number, seed: number): Promise<object> {
+/**
+ * A SOCKS5 CONNECT to `host:port` (a domain name) on `socket`, connected to the gateway: resolves
+ * once the gateway answered success, with nothing of the tunnel's bytes read.
+ */
+async function socksConnect(socket: net.Socket, host: string, port: number): Promise<void> {
+  const name = Buffer.from(host)
+  const request = Buffer.concat([Buffer.from([5, 1, 0, 5, 1, 0, 3, name.length]), name, Buffer.alloc(2)])
+  request.writeUInt16BE(port, request.length - 2)
+  socket.write(request)
+  // The method choice (2 bytes) and the reply (10: an IPv4 bound address).
+  let got = Buffer.alloc(0)
+  while (got.length < 12) {
+    const [chunk] = (await once(socket, 'data')) as [Buffer]
+    got = Buffer.concat([got, chunk])
+  }
+  if (got[1] !== 0 || got[3] !== 0 || got.length !== 12) {
+    throw new Error(`the SOCKS gateway refused ${host}:${port}: ${got.subarray(0, 12).toString('hex')}`)
+  }
+}
+
+async function throughput(
+  host: string,
+  port: number,
+  bytes: number,
+  seed: number,
+  socks?: string,
+): Promise<object> {
   const block = payloadBlock(seed)
-  const socket = await connect(host, port)
+  const [socksHost, socksPort] = socks?.split(':') ?? []
+  const socket = await connect(socksHost ?? host, Number(socksPort ?? port))
+  // Timed from the connection, as the other ways are: their session opens after it too.
+  const started = performance.now()
+  if (socks !== undefined) {
+    await socksConnect(socket, host, port)
+  }
   const reply: Buffer[] = []
   socket.on('data', (c: Buffer) => reply.push(c))
   const ended = once(socket, 'end')
@@ -58,7 +91,6 @@ async function throughput(host: string, port: number, bytes: number, seed: numbe
     socket.once('error', reject)
     socket.once('close', () => resolve())
   })
-  const started = performance.now()
   const head = Buffer.alloc(THROUGHPUT_HEADER_BYTES)
   head[0] = MODE_THROUGHPUT
   head.writeBigUInt64BE(BigInt(bytes), 1)
@@ -344,7 +376,7 @@ async function main(argv: string[]): Promise<void> {
   let result: object | undefined
   switch (mode) {
     case 'throughput':
-      result = await throughput(str(0), num(1), num(2), num(3))
+      result = await throughput(str(0), num(1), num(2), num(3), args[4])
       break
     case 'latency':
       result = await latency(str(0), num(1), num(2), num(3), num(4))

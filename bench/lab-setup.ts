@@ -85,6 +85,8 @@ export const PORTS = {
   proxySshRelayedNoDaemon: 8204,
   proxyRelayedPlain: 8205,
   proxyDirectWebrtc: 8206,
+  /** The SOCKS5 gateway of a's and a2's daemons (bench/measure/socks.ts). */
+  socks: 1080,
   capacityRelay: 7777,
 } as const
 
@@ -438,6 +440,19 @@ async function populate(
     await b.peerup(['auth', 'add', n.peerId, '--comment', n.name, '--config', b.config])
     editYaml(n.config, (doc) => {
       doc.setIn(['names'], doc.createNode({ b: b.peerId }))
+    })
+  }
+  // a's and a2's daemons run the gateway (a2plain, on a2's host too, would take the same port).
+  for (const n of [a, a2]) {
+    editYaml(n.config, (doc) => {
+      doc.setIn(
+        ['socks'],
+        doc.createNode({
+          enabled: true,
+          listen_address: `127.0.0.1:${PORTS.socks}`,
+          http_listen_address: '',
+        }),
+      )
     })
   }
   // a2 stays on the relay: without /webrtc it neither offers nor dials a direct path, its LAN is

@@ -100,6 +100,10 @@ export function renderMarkdown(results: Results): string {
     }
     out.push('')
   }
+  groupTable(
+    'The SOCKS5 gateway against `peerup proxy` on the same path (pairs, order alternating)',
+    (f) => f.group === 'gateway',
+  )
   groupTable('Time to first byte (SSH banner) of a new connection', (f) => f.group === 'ttfb')
   groupTable(
     'Whole ssh sessions (`ssh … true`: connect, key exchange, log in, run, exit)',

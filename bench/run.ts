@@ -3,7 +3,7 @@
  * dist/peerup if needed, creates the NAT lab, measures everything listed below beside its
  * baselines in one run, checks the targets (bench/targets.ts), prints the results and writes them.
  *
- * Measurements, in order: cli, idle-memory, relay-memory, ttfb, throughput, latency, held,
+ * Measurements, in order: cli, idle-memory, relay-memory, ttfb, direct, throughput, socks, latency, held,
  * resume-cost, recovery, migration (resumable sessions), profile, capacity. `--only` runs a subset (the lab is built anyway).
  *
  * Output: figures are printed as they are measured, the whole markdown at the end; `--out DIR`
@@ -35,6 +35,7 @@ import { measureLatency } from './measure/latency.ts'
 import { measureHeldConnections, measureIdleMemory, measureRelayMemory } from './measure/memory.ts'
 import { measureProfiles } from './measure/profile.ts'
 import { measureMigration, measureRecovery, measureResumeCost } from './measure/sessions.ts'
+import { measureSocks } from './measure/socks.ts'
 import { measureThroughput } from './measure/throughput.ts'
 import { measureTtfb } from './measure/ttfb.ts'
 import { renderMarkdown, renderSvg } from './report.ts'
@@ -49,6 +50,7 @@ const MEASUREMENTS: Array<[string, (ctx: BenchContext) => Promise<void>]> = [
   ['ttfb', measureTtfb],
   ['direct', measureDirect],
   ['throughput', measureThroughput],
+  ['socks', measureSocks],
   ['latency', measureLatency],
   ['held', measureHeldConnections],
   // Sessions: recovery kills the relay and flushes the routers, migration restarts a's daemon.

@@ -91,6 +91,26 @@ export function checkTargets(results: Results, settings: Settings, quick: boolea
     })
   }
 
+  for (const path of ['direct', 'relayed']) {
+    const gateway = results.get(`gateway.${path}.ratio`)
+    const what = `SOCKS5 gateway throughput, ${path}`
+    if (gateway === undefined) {
+      na(what, '≥ 0.95× peerup proxy on the same path', `missing gateway.${path}.ratio`)
+      continue
+    }
+    const r = gateway.median
+    results.check({
+      what,
+      target: '≥ 0.95× peerup proxy (via daemon) on the same path, within 5 %',
+      measured: `median of ${gateway.values.length} pair ratios ${r.toFixed(3)}× (${fmt(gateway.min)}–${fmt(gateway.max)}); medians ${fmt(med(`gateway.${path}.socks`) ?? Number.NaN)} vs ${fmt(med(`gateway.${path}.proxy`) ?? Number.NaN)} MB/s`,
+      met: r >= 0.95,
+      margin:
+        r >= 1
+          ? 'no cost measured'
+          : `${r >= 0.95 ? 'costs' : 'missed: costs'} ${((1 - r) * 100).toFixed(1)} %`,
+    })
+  }
+
   const added = (what: string, limitMs: number, id: string, raw: string): void => {
     const x = med(id)
     const y = med(raw)

@@ -11,6 +11,21 @@ import { z } from 'zod'
 /** A peer's name under `names:`: letters, digits, `.`, `_`, `-`, at most 63, starting with a letter or digit. */
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/
 
+/**
+ * The domain under which peers' names are written where a host name is expected: `ssh
+ * home.peerup` (the `Host *.peerup` block of `peerup ssh-config`), `web.home.peerup` through the
+ * SOCKS gateway (docs/reaching-more-than-ssh.md). It is never looked up in DNS.
+ */
+export const PEERUP_DOMAIN = 'peerup'
+
+/** `name` without a trailing `.peerup` (any case), or undefined when it has none or nothing is before it. */
+export function withoutPeerupDomain(name: string): string | undefined {
+  const suffix = `.${PEERUP_DOMAIN}`
+  return name.length > suffix.length && name.toLowerCase().endsWith(suffix)
+    ? name.slice(0, -suffix.length)
+    : undefined
+}
+
 /** What a peer's name must look like, in words. */
 export const NAME_RULE = 'a name is letters, digits, . _ - (at most 63, starting with a letter or digit)'
 

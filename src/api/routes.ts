@@ -92,6 +92,13 @@ export const ROUTES = {
     input: s.connectRequest,
     lines: s.connectHoldLine,
   },
+  // A SOCKS5 (and HTTP CONNECT) gateway that lives as long as this request: `peerup socks`.
+  socksHold: {
+    method: 'POST',
+    path: '/v1/socks/hold',
+    input: s.socksHoldRequest,
+    lines: s.socksHoldLine,
+  },
   dial: {
     method: 'POST',
     path: '/v1/dial',

@@ -407,6 +407,23 @@ export const connectHoldLine = z.discriminatedUnion('type', [
 ])
 
 /**
+ * `POST /v1/socks/hold`: a SOCKS5 gateway (and HTTP CONNECT beside it) in the daemon for as long
+ * as this request lasts (`peerup socks`). Loopback addresses only: a gateway other machines use
+ * needs a login, which config.yaml's `socks:` sets.
+ */
+export const socksHoldRequest = z.object({
+  /** `[host:]port` of SOCKS5; host defaults to 127.0.0.1, port 0 picks one. */
+  listen: text('[host:]port'),
+  /** `[host:]port` of HTTP CONNECT; none when absent. */
+  http: text('[host:]port').optional(),
+})
+
+/** The one line of a held gateway: where it listens (`host:port`). */
+export const socksHoldLine = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('listening'), socks: z.string(), http: z.string().optional() }),
+])
+
+/**
  * A line of an invite: the code (a secret: show it, never log it), progress, then `paired`.
  * Closing the request cancels the invite.
  */
@@ -455,6 +472,7 @@ export type TracerouteResponse = z.infer<typeof tracerouteResponse>
 export type ConnectRequest = z.infer<typeof connectRequest>
 export type ProxyState = z.infer<typeof proxyState>
 export type ConnectHoldLine = z.infer<typeof connectHoldLine>
+export type SocksHoldLine = z.infer<typeof socksHoldLine>
 export type PersistentProxyState = z.infer<typeof persistentProxyState>
 export type DaemonEvent = z.infer<typeof daemonEvent>
 export type InviteLine = z.infer<typeof inviteLine>

@@ -19,6 +19,7 @@ import { registerNet } from './commands/net.ts'
 import { registerRelay } from './commands/relay.ts'
 import { registerResolve } from './commands/resolve.ts'
 import { registerService } from './commands/service.ts'
+import { registerSshConfig } from './commands/ssh-config.ts'
 import { registerStatus } from './commands/status.ts'
 import { registerVerify } from './commands/verify.ts'
 import { registerVersion } from './commands/version.ts'
@@ -69,6 +70,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerJoin(program, ctx)
   registerVerify(program, ctx)
   registerNet(program, ctx)
+  registerSshConfig(program, ctx)
   registerDaemon(program, ctx)
   registerResolve(program, ctx)
   registerDebug(program, ctx)

@@ -7,6 +7,7 @@
 
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
+import { withoutPeerupDomain } from '../api/names.ts'
 import { ConflictError, NotFoundError, UsageError } from '../errors.ts'
 import { editConfigFile, ensureMap, ensureSeq } from './edit.ts'
 import {
@@ -208,6 +209,12 @@ export function resolvePeer(config: NodeConfig, nameOrId: string): Resolved {
   const byName = config.names[nameOrId]
   if (byName !== undefined) {
     return { name: nameOrId, peerId: byName }
+  }
+  // `home.peerup` is `home`: how ssh's `Host *.peerup` block and the SOCKS gateway pass a name on.
+  const bare = withoutPeerupDomain(nameOrId)
+  const byBareName = bare === undefined ? undefined : config.names[bare]
+  if (bare !== undefined && byBareName !== undefined) {
+    return { name: bare, peerId: byBareName }
   }
   try {
     const peerId = peerIdFromString(nameOrId).toString()

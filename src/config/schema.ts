@@ -20,7 +20,7 @@ import {
   SERVICE_NAME_RULE,
 } from '../api/names.ts'
 import { LOG_LEVELS } from '../log/index.ts'
-import { formatHostPort, parseListenAddress } from '../util/address.ts'
+import { formatHostPort, parseHostPort, parseListenAddress } from '../util/address.ts'
 import { parseByteSize, parseDurationMs } from './units.ts'
 
 /** The config format version this build reads and writes. */
@@ -213,9 +213,51 @@ const log = section({
   level: z.enum(LOG_LEVELS).default('info'),
 })
 
+/** Ports as ranges, sorted and merged: `[[8000, 8010], [9000, 9000]]`. */
+export type PortRanges = Array<[number, number]>
+
+/**
+ * A service's `ports:`: a port (`8080`), a range (`8000-8010`), or a list of either (`[8000,
+ * 8005-8010]`, or the same as text with commas).
+ */
+const portRanges = z
+  .union([z.number(), z.string(), z.array(z.union([z.number(), z.string()]))])
+  .transform((raw, ctx) => {
+    const parts = (Array.isArray(raw) ? raw : [raw]).flatMap((p) => String(p).split(','))
+    const ranges: PortRanges = []
+    for (const part of parts) {
+      const m = /^\s*(\d{1,5})\s*(?:-\s*(\d{1,5})\s*)?$/.exec(part)
+      const lo = Number(m?.[1])
+      const hi = Number(m?.[2] ?? m?.[1])
+      if (m === null || lo < 1 || hi > 65535 || lo > hi) {
+        return fail(
+          ctx,
+          `${describe(part.trim())} is not a port or a range of ports (write it like 8080, 8000-8010 or [8000, 9000-9010], ports from 1 to 65535)`,
+        )
+      }
+      ranges.push([lo, hi])
+    }
+    ranges.sort((a, b) => a[0] - b[0])
+    return ranges.reduce<PortRanges>((out, r) => {
+      const last = out.at(-1)
+      if (last !== undefined && r[0] <= last[1] + 1) {
+        last[1] = Math.max(last[1], r[1])
+      } else {
+        out.push([r[0], r[1]])
+      }
+      return out
+    }, [])
+  })
+
 const service = z.strictObject({
   enabled: z.boolean().default(true),
   local_address: hostPort,
+  /**
+   * More ports of the same host, for a tool that opens several (a dev server and its live reload):
+   * a peer asking for one of them (`<peer>.peerup:<port>` through the SOCKS gateway) is connected
+   * to that port of local_address's host.
+   */
+  ports: nullAsMissing(portRanges.default([])),
   /** Peer ids or names from `names:`; empty means every authorized peer. */
   allowed_peers: nullAsMissing(z.array(z.string()).default([])),
 })
@@ -234,6 +276,57 @@ const proxyEntry = z.strictObject({
   service: serviceName,
   bind: proxyBind,
 })
+
+/** The default port of the SOCKS gateway (`socks.listen_address`): SOCKS's own, 1080. */
+export const DEFAULT_SOCKS_PORT = 1080
+
+/** The default port of the HTTP CONNECT listener beside it (docs/decisions/0009-gateway-names.md). */
+export const DEFAULT_HTTP_CONNECT_PORT = 1081
+
+/**
+ * The gateway of the daemon (src/daemon/gateway.ts): SOCKS5 and HTTP CONNECT listeners whose
+ * clients reach peers' services by name (`web.home.peerup`). Off by default.
+ */
+const socks = section({
+  enabled: z.boolean().default(false),
+  listen_address: listenHostPort.default(`127.0.0.1:${DEFAULT_SOCKS_PORT}`),
+  /** Where HTTP CONNECT is served; empty: nowhere. */
+  http_listen_address: z
+    .string()
+    .refine((v) => v === '' || listenHostPort.safeParse(v).success, {
+      message: 'must be host:port, like 127.0.0.1:1081, with a port from 0 to 65535, or "" for none',
+    })
+    .default(`127.0.0.1:${DEFAULT_HTTP_CONNECT_PORT}`),
+  /** With `password_file`: the username clients must give; required when a listener is not on loopback. */
+  username: z.string().max(255, { message: 'must be at most 255 bytes (RFC 1929)' }).default(''),
+  /** The password, alone in a file of its own (mode 0600), relative to this file's directory. */
+  password_file: z.string().default(''),
+})
+
+/** Whether a listen address's host is loopback, where the gateway may go without a password. */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
+}
+
+/** A gateway reachable beyond this machine needs a username and a password; one without the other is a mistake. */
+function checkSocks(s: z.output<typeof socks>, ctx: z.core.$RefinementCtx): void {
+  const issue = (key: string, message: string): void =>
+    ctx.addIssue({ code: 'custom', path: ['socks', key], message })
+  if ((s.username === '') !== (s.password_file === '')) {
+    // Reported on the key that is there, so that the line number points at it.
+    const [set, missing] = s.username === '' ? ['password_file', 'username'] : ['username', 'password_file']
+    issue(set, `needs socks.${missing} too: set both, or neither`)
+  }
+  for (const key of ['listen_address', 'http_listen_address'] as const) {
+    const address = s[key]
+    if (s.enabled && address !== '' && s.username === '' && !isLoopbackHost(parseHostPort(address).host)) {
+      issue(
+        key,
+        `${address} is not loopback: set socks.username and socks.password_file, so that clients beyond this machine must log in`,
+      )
+    }
+  }
+}
 
 /** The node's `config.yaml`. */
 export const nodeConfigSchema = z
@@ -276,10 +369,12 @@ export const nodeConfigSchema = z
       // How long a new local connection of a proxy waits for its peer to become reachable.
       connect_timeout: durationMs(1000).default(30_000),
     }),
+    socks,
     telemetry: telemetry(9091),
     log,
   })
   .superRefine((config, ctx) => {
+    checkSocks(config.socks, ctx)
     // Two proxies cannot listen on one address.
     const binds = new Map<string, string>()
     for (const [name, p] of Object.entries(config.proxies)) {

@@ -14,6 +14,7 @@
 
 import * as fs from 'node:fs/promises'
 import { dirname } from 'node:path'
+import { PEERUP_DOMAIN } from '../api/names.ts'
 import { PeerupError, UsageError } from '../errors.ts'
 import { atomicWriteFile } from '../util/fs.ts'
 
@@ -23,15 +24,15 @@ export const SSH_CONFIG_BEGIN =
 /** The last line of the managed section. */
 export const SSH_CONFIG_END = '# <<< peerup ssh-config <<<'
 
-/** The domain of the wildcard block: `ssh home.peerup` reaches any peer name, also one added later. */
-export const PEERUP_DOMAIN = 'peerup'
-
 /** What {@link renderSshConfig} writes. */
 export interface SshConfigInput {
   /** The peer names (config.yaml `names:`), one `Host` block each. */
   names: readonly string[]
-  /** The command that runs peerup, as ssh should start it (an absolute path). */
-  exe: string
+  /**
+   * The command that runs peerup, as ssh should start it: an absolute path, or the words of one
+   * (Node and the dev entry, src/util/self.ts).
+   */
+  exe: string | readonly string[]
   /** The node's config file when it is not the default one: baked into each ProxyCommand. */
   configFile?: string | undefined
 }
@@ -45,7 +46,7 @@ const HOST_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/
  */
 export function renderSshConfig(input: SshConfigInput): string {
   const command = [
-    path(input.exe),
+    ...(typeof input.exe === 'string' ? [input.exe] : input.exe).map(path),
     ...(input.configFile === undefined ? [] : ['--config', path(input.configFile)]),
   ]
   const lines = [SSH_CONFIG_BEGIN]

@@ -2,7 +2,8 @@
  * The daemon follows its files as they change. `peerup auth add|remove` (and any editor) rewrite
  * authorized_keys: the daemon reloads it at once, and the runtime closes a revoked peer's
  * connections. config.yaml changes (an edit, `service add`, `proxy add`, `auth add --name`,
- * `config apply`, a rollback) apply at once where they can: names, services, relays, proxies; the
+ * `config apply`, a rollback) apply at once where they can: names, services, relays, proxies, the
+ * gateway (`socks:`); the
  * rest is reported for a restart. SIGHUP reloads both.
  *
  * @packageDocumentation
@@ -16,7 +17,7 @@ import { publishConfig } from './events.ts'
 import type { DaemonComponents } from './run.ts'
 
 /** What a {@link ConfigApplier} uses (its `persistentProxies` brought in line with config.yaml at each apply). */
-type ConfigApplierComponents = Pick<DaemonComponents, 'runtime' | 'persistentProxies'>
+type ConfigApplierComponents = Pick<DaemonComponents, 'runtime' | 'persistentProxies' | 'gateway'>
 
 /** What applying config.yaml changed in the running daemon. */
 export interface ConfigApplied {
@@ -44,14 +45,14 @@ export class ConfigApplier {
   /** Applies config.yaml as it is now; undefined when its text is what was applied last. */
   apply(): Promise<ConfigApplied | undefined> {
     const next = this.#queue.then(async () => {
-      const { runtime, persistentProxies } = this.#components
+      const { runtime, persistentProxies, gateway } = this.#components
       const text = await fs.readFile(runtime.configFile, 'utf8')
       if (text === this.#text) {
         return undefined
       }
       const { config } = await loadNodeConfig(runtime.configFile)
       const { applied, restartNeeded } = await runtime.applyConfig(config)
-      applied.push(...(await persistentProxies.sync()))
+      applied.push(...(await persistentProxies.sync()), ...(await gateway.sync()))
       this.#text = text
       return { applied, restartNeeded }
     })

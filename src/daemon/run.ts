@@ -26,6 +26,7 @@ import { socketAnswers } from '../util/socket.ts'
 import { DaemonApi, DaemonApiSocket } from './api-socket.ts'
 import { ApplyConfirmation, settleApplyAtStart } from './confirm.ts'
 import { DaemonEvents } from './events.ts'
+import { ConfigGateway } from './gateway.ts'
 import { DaemonNode, refreshNodeMetrics } from './node.ts'
 import { PersistentProxies } from './persistent-proxies.ts'
 import { ProxyManager } from './proxies.ts'
@@ -73,6 +74,8 @@ export interface DaemonComponents {
   proxies: ProxyManager
   /** The proxies of config.yaml's `proxies:`. */
   persistentProxies: PersistentProxies
+  /** The SOCKS and HTTP CONNECT gateway of config.yaml's `socks:`. */
+  gateway: ConfigGateway
   /** Applies config.yaml, for the file watcher and the rollback of an unconfirmed apply alike. */
   configApplier: ConfigApplier
   api: DaemonApiSocket
@@ -149,6 +152,9 @@ async function assembleDaemon(options: DaemonOptions, stopping: AbortController)
     get persistentProxies() {
       return persistentProxies
     },
+    get gateway() {
+      return gateway
+    },
     get configApplier() {
       return configApplier
     },
@@ -181,6 +187,7 @@ async function assembleDaemon(options: DaemonOptions, stopping: AbortController)
   const proxies = new Deferred(() => new ProxyManager(node.runtime, log.child('proxies'), telemetry.observer))
   // Listening as soon as the node runs, whether their peers can be reached or not.
   const persistentProxies = new PersistentProxies(shared)
+  const gateway = new ConfigGateway(shared)
   const configApplier = new ConfigApplier(shared)
   const confirmation = new ApplyConfirmation(shared)
   const list: Component[] = [
@@ -191,6 +198,7 @@ async function assembleDaemon(options: DaemonOptions, stopping: AbortController)
     ...(metrics === undefined ? [] : [metrics]),
     proxies,
     persistentProxies,
+    gateway,
     // Group members who joined while this machine was not waiting: learned from the relay each
     // time a reservation is (re)gained.
     new GroupCatchUp(shared),

@@ -36,13 +36,21 @@ export type AuditEvent =
       reason?: string
     }
   | {
-      /** Something a peer asked for was refused or shed before any service saw it (see src/relay/gater.ts). */
+      /**
+       * Something a peer asked for was refused or shed before any service saw it (see
+       * src/relay/gater.ts); or, role `gateway`, what a local client of the SOCKS or HTTP CONNECT
+       * gateway asked for (src/daemon/gateway.ts).
+       */
       event: 'refusal'
-      role: 'node' | 'relay'
+      role: 'node' | 'relay' | 'gateway'
       what: string
-      /** The peer id, or the IP address where no peer is known yet. */
+      /** The peer id, or the IP address (and port) where no peer is known yet. */
       peer: string
       reason: string
+      /** What a gateway's client asked for (`web.home.peerup:80`). */
+      target?: string
+      /** The answer it got: the SOCKS reply code, or the HTTP status. */
+      reply?: number
     }
 
 /** Where audit lines go. */

@@ -85,6 +85,28 @@ export function createObserver(parts: {
       node?.refusals.inc({ what, reason: refusalReason(reason) })
       audit?.write({ event: 'refusal', role: 'node', what, peer, reason })
     },
+    /**
+     * The gateway refused a local client (`what`: `socks` or `http`): what it asked for and the
+     * answer it got (a SOCKS reply code, an HTTP status).
+     */
+    gatewayRefusal: (
+      what: string,
+      client: string,
+      target: string,
+      reply: number | undefined,
+      reason: string,
+    ) => {
+      node?.refusals.inc({ what: `gateway_${what}`, reason: refusalReason(reason) })
+      audit?.write({
+        event: 'refusal',
+        role: 'gateway',
+        what,
+        peer: client,
+        reason,
+        ...(target === '' ? {} : { target }),
+        ...(reply === undefined ? {} : { reply }),
+      })
+    },
     relayedBytes: (n: number) => {
       relay?.relayedBytes.inc(n)
     },

@@ -26,8 +26,15 @@ export class ServiceRefusedError extends PeerupError {
   override name = 'ServiceRefusedError'
 }
 
-/** The peer offers no service of that name. */
+/** The peer offers no service of that name (or, asked `port:<n>`, none on that port). */
 export function noSuchService(peer: string, service: string, cause: unknown): ServiceRefusedError {
+  const port = /^port:(\d+)$/.exec(service)?.[1]
+  if (port !== undefined) {
+    return new ServiceRefusedError(`${peer} offers no service on port ${port}`, {
+      hint: `on ${peer}: a service whose local_address has port ${port}, or with ${port} in its ports:`,
+      cause,
+    })
+  }
   return new ServiceRefusedError(`${peer} does not offer a service named ${service}`, {
     hint: `on ${peer}: \`peerup service add ${service} <host:port>\`, then restart its daemon`,
     cause,

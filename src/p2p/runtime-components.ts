@@ -198,6 +198,7 @@ export function configService(config: NodeConfig, name: string): ServiceSpec | u
     : {
         name,
         localAddress: svc.local_address,
+        ports: svc.ports,
         allowedPeers: svc.allowed_peers.map((p) => config.names[p] ?? p),
         source: 'config',
       }

@@ -147,7 +147,7 @@ export class SessionOpener implements Component {
       theirs = await handshake(link, { id, resume: false, received: 0, service }, this.#timeout(signal))
     } catch (err) {
       if (err instanceof SessionRefusedError) {
-        throw /no service named/.test(err.message)
+        throw /no service (named|on port)/.test(err.message)
           ? noSuchService(peerId, service, err)
           : new ServiceRefusedError(err.message, {
               hint: `on ${peerId}: check allowed_peers of service ${service} and that the service runs`,

@@ -52,3 +52,12 @@ export class ListenError extends PeerupError {
 export class OpenError extends PeerupError {
   override name = 'OpenError'
 }
+
+/**
+ * The far end of an accepted connection was not opened, and the client was told so in its own
+ * protocol (a SOCKS reply, an HTTP status: src/daemon/gateway.ts). Its socket is ended after that
+ * answer, not reset: a reset could drop the answer before the client reads it.
+ */
+export class ClientToldError extends PeerupError {
+  override name = 'ClientToldError'
+}

@@ -12,8 +12,8 @@ import type { Logger } from '../log/index.ts'
 import { DEFAULT_LISTEN_HOST, formatHostPort, type HostPort } from '../util/address.ts'
 import { type RetryOptions, withRetry } from '../util/retry.ts'
 import type { ByteEnd } from './end.ts'
-import { ListenError, ListenerClosedError, LocalClosedError, OpenError } from './errors.ts'
-import { resetSocket, socketEnd } from './node.ts'
+import { ClientToldError, ListenError, ListenerClosedError, LocalClosedError, OpenError } from './errors.ts'
+import { endAfterAnswer, resetSocket, socketEnd } from './node.ts'
 import { type Direction, type PipeResult, pipe } from './pipe.ts'
 
 /**
@@ -35,8 +35,13 @@ export interface ListenerInit {
   host?: string
   /** Port to bind; 0 picks a free one (see {@link Listener.address}). */
   port: number
-  /** Opens the far end for one accepted connection; it must honour `signal`. */
-  open: (signal: AbortSignal) => Promise<ByteEnd>
+  /**
+   * Opens the far end for one accepted connection; it must honour `signal`. It may first speak
+   * with the client on `socket`, which it gets paused and leaves paused (the SOCKS and HTTP
+   * CONNECT gateway asks it where to: src/daemon/gateway.ts); when it told the client why it
+   * failed, it throws a {@link ClientToldError}.
+   */
+  open: (signal: AbortSignal, socket: net.Socket) => Promise<ByteEnd>
   log: Logger
   /** Backoff of opening; by default {@link DEFAULT_OPEN_ATTEMPTS} attempts, 1 s, 2 s, 4 s … */
   retry?: Omit<RetryOptions, 'signal'>
@@ -129,7 +134,7 @@ async function serve(init: ListenerInit, socket: net.Socket, signal: AbortSignal
 
   let far: ByteEnd
   try {
-    far = await withRetry(() => init.open(openSignal), {
+    far = await withRetry(() => init.open(openSignal, socket), {
       attempts: DEFAULT_OPEN_ATTEMPTS,
       ...init.retry,
       signal: openSignal,
@@ -152,8 +157,13 @@ async function serve(init: ListenerInit, socket: net.Socket, signal: AbortSignal
             cause: err,
           })
     const text = err instanceof Error && err !== error ? `${error.message}: ${err.message}` : error.message
-    log.warn('open failed, resetting client', { client, error: text })
-    resetSocket(socket)
+    if (err instanceof ClientToldError) {
+      log.debug('open failed, the client was told', { client, error: text })
+      endAfterAnswer(socket)
+    } else {
+      log.warn('open failed, resetting client', { client, error: text })
+      resetSocket(socket)
+    }
     init.onConnection?.({ type: 'open-failed', error })
     return
   } finally {

@@ -5,6 +5,7 @@
  * @packageDocumentation
  */
 
+import type * as net from 'node:net'
 import type { Duplex, Readable, Writable } from 'node:stream'
 import type { ByteEnd, Chunk, EndEvents } from './end.ts'
 import { LocalClosedError } from './errors.ts'
@@ -35,6 +36,22 @@ export function stdioEnd(stdin: Readable, stdout: Writable): ByteEnd {
     stdout.destroy()
   }
   return new StreamsEnd(stdin, stdout, reset, 'stdio')
+}
+
+/**
+ * Ends a socket after what was written to it (an answer that refuses the client) and lets it go:
+ * what the client still sends is discarded, and one that does not close its side within
+ * `graceMs` is reset.
+ */
+export function endAfterAnswer(socket: net.Socket, graceMs = 5_000): void {
+  socket.on('error', ignore)
+  const timer = setTimeout(() => resetSocket(socket), graceMs)
+  timer.unref()
+  socket.once('close', () => clearTimeout(timer))
+  // allowHalfOpen: the client's end does not close ours by itself.
+  socket.once('end', () => socket.destroy())
+  socket.resume()
+  socket.end()
 }
 
 /**

@@ -11,7 +11,9 @@ import { ConflictError, NotFoundError } from '../errors.ts'
 import type { Logger } from '../log/index.ts'
 import type { Direction } from '../pipe/pipe.ts'
 import { flowControlledProtocol } from '../pipe/stream.ts'
+import { parseHostPort } from '../util/address.ts'
 import { SERVICE_HANDLE_OPTIONS } from './constants.ts'
+import { ProxyError } from './errors.ts'
 import { createServiceHandler, type ServiceEvent, type ServiceHandler } from './service.ts'
 
 export function serviceProtocolFor(name: string): string {
@@ -21,6 +23,8 @@ export function serviceProtocolFor(name: string): string {
 export interface ServiceSpec {
   name: string
   localAddress: string
+  /** More ports of local address's host it offers (config `ports:`), as sorted ranges. */
+  ports?: Array<[number, number]> | undefined
   /** Peer ids (already resolved from names); empty: every authorized peer. */
   allowedPeers: string[]
   source: 'config' | 'runtime'
@@ -46,7 +50,10 @@ export interface ServiceRegistryInit {
 export class ServiceRegistry {
   readonly #node: Libp2p
   readonly #init: ServiceRegistryInit
-  readonly #services = new Map<string, { spec: ServiceSpec; handler: ServiceHandler }>()
+  readonly #services = new Map<
+    string,
+    { spec: ServiceSpec; handler: ServiceHandler; allows: (peer: string) => boolean }
+  >()
 
   constructor(node: Libp2p, init: ServiceRegistryInit) {
     this.#node = node
@@ -61,19 +68,20 @@ export class ServiceRegistry {
       })
     }
     const allowed = new Set(spec.allowedPeers)
+    // allowed_peers narrows who may use this service; gating already required authorization.
+    const allows = (peer: string): boolean =>
+      (this.#init.isAuthorized?.(peer) ?? true) && (allowed.size === 0 || allowed.has(peer))
     const handler = createServiceHandler({
       name: spec.name,
       localAddress: spec.localAddress,
-      // allowed_peers narrows who may use this service; gating already required authorization.
-      isAllowed: (peer) =>
-        (this.#init.isAuthorized?.(peer) ?? true) && (allowed.size === 0 || allowed.has(peer)),
+      isAllowed: allows,
       log: this.#init.log.child(`service.${spec.name}`),
       ...(this.#init.onConnection === undefined ? {} : { onConnection: this.#init.onConnection }),
       ...(this.#init.onBytes === undefined
         ? {}
         : { onBytes: (d: Direction, n: number) => this.#init.onBytes?.(spec.name, d, n) }),
     })
-    this.#services.set(spec.name, { spec, handler })
+    this.#services.set(spec.name, { spec, handler, allows })
     try {
       // The same service framed with flow control, for connections without backpressure (WebRTC).
       await this.#node.handle(
@@ -112,6 +120,37 @@ export class ServiceRegistry {
     return this.#services.get(name)?.handler
   }
 
+  /**
+   * What a session asks for, as its ATTACH names it: a service's name, or `port:<n>` — the service
+   * offering port n (its local address's, or one of its `ports:`), and that port
+   * (docs/decisions/0009-gateway-names.md). Of several such services, the one `peer` may use; when
+   * it may use none, one of them, whose `accept()` refuses it the usual way (logged, audited).
+   * Throws a {@link ProxyError} saying why when nothing fits.
+   */
+  find(request: string, peer: string): { handler: ServiceHandler; port: number | undefined } {
+    const byPort = /^port:(\d{1,5})$/.exec(request)
+    if (byPort === null) {
+      const handler = this.lookup(request)
+      if (handler === undefined) {
+        throw new ProxyError(`no service named ${request}`)
+      }
+      return { handler, port: undefined }
+    }
+    const port = Number(byPort[1])
+    const offering = [...this.#services.values()].filter(({ spec }) => offersPort(spec, port))
+    const usable = offering.filter((e) => e.allows(peer))
+    if (usable.length > 1) {
+      throw new ProxyError(
+        `port ${port} is offered by services ${usable.map((e) => e.spec.name).join(' and ')}: ask for one by name (<service>.<peer>.peerup)`,
+      )
+    }
+    const chosen = usable[0] ?? offering[0]
+    if (chosen === undefined) {
+      throw new ProxyError(`no service on port ${port}`)
+    }
+    return { handler: chosen.handler, port }
+  }
+
   list(): OfferedService[] {
     return [...this.#services.values()].map(({ spec, handler }) => this.#describe(spec, handler))
   }
@@ -124,4 +163,12 @@ export class ServiceRegistry {
   #describe(spec: ServiceSpec, handler: ServiceHandler): OfferedService {
     return { ...spec, protocol: serviceProtocolFor(spec.name), activeConnections: handler.connections }
   }
+}
+
+/** Whether a service offers `port`: its local address's port, or one in its `ports:`. */
+function offersPort(spec: ServiceSpec, port: number): boolean {
+  return (
+    parseHostPort(spec.localAddress).port === port ||
+    (spec.ports ?? []).some(([lo, hi]) => port >= lo && port <= hi)
+  )
 }

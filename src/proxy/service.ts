@@ -14,7 +14,7 @@ import { TransferInterruptedError } from '../pipe/errors.ts'
 import { socketEnd } from '../pipe/node.ts'
 import { type Direction, type PipeResult, pipe } from '../pipe/pipe.ts'
 import { serviceStreamEnd } from '../pipe/stream.ts'
-import { type HostPort, parseHostPort } from '../util/address.ts'
+import { formatHostPort, type HostPort, parseHostPort } from '../util/address.ts'
 import { DEFAULT_LOCAL_DIAL_TIMEOUT_MS } from './constants.ts'
 import { LocalServiceUnavailableError, PeerNotAllowedError, ServiceClosedError } from './errors.ts'
 
@@ -47,10 +47,10 @@ export interface ServiceHandler extends StreamHandler {
   readonly connections: number
   /**
    * A connection for `peer`: the peer checked against the service's ACL, then the local address
-   * dialled; rejects with what refused it (the caller says so to the peer). `gone` aborts the dial
+   * dialled (on `port` instead of its own, for a service with `ports:`); rejects with what refused it (the caller says so to the peer). `gone` aborts the dial
    * when the peer gives up first.
    */
-  accept(peer: string, gone: AbortSignal): Promise<net.Socket>
+  accept(peer: string, gone: AbortSignal, port?: number): Promise<net.Socket>
   /** Pipes `far` (a stream, a resumable session) to an accepted local connection until both are done. */
   run(peer: string, socket: net.Socket, far: ByteEnd): Promise<void>
   /**
@@ -74,7 +74,7 @@ export function createServiceHandler(init: ServiceHandlerInit): ServiceHandler {
   const active = new Set<Promise<void>>()
   const closing = new AbortController()
 
-  const accept = async (peer: string, gone: AbortSignal): Promise<net.Socket> => {
+  const accept = async (peer: string, gone: AbortSignal, port = target.port): Promise<net.Socket> => {
     if (closing.signal.aborted) {
       throw new ServiceClosedError(service)
     }
@@ -84,8 +84,9 @@ export function createServiceHandler(init: ServiceHandlerInit): ServiceHandler {
       onConnection?.({ type: 'denied', service, peer, error })
       throw error
     }
+    const to = { host: target.host, port }
     try {
-      return await dialLocal(target, dialTimeoutMs, AbortSignal.any([gone, closing.signal]))
+      return await dialLocal(to, dialTimeoutMs, AbortSignal.any([gone, closing.signal]))
     } catch (err) {
       if (closing.signal.aborted) {
         throw closing.signal.reason
@@ -93,10 +94,9 @@ export function createServiceHandler(init: ServiceHandlerInit): ServiceHandler {
       if (gone.aborted) {
         throw new TransferInterruptedError('the peer went away while the local service was dialled')
       }
-      const error = new LocalServiceUnavailableError(service, init.localAddress, describeDialError(err), {
-        cause: err,
-      })
-      log.warn('local service unavailable', { service, peer, local: init.localAddress, error })
+      const local = formatHostPort(to.host, to.port)
+      const error = new LocalServiceUnavailableError(service, local, describeDialError(err), { cause: err })
+      log.warn('local service unavailable', { service, peer, local, error })
       onConnection?.({ type: 'dial-failed', service, peer, error })
       throw error
     }

@@ -129,11 +129,14 @@ export class SessionService implements Component {
   async #open(link: Link, attach: Attach): Promise<void> {
     const { log } = this.#components
     const id = sessionIdText(attach.id)
-    const handler = this.#components.services.lookup(attach.service)
-    if (handler === undefined) {
-      this.#refuse(link, `no service named ${attach.service}`)
+    let found: ReturnType<ServiceRegistry['find']>
+    try {
+      found = this.#components.services.find(attach.service, link.peer)
+    } catch (err) {
+      this.#refuse(link, (err as Error).message)
       return
     }
+    const { handler } = found
     if (this.#sessions.has(id)) {
       this.#refuse(link, 'a session with this id exists')
       return
@@ -148,7 +151,7 @@ export class SessionService implements Component {
     link.listen({ frame: () => {}, drain: () => {}, gone: () => gone.abort() }, true)
     let socket: Awaited<ReturnType<typeof handler.accept>>
     try {
-      socket = await handler.accept(link.peer, gone.signal)
+      socket = await handler.accept(link.peer, gone.signal, found.port)
     } catch (err) {
       this.#refuse(link, (err as Error).message)
       return

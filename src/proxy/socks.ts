@@ -14,7 +14,9 @@
 
 import { timingSafeEqual } from 'node:crypto'
 import type * as net from 'node:net'
+import { SERVICE_NAME_PATTERN, withoutPeerupDomain } from '../api/names.ts'
 import { PeerupError } from '../errors.ts'
+import { HandshakeReader } from './reader.ts'
 
 /** The reply codes of RFC 1928 §6 that the gateway sends. */
 export const SocksReply = {
@@ -75,7 +77,7 @@ export async function socksHandshake(
   socket: net.Socket,
   options: SocksHandshakeOptions,
 ): Promise<SocksRequest> {
-  const reader = new Reader(socket, options.signal)
+  const reader = new HandshakeReader(socket, options.signal, (message) => new SocksError(message))
   try {
     const [version, count] = await reader.bytes(2)
     if (version !== VERSION) {
@@ -121,30 +123,33 @@ export function socksReply(socket: net.Socket, code: SocksReplyCode): void {
   socket.write(Uint8Array.of(VERSION, code, 0, 0x01, 0, 0, 0, 0, 0, 0))
 }
 
-/** The domain the gateway answers for. */
-export const PEERUP_SUFFIX = '.peerup'
-
 /**
- * The peer and the service a request names: `<service>.<peer>.peerup` (any port), or
- * `<peer>.peerup` and the port (the service the peer offers on it, `port:<n>`). Anything else is
- * not for the gateway: undefined.
+ * The peer and the service a request names: `<service>.<peer>.peerup` (any port: the service
+ * named), or `<peer>.peerup` and the port (the service the peer offers on that port, asked for as
+ * `port:<n>`: docs/decisions/0009-gateway-names.md). A peer's name may hold dots (`my.box`):
+ * `isPeerName` says whether the whole name is one, which then wins. Anything else is not for the
+ * gateway: undefined.
  */
-export function peerupTarget(host: string, port: number): { peer: string; service: string } | undefined {
-  const name = host.toLowerCase().endsWith(PEERUP_SUFFIX) ? host.slice(0, -PEERUP_SUFFIX.length) : undefined
-  if (name === undefined || name === '') {
+export function peerupTarget(
+  host: string,
+  port: number,
+  isPeerName: (name: string) => boolean = () => false,
+): { peer: string; service: string } | undefined {
+  const name = withoutPeerupDomain(host)
+  if (name === undefined || name.startsWith('.')) {
     return undefined
   }
   const dot = name.indexOf('.')
-  if (dot < 0) {
+  if (dot < 0 || isPeerName(name)) {
     return { peer: name, service: `port:${port}` }
   }
   const service = name.slice(0, dot)
   const peer = name.slice(dot + 1)
-  return service === '' || peer === '' || peer.includes('.') ? undefined : { peer, service }
+  return SERVICE_NAME_PATTERN.test(service) && peer !== '' ? { peer, service } : undefined
 }
 
 async function checkPassword(
-  reader: Reader,
+  reader: HandshakeReader,
   socket: net.Socket,
   credentials: { user: string; password: string },
 ): Promise<string> {
@@ -152,10 +157,7 @@ async function checkPassword(
   const user = (await reader.bytes(userLength as number)).toString('utf8')
   const [passwordLength] = await reader.bytes(1)
   const password = await reader.bytes(passwordLength as number)
-  const ok =
-    version === 0x01 &&
-    same(Buffer.from(user), Buffer.from(credentials.user)) &&
-    same(password, Buffer.from(credentials.password))
+  const ok = version === 0x01 && credentialsMatch(Buffer.from(user), password, credentials)
   socket.write(Uint8Array.of(0x01, ok ? 0x00 : 0x01))
   if (!ok) {
     // The password is never part of a message.
@@ -167,11 +169,23 @@ async function checkPassword(
   return user
 }
 
+/** Whether a client's username and password are the ones wanted, compared in constant time. */
+export function credentialsMatch(
+  user: Buffer,
+  password: Buffer,
+  want: { user: string; password: string },
+): boolean {
+  // Both compared whatever the first gives, so the time says nothing about which was wrong.
+  const userOk = same(user, Buffer.from(want.user))
+  const passwordOk = same(password, Buffer.from(want.password))
+  return userOk && passwordOk
+}
+
 function same(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b)
 }
 
-async function readAddress(reader: Reader, type: number, socket: net.Socket): Promise<string> {
+async function readAddress(reader: HandshakeReader, type: number, socket: net.Socket): Promise<string> {
   switch (type) {
     case 0x01:
       return [...(await reader.bytes(4))].join('.')
@@ -187,74 +201,5 @@ async function readAddress(reader: Reader, type: number, socket: net.Socket): Pr
     default:
       socksReply(socket, SocksReply.addressTypeNotSupported)
       throw new SocksError(`address type ${type} is not supported`, SocksReply.addressTypeNotSupported)
-  }
-}
-
-/** Reads exact byte counts from a socket in paused mode, and gives back what it read beyond them. */
-class Reader {
-  readonly #socket: net.Socket
-  readonly #signal: AbortSignal
-  #buffered: Buffer = Buffer.alloc(0)
-  #wake: (() => void) | undefined
-  #failed: Error | undefined
-  readonly #onData = (chunk: Buffer): void => {
-    this.#buffered = this.#buffered.length === 0 ? chunk : Buffer.concat([this.#buffered, chunk])
-    this.#wake?.()
-  }
-  readonly #onEnd = (): void => {
-    this.#failed ??= new SocksError('the client closed the connection during the handshake')
-    this.#wake?.()
-  }
-  readonly #onError = (err: Error): void => {
-    this.#failed ??= new SocksError(`the client's connection failed during the handshake: ${err.message}`)
-    this.#wake?.()
-  }
-  readonly #onAbort = (): void => {
-    this.#failed ??= new SocksError('the handshake took too long')
-    this.#wake?.()
-  }
-
-  constructor(socket: net.Socket, signal: AbortSignal) {
-    this.#socket = socket
-    this.#signal = signal
-    socket.on('data', this.#onData)
-    socket.on('end', this.#onEnd)
-    socket.on('error', this.#onError)
-    signal.addEventListener('abort', this.#onAbort, { once: true })
-    if (signal.aborted) {
-      this.#onAbort()
-    }
-  }
-
-  async bytes(n: number): Promise<Buffer> {
-    while (this.#buffered.length < n) {
-      if (this.#failed !== undefined) {
-        throw this.#failed
-      }
-      await new Promise<void>((resolve) => {
-        this.#wake = resolve
-      })
-      this.#wake = undefined
-    }
-    const out = this.#buffered.subarray(0, n)
-    this.#buffered = this.#buffered.subarray(n)
-    return out
-  }
-
-  /** Puts what was read beyond the request back at the head of the socket's stream. */
-  giveBack(): void {
-    this.stop()
-    this.#socket.pause()
-    if (this.#buffered.length > 0) {
-      this.#socket.unshift(this.#buffered)
-      this.#buffered = Buffer.alloc(0)
-    }
-  }
-
-  stop(): void {
-    this.#socket.off('data', this.#onData)
-    this.#socket.off('end', this.#onEnd)
-    this.#socket.off('error', this.#onError)
-    this.#signal.removeEventListener('abort', this.#onAbort)
   }
 }

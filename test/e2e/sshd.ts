@@ -88,6 +88,8 @@ export async function startSshd(host: LabHost, options: SshdOptions = {}): Promi
       'UseDNS no',
       // Tests open many connections at once; the default (10:30:100) would randomly refuse some.
       'MaxStartups 100',
+      // scp speaks SFTP since OpenSSH 9.0; sshd's own server needs no sftp-server binary.
+      'Subsystem sftp internal-sftp',
       'LogLevel VERBOSE',
       '',
     ].join('\n'),

@@ -3,6 +3,7 @@
  * both directions hashed, and a client that does the same through a proxy.
  */
 
+import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import * as net from 'node:net'
 
@@ -117,6 +118,32 @@ export async function startTransferServer(download: number): Promise<{
         server.close(() => resolve())
       }),
   }
+}
+
+/**
+ * Moves `bytes` each way through `socket` (a tunnel to `server`, which sends as many) and checks
+ * that both ends saw the same bytes and a clean end.
+ */
+export async function checkedExchange(
+  socket: net.Socket,
+  server: { transfer(receivedHash: string): Promise<Transfer> },
+  bytes: number,
+): Promise<void> {
+  const mine = await exchange(socket, bytes)
+  assert.equal(mine.error, undefined, 'the connection ended cleanly')
+  assert.equal(mine.received, bytes)
+  const theirs = await server.transfer(mine.sentHash)
+  assert.equal(theirs.received, bytes)
+  assert.equal(mine.receivedHash, theirs.sentHash, 'the download arrived intact')
+}
+
+/** A port nothing listens on now (on 127.0.0.1). */
+export async function freePort(): Promise<number> {
+  const server = net.createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as net.AddressInfo
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+  return port
 }
 
 /** Connects to 127.0.0.1:`port` with half-open allowed. */

@@ -1,5 +1,5 @@
 /**
- * `peerup ping|traceroute|proxy|ssh`: reaching peers. With a daemon running on the same config,
+ * `peerup ping|traceroute|proxy|socks|ssh`: reaching peers. With a daemon running on the same config,
  * each goes through the daemon's node (no node start, no DHT warm-up, its warm connections);
  * otherwise, or with `--no-daemon`, it runs a short-lived node of its own. The network code is
  * loaded with a dynamic import so offline commands never load libp2p.
@@ -275,6 +275,44 @@ async function proxyListen(
   })
 }
 
+interface SocksFlags extends NodeFlags {
+  http?: string
+}
+
+/**
+ * `socks [[host:]port] [--http [host:]port]`: a SOCKS5 gateway (and HTTP CONNECT beside it) on
+ * loopback until Ctrl+C — the node's, the daemon's or our own, as `proxy` listens
+ * (src/daemon/gateway.ts).
+ */
+async function socks(ctx: CliContext, opts: SocksFlags, listen: string): Promise<void> {
+  parseListenAddress(listen)
+  if (opts.http !== undefined) {
+    parseListenAddress(opts.http)
+  }
+  await withClient(ctx, opts, async (client) => {
+    const request = { listen, ...(opts.http === undefined ? {} : { http: opts.http }) }
+    const lines = client.lines('socksHold', request, ctx.signal)
+    const first = await lines.next()
+    if (first.done === true) {
+      ctx.signal.throwIfAborted()
+      throw new PeerupError('the daemon stopped before the gateway listened')
+    }
+    const { socks: at, http } = first.value
+    note(
+      ctx,
+      `SOCKS5 on ${at}${http === undefined ? '' : `, HTTP CONNECT on ${http}`}: names like web.home.peerup or home.peerup:8080; Ctrl+C to stop`,
+    )
+    emit(ctx, opts, { socks: at, http }, (r) => r.socks)
+    // One line only; the request ends when the daemon stops or we do.
+    while ((await lines.next()).done !== true) {}
+    if (!ctx.signal.aborted) {
+      throw new PeerupError('the daemon stopped: the gateway no longer listens', {
+        hint: 'start the daemon again, then peerup socks',
+      })
+    }
+  })
+}
+
 /** `ssh [user@]peer [args…]`: the system ssh with `proxy --stdio` as its ProxyCommand. */
 async function ssh(ctx: CliContext, cmd: Command, target: string, args: string[]): Promise<void> {
   const { sshArgv, sshTarget, takePeerupOptions } = await import('../ssh.ts')
@@ -353,6 +391,17 @@ export function registerNet(program: CliCommand, ctx: CliContext): void {
       return proxyListen(ctx, opts, { peer, service, listen })
     })
   registerProxyConfig(proxy, ctx)
+
+  program
+    .command('socks')
+    .description(
+      "a SOCKS5 gateway to peers' services until Ctrl+C (curl --socks5-hostname 127.0.0.1:1080 http://web.home.peerup/)",
+    )
+    .argument('[listen]', '[host:]port on loopback (default 127.0.0.1:1080)', '127.0.0.1:1080')
+    .option('--http <listen>', 'also serve HTTP CONNECT on this [host:]port (curl -x)')
+    .option('--no-daemon', NO_DAEMON_HELP)
+    .option('--log-level <level>', LOG_LEVEL_HELP)
+    .run((opts: SocksFlags, listen: string) => socks(ctx, opts, listen))
 
   program
     .command('ssh')

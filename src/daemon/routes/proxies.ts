@@ -1,11 +1,13 @@
 /**
- * `proxies` (the proxies of config.yaml), `connect` (the daemon's proxy listeners until it stops)
- * and `expose` (services offered at run time).
+ * `proxies` (the proxies of config.yaml), `connect` (the daemon's proxy listeners until it stops),
+ * `expose` (services offered at run time) and `socks/hold` (a gateway for as long as a request
+ * lasts).
  *
  * @packageDocumentation
  */
 
 import { normaliseLocalAddress } from '../../config/ops.ts'
+import { holdGateway } from '../gateway.ts'
 import { type DaemonContext, type Handlers, peerIdOf, persistentProxiesOf } from './context.ts'
 
 type ProxyRoutes = 'proxyList' | 'proxyAdd' | 'proxyRemove' | 'proxyEnable' | 'proxyDisable'
@@ -14,7 +16,14 @@ export function proxyHandlers(
   ctx: DaemonContext,
 ): Pick<
   Handlers,
-  ProxyRoutes | 'connectList' | 'connectAdd' | 'connectHold' | 'connectRemove' | 'exposeAdd' | 'exposeRemove'
+  | ProxyRoutes
+  | 'connectList'
+  | 'connectAdd'
+  | 'connectHold'
+  | 'connectRemove'
+  | 'exposeAdd'
+  | 'exposeRemove'
+  | 'socksHold'
 > {
   const { rt, proxies } = ctx
   return {
@@ -46,6 +55,8 @@ export function proxyHandlers(
         allowedPeers: (allowedPeers ?? []).map((p) => peerIdOf(ctx, p)),
         source: 'runtime',
       }),
+    socksHold: (req, r) =>
+      holdGateway(req, { rt, log: ctx.log.child('gateway'), observer: ctx.observer }, r.signal),
     exposeRemove: async ({ name }) => {
       await rt.services.unexpose(name)
       return { removed: name }

@@ -20,18 +20,9 @@ import { NotFoundError, UsageError } from '../../../src/errors.ts'
 import { runCli, startCli, tempDir } from '../../helpers/cli.ts'
 import { startTestDaemon, type TestDaemon } from '../../helpers/daemon.ts'
 import { startRelayAndPair, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
-import { connect, exchange, startTransferServer } from '../../helpers/tcp.ts'
+import { checkedExchange, connect, freePort, startTransferServer } from '../../helpers/tcp.ts'
 
 const KiB = 1024
-
-/** A port nothing listens on now. */
-async function freePort(): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as net.AddressInfo
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return port
-}
 
 /** Resolves when `socket` has closed, however (a reset included). */
 function closed(socket: net.Socket): Promise<void> {
@@ -101,15 +92,8 @@ describe('persistent proxies', { timeout: 300_000 }, () => {
   }
 
   /** Moves 256 KiB each way through a's local `port` and checks both hashes against the service's. */
-  const transferThrough = async (port: number, socket?: net.Socket): Promise<void> => {
-    const s = socket ?? (await connect(port))
-    const mine = await exchange(s, 256 * KiB)
-    assert.equal(mine.error, undefined, 'the connection ended cleanly')
-    assert.equal(mine.received, 256 * KiB)
-    const theirs = await server.transfer(mine.sentHash)
-    assert.equal(theirs.received, 256 * KiB)
-    assert.equal(mine.receivedHash, theirs.sentHash, 'the download arrived intact')
-  }
+  const transferThrough = async (port: number, socket?: net.Socket): Promise<void> =>
+    checkedExchange(socket ?? (await connect(port)), server, 256 * KiB)
 
   before(async () => {
     root = await tempDir({ after: (fn) => cleanups.push(fn) })

@@ -160,6 +160,34 @@ const invalid: Case[] = [
     key: 'network',
     says: 'got a list',
   },
+  {
+    name: 'ports: a range backwards',
+    yaml: 'version: 1\nservices:\n  dev:\n    local_address: localhost:8000\n    ports: 8010-8000\n',
+    line: 5,
+    key: 'services.dev.ports',
+    says: '"8010-8000" is not a port or a range of ports (write it like 8080, 8000-8010',
+  },
+  {
+    name: 'ports: 0 in a list',
+    yaml: 'version: 1\nservices:\n  dev:\n    local_address: localhost:8000\n    ports: [8001, 0]\n',
+    line: 5,
+    key: 'services.dev.ports',
+    says: '"0" is not a port',
+  },
+  {
+    name: 'socks beyond loopback without a login',
+    yaml: 'version: 1\nsocks:\n  enabled: true\n  listen_address: 0.0.0.0:1080\n',
+    line: 4,
+    key: 'socks.listen_address',
+    says: '0.0.0.0:1080 is not loopback: set socks.username and socks.password_file',
+  },
+  {
+    name: 'socks username without password_file',
+    yaml: 'version: 1\nsocks:\n  username: me\n',
+    line: 3,
+    key: 'socks.username',
+    says: 'needs socks.password_file too: set both, or neither',
+  },
   { name: 'version as text', yaml: 'version: "1"\n', line: 1, key: 'version', says: 'expected a number' },
   { name: 'version 2', yaml: 'version: 2\n', line: 1, key: 'version', says: 'newer than this peerup' },
   {
@@ -257,6 +285,33 @@ describe('valid node configs', () => {
 })
 
 describe('relay config', () => {
+  it('reads ports: as sorted, merged ranges, and the gateway with its defaults', () => {
+    const config = parseConfigText(
+      'version: 1\nservices:\n  dev:\n    local_address: localhost:8000\n    ports: [9000-9010, "8001,8002", 9005-9020, 7000]\n  web: { local_address: localhost:80 }\nsocks:\n  enabled: true\n',
+      'c.yaml',
+      nodeConfigSchema,
+    )
+    assert.deepEqual(config.services.dev?.ports, [
+      [7000, 7000],
+      [8001, 8002],
+      [9000, 9020],
+    ])
+    assert.deepEqual(config.services.web?.ports, [])
+    assert.deepEqual(config.socks, {
+      enabled: true,
+      listen_address: '127.0.0.1:1080',
+      http_listen_address: '127.0.0.1:1081',
+      username: '',
+      password_file: '',
+    })
+    const open = parseConfigText(
+      'version: 1\nsocks:\n  enabled: true\n  listen_address: 0.0.0.0:1080\n  http_listen_address: ""\n  username: me\n  password_file: socks.pw\n',
+      'c.yaml',
+      nodeConfigSchema,
+    )
+    assert.equal(open.socks.http_listen_address, '')
+  })
+
   it('parses sizes and durations', () => {
     const config = parseConfigText(
       'version: 1\nresources:\n  unknown_peer_data_limit: 1MiB\n  session_duration: 12h\n',

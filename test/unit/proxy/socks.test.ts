@@ -5,12 +5,9 @@
  */
 
 import assert from 'node:assert/strict'
-import { execFile, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
-import * as http from 'node:http'
 import * as net from 'node:net'
 import { describe, it } from 'node:test'
-import { promisify } from 'node:util'
 import {
   peerupTarget,
   type SocksHandshakeOptions,
@@ -19,86 +16,68 @@ import {
   socksHandshake,
   socksReply,
 } from '../../../src/proxy/socks.ts'
+import { curl, NO_CURL, tunnelServer, webServer } from '../../helpers/curl.ts'
 
 describe('peerupTarget', () => {
   it('reads <service>.<peer>.peerup and <peer>.peerup with the port', () => {
     assert.deepEqual(peerupTarget('web.home.peerup', 80), { peer: 'home', service: 'web' })
     assert.deepEqual(peerupTarget('HOME.PEERUP', 8080), { peer: 'HOME', service: 'port:8080' })
-    for (const host of ['example.com', 'peerup', '.peerup', 'a.b.home.peerup', '.home.peerup']) {
+    for (const host of [
+      'example.com',
+      'peerup',
+      '.peerup',
+      'Web.home.peerup',
+      '.home.peerup',
+      'web..peerup',
+    ]) {
       assert.equal(peerupTarget(host, 80), undefined, host)
     }
+  })
+
+  it('takes a peer name with dots whole when it is one, else the service is the first label', () => {
+    const isPeerName = (n: string) => n === 'my.box'
+    assert.deepEqual(peerupTarget('my.box.peerup', 22, isPeerName), { peer: 'my.box', service: 'port:22' })
+    assert.deepEqual(peerupTarget('web.my.box.peerup', 80, isPeerName), { peer: 'my.box', service: 'web' })
+    assert.deepEqual(peerupTarget('a.b.home.peerup', 80), { peer: 'b.home', service: 'a' })
   })
 })
 
 /** A SOCKS server on loopback that sends `web.home.peerup` to `target` and answers the rest with `unknown`. */
-async function gateway(
+function gateway(
   t: { after: (fn: () => void) => void },
   target: number,
   options: Omit<SocksHandshakeOptions, 'signal'> = {},
   seen: SocksRequest[] = [],
 ): Promise<number> {
-  const server = net.createServer(async (socket) => {
-    socket.on('error', () => {})
-    let request: SocksRequest
-    try {
-      request = await socksHandshake(socket, { ...options, signal: AbortSignal.timeout(5_000) })
-    } catch {
-      socket.end()
-      return
-    }
-    seen.push(request)
-    const to = peerupTarget(request.host, request.port)
-    if (to?.peer !== 'home' || to.service !== 'web') {
-      socksReply(socket, SocksReply.hostUnreachable)
-      socket.end()
-      return
-    }
-    const far = net.connect(target, '127.0.0.1')
-    far.on('error', () => socket.destroy())
-    await once(far, 'connect')
-    socksReply(socket, SocksReply.succeeded)
-    socket.pipe(far).pipe(socket)
-    socket.resume()
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.after(() => server.close())
-  return (server.address() as net.AddressInfo).port
+  return tunnelServer(
+    t,
+    target,
+    (socket, signal) => socksHandshake(socket, { ...options, signal }),
+    (socket, request) => {
+      const to = peerupTarget(request.host, request.port)
+      const ok = to?.peer === 'home' && to.service === 'web'
+      socksReply(socket, ok ? SocksReply.succeeded : SocksReply.hostUnreachable)
+      return ok
+    },
+    seen,
+  )
 }
 
-async function web(t: { after: (fn: () => void) => void }): Promise<number> {
-  const server = http.createServer((_req, res) => res.end('hello from b\n'))
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.after(() => server.close())
-  return (server.address() as net.AddressInfo).port
-}
+/** curl through the SOCKS5 gateway on `proxy`, with the name handed to it. */
+const curlVia = (proxy: string, url: string) => curl(['--socks5-hostname', proxy, url])
 
-const curl = spawnSync('curl', ['--version'])
-const run = promisify(execFile)
-
-async function curlVia(proxy: string, url: string): Promise<{ code: number; out: string; err: string }> {
-  try {
-    const r = await run('curl', ['-sS', '--max-time', '10', '--socks5-hostname', proxy, url])
-    return { code: 0, out: r.stdout, err: r.stderr }
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string }
-    return { code: e.code, out: e.stdout, err: e.stderr }
-  }
-}
-
-describe('socksHandshake with curl', { skip: curl.error === undefined ? false : 'no curl' }, () => {
+describe('socksHandshake with curl', { skip: NO_CURL }, () => {
   it('CONNECT to web.home.peerup reaches the service, the name arriving unresolved', async (t) => {
     const seen: SocksRequest[] = []
-    const port = await gateway(t, await web(t), {}, seen)
+    const port = await gateway(t, await webServer(t), {}, seen)
     const r = await curlVia(`127.0.0.1:${port}`, 'http://web.home.peerup/')
     assert.equal(r.code, 0, r.err)
-    assert.equal(r.out, 'hello from b\n')
+    assert.equal(r.out, 'hello from b /\n')
     assert.deepEqual(seen, [{ host: 'web.home.peerup', port: 80 }])
   })
 
   it('a name the gateway does not serve is refused with "host unreachable", which curl reports', async (t) => {
-    const port = await gateway(t, await web(t))
+    const port = await gateway(t, await webServer(t))
     const r = await curlVia(`127.0.0.1:${port}`, 'http://nope.peerup/')
     assert.notEqual(r.code, 0)
     assert.match(r.err, /SOCKS5|socks/i)
@@ -107,10 +86,15 @@ describe('socksHandshake with curl', { skip: curl.error === undefined ? false : 
 
   it('username and password: the right ones pass, wrong ones are refused before any request', async (t) => {
     const seen: SocksRequest[] = []
-    const port = await gateway(t, await web(t), { credentials: { user: 'me', password: 's3cret' } }, seen)
+    const port = await gateway(
+      t,
+      await webServer(t),
+      { credentials: { user: 'me', password: 's3cret' } },
+      seen,
+    )
     const ok = await curlVia(`me:s3cret@127.0.0.1:${port}`, 'http://web.home.peerup/')
     assert.equal(ok.code, 0, ok.err)
-    assert.equal(ok.out, 'hello from b\n')
+    assert.equal(ok.out, 'hello from b /\n')
     const bad = await curlVia(`me:wrong@127.0.0.1:${port}`, 'http://web.home.peerup/')
     assert.notEqual(bad.code, 0)
     const none = await curlVia(`127.0.0.1:${port}`, 'http://web.home.peerup/')
