@@ -15,6 +15,7 @@
  */
 
 import * as assert from 'node:assert/strict'
+import { on } from 'node:events'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { after, before, describe, it } from 'node:test'
@@ -271,17 +272,21 @@ describe('reaching more than ssh: ssh-config, the SOCKS and HTTP CONNECT gateway
           new RegExp(`Can't complete SOCKS5 connection to ${host.replaceAll('.', '\\.')}\\. \\(${code}\\)`),
         )
       }
-      const audit = fs
-        .readFileSync(path.join(a.dir, 'node', 'audit.log'), 'utf8')
-        .split('\n')
-        .filter((l) => l.includes('"role":"gateway"'))
-        .map((l) => JSON.parse(l) as { target: string; reply: number; what: string })
-      for (const [, host, code] of cases) {
-        assert.ok(
-          audit.some((e) => e.what === 'socks' && e.target.startsWith(`${host}:`) && e.reply === code),
-          `no audit line for ${host} (${code}): ${JSON.stringify(audit)}`,
+      // The daemon answers the client first and appends its audit line after: wait for the file.
+      const file = path.join(a.dir, 'node', 'audit.log')
+      const read = () =>
+        fs
+          .readFileSync(file, 'utf8')
+          .split('\n')
+          .filter((l) => l.includes('"role":"gateway"'))
+          .map((l) => JSON.parse(l) as { target: string; reply: number; what: string })
+      const missing = () =>
+        cases.filter(
+          ([, host, code]) =>
+            !read().some((e) => e.what === 'socks' && e.target.startsWith(`${host}:`) && e.reply === code),
         )
-      }
+      await untilFileSays(file, () => missing().length === 0, 10_000)
+      assert.deepEqual(missing(), [], `audit lines: ${JSON.stringify(read())}`)
     })
   })
 
@@ -300,3 +305,25 @@ describe('reaching more than ssh: ssh-config, the SOCKS and HTTP CONNECT gateway
     })
   })
 })
+
+/**
+ * Resolves once `holds()` is true, checking whenever `file` changes; after `timeoutMs` it resolves
+ * all the same, and the caller's assertion says what is missing.
+ */
+async function untilFileSays(file: string, holds: () => boolean, timeoutMs: number): Promise<void> {
+  const watcher = fs.watch(file)
+  const deadline = setTimeout(() => watcher.close(), timeoutMs)
+  try {
+    if (holds()) {
+      return
+    }
+    for await (const _ of on(watcher, 'change', { close: ['close'] })) {
+      if (holds()) {
+        return
+      }
+    }
+  } finally {
+    clearTimeout(deadline)
+    watcher.close()
+  }
+}
