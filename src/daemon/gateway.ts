@@ -27,6 +27,7 @@ import type { ByteEnd } from '../pipe/end.ts'
 import { ClientToldError } from '../pipe/errors.ts'
 import { type Listener, type ListenerInit, startListener } from '../pipe/listener.ts'
 import { httpConnectHandshake, httpConnectReply } from '../proxy/http-connect.ts'
+import type { HandshakeError } from '../proxy/reader.ts'
 import { peerupTarget, SocksReply, type SocksReplyCode, socksHandshake, socksReply } from '../proxy/socks.ts'
 import { formatHostPort, type HostPort, parseHostPort, parseListenAddress } from '../util/address.ts'
 import type { Component } from '../util/components.ts'
@@ -158,8 +159,8 @@ function opener(kind: Kind, settings: GatewaySettings, deps: GatewayDeps): Liste
       })
     } catch (err) {
       signal.throwIfAborted()
-      const e = err as { message: string; reply?: number; status?: number }
-      return refused(e.message, '', e.reply ?? e.status, err)
+      const e = err as HandshakeError
+      return refused(e.message, '', e.answer, err)
     }
     const target = formatHostPort(request.host, request.port)
     const answer = (a: Answer, message = ''): void =>

@@ -11,38 +11,15 @@
 
 import { STATUS_CODES } from 'node:http'
 import type * as net from 'node:net'
-import { PeerupError } from '../errors.ts'
-import { HandshakeReader } from './reader.ts'
+import { type GatewayTarget, HandshakeError, type HandshakeOptions, HandshakeReader } from './reader.ts'
 import { credentialsMatch } from './socks.ts'
 
 /** The longest request head taken (curl's are a few hundred bytes). */
 export const MAX_CONNECT_HEAD_BYTES = 16 * 1024
 
-/** A CONNECT request refused; `status` is the answer already sent, if any was. */
-export class HttpConnectError extends PeerupError {
+/** A CONNECT request refused; its `answer` is the HTTP status already sent, if any was. */
+export class HttpConnectError extends HandshakeError {
   override name = 'HttpConnectError'
-  readonly status: number | undefined
-
-  constructor(message: string, status?: number) {
-    super(message)
-    this.status = status
-  }
-}
-
-/** What a client asked to connect to. */
-export interface ConnectTarget {
-  host: string
-  port: number
-  /** The username it authenticated with, when authentication is on. */
-  user?: string
-}
-
-/** Options of {@link httpConnectHandshake}. */
-export interface HttpConnectOptions {
-  /** Username and password a client must give (Basic); none asked when absent. */
-  credentials?: { user: string; password: string }
-  /** Bound of the whole handshake. */
-  signal: AbortSignal
 }
 
 /**
@@ -53,8 +30,8 @@ export interface HttpConnectOptions {
  */
 export async function httpConnectHandshake(
   socket: net.Socket,
-  options: HttpConnectOptions,
-): Promise<ConnectTarget> {
+  options: HandshakeOptions,
+): Promise<GatewayTarget> {
   const reader = new HandshakeReader(socket, options.signal, (message) => new HttpConnectError(message))
   try {
     const refuse = (status: number, message: string, headers: string[] = []): HttpConnectError => {

@@ -8,6 +8,38 @@
  */
 
 import type * as net from 'node:net'
+import { PeerupError } from '../errors.ts'
+
+/** What a client asked the gateway to connect to. */
+export interface GatewayTarget {
+  /** A domain name, or the text of an IPv4/IPv6 address. */
+  host: string
+  port: number
+  /** The username the client authenticated with, when authentication was on. */
+  user?: string
+}
+
+/** Options of a gateway handshake (SOCKS5 or HTTP CONNECT). */
+export interface HandshakeOptions {
+  /** Username and password a client must give (RFC 1929, or Basic); none asked when absent. */
+  credentials?: { user: string; password: string }
+  /** Bound of the whole handshake. */
+  signal: AbortSignal
+}
+
+/**
+ * A handshake that failed; `answer` is what the client was already told, if anything: a SOCKS
+ * reply code, an HTTP status.
+ */
+export class HandshakeError extends PeerupError {
+  override name = 'HandshakeError'
+  readonly answer: number | undefined
+
+  constructor(message: string, answer?: number) {
+    super(message)
+    this.answer = answer
+  }
+}
 
 /**
  * Reads exact byte counts (or up to a delimiter) from a socket, and gives back what it read

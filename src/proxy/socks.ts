@@ -15,8 +15,7 @@
 import { timingSafeEqual } from 'node:crypto'
 import type * as net from 'node:net'
 import { SERVICE_NAME_PATTERN, withoutPeerupDomain } from '../api/names.ts'
-import { PeerupError } from '../errors.ts'
-import { HandshakeReader } from './reader.ts'
+import { type GatewayTarget, HandshakeError, type HandshakeOptions, HandshakeReader } from './reader.ts'
 
 /** The reply codes of RFC 1928 §6 that the gateway sends. */
 export const SocksReply = {
@@ -33,32 +32,9 @@ export const SocksReply = {
 
 export type SocksReplyCode = (typeof SocksReply)[keyof typeof SocksReply]
 
-/** A handshake that failed; `reply` is the code already sent to the client, if any was. */
-export class SocksError extends PeerupError {
+/** A SOCKS5 handshake that failed; its `answer` is the reply code already sent, if any was. */
+export class SocksError extends HandshakeError {
   override name = 'SocksError'
-  readonly reply: SocksReplyCode | undefined
-
-  constructor(message: string, reply?: SocksReplyCode) {
-    super(message)
-    this.reply = reply
-  }
-}
-
-/** What a client asked to connect to. */
-export interface SocksRequest {
-  /** A domain name, or the text of an IPv4/IPv6 address. */
-  host: string
-  port: number
-  /** The username the client authenticated with, when authentication was on. */
-  user?: string
-}
-
-/** Options of {@link socksHandshake}. */
-export interface SocksHandshakeOptions {
-  /** Username and password a client must give (RFC 1929); none asked when absent. */
-  credentials?: { user: string; password: string }
-  /** Bound of the whole handshake. */
-  signal: AbortSignal
 }
 
 const VERSION = 5
@@ -73,10 +49,7 @@ const NO_ACCEPTABLE = 0xff
  * credentials) is answered here, and the promise rejects with a {@link SocksError}: the caller
  * then closes the socket.
  */
-export async function socksHandshake(
-  socket: net.Socket,
-  options: SocksHandshakeOptions,
-): Promise<SocksRequest> {
+export async function socksHandshake(socket: net.Socket, options: HandshakeOptions): Promise<GatewayTarget> {
   const reader = new HandshakeReader(socket, options.signal, (message) => new SocksError(message))
   try {
     const [version, count] = await reader.bytes(2)

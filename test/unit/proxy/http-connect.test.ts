@@ -8,12 +8,8 @@ import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import * as net from 'node:net'
 import { describe, it } from 'node:test'
-import {
-  type ConnectTarget,
-  type HttpConnectOptions,
-  httpConnectHandshake,
-  httpConnectReply,
-} from '../../../src/proxy/http-connect.ts'
+import { httpConnectHandshake, httpConnectReply } from '../../../src/proxy/http-connect.ts'
+import type { GatewayTarget, HandshakeOptions } from '../../../src/proxy/reader.ts'
 import { curl, NO_CURL, tunnelServer, webServer } from '../../helpers/curl.ts'
 
 type After = { after: (fn: () => void) => void }
@@ -22,8 +18,8 @@ type After = { after: (fn: () => void) => void }
 function proxy(
   t: After,
   target: number,
-  options: Omit<HttpConnectOptions, 'signal'> = {},
-  seen: ConnectTarget[] = [],
+  options: Omit<HandshakeOptions, 'signal'> = {},
+  seen: GatewayTarget[] = [],
 ): Promise<number> {
   return tunnelServer(
     t,
@@ -53,7 +49,7 @@ async function raw(port: number, request: string): Promise<string> {
 
 describe('httpConnectHandshake with curl', { skip: NO_CURL }, () => {
   it('curl -p -x tunnels to the name it gave, unresolved', async (t) => {
-    const seen: ConnectTarget[] = []
+    const seen: GatewayTarget[] = []
     const port = await proxy(t, await webServer(t), {}, seen)
     const r = await curl(['-p', '-x', `http://127.0.0.1:${port}`, 'http://web.home.peerup/x'])
     assert.equal(r.code, 0, r.err)
@@ -69,7 +65,7 @@ describe('httpConnectHandshake with curl', { skip: NO_CURL }, () => {
   })
 
   it('with a login: the right one passes, a wrong one and none get 407', async (t) => {
-    const seen: ConnectTarget[] = []
+    const seen: GatewayTarget[] = []
     const port = await proxy(
       t,
       await webServer(t),

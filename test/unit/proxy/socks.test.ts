@@ -8,14 +8,8 @@ import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import * as net from 'node:net'
 import { describe, it } from 'node:test'
-import {
-  peerupTarget,
-  type SocksHandshakeOptions,
-  SocksReply,
-  type SocksRequest,
-  socksHandshake,
-  socksReply,
-} from '../../../src/proxy/socks.ts'
+import type { GatewayTarget, HandshakeOptions } from '../../../src/proxy/reader.ts'
+import { peerupTarget, SocksReply, socksHandshake, socksReply } from '../../../src/proxy/socks.ts'
 import { curl, NO_CURL, tunnelServer, webServer } from '../../helpers/curl.ts'
 
 describe('peerupTarget', () => {
@@ -46,8 +40,8 @@ describe('peerupTarget', () => {
 function gateway(
   t: { after: (fn: () => void) => void },
   target: number,
-  options: Omit<SocksHandshakeOptions, 'signal'> = {},
-  seen: SocksRequest[] = [],
+  options: Omit<HandshakeOptions, 'signal'> = {},
+  seen: GatewayTarget[] = [],
 ): Promise<number> {
   return tunnelServer(
     t,
@@ -68,7 +62,7 @@ const curlVia = (proxy: string, url: string) => curl(['--socks5-hostname', proxy
 
 describe('socksHandshake with curl', { skip: NO_CURL }, () => {
   it('CONNECT to web.home.peerup reaches the service, the name arriving unresolved', async (t) => {
-    const seen: SocksRequest[] = []
+    const seen: GatewayTarget[] = []
     const port = await gateway(t, await webServer(t), {}, seen)
     const r = await curlVia(`127.0.0.1:${port}`, 'http://web.home.peerup/')
     assert.equal(r.code, 0, r.err)
@@ -85,7 +79,7 @@ describe('socksHandshake with curl', { skip: NO_CURL }, () => {
   })
 
   it('username and password: the right ones pass, wrong ones are refused before any request', async (t) => {
-    const seen: SocksRequest[] = []
+    const seen: GatewayTarget[] = []
     const port = await gateway(
       t,
       await webServer(t),
