@@ -146,10 +146,12 @@ function dialRoute(ctx: DaemonContext, dial: Handlers['dial']): UpgradeRoute {
       )
       // Framed (src/pipe/framed.ts): a Unix socket cannot tell a reset from a clean end.
       ctx.observer.proxyOpened(service, 'outbound')
+      const tracked = ctx.rt.trackOutbound(end, 'stdio')
       const result = await pipe(framedEnd(socket, head), end, {
         log: ctx.log.child('dial'),
-        onBytes: (d, n) => ctx.observer.proxyBytes(service, d, n),
+        ...(tracked === undefined ? {} : { meter: tracked }),
       }).finally(() => ctx.observer.proxyClosed(service, 'outbound'))
+      tracked?.done(result)
       ctx.log.debug('dial stream closed', {
         peer,
         service,
