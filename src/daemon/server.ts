@@ -12,6 +12,7 @@ import { once } from 'node:events'
 import type * as http from 'node:http'
 import type { Duplex } from 'node:stream'
 import {
+  connectionsText,
   DIAL_PROTOCOL,
   pathsText,
   peersText,
@@ -54,6 +55,7 @@ const TEXT: Partial<Record<RouteName, (data: never) => string>> = {
   services: servicesText,
   connectList: proxiesText,
   traceroute: tracerouteText,
+  connections: connectionsText,
 }
 
 /** A request's input: its body, the query keys the route takes, and its path parameters, checked. */
