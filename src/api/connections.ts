@@ -9,7 +9,7 @@
 
 import { z } from 'zod'
 import { apiPath } from './schemas.ts'
-import { ago, describePath, listTable } from './text.ts'
+import { ago, describePath, listTable, shortId } from './text.ts'
 
 /** `inbound`: a peer uses a service of ours; `outbound`: we use a peer's. */
 export const connectionSide = z.enum(['inbound', 'outbound'])
@@ -122,7 +122,7 @@ function rate(n: number): string {
 
 /** The cells that say which connection a row is: id, peer, service, side. */
 function who(c: OpenConnection | ClosedConnection): string[] {
-  return [String(c.id), c.name ?? c.peerId, c.service, c.side === 'inbound' ? 'in' : 'out']
+  return [String(c.id), c.name ?? shortId(c.peerId), c.service, c.side === 'inbound' ? 'in' : 'out']
 }
 
 /** `12s`, `5m 3s` … rounded for a table. */
