@@ -186,8 +186,8 @@ export async function complete(
   const current = typed.slice(prefix.length)
   let result: Completion
   if (at.pending !== undefined || option?.required === true) {
-    const kind = OPTION_KINDS[(at.pending ?? option)?.attributeName() ?? ''] ?? 'none'
-    result = await names(kind)
+    const name = (at.pending ?? option)?.attributeName() ?? ''
+    result = await names(Object.hasOwn(OPTION_KINDS, name) ? (OPTION_KINDS[name] ?? 'none') : 'none')
     if (prefix !== '' && result.directive !== 'words') {
       // The shell completes file names in a word of their own, not after `--config=`.
       result = { directive: 'words', candidates: [] }
