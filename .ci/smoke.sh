@@ -33,6 +33,11 @@ run ./relay-server version
 ./relay-server version | grep -q '^relay-server '
 run ./relay-server setup --dir ./relay
 run ./relay-server config validate --config ./relay/relay-server.yaml
+# Completion asks the executable itself; the man page comes out of it.
+run ./peerup --config ./node/config.yaml completion bash | bash -n
+./peerup --config ./node/config.yaml __complete -- ping '' | head -1 | grep -qx words
+run ./peerup man > peerup.1
+grep -q '^\.TH PEERUP 1 ' peerup.1
 # The README's run command, from the executable alone: a relay and two nodes, one reaching the other.
 run ./peerup demo > demo.txt
 grep -q "home's service answered" demo.txt

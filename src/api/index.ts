@@ -11,6 +11,7 @@
  * @packageDocumentation
  */
 
+export * from './connections.ts'
 export * from './names.ts'
 export * from './routes.ts'
 export * from './schemas.ts'

@@ -8,6 +8,7 @@
  */
 
 import { z } from 'zod'
+import { connectionsResponse } from './connections.ts'
 import { peerRef, proxyName, serviceName, text } from './names.ts'
 import * as s from './schemas.ts'
 
@@ -66,6 +67,7 @@ export const ROUTES = {
     query: ['all'],
   },
   paths: route('GET', '/v1/paths', none, z.array(s.pathState)),
+  connections: route('GET', '/v1/connections', none, connectionsResponse),
   authList: route('GET', '/v1/auth', none, z.array(s.authEntry)),
   authAdd: { ...route('POST', '/v1/auth', s.authAddRequest, s.authChangeResponse), creates: true },
   authRemove: route('DELETE', '/v1/auth/:peer', z.object({ peer: peerRef }), s.authChangeResponse),

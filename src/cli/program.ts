@@ -8,6 +8,7 @@
 import type { Command } from 'commander'
 import { buildInfo } from '../version.ts'
 import { registerAuth } from './commands/auth.ts'
+import { registerCompletion } from './commands/completion.ts'
 import { registerConfig } from './commands/config.ts'
 import { registerDaemon } from './commands/daemon.ts'
 import { registerDebug } from './commands/debug.ts'
@@ -75,6 +76,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerResolve(program, ctx)
   registerDebug(program, ctx)
   registerDemo(program, ctx)
+  registerCompletion(program, ctx)
 
   // Subcommands inherit the exit override and the output routing.
   const inherit = (cmd: Command): void => {

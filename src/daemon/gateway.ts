@@ -119,7 +119,17 @@ export async function startGateway(settings: GatewaySettings, deps: GatewayDeps)
           open: opener(kind, settings, deps),
           // The handshake cannot be read twice; the wait for the peer is the session's own.
           retry: { attempts: 1 },
-          ...proxyCounting(counts, () => 'gateway', deps.observer),
+          ...proxyCounting(
+            counts,
+            {
+              rt: deps.rt,
+              proxy: `gateway-${kind}`,
+              service: () => 'gateway',
+              local: () =>
+                `${kind === 'socks' ? 'socks5' : 'http-connect'} ${formatHostPort(at.host, at.port)}`,
+            },
+            deps.observer,
+          ),
         })
       }
     }

@@ -8,6 +8,7 @@
 import { libp2pMetricsInto, type NodeMetrics, setCounter } from '../metrics/index.ts'
 import { type NodeRuntime, startNodeRuntime } from '../p2p/runtime.ts'
 import type { SessionCounts } from '../pipe/session.ts'
+import { sumBy } from '../proxy/connections.ts'
 import type { Component } from '../util/components.ts'
 import type { DaemonComponents } from './run.ts'
 
@@ -78,12 +79,30 @@ export function refreshNodeMetrics(metrics: NodeMetrics, rt: NodeRuntime): void 
   }
   setCounter(metrics.timeToDirectSum, c.timeToDirectSumMs / 1000)
   setCounter(metrics.timeToDirectCount, c.timeToDirectCount)
+  refreshByteMetrics(metrics, rt)
   for (const [side, counts] of Object.entries(sessionCounts(rt))) {
     metrics.sessions.set({ side, state: 'attached' }, counts.open - counts.waiting)
     metrics.sessions.set({ side, state: 'waiting' }, counts.waiting)
     for (const event of ['resumed', 'moved', 'expired'] as const) {
       setCounter(metrics.sessionEvents, counts[event], { side, event })
     }
+  }
+}
+
+/**
+ * The bytes of proxied connections, from the node's table of them (src/proxy/connections.ts):
+ * pipe() counts each connection's bytes there, and nothing on the data path counts them again.
+ */
+function refreshByteMetrics(metrics: NodeMetrics, rt: NodeRuntime): void {
+  const totals = rt.connections.totals()
+  for (const t of totals) {
+    const labels = { peer: t.peerId, service: t.service, side: t.side }
+    setCounter(metrics.peerBytes, t.bytesIn, { ...labels, direction: 'in' })
+    setCounter(metrics.peerBytes, t.bytesOut, { ...labels, direction: 'out' })
+  }
+  for (const { of, bytesIn, bytesOut } of sumBy(totals, (t) => t.service)) {
+    setCounter(metrics.proxyBytes, bytesIn, { service: of.service, direction: 'in' })
+    setCounter(metrics.proxyBytes, bytesOut, { service: of.service, direction: 'out' })
   }
 }
 

@@ -24,11 +24,11 @@ import {
 import { formatError } from '../errors.ts'
 import { ListenError, OpenError } from '../pipe/errors.ts'
 import { type Listener, startListener } from '../pipe/listener.ts'
-import { type HostPort, parseHostPort } from '../util/address.ts'
+import { formatHostPort, type HostPort, parseHostPort } from '../util/address.ts'
 import type { Component } from '../util/components.ts'
 import { listenFailure, probeListen } from '../util/port.ts'
 import { backoffDelayMs } from '../util/retry.ts'
-import { proxyCounting } from './proxies.ts'
+import { proxyBytes, proxyCounting } from './proxies.ts'
 import type { DaemonComponents } from './run.ts'
 
 /** First delay before a proxy whose port could not be bound tries again; it doubles up to the next. */
@@ -275,8 +275,10 @@ export class PersistentProxies implements Component {
   async #startListener(entry: Entry, at: HostPort): Promise<Listener> {
     const { runtime: rt, log, observer } = this.#components
     const { counts } = entry
+    // Where the record of a connection says it came in; the port once bound (0 picks one).
+    let local = formatHostPort(at.host, at.port)
     try {
-      return await startListener({
+      const listener = await startListener({
         host: at.host,
         port: at.port,
         log: log.child(`proxy.${entry.info.name}`),
@@ -289,7 +291,12 @@ export class PersistentProxies implements Component {
         retry: { attempts: 1 },
         ...proxyCounting(
           counts,
-          () => entry.info.service,
+          {
+            rt,
+            proxy: entry.info.name,
+            service: () => entry.info.service,
+            local: () => local,
+          },
           observer,
           (error) => {
             counts.failedConnections++
@@ -300,6 +307,8 @@ export class PersistentProxies implements Component {
           },
         ),
       })
+      local = formatHostPort(listener.address.host, listener.address.port)
+      return listener
     } catch (err) {
       const cause = err instanceof ListenError ? (err.cause as NodeJS.ErrnoException | undefined) : undefined
       throw cause?.code === undefined ? err : listenFailure(at, cause)
@@ -328,6 +337,7 @@ export class PersistentProxies implements Component {
       since: e.since.toISOString(),
       activeConnections: e.listener?.connections ?? 0,
       ...e.counts,
+      ...proxyBytes(e.counts, rt, e.info.name),
     }
   }
 }

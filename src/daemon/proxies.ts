@@ -22,32 +22,43 @@ import { Channel } from '../util/channel.ts'
 const HOLD_BACKLOG = 256
 
 /**
- * A proxy listener's hooks: its connections and bytes counted in `counts` and reported to
- * `observer` under `service()` as it is at each; a connection that could not be opened goes to
- * `onFailed`.
+ * A proxy listener's hooks: its connections counted in `counts` (the bytes of those that ended;
+ * the open ones' are in `rt.connections`, under `proxy`) and reported to `observer` under
+ * `service()` as it is at each; each connection recorded in `rt.connections` as accepted on
+ * `local()` by `proxy`; a connection that could not be opened goes to `onFailed`.
  */
 export function proxyCounting(
   counts: { totalConnections: number; bytesIn: number; bytesOut: number },
-  service: () => string,
+  where: { rt: NodeRuntime; proxy: string; service: () => string; local: () => string },
   observer: Observer,
   onFailed: (error: Error) => void = () => {},
-): Pick<ListenerInit, 'onConnection' | 'onBytes'> {
+): Pick<ListenerInit, 'onConnection' | 'track'> {
+  const { rt, proxy, service, local } = where
   return {
     onConnection: (e) => {
       if (e.type === 'opened') {
         counts.totalConnections++
         observer.proxyOpened(service(), 'outbound')
       } else if (e.type === 'closed') {
+        counts.bytesIn += e.result.bytesIn
+        counts.bytesOut += e.result.bytesOut
         observer.proxyClosed(service(), 'outbound')
       } else {
         onFailed(e.error)
       }
     },
-    onBytes: (direction, n) => {
-      counts[direction === 'in' ? 'bytesIn' : 'bytesOut'] += n
-      observer.proxyBytes(service(), direction, n)
-    },
+    track: (far) => rt.trackOutbound(far, local(), proxy),
   }
+}
+
+/** A listener's byte counts: those of its connections that ended, and those of its open ones now. */
+export function proxyBytes(
+  counts: { bytesIn: number; bytesOut: number },
+  rt: NodeRuntime,
+  proxy: string,
+): { bytesIn: number; bytesOut: number } {
+  const open = rt.connections.openBytesOf(proxy)
+  return { bytesIn: counts.bytesIn + open.bytesIn, bytesOut: counts.bytesOut + open.bytesOut }
 }
 
 interface Entry {
@@ -138,7 +149,12 @@ export class ProxyManager {
       log: this.#log.child(`proxy.${id}`),
       open: how.open,
       ...(how.retry === undefined ? {} : { retry: how.retry }),
-      ...proxyCounting(state, () => req.service, this.#observer, how.onFailed),
+      ...proxyCounting(
+        state,
+        { rt: this.#rt, proxy: id, service: () => req.service, local: () => state.listen },
+        this.#observer,
+        how.onFailed,
+      ),
     })
     const a = listener.address
     state.listen = formatHostPort(a.host, a.port)
@@ -165,6 +181,10 @@ export class ProxyManager {
   }
 
   #describe(e: Entry): ProxyState {
-    return { ...e.state, activeConnections: e.listener.connections }
+    return {
+      ...e.state,
+      activeConnections: e.listener.connections,
+      ...proxyBytes(e.state, this.#rt, e.state.id),
+    }
   }
 }

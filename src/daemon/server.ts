@@ -12,6 +12,7 @@ import { once } from 'node:events'
 import type * as http from 'node:http'
 import type { Duplex } from 'node:stream'
 import {
+  connectionsText,
   DIAL_PROTOCOL,
   pathsText,
   peersText,
@@ -54,6 +55,7 @@ const TEXT: Partial<Record<RouteName, (data: never) => string>> = {
   services: servicesText,
   connectList: proxiesText,
   traceroute: tracerouteText,
+  connections: connectionsText,
 }
 
 /** A request's input: its body, the query keys the route takes, and its path parameters, checked. */
@@ -146,10 +148,12 @@ function dialRoute(ctx: DaemonContext, dial: Handlers['dial']): UpgradeRoute {
       )
       // Framed (src/pipe/framed.ts): a Unix socket cannot tell a reset from a clean end.
       ctx.observer.proxyOpened(service, 'outbound')
+      const tracked = ctx.rt.trackOutbound(end, 'stdio')
       const result = await pipe(framedEnd(socket, head), end, {
         log: ctx.log.child('dial'),
-        onBytes: (d, n) => ctx.observer.proxyBytes(service, d, n),
+        ...(tracked === undefined ? {} : { meter: tracked }),
       }).finally(() => ctx.observer.proxyClosed(service, 'outbound'))
+      tracked?.done(result)
       ctx.log.debug('dial stream closed', {
         peer,
         service,

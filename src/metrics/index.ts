@@ -51,6 +51,11 @@ export function createNodeMetrics() {
       'Bytes moved by proxied connections; direction in = from the peer, out = to the peer',
       ['direction', 'service'],
     ),
+    peerBytes: counter(
+      'peerup_proxy_peer_bytes_total',
+      'Bytes moved by proxied connections by peer, service and side; direction in = from the peer, out = to the peer',
+      ['peer', 'service', 'side', 'direction'],
+    ),
     proxyConnections: counter(
       'peerup_proxy_connections_total',
       'Proxied connections opened; side inbound = a peer used our service, outbound = we used a peer’s',

@@ -62,9 +62,6 @@ export function createObserver(parts: {
     proxyClosed: (service: string, side: ProxySide) => {
       node?.proxyActive.dec({ service, side })
     },
-    proxyBytes: (service: string, direction: 'in' | 'out', n: number) => {
-      node?.proxyBytes.inc({ service, direction }, n)
-    },
     apiAccess: (method: string, path: string, status: number, durationMs: number) => {
       node?.daemonRequests.inc({ method, path, status: String(status) })
       audit?.write({ event: 'api_access', method, path, status, duration_ms: Math.round(durationMs) })

@@ -38,6 +38,14 @@ export function classifyConnection(conn: Connection): PathInfo {
 
 export { describePath, shortId } from '../api/text.ts'
 
+/** The path of the connection `connection()` gives at each call; undefined while there is none. */
+export function pathOver(connection: () => Connection | undefined): () => PathInfo | undefined {
+  return () => {
+    const c = connection()
+    return c === undefined ? undefined : classifyConnection(c)
+  }
+}
+
 /** Whether two paths are the same for people: same type, transport, relay and limit. */
 export function samePath(a: PathInfo | undefined, b: PathInfo | undefined): boolean {
   if (a === undefined || b === undefined) {

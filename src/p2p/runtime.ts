@@ -15,6 +15,9 @@ import type { NodeConfig } from '../config/schema.ts'
 import { type Env, readEnv } from '../env.ts'
 import type { Logger } from '../log/index.ts'
 import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
+import type { ByteEnd } from '../pipe/end.ts'
+import type { Tracked } from '../pipe/pipe.ts'
+import { ProxiedConnections } from '../proxy/connections.ts'
 import { SERVICE_DIAL_OPTIONS } from '../proxy/constants.ts'
 import { ServiceRegistry } from '../proxy/registry.ts'
 import { SessionService } from '../proxy/sessions.ts'
@@ -23,7 +26,7 @@ import { withRetry } from '../util/retry.ts'
 import { noSuchService, PeerRefusedError, ServiceRefusedError } from './errors.ts'
 import { pingConnection, severConnection } from './liveness.ts'
 import { createPeerupNode, iceServersFor, type PeerupLibp2p, type PeerupNodeOptions } from './node.ts'
-import { classifyConnection, describePath, type PathInfo } from './path.ts'
+import { classifyConnection, describePath, type PathInfo, pathOver } from './path.ts'
 import { PathTracker } from './paths.ts'
 import { TcpPuncher } from './punch.ts'
 import { type Reached, reachPeer } from './reach.ts'
@@ -178,6 +181,8 @@ class Runtime implements Component {
   readonly puncher: TcpPuncher
   /** The sessions this node accepted for its services (absent on a node that offers none). */
   readonly acceptedSessions: SessionService | undefined
+  /** Every proxied connection open now, the last ones that ended, and the bytes of all (`daemon connections`). */
+  readonly connections = new ProxiedConnections()
   readonly #log: Logger
   readonly #observer: Observer
   readonly #admission: JoinerAdmission
@@ -214,7 +219,15 @@ class Runtime implements Component {
         }
       },
       // Seen from the peer using the service: what it sends comes in.
-      onBytes: (service, direction, n) => observer.proxyBytes(service, direction, n),
+      track: ({ service, peer, route }) =>
+        this.connections.open({
+          side: 'inbound',
+          peerId: peer,
+          service: service.name,
+          local: service.localAddress,
+          resumable: route.resumable,
+          path: pathOver(route.connection),
+        }),
     })
     this.paths = new PathTracker({ node })
     // A one-shot client needs no reservation: its dials to circuit addresses reach the relay themselves.
@@ -257,6 +270,8 @@ class Runtime implements Component {
     }
     // Stopped in reverse: the services' sessions are reset just before the node stops.
     this.#components = [
+      // Stops last: its rate sampler runs while connections do.
+      this.connections,
       authorized,
       node,
       new OfferedServices(components, { exposeConfig: options.exposeServices }),
@@ -293,6 +308,26 @@ class Runtime implements Component {
       component: componentName(component),
       error: err as Error,
     })
+  }
+
+  /**
+   * A record, in {@link Runtime.connections}, of an outbound connection whose far end `far` this
+   * node opened (`openSession`), joined on this machine to `local` (a listener's address, `stdio`)
+   * and accepted by `proxy`, when a proxy did; undefined for an end it did not open.
+   */
+  trackOutbound(far: ByteEnd, local: string, proxy?: string): Tracked | undefined {
+    const route = this.sessions.routeOf(far)
+    return route === undefined
+      ? undefined
+      : this.connections.open({
+          side: 'outbound',
+          peerId: route.peerId,
+          service: route.service,
+          local,
+          proxy,
+          resumable: route.resumable,
+          path: pathOver(route.connection),
+        })
   }
 
   /**

@@ -81,6 +81,15 @@ export interface Opened {
   session?: Session
 }
 
+/** Where an end this node opened goes, and over what. */
+export interface OpenedRoute {
+  peerId: string
+  service: string
+  resumable: boolean
+  /** The connection it runs over now; undefined while a session waits for its link. */
+  connection: () => Connection | undefined
+}
+
 /** Opens sessions, and moves them to a better path when one appears. */
 export class SessionOpener implements Component {
   readonly #components: SessionOpenerComponents
@@ -89,6 +98,8 @@ export class SessionOpener implements Component {
   readonly #live = new Map<string, Set<Session>>()
   /** The connection each link runs over. */
   readonly #connectionOf = new WeakMap<Link, Connection>()
+  /** Where each end this opener opened goes (`daemon connections` shows it). */
+  readonly #routes = new WeakMap<ByteEnd, OpenedRoute>()
   readonly #tally = new SessionTally()
   /** A direct path appeared: the sessions on a relayed connection move to it. */
   readonly #onPath = (evt: CustomEvent<PathChange>): void => {
@@ -127,6 +138,11 @@ export class SessionOpener implements Component {
     return connection === undefined ? undefined : classifyConnection(connection)
   }
 
+  /** Where `end` goes, when this opener opened it. */
+  routeOf(end: ByteEnd): OpenedRoute | undefined {
+    return this.#routes.get(end)
+  }
+
   /** Opens a session to `service` on `peerId` over `reached`'s connection. */
   async open(peerId: string, service: string, reached: Reached, signal?: AbortSignal): Promise<Opened> {
     const connection = reached.connection
@@ -138,7 +154,9 @@ export class SessionOpener implements Component {
       ...(signal === undefined ? {} : { signal }),
     })
     if (stream.protocol !== SESSION_PROTOCOL) {
-      return { end: serviceStreamEnd(stream), path }
+      const end = serviceStreamEnd(stream)
+      this.#routes.set(end, { peerId, service, resumable: false, connection: () => connection })
+      return { end, path }
     }
     const id = newSessionId()
     const link = this.#link(stream, connection)
@@ -157,6 +175,12 @@ export class SessionOpener implements Component {
       throw err
     }
     const session = this.#session(peerId, service, id)
+    this.#routes.set(session, {
+      peerId,
+      service,
+      resumable: true,
+      connection: () => (session.link === undefined ? undefined : this.#connectionOf.get(session.link)),
+    })
     session.attach(link, theirs)
     if (path.type !== 'DIRECT') {
       // A direct connection may have come while the handshake ran, its 'path' event before this.

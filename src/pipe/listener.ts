@@ -14,7 +14,7 @@ import { type RetryOptions, withRetry } from '../util/retry.ts'
 import type { ByteEnd } from './end.ts'
 import { ClientToldError, ListenError, ListenerClosedError, LocalClosedError, OpenError } from './errors.ts'
 import { endAfterAnswer, resetSocket, socketEnd } from './node.ts'
-import { type Direction, type PipeResult, pipe } from './pipe.ts'
+import { type Direction, type PipeResult, pipe, type Tracked } from './pipe.ts'
 
 /**
  * Attempts to open a service stream for one accepted local connection before its client is reset,
@@ -49,6 +49,11 @@ export interface ListenerInit {
   onConnection?: (event: ListenerEvent) => void
   /** Byte counters (`in`: from the far end to the client). Must not throw. */
   onBytes?: (direction: Direction, n: number) => void
+  /**
+   * A record of each connection whose far end opened (who sees it: `peerup daemon connections`),
+   * into which its bytes are counted. Must not throw.
+   */
+  track?: (far: ByteEnd) => Tracked | undefined
 }
 
 export interface Listener {
@@ -174,12 +179,15 @@ async function serve(init: ListenerInit, socket: net.Socket, signal: AbortSignal
   const started = Date.now()
   log.debug('proxied connection opened', { client })
   init.onConnection?.({ type: 'opened' })
+  const tracked = init.track?.(far)
   // pipe() takes over the socket's error and close handling; aborting `signal` resets both ends.
   const result = await pipe(socketEnd(socket), far, {
     log,
     signal,
     ...(init.onBytes === undefined ? {} : { onBytes: init.onBytes }),
+    ...(tracked === undefined ? {} : { meter: tracked }),
   })
+  tracked?.done(result)
   const durationMs = Date.now() - started
   log.debug('proxied connection closed', {
     client,

@@ -15,6 +15,18 @@ import type { ByteEnd, Chunk, EndEvents } from './end.ts'
  */
 export type Direction = 'in' | 'out'
 
+/**
+ * The byte counts of one piped connection, kept up to date in place as each chunk moves. Whoever
+ * shows a live connection's bytes (`peerup daemon connections`, `/metrics`) reads them here: the
+ * count pipe() keeps anyway, so the data path counts each chunk once and allocates nothing for it.
+ */
+export interface Meter {
+  /** Bytes received from the remote end and written to the local one. */
+  bytesIn: number
+  /** Bytes read from the local end and sent to the remote one. */
+  bytesOut: number
+}
+
 export interface PipeOptions {
   /** Where a reset is logged (debug level; callers log the outcome). */
   log?: Logger
@@ -22,6 +34,14 @@ export interface PipeOptions {
   signal?: AbortSignal
   /** Called for every chunk moved, for byte counters. Must not throw. */
   onBytes?: (direction: Direction, n: number) => void
+  /** Where to count the bytes moved (a fresh one: pipe() adds to it); one of its own otherwise. */
+  meter?: Meter
+}
+
+/** A connection someone keeps a record of: its counters, for pipe(), and what to call when it is over. */
+export interface Tracked extends Meter {
+  /** Called once, with how the connection ended. Must not throw. */
+  done(result: PipeResult): void
 }
 
 /** How a piped connection ended. */
@@ -38,7 +58,7 @@ export interface PipeResult {
 /** Moves bytes between `local` and `remote` until both directions are done; never rejects. */
 export function pipe(local: ByteEnd, remote: ByteEnd, options: PipeOptions = {}): Promise<PipeResult> {
   const { promise, resolve } = Promise.withResolvers<PipeResult>()
-  const counts = { in: 0, out: 0 }
+  const counts: Meter = options.meter ?? { bytesIn: 0, bytesOut: 0 }
   let settled = false
 
   const settle = (error?: Error): void => {
@@ -49,7 +69,7 @@ export function pipe(local: ByteEnd, remote: ByteEnd, options: PipeOptions = {})
     options.signal?.removeEventListener('abort', onAbort)
     local.detach()
     remote.detach()
-    const result = { bytesIn: counts.in, bytesOut: counts.out }
+    const result = { bytesIn: counts.bytesIn, bytesOut: counts.bytesOut }
     resolve(error === undefined ? { ...result, reset: false } : { ...result, reset: true, error })
   }
 
@@ -57,27 +77,34 @@ export function pipe(local: ByteEnd, remote: ByteEnd, options: PipeOptions = {})
     if (settled) {
       return
     }
-    options.log?.debug('connection reset', { error: err, bytes_in: counts.in, bytes_out: counts.out })
+    options.log?.debug('connection reset', {
+      error: err,
+      bytes_in: counts.bytesIn,
+      bytes_out: counts.bytesOut,
+    })
     remote.reset(err)
     local.reset(err)
     settle(err)
   }
 
-  const forward = (to: ByteEnd, from: ByteEnd, direction: Direction) => (chunk: Chunk) => {
-    if (settled) {
-      return
-    }
-    counts[direction] += chunk.byteLength
-    options.onBytes?.(direction, chunk.byteLength)
-    let more: boolean
-    try {
-      more = to.write(chunk)
-    } catch (err) {
-      fail(err instanceof Error ? err : new Error(String(err)))
-      return
-    }
-    if (!more) {
-      from.pause()
+  const forward = (to: ByteEnd, from: ByteEnd, direction: Direction) => {
+    const counter = direction === 'in' ? 'bytesIn' : 'bytesOut'
+    return (chunk: Chunk) => {
+      if (settled) {
+        return
+      }
+      counts[counter] += chunk.byteLength
+      options.onBytes?.(direction, chunk.byteLength)
+      let more: boolean
+      try {
+        more = to.write(chunk)
+      } catch (err) {
+        fail(err instanceof Error ? err : new Error(String(err)))
+        return
+      }
+      if (!more) {
+        from.pause()
+      }
     }
   }
 

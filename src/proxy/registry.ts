@@ -9,12 +9,12 @@
 import type { Libp2p } from '@libp2p/interface'
 import { ConflictError, NotFoundError } from '../errors.ts'
 import type { Logger } from '../log/index.ts'
-import type { Direction } from '../pipe/pipe.ts'
+import type { Direction, Tracked } from '../pipe/pipe.ts'
 import { flowControlledProtocol } from '../pipe/stream.ts'
 import { parseHostPort } from '../util/address.ts'
 import { SERVICE_HANDLE_OPTIONS } from './constants.ts'
 import { ProxyError } from './errors.ts'
-import { createServiceHandler, type ServiceEvent, type ServiceHandler } from './service.ts'
+import { createServiceHandler, type InboundRoute, type ServiceEvent, type ServiceHandler } from './service.ts'
 
 export function serviceProtocolFor(name: string): string {
   return `/peerup/${name}/1.0.0`
@@ -45,6 +45,8 @@ export interface ServiceRegistryInit {
   isAuthorized?: (peerId: string) => boolean
   onConnection?: (event: ServiceEvent) => void
   onBytes?: (service: string, direction: Direction, n: number) => void
+  /** A record of each connection to a service, into which its bytes are counted. Must not throw. */
+  track?: (connection: { service: ServiceSpec; peer: string; route: InboundRoute }) => Tracked | undefined
 }
 
 export class ServiceRegistry {
@@ -80,6 +82,7 @@ export class ServiceRegistry {
       ...(this.#init.onBytes === undefined
         ? {}
         : { onBytes: (d: Direction, n: number) => this.#init.onBytes?.(spec.name, d, n) }),
+      track: (peer, route) => this.#init.track?.({ service: spec, peer, route }),
     })
     this.#services.set(spec.name, { spec, handler, allows })
     try {

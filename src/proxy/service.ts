@@ -12,7 +12,7 @@ import type { Logger } from '../log/index.ts'
 import type { ByteEnd } from '../pipe/end.ts'
 import { TransferInterruptedError } from '../pipe/errors.ts'
 import { socketEnd } from '../pipe/node.ts'
-import { type Direction, type PipeResult, pipe } from '../pipe/pipe.ts'
+import { type Direction, type PipeResult, pipe, type Tracked } from '../pipe/pipe.ts'
 import { serviceStreamEnd } from '../pipe/stream.ts'
 import { formatHostPort, type HostPort, parseHostPort } from '../util/address.ts'
 import { DEFAULT_LOCAL_DIAL_TIMEOUT_MS } from './constants.ts'
@@ -24,6 +24,14 @@ export type ServiceEvent =
   | { type: 'dial-failed'; service: string; peer: string; error: Error }
   | { type: 'opened'; service: string; peer: string }
   | { type: 'closed'; service: string; peer: string; result: PipeResult; durationMs: number }
+
+/** How an inbound connection's bytes reach the peer, for its record (`peerup daemon connections`). */
+export interface InboundRoute {
+  /** The libp2p connection it runs over now; undefined while a session waits for its link. */
+  connection: () => Connection | undefined
+  /** A resumable session, not a plain stream. */
+  resumable: boolean
+}
 
 export interface ServiceHandlerInit {
   /** The service name from the config (`ssh`). */
@@ -39,6 +47,8 @@ export interface ServiceHandlerInit {
   onConnection?: (event: ServiceEvent) => void
   /** Byte counters (`in`: from the peer to the local service). Must not throw. */
   onBytes?: (direction: Direction, n: number) => void
+  /** A record of each connection, into which pipe() counts its bytes. Must not throw. */
+  track?: (peer: string, route: InboundRoute) => Tracked | undefined
 }
 
 /** A service's stream handler, plus what the daemon needs to stop it in order. */
@@ -47,12 +57,13 @@ export interface ServiceHandler extends StreamHandler {
   readonly connections: number
   /**
    * A connection for `peer`: the peer checked against the service's ACL, then the local address
-   * dialled (on `port` instead of its own, for a service with `ports:`); rejects with what refused it (the caller says so to the peer). `gone` aborts the dial
+   * dialled (on `port` instead of its own, for a service with `ports:`); rejects with what refused
+   * it (the caller says so to the peer). `gone` aborts the dial
    * when the peer gives up first.
    */
   accept(peer: string, gone: AbortSignal, port?: number): Promise<net.Socket>
-  /** Pipes `far` (a stream, a resumable session) to an accepted local connection until both are done. */
-  run(peer: string, socket: net.Socket, far: ByteEnd): Promise<void>
+  /** Pipes `far` (a stream, a resumable session, going over `route`) to an accepted local connection until both are done. */
+  run(peer: string, socket: net.Socket, far: ByteEnd, route: InboundRoute): Promise<void>
   /**
    * Resets every connection and refuses new ones. Call it before stopping libp2p or unhandling the
    * protocol, so clients see resets rather than whatever the connection teardown looks like.
@@ -102,15 +113,18 @@ export function createServiceHandler(init: ServiceHandlerInit): ServiceHandler {
     }
   }
 
-  const run = async (peer: string, socket: net.Socket, far: ByteEnd): Promise<void> => {
+  const run = async (peer: string, socket: net.Socket, far: ByteEnd, route: InboundRoute): Promise<void> => {
     const started = Date.now()
     log.info('service connection opened', { service, peer })
     onConnection?.({ type: 'opened', service, peer })
+    const tracked = init.track?.(peer, route)
     const result = await pipe(socketEnd(socket), far, {
       log,
       signal: closing.signal,
       ...(init.onBytes === undefined ? {} : { onBytes: init.onBytes }),
+      ...(tracked === undefined ? {} : { meter: tracked }),
     })
+    tracked?.done(result)
     const durationMs = Date.now() - started
     log.info('service connection closed', {
       service,
@@ -144,7 +158,10 @@ export function createServiceHandler(init: ServiceHandlerInit): ServiceHandler {
       stream.abort(err instanceof Error ? err : new Error(String(err)))
       return
     }
-    await run(connection.remotePeer.toString(), socket, serviceStreamEnd(stream))
+    await run(connection.remotePeer.toString(), socket, serviceStreamEnd(stream), {
+      connection: () => connection,
+      resumable: false,
+    })
   }
 
   // Connections are tracked until they are over, so that close() can wait for them.
@@ -168,7 +185,10 @@ export function createServiceHandler(init: ServiceHandlerInit): ServiceHandler {
   return Object.defineProperties(handler, {
     connections: { get: () => active.size },
     accept: { value: accept },
-    run: { value: (peer: string, socket: net.Socket, far: ByteEnd) => track(run(peer, socket, far)) },
+    run: {
+      value: (peer: string, socket: net.Socket, far: ByteEnd, route: InboundRoute) =>
+        track(run(peer, socket, far, route)),
+    },
     close: {
       value: async (): Promise<void> => {
         closing.abort(new ServiceClosedError(service))

@@ -47,6 +47,8 @@ export class SessionService implements Component {
   readonly #init: SessionServiceInit
   readonly #sessions = new Map<string, { session: Session; peer: string }>()
   readonly #tally = new SessionTally()
+  /** The connection each link runs over, for the path a session's bytes take. */
+  readonly #connectionOf = new WeakMap<Link, Connection>()
 
   constructor(components: SessionServiceComponents, init: SessionServiceInit = {}) {
     this.#components = components
@@ -96,6 +98,7 @@ export class SessionService implements Component {
         this.#init.sever === undefined ? connection.abort(err) : this.#init.sever(connection, err),
       ...(probe === undefined ? {} : { probe: (signal: AbortSignal) => probe(connection, signal) }),
     })
+    this.#connectionOf.set(link, connection)
     link.listen({
       frame: (frame) => {
         link.hold()
@@ -168,6 +171,9 @@ export class SessionService implements Component {
     this.#sessions.set(id, { session, peer: link.peer })
     link.send(attachFrame({ id: attach.id, resume: false, received: 0, service: '' }))
     session.attach(link, attach.received)
-    await handler.run(link.peer, socket, session)
+    await handler.run(link.peer, socket, session, {
+      connection: () => (session.link === undefined ? undefined : this.#connectionOf.get(session.link)),
+      resumable: true,
+    })
   }
 }

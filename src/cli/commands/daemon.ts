@@ -23,6 +23,7 @@ import { loadDaemon } from '../lazy.ts'
 import { daemonClient, loadNode, nodeConfigFile } from '../load.ts'
 import { type CliCommand, numberFlag } from '../options.ts'
 import { emit, logToStderr } from '../output.ts'
+import { registerDaemonConnections } from './connections.ts'
 
 /** A client of the daemon serving this invocation's config. */
 async function client(ctx: CliContext, opts: GlobalOptions): Promise<LocalClient> {
@@ -137,5 +138,6 @@ export function registerDaemon(program: CliCommand, ctx: CliContext): void {
   const daemon = program.command('daemon').description('the long-running agent, and talking to it')
   registerDaemonRun(daemon, ctx)
   registerDaemonQueries(daemon, ctx)
+  registerDaemonConnections(daemon, ctx)
   registerDaemonActions(daemon, ctx)
 }

@@ -6,6 +6,7 @@
  */
 
 import { authHandlers } from './auth.ts'
+import { connectionHandlers } from './connections.ts'
 import type { DaemonContext, Handlers } from './context.ts'
 import { diagnosticHandlers } from './diagnostics.ts'
 import { peerHandlers } from './peers.ts'
@@ -20,6 +21,7 @@ export function handlersFor(ctx: DaemonContext): Handlers {
   return {
     ...statusHandlers(ctx),
     ...peerHandlers(ctx),
+    ...connectionHandlers(ctx),
     ...authHandlers(ctx),
     ...diagnosticHandlers(ctx),
     ...proxyHandlers(ctx),

@@ -8,7 +8,6 @@
 import assert from 'node:assert/strict'
 import { writeSync } from 'node:fs'
 import * as fs from 'node:fs/promises'
-import * as http from 'node:http'
 import * as net from 'node:net'
 import * as path from 'node:path'
 import { PassThrough } from 'node:stream'
@@ -30,38 +29,12 @@ import type { RelayHandle } from '../../../src/relay/server.ts'
 import { tempDir } from '../../helpers/cli.ts'
 import { startTestDaemon, type TestDaemon } from '../../helpers/daemon.ts'
 import { createTestNode, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
+import { sample, scrape } from '../../helpers/metrics.ts'
 
 const logs: string[] = []
 configureLogging({ level: 'debug', format: 'json', write: (line) => logs.push(line) })
 
 const MiB = 1024 * 1024
-
-function scrape(address: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http
-      .get(`http://${address}/metrics`, (res) => {
-        let body = ''
-        res.setEncoding('utf8').on('data', (d: string) => {
-          body += d
-        })
-        res.once('end', () => resolve(body))
-      })
-      .once('error', reject)
-  })
-}
-
-/** The value of one sample, e.g. `peerup_proxy_bytes_total{direction="in",service="echo"}`. */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) {
-      continue
-    }
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) {
-      return Number(line.slice(line.lastIndexOf(' ') + 1))
-    }
-  }
-  return undefined
-}
 
 async function auditLines(file: string): Promise<Array<Record<string, unknown>>> {
   const text = await fs.readFile(file, 'utf8').catch(() => '')
