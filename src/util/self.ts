@@ -33,8 +33,8 @@ export function runAgainInPlace(env: NodeJS.ProcessEnv = process.env): never {
  * environment says otherwise. glibc gives every thread that allocates (V8's GC and libuv's
  * workers do) an arena of its own, up to 8 per core, and keeps what was freed in each: relaying
  * 1 GiB twice left the relay at 171.6 MB with the default and 154.5 MB with two
- * (docs/decisions/0011-malloc-arenas.md). The systemd unit and the Docker image set it too; this covers a relay or a
- * daemon started by hand.
+ * (docs/decisions/0011-malloc-arenas.md). The systemd unit and the Docker image set it too;
+ * this covers a relay or a daemon started by hand.
  */
 export const MALLOC_ARENAS = '2'
 
