@@ -38,6 +38,12 @@ export interface Env {
    * and the benchmark keep measuring the fallback (docs/decisions/0007-direct-path-transport.md).
    */
   punch: boolean
+  /**
+   * `PEERUP_BULK=off` (internal, undocumented for users): sessions this node opens stay on their
+   * libp2p stream however much they carry, never moving to a bulk link of their own
+   * (src/p2p/bulk.ts) — the benchmark's baseline for what bulk links gain.
+   */
+  bulk: boolean
 }
 
 /** Reads {@link Env} from a process environment (by default the real one). */
@@ -56,6 +62,7 @@ export function readEnv(vars: NodeJS.ProcessEnv = process.env): Env {
     watchdogUsec: watchdog(vars),
     sessions: vars.PEERUP_SESSIONS !== 'off',
     punch: vars.PEERUP_PUNCH !== 'off',
+    bulk: vars.PEERUP_BULK !== 'off',
   }
 }
 

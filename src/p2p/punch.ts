@@ -183,6 +183,8 @@ export class TcpPuncher {
   readonly #logger: ComponentLogger
   readonly #log: Logger
   readonly #allowed: (peer: string) => boolean
+  /** The connections punched here, as initiator or responder: a bulk link must punch too. */
+  readonly #punched = new WeakSet<Connection>()
   /** Our IP as each relay saw it (identify's observed address), by relay peer id. */
   readonly #observed = new Map<string, string>()
   #controller = new AbortController()
@@ -219,6 +221,11 @@ export class TcpPuncher {
     this.#running = true
   }
 
+  /** Whether `connection` was punched by this node (as initiator or responder). */
+  punched(connection: Connection): boolean {
+    return this.#punched.has(connection)
+  }
+
   async stop(): Promise<void> {
     this.#running = false
     this.#controller.abort()
@@ -240,6 +247,7 @@ export class TcpPuncher {
     for (const lead of PUNCH_ROUNDS) {
       try {
         const conn = await this.#round(relayed, lead, all)
+        this.#punched.add(conn)
         this.#log.info('tcp punched', { peer: relayed.remotePeer.toString(), lead, failed: failures })
         return conn
       } catch (err) {
@@ -361,7 +369,7 @@ export class TcpPuncher {
         retryMs: PUNCH_RETRY_MS,
         signal: this.#controller.signal,
       })
-      await this.#upgrade(socket, 'inbound', theirs, peer, this.#controller.signal)
+      this.#punched.add(await this.#upgrade(socket, 'inbound', theirs, peer, this.#controller.signal))
       this.#log.debug('punched connection up', { peer: peer.toString() })
     } catch (err) {
       this.#log.info('punch failed', { peer: peer.toString(), error: err as Error })
@@ -543,22 +551,27 @@ export async function simultaneousOpen(
 }
 
 /** The IP of an `/ip4/…` or `/ip6/…` address. */
-function ipOf(addr: Multiaddr): string | undefined {
+export function ipOf(addr: Multiaddr): string | undefined {
   const first = addr.getComponents()[0]
   return (first?.name === 'ip4' || first?.name === 'ip6') && first.value !== undefined
     ? first.value
     : undefined
 }
 
-function encode(message: object): Uint8Array {
+/** A small JSON message as one frame (the punch's and the bulk link's exchanges). */
+export function encode(message: object): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(message))
 }
 
-function decode(bytes: Uint8Array): unknown {
+/** A frame {@link encode} made; `notJson` is thrown when it is not one. */
+export function decode(
+  bytes: Uint8Array,
+  notJson: () => Error = () => new PunchError('a punch frame is not JSON'),
+): unknown {
   try {
     return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes))
   } catch {
-    throw new PunchError('a punch frame is not JSON')
+    throw notJson()
   }
 }
 

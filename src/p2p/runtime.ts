@@ -23,6 +23,7 @@ import { ServiceRegistry } from '../proxy/registry.ts'
 import { SessionService } from '../proxy/sessions.ts'
 import { type Component, componentName, startAll, stopAll } from '../util/components.ts'
 import { withRetry } from '../util/retry.ts'
+import { BulkLinks } from './bulk.ts'
 import { noSuchService, PeerRefusedError, ServiceRefusedError } from './errors.ts'
 import { pingConnection, severConnection } from './liveness.ts'
 import { createPeerupNode, iceServersFor, type PeerupLibp2p, type PeerupNodeOptions } from './node.ts'
@@ -179,6 +180,8 @@ class Runtime implements Component {
   readonly sessions: SessionOpener
   /** Punches direct TCP connections over relayed ones (the direct-path upgrader uses it). */
   readonly puncher: TcpPuncher
+  /** Gives sessions with a bulk transfer a TLS connection of their own. */
+  readonly bulk: BulkLinks
   /** The sessions this node accepted for its services (absent on a node that offers none). */
   readonly acceptedSessions: SessionService | undefined
   /** Every proxied connection open now, the last ones that ended, and the bytes of all (`daemon connections`). */
@@ -236,10 +239,9 @@ class Runtime implements Component {
       { relays: this.#exposeServices ? config.relay.addresses : [] },
     )
     const graceMs = (): number => config.proxy.resume_grace
-    this.sessions = new SessionOpener(
-      { node, paths: this.paths, log, reach: (peerId, signal) => this.reach(peerId, signal) },
-      { graceMs, resumable: (options.env ?? readEnv()).sessions },
-    )
+    const env = options.env ?? readEnv()
+    const allowed = (peer: string): boolean =>
+      !config.security.enable_connection_gating || authorized.has(peer)
     this.acceptedSessions = options.exposeServices
       ? new SessionService(
           { node, services: this.services, log },
@@ -251,11 +253,28 @@ class Runtime implements Component {
         )
       : undefined
     // Handles punch requests on relayed connections and punches for the upgrader (src/p2p/punch.ts).
-    this.puncher = new TcpPuncher({
+    this.puncher = new TcpPuncher({ node, log: log.child('punch'), allowed })
+    const acceptedSessions = this.acceptedSessions
+    // Bulk transfers on direct TCP get a TLS connection of their own (src/p2p/bulk.ts).
+    this.bulk = new BulkLinks({
       node,
-      log: log.child('punch'),
-      allowed: (peer) => !config.security.enable_connection_gating || authorized.has(peer),
+      log: log.child('bulk'),
+      allowed,
+      punched: (connection) => this.puncher.punched(connection),
+      ...(acceptedSessions === undefined
+        ? {}
+        : { accept: (make, connection) => acceptedSessions.acceptLink(make, connection) }),
     })
+    this.sessions = new SessionOpener(
+      {
+        node,
+        paths: this.paths,
+        log,
+        reach: (peerId, signal) => this.reach(peerId, signal),
+        ...(env.bulk ? { bulk: this.bulk } : {}),
+      },
+      { graceMs, resumable: env.sessions },
+    )
     const components: RuntimeComponents = {
       node,
       config,
@@ -280,12 +299,13 @@ class Runtime implements Component {
       this.sessions,
       new PathLog(components),
       this.puncher,
+      this.bulk,
       new DirectUpgrader(
         {
           node,
           tracker: this.paths,
           log: log.child('direct'),
-          ...((options.env ?? readEnv()).punch ? { puncher: this.puncher } : {}),
+          ...(env.punch ? { puncher: this.puncher } : {}),
         },
         { webrtc: parts.webrtc },
       ),

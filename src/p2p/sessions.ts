@@ -25,6 +25,7 @@ import {
 import { flowControlledProtocol, serviceStreamEnd } from '../pipe/stream.ts'
 import { SERVICE_DIAL_OPTIONS } from '../proxy/constants.ts'
 import type { Component } from '../util/components.ts'
+import { BULK_AFTER_BYTES, type BulkLinks } from './bulk.ts'
 import { serviceProtocolId } from './constants.ts'
 import { noSuchService, PeerRefusedError, ServiceRefusedError } from './errors.ts'
 import { pingConnection, severConnection } from './liveness.ts'
@@ -61,6 +62,8 @@ export interface SessionOpenerComponents {
   log: Logger
   /** Reaches a peer (by id): a live connection, or a new one through the DHT or a relay. */
   reach: (peerId: string, signal?: AbortSignal) => Promise<Reached>
+  /** Gives a session with a bulk transfer a link of its own (src/p2p/bulk.ts); none without. */
+  bulk?: BulkLinks
 }
 
 export interface SessionOpenerInit {
@@ -98,6 +101,8 @@ export class SessionOpener implements Component {
   readonly #live = new Map<string, Set<Session>>()
   /** The connection each link runs over. */
   readonly #connectionOf = new WeakMap<Link, Connection>()
+  /** Sessions that reached {@link BULK_AFTER_BYTES} and have no bulk link yet. */
+  readonly #wantBulk = new WeakSet<Session>()
   /** Where each end this opener opened goes (`daemon connections` shows it). */
   readonly #routes = new WeakMap<ByteEnd, OpenedRoute>()
   readonly #tally = new SessionTally()
@@ -201,6 +206,9 @@ export class SessionOpener implements Component {
       reconnect: this.#reconnector(peerId),
       probe: (link, signal) => link.probe?.(signal) ?? Promise.resolve(),
       log: log.child('session'),
+      ...(this.#components.bulk === undefined
+        ? {}
+        : { volume: { bytes: BULK_AFTER_BYTES, reached: () => this.#wantsBulk(session) } }),
       ...this.#tally.watch({
         onLink: (attached, err) =>
           log.info(attached ? 'session attached' : 'session lost its link', {
@@ -294,5 +302,36 @@ export class SessionOpener implements Component {
     await session.moveTo(await this.#linkOver(connection, this.#timeout()), this.#timeout())
     this.#tally.moved++
     this.#components.log.info('session moved to a direct path', { session: session.name })
+    if (this.#wantBulk.has(session)) {
+      await this.#toBulk(session)
+    }
+  }
+
+  /** The session carries a bulk transfer: it gets a link of its own once it is on direct TCP. */
+  #wantsBulk(session: Session): void {
+    this.#wantBulk.add(session)
+    void this.#toBulk(session)
+  }
+
+  /** Moves the session onto a bulk link over the direct TCP connection it runs on, if it does. */
+  async #toBulk(session: Session): Promise<void> {
+    const { bulk, node, log } = this.#components
+    const link = session.link
+    const connection = link === undefined ? undefined : this.#connectionOf.get(link)
+    if (bulk === undefined || !session.attached || connection === undefined || !bulk.canCarry(connection)) {
+      return
+    }
+    this.#wantBulk.delete(session)
+    try {
+      const bulkLink = await bulk.open(connection, {
+        probe: (signal) => pingConnection(connection, signal).then(() => {}),
+        sever: (err) => severConnection(node, connection, err),
+      })
+      this.#connectionOf.set(bulkLink, connection)
+      await session.moveTo(bulkLink, this.#timeout())
+      log.info('session moved to a bulk link', { session: session.name })
+    } catch (err) {
+      log.info('session stays on its stream', { session: session.name, error: err as Error })
+    }
   }
 }

@@ -7,11 +7,14 @@
  * @packageDocumentation
  */
 
+import type { Duplex } from 'node:stream'
 import type { Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
+import type { Uint8ArrayList } from 'uint8arraylist'
 import type { Chunk } from './end.ts'
 import { FrameError } from './errors.ts'
 import { FRAME, type Frame, FrameParser, resetFrame } from './frames.ts'
 import { Listeners } from './listeners.ts'
+import { resetSocket, writeChunk } from './node.ts'
 
 /** The protocol of resumable sessions: one for every service, named in the first frame. */
 export const SESSION_PROTOCOL = '/peerup/session/1.0.0'
@@ -60,7 +63,7 @@ export function sendReset(link: Link, err: Error): Promise<void> {
   }
 }
 
-/** What a stream's link can do to the connection under it. */
+/** What a link can do to the connection under it. */
 export interface StreamLinkOptions {
   probe?: (signal: AbortSignal) => Promise<void>
   sever?: (err: Error) => void
@@ -71,9 +74,17 @@ export function streamLink(stream: Stream, peer: string, options: StreamLinkOpti
   return new StreamLink(stream, peer, options)
 }
 
-class StreamLink implements Link {
+/**
+ * A connected byte socket as a link: the TLS socket of a bulk link (src/p2p/bulk.ts), which carries
+ * one session's frames on a TCP connection of its own. `peer` must be who authenticated it.
+ */
+export function socketLink(socket: Duplex, peer: string, options: StreamLinkOptions = {}): Link {
+  return new SocketLink(socket, peer, options)
+}
+
+/** What every link does alike: parse frames, hold them until someone listens, report going once. */
+abstract class FramedLink implements Link {
   readonly peer: string
-  readonly #stream: Stream
   readonly #parser = new FrameParser(SESSION_MAX_FRAME_BYTES, [
     FRAME.DATA,
     FRAME.FIN,
@@ -81,35 +92,25 @@ class StreamLink implements Link {
     FRAME.ATTACH,
     FRAME.ACK,
   ])
-  readonly #listeners = new Listeners()
+  protected readonly listeners = new Listeners()
   readonly #held: Frame[] = []
-  #events: LinkEvents | undefined
+  protected events: LinkEvents | undefined
   #holding = true
-  #gone = false
+  protected gone = false
 
   readonly probe: ((signal: AbortSignal) => Promise<void>) | undefined
   readonly sever: ((err: Error) => void) | undefined
 
-  constructor(stream: Stream, peer: string, options: StreamLinkOptions) {
-    this.#stream = stream
+  constructor(peer: string, options: StreamLinkOptions) {
     this.peer = peer
     this.probe = options.probe
     this.sever = options.sever
-    this.#listeners
-      .listen(stream, 'message', (evt: StreamMessageEvent) => this.#onMessage(evt))
-      .listen(stream, 'drain', () => this.#events?.drain())
-      // The other side closing its half before the session is done is the link going away too.
-      .listen(stream, 'end', () => this.#goneWith(undefined))
-      .listen(stream, 'close', (evt: StreamCloseEvent) => this.#goneWith(evt.error))
-    if (stream.readStatus === 'paused') {
-      stream.resume()
-    }
   }
 
-  #onMessage(evt: StreamMessageEvent): void {
+  protected received(data: Uint8Array | Uint8ArrayList): void {
     let frames: Frame[]
     try {
-      frames = this.#parser.push(evt.data)
+      frames = this.#parser.push(data)
     } catch (err) {
       this.abort(err instanceof FrameError ? err : new FrameError('malformed session frame'))
       return
@@ -118,31 +119,31 @@ class StreamLink implements Link {
       if (this.#holding) {
         this.#held.push(frame)
       } else {
-        this.#events?.frame(frame)
+        this.events?.frame(frame)
       }
     }
   }
 
-  #goneWith(err: Error | undefined): void {
-    if (this.#gone) {
+  protected goneWith(err: Error | undefined): void {
+    if (this.gone) {
       return
     }
-    this.#gone = true
-    this.#listeners.removeAll()
-    this.#events?.gone(err)
+    this.gone = true
+    this.listeners.removeAll()
+    this.events?.gone(err)
   }
 
-  send(frames: Chunk): boolean {
-    return this.#stream.send(frames)
-  }
+  abstract send(frames: Chunk): boolean
+  abstract close(): Promise<void>
+  abstract abort(err: Error): void
 
   listen(events: LinkEvents, keepHolding = false): void {
-    this.#events = events
+    this.events = events
     this.#holding = keepHolding
     while (!this.#holding && this.#held.length > 0) {
       events.frame(this.#held.shift() as Frame)
     }
-    if (this.#gone) {
+    if (this.gone) {
       events.gone()
     }
   }
@@ -150,16 +151,83 @@ class StreamLink implements Link {
   hold(): void {
     this.#holding = true
   }
+}
+
+class StreamLink extends FramedLink {
+  readonly #stream: Stream
+
+  constructor(stream: Stream, peer: string, options: StreamLinkOptions) {
+    super(peer, options)
+    this.#stream = stream
+    this.listeners
+      .listen(stream, 'message', (evt: StreamMessageEvent) => this.received(evt.data))
+      .listen(stream, 'drain', () => this.events?.drain())
+      // The other side closing its half before the session is done is the link going away too.
+      .listen(stream, 'end', () => this.goneWith(undefined))
+      .listen(stream, 'close', (evt: StreamCloseEvent) => this.goneWith(evt.error))
+    if (stream.readStatus === 'paused') {
+      stream.resume()
+    }
+  }
+
+  send(frames: Chunk): boolean {
+    return this.#stream.send(frames)
+  }
 
   close(): Promise<void> {
-    this.#listeners.removeAll()
-    this.#gone = true
+    this.listeners.removeAll()
+    this.gone = true
     return this.#stream.close().catch((err: unknown) => this.#stream.abort(err as Error))
   }
 
   abort(err: Error): void {
     // Reported first: aborting the stream emits its own 'end' and 'close' at once.
-    this.#goneWith(err)
+    this.goneWith(err)
     this.#stream.abort(err)
+  }
+}
+
+class SocketLink extends FramedLink {
+  readonly #socket: Duplex
+
+  constructor(socket: Duplex, peer: string, options: StreamLinkOptions) {
+    super(peer, options)
+    this.#socket = socket
+    this.listeners
+      .on(socket, 'data', (chunk: Buffer) => this.received(chunk))
+      .on(socket, 'drain', () => this.events?.drain())
+      .on(socket, 'end', () => this.goneWith(undefined))
+      .on(socket, 'error', (err: Error) => this.goneWith(err))
+      .on(socket, 'close', () => this.goneWith(undefined))
+    // Late errors of a socket we let go must not become uncaught exceptions.
+    socket.on('error', () => {})
+  }
+
+  send(frames: Chunk): boolean {
+    if (this.gone || this.#socket.destroyed) {
+      throw new FrameError('the link is gone')
+    }
+    return writeChunk(this.#socket, frames)
+  }
+
+  close(): Promise<void> {
+    this.listeners.removeAll()
+    this.gone = true
+    const socket = this.#socket
+    return new Promise<void>((resolve) => {
+      if (socket.destroyed) {
+        resolve()
+        return
+      }
+      socket.once('close', () => resolve())
+      // What the other side still sends is not read any more; the socket closes once it ended too.
+      socket.resume()
+      socket.end()
+    })
+  }
+
+  abort(err: Error): void {
+    this.goneWith(err)
+    resetSocket(this.#socket)
   }
 }

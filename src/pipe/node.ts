@@ -6,7 +6,9 @@
  */
 
 import type * as net from 'node:net'
+import { Socket } from 'node:net'
 import type { Duplex, Readable, Writable } from 'node:stream'
+import { TLSSocket } from 'node:tls'
 import type { ByteEnd, Chunk, EndEvents } from './end.ts'
 import { LocalClosedError } from './errors.ts'
 import { Listeners } from './listeners.ts'
@@ -63,6 +65,13 @@ export function resetSocket(socket: Duplex): void {
   // A destroyed socket may still emit an error (ERR_SOCKET_CLOSED from resetAndDestroy on a socket
   // without a handle); nobody else listens any more, and an unhandled 'error' would crash the process.
   socket.on('error', ignore)
+  // A TLS socket's handle cannot be reset (ERR_INVALID_HANDLE_TYPE): the TCP socket under it is.
+  const parent = (socket as Duplex & { _parent?: unknown })._parent
+  if (socket instanceof TLSSocket && parent instanceof Socket) {
+    resetSocket(parent)
+    socket.destroy()
+    return
+  }
   const tcp = socket as Duplex & {
     resetAndDestroy?: () => void
     _handle?: unknown
@@ -81,6 +90,20 @@ export function resetSocket(socket: Duplex): void {
     return
   }
   tcp.resetAndDestroy()
+}
+
+/** Writes a chunk; every piece of a list at once (one writev, not one write each). */
+export function writeChunk(writable: Writable, chunk: Chunk): boolean {
+  if (chunk instanceof Uint8Array) {
+    return writable.write(chunk)
+  }
+  writable.cork()
+  let more = true
+  for (const buf of chunk) {
+    more = writable.write(buf)
+  }
+  writable.uncork()
+  return more
 }
 
 function socketName(socket: Duplex): string {
@@ -170,17 +193,7 @@ class StreamsEnd implements ByteEnd {
   }
 
   write(chunk: Chunk): boolean {
-    if (chunk instanceof Uint8Array) {
-      return this.#writable.write(chunk)
-    }
-    // Every piece of a list at once: one writev, not one write each.
-    this.#writable.cork()
-    let more = true
-    for (const buf of chunk) {
-      more = this.#writable.write(buf)
-    }
-    this.#writable.uncork()
-    return more
+    return writeChunk(this.#writable, chunk)
   }
 
   end(): void {

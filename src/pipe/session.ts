@@ -136,6 +136,11 @@ export interface SessionInit {
   onLink?: (attached: boolean, err?: Error) => void
   /** The session is over (finished, reset or expired): it may be forgotten. */
   onDone?: (err?: Error) => void
+  /**
+   * Called once, when the bytes written and delivered together first reach `bytes`: a bulk
+   * transfer, which the opener may move to a link of its own (src/p2p/bulk.ts).
+   */
+  volume?: { bytes: number; reached: () => void }
 }
 
 /** What one side's sessions are doing, and what they did since the node started. */
@@ -196,6 +201,8 @@ export class Session extends FrameReader implements ByteEnd {
   #wantDrain = false
   // What we receive: frames not yet handed to the local end, and where delivery stands.
   #delivered = 0
+  /** Bytes until {@link SessionInit.volume} is reached; 0 once it was (or without one). */
+  #volumeLeft: number
   #ackSent = 0
   #skip = 0
   #ended = false
@@ -213,6 +220,7 @@ export class Session extends FrameReader implements ByteEnd {
     this.id = init.id
     this.name = init.name
     this.#window = init.windowBytes ?? SESSION_WINDOW_BYTES
+    this.#volumeLeft = init.volume?.bytes ?? 0
   }
 
   /** Where the session stands: carried by a link, waiting for one, or over. */
@@ -241,6 +249,7 @@ export class Session extends FrameReader implements ByteEnd {
     }
     this.#unacked.append(chunk)
     this.#written += chunk.byteLength
+    this.#count(chunk.byteLength)
     this.#flushSoon()
     if (this.#written - this.#ackedBytes() < this.#window) {
       return true
@@ -441,6 +450,17 @@ export class Session extends FrameReader implements ByteEnd {
     this.deliver()
   }
 
+  /** Counts bytes moved towards {@link SessionInit.volume}; calls it (later, once) on reaching it. */
+  #count(n: number): void {
+    if (this.#volumeLeft > 0) {
+      this.#volumeLeft -= n
+      if (this.#volumeLeft <= 0) {
+        this.#volumeLeft = 0
+        queueMicrotask(() => this.#state !== 'over' && this.#init.volume?.reached())
+      }
+    }
+  }
+
   /** A queue with the frames of the one received not yet delivered dropped: they come again. */
   #requeue(): FrameQueue {
     const next = new FrameQueue()
@@ -455,6 +475,7 @@ export class Session extends FrameReader implements ByteEnd {
     this.received.drain((frame) => {
       if (frame.type === 'data') {
         this.#delivered += frame.payload.byteLength
+        this.#count(frame.payload.byteLength)
         this.#events?.data(frame.payload)
         this.#scheduleAck()
       } else if (frame.type === 'fin') {

@@ -3,6 +3,7 @@
  * relay_authorized_keys) and real nodes built from real config directories, all on 127.0.0.1.
  */
 
+import assert from 'node:assert/strict'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import { addAuthorizedPeer } from '../../src/auth/ops.ts'
@@ -14,6 +15,8 @@ import { nodeConfigSchema, relayConfigSchema } from '../../src/config/schema.ts'
 import { configureLogging, createLogger } from '../../src/log/index.ts'
 import type { Observer } from '../../src/metrics/observer.ts'
 import { type NodeRuntime, startNodeRuntime } from '../../src/p2p/runtime.ts'
+import { type Listener, startListener } from '../../src/pipe/listener.ts'
+import type { Session } from '../../src/pipe/session.ts'
 import { type RelayHandle, startRelay } from '../../src/relay/server.ts'
 
 // Quiet unless a test asks: failures are asserted, not read from logs.
@@ -195,4 +198,26 @@ export async function startRelayAndPair(
     await relay.stop()
     throw err
   }
+}
+
+/** A proxy listener on `from` whose every connection is a session to `to`'s `service`. */
+export async function sessionProxy(
+  from: NodeRuntime,
+  to: TestNode,
+  service: string,
+  opened: Session[],
+  onPath?: (path: string) => void,
+): Promise<Listener> {
+  return startListener({
+    host: '127.0.0.1',
+    port: 0,
+    log: createLogger('proxy'),
+    open: async (signal) => {
+      const o = await from.openSession(to.peerId, service, { signal })
+      assert.ok(o.session, 'the peer speaks the session protocol')
+      opened.push(o.session)
+      onPath?.(o.path.type)
+      return o.end
+    },
+  })
 }

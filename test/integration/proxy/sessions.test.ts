@@ -26,7 +26,13 @@ import {
 } from '../../../src/pipe/session.ts'
 import { SERVICE_DIAL_OPTIONS } from '../../../src/proxy/constants.ts'
 import { tempDir } from '../../helpers/cli.ts'
-import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
+import {
+  createTestNode,
+  sessionProxy,
+  startTestRelay,
+  type TestNode,
+  type TestRelay,
+} from '../../helpers/mesh.ts'
 import {
   connect,
   type Forwarder,
@@ -37,28 +43,6 @@ import {
 } from '../../helpers/tcp.ts'
 
 const MiB = 1024 * 1024
-
-/** A proxy listener on `from` whose every connection is a session to `to`'s `service`. */
-async function sessionProxy(
-  from: NodeRuntime,
-  to: TestNode,
-  service: string,
-  opened: Session[],
-  onPath?: (path: string) => void,
-): Promise<Listener> {
-  return startListener({
-    host: '127.0.0.1',
-    port: 0,
-    log: createLogger('proxy'),
-    open: async (signal) => {
-      const o = await from.openSession(to.peerId, service, { signal })
-      assert.ok(o.session, 'the peer speaks the session protocol')
-      opened.push(o.session)
-      onPath?.(o.path.type)
-      return o.end
-    },
-  })
-}
 
 /** Polls cheap in-process state until `cond` holds, bounded. */
 async function waitFor(cond: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {

@@ -1,0 +1,384 @@
+/**
+ * Bulk links (docs/decisions/0015-bulk-links.md): a session that carries a bulk transfer over a
+ * direct TCP connection moves onto a TCP connection of its own with TLS 1.3 from node:tls, whose
+ * record layer runs in OpenSSL, instead of noise + yamux, whose per-frame JavaScript caps the
+ * direct path below one `ssh -L` (docs/decisions/0007-direct-path-transport.md: 492–507 MB/s for
+ * node:tls against 288 for noise + yamux on the same punched path).
+ *
+ * Negotiated on `/peerup/bulk/1.0.0` over the direct libp2p connection to the peer, which noise
+ * has authenticated: the opener sends a fresh 256-bit key and a nonce there, and the TLS handshake
+ * on the new socket uses them as an external pre-shared key (TLS 1.3 `psk_dhe_ke`: an ephemeral
+ * ECDHE share besides, so the key alone does not decrypt a recorded transfer). Whoever completes
+ * the handshake knew the key, which only the authenticated peer was given: the link's peer is the
+ * connection's, with no certificates.
+ *
+ * How the socket is had depends on how the libp2p connection was:
+ * - `listen`: one side dialled the other (a LAN or public address): the acceptor listens on a
+ *   fresh port for the opener, once.
+ * - `punch`: the connection was punched (src/p2p/punch.ts), so neither side takes unsolicited
+ *   connections: both connect from a fresh port to the other's at once, one round.
+ *
+ * Messages, length-prefixed JSON frames on the stream: opener → `{ mode, port?, nonce, key }`;
+ * acceptor → `{ port, nonce }` or `{ error }`; then, to punch, opener → `{ go: true }`.
+ * A bulk link that cannot be had leaves the session where it was.
+ *
+ * @packageDocumentation
+ */
+
+import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import * as net from 'node:net'
+import * as tls from 'node:tls'
+import type { Connection, Stream } from '@libp2p/interface'
+import { lpStream } from '@libp2p/utils'
+import { z } from 'zod'
+import { PeerupError } from '../errors.ts'
+import type { Logger } from '../log/index.ts'
+import { type Link, type StreamLinkOptions, socketLink } from '../pipe/link.ts'
+import { resetSocket } from '../pipe/node.ts'
+import type { Component } from '../util/components.ts'
+import type { PeerupLibp2p } from './node.ts'
+import { classifyConnection } from './path.ts'
+import {
+  decode,
+  describe,
+  encode,
+  freePort,
+  ipOf,
+  PUNCH_RETRY_MS,
+  PUNCH_WINDOW_MS,
+  simultaneousOpen,
+} from './punch.ts'
+
+/** The protocol id. */
+export const BULK_PROTOCOL = '/peerup/bulk/1.0.0'
+
+/**
+ * Bytes a session moves (both ways together) before it is given a link of its own: past what an
+ * interactive session or a small request ever carries, so those never cost a second connection.
+ */
+export const BULK_AFTER_BYTES = 8 * 1024 * 1024
+
+/** Bound of the whole setup: exchange, connect and TLS handshake. */
+export const BULK_SETUP_TIMEOUT_MS = 10_000
+
+/** Bulk requests one connection may have under way at once, each way. */
+const BULK_STREAMS = 8
+
+/** Largest frame either side reads. */
+const MAX_FRAME_BYTES = 512
+
+/** TLS 1.3 only: a PSK handshake with an ECDHE share, no certificates. */
+const TLS_OPTIONS = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as const
+
+const hex = (bytes: number) => z.string().regex(new RegExp(`^[0-9a-f]{${2 * bytes}}$`))
+const port = z.number().int().min(1).max(65_535)
+const request = z.discriminatedUnion('mode', [
+  z.strictObject({ mode: z.literal('listen'), nonce: hex(16), key: hex(32) }),
+  z.strictObject({ mode: z.literal('punch'), port, nonce: hex(16), key: hex(32) }),
+])
+const answer = z.union([
+  z.strictObject({ port, nonce: hex(16) }),
+  z.strictObject({ error: z.string().min(1).max(200) }),
+])
+const go = z.strictObject({ go: z.literal(true) })
+
+/** A bulk link that could not be had, with why. */
+export class BulkLinkError extends PeerupError {
+  override name = 'BulkLinkError'
+}
+
+export interface BulkLinksComponents {
+  node: PeerupLibp2p
+  log: Logger
+  /** Whether `peer` may ask us for a bulk link (authorized_keys, or everyone with gating off). */
+  allowed: (peer: string) => boolean
+  /** Whether `connection` was punched (then neither side takes unsolicited connections). */
+  punched: (connection: Connection) => boolean
+  /**
+   * Where a bulk link the peer asked for goes: the session service, which takes its first frame
+   * as from any session stream of the peer at the other end of `connection`. Undefined on a node
+   * that accepts no sessions: it refuses bulk requests.
+   */
+  accept?: (make: (options: StreamLinkOptions) => Link, connection: Connection) => void
+}
+
+/** What a {@link BulkLinks} did, for tests and logs. */
+export interface BulkCounts {
+  /** Links set up, as opener or acceptor. */
+  opened: number
+  /** Setups that failed, as opener or acceptor. */
+  failed: number
+  /** Links open now. */
+  live: number
+}
+
+/**
+ * Sets up bulk links: a component whose `start()` handles {@link BULK_PROTOCOL} (the acceptor's
+ * side) and whose `stop()` stops; {@link BulkLinks.open} is the opener's side.
+ */
+export class BulkLinks implements Component {
+  readonly #components: BulkLinksComponents
+  readonly #counts: BulkCounts = { opened: 0, failed: 0, live: 0 }
+  #controller = new AbortController()
+
+  constructor(components: BulkLinksComponents) {
+    this.#components = components
+  }
+
+  get counts(): BulkCounts {
+    return { ...this.#counts }
+  }
+
+  async start(): Promise<void> {
+    this.#controller = new AbortController()
+    await this.#components.node.handle(
+      BULK_PROTOCOL,
+      (stream, connection) => void this.#respond(stream, connection),
+      { maxInboundStreams: BULK_STREAMS, maxOutboundStreams: BULK_STREAMS },
+    )
+  }
+
+  async stop(): Promise<void> {
+    this.#controller.abort()
+    await this.#components.node.unhandle(BULK_PROTOCOL)
+  }
+
+  /** Whether a session over `connection` can have a bulk link: a direct TCP connection. */
+  canCarry(connection: Connection): boolean {
+    const path = classifyConnection(connection)
+    return (
+      connection.status === 'open' &&
+      path.type === 'DIRECT' &&
+      path.transport === 'tcp' &&
+      ipOf(connection.remoteAddr) !== undefined
+    )
+  }
+
+  /**
+   * The opener's side: a bulk link to the peer at the other end of `connection` (see
+   * {@link canCarry}). Rejects with a {@link BulkLinkError} saying why not.
+   */
+  async open(connection: Connection, options: StreamLinkOptions, signal?: AbortSignal): Promise<Link> {
+    const all = this.#signal(signal)
+    const peer = connection.remotePeer.toString()
+    try {
+      const remoteIp = ipOf(connection.remoteAddr)
+      if (!this.canCarry(connection) || remoteIp === undefined) {
+        throw new BulkLinkError(`not a direct TCP connection: ${connection.remoteAddr.toString()}`)
+      }
+      const mode = this.#components.punched(connection) ? 'punch' : 'listen'
+      const key = randomBytes(32)
+      const nonce = randomBytes(16).toString('hex')
+      const ownPort = mode === 'punch' ? await freePort(net.isIPv6(remoteIp) ? 'ipv6' : 'ipv4') : undefined
+      const stream = await connection.newStream(BULK_PROTOCOL, { signal: all }).catch((err: unknown) => {
+        throw new BulkLinkError(`the peer does not take ${BULK_PROTOCOL}: ${describe(err)}`)
+      })
+      let theirPort: number
+      try {
+        const lp = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES })
+        const asked = {
+          mode,
+          nonce,
+          key: key.toString('hex'),
+          ...(ownPort === undefined ? {} : { port: ownPort }),
+        }
+        await lp.write(encode(asked), { signal: all })
+        const reply = answer.safeParse(decodeFrame((await lp.read({ signal: all })).subarray()))
+        if (!reply.success) {
+          throw new BulkLinkError(
+            `the peer's answer is malformed: ${reply.error.issues[0]?.message ?? 'invalid'}`,
+          )
+        }
+        if ('error' in reply.data) {
+          throw new BulkLinkError(`the peer cannot: ${reply.data.error}`)
+        }
+        if (reply.data.nonce !== nonce) {
+          throw new BulkLinkError("the peer's answer is for another request (nonce differs)")
+        }
+        theirPort = reply.data.port
+        if (mode === 'punch') {
+          await lp.write(encode({ go: true }), { signal: all })
+        }
+        await stream.close({ signal: all }).catch(() => stream.abort(new Error('closed')))
+      } catch (err) {
+        stream.abort(err as Error)
+        throw err
+      }
+      const socket =
+        ownPort === undefined
+          ? await dial(remoteIp, theirPort, all)
+          : await simultaneousOpen({ ip: remoteIp, port: theirPort }, ownPort, {
+              windowMs: PUNCH_WINDOW_MS,
+              retryMs: PUNCH_RETRY_MS,
+              signal: all,
+            })
+      const secure = tls.connect({
+        ...TLS_OPTIONS,
+        socket,
+        // The peer is authenticated by the key, not by a certificate (there is none).
+        checkServerIdentity: () => undefined,
+        pskCallback: () => ({ psk: key, identity: nonce }),
+      })
+      return await this.#linked(secure, peer, options, all)
+    } catch (err) {
+      this.#counts.failed++
+      throw err instanceof BulkLinkError ? err : new BulkLinkError(describe(err), { cause: err })
+    }
+  }
+
+  /** The acceptor's side of one bulk request. */
+  async #respond(stream: Stream, connection: Connection): Promise<void> {
+    const { log, accept } = this.#components
+    const peer = connection.remotePeer.toString()
+    const all = this.#signal()
+    const lp = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES })
+    let server: net.Server | undefined
+    try {
+      const asked = request.safeParse(decodeFrame((await lp.read({ signal: all })).subarray()))
+      if (!asked.success) {
+        throw new BulkLinkError(`malformed bulk request: ${asked.error.issues[0]?.message ?? 'invalid'}`)
+      }
+      const { nonce } = asked.data
+      const key = Buffer.from(asked.data.key, 'hex')
+      const remoteIp = ipOf(connection.remoteAddr)
+      let ownPort: number
+      try {
+        // Before anything is bound or connected: a peer we would not let in gets nothing.
+        if (!this.#components.allowed(peer)) {
+          throw new BulkLinkError('not authorized here: a bulk link is for peers in authorized_keys')
+        }
+        if (accept === undefined) {
+          throw new BulkLinkError('this node accepts no sessions')
+        }
+        if (!this.canCarry(connection) || remoteIp === undefined) {
+          throw new BulkLinkError('asked on a connection that is not direct TCP')
+        }
+        if (asked.data.mode === 'listen') {
+          server = await listenOnce(net.isIPv6(remoteIp) ? '::' : '0.0.0.0')
+          ownPort = (server.address() as net.AddressInfo).port
+        } else {
+          ownPort = await freePort(net.isIPv6(remoteIp) ? 'ipv6' : 'ipv4')
+        }
+      } catch (err) {
+        // Told to the opener, which logs why its session stays on its stream.
+        await lp.write(encode({ error: describe(err).slice(0, 200) }), { signal: all }).catch(() => {})
+        throw err
+      }
+      await lp.write(encode({ port: ownPort, nonce }), { signal: all })
+      let socket: net.Socket
+      if (asked.data.mode === 'punch') {
+        go.parse(decodeFrame((await lp.read({ signal: all })).subarray()))
+        await stream.close({ signal: all }).catch(() => stream.abort(new Error('closed')))
+        socket = await simultaneousOpen({ ip: remoteIp, port: asked.data.port }, ownPort, {
+          windowMs: PUNCH_WINDOW_MS,
+          retryMs: PUNCH_RETRY_MS,
+          signal: all,
+        })
+      } else {
+        socket = await acceptFrom(server as net.Server, remoteIp, all)
+        void stream.close({ signal: all }).catch(() => stream.abort(new Error('closed')))
+      }
+      // Node's TLSSocket takes pskCallback on the server side too (node:tls `_init`), which its
+      // types list only for tls.createServer().
+      const serverOptions: tls.TLSSocketOptions & Pick<tls.TlsOptions, 'pskCallback'> = {
+        ...TLS_OPTIONS,
+        isServer: true,
+        // Only the key sent for this nonce; anyone else's handshake fails.
+        pskCallback: (_socket, identity) => (identity === nonce ? key : null),
+      }
+      const secure = new tls.TLSSocket(socket, serverOptions)
+      // The link is made by the session service, with its probe and sever for `connection`.
+      await once(secure, 'secure', { signal: all }).catch((err: unknown) => {
+        resetSocket(secure)
+        throw new BulkLinkError(`TLS handshake failed: ${describe(err)}`)
+      })
+      accept((options) => this.#track(socketLink(secure, peer, options), secure), connection)
+      this.#counts.opened++
+      log.debug('bulk link accepted', { peer })
+    } catch (err) {
+      this.#counts.failed++
+      stream.abort(err as Error)
+      log.info('bulk link not set up', { peer, error: err as Error })
+    } finally {
+      server?.close()
+    }
+  }
+
+  /** Waits for the TLS handshake of `secure` and makes it a link. */
+  async #linked(
+    secure: tls.TLSSocket,
+    peer: string,
+    options: StreamLinkOptions,
+    signal: AbortSignal,
+  ): Promise<Link> {
+    try {
+      await once(secure, 'secureConnect', { signal })
+    } catch (err) {
+      resetSocket(secure)
+      throw new BulkLinkError(`TLS handshake failed: ${describe(err)}`)
+    }
+    this.#counts.opened++
+    this.#components.log.debug('bulk link opened', { peer })
+    return this.#track(socketLink(secure, peer, options), secure)
+  }
+
+  #track(link: Link, socket: tls.TLSSocket): Link {
+    socket.setNoDelay(true)
+    this.#counts.live++
+    socket.once('close', () => this.#counts.live--)
+    return link
+  }
+
+  #signal(signal?: AbortSignal): AbortSignal {
+    const bounded = [this.#controller.signal, AbortSignal.timeout(BULK_SETUP_TIMEOUT_MS)]
+    return AbortSignal.any(signal === undefined ? bounded : [signal, ...bounded])
+  }
+}
+
+/** Connects to `host:port`; rejects on an error or when `signal` fires first. */
+async function dial(host: string, port: number, signal: AbortSignal): Promise<net.Socket> {
+  const socket = net.connect({ host, port, noDelay: true, keepAlive: true })
+  try {
+    await once(socket, 'connect', { signal })
+    return socket
+  } catch (err) {
+    socket.destroy()
+    throw new BulkLinkError(`connect to ${host}:${port} failed: ${describe(err)}`)
+  }
+}
+
+/** A server listening on a fresh port of `host`, to take one connection. */
+async function listenOnce(host: string): Promise<net.Server> {
+  const server = net.createServer({ noDelay: true, keepAlive: true })
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(0, host, resolve)
+  })
+  return server
+}
+
+/** The first connection `server` gets from `ip` (others are reset); rejects when `signal` fires. */
+async function acceptFrom(server: net.Server, ip: string, signal: AbortSignal): Promise<net.Socket> {
+  const { promise, resolve, reject } = Promise.withResolvers<net.Socket>()
+  const onConnection = (socket: net.Socket): void => {
+    if (socket.remoteAddress?.replace(/^::ffff:/, '') !== ip) {
+      resetSocket(socket)
+      return
+    }
+    resolve(socket)
+  }
+  const onAbort = (): void => reject(new BulkLinkError('the peer did not connect in time'))
+  server.on('connection', onConnection)
+  signal.addEventListener('abort', onAbort, { once: true })
+  try {
+    return await promise
+  } finally {
+    server.off('connection', onConnection)
+    signal.removeEventListener('abort', onAbort)
+  }
+}
+
+function decodeFrame(bytes: Uint8Array): unknown {
+  return decode(bytes, () => new BulkLinkError('a bulk frame is not JSON'))
+}
