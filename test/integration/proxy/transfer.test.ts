@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import type * as net from 'node:net'
-import { test } from 'node:test'
+import { type TestContext, test } from 'node:test'
 import { configureLogging } from '../../../src/log/index.ts'
+import type { ListenerEvent } from '../../../src/pipe/listener.ts'
+import type { PipeResult } from '../../../src/pipe/pipe.ts'
+import type { ServiceEvent } from '../../../src/proxy/service.ts'
 import { connectTcp, receiveAll, sendRandom, startProxy } from '../../helpers/libp2p-pair.ts'
 
 configureLogging({ level: 'warn' })
@@ -35,21 +38,54 @@ function downloadThenUpload(size: number, seen: Array<Promise<{ received: string
   }
 }
 
+/**
+ * Why the proxy reset a connection, from both of its sides, told when a transfer fails: the
+ * client's ECONNRESET alone does not say which side gave up, or why.
+ */
+function proxyResets() {
+  const seen: string[] = []
+  const note = (side: string, e: { type: string; result?: PipeResult }): void => {
+    if (e.type === 'closed' && e.result?.reset === true) {
+      seen.push(
+        `${side}: ${e.result.error?.name}: ${e.result.error?.message} (in ${e.result.bytesIn}, out ${e.result.bytesOut})`,
+      )
+    }
+  }
+  return {
+    options: {
+      onListenerEvent: (e: ListenerEvent) => note('listener', e),
+      onServiceEvent: (e: ServiceEvent) => note('service', e),
+    },
+    async explain<T>(t: TestContext, p: Promise<T>): Promise<T> {
+      try {
+        return await p
+      } catch (err) {
+        // The proxy's own 'closed' events may come a moment after the client saw the reset.
+        await new Promise((resolve) => setImmediate(resolve))
+        t.diagnostic(`proxy resets: ${seen.join('; ') || 'none seen'}`)
+        throw err
+      }
+    },
+  }
+}
+
 // Plain, as on yamux, and framed with credit-based flow control, as on WebRTC (src/proxy/flow.ts).
 for (const flowControl of [false, true]) {
   const label = flowControl ? ' (flow-controlled frames)' : ''
   test(`64 MiB up, then 64 MiB down after the client half-closes${label}`, { timeout: 60_000 }, async (t) => {
     const seen: Array<Promise<{ received: string; sent: string }>> = []
+    const resets = proxyResets()
     const { listener } = await startProxy(t, {
       onServiceSocket: uploadThenDownload(64 * MiB, seen),
       flowControl,
+      ...resets.options,
     })
     const client = await connectTcp(t, listener.address.port)
 
     const started = performance.now()
     const receiving = receiveAll(client)
-    const uploaded = await sendRandom(client, 64 * MiB)
-    const downloaded = await receiving
+    const uploaded = await resets.explain(t, sendRandom(client, 64 * MiB))
+    const downloaded = await resets.explain(t, receiving)
     const seconds = (performance.now() - started) / 1000
     t.diagnostic(
       `128 MiB through the proxy in ${seconds.toFixed(2)} s (${((128 * MiB) / 1e6 / seconds).toFixed(0)} MB/s)`,
@@ -66,17 +102,19 @@ for (const flowControl of [false, true]) {
     timeout: 60_000,
   }, async (t) => {
     const seen: Array<Promise<{ received: string; sent: string }>> = []
+    const resets = proxyResets()
     const { listener } = await startProxy(t, {
       onServiceSocket: downloadThenUpload(64 * MiB, seen),
       flowControl,
+      ...resets.options,
     })
     const client = await connectTcp(t, listener.address.port)
     const closed = once(client, 'close')
 
-    const downloaded = await receiveAll(client)
+    const downloaded = await resets.explain(t, receiveAll(client))
     assert.equal(downloaded.bytes, 64 * MiB)
     // The client's write side is still open after the service's end reached it.
-    const uploaded = await sendRandom(client, 64 * MiB)
+    const uploaded = await resets.explain(t, sendRandom(client, 64 * MiB))
 
     const server = await seen[0]
     assert.ok(server)
