@@ -13,11 +13,10 @@ import { after, before, describe, it } from 'node:test'
 import { removeAuthorizedPeer } from '../../../src/auth/ops.ts'
 import { editConfigFile } from '../../../src/config/edit.ts'
 import { nodeConfigSchema, relayConfigSchema } from '../../../src/config/schema.ts'
-import { createLogger } from '../../../src/log/index.ts'
 import { NO_OBSERVER } from '../../../src/metrics/observer.ts'
 import type { NodeRuntime } from '../../../src/p2p/runtime.ts'
 import { SESSION_PROTOCOL, streamLink } from '../../../src/pipe/link.ts'
-import { type Listener, startListener } from '../../../src/pipe/listener.ts'
+import type { Listener } from '../../../src/pipe/listener.ts'
 import {
   handshake,
   SESSION_WINDOW_BYTES,
