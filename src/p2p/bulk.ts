@@ -100,7 +100,17 @@ export interface BulkLinksComponents {
    * as from any session stream of the peer at the other end of `connection`. Undefined on a node
    * that accepts no sessions: it refuses bulk requests.
    */
-  accept?: (make: (options: StreamLinkOptions) => Link, connection: Connection) => void
+  accept?: (link: Link, connection: Connection) => void
+}
+
+/**
+ * What a bulk link does when the session's bytes stall (no acknowledgement for a while): it gives
+ * up, and the session comes back over the libp2p connection. A ping over that connection would
+ * prove nothing about this socket, and severing it would cut everything else the connection
+ * carries; a bulk link carries one session, so giving it up costs only its speed.
+ */
+const BULK_LINK_OPTIONS: StreamLinkOptions = {
+  probe: () => Promise.reject(new BulkLinkError('the bulk link stalled: back to the libp2p connection')),
 }
 
 /** What a {@link BulkLinks} did, for tests and logs. */
@@ -120,6 +130,8 @@ export interface BulkCounts {
 export class BulkLinks implements Component {
   readonly #components: BulkLinksComponents
   readonly #counts: BulkCounts = { opened: 0, failed: 0, live: 0 }
+  /** The sockets of the links open now. */
+  readonly #sockets = new Set<tls.TLSSocket>()
   #controller = new AbortController()
 
   constructor(components: BulkLinksComponents) {
@@ -142,6 +154,14 @@ export class BulkLinks implements Component {
   async stop(): Promise<void> {
     this.#controller.abort()
     await this.#components.node.unhandle(BULK_PROTOCOL)
+    this.resetAll()
+  }
+
+  /** Resets every bulk link open now; their sessions come back over a libp2p connection. */
+  resetAll(): void {
+    for (const socket of this.#sockets) {
+      resetSocket(socket)
+    }
   }
 
   /** Whether a session over `connection` can have a bulk link: a direct TCP connection. */
@@ -159,7 +179,7 @@ export class BulkLinks implements Component {
    * The opener's side: a bulk link to the peer at the other end of `connection` (see
    * {@link canCarry}). Rejects with a {@link BulkLinkError} saying why not.
    */
-  async open(connection: Connection, options: StreamLinkOptions, signal?: AbortSignal): Promise<Link> {
+  async open(connection: Connection, signal?: AbortSignal): Promise<Link> {
     const all = this.#signal(signal)
     const peer = connection.remotePeer.toString()
     try {
@@ -220,7 +240,7 @@ export class BulkLinks implements Component {
         checkServerIdentity: () => undefined,
         pskCallback: () => ({ psk: key, identity: nonce }),
       })
-      return await this.#linked(secure, peer, options, all)
+      return await this.#linked(secure, peer, all)
     } catch (err) {
       this.#counts.failed++
       throw err instanceof BulkLinkError ? err : new BulkLinkError(describe(err), { cause: err })
@@ -288,12 +308,11 @@ export class BulkLinks implements Component {
         pskCallback: (_socket, identity) => (identity === nonce ? key : null),
       }
       const secure = new tls.TLSSocket(socket, serverOptions)
-      // The link is made by the session service, with its probe and sever for `connection`.
       await once(secure, 'secure', { signal: all }).catch((err: unknown) => {
         resetSocket(secure)
         throw new BulkLinkError(`TLS handshake failed: ${describe(err)}`)
       })
-      accept((options) => this.#track(socketLink(secure, peer, options), secure), connection)
+      accept(this.#track(socketLink(secure, peer, BULK_LINK_OPTIONS), secure), connection)
       this.#counts.opened++
       log.debug('bulk link accepted', { peer })
     } catch (err) {
@@ -306,12 +325,7 @@ export class BulkLinks implements Component {
   }
 
   /** Waits for the TLS handshake of `secure` and makes it a link. */
-  async #linked(
-    secure: tls.TLSSocket,
-    peer: string,
-    options: StreamLinkOptions,
-    signal: AbortSignal,
-  ): Promise<Link> {
+  async #linked(secure: tls.TLSSocket, peer: string, signal: AbortSignal): Promise<Link> {
     try {
       await once(secure, 'secureConnect', { signal })
     } catch (err) {
@@ -320,13 +334,17 @@ export class BulkLinks implements Component {
     }
     this.#counts.opened++
     this.#components.log.debug('bulk link opened', { peer })
-    return this.#track(socketLink(secure, peer, options), secure)
+    return this.#track(socketLink(secure, peer, BULK_LINK_OPTIONS), secure)
   }
 
   #track(link: Link, socket: tls.TLSSocket): Link {
     socket.setNoDelay(true)
     this.#counts.live++
-    socket.once('close', () => this.#counts.live--)
+    this.#sockets.add(socket)
+    socket.once('close', () => {
+      this.#counts.live--
+      this.#sockets.delete(socket)
+    })
     return link
   }
 

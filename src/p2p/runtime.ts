@@ -263,7 +263,7 @@ class Runtime implements Component {
       punched: (connection) => this.puncher.punched(connection),
       ...(acceptedSessions === undefined
         ? {}
-        : { accept: (make, connection) => acceptedSessions.acceptLink(make, connection) }),
+        : { accept: (link, connection) => acceptedSessions.acceptLink(link, connection) }),
     })
     this.sessions = new SessionOpener(
       {

@@ -315,7 +315,7 @@ export class SessionOpener implements Component {
 
   /** Moves the session onto a bulk link over the direct TCP connection it runs on, if it does. */
   async #toBulk(session: Session): Promise<void> {
-    const { bulk, node, log } = this.#components
+    const { bulk, log } = this.#components
     const link = session.link
     const connection = link === undefined ? undefined : this.#connectionOf.get(link)
     if (bulk === undefined || !session.attached || connection === undefined || !bulk.canCarry(connection)) {
@@ -323,10 +323,7 @@ export class SessionOpener implements Component {
     }
     this.#wantBulk.delete(session)
     try {
-      const bulkLink = await bulk.open(connection, {
-        probe: (signal) => pingConnection(connection, signal).then(() => {}),
-        sever: (err) => severConnection(node, connection, err),
-      })
+      const bulkLink = await bulk.open(connection)
       this.#connectionOf.set(bulkLink, connection)
       await session.moveTo(bulkLink, this.#timeout())
       log.info('session moved to a bulk link', { session: session.name })

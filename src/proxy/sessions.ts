@@ -11,7 +11,7 @@ import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import type { Logger } from '../log/index.ts'
 import { TransferInterruptedError } from '../pipe/errors.ts'
 import { type Attach, attachFrame } from '../pipe/frames.ts'
-import { type Link, SESSION_PROTOCOL, type StreamLinkOptions, sendReset, streamLink } from '../pipe/link.ts'
+import { type Link, SESSION_PROTOCOL, sendReset, streamLink } from '../pipe/link.ts'
 import {
   DEFAULT_RESUME_GRACE_MS,
   Session,
@@ -91,21 +91,22 @@ export class SessionService implements Component {
   }
 
   #accept(stream: Stream, connection: Connection): void {
-    this.acceptLink((options) => streamLink(stream, connection.remotePeer.toString(), options), connection)
+    // Its probe pings the connection; severing it aborts the connection.
+    const probe = this.#init.probe
+    const link = streamLink(stream, connection.remotePeer.toString(), {
+      sever: (err) =>
+        this.#init.sever === undefined ? connection.abort(err) : this.#init.sever(connection, err),
+      ...(probe === undefined ? {} : { probe: (signal: AbortSignal) => probe(connection, signal) }),
+    })
+    this.acceptLink(link, connection)
   }
 
   /**
    * Takes a link from the peer at the other end of `connection` (a session stream over it, or a
    * bulk link negotiated over it, src/p2p/bulk.ts): its first frame opens a session or brings one
-   * back. The link's probe pings `connection`; severing the link aborts `connection`.
+   * back.
    */
-  acceptLink(make: (options: StreamLinkOptions) => Link, connection: Connection): void {
-    const probe = this.#init.probe
-    const link = make({
-      sever: (err) =>
-        this.#init.sever === undefined ? connection.abort(err) : this.#init.sever(connection, err),
-      ...(probe === undefined ? {} : { probe: (signal: AbortSignal) => probe(connection, signal) }),
-    })
+  acceptLink(link: Link, connection: Connection): void {
     this.#connectionOf.set(link, connection)
     link.listen({
       frame: (frame) => {

@@ -214,3 +214,31 @@ export async function startForwarder(target: number): Promise<Forwarder> {
       }),
   }
 }
+
+/** Sends `first` bytes, awaits `between`, then sends the rest of `total` and half-closes. */
+export async function sendInTwo(
+  socket: net.Socket,
+  total: number,
+  first: number,
+  between: () => Promise<void>,
+): Promise<{ sent: number; hash: string }> {
+  const hash = createHash('sha256')
+  let sent = 0
+  const write = async (n: number): Promise<void> => {
+    const chunk = randomBytes(n)
+    hash.update(chunk)
+    sent += n
+    if (!socket.write(chunk)) {
+      await new Promise((resolve) => socket.once('drain', resolve))
+    }
+  }
+  while (sent < first) {
+    await write(Math.min(64 * 1024, first - sent))
+  }
+  await between()
+  while (sent < total) {
+    await write(Math.min(64 * 1024, total - sent))
+  }
+  socket.end()
+  return { sent, hash: hash.digest('hex') }
+}

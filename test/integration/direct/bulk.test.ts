@@ -24,7 +24,7 @@ import {
   type TestNode,
   type TestRelay,
 } from '../../helpers/mesh.ts'
-import { checkedExchange, connect, startTransferServer } from '../../helpers/tcp.ts'
+import { checkedExchange, connect, receiveAll, sendInTwo, startTransferServer } from '../../helpers/tcp.ts'
 
 const MiB = 1024 * 1024
 
@@ -86,6 +86,24 @@ describe('bulk links on a direct TCP connection', { timeout: 120_000 }, () => {
     assert.equal(rb.bulk.counts.opened, theirs.opened + 1, 'the acceptor took one bulk link')
     assert.equal(ra.bulk.counts.failed + rb.bulk.counts.failed, mine.failed + theirs.failed)
     assert.equal(ra.sessions.counts().expired, 0)
+  })
+
+  it('a bulk link reset mid-transfer: the session comes back over the libp2p connection, byte-exact', async () => {
+    const resumed = ra.sessions.counts().resumed
+    const socket = await connect(listener.address.port)
+    const received = receiveAll(socket)
+    const sent = await sendInTwo(socket, 32 * MiB, 16 * MiB, async () => {
+      await waitUntil(() => ra.bulk.counts.live === 1 && rb.bulk.counts.live === 1)
+      rb.bulk.resetAll()
+      await waitUntil(() => ra.sessions.counts().resumed > resumed)
+    })
+    const got = await received
+    assert.equal(got.error, undefined, 'no reset reached the client')
+    const far = await service.transfer(sent.hash)
+    assert.equal(far.received, sent.sent)
+    assert.equal(got.received, far.sent)
+    assert.equal(got.hash, far.sentHash, 'the download arrived intact')
+    assert.equal(ra.bulk.counts.live, 0)
   })
 
   it(`a session that carries less than ${BULK_AFTER_BYTES / MiB} MiB stays on its stream`, async () => {

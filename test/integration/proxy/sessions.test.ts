@@ -36,6 +36,7 @@ import {
   connect,
   type Forwarder,
   receiveAll,
+  sendInTwo,
   sendRandom,
   startForwarder,
   startTransferServer,
@@ -52,34 +53,6 @@ async function waitFor(cond: () => boolean, what: string, timeoutMs = 30_000): P
     }
     await new Promise((resolve) => setTimeout(resolve, 25))
   }
-}
-
-/** Sends `first` bytes, awaits `between`, then sends the rest of `total` and half-closes. */
-async function sendInTwo(
-  socket: net.Socket,
-  total: number,
-  first: number,
-  between: () => Promise<void>,
-): Promise<{ sent: number; hash: string }> {
-  const hash = createHash('sha256')
-  let sent = 0
-  const write = async (n: number): Promise<void> => {
-    const chunk = randomBytes(n)
-    hash.update(chunk)
-    sent += n
-    if (!socket.write(chunk)) {
-      await new Promise((resolve) => socket.once('drain', resolve))
-    }
-  }
-  while (sent < first) {
-    await write(Math.min(64 * 1024, first - sent))
-  }
-  await between()
-  while (sent < total) {
-    await write(Math.min(64 * 1024, total - sent))
-  }
-  socket.end()
-  return { sent, hash: hash.digest('hex') }
 }
 
 // node-datachannel can keep a native thread of an incoming data channel alive, and then this
