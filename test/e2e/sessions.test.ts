@@ -648,3 +648,51 @@ describe('late authorization, the move to WebRTC, the grace period (cone NAT)', 
     )
   })
 })
+
+describe('an ssh session on a bulk link of a punched path (cone NAT)', { skip, timeout: 240_000 }, () => {
+  let lab: Lab
+  let a: PeerupHost
+  let sshd: Sshd
+  let daemonA: LabProcess
+
+  before(async () => {
+    ensureBuilt()
+    lab = await createLab({ nat: 'cone', name: 'sessions-bulk' })
+    const relay = await startLabRelay(lab)
+    const na = await initNode(lab, 'a', [relay], [relay])
+    const nb = await initNode(lab, 'b', [relay], [relay])
+    a = na.node
+    await offerSsh(na, nb)
+    sshd = await startSshd(nb.node.host)
+    startDaemon(nb.node, 'daemon-b')
+    daemonA = startDaemon(a, 'daemon-a')
+    await statusUntil(a, () => true, 'the daemon answers', 30_000)
+  })
+
+  after(async () => {
+    await lab?.close()
+  })
+
+  it('moves onto its own TLS connection after 8 MiB and survives conntrack -F on both routers there', {
+    skip: noConntrack,
+  }, async (t) => {
+    await withLabLogs(t, lab, () =>
+      withStream(a, sshd, 'ssh-bulk', async (stream) => {
+        const moved = await nextLog(daemonA, 'session moved to a bulk link', 0, 90_000)
+        const at = stream.progress
+        let before: string[] = []
+        const s = await survive(stream, daemonA, async () => {
+          before = await natMappings(lab.host('router-a'), 'tcp')
+          await Promise.all([flushConntrack(lab.host('router-a')), flushConntrack(lab.host('router-b'))])
+        })
+        t.diagnostic(
+          `session moved to a bulk link after ${(at.received / MiB).toFixed(1)} MiB came back (${String(moved.session)})`,
+        )
+        t.diagnostic(describeSurvival('conntrack -F on router-a and router-b, session on a bulk link', s))
+        t.diagnostic(`router-a TCP NAT before: ${before.join(', ')}`)
+        assertIntact(s.result)
+        assert.equal(logLines(daemonA, 'session stays on its stream').length, 0, 'the bulk link was set up')
+      }),
+    )
+  })
+})
