@@ -31,6 +31,9 @@ export const DEFAULT_RELAY_PORT = 7777
 /** Default UDP port of the relay's STUN responder. */
 export const DEFAULT_STUN_PORT = 3478
 
+/** Default TCP port of the relay's splice port (src/relay/splice.ts): the relay's port plus one. */
+export const DEFAULT_SPLICE_PORT = DEFAULT_RELAY_PORT + 1
+
 // What a name is, the same rule here as in the API and on the command line (src/api/names.ts).
 export { NAME_PATTERN, SERVICE_NAME_PATTERN }
 
@@ -454,6 +457,11 @@ export const relayConfigSchema = z.strictObject({
   stun: section({
     enabled: z.boolean().default(true),
     listen_address: listenHostPort.default(`0.0.0.0:${DEFAULT_STUN_PORT}`),
+  }),
+  // The splice port (src/relay/splice.ts): members' bulk transfers joined as plain TCP.
+  splice: section({
+    enabled: z.boolean().default(true),
+    listen_address: listenHostPort.default(`0.0.0.0:${DEFAULT_SPLICE_PORT}`),
   }),
   health: section({
     enabled: z.boolean().default(true),

@@ -176,6 +176,8 @@ async function startRelay(demo: Demo): Promise<{ configFile: string; address: st
     doc.setIn(['network', 'listen_addresses'], doc.createNode(['/ip4/127.0.0.1/tcp/0']))
     doc.setIn(['stun', 'enabled'], false)
     doc.setIn(['health', 'enabled'], false)
+    // The splice port on loopback, any free port (7778 may be taken by a relay on this machine).
+    doc.setIn(['splice', 'listen_address'], '127.0.0.1:0')
   })
   const serving = demo.start('relay', ['relay', 'serve', '--config', setup.configFile, '--log-level', 'info'])
   const started = await logLine(serving, (l) => l.msg === 'relay started')

@@ -29,13 +29,14 @@ import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import * as net from 'node:net'
 import * as tls from 'node:tls'
-import type { Connection, Stream } from '@libp2p/interface'
+import type { Connection, IdentifyResult, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { z } from 'zod'
 import { PeerupError } from '../errors.ts'
 import type { Logger } from '../log/index.ts'
 import { type Link, type StreamLinkOptions, socketLink } from '../pipe/link.ts'
 import { resetSocket } from '../pipe/node.ts'
+import { SPLICE_PROTOCOL, SPLICE_TOKEN_BYTES } from '../relay/splice.ts'
 import type { Component } from '../util/components.ts'
 import type { PeerupLibp2p } from './node.ts'
 import { classifyConnection } from './path.ts'
@@ -76,7 +77,27 @@ const port = z.number().int().min(1).max(65_535)
 const request = z.discriminatedUnion('mode', [
   z.strictObject({ mode: z.literal('listen'), nonce: hex(16), key: hex(32) }),
   z.strictObject({ mode: z.literal('punch'), port, nonce: hex(16), key: hex(32) }),
+  z.strictObject({
+    mode: z.literal('splice'),
+    port,
+    token: hex(SPLICE_TOKEN_BYTES),
+    nonce: hex(16),
+    key: hex(32),
+  }),
 ])
+const spliceAnswer = z.union([
+  z.strictObject({ token: hex(SPLICE_TOKEN_BYTES), port }),
+  z.strictObject({ error: z.string().min(1).max(200) }),
+])
+
+/** How a bulk link is had: see the module doc. */
+type Route = { mode: 'listen' | 'punch'; ip: string } | { mode: 'splice'; ip: string; relay: Connection }
+
+/** A splice the relay granted: its port, and the token both connections present there. */
+interface Splice {
+  port: number
+  token: string
+}
 const answer = z.union([
   z.strictObject({ port, nonce: hex(16) }),
   z.strictObject({ error: z.string().min(1).max(200) }),
@@ -132,6 +153,14 @@ export class BulkLinks implements Component {
   readonly #counts: BulkCounts = { opened: 0, failed: 0, live: 0 }
   /** The sockets of the links open now. */
   readonly #sockets = new Set<tls.TLSSocket>()
+  /** Relays whose identify lists {@link SPLICE_PROTOCOL}. */
+  readonly #spliceRelays = new Set<string>()
+  readonly #onIdentify = (evt: CustomEvent<IdentifyResult>): void => {
+    const { peerId, protocols } = evt.detail
+    if (protocols.includes(SPLICE_PROTOCOL)) {
+      this.#spliceRelays.add(peerId.toString())
+    }
+  }
   #controller = new AbortController()
 
   constructor(components: BulkLinksComponents) {
@@ -144,14 +173,21 @@ export class BulkLinks implements Component {
 
   async start(): Promise<void> {
     this.#controller = new AbortController()
+    this.#components.node.addEventListener('peer:identify', this.#onIdentify)
     await this.#components.node.handle(
       BULK_PROTOCOL,
       (stream, connection) => void this.#respond(stream, connection),
-      { maxInboundStreams: BULK_STREAMS, maxOutboundStreams: BULK_STREAMS },
+      {
+        maxInboundStreams: BULK_STREAMS,
+        maxOutboundStreams: BULK_STREAMS,
+        // Asked over a relayed connection for a splice (which is refused on any other way).
+        runOnLimitedConnection: true,
+      },
     )
   }
 
   async stop(): Promise<void> {
+    this.#components.node.removeEventListener('peer:identify', this.#onIdentify)
     this.#controller.abort()
     await this.#components.node.unhandle(BULK_PROTOCOL)
     this.resetAll()
@@ -164,15 +200,35 @@ export class BulkLinks implements Component {
     }
   }
 
-  /** Whether a session over `connection` can have a bulk link: a direct TCP connection. */
+  /**
+   * Whether a session over `connection` can have a bulk link: a direct TCP connection, or one
+   * relayed by a relay with a splice port that we are connected to directly.
+   */
   canCarry(connection: Connection): boolean {
+    return connection.status === 'open' && this.#route(connection) !== undefined
+  }
+
+  /** How a bulk link beside `connection` would be had, and where to. */
+  #route(connection: Connection): Route | undefined {
     const path = classifyConnection(connection)
-    return (
-      connection.status === 'open' &&
-      path.type === 'DIRECT' &&
-      path.transport === 'tcp' &&
-      ipOf(connection.remoteAddr) !== undefined
-    )
+    if (path.type === 'DIRECT') {
+      const ip = path.transport === 'tcp' ? ipOf(connection.remoteAddr) : undefined
+      return ip === undefined
+        ? undefined
+        : { mode: this.#components.punched(connection) ? 'punch' : 'listen', ip }
+    }
+    const relay = path.relay
+    if (relay === undefined || !this.#spliceRelays.has(relay)) {
+      return undefined
+    }
+    const toRelay = this.#components.node
+      .getConnections()
+      .find(
+        (c) =>
+          c.remotePeer.toString() === relay && c.status === 'open' && classifyConnection(c).type === 'DIRECT',
+      )
+    const ip = toRelay === undefined ? undefined : ipOf(toRelay.remoteAddr)
+    return toRelay === undefined || ip === undefined ? undefined : { mode: 'splice', ip, relay: toRelay }
   }
 
   /**
@@ -183,26 +239,30 @@ export class BulkLinks implements Component {
     const all = this.#signal(signal)
     const peer = connection.remotePeer.toString()
     try {
-      const remoteIp = ipOf(connection.remoteAddr)
-      if (!this.canCarry(connection) || remoteIp === undefined) {
-        throw new BulkLinkError(`not a direct TCP connection: ${connection.remoteAddr.toString()}`)
+      const route = this.#route(connection)
+      if (route === undefined) {
+        throw new BulkLinkError(`no bulk link beside ${connection.remoteAddr.toString()}`)
       }
-      const mode = this.#components.punched(connection) ? 'punch' : 'listen'
       const key = randomBytes(32)
       const nonce = randomBytes(16).toString('hex')
-      const ownPort = mode === 'punch' ? await freePort(net.isIPv6(remoteIp) ? 'ipv6' : 'ipv4') : undefined
-      const stream = await connection.newStream(BULK_PROTOCOL, { signal: all }).catch((err: unknown) => {
-        throw new BulkLinkError(`the peer does not take ${BULK_PROTOCOL}: ${describe(err)}`)
-      })
+      const family = net.isIPv6(route.ip) ? 'ipv6' : 'ipv4'
+      const ownPort = route.mode === 'punch' ? await freePort(family) : undefined
+      const splice = route.mode === 'splice' ? await spliceToken(route.relay, peer, all) : undefined
+      const asked = {
+        mode: route.mode,
+        nonce,
+        key: key.toString('hex'),
+        ...(ownPort === undefined ? {} : { port: ownPort }),
+        ...(splice === undefined ? {} : splice),
+      }
+      const stream = await connection
+        .newStream(BULK_PROTOCOL, { signal: all, runOnLimitedConnection: true })
+        .catch((err: unknown) => {
+          throw new BulkLinkError(`the peer does not take ${BULK_PROTOCOL}: ${describe(err)}`)
+        })
       let theirPort: number
       try {
         const lp = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES })
-        const asked = {
-          mode,
-          nonce,
-          key: key.toString('hex'),
-          ...(ownPort === undefined ? {} : { port: ownPort }),
-        }
         await lp.write(encode(asked), { signal: all })
         const reply = answer.safeParse(decodeFrame((await lp.read({ signal: all })).subarray()))
         if (!reply.success) {
@@ -217,7 +277,7 @@ export class BulkLinks implements Component {
           throw new BulkLinkError("the peer's answer is for another request (nonce differs)")
         }
         theirPort = reply.data.port
-        if (mode === 'punch') {
+        if (route.mode === 'punch') {
           await lp.write(encode({ go: true }), { signal: all })
         }
         await stream.close({ signal: all }).catch(() => stream.abort(new Error('closed')))
@@ -226,13 +286,15 @@ export class BulkLinks implements Component {
         throw err
       }
       const socket =
-        ownPort === undefined
-          ? await dial(remoteIp, theirPort, all)
-          : await simultaneousOpen({ ip: remoteIp, port: theirPort }, ownPort, {
-              windowMs: PUNCH_WINDOW_MS,
-              retryMs: PUNCH_RETRY_MS,
-              signal: all,
-            })
+        splice !== undefined
+          ? await dialSplice(route.ip, splice, all)
+          : ownPort === undefined
+            ? await dial(route.ip, theirPort, all)
+            : await simultaneousOpen({ ip: route.ip, port: theirPort }, ownPort, {
+                windowMs: PUNCH_WINDOW_MS,
+                retryMs: PUNCH_RETRY_MS,
+                signal: all,
+              })
       const secure = tls.connect({
         ...TLS_OPTIONS,
         socket,
@@ -240,7 +302,9 @@ export class BulkLinks implements Component {
         checkServerIdentity: () => undefined,
         pskCallback: () => ({ psk: key, identity: nonce }),
       })
-      return await this.#linked(secure, peer, all)
+      const link = await this.#linked(secure, peer, all)
+      this.#components.log.debug('bulk link opened', { peer, mode: route.mode })
+      return link
     } catch (err) {
       this.#counts.failed++
       throw err instanceof BulkLinkError ? err : new BulkLinkError(describe(err), { cause: err })
@@ -259,9 +323,9 @@ export class BulkLinks implements Component {
       if (!asked.success) {
         throw new BulkLinkError(`malformed bulk request: ${asked.error.issues[0]?.message ?? 'invalid'}`)
       }
-      const { nonce } = asked.data
-      const key = Buffer.from(asked.data.key, 'hex')
-      const remoteIp = ipOf(connection.remoteAddr)
+      const want = asked.data
+      const key = Buffer.from(want.key, 'hex')
+      const route = this.#route(connection)
       let ownPort: number
       try {
         // Before anything is bound or connected: a peer we would not let in gets nothing.
@@ -271,33 +335,39 @@ export class BulkLinks implements Component {
         if (accept === undefined) {
           throw new BulkLinkError('this node accepts no sessions')
         }
-        if (!this.canCarry(connection) || remoteIp === undefined) {
-          throw new BulkLinkError('asked on a connection that is not direct TCP')
+        // A splice is asked on a relayed connection, the others on a direct one.
+        if (route === undefined || (route.mode === 'splice') !== (want.mode === 'splice')) {
+          throw new BulkLinkError(`asked for ${want.mode} on a connection that has no such way`)
         }
-        if (asked.data.mode === 'listen') {
-          server = await listenOnce(net.isIPv6(remoteIp) ? '::' : '0.0.0.0')
+        if (want.mode === 'listen') {
+          server = await listenOnce(net.isIPv6(route.ip) ? '::' : '0.0.0.0')
           ownPort = (server.address() as net.AddressInfo).port
+        } else if (want.mode === 'punch') {
+          ownPort = await freePort(net.isIPv6(route.ip) ? 'ipv6' : 'ipv4')
         } else {
-          ownPort = await freePort(net.isIPv6(remoteIp) ? 'ipv6' : 'ipv4')
+          ownPort = want.port
         }
       } catch (err) {
         // Told to the opener, which logs why its session stays on its stream.
         await lp.write(encode({ error: describe(err).slice(0, 200) }), { signal: all }).catch(() => {})
         throw err
       }
-      await lp.write(encode({ port: ownPort, nonce }), { signal: all })
+      await lp.write(encode({ port: ownPort, nonce: want.nonce }), { signal: all })
       let socket: net.Socket
-      if (asked.data.mode === 'punch') {
+      if (want.mode === 'punch') {
         go.parse(decodeFrame((await lp.read({ signal: all })).subarray()))
         await stream.close({ signal: all }).catch(() => stream.abort(new Error('closed')))
-        socket = await simultaneousOpen({ ip: remoteIp, port: asked.data.port }, ownPort, {
+        socket = await simultaneousOpen({ ip: route.ip, port: want.port }, ownPort, {
           windowMs: PUNCH_WINDOW_MS,
           retryMs: PUNCH_RETRY_MS,
           signal: all,
         })
       } else {
-        socket = await acceptFrom(server as net.Server, remoteIp, all)
         void stream.close({ signal: all }).catch(() => stream.abort(new Error('closed')))
+        socket =
+          want.mode === 'splice'
+            ? await dialSplice(route.ip, want, all)
+            : await acceptFrom(server as net.Server, route.ip, all)
       }
       // Node's TLSSocket takes pskCallback on the server side too (node:tls `_init`), which its
       // types list only for tls.createServer().
@@ -305,7 +375,7 @@ export class BulkLinks implements Component {
         ...TLS_OPTIONS,
         isServer: true,
         // Only the key sent for this nonce; anyone else's handshake fails.
-        pskCallback: (_socket, identity) => (identity === nonce ? key : null),
+        pskCallback: (_socket, identity) => (identity === want.nonce ? key : null),
       }
       const secure = new tls.TLSSocket(socket, serverOptions)
       await once(secure, 'secure', { signal: all }).catch((err: unknown) => {
@@ -314,7 +384,7 @@ export class BulkLinks implements Component {
       })
       accept(this.#track(socketLink(secure, peer, BULK_LINK_OPTIONS), secure), connection)
       this.#counts.opened++
-      log.debug('bulk link accepted', { peer })
+      log.debug('bulk link accepted', { peer, mode: want.mode })
     } catch (err) {
       this.#counts.failed++
       stream.abort(err as Error)
@@ -395,6 +465,36 @@ async function acceptFrom(server: net.Server, ip: string, signal: AbortSignal): 
     server.off('connection', onConnection)
     signal.removeEventListener('abort', onAbort)
   }
+}
+
+/** Asks the relay at the other end of `toRelay` for a splice with `peer`. */
+async function spliceToken(toRelay: Connection, peer: string, signal: AbortSignal): Promise<Splice> {
+  const stream = await toRelay.newStream(SPLICE_PROTOCOL, { signal }).catch((err: unknown) => {
+    throw new BulkLinkError(`the relay does not splice: ${describe(err)}`)
+  })
+  try {
+    const lp = lpStream(stream, { maxDataLength: MAX_FRAME_BYTES })
+    await lp.write(encode({ peer }), { signal })
+    const reply = spliceAnswer.safeParse(decodeFrame((await lp.read({ signal })).subarray()))
+    await stream.close({ signal }).catch(() => stream.abort(new Error('closed')))
+    if (!reply.success) {
+      throw new BulkLinkError("the relay's splice answer is malformed")
+    }
+    if ('error' in reply.data) {
+      throw new BulkLinkError(`the relay will not splice: ${reply.data.error}`)
+    }
+    return reply.data
+  } catch (err) {
+    stream.abort(err as Error)
+    throw err
+  }
+}
+
+/** Connects to the relay's splice port and presents the token: what follows is the peer's. */
+async function dialSplice(relayIp: string, splice: Splice, signal: AbortSignal): Promise<net.Socket> {
+  const socket = await dial(relayIp, splice.port, signal)
+  socket.write(Buffer.from(splice.token, 'hex'))
+  return socket
 }
 
 function decodeFrame(bytes: Uint8Array): unknown {

@@ -30,7 +30,7 @@ import { serviceProtocolId } from './constants.ts'
 import { noSuchService, PeerRefusedError, ServiceRefusedError } from './errors.ts'
 import { pingConnection, severConnection } from './liveness.ts'
 import type { PeerupLibp2p } from './node.ts'
-import { bestConnection, classifyConnection, type PathInfo } from './path.ts'
+import { bestConnection, classifyConnection, describePath, type PathInfo } from './path.ts'
 import type { PathChange, PathTracker } from './paths.ts'
 import type { Reached } from './reach.ts'
 
@@ -101,8 +101,12 @@ export class SessionOpener implements Component {
   readonly #live = new Map<string, Set<Session>>()
   /** The connection each link runs over. */
   readonly #connectionOf = new WeakMap<Link, Connection>()
-  /** Sessions that reached {@link BULK_AFTER_BYTES} and have no bulk link yet. */
-  readonly #wantBulk = new WeakSet<Session>()
+  /** Sessions that reached {@link BULK_AFTER_BYTES}: they get a bulk link wherever they run. */
+  readonly #bulky = new WeakSet<Session>()
+  /** Sessions whose bulk link is being set up. */
+  readonly #bulking = new WeakSet<Session>()
+  /** The bulk links this opener made. */
+  readonly #bulkLinks = new WeakSet<Link>()
   /** Where each end this opener opened goes (`daemon connections` shows it). */
   readonly #routes = new WeakMap<ByteEnd, OpenedRoute>()
   readonly #tally = new SessionTally()
@@ -302,33 +306,49 @@ export class SessionOpener implements Component {
     await session.moveTo(await this.#linkOver(connection, this.#timeout()), this.#timeout())
     this.#tally.moved++
     this.#components.log.info('session moved to a direct path', { session: session.name })
-    if (this.#wantBulk.has(session)) {
+    if (this.#bulky.has(session)) {
       await this.#toBulk(session)
     }
   }
 
-  /** The session carries a bulk transfer: it gets a link of its own once it is on direct TCP. */
+  /** The session carries a bulk transfer: it gets a link of its own (now, and after a move). */
   #wantsBulk(session: Session): void {
-    this.#wantBulk.add(session)
+    this.#bulky.add(session)
     void this.#toBulk(session)
   }
 
-  /** Moves the session onto a bulk link over the direct TCP connection it runs on, if it does. */
+  /**
+   * Moves the session onto a bulk link beside the connection its stream runs over (direct TCP, or
+   * a relay that splices), if there is one.
+   */
   async #toBulk(session: Session): Promise<void> {
     const { bulk, log } = this.#components
     const link = session.link
     const connection = link === undefined ? undefined : this.#connectionOf.get(link)
-    if (bulk === undefined || !session.attached || connection === undefined || !bulk.canCarry(connection)) {
+    if (
+      bulk === undefined ||
+      !session.attached ||
+      this.#bulking.has(session) ||
+      (link !== undefined && this.#bulkLinks.has(link)) ||
+      connection === undefined ||
+      !bulk.canCarry(connection)
+    ) {
       return
     }
-    this.#wantBulk.delete(session)
+    this.#bulking.add(session)
     try {
       const bulkLink = await bulk.open(connection)
       this.#connectionOf.set(bulkLink, connection)
+      this.#bulkLinks.add(bulkLink)
       await session.moveTo(bulkLink, this.#timeout())
-      log.info('session moved to a bulk link', { session: session.name })
+      log.info('session moved to a bulk link', {
+        session: session.name,
+        path: describePath(classifyConnection(connection)),
+      })
     } catch (err) {
       log.info('session stays on its stream', { session: session.name, error: err as Error })
+    } finally {
+      this.#bulking.delete(session)
     }
   }
 }

@@ -32,6 +32,7 @@ import { HealthServer } from './health.ts'
 import { OpenInvites } from './invites.ts'
 import { assertRelayPatched } from './patch-check.ts'
 import { IdleStrangers, RefusalReport, RelayNotices, RevokedRelayPeers } from './relay-components.ts'
+import { SpliceServer } from './splice.ts'
 import { StunResponder } from './stun.ts'
 
 export interface RelayServices extends BaseServices {
@@ -62,6 +63,8 @@ export interface RelayHandle {
   invites: OpenInvites
   /** The STUN responder nodes use for their direct (WebRTC) path; undefined when `stun.enabled` is false. */
   stun: StunResponder | undefined
+  /** The splice port for members' bulk transfers; undefined when `splice.enabled` is false. */
+  splice: SpliceServer | undefined
   /** Multiaddrs the relay listens on, each ending in /p2p/<relay>. */
   addresses(): string[]
   /** Re-reads relay_authorized_keys; closes the connections of peers that lost authorization. */
@@ -128,6 +131,17 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
         { listenAddress: config.health.listen_address },
       )
     : undefined
+  const splice = config.splice.enabled
+    ? new SpliceServer(
+        {
+          node,
+          log: log.child('splice'),
+          member: (peer) => !config.security.enable_connection_gating || authorized.has(peer),
+          onBytes: (n) => observer.relayedBytes(n),
+        },
+        { listenAddress: config.splice.listen_address },
+      )
+    : undefined
   const stun = config.stun.enabled
     ? new StunResponder({ log: log.child('stun') }, { listenAddress: config.stun.listen_address })
     : undefined
@@ -146,6 +160,7 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
     // A relay that cannot bind its STUN port does not half-run: what started stops again.
     ...(health === undefined ? [] : [health]),
     ...(stun === undefined ? [] : [stun]),
+    ...(splice === undefined ? [] : [splice]),
   ]
   const stopFailed = stopFailedLogger(log)
   await startAll(components, stopFailed)
@@ -156,6 +171,7 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
     authorized,
     invites,
     stun,
+    splice,
     addresses: () => node.getMultiaddrs().map((a) => a.toString()),
     reloadAuthorized: () => authorized.reloadFromFile(),
     stop: () => stopAll(components, stopFailed),

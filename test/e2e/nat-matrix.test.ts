@@ -57,7 +57,7 @@ for (const c of CASES) {
     let relay: LabRelay
     let a: PeerupHost
     let sshd: Sshd
-    let relayBytes: () => Promise<number>
+    let relayBytes: Awaited<ReturnType<typeof relayCounters>>
 
     before(async () => {
       ensureBuilt()
@@ -130,18 +130,22 @@ for (const c of CASES) {
           await a.host.mustRun('sh', ['-c', `head -c ${100 * MiB} /dev/urandom > ${file}`])
           const want = (await a.host.mustRun('sha256sum', [file])).stdout.split(' ')[0]
           const before = await relayBytes()
+          const splicedBefore = await relayBytes.splice()
           const r = await sshThrough(a.host, sshd, 2222, 'sha256sum', file, 180_000)
           const crossed = (await relayBytes()) - before
+          const spliced = (await relayBytes.splice()) - splicedBefore
           assert.equal(r.code, 0, r.stderr)
           assert.equal(r.stdout.split(' ')[0], want)
           const on = String(logLines(proxy, 'service session opened').at(-1)?.path)
           const punched = logLines(proxy, 'tcp punched')[0]
           t.diagnostic(
-            `session on ${on}; the relay's port saw ${crossed} bytes${punched === undefined ? '' : `; punched with lead ${punched.lead} after ${JSON.stringify(punched.failed)}`}`,
+            `session on ${on}; the relay's ports saw ${crossed} bytes (${spliced} of them on its splice port)${punched === undefined ? '' : `; punched with lead ${punched.lead} after ${JSON.stringify(punched.failed)}`}`,
           )
           if (c.want === 'RELAYED') {
             assert.match(on, /^RELAYED via /)
             assert.ok(crossed > 200 * MiB, `only ${crossed} bytes crossed the relay`)
+            // Past its first 8 MiB the transfer ran on a splice (docs/decisions/0016-splicing-relay.md).
+            assert.ok(spliced > 180 * MiB, `only ${spliced} bytes crossed the splice port`)
           } else {
             assert.equal(on, `DIRECT (${c.want})`)
             assert.ok(crossed < 1 * MiB, `${crossed} bytes crossed the relay during the transfer`)

@@ -201,25 +201,33 @@ export function logLines(proc: LabProcess, msg: string): Array<Record<string, un
 }
 
 /**
- * Byte counters of the relay's libp2p port (tcp 7777), in and out, from iptables rules in the relay's
- * namespace that count and do nothing else: everything relayed crosses them twice.
+ * Byte counters of the relay's ports — its libp2p port (tcp 7777, circuits) and its splice port
+ * (tcp 7778, bulk transfers joined as plain TCP, src/relay/splice.ts) — in and out, from iptables
+ * rules in the relay's namespace that count and do nothing else: everything relayed crosses them
+ * twice. The function returns the total; `.splice()` the splice port's part.
  */
-export async function relayCounters(lab: Lab, relay: LabHost): Promise<() => Promise<number>> {
+export async function relayCounters(
+  lab: Lab,
+  relay: LabHost,
+): Promise<(() => Promise<number>) & { splice: () => Promise<number> }> {
   const ipt = (...args: string[]) => relay.mustRun(lab.iptables, ['-w', ...args])
-  await ipt('-A', 'INPUT', '-p', 'tcp', '--dport', '7777')
-  await ipt('-A', 'OUTPUT', '-p', 'tcp', '--sport', '7777')
-  return async () => {
+  for (const port of ['7777', '7778']) {
+    await ipt('-A', 'INPUT', '-p', 'tcp', '--dport', port)
+    await ipt('-A', 'OUTPUT', '-p', 'tcp', '--sport', port)
+  }
+  const count = async (ports: RegExp): Promise<number> => {
     let total = 0
     for (const chain of ['INPUT', 'OUTPUT']) {
       const out = (await ipt('-n', '-v', '-x', '-L', chain)).stdout
       for (const line of out.split('\n')) {
-        if (/[sd]pt:7777\b/.test(line)) {
+        if (ports.test(line)) {
           total += Number(line.trim().split(/\s+/)[1])
         }
       }
     }
     return total
   }
+  return Object.assign(() => count(/[sd]pt:(7777|7778)\b/), { splice: () => count(/[sd]pt:7778\b/) })
 }
 
 /** Runs ssh through `peerup proxy` listening on `port` of `host`, feeding `input` from a file. */

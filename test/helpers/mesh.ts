@@ -43,6 +43,8 @@ export async function startTestRelay(
   root: string,
   options: {
     stun?: boolean
+    /** Whether the splice port runs (src/relay/splice.ts); default true. */
+    splice?: boolean
     strangerLimits?: 'default' | 'loose'
     /** Values for `resources:` of relay-server.yaml, over the rest. */
     resources?: Record<string, number | string>
@@ -60,6 +62,8 @@ export async function startTestRelay(
     doc.setIn(['stun', 'enabled'], options.stun === true)
     doc.setIn(['stun', 'listen_address'], '127.0.0.1:0')
     doc.setIn(['health', 'listen_address'], '127.0.0.1:0')
+    doc.setIn(['splice', 'listen_address'], '127.0.0.1:0')
+    doc.setIn(['splice', 'enabled'], options.splice !== false)
     if (options.strangerLimits !== 'default') {
       for (const key of [
         'max_pending_per_ip',

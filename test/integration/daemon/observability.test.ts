@@ -79,6 +79,7 @@ describe('metrics, audit and logs', { timeout: 180_000 }, () => {
       doc.setIn(['network', 'listen_addresses'], doc.createNode(['/ip4/127.0.0.1/tcp/0']))
       doc.setIn(['stun', 'enabled'], false)
       doc.setIn(['health', 'listen_address'], '127.0.0.1:0')
+      doc.setIn(['splice', 'listen_address'], '127.0.0.1:0')
       doc.setIn(['telemetry', 'metrics', 'enabled'], true)
       doc.setIn(['telemetry', 'metrics', 'listen_address'], '127.0.0.1:0')
       doc.setIn(['telemetry', 'audit', 'enabled'], true)

@@ -21,6 +21,7 @@ it('the relay tells systemd READY=1, WATCHDOG=1, then STOPPING=1', { timeout: 30
     doc.setIn(['network', 'listen_addresses'], doc.createNode(['/ip4/127.0.0.1/tcp/0']))
     doc.setIn(['stun', 'enabled'], false)
     doc.setIn(['health', 'listen_address'], '127.0.0.1:0')
+    doc.setIn(['splice', 'listen_address'], '127.0.0.1:0')
   })
   const notifyPath = path.join(root, 'notify.sock')
   const listener = new DgramSocket()
