@@ -128,6 +128,18 @@ export class RelayAdminProtocol implements Component {
       log.debug('invite closed', { peer: caller })
       return { ok: true }
     }
+    if (request.type === 'nameplate-claim') {
+      const nameplate = relay.invites.claimNameplate(caller, request.ttl_ms, request.network)
+      log.debug('nameplate claimed', { peer: caller, nameplate })
+      return nameplate === undefined
+        ? { ok: false, reason: 'no invite open, or no nameplate free' }
+        : { ok: true, nameplate }
+    }
+    if (request.type === 'nameplate-release') {
+      relay.invites.releaseNameplate(caller)
+      log.debug('nameplate released', { peer: caller })
+      return { ok: true }
+    }
     if (request.type === 'invite-spent') {
       relay.invites.spend(caller, request.code, request.reason, request.ttl_ms)
       log.debug('invite code spent', { peer: caller, reason: request.reason })
