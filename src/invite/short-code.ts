@@ -34,7 +34,7 @@ export interface ShortCode {
 
 const WORDS = new Set(SHORT_CODE_WORDS)
 const SHAPE = /^(\d{1,3})((?:-[a-z]+)+)$/
-const HINT = 'type it as `peerup invite` printed it: a number and two words, like 7-acorn-zebra'
+const HINT = 'type it as `peerup invite` printed it: a number and two words, like 12-lemon-ozone'
 
 /** Fresh random words for a short code. */
 export function createShortWords(): string[] {

@@ -152,7 +152,7 @@ async function shortCodeRelay(
 ): Promise<string> {
   const relays =
     'configFile' in target ? (await loadNodeConfig(target.configFile)).config.relay.addresses : []
-  if (given !== undefined && given.startsWith('/')) {
+  if (given?.startsWith('/')) {
     return checkRelayAddress(given)
   }
   if (given !== undefined) {
