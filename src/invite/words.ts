@@ -3,8 +3,8 @@
  * https://www.eff.org/files/2016/09/08/eff_short_wordlist_1.txt, 2016), licensed under the Creative
  * Commons Attribution 3.0 United States licence (CC BY 3.0 US), used here unchanged except that
  * `yo-yo` is left out (a dash separates the parts of a code, and `yoyo` is in the list too): 1295
- * words of 3 to 5 letters, about 10.34 bits each. Their order is the list's and must never change,
- * since a code's words are only ever compared as words, but tests count on it.
+ * words of 3 to 5 letters, about 10.34 bits each (docs/decisions/0013-short-codes-cpace.md). The
+ * order is the list's; nothing depends on it, since words are only ever compared as words.
  *
  * @packageDocumentation
  */
