@@ -6,17 +6,16 @@
  * proves (or not) that whoever answers there knows the words (docs/decisions/0013-short-codes-cpace.md),
  * and a lying relay gets one guess at them, like anyone. Asking costs no code anything.
  *
- * One request, one answer, length-prefixed JSON under {@link MAX_MESSAGE_BYTES}. The relay's side
+ * One request, one answer, length-prefixed JSON (src/invite/protocol.ts `requestOnce`). The relay's side
  * is src/relay/nameplates.ts.
  *
  * @packageDocumentation
  */
 
 import type { Stream } from '@libp2p/interface'
-import { lpStream } from '@libp2p/utils'
 import { z } from 'zod'
 import { PairingProtocolError } from './errors.ts'
-import { closeStream, MAX_MESSAGE_BYTES, PAIRING_VERSION, STEP_TIMEOUT_MS } from './protocol.ts'
+import { PAIRING_VERSION, requestOnce, STEP_TIMEOUT_MS } from './protocol.ts'
 import { MAX_NAMEPLATE } from './short-code.ts'
 
 export const NAMEPLATE_PROTOCOL = '/peerup/nameplate/1.0.0'
@@ -46,22 +45,10 @@ export async function askNameplate(
   nameplate: number,
   signal: AbortSignal = AbortSignal.timeout(STEP_TIMEOUT_MS),
 ): Promise<NameplateResponse> {
-  const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
-  try {
-    const request: NameplateRequest = { v: PAIRING_VERSION, nameplate }
-    await lp.write(new TextEncoder().encode(JSON.stringify(request)), { signal })
-    const raw = (await lp.read({ signal })).subarray()
-    let parsed: ReturnType<typeof nameplateResponse.safeParse>
-    try {
-      parsed = nameplateResponse.safeParse(JSON.parse(new TextDecoder().decode(raw)))
-    } catch {
-      parsed = nameplateResponse.safeParse(undefined)
-    }
-    if (!parsed.success) {
-      throw new PairingProtocolError('the relay sent a malformed answer about the short code')
-    }
-    return parsed.data
-  } finally {
-    await closeStream(stream)
+  const request: NameplateRequest = { v: PAIRING_VERSION, nameplate }
+  const answer = await requestOnce(stream, request, nameplateResponse, signal)
+  if (answer === undefined) {
+    throw new PairingProtocolError('the relay sent a malformed answer about the short code')
   }
+  return answer
 }

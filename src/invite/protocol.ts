@@ -296,6 +296,54 @@ export class Framed {
   }
 }
 
+/**
+ * One request, one answer, on a fresh `stream` (the relay-admin and nameplate protocols): writes
+ * `request` as a length-prefixed JSON frame, reads one back and checks it against `schema`.
+ * Resolves with the answer, or undefined when it is malformed; closes the stream either way.
+ */
+export async function requestOnce<T>(
+  stream: Stream,
+  request: unknown,
+  schema: z.ZodType<T>,
+  signal: AbortSignal,
+): Promise<T | undefined> {
+  const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
+  try {
+    await lp.write(new TextEncoder().encode(JSON.stringify(request)), { signal })
+    const raw = (await lp.read({ signal })).subarray()
+    return schema.safeParse(parseJson(raw)).data
+  } finally {
+    await closeStream(stream)
+  }
+}
+
+/**
+ * The other side of {@link requestOnce}: reads one request from `stream`, checks it against
+ * `schema`, and writes what `decide` makes of it (or `malformed` for a request that does not
+ * parse), within {@link STEP_TIMEOUT_MS}. The caller closes the stream.
+ */
+export async function answerOnce<Q, A>(
+  stream: Stream,
+  schema: z.ZodType<Q>,
+  decide: (request: Q) => A | Promise<A>,
+  malformed: A,
+): Promise<void> {
+  const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
+  const signal = AbortSignal.timeout(STEP_TIMEOUT_MS)
+  const checked = schema.safeParse(parseJson((await lp.read({ signal })).subarray()))
+  const answer = checked.success ? await decide(checked.data) : malformed
+  await lp.write(new TextEncoder().encode(JSON.stringify(answer)), { signal })
+}
+
+/** UTF-8 JSON, or undefined when it is not. */
+function parseJson(raw: Uint8Array): unknown {
+  try {
+    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(raw))
+  } catch {
+    return undefined
+  }
+}
+
 /** Closes `stream` for writing, then entirely (aborting it when that takes over 2 s); never throws. */
 export async function closeStream(stream: Stream): Promise<void> {
   await stream.close({ signal: AbortSignal.timeout(2_000) }).catch(() => stream.abort(new Error('closed')))

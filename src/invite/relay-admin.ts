@@ -23,10 +23,9 @@
  */
 
 import type { Connection } from '@libp2p/interface'
-import { lpStream } from '@libp2p/utils'
 import { z } from 'zod'
 import { PairingProtocolError } from './errors.ts'
-import { closeStream, groupMember, MAX_MESSAGE_BYTES, STEP_TIMEOUT_MS } from './protocol.ts'
+import { groupMember, requestOnce, STEP_TIMEOUT_MS } from './protocol.ts'
 import { MAX_NAMEPLATE } from './short-code.ts'
 
 export const RELAY_ADMIN_PROTOCOL = '/peerup/relay-admin/1.0.0'
@@ -85,16 +84,9 @@ export async function askRelay(
   signal: AbortSignal = AbortSignal.timeout(STEP_TIMEOUT_MS),
 ): Promise<RelayAdminResponse> {
   const stream = await connection.newStream(RELAY_ADMIN_PROTOCOL, { signal })
-  const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
-  try {
-    await lp.write(new TextEncoder().encode(JSON.stringify(request)), { signal })
-    const raw = (await lp.read({ signal })).subarray()
-    const parsed = relayAdminResponse.safeParse(JSON.parse(new TextDecoder().decode(raw)))
-    if (!parsed.success) {
-      throw new PairingProtocolError('the relay sent a malformed answer')
-    }
-    return parsed.data
-  } finally {
-    await closeStream(stream)
+  const answer = await requestOnce(stream, request, relayAdminResponse, signal)
+  if (answer === undefined) {
+    throw new PairingProtocolError('the relay sent a malformed answer')
   }
+  return answer
 }

@@ -9,14 +9,13 @@
  */
 
 import type { Stream } from '@libp2p/interface'
-import { lpStream } from '@libp2p/utils'
 import {
   NAMEPLATE_PROTOCOL,
   type NameplateRequest,
   type NameplateResponse,
   nameplateRequest,
 } from '../invite/nameplate.ts'
-import { closeStream, MAX_MESSAGE_BYTES, PAIRING_VERSION, STEP_TIMEOUT_MS } from '../invite/protocol.ts'
+import { answerOnce, closeStream, PAIRING_VERSION } from '../invite/protocol.ts'
 import type { Component } from '../util/components.ts'
 import type { PairingComponents } from './sponsoring.ts'
 
@@ -46,23 +45,18 @@ export class NameplateLookup implements Component {
     await this.#components.relay.node.unhandle(NAMEPLATE_PROTOCOL).catch(() => {})
   }
 
-  async #answer(stream: Stream): Promise<void> {
-    const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
-    const signal = AbortSignal.timeout(STEP_TIMEOUT_MS)
-    const reply = (response: NameplateResponse) =>
-      lp.write(new TextEncoder().encode(JSON.stringify(response)), { signal })
-    const raw = (await lp.read({ signal })).subarray()
-    let request: NameplateRequest
-    try {
-      request = nameplateRequest.parse(JSON.parse(new TextDecoder().decode(raw)))
-    } catch {
-      await reply({ ok: false })
-      return
-    }
-    const held =
-      request.v === PAIRING_VERSION
-        ? this.#components.relay.invites.lookupNameplate(request.nameplate)
-        : undefined
-    await reply(held === undefined ? { ok: false } : { ok: true, peer: held.member, network: held.network })
+  #answer(stream: Stream): Promise<void> {
+    return answerOnce<NameplateRequest, NameplateResponse>(
+      stream,
+      nameplateRequest,
+      (request) => {
+        const held =
+          request.v === PAIRING_VERSION
+            ? this.#components.relay.invites.lookupNameplate(request.nameplate)
+            : undefined
+        return held === undefined ? { ok: false } : { ok: true, peer: held.member, network: held.network }
+      },
+      { ok: false },
+    )
   }
 }

@@ -9,11 +9,10 @@
 
 import * as assert from 'node:assert/strict'
 import * as fs from 'node:fs'
-import * as path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { SHORT_CODE_WORDS } from '../../src/invite/words.ts'
 import { createLab, type Lab, type LabProcess, labSupport, withLabLogs } from './lab.ts'
-import { ensureBuilt, PeerupHost, RELAY_UNIT_ENV } from './peerup-host.ts'
+import { ensureBuilt, PeerupHost, startLabRelay } from './peerup-host.ts'
 
 const support = await labSupport()
 const skip = support.ok ? false : `network lab unavailable: ${support.reason}`
@@ -27,7 +26,6 @@ interface Shown {
 
 describe('short invite codes across two symmetric NATs', { skip, timeout: 900_000 }, () => {
   let lab: Lab
-  let relay: PeerupHost
   let a: PeerupHost
   let a2: PeerupHost
   let b: PeerupHost
@@ -46,26 +44,14 @@ describe('short invite codes across two symmetric NATs', { skip, timeout: 900_00
   before(async () => {
     ensureBuilt()
     lab = await createLab({ nat: 'symmetric', name: 'shortcode', lanPeers: { a: 1 } })
-    relay = new PeerupHost(lab.host('relay'), lab, { peerupHome: true })
     a = new PeerupHost(lab.host('a'), lab, { peerupHome: true })
     a2 = new PeerupHost(lab.host('a2'), lab, { peerupHome: true })
     b = new PeerupHost(lab.host('b'), lab, { peerupHome: true })
 
-    await relay.peerup(['relay', 'setup', '--dir', path.join(relay.dir, 'relay')])
-    const relayConfig = path.join(relay.dir, 'relay', 'relay-server.yaml')
-    fs.writeFileSync(
-      relayConfig,
-      fs.readFileSync(relayConfig, 'utf8').replace('stun:\n  enabled: true', 'stun:\n  enabled: false'),
-    )
-    const relayId = JSON.parse(
-      await relay.peerup(['relay', 'info', '--json', '--config', relayConfig]),
-    ).peerId
-    relayAddr = `/ip4/198.18.0.1/tcp/7777/p2p/${relayId}`
-    const relayProc = relay.spawn(['relay', 'serve', '--config', relayConfig], 'relay', RELAY_UNIT_ENV)
-    await relayProc.waitForOutput(/relay started/, 30_000)
-
+    const labRelay = await startLabRelay(lab, { stun: false })
+    relayAddr = labRelay.address
     await b.peerup(['init', '--non-interactive', '--relay', relayAddr])
-    await relay.peerup(['relay', 'authorize', (await b.peerup(['whoami'])).trim(), '--config', relayConfig])
+    await labRelay.authorize((await b.peerup(['whoami'])).trim())
     const d = b.spawn(['daemon', '--log-level', 'info'], 'daemon-b')
     daemons.push(d)
     await d.waitForOutput(/"msg":"reservation held"/, 60_000)
