@@ -3,8 +3,9 @@
  * the relay). b, whose daemon runs, invites; a, with no peerup config at all, joins with
  * `peerup join <relay> <short code>` and pings b. Then three wrong short codes (each from a fresh
  * identity) burn b's next short code: the right one is refused after, and the long code of the
- * same invite still pairs a2. Last, a invites without a daemon and a2, which now uses the relay,
- * joins with the short code alone.
+ * same invite still pairs a2. Last, a invites without a daemon on a terminal (the short code with
+ * its relay, the long code, its QR code, the expiry with its zone) and a2, which now uses the
+ * relay, joins with the short code alone.
  */
 
 import * as assert from 'node:assert/strict'
@@ -128,21 +129,32 @@ describe('short invite codes across two symmetric NATs', { skip, timeout: 900_00
     })
   })
 
-  it('a invites with no daemon; a2, which uses the relay already, joins with the short code alone', async (t) => {
+  it('a invites with no daemon, on a terminal (codes, QR code, expiry with zone); a2, which uses the relay already, joins with the short code alone', async (t) => {
     await withLabLogs(t, lab, async () => {
-      const { proc, shown } = await invite(a, 'laptop')
-      const joined = await a2.run(
-        ['join', (shown.short as { code: string }).code, '--non-interactive', '--json'],
-        {
-          timeoutMs: 120_000,
-        },
+      // `script` gives the invite a terminal, so it shows what a person sees.
+      const proc = a.host.spawn(
+        '/usr/bin/script',
+        ['-qfec', `${a.exe} invite --name laptop --ttl 5m`, '/dev/null'],
+        { env: { ...a.env, TZ: 'Asia/Kolkata' }, label: 'invite-a-tty' },
       )
+      const [, shortCode] = await proc.waitForOutput(
+        new RegExp(`peerup join ${relayAddr.replaceAll('/', '\\/')} (\\d{1,3}-[a-z]+-[a-z]+)\\r?\\n`),
+        60_000,
+      )
+      await proc.waitForOutput(/until \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC\+05:30\./, 10_000)
+      const shown = proc.output()
+      assert.match(shown, new RegExp(`or, if it already uses this relay: {2}peerup join ${shortCode}`))
+      assert.match(shown, /peerup join [0-9A-Z]{4}(-[0-9A-Z]{1,4}){10,}/, 'the long code is shown too')
+      assert.match(shown, /[▀▄█]{10,}/, 'and its QR code')
+      const joined = await a2.run(['join', shortCode as string, '--non-interactive', '--json'], {
+        timeoutMs: 120_000,
+      })
       assert.equal(joined.code, 0, joined.stderr)
       const result = JSON.parse(joined.stdout)
       assert.equal(result.created, false)
       assert.equal(result.inviter.name, 'laptop')
       assert.equal((await proc.exited).code, 0, proc.output())
-      assert.match(proc.output(), /"paired":\{"peerId":"/)
+      assert.match(proc.output(), /paired with /)
     })
   })
 })
