@@ -2,8 +2,9 @@
  * The relay's side of `/peerup/nameplate/1.0.0` (src/invite/nameplate.ts): anyone connected may ask
  * which member's open invite holds a nameplate. The answer names a peer id that circuits can
  * already reach while the invite is open, and nothing secret: a short code's words never come
- * here. Asking counts against nothing; what keeps a stranger from asking a thousand times a second
- * are the relay's per-IP limits on strangers (src/relay/gater.ts).
+ * here. Asking counts against nothing and tells only which members have an invite open; a guess
+ * at the words needs a circuit to the member, which the relay's limits on strangers bound
+ * (src/relay/gater.ts, docs/decisions/0004-strangers.md).
  *
  * @packageDocumentation
  */
