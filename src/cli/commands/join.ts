@@ -65,7 +65,7 @@ export function registerJoin(program: CliCommand, ctx: CliContext): void {
       const short = looksLikeShortCode(text) ? parseShortCode(text) : undefined
       if (short === undefined && relayArg !== undefined) {
         throw new UsageError('a long pairing code carries its relay: give the code alone', {
-          hint: 'peerup join <code>, or peerup join <relay> <short code> for a code like 7-acorn-zebra',
+          hint: 'peerup join <code>, or peerup join <relay> <short code> for a code like 12-lemon-ozone',
         })
       }
       logToStderr(ctx, opts.logLevel, 'warn')

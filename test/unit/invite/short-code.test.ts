@@ -3,7 +3,7 @@
  * counts against one, driven through the real exchange — an invite's session (answerPairing) and
  * the joiner's side (proveToken) with CPace — over in-memory streams: the right words pair, a
  * wrong word is refused and counted, three wrong tries burn the short code (and only it), and the
- * right words after that are refused.
+ * right words after that are refused; and a run spliced between two connections fails.
  */
 
 import assert from 'node:assert/strict'
@@ -134,11 +134,16 @@ describe('what counts against a short code', () => {
     return { session, token, failures }
   }
 
-  /** One join by `joiner` with `secret` against `session`; resolves with what it threw, or the accept. */
+  /**
+   * One join by `joiner` with `secret` against `session`; resolves with what it threw, or the
+   * accept. `believes` is who the joiner thinks it is talking to and who it is (default: who they
+   * are), as a relay splicing two connections would make them differ.
+   */
   async function join(
     session: InviteSession,
     joiner: string,
     secret: { short: ShortCode } | { token: Uint8Array },
+    believes: { inviter?: string; joiner?: string } = {},
   ): Promise<unknown> {
     const [out, inbound]: [Stream, Stream] = await streamPair()
     const answered = answerPairing(inbound, connectionOf(joiner), {
@@ -148,8 +153,8 @@ describe('what counts against a short code', () => {
     })
     try {
       return await proveToken(out, {
-        localPeerId: joiner,
-        remotePeerId: 'inviter',
+        localPeerId: believes.joiner ?? joiner,
+        remotePeerId: believes.inviter ?? 'inviter',
         secret,
         name: joiner,
         onAccept: async () => {},
@@ -198,6 +203,18 @@ describe('what counts against a short code', () => {
     const long = (await join(session, 'laptop', { token })) as { accept: unknown }
     assert.ok(long.accept !== undefined, `${long}`)
     assert.equal(session.state, 'used')
+  })
+
+  it('the run is bound to both peer ids: with the right words, a spliced run fails (and counts)', async () => {
+    // A relay in the middle ends one authenticated connection at itself and starts another: each
+    // side then sees a different peer id than the other side's own, and the keys differ.
+    for (const believes of [{ inviter: 'relay' }, { joiner: 'relay' }]) {
+      const { session, failures } = invite()
+      const err = (await join(session, 'laptop', { short: code }, believes)) as Error
+      assert.ok(err instanceof PairingProofError, `${err}`)
+      assert.match(err.message, /a word is wrong \(2 tries left/)
+      assert.equal(failures.length, 1)
+    }
   })
 
   it('a wrong nameplate is another code: refused as unknown, counted nowhere', async () => {
