@@ -145,14 +145,8 @@ async function pairFrom(
             secret: { token: code.token },
             expires: code.expires,
           }
-    if (code.kind === 'short' && !created && peer.network !== pn.config.discovery.network) {
-      log.warn(
-        'this node uses another network name than the inviter; peers will meet through the relay only',
-        {
-          network: pn.config.discovery.network,
-          inviter_network: peer.network,
-        },
-      )
+    if (code.kind === 'short' && !created && peer.network !== undefined) {
+      warnOtherNetwork(log, pn.config.discovery.network, peer.network)
     }
     const to =
       peer.kind === 'group' ? multiaddr(relay) : multiaddr(`${relay}/p2p-circuit/p2p/${peer.inviterPeerId}`)
@@ -202,17 +196,24 @@ async function joinTarget(options: JoinOptions, relay: string, made: string[]) {
   }
   const configFile = options.target.configFile
   const { config } = await loadNodeConfig(configFile)
-  if (code.kind !== 'short' && config.discovery.network !== code.network) {
-    log.warn('this node uses another network name than the inviter; peers will meet through the relay only', {
-      network: config.discovery.network,
-      inviter_network: code.network,
-    })
+  if (code.kind !== 'short') {
+    warnOtherNetwork(log, config.discovery.network, code.network)
   }
   return {
     configFile,
     created: false,
     // An existing config without the code's relay gets it once the other side accepts.
     addRelay: !config.relay.addresses.some((a) => relayPeerId(a) === relayPeerId(relay)),
+  }
+}
+
+/** Warns when this node's `discovery.network` is not the inviter's. */
+function warnOtherNetwork(log: Logger, mine: string, inviters: string): void {
+  if (mine !== inviters) {
+    log.warn('this node uses another network name than the inviter; peers will meet through the relay only', {
+      network: mine,
+      inviter_network: inviters,
+    })
   }
 }
 
@@ -346,8 +347,7 @@ async function findNameplate(
     )
     .catch((err: unknown) => {
       signal.throwIfAborted()
-      const text = `${(err as Error)?.name ?? ''} ${(err as Error)?.message ?? String(err)}`
-      if (/UnsupportedProtocol|protocol selection failed|no protocol/i.test(text)) {
+      if (UNSUPPORTED_PROTOCOL.test(errorText(err))) {
         throw new InviterUnreachableError('this relay does not know short codes (an older relay?)', {
           hint: 'use the long code `peerup invite` printed',
           cause: err,
@@ -379,9 +379,17 @@ function dialInvite(pn: PairingNode, to: Multiaddr, signal: AbortSignal, timeout
   })
 }
 
+/** How libp2p says the other side does not speak a protocol. */
+const UNSUPPORTED_PROTOCOL = /UnsupportedProtocol|protocol selection failed|no protocol/i
+
+/** An error's name and message, to match on. */
+function errorText(err: unknown): string {
+  return `${(err as Error)?.name ?? ''} ${(err as Error)?.message ?? String(err)}`
+}
+
 function explainJoinDial(code: Pick<JoinPeer, 'kind' | 'inviterPeerId'>, err: unknown): Error {
-  const text = `${(err as Error)?.name ?? ''} ${(err as Error)?.message ?? String(err)}`
-  if (/UnsupportedProtocol|protocol selection failed|no protocol/i.test(text)) {
+  const text = errorText(err)
+  if (UNSUPPORTED_PROTOCOL.test(text)) {
     return new InviterUnreachableError(
       code.kind === 'group'
         ? 'the relay does not take group codes (an older relay?)'

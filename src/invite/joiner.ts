@@ -63,18 +63,14 @@ export async function proveToken(
   try {
     const nonces = { joiner: freshNonce(), inviter: '' }
     const ids = { inviter: options.remotePeerId, joiner: options.localPeerId }
-    const party =
-      short === undefined ? undefined : new CPaceParty('initiator', shortCodeCPace(short, ids, nonces.joiner))
+    const side = proofSide(secret, ids, nonces.joiner)
     await framed.send(
       {
         type: 'hello',
         v: PAIRING_VERSION,
-        code:
-          short === undefined
-            ? deriveKeys((secret as { token: Uint8Array }).token).codeId
-            : shortCodeId(short.nameplate),
+        code: side.codeId,
         nonce: nonces.joiner,
-        ...(party === undefined ? {} : { pake: Buffer.from(party.share).toString('hex') }),
+        ...(side.pake === undefined ? {} : { pake: side.pake }),
       },
       signal,
     )
@@ -85,10 +81,7 @@ export async function proveToken(
         : shortRefusal(challenge.reason, challenge.remaining)
     }
     nonces.inviter = challenge.nonce
-    const key =
-      party === undefined
-        ? deriveKeys((secret as { token: Uint8Array }).token).key
-        : pakeKey(party, challenge.pake)
+    const key = side.key(challenge.pake)
     await framed.send(
       {
         type: 'proof',
@@ -163,15 +156,38 @@ export async function askSpent(
   }
 }
 
-/** The MAC key from CPace, given the inviter's share (which a short code's challenge must carry). */
-function pakeKey(party: CPaceParty, share: string | undefined): Uint8Array {
-  const isk = share === undefined ? undefined : party.finish(Uint8Array.from(Buffer.from(share, 'hex')))
-  if (isk === undefined) {
-    throw new PairingProtocolError('pairing broke off: the inviter did not answer the short code properly', {
-      hint: 'check that both machines run a peerup that knows short codes, or use the long code',
-    })
+/**
+ * The joiner's side of the proof for `secret`: the code id its hello names, its CPace share (a
+ * short code), and the MAC key once the challenge has come (for a short code, from the inviter's
+ * share, which the challenge must carry).
+ */
+function proofSide(
+  secret: ProveOptions['secret'],
+  ids: { inviter: string; joiner: string },
+  joinerNonce: string,
+): { codeId: string; pake?: string; key: (theirShare: string | undefined) => Uint8Array } {
+  if ('token' in secret) {
+    const { codeId, key } = deriveKeys(secret.token)
+    return { codeId, key: () => key }
   }
-  return pakeProofKey(isk)
+  const party = new CPaceParty('initiator', shortCodeCPace(secret.short, ids, joinerNonce))
+  return {
+    codeId: shortCodeId(secret.short.nameplate),
+    pake: Buffer.from(party.share).toString('hex'),
+    key: (theirShare) => {
+      const isk =
+        theirShare === undefined ? undefined : party.finish(Uint8Array.from(Buffer.from(theirShare, 'hex')))
+      if (isk === undefined) {
+        throw new PairingProtocolError(
+          'pairing broke off: the inviter did not answer the short code properly',
+          {
+            hint: 'check that both machines run a peerup that knows short codes, or use the long code',
+          },
+        )
+      }
+      return pakeProofKey(isk)
+    },
+  }
 }
 
 /** The error for a refusal of a short code: a wrong word counts, the rest reads as for a long code. */
