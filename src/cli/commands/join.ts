@@ -58,9 +58,14 @@ export function registerJoin(program: CliCommand, ctx: CliContext): void {
       if (opts.name !== undefined) {
         checkPeerName(opts.name)
       }
-      // One argument is the code; two are a short code's relay, then the code.
-      const relayArg = second === undefined ? undefined : first
-      const text = second ?? first ?? ctx.env.inviteCode ?? (await codeFromStdin(ctx, opts.nonInteractive))
+      // Two arguments are a short code's relay, then the code; one is the code, unless it is a
+      // multiaddr (the code then comes from the environment or stdin, as in scripts).
+      const relayArg = second !== undefined || first?.startsWith('/') ? first : undefined
+      const text =
+        second ??
+        (relayArg === undefined ? first : undefined) ??
+        ctx.env.inviteCode ??
+        (await codeFromStdin(ctx, opts.nonInteractive))
       // Decoded before anything is created or dialled: a typo costs nothing.
       const short = looksLikeShortCode(text) ? parseShortCode(text) : undefined
       if (short === undefined && relayArg !== undefined) {

@@ -92,7 +92,7 @@ describe('join: a short code', () => {
   it('checks the words, and that it knows the relay, before creating or dialling anything', async (t) => {
     const root = await tempDir(t)
     const env = { PEERUP_HOME: path.join(root, 'n') }
-    const cases: Array<{ args: string[]; code: number; message: RegExp }> = [
+    const cases: Array<{ args: string[]; code: number; message: RegExp; inEnv?: string }> = [
       {
         args: ['join', '7-acorm-zebra'],
         code: 2,
@@ -120,9 +120,18 @@ describe('join: a short code', () => {
         code: 2,
         message: /a long pairing code carries its relay: give the code alone/,
       },
+      // A relay alone: the code comes from the environment.
+      {
+        args: ['join', RELAY_ADDR, '--non-interactive'],
+        inEnv: '7-acorm-zebra',
+        code: 2,
+        message: /word 1 of the short code is not in the word list/,
+      },
     ]
     for (const c of cases) {
-      const r = await runCli(c.args, root, { env })
+      const r = await runCli(c.args, root, {
+        env: c.inEnv === undefined ? env : { ...env, PEERUP_INVITE_CODE: c.inEnv },
+      })
       assert.equal(r.code, c.code, `${c.args.join(' ')}: ${r.stderr}`)
       assert.match(r.stderr, c.message, c.args.join(' '))
       assert.equal(r.stderr.trim().split('\n').length, 1, 'one line')
