@@ -270,6 +270,12 @@ export class InviteSession implements CodeBook<InviteEntry> {
   readonly #wrong = new WrongProofs()
   #short: { code: ShortCode; id: string } | undefined
   #shortFailures = 0
+  /**
+   * A short-code exchange is under way. Apart from `#state`'s `busy`: the short code's id is
+   * public (the nameplate's), so anyone may start an exchange with it and let it run to its
+   * deadline; that must not keep the long code, whose id only its holder knows, busy too.
+   */
+  #shortBusy = false
   readonly #joined = Promise.withResolvers<Joiner>()
 
   constructor(options: InviteSessionOptions) {
@@ -322,7 +328,7 @@ export class InviteSession implements CodeBook<InviteEntry> {
     if (this.#state === 'used' || this.#state === 'burned') return { ok: false, reason: this.#state }
     if (now.getTime() >= this.#options.expires.getTime()) return { ok: false, reason: 'expired' }
     if (this.shortBurned) return { ok: false, reason: 'burned', remaining: 0 }
-    if (this.#state === 'busy') return { ok: false, reason: 'busy' }
+    if (this.#shortBusy) return { ok: false, reason: 'busy' }
     if (pake === undefined) return { ok: false, reason: 'bad-message' }
     const party = new CPaceParty(
       'responder',
@@ -331,7 +337,7 @@ export class InviteSession implements CodeBook<InviteEntry> {
     const isk = party.finish(Uint8Array.from(Buffer.from(pake.share, 'hex')))
     // A share that is no group element (or the identity) tests no password: refused, not counted.
     if (isk === undefined) return { ok: false, reason: 'bad-message' }
-    this.#state = 'busy'
+    this.#shortBusy = true
     return {
       ok: true,
       entry: 'short',
@@ -345,12 +351,16 @@ export class InviteSession implements CodeBook<InviteEntry> {
       // Every wrong try counts, whoever makes it: the words are what a guesser is after, and
       // fresh peer ids cost nothing.
       this.#shortFailures++
-      this.#state = 'open'
+      this.#shortBusy = false
       const remaining = Math.max(MAX_SHORT_CODE_FAILURES - this.#shortFailures, 0)
       this.#options.onShortFailure?.(joiner, remaining)
       return { remaining, burned: remaining === 0 }
     }
     const failure = this.#wrong.record(joiner)
+    if (this.#state === 'used') {
+      // The short code paired someone meanwhile: the invite is over either way.
+      return failure
+    }
     if (failure.burned) {
       this.#state = 'burned'
       this.#joined.reject(
@@ -370,9 +380,13 @@ export class InviteSession implements CodeBook<InviteEntry> {
     return failure
   }
 
-  async accept(_entry: InviteEntry, joiner: Joiner): Promise<AcceptExtras> {
+  async accept(entry: InviteEntry, joiner: Joiner): Promise<AcceptExtras> {
+    this.release(entry)
+    // The other code may have paired someone while this exchange ran: one invite, one joiner.
+    if (this.#state === 'used' || this.#state === 'burned') {
+      throw new CodeUsedError('the code was used already')
+    }
     if (Date.now() >= this.#options.expires.getTime()) {
-      this.#state = 'open'
       throw new CodeExpiredError('the code expired during the exchange')
     }
     // Used from here on, even if writing fails below: a code is never good twice.
@@ -387,8 +401,10 @@ export class InviteSession implements CodeBook<InviteEntry> {
     }
   }
 
-  release(): void {
-    if (this.#state === 'busy') {
+  release(entry: InviteEntry): void {
+    if (entry === 'short') {
+      this.#shortBusy = false
+    } else if (this.#state === 'busy') {
       this.#state = 'open'
     }
   }

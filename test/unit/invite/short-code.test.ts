@@ -12,6 +12,7 @@ import { describe, it } from 'node:test'
 import type { Connection, Stream } from '@libp2p/interface'
 import { streamPair } from '@libp2p/utils'
 import { formatError } from '../../../src/errors.ts'
+import { CPaceParty } from '../../../src/invite/cpace.ts'
 import {
   CodeTypoError,
   CodeUsedError,
@@ -20,7 +21,7 @@ import {
 } from '../../../src/invite/errors.ts'
 import { answerPairing, InviteSession } from '../../../src/invite/inviter.ts'
 import { proveToken } from '../../../src/invite/joiner.ts'
-import { deriveKeys } from '../../../src/invite/protocol.ts'
+import { deriveKeys, shortCodeCPace } from '../../../src/invite/protocol.ts'
 import {
   createShortWords,
   formatShortCode,
@@ -215,6 +216,35 @@ describe('what counts against a short code', () => {
       assert.match(err.message, /a word is wrong \(2 tries left/)
       assert.equal(failures.length, 1)
     }
+  })
+
+  it('a short-code exchange under way keeps only the short code busy; one invite pairs one joiner', async () => {
+    const { session, token } = invite()
+    const nonce = '11'.repeat(32)
+    const share = (joiner: string) =>
+      Buffer.from(
+        new CPaceParty('initiator', shortCodeCPace(code, { inviter: 'inviter', joiner }, nonce)).share,
+      ).toString('hex')
+    const short = session.open(shortCodeId(7), 'stranger', new Date(), {
+      share: share('stranger'),
+      nonce,
+      inviter: 'inviter',
+    })
+    assert.equal(short.ok, true)
+    // Anyone may start one (the nameplate is public) and let it run: the short code is busy…
+    const again = session.open(shortCodeId(7), 'laptop', new Date(), {
+      share: share('laptop'),
+      nonce,
+      inviter: 'inviter',
+    })
+    assert.deepEqual(again, { ok: false, reason: 'busy' })
+    // …the long code is not, and pairs.
+    const long = session.open(deriveKeys(token).codeId, 'laptop', new Date())
+    assert.equal(long.ok, true)
+    await session.accept('invite', { peerId: 'laptop', name: undefined })
+    // The short exchange, proven right after all, is refused: the invite is used.
+    await assert.rejects(session.accept('short', { peerId: 'stranger', name: undefined }), CodeUsedError)
+    assert.equal((await session.joined).peerId, 'laptop')
   })
 
   it('a wrong nameplate is another code: refused as unknown, counted nowhere', async () => {
