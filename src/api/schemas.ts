@@ -428,7 +428,13 @@ export const socksHoldLine = z.discriminatedUnion('type', [
  * Closing the request cancels the invite.
  */
 export const inviteLine = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('code'), code: z.string(), expires: time }),
+  z.object({
+    type: z.literal('code'),
+    code: z.string(),
+    expires: time,
+    /** The short code (`7-acorn-zebra`) and the relay it waits on, when the relay gave a nameplate. */
+    short: z.object({ code: z.string(), relay: z.string() }).optional(),
+  }),
   z.object({ type: z.literal('progress'), message: z.string() }),
   z.object({
     type: z.literal('paired'),

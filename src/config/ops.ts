@@ -161,6 +161,13 @@ export async function addRelay(file: string, address: string): Promise<RelayInfo
   return { address: canonical, peerId: relayPeerId(canonical) }
 }
 
+/** Sets `discovery.network` (a node made by a short-code join learns its inviter's only then). */
+export async function setNetwork(file: string, network: string): Promise<void> {
+  await editConfigFile(file, nodeConfigSchema, (doc) => {
+    doc.setIn(['discovery', 'network'], network)
+  })
+}
+
 /**
  * Removes a relay, by its full address or by its peer id (which removes all its addresses).
  * Removing the last relay makes the node unreachable from behind other NATs, so it needs `force`.

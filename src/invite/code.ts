@@ -150,10 +150,22 @@ export function decodeInviteCode(text: string, options: { locateTypo?: boolean }
 /** Throws {@link CodeExpiredError} when `code` has expired at `now`. */
 export function assertNotExpired(code: InviteCode, now: Date = new Date()): void {
   if (now.getTime() >= code.expires.getTime()) {
-    throw new CodeExpiredError(`the pairing code expired at ${code.expires.toISOString()}`, {
+    throw new CodeExpiredError(`the pairing code expired at ${formatExpiry(code.expires)}`, {
       hint: 'ask for a new one (`peerup invite` on the other machine)',
     })
   }
+}
+
+/**
+ * An expiry as people read it, to the minute, in this machine's time zone with its offset:
+ * `2026-12-06 14:05 UTC+01:00`. Invite, join and their errors all print it so.
+ */
+export function formatExpiry(date: Date): string {
+  const pad = (n: number): string => String(n).padStart(2, '0')
+  const offset = -date.getTimezoneOffset()
+  const sign = offset < 0 ? '-' : '+'
+  const abs = Math.abs(offset)
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ${pad(date.getHours())}:${pad(date.getMinutes())} UTC${sign}${pad(Math.floor(abs / 60))}:${pad(abs % 60)}`
 }
 
 /** The relay's full address, `…/p2p/<relay>`: what the joiner's config gets under `relay.addresses`. */

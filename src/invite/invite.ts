@@ -16,12 +16,13 @@ import { shortId } from '../p2p/path.ts'
 import type { RelayState } from '../p2p/reservations.ts'
 import { type Component, startAll, stopAll } from '../util/components.ts'
 import { socketAnswers } from '../util/socket.ts'
-import { createInviteCode, encodeInviteCode, type InviteCode } from './code.ts'
+import { createInviteCode, encodeInviteCode, formatExpiry, type InviteCode, relayMultiaddr } from './code.ts'
 import { CodeExpiredError, InviteUnavailableError } from './errors.ts'
 import { answerPairing, InviteSession } from './inviter.ts'
 import { type PairingHost, startPairingNode } from './node.ts'
 import { deriveKeys, INVITE_PROTOCOL, INVITE_STREAM_OPTIONS, MAX_FAILED_PROOFS } from './protocol.ts'
 import { askRelay, type RelayAdminRequest } from './relay-admin.ts'
+import { createShortWords, formatShortCode, MAX_SHORT_CODE_FAILURES } from './short-code.ts'
 import { trustPeer } from './trust.ts'
 
 /** The multicodec of `/p2p/<peer id>`. */
@@ -37,10 +38,19 @@ export interface InviteOptions {
   name: string | undefined
   ttlMs: number
   signal: AbortSignal
-  /** Called once with the code to show (and the decoded fields, for the QR code and JSON). */
-  onCode: (text: string, code: InviteCode) => void
+  /**
+   * Called once with the code to show (and the decoded fields, for the QR code and JSON), and the
+   * short code with the relay it waits on, unless the relay gave it no nameplate (an older relay).
+   */
+  onCode: (text: string, code: InviteCode, short?: ShortInvite) => void
   /** Progress for stderr. */
   onProgress?: (message: string) => void
+}
+
+/** A short code to show: `7-acorn-zebra` (a secret, like the long code) and the relay's full address. */
+export interface ShortInvite {
+  code: string
+  relay: string
 }
 
 /** What a successful invite did. */
@@ -106,24 +116,28 @@ export async function inviteOn(pn: PairingHost, options: InviteOnOptions): Promi
     { host: pn, log: options.log, observer: options.observer ?? NO_OBSERVER },
     { session },
   )
-  const components: Component[] = [
-    // The relay lets a stranger's circuit through to us only while we say we are pairing, and
-    // will sponsor only the peer it saw join us then (docs/decisions/0004-strangers.md).
-    new RelayInvite(
-      { host: pn, log: options.log },
-      {
-        relayPeerId: relay.peerId,
-        expires: code.expires,
-        spentId: deriveKeys(code.token).spentId,
-        spent: () => (session.state === 'used' || session.state === 'burned' ? session.state : undefined),
-      },
-    ),
-    exchanges,
-    joinerAdmission(pn),
-  ]
+  // The relay lets a stranger's circuit through to us only while we say we are pairing, and
+  // will sponsor only the peer it saw join us then (docs/decisions/0004-strangers.md).
+  const relayInvite = new RelayInvite(
+    { host: pn, log: options.log },
+    {
+      relayPeerId: relay.peerId,
+      expires: code.expires,
+      spentId: deriveKeys(code.token).spentId,
+      spent: () => (session.state === 'used' || session.state === 'burned' ? session.state : undefined),
+      network: pn.config.discovery.network,
+    },
+  )
+  const components: Component[] = [relayInvite, exchanges, joinerAdmission(pn)]
   await startAll(components)
   try {
-    options.onCode(encodeInviteCode(code), code)
+    let short: ShortInvite | undefined
+    if (relayInvite.nameplate !== undefined) {
+      const shortCode = { nameplate: relayInvite.nameplate, words: createShortWords() }
+      session.offerShort(shortCode)
+      short = { code: formatShortCode(shortCode), relay: relayMultiaddr(code) }
+    }
+    options.onCode(encodeInviteCode(code), code, short)
     progress('waiting for the other machine to run `peerup join` with this code…')
     const expired = AbortSignal.timeout(Math.max(code.expires.getTime() - Date.now(), 0))
     try {
@@ -142,7 +156,7 @@ export async function inviteOn(pn: PairingHost, options: InviteOnOptions): Promi
         await exchanges.settled()
       }
       if (expired.aborted && !options.signal.aborted) {
-        throw new CodeExpiredError(`nobody joined before the code expired at ${code.expires.toISOString()}`, {
+        throw new CodeExpiredError(`nobody joined before the code expired at ${formatExpiry(code.expires)}`, {
           hint: 'run `peerup invite` again for a new code (`--ttl` makes it last longer)',
         })
       }
@@ -231,8 +245,22 @@ function inviteSession(
     // inviting should know, though the code stays good for the one they meant.
     onShutOut: (peer) =>
       progress(
-        `warning: peer ${shortId(peer)} made ${MAX_FAILED_PROOFS} wrong proofs and is shut out; the code stays open until ${code.expires.toLocaleTimeString()}`,
+        `warning: peer ${shortId(peer)} made ${MAX_FAILED_PROOFS} wrong proofs and is shut out; the code stays open until ${formatExpiry(code.expires)}`,
       ),
+    // Each wrong try is someone's guess or typo: the person inviting hears of every one.
+    onShortFailure: (peer, remaining) => {
+      if (remaining > 0) {
+        progress(
+          `warning: peer ${shortId(peer)} tried a wrong short code; ${remaining} more wrong tr${remaining === 1 ? 'y' : 'ies'} burn it`,
+        )
+        return
+      }
+      progress(
+        `warning: the short code is burned after ${MAX_SHORT_CODE_FAILURES} wrong tries (the last by peer ${shortId(peer)}); the long code still works until ${formatExpiry(code.expires)}`,
+      )
+      // Its nameplate is free again: the relay stops sending joiners here for it.
+      void askOwnRelay(pn, relayPeerId, { type: 'nameplate-release' }, 'no connection to the relay')
+    },
     onJoin: async (joiner) => {
       const trusted = await trustPeer({
         authorizedKeysFile: pn.authorizedKeysFile,
@@ -269,6 +297,8 @@ interface RelayInviteInit {
   spentId: string
   /** Whether the code is spent, and how: asked when the invite ends. */
   spent: () => 'used' | 'burned' | undefined
+  /** `discovery.network`, which the relay tells a joiner that asks for the nameplate. */
+  network: string
 }
 
 /**
@@ -282,6 +312,8 @@ interface RelayInviteInit {
 class RelayInvite implements Component {
   readonly #components: { host: PairingHost; log: Logger }
   readonly #init: RelayInviteInit
+  /** The nameplate of the short code, once the relay gave one (src/invite/short-code.ts). */
+  nameplate: number | undefined
 
   constructor(components: { host: PairingHost; log: Logger }, init: RelayInviteInit) {
     this.#components = components
@@ -298,6 +330,18 @@ class RelayInvite implements Component {
         'the relay did not register the invite; a joiner it does not know may be refused',
         { reason: answer.reason },
       )
+      return
+    }
+    const claimed = await this.#tell({
+      type: 'nameplate-claim',
+      ttl_ms: Math.max(this.#init.expires.getTime() - Date.now(), 1),
+      network: this.#init.network,
+    })
+    this.nameplate = claimed.nameplate
+    if (claimed.nameplate === undefined) {
+      this.#components.log.info('the relay gave no nameplate: no short code this time', {
+        reason: claimed.reason,
+      })
     }
   }
 
@@ -310,7 +354,7 @@ class RelayInvite implements Component {
     }
   }
 
-  #tell(request: RelayAdminRequest): Promise<{ ok: boolean; reason?: string }> {
+  #tell(request: RelayAdminRequest): Promise<{ ok: boolean; reason?: string; nameplate?: number }> {
     return askOwnRelay(this.#components.host, this.#init.relayPeerId, request, 'no connection to the relay')
   }
 }
@@ -403,14 +447,16 @@ async function askOwnRelay(
   relayPeerId: string,
   request: RelayAdminRequest,
   noConnection: string,
-): Promise<{ ok: boolean; reason?: string }> {
+): Promise<{ ok: boolean; reason?: string; nameplate?: number }> {
   const conn = pn.relayConnection(relayPeerId)
   if (conn === undefined) {
     return { ok: false, reason: noConnection }
   }
   try {
     const answer = await askRelay(conn, request)
-    return answer.ok ? { ok: true } : { ok: false, reason: answer.reason ?? 'refused' }
+    return answer.ok
+      ? { ok: true, ...(answer.nameplate === undefined ? {} : { nameplate: answer.nameplate }) }
+      : { ok: false, reason: answer.reason ?? 'refused' }
   } catch (err) {
     const unsupported = request.type === 'sponsor' && (err as Error).name === 'UnsupportedProtocolError'
     return {

@@ -11,6 +11,7 @@
 import type { Connection, Stream } from '@libp2p/interface'
 import type { Logger } from '../log/index.ts'
 import type { Observer } from '../metrics/observer.ts'
+import { CPaceParty } from './cpace.ts'
 import { CodeExpiredError, CodeUsedError } from './errors.ts'
 import { usableName } from './names.ts'
 import {
@@ -22,10 +23,13 @@ import {
   macEquals,
   PAIRING_VERSION,
   type PairingMessage,
+  pakeProofKey,
   proofMac,
   type RefusalReason,
   STEP_TIMEOUT_MS,
+  shortCodeCPace,
 } from './protocol.ts'
+import { MAX_SHORT_CODE_FAILURES, type ShortCode, shortCodeId } from './short-code.ts'
 
 /** What the accept message carries besides the MAC. */
 export type AcceptExtras = Omit<Extract<PairingMessage, { type: 'accept' }>, 'type' | 'mac'>
@@ -37,10 +41,18 @@ export interface Joiner {
   name: string | undefined
 }
 
-/** The result of looking a code up at hello. */
+/** The result of looking a code up at hello; `share` is the inviter's CPace share for a short code. */
 export type Opened<E> =
-  | { ok: true; entry: E; key: Uint8Array }
+  | { ok: true; entry: E; key: Uint8Array; share?: string }
   | { ok: false; reason: RefusalReason; remaining?: number }
+
+/** What a short code's hello brings to {@link CodeBook.open}: the joiner's CPace share and nonce. */
+export interface PakeHello {
+  share: string
+  nonce: string
+  /** This side's peer id, as the connection authenticated it. */
+  inviter: string
+}
 
 /** What one wrong proof did. */
 export interface ProofFailure {
@@ -101,7 +113,7 @@ export interface CodeBook<E> {
    * Called at hello: the entry to prove against, or why not. This never counts against a code: an
    * id that is not there is refused as `unknown-code`; a shut-out peer is refused as `burned`.
    */
-  open(codeId: string, joiner: string, now: Date): Opened<E>
+  open(codeId: string, joiner: string, now: Date, pake?: PakeHello): Opened<E>
   /** A wrong proof by `joiner` for `entry` (the entry is free again unless the code burned). */
   fail(entry: E, joiner: string): ProofFailure
   /** The proof was right: commit (authorize, sponsor…) and return what the accept carries. */
@@ -146,7 +158,11 @@ export async function answerPairing<E>(
       await framed.refuse('bad-message')
       return
     }
-    const opened = book.open(hello.code, joiner, new Date())
+    const pake =
+      hello.pake === undefined
+        ? undefined
+        : { share: hello.pake, nonce: hello.nonce, inviter: options.localPeerId }
+    const opened = book.open(hello.code, joiner, new Date(), pake)
     if (!opened.ok) {
       const fields = { peer: joiner, reason: opened.reason, remaining: opened.remaining }
       // Any stranger can name a code that is not there, as often as it likes: a line for the
@@ -159,7 +175,11 @@ export async function answerPairing<E>(
     held = opened.entry
     const nonces = { inviter: freshNonce(), joiner: hello.nonce }
     const ids = { inviter: options.localPeerId, joiner }
-    await framed.send({ type: 'challenge', nonce: nonces.inviter })
+    await framed.send({
+      type: 'challenge',
+      nonce: nonces.inviter,
+      ...(opened.share === undefined ? {} : { pake: opened.share }),
+    })
     const proof = await framed.read(['proof'], { signal: options.signal })
     if (proof.type === 'error') {
       return
@@ -229,17 +249,33 @@ export interface InviteSessionOptions {
    * open for everyone else. Called once per peer, so the inviter can be told.
    */
   onShutOut?: (peer: string) => void
+  /**
+   * A wrong try at the short code; `remaining` tries are left before it burns (at 0 it just did:
+   * the long code stays good). Called on every one, so the inviter can be told.
+   */
+  onShortFailure?: (peer: string, remaining: number) => void
 }
+
+/** Which of an invite's codes an exchange proves: the long one (its token) or the short one. */
+export type InviteEntry = 'invite' | 'short'
 
 /** The state of one `peerup invite` code. */
 export type InviteState = 'open' | 'busy' | 'used' | 'burned'
 
 /** The code book of a single-use invite. */
-export class InviteSession implements CodeBook<'invite'> {
+export class InviteSession implements CodeBook<InviteEntry> {
   readonly #options: InviteSessionOptions
   readonly #keys: ReturnType<typeof deriveKeys>
   #state: InviteState = 'open'
   readonly #wrong = new WrongProofs()
+  #short: { code: ShortCode; id: string } | undefined
+  #shortFailures = 0
+  /**
+   * A short-code exchange is under way. Apart from `#state`'s `busy`: the short code's id is
+   * public (the nameplate's), so anyone may start an exchange with it and let it run to its
+   * deadline; that must not keep the long code, whose id only its holder knows, busy too.
+   */
+  #shortBusy = false
   readonly #joined = Promise.withResolvers<Joiner>()
 
   constructor(options: InviteSessionOptions) {
@@ -259,7 +295,24 @@ export class InviteSession implements CodeBook<'invite'> {
     return this.#joined.promise
   }
 
-  open(codeId: string, joiner: string, now: Date): Opened<'invite'> {
+  /**
+   * Takes `code` as well, from now on: the relay gave the invite its nameplate. The short code
+   * follows its own rule: {@link MAX_SHORT_CODE_FAILURES} wrong tries in all burn it (and only it).
+   */
+  offerShort(code: ShortCode): void {
+    this.#short = { code, id: shortCodeId(code.nameplate) }
+    this.#shortFailures = 0
+  }
+
+  /** Whether the short code was burned by wrong tries. */
+  get shortBurned(): boolean {
+    return this.#shortFailures >= MAX_SHORT_CODE_FAILURES
+  }
+
+  open(codeId: string, joiner: string, now: Date, pake?: PakeHello): Opened<InviteEntry> {
+    if (this.#short !== undefined && codeId === this.#short.id) {
+      return this.#openShort(this.#short.code, joiner, now, pake)
+    }
     // Before anything else: whoever does not know the code id learns nothing of this code's state
     // from the answer, and costs it nothing (a 64-bit id derived from the token is not guessed online).
     if (codeId !== this.#keys.codeId) return { ok: false, reason: 'unknown-code' }
@@ -271,8 +324,43 @@ export class InviteSession implements CodeBook<'invite'> {
     return { ok: true, entry: 'invite', key: this.#keys.key }
   }
 
-  fail(_entry: 'invite', joiner: string): ProofFailure {
+  #openShort(code: ShortCode, joiner: string, now: Date, pake: PakeHello | undefined): Opened<InviteEntry> {
+    if (this.#state === 'used' || this.#state === 'burned') return { ok: false, reason: this.#state }
+    if (now.getTime() >= this.#options.expires.getTime()) return { ok: false, reason: 'expired' }
+    if (this.shortBurned) return { ok: false, reason: 'burned', remaining: 0 }
+    if (this.#shortBusy) return { ok: false, reason: 'busy' }
+    if (pake === undefined) return { ok: false, reason: 'bad-message' }
+    const party = new CPaceParty(
+      'responder',
+      shortCodeCPace(code, { inviter: pake.inviter, joiner }, pake.nonce),
+    )
+    const isk = party.finish(Uint8Array.from(Buffer.from(pake.share, 'hex')))
+    // A share that is no group element (or the identity) tests no password: refused, not counted.
+    if (isk === undefined) return { ok: false, reason: 'bad-message' }
+    this.#shortBusy = true
+    return {
+      ok: true,
+      entry: 'short',
+      key: pakeProofKey(isk),
+      share: Buffer.from(party.share).toString('hex'),
+    }
+  }
+
+  fail(entry: InviteEntry, joiner: string): ProofFailure {
+    if (entry === 'short') {
+      // Every wrong try counts, whoever makes it: the words are what a guesser is after, and
+      // fresh peer ids cost nothing.
+      this.#shortFailures++
+      this.#shortBusy = false
+      const remaining = Math.max(MAX_SHORT_CODE_FAILURES - this.#shortFailures, 0)
+      this.#options.onShortFailure?.(joiner, remaining)
+      return { remaining, burned: remaining === 0 }
+    }
     const failure = this.#wrong.record(joiner)
+    if (this.#state === 'used') {
+      // The short code paired someone meanwhile: the invite is over either way.
+      return failure
+    }
     if (failure.burned) {
       this.#state = 'burned'
       this.#joined.reject(
@@ -292,9 +380,13 @@ export class InviteSession implements CodeBook<'invite'> {
     return failure
   }
 
-  async accept(_entry: 'invite', joiner: Joiner): Promise<AcceptExtras> {
+  async accept(entry: InviteEntry, joiner: Joiner): Promise<AcceptExtras> {
+    this.release(entry)
+    // The other code may have paired someone while this exchange ran: one invite, one joiner.
+    if (this.#state === 'used' || this.#state === 'burned') {
+      throw new CodeUsedError('the code was used already')
+    }
     if (Date.now() >= this.#options.expires.getTime()) {
-      this.#state = 'open'
       throw new CodeExpiredError('the code expired during the exchange')
     }
     // Used from here on, even if writing fails below: a code is never good twice.
@@ -309,8 +401,10 @@ export class InviteSession implements CodeBook<'invite'> {
     }
   }
 
-  release(): void {
-    if (this.#state === 'busy') {
+  release(entry: InviteEntry): void {
+    if (entry === 'short') {
+      this.#shortBusy = false
+    } else if (this.#state === 'busy') {
       this.#state = 'open'
     }
   }

@@ -3,7 +3,9 @@
  * from the code when there is none, connects to the inviter through the code's relay (a limited
  * circuit: the connection itself authenticates the inviter's peer id), proves the token, and
  * authorizes the inviter here. With a relay's group code the relay answers instead, and every
- * other member of the group is authorized as the relay introduces it.
+ * other member of the group is authorized as the relay introduces it. With a short code
+ * (`7-acorn-zebra`) the relay is given beside it: the joiner asks it who holds the nameplate
+ * (src/invite/nameplate.ts), then proves the words to that peer through CPace.
  *
  * @packageDocumentation
  */
@@ -13,22 +15,31 @@ import type { Stream } from '@libp2p/interface'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { initNode, removeMade } from '../config/init.ts'
 import { loadNodeConfig } from '../config/load.ts'
-import { addRelay, relayPeerId } from '../config/ops.ts'
+import { addRelay, relayPeerId, setNetwork } from '../config/ops.ts'
 import type { Logger } from '../log/index.ts'
 import { auditObserver, type Observer } from '../metrics/observer.ts'
 import { explainDialFailure } from '../p2p/reach.ts'
 import { assertNotExpired, type InviteCode, relayMultiaddr } from './code.ts'
 import { InviterUnreachableError, UnknownCodeError } from './errors.ts'
 import { askSpent, proveToken } from './joiner.ts'
+import { askNameplate, NAMEPLATE_PROTOCOL } from './nameplate.ts'
 import { type PairingNode, startPairingNode } from './node.ts'
 import { INVITE_PROTOCOL, INVITE_STREAM_OPTIONS, STEP_TIMEOUT_MS } from './protocol.ts'
+import type { ShortCode } from './short-code.ts'
 import { type Trusted, trustPeer } from './trust.ts'
 
 /** Where the joiner's node lives: an existing config, or a directory to create one in. */
 export type JoinTarget = { configFile: string } | { createIn: string }
 
+/** A short code with the relay the joiner was told (or uses), `…/p2p/<relay>`. */
+export interface ShortJoinCode {
+  kind: 'short'
+  code: ShortCode
+  relay: string
+}
+
 export interface JoinOptions {
-  code: InviteCode
+  code: InviteCode | ShortJoinCode
   target: JoinTarget
   /** This machine's name, told to the inviter (and a group's members) for their `names:`. */
   name: string | undefined
@@ -62,17 +73,23 @@ export interface JoinResult {
 export async function runJoin(options: JoinOptions): Promise<JoinResult> {
   const { code, log } = options
   const progress = options.onProgress ?? (() => {})
-  assertNotExpired(code, options.now?.() ?? new Date())
-  const relay = relayMultiaddr(code)
+  if (code.kind !== 'short') {
+    assertNotExpired(code, options.now?.() ?? new Date())
+  }
+  const relay = joinRelay(code)
   const made: string[] = []
   let accepted = false
   try {
     const target = await joinTarget(options, relay, made)
-    return await pairFrom(target, options, async () => {
+    return await pairFrom(target, options, async (network) => {
       accepted = true
       if (target.addRelay) {
         await addRelay(target.configFile, relay)
         progress(`added the relay ${relay} to ${target.configFile}`)
+      }
+      // A short code does not carry the network: the relay told it with the nameplate.
+      if (target.created && network !== undefined && network !== '') {
+        await setNetwork(target.configFile, network)
       }
     })
   } catch (err) {
@@ -90,32 +107,62 @@ export async function runJoin(options: JoinOptions): Promise<JoinResult> {
 /** Where a join runs from: the config, and whether it was created for it or lacks the code's relay. */
 type JoinFrom = Awaited<ReturnType<typeof joinTarget>>
 
+/** The relay's full address a join goes through. */
+function joinRelay(code: InviteCode | ShortJoinCode): string {
+  return code.kind === 'short' ? code.relay : relayMultiaddr(code)
+}
+
+/** Who a join proves its code to, and with what: from a long code, or a short code's nameplate. */
+interface JoinPeer {
+  kind: 'peer' | 'group'
+  inviterPeerId: string
+  secret: { token: Uint8Array } | { short: ShortCode }
+  /** How long a group may take to fill. */
+  expires?: Date
+  /** The inviter's network, as the relay told it for a short code. */
+  network?: string
+}
+
 /** Connects to the inviter (the relay, for a group code) from `target`'s node and pairs. */
 async function pairFrom(
   target: JoinFrom,
   options: JoinOptions,
-  onAccepted: () => Promise<void>,
+  onAccepted: (network: string | undefined) => Promise<void>,
 ): Promise<JoinResult> {
   const { code, log } = options
   const progress = options.onProgress ?? (() => {})
-  const relay = relayMultiaddr(code)
+  const relay = joinRelay(code)
   const { configFile, created } = target
   const pn = await startPairingNode({ configFile, log, reserve: false })
   const audit = await auditObserver(pn.config.telemetry.audit, path.dirname(pn.configFile))
   try {
+    const peer: JoinPeer =
+      code.kind === 'short'
+        ? await findNameplate(pn, code, options.signal, progress)
+        : {
+            kind: code.kind,
+            inviterPeerId: code.inviterPeerId,
+            secret: { token: code.token },
+            expires: code.expires,
+          }
+    if (code.kind === 'short' && !created && peer.network !== undefined) {
+      warnOtherNetwork(log, pn.config.discovery.network, peer.network)
+    }
     const to =
-      code.kind === 'group' ? multiaddr(relay) : multiaddr(`${relay}/p2p-circuit/p2p/${code.inviterPeerId}`)
+      peer.kind === 'group' ? multiaddr(relay) : multiaddr(`${relay}/p2p-circuit/p2p/${peer.inviterPeerId}`)
     progress(
       code.kind === 'group' ? 'connecting to the relay…' : 'connecting to the inviter through the relay…',
     )
     const fail = async (err: unknown): Promise<never> => {
       options.signal.throwIfAborted()
-      throw await spentOr(pn, code, err, options.signal)
+      throw code.kind === 'short' ? err : await spentOr(pn, code, err, options.signal)
     }
     const stream = await dialInvite(pn, to, options.signal, STEP_TIMEOUT_MS * 2).catch((err: unknown) =>
-      fail(explainJoinDial(code, err)),
+      fail(explainJoinDial(peer, err)),
     )
-    const proved = await proveAndTrust(pn, stream, options, audit.observer, onAccepted).catch(fail)
+    const proved = await proveAndTrust(pn, stream, peer, options, audit.observer, () =>
+      onAccepted(peer.network),
+    ).catch(fail)
     // The limited circuit has done its job; the next connection (from a new process) is a full one.
     await stream.close().catch(() => {})
     for (const c of pn.node.getConnections().filter((c) => c.limits !== undefined)) {
@@ -140,7 +187,8 @@ async function joinTarget(options: JoinOptions, relay: string, made: string[]) {
     const init = await initNode({
       dir: options.target.createIn,
       relays: [relay],
-      network: code.network,
+      // A short code's network arrives with its nameplate and is written once accepted.
+      network: code.kind === 'short' ? '' : code.network,
       made,
     })
     progress(`created this node's identity and config in ${init.dir}`)
@@ -148,17 +196,24 @@ async function joinTarget(options: JoinOptions, relay: string, made: string[]) {
   }
   const configFile = options.target.configFile
   const { config } = await loadNodeConfig(configFile)
-  if (config.discovery.network !== code.network) {
-    log.warn('this node uses another network name than the inviter; peers will meet through the relay only', {
-      network: config.discovery.network,
-      inviter_network: code.network,
-    })
+  if (code.kind !== 'short') {
+    warnOtherNetwork(log, config.discovery.network, code.network)
   }
   return {
     configFile,
     created: false,
     // An existing config without the code's relay gets it once the other side accepts.
-    addRelay: !config.relay.addresses.some((a) => relayPeerId(a) === code.relayPeerId),
+    addRelay: !config.relay.addresses.some((a) => relayPeerId(a) === relayPeerId(relay)),
+  }
+}
+
+/** Warns when this node's `discovery.network` is not the inviter's. */
+function warnOtherNetwork(log: Logger, mine: string, inviters: string): void {
+  if (mine !== inviters) {
+    log.warn('this node uses another network name than the inviter; peers will meet through the relay only', {
+      network: mine,
+      inviter_network: inviters,
+    })
   }
 }
 
@@ -169,11 +224,11 @@ async function joinTarget(options: JoinOptions, relay: string, made: string[]) {
 async function proveAndTrust(
   pn: PairingNode,
   stream: Stream,
+  code: JoinPeer,
   options: JoinOptions,
   observer: Observer,
   onAccepted: () => Promise<void>,
 ): Promise<Pick<JoinResult, 'inviter' | 'sponsored' | 'group'>> {
-  const { code } = options
   const progress = options.onProgress ?? (() => {})
   const remote = code.inviterPeerId
   const inviter: JoinResult['inviter'] = { peerId: remote, name: undefined }
@@ -193,11 +248,11 @@ async function proveAndTrust(
     localPeerId: pn.peerId,
     remotePeerId: remote,
     answeredBy: code.kind === 'group' ? 'relay' : 'inviter',
-    token: code.token,
+    secret: code.secret,
     ...(options.name === undefined ? {} : { name: options.name }),
     signal: options.signal,
     waitForGroup: options.waitForGroup !== false,
-    groupWaitMs: Math.max(code.expires.getTime() - Date.now(), 0) + 60_000,
+    groupWaitMs: Math.max((code.expires?.getTime() ?? 0) - Date.now(), 0) + 60_000,
     onAccept: async (accept) => {
       await onAccepted()
       sponsored = accept.sponsored
@@ -268,6 +323,54 @@ async function spentOr(
   }
 }
 
+/**
+ * Asks the short code's relay who holds its nameplate (src/invite/nameplate.ts). Nobody holding it
+ * is {@link UnknownCodeError}: the invite ended, its short code burned, or it waits on another relay.
+ */
+async function findNameplate(
+  pn: PairingNode,
+  code: ShortJoinCode,
+  signal: AbortSignal,
+  progress: (message: string) => void,
+): Promise<JoinPeer> {
+  progress('asking the relay for the short code…')
+  const answer = await pn.node
+    .dialProtocol(multiaddr(code.relay), NAMEPLATE_PROTOCOL, {
+      signal: AbortSignal.any([signal, AbortSignal.timeout(STEP_TIMEOUT_MS * 2)]),
+    })
+    .then((stream) =>
+      askNameplate(
+        stream,
+        code.code.nameplate,
+        AbortSignal.any([signal, AbortSignal.timeout(STEP_TIMEOUT_MS)]),
+      ),
+    )
+    .catch((err: unknown) => {
+      signal.throwIfAborted()
+      if (UNSUPPORTED_PROTOCOL.test(errorText(err))) {
+        throw new InviterUnreachableError('this relay does not know short codes (an older relay?)', {
+          hint: 'use the long code `peerup invite` printed',
+          cause: err,
+        })
+      }
+      throw explainDialFailure(relayPeerId(code.relay), err)
+    })
+  if (!answer.ok || answer.peer === undefined) {
+    throw new UnknownCodeError(
+      `no invite waits on this relay with short code number ${code.code.nameplate}: it ended, its short code burned, or it waits on another relay`,
+      {
+        hint: 'check the relay and the number, or ask for a new code (`peerup invite` on the other machine)',
+      },
+    )
+  }
+  return {
+    kind: 'peer',
+    inviterPeerId: answer.peer,
+    secret: { short: code.code },
+    ...(answer.network === undefined ? {} : { network: answer.network }),
+  }
+}
+
 /** Opens `/peerup/invite/1.0.0` to `to` (on a limited circuit too), within `timeoutMs`. */
 function dialInvite(pn: PairingNode, to: Multiaddr, signal: AbortSignal, timeoutMs: number): Promise<Stream> {
   return pn.node.dialProtocol(to, INVITE_PROTOCOL, {
@@ -276,9 +379,17 @@ function dialInvite(pn: PairingNode, to: Multiaddr, signal: AbortSignal, timeout
   })
 }
 
-function explainJoinDial(code: InviteCode, err: unknown): Error {
-  const text = `${(err as Error)?.name ?? ''} ${(err as Error)?.message ?? String(err)}`
-  if (/UnsupportedProtocol|protocol selection failed|no protocol/i.test(text)) {
+/** How libp2p says the other side does not speak a protocol. */
+const UNSUPPORTED_PROTOCOL = /UnsupportedProtocol|protocol selection failed|no protocol/i
+
+/** An error's name and message, to match on. */
+function errorText(err: unknown): string {
+  return `${(err as Error)?.name ?? ''} ${(err as Error)?.message ?? String(err)}`
+}
+
+function explainJoinDial(code: Pick<JoinPeer, 'kind' | 'inviterPeerId'>, err: unknown): Error {
+  const text = errorText(err)
+  if (UNSUPPORTED_PROTOCOL.test(text)) {
     return new InviterUnreachableError(
       code.kind === 'group'
         ? 'the relay does not take group codes (an older relay?)'
@@ -300,5 +411,6 @@ function explainJoinDial(code: InviteCode, err: unknown): Error {
       cause: err,
     })
   }
-  return explainDialFailure(code.kind === 'group' ? code.relayPeerId : code.inviterPeerId, err)
+  // A group code's inviter is its relay.
+  return explainDialFailure(code.inviterPeerId, err)
 }

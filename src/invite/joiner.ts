@@ -7,6 +7,7 @@
  */
 
 import type { Stream } from '@libp2p/interface'
+import { CPaceParty } from './cpace.ts'
 import {
   CodeExpiredError,
   CodeUsedError,
@@ -23,8 +24,11 @@ import {
   macEquals,
   PAIRING_VERSION,
   type PairingMessage,
+  pakeProofKey,
   proofMac,
+  shortCodeCPace,
 } from './protocol.ts'
+import { MAX_SHORT_CODE_FAILURES, type ShortCode, shortCodeId } from './short-code.ts'
 
 export type Accept = Extract<PairingMessage, { type: 'accept' }>
 
@@ -34,7 +38,8 @@ export interface ProveOptions {
   remotePeerId: string
   /** Who answers: the inviter (default), or the relay for a group code; refusals name it. */
   answeredBy?: 'inviter' | 'relay'
-  token: Uint8Array
+  /** What proves the code: a long code's token, or a short code's words (through CPace). */
+  secret: { token: Uint8Array } | { short: ShortCode }
   /** This machine's name, for the other side's `names:`. */
   name?: string
   signal?: AbortSignal
@@ -53,17 +58,30 @@ export async function proveToken(
   options: ProveOptions,
 ): Promise<{ accept: Accept; complete: boolean }> {
   const framed = new Framed(stream)
-  const { codeId, key } = deriveKeys(options.token)
-  const { signal, answeredBy = 'inviter' } = options
+  const { signal, answeredBy = 'inviter', secret } = options
+  const short = 'short' in secret ? secret.short : undefined
   try {
     const nonces = { joiner: freshNonce(), inviter: '' }
-    await framed.send({ type: 'hello', v: PAIRING_VERSION, code: codeId, nonce: nonces.joiner }, signal)
+    const ids = { inviter: options.remotePeerId, joiner: options.localPeerId }
+    const side = proofSide(secret, ids, nonces.joiner)
+    await framed.send(
+      {
+        type: 'hello',
+        v: PAIRING_VERSION,
+        code: side.codeId,
+        nonce: nonces.joiner,
+        ...(side.pake === undefined ? {} : { pake: side.pake }),
+      },
+      signal,
+    )
     const challenge = await framed.read(['challenge'], { signal })
     if (challenge.type === 'error') {
-      throw refusal(challenge.reason, challenge.remaining, answeredBy)
+      throw short === undefined
+        ? refusal(challenge.reason, challenge.remaining, answeredBy)
+        : shortRefusal(challenge.reason, challenge.remaining)
     }
     nonces.inviter = challenge.nonce
-    const ids = { inviter: options.remotePeerId, joiner: options.localPeerId }
+    const key = side.key(challenge.pake)
     await framed.send(
       {
         type: 'proof',
@@ -74,11 +92,16 @@ export async function proveToken(
     )
     const accept = await framed.read(['accept'], { signal })
     if (accept.type === 'error') {
-      throw refusal(accept.reason, accept.remaining, answeredBy)
+      throw short === undefined
+        ? refusal(accept.reason, accept.remaining, answeredBy)
+        : shortRefusal(accept.reason, accept.remaining)
     }
     if (!macEquals(accept.mac, proofMac(key, 'inviter', ids, nonces))) {
       throw new PairingProofError('the other side did not prove it knows the code: nothing was written', {
-        hint: 'make sure the code came from the person you meant to pair with, and ask for a new one',
+        hint:
+          short === undefined
+            ? 'make sure the code came from the person you meant to pair with, and ask for a new one'
+            : 'the relay may have sent you to someone else: check the relay address and ask for a new code',
       })
     }
     await options.onAccept(accept)
@@ -130,6 +153,65 @@ export async function askSpent(
       : undefined
   } finally {
     await framed.close()
+  }
+}
+
+/**
+ * The joiner's side of the proof for `secret`: the code id its hello names, its CPace share (a
+ * short code), and the MAC key once the challenge has come (for a short code, from the inviter's
+ * share, which the challenge must carry).
+ */
+function proofSide(
+  secret: ProveOptions['secret'],
+  ids: { inviter: string; joiner: string },
+  joinerNonce: string,
+): { codeId: string; pake?: string; key: (theirShare: string | undefined) => Uint8Array } {
+  if ('token' in secret) {
+    const { codeId, key } = deriveKeys(secret.token)
+    return { codeId, key: () => key }
+  }
+  const party = new CPaceParty('initiator', shortCodeCPace(secret.short, ids, joinerNonce))
+  return {
+    codeId: shortCodeId(secret.short.nameplate),
+    pake: Buffer.from(party.share).toString('hex'),
+    key: (theirShare) => {
+      const isk =
+        theirShare === undefined ? undefined : party.finish(Uint8Array.from(Buffer.from(theirShare, 'hex')))
+      if (isk === undefined) {
+        throw new PairingProtocolError(
+          'pairing broke off: the inviter did not answer the short code properly',
+          {
+            hint: 'check that both machines run a peerup that knows short codes, or use the long code',
+          },
+        )
+      }
+      return pakeProofKey(isk)
+    },
+  }
+}
+
+/** The error for a refusal of a short code: a wrong word counts, the rest reads as for a long code. */
+function shortRefusal(reason: string, remaining: number | undefined): Error {
+  const newCode = 'ask for a new code (`peerup invite` on the other machine), or use the long one it printed'
+  switch (reason) {
+    case 'wrong-proof':
+      return new PairingProofError(
+        `the inviter did not accept the short code: a word is wrong${remaining === undefined ? '' : ` (${remaining} tr${remaining === 1 ? 'y' : 'ies'} left before it burns)`}`,
+        { hint: 'check each word against what `peerup invite` printed, then try again' },
+      )
+    case 'burned':
+      return new CodeUsedError(
+        `the short code is burned: ${MAX_SHORT_CODE_FAILURES} wrong tries were made with it`,
+        { hint: newCode },
+      )
+    case 'unknown-code':
+      return new UnknownCodeError('the inviter has no open invite with this short code', { hint: newCode })
+    case 'bad-message':
+      return new PairingProtocolError('the inviter did not take the short code (an older peerup?)', {
+        hint: 'use the long code `peerup invite` printed',
+      })
+    default:
+      return refusal(reason, remaining, 'inviter')
   }
 }
 

@@ -4,8 +4,8 @@
  * the joiner holds the code's token — without the token ever crossing the wire:
  *
  * ```
- * joiner → inviter  hello      { v, code: id(token), nonce: nJ }
- * inviter → joiner  challenge  { nonce: nI }
+ * joiner → inviter  hello      { v, code: id(token), nonce: nJ }          (short code: + pake: Ya)
+ * inviter → joiner  challenge  { nonce: nI }                              (short code: + pake: Yb)
  * joiner → inviter  proof      { mac: HMAC(K, "joiner"  ‖ inviter ‖ joiner ‖ nI ‖ nJ), name }
  * inviter → joiner  accept     { mac: HMAC(K, "inviter" ‖ inviter ‖ joiner ‖ nI ‖ nJ), name, … }
  *                   (a relay's group code: member… then complete, while the group fills)
@@ -17,6 +17,11 @@
  * nonces of both sides, so a proof is useless on any other connection and a wrong guess learns
  * nothing but "wrong". Either side refuses with `error { reason }` and closes.
  *
+ * A short code (`7-acorn-zebra`, src/invite/short-code.ts) has no token: its hello names
+ * id(nameplate) and carries the joiner's CPace share, the challenge carries the inviter's, and K
+ * is derived from CPace's session key (src/invite/cpace.ts), so the proof and accept MACs are the
+ * PAKE's key confirmation (docs/decisions/0013-short-codes-cpace.md).
+ *
  * Every message is one length-prefixed JSON frame of at most {@link MAX_MESSAGE_BYTES}, checked
  * against a schema; every read has a deadline.
  *
@@ -27,7 +32,9 @@ import { createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto'
 import type { Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { z } from 'zod'
+import { CPACE_ELEMENT_BYTES, type CPaceInputs, lvCat } from './cpace.ts'
 import { PairingProtocolError } from './errors.ts'
+import { type ShortCode, shortCodePassword } from './short-code.ts'
 
 export const INVITE_PROTOCOL = '/peerup/invite/1.0.0'
 
@@ -97,8 +104,15 @@ const messages = {
     v: z.number().int(),
     code: hex(CODE_ID_BYTES),
     nonce: hex(NONCE_BYTES),
+    /** A short code's CPace share (Ya): K is then derived from the PAKE's key, not from a token. */
+    pake: hex(CPACE_ELEMENT_BYTES).optional(),
   }),
-  challenge: z.strictObject({ type: z.literal('challenge'), nonce: hex(NONCE_BYTES) }),
+  challenge: z.strictObject({
+    type: z.literal('challenge'),
+    nonce: hex(NONCE_BYTES),
+    /** The inviter's CPace share (Yb), in answer to a short code's hello. */
+    pake: hex(CPACE_ELEMENT_BYTES).optional(),
+  }),
   proof: z.strictObject({ type: z.literal('proof'), mac: hex(32), name: peerName.optional() }),
   accept: z.strictObject({
     type: z.literal('accept'),
@@ -148,6 +162,35 @@ export function deriveKeys(token: Uint8Array) {
     Buffer.from(hkdfSync('sha256', token, HKDF_SALT, label, CODE_ID_BYTES)).toString('hex')
   const key = new Uint8Array(hkdfSync('sha256', token, HKDF_SALT, 'proof key', 32))
   return { codeId: id('code id'), key, spentId: id('spent id') }
+}
+
+/**
+ * The CPace inputs of a short code's run (docs/decisions/0013-short-codes-cpace.md): the words are
+ * the password; the channel identifier binds the protocol version, both peer ids as the connection
+ * authenticated them and the nameplate, so that a run cannot be spliced onto another connection
+ * or code; the joiner's fresh nonce is the session id.
+ */
+export function shortCodeCPace(
+  code: ShortCode,
+  ids: { inviter: string; joiner: string },
+  joinerNonce: string,
+): CPaceInputs {
+  const text = (s: string): Uint8Array => new TextEncoder().encode(s)
+  return {
+    prs: shortCodePassword(code),
+    ci: lvCat(
+      text(`${HKDF_SALT} short code ${PAIRING_VERSION}`),
+      text(ids.inviter),
+      text(ids.joiner),
+      text(String(code.nameplate)),
+    ),
+    sid: Uint8Array.from(Buffer.from(joinerNonce, 'hex')),
+  }
+}
+
+/** The MAC key of a short code's run, from CPace's intermediate session key. */
+export function pakeProofKey(isk: Uint8Array): Uint8Array {
+  return new Uint8Array(hkdfSync('sha256', isk, HKDF_SALT, 'short code proof key', 32))
 }
 
 /** The MAC one side sends: bound to its role, both peer ids and both nonces. */
@@ -250,6 +293,54 @@ export class Framed {
   /** Closes the stream for writing, then entirely; never throws. */
   close(): Promise<void> {
     return closeStream(this.stream)
+  }
+}
+
+/**
+ * One request, one answer, on a fresh `stream` (the relay-admin and nameplate protocols): writes
+ * `request` as a length-prefixed JSON frame, reads one back and checks it against `schema`.
+ * Resolves with the answer, or undefined when it is malformed; closes the stream either way.
+ */
+export async function requestOnce<T>(
+  stream: Stream,
+  request: unknown,
+  schema: z.ZodType<T>,
+  signal: AbortSignal,
+): Promise<T | undefined> {
+  const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
+  try {
+    await lp.write(new TextEncoder().encode(JSON.stringify(request)), { signal })
+    const raw = (await lp.read({ signal })).subarray()
+    return schema.safeParse(parseJson(raw)).data
+  } finally {
+    await closeStream(stream)
+  }
+}
+
+/**
+ * The other side of {@link requestOnce}: reads one request from `stream`, checks it against
+ * `schema`, and writes what `decide` makes of it (or `malformed` for a request that does not
+ * parse), within {@link STEP_TIMEOUT_MS}. The caller closes the stream.
+ */
+export async function answerOnce<Q, A>(
+  stream: Stream,
+  schema: z.ZodType<Q>,
+  decide: (request: Q) => A | Promise<A>,
+  malformed: A,
+): Promise<void> {
+  const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
+  const signal = AbortSignal.timeout(STEP_TIMEOUT_MS)
+  const checked = schema.safeParse(parseJson((await lp.read({ signal })).subarray()))
+  const answer = checked.success ? await decide(checked.data) : malformed
+  await lp.write(new TextEncoder().encode(JSON.stringify(answer)), { signal })
+}
+
+/** UTF-8 JSON, or undefined when it is not. */
+function parseJson(raw: Uint8Array): unknown {
+  try {
+    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(raw))
+  } catch {
+    return undefined
   }
 }
 

@@ -11,6 +11,10 @@
  * - `invite-spent { code, reason, ttl_ms }`: my invite's code was used (or burned); `code` is its
  *   spent id (src/invite/protocol.ts `deriveKeys`), never its code id, and until the code would
  *   have expired the relay says so to a joiner that asks (src/relay/invites.ts).
+ * - `nameplate-claim { ttl_ms, network }` / `nameplate-release`: give my open invite a nameplate, the
+ *   number of its short code (`7-acorn-zebra`), until it expires / no longer. A joiner that knows
+ *   the number asks for me on `/peerup/nameplate/1.0.0` (src/invite/nameplate.ts); `invite-close`
+ *   releases it too. A relay from before short codes answers "malformed request": no short code.
  *
  * One request, one answer, each a length-prefixed JSON frame under {@link MAX_MESSAGE_BYTES}.
  * The wire contract lives here; the relay's side is src/relay/sponsoring.ts.
@@ -19,10 +23,10 @@
  */
 
 import type { Connection } from '@libp2p/interface'
-import { lpStream } from '@libp2p/utils'
 import { z } from 'zod'
 import { PairingProtocolError } from './errors.ts'
-import { closeStream, groupMember, MAX_MESSAGE_BYTES, STEP_TIMEOUT_MS } from './protocol.ts'
+import { groupMember, requestOnce, STEP_TIMEOUT_MS } from './protocol.ts'
+import { MAX_NAMEPLATE } from './short-code.ts'
 
 export const RELAY_ADMIN_PROTOCOL = '/peerup/relay-admin/1.0.0'
 
@@ -47,6 +51,12 @@ export const relayAdminRequest = z.discriminatedUnion('type', [
     reason: z.enum(['used', 'burned']),
     ttl_ms: ttlMs,
   }),
+  z.strictObject({
+    type: z.literal('nameplate-claim'),
+    ttl_ms: ttlMs,
+    network: z.string().regex(/^$|^[a-z0-9][a-z0-9_-]{0,62}$/),
+  }),
+  z.strictObject({ type: z.literal('nameplate-release') }),
 ])
 
 export type RelayAdminRequest = z.infer<typeof relayAdminRequest>
@@ -61,6 +71,8 @@ export const relayAdminResponse = z.strictObject({
     .array(z.strictObject({ id: z.string().max(64), members: z.array(groupMember).max(1000) }))
     .max(100)
     .optional(),
+  /** For `nameplate-claim`: the number of the caller's short code. */
+  nameplate: z.number().int().min(1).max(MAX_NAMEPLATE).optional(),
 })
 
 export type RelayAdminResponse = z.infer<typeof relayAdminResponse>
@@ -72,16 +84,9 @@ export async function askRelay(
   signal: AbortSignal = AbortSignal.timeout(STEP_TIMEOUT_MS),
 ): Promise<RelayAdminResponse> {
   const stream = await connection.newStream(RELAY_ADMIN_PROTOCOL, { signal })
-  const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
-  try {
-    await lp.write(new TextEncoder().encode(JSON.stringify(request)), { signal })
-    const raw = (await lp.read({ signal })).subarray()
-    const parsed = relayAdminResponse.safeParse(JSON.parse(new TextDecoder().decode(raw)))
-    if (!parsed.success) {
-      throw new PairingProtocolError('the relay sent a malformed answer')
-    }
-    return parsed.data
-  } finally {
-    await closeStream(stream)
+  const answer = await requestOnce(stream, request, relayAdminResponse, signal)
+  if (answer === undefined) {
+    throw new PairingProtocolError('the relay sent a malformed answer')
   }
+  return answer
 }

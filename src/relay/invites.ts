@@ -5,6 +5,11 @@
  * tied to that: a member may get the relay to authorize a peer only when the relay carried that
  * peer's circuit to the member while its invite was open (docs/decisions/0004-strangers.md).
  *
+ * An open invite may also hold a nameplate (`nameplate-claim`), the number its short code starts
+ * with: a joiner asks the relay which member holds it (src/relay/nameplates.ts). It is released when
+ * the invite closes or is consumed, when the member says so (its short code burned), or when it
+ * expires; the lowest free number is handed out, so codes stay short.
+ *
  * When an invite's code is spent (used, or burned by wrong proofs) the member says so
  * (`invite-spent`, by its spent id: src/invite/protocol.ts): once its invite closed nobody else is
  * left to tell a second joiner why, so the joiner asks here (src/relay/group-codes.ts answers).
@@ -13,6 +18,7 @@
  */
 
 import { MAX_INVITE_TTL_MS } from '../invite/relay-admin.ts'
+import { MAX_NAMEPLATE } from '../invite/short-code.ts'
 
 /** Strangers remembered per open invite: enough for a joiner's retries, bounded against floods. */
 const MAX_JOINERS_PER_INVITE = 16
@@ -29,6 +35,12 @@ interface SpentCode {
   expires: number
 }
 
+interface Nameplate {
+  member: string
+  network: string
+  expires: number
+}
+
 interface OpenInvite {
   expires: number
   /** Peers not in relay_authorized_keys that reached the member through us while it was open. */
@@ -40,6 +52,8 @@ export class OpenInvites {
   readonly #open = new Map<string, OpenInvite>()
   /** By spent id, in the order they were reported. */
   readonly #spent = new Map<string, SpentCode>()
+  /** By nameplate number. */
+  readonly #nameplates = new Map<number, Nameplate>()
   readonly #now: () => number
 
   constructor(now: () => number = Date.now) {
@@ -60,6 +74,45 @@ export class OpenInvites {
   /** `member`'s invite ended (joined, expired or cancelled). */
   close(member: string): void {
     this.#open.delete(member)
+    this.releaseNameplate(member)
+  }
+
+  /**
+   * Gives `member`'s open invite the lowest free nameplate for `ttlMs` (a member holds one at a
+   * time: a second claim replaces the first); undefined when it has no invite open or all
+   * {@link MAX_NAMEPLATE} are taken.
+   */
+  claimNameplate(member: string, ttlMs: number, network: string): number | undefined {
+    if (!this.isOpen(member)) {
+      return undefined
+    }
+    this.releaseNameplate(member)
+    for (let n = 1; n <= MAX_NAMEPLATE; n++) {
+      if (this.#unexpired(this.#nameplates, n) === undefined) {
+        const expires = this.#now() + Math.min(Math.max(ttlMs, 0), MAX_INVITE_TTL_MS)
+        this.#nameplates.set(n, { member, network, expires })
+        return n
+      }
+    }
+    return undefined
+  }
+
+  /** Forgets `member`'s nameplate, if it holds one. */
+  releaseNameplate(member: string): void {
+    for (const [n, p] of this.#nameplates) {
+      if (p.member === member) {
+        this.#nameplates.delete(n)
+      }
+    }
+  }
+
+  /** The member whose open invite holds `nameplate`, and its network. */
+  lookupNameplate(nameplate: number): { member: string; network: string } | undefined {
+    const p = this.#unexpired(this.#nameplates, nameplate)
+    if (p === undefined || !this.isOpen(p.member)) {
+      return undefined
+    }
+    return { member: p.member, network: p.network }
   }
 
   isOpen(member: string): boolean {
@@ -92,6 +145,7 @@ export class OpenInvites {
       return false
     }
     this.#open.delete(member)
+    this.releaseNameplate(member)
     return true
   }
 
@@ -126,7 +180,7 @@ export class OpenInvites {
   }
 
   /** `map`'s entry for `key` until it expires; an expired one is dropped. */
-  #unexpired<V extends { expires: number }>(map: Map<string, V>, key: string): V | undefined {
+  #unexpired<K, V extends { expires: number }>(map: Map<K, V>, key: K): V | undefined {
     const value = map.get(key)
     if (value !== undefined && value.expires <= this.#now()) {
       map.delete(key)

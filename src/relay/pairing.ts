@@ -1,5 +1,6 @@
 /**
- * The relay's part in pairing (docs/pairing.md): sponsoring (src/relay/sponsoring.ts), and group
+ * The relay's part in pairing (docs/pairing.md): sponsoring (src/relay/sponsoring.ts), the
+ * nameplates of short codes (src/relay/nameplates.ts), and group
  * codes (`peerup relay pair --count N --ttl 1h`), N single-use codes whose inviter is the relay
  * itself (src/relay/group-codes.ts), kept with their groups' members in `pairing-groups.json`
  * (src/relay/groups.ts) so that both survive a restart.
@@ -16,6 +17,7 @@ import { NO_OBSERVER } from '../metrics/observer.ts'
 import { type Component, startAll, stopAll } from '../util/components.ts'
 import { GroupCodes } from './group-codes.ts'
 import { type GroupInfo, GroupStore, groupInfo, type NewGroup } from './groups.ts'
+import { NameplateLookup } from './nameplates.ts'
 import type { RelayHandle } from './server.ts'
 import { RelayAdminProtocol, RelayKeys } from './sponsoring.ts'
 
@@ -66,6 +68,7 @@ export class RelayPairingService implements Component {
       this.#store,
       new RelayAdminProtocol(components, { security: config.security }),
       this.#codes,
+      new NameplateLookup(components),
     ]
   }
 

@@ -9,11 +9,10 @@
  */
 
 import type { Connection, Stream } from '@libp2p/interface'
-import { lpStream } from '@libp2p/utils'
 import { loadAuthorizedKeys } from '../auth/authorized-keys.ts'
 import { authorizePaired } from '../auth/ops.ts'
 import type { RelayConfig } from '../config/schema.ts'
-import { closeStream, MAX_MESSAGE_BYTES, STEP_TIMEOUT_MS } from '../invite/protocol.ts'
+import { answerOnce, closeStream } from '../invite/protocol.ts'
 import {
   RELAY_ADMIN_PROTOCOL,
   type RelayAdminRequest,
@@ -97,20 +96,14 @@ export class RelayAdminProtocol implements Component {
     await this.#components.relay.node.unhandle(RELAY_ADMIN_PROTOCOL).catch(() => {})
   }
 
-  async #answer(stream: Stream, connection: Connection): Promise<void> {
-    const lp = lpStream(stream, { maxDataLength: MAX_MESSAGE_BYTES })
-    const signal = AbortSignal.timeout(STEP_TIMEOUT_MS)
-    const reply = (response: RelayAdminResponse) =>
-      lp.write(new TextEncoder().encode(JSON.stringify(response)), { signal })
-    const raw = (await lp.read({ signal })).subarray()
-    let request: RelayAdminRequest
-    try {
-      request = relayAdminRequest.parse(JSON.parse(new TextDecoder().decode(raw)))
-    } catch {
-      await reply({ ok: false, reason: 'malformed request' })
-      return
-    }
-    await reply(await this.#decide(connection.remotePeer.toString(), request))
+  #answer(stream: Stream, connection: Connection): Promise<void> {
+    const caller = connection.remotePeer.toString()
+    return answerOnce<RelayAdminRequest, RelayAdminResponse>(
+      stream,
+      relayAdminRequest,
+      (request) => this.#decide(caller, request),
+      { ok: false, reason: 'malformed request' },
+    )
   }
 
   async #decide(caller: string, request: RelayAdminRequest): Promise<RelayAdminResponse> {
@@ -126,6 +119,18 @@ export class RelayAdminProtocol implements Component {
     if (request.type === 'invite-close') {
       relay.invites.close(caller)
       log.debug('invite closed', { peer: caller })
+      return { ok: true }
+    }
+    if (request.type === 'nameplate-claim') {
+      const nameplate = relay.invites.claimNameplate(caller, request.ttl_ms, request.network)
+      log.debug('nameplate claimed', { peer: caller, nameplate })
+      return nameplate === undefined
+        ? { ok: false, reason: 'no invite open, or no nameplate free' }
+        : { ok: true, nameplate }
+    }
+    if (request.type === 'nameplate-release') {
+      relay.invites.releaseNameplate(caller)
+      log.debug('nameplate released', { peer: caller })
       return { ok: true }
     }
     if (request.type === 'invite-spent') {

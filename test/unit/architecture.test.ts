@@ -38,7 +38,14 @@ export const LAYERS: readonly (readonly string[])[] = [
 const NETWORK = ['daemon', 'p2p', 'proxy', 'relay', 'invite', 'demo']
 
 /** Modules of invite/ that load no network code: the CLI may import them directly. */
-const LIGHT_INVITE = ['invite/code.ts', 'invite/errors.ts', 'invite/names.ts', 'invite/sas.ts']
+const LIGHT_INVITE = [
+  'invite/code.ts',
+  'invite/errors.ts',
+  'invite/names.ts',
+  'invite/sas.ts',
+  'invite/short-code.ts',
+  'invite/words.ts',
+]
 
 const LONGEST_FUNCTION_LINES = 120
 

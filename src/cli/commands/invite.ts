@@ -10,7 +10,9 @@ import type { InviteLine } from '../../api/index.ts'
 import { ApiResponseError, type LocalClient } from '../../client/local.ts'
 import { checkPeerName } from '../../config/ops.ts'
 import { parseDurationMs } from '../../config/units.ts'
+import { formatExpiry } from '../../invite/code.ts'
 import { defaultMachineName } from '../../invite/names.ts'
+import { MAX_SHORT_CODE_FAILURES } from '../../invite/short-code.ts'
 import { createLogger } from '../../log/index.ts'
 import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
 import { loadInvite } from '../lazy.ts'
@@ -20,6 +22,9 @@ import { logToStderr, note } from '../output.ts'
 
 const MIN_TTL_MS = 30_000
 const MAX_TTL_MS = 24 * 3_600_000
+
+/** A short code and the relay it waits on, as an invite shows it. */
+type ShortInvite = NonNullable<Extract<InviteLine, { type: 'code' }>['short']>
 
 /** What an invite ended with, through the daemon or not. */
 type InviteOutcome = Extract<InviteLine, { type: 'paired' }>['result']
@@ -51,24 +56,42 @@ export function registerInvite(program: CliCommand, ctx: CliContext): void {
       const name = opts.name ?? defaultMachineName()
       const interactive = opts.nonInteractive !== true && ctx.stdout.isTTY === true && opts.json !== true
       logToStderr(ctx, opts.logLevel, 'warn')
-      const showCode = (text: string, code: { expires: Date }): void => {
+      const showCode = (text: string, code: { expires: Date }, short?: ShortInvite): void => {
         if (opts.json === true) {
-          ctx.stdout.write(`${JSON.stringify({ code: text, expires: code.expires.toISOString() })}\n`)
+          const line = {
+            code: text,
+            expires: code.expires.toISOString(),
+            ...(short === undefined ? {} : { short }),
+          }
+          ctx.stdout.write(`${JSON.stringify(line)}\n`)
           return
         }
         if (!interactive) {
+          // Scripts get the long code alone, as always: it carries everything (`--json` has the
+          // short one too). Not on stderr either, which may well be a log.
           ctx.stdout.write(`${text}\n`)
           return
         }
+        const shortLines =
+          short === undefined
+            ? []
+            : [
+                `  peerup join ${short.relay} ${short.code}`,
+                '',
+                `or, if it already uses this relay:  peerup join ${short.code}`,
+                `(${MAX_SHORT_CODE_FAILURES} wrong tries burn the short code.) Or, with the long code (or the QR code below):`,
+                '',
+              ]
         ctx.stdout.write(
           [
             '',
             'On the other machine, run:',
             '',
+            ...shortLines,
             `  peerup join ${text}`,
             '',
             renderUnicodeCompact(text.replaceAll('-', ''), { ecc: 'L', border: 2 }),
-            `The code works once, until ${code.expires.toLocaleTimeString()}. Anyone who has it can pair with this machine: share it only with the person you mean.`,
+            `The code${short === undefined ? ' works' : 's work'} once, until ${formatExpiry(code.expires)}. Anyone who has ${short === undefined ? 'it' : 'one'} can pair with this machine: share it only with the person you mean.`,
             '',
           ].join('\n'),
         )
@@ -78,7 +101,7 @@ export function registerInvite(program: CliCommand, ctx: CliContext): void {
       const daemonInvite = async (client: LocalClient): Promise<InviteOutcome> => {
         for await (const line of client.lines('invite', { name, ttlMs }, ctx.signal)) {
           if (line.type === 'code') {
-            showCode(line.code, { expires: new Date(line.expires) })
+            showCode(line.code, { expires: new Date(line.expires) }, line.short)
           } else if (line.type === 'progress') {
             note(ctx, line.message)
           } else {

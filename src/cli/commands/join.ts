@@ -1,17 +1,20 @@
 /**
- * `peerup join [code]`: pair with whoever made the code (`peerup invite`, or a relay's group code).
- * The code comes from the argument, else `PEERUP_INVITE_CODE`, else stdin (a prompt on a terminal).
- * Creates this node's identity and config from the code when there is none.
+ * `peerup join [relay] [code]`: pair with whoever made the code (`peerup invite`, or a relay's group
+ * code). The code comes from the argument, else `PEERUP_INVITE_CODE`, else stdin (a prompt on a
+ * terminal). Creates this node's identity and config from the code when there is none. A short code
+ * (`7-acorn-zebra`) does not carry its relay: it comes first, or is the one relay this node uses.
  *
  * @packageDocumentation
  */
 
 import * as path from 'node:path'
-import { checkPeerName } from '../../config/ops.ts'
+import { loadNodeConfig } from '../../config/load.ts'
+import { checkPeerName, checkRelayAddress, relayPeerId } from '../../config/ops.ts'
 import { CONFIG_FILE_NAME, configCandidates, defaultNodeDir } from '../../config/paths.ts'
 import { UsageError } from '../../errors.ts'
 import { decodeInviteCode } from '../../invite/code.ts'
 import { defaultMachineName } from '../../invite/names.ts'
+import { looksLikeShortCode, parseShortCode } from '../../invite/short-code.ts'
 import { createLogger } from '../../log/index.ts'
 import { exists } from '../../util/fs.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
@@ -36,7 +39,14 @@ export function registerJoin(program: CliCommand, ctx: CliContext): void {
   program
     .command('join')
     .description('pair with the machine (or relay group) that made a code; creates this node if needed')
-    .argument('[code]', 'the pairing code (default: $PEERUP_INVITE_CODE, else read from stdin)')
+    .argument(
+      '[relay]',
+      "a short code's relay: its multiaddr (…/p2p/<id>), or the peer id of a relay this node uses (default: this node's only relay)",
+    )
+    .argument(
+      '[code]',
+      'the pairing code, long or short (default: $PEERUP_INVITE_CODE, else read from stdin)',
+    )
     .option(
       '--name <name>',
       "this machine's name, recorded by the other side under names: (default: the hostname)",
@@ -44,15 +54,31 @@ export function registerJoin(program: CliCommand, ctx: CliContext): void {
     .option('--non-interactive', 'never prompt: the code comes from the argument, the environment or stdin')
     .option('--no-wait', 'with a relay group code: return once joined, without waiting for the others')
     .option('--log-level <level>', 'log level on stderr: debug, info, warn, error')
-    .run(async (opts: GlobalOptions & JoinFlags, arg: string | undefined) => {
+    .run(async (opts: GlobalOptions & JoinFlags, first: string | undefined, second: string | undefined) => {
       if (opts.name !== undefined) {
         checkPeerName(opts.name)
       }
-      const text = arg ?? ctx.env.inviteCode ?? (await codeFromStdin(ctx, opts.nonInteractive))
+      // Two arguments are a short code's relay, then the code; one is the code, unless it is a
+      // multiaddr (the code then comes from the environment or stdin, as in scripts).
+      const relayArg = second !== undefined || first?.startsWith('/') ? first : undefined
+      const text =
+        second ??
+        (relayArg === undefined ? first : undefined) ??
+        ctx.env.inviteCode ??
+        (await codeFromStdin(ctx, opts.nonInteractive))
       // Decoded before anything is created or dialled: a typo costs nothing.
-      const code = decodeInviteCode(text)
+      const short = looksLikeShortCode(text) ? parseShortCode(text) : undefined
+      if (short === undefined && relayArg !== undefined) {
+        throw new UsageError('a long pairing code carries its relay: give the code alone', {
+          hint: 'peerup join <code>, or peerup join <relay> <short code> for a code like 12-lemon-ozone',
+        })
+      }
       logToStderr(ctx, opts.logLevel, 'warn')
       const target = await joinTarget(ctx, opts.config)
+      const code =
+        short === undefined
+          ? decodeInviteCode(text)
+          : ({ kind: 'short', code: short, relay: await shortCodeRelay(relayArg, target) } as const)
       const { runJoin } = await loadJoin()
       const result = await runJoin({
         code,
@@ -119,6 +145,40 @@ async function codeFromStdin(ctx: CliContext, nonInteractive: boolean | undefine
     throw new UsageError('no pairing code given', { hint: NO_CODE_HINT })
   }
   return text
+}
+
+/**
+ * The relay a short code's join goes through: the one given (a multiaddr with its peer id, or the
+ * peer id of a relay the config has), else the config's only relay.
+ */
+async function shortCodeRelay(
+  given: string | undefined,
+  target: { configFile: string } | { createIn: string },
+): Promise<string> {
+  const relays =
+    'configFile' in target ? (await loadNodeConfig(target.configFile)).config.relay.addresses : []
+  if (given?.startsWith('/')) {
+    return checkRelayAddress(given)
+  }
+  if (given !== undefined) {
+    const known = relays.find((a) => relayPeerId(a) === given)
+    if (known === undefined) {
+      throw new UsageError(`this node has no relay ${given}`, {
+        hint: "give the relay's full address as `peerup invite` printed it (/ip4/…/tcp/…/p2p/…)",
+      })
+    }
+    return known
+  }
+  const ids = [...new Set(relays.map(relayPeerId))]
+  if (ids.length === 1) {
+    return relays[0] as string
+  }
+  throw new UsageError(
+    ids.length === 0
+      ? 'a short code does not say which relay the inviter waits on'
+      : `this node uses ${ids.length} relays, and a short code does not say which one the inviter waits on`,
+    { hint: 'give the relay `peerup invite` printed before the code: peerup join <relay> <short code>' },
+  )
 }
 
 /** The config to join with: --config or the first found; else where to create one. */

@@ -70,7 +70,13 @@ export function streamHandlers(ctx: DaemonContext): Pick<Handlers, 'events' | 'i
         observer: ctx.observer,
         onProgress: (message) => lines.push({ type: 'progress', message }),
         // The code goes to the client that asked, over the cookie-guarded socket, and nowhere else.
-        onCode: (code, decoded) => lines.push({ type: 'code', code, expires: decoded.expires.toISOString() }),
+        onCode: (code, decoded, short) =>
+          lines.push({
+            type: 'code',
+            code,
+            expires: decoded.expires.toISOString(),
+            ...(short === undefined ? {} : { short }),
+          }),
       })
         .then(async (result) => {
           // The pairing wrote names: into config.yaml: the daemon knows them before it answers.

@@ -88,6 +88,69 @@ describe('join: taking the code', () => {
   })
 })
 
+describe('join: a short code', () => {
+  it('checks the words, and that it knows the relay, before creating or dialling anything', async (t) => {
+    const root = await tempDir(t)
+    const env = { PEERUP_HOME: path.join(root, 'n') }
+    const cases: Array<{ args: string[]; code: number; message: RegExp; inEnv?: string }> = [
+      {
+        args: ['join', '7-acorm-zebra'],
+        code: 2,
+        message: /word 1 of the short code is not in the word list: a typo\? .*did you mean that one\?/,
+      },
+      {
+        args: ['join', RELAY_ADDR, '7-acorn-qqqqqq'],
+        code: 2,
+        message: /word 2 of the short code is not a word of the list/,
+      },
+      { args: ['join', '7-acorn'], code: 2, message: /has 2 words after its number, this one has 1/ },
+      {
+        args: ['join', '7-acorn-zebra'],
+        code: 2,
+        message: /a short code does not say which relay the inviter waits on — give the relay/,
+      },
+      { args: ['join', relayId, '7-acorn-zebra'], code: 2, message: /this node has no relay 12D3/ },
+      {
+        args: ['join', '/ip4/198.18.0.1/tcp/7777', '7-acorn-zebra'],
+        code: 2,
+        message: /invalid relay address/,
+      },
+      {
+        args: ['join', RELAY_ADDR, await code()],
+        code: 2,
+        message: /a long pairing code carries its relay: give the code alone/,
+      },
+      // A relay alone: the code comes from the environment.
+      {
+        args: ['join', RELAY_ADDR, '--non-interactive'],
+        inEnv: '7-acorm-zebra',
+        code: 2,
+        message: /word 1 of the short code is not in the word list/,
+      },
+    ]
+    for (const c of cases) {
+      const r = await runCli(c.args, root, {
+        env: c.inEnv === undefined ? env : { ...env, PEERUP_INVITE_CODE: c.inEnv },
+      })
+      assert.equal(r.code, c.code, `${c.args.join(' ')}: ${r.stderr}`)
+      assert.match(r.stderr, c.message, c.args.join(' '))
+      assert.equal(r.stderr.trim().split('\n').length, 1, 'one line')
+      assert.doesNotMatch(r.stderr, /acorn|zebra|acorm/, 'the words are not echoed back')
+    }
+    await assert.rejects(fs.stat(path.join(root, 'n')), 'nothing was created')
+  })
+
+  it('with a config of two relays, wants to be told which', async (t) => {
+    const root = await tempDir(t)
+    const config = await initNodeDir(root)
+    const other = `/ip4/198.18.0.2/tcp/7777/p2p/${await someId()}`
+    assert.equal((await runCli(['relay', 'add', other, '--config', config], root)).code, 0)
+    const r = await runCli(['join', '7-acorn-zebra', '--config', config], root)
+    assert.equal(r.code, 2)
+    assert.match(r.stderr, /this node uses 2 relays, and a short code does not say which one/)
+  })
+})
+
 describe('join: a pairing that fails', () => {
   /** A code whose relay refuses the connection at once (nothing listens on its port). */
   async function unreachableCode(): Promise<string> {

@@ -14,6 +14,7 @@ import {
   createInviteCode,
   decodeInviteCode,
   encodeInviteCode,
+  formatExpiry,
   type InviteCode,
   relayMultiaddr,
 } from '../../../src/invite/code.ts'
@@ -191,8 +192,27 @@ describe('pairing code', () => {
     assert.doesNotThrow(() => assertNotExpired(code, new Date('2025-12-31T23:59:59Z')))
     assert.throws(
       () => assertNotExpired(code, new Date('2026-01-01T00:00:00Z')),
-      (err: unknown) => err instanceof CodeExpiredError && /expired at 2026-01-01T00:00:00/.test(err.message),
+      (err: unknown) =>
+        err instanceof CodeExpiredError && err.message.includes(`expired at ${formatExpiry(code.expires)}`),
     )
+  })
+
+  it('prints an expiry with date, time and the local zone as an offset', () => {
+    const saved = process.env.TZ
+    try {
+      for (const [tz, shown] of [
+        ['Europe/Berlin', '2026-12-06 14:05 UTC+01:00'],
+        ['UTC', '2026-12-06 13:05 UTC+00:00'],
+        ['America/St_Johns', '2026-12-06 09:35 UTC-03:30'],
+        ['Asia/Kolkata', '2026-12-06 18:35 UTC+05:30'],
+      ] as const) {
+        process.env.TZ = tz
+        assert.equal(formatExpiry(new Date('2026-12-06T13:05:59Z')), shown, tz)
+      }
+    } finally {
+      if (saved === undefined) delete process.env.TZ
+      else process.env.TZ = saved
+    }
   })
 
   it('refuses fields that cannot be encoded', () => {

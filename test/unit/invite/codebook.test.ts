@@ -437,7 +437,7 @@ describe('what the joiner makes of a refusal', () => {
       await proveToken(out, {
         localPeerId: 'joiner',
         remotePeerId: 'inviter',
-        token: options.token ?? randomBytes(16),
+        secret: { token: options.token ?? randomBytes(16) },
         ...(options.answeredBy === undefined ? {} : { answeredBy: options.answeredBy }),
         onAccept: async () => {},
       })
