@@ -110,6 +110,9 @@ function bytes(n) {
   return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`
 }
 
+/** A long error message cut for the events list (the peers table has it whole). */
+const clip = (text) => (text.length > 100 ? `${text.slice(0, 100)}…` : text)
+
 const shortId = (id) => (id.length > 16 ? `${id.slice(0, 8)}…${id.slice(-6)}` : id)
 
 /** `DIRECT (tcp)`, `RELAYED via 12D3…abc (tcp)`. */
@@ -127,27 +130,44 @@ function pathBadge(path) {
   return el('span', pathLabel(path), { class: `badge ${cls}` })
 }
 
-/** Why a peer's path is what it is, from its upgrade state. */
+/** Why a peer's path is what it is, from its upgrade state: a short line, and the detail. */
 function why(state) {
   if (state === undefined || state.path === undefined) {
-    return 'no open connection'
+    return ['no open connection']
   }
   const u = state.upgrade
   if (state.path.type === 'DIRECT') {
-    return u.timeToDirectMs === undefined
-      ? 'direct connection'
-      : `upgraded in ${Math.round(u.timeToDirectMs)} ms`
+    return [
+      u.timeToDirectMs === undefined ? 'direct connection' : `upgraded in ${Math.round(u.timeToDirectMs)} ms`,
+    ]
   }
   switch (u.state) {
     case 'upgrading':
-      return 'trying a direct path…'
+      return ['trying a direct path…']
     case 'unavailable':
-      return 'the peer offers no direct address'
+      return ['the peer offers no direct address']
     case 'failed':
-      return `direct path failed${u.lastError ? `: ${u.lastError}` : ''}`
+      return ['direct path failed', u.lastError]
     default:
-      return state.path.limited ? 'limited relay circuit' : 'through the relay'
+      return [state.path.limited ? 'limited relay circuit' : 'through the relay']
   }
+}
+
+/** Peers whose reason is shown open: kept across the table's refreshes. */
+const openWhy = new Set()
+
+/** A cell with the short reason, and the long one behind a disclosure (keyboard-operable). */
+function whyCell(peerId, state) {
+  const [short, detail] = why(state)
+  const td = el('td', detail === undefined ? short : undefined, { class: 'why' })
+  if (detail !== undefined) {
+    const details = el('details')
+    details.open = openWhy.has(peerId)
+    details.addEventListener('toggle', () => (details.open ? openWhy.add(peerId) : openWhy.delete(peerId)))
+    details.append(el('summary', short), el('p', detail, { class: 'muted' }))
+    td.append(details)
+  }
+  return td
 }
 
 // ---- state ----
@@ -201,7 +221,7 @@ function renderPeers(auth, paths) {
     tr.append(
       who,
       pathCell,
-      el('td', why(state)),
+      whyCell(peer.peerId, state),
       el('td', rtt === undefined ? '–' : `${rtt.toFixed(1)} ms`, { class: 'num' }),
       actions,
     )
@@ -307,7 +327,7 @@ function eventText(e) {
     case 'path-changed':
       return `${who}: ${pathLabel(e.from)} → ${pathLabel(e.to)}`
     case 'upgrade':
-      return `${who}: direct upgrade ${e.outcome}${e.error ? ` (${e.error})` : ''}`
+      return `${who}: direct upgrade ${e.outcome}${e.error ? ` (${clip(e.error)})` : ''}`
     case 'reservation':
       return `relay ${shortId(e.relay)}: reservation ${e.reserved ? 'gained' : 'lost'}`
     case 'auth-changed':

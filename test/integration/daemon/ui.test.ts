@@ -226,6 +226,7 @@ describe('web dashboard', { timeout: 300_000 }, () => {
     )
     assert.ok(grown >= before + 2 * 256 * KiB, `${before} → ${grown} bytes`)
     await page.waitFor(`document.querySelector('#events li[data-type="hello"]')`, 'the events stream')
+    await page.waitFor(`/ms$/.test(${peerRow}.querySelector('td.num')?.textContent ?? '')`, "b's RTT")
     await shot('dashboard.png')
 
     await page.evaluate(`document.getElementById('invite').click()`)
