@@ -111,6 +111,14 @@ describe('web dashboard', { timeout: 300_000 }, () => {
     )
   })
 
+  it('`peerup ui` says how to turn the dashboard on when it is off', async () => {
+    const r = await runCli(['ui', '--config', b.configFile], root)
+    assert.equal(r.code, 1)
+    assert.equal(r.stdout, '')
+    assert.match(r.stderr, /the web dashboard is off on this daemon/)
+    assert.match(r.stderr, /ui\.listen_address: 127\.0\.0\.1:7780/)
+  })
+
   it('serves the app to its own Host only, no-store, under a strict CSP', async () => {
     const page = await rawRequest(ui, { path: '/' })
     assert.equal(page.status, 200)
