@@ -175,7 +175,10 @@ export class DaemonUi implements Component {
       // Rejects with the listen error (a port in use), as 'error' comes instead of 'listening'.
       await once(server.listen(port, host), 'listening')
     } catch (err) {
-      throw listenFailure({ host, port }, err as NodeJS.ErrnoException)
+      const failure = listenFailure({ host, port }, err as NodeJS.ErrnoException)
+      // Which key to change: the daemon does not start without its dashboard once it is asked for.
+      failure.message = `ui.listen_address: ${failure.message}`
+      throw failure
     }
     const bound = (server.address() as AddressInfo).port
     this.#server = server

@@ -490,11 +490,18 @@ async function login() {
   return true
 }
 
+/** Runs `fn` every `ms` after it settles, until the session is gone (the daemon restarted). */
 function every(ms, fn) {
   const run = () =>
-    fn()
-      .catch(failed)
-      .finally(() => setTimeout(run, ms))
+    fn().then(
+      () => setTimeout(run, ms),
+      (err) => {
+        failed(err)
+        if (!(err instanceof NotLoggedIn)) {
+          setTimeout(run, ms)
+        }
+      },
+    )
   run()
 }
 
