@@ -239,6 +239,14 @@ describe('web dashboard', { timeout: 300_000 }, () => {
     assert.ok(grown >= before + 2 * 256 * KiB, `${before} → ${grown} bytes`)
     await page.waitFor(`document.querySelector('#events li[data-type="hello"]')`, 'the events stream')
     await page.waitFor(`/ms$/.test(${peerRow}.querySelector('td.num')?.textContent ?? '')`, "b's RTT")
+    // Named controls and tables, for screen readers; real buttons, for the keyboard.
+    assert.equal(
+      await page.evaluate(
+        `[...document.querySelectorAll('button, table')].filter((e) => e.tagName === 'TABLE' ? !e.caption?.textContent.trim() : !(e.textContent.trim() || e.getAttribute('aria-label'))).length`,
+      ),
+      0,
+      'every button and table has a name',
+    )
     await shot('dashboard.png')
 
     await page.evaluate(`document.getElementById('invite').click()`)
