@@ -4,7 +4,9 @@
  * constant time, browsers kept out (`Origin`/`Referer` refused: a web page can make a browser talk
  * to a local socket through a proxy, never with those headers absent), request bodies capped,
  * slow clients cut off, connections capped, and one response shape — `{"data": …}` or `{"error": "…", "hint": "…"}` —
- * or plain text for `Accept: text/plain`.
+ * or plain text for `Accept: text/plain`. The web dashboard's loopback listener (src/daemon/ui.ts)
+ * is the same server with a guard of its own (`authorize`) in place of the cookie and the browser
+ * refusal.
  *
  * @packageDocumentation
  */
