@@ -29,6 +29,15 @@ const exeFile = path.join(distDir, 'peerup')
 const DATACHANNEL_ASSET = 'node_datachannel.node'
 // node-unix-socket's addon: Unix datagram sockets, for sd_notify (src/daemon/notify.ts).
 const UNIX_SOCKET_ASSET = 'node_unix_socket.node'
+// The web dashboard's files (src/daemon/ui.ts reads them with sea.getAsset under these names).
+const UI_DIR = path.join(root, 'src/daemon/ui')
+const UI_ASSETS = {
+  'ui/index.html': path.join(UI_DIR, 'index.html'),
+  'ui/app.js': path.join(UI_DIR, 'app.js'),
+  'ui/app.css': path.join(UI_DIR, 'app.css'),
+  // The ES module of the QR library `peerup invite` uses, for the browser to import.
+  'ui/uqr.mjs': path.join(path.dirname(require.resolve('uqr')), 'index.mjs'),
+}
 const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2'
 // Measured: the V8 code cache cut `--version` from 0.10 s to 0.07 s and `debug selftest` from 0.125 s to
 // 0.10 s; with the whole libp2p stack imported eagerly, a cold start went from 0.17 s to 0.10 s. The
@@ -158,6 +167,9 @@ fs.writeFileSync(
       assets: {
         [DATACHANNEL_ASSET]: path.relative(root, addon),
         [UNIX_SOCKET_ASSET]: path.relative(root, unixSocketAddon),
+        ...Object.fromEntries(
+          Object.entries(UI_ASSETS).map(([name, file]) => [name, path.relative(root, file)]),
+        ),
       },
       // V8's default young generation (semi-spaces up to 16 MB each) lets a relay or daemon moving
       // 40-60 MB/s leave 60-100 MB of dead buffers between scavenges, and glibc keeps those pages

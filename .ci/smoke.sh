@@ -42,6 +42,21 @@ grep -q '^\.TH PEERUP 1 ' peerup.1
 run ./peerup demo > demo.txt
 grep -q "home's service answered" demo.txt
 grep -q '3 sent, 3 received' demo.txt
+# The web dashboard: its files come out of the executable (SEA assets), not a source tree.
+printf '\nui:\n  listen_address: 127.0.0.1:0\n' >> ./node/config.yaml
+./peerup --config ./node/config.yaml daemon --log-level info 2> daemon.log &
+daemon=$!
+for _ in $(seq 100); do grep -q '"dashboard served"' daemon.log && break; sleep 0.1; done
+ui=$(grep '"dashboard served"' daemon.log | grep -o '127\.0\.0\.1:[0-9]*' | head -1)
+[ -n "$ui" ] || { cat daemon.log >&2; echo "smoke: the dashboard is not served" >&2; exit 1; }
+run ./peerup --config ./node/config.yaml ui > ui-url.txt
+grep -q "^http://$ui/login#" ui-url.txt
+for f in / /app.js /app.css /uqr.mjs; do
+  run curl -fsS -o /dev/null "http://$ui$f"
+done
+curl -fsS "http://$ui/app.js" | grep -q "from './uqr.mjs'"
+run ./peerup --config ./node/config.yaml daemon stop
+wait "$daemon"
 # Usage errors exit 2, failures 1.
 set +e
 ./peerup frobnicate 2>/dev/null; [ $? -eq 2 ] || { echo "smoke: usage error did not exit 2" >&2; exit 1; }

@@ -84,6 +84,7 @@ export const ROUTES = {
   proxyDisable: route('POST', '/v1/proxies/:name/disable', byProxy, s.persistentProxyState),
   exposeAdd: { ...route('POST', '/v1/expose', s.exposeRequest, s.serviceState), creates: true },
   exposeRemove: route('DELETE', '/v1/expose/:name', z.object({ name: serviceName }), s.removedResponse),
+  uiLogin: route('POST', '/v1/ui/login', none, s.uiLoginResponse),
   shutdown: route('POST', '/v1/shutdown', none, z.object({ stopping: z.literal(true) })),
   events: { method: 'GET', path: '/v1/events', input: none, lines: s.daemonEvent },
   invite: { method: 'POST', path: '/v1/invite', input: s.inviteRequest, lines: s.inviteLine },

@@ -349,6 +349,12 @@ export const exposeRequest = z.object({
 /** What was removed. */
 export const removedResponse = z.object({ removed: z.string() })
 
+/**
+ * `POST /v1/ui/login`: a one-time link to the web dashboard (docs/ui.md). The token travels in the
+ * URL's fragment, which a browser sends to no server; it is good once, until `expires`.
+ */
+export const uiLoginResponse = z.object({ url: z.string(), expires: z.string() })
+
 // ---- events, invites ----
 
 /** An event of `type` at `time`, with the fields of `shape`. */

@@ -22,6 +22,7 @@ import { registerResolve } from './commands/resolve.ts'
 import { registerService } from './commands/service.ts'
 import { registerSshConfig } from './commands/ssh-config.ts'
 import { registerStatus } from './commands/status.ts'
+import { registerUi } from './commands/ui.ts'
 import { registerVerify } from './commands/verify.ts'
 import { registerVersion } from './commands/version.ts'
 import { registerWhoami } from './commands/whoami.ts'
@@ -73,6 +74,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerNet(program, ctx)
   registerSshConfig(program, ctx)
   registerDaemon(program, ctx)
+  registerUi(program, ctx)
   registerResolve(program, ctx)
   registerDebug(program, ctx)
   registerDemo(program, ctx)

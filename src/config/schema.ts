@@ -311,6 +311,36 @@ export function isLoopbackHost(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
 }
 
+/** The default port of the web dashboard (`ui.listen_address`, docs/ui.md). */
+export const DEFAULT_UI_PORT = 7780
+
+/**
+ * The daemon's web dashboard (src/daemon/ui.ts): off while `listen_address` is empty, and only
+ * ever on loopback — its login is a link printed by `peerup ui`, not a password, so it must not be
+ * reachable from another machine (docs/decisions/0014-web-dashboard.md).
+ */
+const ui = section({
+  listen_address: z
+    .string()
+    .superRefine((v, ctx) => {
+      if (v === '') {
+        return
+      }
+      if (!listenHostPort.safeParse(v).success) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `must be host:port on loopback, like 127.0.0.1:${DEFAULT_UI_PORT}, or "" for off`,
+        })
+      } else if (!isLoopbackHost(parseHostPort(v).host)) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `${v} is not loopback: the dashboard serves only this machine (use 127.0.0.1:${DEFAULT_UI_PORT})`,
+        })
+      }
+    })
+    .default(''),
+})
+
 /** A gateway reachable beyond this machine needs a username and a password; one without the other is a mistake. */
 function checkSocks(s: z.output<typeof socks>, ctx: z.core.$RefinementCtx): void {
   const issue = (key: string, message: string): void =>
@@ -373,6 +403,7 @@ export const nodeConfigSchema = z
       connect_timeout: durationMs(1000).default(30_000),
     }),
     socks,
+    ui,
     telemetry: telemetry(9091),
     log,
   })

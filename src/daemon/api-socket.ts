@@ -101,7 +101,7 @@ export class DaemonApiSocket implements Component {
 /** What {@link DaemonApi} serves; each is read at start. */
 type DaemonApiComponents = Pick<
   DaemonComponents,
-  'api' | 'runtime' | 'proxies' | 'persistentProxies' | 'events' | 'observer' | 'log' | 'shutdown'
+  'api' | 'runtime' | 'proxies' | 'persistentProxies' | 'events' | 'observer' | 'log' | 'shutdown' | 'ui'
 >
 
 /**

@@ -31,6 +31,7 @@ import { DaemonNode, refreshNodeMetrics } from './node.ts'
 import { PersistentProxies } from './persistent-proxies.ts'
 import { ProxyManager } from './proxies.ts'
 import { ConfigApplier, FileFollower } from './reload.ts'
+import { DaemonUi } from './ui.ts'
 
 /** What a started daemon tells its caller. */
 export interface DaemonReady {
@@ -41,6 +42,8 @@ export interface DaemonReady {
   services: string[]
   /** Where `/metrics` is served, when metrics are on. */
   metricsAddress: string | undefined
+  /** Where the web dashboard is served, when it is on. */
+  uiAddress: string | undefined
   /** The API's route table as served (a test that must cover every route reads it here). */
   routes: readonly Route[]
   upgrades: readonly UpgradeRoute[]
@@ -79,6 +82,8 @@ export interface DaemonComponents {
   /** Applies config.yaml, for the file watcher and the rollback of an unconfirmed apply alike. */
   configApplier: ConfigApplier
   api: DaemonApiSocket
+  /** The web dashboard (off unless config.yaml's `ui.listen_address` is set). */
+  ui: DaemonUi
   /** Starts the orderly shutdown (the same as SIGTERM). */
   shutdown(reason: Error): void
 }
@@ -114,6 +119,7 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonExit> {
       addresses: rt.node.getMultiaddrs().map(String),
       services: rt.services.list().map((s) => s.name),
       metricsAddress: daemon.metrics?.address,
+      uiAddress: daemon.ui.address,
       routes: daemon.api.routes,
       upgrades: daemon.api.upgrades,
     })
@@ -161,6 +167,9 @@ async function assembleDaemon(options: DaemonOptions, stopping: AbortController)
     get api() {
       return api
     },
+    get ui() {
+      return ui
+    },
     shutdown: (reason) => stopping.abort(reason),
   }
   // Until the routes are in, every request is refused: there is no cookie yet.
@@ -190,6 +199,8 @@ async function assembleDaemon(options: DaemonOptions, stopping: AbortController)
   const gateway = new ConfigGateway(shared)
   const configApplier = new ConfigApplier(shared)
   const confirmation = new ApplyConfirmation(shared)
+  // After the API's routes are in: it serves the same table.
+  const ui = new DaemonUi(shared)
   const list: Component[] = [
     api,
     telemetry,
@@ -205,6 +216,7 @@ async function assembleDaemon(options: DaemonOptions, stopping: AbortController)
     new FileFollower(shared),
     confirmation,
     new DaemonApi(shared),
+    ui,
     new SystemdNotify(
       { log: log.child('notify') },
       {
@@ -234,5 +246,5 @@ async function assembleDaemon(options: DaemonOptions, stopping: AbortController)
       },
     ),
   ]
-  return { list, node, api, metrics, confirmation }
+  return { list, node, api, metrics, confirmation, ui }
 }

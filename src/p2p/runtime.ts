@@ -84,6 +84,7 @@ const RESTART_KEYS = [
   'relay.reservation_interval',
   'relay.stun_port',
   'telemetry',
+  'ui',
 ] as const
 
 function valueAt(config: NodeConfig, key: string): unknown {

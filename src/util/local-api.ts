@@ -4,7 +4,9 @@
  * constant time, browsers kept out (`Origin`/`Referer` refused: a web page can make a browser talk
  * to a local socket through a proxy, never with those headers absent), request bodies capped,
  * slow clients cut off, connections capped, and one response shape — `{"data": …}` or `{"error": "…", "hint": "…"}` —
- * or plain text for `Accept: text/plain`.
+ * or plain text for `Accept: text/plain`. The web dashboard's loopback listener (src/daemon/ui.ts)
+ * is the same server with a guard of its own (`authorize`) in place of the cookie and the browser
+ * refusal.
  *
  * @packageDocumentation
  */
@@ -103,6 +105,13 @@ export interface LocalApiOptions {
   upgrades?: UpgradeRoute[]
   /** The current cookie; `undefined` while starting (every request is then refused). */
   cookie: () => string | undefined
+  /**
+   * Replaces the cookie and browser checks: why a request is refused, or undefined to serve it.
+   * The web dashboard's listener (src/daemon/ui.ts) serves browsers, with a login of its own.
+   */
+  authorize?: (req: http.IncomingMessage) => ApiError | undefined
+  /** Headers sent with every answer (the dashboard's no-store, CSP and framing rules). */
+  headers?: Readonly<Record<string, string>>
   /** The cookie file's name, for the hint of a 401 (default `.daemon-cookie`). */
   cookieFileName?: string
   /** Sent as `X-Peerup-Version`, so a client can warn about a version mismatch. */
@@ -170,6 +179,9 @@ function answerRequest(
   const access = accessReporter(options, req)
   let route = 'unmatched'
   res.setHeader('X-Peerup-Version', options.version)
+  for (const [name, value] of Object.entries(options.headers ?? {})) {
+    res.setHeader(name, value)
+  }
   const finish = (): void => access(route, res.statusCode)
   res.once('finish', finish)
   res.once('close', () => {
@@ -190,7 +202,7 @@ function answerRequest(
         : (err as Error).message
     sendError(res, status, message, errorFields(err), wantsText)
   }
-  const refusal = refuse(req, options)
+  const refusal = (options.authorize ?? ((r) => refuse(r, options)))(req)
   if (refusal !== undefined) {
     // Drain nothing: the connection is closed after the answer.
     res.setHeader('Connection', 'close')
@@ -261,7 +273,7 @@ function answerUpgrade(
     access(route?.path ?? 'unmatched', status)
   }
   socket.on('error', () => {})
-  const refusal = refuse(req, options)
+  const refusal = (options.authorize ?? ((r) => refuse(r, options)))(req)
   if (refusal !== undefined) {
     answer(refusal.status, refusal.message, refusal.hint === undefined ? {} : { hint: refusal.hint })
     return

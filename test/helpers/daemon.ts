@@ -71,15 +71,18 @@ export async function spawnDaemon(configFile: string, env = process.env): Promis
   return child
 }
 
-/** A raw HTTP request on a Unix socket, for the tests of the API's guards. */
+/**
+ * A raw HTTP request on a Unix socket (or a TCP `host:port`: the dashboard's listener), for the
+ * tests of the API's guards.
+ */
 export function rawRequest(
-  socketPath: string,
+  target: string | { host: string; port: number },
   options: { method?: string; path: string; headers?: Record<string, string>; body?: string | Buffer },
 ): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const req = http.request(
       {
-        socketPath,
+        ...(typeof target === 'string' ? { socketPath: target } : target),
         method: options.method ?? 'GET',
         path: options.path,
         headers: {

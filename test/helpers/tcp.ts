@@ -242,3 +242,52 @@ export async function sendInTwo(
   socket.end()
   return { sent, hash: hash.digest('hex') }
 }
+
+/** A local TCP service that sends back what it receives (and ends when its client ends). */
+export async function startEcho(): Promise<{ port: number; close: () => Promise<void> }> {
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    sockets.add(s)
+    s.on('error', () => {})
+    s.once('close', () => sockets.delete(s))
+    s.pipe(s)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: () =>
+      new Promise((resolve) => {
+        for (const s of sockets) {
+          s.destroy()
+        }
+        server.close(() => resolve())
+      }),
+  }
+}
+
+/** A client of the echo service that counts what comes back, and waits for a count. */
+export function echoClient(socket: net.Socket) {
+  let received = 0
+  const waiters: Array<{ n: number; resolve: () => void }> = []
+  socket.on('error', () => {})
+  socket.on('data', (d: Buffer) => {
+    received += d.length
+    for (const w of [...waiters]) {
+      if (received >= w.n) {
+        waiters.splice(waiters.indexOf(w), 1)
+        w.resolve()
+      }
+    }
+  })
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()))
+  return {
+    closed,
+    /** Sends `n` bytes and resolves once all of them came back. */
+    roundTrip: (n: number): Promise<void> => {
+      const want = received + n
+      const back = new Promise<void>((resolve) => waiters.push({ n: want, resolve }))
+      socket.write(Buffer.alloc(n, 7))
+      return back
+    },
+  }
+}

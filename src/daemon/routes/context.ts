@@ -38,6 +38,8 @@ export interface DaemonContext {
   shutdown: () => void
   /** Metrics and audit. */
   observer: Observer
+  /** The web dashboard, which makes login links (absent in a one-shot command's node). */
+  ui?: { newLogin(): { url: string; expires: string } } | undefined
 }
 
 /** What a handler knows of the request besides its input. */

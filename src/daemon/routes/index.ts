@@ -13,6 +13,7 @@ import { peerHandlers } from './peers.ts'
 import { proxyHandlers } from './proxies.ts'
 import { statusHandlers } from './status.ts'
 import { streamHandlers } from './streams.ts'
+import { uiHandlers } from './ui.ts'
 
 export type { DaemonContext, HandlerContext, Handlers } from './context.ts'
 export { checkInput, reportOf, statusOf } from './context.ts'
@@ -26,5 +27,6 @@ export function handlersFor(ctx: DaemonContext): Handlers {
     ...diagnosticHandlers(ctx),
     ...proxyHandlers(ctx),
     ...streamHandlers(ctx),
+    ...uiHandlers(ctx),
   }
 }

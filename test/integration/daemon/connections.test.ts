@@ -8,7 +8,6 @@
  */
 
 import assert from 'node:assert/strict'
-import type * as net from 'node:net'
 import { PassThrough } from 'node:stream'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as delay } from 'node:timers/promises'
@@ -22,59 +21,9 @@ import { runCli, startCli, tempDir } from '../../helpers/cli.ts'
 import { startTestDaemon, type TestDaemon } from '../../helpers/daemon.ts'
 import { startRelayAndPair, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
 import { sample, scrape } from '../../helpers/metrics.ts'
-import { connect } from '../../helpers/tcp.ts'
+import { connect, echoClient, startEcho } from '../../helpers/tcp.ts'
 
 const KiB = 1024
-
-/** A local TCP service that sends back what it receives (and ends when its client ends). */
-async function startEcho(): Promise<{ port: number; close: () => Promise<void> }> {
-  const { createServer } = await import('node:net')
-  const sockets = new Set<net.Socket>()
-  const server = createServer({ allowHalfOpen: true }, (s) => {
-    sockets.add(s)
-    s.on('error', () => {})
-    s.once('close', () => sockets.delete(s))
-    s.pipe(s)
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    close: () =>
-      new Promise((resolve) => {
-        for (const s of sockets) {
-          s.destroy()
-        }
-        server.close(() => resolve())
-      }),
-  }
-}
-
-/** A client of the echo service that counts what comes back, and waits for a count. */
-function echoClient(socket: net.Socket) {
-  let received = 0
-  const waiters: Array<{ n: number; resolve: () => void }> = []
-  socket.on('error', () => {})
-  socket.on('data', (d: Buffer) => {
-    received += d.length
-    for (const w of [...waiters]) {
-      if (received >= w.n) {
-        waiters.splice(waiters.indexOf(w), 1)
-        w.resolve()
-      }
-    }
-  })
-  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()))
-  return {
-    closed,
-    /** Sends `n` bytes and resolves once all of them came back. */
-    roundTrip: (n: number): Promise<void> => {
-      const want = received + n
-      const back = new Promise<void>((resolve) => waiters.push({ n: want, resolve }))
-      socket.write(Buffer.alloc(n, 7))
-      return back
-    },
-  }
-}
 
 describe('daemon connections', { timeout: 240_000 }, () => {
   let root: string

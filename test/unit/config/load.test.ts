@@ -188,6 +188,27 @@ const invalid: Case[] = [
     key: 'socks.username',
     says: 'needs socks.password_file too: set both, or neither',
   },
+  {
+    name: 'the dashboard beyond loopback',
+    yaml: 'version: 1\nui:\n  listen_address: 0.0.0.0:7780\n',
+    line: 3,
+    key: 'ui.listen_address',
+    says: '0.0.0.0:7780 is not loopback: the dashboard serves only this machine (use 127.0.0.1:7780)',
+  },
+  {
+    name: 'the dashboard on no address',
+    yaml: 'version: 1\nui:\n  listen_address: 7780\n',
+    line: 3,
+    key: 'ui.listen_address',
+    says: 'expected a string, got number 7780',
+  },
+  {
+    name: 'the dashboard on a bare host',
+    yaml: 'version: 1\nui:\n  listen_address: localhost\n',
+    line: 3,
+    key: 'ui.listen_address',
+    says: 'must be host:port on loopback, like 127.0.0.1:7780, or "" for off',
+  },
   { name: 'version as text', yaml: 'version: "1"\n', line: 1, key: 'version', says: 'expected a number' },
   { name: 'version 2', yaml: 'version: 2\n', line: 1, key: 'version', says: 'newer than this peerup' },
   {
