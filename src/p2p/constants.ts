@@ -109,3 +109,9 @@ export const RELAY_STREAM_WINDOW_BYTES = 2 * 1024 * 1024
 
 /** yamux settings of a relay (see {@link RELAY_STREAM_WINDOW_BYTES}). */
 export const RELAY_YAMUX_OPTIONS = yamuxOptions(RELAY_STREAM_WINDOW_BYTES)
+
+/** The protocol on which members ask a relay for a splice token (src/relay/splice.ts). */
+export const SPLICE_PROTOCOL = '/peerup/splice/1.0.0'
+
+/** Bytes of a splice token: what each connection to a relay's splice port sends first. */
+export const SPLICE_TOKEN_BYTES = 32

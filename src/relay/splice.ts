@@ -25,6 +25,7 @@ import type { Connection, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { z } from 'zod'
 import type { Logger } from '../log/index.ts'
+import { SPLICE_PROTOCOL, SPLICE_TOKEN_BYTES } from '../p2p/constants.ts'
 import type { PeerupLibp2p } from '../p2p/node.ts'
 import { decode, describe, encode } from '../p2p/punch.ts'
 import { resetSocket, socketEnd } from '../pipe/node.ts'
@@ -32,12 +33,6 @@ import { pipe } from '../pipe/pipe.ts'
 import { formatHostPort, parseHostPort } from '../util/address.ts'
 import type { Component } from '../util/components.ts'
 import { RelayStartError } from './errors.ts'
-
-/** The protocol on which members ask for a splice token. */
-export const SPLICE_PROTOCOL = '/peerup/splice/1.0.0'
-
-/** Bytes of a token: what each connection to the splice port sends first. */
-export const SPLICE_TOKEN_BYTES = 32
 
 /** How long a token waits for its two connections. */
 export const SPLICE_TOKEN_TTL_MS = 10_000

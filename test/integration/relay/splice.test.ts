@@ -12,9 +12,9 @@ import * as net from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import { lpStream } from '@libp2p/utils'
 import { NO_OBSERVER } from '../../../src/metrics/observer.ts'
+import { SPLICE_PROTOCOL, SPLICE_TOKEN_BYTES } from '../../../src/p2p/constants.ts'
 import { decode, encode } from '../../../src/p2p/punch.ts'
 import type { NodeRuntime } from '../../../src/p2p/runtime.ts'
-import { SPLICE_PROTOCOL, SPLICE_TOKEN_BYTES } from '../../../src/relay/splice.ts'
 import { tempDir } from '../../helpers/cli.ts'
 import {
   createTestNode,
