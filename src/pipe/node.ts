@@ -6,7 +6,6 @@
  */
 
 import type * as net from 'node:net'
-import { Socket } from 'node:net'
 import type { Duplex, Readable, Writable } from 'node:stream'
 import { TLSSocket } from 'node:tls'
 import type { ByteEnd, Chunk, EndEvents } from './end.ts'
@@ -65,11 +64,14 @@ export function resetSocket(socket: Duplex): void {
   // A destroyed socket may still emit an error (ERR_SOCKET_CLOSED from resetAndDestroy on a socket
   // without a handle); nobody else listens any more, and an unhandled 'error' would crash the process.
   socket.on('error', ignore)
-  // A TLS socket's handle cannot be reset (ERR_INVALID_HANDLE_TYPE): the TCP socket under it is.
-  const parent = (socket as Duplex & { _parent?: unknown })._parent
-  if (socket instanceof TLSSocket && parent instanceof Socket) {
-    resetSocket(parent)
-    socket.destroy()
+  // A TLS socket's handle cannot be reset (resetAndDestroy throws ERR_INVALID_HANDLE_TYPE), and
+  // resetting the TCP socket under it crashed Node 24.21 (SIGSEGV in SSL_read, from
+  // TLSWrap::ClearOut, when a read was under way: the TLS state freed under the stream that still
+  // calls into it, nodejs/node#62967). It is destroyed instead, outside the read callback we may be
+  // in: its peer sees the connection end without TLS's close_notify, which what runs over it (a
+  // bulk link's session frames, src/pipe/link.ts) tells from a clean end.
+  if (socket instanceof TLSSocket) {
+    setImmediate(() => socket.destroy())
     return
   }
   const tcp = socket as Duplex & {
