@@ -106,6 +106,9 @@ resources:
 stun:
   enabled: true
   listen_address: 0.0.0.0:${DEFAULT_STUN_PORT}
+  # A second UDP port ('' = none), so that \`peerup doctor\` can tell a symmetric NAT from a cone on
+  # nodes that use only this relay (configs/relay-server.example.yaml).
+  alternate_listen_address: ''
 
 health:
   # /healthz: status, uptime and connected peers. Loopback only unless you change it.

@@ -104,11 +104,16 @@ export interface LabRelay {
 export interface LabRelayOptions {
   /** Serve STUN (udp 3478); default true. */
   stun?: boolean
+  /** Also answer STUN on udp {@link RELAY_STUN_ALTERNATE_PORT} (`stun.alternate_listen_address`), for `doctor`. */
+  stunAlternate?: boolean
   /** The lab host to run on; default `relay` (with `relays: 2`, also `relay2`). */
   host?: string
   /** Serve Prometheus metrics on 127.0.0.1:{@link RELAY_METRICS_PORT} in the relay's namespace. */
   metrics?: boolean
 }
+
+/** The relay's second STUN port with `stunAlternate: true`. */
+export const RELAY_STUN_ALTERNATE_PORT = 3479
 
 /** Where a relay started with `metrics: true` serves /metrics (loopback of its namespace). */
 export const RELAY_METRICS_PORT = 9092
@@ -122,6 +127,12 @@ export async function startLabRelay(lab: Lab, options: LabRelayOptions = {}): Pr
   let yaml = fs.readFileSync(config, 'utf8')
   if (options.stun === false) {
     yaml = yaml.replace('stun:\n  enabled: true', 'stun:\n  enabled: false')
+  }
+  if (options.stunAlternate === true) {
+    yaml = yaml.replace(
+      "alternate_listen_address: ''",
+      `alternate_listen_address: 0.0.0.0:${RELAY_STUN_ALTERNATE_PORT}`,
+    )
   }
   if (options.metrics === true) {
     yaml += `\ntelemetry:\n  metrics:\n    enabled: true\n    listen_address: 127.0.0.1:${RELAY_METRICS_PORT}\n`

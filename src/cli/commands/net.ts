@@ -141,7 +141,7 @@ async function ping(ctx: CliContext, peer: string, opts: PingFlags): Promise<voi
     ctx.signal.throwIfAborted()
     throw new PeerupError('the daemon stopped while pinging')
   })
-  emit(ctx, opts, report, pingSummaryText)
+  emit(ctx, opts, report, (r) => pingSummaryText(r, names))
   const errors = await loadP2pErrors()
   if (report.received === 0 && report.sent > 0) {
     throw new errors.PeerUnreachableError(`no answer from ${peer}`)
