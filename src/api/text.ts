@@ -83,7 +83,7 @@ export function relayedReason(upgrade: UpgradeStatus | undefined, now = Date.now
     case 'unavailable':
       return `no direct path to try: ${upgrade.lastError ?? 'unknown reason'}`
     case 'direct':
-      return `the direct connection closed${retry === '' ? '' : `; trying again${retry.slice(1)}`}`
+      return `the direct connection closed${retry === '' ? '' : `; trying again (${retry.slice(2)})`}`
   }
 }
 
@@ -288,8 +288,15 @@ export function tracerouteText(r: TracerouteResponse): string {
   ].join('\n')
 }
 
-/** The last line of `ping`: sent, received, loss and round-trip times. */
-export function pingSummaryText(r: PingResponse, names: Record<string, string> = {}): string {
+/**
+ * The last line of `ping`: sent, received, loss and round-trip times; when the last reply went
+ * through a relay, a line with `why` (by default the upgrade's reason, {@link relayedReason}).
+ */
+export function pingSummaryText(
+  r: PingResponse,
+  names: Record<string, string> = {},
+  why: string = relayedReason(r.upgrade),
+): string {
   const loss = r.sent === 0 ? 0 : Math.round(((r.sent - r.received) / r.sent) * 100)
   const stats =
     r.received === 0
@@ -298,7 +305,7 @@ export function pingSummaryText(r: PingResponse, names: Record<string, string> =
   const line = `--- ${r.peer}: ${r.sent} sent, ${r.received} received, ${loss}% loss${stats}`
   // A RELAYED result says why, so that nobody has to guess whether it is the NAT or a bug.
   return r.finalPath.type === 'RELAYED' && r.received > 0
-    ? `${line}\n${describePath(r.finalPath, names)} because: ${relayedReason(r.upgrade)} (\`peerup doctor\` checks this side's NAT)`
+    ? `${line}\n${describePath(r.finalPath, names)} because: ${why}`
     : line
 }
 

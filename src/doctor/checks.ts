@@ -555,10 +555,13 @@ export function nativeAddonCheck(entries: readonly AddonCacheEntry[] | undefined
   return {
     id: 'native-addon',
     status: unsafe ? 'fail' : 'warn',
-    summary: missing.map((e) => `${e.name} not cached: ${e.problems.join('; ')}`).join('; '),
+    // The first directory's reason is the one that matters; every directory's is in `details`.
+    summary: missing
+      .map((e) => `${e.name} not cached: ${e.problems[0] ?? 'no directory to hold it'}`)
+      .join('; '),
     fix: unsafe
       ? 'make the cache directory private (`chmod 700` it, owned by you) or set PEERUP_CACHE_DIR to one'
-      : 'nothing to do: the first WebRTC connection unpacks it (the daemon does at start)',
+      : 'nothing to do: it is unpacked the first time it is used',
     details,
   }
 }

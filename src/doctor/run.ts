@@ -44,7 +44,7 @@ import {
   socketCheck,
   tooWide,
 } from './checks.ts'
-import { measureNat, type StunTarget } from './nat.ts'
+import { measureNat, type NatReport, type StunTarget } from './nat.ts'
 
 /** How long a relay's TCP port has to accept a connection. */
 export const RELAY_TCP_TIMEOUT_MS = 3_000
@@ -89,14 +89,12 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
   const relays = config?.relay.addresses ?? []
   const [relayProbes, nat] = await Promise.all([
     Promise.all(relays.map((r) => probeRelayTcp(r, signal))),
-    stunTargets(relays, config?.relay.stun_port ?? 0).then((targets) =>
-      targets.length === 0
-        ? undefined
-        : measureNat(targets, {
-            ...(options.stunTimeoutMs === undefined ? {} : { timeoutMs: options.stunTimeoutMs }),
-            ...(signal === undefined ? {} : { signal }),
-          }),
-    ),
+    config === undefined
+      ? undefined
+      : measureNodeNat(config, {
+          ...(options.stunTimeoutMs === undefined ? {} : { timeoutMs: options.stunTimeoutMs }),
+          ...(signal === undefined ? {} : { signal }),
+        }),
   ])
   const webrtc = config?.network.listen_addresses.some((a) => a.split('/').includes('webrtc')) ?? false
 
@@ -218,6 +216,18 @@ export function probeRelayTcp(relay: string, signal?: AbortSignal): Promise<Rela
     socket.once('connect', () => done({ latencyMs: performance.now() - started }))
     socket.once('error', (err: NodeJS.ErrnoException) => done({ error: err.code ?? err.message }))
   })
+}
+
+/**
+ * This node's NAT measured against its relays' STUN responders (src/doctor/nat.ts), or undefined
+ * when there is none to ask (no relay, `relay.stun_port: 0`, IPv6 relays only).
+ */
+export async function measureNodeNat(
+  config: NodeConfig,
+  options: { timeoutMs?: number; signal?: AbortSignal } = {},
+): Promise<NatReport | undefined> {
+  const targets = await stunTargets(config.relay.addresses, config.relay.stun_port)
+  return targets.length === 0 ? undefined : measureNat(targets, options)
 }
 
 /** The IPv4 STUN endpoint of each relay (a DNS name resolved), on `port`; none when `port` is 0. */

@@ -375,11 +375,15 @@ describe('native-addon', () => {
   })
   it('warns when not unpacked yet, fails when the directory is not private', () => {
     assert.deepEqual(
-      said(nativeAddonCheck([{ name: 'nd.node', problems: ['/c/native: not created yet'] }])),
+      said(
+        nativeAddonCheck([
+          { name: 'nd.node', problems: ['/c/native: not created yet', '/tmp/p/native: not created yet'] },
+        ]),
+      ),
       [
         'warn',
         'nd.node not cached: /c/native: not created yet',
-        'nothing to do: the first WebRTC connection unpacks it (the daemon does at start)',
+        'nothing to do: it is unpacked the first time it is used',
       ],
     )
     assert.deepEqual(
