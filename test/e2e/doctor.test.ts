@@ -4,13 +4,15 @@
  * docs/decisions/0012-doctor-nat-and-clock.md), so that one relay is enough to compare mappings:
  *
  * - behind a cone router (port-preserving MASQUERADE): the mapping is endpoint-independent and
- *   doctor says a direct path is possible; with the relay killed, it names that relay as
+ *   doctor says a direct path is possible; a node the relay does not know gets no reservation and
+ *   the `relay authorize` command to run; with the relay killed, doctor names that relay as
  *   unreachable and exits 1;
  * - behind a symmetric router (`--random-fully`): the mapping is endpoint-dependent, doctor says
  *   so, and says why the path to b stays RELAYED.
  */
 
 import * as assert from 'node:assert/strict'
+import * as path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { createLab, type Lab, labSupport, withLabLogs } from './lab.ts'
 import {
@@ -18,7 +20,7 @@ import {
   ensureBuilt,
   initLabNode,
   type LabRelay,
-  type PeerupHost,
+  PeerupHost,
   startLabRelay,
   waitUntilReachable,
 } from './peerup-host.ts'
@@ -100,6 +102,38 @@ describe('doctor behind a cone router, then with the relay down', { skip, timeou
       assert.match(direct.summary, /^direct is possible from here/)
       assert.equal(check(checks, 'relay').status, 'ok')
       assert.equal(check(checks, 'clock').status, 'ok')
+    })
+  })
+
+  it('a node the relay does not know: no reservation, and the command to run on the relay', async (t) => {
+    await withLabLogs(t, lab, async () => {
+      // Like initLabNode, without the authorization on the relay.
+      const b = new PeerupHost(lab.host('b'), lab)
+      await b.peerup([
+        'init',
+        '--non-interactive',
+        '--relay',
+        relay.address,
+        '--dir',
+        path.join(b.dir, 'node'),
+      ])
+      const peerId = (await b.peerup(['whoami', '--config', b.config])).trim()
+      const daemon = b.spawn(['daemon', '--config', b.config, '--log-level', 'info'], 'daemon-b')
+      // The relay tells a peer it refuses why (src/p2p/relay-notify.ts); the daemon logs the notice.
+      await daemon.waitForOutput(/"msg":"notice from relay"/, 30_000)
+      let reservation: Check | undefined
+      for (let i = 0; i < 20 && !/relay_authorized_keys/.test(reservation?.summary ?? ''); i++) {
+        if (i > 0) {
+          await new Promise((resolve) => setTimeout(resolve, 500))
+        }
+        reservation = check((await doctor(b)).checks, 'reservation')
+      }
+      t.diagnostic(`reservation: ${reservation?.summary}`)
+      assert.ok(reservation !== undefined)
+      assert.equal(reservation.status, 'fail')
+      assert.match(reservation.summary, /^no reservation on relay \S+: refused by the relay/)
+      assert.equal(reservation.fix, `on the relay, run: peerup relay authorize ${peerId}`)
+      await daemon.stop()
     })
   })
 
