@@ -44,6 +44,16 @@ export const CLOCK_WARN_MS = 10_000
 /** A clock this far off breaks invites (10 minutes by default) and expiries outright. */
 export const CLOCK_FAIL_MS = 5 * 60_000
 
+/** A check that could not run because the config does not load (the `config` check says why). */
+export function notCheckedWithoutConfig(id: string): Check {
+  return {
+    id,
+    status: 'warn',
+    summary: 'not checked: the config does not load',
+    fix: 'see the config check',
+  }
+}
+
 // ---- config and files ----
 
 /** `config`: the config loader's own validation (`config validate`), every problem. */

@@ -36,6 +36,7 @@ import {
   narrowedMode,
   natCheck,
   nativeAddonCheck,
+  notCheckedWithoutConfig,
   pathsCheck,
   type RelayProbe,
   relayChecks,
@@ -105,11 +106,15 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
     fileModesCheck(modes, fixedModes),
     daemonCheck(daemon?.answer ?? { running: false }, VERSION),
     socketCheck(socketPath, socket, removed),
-    ...relayChecks(relayProbes),
-    ...reservationChecks(daemon?.relays, checked.peerId),
-    natCheck(nat, relaysDown),
-    directCheck(nat, webrtc, relaysDown),
-    clockCheck(nat),
+    ...(config === undefined
+      ? ['relay', 'reservation', 'nat', 'direct', 'clock'].map(notCheckedWithoutConfig)
+      : [
+          ...relayChecks(relayProbes),
+          ...reservationChecks(daemon?.relays, checked.peerId),
+          natCheck(nat, relaysDown),
+          directCheck(nat, webrtc, relaysDown),
+          clockCheck(nat),
+        ]),
     pathsCheck(daemon?.paths, nat),
     nativeAddonCheck(addonCacheState()),
   ]

@@ -151,6 +151,24 @@ describe('runDoctor', () => {
     await assert.rejects(fs.lstat(path.join(dir, 'peerup.sock')), { code: 'ENOENT' })
   })
 
+  it('a config that does not load: its problems with their line, and the checks that need it not run', async (t) => {
+    const config = await initNodeDir(await tempDir(t))
+    await fs.writeFile(config, `${await fs.readFile(config, 'utf8')}\nbogus_key: 1\n`)
+    const { checks } = await runDoctor({ configFile: config, fix: false, client: NO_DAEMON })
+    const c = byId(checks, 'config')
+    assert.equal(c.status, 'fail')
+    assert.match(
+      c.summary,
+      new RegExp(`^a problem in the config: ${config.replaceAll('.', '\\.')}:\\d+: bogus_key`),
+    )
+    for (const id of ['relay', 'reservation', 'nat', 'direct', 'clock']) {
+      assert.deepEqual(
+        [byId(checks, id).status, byId(checks, id).summary],
+        ['warn', 'not checked: the config does not load'],
+      )
+    }
+  })
+
   it('`peerup doctor` exits 1 when a check fails, naming the relay that does not answer', async (t) => {
     const root = await tempDir(t)
     // A port nobody listens on: bound, then closed.
