@@ -12,7 +12,6 @@
  */
 
 import * as assert from 'node:assert/strict'
-import * as path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { createLab, type Lab, labSupport, withLabLogs } from './lab.ts'
 import {
@@ -20,7 +19,7 @@ import {
   ensureBuilt,
   initLabNode,
   type LabRelay,
-  PeerupHost,
+  type PeerupHost,
   startLabRelay,
   waitUntilReachable,
 } from './peerup-host.ts'
@@ -107,17 +106,7 @@ describe('doctor behind a cone router, then with the relay down', { skip, timeou
 
   it('a node the relay does not know: no reservation, and the command to run on the relay', async (t) => {
     await withLabLogs(t, lab, async () => {
-      // Like initLabNode, without the authorization on the relay.
-      const b = new PeerupHost(lab.host('b'), lab)
-      await b.peerup([
-        'init',
-        '--non-interactive',
-        '--relay',
-        relay.address,
-        '--dir',
-        path.join(b.dir, 'node'),
-      ])
-      const peerId = (await b.peerup(['whoami', '--config', b.config])).trim()
+      const { node: b, peerId } = await initLabNode(lab, 'b', relay, { authorize: false })
       const daemon = b.spawn(['daemon', '--config', b.config, '--log-level', 'info'], 'daemon-b')
       // The relay tells a peer it refuses why (src/p2p/relay-notify.ts); the daemon logs the notice.
       await daemon.waitForOutput(/"msg":"notice from relay"/, 30_000)

@@ -161,11 +161,15 @@ export async function startLabRelay(lab: Lab, options: LabRelayOptions = {}): Pr
   return relay
 }
 
-/** Initialises a node on `host` using `relay`, authorized there; returns it with its peer id. */
+/**
+ * Initialises a node on `host` using `relay`, authorized there (unless `authorize: false`);
+ * returns it with its peer id.
+ */
 export async function initLabNode(
   lab: Lab,
   name: string,
   relay: LabRelay,
+  options: { authorize?: boolean } = {},
 ): Promise<{ node: PeerupHost; peerId: string }> {
   const node = new PeerupHost(lab.host(name), lab)
   await node.peerup([
@@ -177,7 +181,9 @@ export async function initLabNode(
     path.join(node.dir, 'node'),
   ])
   const peerId = (await node.peerup(['whoami', '--config', node.config])).trim()
-  await relay.authorize(peerId)
+  if (options.authorize !== false) {
+    await relay.authorize(peerId)
+  }
   return { node, peerId }
 }
 
