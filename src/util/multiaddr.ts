@@ -1,10 +1,10 @@
 /**
  * Where a relay's multiaddr leads, for the STUN servers a node gives ICE (src/p2p/node.ts) and the
  * TCP and STUN probes of `peerup doctor`. A module of its own, away from src/util/address.ts, which
- * the relay's STUN responder imports: with this function there, the ICE agent (libdatachannel) of
- * test/unit/relay/stun.test.ts stopped taking the responder's answer, every run, for a cause not
- * found (the answer's bytes were the same). The daemon loads both and its ICE works
- * (test/e2e/direct.test.ts).
+ * the relay's STUN responder imports: in the one process of test/unit/relay/stun.test.ts that runs
+ * both the responder and an ICE agent (libdatachannel), importing @multiformats/multiaddr before
+ * them is enough for the agent to never take the responder's answer (same bytes on the wire; cause
+ * not found). Across processes, as relays and daemons run, ICE works (test/e2e/direct.test.ts).
  *
  * @packageDocumentation
  */
