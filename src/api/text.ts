@@ -18,6 +18,7 @@ import type {
   SessionCountsState,
   StatusResponse,
   TracerouteResponse,
+  UpgradeStatus,
 } from './schemas.ts'
 
 /** Lays out rows as aligned columns (the last column is not padded). */
@@ -59,6 +60,31 @@ export function describePath(path: ApiPath | undefined, names: Record<string, st
   const relay = path.relay ?? 'unknown relay'
   const name = Object.entries(names).find(([, id]) => id === relay)?.[0]
   return `RELAYED via ${name ?? shortId(relay)}${path.limited ? ' (limited)' : ''}`
+}
+
+/**
+ * Why a path is RELAYED, from the upgrade the daemon records (src/p2p/paths.ts): the last
+ * attempt's failure, that nothing direct can be tried, that one is running, or that this side
+ * never tries (only the side that dialled the relayed connection upgrades it).
+ */
+export function relayedReason(upgrade: UpgradeStatus | undefined, now = Date.now()): string {
+  const retry =
+    upgrade?.nextRetryAt === undefined
+      ? ''
+      : `; next try ${until(new Date(upgrade.nextRetryAt).toISOString(), now)}`
+  switch (upgrade?.state) {
+    case undefined:
+    case 'none':
+      return 'no direct attempt from this side (the side that dialled the relayed connection tries)'
+    case 'upgrading':
+      return 'a direct attempt is running'
+    case 'failed':
+      return `the direct attempt failed: ${upgrade.lastError ?? 'unknown error'}${retry}`
+    case 'unavailable':
+      return `no direct path to try: ${upgrade.lastError ?? 'unknown reason'}`
+    case 'direct':
+      return `the direct connection closed${retry === '' ? '' : `; trying again (${retry.slice(2)})`}`
+  }
 }
 
 /** How long ago an RFC 3339 time was, briefly: `42s`, `5m`, `3h`, `2d`. */
@@ -262,14 +288,25 @@ export function tracerouteText(r: TracerouteResponse): string {
   ].join('\n')
 }
 
-/** The last line of `ping`: sent, received, loss and round-trip times. */
-export function pingSummaryText(r: PingResponse): string {
+/**
+ * The last line of `ping`: sent, received, loss and round-trip times; when the last reply went
+ * through a relay, a line with `why` (by default the upgrade's reason, {@link relayedReason}).
+ */
+export function pingSummaryText(
+  r: PingResponse,
+  names: Record<string, string> = {},
+  why: string = relayedReason(r.upgrade),
+): string {
   const loss = r.sent === 0 ? 0 : Math.round(((r.sent - r.received) / r.sent) * 100)
   const stats =
     r.received === 0
       ? ''
       : `, rtt min/avg/max ${r.minMs?.toFixed(1)}/${r.avgMs?.toFixed(1)}/${r.maxMs?.toFixed(1)} ms`
-  return `--- ${r.peer}: ${r.sent} sent, ${r.received} received, ${loss}% loss${stats}`
+  const line = `--- ${r.peer}: ${r.sent} sent, ${r.received} received, ${loss}% loss${stats}`
+  // A RELAYED result says why, so that nobody has to guess whether it is the NAT or a bug.
+  return r.finalPath.type === 'RELAYED' && r.received > 0
+    ? `${line}\n${describePath(r.finalPath, names)} because: ${why}`
+    : line
 }
 
 /** A line of `ping` as it happens: connected, a reply, a change of path, or the summary. */
@@ -288,7 +325,7 @@ export function pingLineText(peer: string, line: PingLine, names: Record<string,
         : `seq=${r.seq} rtt=${r.rttMs.toFixed(1)} ms path=${describePath(r.path, names)}`
     }
     case 'done':
-      return pingSummaryText(line.report)
+      return pingSummaryText(line.report, names)
   }
 }
 
@@ -297,6 +334,6 @@ export function pingReportText(r: PingResponse, names: Record<string, string> = 
   return [
     pingLineText(r.peer, { type: 'connected', path: r.path, via: r.via, connectMs: r.connectMs }, names),
     ...r.replies.map((reply) => pingLineText(r.peer, { type: 'reply', reply }, names)),
-    pingSummaryText(r),
+    pingSummaryText(r, names),
   ].join('\n')
 }

@@ -13,6 +13,7 @@ import { registerConfig } from './commands/config.ts'
 import { registerDaemon } from './commands/daemon.ts'
 import { registerDebug } from './commands/debug.ts'
 import { registerDemo } from './commands/demo.ts'
+import { registerDoctor } from './commands/doctor.ts'
 import { registerInit } from './commands/init.ts'
 import { registerInvite } from './commands/invite.ts'
 import { registerJoin } from './commands/join.ts'
@@ -76,6 +77,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerDaemon(program, ctx)
   registerUi(program, ctx)
   registerResolve(program, ctx)
+  registerDoctor(program, ctx)
   registerDebug(program, ctx)
   registerDemo(program, ctx)
   registerCompletion(program, ctx)

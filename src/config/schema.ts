@@ -488,6 +488,10 @@ export const relayConfigSchema = z.strictObject({
   stun: section({
     enabled: z.boolean().default(true),
     listen_address: listenHostPort.default(`0.0.0.0:${DEFAULT_STUN_PORT}`),
+    // A second responder on another port ('' = none), announced as RFC 5780 OTHER-ADDRESS, so that
+    // `peerup doctor` on a node with one relay can tell a symmetric NAT from a cone
+    // (docs/decisions/0012-doctor-nat-and-clock.md).
+    alternate_listen_address: z.union([z.literal(''), listenHostPort]).default(''),
   }),
   // The splice port (src/relay/splice.ts): members' bulk transfers joined as plain TCP.
   splice: section({

@@ -6,7 +6,7 @@
  * @packageDocumentation
  */
 
-import { CONFIG_VERSION, DEFAULT_RELAY_PORT, DEFAULT_STUN_PORT } from './schema.ts'
+import { CONFIG_VERSION, DEFAULT_RELAY_PORT, DEFAULT_SPLICE_PORT, DEFAULT_STUN_PORT } from './schema.ts'
 
 function yamlList(items: string[], indent: string): string {
   return items.length === 0 ? ' []' : `\n${items.map((i) => `${indent}- ${i}`).join('\n')}`
@@ -106,6 +106,14 @@ resources:
 stun:
   enabled: true
   listen_address: 0.0.0.0:${DEFAULT_STUN_PORT}
+  # A second UDP port ('' = none), so that \`peerup doctor\` can tell a symmetric NAT from a cone on
+  # nodes that use only this relay (configs/relay-server.example.yaml).
+  alternate_listen_address: ''
+
+splice:
+  # Members' bulk transfers joined as plain TCP, TLS end to end between them (configs/relay-server.example.yaml).
+  enabled: true
+  listen_address: 0.0.0.0:${DEFAULT_SPLICE_PORT}
 
 health:
   # /healthz: status, uptime and connected peers. Loopback only unless you change it.

@@ -220,3 +220,50 @@ function checkPrivateDir(dir: string): void {
     )
   }
 }
+
+/** Where one embedded addon's cache file stands, as `peerup doctor` reports it. */
+export interface AddonCacheEntry {
+  name: string
+  /** The unpacked file, when a directory holds the right bytes already. */
+  file?: string
+  /** Why each candidate directory holds no usable copy (missing, unsafe, stale bytes). */
+  problems: string[]
+}
+
+/**
+ * Inspects the cache of the addons this executable embeds without writing or loading anything:
+ * `undefined` when running from source (the addon then loads from node_modules). `assets` and
+ * `bytesOf` are the executable's (injectable for tests).
+ */
+export function addonCacheState(
+  dirs: string[] = nativeCacheDirs(),
+  assets: Record<string, string> | undefined = sea.isSea() && typeof __PEERUP_NATIVE_ASSETS__ === 'object'
+    ? __PEERUP_NATIVE_ASSETS__
+    : undefined,
+  bytesOf: (name: string) => Uint8Array = (name) => new Uint8Array(sea.getRawAsset(name)),
+): AddonCacheEntry[] | undefined {
+  if (assets === undefined) {
+    return undefined
+  }
+  return Object.entries(assets).map(([name, sha256]) => {
+    const problems: string[] = []
+    for (const dir of dirs) {
+      const file = path.join(dir, `${sha256.slice(0, 16)}-${name}`)
+      try {
+        if (!fs.existsSync(dir)) {
+          problems.push(`${dir}: not created yet`)
+          continue
+        }
+        checkPrivateDir(path.dirname(dir))
+        checkPrivateDir(dir)
+        if (isSameFile(file, bytesOf(name))) {
+          return { name, file, problems }
+        }
+        problems.push(`${dir}: no copy of this build's ${name} yet`)
+      } catch (err) {
+        problems.push(`${dir}: ${err instanceof Error ? err.message : String(err)}`)
+      }
+    }
+    return { name, problems }
+  })
+}

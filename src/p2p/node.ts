@@ -17,8 +17,8 @@ import { type KadDHT, kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { type Ping, ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import type { webRTC } from '@libp2p/webrtc'
-import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p, type Libp2pOptions } from 'libp2p'
+import { multiaddrTarget } from '../util/multiaddr.ts'
 import { VERSION } from '../version.ts'
 import {
   dhtProtocol,
@@ -233,14 +233,9 @@ export function iceServersFor(relays: string[], port: number): string[] {
   }
   const out = new Set<string>()
   for (const relay of relays) {
-    const first = multiaddr(relay).getComponents()[0]
-    if (first === undefined || first.value === undefined) {
-      continue
-    }
-    if (first.name === 'ip4' || first.name === 'dns4' || first.name === 'dns' || first.name === 'dns6') {
-      out.add(`stun:${first.value}:${port}`)
-    } else if (first.name === 'ip6') {
-      out.add(`stun:[${first.value}]:${port}`)
+    const target = multiaddrTarget(relay)
+    if (target !== undefined) {
+      out.add(target.family === 6 ? `stun:[${target.host}]:${port}` : `stun:${target.host}:${port}`)
     }
   }
   return [...out]

@@ -142,9 +142,7 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
         { listenAddress: config.splice.listen_address },
       )
     : undefined
-  const stun = config.stun.enabled
-    ? new StunResponder({ log: log.child('stun') }, { listenAddress: config.stun.listen_address })
-    : undefined
+  const { stun, stunAlternate } = stunResponders(config, log)
   const components: Component[] = [
     authorized,
     node,
@@ -160,6 +158,7 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
     // A relay that cannot bind its STUN port does not half-run: what started stops again.
     ...(health === undefined ? [] : [health]),
     ...(stun === undefined ? [] : [stun]),
+    ...(stunAlternate === undefined ? [] : [stunAlternate]),
     ...(splice === undefined ? [] : [splice]),
   ]
   const stopFailed = stopFailedLogger(log)
@@ -176,6 +175,32 @@ export async function startRelay(options: StartRelayOptions): Promise<RelayHandl
     reloadAuthorized: () => authorized.reloadFromFile(),
     stop: () => stopAll(components, stopFailed),
   }
+}
+
+/**
+ * The STUN responder, and the second one on `stun.alternate_listen_address` when set: each
+ * announces the other as OTHER-ADDRESS (RFC 5780), the way `peerup doctor` finds the second port.
+ */
+function stunResponders(
+  config: RelayConfig,
+  log: Logger,
+): { stun: StunResponder | undefined; stunAlternate: StunResponder | undefined } {
+  if (!config.stun.enabled) {
+    return { stun: undefined, stunAlternate: undefined }
+  }
+  const alternateAddress = config.stun.alternate_listen_address
+  let alternate: StunResponder | undefined
+  const stun = new StunResponder(
+    { log: log.child('stun') },
+    { listenAddress: config.stun.listen_address, other: () => alternate?.endpoint },
+  )
+  if (alternateAddress !== '') {
+    alternate = new StunResponder(
+      { log: log.child('stun') },
+      { listenAddress: alternateAddress, other: () => stun.endpoint },
+    )
+  }
+  return { stun, stunAlternate: alternate }
 }
 
 /** The relay's libp2p node, not started yet. */

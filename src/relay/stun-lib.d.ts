@@ -12,6 +12,7 @@ declare module '@msimerson/stun' {
   /** A message being built. */
   interface StunRequest extends StunResponse {
     addXorAddress(address: string, port: number): boolean
+    addAttribute(type: number, ...values: unknown[]): unknown
     addSoftware(software: string): boolean
     addFingerprint(): boolean
     toBuffer(): Buffer

@@ -16,6 +16,7 @@ import stun from '@msimerson/stun'
 import type { Logger } from '../log/index.ts'
 import { parseHostPort } from '../util/address.ts'
 import type { Component } from '../util/components.ts'
+import { appendStunAttribute, OTHER_ADDRESS, PEERUP_TIME } from '../util/stun.ts'
 import { VERSION } from '../version.ts'
 import { RelayStartError } from './errors.ts'
 
@@ -27,12 +28,29 @@ const MAGIC_COOKIE = 0x2112a442
 /** A STUN header is 20 bytes; anything shorter is not STUN. */
 const HEADER_BYTES = 20
 
+/** What an answer adds beside the mapped address. */
+export interface AnswerOptions {
+  /**
+   * RFC 5780 OTHER-ADDRESS: the responder's second endpoint (`stun.alternate_listen_address`), so
+   * that `peerup doctor` can compare the mappings towards two ports of one relay. An unspecified
+   * host (`0.0.0.0`, `::`) means "the address you sent this request to".
+   */
+  other?: { address: string; port: number }
+  /** The clock PEERUP-TIME reads (src/util/stun.ts); Date.now by default. */
+  now?: () => number
+}
+
 /**
  * Answers one datagram: the Binding success response to send back to `from`, or `undefined` when
  * the datagram is to be dropped silently (RFC 5389 §7.3: a server discards what it cannot parse
- * and never answers indications or responses).
+ * and never answers indications or responses). A request carrying PEERUP-TIME gets the relay's
+ * clock in the answer; others get exactly what they always got.
  */
-export function answerBinding(datagram: Buffer, from: { address: string; port: number }): Buffer | undefined {
+export function answerBinding(
+  datagram: Buffer,
+  from: { address: string; port: number },
+  options: AnswerOptions = {},
+): Buffer | undefined {
   // Cheap checks first: whatever else lands on the port costs no decoding.
   if (
     datagram.length < HEADER_BYTES ||
@@ -60,7 +78,17 @@ export function answerBinding(datagram: Buffer, from: { address: string; port: n
       ? from.address.slice(7)
       : from.address
   response.addXorAddress(address, from.port)
+  if (options.other !== undefined) {
+    response.addAttribute(OTHER_ADDRESS, options.other.address, options.other.port)
+  }
   response.addSoftware(`peerup-relay/${VERSION}`)
+  if (request.hasAttribute(PEERUP_TIME)) {
+    // The library does not encode attributes it does not know: appended by hand, the
+    // FINGERPRINT (which must come last) after it.
+    const time = Buffer.alloc(8)
+    time.writeBigUInt64BE(BigInt(Math.max(0, Math.floor((options.now ?? Date.now)()))))
+    return appendStunAttribute(response.toBuffer(), PEERUP_TIME, time, fingerprinted)
+  }
   // Agents that fingerprint their requests (ICE agents do) expect it back (RFC 5389 §15.5).
   if (fingerprinted) {
     response.addFingerprint()
@@ -85,9 +113,24 @@ export class StunResponder implements Component {
   #address: { host: string; port: number } | undefined
   #closed: Promise<void> | undefined
 
-  constructor(components: { log: Logger }, init: { listenAddress: string }) {
+  readonly #other: (() => { address: string; port: number } | undefined) | undefined
+
+  /**
+   * `other`: the relay's second responder (`stun.alternate_listen_address`), announced in every
+   * answer as OTHER-ADDRESS once it listens.
+   */
+  constructor(
+    components: { log: Logger },
+    init: { listenAddress: string; other?: () => { address: string; port: number } | undefined },
+  ) {
     this.#log = components.log
     this.#listen = init.listenAddress
+    this.#other = init.other
+  }
+
+  /** The bound address, or undefined when not listening (for the other responder's OTHER-ADDRESS). */
+  get endpoint(): { address: string; port: number } | undefined {
+    return this.#address === undefined ? undefined : { address: this.#address.host, port: this.#address.port }
   }
 
   /** The bound address (the real port when the config said 0); only once started. */
@@ -103,7 +146,8 @@ export class StunResponder implements Component {
     const socket = dgram.createSocket({ type: net.isIPv6(host) ? 'udp6' : 'udp4' })
     const log = this.#log
     socket.on('message', (datagram, rinfo) => {
-      const answer = answerBinding(datagram, rinfo)
+      const other = this.#other?.()
+      const answer = answerBinding(datagram, rinfo, other === undefined ? {} : { other })
       if (answer === undefined) {
         this.counters.dropped++
         return

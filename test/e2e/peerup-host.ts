@@ -104,11 +104,16 @@ export interface LabRelay {
 export interface LabRelayOptions {
   /** Serve STUN (udp 3478); default true. */
   stun?: boolean
+  /** Also answer STUN on udp {@link RELAY_STUN_ALTERNATE_PORT} (`stun.alternate_listen_address`), for `doctor`. */
+  stunAlternate?: boolean
   /** The lab host to run on; default `relay` (with `relays: 2`, also `relay2`). */
   host?: string
   /** Serve Prometheus metrics on 127.0.0.1:{@link RELAY_METRICS_PORT} in the relay's namespace. */
   metrics?: boolean
 }
+
+/** The relay's second STUN port with `stunAlternate: true`. */
+export const RELAY_STUN_ALTERNATE_PORT = 3479
 
 /** Where a relay started with `metrics: true` serves /metrics (loopback of its namespace). */
 export const RELAY_METRICS_PORT = 9092
@@ -122,6 +127,12 @@ export async function startLabRelay(lab: Lab, options: LabRelayOptions = {}): Pr
   let yaml = fs.readFileSync(config, 'utf8')
   if (options.stun === false) {
     yaml = yaml.replace('stun:\n  enabled: true', 'stun:\n  enabled: false')
+  }
+  if (options.stunAlternate === true) {
+    yaml = yaml.replace(
+      "alternate_listen_address: ''",
+      `alternate_listen_address: 0.0.0.0:${RELAY_STUN_ALTERNATE_PORT}`,
+    )
   }
   if (options.metrics === true) {
     yaml += `\ntelemetry:\n  metrics:\n    enabled: true\n    listen_address: 127.0.0.1:${RELAY_METRICS_PORT}\n`
@@ -150,11 +161,15 @@ export async function startLabRelay(lab: Lab, options: LabRelayOptions = {}): Pr
   return relay
 }
 
-/** Initialises a node on `host` using `relay`, authorized there; returns it with its peer id. */
+/**
+ * Initialises a node on `host` using `relay`, authorized there (unless `authorize: false`);
+ * returns it with its peer id.
+ */
 export async function initLabNode(
   lab: Lab,
   name: string,
   relay: LabRelay,
+  options: { authorize?: boolean } = {},
 ): Promise<{ node: PeerupHost; peerId: string }> {
   const node = new PeerupHost(lab.host(name), lab)
   await node.peerup([
@@ -166,7 +181,9 @@ export async function initLabNode(
     path.join(node.dir, 'node'),
   ])
   const peerId = (await node.peerup(['whoami', '--config', node.config])).trim()
-  await relay.authorize(peerId)
+  if (options.authorize !== false) {
+    await relay.authorize(peerId)
+  }
   return { node, peerId }
 }
 

@@ -52,6 +52,8 @@ export async function startTestRelay(
     observer?: Observer
     /** The loopback address it listens on (TCP); default 127.0.0.1. */
     host?: string
+    /** With `stun`, a second STUN port too (`stun.alternate_listen_address`). */
+    stunAlternate?: boolean
   } = {},
 ): Promise<TestRelay> {
   const host = options.host ?? '127.0.0.1'
@@ -61,6 +63,9 @@ export async function startTestRelay(
     doc.setIn(['network', 'listen_addresses'], doc.createNode([`/ip4/${host}/tcp/0`]))
     doc.setIn(['stun', 'enabled'], options.stun === true)
     doc.setIn(['stun', 'listen_address'], '127.0.0.1:0')
+    if (options.stunAlternate === true) {
+      doc.setIn(['stun', 'alternate_listen_address'], '127.0.0.1:0')
+    }
     doc.setIn(['health', 'listen_address'], '127.0.0.1:0')
     doc.setIn(['splice', 'listen_address'], '127.0.0.1:0')
     doc.setIn(['splice', 'enabled'], options.splice !== false)

@@ -25,6 +25,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['metrics', 'native'],
   ['pipe'],
   ['client', 'proxy'],
+  ['doctor'],
   ['p2p'],
   ['invite'],
   ['relay'],

@@ -19,7 +19,10 @@ import {
 import type { Client } from '../../client/client.ts'
 import { loadNodeConfig } from '../../config/load.ts'
 import { checkServiceName, resolvePeer } from '../../config/ops.ts'
+import type { NodeConfig } from '../../config/schema.ts'
 import { parseDurationMs } from '../../config/units.ts'
+import { relayedBecause } from '../../doctor/checks.ts'
+import { measureNodeNat } from '../../doctor/run.ts'
 import { ExitStatus, formatError, PeerupError, UsageError } from '../../errors.ts'
 import { createLogger } from '../../log/index.ts'
 import { parseListenAddress } from '../../util/address.ts'
@@ -124,7 +127,8 @@ function pingRequest(peer: string, opts: PingFlags) {
 async function ping(ctx: CliContext, peer: string, opts: PingFlags): Promise<void> {
   const { deadline, ...request } = pingRequest(peer, opts)
   // The names of this node's config, for rendering paths (the relay's name, say).
-  const { names } = (await loadNode(ctx, opts)).config
+  const { config } = await loadNode(ctx, opts)
+  const { names } = config
   const report: PingResponse = await withClient(ctx, opts, async (client) => {
     for await (const line of client.lines('ping', request, ctx.signal)) {
       if (line.type === 'done') {
@@ -141,7 +145,8 @@ async function ping(ctx: CliContext, peer: string, opts: PingFlags): Promise<voi
     ctx.signal.throwIfAborted()
     throw new PeerupError('the daemon stopped while pinging')
   })
-  emit(ctx, opts, report, pingSummaryText)
+  const why = await relayedWhy(report, config, opts)
+  emit(ctx, opts, report, (r) => pingSummaryText(r, names, why))
   const errors = await loadP2pErrors()
   if (report.received === 0 && report.sent > 0) {
     throw new errors.PeerUnreachableError(`no answer from ${peer}`)
@@ -159,6 +164,26 @@ async function ping(ctx: CliContext, peer: string, opts: PingFlags): Promise<voi
       },
     )
   }
+}
+
+/** How long `ping` waits for the relays' STUN answers when it says why a path is RELAYED. */
+const PING_NAT_TIMEOUT_MS = 1_000
+
+/**
+ * Why the path of a ping that ended RELAYED is relayed, this side's NAT first (measured here with
+ * the relays' STUN, as `doctor` does); undefined when it ended DIRECT, or for `--json`, whose
+ * report carries the upgrade already.
+ */
+async function relayedWhy(
+  report: PingResponse,
+  config: NodeConfig,
+  opts: GlobalOptions,
+): Promise<string | undefined> {
+  if (opts.json === true || report.finalPath.type !== 'RELAYED' || report.received === 0) {
+    return undefined
+  }
+  const nat = await measureNodeNat(config, { timeoutMs: PING_NAT_TIMEOUT_MS }).catch(() => undefined)
+  return relayedBecause(report.upgrade, nat)
 }
 
 interface ProxyFlags extends NodeFlags {

@@ -2,7 +2,17 @@
 
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { type RelayState, relayText, type StatusResponse, statusText, until } from '../../../src/api/index.ts'
+import {
+  type ApiPath,
+  type PingResponse,
+  pingSummaryText,
+  type RelayState,
+  relayedReason,
+  relayText,
+  type StatusResponse,
+  statusText,
+  until,
+} from '../../../src/api/index.ts'
 
 const now = Date.parse('2026-01-01T12:00:00Z')
 const at = (offsetMs: number): string => new Date(now + offsetMs).toISOString()
@@ -91,5 +101,84 @@ describe('statusText', () => {
 
   it('says nothing of sessions for an older daemon that sends none', () => {
     assert.doesNotMatch(statusText(base), /sessions/)
+  })
+})
+
+describe('relayedReason', () => {
+  const now = Date.parse('2026-01-01T00:00:00Z')
+  const cases: Array<[Parameters<typeof relayedReason>[0], string]> = [
+    [undefined, 'no direct attempt from this side (the side that dialled the relayed connection tries)'],
+    [{ state: 'upgrading', attempts: 1, failures: 0 }, 'a direct attempt is running'],
+    [
+      {
+        state: 'failed',
+        attempts: 2,
+        failures: 2,
+        lastError: 'webrtc: ICE failed',
+        nextRetryAt: now + 20_000,
+      },
+      'the direct attempt failed: webrtc: ICE failed; next try in 20s',
+    ],
+    [
+      { state: 'unavailable', attempts: 0, failures: 0, lastError: 'the peer offers no direct transport' },
+      'no direct path to try: the peer offers no direct transport',
+    ],
+    [
+      { state: 'direct', attempts: 1, failures: 0, nextRetryAt: now + 1_000 },
+      'the direct connection closed; trying again (next try in 1s)',
+    ],
+  ]
+  for (const [upgrade, want] of cases) {
+    it(`${upgrade?.state ?? 'never tried'}: ${want}`, () => {
+      assert.equal(relayedReason(upgrade, now), want)
+    })
+  }
+})
+
+describe('pingSummaryText', () => {
+  const relayed: ApiPath = {
+    type: 'RELAYED',
+    relay: '12D3KooWRelay',
+    transport: 'tcp',
+    remoteAddr: '/ip4/198.18.0.1/tcp/7777',
+    limited: false,
+  }
+  const report = (finalPath: ApiPath): PingResponse => ({
+    peer: 'b',
+    peerId: '12D3KooWPeer',
+    via: 'relay',
+    connectMs: 12,
+    path: relayed,
+    replies: [],
+    sent: 2,
+    received: 2,
+    minMs: 1,
+    avgMs: 1.5,
+    maxMs: 2,
+    pathChanges: [],
+    finalPath,
+    upgrade: { state: 'failed', attempts: 1, failures: 1, lastError: 'webrtc: ICE failed' },
+  })
+  it('a RELAYED result says why, with the relay by name', () => {
+    assert.equal(
+      pingSummaryText(report(relayed), { relay: '12D3KooWRelay' }),
+      '--- b: 2 sent, 2 received, 0% loss, rtt min/avg/max 1.0/1.5/2.0 ms\nRELAYED via relay because: the direct attempt failed: webrtc: ICE failed',
+    )
+    assert.match(
+      pingSummaryText(report(relayed), {}, 'symmetric NAT on this side; x'),
+      /because: symmetric NAT on this side; x$/,
+    )
+  })
+  it('a DIRECT result is one line', () => {
+    const direct: ApiPath = {
+      type: 'DIRECT',
+      transport: 'webrtc',
+      remoteAddr: '/ip4/198.18.0.3/udp/1/webrtc',
+      limited: false,
+    }
+    assert.equal(
+      pingSummaryText(report(direct)),
+      '--- b: 2 sent, 2 received, 0% loss, rtt min/avg/max 1.0/1.5/2.0 ms',
+    )
   })
 })

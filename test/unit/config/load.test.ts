@@ -344,6 +344,29 @@ describe('relay config', () => {
     assert.equal(config.resources.session_data_limit, 0)
   })
 
+  it('stun.alternate_listen_address: off by default, a host:port when set, refused otherwise', () => {
+    assert.equal(
+      parseConfigText('version: 1\n', 'relay.yaml', relayConfigSchema).stun.alternate_listen_address,
+      '',
+    )
+    const set = parseConfigText(
+      'version: 1\nstun:\n  alternate_listen_address: 0.0.0.0:3479\n',
+      'relay.yaml',
+      relayConfigSchema,
+    )
+    assert.equal(set.stun.alternate_listen_address, '0.0.0.0:3479')
+    assert.throws(
+      () =>
+        parseConfigText(
+          'version: 1\nstun:\n  alternate_listen_address: nowhere\n',
+          'relay.yaml',
+          relayConfigSchema,
+        ),
+      (err: unknown) =>
+        (err as Error).message.startsWith('relay.yaml:3: stun.alternate_listen_address: must be host:port'),
+    )
+  })
+
   it('refuses a bad size with its line', () => {
     assert.throws(
       () =>

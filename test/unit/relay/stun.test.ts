@@ -17,16 +17,24 @@ const COOKIE = 0x2112a442
 const XOR_MAPPED_ADDRESS = 0x0020
 const FINGERPRINT = 0x8028
 const SOFTWARE = 0x8022
+const OTHER_ADDRESS = 0x802c
+const PEERUP_TIME = 0xc0de
 
 /** A Binding request, optionally with a SOFTWARE attribute and a FINGERPRINT (RFC 5389 §15.5). */
 function bindingRequest(
-  options: { fingerprint?: boolean; corruptFingerprint?: boolean; type?: number } = {},
+  options: { fingerprint?: boolean; corruptFingerprint?: boolean; type?: number; time?: boolean } = {},
 ) {
   const txid = randomBytes(12)
   const software = Buffer.from('test-agent')
   const padded = Buffer.alloc(Math.ceil(software.length / 4) * 4)
   software.copy(padded)
-  const softwareAttr = Buffer.concat([u16(SOFTWARE), u16(software.length), padded])
+  const softwareAttr = Buffer.concat([
+    u16(SOFTWARE),
+    u16(software.length),
+    padded,
+    // PEERUP-TIME, empty: asks for the relay's clock (src/util/stun.ts).
+    ...(options.time === true ? [u16(PEERUP_TIME), u16(0)] : []),
+  ])
   const header = (length: number) =>
     Buffer.concat([u16(options.type ?? 0x0001), u16(length), u32(COOKIE), txid])
   if (options.fingerprint !== true) {
@@ -101,6 +109,41 @@ describe('answerBinding', () => {
     assert.equal(fp.offset, answer.length - 8, 'FINGERPRINT is the last attribute')
     const crc = (zlib.crc32(answer.subarray(0, fp.offset)) ^ 0x5354554e) >>> 0
     assert.equal(fp.value.readUInt32BE(0), crc)
+  })
+
+  it('tells its clock (PEERUP-TIME) only when asked, before a FINGERPRINT that checks out', () => {
+    const now = 1_765_000_000_123
+    assert.equal(
+      attributes(answerBinding(bindingRequest().bytes, from, { now: () => now }) as Buffer).has(PEERUP_TIME),
+      false,
+    )
+    const answer = answerBinding(bindingRequest({ time: true, fingerprint: true }).bytes, from, {
+      now: () => now,
+    })
+    assert.ok(answer)
+    assert.equal(answer.readUInt16BE(2), answer.length - 20, 'length counts the added attributes')
+    const time = attributes(answer).get(PEERUP_TIME)
+    assert.ok(time)
+    assert.equal(time.value.readBigUInt64BE(0), BigInt(now))
+    const fp = attributes(answer).get(FINGERPRINT)
+    assert.ok(fp)
+    assert.equal(fp.offset, answer.length - 8, 'FINGERPRINT is still the last attribute')
+    assert.equal(fp.value.readUInt32BE(0), (zlib.crc32(answer.subarray(0, fp.offset)) ^ 0x5354554e) >>> 0)
+    const mapped = attributes(answer).get(XOR_MAPPED_ADDRESS)
+    assert.ok(mapped)
+    assert.deepEqual(xorMapped(mapped.value), { family: 1, ...from })
+  })
+
+  it('names its second port in OTHER-ADDRESS (RFC 5780) when it has one', () => {
+    const answer = answerBinding(bindingRequest().bytes, from, { other: { address: '0.0.0.0', port: 3479 } })
+    assert.ok(answer)
+    const other = attributes(answer).get(OTHER_ADDRESS)
+    assert.ok(other)
+    // MAPPED-ADDRESS layout, not XORed: family 1, port, address.
+    assert.deepEqual(
+      [other.value[1], other.value.readUInt16BE(2), [...other.value.subarray(4, 8)]],
+      [1, 3479, [0, 0, 0, 0]],
+    )
   })
 
   it('maps an IPv4 client seen on a dual-stack socket to its IPv4 address', () => {
