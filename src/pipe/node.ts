@@ -63,7 +63,8 @@ export function endAfterAnswer(socket: net.Socket, graceMs = 5_000): void {
 export function resetSocket(socket: Duplex): void {
   // A destroyed socket may still emit an error (ERR_SOCKET_CLOSED from resetAndDestroy on a socket
   // without a handle); nobody else listens any more, and an unhandled 'error' would crash the process.
-  socket.on('error', ignore)
+  // Once only, however often it is called before the socket goes.
+  socket.off('error', ignore).on('error', ignore)
   // A TLS socket's handle cannot be reset (resetAndDestroy throws ERR_INVALID_HANDLE_TYPE), and
   // resetting the TCP socket under it crashed Node 24.21 (SIGSEGV in SSL_read, from
   // TLSWrap::ClearOut, when a read was under way: the TLS state freed under the stream that still

@@ -213,10 +213,13 @@ describe('StunResponder', () => {
     }
   })
 
-  it('answers the Binding requests of a real ICE agent (libdatachannel)', { timeout: 20_000 }, async () => {
-    // A responder and the agent in a child process, killed at the end: libdatachannel's threads
-    // can keep a process alive after cleanup() (murat-dogan/node-datachannel#349), which hung this
-    // test file now and then.
+  it('answers the Binding requests of a real ICE agent (libdatachannel)', { timeout: 20_000 }, async (t) => {
+    // A responder and the agent in a child process, killed at the end or when the test times out
+    // (t.signal): libdatachannel's threads can keep a process alive after cleanup()
+    // (murat-dogan/node-datachannel#349), and a child left running keeps this test file alive.
+    // The peer connection is held by globalThis: nothing in JavaScript refers to it once the
+    // script has run, and a collection in the middle of gathering destroyed it (1 run in ~10), so
+    // gathering never completed.
     const script = `
       const { StunResponder } = await import(process.argv[1])
       const { createLogger } = await import(process.argv[2])
@@ -226,6 +229,7 @@ describe('StunResponder', () => {
       const pc = new ndc.PeerConnection('stun-test', {
         iceServers: ['stun:127.0.0.1:' + responder.address.port],
       })
+      globalThis.pc = pc
       const candidates = []
       pc.onLocalCandidate((c) => candidates.push(c))
       pc.onGatheringStateChange((state) => {
@@ -244,10 +248,16 @@ describe('StunResponder', () => {
         new URL('../../../src/relay/stun.ts', import.meta.url).href,
         new URL('../../../src/log/index.ts', import.meta.url).href,
       ],
-      { stdio: ['ignore', 'pipe', 'inherit'], cwd: new URL('../../..', import.meta.url).pathname },
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        cwd: new URL('../../..', import.meta.url).pathname,
+        signal: t.signal,
+        killSignal: 'SIGKILL',
+      },
     )
+    child.on('error', () => {}) // the abort, reported by the test's own timeout
     try {
-      const [line] = (await once(child.stdout, 'data')) as [Buffer]
+      const [line] = (await once(child.stdout, 'data', { signal: t.signal })) as [Buffer]
       const result = JSON.parse(line.toString()) as { answered: number; candidates: string[] }
       assert.ok(result.answered > 0, 'the agent asked us')
       assert.ok(
