@@ -24,6 +24,7 @@ import { PeerRefusedError } from '../../../src/p2p/errors.ts'
 import { runCli, tempDir } from '../../helpers/cli.ts'
 import { startTestDaemon, type TestDaemon } from '../../helpers/daemon.ts'
 import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
+import { sample, scrape } from '../../helpers/metrics.ts'
 import { connect, echoClient, startEcho } from '../../helpers/tcp.ts'
 
 /** Polls `cond` every 50 ms until it holds, failing with `what` after `timeoutMs`. */
@@ -76,6 +77,10 @@ describe('several networks in one daemon', { timeout: 300_000 }, () => {
     // laptop: network home is its main config (relay 1), work a directory beside it (relay 2).
     laptop = await createTestNode(root, 'laptop', relay1)
     await setDiscovery(laptop.configFile, 'home')
+    await editConfigFile(laptop.configFile, nodeConfigSchema, (doc) => {
+      doc.setIn(['telemetry', 'metrics', 'enabled'], true)
+      doc.setIn(['telemetry', 'metrics', 'listen_address'], '127.0.0.1:0')
+    })
     const work = await addNetwork({
       mainConfigFile: laptop.configFile,
       name: 'work',
@@ -150,6 +155,19 @@ describe('several networks in one daemon', { timeout: 300_000 }, () => {
     assert.equal(status.networkName, 'work')
     assert.equal(status.configFile, workConfig)
     assert.equal((await client().call('status', {})).networkName, 'home')
+  })
+
+  it('serves the metrics of both networks in one scrape, each labelled with its network', async () => {
+    const text = await scrape(daemon.ready.metricsAddress as string)
+    for (const network of ['home', 'work']) {
+      assert.equal(sample(text, 'peerup_info', { network }), 1, `peerup_info of ${network}`)
+      assert.equal(
+        sample(text, 'peerup_connected_peers', { network, path_type: 'RELAYED' }) !== undefined,
+        true,
+      )
+    }
+    // One HELP per family, not one per network.
+    assert.equal(text.match(/^# HELP peerup_info /gm)?.length, 1)
   })
 
   it('resolves a name within its network, and refuses an unknown network with where to look', async () => {
