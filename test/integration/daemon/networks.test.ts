@@ -16,12 +16,15 @@ import { after, before, describe, it } from 'node:test'
 import { addAuthorizedPeer } from '../../../src/auth/ops.ts'
 import { LocalClient } from '../../../src/client/local.ts'
 import { editConfigFile } from '../../../src/config/edit.ts'
+import { loadRelayConfig } from '../../../src/config/load.ts'
 import { addNetwork } from '../../../src/config/networks.ts'
 import { addService, setPeerName } from '../../../src/config/ops.ts'
 import { nodeConfigSchema } from '../../../src/config/schema.ts'
 import { NotFoundError } from '../../../src/errors.ts'
+import { createLogger } from '../../../src/log/index.ts'
 import { PeerRefusedError } from '../../../src/p2p/errors.ts'
-import { runCli, tempDir } from '../../helpers/cli.ts'
+import { RelayPairingService } from '../../../src/relay/pairing.ts'
+import { runCli, startCli, tempDir } from '../../helpers/cli.ts'
 import { startTestDaemon, type TestDaemon } from '../../helpers/daemon.ts'
 import { createTestNode, startTestRelay, type TestNode, type TestRelay } from '../../helpers/mesh.ts'
 import { sample, scrape } from '../../helpers/metrics.ts'
@@ -67,6 +70,15 @@ describe('several networks in one daemon', { timeout: 300_000 }, () => {
     cleanups.unshift(() => relay1.stop())
     relay2 = await startTestRelay(path.join(root, 'r2'))
     cleanups.unshift(() => relay2.stop())
+    // Pairing on relay 2 (invite-open, sponsoring), for `invite --network work`.
+    const pairing = new RelayPairingService({
+      relay: relay2.handle,
+      config: (await loadRelayConfig(relay2.configFile)).config,
+      dir: relay2.dir,
+      log: createLogger('pairing'),
+    })
+    await pairing.start()
+    cleanups.unshift(() => pairing.stop())
     const echoHome = await startEcho()
     const echoWork = await startEcho()
     cleanups.unshift(
@@ -289,6 +301,60 @@ describe('several networks in one daemon', { timeout: 300_000 }, () => {
     // A socket that did not close would hold the test: each is destroyed above.
     for (const s of [home.socket, again.socket] as net.Socket[]) {
       assert.ok(s.destroyed)
+    }
+  })
+
+  it('invite --network work through the daemon; join --network work creates that network on the joiner', async () => {
+    const tablet = await createTestNode(path.join(root, 't'), 'tablet', relay1)
+    const invite = startCli(
+      ['--config', laptop.configFile, 'invite', '--network', 'work', '--non-interactive', '--name', 'laptop'],
+      root,
+      { signal: AbortSignal.timeout(120_000) },
+    )
+    const [, code] = (await invite.stdout(/^(\S{40,})\n/m)) as RegExpMatchArray
+    const joined = await runCli(
+      [
+        '--config',
+        tablet.configFile,
+        'join',
+        code as string,
+        '--network',
+        'work',
+        '--non-interactive',
+        '--name',
+        'tablet',
+        '--json',
+      ],
+      root,
+      { signal: AbortSignal.timeout(120_000) },
+    )
+    assert.equal(joined.code, 0, joined.stderr)
+    const r = JSON.parse(joined.stdout) as { configFile: string; created: boolean; peerId: string }
+    assert.equal(r.configFile, path.join(tablet.dir, 'networks', 'work', 'config.yaml'))
+    assert.equal(r.created, true)
+    assert.notEqual(r.peerId, tablet.peerId, 'the new network has an identity of its own')
+    const done = await invite.done
+    assert.equal(done.code, 0, done.stderr)
+    // Paired in work on both sides, and nothing in home.
+    assert.match(
+      await fs.readFile(path.join(path.dirname(workConfig), 'authorized_keys'), 'utf8'),
+      new RegExp(r.peerId),
+    )
+    assert.doesNotMatch(
+      await fs.readFile(path.join(laptop.dir, 'authorized_keys'), 'utf8'),
+      new RegExp(r.peerId),
+    )
+    const tabletWork = await fs.readFile(r.configFile, 'utf8')
+    assert.match(tabletWork, new RegExp(relay2.peerId))
+    assert.match(tabletWork, /network: "?work"?/)
+    const list = await runCli(['--config', tablet.configFile, 'network', 'list', '--json'], root)
+    assert.deepEqual(
+      (JSON.parse(list.stdout) as Array<{ name: string }>).map((n) => n.name),
+      ['default', 'work'],
+    )
+    // Secrets stay out of what the commands printed on stderr.
+    for (const text of [done.stderr, joined.stderr]) {
+      assert.ok(!text.includes((code as string).slice(8, 16)), 'the invite code leaked to stderr')
     }
   })
 })
