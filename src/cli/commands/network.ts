@@ -22,6 +22,7 @@ import {
   removeNetworkDir,
   writeSelectedNetwork,
 } from '../../config/networks.ts'
+import { relayPeerId } from '../../config/ops.ts'
 import { NotFoundError } from '../../errors.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
 import { daemonClient, mainConfigFile } from '../load.ts'
@@ -118,6 +119,16 @@ function registerAdd(network: CliCommand, ctx: CliContext): void {
         started = await ifDaemon(ctx, main, (c) => c.call('networkAdd', { name }))
       } catch (err) {
         failed = (err as Error).message
+      }
+      if (opts.sameIdentity === true) {
+        const { config } = await loadNodeConfig(main)
+        const mainRelays = new Set(config.relay.addresses.map(relayPeerId))
+        if (opts.relay.some((r) => mainRelays.has(relayPeerId(r)))) {
+          note(
+            ctx,
+            `warning: ${name} shares a relay and the identity with the main network; a relay keeps one reservation per peer id, so the two would take each other's — give ${name} relays of its own`,
+          )
+        }
       }
       if (opts.relay.length === 0) {
         note(

@@ -357,4 +357,35 @@ describe('several networks in one daemon', { timeout: 300_000 }, () => {
       assert.ok(!text.includes((code as string).slice(8, 16)), 'the invite code leaked to stderr')
     }
   })
+
+  it('`peerup network add` starts the new network in the running daemon; `network remove` stops it', async () => {
+    const cli = (...args: string[]) => runCli(['--config', laptop.configFile, ...args, '--json'], root)
+    // No relay: a relay keeps one reservation per peer id, and lab shares home's (docs/cli.md).
+    const added = await cli('network', 'add', 'lab', '--same-identity')
+    assert.equal(added.code, 0, added.stderr)
+    const lab = JSON.parse(added.stdout) as { running: boolean; peerId: string; dir: string }
+    assert.equal(lab.running, true)
+    assert.equal(lab.peerId, laptop.peerId, 'the same identity as the main network')
+    const listed = JSON.parse((await cli('network', 'list')).stdout) as Array<{
+      name: string
+      running: boolean
+    }>
+    assert.deepEqual(
+      listed.map((n) => [n.name, n.running]),
+      [
+        ['home', true],
+        ['lab', true],
+        ['work', true],
+      ],
+    )
+    const removed = await cli('network', 'remove', 'lab')
+    assert.equal(removed.code, 0, removed.stderr)
+    assert.equal((JSON.parse(removed.stdout) as { stopped: boolean }).stopped, true)
+    assert.deepEqual(
+      (await client().call('networkList', {})).map((n) => n.name),
+      ['home', 'work'],
+    )
+    // home was not disturbed: still the same node, still answering.
+    assert.equal((await client('home').call('status', {})).peerId, laptop.peerId)
+  })
 })
