@@ -54,12 +54,10 @@ export function registerDoctor(program: CliCommand, ctx: CliContext): void {
       const report: DoctorReport & { networks?: Array<{ name: string; report: DoctorReport }> } =
         await check(configFile)
       // Several networks and none named: each one is checked, the selected one first.
-      const others =
-        opts.network === undefined
-          ? (await listNetworks(await mainConfigFile(ctx, opts)).catch(() => [])).filter(
-              (n) => n.configFile !== configFile,
-            )
-          : []
+      const layout =
+        opts.network === undefined ? await listNetworks(await mainConfigFile(ctx, opts)).catch(() => []) : []
+      const others = layout.filter((n) => n.configFile !== configFile)
+      const first = layout.find((n) => n.configFile === configFile)?.name
       if (others.length > 0) {
         report.networks = []
         for (const n of others) {
@@ -68,6 +66,7 @@ export function registerDoctor(program: CliCommand, ctx: CliContext): void {
       }
       emit(ctx, opts, report, (r) =>
         [
+          ...(r.networks === undefined ? [] : [`network ${first ?? '?'}:`]),
           doctorText(r),
           ...(r.networks ?? []).flatMap((n) => [
             '',

@@ -21,7 +21,7 @@ type StatusSummary = NodeSummary & {
 function render(s: StatusSummary): string {
   const lines = [
     `peer id   ${s.peerId}`,
-    `network   ${s.networkName}${s.network === '' ? ' (discovery: default)' : s.network === s.networkName ? '' : ` (discovery: ${s.network})`}`,
+    `network   ${s.networkName}${s.network === '' || s.network === s.networkName ? '' : ` (discovery.network: ${s.network})`}`,
     `config    ${s.files.config}`,
     `daemon    ${s.daemon.running ? `running (${s.files.socket})` : 'not running (start it with `peerup daemon`)'}`,
     '',
@@ -50,7 +50,7 @@ function render(s: StatusSummary): string {
       `networks (${s.networks.length}; this one with --network, \`peerup network list\` for each one's state)`,
       ...s.networks.map(
         (n) =>
-          `${n.name === s.networkName ? '*' : ' '} ${n.name.padEnd(12)} ${n.dir}${n.main ? ' (main)' : ''}${n.selected ? ' (network use)' : ''}`,
+          `${n.name === s.networkName ? '*' : ' '} ${n.name.padEnd(12)} ${n.dir}${n.main ? ' (main)' : ''}${n.selected ? ' (chosen by `network use`)' : ''}`,
       ),
     )
   }
@@ -76,7 +76,7 @@ export function registerStatus(program: CliCommand, ctx: CliContext): void {
         summary.networks = networks.map((n) => ({
           name: n.name,
           main: n.main,
-          selected: used === undefined ? n.main : n.name === used,
+          selected: n.name === used,
           dir: n.dir,
         }))
       }

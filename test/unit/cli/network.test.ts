@@ -76,6 +76,22 @@ describe('peerup network', () => {
     assert.equal(conflict.code, 2)
     assert.match(conflict.stderr, /names network work but --network says default/)
 
+    // doctor checks each network unless --network names one.
+    const doctor = await cli('doctor', '--json')
+    const report = JSON.parse(doctor.stdout) as {
+      checks: Array<{ id: string; summary: string }>
+      networks?: Array<{ name: string; report: { checks: Array<{ id: string; summary: string }> } }>
+    }
+    assert.equal(report.checks.find((c) => c.id === 'config')?.summary, `${main} is valid`)
+    assert.deepEqual(
+      report.networks?.map((n) => [n.name, n.report.checks.find((c) => c.id === 'config')?.summary]),
+      [['work', `${path.join(dir, 'networks', 'work', 'config.yaml')} is valid`]],
+    )
+    const one = JSON.parse((await cli('doctor', '--json', '--network', 'work')).stdout) as {
+      networks?: unknown
+    }
+    assert.equal(one.networks, undefined)
+
     // `use` makes work the network of commands that name none; `use default` resets.
     const use = await cli('network', 'use', 'work')
     assert.equal(use.code, 0, use.stderr)
