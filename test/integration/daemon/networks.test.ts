@@ -20,7 +20,7 @@ import { loadRelayConfig } from '../../../src/config/load.ts'
 import { addNetwork } from '../../../src/config/networks.ts'
 import { addService, setPeerName } from '../../../src/config/ops.ts'
 import { nodeConfigSchema } from '../../../src/config/schema.ts'
-import { NotFoundError } from '../../../src/errors.ts'
+import { NotFoundError, UsageError } from '../../../src/errors.ts'
 import { createLogger } from '../../../src/log/index.ts'
 import { PeerRefusedError } from '../../../src/p2p/errors.ts'
 import { RelayPairingService } from '../../../src/relay/pairing.ts'
@@ -191,6 +191,12 @@ describe('several networks in one daemon', { timeout: 300_000 }, () => {
         `${err.message} — ${(err as NotFoundError).hint}`,
         /unknown network "nope".*`peerup network list`/,
       )
+      return true
+    })
+    // A selector that is not a network name is a usage error (400) naming the parameter.
+    await assert.rejects(client('Work/../x').call('status', {}), (err: Error) => {
+      assert.ok(err instanceof UsageError, String(err))
+      assert.match(err.message, /^network: invalid network name/)
       return true
     })
     // Through the CLI: name@network picks the network.
