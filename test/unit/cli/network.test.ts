@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import * as fs from 'node:fs/promises'
 import * as path from 'node:path'
 import { describe, it } from 'node:test'
-import { initNodeDir, RELAY_ADDR, runCli, tempDir } from '../../helpers/cli.ts'
+import { initNodeDir, RELAY_ADDR, runCli, startCli, tempDir } from '../../helpers/cli.ts'
 
 const PEER = '12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN'
 
@@ -92,6 +92,11 @@ describe('peerup network', () => {
     }
     assert.equal(one.networks, undefined)
 
+    // The daemon runs every network: --network is refused before anything starts.
+    const daemon = await cli('--network', 'work', 'daemon')
+    assert.equal(daemon.code, 2)
+    assert.match(daemon.stderr, /the daemon runs every network of the node: --network does not apply/)
+
     // `use` makes work the network of commands that name none; `use default` resets.
     const use = await cli('network', 'use', 'work')
     assert.equal(use.code, 0, use.stderr)
@@ -109,6 +114,32 @@ describe('peerup network', () => {
       ],
     )
     assert.equal(listed[1]?.peerId, added.peerId)
+    // `peerup daemon` runs the main config (and so every network), whatever `use` chose.
+    const running = startCli(['--config', main, 'daemon', '--log-level', 'error'], root)
+    try {
+      // It answers on the main directory's socket, and runs both networks.
+      let states: Array<{ name: string; running: boolean }> = []
+      for (let i = 0; i < 200 && !(states.length === 2 && states.every((n) => n.running)); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100))
+        const r = await cli('network', 'list', '--json')
+        states = r.code === 0 ? JSON.parse(r.stdout) : []
+      }
+      assert.deepEqual(
+        states.map((n) => [n.name, n.running]),
+        [
+          ['default', true],
+          ['work', true],
+        ],
+      )
+      assert.ok((await fs.stat(path.join(dir, 'peerup.sock'))).isSocket())
+      assert.equal(
+        await fs.stat(path.join(dir, 'networks', 'work', 'peerup.sock')).catch(() => undefined),
+        undefined,
+      )
+    } finally {
+      running.stop()
+      assert.equal((await running.done).code, 0)
+    }
     assert.equal((await cli('network', 'use', 'default')).code, 0)
     assert.notEqual(JSON.parse((await cli('whoami', '--json')).stdout).peerId, added.peerId)
 
