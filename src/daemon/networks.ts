@@ -125,7 +125,12 @@ export class DaemonNetworks implements Component, NetworksControl {
 
   async list(): Promise<NetworkState[]> {
     const selected = await this.#selected()
-    const entries = await listNetworks(this.#init.mainConfigFile)
+    const onDisk = await listNetworks(this.#init.mainConfigFile)
+    // A network that runs though its directory went away (moved by hand) is listed too: it still runs.
+    const gone = [...this.#stacks.values()]
+      .filter((s) => !onDisk.some((e) => e.name === s.name))
+      .map((s) => ({ name: s.name, dir: path.dirname(s.configFile), configFile: s.configFile, main: s.main }))
+    const entries = [...onDisk, ...gone]
     return entries.map((entry) => {
       const stack = this.#stacks.get(entry.name)
       const base: NetworkState = {
