@@ -240,7 +240,11 @@ describe('several networks in one daemon', { timeout: 300_000 }, () => {
       } catch {}
     })
     try {
-      // The streams are open once each has said something: a reload of the other first.
+      // Each stream says hello first: both are open before anything changes.
+      await waitFor(
+        () => seen.home?.[0]?.type === 'hello' && seen.work?.[0]?.type === 'hello',
+        'both event streams open',
+      )
       await setPeerName(workConfig, 'worker', workHost.peerId)
       await waitFor(() => seen.work?.some((e) => e.type === 'config') === true, 'work reloaded')
       await setPeerName(laptop.configFile, 'homer', homeHost.peerId)
