@@ -115,11 +115,16 @@ describe('peerup network', () => {
     )
     assert.equal(listed[1]?.peerId, added.peerId)
     // `peerup daemon` runs the main config (and so every network), whatever `use` chose.
+    // A network whose config does not load does not keep the others from running.
+    const broken = path.join(dir, 'networks', 'broken')
+    await fs.mkdir(broken, { mode: 0o700 })
+    await fs.writeFile(path.join(broken, 'config.yaml'), 'version: 1\nrelay: [not a map\n', { mode: 0o600 })
     const running = startCli(['--config', main, 'daemon', '--log-level', 'error'], root)
     try {
       // It answers on the main directory's socket, and runs both networks.
-      let states: Array<{ name: string; running: boolean }> = []
-      for (let i = 0; i < 200 && !(states.length === 2 && states.every((n) => n.running)); i++) {
+      let states: Array<{ name: string; running: boolean; error?: string }> = []
+      const up = () => states.filter((n) => n.running).length === 2
+      for (let i = 0; i < 200 && !up(); i++) {
         await new Promise((resolve) => setTimeout(resolve, 100))
         const r = await cli('network', 'list', '--json')
         states = r.code === 0 ? JSON.parse(r.stdout) : []
@@ -128,9 +133,11 @@ describe('peerup network', () => {
         states.map((n) => [n.name, n.running]),
         [
           ['default', true],
+          ['broken', false],
           ['work', true],
         ],
       )
+      assert.match(states[1]?.error ?? '', /broken\/config\.yaml:\d+: invalid YAML/)
       assert.ok((await fs.stat(path.join(dir, 'peerup.sock'))).isSocket())
       assert.equal(
         await fs.stat(path.join(dir, 'networks', 'work', 'peerup.sock')).catch(() => undefined),
@@ -139,6 +146,7 @@ describe('peerup network', () => {
     } finally {
       running.stop()
       assert.equal((await running.done).code, 0)
+      await fs.rm(broken, { recursive: true })
     }
     assert.equal((await cli('network', 'use', 'default')).code, 0)
     assert.notEqual(JSON.parse((await cli('whoami', '--json')).stdout).peerId, added.peerId)
