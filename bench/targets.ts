@@ -52,6 +52,25 @@ export function checkTargets(results: Results, settings: Settings, quick: boolea
     'ssh -L',
   )
 
+  const relayCpu = med('relayhost.peerup-relayed')
+  const sshdCpu = med('relayhost.ssh-relayed')
+  if (relayCpu === undefined || sshdCpu === undefined) {
+    na(
+      'relay CPU per MB on the relay host',
+      "< sshd's for the ssh -R + ssh -L tunnels",
+      `missing ${relayCpu === undefined ? 'relayhost.peerup-relayed' : 'relayhost.ssh-relayed'}`,
+    )
+  } else {
+    const r = relayCpu / sshdCpu
+    results.check({
+      what: 'relay CPU per MB on the relay host',
+      target: "< sshd's for the ssh -R + ssh -L tunnels",
+      measured: `${fmt(relayCpu)} vs ${fmt(sshdCpu)} ms/MB (sshd) = ${r.toFixed(2)}×`,
+      met: r < 1,
+      margin: r < 1 ? `${pct(1 - r)} below` : `missed by ${pct(r - 1)}`,
+    })
+  }
+
   const webrtc = med('throughput.peerup-direct-webrtc')
   if (webrtc === undefined) {
     na('direct throughput over WebRTC (the fallback)', '≥ 60 MB/s', 'missing throughput.peerup-direct-webrtc')
