@@ -10,7 +10,10 @@
  * bytes: only the data path's own work), b's sink counts. Reported per run: MB/s, CPU per MB of the
  * whole process (both nodes and the source and sink), and the collector: count and time of
  * scavenges and of mark-compacts (PerformanceObserver 'gc'). `PEERUP_BULK=off` keeps the session
- * on its libp2p stream (noise + yamux).
+ * on its libp2p stream (noise + yamux). Pass `--max-semi-space-size=2` to node to collect as
+ * dist/peerup does (build.mjs): with V8's default young generation the same transfer ran no
+ * scavenge at all and 11–19 full collections per 256 MiB, against 5–16 scavenges and 0–12 full
+ * ones with 2 MB semi-spaces (2026-12-06, a busy machine).
  *
  * @packageDocumentation
  */
