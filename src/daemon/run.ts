@@ -15,7 +15,6 @@ import { archiveLastGood, readPending } from '../config/safety.ts'
 import { type Env, readEnv } from '../env.ts'
 import { GroupCatchUp } from '../invite/catchup.ts'
 import type { Logger } from '../log/index.ts'
-import { createNodeMetrics, MetricsServer } from '../metrics/index.ts'
 import type { Observer } from '../metrics/observer.ts'
 import { Telemetry } from '../metrics/telemetry.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
@@ -179,14 +178,16 @@ async function assembleDaemon(options: DaemonOptions, stopping: AbortController)
     limits: options.apiLimits,
   })
   // Metrics and the audit log are opt-in (telemetry: in config.yaml); read at start.
-  const nodeMetrics = config.telemetry.metrics.enabled ? createNodeMetrics() : undefined
+  // prom-client is loaded only when they are on (docs/decisions/0018-daemon-idle-memory.md).
+  const metricsModule = config.telemetry.metrics.enabled ? await import('../metrics/index.ts') : undefined
+  const nodeMetrics = metricsModule?.createNodeMetrics()
   const telemetry = new Telemetry({ node: nodeMetrics, audit: config.telemetry.audit, dir })
   const node = new DaemonNode(shared, { configFile: options.configFile, metrics: nodeMetrics })
   const events = new Deferred(() => new DaemonEvents(node.runtime))
   const metrics =
-    nodeMetrics === undefined
+    metricsModule === undefined || nodeMetrics === undefined
       ? undefined
-      : new MetricsServer(
+      : new metricsModule.MetricsServer(
           { registry: nodeMetrics.registry, log: log.child('metrics') },
           {
             listenAddress: config.telemetry.metrics.listen_address,
