@@ -81,6 +81,17 @@ export function renderMarkdown(results: Results): string {
       },
     },
   )
+  groupTable(
+    'CPU per MB on the relay host alone (the peerup relay; sshd for the ssh tunnels; the raw forwarder)',
+    (f) => f.group === 'relay host cpu per MB',
+    {
+      head: '× sshd',
+      cell: (f) => {
+        const s = baselineOf(f, 'ssh')
+        return s === undefined ? '' : `${(f.median / s.median).toFixed(2)}×`
+      },
+    },
+  )
   const p50s = results.figures
     .filter((f) => f.group === 'latency p50')
     .sort((x, y) => order(x.path) - order(y.path))

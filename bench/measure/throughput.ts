@@ -36,6 +36,11 @@ export async function measureThroughput(ctx: BenchContext): Promise<void> {
   // One untimed transfer per path first: the JIT of every process on it warms up.
   const failures = new Map<string, string[]>(endpoints.map((e) => [e.id, []]))
   const labCpu = new Map<string, number[]>(endpoints.map((e) => [e.id, []]))
+  // On the relayed paths, the CPU of every process on the relay host (its namespace) per MB: the
+  // peerup relay's against sshd's (the ssh -R + ssh -L tunnels) and the raw forwarder's, the cost
+  // an operator pays on the VPS for the same bytes.
+  const relayHostNs = [bl.relay.node.host.ns]
+  const relayHostCpu = new Map<string, number[]>(endpoints.map((e) => [e.id, []]))
   for (const e of endpoints) {
     try {
       await runClient(bl, e.host, ['throughput', e.ip, e.port, 16 * 2 ** 20, 100], { timeoutMs: 300_000 })
@@ -50,6 +55,7 @@ export async function measureThroughput(ctx: BenchContext): Promise<void> {
       const cpuBefore = procs.map(([, pid]) => cpuSeconds(pid))
       const relayBefore = e.path === 'direct' && e.kind === 'peerup' ? await bl.relayBytes() : 0
       const labBefore = labCpuSeconds(bl.lab.namespaces)
+      const relayHostBefore = labCpuSeconds(relayHostNs)
       let r: { bytes: number; seconds: number }
       try {
         r = await runClient<{ bytes: number; seconds: number }>(
@@ -69,6 +75,9 @@ export async function measureThroughput(ctx: BenchContext): Promise<void> {
       const rate = mb / r.seconds
       mbps.get(e.id)?.push(rate)
       labCpu.get(e.id)?.push(((labCpuSeconds(bl.lab.namespaces) - labBefore) * 1000) / mb)
+      if (e.path === 'relayed') {
+        relayHostCpu.get(e.id)?.push(((labCpuSeconds(relayHostNs) - relayHostBefore) * 1000) / mb)
+      }
       if (e.path === 'direct' && e.kind === 'peerup') {
         relaySeen.push((await bl.relayBytes()) - relayBefore)
       }
@@ -122,6 +131,19 @@ export async function measureThroughput(ctx: BenchContext): Promise<void> {
     results.add({
       id: `cpu.${e.id}`,
       group: 'cpu per MB',
+      label: e.label,
+      path: e.path,
+      unit: 'ms/MB',
+      values,
+      better: 'lower',
+    })
+  }
+  for (const e of endpoints) {
+    const values = relayHostCpu.get(e.id) ?? []
+    if (values.length === 0) continue
+    results.add({
+      id: `relayhost.${e.id}`,
+      group: 'relay host cpu per MB',
       label: e.label,
       path: e.path,
       unit: 'ms/MB',

@@ -13,7 +13,7 @@
 import { archiveLastGood, readPending } from '../config/safety.ts'
 import { GroupCatchUp } from '../invite/catchup.ts'
 import type { Logger } from '../log/index.ts'
-import { createNodeMetrics, type NodeMetrics } from '../metrics/index.ts'
+import type { NodeMetrics } from '../metrics/index.ts'
 import type { Observer } from '../metrics/observer.ts'
 import { Telemetry } from '../metrics/telemetry.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
@@ -47,8 +47,8 @@ export interface NetworkStackInit {
   configFile: string
   /** The daemon's own config directory (its start settled a pending apply already). */
   main: boolean
-  /** Metrics on (the main config's `telemetry.metrics`): a registry of its own, labelled with the network. */
-  metrics: boolean
+  /** Makes its metric families when metrics are on (the main config's `telemetry.metrics`): a registry of its own, labelled with the network. */
+  metrics?: (() => NodeMetrics) | undefined
   /** The network's audit log settings (its own config's `telemetry.audit`). */
   audit: { enabled: boolean; file: string }
   dir: string
@@ -77,7 +77,7 @@ export class NetworkStack implements Component {
     this.main = init.main
     const log = init.main ? components.log : components.log.child(`net.${init.name}`)
     this.#log = log
-    this.metrics = init.metrics ? createNodeMetrics() : undefined
+    this.metrics = init.metrics?.()
     this.metrics?.registry.setDefaultLabels({ network: init.name })
     const telemetry = new Telemetry({ node: this.metrics, audit: init.audit, dir: init.dir })
     const node = new DaemonNode(

@@ -14,6 +14,7 @@ import { loadNodeConfig } from '../config/load.ts'
 import { findNetwork, listNetworks, type NetworkEntry, readSelectedNetwork } from '../config/networks.ts'
 import { ConflictError, NotFoundError, UsageError } from '../errors.ts'
 import type { Logger } from '../log/index.ts'
+import type { NodeMetrics } from '../metrics/index.ts'
 import type { Component } from '../util/components.ts'
 import type { DaemonApiSocket } from './api-socket.ts'
 import { NetworkStack } from './network-stack.ts'
@@ -31,8 +32,12 @@ export interface DaemonNetworksComponents {
 export interface DaemonNetworksInit {
   /** The daemon's config: the main network. */
   mainConfigFile: string
-  /** Metrics on (the main config's `telemetry.metrics.enabled`). */
-  metrics: boolean
+  /**
+   * Makes a network's metric families, when metrics are on (the main config's
+   * `telemetry.metrics.enabled`); the daemon loads prom-client only then
+   * (docs/decisions/0018-daemon-idle-memory.md).
+   */
+  createMetrics?: (() => NodeMetrics) | undefined
 }
 
 const LIST_HINT = '`peerup network list` shows the names'
@@ -221,7 +226,7 @@ export class DaemonNetworks implements Component, NetworksControl {
         name: entry.name,
         configFile: entry.configFile,
         main: entry.main,
-        metrics: this.#init.metrics,
+        metrics: this.#init.createMetrics,
         audit: config.telemetry.audit,
         dir: entry.dir,
       },

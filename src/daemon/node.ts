@@ -5,7 +5,8 @@
  * @packageDocumentation
  */
 
-import { libp2pMetricsInto, type NodeMetrics, setCounter } from '../metrics/index.ts'
+import { setCounter } from '../metrics/counters.ts'
+import type { NodeMetrics } from '../metrics/index.ts'
 import { type NodeRuntime, startNodeRuntime } from '../p2p/runtime.ts'
 import type { SessionCounts } from '../pipe/session.ts'
 import { sumBy } from '../proxy/connections.ts'
@@ -51,7 +52,7 @@ export class DaemonNode implements Component {
       log: this.#components.log,
       exposeServices: true,
       observer: this.#components.observer,
-      ...(metrics === undefined ? {} : { libp2pMetrics: libp2pMetricsInto(metrics.registry) }),
+      ...(metrics === undefined ? {} : { libp2pMetrics: metrics.libp2p() }),
     })
   }
 

@@ -14,7 +14,6 @@ import { NODE_FILES } from '../config/paths.ts'
 import { archiveLastGood, readPending } from '../config/safety.ts'
 import { type Env, readEnv } from '../env.ts'
 import type { Logger } from '../log/index.ts'
-import { MetricsServer, mergedRegistry } from '../metrics/index.ts'
 import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
 import { type Component, componentName, startAll, stopAll } from '../util/components.ts'
@@ -196,7 +195,8 @@ async function assembleDaemon(options: DaemonOptions, stopping: AbortController)
     },
   )
   // Metrics and the audit log are opt-in (telemetry: in config.yaml); read at start.
-  const metricsOn = config.telemetry.metrics.enabled
+  // prom-client is loaded only when they are on (docs/decisions/0018-daemon-idle-memory.md).
+  const metricsModule = config.telemetry.metrics.enabled ? await import('../metrics/index.ts') : undefined
   const networks: DaemonNetworks = new DaemonNetworks(
     {
       log,
@@ -206,27 +206,28 @@ async function assembleDaemon(options: DaemonOptions, stopping: AbortController)
       },
       shutdown: shared.shutdown,
     },
-    { mainConfigFile: options.configFile, metrics: metricsOn },
+    { mainConfigFile: options.configFile, createMetrics: metricsModule?.createNodeMetrics },
   )
-  const metrics = metricsOn
-    ? new MetricsServer(
-        {
-          registry: () =>
-            mergedRegistry(
-              networks.running.flatMap((n) => (n.metrics === undefined ? [] : [n.metrics.registry])),
-            ),
-          log: log.child('metrics'),
-        },
-        {
-          listenAddress: config.telemetry.metrics.listen_address,
-          beforeScrape: () => {
-            for (const stack of networks.running) {
-              stack.refreshMetrics()
-            }
+  const metrics =
+    metricsModule === undefined
+      ? undefined
+      : new metricsModule.MetricsServer(
+          {
+            registry: () =>
+              metricsModule.mergedRegistry(
+                networks.running.flatMap((n) => (n.metrics === undefined ? [] : [n.metrics.registry])),
+              ),
+            log: log.child('metrics'),
           },
-        },
-      )
-    : undefined
+          {
+            listenAddress: config.telemetry.metrics.listen_address,
+            beforeScrape: () => {
+              for (const stack of networks.running) {
+                stack.refreshMetrics()
+              }
+            },
+          },
+        )
   // After the API's routes are in: it serves the same table.
   const ui = new DaemonUi(shared)
   const list: Component[] = [

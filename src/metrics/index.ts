@@ -46,6 +46,8 @@ export function createNodeMetrics() {
   const { registry, counter, gauge } = familiesIn('node')
   return {
     registry,
+    /** libp2p's own metrics into this registry ({@link libp2pMetricsInto}), for the node to start with. */
+    libp2p: () => libp2pMetricsInto(registry),
     proxyBytes: counter(
       'peerup_proxy_bytes_total',
       'Bytes moved by proxied connections; direction in = from the peer, out = to the peer',
@@ -125,20 +127,7 @@ export function createNodeMetrics() {
   }
 }
 
-/** Sets a counter to a total kept elsewhere (read at scrape time). */
-export function setCounter<L extends string>(
-  counter: Counter<L>,
-  value: number,
-  labels?: Partial<Record<L, string>>,
-): void {
-  if (labels === undefined) {
-    counter.reset()
-    counter.inc(value)
-  } else {
-    counter.remove(labels as never)
-    counter.inc(labels as never, value)
-  }
-}
+export { setCounter } from './counters.ts'
 
 /** The registry and families of a relay. */
 export function createRelayMetrics() {

@@ -28,7 +28,7 @@
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import * as net from 'node:net'
-import * as tls from 'node:tls'
+import type * as tls from 'node:tls'
 import type { Connection, IdentifyResult, Stream } from '@libp2p/interface'
 import { lpStream } from '@libp2p/utils'
 import { z } from 'zod'
@@ -50,6 +50,15 @@ import {
   PUNCH_WINDOW_MS,
   simultaneousOpen,
 } from './punch.ts'
+
+/**
+ * node:tls, loaded with the first bulk link rather than at start (synchronously, so nothing else
+ * runs between a socket and its TLS): an idle daemon does without it, 1.4 MB of memory
+ * (docs/decisions/0018-daemon-idle-memory.md).
+ */
+function tlsModule(): typeof tls {
+  return process.getBuiltinModule('node:tls')
+}
 
 /** The protocol id. */
 export const BULK_PROTOCOL = '/peerup/bulk/1.0.0'
@@ -295,7 +304,7 @@ export class BulkLinks implements Component {
                 retryMs: PUNCH_RETRY_MS,
                 signal: all,
               })
-      const secure = tls.connect({
+      const secure = tlsModule().connect({
         ...TLS_OPTIONS,
         socket,
         // The peer is authenticated by the key, not by a certificate (there is none).
@@ -377,7 +386,7 @@ export class BulkLinks implements Component {
         // Only the key sent for this nonce; anyone else's handshake fails.
         pskCallback: (_socket, identity) => (identity === want.nonce ? key : null),
       }
-      const secure = new tls.TLSSocket(socket, serverOptions)
+      const secure = new (tlsModule().TLSSocket)(socket, serverOptions)
       await once(secure, 'secure', { signal: all }).catch((err: unknown) => {
         resetSocket(secure)
         throw new BulkLinkError(`TLS handshake failed: ${describe(err)}`)

@@ -76,6 +76,8 @@ export interface RuntimeComponents {
   services: ServiceRegistry
   /** The sessions this node accepted: a revoked peer's are reset, so its side learns at once. */
   acceptedSessions: SessionService | undefined
+  /** The sessions this node opened: those to a revoked peer are reset too, here and there. */
+  openedSessions: { resetPeer(peer: string, err: Error): Promise<void> } | undefined
 }
 
 /**
@@ -169,13 +171,17 @@ export class RevokedPeers implements Component {
   }
 
   start(): void {
-    const { node, authorized, observer, log, config, dir, acceptedSessions } = this.#components
+    const { node, authorized, observer, log, config, dir, acceptedSessions, openedSessions } =
+      this.#components
     this.#unsubscribe = authorized.onChange((added, removed) => {
       observer.authChanged(added, removed, resolveIn(dir, config.security.authorized_keys_file))
       for (const id of removed) {
         // The RESETs first (bounded): a connection closed under them would leave the peer's side
         // of its sessions to find out by trying to come back.
-        const reset = acceptedSessions?.resetPeer(id, new PeerRefusedError('authorization revoked'))
+        // Both ways: a session this node opened to the peer would otherwise try to come back over
+        // a connection the gater now refuses, its local end waiting out the grace period.
+        const err = new PeerRefusedError('authorization revoked')
+        const reset = Promise.all([acceptedSessions?.resetPeer(id, err), openedSessions?.resetPeer(id, err)])
         void Promise.race([reset, sleep(RESET_BEFORE_HANGUP_MS)])
           .then(() => node.hangUp(peerIdFromString(id)))
           .catch(() => {})

@@ -287,6 +287,7 @@ class Runtime implements Component {
       paths: this.paths,
       services: this.services,
       acceptedSessions: this.acceptedSessions,
+      openedSessions: this.sessions,
     }
     // Stopped in reverse: the services' sessions are reset just before the node stops.
     this.#components = [

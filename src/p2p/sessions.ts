@@ -139,6 +139,15 @@ export class SessionOpener implements Component {
     }
   }
 
+  /**
+   * Resets every session this node opened to `peer` (its authorization was revoked): its side
+   * gets a RESET, the local end the error. Resolves once the RESETs have left.
+   */
+  async resetPeer(peer: string, err: Error): Promise<void> {
+    const live = [...(this.#live.get(peer) ?? [])]
+    await Promise.all(live.map((session) => session.cut(err)))
+  }
+
   /** Sessions this node opened that are not over. */
   get size(): number {
     return [...this.#live.values()].reduce((n, set) => n + set.size, 0)

@@ -116,11 +116,17 @@ function parseAttach(payload: Uint8Array): Attach {
   }
 }
 
+/** What {@link FrameParser.push} returns when the bytes complete no frame; never written to. */
+const NO_FRAMES: Frame[] = []
+
 /** Cuts a byte stream into frames, across chunk boundaries. */
 export class FrameParser {
   readonly #buf = new Uint8ArrayList()
   readonly #maxPayload: number
   readonly #types: ReadonlySet<number>
+  /** The header of the frame being gathered, read and checked once (a 256 KiB frame comes in many reads). */
+  #type = -1
+  #length = 0
 
   /**
    * @param maxPayload - the largest DATA payload accepted
@@ -134,24 +140,35 @@ export class FrameParser {
   /** Adds received bytes and returns the frames they complete; throws a FrameError on garbage. */
   push(data: Uint8Array | Uint8ArrayList): Frame[] {
     this.#buf.append(data)
-    const frames: Frame[] = []
+    // Most reads complete no frame (a 256 KiB frame arrives in 16–64 KiB reads): they allocate nothing here.
+    let frames = NO_FRAMES
     while (this.#buf.byteLength >= FRAME_HEADER_BYTES) {
-      const type = this.#buf.get(0)
-      const length = this.#buf.getUint32(1)
-      if (
-        !this.#types.has(type) ||
-        (type === FRAME.DATA && length > this.#maxPayload) ||
-        (type === FRAME.FIN && length !== 0) ||
-        (type === FRAME.CREDIT && length !== 4) ||
-        (type === FRAME.RESET && length > 4096) ||
-        (type === FRAME.ACK && length !== 8) ||
-        (type === FRAME.ATTACH && length > 2 + SESSION_ID_BYTES + 8 + 64)
-      ) {
-        throw new FrameError('malformed frame')
+      if (this.#type === -1) {
+        const type = this.#buf.get(0)
+        const length = this.#buf.getUint32(1)
+        if (
+          !this.#types.has(type) ||
+          (type === FRAME.DATA && length > this.#maxPayload) ||
+          (type === FRAME.FIN && length !== 0) ||
+          (type === FRAME.CREDIT && length !== 4) ||
+          (type === FRAME.RESET && length > 4096) ||
+          (type === FRAME.ACK && length !== 8) ||
+          (type === FRAME.ATTACH && length > 2 + SESSION_ID_BYTES + 8 + 64)
+        ) {
+          throw new FrameError('malformed frame')
+        }
+        this.#type = type
+        this.#length = length
       }
+      const type = this.#type
+      const length = this.#length
       if (this.#buf.byteLength < FRAME_HEADER_BYTES + length) {
         break
       }
+      if (frames === NO_FRAMES) {
+        frames = []
+      }
+      this.#type = -1
       const end = FRAME_HEADER_BYTES + length
       if (type === FRAME.DATA) {
         // A list of the received chunks, not a copy: a 1 MiB frame that came in 64 KiB reads is

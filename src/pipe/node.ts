@@ -7,7 +7,6 @@
 
 import type * as net from 'node:net'
 import type { Duplex, Readable, Writable } from 'node:stream'
-import { TLSSocket } from 'node:tls'
 import type { ByteEnd, Chunk, EndEvents } from './end.ts'
 import { LocalClosedError } from './errors.ts'
 import { Listeners } from './listeners.ts'
@@ -71,7 +70,9 @@ export function resetSocket(socket: Duplex): void {
   // calls into it, nodejs/node#62967). It is destroyed instead, outside the read callback we may be
   // in: its peer sees the connection end without TLS's close_notify, which what runs over it (a
   // bulk link's session frames, src/pipe/link.ts) tells from a clean end.
-  if (socket instanceof TLSSocket) {
+  // (`encrypted` is always true on a TLSSocket and absent elsewhere: the check needs no node:tls,
+  // which an idle daemon does not load, docs/decisions/0018-daemon-idle-memory.md.)
+  if ((socket as Duplex & { encrypted?: unknown }).encrypted === true) {
     setImmediate(() => socket.destroy())
     return
   }

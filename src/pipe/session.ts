@@ -339,8 +339,10 @@ export class Session extends FrameReader implements ByteEnd {
       old.listen(IGNORE)
       old.abort(new TransferInterruptedError('the session moved to another link'))
     }
-    // Frames of the old link not yet delivered come again over the new one.
+    // Frames of the old link not yet delivered come again over the new one, from where our ATTACH
+    // says our reading stands: nothing to skip.
     this.received = this.#requeue()
+    this.#skip = 0
     link.send(attachFrame(this.#resuming()))
     this.attach(link, theirReceived)
   }
@@ -384,7 +386,9 @@ export class Session extends FrameReader implements ByteEnd {
       old.close()
     }
     // The other side sends again from what we declared; what came since over the old link is not
-    // delivered twice.
+    // delivered twice. Until those bytes came again, #sendAck stays quiet: an ACK of where our
+    // reading stands now would let the other side drop bytes it has still to send us on this
+    // link, so that we would skip as many of the bytes that follow them.
     this.received = this.#requeue()
     this.#skip = this.#delivered - attach.received
     this.attach(link, theirs)
@@ -433,11 +437,18 @@ export class Session extends FrameReader implements ByteEnd {
     if (this.#skip > 0) {
       if (frame.type === 'fin') {
         this.#skip--
+        if (this.#skip === 0) {
+          this.#sendAck()
+        }
         return
       }
       if (frame.type === 'data') {
         const n = Math.min(this.#skip, frame.payload.byteLength)
         this.#skip -= n
+        if (this.#skip === 0) {
+          // The other side is back where our reading stands: it may hear so.
+          this.#sendAck()
+        }
         if (n === frame.payload.byteLength) {
           return
         }
@@ -503,7 +514,8 @@ export class Session extends FrameReader implements ByteEnd {
     // While moving, our ATTACH on the new link has told the other side where our reading stood:
     // an ACK past that on the old link, arriving first, would let it free bytes it must then send
     // again from there ("the other side says it read …"). attach() acknowledges once moved.
-    if (this.#link === undefined || this.#moving || this.#delivered === this.#ackSent) {
+    // Nor while bytes we delivered already come again after a move (#skip): see moveTo.
+    if (this.#link === undefined || this.#moving || this.#skip > 0 || this.#delivered === this.#ackSent) {
       return
     }
     try {
@@ -524,6 +536,8 @@ export class Session extends FrameReader implements ByteEnd {
     }
     this.#unacked.consume(Math.min(position, this.#written) - this.#ackedBytes())
     this.#acked = position
+    // What was acknowledged is not sent again (nor can it be: it is let go).
+    this.#sent = Math.max(this.#sent, Math.min(position, this.#written))
     this.#armStall()
     if (this.#endWanted && position > this.#written && !this.#finAcked) {
       this.#finAcked = true
@@ -626,6 +640,9 @@ export class Session extends FrameReader implements ByteEnd {
     this.#link = undefined
     this.#linkBlocked = false
     this.received = this.#requeue()
+    // The next ATTACH says where our reading stands now: the other side sends from there, and
+    // what a move left to skip on this link will not come.
+    this.#skip = 0
     if (this.#moving) {
       // The other side dropped the old link as it took the new one.
       return

@@ -228,6 +228,29 @@ describe('resumable sessions through a relay', { timeout: 240_000 }, () => {
     await waitFor(() => rb.acceptedSessions?.size === 0, 'b let go of the session')
     await b.authorize(a.peerId)
   })
+
+  it('revoking the accepting peer on the opening side resets its sessions here and there at once', async () => {
+    await a.authorize(b.peerId)
+    await ra.reloadAuthorized()
+    await ra.reach(b.peerId)
+    const before = service.transfers.length
+    const socket = await connect(listener.address.port)
+    socket.pause()
+    const near = receiveAll(socket)
+    socket.write(randomBytes(64 * 1024))
+    await waitFor(() => ra.sessions.size > 0 && (rb.acceptedSessions?.size ?? 0) > 0, 'session open')
+    // Not left to find out by trying to come back over a connection a's gater now refuses, its
+    // local socket open until the grace period ends.
+    await removeAuthorizedPeer(path.join(a.dir, 'authorized_keys'), b.peerId)
+    await ra.reloadAuthorized()
+    socket.resume()
+    const mine = await near
+    assert.equal(mine.error, 'ECONNRESET')
+    assert.equal(ra.sessions.size, 0, 'a let go of the session')
+    await waitFor(() => service.transfers.length > before, 'the service side closed')
+    assert.ok(service.transfers[before]?.error, 'the service side was reset, not ended')
+    await waitFor(() => rb.acceptedSessions?.size === 0, 'b let go of the session')
+  })
 })
 
 describe('a session whose peer stays away past the grace period', { timeout: 120_000 }, () => {
