@@ -74,3 +74,26 @@ export const peerRef = text('a peer id or a name').refine(
     error: (i) => `${quote(String(i.input))} is neither a peer id nor a name (${NAME_RULE})`,
   },
 )
+
+/**
+ * A network's name (docs/cli.md "Several networks"): the `discovery.network` of its config, which
+ * makes its DHT protocol `/peerup/<network>/kad/1.0.0`, and the name of its directory under
+ * `networks/` beside the main config.
+ */
+export const NETWORK_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/
+
+/** What a network's name must look like, in words. */
+export const NETWORK_NAME_RULE =
+  'a network name is lowercase letters, digits, - and _ (at most 63, starting with a letter or digit)'
+
+export const networkName = named('network name', NETWORK_NAME_PATTERN, NETWORK_NAME_RULE)
+
+/**
+ * `name@network` split at its last `@`: the peer (a name or a peer id) and, when written, the
+ * network it is looked up in. Neither a name nor a peer id holds an `@`, so the split is never
+ * ambiguous; a part that is empty is left for the caller's own check to refuse.
+ */
+export function splitNetworkRef(ref: string): { name: string; network: string | undefined } {
+  const at = ref.lastIndexOf('@')
+  return at < 0 ? { name: ref, network: undefined } : { name: ref.slice(0, at), network: ref.slice(at + 1) }
+}

@@ -9,11 +9,17 @@
 
 import { z } from 'zod'
 import { connectionsResponse } from './connections.ts'
-import { peerRef, proxyName, serviceName, text } from './names.ts'
+import { networkName, peerRef, proxyName, serviceName, text } from './names.ts'
 import * as s from './schemas.ts'
 
 /** The `Upgrade` protocol of the dial route: after `101` the socket carries the service's bytes in frames. */
 export const DIAL_PROTOCOL = 'peerup-stream'
+
+/**
+ * The query parameter every route takes to say which of the daemon's networks it is about
+ * (docs/local-api.md); without it, the one `peerup network use` chose, else the main one.
+ */
+export const NETWORK_PARAM = 'network'
 
 /** Bumped when a route changes incompatibly. */
 export const API_VERSION = 1
@@ -84,6 +90,9 @@ export const ROUTES = {
   proxyDisable: route('POST', '/v1/proxies/:name/disable', byProxy, s.persistentProxyState),
   exposeAdd: { ...route('POST', '/v1/expose', s.exposeRequest, s.serviceState), creates: true },
   exposeRemove: route('DELETE', '/v1/expose/:name', z.object({ name: serviceName }), s.removedResponse),
+  networkList: route('GET', '/v1/networks', none, z.array(s.networkState)),
+  networkAdd: { ...route('POST', '/v1/networks', s.networkRequest, s.networkState), creates: true },
+  networkRemove: route('DELETE', '/v1/networks/:name', z.object({ name: networkName }), s.removedResponse),
   uiLogin: route('POST', '/v1/ui/login', none, s.uiLoginResponse),
   shutdown: route('POST', '/v1/shutdown', none, z.object({ stopping: z.literal(true) })),
   events: { method: 'GET', path: '/v1/events', input: none, lines: s.daemonEvent },

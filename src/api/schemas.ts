@@ -7,7 +7,7 @@
  */
 
 import { z } from 'zod'
-import { peerName, peerRef, proxyName, serviceName, text } from './names.ts'
+import { networkName, peerName, peerRef, proxyName, serviceName, text } from './names.ts'
 
 const time = z.string()
 
@@ -123,7 +123,10 @@ export const statusResponse = z.object({
   apiVersion: z.number(),
   pid: z.number(),
   peerId: z.string(),
+  /** `discovery.network` of the network's config (empty for the default one). */
   network: z.string(),
+  /** The network's name in the daemon (docs/cli.md "Several networks"): `default` for an empty `network` (an older daemon sends none). */
+  networkName: z.string().optional(),
   startedAt: time,
   uptimeSeconds: z.number(),
   configFile: z.string(),
@@ -349,6 +352,29 @@ export const exposeRequest = z.object({
 /** What was removed. */
 export const removedResponse = z.object({ removed: z.string() })
 
+/** A network of the daemon (`GET /v1/networks`; docs/cli.md "Several networks"). */
+export const networkState = z.object({
+  name: z.string(),
+  /** The main network: the daemon's own config directory. */
+  main: z.boolean(),
+  /** What commands (and requests without `?network=`) mean when they name no network. */
+  selected: z.boolean(),
+  dir: z.string(),
+  configFile: z.string(),
+  running: z.boolean(),
+  /** The node's peer id, while it runs. */
+  peerId: z.string().optional(),
+  /** Relays configured and relays holding a reservation for it, while it runs. */
+  relays: z.number().optional(),
+  relaysReserved: z.number().optional(),
+  connectedPeers: z.number().optional(),
+  /** Why it does not run, when its start failed. */
+  error: z.string().optional(),
+})
+
+/** `POST /v1/networks`: start a network whose directory exists. */
+export const networkRequest = z.object({ name: networkName })
+
 /**
  * `POST /v1/ui/login`: a one-time link to the web dashboard (docs/ui.md). The token travels in the
  * URL's fragment, which a browser sends to no server; it is good once, until `expires`.
@@ -472,6 +498,7 @@ export type UpgradeStatus = z.infer<typeof upgradeStatus>
 export type RelayState = z.infer<typeof relayState>
 export type ServiceState = z.infer<typeof serviceState>
 export type StatusResponse = z.infer<typeof statusResponse>
+export type NetworkState = z.infer<typeof networkState>
 export type SessionCountsState = z.infer<typeof sessionCounts>
 export type PeerState = z.infer<typeof peerState>
 export type PathState = z.infer<typeof pathState>

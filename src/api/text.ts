@@ -169,7 +169,7 @@ export function statusText(s: StatusResponse): string {
   return [
     `daemon    running, pid ${s.pid}, peerup ${s.version}, up ${ago(s.startedAt)}`,
     `peer id   ${s.peerId}`,
-    `network   ${s.network === '' ? '(default)' : s.network}`,
+    `network   ${s.networkName ?? (s.network === '' ? '(default)' : s.network)}`,
     `config    ${s.configFile}`,
     '',
     `relays (${s.relays.length})`,

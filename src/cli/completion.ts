@@ -13,6 +13,7 @@ import * as path from 'node:path'
 import type { Argument, Command, Option } from 'commander'
 import { loadAuthorizedKeys } from '../auth/authorized-keys.ts'
 import { loadNodeConfig, resolveIn } from '../config/load.ts'
+import { listNetworks, locateNetworkConfig } from '../config/networks.ts'
 import { findConfigFile } from '../config/paths.ts'
 import type { NodeConfig } from '../config/schema.ts'
 import type { Env } from '../env.ts'
@@ -23,7 +24,7 @@ export const SHELLS = ['bash', 'zsh', 'fish'] as const
 export type Shell = (typeof SHELLS)[number]
 
 /** What a value on the command line is, for what to offer in its place. */
-type Kind = 'peer' | 'service' | 'proxy' | 'relay' | 'file' | 'dir' | 'shell' | 'level' | 'none'
+type Kind = 'peer' | 'service' | 'proxy' | 'relay' | 'network' | 'file' | 'dir' | 'shell' | 'level' | 'none'
 
 /** What the shell is to complete: these words, or file or directory names (the shell knows those). */
 export interface Completion {
@@ -45,6 +46,7 @@ const OPTION_KINDS: Record<string, Kind> = {
   peer: 'peer',
   allow: 'peer',
   service: 'service',
+  network: 'network',
   logLevel: 'level',
 }
 
@@ -58,6 +60,9 @@ const NAME_KINDS: Record<string, Kind> = {
   'proxy remove': 'proxy',
   'proxy enable': 'proxy',
   'proxy disable': 'proxy',
+  'network remove': 'network',
+  'network use': 'network',
+  'network start': 'network',
 }
 
 /** What the argument `arg` of `cmd` holds. */
@@ -229,7 +234,7 @@ async function valuesOf(kind: Kind, config: string | undefined, ctx: CompletionC
   if (loaded === undefined) {
     return words([])
   }
-  const { config: c, dir } = loaded
+  const { config: c, dir, file } = loaded
   switch (kind) {
     case 'peer':
       return words(await peerCandidates(c, dir))
@@ -239,6 +244,12 @@ async function valuesOf(kind: Kind, config: string | undefined, ctx: CompletionC
       return words(Object.entries(c.proxies).map(([name, p]) => `${name}\t${p.peer}/${p.service}`))
     case 'relay':
       return words(c.relay.addresses)
+    case 'network':
+      return words(
+        (await listNetworks(locateNetworkConfig(file).mainConfigFile).catch(() => [])).map(
+          (n) => `${n.name}\t${n.main ? 'main network' : n.dir}`,
+        ),
+      )
   }
 }
 
@@ -262,7 +273,7 @@ async function peerCandidates(config: NodeConfig, dir: string): Promise<string[]
 async function loadConfigQuietly(
   explicit: string | undefined,
   ctx: CompletionContext,
-): Promise<{ config: NodeConfig; dir: string } | undefined> {
+): Promise<{ config: NodeConfig; dir: string; file: string } | undefined> {
   try {
     // The shell passes `~/x` as typed: it expands a tilde only in the words it runs.
     const given = explicit?.startsWith('~/') === true ? path.join(ctx.env.home, explicit.slice(2)) : explicit

@@ -22,6 +22,8 @@ export interface CliContext {
 
 export interface GlobalOptions {
   config?: string
+  /** `--network NAME`: which of the node's networks (docs/cli.md "Several networks"). */
+  network?: string
   json?: boolean
 }
 

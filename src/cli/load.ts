@@ -5,16 +5,47 @@
  * @packageDocumentation
  */
 
+import * as path from 'node:path'
 import { DaemonNotRunningError, LocalClient } from '../client/local.ts'
 import { type Loaded, loadNodeConfig, loadRelayConfig } from '../config/load.ts'
+import {
+  checkNetworkName,
+  findNetwork,
+  locateNetworkConfig,
+  networkNameOf,
+  readSelectedNetwork,
+} from '../config/networks.ts'
 import { findConfigFile } from '../config/paths.ts'
 import type { NodeConfig, RelayConfig } from '../config/schema.ts'
 import type { CliContext, GlobalOptions } from './context.ts'
 import { note } from './output.ts'
 
-/** The path of the node config this invocation uses. */
-export function nodeConfigFile(ctx: CliContext, opts: GlobalOptions): Promise<string> {
-  return findConfigFile(opts.config, ctx.env, ctx.cwd, 'node')
+/**
+ * The main node config of this invocation: `--config`, else the first of the search path (a
+ * further network's config given to `--config` stands for the main one beside it).
+ */
+export async function mainConfigFile(ctx: CliContext, opts: GlobalOptions): Promise<string> {
+  return locateNetworkConfig(await findConfigFile(opts.config, ctx.env, ctx.cwd, 'node')).mainConfigFile
+}
+
+/**
+ * The path of the node config this invocation uses: that of the network `--network` names, else
+ * the one `peerup network use` chose, else the main one (docs/cli.md "Several networks"). A
+ * `--config` into `networks/<name>/` means that network unless `--network` says otherwise.
+ */
+export async function nodeConfigFile(ctx: CliContext, opts: GlobalOptions): Promise<string> {
+  const file = await findConfigFile(opts.config, ctx.env, ctx.cwd, 'node')
+  const located = locateNetworkConfig(file)
+  const network =
+    opts.network === undefined
+      ? located.network === undefined
+        ? await readSelectedNetwork(path.dirname(file))
+        : undefined
+      : checkNetworkName(opts.network)
+  if (network === undefined) {
+    return file
+  }
+  return (await findNetwork(located.mainConfigFile, network)).configFile
 }
 
 export async function loadNode(ctx: CliContext, opts: GlobalOptions): Promise<Loaded<NodeConfig>> {
@@ -30,9 +61,23 @@ export async function loadRelay(ctx: CliContext, opts: GlobalOptions): Promise<L
   return loadRelayConfig(await relayConfigFile(ctx, opts))
 }
 
-/** A client of the daemon serving `configFile`; its warning about another version goes to stderr. */
+/**
+ * A client of the daemon serving `configFile` — the main config's daemon, about the network the
+ * file is of; its warning about another version goes to stderr.
+ */
 export function daemonClient(ctx: CliContext, configFile: string): LocalClient {
-  return new LocalClient({ configFile, warn: (m) => note(ctx, m) })
+  const { mainConfigFile, network } = locateNetworkConfig(configFile)
+  return new LocalClient({
+    configFile: mainConfigFile,
+    warn: (m) => note(ctx, m),
+    // Always named: without it the daemon would take the one `network use` chose.
+    network: async () =>
+      network ??
+      (await loadNodeConfig(mainConfigFile).then(
+        ({ config }) => networkNameOf(config),
+        () => undefined,
+      )),
+  })
 }
 
 /**

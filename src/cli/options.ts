@@ -6,8 +6,24 @@
  */
 
 import { Command, Option } from 'commander'
+import { splitNetworkRef } from '../api/names.ts'
+import { selectNetwork } from '../config/networks.ts'
 import { UsageError } from '../errors.ts'
 import type { GlobalOptions } from './context.ts'
+
+/**
+ * A peer of the command line with its `@network` taken off (`home@work`: peer `home` in network
+ * `work`, docs/cli.md "Several networks"), the network put in `opts.network`; a different
+ * `--network` beside it is a usage error.
+ */
+export function takeNetwork(opts: GlobalOptions, peer: string): string {
+  if (splitNetworkRef(peer).network === undefined) {
+    return peer
+  }
+  const selected = selectNetwork({ peer, flag: opts.network })
+  opts.network = selected.network
+  return selected.peer as string
+}
 
 /** The program's commands: each subcommand is one too, so every command has {@link CliCommand.run}. */
 export class CliCommand extends Command {
@@ -26,13 +42,28 @@ export class CliCommand extends Command {
     options: { json?: boolean } = { json: true },
   ): this {
     this.addOption(new Option('--config <file>', 'config file to use').hideHelp())
+    if (!this.options.some((o) => o.long === '--network')) {
+      this.addOption(new Option('--network <name>', 'which of the node’s networks').hideHelp())
+    }
     if (options.json !== false) {
       this.option('--json', 'print the result as JSON')
     }
     // Commander calls an action with the arguments, then the command's own options, then the command.
-    return this.action((...args: unknown[]) =>
-      fn((args.at(-1) as Command).optsWithGlobals() as O, ...(args.slice(0, -2) as A)),
-    )
+    return this.action((...args: unknown[]) => {
+      const cmd = args.at(-1) as Command
+      const opts = cmd.optsWithGlobals() as O & { peer?: unknown }
+      const positional = args.slice(0, -2)
+      // `name@network` wherever a peer is taken: a `<peer>` argument or `--peer`.
+      cmd.registeredArguments.forEach((a, i) => {
+        if (a.name() === 'peer' && typeof positional[i] === 'string') {
+          positional[i] = takeNetwork(opts, positional[i])
+        }
+      })
+      if (typeof opts.peer === 'string') {
+        opts.peer = takeNetwork(opts, opts.peer)
+      }
+      return fn(opts, ...(positional as A))
+    })
   }
 }
 

@@ -18,6 +18,7 @@ import { registerInit } from './commands/init.ts'
 import { registerInvite } from './commands/invite.ts'
 import { registerJoin } from './commands/join.ts'
 import { registerNet } from './commands/net.ts'
+import { registerNetwork } from './commands/network.ts'
 import { registerRelay } from './commands/relay.ts'
 import { registerResolve } from './commands/resolve.ts'
 import { registerService } from './commands/service.ts'
@@ -40,6 +41,10 @@ export function buildProgram(ctx: CliContext): Command {
     .option(
       '--config <file>',
       'config file (default: $PEERUP_HOME/config.yaml, ./peerup.yaml, ~/.config/peerup/config.yaml, /etc/peerup/config.yaml)',
+    )
+    .option(
+      '--network <name>',
+      "which of the node's networks a command is about (default: the one `peerup network use` chose, else the main one)",
     )
     .option('--json', 'print results as JSON')
     .version(
@@ -72,6 +77,7 @@ export function buildProgram(ctx: CliContext): Command {
   registerInvite(program, ctx)
   registerJoin(program, ctx)
   registerVerify(program, ctx)
+  registerNetwork(program, ctx)
   registerNet(program, ctx)
   registerSshConfig(program, ctx)
   registerDaemon(program, ctx)

@@ -24,30 +24,43 @@ export function shellQuote(word: string): string {
  * options, so a `--config` among the leading options can only be meant for peerup; once the remote
  * command starts, every word is the command's.
  */
-export function takePeerupOptions(args: string[]): { config: string | undefined; args: string[] } {
+export function takePeerupOptions(args: string[]): {
+  config: string | undefined
+  network: string | undefined
+  args: string[]
+} {
   const out: string[] = []
-  let config: string | undefined
+  const own: { config: string | undefined; network: string | undefined } = {
+    config: undefined,
+    network: undefined,
+  }
   let i = 0
   while (i < args.length) {
     const arg = args[i] as string
     if (arg === '--' || !arg.startsWith('-') || arg === '-') {
       break
     }
-    if (arg === '--config' && i + 1 < args.length) {
-      config = args[i + 1]
-      i += 2
+    const key =
+      arg === '--config' || arg.startsWith('--config=')
+        ? 'config'
+        : arg === '--network' || arg.startsWith('--network=')
+          ? 'network'
+          : undefined
+    if (key !== undefined && arg.includes('=')) {
+      own[key] = arg.slice(arg.indexOf('=') + 1)
+      i++
       continue
     }
-    if (arg.startsWith('--config=')) {
-      config = arg.slice('--config='.length)
-      i++
+    if (key !== undefined && i + 1 < args.length) {
+      own[key] = args[i + 1]
+      i += 2
       continue
     }
     const n = optionWords(args, i)
     out.push(...args.slice(i, i + n))
     i += n
   }
-  return { config, args: [...out, ...args.slice(i)] }
+  return { ...own, args: [...out, ...args.slice(i)] }
 }
 
 export interface SshArgvOptions {
@@ -58,6 +71,29 @@ export interface SshArgvOptions {
   configFile: string
   /** How to run peerup itself. */
   self: string[]
+  /** ssh's HostKeyAlias; the peer's name by default (`name@network` in a further network). */
+  hostKeyAlias?: string
+}
+
+/**
+ * `[user@]peer[@network]` (docs/cli.md "Several networks"): the last `@` part is a network when it
+ * names one of the node's (`isNetwork`) and — with no user before the peer — is not itself the
+ * name of a peer of the network commands use (`isPeer`); otherwise it is the peer, as ssh reads
+ * `user@host`. `peerup ssh home@work`, `peerup ssh me@home@work`, `peerup ssh me@home`.
+ */
+export function sshNetworkTarget(
+  target: string,
+  known: { isNetwork: (name: string) => boolean; isPeer: (name: string) => boolean },
+): { user: string | undefined; peer: string; network: string | undefined } {
+  const at = target.lastIndexOf('@')
+  const last = target.slice(at + 1)
+  if (at > 0 && known.isNetwork(last)) {
+    const rest = sshTarget(target.slice(0, at))
+    if (rest.user !== undefined || !known.isPeer(last)) {
+      return { ...rest, network: last }
+    }
+  }
+  return { ...sshTarget(target), network: undefined }
 }
 
 /** `[user@]peer` split at its last `@` (a user name may hold one). */
@@ -97,7 +133,7 @@ export function sshArgv(options: SshArgvOptions): string[] {
     '-o',
     `ProxyCommand=${proxy}`,
     '-o',
-    `HostKeyAlias=${peer}`,
+    `HostKeyAlias=${options.hostKeyAlias ?? peer}`,
     ...before,
     user === undefined ? peer : `${user}@${peer}`,
     ...options.args.slice(i),

@@ -13,6 +13,7 @@ import {
   type Input,
   type Line,
   type LinesRoute,
+  NETWORK_PARAM,
   type Output,
   placeInput,
   ROUTES,
@@ -34,13 +35,21 @@ export interface LocalClientOptions {
   configFile: string
   /** Where the version-mismatch warning goes (once per process). */
   warn?: (message: string) => void
+  /**
+   * The daemon's network every request is about (`?network=`, docs/local-api.md), or how to find
+   * it (asked once, at the first request); without one, the daemon's default.
+   */
+  network?: string | (() => Promise<string | undefined>) | undefined
 }
 
 /** The daemon's API, typed by the contract. */
 export class LocalClient implements Client {
   readonly #http: LocalHttpClient
+  readonly #network: LocalClientOptions['network']
+  #resolved: Promise<string | undefined> | undefined
 
   constructor(options: LocalClientOptions) {
+    this.#network = options.network
     const dir = path.dirname(options.configFile)
     this.#http = new LocalHttpClient({
       socketPath: path.join(dir, NODE_FILES.socket),
@@ -58,16 +67,27 @@ export class LocalClient implements Client {
     })
   }
 
-  call<K extends CallRoute>(route: K, input: Input<K>, signal?: AbortSignal): Promise<Output<K>> {
-    const { method, url, body } = target(ROUTES[route], input, false)
+  /** The network requests are about, found once. */
+  network(): Promise<string | undefined> {
+    const n = this.#network
+    this.#resolved ??= typeof n === 'function' ? n() : Promise.resolve(n)
+    return this.#resolved
+  }
+
+  async call<K extends CallRoute>(route: K, input: Input<K>, signal?: AbortSignal): Promise<Output<K>> {
+    const { method, url, body } = target(ROUTES[route], input, false, await this.network())
     return this.#http.request<Output<K>>(method, url, body, { signal })
   }
 
-  lines<K extends LinesRoute>(route: K, input: Input<K>, signal?: AbortSignal): AsyncGenerator<Line<K>> {
+  async *lines<K extends LinesRoute>(
+    route: K,
+    input: Input<K>,
+    signal?: AbortSignal,
+  ): AsyncGenerator<Line<K>> {
     // A route that answers either way streams when asked to.
     const spec: RouteSpec = ROUTES[route]
-    const { method, url, body } = target(spec, input, spec.output !== undefined)
-    return this.#http.lines<Line<K>>(method as 'GET' | 'POST', url, body, signal)
+    const { method, url, body } = target(spec, input, spec.output !== undefined, await this.network())
+    yield* this.#http.lines<Line<K>>(method as 'GET' | 'POST', url, body, signal)
   }
 
   async dial(
@@ -77,6 +97,10 @@ export class LocalClient implements Client {
     options: DialOptions = {},
   ): Promise<ByteEnd> {
     const { path: p, query } = placeInput(ROUTES.dial, { peer, service, waitMs: options.waitMs })
+    const network = await this.network()
+    if (network !== undefined) {
+      query.set(NETWORK_PARAM, network)
+    }
     const { socket, head } = await this.#http.upgrade(`${p}?${query}`, ROUTES.dial.upgrade, signal)
     return framedEnd(socket, head)
   }
@@ -86,8 +110,11 @@ export class LocalClient implements Client {
 }
 
 /** The method, the path with its query, and the body of a request to the route `spec` with `input`. */
-function target(spec: RouteSpec, input: unknown, stream: boolean) {
+function target(spec: RouteSpec, input: unknown, stream: boolean, network: string | undefined) {
   const { path: p, query, body } = placeInput(spec, input as Record<string, unknown>)
+  if (network !== undefined) {
+    query.set(NETWORK_PARAM, network)
+  }
   if (stream) {
     query.set('stream', 'true')
   }

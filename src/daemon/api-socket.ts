@@ -14,7 +14,7 @@ import { type ApiLimits, createLocalApiServer, type Route, type UpgradeRoute } f
 import { listenOnSocket } from '../util/socket.ts'
 import { VERSION } from '../version.ts'
 import type { DaemonComponents } from './run.ts'
-import { daemonRoutes, statusOf } from './server.ts'
+import { daemonRoutes, type NetworkSelect, statusOf } from './server.ts'
 
 /** What {@link DaemonApiSocket} uses; `observer` is read at each request. */
 type DaemonApiSocketComponents = Pick<DaemonComponents, 'observer' | 'log'>
@@ -98,15 +98,17 @@ export class DaemonApiSocket implements Component {
   }
 }
 
-/** What {@link DaemonApi} serves; each is read at start. */
-type DaemonApiComponents = Pick<
-  DaemonComponents,
-  'api' | 'runtime' | 'proxies' | 'persistentProxies' | 'events' | 'observer' | 'log' | 'shutdown' | 'ui'
->
+/** What {@link DaemonApi} serves; read at start. */
+interface DaemonApiComponents {
+  api: DaemonApiSocket
+  /** The daemon's networks: each request is served from the one it selects. */
+  networks: { select: NetworkSelect; publishStopping(): void }
+}
 
 /**
- * The daemon's routes (src/daemon/server.ts) on its API socket; at stop the watchers
- * (`GET /v1/events`) are told, so their streams end.
+ * The daemon's routes (src/daemon/server.ts) on its API socket, each request served from the
+ * network it selects (`?network=`); at stop the watchers (`GET /v1/events`) are told, so their
+ * streams end.
  */
 export class DaemonApi implements Component {
   readonly #components: DaemonApiComponents
@@ -116,19 +118,12 @@ export class DaemonApi implements Component {
   }
 
   async start(): Promise<void> {
-    const { api, runtime, shutdown, ...shared } = this.#components
-    await api.open(
-      daemonRoutes({
-        ...shared,
-        rt: runtime,
-        startedAt: new Date(),
-        shutdown: () => shutdown(new Error('shutdown requested through the API')),
-      }),
-    )
+    const { api, networks } = this.#components
+    await api.open(daemonRoutes(networks.select))
   }
 
   stop(): void {
     this.#components.api.refuseNew()
-    this.#components.events.publish({ type: 'stopping', time: new Date().toISOString() })
+    this.#components.networks.publishStopping()
   }
 }

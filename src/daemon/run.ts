@@ -13,23 +13,21 @@ import { loadNodeConfig } from '../config/load.ts'
 import { NODE_FILES } from '../config/paths.ts'
 import { archiveLastGood, readPending } from '../config/safety.ts'
 import { type Env, readEnv } from '../env.ts'
-import { GroupCatchUp } from '../invite/catchup.ts'
 import type { Logger } from '../log/index.ts'
-import type { Observer } from '../metrics/observer.ts'
-import { Telemetry } from '../metrics/telemetry.ts'
+import { NO_OBSERVER, type Observer } from '../metrics/observer.ts'
 import type { NodeRuntime } from '../p2p/runtime.ts'
-import { type Component, componentName, Deferred, startAll, stopAll } from '../util/components.ts'
+import { type Component, componentName, startAll, stopAll } from '../util/components.ts'
 import type { ApiLimits, Route, UpgradeRoute } from '../util/local-api.ts'
 import { SystemdNotify } from '../util/sd-notify.ts'
 import { socketAnswers } from '../util/socket.ts'
 import { DaemonApi, DaemonApiSocket } from './api-socket.ts'
-import { ApplyConfirmation, settleApplyAtStart } from './confirm.ts'
-import { DaemonEvents } from './events.ts'
-import { ConfigGateway } from './gateway.ts'
-import { DaemonNode, refreshNodeMetrics } from './node.ts'
-import { PersistentProxies } from './persistent-proxies.ts'
-import { ProxyManager } from './proxies.ts'
-import { ConfigApplier, FileFollower } from './reload.ts'
+import { settleApplyAtStart } from './confirm.ts'
+import type { DaemonEvents } from './events.ts'
+import type { ConfigGateway } from './gateway.ts'
+import { DaemonNetworks } from './networks.ts'
+import type { PersistentProxies } from './persistent-proxies.ts'
+import type { ProxyManager } from './proxies.ts'
+import type { ConfigApplier } from './reload.ts'
 import { DaemonUi } from './ui.ts'
 
 /** What a started daemon tells its caller. */
@@ -39,6 +37,8 @@ export interface DaemonReady {
   cookieFile: string
   addresses: string[]
   services: string[]
+  /** The networks that run (docs/cli.md "Several networks"), the main one first. */
+  networks: Array<{ name: string; peerId: string }>
   /** Where `/metrics` is served, when metrics are on. */
   metricsAddress: string | undefined
   /** Where the web dashboard is served, when it is on. */
@@ -106,7 +106,7 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonExit> {
     log.warn('cleanup step failed', { component: componentName(component), error: err as Error })
   await startAll(daemon.list, stopFailed)
   try {
-    const rt = daemon.node.runtime
+    const rt = daemon.networks.main.runtime
     // A start that got this far on a confirmed config is the one to come back to.
     if ((await readPending(rt.configFile)) === undefined) {
       await archiveLastGood(rt.configFile)
@@ -117,6 +117,7 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonExit> {
       cookieFile: daemon.api.cookieFile,
       addresses: rt.node.getMultiaddrs().map(String),
       services: rt.services.list().map((s) => s.name),
+      networks: daemon.networks.running.map((n) => ({ name: n.name, peerId: n.runtime.peerId })),
       metricsAddress: daemon.metrics?.address,
       uiAddress: daemon.ui.address,
       routes: daemon.api.routes,
@@ -129,12 +130,15 @@ export async function runDaemon(options: DaemonOptions): Promise<DaemonExit> {
   } finally {
     await stopAll(daemon.list, stopFailed)
   }
-  return { restart: daemon.confirmation.restart }
+  // An unconfirmed apply of any network's config that needs a fresh start restarts the daemon.
+  return { restart: daemon.networks.restart }
 }
 
 /**
  * Makes the daemon's components (`list`, in the order they start), and returns those of them
- * {@link runDaemon} reads from; nothing runs before they start.
+ * {@link runDaemon} reads from; nothing runs before they start. Each network is one component
+ * (src/daemon/network-stack.ts) inside {@link DaemonNetworks}; the API socket and cookie,
+ * `/metrics`, the dashboard and systemd are the daemon's, one each.
  */
 async function assembleDaemon(options: DaemonOptions, stopping: AbortController) {
   const { log } = options
@@ -143,25 +147,25 @@ async function assembleDaemon(options: DaemonOptions, stopping: AbortController)
   const shared: DaemonComponents = {
     log,
     get observer() {
-      return telemetry.observer
+      return networks.main.shared.observer
     },
     get runtime() {
-      return node.runtime
+      return networks.main.runtime
     },
     get events() {
-      return events.value
+      return networks.main.shared.events
     },
     get proxies() {
-      return proxies.value
+      return networks.main.shared.proxies
     },
     get persistentProxies() {
-      return persistentProxies
+      return networks.main.shared.persistentProxies
     },
     get gateway() {
-      return gateway
+      return networks.main.shared.gateway
     },
     get configApplier() {
-      return configApplier
+      return networks.main.shared.configApplier
     },
     get api() {
       return api
@@ -172,80 +176,100 @@ async function assembleDaemon(options: DaemonOptions, stopping: AbortController)
     shutdown: (reason) => stopping.abort(reason),
   }
   // Until the routes are in, every request is refused: there is no cookie yet.
-  const api = new DaemonApiSocket(shared, {
-    socketPath: path.join(dir, NODE_FILES.socket),
-    cookieFile: path.join(dir, NODE_FILES.cookie),
-    limits: options.apiLimits,
-  })
+  const api: DaemonApiSocket = new DaemonApiSocket(
+    {
+      log,
+      get observer(): Observer {
+        // Requests before the main network runs (refused: no cookie yet) are not counted.
+        try {
+          return networks.main.shared.observer
+        } catch {
+          return NO_OBSERVER
+        }
+      },
+    },
+    {
+      socketPath: path.join(dir, NODE_FILES.socket),
+      cookieFile: path.join(dir, NODE_FILES.cookie),
+      limits: options.apiLimits,
+    },
+  )
   // Metrics and the audit log are opt-in (telemetry: in config.yaml); read at start.
   // prom-client is loaded only when they are on (docs/decisions/0018-daemon-idle-memory.md).
   const metricsModule = config.telemetry.metrics.enabled ? await import('../metrics/index.ts') : undefined
-  const nodeMetrics = metricsModule?.createNodeMetrics()
-  const telemetry = new Telemetry({ node: nodeMetrics, audit: config.telemetry.audit, dir })
-  const node = new DaemonNode(shared, { configFile: options.configFile, metrics: nodeMetrics })
-  const events = new Deferred(() => new DaemonEvents(node.runtime))
+  const networks: DaemonNetworks = new DaemonNetworks(
+    {
+      log,
+      api,
+      get ui() {
+        return ui
+      },
+      shutdown: shared.shutdown,
+    },
+    { mainConfigFile: options.configFile, createMetrics: metricsModule?.createNodeMetrics },
+  )
   const metrics =
-    metricsModule === undefined || nodeMetrics === undefined
+    metricsModule === undefined
       ? undefined
       : new metricsModule.MetricsServer(
-          { registry: nodeMetrics.registry, log: log.child('metrics') },
+          {
+            registry: () =>
+              metricsModule.mergedRegistry(
+                networks.running.flatMap((n) => (n.metrics === undefined ? [] : [n.metrics.registry])),
+              ),
+            log: log.child('metrics'),
+          },
           {
             listenAddress: config.telemetry.metrics.listen_address,
-            beforeScrape: () => refreshNodeMetrics(nodeMetrics, node.runtime),
+            beforeScrape: () => {
+              for (const stack of networks.running) {
+                stack.refreshMetrics()
+              }
+            },
           },
         )
-  const proxies = new Deferred(() => new ProxyManager(node.runtime, log.child('proxies'), telemetry.observer))
-  // Listening as soon as the node runs, whether their peers can be reached or not.
-  const persistentProxies = new PersistentProxies(shared)
-  const gateway = new ConfigGateway(shared)
-  const configApplier = new ConfigApplier(shared)
-  const confirmation = new ApplyConfirmation(shared)
   // After the API's routes are in: it serves the same table.
   const ui = new DaemonUi(shared)
   const list: Component[] = [
     api,
-    telemetry,
-    node,
-    events,
+    networks,
     ...(metrics === undefined ? [] : [metrics]),
-    proxies,
-    persistentProxies,
-    gateway,
-    // Group members who joined while this machine was not waiting: learned from the relay each
-    // time a reservation is (re)gained.
-    new GroupCatchUp(shared),
-    new FileFollower(shared),
-    confirmation,
-    new DaemonApi(shared),
+    new DaemonApi({ api, networks }),
     ui,
-    new SystemdNotify(
-      { log: log.child('notify') },
-      {
-        notifySocket: env.notifySocket,
-        watchdogUsec: env.watchdogUsec,
-        announce: () => {
-          const rt = node.runtime
-          const services = rt.services.list().map((s) => s.name)
-          log.info('daemon started', {
-            peer: rt.peerId,
-            socket: api.socketPath,
-            services: services.join(','),
-          })
-          return `serving ${services.length} services as ${rt.peerId}`
-        },
-        // Healthy: the node runs, holds a reservation on some relay (when it has any) and its API answers.
-        healthy: async () => {
-          const rt = node.runtime
-          const relays = rt.supervisor.status()
-          return (
-            rt.node.status === 'started' &&
-            (relays.length === 0 || relays.some((r) => r.reserved)) &&
-            (await socketAnswers(api.socketPath))
-          )
-        },
-        onUnhealthy: () => log.warn('health check failed: no watchdog ping'),
-      },
-    ),
+    systemdNotify(log, env, networks, api),
   ]
-  return { list, node, api, metrics, confirmation, ui }
+  return { list, networks, api, metrics, ui }
+}
+
+/** sd_notify: ready once everything runs, and a watchdog that pings while the main network is healthy. */
+function systemdNotify(log: Logger, env: Env, networks: DaemonNetworks, api: DaemonApiSocket): SystemdNotify {
+  return new SystemdNotify(
+    { log: log.child('notify') },
+    {
+      notifySocket: env.notifySocket,
+      watchdogUsec: env.watchdogUsec,
+      announce: () => {
+        const rt = networks.main.runtime
+        const services = rt.services.list().map((s) => s.name)
+        log.info('daemon started', {
+          peer: rt.peerId,
+          socket: api.socketPath,
+          services: services.join(','),
+          networks: networks.running.map((n) => n.name).join(','),
+        })
+        return `serving ${services.length} services as ${rt.peerId}`
+      },
+      // Healthy: the node runs, holds a reservation on some relay (when it has any) and its API answers.
+      healthy: async () => {
+        const rt = networks.main.runtime
+        const relays = rt.supervisor.status()
+        return (
+          rt.node.status === 'started' &&
+          (relays.length === 0 || relays.some((r) => r.reserved)) &&
+          (await socketAnswers(api.socketPath))
+        )
+      },
+      onUnhealthy: () => log.warn('health check failed: no watchdog ping'),
+    },
+  )
 }

@@ -14,6 +14,8 @@ import type { Duplex } from 'node:stream'
 import {
   connectionsText,
   DIAL_PROTOCOL,
+  NETWORK_PARAM,
+  networkName,
   pathsText,
   peersText,
   proxiesText,
@@ -46,6 +48,27 @@ import {
 
 export type { DaemonContext } from './routes/index.ts'
 export { statusOf } from './routes/index.ts'
+
+/**
+ * The network a request is about (its `?network=`, or undefined without one): its context and
+ * handlers, or a not-found error naming where the networks are listed.
+ */
+export type NetworkSelect = (
+  network: string | undefined,
+) => Promise<{ ctx: DaemonContext; handlers: Handlers }>
+
+/** The `?network=` of a request, checked (a 400 naming the rule otherwise). */
+function selectorOf(query: URLSearchParams): string | undefined {
+  const value = query.get(NETWORK_PARAM)
+  if (value === null) {
+    return undefined
+  }
+  const checked = networkName.safeParse(value)
+  if (!checked.success) {
+    throw new UsageError(`${NETWORK_PARAM}: ${checked.error.issues[0]?.message ?? 'invalid'}`)
+  }
+  return checked.data
+}
 
 /** Routes that read as text with `Accept: text/plain`. */
 const TEXT: Partial<Record<RouteName, (data: never) => string>> = {
@@ -102,7 +125,7 @@ async function writeLines(
 }
 
 /** One route of the contract served from its handler. */
-function httpRoute(name: RouteName, spec: RouteSpec, handler: Handlers[RouteName]): Route {
+function httpRoute(name: RouteName, spec: RouteSpec, select: NetworkSelect): Route {
   const text = TEXT[name]
   return {
     method: spec.method,
@@ -112,10 +135,9 @@ function httpRoute(name: RouteName, spec: RouteSpec, handler: Handlers[RouteName
       const streaming =
         spec.lines !== undefined && (spec.output === undefined || r.query.get('stream') === 'true')
       const context: HandlerContext = { signal: r.signal, streaming }
-      const answer = await (handler as (input: unknown, r: HandlerContext) => unknown)(
-        checkedInput(spec, r),
-        context,
-      )
+      const input = checkedInput(spec, r)
+      const handler = (await select(selectorOf(r.query))).handlers[name]
+      const answer = await (handler as (input: unknown, r: HandlerContext) => unknown)(input, context)
       if (spec.lines === undefined) {
         return { data: await answer, status: spec.creates === true ? 201 : 200 }
       }
@@ -135,12 +157,14 @@ function httpRoute(name: RouteName, spec: RouteSpec, handler: Handlers[RouteName
 }
 
 /** The dial route: a service stream, then the socket upgraded and piped to it in frames. */
-function dialRoute(ctx: DaemonContext, dial: Handlers['dial']): UpgradeRoute {
+function dialRoute(select: NetworkSelect): UpgradeRoute {
   return {
     path: ROUTES.dial.path,
     protocol: DIAL_PROTOCOL,
     handler: async (r, socket: Duplex, head: Buffer) => {
-      const input = checkedInput(ROUTES.dial, { ...r, body: undefined }) as Parameters<typeof dial>[0]
+      const input = checkedInput(ROUTES.dial, { ...r, body: undefined }) as Parameters<Handlers['dial']>[0]
+      const { ctx, handlers } = await select(selectorOf(r.query))
+      const dial = handlers.dial
       const end = await dial(input, { signal: r.signal, streaming: false })
       const { service, peer } = input
       socket.write(
@@ -165,11 +189,16 @@ function dialRoute(ctx: DaemonContext, dial: Handlers['dial']): UpgradeRoute {
   }
 }
 
-/** The daemon's routes and its upgrade route, working on `ctx`. */
-export function daemonRoutes(ctx: DaemonContext): { routes: Route[]; upgrades: UpgradeRoute[] } {
-  const handlers = handlersFor(ctx)
+/** The daemon's routes and its upgrade route, each working on the network `select` finds for a request. */
+export function daemonRoutes(select: NetworkSelect): { routes: Route[]; upgrades: UpgradeRoute[] } {
   const routes = (Object.keys(ROUTES) as RouteName[])
     .filter((name) => name !== 'dial')
-    .map((name) => httpRoute(name, ROUTES[name], handlers[name]))
-  return { routes, upgrades: [dialRoute(ctx, handlers.dial)] }
+    .map((name) => httpRoute(name, ROUTES[name], select))
+  return { routes, upgrades: [dialRoute(select)] }
+}
+
+/** A {@link NetworkSelect} of one network, `ctx`, whatever a request asks for. */
+export function oneNetwork(ctx: DaemonContext): NetworkSelect {
+  const chosen = { ctx, handlers: handlersFor(ctx) }
+  return async () => chosen
 }

@@ -16,6 +16,7 @@ import type { Client } from '../client/client.ts'
 import { DaemonNotRunningError } from '../client/local.ts'
 import { checkNodeFiles } from '../config/check.ts'
 import { loadNodeConfig, resolveIn } from '../config/load.ts'
+import { locateNetworkConfig } from '../config/networks.ts'
 import { NODE_FILES } from '../config/paths.ts'
 import type { NodeConfig } from '../config/schema.ts'
 import { formatError } from '../errors.ts'
@@ -65,7 +66,6 @@ export interface DoctorOptions {
 /** Runs every check (see the module doc) and returns them in the order they are shown. */
 export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
   const { configFile, fix, signal } = options
-  const dir = path.dirname(configFile)
   // Modes first: a key readable by others makes the config check fail too, until fixed.
   const modes = await fileModes(configFile, await loadedConfig(configFile))
   const fixedModes: FileMode[] = []
@@ -78,7 +78,11 @@ export async function runDoctor(options: DoctorOptions): Promise<DoctorReport> {
   const checked = await checkNodeFiles(configFile)
   const config = await loadedConfig(configFile)
 
-  const socketPath = path.join(dir, NODE_FILES.socket)
+  // A further network's daemon is the main config's, on its socket (src/config/networks.ts).
+  const socketPath = path.join(
+    path.dirname(locateNetworkConfig(configFile).mainConfigFile),
+    NODE_FILES.socket,
+  )
   const socket = await socketState(socketPath)
   let removed = false
   if (fix && socket === 'stale') {
@@ -137,7 +141,10 @@ async function fileModes(configFile: string, config: NodeConfig | undefined): Pr
     { file: configFile, kind: 'trust' },
     { file: resolveIn(dir, config?.identity.key_file ?? 'identity.key'), kind: 'secret' },
     { file: resolveIn(dir, config?.security.authorized_keys_file ?? 'authorized_keys'), kind: 'trust' },
-    { file: path.join(dir, NODE_FILES.cookie), kind: 'secret' },
+    {
+      file: path.join(path.dirname(locateNetworkConfig(configFile).mainConfigFile), NODE_FILES.cookie),
+      kind: 'secret',
+    },
   ]
   return Promise.all(
     files.map(async (f) => {

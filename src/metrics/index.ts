@@ -12,7 +12,7 @@
 import { once } from 'node:events'
 import * as http from 'node:http'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
-import { Counter, Gauge, Registry } from 'prom-client'
+import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client'
 import type { Logger } from '../log/index.ts'
 import { formatHostPort, parseHostPort } from '../util/address.ts'
 import type { Component } from '../util/components.ts'
@@ -162,8 +162,23 @@ export function libp2pMetricsInto(registry: Registry): ReturnType<typeof prometh
   return prometheusMetrics({ registry, preserveExistingMetrics: false, collectDefaultMetrics: true })
 }
 
+/**
+ * One registry of several (each network's, labelled `network="<name>"` by default: src/daemon/network-stack.ts),
+ * for one scrape: their samples side by side under one HELP and TYPE per family. One registry is
+ * served as it is.
+ */
+export async function mergedRegistry(registries: Registry[]): Promise<Registry> {
+  if (registries.length === 1) {
+    return registries[0] as Registry
+  }
+  const all = await Promise.all(registries.map((r) => r.getMetricsAsJSON()))
+  // Samples differ by their network label, so "sum" (the default) adds nothing to anything.
+  return AggregatorRegistry.aggregate(all as never) as unknown as Registry
+}
+
 export interface MetricsServerComponents {
-  registry: Registry
+  /** The registry served, or how to make it at each scrape. */
+  registry: Registry | (() => Promise<Registry>)
   log: Logger
 }
 
@@ -212,9 +227,9 @@ export class MetricsServer implements Component {
         return
       }
       this.#init.beforeScrape?.()
-      registry
-        .metrics()
-        .then((text) => res.writeHead(200, { 'Content-Type': registry.contentType }).end(text))
+      Promise.resolve(typeof registry === 'function' ? registry() : registry)
+        .then(async (r) => [await r.metrics(), r.contentType] as const)
+        .then(([text, contentType]) => res.writeHead(200, { 'Content-Type': contentType }).end(text))
         .catch((err: unknown) => res.writeHead(500).end(`${(err as Error).message}\n`))
     })
     // Rejects with the listen error (a port in use), as 'error' comes instead of 'listening'.

@@ -12,6 +12,7 @@ import type { Connection, Stream } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from '../log/index.ts'
 import type { ByteEnd } from '../pipe/end.ts'
+import { TransferInterruptedError } from '../pipe/errors.ts'
 import { type Link, SESSION_PROTOCOL, streamLink } from '../pipe/link.ts'
 import {
   handshake,
@@ -126,8 +127,16 @@ export class SessionOpener implements Component {
     this.#components.paths.addEventListener('path', this.#onPath)
   }
 
+  /**
+   * Ends the sessions it opened with a reset, as the session service does with those it accepted:
+   * with the node stopped (a daemon's network removed, docs/cli.md "Several networks") nothing
+   * could attach them again, and their local sockets would wait out the grace period for nothing.
+   */
   stop(): void {
     this.#components.paths.removeEventListener('path', this.#onPath)
+    for (const session of [...this.#live.values()].flatMap((set) => [...set])) {
+      session.reset(new TransferInterruptedError('the node is stopping'))
+    }
   }
 
   /**

@@ -16,11 +16,13 @@ import {
   statusText,
 } from '../../api/index.ts'
 import type { LocalClient } from '../../client/local.ts'
+import { loadNodeConfig } from '../../config/load.ts'
 import { parseDurationMs } from '../../config/units.ts'
+import { UsageError } from '../../errors.ts'
 import { createLogger } from '../../log/index.ts'
 import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
 import { loadDaemon } from '../lazy.ts'
-import { daemonClient, loadNode, nodeConfigFile } from '../load.ts'
+import { daemonClient, mainConfigFile, nodeConfigFile } from '../load.ts'
 import { type CliCommand, numberFlag } from '../options.ts'
 import { emit, logToStderr } from '../output.ts'
 import { registerDaemonConnections } from './connections.ts'
@@ -38,7 +40,13 @@ function registerDaemonRun(daemon: CliCommand, ctx: CliContext): void {
     .option('--log-level <level>', 'debug, info, warn, error (default: log.level in the config)')
     .run(
       async (opts: GlobalOptions & { logLevel?: string }) => {
-        const { file, config } = await loadNode(ctx, opts)
+        if (opts.network !== undefined) {
+          throw new UsageError('the daemon runs every network of the node: --network does not apply to it', {
+            hint: 'start it with `peerup daemon` (the main config); `peerup network list` shows what it runs',
+          })
+        }
+        // The main config, whatever `network use` chose: the daemon runs all the networks beside it.
+        const { file, config } = await loadNodeConfig(await mainConfigFile(ctx, opts))
         // Before anything is opened: this may start the command again in place.
         const { withFewerMallocArenas } = await import('../../util/self.ts')
         withFewerMallocArenas()

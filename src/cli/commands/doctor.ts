@@ -5,11 +5,12 @@
  * @packageDocumentation
  */
 
+import { listNetworks } from '../../config/networks.ts'
 import type { Check, DoctorReport } from '../../doctor/checks.ts'
 import { runDoctor } from '../../doctor/run.ts'
 import { ExitStatus } from '../../errors.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
-import { daemonClient, nodeConfigFile } from '../load.ts'
+import { daemonClient, mainConfigFile, nodeConfigFile } from '../load.ts'
 import type { CliCommand } from '../options.ts'
 import { emit } from '../output.ts'
 
@@ -43,14 +44,39 @@ export function registerDoctor(program: CliCommand, ctx: CliContext): void {
     .option('--fix', 'repair what is safe: file modes, a stale socket file')
     .run(async (opts: GlobalOptions & { fix?: boolean }) => {
       const configFile = await nodeConfigFile(ctx, opts)
-      const report = await runDoctor({
-        configFile,
-        fix: opts.fix === true,
-        client: daemonClient(ctx, configFile),
-        signal: ctx.signal,
-      })
-      emit(ctx, opts, report, doctorText)
-      if (report.checks.some((c) => c.status === 'fail')) {
+      const check = (file: string): Promise<DoctorReport> =>
+        runDoctor({
+          configFile: file,
+          fix: opts.fix === true,
+          client: daemonClient(ctx, file),
+          signal: ctx.signal,
+        })
+      const report: DoctorReport & { networks?: Array<{ name: string; report: DoctorReport }> } =
+        await check(configFile)
+      // Several networks and none named: each one is checked, the selected one first.
+      const layout =
+        opts.network === undefined ? await listNetworks(await mainConfigFile(ctx, opts)).catch(() => []) : []
+      const others = layout.filter((n) => n.configFile !== configFile)
+      const first = layout.find((n) => n.configFile === configFile)?.name
+      if (others.length > 0) {
+        report.networks = []
+        for (const n of others) {
+          report.networks.push({ name: n.name, report: await check(n.configFile) })
+        }
+      }
+      emit(ctx, opts, report, (r) =>
+        [
+          ...(r.networks === undefined ? [] : [`network ${first ?? '?'}:`]),
+          doctorText(r),
+          ...(r.networks ?? []).flatMap((n) => [
+            '',
+            `network ${n.name} (--network ${n.name}):`,
+            doctorText(n.report),
+          ]),
+        ].join('\n'),
+      )
+      const all = [report, ...(report.networks ?? []).map((n) => n.report)]
+      if (all.some((r) => r.checks.some((c) => c.status === 'fail'))) {
         throw new ExitStatus(1)
       }
     })

@@ -8,7 +8,9 @@
  */
 
 import * as path from 'node:path'
+import { DaemonNotRunningError } from '../../client/local.ts'
 import { loadNodeConfig } from '../../config/load.ts'
+import { checkNetworkName, listNetworks, NETWORKS_DIR, readSelectedNetwork } from '../../config/networks.ts'
 import { checkPeerName, checkRelayAddress, relayPeerId } from '../../config/ops.ts'
 import { CONFIG_FILE_NAME, configCandidates, defaultNodeDir } from '../../config/paths.ts'
 import { UsageError } from '../../errors.ts'
@@ -19,6 +21,7 @@ import { createLogger } from '../../log/index.ts'
 import { exists } from '../../util/fs.ts'
 import type { CliContext, GlobalOptions } from '../context.ts'
 import { loadJoin } from '../lazy.ts'
+import { daemonClient, mainConfigFile } from '../load.ts'
 import type { CliCommand } from '../options.ts'
 import { emit, logToStderr, note } from '../output.ts'
 import { canPrompt, Prompter } from '../prompt.ts'
@@ -74,12 +77,13 @@ export function registerJoin(program: CliCommand, ctx: CliContext): void {
         })
       }
       logToStderr(ctx, opts.logLevel, 'warn')
-      const target = await joinTarget(ctx, opts.config)
+      const target = await joinTarget(ctx, opts)
       const code =
         short === undefined
           ? decodeInviteCode(text)
           : ({ kind: 'short', code: short, relay: await shortCodeRelay(relayArg, target) } as const)
       const { runJoin } = await loadJoin()
+      const newNetwork = 'network' in target ? target.network : undefined
       const result = await runJoin({
         code,
         target,
@@ -89,6 +93,9 @@ export function registerJoin(program: CliCommand, ctx: CliContext): void {
         waitForGroup: opts.wait,
         onProgress: (m) => note(ctx, m),
       })
+      if (newNetwork !== undefined) {
+        await startInDaemon(ctx, opts, newNetwork)
+      }
       if (result.sponsored !== undefined && !result.sponsored.ok) {
         note(
           ctx,
@@ -181,11 +188,48 @@ async function shortCodeRelay(
   )
 }
 
-/** The config to join with: --config or the first found; else where to create one. */
+/** Asks a running daemon to start the network a join just created (nothing when none runs). */
+async function startInDaemon(ctx: CliContext, opts: GlobalOptions, name: string): Promise<void> {
+  try {
+    await daemonClient(ctx, await mainConfigFile(ctx, opts)).call('networkAdd', { name })
+    note(ctx, `the daemon runs network ${name} now`)
+  } catch (err) {
+    if (!(err instanceof DaemonNotRunningError)) {
+      note(
+        ctx,
+        `warning: the daemon did not start network ${name}: ${(err as Error).message}; see \`peerup network list\``,
+      )
+    }
+  }
+}
+
+/**
+ * The config to join with: with `--network` (or `network use`'s choice), that network's —
+ * created as `networks/<name>/` beside the main config when there is none yet; else --config or
+ * the first found; else where to create one.
+ */
 async function joinTarget(
   ctx: CliContext,
-  explicit: string | undefined,
-): Promise<{ configFile: string } | { createIn: string }> {
+  opts: GlobalOptions,
+): Promise<{ configFile: string } | { createIn: string; network?: string }> {
+  const mainFile = await mainConfigFile(ctx, opts).catch(() => undefined)
+  const network =
+    opts.network ?? (mainFile === undefined ? undefined : await readSelectedNetwork(path.dirname(mainFile)))
+  if (network !== undefined) {
+    checkNetworkName(network)
+    if (mainFile === undefined) {
+      throw new UsageError(`no node here yet to add network ${network} to`, {
+        hint: 'join without --network first (or `peerup init`), then join other networks with --network',
+      })
+    }
+    const known = await listNetworks(mainFile)
+    const found = known.find((n) => n.name === network)
+    if (found !== undefined) {
+      return { configFile: found.configFile }
+    }
+    return { createIn: path.join(path.dirname(mainFile), NETWORKS_DIR, network), network }
+  }
+  const explicit = opts.config
   if (explicit !== undefined) {
     const file = path.resolve(ctx.cwd, explicit)
     if (await exists(file)) {

@@ -18,6 +18,7 @@ import {
 } from '../../api/index.ts'
 import type { Client } from '../../client/client.ts'
 import { loadNodeConfig } from '../../config/load.ts'
+import { listNetworks } from '../../config/networks.ts'
 import { checkServiceName, resolvePeer } from '../../config/ops.ts'
 import type { NodeConfig } from '../../config/schema.ts'
 import { parseDurationMs } from '../../config/units.ts'
@@ -29,8 +30,8 @@ import { parseListenAddress } from '../../util/address.ts'
 import { selfCommand } from '../../util/self.ts'
 import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
 import { loadInProcessClient, loadP2pErrors } from '../lazy.ts'
-import { loadNode, nodeConfigFile, viaDaemon } from '../load.ts'
-import { type CliCommand, numberFlag, wholeNumber } from '../options.ts'
+import { loadNode, mainConfigFile, nodeConfigFile, viaDaemon } from '../load.ts'
+import { type CliCommand, numberFlag, takeNetwork, wholeNumber } from '../options.ts'
 import { emit, logToStderr, note } from '../output.ts'
 import { registerProxyConfig } from './proxy.ts'
 
@@ -338,17 +339,60 @@ async function socks(ctx: CliContext, opts: SocksFlags, listen: string): Promise
   })
 }
 
-/** `ssh [user@]peer [args…]`: the system ssh with `proxy --stdio` as its ProxyCommand. */
+/**
+ * The config file and ssh target of `peerup ssh [user@]peer[@network]`: the network a target's
+ * `@network` names, else `--network`, else the one `network use` chose, else the main one.
+ */
+async function sshTargetIn(
+  ctx: CliContext,
+  opts: GlobalOptions,
+  target: string,
+): Promise<{ configFile: string; user: string | undefined; peer: string; alias: string }> {
+  const { sshNetworkTarget } = await import('../ssh.ts')
+  const networks = await listNetworks(await mainConfigFile(ctx, opts)).catch(() => [])
+  const usual = (await loadNodeConfig(await nodeConfigFile(ctx, opts))).config
+  const t = sshNetworkTarget(target, {
+    isNetwork: (n) => networks.length > 1 && networks.some((x) => x.name === n),
+    isPeer: (n) => Object.hasOwn(usual.names, n),
+  })
+  const chosen =
+    t.network === undefined ? opts : { ...opts, network: takeNetworkOf(opts, `${t.peer}@${t.network}`) }
+  const configFile = await nodeConfigFile(ctx, chosen)
+  const network = networks.find((n) => n.configFile === configFile)
+  // known_hosts keys a further network's host apart from a namesake in another network.
+  const alias = network === undefined || network.main ? t.peer : `${t.peer}@${network.name}`
+  return { configFile, user: t.user, peer: t.peer, alias }
+}
+
+/** The network `ref`'s `@network` names, checked against `--network`. */
+function takeNetworkOf(opts: GlobalOptions, ref: string): string | undefined {
+  const copy = { ...opts }
+  takeNetwork(copy, ref)
+  return copy.network
+}
+
+/** `ssh [user@]peer[@network] [args…]`: the system ssh with `proxy --stdio` as its ProxyCommand. */
 async function ssh(ctx: CliContext, cmd: Command, target: string, args: string[]): Promise<void> {
-  const { sshArgv, sshTarget, takePeerupOptions } = await import('../ssh.ts')
+  const { sshArgv, takePeerupOptions } = await import('../ssh.ts')
   const own = takePeerupOptions(args)
-  const opts: GlobalOptions = cmd.optsWithGlobals()
-  const configFile = await nodeConfigFile(ctx, { ...opts, config: own.config ?? opts.config })
+  const global: GlobalOptions = cmd.optsWithGlobals()
+  const opts: GlobalOptions = {
+    ...global,
+    config: own.config ?? global.config,
+    ...(own.network === undefined ? {} : { network: own.network }),
+  }
+  const { configFile, user, peer, alias } = await sshTargetIn(ctx, opts, target)
   // The peer is looked up before ssh runs: inside ssh's ProxyCommand an unknown name would be
   // reported all the same, but followed by ssh's own lines ("kex_exchange_identification:
   // Connection closed by remote host") and ssh's exit status 255.
-  resolvePeer((await loadNodeConfig(configFile)).config, sshTarget(target).peer)
-  const argv = sshArgv({ target, args: own.args, configFile, self: selfCommand() })
+  resolvePeer((await loadNodeConfig(configFile)).config, peer)
+  const argv = sshArgv({
+    target: user === undefined ? peer : `${user}@${peer}`,
+    args: own.args,
+    configFile,
+    self: selfCommand(),
+    hostKeyAlias: alias,
+  })
   const code = await new Promise<number>((resolve, reject) => {
     const child = spawn('ssh', argv, { stdio: 'inherit' })
     child.once('error', (err) =>
@@ -431,9 +475,10 @@ export function registerNet(program: CliCommand, ctx: CliContext): void {
   program
     .command('ssh')
     .description('run ssh to a peer through peerup (ProxyCommand), passing the rest of the arguments to ssh')
-    .argument('<peer>', '[user@]peer: a name from names: or a peer id')
+    .argument('<peer>', '[user@]peer[@network]: a name from names: or a peer id')
     .argument('[args...]', 'ssh options and the remote command')
     .option('--config <file>', 'peerup config file')
+    .option('--network <name>', 'which of the node’s networks')
     .passThroughOptions()
     .allowUnknownOption()
     .action((target: string, args: string[], _flags: object, cmd: Command) => ssh(ctx, cmd, target, args))

@@ -4,17 +4,24 @@
  * @packageDocumentation
  */
 
+import * as path from 'node:path'
+import { listNetworks, readSelectedNetwork } from '../../config/networks.ts'
 import { type NodeSummary, summarizeNode } from '../../config/summary.ts'
 import { type CliContext, type GlobalOptions, graceful } from '../context.ts'
-import { nodeConfigFile } from '../load.ts'
+import { mainConfigFile, nodeConfigFile } from '../load.ts'
 import type { CliCommand } from '../options.ts'
 import { emit } from '../output.ts'
 import { watchStatus } from './status-watch.ts'
 
-function render(s: NodeSummary): string {
+/** The summary, and the node's networks when it has more than one (docs/cli.md "Several networks"). */
+type StatusSummary = NodeSummary & {
+  networks?: Array<{ name: string; main: boolean; selected: boolean; dir: string }>
+}
+
+function render(s: StatusSummary): string {
   const lines = [
     `peer id   ${s.peerId}`,
-    `network   ${s.network === '' ? '(default)' : s.network}`,
+    `network   ${s.networkName}${s.network === '' || s.network === s.networkName ? '' : ` (discovery.network: ${s.network})`}`,
     `config    ${s.files.config}`,
     `daemon    ${s.daemon.running ? `running (${s.files.socket})` : 'not running (start it with `peerup daemon`)'}`,
     '',
@@ -37,6 +44,16 @@ function render(s: NodeSummary): string {
   if (names.length > 0) {
     lines.push('', `names (${names.length})`, ...names.map(([n, id]) => `  ${n.padEnd(12)} ${id}`))
   }
+  if (s.networks !== undefined) {
+    lines.push(
+      '',
+      `networks (${s.networks.length}; this one with --network, \`peerup network list\` for each one's state)`,
+      ...s.networks.map(
+        (n) =>
+          `${n.name === s.networkName ? '*' : ' '} ${n.name.padEnd(12)} ${n.dir}${n.main ? ' (main)' : ''}${n.selected ? ' (chosen by `network use`)' : ''}`,
+      ),
+    )
+  }
   return lines.join('\n')
 }
 
@@ -51,6 +68,18 @@ export function registerStatus(program: CliCommand, ctx: CliContext): void {
         await graceful(ctx, () => watchStatus(ctx, opts, configFile))
         return
       }
-      emit(ctx, opts, await summarizeNode(configFile), render)
+      const summary: StatusSummary = await summarizeNode(configFile)
+      const main = await mainConfigFile(ctx, opts)
+      const networks = await listNetworks(main).catch(() => [])
+      if (networks.length > 1) {
+        const used = await readSelectedNetwork(path.dirname(main))
+        summary.networks = networks.map((n) => ({
+          name: n.name,
+          main: n.main,
+          selected: n.name === used,
+          dir: n.dir,
+        }))
+      }
+      emit(ctx, opts, summary, render)
     })
 }

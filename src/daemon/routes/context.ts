@@ -8,7 +8,16 @@
  */
 
 import type { z } from 'zod'
-import type { CallRoute, Checked, Line, LinesRoute, Output, RouteName, RouteSpec } from '../../api/index.ts'
+import type {
+  CallRoute,
+  Checked,
+  Line,
+  LinesRoute,
+  NetworkState,
+  Output,
+  RouteName,
+  RouteSpec,
+} from '../../api/index.ts'
 import { resolvePeer } from '../../config/ops.ts'
 import { PeerupError, UsageError } from '../../errors.ts'
 import type { Logger } from '../../log/index.ts'
@@ -40,6 +49,19 @@ export interface DaemonContext {
   observer: Observer
   /** The web dashboard, which makes login links (absent in a one-shot command's node). */
   ui?: { newLogin(): { url: string; expires: string } } | undefined
+  /** The daemon's networks (absent in a one-shot command's node): see src/daemon/networks.ts. */
+  networks?: NetworksControl | undefined
+  /** This network's name in the daemon (`default` for an empty `discovery.network`). */
+  networkName?: string | undefined
+}
+
+/** What the routes of `/v1/networks` do with the daemon's networks. */
+export interface NetworksControl {
+  list(): Promise<NetworkState[]>
+  /** Starts a network whose directory exists; the others are not touched. */
+  startNetwork(name: string): Promise<NetworkState>
+  /** Stops a running network (its node, and so its connections, only). */
+  stopNetwork(name: string): Promise<void>
 }
 
 /** What a handler knows of the request besides its input. */
@@ -84,6 +106,16 @@ export function persistentProxiesOf(ctx: DaemonContext): PersistentProxies {
     })
   }
   return ctx.persistentProxies
+}
+
+/** The daemon's networks, or an error saying they need the daemon. */
+export function networksOf(ctx: DaemonContext): NetworksControl {
+  if (ctx.networks === undefined) {
+    throw new PeerupError('several networks are run by the daemon', {
+      hint: 'start it with `peerup daemon`',
+    })
+  }
+  return ctx.networks
 }
 
 /** The first problem zod found, as a usage error that names the field (`allowedPeers[2]: …`). */

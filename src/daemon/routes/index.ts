@@ -9,13 +9,14 @@ import { authHandlers } from './auth.ts'
 import { connectionHandlers } from './connections.ts'
 import type { DaemonContext, Handlers } from './context.ts'
 import { diagnosticHandlers } from './diagnostics.ts'
+import { networkHandlers } from './networks.ts'
 import { peerHandlers } from './peers.ts'
 import { proxyHandlers } from './proxies.ts'
 import { statusHandlers } from './status.ts'
 import { streamHandlers } from './streams.ts'
 import { uiHandlers } from './ui.ts'
 
-export type { DaemonContext, HandlerContext, Handlers } from './context.ts'
+export type { DaemonContext, HandlerContext, Handlers, NetworksControl } from './context.ts'
 export { checkInput, reportOf, statusOf } from './context.ts'
 
 export function handlersFor(ctx: DaemonContext): Handlers {
@@ -28,5 +29,6 @@ export function handlersFor(ctx: DaemonContext): Handlers {
     ...proxyHandlers(ctx),
     ...streamHandlers(ctx),
     ...uiHandlers(ctx),
+    ...networkHandlers(ctx),
   }
 }

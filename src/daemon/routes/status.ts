@@ -29,6 +29,8 @@ export function statusHandlers(ctx: DaemonContext): Pick<Handlers, 'status' | 's
       pid: process.pid,
       peerId: rt.peerId,
       network: rt.config.discovery.network,
+      networkName:
+        ctx.networkName ?? (rt.config.discovery.network === '' ? 'default' : rt.config.discovery.network),
       startedAt: ctx.startedAt.toISOString(),
       uptimeSeconds: Math.floor((Date.now() - ctx.startedAt.getTime()) / 1000),
       configFile: rt.configFile,

@@ -228,6 +228,21 @@ describe('random input', { timeout: 180_000 }, () => {
         assert.notEqual(answer.status, 101, 'a random peer and service were dialled')
       }
     }
+    // Any `?network=` on any route: a clean refusal (400 or 404), never a failure of the daemon.
+    for (const route of routes.filter((r) => r.method === 'GET')) {
+      for (let i = 0; i < 10; i++) {
+        const path = route.path.replace(/:\w+/g, 'x')
+        const answer = await request(daemon.ready.socketPath, cookie, {
+          method: 'GET',
+          path: `${path}?network=${encodeURIComponent(g.text())}`,
+        })
+        check(`GET ${route.path}?network=…`, answer)
+        assert.ok(
+          answer.status === 400 || answer.status === 404,
+          `${route.path}: ${answer.status} ${answer.body}`,
+        )
+      }
+    }
     const status = await request(daemon.ready.socketPath, cookie, { method: 'GET', path: '/v1/status' })
     assert.equal(status.status, 200)
     // The input reached the routes' own checks, not only the JSON parser.

@@ -49,6 +49,7 @@ describe('peerup __complete', () => {
       ['auth', 'add', UNNAMED, '--comment', 'the laptop'],
       ['service', 'add', 'ssh', 'localhost:22'],
       ['proxy', 'add', 'home-ssh', 'zebra-home', 'ssh', '0'],
+      ['network', 'add', 'lab'],
     ]
     for (const args of steps) {
       const r = await runCli([...args, '--config', config], root)
@@ -77,6 +78,9 @@ describe('peerup __complete', () => {
     ['a value in the same word as its flag', ['daemon', 'connect', '--peer=zeb'], ['--peer=zebra-home']],
     ['the shells', ['completion', ''], ['bash', 'zsh', 'fish']],
     ['daemon subcommands', ['daemon', 'st'], ['status', 'stop', 'start'], ['connect']],
+    ['network subcommands', ['network', ''], ['list', 'add', 'remove', 'use', 'start']],
+    ['the networks of the node', ['network', 'use', ''], ['default', 'lab']],
+    ['networks for --network', ['ping', '--network', ''], ['default', 'lab']],
   ]
   for (const [what, words, want, notWant = []] of cases) {
     it(what, async () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { shellQuote, sshArgv, takePeerupOptions } from '../../../src/cli/ssh.ts'
+import { shellQuote, sshArgv, sshNetworkTarget, takePeerupOptions } from '../../../src/cli/ssh.ts'
 
 describe('takePeerupOptions', () => {
   const cases: Array<{ args: string[]; config: string | undefined; rest: string[] }> = [
@@ -18,6 +18,47 @@ describe('takePeerupOptions', () => {
       const r = takePeerupOptions(c.args)
       assert.equal(r.config, c.config)
       assert.deepEqual(r.args, c.rest)
+    })
+  }
+})
+
+describe('takePeerupOptions --network', () => {
+  it('takes --network and --network= among the leading options, and leaves the command’s', () => {
+    assert.deepEqual(takePeerupOptions(['--network', 'work', '-p', '22', 'ls']), {
+      config: undefined,
+      network: 'work',
+      args: ['-p', '22', 'ls'],
+    })
+    assert.deepEqual(takePeerupOptions(['--network=work', '--config=x.yaml']), {
+      config: 'x.yaml',
+      network: 'work',
+      args: [],
+    })
+    assert.equal(takePeerupOptions(['ls', '--network', 'work']).network, undefined)
+  })
+})
+
+describe('sshNetworkTarget', () => {
+  const known = {
+    isNetwork: (n: string) => ['work', 'home'].includes(n),
+    // A peer named like a network, in the network commands use.
+    isPeer: (n: string) => n === 'home',
+  }
+  const cases: Array<[string, { user: string | undefined; peer: string; network: string | undefined }]> = [
+    ['box', { user: undefined, peer: 'box', network: undefined }],
+    ['box@work', { user: undefined, peer: 'box', network: 'work' }],
+    ['me@box@work', { user: 'me', peer: 'box', network: 'work' }],
+    // Not a network: ssh's user@host.
+    ['me@box', { user: 'me', peer: 'box', network: undefined }],
+    // A peer of that name in the network in use wins over the network of that name…
+    ['me@home', { user: 'me', peer: 'home', network: undefined }],
+    // …unless a user is written before the peer.
+    ['me@box@home', { user: 'me', peer: 'box', network: 'home' }],
+    ['a@b@box', { user: 'a@b', peer: 'box', network: undefined }],
+  ]
+  for (const [target, want] of cases) {
+    it(`${target} → ${JSON.stringify(want)}`, () => {
+      assert.deepEqual(sshNetworkTarget(target, known), want)
     })
   }
 })

@@ -63,3 +63,15 @@ describe('templates written by init and relay setup', () => {
     assert.ok(node.split('\n').filter((l) => l.trim().startsWith('#')).length > 5)
   })
 })
+
+describe('configs/network-work.example.yaml', () => {
+  it('is a valid node config of network work', async () => {
+    const text = await fs.readFile(
+      new URL('../../../configs/network-work.example.yaml', import.meta.url),
+      'utf8',
+    )
+    const config = parseConfigText(text, 'network-work.example.yaml', nodeConfigSchema)
+    assert.equal(config.discovery.network, 'work')
+    assert.deepEqual(Object.keys(config.names), ['build'])
+  })
+})
