@@ -39,12 +39,20 @@ export function runAgainInPlace(env: NodeJS.ProcessEnv = process.env): never {
 export const MALLOC_ARENAS = '2'
 
 /**
- * Runs this command again in place (same process id) with `MALLOC_ARENA_MAX` set to
- * {@link MALLOC_ARENAS} when the environment leaves it unset — glibc reads it only at start.
+ * The relay's: one arena. Its work is the main thread's (every socket read and write), and one
+ * arena shares one pool of freed memory among all threads: relaying 1 GiB twice peaked at
+ * 125.9/136.3 and 127.7/138.2 MB with one, against 129.1–144.1/140.1–158.2 MB in four runs with
+ * two (docs/decisions/0011-malloc-arenas.md).
+ */
+export const RELAY_MALLOC_ARENAS = '1'
+
+/**
+ * Runs this command again in place (same process id) with `MALLOC_ARENA_MAX` set to `arenas`
+ * ({@link MALLOC_ARENAS} unless given) when the environment leaves it unset — glibc reads it only at start.
  * Called first thing, before anything is opened. A no-op where it is set (to any value: the
  * user's choice stands), off Linux, or where Node cannot replace its process.
  */
-export function withFewerMallocArenas(): void {
+export function withFewerMallocArenas(arenas: string = MALLOC_ARENAS): void {
   if (
     process.env.MALLOC_ARENA_MAX !== undefined ||
     process.platform !== 'linux' ||
@@ -52,5 +60,5 @@ export function withFewerMallocArenas(): void {
   ) {
     return
   }
-  runAgainInPlace({ ...process.env, MALLOC_ARENA_MAX: MALLOC_ARENAS })
+  runAgainInPlace({ ...process.env, MALLOC_ARENA_MAX: arenas })
 }

@@ -87,8 +87,8 @@ function registerRelayServe(relay: CliCommand, ctx: CliContext): void {
       async (opts: GlobalOptions & { logLevel?: string }) => {
         const { file, config } = await loadRelay(ctx, opts)
         // Before anything is opened: this may start the command again in place.
-        const { withFewerMallocArenas } = await import('../../util/self.ts')
-        withFewerMallocArenas()
+        const { RELAY_MALLOC_ARENAS, withFewerMallocArenas } = await import('../../util/self.ts')
+        withFewerMallocArenas(RELAY_MALLOC_ARENAS)
         logToStderr(ctx, opts.logLevel, config.log.level)
         const { runRelay } = await loadRelayModule()
         await runRelay({ configFile: file, log: createLogger('relay'), signal: ctx.signal })
