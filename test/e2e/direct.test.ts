@@ -26,6 +26,7 @@ import {
   relayCounters,
   sshThrough,
   startLabRelay,
+  startSshTarget,
   waitUntilReachable,
 } from './peerup-host.ts'
 import { type Sshd, startSshd } from './sshd.ts'
@@ -331,14 +332,7 @@ describe('the direct path with symmetric NAT', { skip, timeout: 600_000 }, () =>
     lab = await createLab({ nat: 'symmetric', name: 'direct-symmetric' })
     relay = await startLabRelay(lab)
     relayBytes = await relayCounters(lab, relay.host.host)
-    const na = await initLabNode(lab, 'a', relay)
-    const nb = await initLabNode(lab, 'b', relay)
-    a = na.node
-    addNames(a, { b: nb.peerId })
-    await nb.node.peerup(['auth', 'add', na.peerId, '--comment', 'a', '--config', nb.node.config])
-    await nb.node.peerup(['service', 'add', 'ssh', '127.0.0.1:22', '--config', nb.node.config])
-    daemonB = nb.node.spawn(['daemon', '--config', nb.node.config, '--log-level', 'info'], 'daemon-b')
-    sshd = await startSshd(nb.node.host, { port: 22 })
+    ;({ a, daemonB, sshd } = await startSshTarget(lab, relay))
   })
 
   after(async () => {

@@ -17,18 +17,17 @@ import * as path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { createLab, type Lab, labSupport, type NatType, withLabLogs } from './lab.ts'
 import {
-  addNames,
   ensureBuilt,
-  initLabNode,
   type LabRelay,
   logLines,
   type PeerupHost,
   relayCounters,
   sshThrough,
   startLabRelay,
+  startSshTarget,
   waitUntilReachable,
 } from './peerup-host.ts'
-import { type Sshd, startSshd } from './sshd.ts'
+import type { Sshd } from './sshd.ts'
 
 const support = await labSupport()
 const skip = support.ok ? false : `network lab unavailable: ${support.reason}`
@@ -64,14 +63,7 @@ for (const c of CASES) {
       lab = await createLab({ nat: { a: c.a, b: c.b }, name: `matrix-${c.a}-${c.b}` })
       relay = await startLabRelay(lab)
       relayBytes = await relayCounters(lab, relay.host.host)
-      const na = await initLabNode(lab, 'a', relay)
-      const nb = await initLabNode(lab, 'b', relay)
-      a = na.node
-      addNames(a, { b: nb.peerId })
-      await nb.node.peerup(['auth', 'add', na.peerId, '--comment', 'a', '--config', nb.node.config])
-      await nb.node.peerup(['service', 'add', 'ssh', '127.0.0.1:22', '--config', nb.node.config])
-      nb.node.spawn(['daemon', '--config', nb.node.config, '--log-level', 'info'], 'daemon-b')
-      sshd = await startSshd(nb.node.host, { port: 22 })
+      ;({ a, sshd } = await startSshTarget(lab, relay))
     })
 
     after(async () => {

@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import type { Lab, LabHost, LabProcess } from './lab.ts'
-import type { Sshd } from './sshd.ts'
+import { type Sshd, startSshd } from './sshd.ts'
 
 /** The repository root. */
 export const ROOT = path.resolve(import.meta.dirname, '../..')
@@ -276,4 +276,23 @@ export async function waitUntilReachable(from: PeerupHost, peer: string): Promis
     await new Promise((resolve) => setTimeout(resolve, 500))
   }
   throw new Error(`${peer} never answered a ping`)
+}
+
+/**
+ * The setting of the tests that ssh from a to b through `peerup proxy`: a and b initialised on
+ * `relay`, b authorizing a, offering `ssh` (sshd on b's port 22) and running its daemon; a knows b
+ * by the name `b` and runs no daemon.
+ */
+export async function startSshTarget(
+  lab: Lab,
+  relay: LabRelay,
+): Promise<{ a: PeerupHost; b: PeerupHost; daemonB: LabProcess; sshd: Sshd }> {
+  const na = await initLabNode(lab, 'a', relay)
+  const nb = await initLabNode(lab, 'b', relay)
+  addNames(na.node, { b: nb.peerId })
+  await nb.node.peerup(['auth', 'add', na.peerId, '--comment', 'a', '--config', nb.node.config])
+  await nb.node.peerup(['service', 'add', 'ssh', '127.0.0.1:22', '--config', nb.node.config])
+  const daemonB = nb.node.spawn(['daemon', '--config', nb.node.config, '--log-level', 'info'], 'daemon-b')
+  const sshd = await startSshd(nb.node.host, { port: 22 })
+  return { a: na.node, b: nb.node, daemonB, sshd }
 }

@@ -18,16 +18,15 @@ import * as path from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { createLab, type Lab, labSupport, withLabLogs } from './lab.ts'
 import {
-  addNames,
   ensureBuilt,
-  initLabNode,
   type LabRelay,
   type PeerupHost,
   relayCounters,
   startLabRelay,
+  startSshTarget,
   waitUntilReachable,
 } from './peerup-host.ts'
-import { type Sshd, startSshd } from './sshd.ts'
+import type { Sshd } from './sshd.ts'
 
 const support = await labSupport()
 const skip = support.ok ? false : `network lab unavailable: ${support.reason}`
@@ -49,14 +48,7 @@ describe('the splicing relay in the NAT lab (both routers symmetric: RELAYED)', 
     lab = await createLab({ nat: { a: 'symmetric', b: 'symmetric' }, name: 'splice' })
     relay = await startLabRelay(lab)
     relayBytes = await relayCounters(lab, relay.host.host)
-    const na = await initLabNode(lab, 'a', relay)
-    const nb = await initLabNode(lab, 'b', relay)
-    a = na.node
-    addNames(a, { b: nb.peerId })
-    await nb.node.peerup(['auth', 'add', na.peerId, '--comment', 'a', '--config', nb.node.config])
-    await nb.node.peerup(['service', 'add', 'ssh', '127.0.0.1:22', '--config', nb.node.config])
-    nb.node.spawn(['daemon', '--config', nb.node.config, '--log-level', 'info'], 'daemon-b')
-    sshd = await startSshd(nb.node.host, { port: 22 })
+    ;({ a, sshd } = await startSshTarget(lab, relay))
     await waitUntilReachable(a, 'b')
   })
 
