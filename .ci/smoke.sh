@@ -54,7 +54,10 @@ grep -q "^http://$ui/login#" ui-url.txt
 for f in / /app.js /app.css /uqr.mjs; do
   run curl -fsS -o /dev/null "http://$ui$f"
 done
-curl -fsS "http://$ui/app.js" | grep -q "from './uqr.mjs'"
+# Into a file, not a pipe: `grep -q` leaves at the first match, and curl, still writing a larger
+# app.js, fails with "Failed writing body" (23) under pipefail.
+curl -fsS -o app.js "http://$ui/app.js"
+grep -q "from './uqr.mjs'" app.js
 run ./peerup --config ./node/config.yaml daemon stop
 wait "$daemon"
 # Usage errors exit 2, failures 1.
