@@ -46,6 +46,8 @@ grep -q '3 sent, 3 received' demo.txt
 printf '\nui:\n  listen_address: 127.0.0.1:0\n' >> ./node/config.yaml
 ./peerup --config ./node/config.yaml daemon --log-level info 2> daemon.log &
 daemon=$!
+# A check that fails below must not leave the daemon running (nor its directory in use).
+trap 'kill "$daemon" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q '"dashboard served"' daemon.log && break; sleep 0.1; done
 ui=$(grep '"dashboard served"' daemon.log | grep -o '127\.0\.0\.1:[0-9]*' | head -1)
 [ -n "$ui" ] || { cat daemon.log >&2; echo "smoke: the dashboard is not served" >&2; exit 1; }
